@@ -1,0 +1,178 @@
+"""The ``genevolve`` command.
+
+Sub-commands owned by other parts of the library (render, verify, bench, train, data,
+serve-renderer) are registered from their own ``commands`` modules, so each concern keeps its
+command next to its code and this file stays a table of contents.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="GenEvolve: research a request, pick references, write a program, render it.")
+
+
+@app.command()
+def run(
+    request: str = typer.Argument(..., help="What to draw, in words."),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help="A reference image of yours (repeatable)."),
+    policy: Optional[str] = typer.Option(None, help="planner | nano | hf:<id>[?4bit=1&adapter=P] | openai:<model>@<url> | replay:<file>"),
+    renderer: Optional[str] = typer.Option(None, help="layout | diffusers:<id> | service:<url> | gemini[:<model>] | none"),
+    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network at all (default: when the web is unreachable)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for program.json, trajectory.json, image.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the trajectory summary and program as JSON."),
+    typeset: bool = typer.Option(False, "--typeset", help="Set the exact text constraints onto a generative render."),
+    seed: int = typer.Option(0, help="Renderer seed."),
+    config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
+):
+    """Run the agent on REQUEST, render the program and verify the text."""
+    from rich.console import Console
+
+    from genevolve.agent import build_agent
+    from genevolve.config import Settings
+    from genevolve.store import Store
+
+    console = Console(stderr=as_json)
+    settings = Settings.load(config, policy=policy, renderer=renderer, offline=offline)
+    is_offline = settings.resolved_offline()
+    store = Store(settings.store_path)
+    try:
+        agent = build_agent(settings, store=store, offline=is_offline)
+    except Exception as exc:  # noqa: BLE001 - a missing model or key is a one-line message
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    if not as_json:
+        mode = "offline (local corpus, local image library, your images)" if is_offline else "online"
+        console.print(f"[bold]GenEvolve[/bold] policy={settings.policy} renderer={settings.renderer} · {mode}")
+        for name, backend in sorted(agent.backends.items()):
+            if name.startswith("tool:"):
+                console.print(f"  {name[5:]}: {backend}", style="dim")
+    traj = None
+    for event in agent.stream(request, [str(p) for p in image or []]):
+        if not as_json:
+            _print_event(console, event)
+        if event.type == "done":
+            traj = event.trajectory
+    result = {"summary": traj.summary(), "offline": is_offline, "image": None, "verification": None}
+    if traj.program is not None and settings.renderer != "none":
+        result.update(_render_and_verify(traj, settings, store, out, typeset, seed, console, quiet=as_json))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "trajectory.json").write_text(json.dumps(traj.to_dict(), indent=2, ensure_ascii=False))
+        if traj.program is not None:
+            (out / "program.json").write_text(json.dumps(traj.program.model_dump(), indent=2, ensure_ascii=False))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        console.print(f"[bold]{traj.termination}[/bold] in {traj.elapsed_s:.2f}s · {len(traj.steps)} rounds · "
+                      f"trajectory {traj.id} saved to {settings.store_path}")
+    raise typer.Exit(0 if traj.program is not None else 1)
+
+
+def _render_and_verify(traj, settings, store, out, typeset, seed, console, quiet) -> dict:
+    try:
+        from genevolve.judges.local import verify_image
+        from genevolve.renderers import make_renderer, render_with_report
+    except ModuleNotFoundError as exc:  # renderers not installed in this build
+        return {"render_error": str(exc)}
+    try:
+        renderer = make_renderer(settings.renderer)
+        image, report = render_with_report(renderer, traj.program, seed=seed, typeset=typeset)
+    except Exception as exc:  # noqa: BLE001
+        if not quiet:
+            console.print(f"[red]render failed:[/red] {exc}")
+        return {"render_error": f"{type(exc).__name__}: {exc}"}
+    out_dir = out or Path(settings.runs_dir) / traj.id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "image.png"
+    image.save(path)
+    verification = verify_image(image, traj.program)
+    store.attach_render(traj.id, str(path), report, verification)
+    if not quiet:
+        console.print(f"[green]image[/green] {path} ({report.get('backend')}, {report.get('width')}x{report.get('height')}, "
+                      f"{report.get('elapsed_s', 0):.2f}s)")
+        for item in verification.get("constraints", []):
+            mark = "[green]found[/green]" if item.get("found") else "[red]missing[/red]"
+            console.print(f"  text \"{item.get('text')}\": {mark}")
+    return {"image": str(path), "render": report, "verification": verification}
+
+
+def _print_event(console, event) -> None:
+    t = event.type
+    if t == "round_start":
+        console.rule(f"round {event.round}" + (" (final)" if event.final else ""), style="dim")
+    elif t == "text_delta":
+        console.print(event.text, end="", style="dim", markup=False, highlight=False)
+    elif t == "tool_call":
+        console.print()
+        console.print(f"[cyan]→ {event.name}[/cyan] {json.dumps(event.arguments, ensure_ascii=False)}")
+    elif t == "tool_result":
+        head = event.text.strip().splitlines()[:6]
+        label = f"[yellow]← {event.name}[/yellow] ({event.backend or '-'}, {event.elapsed_s:.2f}s)"
+        console.print(label + (f" [red]{event.error}[/red]" if event.error else ""))
+        for line in head:
+            console.print("   " + line, markup=False, highlight=False)
+        if event.images:
+            console.print("   images: " + ", ".join(f"{i.img_id} {i.title}" for i in event.images), markup=False)
+    elif t == "format_error":
+        console.print()
+        console.print(f"[red]format error:[/red] {event.error}")
+    elif t == "warning":
+        console.print(f"[yellow]warning:[/yellow] {event.message}")
+    elif t == "answer":
+        console.print()
+        console.print("[bold green]program[/bold green]")
+        console.print_json(json.dumps(event.program.model_dump(exclude={"reference_images": {"__all__": {"path"}}})))
+
+
+@app.command()
+def ui(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(7860), share: bool = False):
+    """Start the Gradio studio."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from app.studio import launch
+
+    launch(host=host, port=port, share=share)
+
+
+# Sub-commands that live beside their code: (module, attribute, name, is_group).
+_EXTERNAL = [
+    ("genevolve.renderers.commands", "render", "render", False),
+    ("genevolve.renderers.commands", "verify", "verify", False),
+    ("genevolve.renderers.commands", "serve_renderer", "serve-renderer", False),
+    ("genevolve.bench.commands", "bench_app", "bench", True),
+    ("genevolve.training.commands", "train_app", "train", True),
+    ("genevolve.data.commands", "data_app", "data", True),
+]
+
+
+def _register_external() -> None:
+    for module, attr, name, is_group in _EXTERNAL:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:  # that part is not in this build
+                continue
+            raise
+        obj = getattr(mod, attr)
+        if is_group:
+            app.add_typer(obj, name=name)
+        else:
+            app.command(name)(obj)
+
+
+_register_external()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""The prompt-reference program: what the policy writes and every renderer executes.
+
+The official answer JSON (what the released checkpoint emits) is
+``{"gen_prompt": str, "reference_images": [{"img_id": "IMG_001", "note": str}]}``.
+We add two things the model never has to write: resolved file paths for the references
+(so a program file can be rendered on its own) and derived, verifiable ``constraints``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+IMG_ID_RE = re.compile(r"\bIMG_\d{3,}\b")
+URL_RE = re.compile(r"(?:https?|ftp|file|data):[^\s\"')\]]+|www\.[^\s\"')\]]+", re.IGNORECASE)
+
+ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
+_ORDINAL_INDEX = {w: i + 1 for i, w in enumerate(ORDINALS)}
+_ORDINAL_INDEX.update({"1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "6th": 6, "7th": 7, "8th": 8})
+ORDINAL_REF_RE = re.compile(
+    r"\b(" + "|".join(list(_ORDINAL_INDEX)) + r")\s+(?:reference\s+)?(?:image|photo|picture|reference)\b",
+    re.IGNORECASE,
+)
+
+NUMBER_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "a pair of": 2, "a couple of": 2,
+    "a dozen": 12, "single": 1, "twin": 2, "both": 2,
+}
+# Words that follow a number but are measurements or ages, not countable subjects.
+_NOT_COUNTABLE = {
+    "years", "year", "minutes", "seconds", "hours", "days", "weeks", "months", "decades",
+    "centuries", "times", "percent", "degrees", "meters", "metres", "feet", "inches", "miles",
+    "km", "kg", "pounds", "dollars", "euros", "points", "pixels", "px", "k", "mm", "cm",
+    "of", "and", "or", "to", "in", "on", "at", "by", "with", "the", "a", "an",
+}
+_IRREGULAR_PLURALS = {"people", "children", "men", "women", "mice", "geese", "teeth", "sheep",
+                      "fish", "deer", "oxen", "cattle", "dice", "persons", "police"}
+_ARTICLES = {"a", "an", "the", "its", "their", "his", "her", "this", "that", "some"}
+
+RELATIONS = {
+    "to the left of": "left_of", "on the left of": "left_of", "left of": "left_of",
+    "to the right of": "right_of", "on the right of": "right_of", "right of": "right_of",
+    "in front of": "in_front_of", "behind": "behind", "above": "above", "over": "above",
+    "on top of": "above", "below": "below", "beneath": "below", "under": "below",
+    "underneath": "below", "next to": "next_to", "beside": "next_to",
+}
+_REL_RE = re.compile(
+    r"\b(" + "|".join(sorted((re.escape(k) for k in RELATIONS), key=len, reverse=True)) + r")\b",
+    re.IGNORECASE,
+)
+_QUOTE_RE = re.compile(
+    r"\"([^\"\n]{1,200})\"|“([^”\n]{1,200})”|«([^»\n]{1,200})»|「([^」\n]{1,200})」"
+    r"|(?:(?<=\s)|(?<=^)|(?<=[(\[:]))'([^'\n]{1,120}?)'(?=[\s.,;:!?)\]]|$)"
+)
+
+
+class ProgramError(ValueError):
+    """The answer JSON is not a usable program (e.g. no gen_prompt)."""
+
+
+class Reference(BaseModel):
+    img_id: str
+    note: str = ""
+    # Resolved by the runtime from the trajectory's image registry; not part of the official format.
+    path: str | None = None
+
+
+class Constraint(BaseModel):
+    """A verifiable fact about the image, derived from the request and the program."""
+
+    kind: Literal["text", "count", "relation"]
+    text: str | None = None  # kind == "text": the exact string to appear
+    subject: str | None = None  # count: the counted noun; relation: the first object
+    count: int | None = None
+    relation: str | None = None  # left_of, right_of, above, below, in_front_of, behind, next_to
+    object: str | None = None
+    source: Literal["request", "program"] = "request"
+
+    def describe(self) -> str:
+        if self.kind == "text":
+            return f'text "{self.text}" appears exactly'
+        if self.kind == "count":
+            return f"exactly {self.count} {self.subject}"
+        return f"{self.subject} {self.relation.replace('_', ' ')} {self.object}"
+
+
+class Program(BaseModel):
+    gen_prompt: str
+    reference_images: list[Reference] = Field(default_factory=list)
+    constraints: list[Constraint] = Field(default_factory=list)
+
+    @classmethod
+    def from_answer(cls, data: Any) -> "Program":
+        """Build from the model's answer JSON; raise ProgramError with a readable reason."""
+        if not isinstance(data, dict):
+            raise ProgramError("the answer must be a JSON object with gen_prompt and reference_images")
+        prompt = data.get("gen_prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ProgramError("the answer has no non-empty string field 'gen_prompt'")
+        refs = data.get("reference_images") or []
+        if not isinstance(refs, list):
+            raise ProgramError("'reference_images' must be a list of {img_id, note}")
+        cleaned = []
+        for ref in refs:
+            if isinstance(ref, str):
+                ref = {"img_id": ref}
+            if not isinstance(ref, dict) or not isinstance(ref.get("img_id"), str):
+                raise ProgramError("each reference needs a string 'img_id'")
+            cleaned.append({"img_id": ref["img_id"].strip(), "note": str(ref.get("note") or "")})
+        try:
+            return cls(gen_prompt=prompt.strip(), reference_images=cleaned,
+                       constraints=data.get("constraints") or [])
+        except ValidationError as exc:
+            raise ProgramError(f"invalid program: {exc.errors()[0].get('msg')}") from exc
+
+    def to_official(self) -> dict:
+        """The answer JSON exactly as the released checkpoint writes it."""
+        return {
+            "gen_prompt": self.gen_prompt,
+            "reference_images": [{"img_id": r.img_id, "note": r.note} for r in self.reference_images],
+        }
+
+    def text_constraints(self) -> list[str]:
+        return [c.text for c in self.constraints if c.kind == "text" and c.text]
+
+
+class ProgramIssue(BaseModel):
+    code: str
+    message: str
+
+
+def validate_program(program: Program, known_ids: set[str] | None = None,
+                     max_references: int = 2) -> list[ProgramIssue]:
+    """Everything wrong with a program, as a list (empty when valid)."""
+    issues: list[ProgramIssue] = []
+    ids = [r.img_id for r in program.reference_images]
+    if known_ids is not None:
+        for img_id in ids:
+            if img_id not in known_ids:
+                issues.append(ProgramIssue(code="unknown_id", message=f"{img_id} was never returned by a tool"))
+    if len(set(ids)) != len(ids):
+        issues.append(ProgramIssue(code="duplicate_id", message="a reference image is listed twice"))
+    if ids != sorted(ids, key=_id_number):
+        issues.append(ProgramIssue(code="unsorted", message="reference_images must be sorted by img_id"))
+    if len(ids) > max_references:
+        issues.append(ProgramIssue(code="too_many", message=f"at most {max_references} reference images are allowed, got {len(ids)}"))
+    if IMG_ID_RE.search(program.gen_prompt):
+        issues.append(ProgramIssue(code="id_leak", message="gen_prompt must not contain IMG_### ids; use 'the first reference image'"))
+    if URL_RE.search(program.gen_prompt):
+        issues.append(ProgramIssue(code="url_leak", message="gen_prompt must not contain URLs"))
+    for m in ORDINAL_REF_RE.finditer(program.gen_prompt):
+        n = _ORDINAL_INDEX[m.group(1).lower()]
+        if n > len(ids):
+            issues.append(ProgramIssue(code="ordinal_out_of_range",
+                                       message=f"'{m.group(0)}' but only {len(ids)} reference image(s) are given"))
+    return issues
+
+
+def repair_program(program: Program, known_ids: set[str] | None, max_references: int = 2) -> tuple[Program, list[str]]:
+    """Make a program valid by the least change; returns the program and what was changed."""
+    notes: list[str] = []
+    refs, seen = [], set()
+    for ref in program.reference_images:
+        if known_ids is not None and ref.img_id not in known_ids:
+            notes.append(f"dropped unknown reference {ref.img_id}")
+            continue
+        if ref.img_id in seen:
+            continue
+        seen.add(ref.img_id)
+        refs.append(ref)
+    refs.sort(key=lambda r: _id_number(r.img_id))
+    if len(refs) > max_references:
+        notes.append(f"kept the first {max_references} of {len(refs)} references")
+        refs = refs[:max_references]
+    prompt = program.gen_prompt
+    order = {r.img_id: i for i, r in enumerate(refs)}
+
+    def _ordinal(m: re.Match) -> str:
+        i = order.get(m.group(0))
+        return f"the {ORDINALS[i]} reference image" if i is not None and i < len(ORDINALS) else "the reference"
+
+    if IMG_ID_RE.search(prompt):
+        prompt = IMG_ID_RE.sub(_ordinal, prompt)
+        notes.append("replaced IMG ids in gen_prompt with ordinal phrases")
+    if URL_RE.search(prompt):
+        prompt = URL_RE.sub("", prompt)
+        notes.append("removed URLs from gen_prompt")
+
+    def _clamp(m: re.Match) -> str:
+        return m.group(0) if _ORDINAL_INDEX[m.group(1).lower()] <= len(refs) else "reference style"
+
+    fixed = ORDINAL_REF_RE.sub(_clamp, prompt)
+    if fixed != prompt:
+        notes.append("removed ordinal phrases that point past the last reference")
+    prompt = re.sub(r"\s{2,}", " ", fixed).strip()
+    return program.model_copy(update={"gen_prompt": prompt, "reference_images": refs}), notes
+
+
+def _id_number(img_id: str) -> tuple[int, str]:
+    m = re.search(r"(\d+)$", img_id)
+    return (int(m.group(1)) if m else 10**9, img_id)
+
+
+# ---------------------------------------------------------------- derived constraints
+
+def quoted_strings(text: str) -> list[str]:
+    """Quoted spans in order of appearance, without duplicates."""
+    out: list[str] = []
+    for m in _QUOTE_RE.finditer(text):
+        s = next(g for g in m.groups() if g is not None).strip()
+        if s and s not in out:
+            out.append(s)
+    return out
+
+
+def count_constraints(text: str) -> list[Constraint]:
+    out: list[Constraint] = []
+    words = r"|".join(sorted((re.escape(w) for w in NUMBER_WORDS), key=len, reverse=True))
+    pattern = re.compile(
+        r"\b(?:exactly\s+)?(" + words + r"|\d{1,3})\s+((?:[a-z][a-z'-]*\s+){0,3}?)([a-z][a-z-]*)\b", re.IGNORECASE
+    )
+    seen = set()
+    for m in pattern.finditer(_strip_quotes(text)):
+        num, noun = m.group(1).lower(), m.group(3).lower()
+        n = NUMBER_WORDS.get(num) if not num.isdigit() else int(num)
+        if n is None or n < 1 or n > 50 or noun in _NOT_COUNTABLE:
+            continue
+        if not (noun.endswith("s") and not noun.endswith("ss")) and noun not in _IRREGULAR_PLURALS and n != 1:
+            continue
+        if n == 1 and num not in ("one", "single", "1"):
+            continue
+        if n == 1 and noun.endswith("s") and not noun.endswith("ss"):
+            continue
+        if (noun, n) in seen:
+            continue
+        seen.add((noun, n))
+        out.append(Constraint(kind="count", subject=noun, count=n))
+    return out
+
+
+def relation_constraints(text: str) -> list[Constraint]:
+    out: list[Constraint] = []
+    for clause in re.split(r"[.;,!?\n]|\band\b|\bwhile\b|\bwith\b", _strip_quotes(text)):
+        m = _REL_RE.search(clause)
+        if not m:
+            continue
+        subject = _noun_phrase(clause[: m.start()], take="last")
+        obj = _noun_phrase(clause[m.end():], take="first")
+        if subject and obj:
+            out.append(Constraint(kind="relation", subject=subject,
+                                  relation=RELATIONS[m.group(1).lower()], object=obj))
+    return out
+
+
+def derive_constraints(request: str, program: Program | None = None) -> list[Constraint]:
+    """Verifiable constraints: quoted text, explicit counts and spatial relations.
+
+    The request is authoritative; quoted strings the program adds on its own are kept too
+    (marked ``source="program"``), since the renderer will be asked to draw them.
+    """
+    out: list[Constraint] = [Constraint(kind="text", text=s) for s in quoted_strings(request)]
+    out += count_constraints(request)
+    out += relation_constraints(request)
+    if program is not None:
+        have = {c.text.lower() for c in out if c.kind == "text"}
+        for s in quoted_strings(program.gen_prompt):
+            if s.lower() not in have and not ORDINAL_REF_RE.search(s) and len(s) <= 80:
+                out.append(Constraint(kind="text", text=s, source="program"))
+                have.add(s.lower())
+    return out
+
+
+def _strip_quotes(text: str) -> str:
+    # Counting or relating words inside a title ("TWO CITIES") is not a scene constraint.
+    return _QUOTE_RE.sub(" ", text)
+
+
+def _noun_phrase(fragment: str, take: str) -> str:
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", fragment)]
+    stop = {"is", "are", "sits", "sit", "stands", "stand", "placed", "place", "put", "with", "of",
+            "one", "positioned", "located", "standing", "sitting", "floating", "hanging", "and"}
+    if take == "last":
+        # The subject is the noun phrase just before the relation: drop trailing verbs
+        # ("a cat sitting under"), then keep what follows the previous verb-ish word.
+        while words and words[-1].lower() in stop:
+            words.pop()
+        words = words[-4:]
+        for i in range(len(words) - 1, -1, -1):
+            if words[i].lower() in stop:
+                words = words[i + 1:]
+                break
+    else:
+        cut = []
+        for w in words:
+            if w.lower() in stop and cut:
+                break
+            if w.lower() in stop:
+                continue
+            cut.append(w)
+            if len(cut) == 4:
+                break
+        words = cut
+    words = [w for w in words if w.lower() not in _ARTICLES]
+    return " ".join(words).lower().strip()

@@ -1,0 +1,271 @@
+"""SQLite store: runs (trajectories), audits, Decision Guides and background jobs.
+
+One file, WAL mode, a short-lived connection per operation so that threads (the studio's
+workers, the bench runner) and processes (a training job) can share it safely.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from genevolve.trajectory import Trajectory
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    session TEXT,
+    request TEXT NOT NULL,
+    policy TEXT,
+    renderer TEXT,
+    termination TEXT,
+    has_errors INTEGER NOT NULL DEFAULT 0,
+    n_rounds INTEGER,
+    n_tool_calls INTEGER,
+    elapsed_s REAL,
+    program TEXT,
+    trajectory TEXT NOT NULL,
+    image_path TEXT,
+    render TEXT,
+    verification TEXT,
+    verified_ok INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+CREATE INDEX IF NOT EXISTS runs_session ON runs(session);
+CREATE TABLE IF NOT EXISTS audits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trajectory_id TEXT NOT NULL,
+    step INTEGER,               -- NULL: the whole trajectory
+    verdict TEXT NOT NULL CHECK (verdict IN ('accept', 'reject', 'needs_fix')),
+    comment TEXT,
+    annotator TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audits_traj ON audits(trajectory_id);
+CREATE TABLE IF NOT EXISTS guides (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    trigger TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    guidance TEXT NOT NULL,      -- JSON: {kind: [bullets]}
+    source_prompt TEXT,
+    reward_gap REAL,
+    embedding BLOB,              -- float32 vector of trigger + summary
+    times_retrieved INTEGER NOT NULL DEFAULT 0,
+    meta TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    config TEXT,
+    status TEXT NOT NULL,        -- queued | running | stopped | failed | done
+    pid INTEGER,
+    run_dir TEXT,
+    message TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            yield db
+            db.commit()
+        finally:
+            db.close()
+
+    # ------------------------------------------------------------------ runs
+
+    def save_trajectory(self, traj: Trajectory) -> None:
+        has_errors = int(any(s.error for s in traj.steps) or traj.termination not in ("answer", "forced_answer"))
+        row = {
+            "id": traj.id, "created_at": traj.created_at, "session": traj.meta.get("session"),
+            "request": traj.request, "policy": traj.backends.get("policy"),
+            "renderer": traj.backends.get("renderer"), "termination": traj.termination,
+            "has_errors": has_errors, "n_rounds": len(traj.steps), "n_tool_calls": len(traj.tool_calls()),
+            "elapsed_s": traj.elapsed_s,
+            "program": json.dumps(traj.program.model_dump()) if traj.program else None,
+            "trajectory": json.dumps(traj.to_dict(), ensure_ascii=False),
+        }
+        cols = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        updates = ", ".join(f"{k}=excluded.{k}" for k in row if k != "id")
+        with self.connect() as db:
+            db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}", row)
+
+    def attach_render(self, run_id: str, image_path: str | None, render: dict | None = None,
+                      verification: dict | None = None) -> None:
+        ok = None
+        if verification is not None and verification.get("text_score") is not None:
+            ok = int(verification.get("text_score", 0) >= 1.0)
+        with self.connect() as db:
+            db.execute("UPDATE runs SET image_path=?, render=?, verification=?, verified_ok=? WHERE id=?",
+                       (image_path, json.dumps(render) if render else None,
+                        json.dumps(verification) if verification else None, ok, run_id))
+
+    def get_trajectory(self, run_id: str) -> Trajectory | None:
+        with self.connect() as db:
+            row = db.execute("SELECT trajectory FROM runs WHERE id=?", (run_id,)).fetchone()
+        return Trajectory.from_dict(json.loads(row["trajectory"])) if row else None
+
+    def get_run(self, run_id: str) -> dict | None:
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return _run_row(row) if row else None
+
+    def list_runs(self, *, session: str | None = None, policy: str | None = None,
+                  termination: str | None = None, has_errors: bool | None = None,
+                  verification_failed: bool | None = None, audited: bool | None = None,
+                  limit: int = 200) -> list[dict]:
+        where, args = [], []
+        if session is not None:
+            where.append("session=?"); args.append(session)
+        if policy:
+            where.append("policy=?"); args.append(policy)
+        if termination:
+            where.append("termination=?"); args.append(termination)
+        if has_errors is not None:
+            where.append("has_errors=?"); args.append(int(has_errors))
+        if verification_failed is not None:
+            where.append("verified_ok=?" if not verification_failed else "verified_ok=0")
+            if not verification_failed:
+                args.append(1)
+        if audited is not None:
+            op = "EXISTS" if audited else "NOT EXISTS"
+            where.append(f"{op} (SELECT 1 FROM audits a WHERE a.trajectory_id=runs.id)")
+        sql = ("SELECT id, created_at, session, request, policy, renderer, termination, has_errors, n_rounds, "
+               "n_tool_calls, elapsed_s, image_path, verified_ok FROM runs")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        args.append(limit)
+        with self.connect() as db:
+            return [dict(r) for r in db.execute(sql, args).fetchall()]
+
+    # ------------------------------------------------------------------ audits
+
+    def add_audit(self, trajectory_id: str, verdict: str, comment: str = "", step: int | None = None,
+                  annotator: str | None = None) -> None:
+        with self.connect() as db:
+            db.execute("INSERT INTO audits (trajectory_id, step, verdict, comment, annotator, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (trajectory_id, step, verdict, comment, annotator, time.time()))
+
+    def audits(self, trajectory_id: str) -> list[dict]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM audits WHERE trajectory_id=? ORDER BY id", (trajectory_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def latest_verdict(self, trajectory_id: str) -> str | None:
+        with self.connect() as db:
+            row = db.execute("SELECT verdict FROM audits WHERE trajectory_id=? AND step IS NULL "
+                             "ORDER BY id DESC LIMIT 1", (trajectory_id,)).fetchone()
+        return row["verdict"] if row else None
+
+    def export_sft(self, out_dir: str | Path, *, accepted_only: bool = True, ids: list[str] | None = None) -> Path:
+        """Write SFT records (one JSON per line) with copied images; returns the jsonl path."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if ids is None:
+            with self.connect() as db:
+                ids = [r["id"] for r in db.execute("SELECT id FROM runs WHERE program IS NOT NULL "
+                                                   "ORDER BY created_at").fetchall()]
+        path = out_dir / "sft.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        n = 0
+        with open(tmp, "w", encoding="utf-8") as f:
+            for run_id in ids:
+                if accepted_only and self.latest_verdict(run_id) != "accept":
+                    continue
+                traj = self.get_trajectory(run_id)
+                if traj is None or traj.program is None:
+                    continue
+                f.write(json.dumps(traj.to_sft_record(out_dir), ensure_ascii=False) + "\n")
+                n += 1
+        tmp.replace(path)
+        return path
+
+    # ------------------------------------------------------------------ guides
+
+    def add_guide(self, guide: dict, embedding: bytes | None = None, capacity: int | None = None) -> str:
+        """Insert a Decision Guide; with ``capacity`` the oldest beyond it are evicted."""
+        gid = guide.get("id") or uuid.uuid4().hex[:12]
+        with self.connect() as db:
+            db.execute("INSERT OR REPLACE INTO guides (id, created_at, trigger, summary, guidance, source_prompt, "
+                       "reward_gap, embedding, times_retrieved, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (gid, guide.get("created_at", time.time()), guide["trigger"], guide["summary"],
+                        json.dumps(guide.get("guidance", {})), guide.get("source_prompt"),
+                        guide.get("reward_gap"), embedding, int(guide.get("times_retrieved", 0)),
+                        json.dumps(guide.get("meta", {}))))
+            if capacity is not None:
+                db.execute("DELETE FROM guides WHERE id NOT IN "
+                           "(SELECT id FROM guides ORDER BY created_at DESC, rowid DESC LIMIT ?)", (capacity,))
+        return gid
+
+    def list_guides(self) -> list[dict]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM guides ORDER BY created_at, rowid").fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["guidance"] = json.loads(d["guidance"] or "{}")
+            d["meta"] = json.loads(d["meta"] or "{}")
+            out.append(d)
+        return out
+
+    def bump_guide(self, guide_id: str) -> None:
+        with self.connect() as db:
+            db.execute("UPDATE guides SET times_retrieved = times_retrieved + 1 WHERE id=?", (guide_id,))
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(self, kind: str, config: dict, run_dir: str) -> str:
+        job_id = uuid.uuid4().hex[:10]
+        now = time.time()
+        with self.connect() as db:
+            db.execute("INSERT INTO jobs (id, kind, config, status, run_dir, created_at, updated_at) "
+                       "VALUES (?, ?, ?, 'queued', ?, ?, ?)", (job_id, kind, json.dumps(config), run_dir, now, now))
+        return job_id
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        allowed = {"status", "pid", "message", "run_dir"}
+        sets = {k: v for k, v in fields.items() if k in allowed}
+        sets["updated_at"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in sets)
+        with self.connect() as db:
+            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*sets.values(), job_id))
+
+    def get_job(self, job_id: str) -> dict | None:
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list_jobs(self, limit: int = 50) -> list[dict]:
+        with self.connect() as db:
+            return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))]
+
+
+def _run_row(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    for key in ("program", "trajectory", "render", "verification"):
+        if d.get(key):
+            d[key] = json.loads(d[key])
+    return d

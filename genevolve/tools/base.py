@@ -1,0 +1,45 @@
+"""The tool interface: ``Tool.__call__(args, ctx) -> ToolResult``.
+
+A tool never raises into the agent loop for bad arguments or a failed backend; it returns a
+ToolResult with ``error`` set and a text the model can read and act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genevolve.trajectory import ImageRef, ImageRegistry
+
+
+@dataclass
+class ToolResult:
+    text: str
+    images: list[ImageRef] = field(default_factory=list)
+    backend: str | None = None  # which backend answered (web, serper, local, cache...)
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ToolContext:
+    """What a tool may touch during one trajectory."""
+
+    registry: ImageRegistry
+    work_dir: Path  # per-trajectory folder for downloaded images
+    offline: bool = True
+    user_images: list[ImageRef] = field(default_factory=list)
+    request: str = ""
+
+
+class ToolArgumentError(ValueError):
+    """Arguments the model sent do not fit the tool; the message is shown to the model."""
+
+
+class Tool:
+    name: str = ""
+    description: str = ""
+
+    def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:  # pragma: no cover - interface
+        raise NotImplementedError
