@@ -78,7 +78,7 @@ def run(
 
 def _render_and_verify(traj, settings, store, out, typeset, seed, console, quiet) -> dict:
     try:
-        from genevolve.judges.local import verify_image
+        from genevolve.judges.verify import verify_image
         from genevolve.renderers import make_renderer, render_with_report
     except ModuleNotFoundError as exc:  # renderers not installed in this build
         return {"render_error": str(exc)}
