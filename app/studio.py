@@ -1,24 +1,117 @@
-"""Assembles the studio's tabs into one Gradio Blocks app."""
+"""Assembles the studio's tabs into one Gradio Blocks app and launches it.
+
+Each tab lives in its own module with a ``build(sid_state, ...)`` function; this file only
+lays them out, wires the per-browser session id and sets the queue (how many model runs may
+execute at once: ``GENEVOLVE_CONCURRENCY``, default 1 on a CPU-only machine, 2 with a GPU).
+"""
 
 from __future__ import annotations
 
 import os
+import threading
+from pathlib import Path
+
+CSS_PATH = Path(__file__).with_name("studio.css")
+# Keep the live panel scrolled to the newest event unless the user scrolled up to read.
+HEAD = """<script>
+new MutationObserver(() => {
+  for (const box of document.querySelectorAll('#ge-events .ge-events')) {
+    if (box.dataset.pinned !== 'no') box.scrollTop = box.scrollHeight;
+    if (!box.dataset.watch) {
+      box.dataset.watch = '1';
+      box.addEventListener('scroll', () => {
+        box.dataset.pinned = (box.scrollHeight - box.scrollTop - box.clientHeight < 40) ? 'yes' : 'no';
+      });
+    }
+  }
+}).observe(document.documentElement, {childList: true, subtree: true});
+</script>"""
+HEADER = """<div id="ge-header"><div class="ge-logo">GenEvolve <span>Studio</span></div>
+<div class="ge-tagline">research → reference → program → render → verify · offline by default</div></div>"""
+
+
+def default_concurrency() -> int:
+    env = os.environ.get("GENEVOLVE_CONCURRENCY")
+    if env:
+        return max(1, int(env))
+    try:
+        import torch
+
+        return 2 if torch.cuda.is_available() else 1
+    except Exception:  # noqa: BLE001
+        return 1
 
 
 def build_studio():
     import gradio as gr
 
-    from app import generate_tab
+    from app import bench_tab, generate_tab, guides_tab, inspector_tab, judge_tab, training_tab
+    from app.common import new_session_id
 
-    with gr.Blocks(title="GenEvolve Studio") as demo:
-        gr.Markdown("# GenEvolve Studio\nResearch, reference, program, render — offline by default.")
-        with gr.Tab("Generate"):
-            generate_tab.build()
+    with gr.Blocks(title="GenEvolve Studio", fill_width=True) as demo:
+        # The session id lives in the browser, so a reload keeps this browser's history and
+        # another browser never shares it.
+        sid_state = gr.BrowserState("", storage_key="genevolve_studio_session")
+        gr.HTML(HEADER, padding=False)
+        with gr.Tabs(elem_id="ge-tabs") as tabs:
+            with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
+                gen = generate_tab.build(sid_state)
+            with gr.Tab("Bench", id="bench", elem_id="tab-bench") as bench:
+                bench_tab.build(sid_state, tabs=tabs, request_box=gen["request"], tab=bench)
+            with gr.Tab("Judge", id="judge", elem_id="tab-judge"):
+                judge_tab.build(sid_state)
+            with gr.Tab("Decision Guides", id="guides", elem_id="tab-guides") as guides:
+                guides_tab.build(sid_state, tab=guides)
+            with gr.Tab("Training", id="training", elem_id="tab-training") as training:
+                training_tab.build(sid_state, tab=training)
+            with gr.Tab("Inspector", id="inspector", elem_id="tab-inspector") as inspector:
+                inspector_tab.build(sid_state, tab=inspector)
+        sid_mark = gr.HTML("", visible="hidden", elem_id="ge-session")
+
+        def ensure_session(sid):
+            sid = sid or new_session_id()
+            return sid, sid, generate_tab.history_rows(sid)
+
+        demo.load(ensure_session, inputs=[sid_state], outputs=[sid_state, sid_mark, gen["history"]], queue=False)
     return demo
 
 
 def launch(host: str | None = None, port: int | None = None, share: bool = False) -> None:
+    from app.common import studio_home
+
     demo = build_studio()
-    demo.queue(default_concurrency_limit=int(os.environ.get("GENEVOLVE_CONCURRENCY", "2")))
-    demo.launch(server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")), share=share)
+    threading.Thread(target=_warm_up, daemon=True, name="studio-warm-up").start()
+    demo.queue(default_concurrency_limit=default_concurrency(), max_size=64)
+    demo.launch(
+        server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        share=share,
+        # Session folders hold downloads and renders; their names are random per browser.
+        allowed_paths=[str(studio_home())],
+        css_paths=[CSS_PATH],
+        head=HEAD,
+        theme=_theme(),
+        footer_links=["gradio"],
+        ssr_mode=False,
+    )
+
+
+def _theme():
+    import gradio as gr
+
+    return gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
+                          font=["Inter", "system-ui", "DejaVu Sans", "sans-serif"],
+                          font_mono=["JetBrains Mono", "DejaVu Sans Mono", "monospace"])
+
+
+def _warm_up() -> None:
+    """Import the runtime before the first request, so its first event is not late by an import."""
+    try:
+        from app import generate_tab
+        from genevolve.agent import build_agent  # noqa: F401
+        from genevolve.tools import build_tools  # noqa: F401
+
+        generate_tab._policy("planner")
+        import genevolve.renderers  # noqa: F401
+    except Exception:  # noqa: BLE001 - warming is an optimisation only
+        pass

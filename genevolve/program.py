@@ -219,26 +219,45 @@ def quoted_strings(text: str) -> list[str]:
 def count_constraints(text: str) -> list[Constraint]:
     out: list[Constraint] = []
     words = r"|".join(sorted((re.escape(w) for w in NUMBER_WORDS), key=len, reverse=True))
-    pattern = re.compile(
-        r"\b(?:exactly\s+)?(" + words + r"|\d{1,3})\s+((?:[a-z][a-z'-]*\s+){0,3}?)([a-z][a-z-]*)\b", re.IGNORECASE
-    )
+    # The number is consumed, the words after it only looked at, so "three identical white
+    # teapots" finds "teapots" and "two cats and three dogs" still sees "three".
+    pattern = re.compile(r"\b(?:exactly\s+)?(" + words + r"|\d{1,3})(?=((?:\s+[a-z][a-z'-]*){1,4}))",
+                         re.IGNORECASE)
     seen = set()
     for m in pattern.finditer(_strip_quotes(text)):
-        num, noun = m.group(1).lower(), m.group(3).lower()
+        num = m.group(1).lower()
         n = NUMBER_WORDS.get(num) if not num.isdigit() else int(num)
-        if n is None or n < 1 or n > 50 or noun in _NOT_COUNTABLE:
-            continue
-        if not (noun.endswith("s") and not noun.endswith("ss")) and noun not in _IRREGULAR_PLURALS and n != 1:
+        if n is None or n < 1 or n > 50:
             continue
         if n == 1 and num not in ("one", "single", "1"):
             continue
-        if n == 1 and noun.endswith("s") and not noun.endswith("ss"):
-            continue
-        if (noun, n) in seen:
+        noun = _counted_noun(m.group(2).lower().split(), singular=n == 1)
+        if noun is None or (noun, n) in seen:
             continue
         seen.add((noun, n))
         out.append(Constraint(kind="count", subject=noun, count=n))
     return out
+
+
+def _is_plural(word: str) -> bool:
+    if word in _IRREGULAR_PLURALS:
+        return True
+    return len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "ous", "is"))
+
+
+def _counted_noun(following: list[str], singular: bool) -> str | None:
+    """The counted noun among the (up to four) words after a number, or None."""
+    last = None
+    for w in following:
+        if w in _NOT_COUNTABLE:
+            break
+        if singular:
+            if _is_plural(w):
+                return None
+            last = w
+        elif _is_plural(w):
+            return w
+    return last if singular else None
 
 
 def relation_constraints(text: str) -> list[Constraint]:

@@ -1,0 +1,131 @@
+"""Inspector tab for annotators: filter stored trajectories, read one as a timeline, audit, export.
+
+Audits are per step or for the whole trajectory (accept / reject / needs fix + comment) and go
+to the store's audits table; "export accepted" writes SFT records through ``Store.export_sft``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from app import common
+from app.common import esc
+from app.trajectory_view import timeline_html
+
+COLUMNS = ["run", "when", "request", "policy", "termination", "errors", "verified", "audit"]
+VERDICTS = [("accept", "accept"), ("reject", "reject"), ("needs fix", "needs_fix")]
+TRI = ["any", "yes", "no"]
+
+
+def build(sid_state, tab=None):
+    with gr.Row():
+        backend = gr.Dropdown(["any"], value="any", label="Backend (policy)", allow_custom_value=True, scale=2)
+        termination = gr.Dropdown(["any", "answer", "forced_answer", "max_rounds", "format_error", "policy_error",
+                                   "cancelled"], value="any", label="Termination", scale=2)
+        has_errors = gr.Dropdown(TRI, value="any", label="Has errors", scale=1)
+        failed = gr.Dropdown(TRI, value="any", label="Verification failed", scale=1)
+        audited = gr.Dropdown(TRI, value="any", label="Audited", scale=1)
+        mine = gr.Checkbox(False, label="Only my runs", scale=1, min_width=100)
+        refresh = gr.Button("Refresh", elem_id="in-refresh", scale=1)
+    table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, wrap=True, elem_id="in-table", max_height=260)
+    current = gr.State(None)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            timeline = gr.HTML("<div class='ge-empty'>Pick a trajectory above to open its timeline.</div>",
+                               elem_id="in-timeline")
+        with gr.Column(scale=2):
+            info = gr.Markdown("", elem_id="in-info")
+            step = gr.Dropdown(["whole trajectory"], value="whole trajectory", label="Audit target", elem_id="in-step")
+            verdict = gr.Radio(VERDICTS, value="accept", label="Verdict", elem_id="in-verdict")
+            comment = gr.Textbox(label="Comment", lines=2)
+            save = gr.Button("Save audit", variant="primary", elem_id="in-save")
+            audit_log = gr.HTML("", elem_id="in-audits")
+            gr.Markdown("---")
+            export = gr.Button("Export accepted as SFT", elem_id="in-export")
+            export_file = gr.File(label="SFT records", interactive=False, elem_id="in-export-file")
+            export_msg = gr.Markdown("", elem_id="in-export-msg")
+
+    filters = [backend, termination, has_errors, failed, audited, mine, sid_state]
+    refresh.click(list_rows, filters, [table, backend])
+    if tab is not None:
+        tab.select(list_rows, filters, [table, backend])
+    for f in (termination, has_errors, failed, audited, mine):
+        f.change(list_rows, filters, [table, backend])
+    table.select(open_run, None, [current, timeline, info, step, audit_log])
+    save.click(save_audit, [current, step, verdict, comment], [timeline, audit_log, comment]).then(
+        list_rows, filters, [table, backend])
+    export.click(export_sft, [sid_state], [export_file, export_msg])
+
+
+def _tri(v: str):
+    return None if v == "any" else v == "yes"
+
+
+def list_rows(backend, termination, has_errors, failed, audited, mine, sid_value, request: gr.Request = None):
+    st = common.store()
+    runs = st.list_runs(session=common.session_id(sid_value, request) if mine else None,
+                        policy=None if backend in (None, "", "any") else backend,
+                        termination=None if termination in (None, "", "any") else termination,
+                        has_errors=_tri(has_errors), verification_failed=_tri(failed), audited=_tri(audited),
+                        limit=300)
+    rows = []
+    for r in runs:
+        verified = {1: "ok", 0: "failed"}.get(r.get("verified_ok"), "—")
+        rows.append([r["id"], time.strftime("%m-%d %H:%M", time.localtime(r["created_at"])), r["request"][:80],
+                     r.get("policy") or "", r.get("termination") or "", "yes" if r.get("has_errors") else "",
+                     verified, st.latest_verdict(r["id"]) or ""])
+    policies = sorted({r.get("policy") for r in st.list_runs(limit=500) if r.get("policy")})
+    return rows, gr.update(choices=["any", *policies])
+
+
+def open_run(evt: gr.SelectData):
+    row = evt.row_value if evt is not None else None
+    st = common.store()
+    traj = st.get_trajectory(row[0]) if row else None
+    if traj is None:
+        return None, "<div class='ge-empty'>Not found.</div>", "", gr.update(), ""
+    run = st.get_run(traj.id) or {}
+    audits = st.audits(traj.id)
+    steps = ["whole trajectory"] + [f"step {s.round} · {s.kind}{' · ' + s.tool_name if s.tool_name else ''}"
+                                    for s in traj.steps]
+    ver = run.get("verification") or {}
+    score = ver.get("text_score")
+    info = (f"**{traj.id}** · {traj.termination} · {len(traj.steps)} rounds · {traj.elapsed_s:.2f}s  \n"
+            f"policy `{traj.backends.get('policy', '?')}` · text check "
+            + ("—" if score is None else f"{score:.2f}"))
+    return traj.id, timeline_html(traj, audits), info, gr.update(choices=steps, value="whole trajectory"), \
+        _audits_html(audits)
+
+
+def save_audit(run_id, target, verdict, comment):
+    if not run_id:
+        return gr.skip(), common.error_html("Open a trajectory first."), gr.skip()
+    step = None
+    if target and target.startswith("step "):
+        step = int(target.split()[1])
+    st = common.store()
+    st.add_audit(run_id, verdict, (comment or "").strip(), step=step, annotator="studio")
+    traj = st.get_trajectory(run_id)
+    audits = st.audits(run_id)
+    return timeline_html(traj, audits), _audits_html(audits), ""
+
+
+def _audits_html(audits: list[dict]) -> str:
+    if not audits:
+        return "<div class='ge-meta'>No audits yet.</div>"
+    items = "".join(f"<li><span class='ge-verdict ge-v-{esc(a['verdict'])}'>{esc(a['verdict'])}</span>"
+                    f"{'whole' if a.get('step') is None else 'step ' + str(a['step'])} "
+                    f"<span class='ge-meta'>{esc(a.get('comment') or '')}</span></li>" for a in audits)
+    return f"<ul class='ge-audits'>{items}</ul>"
+
+
+def export_sft(sid_value, request: gr.Request = None):
+    sid = common.session_id(sid_value, request)
+    out = common.session_dir(sid, "exports", time.strftime("sft-%Y%m%d-%H%M%S"))
+    path = common.store().export_sft(out, accepted_only=True)
+    n = sum(1 for line in open(path, encoding="utf-8") if line.strip())
+    if n == 0:
+        return None, "No accepted trajectories yet — mark some as *accept* first."
+    return str(path), f"Exported **{n}** accepted trajectories to `{out}` (images copied beside the records)."

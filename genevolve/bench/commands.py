@@ -1,0 +1,83 @@
+"""``genevolve bench run`` and ``genevolve bench summary``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="Run a benchmark (rollout -> render -> judge, resumable) and summarise it.")
+
+
+@bench_app.command("run")
+def run(
+    bench: str = typer.Option("mini", help="mini | a .jsonl bench file | a WISE .json file | a .txt prompt list | a directory"),
+    out: Path = typer.Option(..., help="Run folder (stage JSONL files and per-case artifacts)."),
+    policy: str = typer.Option("planner", help="planner | nano | hf:<id> | openai:<model>@<url> | replay:<file>"),
+    renderer: str = typer.Option("layout", help="layout | diffusers:<id> | service:<url> | gemini[:<model>]"),
+    judge: str = typer.Option("local", help="local | kscore:<model>@<url> | wise:<model>@<url> | sufficiency[:<model>@<url>]"),
+    parallel: int = typer.Option(2, min=1, help="Worker threads per stage (a local model policy always uses one)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N cases."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run: skip cases whose stage is done."),
+    rpm: Optional[int] = typer.Option(None, min=1, help="Requests per minute for API judges (shared by all workers)."),
+    seed: int = typer.Option(0, help="Base render seed (each case adds a hash of its id)."),
+    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
+    config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
+    summary: bool = typer.Option(True, "--summary/--no-summary", help="Write summary.json/csv and report.html at the end."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars with ETA."),
+):
+    """Run BENCH with the given backends into OUT."""
+    from rich.console import Console
+
+    from genevolve.bench.loaders import load_bench
+    from genevolve.bench.runner import BenchConfig, BenchRunner, RunDirError
+
+    console = Console(stderr=True)
+    try:
+        cases = load_bench(bench)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
+                      rpm=rpm, seed=seed, offline=offline, settings_path=str(config) if config else None)
+    runner = BenchRunner(cases, out, cfg, resume=resume, progress=progress, log=lambda m: console.print(m, style="dim"))
+    console.print(f"[bold]bench[/bold] {bench}: {len(runner.cases)} cases · policy={policy} renderer={renderer} "
+                  f"judge={judge} · parallel {parallel}" + (" · resuming" if resume else ""))
+    try:
+        runner.run()
+    except RunDirError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    if summary:
+        from genevolve.bench.summary import write_summary
+
+        s = write_summary(out)
+        console.print(f"[green]done[/green]: {s['scored']} scored, {s['failed']} failed, {s['missing']} missing · "
+                      f"overall {s['overall']} · overall (missing = 0) {s['overall_missing_zero']} · {out}/report.html")
+
+
+@bench_app.command("summary")
+def summary_cmd(
+    run_dir: Path = typer.Argument(..., help="A folder written by `genevolve bench run`."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Also write report.html."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
+):
+    """Write summary.json, summary.csv and report.html for RUN_DIR."""
+    from genevolve.bench.summary import write_summary
+
+    try:
+        s = write_summary(run_dir, html=html)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps(s, indent=2, ensure_ascii=False, default=str))
+    else:
+        typer.echo(f"{s['cases']} cases: {s['scored']} scored, {s['failed']} failed, {s['missing']} missing; "
+                   f"overall {s['overall']}, overall (missing = 0) {s['overall_missing_zero']}")
+        for cat, agg in s["by"].get("category", {}).items():
+            typer.echo(f"  {cat:<26} n={agg['cases']:<3} overall={agg['overall']}")
+        typer.echo(f"wrote {run_dir}/summary.json, summary.csv" + (", report.html" if html else ""))

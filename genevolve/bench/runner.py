@@ -1,0 +1,386 @@
+"""The resumable benchmark runner: rollout -> render -> judge, three stages, parallel workers.
+
+Output folder::
+
+    run.json                 the run's configuration (specs, bench, seed)
+    cases.jsonl              the cases of this run (so a summary needs no bench path)
+    rollout.jsonl            one line per case per stage, appended, flushed and fsynced
+    render.jsonl
+    judge.jsonl
+    cases/<id>/trajectory.json, program.json, image.png, scores.json   (written atomically)
+
+Crash safety: a stage line is appended only after the case's artifacts are in place (tmp
+file + ``os.replace``), so a line means "this stage is done for this case". A kill -9 can
+leave at most a half-written last line; on start the runner cuts the file back to its last
+complete line. ``resume=True`` skips every case whose stage line exists, so a killed run
+finishes with every case exactly once per stage.
+
+Parallelism: threads (the backends that matter wait on I/O: HTTP policies, renderer
+services, judge APIs). A local model policy (``hf:``/``nano``) or a local diffusers renderer
+gets one worker, since threads would only fight over the same weights.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import re
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+STAGES = ("rollout", "render", "judge")
+
+
+class RunDirError(RuntimeError):
+    """The output folder holds another run (or results without --resume)."""
+
+
+# ---------------------------------------------------------------- crash-safe files
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_image_atomic(image, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
+
+
+def repair_jsonl(path: Path) -> int:
+    """Cut a JSONL file back to its last complete line; returns the bytes removed."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data) - keep
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete, parseable line (a torn last line is ignored, never fatal)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "id" in row:
+            out.append(row)
+    return out
+
+
+def latest_by_id(rows: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for row in rows:
+        out[str(row["id"])] = row
+    return out
+
+
+class JsonlAppender:
+    """Appends whole lines under a lock; each line is flushed and fsynced before returning."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        repair_jsonl(path)
+        self._lock = threading.Lock()
+        self._f = open(path, "a", encoding="utf-8")
+
+    def append(self, row: dict) -> None:
+        line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            self._f.write(line)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
+
+
+def case_dir_name(case_id: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", case_id)[:80]
+    return safe if safe == case_id else f"{safe}-{zlib.crc32(case_id.encode()):08x}"
+
+
+def case_seed(case_id: str, base_seed: int) -> int:
+    """A render seed fixed by the case id, so a resumed run draws what a fresh one would."""
+    return (base_seed + zlib.crc32(case_id.encode("utf-8"))) % (2**31)
+
+
+# ---------------------------------------------------------------- configuration
+
+@dataclass
+class BenchConfig:
+    bench: str = "mini"
+    policy: str = "planner"
+    renderer: str = "layout"
+    judge: str = "local"
+    parallel: int = 2
+    limit: int | None = None
+    rpm: int | None = None
+    seed: int = 0
+    retries: int = 2  # stage-level retries for unexpected exceptions (API judges retry on their own)
+    backoff_s: float = 1.0
+    offline: bool | None = None
+    settings_path: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def identity(self) -> dict:
+        """What must match for a resumed run to continue the same experiment."""
+        return {"bench": self.bench, "policy": self.policy, "renderer": self.renderer, "judge": self.judge,
+                "seed": self.seed, "limit": self.limit}
+
+
+def workers_for(stage: str, cfg: BenchConfig) -> int:
+    p = max(1, int(cfg.parallel))
+    if stage == "rollout" and cfg.policy.split(":", 1)[0] in ("hf", "nano"):
+        return 1
+    if stage == "render" and cfg.renderer.split(":", 1)[0] == "diffusers":
+        return 1
+    return p
+
+
+# ---------------------------------------------------------------- the runner
+
+class BenchRunner:
+    def __init__(self, cases: list[dict], out_dir: str | Path, config: BenchConfig, *, resume: bool = False,
+                 progress: bool = True, log: Callable[[str], None] | None = None):
+        self.cases = cases[: config.limit] if config.limit else list(cases)
+        self.out = Path(out_dir)
+        self.cfg = config
+        self.resume = resume
+        self.progress = progress
+        self.log = log or (lambda msg: None)
+        self._local = threading.local()
+        self._judge = None
+        self._judge_lock = threading.Lock()
+        self._settings = None
+
+    # ------------------------------------------------------------ setup
+
+    def _prepare(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        run_file = self.out / "run.json"
+        has_results = any((self.out / f"{s}.jsonl").exists() for s in STAGES)
+        if run_file.exists():
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+            if not self.resume and has_results:
+                raise RunDirError(f"{self.out} already holds a run; pass --resume to continue it "
+                                  "or choose another --out folder")
+            if self.resume and previous.get("identity") != self.cfg.identity():
+                raise RunDirError(f"{self.out} holds a run with a different configuration "
+                                  f"({previous.get('identity')}); resume it with the same options "
+                                  "or choose another --out folder")
+        elif has_results and not self.resume:
+            raise RunDirError(f"{self.out} holds results; pass --resume or choose another --out folder")
+        if not run_file.exists():
+            write_atomic(run_file, json.dumps({"identity": self.cfg.identity(), "parallel": self.cfg.parallel,
+                                               "rpm": self.cfg.rpm, "created_at": time.time()}, indent=2))
+        if not (self.out / "cases.jsonl").exists() or not self.resume:
+            write_atomic(self.out / "cases.jsonl",
+                         "".join(json.dumps(c, ensure_ascii=False, default=str) + "\n" for c in self.cases))
+        if self.cfg.rpm:
+            from genevolve.judges.rpm import set_default_rpm
+
+            set_default_rpm(self.cfg.rpm)
+
+    def settings(self):
+        if self._settings is None:
+            from genevolve.config import Settings
+
+            self._settings = Settings.load(self.cfg.settings_path, policy=self.cfg.policy,
+                                           renderer=self.cfg.renderer, judge=self.cfg.judge,
+                                           offline=self.cfg.offline)
+        return self._settings
+
+    def case_dir(self, case: dict) -> Path:
+        return self.out / "cases" / case_dir_name(case["id"])
+
+    # ------------------------------------------------------------ per-thread backends
+
+    def _agent(self):
+        agent = getattr(self._local, "agent", None)
+        if agent is None:
+            from genevolve.agent import build_agent
+
+            settings = self.settings()
+            agent = self._local.agent = build_agent(settings, offline=settings.resolved_offline())
+        return agent
+
+    def _renderer(self):
+        renderer = getattr(self._local, "renderer", None)
+        if renderer is None:
+            from genevolve.renderers import make_renderer
+
+            renderer = self._local.renderer = make_renderer(self.cfg.renderer)
+        return renderer
+
+    def judge(self):
+        with self._judge_lock:  # judges are thread-safe; one instance shares the endpoint limiter
+            if self._judge is None:
+                from genevolve.judges import make_judge
+
+                self._judge = make_judge(self.cfg.judge)
+            return self._judge
+
+    # ------------------------------------------------------------ the three stages
+
+    def do_rollout(self, case: dict) -> dict:
+        d = self.case_dir(case)
+        traj = self._agent().run(case["question"], [p for p in case.get("images") or [] if isinstance(p, str)])
+        write_atomic(d / "trajectory.json", json.dumps(traj.to_dict(), ensure_ascii=False, indent=1, default=str))
+        if traj.program is not None:
+            write_atomic(d / "program.json", json.dumps(traj.program.model_dump(), ensure_ascii=False, indent=1))
+        else:  # a re-run after a crash must not leave an older attempt's program behind
+            (d / "program.json").unlink(missing_ok=True)
+        calls = traj.tool_calls()
+        return {"status": "ok" if traj.program is not None else "failed", "termination": traj.termination,
+                "error": traj.reason if traj.program is None else None, "rounds": len(traj.steps),
+                "tools": [s.tool_name for s in calls], "skills": traj.skills_used(),
+                "references": len(traj.program.reference_images) if traj.program else 0,
+                "warnings": len(traj.warnings), "elapsed_s": round(traj.elapsed_s, 4)}
+
+    def do_render(self, case: dict) -> dict:
+        from genevolve.program import Program
+
+        d = self.case_dir(case)
+        program_file = d / "program.json"
+        if not program_file.exists():
+            return {"status": "skipped", "error": "no program (the rollout failed)"}
+        from genevolve.renderers import render_with_report
+
+        program = Program.model_validate_json(program_file.read_text(encoding="utf-8"))
+        started = time.perf_counter()
+        image, report = render_with_report(self._renderer(), program, seed=case_seed(case["id"], self.cfg.seed))
+        save_image_atomic(image, d / "image.png")
+        return {"status": "ok", "image": str((d / "image.png").relative_to(self.out)),
+                "report": _jsonable(report), "elapsed_s": round(time.perf_counter() - started, 4)}
+
+    def do_judge(self, case: dict) -> dict:
+        from genevolve.program import Program
+        from genevolve.trajectory import Trajectory
+
+        d = self.case_dir(case)
+        program = traj = None
+        if (d / "program.json").exists():
+            program = Program.model_validate_json((d / "program.json").read_text(encoding="utf-8"))
+        if (d / "trajectory.json").exists():
+            traj = Trajectory.from_dict(json.loads((d / "trajectory.json").read_text(encoding="utf-8")))
+        image = d / "image.png" if (d / "image.png").exists() else None
+        scores = self.judge().score(case, image, program, trajectory=traj)
+        write_atomic(d / "scores.json", scores.model_dump_json(indent=1))
+        row = scores.model_dump(exclude={"raw"})
+        row["score_status"] = row.pop("status")
+        row["status"] = "ok" if scores.status == "scored" else "failed"
+        return row
+
+    # ------------------------------------------------------------ driving
+
+    def run(self) -> dict:
+        self._prepare()
+        totals = {}
+        for stage in STAGES:
+            totals[stage] = self._run_stage(stage, getattr(self, f"do_{stage}"))
+        return totals
+
+    def _run_stage(self, stage: str, fn) -> dict:
+        path = self.out / f"{stage}.jsonl"
+        appender = JsonlAppender(path)
+        done = set(latest_by_id(read_jsonl(path))) if self.resume else set()
+        todo = [c for c in self.cases if c["id"] not in done]
+        counts = {"done_before": len(self.cases) - len(todo), "ran": 0, "failed": 0}
+        meta_keys = ("eval_type", "category", "difficulty", "track")
+
+        def work(case: dict) -> dict:
+            attempt = 0
+            while True:
+                started = time.perf_counter()
+                try:
+                    row = fn(case)
+                    break
+                except Exception as exc:  # noqa: BLE001 - recorded as this case's failure
+                    if attempt >= self.cfg.retries:
+                        row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                        break
+                    attempt += 1
+                    time.sleep(self.cfg.backoff_s * (2 ** (attempt - 1)))
+            row = {"id": case["id"], "stage": stage, **{k: case.get(k) for k in meta_keys}, **row}
+            row.setdefault("elapsed_s", round(time.perf_counter() - started, 4))
+            row["attempts"] = attempt + 1
+            appender.append(row)
+            return row
+
+        try:
+            with self._progress(stage, len(self.cases), counts["done_before"]) as advance:
+                workers = workers_for(stage, self.cfg)
+                if workers == 1:
+                    for case in todo:
+                        row = work(case)
+                        counts["ran"] += 1
+                        counts["failed"] += row["status"] == "failed"
+                        advance()
+                else:
+                    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"bench-{stage}") as pool:
+                        for fut in cf.as_completed([pool.submit(work, c) for c in todo]):
+                            row = fut.result()
+                            counts["ran"] += 1
+                            counts["failed"] += row["status"] == "failed"
+                            advance()
+        finally:
+            appender.close()
+        self.log(f"{stage}: {counts['ran']} run, {counts['done_before']} already done, {counts['failed']} failed")
+        return counts
+
+    def _progress(self, stage: str, total: int, completed: int):
+        import contextlib
+
+        if not self.progress:
+            @contextlib.contextmanager
+            def quiet():
+                yield lambda: None
+            return quiet()
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        @contextlib.contextmanager
+        def bar():
+            with Progress(TextColumn(f"[bold]{stage:<8}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False) as prog:
+                task = prog.add_task(stage, total=total, completed=completed)
+                yield lambda: prog.advance(task)
+        return bar()
+
+
+def _jsonable(obj):
+    try:
+        json.dumps(obj)
+        return obj
+    except TypeError:
+        return json.loads(json.dumps(obj, default=str))
+
+
+def run_bench(cases: list[dict], out_dir: str | Path, config: BenchConfig, **kw) -> dict:
+    return BenchRunner(cases, out_dir, config, **kw).run()

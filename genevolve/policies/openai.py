@@ -1,0 +1,201 @@
+"""Any OpenAI-compatible chat endpoint as a policy: vLLM serving the released checkpoint, or an API.
+
+Turns are streamed. Generation stops at ``</tool_call>`` / ``</answer>``; servers drop the stop
+string, so it is put back. Images named by a message's ``"images"`` ids are sent as downscaled
+``image_url`` data URIs. Every failure (connection refused, 5xx/429 after the client's retries,
+a stream that dies) becomes a one-line ``PolicyError``, which ends the trajectory with a reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import ipaddress
+import os
+import threading
+from typing import Iterator, Sequence
+from urllib.parse import urlparse
+
+from genevolve.policies.base import PolicyError
+from genevolve.protocol import TURN_END_STRINGS
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIPolicy:
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 temperature: float = 0.7, max_tokens: int = 2048, timeout: float = 120.0,
+                 stream: bool = True, max_retries: int = 2, send_images: bool = True,
+                 max_image_side: int = 1024, **extra_body):
+        if not model:
+            raise PolicyError("openai policy needs a model name: openai:<model>@<base_url>")
+        self.model = model
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not _is_local(self.base_url):
+                raise PolicyError(f"OPENAI_API_KEY is not set for {self.base_url}: export it, or point the "
+                                  "policy at a local server (openai:<model>@http://127.0.0.1:8000/v1)")
+            key = "EMPTY"  # vLLM and friends accept any key
+        self.api_key = key
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.use_stream = stream
+        self.max_retries = max_retries
+        self.send_images = send_images
+        self.max_image_side = max_image_side
+        self.extra_body = extra_body or None
+        self.name = f"openai:{model}@{self.base_url}"
+        self._client = None
+        self._client_lock = threading.Lock()
+        self._data_uris: dict[str, str] = {}  # path -> data URI; every round resends the same images
+
+    @property
+    def client(self):
+        with self._client_lock:
+            if self._client is None:
+                from openai import OpenAI
+
+                self._client = OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
+                                      max_retries=self.max_retries)
+            return self._client
+
+    # ------------------------------------------------------------------ policy interface
+
+    def stream(self, messages: list[dict], images: Sequence = ()) -> Iterator[str]:
+        payload = self.to_openai_messages(messages, images)
+        try:
+            if self.use_stream:
+                yield from self._stream(payload)
+            else:
+                yield from self._complete(payload)
+        except PolicyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any client/transport failure is one line for the caller
+            raise PolicyError(_reason(exc, self.base_url)) from exc
+
+    def sample(self, messages: list[dict], n: int) -> list[str]:
+        return ["".join(self.stream(messages)) for _ in range(n)]
+
+    # ------------------------------------------------------------------ requests
+
+    def _request(self, payload: list[dict], stream: bool):
+        return self.client.chat.completions.create(
+            model=self.model, messages=payload, temperature=self.temperature, max_tokens=self.max_tokens,
+            stop=list(TURN_END_STRINGS), stream=stream, extra_body=self.extra_body)
+
+    def _stream(self, payload: list[dict]) -> Iterator[str]:
+        text: list[str] = []
+        finish = None
+        chunks = iter(self._request(payload, stream=True))
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - the server went away after it had started
+                cause = exc.__cause__ or exc
+                raise PolicyError(f"the stream from {self.base_url} broke off after {sum(map(len, text))} "
+                                  f"characters: {type(cause).__name__}") from exc
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            delta = choice.delta.content if choice.delta is not None else None
+            if delta:
+                text.append(delta)
+                yield delta
+            if choice.finish_reason:
+                finish = choice.finish_reason
+        if finish is None:
+            raise PolicyError(f"the stream from {self.base_url} ended before the turn was complete")
+        tail = closing_tag("".join(text))
+        if tail:
+            yield tail
+
+    def _complete(self, payload: list[dict]) -> Iterator[str]:
+        response = self._request(payload, stream=False)
+        if not response.choices:
+            raise PolicyError(f"{self.base_url} returned no choices")
+        text = response.choices[0].message.content or ""
+        yield text + closing_tag(text)
+
+    # ------------------------------------------------------------------ messages and images
+
+    def to_openai_messages(self, messages: list[dict], images: Sequence = ()) -> list[dict]:
+        by_id = {getattr(i, "img_id", None): i for i in images}
+        out = []
+        for msg in messages:
+            ids = [i for i in (msg.get("images") or []) if i in by_id] if self.send_images else []
+            if not ids:
+                out.append({"role": msg["role"], "content": msg["content"]})
+                continue
+            parts: list[dict] = [{"type": "text", "text": msg["content"]}]
+            for img_id in ids:
+                parts.append({"type": "image_url", "image_url": {"url": self._data_uri(by_id[img_id].path)}})
+            out.append({"role": msg["role"], "content": parts})
+        return out
+
+    def _data_uri(self, path: str) -> str:
+        uri = self._data_uris.get(path)
+        if uri is None:
+            uri = image_data_uri(path, self.max_image_side)
+            self._data_uris[path] = uri
+        return uri
+
+
+def closing_tag(text: str) -> str:
+    """The closing tag a stop sequence removed, or "" when the turn is already closed."""
+    for tag in TURN_END_STRINGS:
+        opening = tag.replace("/", "")
+        if text.rfind(opening) > text.rfind(tag):
+            return tag
+    return ""
+
+
+def image_data_uri(path: str, max_side: int = 1024) -> str:
+    """A JPEG (or PNG, when there is transparency) data URI, downscaled to ``max_side``."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if max(im.size) > max_side:
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        has_alpha = im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info)
+        buf = io.BytesIO()
+        if has_alpha:
+            im.save(buf, format="PNG")
+            mime = "image/png"
+        else:
+            im.convert("RGB").save(buf, format="JPEG", quality=90)
+            mime = "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def _is_local(base_url: str) -> bool:
+    host = (urlparse(base_url).hostname or "").lower()
+    if host in ("localhost", "") or host.endswith(".local"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_unspecified or ip.is_link_local
+
+
+def _reason(exc: Exception, base_url: str) -> str:
+    """One line a person can act on."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return f"{base_url} did not answer in time"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return f"cannot reach {base_url}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
+    if isinstance(exc, openai.AuthenticationError):
+        return f"{base_url} refused the API key (401): check OPENAI_API_KEY"
+    if isinstance(exc, openai.APIStatusError):
+        message = exc.message.splitlines()[0] if exc.message else ""
+        return f"{base_url} answered {exc.status_code} after retries: {message}"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"the stream from {base_url} failed: {type(exc).__name__}: {first}".rstrip(": ")

@@ -1,0 +1,407 @@
+"""The layout renderer: a deterministic poster from a program, with no model.
+
+It is the default backend (offline, CI, designers' drafts). The program decides everything:
+reference images are placed by the spatial hints in the notes and prompt (background, left,
+right, top, bottom) and cover-cropped around their detail; the text constraints are set exactly
+as written with a title / subtitle / body hierarchy; colours come from the prompt's colour words
+or from the references; a seeded motif fills posters that have no photo. Text always fits its
+box (it shrinks, then wraps) and always sits on a surface with enough contrast.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from PIL import Image, ImageDraw, ImageFilter, ImageOps, ImageStat
+
+from genevolve.program import ORDINALS, Program
+from genevolve.renderers.base import Progress, Renderer, as_program, check_size, default_size, load_references
+from genevolve.renderers.typeset import (
+    Style, assign_roles, contrast_ratio, detail_map, draw_lines, fit_block, luminance, mix, readable_on,
+)
+
+# Named colours a prompt may use, as a designer would pick them (not the CSS extremes).
+COLOR_WORDS = {
+    "red": (196, 48, 43), "crimson": (164, 22, 52), "scarlet": (214, 44, 32), "maroon": (110, 24, 36),
+    "burgundy": (104, 20, 42), "pink": (236, 140, 170), "magenta": (196, 36, 132), "rose": (222, 110, 130),
+    "coral": (240, 118, 96), "salmon": (240, 148, 120), "orange": (236, 124, 36), "amber": (240, 168, 40),
+    "peach": (246, 190, 156), "yellow": (244, 204, 52), "mustard": (212, 164, 40), "gold": (206, 162, 62),
+    "golden": (212, 168, 64), "cream": (244, 236, 214), "beige": (226, 212, 184), "ivory": (248, 244, 230),
+    "sand": (220, 196, 150), "tan": (198, 164, 120), "brown": (120, 78, 50), "chocolate": (84, 52, 36),
+    "olive": (120, 124, 52), "green": (52, 132, 84), "emerald": (24, 130, 96), "mint": (160, 220, 190),
+    "sage": (156, 176, 140), "forest": (34, 84, 56), "lime": (170, 210, 60), "teal": (24, 120, 128),
+    "turquoise": (48, 184, 180), "cyan": (60, 190, 214), "aqua": (96, 206, 210), "blue": (40, 88, 176),
+    "navy": (22, 36, 82), "cobalt": (30, 70, 170), "azure": (60, 140, 220), "sky": (130, 190, 236),
+    "indigo": (58, 44, 128), "purple": (110, 54, 150), "violet": (128, 80, 184), "lavender": (190, 170, 226),
+    "lilac": (200, 170, 220), "plum": (96, 40, 90), "black": (20, 20, 24), "charcoal": (44, 46, 52),
+    "grey": (128, 128, 132), "gray": (128, 128, 132), "silver": (190, 192, 198), "white": (246, 245, 240),
+    "neon": (255, 60, 170), "pastel": (238, 200, 214), "sepia": (150, 110, 70), "rust": (168, 72, 40),
+    "terracotta": (196, 102, 72), "ochre": (204, 136, 44),
+}
+# Moods and scenes that imply a palette when no colour is named.
+MOOD_PALETTES = {
+    "sunset": [(242, 120, 66), (120, 40, 90)], "sunrise": [(250, 170, 100), (90, 110, 170)],
+    "ocean": [(20, 70, 120), (70, 170, 190)], "sea": [(20, 80, 130), (80, 180, 190)],
+    "beach": [(240, 210, 160), (50, 150, 190)], "forest": [(30, 70, 46), (150, 180, 110)],
+    "autumn": [(180, 80, 30), (90, 40, 24)], "winter": [(210, 228, 240), (50, 80, 120)],
+    "night": [(16, 20, 48), (230, 190, 90)], "space": [(10, 12, 30), (120, 90, 200)],
+    "desert": [(214, 160, 100), (120, 60, 40)], "retro": [(240, 200, 120), (200, 80, 50)],
+    "vintage": [(232, 214, 180), (140, 60, 40)], "cyberpunk": [(20, 10, 40), (255, 50, 170)],
+    "spring": [(250, 220, 230), (110, 170, 90)], "summer": [(250, 200, 60), (30, 140, 180)],
+    "coffee": [(90, 56, 36), (232, 210, 180)], "jazz": [(24, 24, 40), (220, 160, 50)],
+    "festival": [(240, 90, 60), (40, 40, 110)], "minimal": [(240, 238, 232), (30, 30, 34)],
+}
+DEFAULT_PALETTE = [(28, 44, 74), (232, 120, 72)]
+
+_HINTS = [
+    ("background", r"\b(background|backdrop|full[- ]bleed|full[- ]frame|behind everything|whole (?:poster|image|canvas)|fills? the)\b"),
+    ("left", r"\bleft\b"), ("right", r"\bright\b"),
+    ("top", r"\b(top|upper|above|sky|header)\b"), ("bottom", r"\b(bottom|lower|below|foreground|footer)\b"),
+]
+
+
+def placement_hints(program: Program) -> list[str | None]:
+    """Where each reference goes, read from its note and the prompt sentences that cite it."""
+    sentences = re.split(r"(?<=[.;!?])\s+|\n", program.gen_prompt)
+    hints: list[str | None] = []
+    for i, ref in enumerate(program.reference_images):
+        ordinal = ORDINALS[i] if i < len(ORDINALS) else str(i + 1)
+        cited = [s for s in sentences if re.search(rf"\b{ordinal}\s+(reference|image|photo|picture)", s, re.I)]
+        found = None
+        for text in [ref.note] + cited:
+            for name, pattern in _HINTS:
+                if re.search(pattern, text or "", re.IGNORECASE):
+                    found = name
+                    break
+            if found:
+                break
+        hints.append(found)
+    return hints
+
+
+# ---------------------------------------------------------------- palette
+
+def prompt_colors(text: str) -> list[tuple[int, int, int]]:
+    """Colour words in order of appearance, then mood palettes if no colour was named."""
+    low = text.lower()
+    found: list[tuple[int, tuple]] = []
+    for word, rgb in COLOR_WORDS.items():
+        for m in re.finditer(rf"\b{word}\b", low):
+            found.append((m.start(), rgb))
+    colors = [rgb for _, rgb in sorted(found)]
+    if not colors:
+        for word, pal in MOOD_PALETTES.items():
+            if re.search(rf"\b{word}\b", low):
+                colors += pal
+                break
+    out: list[tuple[int, int, int]] = []
+    for c in colors:
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def image_colors(img: Image.Image, n: int = 6) -> list[tuple[int, int, int]]:
+    """Dominant colours of an image, most common first (median-cut on a thumbnail)."""
+    small = img.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR)
+    q = small.quantize(colors=n, method=Image.Quantize.MEDIANCUT)
+    pal = q.getpalette()[: n * 3]
+    counts = sorted(q.getcolors(), reverse=True)
+    return [tuple(pal[i * 3: i * 3 + 3]) for _, i in counts]
+
+
+def _saturation(c) -> float:
+    mx, mn = max(c), min(c)
+    return 0.0 if mx == 0 else (mx - mn) / mx
+
+
+def build_palette(program: Program, refs: list[Image.Image]) -> dict:
+    """bg, bg2 (gradient partner), accent, ink (text), ink2 (secondary text)."""
+    words = prompt_colors(program.gen_prompt)
+    ref_cols = image_colors(refs[0]) if refs else []
+    cols = words + ref_cols or list(DEFAULT_PALETTE)
+    # The surface: the first named colour, else the reference's darkest strong colour.
+    if words:
+        bg = words[0]
+    else:
+        bg = min(cols, key=lambda c: luminance(c) - 0.3 * _saturation(c))
+        if luminance(bg) > 0.25:  # a photo-derived panel reads best deep
+            bg = mix(bg, (10, 10, 14), 0.55)
+    # The accent: the most saturated colour that stands apart from the surface.
+    others = [c for c in cols if c != bg] or [DEFAULT_PALETTE[1]]
+    accent = max(others, key=lambda c: _saturation(c) + 0.25 * min(contrast_ratio(c, bg), 5) / 5)
+    if contrast_ratio(accent, bg) < 1.8:
+        accent = mix(accent, (255, 255, 255) if luminance(bg) < 0.3 else (0, 0, 0), 0.5)
+    dark = luminance(bg) < 0.3
+    bg2 = mix(bg, (0, 0, 0) if not dark else mix(bg, accent, 0.35), 0.22)
+    ink = readable_on(bg, mix(bg, (255, 255, 255), 0.93) if dark else mix(bg, (0, 0, 0), 0.88))
+    ink = _readable_on_both(ink, bg, bg2)
+    ink2 = mix(ink, accent, 0.25)
+    if min(contrast_ratio(ink2, bg), contrast_ratio(ink2, bg2)) < 4.5:
+        ink2 = ink
+    return {"bg": bg, "bg2": bg2, "accent": accent, "ink": ink, "ink2": ink2}
+
+
+def _readable_on_both(ink, a, b):
+    if min(contrast_ratio(ink, a), contrast_ratio(ink, b)) >= 4.5:
+        return ink
+    light, dark = (250, 248, 242), (16, 16, 20)
+    return max((light, dark), key=lambda c: min(contrast_ratio(c, a), contrast_ratio(c, b)))
+
+
+def typefaces(prompt: str) -> dict[str, Style]:
+    low = prompt.lower()
+    if re.search(r"\b(mono(space)?|typewriter|terminal|pixel|code|hacker)\b", low):
+        family = "mono"
+    elif re.search(r"\bserif\b", low) and not re.search(r"\bsans[- ]?serif\b", low) or \
+            re.search(r"\b(classic|elegant|editorial|vintage|literary|wedding|magazine)\b", low):
+        family = "serif"
+    else:
+        family = "sans"
+    return {"title": Style(family, True), "subtitle": Style(family, False), "body": Style("sans", False)}
+
+
+# ---------------------------------------------------------------- drawing helpers
+
+def vertical_gradient(size, top, bottom) -> Image.Image:
+    w, h = size
+    col = Image.new("RGB", (1, 256))
+    for i in range(256):
+        col.putpixel((0, i), mix(top, bottom, i / 255))
+    return col.resize((w, h), Image.Resampling.BILINEAR)
+
+
+def focal_fit(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Cover-crop to ``size`` centred between the image centre and its centre of detail."""
+    w, h = max(1, size[0]), max(1, size[1])
+    edges = detail_map(img, side=96)
+    total = sum(edges.getdata()) or 1
+    cx = sum(v * (i % edges.width) for i, v in enumerate(edges.getdata())) / total / edges.width
+    cy = sum(v * (i // edges.width) for i, v in enumerate(edges.getdata())) / total / edges.height
+    centering = (0.5 * 0.5 + 0.5 * cx, 0.5 * 0.5 + 0.5 * cy)
+    return ImageOps.fit(img, (w, h), Image.Resampling.LANCZOS, centering=centering)
+
+
+def add_grain(img: Image.Image, seed: int, strength: float = 0.05) -> Image.Image:
+    """A faint paper grain so flat colour does not look like a placeholder."""
+    random.seed(seed)  # effect_noise uses C rand; keep our own rng untouched otherwise
+    noise = Image.effect_noise((img.width // 2, img.height // 2), 40).resize(img.size).convert("RGB")
+    return Image.blend(img, noise, strength)
+
+
+def _motif(img: Image.Image, region: tuple[int, int, int, int], pal: dict, rng: random.Random) -> None:
+    """Seeded geometric art inside ``region`` (posters with no photo)."""
+    x0, y0, x1, y1 = region
+    w, h = x1 - x0, y1 - y0
+    d = ImageDraw.Draw(img, "RGBA")
+    kind = rng.choice(["sun", "rings", "stripes", "blocks"])
+    acc, bg = pal["accent"], pal["bg"]
+    soft = mix(acc, bg, 0.45)
+    if kind == "sun":
+        r = int(min(w, h) * rng.uniform(0.32, 0.42))
+        cx, cy = x0 + int(w * rng.uniform(0.45, 0.65)), y0 + int(h * rng.uniform(0.42, 0.58))
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=acc)
+        for k in range(1, 6):  # horizon bands cut through the lower half of the disc
+            yy = cy + int(r * (0.15 + 0.17 * k))
+            d.rectangle([x0, yy, x1, yy + max(2, int(r * 0.035 * k))], fill=bg)
+        d.rectangle([x0, cy + int(r * 0.98), x1, y1], fill=mix(bg, acc, 0.12))
+    elif kind == "rings":
+        cx, cy = x0 + int(w * rng.uniform(0.35, 0.7)), y0 + int(h * rng.uniform(0.35, 0.65))
+        r0 = int(min(w, h) * 0.46)
+        for k in range(7):
+            r = int(r0 * (1 - k * 0.13))
+            d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=acc if k % 2 == 0 else soft,
+                      width=max(3, int(min(w, h) * 0.018)))
+        d.ellipse([cx - r0 // 6, cy - r0 // 6, cx + r0 // 6, cy + r0 // 6], fill=acc)
+    elif kind == "stripes":
+        step = max(12, int(min(w, h) * 0.09))
+        thick = max(4, step // 3)
+        for k in range(-h // step - 2, w // step + 3):
+            xa = x0 + k * step
+            d.polygon([(xa, y1), (xa + thick, y1), (xa + thick + h, y0), (xa + h, y0)],
+                      fill=acc + (200,) if k % 3 else soft + (200,))
+        d.rectangle([x0, y0, x1, y1], outline=bg, width=max(6, int(min(w, h) * 0.04)))
+    else:
+        cols, rows = rng.choice([(3, 2), (2, 3), (3, 3)])
+        cw, ch = w / cols, h / rows
+        gut = max(4, int(min(w, h) * 0.02))
+        fills = [acc, soft, mix(acc, (255, 255, 255), 0.35), mix(bg, (0, 0, 0), 0.25)]
+        for i in range(cols):
+            for j in range(rows):
+                box = [int(x0 + i * cw + gut), int(y0 + j * ch + gut), int(x0 + (i + 1) * cw - gut),
+                       int(y0 + (j + 1) * ch - gut)]
+                f = fills[rng.randrange(len(fills))]
+                if rng.random() < 0.4:
+                    d.ellipse(box, fill=f)
+                else:
+                    d.rectangle(box, fill=f)
+
+
+def _calm_band(img: Image.Image, frac: float) -> str:
+    """'top' or 'bottom': where text will not cover the subject.
+
+    Bottom unless the top is clearly calmer: portraits put faces high, and a caption band at the
+    foot is the poster convention.
+    """
+    edges = detail_map(img, side=96)
+    hb = max(1, int(edges.height * frac))
+    top = ImageStat.Stat(edges.crop((0, 0, edges.width, hb))).mean[0]
+    bottom = ImageStat.Stat(edges.crop((0, edges.height - hb, edges.width, edges.height))).mean[0]
+    return "top" if top < bottom * 0.6 else "bottom"
+
+
+def _scrim(img: Image.Image, band: str, frac: float, color, opacity: int = 215) -> None:
+    """A gradient from clear to ``color`` over the text band, so text over photos stays legible."""
+    W, H = img.size
+    hb = int(H * frac)
+    ramp = Image.new("L", (1, hb))
+    solid = int(hb * 0.35)  # the first part of the band fades in, the rest is solid behind text
+    for i in range(hb):
+        v = opacity if i >= solid else int(opacity * (i / max(1, solid)) ** 1.4)
+        ramp.putpixel((0, i), v)
+    if band == "top":
+        ramp = ramp.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    mask = ramp.resize((W, hb))
+    y = H - hb if band == "bottom" else 0
+    img.paste(Image.new("RGB", (W, hb), color), (0, y), mask)
+
+
+def _framed(img: Image.Image, photo: Image.Image, box, border: int, shadow_rgb=(0, 0, 0)) -> None:
+    """Paste a photo as a bordered print with a soft drop shadow."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    pw, ph = x1 - x0, y1 - y0
+    sh = Image.new("L", img.size, 0)
+    off = max(3, border)
+    ImageDraw.Draw(sh).rectangle([x0 + off, y0 + off, x1 + off, y1 + off], fill=110)
+    sh = sh.filter(ImageFilter.GaussianBlur(max(3, border * 2)))
+    img.paste(Image.new("RGB", img.size, shadow_rgb), (0, 0), sh)
+    ImageDraw.Draw(img).rectangle([x0, y0, x1, y1], fill=(250, 248, 244))
+    img.paste(focal_fit(photo, (pw - 2 * border, ph - 2 * border)), (x0 + border, y0 + border))
+
+
+# ---------------------------------------------------------------- the renderer
+
+class LayoutRenderer(Renderer):
+    name = "layout"
+    generative = False  # it sets the exact text itself; the typeset stage has nothing to add
+
+    def render(self, program: Program, size: tuple[int, int] | None = None, seed: int = 0,
+               progress: Progress | None = None) -> Image.Image:
+        program = as_program(program)
+        refs = load_references(program)
+        W, H = check_size(size) if size else default_size(program, [r.size for r in refs])
+        rng = random.Random(f"{seed}|{program.gen_prompt}")
+        pal = build_palette(program, refs)
+        styles = typefaces(program.gen_prompt)
+        items = assign_roles(program.text_constraints())
+        hints = placement_hints(program)
+        img, self.last_layout = self._compose(W, H, refs, hints, items, pal, styles, rng, seed)
+        if progress:
+            progress(1, 1)
+        return img
+
+    # The composition is chosen from the references and their hints, then the text is fitted into
+    # whatever box the composition leaves for it.
+    def _compose(self, W, H, refs, hints, items, pal, styles, rng, seed) -> tuple[Image.Image, str]:
+        m = int(min(W, H) * 0.06)  # outer margin
+        landscape = W > H * 1.2
+        bg_index = next((i for i, h in enumerate(hints) if h == "background"), None)
+        img = add_grain(vertical_gradient((W, H), pal["bg"], pal["bg2"]), seed)
+        colors = {"title": pal["ink"], "subtitle": pal["ink2"], "body": pal["ink"]}
+        text_align, accent_bar = "left", True
+
+        if not refs:
+            kind = "poster"
+            if landscape:
+                art = (W // 2, m, W - m, H - m)
+                box = (m, m, W // 2 - m // 2, H - m)
+                valign = "middle"
+            else:
+                split = int(H * (0.52 if items else 0.8))
+                art = (m, m, W - m, split)
+                box = (m, split + m // 2, W - m, H - m)
+                valign = "top"
+            _motif(img, art, pal, rng)
+        elif bg_index is not None:
+            kind = "full-bleed"
+            photo = refs[bg_index]
+            img.paste(focal_fit(photo, (W, H)), (0, 0))
+            frac = min(0.55, 0.3 + 0.06 * max(0, len(items) - 1)) if items else 0
+            band = _calm_band(img, frac or 0.3)
+            scrim_rgb = mix(image_colors(photo)[0], (6, 6, 10), 0.75)
+            if items:
+                _scrim(img, band, frac, scrim_rgb)
+            ink = readable_on(scrim_rgb, (250, 248, 242))
+            colors = {"title": ink, "subtitle": ink, "body": ink}
+            others = [r for i, r in enumerate(refs) if i != bg_index]
+            inset_top = band == "bottom"
+            if others:  # a second reference becomes a framed print on the side its hint names
+                side = hints[1 - bg_index] if len(hints) > 1 else None
+                pw = int(min(W, H) * 0.34)
+                ph = int(pw * 1.25)
+                x = W - m - pw if side != "left" else m
+                y = m if inset_top else H - m - ph
+                _framed(img, others[0], (x, y, x + pw, y + ph), border=max(4, pw // 40))
+            text_h = int(H * frac)
+            box = (m, H - text_h + int(text_h * 0.3), W - m, H - m) if band == "bottom" else (m, m, W - m, text_h - int(text_h * 0.3))
+            valign = "bottom" if band == "bottom" else "top"
+            text_align, accent_bar = "center", False
+        else:
+            kind = "split"
+            first = hints[0] or ("left" if landscape else "top")
+            if landscape or first in ("left", "right"):
+                if not landscape and first in ("left", "right"):
+                    pass  # a portrait canvas split in columns still works: the text column is narrower
+                iw = int(W * (0.56 if landscape else 0.5))
+                ix = 0 if first != "right" else W - iw
+                photo_box = (ix, 0, ix + iw, H)
+                box = (m if ix else iw + m, m, W - iw - m if ix else W - m, H - m)
+                valign = "middle"
+            else:
+                ih = int(H * (0.58 if items else 1.0))
+                iy = 0 if first != "bottom" else H - ih
+                photo_box = (0, iy, W, iy + ih)
+                box = (m, (ih + m * 0.8) if iy == 0 else m, W - m, (H - m) if iy == 0 else (iy - m * 0.8))
+                box = tuple(int(v) for v in box)
+                valign = "top" if iy == 0 else "bottom"
+            self._place_photos(img, refs, hints, photo_box, pal)
+        if items:
+            x0, y0, x1, y1 = box
+            if accent_bar:  # a short accent rule above the title: an editorial cue
+                bar_h = max(4, int(min(W, H) * 0.012))
+                bar_w = int(min(x1 - x0, W) * 0.16)
+                top = y0 if valign != "middle" else None
+                if top is not None:
+                    ImageDraw.Draw(img).rectangle([x0, y0, x0 + bar_w, y0 + bar_h], fill=pal["accent"])
+                    y0 += bar_h * 4
+                    box = (x0, y0, x1, y1)
+            lines = fit_block(items, box, styles, align=text_align, valign=valign,
+                              max_title_px=int(min(W, H) * 0.16), min_px=max(12, int(min(W, H) * 0.022)))
+            if accent_bar and valign == "middle" and lines:
+                bar_h = max(4, int(min(W, H) * 0.012))
+                top = lines[0].y - bar_h * 4
+                if top >= m // 2:
+                    ImageDraw.Draw(img).rectangle([x0, top, x0 + int((x1 - x0) * 0.16), top + bar_h], fill=pal["accent"])
+            draw_lines(img, lines, colors)
+        return img, kind
+
+    def _place_photos(self, img, refs, hints, box, pal) -> None:
+        x0, y0, x1, y1 = box
+        w, h = x1 - x0, y1 - y0
+        if len(refs) == 1:
+            img.paste(focal_fit(refs[0], (w, h)), (x0, y0))
+            return
+        # Two photos share the area along its long side, ordered by their hints.
+        order = sorted(range(len(refs[:2])), key=lambda i: {"left": 0, "top": 0, "right": 2, "bottom": 2}.get(hints[i] or "", 1))
+        gut = max(4, int(min(img.size) * 0.012))
+        ImageDraw.Draw(img).rectangle([x0, y0, x1, y1], fill=pal["bg2"])
+        if w >= h:
+            half = (w - gut) // 2
+            cells = [(x0, y0, x0 + half, y1), (x0 + half + gut, y0, x1, y1)]
+        else:
+            half = (h - gut) // 2
+            cells = [(x0, y0, x1, y0 + half), (x0, y0 + half + gut, x1, y1)]
+        for cell, i in zip(cells, order):
+            cx0, cy0, cx1, cy1 = cell
+            img.paste(focal_fit(refs[i], (cx1 - cx0, cy1 - cy0)), (cx0, cy0))

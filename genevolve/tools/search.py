@@ -1,0 +1,455 @@
+"""``search(queries, top_k)``: textual evidence from the web or from a local corpus.
+
+Backends share one small interface, ``backend.search(query, top_k) -> list[Hit]``:
+
+* ``LocalCorpus`` — a folder of .md/.txt/.jsonl documents, chunked by heading and paragraph and
+  indexed with bm25s (built once per folder state, kept in memory);
+* ``DdgsText`` — the ddgs metasearch library (no key);
+* ``SerperText`` — a Serper-compatible JSON API (``SERPER_API_KEY``; ``SERPER_BASE_URL`` overrides
+  the host, which is how tests point it at 127.0.0.1).
+
+``SearchTool`` runs the queries of one call concurrently. A web backend that fails or times out
+is replaced by the local corpus for that query, and the result says so; a process-wide circuit
+breaker then keeps the web switched off for a while, so a machine without network pays one
+timeout rather than one per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult
+
+SNIPPET_CHARS = 320
+MAX_QUERIES = 8
+MAX_TOP_K = 10
+
+
+@dataclass
+class Hit:
+    title: str
+    snippet: str
+    source: str  # what the model sees after "source:": a URL or a corpus file (+ where it is documented)
+    url: str | None = None
+    score: float = 0.0
+
+
+class TextBackend(Protocol):
+    name: str
+
+    def search(self, query: str, top_k: int) -> list[Hit]: ...
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend could not answer (network, quota, parse error); the caller falls back."""
+
+
+# ---------------------------------------------------------------- circuit breaker
+
+class CircuitBreaker:
+    """After a failure, skip the backend for ``cooldown_s``; then let one call try again."""
+
+    def __init__(self, cooldown_s: float = 300.0):
+        self.cooldown_s = cooldown_s
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+        self.last_error: str | None = None
+
+    def allow(self) -> bool:
+        with self._lock:
+            return time.monotonic() >= self._open_until
+
+    def trip(self, error: str) -> None:
+        with self._lock:
+            self._open_until = time.monotonic() + self.cooldown_s
+            self.last_error = error
+
+    def reset(self) -> None:
+        with self._lock:
+            self._open_until = 0.0
+            self.last_error = None
+
+
+_BREAKERS: dict[str, CircuitBreaker] = {}
+_BREAKERS_LOCK = threading.Lock()
+
+
+def breaker_for(name: str) -> CircuitBreaker:
+    """The process-wide breaker of one web backend (shared by every tool instance)."""
+    with _BREAKERS_LOCK:
+        return _BREAKERS.setdefault(name, CircuitBreaker())
+
+
+def reset_breakers() -> None:
+    with _BREAKERS_LOCK:
+        for b in _BREAKERS.values():
+            b.reset()
+
+
+# ---------------------------------------------------------------- text utilities
+
+def clip(text: str, limit: int = SNIPPET_CHARS) -> str:
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(",.;:—-") + "…"
+
+
+def _tokenizer():
+    """A bm25s tokenizer with English stop words, stemming when PyStemmer is installed."""
+    from bm25s.tokenization import Tokenizer
+
+    try:
+        import Stemmer
+
+        stemmer = Stemmer.Stemmer("english")
+    except ImportError:  # stemming only sharpens recall; plain tokens still work
+        stemmer = None
+    return Tokenizer(stopwords="en", stemmer=stemmer)
+
+
+class BM25Index:
+    """A small bm25s index over a list of texts; ``query`` returns (index, score) pairs with score > 0."""
+
+    def __init__(self, texts: list[str]):
+        import bm25s
+
+        self._lock = threading.Lock()
+        self.tokenizer = _tokenizer()
+        self.size = len(texts)
+        self.retriever = bm25s.BM25()
+        if texts:
+            ids = self.tokenizer.tokenize(texts, show_progress=False)
+            self.retriever.index(ids, show_progress=False)
+
+    def query(self, text: str, k: int) -> list[tuple[int, float]]:
+        if not self.size or not text.strip():
+            return []
+        with self._lock:  # the tokenizer keeps vocabulary state
+            q = self.tokenizer.tokenize([text], update_vocab=False, show_progress=False)
+            docs, scores = self.retriever.retrieve(q, k=min(k, self.size), show_progress=False)
+        return [(int(d), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+
+# ---------------------------------------------------------------- local corpus
+
+@dataclass
+class Chunk:
+    doc_title: str
+    heading: str
+    text: str
+    file: str
+    documented_at: str = ""  # the document's "source:" line
+    url: str | None = None
+
+
+_META_RE = re.compile(r"^(source|url)\s*:\s*(.+)$", re.IGNORECASE)
+
+
+def _parse_markdown(text: str, file: str) -> list[Chunk]:
+    lines = text.splitlines()
+    title, documented_at, url = "", "", None
+    body: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        m = _META_RE.match(stripped)
+        if m and not body and len(stripped) < 300:
+            if m.group(1).lower() == "source":
+                documented_at = m.group(2).strip()
+            else:
+                url = m.group(2).strip()
+            continue
+        if not title and stripped.startswith("# "):
+            title = stripped[2:].strip()
+            continue
+        if not title and stripped and not body:
+            title = stripped.lstrip("#").strip()
+            continue
+        body.append(line)
+    title = title or Path(file).stem.replace("_", " ")
+    chunks, heading, para = [], "", []
+
+    def flush():
+        if para:
+            chunks.append(Chunk(title, heading, " ".join(" ".join(para).split()), file, documented_at, url))
+            para.clear()
+
+    for line in body:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            flush()
+            heading = stripped.lstrip("#").strip()
+        elif not stripped:
+            flush()
+        else:
+            para.append(stripped)
+    flush()
+    return chunks
+
+
+def _parse_jsonl(text: str, file: str) -> list[Chunk]:
+    chunks = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # one broken row must not hide the rest of the file
+        if not isinstance(row, dict):
+            continue
+        body = str(row.get("text") or row.get("body") or "")
+        title = str(row.get("title") or f"{Path(file).stem} #{n}")
+        for para in re.split(r"\n\s*\n", body):
+            if para.strip():
+                chunks.append(Chunk(title, "", " ".join(para.split()), file, str(row.get("source") or ""),
+                                    row.get("url") or None))
+    return chunks
+
+
+class LocalCorpus:
+    """BM25 over a folder of documents; the index is rebuilt only when a file changes."""
+
+    name = "local-corpus"
+    _indexes: dict[tuple, tuple[list[Chunk], BM25Index]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder).expanduser()
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.rglob("*")
+                      if p.is_file() and p.suffix.lower() in (".md", ".txt", ".jsonl")
+                      and p.name.lower() != "readme.md")
+
+    def _state(self) -> tuple:
+        files = self._files()
+        return (str(self.folder.resolve()),) + tuple(
+            (str(p.relative_to(self.folder)), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+
+    def index(self) -> tuple[list[Chunk], BM25Index]:
+        state = self._state()
+        with LocalCorpus._lock:
+            cached = LocalCorpus._indexes.get(state)
+            if cached is None:
+                chunks: list[Chunk] = []
+                for p in self._files():
+                    rel = p.relative_to(self.folder).as_posix()
+                    text = p.read_text(encoding="utf-8", errors="replace")
+                    chunks += _parse_jsonl(text, rel) if p.suffix.lower() == ".jsonl" else _parse_markdown(text, rel)
+                texts = [f"{c.doc_title}. {c.heading}. {c.text}" for c in chunks]
+                cached = (chunks, BM25Index(texts))
+                # One entry per folder: drop indexes of older states of the same folder.
+                for key in [k for k in LocalCorpus._indexes if k[0] == state[0]]:
+                    del LocalCorpus._indexes[key]
+                LocalCorpus._indexes[state] = cached
+        return cached
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        chunks, index = self.index()
+        hits, per_doc = [], {}
+        for i, score in index.query(query, k=top_k * 4):
+            c = chunks[i]
+            if per_doc.get(c.file, 0) >= 2:  # keep the digest varied: two passages per document at most
+                continue
+            per_doc[c.file] = per_doc.get(c.file, 0) + 1
+            title = f"{c.doc_title} — {c.heading}" if c.heading else c.doc_title
+            where = c.url or c.file
+            source = f"{where}; {c.documented_at}" if c.documented_at else where
+            hits.append(Hit(title=title, snippet=clip(c.text), source=source, url=c.url, score=score))
+            if len(hits) >= top_k:
+                break
+        return hits
+
+
+# ---------------------------------------------------------------- web backends
+
+class DdgsText:
+    """Web text search through the ddgs library (no key). ``proxy``/``timeout`` go to DDGS."""
+
+    name = "ddgs"
+
+    def __init__(self, *, timeout: float = 8, proxy: str | None = None, region: str = "us-en"):
+        self.timeout, self.proxy, self.region = timeout, proxy, region
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        from ddgs import DDGS
+        from ddgs.exceptions import DDGSException
+
+        try:
+            rows = DDGS(proxy=self.proxy, timeout=int(max(1, self.timeout))).text(
+                query, max_results=top_k, region=self.region)
+        except DDGSException as exc:
+            if "no results" in str(exc).lower():
+                return []
+            raise BackendUnavailable(f"ddgs: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - any transport problem means: fall back
+            raise BackendUnavailable(f"ddgs: {type(exc).__name__}: {exc}") from exc
+        return [Hit(title=clip(r.get("title", ""), 120), snippet=clip(r.get("body", "")),
+                    source=r.get("href", ""), url=r.get("href") or None) for r in rows[:top_k]]
+
+
+def serper_base_url() -> str:
+    return os.environ.get("SERPER_BASE_URL", "https://google.serper.dev").rstrip("/")
+
+
+def serper_post(endpoint: str, payload: dict, *, api_key: str, base_url: str, timeout: float) -> dict:
+    import httpx
+
+    try:
+        r = httpx.post(f"{base_url}/{endpoint}", json=payload, timeout=timeout, trust_env=False,
+                       headers={"X-API-KEY": api_key, "Content-Type": "application/json"})
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(f"serper: {type(exc).__name__}: {exc}") from exc
+    if r.status_code != 200:
+        raise BackendUnavailable(f"serper: HTTP {r.status_code}: {r.text[:200]}")
+    try:
+        data = r.json()
+    except ValueError as exc:
+        raise BackendUnavailable("serper: the answer was not JSON") from exc
+    if not isinstance(data, dict):
+        raise BackendUnavailable("serper: unexpected answer shape")
+    return data
+
+
+class SerperText:
+    """A Serper-compatible search API: POST /search {"q", "num"} -> {"organic": [...], ...}."""
+
+    name = "serper"
+
+    def __init__(self, api_key: str, *, base_url: str | None = None, timeout: float = 8):
+        self.api_key, self.base_url, self.timeout = api_key, (base_url or serper_base_url()), timeout
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        data = serper_post("search", {"q": query, "num": top_k}, api_key=self.api_key,
+                           base_url=self.base_url, timeout=self.timeout)
+        hits = []
+        box = data.get("answerBox") or {}
+        if isinstance(box, dict) and (box.get("answer") or box.get("snippet")):
+            hits.append(Hit(title=clip(box.get("title") or "Answer", 120),
+                            snippet=clip(box.get("answer") or box.get("snippet")),
+                            source=box.get("link") or "serper answer box", url=box.get("link")))
+        graph = data.get("knowledgeGraph") or {}
+        if isinstance(graph, dict) and graph.get("description"):
+            attrs = graph.get("attributes") or {}
+            extra = "; ".join(f"{k}: {v}" for k, v in list(attrs.items())[:6]) if isinstance(attrs, dict) else ""
+            hits.append(Hit(title=clip(graph.get("title") or "Knowledge graph", 120),
+                            snippet=clip(f"{graph['description']} {extra}".strip()),
+                            source=graph.get("descriptionLink") or graph.get("website") or "serper knowledge graph",
+                            url=graph.get("descriptionLink")))
+        for row in data.get("organic") or []:
+            if isinstance(row, dict):
+                hits.append(Hit(title=clip(row.get("title", ""), 120), snippet=clip(row.get("snippet", "")),
+                                source=row.get("link", ""), url=row.get("link")))
+        return hits[:top_k]
+
+
+# ---------------------------------------------------------------- the tool
+
+def parse_queries(args: dict, *, default_top_k: int) -> tuple[list[str], int]:
+    """Read {"queries": [...]} or {"query": "..."} (+ optional top_k); raise ToolArgumentError otherwise."""
+    shape = 'Call it as {"queries": ["first query", "second query"], "top_k": 5} or {"query": "one query"}.'
+    if not isinstance(args, dict):
+        raise ToolArgumentError(f"arguments must be a JSON object. {shape}")
+    raw = args.get("queries", args.get("query"))
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ToolArgumentError(f"no queries given. {shape}")
+    if not all(isinstance(q, str) for q in raw):
+        raise ToolArgumentError(f"every query must be a string. {shape}")
+    queries = []
+    for q in raw:
+        q = " ".join(q.split())
+        if q and q.lower() not in (x.lower() for x in queries):
+            queries.append(q)
+    if not queries:
+        raise ToolArgumentError(f"the queries are empty. {shape}")
+    if len(queries) > MAX_QUERIES:
+        raise ToolArgumentError(f"at most {MAX_QUERIES} queries per call, got {len(queries)}. {shape}")
+    top_k = args.get("top_k", default_top_k)
+    if isinstance(top_k, str) and top_k.strip().isdigit():
+        top_k = int(top_k)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ToolArgumentError(f"top_k must be a positive integer. {shape}")
+    return queries, min(top_k, MAX_TOP_K)
+
+
+class SearchTool(Tool):
+    name = "search"
+    description = "Look facts up: several queries at once, a markdown digest of passages with sources."
+
+    def __init__(self, primary: TextBackend, fallback: TextBackend | None = None, *, default_top_k: int = 5,
+                 max_workers: int = 8):
+        self.primary, self.fallback = primary, fallback
+        self.default_top_k = default_top_k
+        self.max_workers = max_workers
+        self.backend_name = primary.name
+
+    def canonical_args(self, args: dict) -> dict:
+        queries, top_k = parse_queries(args, default_top_k=self.default_top_k)
+        return {"queries": queries, "top_k": top_k}
+
+    def _one(self, query: str, top_k: int) -> tuple[list[Hit], str, str | None]:
+        """Hits for one query, the backend that answered, and why the primary was skipped (if it was)."""
+        if self.fallback is None:
+            return self.primary.search(query, top_k), self.primary.name, None
+        breaker = breaker_for(self.primary.name)
+        if not breaker.allow():
+            return (self.fallback.search(query, top_k), self.fallback.name,
+                    f"{self.primary.name} is switched off after a recent failure ({breaker.last_error})")
+        try:
+            return self.primary.search(query, top_k), self.primary.name, None
+        except Exception as exc:  # noqa: BLE001 - any failure of the web means: use the local corpus
+            reason = str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
+            breaker.trip(reason)
+            return self.fallback.search(query, top_k), self.fallback.name, f"{self.primary.name} failed ({reason})"
+
+    def __call__(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
+        try:
+            queries, top_k = parse_queries(args, default_top_k=self.default_top_k)
+        except ToolArgumentError as exc:
+            return ToolResult(text=f"search: {exc}", error=str(exc), backend=self.backend_name)
+        if len(queries) == 1:
+            answers = [self._one(queries[0], top_k)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.max_workers, len(queries))) as pool:
+                answers = list(pool.map(lambda q: self._one(q, top_k), queries))
+        used = sorted({a[1] for a in answers})
+        fallbacks = [a[2] for a in answers if a[2]]
+        lines = [_header(used, self.fallback is None)]
+        if fallbacks:
+            lines.append(f"Note: web search unavailable — {fallbacks[0]}; these results come from the "
+                         f"offline local corpus instead.")
+        total = 0
+        for query, (hits, _backend, _why) in zip(queries, answers):
+            lines.append(f'### "{query}"')
+            if not hits:
+                lines.append("No results.")
+            for n, h in enumerate(hits, 1):
+                lines.append(f"{n}. **{h.title}** — {h.snippet} (source: {h.source})")
+            total += len(hits)
+        backend = self.primary.name
+        if fallbacks:
+            backend = (f"{self.fallback.name} (fallback from {self.primary.name})" if len(used) == 1
+                       else f"{self.primary.name}+{self.fallback.name} (partial fallback)")
+        return ToolResult(text="\n".join(lines), backend=backend,
+                          meta={"queries": queries, "hits": total, "fallback": bool(fallbacks),
+                                "fallback_reasons": fallbacks})
+
+
+def _header(used: list[str], offline_only: bool) -> str:
+    names = {"local-corpus": "the offline local corpus", "ddgs": "the web (ddgs)", "serper": "the web (Serper)"}
+    where = " and ".join(names.get(u, u) for u in used)
+    return f"Search results from {where}:"

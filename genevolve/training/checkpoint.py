@@ -1,0 +1,125 @@
+"""Checkpoints that resume exactly: weights (or the LoRA adapter), optimizer, schedule, RNG, step.
+
+``checkpoints/step-000040/`` holds ``model/`` (``save_pretrained`` output: the adapter for
+LoRA, full weights otherwise, loadable as ``hf:<dir>`` / ``adapter=<dir>``), ``trainer.pt``
+(optimizer, scheduler, step, trainer extras) and ``rng.pt`` (python, numpy, torch states).
+``checkpoints/latest`` names the newest complete checkpoint; it is written last, so a run
+killed mid-save resumes from the previous one.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def rng_state() -> dict:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, extra: dict | None = None,
+                    tokenizer=None, keep: int = 3) -> Path:
+    import torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "model")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp / "model")
+    torch.save({"step": step, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "extra": extra or {}}, tmp / "trainer.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.replace(path)
+    (root / "latest.tmp").write_text(path.name)
+    (root / "latest.tmp").replace(root / "latest")
+    _prune(root, keep)
+    return path
+
+
+def _prune(root: Path, keep: int) -> None:
+    protected = set()
+    for marker in ("latest", "best"):
+        if (root / marker).is_file():
+            protected.add((root / marker).read_text().strip())
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for p in steps[:-keep] if keep > 0 else []:
+        if p.name not in protected:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    marker = Path(root) / "latest"
+    if not marker.is_file():
+        return None
+    path = Path(root) / marker.read_text().strip()
+    return path if (path / "trainer.pt").is_file() else None
+
+
+def mark_best(root: str | Path, path: Path) -> None:
+    (Path(root) / "best.tmp").write_text(path.name)
+    (Path(root) / "best.tmp").replace(Path(root) / "best")
+
+
+def load_checkpoint(path: str | Path, model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG in place; return ``{"step", "extra"}``."""
+    import torch
+
+    path = Path(path)
+    load_weights(model, path / "model")
+    state = torch.load(path / "trainer.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    return {"step": state["step"], "extra": state.get("extra", {})}
+
+
+def load_weights(model, model_dir: Path) -> None:
+    """Load saved weights into an existing (possibly LoRA-wrapped) model, exactly."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no weights in {model_dir}")
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        state = {}
+        for f in files:
+            state.update(load_file(f))
+        set_peft_model_state_dict(model, state)
+        return
+    state = {}
+    for f in files:
+        state.update(load_file(f))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied embeddings are saved once; anything else missing is a real mismatch.
+    real_missing = [k for k in missing if "lm_head" not in k]
+    if real_missing or unexpected:
+        raise RuntimeError(f"checkpoint {model_dir} does not fit the model: missing {real_missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")

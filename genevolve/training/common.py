@@ -1,0 +1,95 @@
+"""What both trainers share: config files, seeding, optimizer and schedule, a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import signal
+import threading
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], data: dict) -> T:
+    """A (nested) config dataclass from a dict; unknown keys are an error that names them."""
+    from genevolve.training.modeling import ModelConfig
+
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(names))}")
+    nested = {"model": ModelConfig, **getattr(cls, "NESTED", {})}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        sub = nested.get(key)
+        if sub is ModelConfig and isinstance(value, str):
+            value = {"name": value}
+        if sub is not None and isinstance(value, dict):
+            value = config_from_dict(sub, value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_file(cls: type[T], path: str | Path, **overrides) -> T:
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"training config not found: {p}")
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(cls, data)
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def seed_all(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
+    """AdamW with linear warm-up then cosine decay to 10% of the peak rate."""
+    import torch
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1), min_lr_rate=0.1)
+    return opt, sched
+
+
+class GracefulStop:
+    """SIGTERM/SIGINT set a flag; the trainer checkpoints at the end of the step and exits 0.
+
+    The studio starts trainers as subprocesses and stops them with SIGTERM; a stop mid-step
+    must never leave a half-written checkpoint.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second signal: give up waiting
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False

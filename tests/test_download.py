@@ -1,0 +1,191 @@
+"""The safe downloader against hostile URLs and a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PIL import Image
+
+from genevolve.tools.download import DownloadError, check_image_bytes, safe_download
+
+
+def _png_bytes(size=(32, 24), color=(200, 40, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _bomb_png(width=100_000, height=100_000) -> bytes:
+    """A few hundred bytes that declare a 10-gigapixel canvas (IHDR only + a tiny IDAT)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    routes: dict = {}
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):  # noqa: N802
+        route = self.routes.get(self.path.split("?")[0])
+        if route is None:
+            self.send_response(404)
+            self.end_headers()
+            return
+        answer = route(self)
+        if answer is None:  # the route wrote its own response
+            return
+        status, headers, body = answer
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if "Content-Length" not in headers and body is not None:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    png = _png_bytes()
+    seen_hosts = []
+
+    def image(h):
+        seen_hosts.append(h.headers.get("Host"))
+        return 200, {"Content-Type": "image/png"}, png
+
+    def redirect(to):
+        return lambda h: (302, {"Location": to}, b"")
+
+    def streamed_big(h):
+        # No Content-Length: the cap must be enforced while streaming.
+        h.send_response(200)
+        h.send_header("Content-Type", "image/png")
+        h.end_headers()
+        try:
+            for _ in range(64):
+                h.wfile.write(b"\0" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return None
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    port = httpd.server_address[1]
+    routes = {
+        "/img.png": image,
+        "/redirect-ok": redirect("/img.png"),
+        "/redirect-private": redirect("http://10.0.0.1/img.png"),
+        "/redirect-metadata": redirect("http://169.254.169.254/latest/meta-data"),
+        "/redirect-localhost": redirect(f"http://localhost:{port}/img.png"),
+        "/redirect-loop": redirect("/redirect-loop"),
+        "/big": lambda h: (200, {"Content-Type": "image/png", "Content-Length": str(30 * 1024 * 1024)}, b""),
+        "/text": lambda h: (200, {"Content-Type": "text/html"}, b"<html>not an image</html>" * 20),
+        "/bomb.png": lambda h: (200, {"Content-Type": "image/png"}, _bomb_png()),
+        "/stream-big": streamed_big,
+    }
+
+    class Handler(_Handler):
+        pass
+
+    Handler.routes = routes
+    httpd.RequestHandlerClass = Handler
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield {"base": f"http://127.0.0.1:{port}", "allow": {f"127.0.0.1:{port}"}, "hosts": seen_hosts, "port": port}
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/",
+    "http://localhost/",
+    "http://10.0.0.1/",
+    "http://192.168.1.1/x.png",
+    "http://172.16.5.4/",
+    "http://169.254.169.254/latest/meta-data",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[fe80::1]/",
+    "http://0.0.0.0/",
+    "http://224.0.0.1/",
+    "http://240.0.0.1/",
+    "http://100.64.0.1/",
+    "file:///etc/passwd",
+    "ftp://example.com/a.png",
+    "gopher://example.com/",
+    "http:///nohost",
+])
+def test_refuses_hostile_urls(url, tmp_path):
+    with pytest.raises(DownloadError):
+        safe_download(url, tmp_path, timeout=2)
+    assert not any(tmp_path.iterdir())
+
+
+def test_refusal_reasons_are_specific(tmp_path):
+    with pytest.raises(DownloadError, match="link-local"):
+        safe_download("http://169.254.169.254/latest/meta-data", tmp_path)
+    with pytest.raises(DownloadError, match="loopback"):
+        safe_download("http://[::1]/", tmp_path)
+    with pytest.raises(DownloadError, match="scheme"):
+        safe_download("file:///etc/passwd", tmp_path)
+
+
+def test_loopback_server_refused_without_the_allow_flag(server, tmp_path):
+    with pytest.raises(DownloadError, match="loopback"):
+        safe_download(server["base"] + "/img.png", tmp_path)
+
+
+def test_accepts_real_image_from_allowed_server(server, tmp_path):
+    path = safe_download(server["base"] + "/img.png", tmp_path, allow_hosts=server["allow"])
+    with Image.open(path) as im:
+        assert im.size == (32, 24)
+    assert path.parent == tmp_path and path.suffix == ".png"
+    # The connection went to the checked IP while the Host header kept the name from the URL.
+    assert server["hosts"][-1] == f"127.0.0.1:{server['port']}"
+    same = safe_download(server["base"] + "/img.png", tmp_path, allow_private=True)
+    assert same == path  # named by content hash
+
+
+def test_follows_a_safe_redirect(server, tmp_path):
+    path = safe_download(server["base"] + "/redirect-ok", tmp_path, allow_hosts=server["allow"])
+    assert path.exists()
+
+
+@pytest.mark.parametrize("route,reason", [
+    ("/redirect-private", "private"),
+    ("/redirect-metadata", "link-local"),
+    ("/redirect-localhost", "loopback"),  # same machine, but not the allowed host:port
+    ("/redirect-loop", "too many redirects"),
+    ("/big", "cap"),
+    ("/stream-big", "cap"),
+    ("/text", "not an image"),
+    ("/bomb.png", "pixels|bomb"),
+    ("/missing", "HTTP 404"),
+])
+def test_refuses_bad_responses(server, tmp_path, route, reason):
+    with pytest.raises(DownloadError, match=reason):
+        safe_download(server["base"] + route, tmp_path, allow_hosts=server["allow"], max_bytes=1024 * 1024)
+    assert not any(tmp_path.iterdir())
+
+
+def test_pixel_cap_applies_before_decoding():
+    data = _png_bytes((300, 300))
+    assert check_image_bytes(data) == "PNG"
+    with pytest.raises(DownloadError, match="exceeds the cap"):
+        check_image_bytes(data, max_pixels=300 * 299)
+    with pytest.raises(DownloadError, match="decode|not an image"):
+        check_image_bytes(data[:200])

@@ -1,0 +1,341 @@
+"""Judges against a real chat-completions server on 127.0.0.1 (tests/chat_server.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).parent))
+from chat_server import ChatServer, Reply  # noqa: E402
+
+from genevolve.judges import Scores, make_judge  # noqa: E402
+from genevolve.judges.base import ChatEndpoint, kscore_overall, parse_json_reply  # noqa: E402
+from genevolve.judges.kscore import KScoreJudge, parse_kscore_reply  # noqa: E402
+from genevolve.judges.rpm import RateLimiter  # noqa: E402
+from genevolve.judges.sufficiency import SufficiencyJudge, local_sufficiency, score_program  # noqa: E402
+from genevolve.judges.wise import WISE_WEIGHTS, WiseJudge, wise_category, wise_overall  # noqa: E402
+from genevolve.program import Program, derive_constraints  # noqa: E402
+from genevolve.trajectory import Step, Trajectory  # noqa: E402
+
+GOOD = {"constraints": ["title PARIS", "two backpackers"], "rationale": "ok",
+        "faithfulness": 1, "visual_correctness": 0.5, "text_accuracy": 1, "text_accuracy_na": False,
+        "aesthetics": 0.5}
+CASE = {"id": "c1", "question": 'A poster of the Eiffel Tower with the title "PARIS"', "gt_image": None,
+        "category": "architecture_landmark"}
+
+
+@pytest.fixture
+def image(tmp_path):
+    img = Image.new("RGB", (64, 48), (200, 30, 30))
+    path = tmp_path / "gen.png"
+    img.save(path)
+    return path
+
+
+def endpoint(server, **kw):
+    kw.setdefault("max_retries", 3)
+    kw.setdefault("backoff_s", 0.01)
+    kw.setdefault("timeout_s", 5)
+    return ChatEndpoint("judge-vlm", server.base_url, api_key="test", limiter=kw.pop("limiter", RateLimiter(None)), **kw)
+
+
+def image_parts(body):
+    return [p for p in body["messages"][-1]["content"] if p.get("type") == "image_url"]
+
+
+def test_kscore_well_formed_with_and_without_gt(image, tmp_path):
+    gt = tmp_path / "gt.png"
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(gt)
+    with ChatServer([json.dumps(GOOD), json.dumps(GOOD)]) as server:
+        judge = KScoreJudge(endpoint(server))
+        s = judge.score(CASE, image, None)
+        s_gt = judge.score({**CASE, "gt_image": str(gt)}, Image.open(image), None)
+    assert s.status == "scored" and s_gt.status == "scored"
+    assert (s.faithfulness, s.visual_correctness, s.text_accuracy, s.aesthetics) == (1, 0.5, 1, 0.5)
+    assert s.overall == pytest.approx(0.1 * 1 + 0.4 * 0.5 + 0.4 * 1 + 0.1 * 0.5)
+    assert s.rationale.startswith("Constraints: title PARIS; two backpackers")
+    no_gt, with_gt = server.requests
+    assert len(image_parts(no_gt)) == 1 and len(image_parts(with_gt)) == 2
+    assert all(p["image_url"]["url"].startswith("data:image/png;base64,") for p in image_parts(with_gt))
+    text_no_gt = " ".join(p["text"] for p in no_gt["messages"][-1]["content"] if p["type"] == "text")
+    text_gt = " ".join(p["text"] for p in with_gt["messages"][-1]["content"] if p["type"] == "text")
+    assert "NO ground-truth" in text_no_gt and "Image 2 (ground truth)" in text_gt
+    assert "Eiffel Tower" in text_gt and s_gt.details["has_gt"] is True
+
+
+@pytest.mark.parametrize("reply", [
+    "```json\n" + json.dumps(GOOD) + "\n```",
+    "Here is my grading:\n" + json.dumps(GOOD, indent=1).replace('"aesthetics": 0.5', '"aesthetics": 0.5,') + "\nThanks!",
+    "<think>let me look closely</think>\n```\n" + json.dumps(GOOD)[:-1] + ",}\n```",
+    json.dumps({**GOOD, "faithfulness": "1.0", "visual_correctness": "0.5"}),
+])
+def test_kscore_recovers_sloppy_json(reply, image):
+    with ChatServer([reply]) as server:
+        s = KScoreJudge(endpoint(server)).score(CASE, image, None)
+    assert s.status == "scored", s.error
+    assert s.overall == pytest.approx(kscore_overall(1, 0.5, 1, 0.5))
+
+
+def test_text_accuracy_na_counts_half():
+    s = parse_kscore_reply(json.dumps({**GOOD, "text_accuracy": 0, "text_accuracy_na": True}))
+    assert s.status == "scored" and s.text_accuracy == 0.5
+    assert s.overall == pytest.approx(kscore_overall(1, 0.5, 0.5, 0.5))
+    s2 = parse_kscore_reply(json.dumps({**GOOD, "text_accuracy": "N/A"}))
+    assert s2.text_accuracy == 0.5 and s2.details["text_accuracy_na"] is True
+
+
+@pytest.mark.parametrize("reply,reason", [
+    (json.dumps({k: v for k, v in GOOD.items() if k != "aesthetics"}), "missing field 'aesthetics'"),
+    (json.dumps({**GOOD, "visual_correctness": 0.7}), "visual_correctness=0.7 is not one of"),
+    (json.dumps({**GOOD, "faithfulness": "great"}), "faithfulness is not a number"),
+    ("I cannot grade this image.", "unreadable judge reply"),
+    ("", "unreadable judge reply: empty reply"),
+])
+def test_kscore_unscorable_is_failed_with_reason(reply, reason, image):
+    with ChatServer([reply]) as server:
+        s = KScoreJudge(endpoint(server)).score(CASE, image, None)
+    assert s.status == "failed" and s.overall is None
+    assert reason in s.error
+
+
+def test_kscore_failed_without_image_or_with_missing_gt(tmp_path, image):
+    with ChatServer([]) as server:
+        judge = KScoreJudge(endpoint(server))
+        assert "no image" in judge.score(CASE, None, None).error
+        s = judge.score({**CASE, "gt_image": str(tmp_path / "nope.png")}, image, None)
+    assert s.status == "failed" and "ground-truth image listed but not found" in s.error
+    assert server.requests == []
+
+
+def test_429_storm_is_retried_then_scored(image):
+    replies = [Reply(status=429, retry_after_ms=20)] * 4 + [json.dumps(GOOD)]
+    with ChatServer(replies) as server:
+        ep = endpoint(server, max_retries=6)
+        s = KScoreJudge(ep).score(CASE, image, None)
+    assert s.status == "scored"
+    assert ep.stats["rate_limited"] == 4 and len(server.requests) == 5
+
+
+def test_persistent_429_fails_with_reason(image):
+    with ChatServer(lambda body: Reply(status=429, retry_after_ms=5)) as server:
+        s = KScoreJudge(endpoint(server, max_retries=2)).score(CASE, image, None)
+    assert s.status == "failed" and "rate limited" in s.error and len(server.requests) == 3
+
+
+def test_rpm_limiter_keeps_a_rate_limited_server_happy(image):
+    """8 threads, 12 cases, a server that refuses more than 4 requests per window: with the
+    shared limiter at that rate there is no 429 storm and every case is scored."""
+    window, limit = 1.0, 4
+    arrivals: deque = deque()
+    refused = []
+    lock = threading.Lock()
+
+    def reply(body):
+        with lock:
+            now = time.monotonic()
+            while arrivals and now - arrivals[0] > window * 0.6:  # slack for transit jitter on a busy machine
+                arrivals.popleft()
+            if len(arrivals) >= limit:
+                refused.append(now)
+                return Reply(status=429, retry_after_ms=50)
+            arrivals.append(now)
+            return json.dumps(GOOD)
+
+    with ChatServer(reply) as server:
+        limited = KScoreJudge(endpoint(server, limiter=RateLimiter(limit, window)))
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: limited.score({**CASE, "id": str(i)}, image, None), range(12)))
+        assert all(r.status == "scored" for r in results)
+        assert refused == []
+        # Without the limiter the same load does trigger refusals (the test can fail).
+        unlimited = KScoreJudge(endpoint(server, max_retries=8))
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: unlimited.score({**CASE, "id": str(i)}, image, None), range(12)))
+        assert refused
+
+
+def test_rate_limiter_window():
+    lim = RateLimiter(3, 0.3)
+    t0 = time.monotonic()
+    stamps = []
+    for _ in range(7):
+        lim.acquire()
+        stamps.append(time.monotonic() - t0)
+    assert stamps[2] < 0.1 and stamps[3] >= 0.29 and stamps[6] >= 0.59
+
+
+def test_timeout_then_success_and_timeout_failure(image):
+    with ChatServer([Reply(json.dumps(GOOD), latency=1.5), json.dumps(GOOD)]) as server:
+        ep = endpoint(server, timeout_s=0.3, max_retries=2)
+        s = KScoreJudge(ep).score(CASE, image, None)
+    assert s.status == "scored" and ep.stats["timeouts"] == 1
+    with ChatServer(lambda body: Reply(json.dumps(GOOD), latency=1.5)) as server:
+        s = KScoreJudge(endpoint(server, timeout_s=0.2, max_retries=1)).score(CASE, image, None)
+    assert s.status == "failed" and "timed out" in s.error
+
+
+def test_client_error_is_not_retried(image):
+    with ChatServer([Reply(status=404, content="model not found")] * 3) as server:
+        s = KScoreJudge(endpoint(server)).score(CASE, image, None)
+    assert s.status == "failed" and "404" in s.error and len(server.requests) == 1
+
+
+# ---------------------------------------------------------------- WISE
+
+WISE_CASE = {"id": "wise_1", "question": "The tower built for the 1889 World's Fair in Paris",
+             "explanation": "The Eiffel Tower: wrought-iron lattice tower", "category": "Cultural knowledge"}
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ('{"rationale": "it is the Eiffel Tower", "score": 1}', 1.0),
+    ('```json\n{"rationale": "a generic tower", "score": 0,}\n```', 0.0),
+    ('Verdict follows {"score": "1"}', 1.0),
+])
+def test_wise_scores(reply, expected, image):
+    with ChatServer([reply]) as server:
+        s = WiseJudge(endpoint(server)).score(WISE_CASE, image, None)
+    assert s.status == "scored" and s.overall == expected
+    assert s.details["wise_category"] == "culture"
+    text = server.requests[0]["messages"][-1]["content"][0]["text"]
+    assert "wrought-iron lattice" in text and "1889" in text
+
+
+@pytest.mark.parametrize("reply,reason", [
+    ('{"rationale": "hmm"}', "missing field 'score'"),
+    ('{"score": 2}', "not 0 or 1"),
+    ("no idea", "unreadable"),
+])
+def test_wise_unscorable(reply, reason, image):
+    with ChatServer([reply]) as server:
+        s = WiseJudge(endpoint(server)).score(WISE_CASE, image, None)
+    assert s.status == "failed" and reason in s.error
+
+
+def test_wise_needs_explanation_and_weights(image):
+    with ChatServer([]) as server:
+        s = WiseJudge(endpoint(server)).score({**WISE_CASE, "explanation": ""}, image, None)
+    assert s.status == "failed" and "explanation" in s.error
+    assert sum(WISE_WEIGHTS.values()) == pytest.approx(1.0)
+    means = {"culture": 0.5, "time": 1.0, "space": 0.0, "biology": 0.5, "physics": 0.25, "chemistry": 0.75}
+    assert wise_overall(means) == pytest.approx(0.4 * 0.5 + 0.12 * (1.0 + 0.0 + 0.5 + 0.25 + 0.75))
+    assert wise_overall({"culture": 1.0}) is None
+    assert [wise_category(c) for c in ("Cultural knowledge", "Spatio-temporal: Time", "Natural science - Chemistry")] \
+        == ["culture", "time", "chemistry"]
+
+
+# ---------------------------------------------------------------- specs, sufficiency, local
+
+def test_make_judge_specs():
+    j = make_judge("kscore:gemini-2.5-flash@http://127.0.0.1:9/v1?timeout=7&retries=1&rpm=5")
+    assert isinstance(j, KScoreJudge) and j.endpoint.base_url == "http://127.0.0.1:9/v1"
+    assert j.endpoint.timeout_s == 7 and j.endpoint.max_retries == 1 and j.endpoint.limiter.max_calls == 5
+    assert isinstance(make_judge("wise:qwen@http://127.0.0.1:9/v1"), WiseJudge)
+    assert make_judge("sufficiency").endpoint is None
+    assert make_judge("sufficiency:m@http://127.0.0.1:9/v1").endpoint.model == "m"
+    assert type(make_judge("local")).__name__ == "LocalJudge"
+    for bad in ("kscore", "kscore:model", "banana"):
+        with pytest.raises(ValueError):
+            make_judge(bad)
+
+
+def test_unreachable_endpoint_fails_not_raises(image):
+    j = make_judge("kscore:m@http://127.0.0.1:9/v1?retries=0&timeout=1")
+    s = j.score(CASE, image, None)
+    assert s.status == "failed" and "cannot reach" in s.error
+
+
+def _trajectory(request, prompt, *, search_text="", skills=(), refs=()):
+    traj = Trajectory(request=request)
+    rnd = 1
+    if search_text:
+        traj.steps.append(Step(round=rnd, kind="tool_call", tool_name="search",
+                               tool_arguments={"queries": ["x"]}, tool_text=search_text))
+        rnd += 1
+    for s in skills:
+        traj.steps.append(Step(round=rnd, kind="tool_call", tool_name="query_knowledge",
+                               tool_arguments={"skill_name": s}, tool_text="..."))
+        rnd += 1
+    program = Program(gen_prompt=prompt, reference_images=[{"img_id": r} for r in refs])
+    program.constraints = derive_constraints(request, program)
+    traj.program = program
+    return traj
+
+
+def test_local_sufficiency_checks():
+    request = 'A poster of the Eiffel Tower with the title "PARIS" and two backpackers in front of the tower'
+    case = {"question": request, "category": "architecture_landmark"}
+    evidence = "The Eiffel Tower, completed in 1889 by Gustave Eiffel, is a wrought-iron lattice tower."
+    full = _trajectory(request, 'Wrought-iron lattice Eiffel Tower (Gustave Eiffel, 1889) as in the first reference '
+                       'image; title "PARIS"; exactly two backpackers standing in front of the tower.',
+                       search_text=evidence, skills=["text_rendering", "quantity_counting", "spatial_layout"],
+                       refs=["IMG_001"])
+    s = local_sufficiency(case, full)
+    assert s.status == "scored" and s.sufficiency == 1.0, s.rationale
+    weak = _trajectory(request, "A tower poster, see IMG_001 and the second reference image.",
+                       search_text=evidence, refs=["IMG_001"])
+    w = local_sufficiency(case, weak)
+    assert w.sufficiency == 0.0, w.rationale
+    assert w.details["checks"] == {k: False for k in w.details["checks"]}
+    # Program only: the trajectory checks cannot be made and are reported as unchecked.
+    p = score_program(case, full.program)
+    assert p.sufficiency == 0.5 and set(p.details["unchecked"]) == {"facts_carried", "skills_applied"}
+    assert score_program(case, full.to_dict()).sufficiency == 1.0
+    assert score_program(case, None).status == "failed"
+    assert s.sufficiency in (0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_llm_sufficiency(image):
+    request = 'A sign that says "OPEN"'
+    traj = _trajectory(request, 'A shop sign reading "OPEN".', skills=["text_rendering"])
+    reply = ('{"rationale": "fine", "facts_carried": true, "ordinal_references": true, '
+             '"skills_applied": "false", "constraints_executable": true,}')
+    with ChatServer([reply, '{"facts_carried": true}']) as server:
+        judge = SufficiencyJudge(endpoint(server))
+        s = judge.score_program({"question": request}, traj)
+        bad = judge.score({"question": request}, image, traj.program, trajectory=traj)
+    assert s.status == "scored" and s.sufficiency == 0.75 and s.constraint_coverage == 1.0
+    assert "text_rendering" in server.requests[0]["messages"][-1]["content"]
+    assert bad.status == "failed" and "ordinal_references" in bad.error
+
+
+def _text_image(text, path):
+    from matplotlib import font_manager
+
+    img = Image.new("RGB", (640, 240), "white")
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans:bold"), 72)
+    ImageDraw.Draw(img).text((40, 70), text, fill="black", font=font)
+    img.save(path)
+    return path
+
+
+def test_local_judge_measures_what_it_can(tmp_path):
+    img = _text_image("PARIS", tmp_path / "paris.png")
+    request = 'A poster with the title "PARIS"'
+    traj = _trajectory(request, 'Poster, title "PARIS" in bold serif.', skills=["text_rendering"])
+    judge = make_judge("local")
+    good = judge.score({"question": request, "category": "text_layout"}, img, traj.program, trajectory=traj)
+    assert good.status == "scored"
+    assert good.text_accuracy == 1.0 and good.constraint_coverage == 1.0
+    assert good.faithfulness is None and good.visual_correctness is None and good.aesthetics is None
+    parts = [good.text_accuracy, good.constraint_coverage, good.sufficiency]
+    assert good.overall == pytest.approx(sum(parts) / 3)
+    traj2 = _trajectory('A poster with the title "LONDON"', 'Poster, title "LONDON".', skills=["text_rendering"])
+    wrong = judge.score({"question": 'A poster with the title "LONDON"'}, img, traj2.program, trajectory=traj2)
+    assert wrong.status == "scored" and wrong.text_accuracy == 0.0
+    assert judge.score({"question": request}, None, traj.program).status == "failed"
+    assert judge.score({"question": request}, img, None).status == "failed"
+
+
+def test_parse_json_reply_rejects_non_objects():
+    with pytest.raises(ValueError):
+        parse_json_reply("[1, 2]")
+    assert parse_json_reply('prose {"a": 1,} more prose') == {"a": 1}
+    assert isinstance(Scores.failed("x", "why"), Scores)

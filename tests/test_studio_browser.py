@@ -1,0 +1,263 @@
+"""The studio end to end in a real browser: Debian's chromium driven by Playwright against `python app.py`.
+
+One studio process serves the whole module (started by the ``studio`` fixture on a free port
+with a private GENEVOLVE_HOME). Screenshots of every tab go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from studio_server import browser, shot, studio  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+TITLE = "MOON CAT"
+REQUEST = f'A retro travel poster of a cat sitting next to a rocket, title "{TITLE}" in bold serif'
+
+# Records, for every DOM change, how many tool-call cards the live panel shows and whether the
+# rendered image is there yet, with a timestamp relative to the click on Generate.
+RECORDER = """() => {
+  window.__ge = {t0: performance.now(), marks: []};
+  const snap = () => window.__ge.marks.push({
+    t: performance.now() - window.__ge.t0,
+    calls: document.querySelectorAll('#ge-events .ge-ev-tool_call').length,
+    events: document.querySelectorAll('#ge-events .ge-ev').length,
+    image: !!document.querySelector('#ge-image img'),
+    done: !!document.querySelector('#ge-events .ge-ev-done'),
+  });
+  new MutationObserver(snap).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def _open(page, url):
+    page.goto(url)
+    page.wait_for_selector("#ge-request textarea", timeout=60_000)
+    # The per-browser session id is set on load; wait for it so runs are attributed.
+    page.wait_for_function("() => (localStorage.getItem('genevolve_studio_session') || '').length > 4",
+                           timeout=30_000)
+
+
+def _session(page) -> str:
+    return json.loads(page.evaluate("() => localStorage.getItem('genevolve_studio_session')"))
+
+
+def _tab(page, name):
+    page.get_by_role("tab", name=name).click()
+
+
+def _click_first_row(page, table_id):
+    cell = page.locator(f"#{table_id} tbody tr").first.locator("td").first
+    cell.wait_for(timeout=30_000)
+    cell.click()
+
+
+def _runs(home):
+    db = sqlite3.connect(home / "genevolve.db")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT id, session, request, termination, verified_ok, image_path FROM runs")]
+    finally:
+        db.close()
+
+
+def test_generate_streams_renders_and_verifies(studio):
+    url, home = studio
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1440, "height": 1000})
+        _open(page, url)
+        page.fill("#ge-request textarea", REQUEST)
+        page.evaluate(RECORDER)
+        page.click("#ge-go")
+        page.wait_for_selector("#ge-verify .ge-found", timeout=150_000)
+        page.wait_for_selector("#ge-downloads a, #ge-downloads .file-preview", timeout=30_000)
+        marks = page.evaluate("() => window.__ge.marks")
+
+        # The verification report found the quoted title by OCR.
+        found = page.locator("#ge-verify .ge-found").first.inner_text()
+        assert TITLE in found
+        # Tool calls streamed in while the run was going: the panel showed a first tool call
+        # (and then more) before the run ended and before the image was rendered.
+        with_calls = [m for m in marks if m["calls"] > 0]
+        assert with_calls, "no tool-call event was ever shown"
+        first = with_calls[0]
+        final_calls = page.locator("#ge-events .ge-ev-tool_call").count()
+        assert final_calls >= 2
+        assert not first["image"] and not first["done"], "the first tool call appeared only with the final result"
+        assert len({m["calls"] for m in with_calls}) >= 2, "all tool calls appeared at once"
+        image_at = min(m["t"] for m in marks if m["image"])
+        assert first["t"] < image_at
+        # The side panel shows each kind of step, the gallery the library images with IMG ids.
+        assert page.locator("#ge-events .ge-ev-tool_result").count() >= 2
+        assert page.locator("#ge-events .ge-ev-thinking").count() >= 1
+        assert "IMG_001" in page.locator("#ge-events").inner_text()
+        # The program: gen_prompt with ordinal references linked to their thumbnails; constraints.
+        program = page.locator("#ge-program")
+        assert TITLE in program.inner_text()
+        if program.locator(".ge-ordref").count():
+            href = program.locator(".ge-ordref").first.get_attribute("href")
+            assert program.locator(href).count() == 1
+        assert "derived constraints" in program.inner_text().lower()
+        downloads = page.locator("#ge-downloads").inner_text()
+        assert "program.json" in downloads and "trajectory.json" in downloads and "image.png" in downloads
+        shot(page, "generate", docs=True)
+
+        # The run is in the store under this browser's session, with its image and a passed check.
+        sid = _session(page)
+        mine = [r for r in _runs(home) if r["session"] == sid]
+        assert len(mine) == 1 and mine[0]["request"] == REQUEST
+        assert mine[0]["verified_ok"] == 1 and str(home) in mine[0]["image_path"]
+        assert sid in mine[0]["image_path"]  # images live in the session's own folder
+
+
+class _SlowOpenAI(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint (real SSE wire format) whose turns come from the planner,
+    streamed slowly — so a run is long enough to watch and to stop."""
+
+    delay_s = 0.05
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        from genevolve.policies.planner import PlannerPolicy
+
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        messages = []
+        for m in body["messages"]:
+            content = m["content"]
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+            messages.append({"role": m["role"], "content": content})
+        turn = PlannerPolicy().next_turn(messages)
+        for stop in body.get("stop") or []:
+            if stop in turn:  # like a real server: generation ends at the stop string, which is dropped
+                turn = turn.split(stop, 1)[0]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            for i in range(0, len(turn), 12):
+                self._chunk({"content": turn[i:i + 12]}, None)
+                time.sleep(self.delay_s)
+            self._chunk({}, "stop")
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the studio stopped reading: that is what Stop does
+
+    def _chunk(self, delta, finish):
+        data = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": int(time.time()), "model": "slow",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
+
+
+@pytest.fixture(scope="module")
+def slow_endpoint():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_thinking_streams_live_and_stop_cancels(studio, slow_endpoint):
+    url, home = studio
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1440, "height": 1000})
+        _open(page, url)
+        page.fill("#ge-request textarea", 'A poster of two horses on a beach with the words "SEA RUN"')
+        page.locator("#ge-backends").click()
+        policy = page.locator("#ge-policy input")
+        policy.fill(f"openai:slow@{slow_endpoint}")
+        policy.press("Enter")
+        page.evaluate(RECORDER)
+        page.click("#ge-go")
+        # Thinking text is shown while it is being written (the live card with a caret)...
+        page.wait_for_selector("#ge-events .ge-live", timeout=60_000)
+        # ...then tool calls, one by one.
+        page.wait_for_selector("#ge-events .ge-ev-tool_call", timeout=60_000)
+        t_call = page.evaluate("() => performance.now() - window.__ge.t0")
+        page.click("#ge-stop")
+        page.wait_for_selector("#ge-events .ge-ev-done", timeout=60_000)
+        t_done = page.evaluate("() => performance.now() - window.__ge.t0")
+        assert "cancelled" in page.locator("#ge-events .ge-ev-done").inner_text()
+        page.wait_for_function("() => document.querySelector('#ge-status').innerText.includes('cancelled')",
+                               timeout=30_000)
+        assert not page.locator("#ge-image img").count(), "a cancelled run must not render"
+        assert t_done > t_call
+        shot(page, "generate_stopped")
+        sid = _session(page)
+        runs = [r for r in _runs(home) if r["session"] == sid]
+        assert [r["termination"] for r in runs] == ["cancelled"]
+
+
+def test_every_tab_does_its_main_job(studio):
+    url, home = studio
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1440, "height": 1000})
+        _open(page, url)
+        # A run of our own to judge and inspect.
+        page.fill("#ge-request textarea", 'A bakery shop sign with the word "FRESH"')
+        page.click("#ge-go")
+        page.wait_for_selector("#ge-verify .ge-found", timeout=120_000)
+
+        # Bench: the mini bench loads on open; search, open a case, send it to Generate.
+        _tab(page, "Bench")
+        page.wait_for_selector("#be-table tbody tr td", timeout=30_000)
+        n_all = page.locator("#be-table tbody tr").count()
+        assert n_all >= 2
+        _click_first_row(page, "be-table")
+        page.wait_for_selector("#be-case h3", timeout=30_000)
+        question = page.locator("#be-case .ge-prompt").inner_text()
+        shot(page, "bench", docs=True)
+        page.click("#be-run")
+        page.wait_for_function("(q) => document.querySelector('#ge-request textarea').value === q", arg=question,
+                               timeout=30_000)
+        assert page.get_by_role("tab", name="Generate").get_attribute("aria-selected") == "true"
+
+        # Judge: pick our run, score it with the local OCR verifier (no key).
+        _tab(page, "Judge")
+        page.locator("#ju-pick input").click()
+        page.get_by_role("option").first.click()
+        page.wait_for_function("() => document.querySelector('#ju-question textarea').value.includes('FRESH')",
+                               timeout=30_000)
+        page.click("#ju-go")
+        page.wait_for_selector("#ju-card .ge-scorecard", timeout=60_000)
+        text_score = page.locator("#ju-card [data-dim='text_accuracy'] b").inner_text()
+        assert text_score == "1.00"
+        shot(page, "judge", docs=True)
+
+        # Inspector: our runs are listed; open one, audit it, export accepted as SFT.
+        _tab(page, "Inspector")
+        page.wait_for_selector("#in-table tbody tr td", timeout=30_000)
+        _click_first_row(page, "in-table")
+        page.wait_for_selector("#in-timeline .ge-ev-step", timeout=30_000)
+        page.click("#in-save")
+        page.wait_for_selector("#in-audits .ge-v-accept", timeout=30_000)
+        page.click("#in-export")
+        page.wait_for_function("() => document.querySelector('#in-export-msg').innerText.includes('Exported')",
+                               timeout=30_000)
+        shot(page, "inspector", docs=True)
+        exported = list(home.glob("studio/sessions/*/exports/*/sft.jsonl"))
+        assert len(exported) == 1
+        record = json.loads(exported[0].read_text().splitlines()[0])
+        assert record["messages"][0]["role"] == "system" and "images" in record
+
+        # Decision Guides: the tab lists the buffer (empty here) and answers a retrieval query.
+        _tab(page, "Decision Guides")
+        page.wait_for_function("() => document.querySelector('#gu-count').innerText.includes('guides')",
+                               timeout=30_000)
+        shot(page, "guides")
+
+        # Training: the tab offers CPU configs (or says training is not in this build).
+        _tab(page, "Training")
+        page.wait_for_selector("#tab-training .ge-missing, #tr-start", timeout=30_000)
+        shot(page, "training")
