@@ -66,11 +66,13 @@ def build_studio():
                 training_tab.build(sid_state, tab=training)
             with gr.Tab("Inspector", id="inspector", elem_id="tab-inspector") as inspector:
                 inspector_tab.build(sid_state, tab=inspector)
-        sid_mark = gr.HTML("", visible="hidden", elem_id="ge-session")
+        sid_mark = gr.HTML("", elem_id="ge-session", padding=False)
 
         def ensure_session(sid):
             sid = sid or new_session_id()
-            return sid, sid, generate_tab.history_rows(sid)
+            mark = (f"<div class='ge-meta'>this browser's session <code>{sid}</code> · runs and images here are "
+                    "private to it</div>")
+            return sid, mark, generate_tab.history_rows(sid)
 
         demo.load(ensure_session, inputs=[sid_state], outputs=[sid_state, sid_mark, gen["history"]], queue=False)
     return demo

@@ -75,7 +75,7 @@ class ChatServer:
 
     def start(self) -> "ChatServer":
         handler = type("_Handler", (_Handler,), {"chat": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -113,8 +113,18 @@ class ChatServer:
         return item if isinstance(item, Reply) else Reply(content=str(item))
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # Clients dropping idle keep-alive connections is normal; anything else is printed.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small SSE writes would otherwise wait ~40 ms for delayed ACKs
     chat: ChatServer  # set per server by ChatServer.start
 
     def log_message(self, *args) -> None:  # keep test output clean

@@ -269,3 +269,34 @@ def test_sample_is_deterministic_and_make_policy_builds_it():
     turns = planner.sample(messages, 3)
     assert len(turns) == 3 and len(set(turns)) == 1
     assert "".join(planner.stream(messages)) == turns[0]
+
+
+# ---------------------------------------------------------------- with the real offline tools
+
+REAL_REQUESTS = [
+    'A poster of the Eiffel Tower with the title "PARIS" in bold serif',
+    "Two cats sleeping on a sofa next to a coffee cup, soft morning light",
+    "An astronaut standing in front of a rocket on the launch pad, cinematic",
+]
+
+
+@pytest.mark.parametrize("request_text", REAL_REQUESTS)
+def test_planner_with_the_real_offline_tools(request_text, tmp_path):
+    from genevolve.agent import build_agent
+    from genevolve.config import Settings
+
+    settings = Settings(policy="planner", offline=True, cache_mode="off", runs_dir=str(tmp_path),
+                        extra={"library_embeddings": False})
+    traj = build_agent(settings).run(request_text)
+    assert traj.termination == "answer", traj.reason
+    names = [s.tool_name for s in traj.tool_calls()]
+    assert "image_search" in names and "query_knowledge" in names
+    assert all(s.error is None for s in traj.tool_calls()), [s.error for s in traj.tool_calls()]
+    program = traj.program
+    known = {i.img_id for i in traj.images}
+    assert validate_program(program, known, 2) == []
+    assert not IMG_ID_RE.search(program.gen_prompt) and not URL_RE.search(program.gen_prompt)
+    for text in quoted_strings(request_text):
+        assert f'"{text}"' in program.gen_prompt
+    for ref in program.reference_images:
+        assert ref.path and traj.image(ref.img_id).source == "library"

@@ -24,6 +24,7 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run: skip cases whose stage is done."),
     rpm: Optional[int] = typer.Option(None, min=1, help="Requests per minute for API judges (shared by all workers)."),
     seed: int = typer.Option(0, help="Base render seed (each case adds a hash of its id)."),
+    size: Optional[str] = typer.Option(None, help="Render size WIDTHxHEIGHT (default: the renderer's own)."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
     summary: bool = typer.Option(True, "--summary/--no-summary", help="Write summary.json/csv and report.html at the end."),
@@ -41,8 +42,17 @@ def run(
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)
+    render_size = None
+    if size:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+            render_size = (w, h)
+        except ValueError:
+            console.print(f"[red]error:[/red] --size must look like 768x768, got {size!r}")
+            raise typer.Exit(2)
     cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
-                      rpm=rpm, seed=seed, offline=offline, settings_path=str(config) if config else None)
+                      rpm=rpm, seed=seed, size=render_size, offline=offline,
+                      settings_path=str(config) if config else None)
     runner = BenchRunner(cases, out, cfg, resume=resume, progress=progress, log=lambda m: console.print(m, style="dim"))
     console.print(f"[bold]bench[/bold] {bench}: {len(runner.cases)} cases · policy={policy} renderer={renderer} "
                   f"judge={judge} · parallel {parallel}" + (" · resuming" if resume else ""))

@@ -143,6 +143,7 @@ class BenchConfig:
     limit: int | None = None
     rpm: int | None = None
     seed: int = 0
+    size: tuple[int, int] | None = None  # render size (width, height); None = the renderer's default
     retries: int = 2  # stage-level retries for unexpected exceptions (API judges retry on their own)
     backoff_s: float = 1.0
     offline: bool | None = None
@@ -152,7 +153,7 @@ class BenchConfig:
     def identity(self) -> dict:
         """What must match for a resumed run to continue the same experiment."""
         return {"bench": self.bench, "policy": self.policy, "renderer": self.renderer, "judge": self.judge,
-                "seed": self.seed, "limit": self.limit}
+                "seed": self.seed, "limit": self.limit, "size": list(self.size) if self.size else None}
 
 
 def workers_for(stage: str, cfg: BenchConfig) -> int:
@@ -275,7 +276,8 @@ class BenchRunner:
 
         program = Program.model_validate_json(program_file.read_text(encoding="utf-8"))
         started = time.perf_counter()
-        image, report = render_with_report(self._renderer(), program, seed=case_seed(case["id"], self.cfg.seed))
+        image, report = render_with_report(self._renderer(), program, size=self.cfg.size,
+                                           seed=case_seed(case["id"], self.cfg.seed))
         save_image_atomic(image, d / "image.png")
         return {"status": "ok", "image": str((d / "image.png").relative_to(self.out)),
                 "report": _jsonable(report), "elapsed_s": round(time.perf_counter() - started, 4)}

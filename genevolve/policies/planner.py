@@ -175,9 +175,10 @@ class PlannerPolicy:
         entities = extract_entities(request)[: self.max_entities]
         if entities:
             names = ", ".join(entities)
+            them = "them" if len(entities) > 1 else "it"
             steps.append(("search", {"queries": entities, "top_k": self.search_top_k},
-                          f"The request names {names}; the renderer cannot know their real look or "
-                          f"details, so I look them up first."))
+                          f"The request names {names}; the renderer cannot know how {them} really "
+                          f"look{'s' if them == 'it' else ''}, so I look {them} up first."))
         budget = self.max_subjects if not user_ids else max(0, self.max_references - len(user_ids))
         subjects = extract_subjects(request, entities)
         if user_ids:

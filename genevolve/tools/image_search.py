@@ -33,6 +33,7 @@ from genevolve.tools.search import (
     clip,
     serper_base_url,
     serper_post,
+    terms,
 )
 from genevolve.trajectory import ImageRef
 
@@ -40,11 +41,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 MAX_TOP_K = 8
 CAPTION_CHARS = 220
 # When a candidate is shown (calibrated on the shipped library with all-MiniLM-L6-v2): its meaning
-# alone is close (cosine >= MIN_COSINE), or its words match and its meaning is not far off
-# (cosine >= MIN_COSINE_WITH_WORDS) — one shared word ("tower") must not turn a rocket into an
-# Eiffel Tower reference; an unrelated picture is worse than none.
+# alone is close (cosine >= MIN_COSINE), or at least half of the query's content words appear in its
+# name/caption/tags, none is unknown to the whole collection, and its meaning is not far off
+# (cosine >= MIN_COSINE_WITH_WORDS). One shared
+# word ("tower") must not turn a rocket into an Eiffel Tower reference: an unrelated picture is
+# worse than none.
 MIN_COSINE = 0.36
 MIN_COSINE_WITH_WORDS = 0.20
+MIN_WORD_COVERAGE = 0.5
 BM25_WEIGHT, COSINE_WEIGHT = 0.4, 0.6
 
 
@@ -175,12 +179,19 @@ def rank(query: str, candidates: list[Candidate], vectors, embedder: TextEmbedde
     semantic = embedder is not None and vectors is not None and len(vectors) == len(candidates)
     if semantic:
         cosine = vectors @ embedder.encode([query])[0]
+    wanted = terms(query)
+    cand_terms = [terms(c.match_text) for c in candidates]
+    # A query word that no candidate mentions names something this collection does not hold
+    # ("eiffel"): then matching the other words ("tower", "night") is not evidence, only meaning is.
+    unknown = wanted - set().union(*cand_terms)
     out = []
     for i, c in enumerate(candidates):
+        coverage = len(wanted & cand_terms[i]) / len(wanted) if wanted else 0.0
+        words_match = lexical[i] > 0 and coverage >= MIN_WORD_COVERAGE and not unknown
         if semantic:
-            keep = cosine[i] >= MIN_COSINE or (lexical[i] > 0 and cosine[i] >= MIN_COSINE_WITH_WORDS)
+            keep = cosine[i] >= MIN_COSINE or (words_match and cosine[i] >= MIN_COSINE_WITH_WORDS)
         else:  # words alone decide when no embedding model is available
-            keep = lexical[i] > 0
+            keep = words_match
         if keep:
             c.score = float(BM25_WEIGHT * lexical[i] + COSINE_WEIGHT * max(0.0, float(cosine[i])))
             c.meta = {"bm25": round(float(lexical[i]), 4), "cosine": round(float(cosine[i]), 4)}

@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -104,17 +105,37 @@ def clip(text: str, limit: int = SNIPPET_CHARS) -> str:
     return cut.rstrip(",.;:—-") + "…"
 
 
+def _stemmer():
+    try:
+        import Stemmer
+
+        return Stemmer.Stemmer("english")
+    except ImportError:  # stemming only sharpens recall; plain tokens still work
+        return None
+
+
 def _tokenizer():
     """A bm25s tokenizer with English stop words, stemming when PyStemmer is installed."""
     from bm25s.tokenization import Tokenizer
 
-    try:
-        import Stemmer
+    return Tokenizer(stopwords="en", stemmer=_stemmer())
 
-        stemmer = Stemmer.Stemmer("english")
-    except ImportError:  # stemming only sharpens recall; plain tokens still work
-        stemmer = None
-    return Tokenizer(stopwords="en", stemmer=stemmer)
+
+_WORD_RE = re.compile(r"(?u)\b\w\w+\b")
+
+
+def terms(text: str) -> set[str]:
+    """The content words of ``text`` as the index sees them (lowercased, no stop words, stemmed)."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    words = [w for w in _WORD_RE.findall(text.lower()) if w not in STOPWORDS_EN]
+    stemmer = _shared_stemmer()
+    return set(stemmer.stemWords(words) if stemmer else words)
+
+
+@lru_cache(maxsize=1)
+def _shared_stemmer():
+    return _stemmer()
 
 
 class BM25Index:

@@ -1,0 +1,46 @@
+"""Training: SFT cold start, GRPO with the hybrid reward, and SDL from Decision Guides.
+
+Modules, one concern each:
+  data.py        chat messages -> token ids with assistant / decision masks; SFT and prompt loading
+  modeling.py    loading a policy to train (LoRA, frozen vision, checkpointing); log-probs only
+                 at the positions that carry a loss
+  sft.py         SFTConfig + train_sft
+  grpo.py        GRPOConfig + GRPOTrainer (rollouts through genevolve.agent.Agent)
+  rewards.py     HybridReward (render + judge + sufficiency), KeywordReward (a verifiable rule)
+  sdl.py         Decision Guides, distillers, GuideBuffer, retrieve_guide, the SDL loss
+  metrics.py     run-directory files; checkpoint.py exact resume; commands.py the CLI
+  tiny.py        a tiny word-level Gemma 3 for CI (``model: tiny:gemma3``)
+
+Run directory (``run_dir`` in the config; the studio's Training tab reads it while a job runs):
+
+  run_dir/
+    config.yaml        the resolved config, with ``trainer: sft|grpo``
+    status.json        {"state": starting|running|stopped|done|failed, "step", "total_steps", "pid",
+                        "updated_at", ...}; replaced atomically
+    metrics.jsonl      one JSON object per optimizer step. Both trainers: step, loss, lr, grad_norm,
+                       tokens, tokens_per_s, step_s, time. SFT adds eval_loss (and best: true) on
+                       evaluation steps. GRPO adds pg_loss, kl_ref, reward_mean, reward_std, <component>_mean
+                       (r_img_mean, r_text_mean or keyword_mean), adv_mean, adv_std, adv_abs_mean, clip_frac,
+                       trained_samples, tool_calls, tool_counts, skill_counts, terminations, tool_cache_hits,
+                       timings {generation_s, tools_s, render_s, judge_s, distill_s, retrieve_s, encode_s,
+                       old_logp_s, forward_backward_s, teacher_sdl_s}; with SDL: sdl_loss, sdl_kl,
+                       sdl_kept_tokens, guide_hit_rate, guides_added, buffer_size
+    rollouts.jsonl     GRPO only: per prompt and step, each rollout's reward, advantage, tools, program
+    checkpoints/
+      step-000040/     model/ (save_pretrained: the LoRA adapter, or full weights; usable as
+                       ``hf:<dir>`` or ``adapter=<dir>``), trainer.pt, rng.pt
+      latest           name of the newest complete checkpoint (resume starts here)
+      best             SFT: name of the checkpoint with the lowest held-out loss
+
+Trainers run in the foreground (``genevolve train sft|grpo --config FILE``) or as a subprocess;
+SIGTERM makes them checkpoint and exit 0 with status "stopped"; the same command resumes.
+"""
+
+__all__ = ["retrieve_guide"]
+
+
+def retrieve_guide(request, store, model="all-MiniLM-L6-v2", gate=0.84):
+    """The top-1 Decision Guide for a request: ``(guide | None, cosine, passes_gate)``."""
+    from genevolve.training.sdl import retrieve_guide as _retrieve
+
+    return _retrieve(request, store, model=model, gate=gate)

@@ -29,9 +29,20 @@ class Encoded:
     loss_mask: list[bool]  # token is part of an assistant turn (SFT/GRPO loss)
     decision_mask: list[bool]  # token is inside a <tool_call>/<answer> block of an assistant turn
     vision: dict[str, Any] = field(default_factory=dict)  # pixel_values, image_grid_thw... for VLMs
+    token_types: list[int] | None = None  # mm_token_type_ids (1 = image token) when images are present
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def model_inputs(self) -> dict:
+        """Batch-of-one tensors for a forward pass."""
+        import torch
+
+        ids = torch.tensor([self.input_ids])
+        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **self.vision}
+        if self.token_types is not None:
+            out["mm_token_type_ids"] = torch.tensor([self.token_types])
+        return out
 
     @property
     def labels(self) -> list[int]:
@@ -124,6 +135,7 @@ class ConversationEncoder:
         loss: list[bool] = []
         decision: list[bool] = []
         vision_parts: dict[str, list] = {}
+        types: list[int] = []
         for seg, kind in self.segments(messages, add_generation_prompt):
             n_img = seg.count(self.image_token) if self.image_token and kind == "context" else 0
             if n_img:
@@ -135,11 +147,16 @@ class ConversationEncoder:
                 pil = [Image.open(p).convert("RGB") if not hasattr(p, "convert") else p.convert("RGB") for p in take]
                 out = self.processor(text=[seg], images=pil, return_tensors="pt")
                 seg_ids = out["input_ids"][0].tolist()
+                if "mm_token_type_ids" in out:
+                    types += out["mm_token_type_ids"][0].tolist()
+                else:
+                    types += [0] * len(seg_ids)
                 for key, value in out.items():
                     if key not in ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"):
                         vision_parts.setdefault(key, []).append(value)
             else:
                 seg_ids = self.tokenizer(seg, add_special_tokens=False)["input_ids"]
+                types += [0] * len(seg_ids)
             ids += seg_ids
             loss += [kind != "context"] * len(seg_ids)
             decision += [kind == "decision"] * len(seg_ids)
@@ -153,7 +170,7 @@ class ConversationEncoder:
                 raise ValueError(f"conversation has {len(ids)} tokens > max_length {self.max_length} "
                                  "and carries images, which cannot be cut; raise max_length")
             ids, loss, decision = ids[: self.max_length], loss[: self.max_length], decision[: self.max_length]
-        return Encoded(ids, loss, decision, vision)
+        return Encoded(ids, loss, decision, vision, types if vision else None)
 
 
 # ---------------------------------------------------------------- SFT records

@@ -259,7 +259,7 @@ class GRPOTrainer:
 
         ids = torch.tensor([enc.input_ids])
         if hidden is None:
-            hidden = hidden_states(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), **enc.vision})[0]
+            hidden = hidden_states(model, enc.model_inputs())[0]
         pred = target_positions(torch.tensor([enc.loss_mask]))[0]
         targets = ids[0, 1:][pred[:-1]]
         return selective_log_softmax(logits_at(model, hidden[pred]), targets), hidden
@@ -378,7 +378,8 @@ class GRPOTrainer:
             if active:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
                 self.optimizer.step()
-        self.scheduler.step()
+        if active:
+            self.scheduler.step()
 
         rewards = [s.reward.total for s in samples]
         r_mean, r_std = mean_std(rewards)

@@ -215,6 +215,9 @@ def collate(encoded: list, pad_id: int) -> dict:
     T = batch["input_ids"].size(1)
     for key in ("loss_mask", "decision_mask"):
         batch[key] = torch.tensor([getattr(e, key) + [False] * (T - len(e)) for e in encoded], dtype=torch.bool)
+    if any(e.token_types is not None for e in encoded):
+        batch["mm_token_type_ids"] = torch.tensor(
+            [(e.token_types or [0] * len(e)) + [0] * (T - len(e)) for e in encoded], dtype=torch.long)
     visions = [e.vision for e in encoded if e.vision]
     if visions:
         for key in visions[0]:

@@ -420,13 +420,11 @@ def sdl_loss(model, student, teacher, *, fraction: float = 0.1, old_logp=None, r
     s_pred, t_pred = target_positions(s_loss)[0], target_positions(t_loss)[0]
     targets = s_ids[0, 1:][s_pred[:-1]]
     with torch.no_grad():
-        t_hidden = hidden_states(model, {"input_ids": t_ids, "attention_mask": torch.ones_like(t_ids),
-                                         **teacher.vision})[0][t_pred]
+        t_hidden = hidden_states(model, teacher.model_inputs())[0][t_pred]
         t_logits_all = logits_at(model, t_hidden)
         t_logp = selective_log_softmax(t_logits_all, targets)
     if student_hidden is None:
-        student_hidden = hidden_states(model, {"input_ids": s_ids, "attention_mask": torch.ones_like(s_ids),
-                                               **student.vision})[0]
+        student_hidden = hidden_states(model, student.model_inputs())[0]
     s_rows = student_hidden[s_pred]
     with torch.no_grad():
         s_logp = selective_log_softmax(logits_at(model, s_rows.detach()), targets)

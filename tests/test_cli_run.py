@@ -1,0 +1,42 @@
+"""`genevolve run` as a user runs it: a subprocess, offline, JSON out, no renderer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def test_run_offline_json(tmp_path):
+    env = dict(os.environ, GENEVOLVE_HOME=str(tmp_path / "home"), GENEVOLVE_OFFLINE="1")
+    # Rank library images by BM25 only, so the test does not wait for the embedding model.
+    (tmp_path / "settings.json").write_text(json.dumps({"extra": {"library_embeddings": False}}))
+    request = 'A poster of the Eiffel Tower with the title "PARIS", two cats in front'
+    proc = subprocess.run(
+        [sys.executable, "-m", "genevolve.cli", "run", request, "--offline", "--json", "--renderer", "none",
+         "--config", str(tmp_path / "settings.json"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    summary = result["summary"]
+    assert result["offline"] is True and result["image"] is None
+    assert summary["termination"] == "answer" and summary["request"] == request
+    assert summary["backends"]["policy"] == "planner"
+    assert any(k.startswith("tool:") for k in summary["backends"])
+    program = summary["program"]
+    assert '"PARIS"' in program["gen_prompt"]
+    assert {"kind": "text", "text": "PARIS"}.items() <= program["constraints"][0].items()
+    assert {"text_rendering", "quantity_counting"} <= set(summary["skills"])
+    saved = json.loads((tmp_path / "out" / "program.json").read_text())
+    assert saved["gen_prompt"] == program["gen_prompt"]
+    assert (tmp_path / "home" / "genevolve.db").is_file()
+
+
+def test_run_with_a_bad_policy_spec_is_a_clean_error(tmp_path):
+    env = dict(os.environ, GENEVOLVE_HOME=str(tmp_path / "home"), GENEVOLVE_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "genevolve.cli", "run", "x", "--offline", "--json", "--renderer", "none",
+         "--policy", "replay:/no/such/file.jsonl"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "replay file not found" in proc.stderr

@@ -1,0 +1,131 @@
+"""SFT: which tokens carry loss, loss-position logits equal full logits, and loss falls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: F401 - fixtures
+
+REPO = Path(__file__).resolve().parents[1]
+
+SYSTEM = "You plan images."
+USER = "draw a red cat on a poster"
+CALL = '<think>look it up</think>\n<tool_call>{"name": "search", "arguments": {"queries": ["red cat"]}}</tool_call>'
+TOOL = "<tool_response>\nA red cat sleeps on a sofa.\n</tool_response>"
+ANSWER = '<think>enough</think>\n<answer>{"gen_prompt": "a red cat, poster style", "reference_images": []}</answer>'
+MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER},
+            {"role": "assistant", "content": CALL}, {"role": "user", "content": TOOL},
+            {"role": "assistant", "content": ANSWER}]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: thread hand-off costs more than it saves on shared cores
+    yield
+    torch.set_num_threads(old)
+
+
+def _decode_where(tokenizer, ids, mask):
+    return tokenizer.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False)
+
+
+def _load(path):
+    from genevolve.training.modeling import ModelConfig, load_for_training
+
+    return load_for_training(ModelConfig(name=str(path)))
+
+
+def test_assistant_tokens_carry_loss_and_nothing_else(tiny_gemma_path):
+    from genevolve.training.data import ConversationEncoder
+
+    _, tok, proc = _load(tiny_gemma_path)
+    enc = ConversationEncoder(tok, proc).encode(MESSAGES)
+    assert len(enc.input_ids) == len(enc.loss_mask) == len(enc.decision_mask)
+    # Loss tokens spell exactly the two assistant turns, each with the template's end-of-turn marker.
+    assert _decode_where(tok, enc.input_ids, enc.loss_mask) == CALL + "<end_of_turn>" + ANSWER + "<end_of_turn>"
+    context = _decode_where(tok, enc.input_ids, [not m for m in enc.loss_mask])
+    for text in (SYSTEM, USER, TOOL):  # system, user and tool-response tokens are all context
+        assert text in context
+    # Decision tokens: the bodies of the <tool_call> and <answer> blocks, nothing else.
+    decision = _decode_where(tok, enc.input_ids, enc.decision_mask)
+    assert decision == ('{"name": "search", "arguments": {"queries": ["red cat"]}}'
+                        '{"gen_prompt": "a red cat, poster style", "reference_images": []}')
+    assert all(m for d, m in zip(enc.decision_mask, enc.loss_mask) if d)
+    # Segment-wise tokens render back to the whole conversation.
+    assert tok.decode(enc.input_ids, skip_special_tokens=False) == ConversationEncoder(tok).render(MESSAGES)
+
+
+def test_image_tokens_are_context_for_a_vlm(tiny_qwen3vl_path, tmp_path):
+    from PIL import Image
+
+    from genevolve.training.data import ConversationEncoder
+    from genevolve.training.modeling import collate, sft_loss
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "ref.png")
+    model, tok, proc = _load(tiny_qwen3vl_path)
+    msgs = [dict(m) for m in MESSAGES]
+    msgs[1]["content"] = "<image>" + USER
+    enc = ConversationEncoder(tok, proc).encode(msgs, [tmp_path / "ref.png"])
+    image_id = tok.convert_tokens_to_ids("<|image_pad|>")
+    n_image = sum(t == image_id for t in enc.input_ids)
+    assert n_image > 1 and "pixel_values" in enc.vision
+    assert not any(m for t, m in zip(enc.input_ids, enc.loss_mask) if t == image_id)
+    assert _decode_where(tok, enc.input_ids, enc.loss_mask) == CALL + "<|im_end|>" + ANSWER + "<|im_end|>"
+    batch = collate([enc], tok.pad_token_id)
+    loss = sft_loss(model, batch)
+    loss.backward()
+    # The vision tower is frozen: no gradient reaches it.
+    assert all(p.grad is None for n, p in model.named_parameters() if "visual" in n)
+    assert any(p.grad is not None for n, p in model.named_parameters() if "language_model" in n)
+
+
+def test_loss_position_logits_match_full_logits(tiny_gemma_path):
+    import torch
+
+    from genevolve.training.data import ConversationEncoder
+    from genevolve.training.modeling import collate, sft_loss
+
+    model, tok, proc = _load(tiny_gemma_path)
+    enc = ConversationEncoder(tok, proc)
+    short = MESSAGES[:3]
+    batch = collate([enc.encode(MESSAGES), enc.encode(short)], tok.pad_token_id)  # padded batch
+    selected = sft_loss(model, batch)
+    full = sft_loss(model, batch, full_logits=True)
+    assert torch.allclose(selected, full, atol=1e-5)
+    selected.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    full.backward()
+    grads_full = [p.grad for p in model.parameters() if p.grad is not None]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_full))
+
+
+def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
+    from genevolve.training.common import config_from_file
+    from genevolve.training.metrics import read_metrics, read_status
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    cfg = config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
+                           train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"),
+                           run_dir=str(tmp_path / "run"), max_steps=25, eval_every=5)
+    result = train_sft(cfg, quiet=True)
+    metrics = read_metrics(tmp_path / "run")
+    assert result["state"] == "done" and [m["step"] for m in metrics] == list(range(1, 26))
+    first, last = metrics[0]["loss"], metrics[-1]["loss"]
+    assert last < 0.5 * first, (first, last)
+    evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
+    assert len(evals) == 5 and evals[-1] < evals[0]
+    ckpts = tmp_path / "run" / "checkpoints"
+    best = (ckpts / "best").read_text().strip()
+    best_step = int(best.split("-")[1])
+    best_eval = min((m for m in metrics if "eval_loss" in m), key=lambda m: m["eval_loss"])
+    assert best_step == best_eval["step"] and (ckpts / best / "model" / "config.json").is_file()
+    assert read_status(tmp_path / "run")["state"] == "done"
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "trainer: sft" in saved and json.dumps(25) in saved
