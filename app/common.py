@@ -23,9 +23,10 @@ _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
 
 
 def settings():
+    """Settings as the CLI reads them, plus an optional file named by GENEVOLVE_STUDIO_CONFIG (YAML/JSON)."""
     from genevolve.config import Settings
 
-    return Settings.load()
+    return Settings.load(os.environ.get("GENEVOLVE_STUDIO_CONFIG") or None)
 
 
 @lru_cache(maxsize=4)

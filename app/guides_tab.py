@@ -49,7 +49,14 @@ def list_guides(search: str = ""):
 
 def guide_card(g: dict, extra: str = "") -> str:
     kinds = []
-    for kind, bullets in (g.get("guidance") or {}).items():
+    guidance = g.get("guidance") or {}
+    try:  # the six kinds in their fixed order (empty ones shown as such)
+        from genevolve.training.sdl import GUIDE_KINDS
+
+        guidance = {k: guidance.get(k) or ["—"] for k in GUIDE_KINDS} | guidance
+    except ImportError:
+        pass
+    for kind, bullets in guidance.items():
         if isinstance(bullets, str):
             bullets = [bullets]
         items = "".join(f"<li>{esc(b)}</li>" for b in bullets or [])

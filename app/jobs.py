@@ -34,8 +34,8 @@ def train_command(kind: str, config_path: str, run_dir: str, resume: bool = Fals
     from app.training_tab import train_options
 
     opts = train_options(kind)
-    if "--out" in opts:
-        cmd += ["--out", run_dir]
+    if "--run-dir" in opts:
+        cmd += ["--run-dir", run_dir]
     if resume and "--resume" in opts:
         cmd += ["--resume"]
     return cmd
@@ -100,6 +100,9 @@ def _config_for_job(config_path: str, run_dir: Path) -> Path:
     data = json.loads(text) if config_path.endswith(".json") else yaml.safe_load(text)
     data = dict(data or {})
     data["run_dir"] = str(run_dir)
+    if isinstance(data.get("sdl"), dict):
+        # Guides a studio job distils go to the studio's store, where the Decision Guides tab reads them.
+        data["sdl"] = {**data["sdl"], "store_path": common.settings().store_path}
     out = run_dir / "job_config.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return out
@@ -154,13 +157,18 @@ def _own_pids() -> set[int]:
     return out
 
 
-def _run_state(run_dir: str | None) -> str | None:
-    """The trainer's own word on its state (status.json in the run dir), when it wrote one."""
+def run_status(run_dir: str | None) -> dict:
+    """The trainer's own word on its progress (status.json in the run dir), when it wrote one."""
     path = Path(run_dir or ".") / "status.json"
     try:
-        return str(json.loads(path.read_text(encoding="utf-8")).get("state"))
-    except (OSError, ValueError, AttributeError):
-        return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _run_state(run_dir: str | None) -> str | None:
+    return run_status(run_dir).get("state")
 
 
 def stop(job_id: str) -> str:

@@ -45,6 +45,8 @@ def config_choices(kind: str) -> list[str]:
         return []
     files = sorted(p for p in CONFIG_DIR.glob("**/*") if p.suffix in (".yaml", ".yml", ".json"))
     key = "sft" if kind == "sft" else "grpo"
+    # Tiny configs first: they run on this CPU in about a minute.
+    files.sort(key=lambda p: ("tiny" not in p.name, p.name))
     preferred = [str(p.relative_to(CONFIG_DIR.parent)) for p in files if key in p.name.lower()]
     return preferred or [str(p.relative_to(CONFIG_DIR.parent)) for p in files]
 
@@ -158,17 +160,34 @@ def watch(job_id):
     job = jobs.refresh(job)
     rows = jobs.metrics(job["run_dir"])
     last = rows[-1] if rows else {}
-    step = last.get("step", len(rows))
-    status = (f"**{job['id']}** · {job['kind']} · **{job['status']}** · step {step} · {len(rows)} metric rows"
+    trainer = jobs.run_status(job["run_dir"])
+    step = trainer.get("step", last.get("step", len(rows)))
+    total = f"/{trainer['total_steps']}" if trainer.get("total_steps") else ""
+    state = f" (trainer: {esc(trainer['state'])})" if trainer.get("state") else ""
+    status = (f"**{job['id']}** · {job['kind']} · **{job['status']}**{state} · step {step}{total} · "
+              f"{len(rows)} metric rows"
               + (f" · {esc(job['message'])}" if job.get("message") and job["status"] != "running" else "")
               + f"  \nrun dir `{job['run_dir']}`")
-    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k not in ("step", "epoch", "time")})
-    loss = [k for k in keys if "loss" in k and "kl" not in k]
-    reward = [k for k in keys if k.startswith(("reward", "r_", "R_")) or "reward" in k]
+    rows = [_flatten(r) for r in rows]
+    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and k not in ("step", "epoch", "time")})
     kl = [k for k in keys if "kl" in k.lower()]
-    tools = [k for k in keys if any(w in k for w in ("tool", "skill", "round", "search", "image"))]
+    loss = [k for k in keys if "loss" in k and k not in kl]
+    reward = [k for k in keys if "reward" in k or (k.endswith("_mean") and not k.startswith(("adv", "tool", "timings")))]
+    tools = [k for k in keys if k.startswith(("tool_calls", "tool_counts.", "skill_counts.", "guide_hit_rate"))]
     return (status, _figure(rows, loss, "loss"), _figure(rows, reward, "reward"), _figure(rows, kl, "KL"),
             _figure(rows, tools, "count"), jobs.log_tail(job["run_dir"]))
+
+
+def _flatten(record: dict) -> dict:
+    """Nested counters (tool_counts, skill_counts) become ``tool_counts.search``-style series."""
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, dict) and k != "timings":
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
 
 
 def _figure(rows: list[dict], keys: list[str], ylabel: str):

@@ -38,6 +38,7 @@ _NOT_COUNTABLE = {
 }
 _IRREGULAR_PLURALS = {"people", "children", "men", "women", "mice", "geese", "teeth", "sheep",
                       "fish", "deer", "oxen", "cattle", "dice", "persons", "police"}
+_PRONOUNS = {"it", "them", "him", "her", "this", "that", "these", "those", "they", "he", "she", "one"}
 _ARTICLES = {"a", "an", "the", "its", "their", "his", "her", "this", "that", "some"}
 
 RELATIONS = {
@@ -268,7 +269,8 @@ def relation_constraints(text: str) -> list[Constraint]:
             continue
         subject = _noun_phrase(clause[: m.start()], take="last")
         obj = _noun_phrase(clause[m.end():], take="first")
-        if subject and obj:
+        # A pronoun ("in front of it") cannot be checked without resolving it; leave it out.
+        if subject and obj and obj not in _PRONOUNS and subject not in _PRONOUNS:
             out.append(Constraint(kind="relation", subject=subject,
                                   relation=RELATIONS[m.group(1).lower()], object=obj))
     return out

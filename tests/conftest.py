@@ -21,3 +21,7 @@ def _genevolve_home(tmp_path_factory):
         os.environ.pop("GENEVOLVE_HOME", None)
     else:
         os.environ["GENEVOLVE_HOME"] = old
+
+
+# Tiny random models built offline from configs, shared by the policy and training tests.
+from tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: E402,F401

@@ -189,3 +189,69 @@ def test_pixel_cap_applies_before_decoding():
         check_image_bytes(data, max_pixels=300 * 299)
     with pytest.raises(DownloadError, match="decode|not an image"):
         check_image_bytes(data[:200])
+
+
+def _self_signed(tmp_path, host: str):
+    """A throwaway certificate for ``host`` only (no IP address in it)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_https_pins_the_checked_ip_and_verifies_the_host_name(tmp_path):
+    # The connection goes to the IP we checked, yet TLS must still name and verify "localhost":
+    # the certificate holds no IP address, so verifying against the IP would fail.
+    import ssl
+
+    cert, key = _self_signed(tmp_path, "localhost")
+    png = _png_bytes((12, 9))
+    hosts = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            hosts.append(self.headers.get("Host"))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    try:
+        trust = ssl.create_default_context(cafile=str(cert))
+        path = safe_download(f"https://localhost:{port}/x.png", tmp_path / "out", verify=trust,
+                             allow_hosts={f"localhost:{port}"})
+        with Image.open(path) as im:
+            assert im.size == (12, 9)
+        assert hosts == [f"localhost:{port}"]
+        with pytest.raises(DownloadError, match="could not fetch"):  # the same server, untrusted certificate
+            safe_download(f"https://localhost:{port}/x.png", tmp_path / "out2", allow_hosts={f"localhost:{port}"})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

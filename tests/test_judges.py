@@ -64,7 +64,10 @@ def test_kscore_well_formed_with_and_without_gt(image, tmp_path):
     assert s.rationale.startswith("Constraints: title PARIS; two backpackers")
     no_gt, with_gt = server.requests
     assert len(image_parts(no_gt)) == 1 and len(image_parts(with_gt)) == 2
-    assert all(p["image_url"]["url"].startswith("data:image/png;base64,") for p in image_parts(with_gt))
+    # A small PNG file goes as is (exact pixels, no re-encode); a PIL image is sent as JPEG.
+    assert image_parts(no_gt)[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert image_parts(with_gt)[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    assert image_parts(with_gt)[1]["image_url"]["url"].startswith("data:image/png;base64,")
     text_no_gt = " ".join(p["text"] for p in no_gt["messages"][-1]["content"] if p["type"] == "text")
     text_gt = " ".join(p["text"] for p in with_gt["messages"][-1]["content"] if p["type"] == "text")
     assert "NO ground-truth" in text_no_gt and "Image 2 (ground truth)" in text_gt
@@ -332,6 +335,20 @@ def test_local_judge_measures_what_it_can(tmp_path):
     assert wrong.status == "scored" and wrong.text_accuracy == 0.0
     assert judge.score({"question": request}, None, traj.program).status == "failed"
     assert judge.score({"question": request}, img, None).status == "failed"
+
+
+def test_large_images_are_downscaled(tmp_path):
+    import base64
+    import io
+
+    from genevolve.judges.base import image_data_uri
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 1500), (10, 120, 200)).save(big)
+    uri = image_data_uri(big, max_side=1024)
+    assert uri.startswith("data:image/jpeg;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as im:
+        assert im.size == (1024, 512)
 
 
 def test_parse_json_reply_rejects_non_objects():

@@ -129,3 +129,26 @@ def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
     assert read_status(tmp_path / "run")["state"] == "done"
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "trainer: sft" in saved and json.dumps(25) in saved
+
+
+def test_shipped_configs_load():
+    import yaml
+
+    from genevolve.training.common import config_from_file
+    from genevolve.training.grpo import GRPOConfig
+    from genevolve.training.sft import SFTConfig
+
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    trainers = [p for p in configs if p.name.startswith(("sft_", "grpo_"))]
+    assert len(trainers) == 7
+    for path in trainers:
+        cfg = config_from_file(SFTConfig if path.name.startswith("sft_") else GRPOConfig, path)
+        assert cfg.model.name and cfg.max_steps > 0
+        if path.name.startswith("grpo_"):
+            assert cfg.group_size == 6 and cfg.sdl.enabled and cfg.sdl.gate == 0.84 and cfg.sdl.capacity == 500
+    ds = json.loads((REPO / "configs" / "deepspeed_zero3.json").read_text())
+    assert ds["zero_optimization"]["stage"] == 3
+    acc = yaml.safe_load((REPO / "configs" / "accelerate_zero3.yaml").read_text())
+    assert acc["distributed_type"] == "DEEPSPEED"
+    with pytest.raises(ValueError, match="unknown SFTConfig field"):
+        config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml", learning_rate=1.0)

@@ -36,9 +36,13 @@ def test_session_ids_and_folders_are_safe(tmp_path):
     assert a != b and a.parent.name == "sessA1234"
 
 
-def test_history_and_run_loading_stay_inside_a_session():
+def test_history_and_run_loading_stay_inside_a_session(tmp_path, monkeypatch):
     from app import generate_tab
 
+    # A studio settings file: rank library images by BM25 alone (no embedding model to load here).
+    cfg = tmp_path / "studio.yaml"
+    cfg.write_text("extra:\n  library_embeddings: false\n")
+    monkeypatch.setenv("GENEVOLVE_STUDIO_CONFIG", str(cfg))
     out_a = _run('A sign that reads "ALPHA"', "sessionAAAA1")
     out_b = _run('A sign that reads "BRAVO"', "sessionBBBB2")
     hist_a, hist_b = out_a[-1], out_b[-1]

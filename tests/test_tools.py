@@ -138,6 +138,24 @@ def test_image_result_lines_and_registry(library_tool, tmp_path):
     assert again.text == result.text and len(ctx.registry.list()) == len(result.images)
 
 
+def test_custom_library_with_sidecar_and_json_captions(tmp_path):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    Image.new("RGB", (20, 10), "yellow").save(folder / "IMG_0001.png")
+    (folder / "IMG_0001.txt").write_text("A yellow taxi cab parked on a rainy street.")
+    Image.new("RGB", (10, 20), "green").save(folder / "leaf.jpg")
+    (folder / "captions.json").write_text(json.dumps({"leaf.jpg": "Macro photo of a green maple leaf."}))
+    tool = ImageSearchTool(LocalLibrary(folder, embeddings=False))
+    tool.warm_up().join(timeout=30)
+    assert any(key.startswith(str(folder.resolve())) for key in LocalLibrary._states)
+    ctx = _ctx(tmp_path)
+    taxi = _image_lines(tool({"query": "yellow taxi"}, ctx).text)
+    assert len(taxi) == 1 and taxi[0].group(2) == "Img 0001" and "rainy street" in taxi[0].group(3)
+    assert (taxi[0].group(5), taxi[0].group(6)) == ("20", "10")
+    leaf = tool({"query": "maple leaf"}, ctx)
+    assert leaf.images[0].title == "Leaf" and leaf.images[0].img_id == "IMG_002"
+
+
 def test_unrelated_query_returns_no_image(library_tool, tmp_path):
     ctx = _ctx(tmp_path)
     for query in ("Eiffel Tower at night", "a dog"):
@@ -220,6 +238,20 @@ def test_ddgs_failure_falls_back_to_the_corpus_once():
     assert "web search unavailable" in result.text and "ddgs failed" in result.text
     assert "sydney_opera_house.md" in result.text and "vespa_scooter.md" in result.text
     assert result.meta["fallback"] is True
+
+
+def test_offline_run_never_asks_the_web(tmp_path):
+    class MustNotBeCalled:
+        name = "ddgs"
+
+        def search(self, query, top_k):
+            raise AssertionError("the web was asked during an offline run")
+
+    tool = SearchTool(MustNotBeCalled(), fallback=LocalCorpus(CORPUS))
+    result = tool({"query": "Chinese New Year zodiac"}, _ctx(tmp_path, offline=True))
+    assert "the run is offline" in result.text and "chinese_new_year.md" in result.text
+    images = ImageSearchTool(LocalLibrary(LIBRARY, embeddings=False), web=MustNotBeCalled())
+    assert "the run is offline" in images({"query": "coins"}, _ctx(tmp_path, offline=True)).text
 
 
 def test_circuit_breaker_stops_retrying_the_web():

@@ -51,7 +51,7 @@ def build_tiny_sd(path: str | Path) -> Path:
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=4,
         layers_per_block=1, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), sample_size=32,
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), sample_size=32, mid_block_add_attention=False,
     )
     tok_dir = path.parent / (path.name + "_tokenizer_src")
     _write_clip_tokenizer(tok_dir)

@@ -115,15 +115,35 @@ def load_image(image_or_path):
         return im.convert("RGB")
 
 
-def image_data_uri(image_or_path, max_side: int = 1024) -> str:
-    """A PNG data URI, downscaled so the longer side is at most ``max_side`` (saves judge tokens)."""
+_PASS_THROUGH = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+PASS_THROUGH_MAX_BYTES = 3 * 1024 * 1024
+
+
+def image_data_uri(image_or_path, max_side: int = 1280, quality: int = 92) -> str:
+    """A data URI for a judge request.
+
+    A file that is already PNG/JPEG/WebP, at most ``max_side`` on its long side and at most
+    3 MB is sent as is (no decode, no re-encode: exact pixels, almost no CPU, which matters
+    when many judge threads share two cores). Anything else is downscaled and sent as
+    JPEG at high quality.
+    """
+    from PIL import Image
+
+    if isinstance(image_or_path, (str, Path)):
+        path = Path(image_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        with Image.open(path) as im:  # reads the header only
+            fmt, size = im.format, im.size
+        if fmt in _PASS_THROUGH and max(size) <= max_side and path.stat().st_size <= PASS_THROUGH_MAX_BYTES:
+            return f"data:{_PASS_THROUGH[fmt]};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
     img = load_image(image_or_path)
     if max(img.size) > max_side:
         img = img.copy()
-        img.thumbnail((max_side, max_side))
+        img.thumbnail((max_side, max_side), reducing_gap=2.0)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    img.save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 # ---------------------------------------------------------------- reading judge replies
@@ -207,6 +227,8 @@ class ChatEndpoint:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.limiter = limiter or limiter_for(base_url or "openai-default", rpm)
+        import openai  # noqa: F401 - ~2 s the first time; paid when the judge is built, not mid-run
+
         self._client = None
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "timeouts": 0}

@@ -76,7 +76,7 @@ _NO_GT = ("One image follows: Image 1, the GENERATED image to grade. There is NO
           "subject.")
 
 
-def build_kscore_messages(question: str, image, gt_image=None, max_side: int = 1024) -> list[dict]:
+def build_kscore_messages(question: str, image, gt_image=None, max_side: int = 1280) -> list[dict]:
     """The chat messages for one KScore call: rubric text, then Image 1 (and Image 2)."""
     has_gt = gt_image is not None
     text = KSCORE_RUBRIC.format(
@@ -133,7 +133,7 @@ def parse_kscore_reply(text: str, judge: str = "kscore") -> Scores:
 
 
 class KScoreJudge(Judge):
-    def __init__(self, endpoint: ChatEndpoint, spec: str = "", max_side: int = 1024, bench_root: str | None = None):
+    def __init__(self, endpoint: ChatEndpoint, spec: str = "", max_side: int = 1280, bench_root: str | None = None):
         self.endpoint = endpoint
         self.spec = spec or f"kscore:{endpoint.model}@{endpoint.base_url}"
         self.max_side = max_side

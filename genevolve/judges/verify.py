@@ -56,6 +56,16 @@ def compact(text: str) -> str:
     return normalise(text).replace(" ", "")
 
 
+# Glyphs that OCR confuses on clean type ("11" read as "1l", "O" as "0"): matching treats each group
+# as one character, since on a poster a reader cannot tell them apart either.
+_CONFUSABLE = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l"})
+
+
+def canonical(text: str) -> str:
+    """``compact`` text with confusable glyphs folded (same length, so positions carry over)."""
+    return text.translate(_CONFUSABLE)
+
+
 def substring_distance(pattern: str, text: str) -> tuple[int, int, int]:
     """The least edit distance between ``pattern`` and any substring of ``text`` (Sellers).
 
@@ -121,14 +131,14 @@ def ocr_lines(image: Image.Image) -> list[dict]:
 def match_constraint(target: str, line_texts: list[str]) -> dict:
     """Find one constraint in the OCR lines; report the closest match."""
     want = compact(target)
-    joined = "".join(compact(t) for t in line_texts)
+    lines = [compact(t) for t in line_texts]
+    joined = "".join(lines)
     # Match against the joined text (covers a constraint wrapped over lines) and against each line
     # (keeps best_match readable when it sits in one line); the smaller distance wins.
-    distance, start, end = substring_distance(want, joined)
+    distance, start, end = substring_distance(canonical(want), canonical(joined))
     best = joined[start:end]
-    for t in line_texts:
-        c = compact(t)
-        d, s, e = substring_distance(want, c)
+    for c in lines:
+        d, s, e = substring_distance(canonical(want), canonical(c))
         if d < distance:
             distance, best = d, c[s:e]
     if distance == 0:
@@ -141,12 +151,12 @@ def match_constraint(target: str, line_texts: list[str]) -> dict:
 
 def _readable_span(target: str, line_texts: list[str]) -> str | None:
     """The OCR lines (as read) that together hold the target, for a human-readable best_match."""
-    want = compact(target)
+    want = canonical(compact(target))
     spans = []
     for i in range(len(line_texts)):
         acc = ""
         for j in range(i, min(len(line_texts), i + 8)):
-            acc += compact(line_texts[j])
+            acc += canonical(compact(line_texts[j]))
             if want in acc:
                 spans.append((len(acc), i, j))
                 break

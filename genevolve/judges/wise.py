@@ -75,7 +75,7 @@ def parse_wise_reply(text: str, judge: str = "wise") -> Scores:
 
 
 class WiseJudge(Judge):
-    def __init__(self, endpoint: ChatEndpoint, spec: str = "", max_side: int = 1024):
+    def __init__(self, endpoint: ChatEndpoint, spec: str = "", max_side: int = 1280):
         self.endpoint = endpoint
         self.spec = spec or f"wise:{endpoint.model}@{endpoint.base_url}"
         self.max_side = max_side

@@ -150,18 +150,19 @@ def open_reference(path: str | Path, img_id: str = "reference",
                           f"or re-run the search that produced it")
     try:
         img = Image.open(p)
-    except UnidentifiedImageError as exc:
-        raise RenderError(f"reference {img_id}: {p} is not a readable image (corrupt or unsupported "
-                          f"format); replace it with a PNG or JPEG") from exc
     except Image.DecompressionBombError as exc:
-        raise RenderError(f"reference {img_id}: {p} is too large to open safely; downscale it below "
-                          f"{max_pixels // 1_000_000} megapixels") from exc
-    except OSError as exc:
-        raise RenderError(f"reference {img_id}: cannot read {p} ({exc}); check the file") from exc
+        # Pillow refuses beyond ~179 MP while reading the header; say it in our terms.
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        mp = f"{int(m.group(1)) / 1e6:.0f} MP" if m else "too many pixels"
+        raise RenderError(f"reference {img_id}: {p} has {mp}, above the {max_pixels / 1e6:.0f} MP limit; "
+                          f"downscale it first (e.g. to 2048 px on the long side)") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RenderError(f"reference {img_id}: {p} is not a readable image (corrupt, truncated or unsupported "
+                          f"format: {exc}); replace it with a PNG or JPEG") from exc
     w, h = img.size
     if w * h > max_pixels:
         img.close()
-        raise RenderError(f"reference {img_id}: {p} is {w}x{h} ({w * h / 1e6:.0f} MP), above the "
+        raise RenderError(f"reference {img_id}: {p} is {w}x{h}, {w * h / 1e6:.0f} MP, above the "
                           f"{max_pixels / 1e6:.0f} MP limit; downscale it first (e.g. to 2048 px on the long side)")
     try:
         if img.format == "JPEG":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -119,15 +120,14 @@ class DiffusersRenderer(Renderer):
             raise RenderError("the diffusers renderer needs torch and diffusers: pip install -r requirements.txt") from exc
         device, dtype = self._device_and_dtype()
         self.class_name = _pipeline_class_name(self.model)
+        if self.class_name == QWEN_EDIT_PLUS and not hasattr(diffusers, QWEN_EDIT_PLUS):
+            raise RenderError(f"{self.model} needs {QWEN_EDIT_PLUS}; upgrade diffusers (>= 0.36)")
+        loader = getattr(diffusers, QWEN_EDIT_PLUS) if self.class_name == QWEN_EDIT_PLUS else diffusers.AutoPipelineForText2Image
         try:
-            if self.class_name == QWEN_EDIT_PLUS:
-                if not hasattr(diffusers, QWEN_EDIT_PLUS):
-                    raise RenderError(f"{self.model} needs {QWEN_EDIT_PLUS}; upgrade diffusers (>= 0.36)")
-                pipe = getattr(diffusers, QWEN_EDIT_PLUS).from_pretrained(self.model, torch_dtype=dtype)
-            else:
-                pipe = diffusers.AutoPipelineForText2Image.from_pretrained(self.model, torch_dtype=dtype)
-        except RenderError:
-            raise
+            with warnings.catch_warnings():
+                # diffusers 0.42 renames torch_dtype to dtype; the old name works on every version we allow.
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+                pipe = loader.from_pretrained(self.model, torch_dtype=dtype)
         except (OSError, ValueError) as exc:
             raise RenderError(f"could not load diffusers pipeline {self.model!r}: {exc}. Give a local folder "
                               f"with model_index.json or a hub id you have downloaded (HF_HUB_OFFLINE may be set)") from exc
@@ -154,6 +154,8 @@ class DiffusersRenderer(Renderer):
 
             try:
                 self._i2i = AutoPipelineForImage2Image.from_pipe(pipe)
+                if hasattr(self._i2i, "set_progress_bar_config"):
+                    self._i2i.set_progress_bar_config(disable=True)
             except (ValueError, KeyError):
                 self._i2i = False  # no image-to-image variant: references cannot steer this model
         return self._i2i or None

@@ -137,6 +137,8 @@ def build_palette(program: Program, refs: list[Image.Image]) -> dict:
     bg2 = mix(bg, (0, 0, 0) if not dark else mix(bg, accent, 0.35), 0.22)
     ink = readable_on(bg, mix(bg, (255, 255, 255), 0.93) if dark else mix(bg, (0, 0, 0), 0.88))
     ink = _readable_on_both(ink, bg, bg2)
+    if len(words) > 1 and min(contrast_ratio(words[1], bg), contrast_ratio(words[1], bg2)) >= 4.5:
+        ink = words[1]  # "orange and navy": navy type on orange, as asked
     ink2 = mix(ink, accent, 0.25)
     if min(contrast_ratio(ink2, bg), contrast_ratio(ink2, bg2)) < 4.5:
         ink2 = ink
@@ -195,7 +197,7 @@ def _motif(img: Image.Image, region: tuple[int, int, int, int], pal: dict, rng: 
     x0, y0, x1, y1 = region
     w, h = x1 - x0, y1 - y0
     d = ImageDraw.Draw(img, "RGBA")
-    kind = rng.choice(["sun", "rings", "stripes", "blocks"])
+    kind = rng.choice(["sun", "rings", "stripes", "bauhaus"])
     acc, bg = pal["accent"], pal["bg"]
     soft = mix(acc, bg, 0.45)
     if kind == "sun":
@@ -207,8 +209,9 @@ def _motif(img: Image.Image, region: tuple[int, int, int, int], pal: dict, rng: 
             d.rectangle([x0, yy, x1, yy + max(2, int(r * 0.035 * k))], fill=bg)
         d.rectangle([x0, cy + int(r * 0.98), x1, y1], fill=mix(bg, acc, 0.12))
     elif kind == "rings":
-        cx, cy = x0 + int(w * rng.uniform(0.35, 0.7)), y0 + int(h * rng.uniform(0.35, 0.65))
         r0 = int(min(w, h) * 0.46)
+        cx = x0 + r0 + int((w - 2 * r0) * rng.uniform(0.2, 0.8))  # the rings stay inside the region
+        cy = y0 + r0 + int((h - 2 * r0) * rng.uniform(0.2, 0.8))
         for k in range(7):
             r = int(r0 * (1 - k * 0.13))
             d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=acc if k % 2 == 0 else soft,
@@ -222,20 +225,34 @@ def _motif(img: Image.Image, region: tuple[int, int, int, int], pal: dict, rng: 
             d.polygon([(xa, y1), (xa + thick, y1), (xa + thick + h, y0), (xa + h, y0)],
                       fill=acc + (200,) if k % 3 else soft + (200,))
         d.rectangle([x0, y0, x1, y1], outline=bg, width=max(6, int(min(w, h) * 0.04)))
-    else:
-        cols, rows = rng.choice([(3, 2), (2, 3), (3, 3)])
-        cw, ch = w / cols, h / rows
-        gut = max(4, int(min(w, h) * 0.02))
-        fills = [acc, soft, mix(acc, (255, 255, 255), 0.35), mix(bg, (0, 0, 0), 0.25)]
+    else:  # a Bauhaus grid: each cell a circle, half circle, quarter circle or triangle
+        cols, rows = (3, 2) if w >= h else (2, 3)
+        fills = [acc, soft, mix(acc, (255, 255, 255), 0.4), mix(bg, (0, 0, 0), 0.3)]
+        xs = [x0 + round(i * w / cols) for i in range(cols + 1)]
+        ys = [y0 + round(j * h / rows) for j in range(rows + 1)]
         for i in range(cols):
             for j in range(rows):
-                box = [int(x0 + i * cw + gut), int(y0 + j * ch + gut), int(x0 + (i + 1) * cw - gut),
-                       int(y0 + (j + 1) * ch - gut)]
-                f = fills[rng.randrange(len(fills))]
-                if rng.random() < 0.4:
-                    d.ellipse(box, fill=f)
+                cw, ch = xs[i + 1] - xs[i], ys[j + 1] - ys[j]
+                if cw < 2 or ch < 2:
+                    continue
+                base, fig = rng.sample(fills, 2)
+                cell = Image.new("RGB", (cw, ch), base)  # drawn apart, so no shape leaves its cell
+                cd = ImageDraw.Draw(cell)
+                shape = rng.choice(["circle", "half", "quarter", "triangle"])
+                r = int(min(cw, ch) * 0.42)
+                if shape == "circle":
+                    cd.ellipse([cw // 2 - r, ch // 2 - r, cw // 2 + r, ch // 2 + r], fill=fig)
+                elif shape == "half":
+                    start = rng.choice([0, 90, 180, 270])
+                    rr = int(min(cw, ch) * 0.5)
+                    cd.pieslice([cw // 2 - rr, ch // 2 - rr, cw // 2 + rr, ch // 2 + rr], start, start + 180, fill=fig)
+                elif shape == "quarter":
+                    rr = min(cw, ch)
+                    cx, cy = rng.choice([(0, 0), (cw, 0), (0, ch), (cw, ch)])
+                    cd.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=fig)
                 else:
-                    d.rectangle(box, fill=f)
+                    cd.polygon([(0, ch), (cw, ch), (cw // 2, 0)], fill=fig)
+                img.paste(cell, (xs[i], ys[j]))
 
 
 def _calm_band(img: Image.Image, frac: float) -> str:
@@ -301,89 +318,99 @@ class LayoutRenderer(Renderer):
             progress(1, 1)
         return img
 
-    # The composition is chosen from the references and their hints, then the text is fitted into
-    # whatever box the composition leaves for it.
+    # The composition is chosen from the references and their hints. Text is fitted first, into
+    # the box the composition offers; art and photos then take all the room the text left, so
+    # no poster has a dead gap between picture and type.
     def _compose(self, W, H, refs, hints, items, pal, styles, rng, seed) -> tuple[Image.Image, str]:
         m = int(min(W, H) * 0.06)  # outer margin
         landscape = W > H * 1.2
         bg_index = next((i for i, h in enumerate(hints) if h == "background"), None)
         img = add_grain(vertical_gradient((W, H), pal["bg"], pal["bg2"]), seed)
         colors = {"title": pal["ink"], "subtitle": pal["ink2"], "body": pal["ink"]}
-        text_align, accent_bar = "left", True
+        max_title = int(min(W, H) * 0.16)
+        min_px = max(12, int(min(W, H) * 0.022))
+        bar_h = max(4, int(min(W, H) * 0.012))
+        bar_space = bar_h * 4  # the accent rule above the title and its breathing room
+
+        def set_text(box, align="left", valign="top", bar=True):
+            x0, y0, x1, y1 = box
+            if bar and valign == "top":
+                y0 += bar_space
+            elif bar:
+                y1 = y1  # the bar goes above whatever height the text ends up taking
+            lines = fit_block(items, (x0, y0, x1, y1), styles, align=align, valign=valign,
+                              max_title_px=max_title, min_px=min_px)
+            top = min((ln.y for ln in lines), default=y0)
+            if bar and lines and valign != "top" and top - bar_space < box[1]:
+                # no room above: refit with the bar's space reserved
+                lines = fit_block(items, (x0, box[1] + bar_space, x1, y1), styles, align=align,
+                                  valign=valign, max_title_px=max_title, min_px=min_px)
+                top = min(ln.y for ln in lines)
+            bottom = max((ln.y + ln.height for ln in lines), default=y1)
+            return lines, (top - bar_space if bar else top), bottom
+
+        def draw_text(lines, x0, top, bar=True, cols=None):
+            if not lines:
+                return
+            if bar:
+                ImageDraw.Draw(img).rectangle([x0, top, x0 + max(24, int(W * 0.08)), top + bar_h], fill=pal["accent"])
+            draw_lines(img, lines, cols or colors)
 
         if not refs:
             kind = "poster"
             if landscape:
-                art = (W // 2, m, W - m, H - m)
-                box = (m, m, W // 2 - m // 2, H - m)
-                valign = "middle"
+                lines, top, bottom = set_text((m, m, W // 2 - m // 2, H - m), valign="middle") if items else ([], 0, 0)
+                _motif(img, (W // 2, m, W - m, H - m), pal, rng)
+                draw_text(lines, m, top)
             else:
-                split = int(H * (0.52 if items else 0.8))
-                art = (m, m, W - m, split)
-                box = (m, split + m // 2, W - m, H - m)
-                valign = "top"
-            _motif(img, art, pal, rng)
+                lines, top, bottom = set_text((m, int(H * 0.45), W - m, H - m), valign="bottom") if items else ([], H - m, H)
+                _motif(img, (m, m, W - m, max(m + 10, top - m)), pal, rng)
+                draw_text(lines, m, top)
         elif bg_index is not None:
             kind = "full-bleed"
             photo = refs[bg_index]
             img.paste(focal_fit(photo, (W, H)), (0, 0))
-            frac = min(0.55, 0.3 + 0.06 * max(0, len(items) - 1)) if items else 0
-            band = _calm_band(img, frac or 0.3)
+            band = _calm_band(img, 0.35)
             scrim_rgb = mix(image_colors(photo)[0], (6, 6, 10), 0.75)
-            if items:
-                _scrim(img, band, frac, scrim_rgb)
             ink = readable_on(scrim_rgb, (250, 248, 242))
-            colors = {"title": ink, "subtitle": ink, "body": ink}
+            cols = {"title": ink, "subtitle": ink, "body": ink}
+            frac = min(0.55, 0.3 + 0.07 * max(0, len(items) - 1))
+            lines, top, bottom = [], H, H
+            if items:
+                box = (m, H - int(H * frac), W - m, H - m) if band == "bottom" else (m, m, W - m, int(H * frac))
+                lines, top, bottom = set_text(box, align="center", valign=band, bar=False)
+                text_h = (H - top + m * 1.6) if band == "bottom" else (bottom + m * 1.6)
+                _scrim(img, band, min(1.0, text_h / H * 1.45), scrim_rgb)
             others = [r for i, r in enumerate(refs) if i != bg_index]
-            inset_top = band == "bottom"
             if others:  # a second reference becomes a framed print on the side its hint names
                 side = hints[1 - bg_index] if len(hints) > 1 else None
-                pw = int(min(W, H) * 0.34)
-                ph = int(pw * 1.25)
+                ph = int(min(H - 2 * m - (H - top if band == "bottom" else bottom), min(W, H) * 0.45))
+                pw = int(ph * 0.8)
                 x = W - m - pw if side != "left" else m
-                y = m if inset_top else H - m - ph
-                _framed(img, others[0], (x, y, x + pw, y + ph), border=max(4, pw // 40))
-            text_h = int(H * frac)
-            box = (m, H - text_h + int(text_h * 0.3), W - m, H - m) if band == "bottom" else (m, m, W - m, text_h - int(text_h * 0.3))
-            valign = "bottom" if band == "bottom" else "top"
-            text_align, accent_bar = "center", False
+                y = m if band == "bottom" else H - m - ph
+                if ph > 40:
+                    _framed(img, others[0], (x, y, x + pw, y + ph), border=max(4, pw // 40))
+            draw_text(lines, m, top, bar=False, cols=cols)
         else:
             kind = "split"
             first = hints[0] or ("left" if landscape else "top")
             if landscape or first in ("left", "right"):
-                if not landscape and first in ("left", "right"):
-                    pass  # a portrait canvas split in columns still works: the text column is narrower
                 iw = int(W * (0.56 if landscape else 0.5))
                 ix = 0 if first != "right" else W - iw
-                photo_box = (ix, 0, ix + iw, H)
-                box = (m if ix else iw + m, m, W - iw - m if ix else W - m, H - m)
-                valign = "middle"
+                box = (iw + m, m, W - m, H - m) if ix == 0 else (m, m, W - iw - m, H - m)
+                lines, top, bottom = set_text(box, valign="middle") if items else ([], 0, 0)
+                self._place_photos(img, refs, hints, (ix, 0, ix + iw, H), pal)
+                draw_text(lines, box[0], top)
+            elif first == "bottom":
+                lines, top, bottom = set_text((m, m, W - m, int(H * 0.42)), valign="top") if items else ([], 0, 0)
+                iy = int(bottom + m) if items else 0
+                self._place_photos(img, refs, hints, (0, iy, W, H), pal)
+                draw_text(lines, m, top)
             else:
-                ih = int(H * (0.58 if items else 1.0))
-                iy = 0 if first != "bottom" else H - ih
-                photo_box = (0, iy, W, iy + ih)
-                box = (m, (ih + m * 0.8) if iy == 0 else m, W - m, (H - m) if iy == 0 else (iy - m * 0.8))
-                box = tuple(int(v) for v in box)
-                valign = "top" if iy == 0 else "bottom"
-            self._place_photos(img, refs, hints, photo_box, pal)
-        if items:
-            x0, y0, x1, y1 = box
-            if accent_bar:  # a short accent rule above the title: an editorial cue
-                bar_h = max(4, int(min(W, H) * 0.012))
-                bar_w = int(min(x1 - x0, W) * 0.16)
-                top = y0 if valign != "middle" else None
-                if top is not None:
-                    ImageDraw.Draw(img).rectangle([x0, y0, x0 + bar_w, y0 + bar_h], fill=pal["accent"])
-                    y0 += bar_h * 4
-                    box = (x0, y0, x1, y1)
-            lines = fit_block(items, box, styles, align=text_align, valign=valign,
-                              max_title_px=int(min(W, H) * 0.16), min_px=max(12, int(min(W, H) * 0.022)))
-            if accent_bar and valign == "middle" and lines:
-                bar_h = max(4, int(min(W, H) * 0.012))
-                top = lines[0].y - bar_h * 4
-                if top >= m // 2:
-                    ImageDraw.Draw(img).rectangle([x0, top, x0 + int((x1 - x0) * 0.16), top + bar_h], fill=pal["accent"])
-            draw_lines(img, lines, colors)
+                lines, top, bottom = set_text((m, int(H * 0.58), W - m, H - m), valign="bottom") if items else ([], H, H)
+                ih = int(top - m) if items else H
+                self._place_photos(img, refs, hints, (0, 0, W, ih), pal)
+                draw_text(lines, m, top)
         return img, kind
 
     def _place_photos(self, img, refs, hints, box, pal) -> None:

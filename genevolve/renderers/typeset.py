@@ -68,7 +68,7 @@ class Style:
     tracking: float = 0.0  # unused by PIL directly; kept for future letter-spacing
 
 
-ROLE_SCALE = {"title": 1.0, "subtitle": 0.46, "body": 0.38}
+ROLE_SCALE = {"title": 1.0, "subtitle": 0.5, "body": 0.4}
 
 
 def assign_roles(texts: list[str]) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ import ipaddress
 import socket
 import time
 from pathlib import Path
-from typing import Collection
+from typing import Any, Collection
 from urllib.parse import urljoin, urlsplit
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -84,7 +84,7 @@ def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv
 
 
 def _checked_target(url: str, *, allow_private: bool, allow_hosts: Collection[str]):
-    """Validate one hop; return (scheme, host, port, ip, path_and_query)."""
+    """Validate one hop; return (scheme, host, port, checked addresses, path_and_query)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -106,38 +106,28 @@ def _checked_target(url: str, *, allow_private: bool, allow_hosts: Collection[st
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return scheme, host, port, addresses[0], path
+    return scheme, host, port, addresses, path
 
 
 def safe_download(url: str, dest_dir: str | Path, *, max_bytes: int = MAX_BYTES, timeout: float = 10.0,
                   max_pixels: float = MAX_PIXELS, allow_private: bool = False,
-                  allow_hosts: Collection[str] = ()) -> Path:
-    """Download one image into ``dest_dir`` (named by content hash) or raise DownloadError."""
+                  allow_hosts: Collection[str] = (), verify: Any = True) -> Path:
+    """Download one image into ``dest_dir`` (named by content hash) or raise DownloadError.
+
+    ``verify`` is passed to httpx (True: the system's CA bundle; an ``ssl.SSLContext`` lets a test
+    trust its own certificate). The certificate is always checked against the URL's host name.
+    """
     import httpx
 
     deadline = time.monotonic() + timeout * 3  # per-operation timeout below; this bounds the whole fetch
     allow_hosts = {h.lower() for h in allow_hosts}
     current = url
-    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False) as client:
-        for hop in range(MAX_REDIRECTS + 1):
-            scheme, host, port, ip, path = _checked_target(current, allow_private=allow_private,
-                                                           allow_hosts=allow_hosts)
-            ip_host = f"[{ip}]" if ip.version == 6 else str(ip)
-            default_port = 443 if scheme == "https" else 80
-            host_header = host if port == default_port else f"{host}:{port}"
-            if ":" in host and not host.startswith("["):
-                host_header = f"[{host}]" if port == default_port else f"[{host}]:{port}"
-            pinned = f"{scheme}://{ip_host}:{port}{path}"
-            request = client.build_request(
-                "GET", pinned, headers={"Host": host_header, "User-Agent": USER_AGENT,
-                                        "Accept": "image/*,*/*;q=0.5"},
-                extensions={"sni_hostname": host} if scheme == "https" else {})
-            try:
-                response = client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                raise DownloadError(f"timed out after {timeout:g}s fetching {current}") from exc
-            except httpx.HTTPError as exc:
-                raise DownloadError(f"could not fetch {current}: {type(exc).__name__}: {exc}") from exc
+    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
+                      verify=verify) as client:
+        for _hop in range(MAX_REDIRECTS + 1):
+            scheme, host, port, addresses, path = _checked_target(current, allow_private=allow_private,
+                                                                  allow_hosts=allow_hosts)
+            response = _send_pinned(client, scheme, host, port, addresses, path, current, timeout)
             try:
                 if response.status_code in _REDIRECT_CODES:
                     location = response.headers.get("location")
@@ -152,6 +142,36 @@ def safe_download(url: str, dest_dir: str | Path, *, max_bytes: int = MAX_BYTES,
                 response.close()
             return _store_image(data, Path(dest_dir), max_pixels, current)
     raise DownloadError(f"too many redirects (more than {MAX_REDIRECTS}) starting at {url}")
+
+
+def _send_pinned(client, scheme: str, host: str, port: int, addresses: list, path: str, url: str,
+                 timeout: float):
+    """GET ``path`` from the first checked address that accepts a connection.
+
+    The URL names the IP itself, so httpx resolves nothing; the Host header and, for https, the
+    TLS server name (SNI and certificate check) carry the real host name.
+    """
+    import httpx
+
+    default_port = 443 if scheme == "https" else 80
+    name = f"[{host}]" if ":" in host else host
+    host_header = name if port == default_port else f"{name}:{port}"
+    last: Exception | None = None
+    for ip in addresses:
+        ip_host = f"[{ip}]" if ip.version == 6 else str(ip)
+        request = client.build_request(
+            "GET", f"{scheme}://{ip_host}:{port}{path}",
+            headers={"Host": host_header, "User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"},
+            extensions={"sni_hostname": host} if scheme == "https" else {})
+        try:
+            return client.send(request, stream=True)
+        except httpx.ConnectError as exc:  # e.g. "localhost" answers on 127.0.0.1 but not on ::1
+            last = exc
+        except httpx.TimeoutException as exc:
+            raise DownloadError(f"timed out after {timeout:g}s fetching {url}") from exc
+        except httpx.HTTPError as exc:
+            raise DownloadError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from exc
+    raise DownloadError(f"could not fetch {url}: {type(last).__name__}: {last}")
 
 
 def _read_capped(response, max_bytes: int, deadline: float, url: str) -> bytes:

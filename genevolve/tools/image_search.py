@@ -59,8 +59,9 @@ class TextEmbedder:
 
     The model folder is a sentence-transformers layout (Transformer -> mean Pooling -> Normalize).
     When it is exactly that, we run those three steps with transformers directly: the vectors are
-    the same, and it skips importing sentence-transformers (~12 s of imports on our 2-core
-    machines against ~5 s for transformers). Any other layout goes through sentence-transformers.
+    the same (checked in benchmarks/tools_offline.py) and a process skips importing
+    sentence-transformers and its scikit-learn/scipy imports (seconds on our 2-core machines).
+    Any other layout goes through sentence-transformers.
     """
 
     def __init__(self, model_dir: str | Path | None = None):
@@ -71,6 +72,7 @@ class TextEmbedder:
         self.model_dir = Path(model_dir)
         self.model_id = f"{self.model_dir.name}:{_folder_digest(self.model_dir)}"
         self._lock = threading.Lock()
+        self._queries: dict[str, object] = {}
         self._st = self._tok = self._model = None
         if self._is_plain_mean_pooling():
             from transformers import AutoModel, AutoTokenizer
@@ -96,6 +98,16 @@ class TextEmbedder:
             and not any(pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
                                                  "pooling_mode_mean_sqrt_len_tokens"))
 
+    def encode_query(self, text: str):
+        """One text's vector, remembered: rollouts and re-runs ask the same queries again."""
+        vec = self._queries.get(text)
+        if vec is None:
+            vec = self.encode([text])[0]
+            if len(self._queries) > 2048:
+                self._queries.clear()
+            self._queries[text] = vec
+        return vec
+
     def encode(self, texts: list[str]):
         import numpy as np
 
@@ -106,15 +118,24 @@ class TextEmbedder:
                 return np.asarray(self._st.encode(texts, normalize_embeddings=True, batch_size=32), np.float32)
             import torch
 
+            # A query is a few tokens through a 22M-parameter model: one thread does it in ~50 ms,
+            # while the default thread pool, on a busy 2-core machine, spins for 300-1600 ms
+            # (measured, see docs/bench/tools.md). The setting is process-wide, so restore it.
+            threads = torch.get_num_threads()
+            if len(texts) <= 8:
+                torch.set_num_threads(1)
             out = []
-            with torch.inference_mode():
-                for i in range(0, len(texts), 32):
-                    batch = self._tok(texts[i:i + 32], padding=True, truncation=True, max_length=self.max_length,
-                                      return_tensors="pt")
-                    hidden = self._model(**batch).last_hidden_state
-                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                    out.append(torch.nn.functional.normalize(pooled, dim=-1).float().numpy())
+            try:
+                with torch.inference_mode():
+                    for i in range(0, len(texts), 32):
+                        batch = self._tok(texts[i:i + 32], padding=True, truncation=True,
+                                          max_length=self.max_length, return_tensors="pt")
+                        hidden = self._model(**batch).last_hidden_state
+                        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                        out.append(torch.nn.functional.normalize(pooled, dim=-1).float().numpy())
+            finally:
+                torch.set_num_threads(threads)
             return np.concatenate(out, axis=0)
 
 
@@ -178,7 +199,7 @@ def rank(query: str, candidates: list[Candidate], vectors, embedder: TextEmbedde
     cosine = np.zeros(len(candidates), dtype=np.float32)
     semantic = embedder is not None and vectors is not None and len(vectors) == len(candidates)
     if semantic:
-        cosine = vectors @ embedder.encode([query])[0]
+        cosine = vectors @ embedder.encode_query(query)
     wanted = terms(query)
     cand_terms = [terms(c.match_text) for c in candidates]
     # A query word that no candidate mentions names something this collection does not hold
@@ -270,7 +291,7 @@ class LocalLibrary:
         entries = self.entries()
         embedder = shared_embedder() if self.use_embeddings and entries else None
         state_key = self._key(entries, embedder.model_id if embedder else "bm25-only")
-        folder_key = str(self.folder.resolve())
+        folder_key = f"{self.folder.resolve()}|{bool(embedder)}"
         with LocalLibrary._lock:
             cached = LocalLibrary._states.get(folder_key)
             if cached and cached[0] == state_key:
@@ -279,7 +300,10 @@ class LocalLibrary:
             if embedder is not None:
                 file = self.cache_dir() / f"{state_key}.npy"
                 if file.is_file():
-                    vectors = np.load(file)
+                    try:
+                        vectors = np.load(file)
+                    except (OSError, ValueError):  # a torn or foreign file: embed again
+                        vectors = None
                 if vectors is None or vectors.shape[0] != len(entries):
                     vectors = embedder.encode([c.match_text for c in entries])
                     file.parent.mkdir(parents=True, exist_ok=True)
@@ -415,7 +439,8 @@ def parse_image_query(args: dict, *, default_top_k: int) -> tuple[list[str], int
 
 def image_line(ref: ImageRef, title: str, caption: str) -> str:
     size = f"{ref.width}x{ref.height}" if ref.width and ref.height else "size unknown"
-    title = clip(title, 100) or "Untitled"
+    # The title ends at the first " — " for whoever parses this line; keep dashes out of it.
+    title = clip(title.replace("—", "-"), 100) or "Untitled"
     caption = clip(caption, CAPTION_CHARS) or "no caption"
     return f"- {ref.img_id}: {title} — {caption} (source: {ref.source}, {size})"
 
@@ -435,6 +460,20 @@ class ImageSearchTool(Tool):
     def canonical_args(self, args: dict) -> dict:
         queries, top_k = parse_image_query(args, default_top_k=self.default_top_k)
         return {"queries": queries, "top_k": top_k}
+
+    def warm_up(self) -> threading.Thread:
+        """Load the embedding model and index the library in the background (an app calls this at
+        start so the first request does not pay for imports and model loading)."""
+        def work():
+            try:
+                if self.library is not None:
+                    self.library.index()
+            except Exception:  # noqa: BLE001 - the first real call reports problems
+                pass
+
+        thread = threading.Thread(target=work, name="image-library-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def cache_context(self, ctx: ToolContext) -> dict:
         shas = sorted(r.sha256 or "" for r in (ctx.user_images or []) if r is not None)
@@ -470,7 +509,7 @@ class ImageSearchTool(Tool):
         if self.web is None:
             lib = self.library.search(query, top_k) if self.library else []
             return user_hits + lib, "local-library", None
-        breaker = breaker_for(f"{self.web.name}-images")
+        breaker = breaker_for(self.web.name)  # shared with text search: one outage, one timeout
         why = None
         if ctx.offline:
             why = "the run is offline"

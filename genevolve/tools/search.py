@@ -422,10 +422,12 @@ class SearchTool(Tool):
         queries, top_k = parse_queries(args, default_top_k=self.default_top_k)
         return {"queries": queries, "top_k": top_k}
 
-    def _one(self, query: str, top_k: int) -> tuple[list[Hit], str, str | None]:
+    def _one(self, query: str, top_k: int, offline: bool = False) -> tuple[list[Hit], str, str | None]:
         """Hits for one query, the backend that answered, and why the primary was skipped (if it was)."""
         if self.fallback is None:
             return self.primary.search(query, top_k), self.primary.name, None
+        if offline:
+            return self.fallback.search(query, top_k), self.fallback.name, "the run is offline"
         breaker = breaker_for(self.primary.name)
         if not breaker.allow():
             return (self.fallback.search(query, top_k), self.fallback.name,
@@ -442,14 +444,15 @@ class SearchTool(Tool):
             queries, top_k = parse_queries(args, default_top_k=self.default_top_k)
         except ToolArgumentError as exc:
             return ToolResult(text=f"search: {exc}", error=str(exc), backend=self.backend_name)
+        offline = bool(ctx is not None and ctx.offline)
         if len(queries) == 1:
-            answers = [self._one(queries[0], top_k)]
+            answers = [self._one(queries[0], top_k, offline)]
         else:
             with ThreadPoolExecutor(max_workers=min(self.max_workers, len(queries))) as pool:
-                answers = list(pool.map(lambda q: self._one(q, top_k), queries))
+                answers = list(pool.map(lambda q: self._one(q, top_k, offline), queries))
         used = sorted({a[1] for a in answers})
         fallbacks = [a[2] for a in answers if a[2]]
-        lines = [_header(used, self.fallback is None)]
+        lines = [_header(used)]
         if fallbacks:
             lines.append(f"Note: web search unavailable — {fallbacks[0]}; these results come from the "
                          f"offline local corpus instead.")
@@ -470,7 +473,7 @@ class SearchTool(Tool):
                                 "fallback_reasons": fallbacks})
 
 
-def _header(used: list[str], offline_only: bool) -> str:
+def _header(used: list[str]) -> str:
     names = {"local-corpus": "the offline local corpus", "ddgs": "the web (ddgs)", "serper": "the web (Serper)"}
     where = " and ".join(names.get(u, u) for u in used)
     return f"Search results from {where}:"

@@ -37,12 +37,27 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, extra: dict | None = None,
-                    tokenizer=None, keep: int = 3) -> Path:
+                    tokenizer=None, keep: int = 3, dist=None) -> Path:
+    """Write a checkpoint (main process only; under DeepSpeed every process must call it, since
+    gathering ZeRO-3 weights is collective). Optimizer state is kept for single-process runs."""
     import torch
 
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     path = root / f"step-{step:06d}"
+    if dist is not None and dist.accelerator is not None:
+        state = dist.accelerator.get_state_dict(model)  # collective under ZeRO-3
+        if dist.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            dist.unwrap(model).save_pretrained(path / "model", state_dict=state)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(path / "model")
+            torch.save({"step": step, "optimizer": None, "scheduler": scheduler.state_dict(), "extra": extra or {}},
+                       path / "trainer.pt")
+            torch.save(rng_state(), path / "rng.pt")
+            (root / "latest").write_text(path.name)
+        dist.wait()
+        return path
+    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -92,7 +107,8 @@ def load_checkpoint(path: str | Path, model, optimizer, scheduler) -> dict[str, 
     path = Path(path)
     load_weights(model, path / "model")
     state = torch.load(path / "trainer.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    if state.get("optimizer") is not None:  # None: written by a DeepSpeed run (weights-only resume)
+        optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     set_rng_state(torch.load(path / "rng.pt", weights_only=False))

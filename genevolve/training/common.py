@@ -93,3 +93,61 @@ class GracefulStop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+class Distributed:
+    """accelerate (DeepSpeed ZeRO-3 via ``configs/accelerate_zero3.yaml``) when a launcher started
+    us with several processes or DeepSpeed; on one CPU or GPU every method is a plain no-op, so
+    the single-process path (the one the tests run) has no wrapper at all.
+
+    Under ZeRO-3 the trainers call decoder sub-modules directly (hidden states, then the output
+    head at loss positions); ZeRO-3 gathers parameters per module, so that works, whereas plain
+    DDP would skip its gradient hooks: use the DeepSpeed config, not bare multi-GPU DDP.
+    """
+
+    def __init__(self):
+        import os
+
+        self.accelerator = None
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true") or \
+                int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.accelerator is None else self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return 1 if self.accelerator is None else self.accelerator.num_processes
+
+    def prepare(self, model, optimizer, scheduler):
+        if self.accelerator is None:
+            return model, optimizer, scheduler
+        return self.accelerator.prepare(model, optimizer, scheduler)
+
+    def backward(self, loss) -> None:
+        if self.accelerator is None:
+            loss.backward()
+        else:
+            self.accelerator.backward(loss)
+
+    def clip_grad_norm(self, model, params, max_norm: float) -> float:
+        import torch
+
+        if self.accelerator is None:
+            return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return float(self.accelerator.clip_grad_norm_(model.parameters(), max_norm))
+
+    def unwrap(self, model):
+        return model if self.accelerator is None else self.accelerator.unwrap_model(model)
+
+    def wait(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()

@@ -69,7 +69,7 @@ class GRPOConfig:
     max_references: int = 2
     system_prompt_path: str | None = None
     settings: str | None = None  # a Settings file (corpus, library, tool cache); None: defaults
-    tools: str = "offline"  # offline: the real tools on local backends | none
+    tools: str = "offline"  # offline: real tools on local backends | online: web backends (keys from env) | none
     reward: dict = field(default_factory=lambda: {"kind": "hybrid", "w": 0.5, "judge": "local",
                                                   "renderer": "layout", "sufficiency": "sufficiency"})
     sdl: SDLConfig = field(default_factory=SDLConfig)
@@ -123,13 +123,14 @@ class GroupToolCache(Tool):
 def build_rollout_tools(cfg: GRPOConfig) -> dict[str, GroupToolCache]:
     if cfg.tools == "none":
         return {}
-    if cfg.tools != "offline":
-        raise ValueError(f"tools must be 'offline' or 'none', got {cfg.tools!r}")
+    if cfg.tools not in ("offline", "online"):
+        raise ValueError(f"tools must be 'offline', 'online' or 'none', got {cfg.tools!r}")
     from genevolve.config import Settings
     from genevolve.tools import build_tools
 
-    settings = Settings.load(cfg.settings, offline=True)
-    return {name: GroupToolCache(t) for name, t in build_tools(settings, offline=True).items()}
+    offline = cfg.tools == "offline"
+    settings = Settings.load(cfg.settings, offline=offline)
+    return {name: GroupToolCache(t) for name, t in build_tools(settings, offline=offline).items()}
 
 
 # ---------------------------------------------------------------- math
@@ -182,13 +183,14 @@ class GRPOTrainer:
 
         from genevolve.agent import Agent, AgentConfig
         from genevolve.policies.local import LocalPolicy
-        from genevolve.training.common import make_optimizer, seed_all
+        from genevolve.training.common import Distributed, make_optimizer, seed_all
         from genevolve.training.data import ConversationEncoder, load_prompts
         from genevolve.training.metrics import RunFiles
         from genevolve.training.modeling import load_for_training, trainable_parameters
         from genevolve.training.rewards import make_reward
 
         cfg = self.cfg
+        self.dist = Distributed()
         self.files = RunFiles(cfg.run_dir)
         seed_all(cfg.seed)
         if not cfg.prompts:
@@ -199,15 +201,16 @@ class GRPOTrainer:
         self.reward_fn = self._reward_fn or make_reward(
             cfg.reward, image_dir=str(self.files.dir / "images") if cfg.save_images else None)
         self.tools = self._tools if self._tools is not None else build_rollout_tools(cfg)
+        self.params = trainable_parameters(self.model)
+        self.optimizer, self.scheduler = make_optimizer(self.params, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
+                                                        cfg.max_steps)
+        # Rollouts run on the unwrapped model (the same parameters the optimizer updates).
         self.policy = LocalPolicy(self.model, self.tokenizer, self.processor, name="grpo-rollout",
                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         agent_cfg = AgentConfig(max_rounds=cfg.max_rounds, max_tool_calls=cfg.max_tool_calls,
                                 max_references=cfg.max_references, system_prompt_path=cfg.system_prompt_path,
-                                offline=True)
+                                offline=cfg.tools != "online")
         self.agent = Agent(self.policy, self.tools, agent_cfg, work_dir=self.files.dir / "rollout_files")
-        self.params = trainable_parameters(self.model)
-        self.optimizer, self.scheduler = make_optimizer(self.params, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
-                                                        cfg.max_steps)
         self.ref_model = None
         if cfg.beta > 0 and not cfg.model.lora:
             import copy
@@ -225,8 +228,11 @@ class GRPOTrainer:
             self.store = Store(store_path)
             self.buffer = GuideBuffer(self.store, cfg.sdl.embedder, cfg.sdl.capacity, cfg.sdl.gate)
             self.distiller = make_distiller(cfg.sdl.distiller)
+            self.buffer.embed(["load the embedding model now, not mid-step"])
         self.run_id = self.files.dir.resolve().as_posix()
-        torch.set_num_threads(torch.get_num_threads())
+        # Seed last: loading models above may draw random numbers (module init), and a second
+        # run in the same process finds them cached; sampling must start from the same state.
+        seed_all(cfg.seed)
 
     # -- one step
     def rollouts(self, case: dict) -> list:
@@ -257,22 +263,25 @@ class GRPOTrainer:
         from genevolve.training.modeling import hidden_states, logits_at, target_positions
         from trl.trainer.utils import selective_log_softmax
 
-        ids = torch.tensor([enc.input_ids])
         if hidden is None:
             hidden = hidden_states(model, enc.model_inputs())[0]
-        pred = target_positions(torch.tensor([enc.loss_mask]))[0]
+        ids = torch.tensor([enc.input_ids], device=hidden.device)
+        pred = target_positions(torch.tensor([enc.loss_mask], device=hidden.device))[0]
         targets = ids[0, 1:][pred[:-1]]
         return selective_log_softmax(logits_at(model, hidden[pred]), targets), hidden
 
     def step(self, step: int) -> dict:
-        import torch
-
-        from genevolve.training.metrics import mean_std
-        from genevolve.training.sdl import pick_pair, sdl_loss
-
-        cfg = self.cfg
+        """Collect G rollouts per prompt, score them, update once; returns the metrics record."""
         t_step = time.perf_counter()
         self.timings.clear()
+        collected = self.collect(step)
+        return self.update(collected, step, t_step)
+
+    def collect(self, step: int) -> dict:
+        """Rollouts, rewards, advantages, guide retrieval and distillation for one step's prompts."""
+        from genevolve.training.sdl import pick_pair
+
+        cfg = self.cfg
         cases = self._cases_for(step)
         samples: list[Sample] = []
         hits = added = 0
@@ -315,6 +324,21 @@ class GRPOTrainer:
                     added += 1
                     self.timings["distill_s"] += time.perf_counter() - t0
 
+        if self.dist.is_main:
+            for line in rollout_log:
+                self.files.append("rollouts.jsonl", line)
+        return {"samples": samples, "cases": cases, "hits": hits, "added": added}
+
+    def update(self, collected: dict, step: int, t_step: float) -> dict:
+        """The policy update on collected samples (clipped ratio + β·KL + λ·SDL) and the step's metrics."""
+        import torch
+
+        from genevolve.training.metrics import mean_std
+        from genevolve.training.sdl import sdl_loss
+
+        cfg = self.cfg
+        samples, cases = collected["samples"], collected["cases"]
+        hits, added = collected["hits"], collected["added"]
         # Which samples carry a gradient: a non-zero advantage, a teacher, or a KL anchor.
         active = []
         t0 = time.perf_counter()
@@ -338,7 +362,7 @@ class GRPOTrainer:
                     if self.ref_model is not None:
                         s.ref_logp = self._assistant_logp(self.ref_model, s.student)[0]
                     else:
-                        with self.model.disable_adapter():
+                        with self.dist.unwrap(self.model).disable_adapter():
                             s.ref_logp = self._assistant_logp(self.model, s.student)[0]
         self.timings["old_logp_s"] += time.perf_counter() - t0
 
@@ -372,11 +396,11 @@ class GRPOTrainer:
                         totals["sdl_samples"] += 1
                         totals["sdl_kept_tokens"] += terms.kept
                 t0 = time.perf_counter()
-                (loss / max(len(active), 1)).backward()
+                self.dist.backward(loss / max(len(active), 1))
                 totals["loss"] += float(loss.detach())
                 self.timings["forward_backward_s"] += time.perf_counter() - t0
             if active:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
+                grad_norm = self.dist.clip_grad_norm(self.model, self.params, cfg.max_grad_norm)
                 self.optimizer.step()
         if active:
             self.scheduler.step()
@@ -419,8 +443,6 @@ class GRPOTrainer:
                 "guide_hit_rate": hits / len(cases), "guides_added": added, "buffer_size": len(self.buffer)})
         group_hits = sum(t.hits for t in self.tools.values() if isinstance(t, GroupToolCache))
         record["tool_cache_hits"] = group_hits
-        for line in rollout_log:
-            self.files.append("rollouts.jsonl", line)
         return record
 
     def _cases_for(self, step: int) -> list[dict]:
@@ -428,8 +450,9 @@ class GRPOTrainer:
 
         n = len(self.prompts)
         out = []
-        for j in range(self.cfg.prompts_per_step):
-            i = (step - 1) * self.cfg.prompts_per_step + j
+        per_step = self.cfg.prompts_per_step
+        for j in range(per_step):  # each process takes its own slice of the prompt stream
+            i = ((step - 1) * self.dist.world + self.dist.rank) * per_step + j
             epoch, k = divmod(i, n)
             out.append(self.prompts[epoch_order(n, self.cfg.seed, epoch)[k]])
         return out
@@ -442,37 +465,46 @@ class GRPOTrainer:
 
         cfg = self.cfg
         self.setup()
-        self.files.save_config({"trainer": "grpo", **config_to_dict(cfg)})
+        main = self.dist.is_main
+        if main:
+            self.files.save_config({"trainer": "grpo", **config_to_dict(cfg)})
         step = 0
         ckpt = latest_checkpoint(self.files.checkpoints) if cfg.resume else None
         if ckpt is not None:
             step = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)["step"]
-            self.files.truncate_metrics(step)
-            self._forget_guides_after(step)
-        bar = progress(cfg.max_steps, step, "grpo" + ("+sdl" if cfg.sdl.enabled else "")) if not self.quiet else None
-        self.files.status("running", step=step, total_steps=cfg.max_steps)
+            if main:
+                self.files.truncate_metrics(step)
+                self._forget_guides_after(step)
+        self.model, self.optimizer, self.scheduler = self.dist.prepare(self.model, self.optimizer, self.scheduler)
+        bar = progress(cfg.max_steps, step, "grpo" + ("+sdl" if cfg.sdl.enabled else "")) \
+            if not self.quiet and main else None
+        if main:
+            self.files.status("running", step=step, total_steps=cfg.max_steps)
         state, ran = "done", 0
         with GracefulStop() as stop:
             while step < cfg.max_steps:
                 record = self.step(step + 1)
                 step += 1
                 ran += 1
-                self.files.log(record)
+                if main:
+                    self.files.log(record)
                 interrupted = stop.requested or (cfg.stop_after is not None and ran >= cfg.stop_after)
                 if step % cfg.save_every == 0 or step == cfg.max_steps or interrupted:
                     save_checkpoint(self.files.checkpoints, step, self.model, self.optimizer, self.scheduler,
-                                    {}, self.tokenizer, keep=cfg.keep_checkpoints)
+                                    {}, self.tokenizer, keep=cfg.keep_checkpoints, dist=self.dist)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{record['reward_mean']:.3f}")
-                self.files.status("running", step=step, total_steps=cfg.max_steps,
-                                  reward_mean=record["reward_mean"])
+                if main:
+                    self.files.status("running", step=step, total_steps=cfg.max_steps,
+                                      reward_mean=record["reward_mean"])
                 if interrupted:
                     state = "stopped"
                     break
         if bar is not None:
             bar.close()
-        self.files.status(state, step=step, total_steps=cfg.max_steps)
+        if main:
+            self.files.status(state, step=step, total_steps=cfg.max_steps)
         return {"state": state, "step": step, "run_dir": str(self.files.dir)}
 
     def _forget_guides_after(self, step: int) -> None:

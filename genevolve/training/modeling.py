@@ -13,6 +13,7 @@ only at positions that carry a loss, so the peak scales with the number of train
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ def load_for_training(cfg: ModelConfig):
         model = get_peft_model(model, LoraConfig(
             r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
             lora_dropout=float(lora.get("dropout", 0.0)), target_modules=targets, task_type="CAUSAL_LM"))
+    if torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        model.to("cuda")  # one GPU, no launcher; under accelerate/DeepSpeed the engine places weights
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora:
@@ -137,6 +140,8 @@ def trainable_parameters(model) -> list:
 # ---------------------------------------------------------------- forward passes
 
 def _base(model):
+    """The transformers model under DeepSpeed/DDP and peft wrappers."""
+    model = getattr(model, "module", model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -150,9 +155,15 @@ def output_head(model):
 def hidden_states(model, batch: dict):
     """Last hidden states ``(B, T, d)`` from the decoder, without touching the output head."""
     base = _base(model)
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_mask", "decision_mask")}
+    device = model_device(model)
+    inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()
+              if k not in ("labels", "loss_mask", "decision_mask")}
     out = base.model(**inputs, use_cache=False, return_dict=True)
     return out.last_hidden_state
+
+
+def model_device(model):
+    return next(_base(model).parameters()).device
 
 
 def logits_at(model, hidden_rows):
@@ -182,10 +193,10 @@ def selected_logprobs(model, batch: dict, target_mask, *, return_logits: bool = 
     """
     from trl.trainer.utils import selective_log_softmax
 
-    pred = target_positions(target_mask)
     hidden = hidden_states(model, batch)
+    pred = target_positions(target_mask).to(hidden.device)
     rows = hidden[pred]
-    targets = batch["input_ids"][:, 1:][pred[:, :-1]]
+    targets = batch["input_ids"][:, 1:][pred[:, :-1]].to(rows.device)
     logits = logits_at(model, rows)
     logp = selective_log_softmax(logits, targets)
     return logp, (logits if return_logits else None)
@@ -198,8 +209,10 @@ def sft_loss(model, batch: dict, *, full_logits: bool = False):
     if full_logits:
         base = _base(model)
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_mask", "decision_mask")}
+        device = model_device(model)
+        inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
         logits = base(**inputs, use_cache=False).logits.float()
-        labels = batch["labels"][:, 1:]
+        labels = batch["labels"][:, 1:].to(device)
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
     logp, _ = selected_logprobs(model, batch, batch["labels"] != -100)
     return -logp.mean()

@@ -408,13 +408,15 @@ def sdl_loss(model, student, teacher, *, fraction: float = 0.1, old_logp=None, r
     from genevolve.training.modeling import hidden_states, logits_at, target_positions
     from trl.trainer.utils import selective_log_softmax
 
-    s_ids = torch.tensor([student.input_ids])
-    t_ids = torch.tensor([teacher.input_ids])
-    s_loss = torch.tensor([student.loss_mask])
-    t_loss = torch.tensor([teacher.loss_mask])
+    from genevolve.training.modeling import model_device
+
+    device = model_device(model)
+    s_ids = torch.tensor([student.input_ids], device=device)
+    s_loss = torch.tensor([student.loss_mask], device=device)
+    t_loss = torch.tensor([teacher.loss_mask], device=device)
     if int(s_loss.sum()) != int(t_loss.sum()):
         raise ValueError("student and teacher renderings do not share the same assistant tokens")
-    decision = torch.tensor(student.decision_mask)[torch.tensor(student.loss_mask)]
+    decision = torch.tensor(student.decision_mask, device=device)[s_loss[0]]
     if not bool(decision.any()):
         return None
     s_pred, t_pred = target_positions(s_loss)[0], target_positions(t_loss)[0]

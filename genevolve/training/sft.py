@@ -44,17 +44,22 @@ class SFTConfig:
     stop_after: int | None = None  # stop (checkpointed, resumable) after this many steps in this process
 
 
-def _example_stream(n: int, seed: int, start: int):
-    """Example indices from global position ``start``: epochs reshuffled by (seed, epoch)."""
+def _example_stream(n: int, seed: int, start: int, rank: int = 0, world: int = 1):
+    """Example indices from global position ``start``: epochs reshuffled by (seed, epoch).
+
+    With several processes, process ``rank`` takes every ``world``-th example of the one stream.
+    """
     from genevolve.training.data import epoch_order
 
-    i = start
+    i = start * world + rank
+    orders: dict[int, list[int]] = {}
     while True:
         epoch, k = divmod(i, n)
-        if k == 0 or i == start:
-            order = epoch_order(n, seed, epoch)
-        yield order[k]
-        i += 1
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = epoch_order(n, seed, epoch)
+        yield orders[epoch][k]
+        i += world
 
 
 def evaluate(model, encoded: list, pad_id: int, batch_size: int) -> float:
@@ -81,14 +86,16 @@ def train_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     import torch
 
     from genevolve.training.checkpoint import latest_checkpoint, load_checkpoint, mark_best, save_checkpoint
-    from genevolve.training.common import GracefulStop, config_to_dict, make_optimizer, seed_all
+    from genevolve.training.common import Distributed, GracefulStop, config_to_dict, make_optimizer, seed_all
     from genevolve.training.data import ConversationEncoder, load_sft_records, split_records
     from genevolve.training.metrics import RunFiles, progress
     from genevolve.training.modeling import collate, load_for_training, sft_loss, trainable_parameters
 
+    dist = Distributed()
     files = RunFiles(cfg.run_dir)
-    files.save_config({"trainer": "sft", **config_to_dict(cfg)})
-    files.status("starting", step=0, total_steps=cfg.max_steps)
+    if dist.is_main:
+        files.save_config({"trainer": "sft", **config_to_dict(cfg)})
+        files.status("starting", step=0, total_steps=cfg.max_steps)
     seed_all(cfg.seed)
     if not cfg.train_data:
         raise ValueError("train_data is empty: point it at SFT records (JSONL of {messages, images})")
@@ -111,9 +118,11 @@ def train_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         step, best = state["step"], state["extra"].get("best_eval_loss", math.inf)
-        files.truncate_metrics(step)
+        if dist.is_main:
+            files.truncate_metrics(step)
+    model, optimizer, scheduler = dist.prepare(model, optimizer, scheduler)
     model.train()
-    stream = _example_stream(len(train), cfg.seed, step * cfg.batch_size * cfg.grad_accum)
+    stream = _example_stream(len(train), cfg.seed, step * cfg.batch_size * cfg.grad_accum, dist.rank, dist.world)
     bar = progress(cfg.max_steps, step, "sft") if not quiet else None
     ran = 0
     state_name = "done"
@@ -126,10 +135,10 @@ def train_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
             for _ in range(cfg.grad_accum):
                 batch = collate([train[next(stream)] for _ in range(cfg.batch_size)], pad_id)
                 loss = sft_loss(model, batch, full_logits=cfg.logits == "full")
-                (loss / cfg.grad_accum).backward()
+                dist.backward(loss / cfg.grad_accum)
                 loss_sum += float(loss.detach())
                 tokens += int(batch["attention_mask"].sum())
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable_parameters(model), cfg.max_grad_norm)
+            grad_norm = dist.clip_grad_norm(model, trainable_parameters(model), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -145,17 +154,19 @@ def train_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
                     best = record["eval_loss"]
                     record["best"] = True
                     save = True
-            files.log(record)
+            if dist.is_main:
+                files.log(record)
             interrupted = stop.requested or (cfg.stop_after is not None and ran >= cfg.stop_after)
             if save or interrupted:
                 path = save_checkpoint(files.checkpoints, step, model, optimizer, scheduler,
-                                       {"best_eval_loss": best}, tokenizer, keep=cfg.keep_checkpoints)
-                if record.get("best"):
+                                       {"best_eval_loss": best}, tokenizer, keep=cfg.keep_checkpoints, dist=dist)
+                if record.get("best") and dist.is_main:
                     mark_best(files.checkpoints, path)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
-            files.status("running", step=step, total_steps=cfg.max_steps, loss=record["loss"])
+            if dist.is_main:
+                files.status("running", step=step, total_steps=cfg.max_steps, loss=record["loss"])
             if interrupted:
                 state_name = "stopped"
                 break
@@ -163,6 +174,6 @@ def train_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
         bar.close()
     result = {"state": state_name, "step": step, "best_eval_loss": None if math.isinf(best) else best,
               "run_dir": str(files.dir)}
-    files.status(state_name, step=step, total_steps=cfg.max_steps,
-                 best_eval_loss=result["best_eval_loss"])
+    if dist.is_main:
+        files.status(state_name, step=step, total_steps=cfg.max_steps, best_eval_loss=result["best_eval_loss"])
     return result

@@ -1,0 +1,196 @@
+"""``service:<url>[,<url>…]`` — render on remote GPUs through the renderer-service protocol.
+
+Client: ``POST <url>/generate`` with ``{"prompt", "image_urls": [data URIs], "seed", "width",
+"height", "num_inference_steps", "true_cfg_scale", "guidance_scale", "negative_prompt"}`` and
+read ``{"success": true, "image": base64}``. Requests go round-robin over the URLs, at most
+``concurrency`` at a time from this process, and a failed attempt (connection error, 429, 5xx)
+is retried on the next URL after an exponential backoff.
+
+Server: :func:`create_app` wraps any Renderer (a diffusers pipeline, or ``layout`` for tests) in
+that protocol with FastAPI; one request renders at a time (one process per GPU), ``GET /health``
+says what is loaded. ``genevolve serve-renderer --pipeline ID --port N`` runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from genevolve.program import Program, Reference
+from genevolve.renderers.base import (
+    Progress, Renderer, RenderError, as_program, check_size, decode_image_bytes, default_size, image_to_data_uri,
+    load_references,
+)
+
+RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class ServiceRenderer(Renderer):
+    generative = True
+
+    def __init__(self, urls: list[str], *, concurrency: int = 4, retries: int = 3, backoff_s: float = 1.0,
+                 timeout_s: float = 600.0, num_inference_steps: int = 40, true_cfg_scale: float = 4.0,
+                 guidance_scale: float = 1.0, negative_prompt: str = " "):
+        if not urls:
+            raise RenderError("service needs at least one URL: service:http://host:port")
+        for u in urls:
+            if not u.startswith(("http://", "https://")):
+                raise RenderError(f"service URL must start with http:// or https://, got {u!r}")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.name = "service:" + ",".join(self.urls)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self.params = {"num_inference_steps": num_inference_steps, "true_cfg_scale": true_cfg_scale,
+                       "guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
+        self._next_url = itertools.cycle(range(len(self.urls)))
+        self._url_lock = threading.Lock()
+        # Bounds how many renders this process has in flight across threads (bench --parallel).
+        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self.last_info: dict = {}
+
+    def _pick_url(self) -> str:
+        with self._url_lock:
+            return self.urls[next(self._next_url)]
+
+    def render(self, program: Program, size: tuple[int, int] | None = None, seed: int = 0,
+               progress: Progress | None = None) -> Image.Image:
+        import httpx
+
+        program = as_program(program)
+        refs = load_references(program)
+        w, h = check_size(size) if size else default_size(program, [r.size for r in refs])
+        payload = {"prompt": program.gen_prompt, "image_urls": [image_to_data_uri(r) for r in refs],
+                   "seed": int(seed), "width": w, "height": h, **self.params}
+        errors: list[str] = []
+        with self._slots:
+            for attempt in range(self.retries + 1):
+                url = self._pick_url()
+                try:
+                    resp = httpx.post(f"{url}/generate", json=payload, timeout=self.timeout_s)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{url}: {type(exc).__name__}: {exc}")
+                else:
+                    if resp.status_code in RETRY_STATUS:
+                        errors.append(f"{url}: HTTP {resp.status_code}")
+                    elif resp.status_code != 200:
+                        raise RenderError(f"renderer service {url} refused the request: HTTP {resp.status_code} "
+                                          f"{resp.text[:300]}")
+                    else:
+                        image = self._decode(resp, url)
+                        self.last_info = {"url": url, "attempts": attempt + 1}
+                        if progress:
+                            progress(1, 1)
+                        return image
+                if attempt < self.retries:
+                    time.sleep(self.backoff_s * (2 ** attempt))
+        raise RenderError(f"renderer service failed after {self.retries + 1} attempts: " + "; ".join(errors[-4:])
+                          + ". Check that `genevolve serve-renderer` is running at these URLs")
+
+    @staticmethod
+    def _decode(resp, url: str) -> Image.Image:
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise RenderError(f"renderer service {url} answered with non-JSON: {resp.text[:200]!r}") from exc
+        if not isinstance(body, dict) or not body.get("success"):
+            reason = body.get("error") if isinstance(body, dict) else None
+            raise RenderError(f"renderer service {url} reported failure: {reason or body!r}"[:500])
+        if not isinstance(body.get("image"), str):
+            raise RenderError(f"renderer service {url} answered success without an 'image' field")
+        return decode_image_bytes(body["image"], what=f"the answer from {url}")
+
+    def describe(self) -> dict:
+        return dict(self.last_info)
+
+
+# ---------------------------------------------------------------- server
+
+def create_app(renderer: Renderer, label: str | None = None):
+    """A FastAPI app serving ``renderer`` with the renderer-service protocol."""
+    import base64
+    import io
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, Field
+
+    class GenerateRequest(BaseModel):
+        prompt: str = ""
+        image_urls: list[str] = Field(default_factory=list)
+        seed: int = 0
+        width: int | None = None
+        height: int | None = None
+        num_inference_steps: int | None = None
+        true_cfg_scale: float | None = None
+        guidance_scale: float | None = None
+        negative_prompt: str | None = None
+
+    app = FastAPI(title="GenEvolve renderer service")
+    gpu_lock = threading.Lock()  # one render at a time: a GPU serves one pipeline call well
+    state = {"served": 0, "busy": False, "started": time.time()}
+
+    @app.get("/health")
+    def health():
+        return {"ok": True, "renderer": label or renderer.name, "busy": state["busy"], "served": state["served"],
+                "uptime_s": round(time.time() - state["started"], 1)}
+
+    # A plain (sync) handler: FastAPI runs it in a worker thread, so /health stays responsive.
+    @app.post("/generate")
+    def generate(req: GenerateRequest):
+        size = (req.width, req.height) if req.width and req.height else None
+        with tempfile.TemporaryDirectory(prefix="genevolve-serve-") as tmp:
+            try:
+                refs = []
+                for i, uri in enumerate(req.image_urls):
+                    img = decode_image_bytes(uri, what=f"image_urls[{i}]")
+                    path = Path(tmp) / f"ref{i}.png"
+                    img.save(path)
+                    refs.append(Reference(img_id=f"IMG_{i + 1:03d}", path=str(path)))
+                program = Program(gen_prompt=req.prompt, reference_images=refs)
+                extra = {}
+                if hasattr(renderer, "model"):  # diffusers: per-request sampling settings
+                    extra = {k: v for k, v in {
+                        "steps": req.num_inference_steps, "guidance_scale": req.guidance_scale,
+                        "true_cfg_scale": req.true_cfg_scale, "negative_prompt": req.negative_prompt,
+                    }.items() if v is not None}
+                with gpu_lock:
+                    state["busy"] = True
+                    try:
+                        image = renderer.render(program, size=size, seed=req.seed, **extra)
+                    finally:
+                        state["busy"] = False
+            except RenderError as exc:
+                return JSONResponse({"success": False, "error": str(exc)}, status_code=400)
+            except Exception as exc:  # noqa: BLE001 - the client gets a reason, the server stays up
+                return JSONResponse({"success": False, "error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        state["served"] += 1
+        return {"success": True, "image": base64.b64encode(buf.getvalue()).decode("ascii"),
+                "width": image.width, "height": image.height, "seed": req.seed}
+
+    return app
+
+
+def renderer_for_pipeline(pipeline: str) -> Renderer:
+    """What ``--pipeline`` names: ``layout``, any renderer spec, or a bare diffusers id/path."""
+    from genevolve.renderers import make_renderer
+
+    if pipeline == "layout" or pipeline.split(":", 1)[0] in ("layout", "diffusers", "gemini"):
+        return make_renderer(pipeline)
+    return make_renderer(f"diffusers:{pipeline}")
+
+
+def serve(pipeline: str, host: str = "127.0.0.1", port: int = 8000, preload: bool = True) -> None:
+    import uvicorn
+
+    renderer = renderer_for_pipeline(pipeline)
+    if preload and hasattr(renderer, "load"):
+        renderer.load()  # fail at start, not at the first request
+    uvicorn.run(create_app(renderer, label=pipeline), host=host, port=port, log_level="info")

@@ -1,0 +1,203 @@
+"""The layout renderer: real renders, read back by real OCR; bad input refused clearly."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from genevolve.judges.verify import verify_image
+from genevolve.program import Constraint, Program, Reference
+from genevolve.renderers import RenderError, make_renderer, render_with_report
+from genevolve.renderers.layout import LayoutRenderer, build_palette, placement_hints, prompt_colors
+from genevolve.renderers.typeset import assign_roles, contrast_ratio, fit_block, Style
+
+PHOTOS = Path(skimage.data.__file__).parent
+SQUARE, PORTRAIT, WIDE = (1024, 1024), (768, 1024), (1280, 720)
+
+
+def program(prompt: str, texts: list[str], refs: list[tuple[str, str]] = ()) -> Program:
+    return Program(
+        gen_prompt=prompt,
+        reference_images=[Reference(img_id=f"IMG_{i + 1:03d}", note=note, path=str(PHOTOS / name))
+                          for i, (name, note) in enumerate(refs)],
+        constraints=[Constraint(kind="text", text=t) for t in texts],
+    )
+
+
+# 20 programs: 1-4 texts, short and long, with and without references, three aspect ratios.
+CASES = [
+    ("paris", program('Retro travel poster in orange and navy, title "PARIS" in bold serif', ["PARIS"]), PORTRAIT),
+    ("jazz", program("Jazz night flyer, gold on black", ["BLUE NOTE", "Live every Friday from nine until late",
+                                                          "Tickets at the door"]), SQUARE),
+    ("astronaut-bg", program("Space poster; the first reference image fills the background",
+                             ["MISSION CONTROL", "To the moon and back"], [("astronaut.png", "background")]), PORTRAIT),
+    ("coffee-left", program("Cafe banner with the first reference image on the left",
+                            ["Morning Brew", "Fresh roasted beans, open 7am to 3pm daily"], [("coffee.png", "left")]), WIDE),
+    ("two-refs", program("Adoption poster with the first and second reference images side by side",
+                         ["ADOPT ME", "Chelsea is four years old and loves sunny windows", "Call 555 0199",
+                          "Free vaccinations"], [("chelsea.png", "left"), ("horse.png", "right")]), SQUARE),
+    ("long-only", program("A teal widescreen banner",
+                          ["The quick brown fox jumps over the lazy dog near the riverbank at dawn"]), WIDE),
+    ("rocket-top", program("Launch day poster, the first reference image at the top",
+                           ["LIFTOFF", "Cape Canaveral, 6:02 AM"], [("rocket.jpg", "top")]), PORTRAIT),
+    ("minimal", program("Minimal white poster, black sans serif", ["Less is more"]), SQUARE),
+    ("neon", program("Cyberpunk neon nightclub flyer", ["NEON NIGHTS", "DJ Kite", "Saturday 11 PM",
+                                                        "Dress code: chrome"]), PORTRAIT),
+    ("moon-bg", program("The first reference image as a full-bleed backdrop",
+                        ["Harvest Moon Festival"], [("moon.png", "backdrop")]), WIDE),
+    ("horse-right", program("Equestrian club poster, the first reference image on the right",
+                            ["Riverside Riding Club", "Lessons for all ages"], [("horse.png", "right")]), SQUARE),
+    ("menu", program("Vintage cafe menu cover in cream and brown",
+                     ["Le Petit Bistro", "Soups, salads and fresh bread since 1962"]), PORTRAIT),
+    ("motor", program("Motorcycle show banner", ["SPEED WEEK", "Vintage bikes and racing legends",
+                                                  "Free entry"], [("motorcycle_left.png", "")]), WIDE),
+    ("cat-bottom", program("Pet food ad, the first reference image at the bottom", ["Happy Cats",
+                           "Grain free recipes"], [("chelsea.png", "bottom")]), PORTRAIT),
+    ("hubble-bg", program("Science lecture poster; the background is the first reference image",
+                          ["Deep Field", "A public lecture on the early universe", "Room 204"],
+                          [("hubble_deep_field.jpg", "background")]), SQUARE),
+    ("mono", program("Hacker meetup poster in a monospace typewriter style, green on black",
+                     ["HACK THE PLANET", "Bring your own laptop"]), WIDE),
+    ("sunset", program("Sunset beach party poster", ["Summer Sessions", "Live music on the sand",
+                                                     "July 14", "Pier 39"]), SQUARE),
+    ("coffee-astro", program("Two reference images as a collage", ["Fuel for Explorers"],
+                             [("coffee.png", ""), ("astronaut.png", "")]), PORTRAIT),
+    ("quote", program("Elegant quote card in lavender",
+                      ["Not all those who wander are lost, but some of them are looking for coffee"]), SQUARE),
+    ("bg-and-inset", program("Poster with the first reference image as background and the second as an inset on "
+                             "the right", ["Wild Hearts", "A documentary about horses and people"],
+                             [("grass.png", "background"), ("horse.png", "right")]), WIDE),
+]
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return make_renderer("layout")
+
+
+@pytest.mark.parametrize("name,prog,size", CASES, ids=[c[0] for c in CASES])
+def test_ocr_finds_every_text_constraint(renderer, tmp_path, name, prog, size):
+    image, report = render_with_report(renderer, prog, size=size, seed=3)
+    assert image.size == size and report["width"], report
+    path = tmp_path / f"{name}.png"
+    image.save(path)
+    result = verify_image(path, prog)
+    missing = [c for c in result["constraints"] if not c["found"]]
+    assert not missing, f"{name}: {missing}\nOCR read: {result['ocr_text']}"
+    assert result["text_score"] == 1.0
+
+
+def test_same_program_and_seed_give_identical_pixels(renderer):
+    prog = CASES[1][1]
+    a = np.asarray(renderer.render(prog, size=(512, 512), seed=7))
+    b = np.asarray(renderer.render(prog, size=(512, 512), seed=7))
+    assert np.array_equal(a, b)
+
+
+def test_default_sizes_follow_the_program():
+    r = LayoutRenderer()
+    assert r.render(program("A concert poster", ["X1"])).size == (880, 1184)  # 3:4 near 1 MP
+    assert r.render(program("A wide banner", ["X1"])).size[0] > 1.7 * r.render(program("A wide banner", ["X1"])).size[1]
+    assert r.render(program("A 1:1 logo card", ["X1"])).size == (1024, 1024)
+
+
+def test_text_sits_on_readable_colours():
+    for prompt in ["yellow and white poster", "black and navy", "pastel pink", "a poster", "jazz"]:
+        pal = build_palette(program(prompt, []), [])
+        assert contrast_ratio(pal["ink"], pal["bg"]) >= 4.5, (prompt, pal)
+        assert contrast_ratio(pal["ink"], pal["bg2"]) >= 4.5, (prompt, pal)
+
+
+def test_prompt_colours_and_placement_hints():
+    assert prompt_colors("navy and orange")[:2] == [(22, 36, 82), (236, 124, 36)]
+    prog = program("The second reference image sits on the right. Put the first reference image at the top.",
+                   ["A"], [("coffee.png", ""), ("horse.png", "")])
+    assert placement_hints(prog) == ["top", "right"]
+
+
+def test_roles_make_a_short_string_the_title():
+    roles = assign_roles(["A very long slogan that would make a poor title at all", "SALE", "today"])
+    assert roles[0] == ("SALE", "title") and [r for _, r in roles] == ["title", "subtitle", "body"]
+
+
+@pytest.mark.parametrize("box", [(10, 10, 200, 60), (0, 0, 90, 400), (5, 5, 700, 120)])
+def test_fitted_text_never_leaves_its_box(box):
+    items = assign_roles(["SUPERCALIFRAGILISTICEXPIALIDOCIOUS", "a subtitle with several words in it",
+                          "body text " * 6])
+    lines = fit_block(items, box, {"title": Style("sans", True)}, min_px=8)
+    x0, y0, x1, y1 = box
+    assert lines
+    for ln in lines:
+        assert x0 <= ln.x and ln.x + ln.width <= x1 + 1, ln
+        assert y0 <= ln.y and ln.y + ln.height <= y1 + 1, ln
+    assert "".join(ln.text.replace(" ", "") for ln in lines).startswith("SUPERCALIFRAGILISTIC")
+
+
+# ---------------------------------------------------------------- bad input
+
+def _png_header_only(path: Path, w: int, h: int) -> None:
+    """A PNG that declares w x h but holds almost no data (what an attacker or a bad export gives)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _with_ref(path: Path) -> Program:
+    return Program(gen_prompt="a poster of the first reference image", constraints=[Constraint(kind="text", text="Hi")],
+                   reference_images=[Reference(img_id="IMG_001", note="", path=str(path))])
+
+
+def test_missing_reference_file_is_a_clear_error(renderer, tmp_path):
+    with pytest.raises(RenderError, match=r"IMG_001: file not found at .*nope\.png; check the path"):
+        renderer.render(_with_ref(tmp_path / "nope.png"))
+
+
+def test_corrupt_reference_is_a_clear_error(renderer, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
+    with pytest.raises(RenderError, match=r"IMG_001: .*broken\.jpg is not a readable image \(corrupt"):
+        renderer.render(_with_ref(bad))
+    truncated = tmp_path / "truncated.png"
+    Image.new("RGB", (300, 300), (200, 30, 30)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:120])
+    with pytest.raises(RenderError, match="truncated.png is (corrupt or truncated|not a readable image)"):
+        renderer.render(_with_ref(truncated))
+
+
+def test_huge_reference_is_refused_before_decoding(renderer, tmp_path):
+    huge = tmp_path / "huge.png"
+    _png_header_only(huge, 20000, 20000)
+    with pytest.raises(RenderError, match=r"huge\.png has 400 MP, above the 64 MP limit; downscale"):
+        renderer.render(_with_ref(huge))
+    big = tmp_path / "big.png"  # under Pillow's own bomb limit, over ours: still refused before decoding
+    _png_header_only(big, 10000, 8000)
+    with pytest.raises(RenderError, match=r"big\.png is 10000x8000, 80 MP, above the 64 MP limit"):
+        renderer.render(_with_ref(big))
+
+
+def test_empty_program_is_a_clear_error(renderer):
+    with pytest.raises(RenderError, match="the program is empty.*write at least a gen_prompt"):
+        renderer.render(Program(gen_prompt="  "))
+    with pytest.raises(RenderError, match="empty or malformed"):
+        render_with_report(renderer, {"gen_prompt": ""})
+
+
+def test_reference_without_path_and_bad_sizes(renderer):
+    prog = Program(gen_prompt="x", reference_images=[Reference(img_id="IMG_001")])
+    with pytest.raises(RenderError, match="IMG_001 has no file path"):
+        renderer.render(prog)
+    with pytest.raises(RenderError, match="out of range"):
+        renderer.render(program("x", ["a"]), size=(20000, 100))
+
+
+def test_unknown_spec_lists_the_known_ones():
+    with pytest.raises(RenderError, match="unknown renderer 'dalle'.*layout.*diffusers"):
+        make_renderer("dalle")
