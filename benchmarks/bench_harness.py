@@ -31,6 +31,8 @@ def mini_end_to_end(work: Path, parallel: int) -> dict:
 
     cases = load_bench("mini")
     out = work / f"mini_p{parallel}"
+    # A fresh home per run: each starts with a cold tool cache, so runs compare fairly.
+    os.environ["GENEVOLVE_HOME"] = tempfile.mkdtemp(prefix=f"genevolve_home_p{parallel}_")
     t0 = time.perf_counter()
     BenchRunner(cases, out, BenchConfig(parallel=parallel, offline=True), progress=False).run()
     wall = time.perf_counter() - t0
@@ -114,7 +116,9 @@ def main() -> None:
     try:
         report["judge_stage"] = judge_stage(work, args.cases, args.latency)
         if not args.skip_mini:
-            report["mini_end_to_end"] = mini_end_to_end(work, parallel=2)
+            runs = {p: mini_end_to_end(work, parallel=p) for p in (2, 1)}
+            report["mini_end_to_end"] = {"parallel_2": runs[2], "parallel_1_baseline": runs[1],
+                                         "speedup": round(runs[2]["cases_per_min"] / runs[1]["cases_per_min"], 2)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["load_avg_at_end"] = os.getloadavg()

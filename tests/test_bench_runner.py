@@ -100,3 +100,33 @@ def test_api_judge_failed_and_missing_are_counted(tmp_path):
     render = read_jsonl(tmp_path / "run2" / "render.jsonl")
     assert render[0]["status"] == "skipped"
     assert Counter(r["id"] for r in read_jsonl(tmp_path / "run2" / "judge.jsonl")) == {"good": 1}
+
+
+def test_wise_run_weights_categories(tmp_path):
+    fast = tmp_path / "settings.json"
+    fast.write_text(json.dumps({"extra": {"library_embeddings": False}}))
+    rows = [("Cultural knowledge", "The tower built for the 1889 World's Fair in Paris", 1),
+            ("Spatio-temporal: Time", "A maple tree in the month of October in Canada", 1),
+            ("Spatio-temporal: Space", "The view of Earth from the Moon's surface", 0),
+            ("Natural science: Biology", "The larval stage of a butterfly", 1),
+            ("Natural science: Physics", "A glass of water at minus ten degrees Celsius", 0),
+            ("Natural science: Chemistry", "Copper sulfate crystals", 1)]
+    wise = [{"prompt_id": i + 1, "Prompt": p, "Explanation": f"answer key {i + 1}", "Category": c,
+             "Subcategory": "x"} for i, (c, p, _) in enumerate(rows)]
+    path = tmp_path / "wise.json"
+    path.write_text(json.dumps(wise))
+    verdict = {f"answer key {i + 1}": v for i, (_, _, v) in enumerate(rows)}
+
+    def reply(body):
+        text = body["messages"][-1]["content"][0]["text"]
+        key = next(k for k in verdict if k in text)
+        return json.dumps({"rationale": "checked", "score": verdict[key]})
+
+    with ChatServer(reply) as server:
+        cfg = BenchConfig(bench=str(path), judge=f"wise:vlm@{server.base_url}", parallel=3, offline=True,
+                          settings_path=str(fast))
+        BenchRunner(load_bench(path), tmp_path / "run", cfg, progress=False).run()
+    s = write_summary(tmp_path / "run", html=True)
+    assert s["scored"] == 6 and s["wise"]["by_category"]["culture"] == 1.0
+    assert s["wise"]["overall"] == pytest.approx(0.40 * 1 + 0.12 * (1 + 0 + 1 + 0 + 1))
+    assert (tmp_path / "run" / "report.html").exists()

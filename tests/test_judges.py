@@ -232,6 +232,7 @@ def test_wise_needs_explanation_and_weights(image):
     assert wise_overall({"culture": 1.0}) is None
     assert [wise_category(c) for c in ("Cultural knowledge", "Spatio-temporal: Time", "Natural science - Chemistry")] \
         == ["culture", "time", "chemistry"]
+    assert wise_category("Spatio-Temporal Reasoning Space") == "space" and wise_category("Typography") is None
 
 
 # ---------------------------------------------------------------- specs, sufficiency, local

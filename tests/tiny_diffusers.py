@@ -71,6 +71,16 @@ def build_tiny_sd(path: str | Path) -> Path:
     return path
 
 
+_BUILT: dict[str, Path] = {}
+
+
+def shared_tiny_sd(tmp_path_factory) -> Path:
+    """One tiny pipeline per test session, whichever test file asks first."""
+    if "sd" not in _BUILT:
+        _BUILT["sd"] = build_tiny_sd(tmp_path_factory.mktemp("tiny_sd") / "pipe")
+    return _BUILT["sd"]
+
+
 if __name__ == "__main__":  # python tests/tiny_diffusers.py /tmp/tiny-sd
     import sys
 

@@ -86,7 +86,7 @@ def load_wise(path: str | Path) -> list[dict]:
         case = {k: v for k, v in row.items() if k not in ("Prompt", "Explanation", "Category", "Subcategory")}
         case.update({"id": f"wise_{pid}", "question": row["Prompt"], "explanation": row.get("Explanation", ""),
                      "category": row.get("Category"), "subcategory": row.get("Subcategory"),
-                     "wise_category": wise_category(row.get("Category")), "eval_type": "wise",
+                     "wise_category": wise_category(f"{row.get('Category') or ''} {row.get('Subcategory') or ''}"), "eval_type": "wise",
                      "difficulty": None, "gt_image": None, "prompt_id": pid})
         cases.append(normalize_case(case, path.parent, i))
     return _check_ids(cases)

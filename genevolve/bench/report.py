@@ -10,8 +10,10 @@ from genevolve.bench.runner import write_atomic
 from genevolve.judges.base import METRICS
 
 
-def _fig_html(fig) -> str:
-    fig.update_layout(margin=dict(l=50, r=20, t=50, b=50), height=420, template="plotly_white")
+def _fig_html(fig, left: int = 50) -> str:
+    fig.update_layout(margin=dict(l=left, r=20, t=50, b=90), template="plotly_white")
+    if fig.layout.height is None:
+        fig.update_layout(height=440)
     return fig.to_html(full_html=False, include_plotlyjs=False)
 
 
@@ -49,7 +51,7 @@ def build_figures(summary: dict, rows: list[dict]) -> list[tuple[str, str]]:
         fig = go.Figure(go.Heatmap(z=[[routing[c].get(s, 0) for s in skills] for c in cats_r], x=skills, y=cats_r,
                                    colorscale="Blues"))
         fig.update_layout(title="Skill routing: query_knowledge calls by category", height=520)
-        figs.append(("Skill routing", _fig_html(fig)))
+        figs.append(("Skill routing", _fig_html(fig, left=180)))
 
     by_cat = defaultdict(list)
     for r in rows:

@@ -2,7 +2,8 @@
 ``sufficiency[:<model>@<base_url>]``.
 
 Remote specs take optional query parameters after the URL: ``?timeout=60&retries=5&rpm=30``.
-The API key comes from GENEVOLVE_JUDGE_API_KEY or OPENAI_API_KEY (``EMPTY`` for local vLLM).
+The API key comes from GENEVOLVE_JUDGE_API_KEY, else GEMINI_API_KEY/GOOGLE_API_KEY for Google's
+OpenAI-compatible endpoint, else OPENAI_API_KEY (``EMPTY`` for a local vLLM).
 Every judge is thread-safe and returns ``Scores``; see base.py for the contract.
 """
 

@@ -219,7 +219,10 @@ class ChatEndpoint:
             raise ValueError("a judge endpoint needs a model name: <kind>:<model>@<base_url>")
         self.model = model
         self.base_url = base_url
-        self.api_key = api_key or os.environ.get("GENEVOLVE_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        gemini = "generativelanguage.googleapis.com" in (base_url or "")
+        self.api_key = (api_key or os.environ.get("GENEVOLVE_JUDGE_API_KEY")
+                        or (os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") if gemini else None)
+                        or os.environ.get("OPENAI_API_KEY") or "EMPTY")  # EMPTY: a local vLLM needs none
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -232,6 +235,11 @@ class ChatEndpoint:
         self._client = None
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "timeouts": 0}
+        self._stats_lock = threading.Lock()
+
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
 
     def client(self):
         with self._lock:
@@ -249,7 +257,7 @@ class ChatEndpoint:
         attempt = 0
         while True:
             self.limiter.acquire()
-            self.stats["requests"] += 1
+            self._count("requests")
             try:
                 resp = self.client().chat.completions.create(
                     model=self.model, messages=messages, temperature=kw.get("temperature", self.temperature),
@@ -258,13 +266,13 @@ class ChatEndpoint:
                     raise JudgeError("the endpoint returned no choices")
                 return resp.choices[0].message.content or ""
             except openai.RateLimitError as exc:
-                self.stats["rate_limited"] += 1
+                self._count("rate_limited")
                 delay = _retry_after(exc)
                 delay = self._delay(attempt) if delay is None else delay
                 self.limiter.penalize(delay)
                 error = f"rate limited (429) {attempt + 1} times"
             except openai.APITimeoutError:
-                self.stats["timeouts"] += 1
+                self._count("timeouts")
                 delay, error = self._delay(attempt), f"timed out after {self.timeout_s:g}s"
             except openai.APIConnectionError as exc:
                 delay, error = self._delay(attempt), f"cannot reach {self.base_url}: {exc}"
@@ -276,7 +284,7 @@ class ChatEndpoint:
             if attempt >= self.max_retries:
                 raise JudgeError(f"{error}; gave up after {attempt + 1} attempts")
             attempt += 1
-            self.stats["retries"] += 1
+            self._count("retries")
             time.sleep(delay)
 
     def _delay(self, attempt: int) -> float:

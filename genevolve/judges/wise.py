@@ -8,6 +8,8 @@ chemistry).
 
 from __future__ import annotations
 
+import re
+
 from genevolve.judges.base import ChatEndpoint, Judge, Scores, case_question, image_data_uri, parse_json_reply
 
 WISE_WEIGHTS = {"culture": 0.40, "time": 0.12, "space": 0.12, "biology": 0.12, "physics": 0.12, "chemistry": 0.12}
@@ -34,12 +36,17 @@ Reply with exactly: {{"rationale": "<one or two sentences>", "score": 0 | 1}}"""
 
 
 def wise_category(name: str | None) -> str | None:
-    """Map WISE category labels ("Cultural knowledge", "Natural science - Physics", ...) to a
-    weight key, or None when the label is not one of the six."""
+    """Map WISE labels to a weight key, or None when the label is not one of the six.
+
+    Accepts a category, a subcategory or both joined ("Spatio-Temporal Reasoning Time",
+    "Natural Science: Physics", "Cultural Common Sense"). The explicit words win over the
+    umbrella terms, so "Spatio-temporal: Space" is space, not time.
+    """
     s = str(name or "").lower()
-    for key, words in (("culture", ("cultur",)), ("time", ("time", "tempor")), ("space", ("space", "spatial")),
-                       ("biology", ("biolog",)), ("physics", ("physic",)), ("chemistry", ("chemi",))):
-        if any(w in s for w in words):
+    for key, pattern in (("culture", r"cultur"), ("space", r"\bspace\b"), ("time", r"\btime\b"),
+                         ("biology", r"biolog"), ("physics", r"physic"), ("chemistry", r"chemi"),
+                         ("time", r"tempor"), ("space", r"spati")):
+        if re.search(pattern, s):
             return key
     return None
 
@@ -94,5 +101,6 @@ class WiseJudge(Judge):
                 {"type": "image_url", "image_url": {"url": image_data_uri(image, self.max_side)}}]},
         ]
         scores = parse_wise_reply(self.endpoint.complete(messages), self.spec)
-        scores.details["wise_category"] = wise_category(case.get("category"))
+        scores.details["wise_category"] = case.get("wise_category") or wise_category(
+            f"{case.get('category') or ''} {case.get('subcategory') or ''}")
         return scores

@@ -380,7 +380,7 @@ class LocalPolicy:
                 deltas = _rope_deltas(self.model)
                 if deltas is not None and deltas.shape[0] == 1:
                     self.model_core().rope_deltas = deltas.repeat(n, 1)
-        stop = _TurnEndCriteria(self.tokenizer, prompt_len=ids.shape[1], cancel=cancel)
+        stop = _TurnEndCriteria(self.tokenizer, prompt_len=ids.shape[1], cancel=cancel, eos_ids=self._eos_ids())
         sampling = temperature > 0
         gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,
                       stopping_criteria=StoppingCriteriaList([stop]), return_dict_in_generate=True,
@@ -396,6 +396,10 @@ class LocalPolicy:
         return {"sequences": out.sequences, "completion": completion, "logits": out.logits,
                 "cache": getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache,
                 "stopped": stop.stopped}
+
+    def _eos_ids(self) -> list[int]:
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        return [eos] if isinstance(eos, int) else list(eos or [])
 
     def sample(self, messages: list[dict], n: int = 6, *, max_new_tokens: int | None = None,
                temperature: float = 1.0, top_p: float = 1.0, images: Sequence = ()) -> list[Sample]:
@@ -454,16 +458,14 @@ class _TurnEndCriteria:
     Only the last few tokens are decoded each step; ``stopped`` maps row -> completion length.
     """
 
-    def __init__(self, tokenizer, prompt_len: int, cancel: threading.Event | None = None, window: int = 12):
+    def __init__(self, tokenizer, prompt_len: int, cancel: threading.Event | None = None, window: int = 12,
+                 eos_ids: Sequence[int] = ()):
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.cancel = cancel
         self.window = window
         self.stopped: dict[int, int] = {}
-        self.eos = set()
-        eos = getattr(tokenizer, "eos_token_id", None)
-        if eos is not None:
-            self.eos.add(eos)
+        self.eos = {i for i in (*eos_ids, getattr(tokenizer, "eos_token_id", None)) if i is not None}
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch

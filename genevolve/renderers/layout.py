@@ -186,10 +186,12 @@ def focal_fit(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def add_grain(img: Image.Image, seed: int, strength: float = 0.05) -> Image.Image:
-    """A faint paper grain so flat colour does not look like a placeholder."""
-    random.seed(seed)  # effect_noise uses C rand; keep our own rng untouched otherwise
-    noise = Image.effect_noise((img.width // 2, img.height // 2), 40).resize(img.size).convert("RGB")
-    return Image.blend(img, noise, strength)
+    """A faint paper grain so flat colour does not look like a placeholder (seeded: deterministic)."""
+    import numpy as np
+
+    noise = np.random.default_rng(seed).normal(128, 40, (img.height // 2 + 1, img.width // 2 + 1))
+    grain = Image.fromarray(noise.clip(0, 255).astype("uint8"), "L").resize(img.size).convert("RGB")
+    return Image.blend(img, grain, strength)
 
 
 def _motif(img: Image.Image, region: tuple[int, int, int, int], pal: dict, rng: random.Random) -> None:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from PIL import Image
+from pydantic import BaseModel, Field
 
 from genevolve.program import Program, Reference
 from genevolve.renderers.base import (
@@ -111,6 +112,20 @@ class ServiceRenderer(Renderer):
 
 # ---------------------------------------------------------------- server
 
+class GenerateRequest(BaseModel):
+    """The body of POST /generate (module level: FastAPI resolves the annotation by name)."""
+
+    prompt: str = ""
+    image_urls: list[str] = Field(default_factory=list)
+    seed: int = 0
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    true_cfg_scale: float | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+
+
 def create_app(renderer: Renderer, label: str | None = None):
     """A FastAPI app serving ``renderer`` with the renderer-service protocol."""
     import base64
@@ -118,19 +133,6 @@ def create_app(renderer: Renderer, label: str | None = None):
 
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field
-
-    class GenerateRequest(BaseModel):
-        prompt: str = ""
-        image_urls: list[str] = Field(default_factory=list)
-        seed: int = 0
-        width: int | None = None
-        height: int | None = None
-        num_inference_steps: int | None = None
-        true_cfg_scale: float | None = None
-        guidance_scale: float | None = None
-        negative_prompt: str | None = None
-
     app = FastAPI(title="GenEvolve renderer service")
     gpu_lock = threading.Lock()  # one render at a time: a GPU serves one pipeline call well
     state = {"served": 0, "busy": False, "started": time.time()}

@@ -518,4 +518,11 @@ class GRPOTrainer:
 
 
 def train_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False) -> dict:
-    return GRPOTrainer(cfg, reward_fn=reward_fn, tools=tools, quiet=quiet).train()
+    """Run (or resume) GRPO; any error marks ``status.json`` failed (with the message) and propagates."""
+    from genevolve.training.metrics import RunFiles
+
+    try:
+        return GRPOTrainer(cfg, reward_fn=reward_fn, tools=tools, quiet=quiet).train()
+    except Exception as exc:
+        RunFiles(cfg.run_dir).status("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+        raise

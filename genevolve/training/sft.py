@@ -82,8 +82,20 @@ def evaluate(model, encoded: list, pad_id: int, batch_size: int) -> float:
 
 
 def train_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
-    """Run (or resume) SFT; returns ``{"state", "step", "best_eval_loss", "run_dir"}``."""
-    import torch
+    """Run (or resume) SFT; returns ``{"state", "step", "best_eval_loss", "run_dir"}``.
+
+    Any error marks ``status.json`` as failed (with the message) before it propagates.
+    """
+    from genevolve.training.metrics import RunFiles
+
+    try:
+        return _train_sft(cfg, quiet)
+    except Exception as exc:
+        RunFiles(cfg.run_dir).status("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+
+
+def _train_sft(cfg: SFTConfig, quiet: bool) -> dict:
 
     from genevolve.training.checkpoint import latest_checkpoint, load_checkpoint, mark_best, save_checkpoint
     from genevolve.training.common import Distributed, GracefulStop, config_to_dict, make_optimizer, seed_all

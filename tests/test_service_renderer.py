@@ -1,0 +1,189 @@
+"""The renderer service: real uvicorn servers on 127.0.0.1, the real client, the real command."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import skimage.data
+from PIL import Image
+from tiny_diffusers import shared_tiny_sd
+
+from genevolve.program import Constraint, Program, Reference
+from genevolve.renderers import RenderError, make_renderer, render_with_report
+from genevolve.renderers.service import ServiceRenderer, create_app, renderer_for_pipeline
+
+PHOTOS = Path(skimage.data.__file__).parent
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadedServer:
+    """uvicorn in a background thread, stopped at teardown."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def diffusers_server(tmp_path_factory):
+    path = shared_tiny_sd(tmp_path_factory)
+    with ThreadedServer(create_app(renderer_for_pipeline(str(path)), label=str(path))) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def layout_server():
+    with ThreadedServer(create_app(renderer_for_pipeline("layout"))) as srv:
+        yield srv
+
+
+def _ref_program(text="HELLO") -> Program:
+    return Program(gen_prompt=f'the first reference image with the word "{text}"',
+                   reference_images=[Reference(img_id="IMG_001", path=str(PHOTOS / "chelsea.png"))],
+                   constraints=[Constraint(kind="text", text=text)])
+
+
+def test_tiny_pipeline_renders_through_the_service(diffusers_server):
+    health = httpx.get(diffusers_server.url + "/health").json()
+    assert health["ok"] is True and health["renderer"].endswith("pipe")
+    r = make_renderer(f"service:{diffusers_server.url}")
+    r.params["num_inference_steps"] = 2
+    image, report = render_with_report(r, _ref_program(), size=(96, 64), seed=3)
+    assert image.size == (96, 64)
+    assert report["url"] == diffusers_server.url and report["attempts"] == 1
+    assert httpx.get(diffusers_server.url + "/health").json()["served"] >= 1
+
+
+def test_round_robin_and_retry_past_a_dead_url(diffusers_server, layout_server):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    r = ServiceRenderer([dead, layout_server.url, diffusers_server.url], backoff_s=0.01, num_inference_steps=2)
+    before = {u: httpx.get(u + "/health").json()["served"] for u in (layout_server.url, diffusers_server.url)}
+    image = r.render(_ref_program(), size=(128, 96), seed=0)
+    assert image.size == (128, 96) and r.last_info == {"url": layout_server.url, "attempts": 2}
+    r.render(_ref_program(), size=(128, 96), seed=0)  # the next URL in turn
+    assert r.last_info == {"url": diffusers_server.url, "attempts": 1}
+    after = {u: httpx.get(u + "/health").json()["served"] for u in before}
+    assert all(after[u] == before[u] + 1 for u in before)
+
+
+def test_all_urls_dead_is_a_clear_error():
+    r = ServiceRenderer([f"http://127.0.0.1:{free_port()}"], retries=1, backoff_s=0.01)
+    with pytest.raises(RenderError, match=r"failed after 2 attempts.*serve-renderer"):
+        r.render(Program(gen_prompt="x"), size=(64, 64))
+    with pytest.raises(RenderError, match="must start with http"):
+        make_renderer("service:127.0.0.1:9")
+
+
+def test_server_refuses_bad_images_with_a_reason(layout_server):
+    resp = httpx.post(layout_server.url + "/generate", json={"prompt": "x", "image_urls": ["data:image/png;base64,AAAA"],
+                                                              "width": 64, "height": 64})
+    assert resp.status_code == 400
+    body = resp.json()
+    assert body["success"] is False and "image_urls[0]" in body["error"]
+
+
+class _CountingUpstream(BaseHTTPRequestHandler):
+    """A slow renderer service that records how many requests overlap."""
+
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        cls = type(self)
+        with cls.lock:
+            cls.in_flight += 1
+            cls.peak = max(cls.peak, cls.in_flight)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        time.sleep(0.2)
+        buf = io.BytesIO()
+        Image.new("RGB", (body["width"], body["height"]), (10, 120, 200)).save(buf, format="PNG")
+        data = json.dumps({"success": True, "image": base64.b64encode(buf.getvalue()).decode()}).encode()
+        with cls.lock:
+            cls.in_flight -= 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_client_concurrency_limit():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CountingUpstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = ServiceRenderer([f"http://127.0.0.1:{server.server_address[1]}"], concurrency=2)
+        threads = [threading.Thread(target=r.render, args=(Program(gen_prompt="x"), (64, 64))) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert _CountingUpstream.peak == 2
+    finally:
+        server.shutdown()
+
+
+def test_serve_renderer_command(tmp_path):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "genevolve.cli", "serve-renderer", "--pipeline", "layout",
+                             "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).json()["renderer"] == "layout":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "serve-renderer did not come up"
+            time.sleep(0.2)
+        image, report = render_with_report(make_renderer(f"service:{url}"), _ref_program(), size=(320, 240))
+        assert image.size == (320, 240) and report["backend"] == f"service:{url}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
