@@ -192,7 +192,8 @@ def _recent_run_dirs() -> list[str]:
     return [str(p) for p in found[:30]]
 
 
-DIMENSIONS = ("faithfulness", "visual_correctness", "text_accuracy", "aesthetics", "constraint_coverage")
+DIMENSIONS = ("faithfulness", "visual_correctness", "text_accuracy", "aesthetics", "sufficiency",
+              "constraint_coverage")
 COUNT_COLUMNS = {"cases", "scored", "failed", "missing"}
 
 
@@ -235,8 +236,11 @@ def read_run_dir(path):
         ys = values(m)
         if any(v is not None for v in ys):
             fig2.add_trace(go.Bar(name=m, x=labels, y=ys))
-    fig2.update_layout(title="dimensions", barmode="group", height=320, template="plotly_white",
-                       margin=dict(l=40, r=10, t=40, b=80), legend=dict(orientation="h", y=-0.3))
+    if not fig2.data:
+        fig2 = None
+    else:
+        fig2.update_layout(title="dimensions", barmode="group", height=320, template="plotly_white",
+                           margin=dict(l=40, r=10, t=40, b=80), legend=dict(orientation="h", y=-0.3))
     table = [[_fmt(r.get(h)) for h in header] for r in rows]
     return msg, gr.update(value=table, headers=header), fig1, fig2
 

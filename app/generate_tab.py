@@ -102,7 +102,7 @@ def build(sid_state, tabs=None):
                 with gr.Column():
                     verify = gr.HTML(verification_html(None), label="Verification", elem_id="ge-verify")
                     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
-                                        elem_id="ge-downloads", height=120)
+                                        elem_id="ge-downloads", height=170)
             program = gr.HTML(program_html(None), elem_id="ge-program")
             with gr.Accordion("Your runs (this browser only)", open=False):
                 history = gr.Dataframe(headers=HISTORY_COLUMNS, value=[], interactive=False, wrap=True,
@@ -111,14 +111,16 @@ def build(sid_state, tabs=None):
         with gr.Column(scale=4, min_width=340, elem_id="ge-side"):
             gr.Markdown("### Live trajectory")
             events = gr.HTML(EventPanel().html(), elem_id="ge-events", padding=False)
-            gallery = gr.Gallery(label="Images found (IMG ids)", columns=4, height=220, elem_id="ge-gallery",
+            gallery = gr.Gallery(label="Images found (IMG ids)", columns=4, height=180, elem_id="ge-gallery",
                                  allow_preview=True, preview=False, object_fit="cover")
 
     outputs = [status, events, gallery, program, image, verify, downloads, history]
     run_event = go.click(
         common.gpu(run_generate),
         inputs=[request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed, sid_state],
-        outputs=outputs, show_progress="hidden", concurrency_id="model", api_name="generate",
+        # Progress (incl. the queue position when other sessions' runs hold the slots) shows on the status line only.
+        outputs=outputs, show_progress="minimal", show_progress_on=[status], concurrency_id="model",
+        api_name="generate",
     )
     request.submit(lambda: None, None, None, js="() => document.querySelector('#ge-go').click()")
     stop.click(stop_run, inputs=[sid_state], outputs=[status], queue=False)

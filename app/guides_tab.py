@@ -53,7 +53,7 @@ def guide_card(g: dict, extra: str = "") -> str:
     try:  # the six kinds in their fixed order (empty ones shown as such)
         from genevolve.training.sdl import GUIDE_KINDS
 
-        guidance = {k: guidance.get(k) or ["—"] for k in GUIDE_KINDS} | guidance
+        guidance = {**guidance, **{k: guidance.get(k) or ["—"] for k in GUIDE_KINDS}}
     except ImportError:
         pass
     for kind, bullets in guidance.items():

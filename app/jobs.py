@@ -29,24 +29,28 @@ def jobs_root() -> Path:
     return path
 
 
-def train_command(kind: str, config_path: str, run_dir: str, resume: bool = False) -> list[str]:
+def train_command(kind: str, config_path: str, run_dir: str, resume: bool = False,
+                  max_steps: int | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "genevolve.cli", "train", kind, "--config", str(config_path)]
     from app.training_tab import train_options
 
     opts = train_options(kind)
     if "--run-dir" in opts:
         cmd += ["--run-dir", run_dir]
+    if max_steps and "--max-steps" in opts:
+        cmd += ["--max-steps", str(int(max_steps))]
     if resume and "--resume" in opts:
         cmd += ["--resume"]
     return cmd
 
 
-def start(kind: str, config_path: str, *, job_id: str | None = None, resume: bool = False) -> str:
+def start(kind: str, config_path: str, *, job_id: str | None = None, resume: bool = False,
+          max_steps: int | None = None) -> str:
     """Start (or, with ``job_id`` and ``resume``, restart) a training job; returns the job id."""
     st = common.store()
     config_path = str(Path(config_path).resolve())
     if job_id is None:
-        config = {"path": config_path, "kind": kind}
+        config = {"path": config_path, "kind": kind, "max_steps": max_steps}
         job_id = st.create_job(kind, config, "")
         run_dir = jobs_root() / job_id
         st.update_job(job_id, run_dir=str(run_dir))
@@ -56,8 +60,9 @@ def start(kind: str, config_path: str, *, job_id: str | None = None, resume: boo
         job = st.get_job(job_id)
         run_dir = Path(job["run_dir"])
         job_config = run_dir / "job_config.yaml"
+        max_steps = json.loads(job["config"] or "{}").get("max_steps")
     # The trainer resumes from the run dir's latest checkpoint, so a resume is the same command again.
-    cmd = train_command(kind, str(job_config), str(run_dir), resume=resume)
+    cmd = train_command(kind, str(job_config), str(run_dir), resume=resume, max_steps=max_steps)
     _spawn(job_id, cmd, run_dir)
     return job_id
 
@@ -75,6 +80,8 @@ def start_bench(bench: str, limit: int | None, policy: str = "planner", renderer
            "--policy", policy, "--renderer", renderer, "--judge", judge, "--offline", "--no-progress"]
     if limit:
         cmd += ["--limit", str(int(limit))]
+    if os.environ.get("GENEVOLVE_STUDIO_CONFIG"):  # the studio's own settings file applies to its bench runs too
+        cmd += ["--config", os.environ["GENEVOLVE_STUDIO_CONFIG"]]
     _spawn(job_id, cmd, run_dir)
     return job_id, run_dir
 

@@ -6,8 +6,6 @@ message (the judges return ``status="failed"`` with the reason instead of raisin
 
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
 from app import common
@@ -33,7 +31,7 @@ def build(sid_state):
                 gt = gr.Image(label="Ground truth (Image 2, optional)", type="filepath", height=260)
             question = gr.Textbox(label="Request", lines=2, elem_id="ju-question",
                                   placeholder='A poster with the title "OPEN LATE"')
-            program_state = gr.State(None)
+            run_state = gr.State(None)  # the picked run's id: its program and trajectory go to the judge
             with gr.Row():
                 spec = gr.Dropdown(JUDGE_CHOICES, value="local", label="Judge", allow_custom_value=True,
                                    elem_id="ju-spec", info="local = OCR verifier, no key")
@@ -45,8 +43,9 @@ def build(sid_state):
                 raw = gr.JSON(label="scores")
     reload.click(_run_choices, [sid_state], [pick])
     pick.focus(_run_choices, [sid_state], [pick])
-    pick.change(_load_run, [pick, sid_state], [image, question, program_state])
-    go.click(score, [image, gt, question, spec, program_state], [card, rationale, raw], concurrency_id="model")
+    pick.change(_load_run, [pick, sid_state], [image, question, run_state])
+    image.upload(lambda: None, None, [run_state])  # an uploaded image is judged against the request alone
+    go.click(score, [image, gt, question, spec, run_state, sid_state], [card, rationale, raw], concurrency_id="model")
 
 
 def _has_make_judge() -> bool:
@@ -66,10 +65,10 @@ def _load_run(run_id, sid_value, request: gr.Request = None):
     run = common.store().get_run(run_id) if run_id else None
     if not run or run.get("session") != sid:
         return gr.skip(), gr.skip(), None
-    return run.get("image_path"), run["request"], run.get("program")
+    return run.get("image_path"), run["request"], run["id"]
 
 
-def score(image_path, gt_path, question, spec, program_data):
+def score(image_path, gt_path, question, spec, run_id=None, sid_value=None, request: gr.Request = None):
     if not image_path:
         return common.error_html("Upload an image or pick one of your runs first."), "", None
     from genevolve.judges import make_judge
@@ -80,15 +79,22 @@ def score(image_path, gt_path, question, spec, program_data):
         judge = make_judge((spec or "local").strip())
     except Exception as exc:  # noqa: BLE001 - e.g. a missing API key: say so, plainly
         return common.error_html(f"Cannot use judge '{spec}': {exc}"), "", None
-    if program_data:
-        program = Program.model_validate(program_data)
+    run = common.store().get_run(run_id) if run_id else None
+    if run is not None and run.get("session") != common.session_id(sid_value, request):
+        run = None  # never another session's run
+    trajectory = None
+    if run is not None and run.get("program"):
+        from genevolve.trajectory import Trajectory
+
+        program = Program.model_validate(run["program"])
+        trajectory = Trajectory.from_dict(run["trajectory"])
     else:
         # No program: judge the image against the request itself (its quoted text, counts, relations).
         program = Program(gen_prompt=question or "(no request)")
         program.constraints = derive_constraints(question, program)
     case = {"id": "studio", "question": question, "gt_image": gt_path, "eval_type": "text_and_image" if gt_path else "text",
             "category": "studio", "difficulty": ""}
-    result = judge.score(case, image_path, program)
+    result = judge.score(case, image_path, program, trajectory)
     data = result.model_dump() if hasattr(result, "model_dump") else dict(result)
     if data.get("status") == "failed":
         return common.error_html(f"The judge could not score this image: {data.get('error')}"), "", data
@@ -99,7 +105,10 @@ def _scorecard(data: dict | None) -> str:
     if not data:
         return "<div class='ge-empty'>Scores appear here: four dimensions and the overall KScore.</div>"
     cells = []
+    kscore = str(data.get("judge") or "").startswith("kscore")
     for key, label in DIMENSION_LABELS:
+        if key == "overall" and not kscore:
+            label = "overall"
         v = data.get(key)
         cells.append(f"<div data-dim='{key}'><b>{'—' if v is None else f'{v:.2f}'}</b><span>{label}</span></div>")
     extra = ""
@@ -111,4 +120,3 @@ def _scorecard(data: dict | None) -> str:
             f"{data.get('elapsed_s', 0):.2f}s</div>{extra}")
 
 
-__all__ = ["build", "score", "json"]

@@ -62,7 +62,9 @@ def build(sid_state, tab=None):
             config = gr.Dropdown(config_choices("sft"), value=(config_choices("sft") or [None])[0], label="Config",
                                  allow_custom_value=True, elem_id="tr-config",
                                  info="configs/ ships CPU configs with a tiny model")
-            preview = gr.Code(language="yaml", label="Config", lines=10, max_lines=18, interactive=False)
+            max_steps = gr.Number(0, label="Max steps", precision=0, minimum=0, elem_id="tr-max-steps",
+                                  info="0 = as in the config")
+            preview = gr.Code(read_config((config_choices("sft") or [""])[0]), language="yaml", label="Config", lines=10, max_lines=18, interactive=False)
             start = gr.Button("Start job", variant="primary", elem_id="tr-start")
             msg = gr.Markdown("", elem_id="tr-msg")
         with gr.Column(scale=5):
@@ -84,7 +86,7 @@ def build(sid_state, tab=None):
 
     kind.change(lambda k: gr.update(choices=config_choices(k), value=(config_choices(k) or [None])[0]), [kind], [config])
     config.change(read_config, [config], [preview])
-    start.click(start_job, [kind, config], [msg, current]).then(job_rows, None, [jobs_table]).then(
+    start.click(start_job, [kind, config, max_steps], [msg, current]).then(job_rows, None, [jobs_table]).then(
         watch, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, log])
     jobs_table.select(pick_job, None, [current])
     current.change(watch, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, log])
@@ -105,13 +107,13 @@ def read_config(path):
     return p.read_text(encoding="utf-8")[:6000] if p.is_file() else ""
 
 
-def start_job(kind, config):
+def start_job(kind, config, max_steps=None):
     p = Path(config or "")
     if not p.is_absolute():
         p = CONFIG_DIR.parent / p
     if not p.is_file():
         return f"✗ Config not found: `{esc(config)}`", gr.skip()
-    job_id = jobs.start(kind, str(p))
+    job_id = jobs.start(kind, str(p), max_steps=int(max_steps) if max_steps else None)
     return f"► Started job `{job_id}` ({kind}) in the background.", job_id
 
 

@@ -6,15 +6,18 @@ the test talks to exactly what a user runs; its output goes to a log file shown 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -62,6 +65,7 @@ def running_studio(home: Path, *, timeout_s: float = 120, env: dict | None = Non
             time.sleep(0.25)
         yield url
     finally:
+        _stop_jobs(home)
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
@@ -70,6 +74,33 @@ def running_studio(home: Path, *, timeout_s: float = 120, env: dict | None = Non
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _stop_jobs(home: Path) -> None:
+    """Background jobs run in their own process groups: end the ones this studio started."""
+    import sqlite3
+
+    db_path = home / "genevolve.db"
+    if not db_path.exists():
+        return
+    db = sqlite3.connect(db_path)
+    try:
+        pids = [r[0] for r in db.execute("SELECT pid FROM jobs WHERE pid IS NOT NULL")]
+    except sqlite3.Error:
+        pids = []
+    finally:
+        db.close()
+    for pid in pids:
+        try:  # only a process that is still that job (its pid may have been reused since)
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if f"GENEVOLVE_HOME={home}".encode() not in environ.split(b"\0"):
+            continue
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def need_chromium():
@@ -104,8 +135,82 @@ def shot(page, name: str, docs: bool = False) -> Path:
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    """A running studio for one test module: (url, its GENEVOLVE_HOME)."""
+    """A running studio with default settings for one test module: (url, its GENEVOLVE_HOME)."""
     need_chromium()
     home = tmp_path_factory.mktemp("studio_home")
     with running_studio(home) as url:
         yield url, home
+
+
+@pytest.fixture(scope="module")
+def light_studio(tmp_path_factory):
+    """A studio whose settings file ranks library images by BM25 only (no embedding model to load),
+    for tests about the UI rather than image retrieval."""
+    need_chromium()
+    home = tmp_path_factory.mktemp("studio_home")
+    cfg = home / "studio.yaml"
+    cfg.write_text("extra:\n  library_embeddings: false\n")
+    with running_studio(home, env={"GENEVOLVE_STUDIO_CONFIG": str(cfg)}) as url:
+        yield url, home
+
+
+class SlowOpenAIHandler(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint (real SSE wire format) whose turns come from the planner,
+    streamed slowly — so a run is long enough to watch and to stop."""
+
+    delay_s = 0.05
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        from genevolve.policies.planner import PlannerPolicy
+
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        messages = []
+        for m in body["messages"]:
+            content = m["content"]
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+            messages.append({"role": m["role"], "content": content})
+        turn = PlannerPolicy().next_turn(messages)
+        for stop in body.get("stop") or []:
+            if stop in turn:  # like a real server: generation ends at the stop string, which is dropped
+                turn = turn.split(stop, 1)[0]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            for i in range(0, len(turn), 12):
+                self._chunk({"content": turn[i:i + 12]}, None)
+                time.sleep(self.delay_s)
+            self._chunk({}, "stop")
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the studio stopped reading: that is what Stop does
+
+    def _chunk(self, delta, finish):
+        data = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": int(time.time()), "model": "slow",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
+
+
+@contextmanager
+def slow_openai_server(delay_s: float = 0.05):
+    """Serve SlowOpenAIHandler on a free port; yields its base URL (``.../v1``)."""
+    handler = type("Handler", (SlowOpenAIHandler,), {"delay_s": delay_s})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def slow_endpoint():
+    with slow_openai_server() as url:
+        yield url

@@ -68,9 +68,9 @@ def test_references_switch_to_image_to_image(renderer):
 
 
 def test_typeset_stage_runs_after_a_generative_render(renderer):
-    image, report = render_with_report(renderer, PROMPT, size=(128, 96), seed=0, typeset=True)
+    image, report = render_with_report(renderer, PROMPT, size=(96, 64), seed=0, typeset=True)
     assert report["typeset"] is True and report["typeset_region"] in ("top", "bottom", "left", "right")
-    assert image.size == (128, 96)
+    assert image.size == (96, 64)
 
 
 def test_default_size_follows_the_first_reference_on_the_16_grid():

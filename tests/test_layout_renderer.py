@@ -201,3 +201,9 @@ def test_reference_without_path_and_bad_sizes(renderer):
 def test_unknown_spec_lists_the_known_ones():
     with pytest.raises(RenderError, match="unknown renderer 'dalle'.*layout.*diffusers"):
         make_renderer("dalle")
+
+
+def test_too_much_text_for_a_tiny_canvas_is_refused_not_overflowed(renderer):
+    prog = program("a poster", ["SUPERCALIFRAGILISTIC " * 4, "and a second long line of small print " * 3])
+    with pytest.raises(RenderError, match="does not fit a .* text area legibly; render at a larger size"):
+        renderer.render(prog, size=(64, 64))

@@ -21,7 +21,10 @@ from genevolve.policies import PolicyError, make_policy  # noqa: E402
 from genevolve.policies.local import LocalPolicy  # noqa: E402
 from genevolve.tools.base import Tool, ToolResult  # noqa: E402
 from genevolve.trajectory import ImageRef  # noqa: E402
-from tests.tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: E402,F401
+try:  # `python -m pytest` puts the repo root on sys.path; plain `pytest` puts tests/ there
+    from tests.tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: F401
+except ImportError:
+    from tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: F401
 
 SYSTEM = "Plan an image. Use tools, then answer."
 REQUEST = "a poster of a red fox"
@@ -202,14 +205,20 @@ def test_kv_reuse_equals_full_prefill_under_greedy(which, request, fox_png):
     assert reused == fresh and len(fresh) > 0
 
 
-def test_kv_reuse_survives_an_unrelated_prompt(gemma_policy):
-    first, second = _messages()
-    gemma_policy.reset_cache()
-    a = "".join(gemma_policy.stream(second))
+@pytest.mark.parametrize("which", ["gemma", "qwen"])
+def test_kv_reuse_after_a_longer_or_unrelated_prompt(which, request, fox_png):
+    policy = request.getfixturevalue(f"{which}_policy")
+    images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
+    first, second = _messages("IMG_001")  # the image (pixels for qwen) comes with the tool response
+    policy.reset_cache()
+    a = "".join(policy.stream(second, images))
+    # Back to the shorter prompt: the cache is cropped to before the image (M-RoPE shift recomputed).
+    b = "".join(policy.stream(first, images))
+    assert policy.last_stats["reused_tokens"] > 0
+    assert (a, b) == (ANSWER_TURN, TOOL_TURN)
     other = [{"role": "system", "content": "something else entirely"}, {"role": "user", "content": "hi"}]
-    "".join(gemma_policy.stream(other))
-    b = "".join(gemma_policy.stream(second))
-    assert a == b
+    "".join(policy.stream(other))
+    assert "".join(policy.stream(second, images)) == a
 
 
 # ---------------------------------------------------------------- group sampling

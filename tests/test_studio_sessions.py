@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from studio_server import browser, shot, studio  # noqa: F401 - fixture
+from studio_server import browser, light_studio, shot  # noqa: F401 - fixture
 
 
 def _run(request_text: str, sid: str):
@@ -57,6 +57,30 @@ def test_history_and_run_loading_stay_inside_a_session(tmp_path, monkeypatch):
     assert "ALPHA" in allowed[2] and allowed[3].endswith("image.png")
 
 
+def test_uploaded_references_are_the_sessions_own_user_images(tmp_path, monkeypatch):
+    from skimage import data
+    from PIL import Image
+
+    from app import common, generate_tab
+
+    cfg = tmp_path / "studio.yaml"
+    cfg.write_text("extra:\n  library_embeddings: false\n")
+    monkeypatch.setenv("GENEVOLVE_STUDIO_CONFIG", str(cfg))
+    upload = tmp_path / "my_cat.png"
+    Image.fromarray(data.chelsea()).save(upload)
+    last = None
+    for out in generate_tab.run_generate('A birthday card of my cat, text "HAPPY 5"', [str(upload)], "planner", False,
+                                         "", "layout", False, True, 0, "uploaderCCC3"):
+        last = out
+    run = common.store().get_run(last[-1][0][0])
+    images = run["trajectory"]["images"]
+    assert images[0]["source"] == "user" and images[0]["img_id"] == "IMG_001"
+    assert "/sessions/uploaderCCC3/uploads/" in images[0]["path"]
+    # The upload is the first reference of the program, cited by ordinal only.
+    assert run["program"]["reference_images"][0]["img_id"] == "IMG_001"
+    assert "IMG_001" not in run["program"]["gen_prompt"]
+
+
 def test_stop_flag_belongs_to_one_session():
     from app import common, generate_tab
 
@@ -68,8 +92,8 @@ def test_stop_flag_belongs_to_one_session():
 
 @pytest.mark.browser
 @pytest.mark.timeout(200)
-def test_two_browsers_at_once_do_not_cross_talk(studio):
-    url, home = studio
+def test_two_browsers_at_once_do_not_cross_talk(light_studio):
+    url, home = light_studio
     titles = {"a": "NORTH STAR", "b": "SOUTH WIND"}
     pages, errors = {}, []
     with browser() as b:

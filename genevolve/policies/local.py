@@ -67,7 +67,6 @@ class Sample:
 class _KVState:
     cache: object
     ids: list[int]  # the token ids whose keys/values the cache holds
-    rope_deltas: object = None  # Qwen-VL M-RoPE offsets that belong to this cache
 
 
 @dataclass
@@ -320,8 +319,7 @@ class LocalPolicy:
         out = result["out"]
         if self.kv_reuse:
             cache_len = out["cache"].get_seq_length()
-            self._kv = _KVState(cache=out["cache"], ids=out["sequences"][0].tolist()[:cache_len],
-                                rope_deltas=_rope_deltas(self.model))
+            self._kv = _KVState(cache=out["cache"], ids=out["sequences"][0].tolist()[:cache_len])
         self.last_stats = {"prompt_tokens": len(inputs.ids), "reused_tokens": reused,
                            "new_tokens": len(out["completion"][0])}
 
@@ -347,9 +345,24 @@ class LocalPolicy:
         if common <= 0:
             return DynamicCache(), 0
         kv.cache.crop(-(kv.cache.get_seq_length() - common))
-        if kv.rope_deltas is not None:
-            self.model_core().rope_deltas = kv.rope_deltas
+        if self.is_image_text:
+            # M-RoPE: text after images sits at shifted positions. The shift that continues this prompt
+            # is the new prompt's own (its suffix holds no images), not the one the cache was built with.
+            self.model_core().rope_deltas = self._rope_deltas_for(inputs)
         return kv.cache, common
+
+    def _rope_deltas_for(self, inputs: _Inputs):
+        import torch
+
+        core = self.model_core()
+        device = self.model.device
+        if "image_grid_thw" not in inputs.extra or not hasattr(core, "get_rope_index"):
+            return torch.zeros(1, 1, dtype=torch.long, device=device)
+        ids = torch.tensor([inputs.ids], device=device)
+        _, deltas = core.get_rope_index(ids, image_grid_thw=inputs.extra["image_grid_thw"].to(device),
+                                        attention_mask=torch.ones_like(ids),
+                                        mm_token_type_ids=inputs.extra["mm_token_type_ids"].to(device))
+        return deltas
 
     def model_core(self):
         """The inner transformers model (under a peft wrapper, if any) that holds Qwen-VL rope_deltas."""
@@ -391,7 +404,7 @@ class LocalPolicy:
             gen_kw.update(temperature=None, top_p=None, top_k=None)
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **gen_kw)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **gen_kw)
         completion = out.sequences[:, ids.shape[1]:]
         return {"sequences": out.sequences, "completion": completion, "logits": out.logits,
                 "cache": getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache,

@@ -100,7 +100,7 @@ def convert_gguf(gguf_path: str | Path) -> Path:
 
     gguf = Path(gguf_path).resolve()
     st = gguf.stat()
-    key = hashlib.sha256(f"{gguf}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"v2|{gguf}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
     target = model_cache_dir() / f"{gguf.stem}-{key}"
     if (target / ".complete").is_file():
         return target
@@ -111,6 +111,8 @@ def convert_gguf(gguf_path: str | Path) -> Path:
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     config.dtype = torch.bfloat16
+    if hasattr(config, "quantization_config"):  # the copy holds plain weights; 4-bit is chosen at load
+        del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings

@@ -222,11 +222,14 @@ def _motif(img: Image.Image, region: tuple[int, int, int, int], pal: dict, rng: 
     elif kind == "stripes":
         step = max(12, int(min(w, h) * 0.09))
         thick = max(4, step // 3)
+        panel = img.crop((x0, y0, x1, y1))  # drawn on a crop, so no stripe leaves the region
+        pd = ImageDraw.Draw(panel, "RGBA")
         for k in range(-h // step - 2, w // step + 3):
-            xa = x0 + k * step
-            d.polygon([(xa, y1), (xa + thick, y1), (xa + thick + h, y0), (xa + h, y0)],
-                      fill=acc + (200,) if k % 3 else soft + (200,))
-        d.rectangle([x0, y0, x1, y1], outline=bg, width=max(6, int(min(w, h) * 0.04)))
+            xa = k * step
+            pd.polygon([(xa, h), (xa + thick, h), (xa + thick + h, 0), (xa + h, 0)],
+                       fill=acc + (200,) if k % 3 else soft + (200,))
+        pd.rectangle([0, 0, w - 1, h - 1], outline=bg, width=max(6, int(min(w, h) * 0.04)))
+        img.paste(panel, (x0, y0))
     else:  # a Bauhaus grid: each cell a circle, half circle, quarter circle or triangle
         cols, rows = (3, 2) if w >= h else (2, 3)
         fills = [acc, soft, mix(acc, (255, 255, 255), 0.4), mix(bg, (0, 0, 0), 0.3)]

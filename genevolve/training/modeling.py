@@ -122,8 +122,10 @@ def load_for_training(cfg: ModelConfig):
     if torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         model.to("cuda")  # one GPU, no launcher; under accelerate/DeepSpeed the engine places weights
     if cfg.gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora:
             model.enable_input_require_grads()
     torch.set_float32_matmul_precision("high")

@@ -1,0 +1,62 @@
+"""``genevolve data build``: teacher trajectories -> filtered, rendered SFT records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+data_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                       help="Build SFT training data from teacher trajectories (recipes -> filters -> GT -> splits).")
+
+
+@data_app.command("build")
+def build(
+    out: Path = typer.Option(..., help="Output folder: train.jsonl, val.jsonl, images/, gt/, manifest.json, stages/."),
+    recipes: int = typer.Option(64, min=1, help="How many requests to generate."),
+    teacher: str = typer.Option("planner", help="Teacher policy: planner | nano | hf:<id> | openai:<model>@<url> | replay:<file>"),
+    renderer: str = typer.Option("layout", help="GT renderer: layout | diffusers:<id> | service:<url> | gemini[:<model>]"),
+    seed: int = typer.Option(0, help="Seed for recipes, render seeds and the train/val split."),
+    parallel: int = typer.Option(2, min=1, help="Worker threads (a local model or replay teacher always uses one)."),
+    val_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="Share of kept records held out in val.jsonl."),
+    min_sufficiency: float = typer.Option(0.75, min=0.0, max=1.0, help="Drop trajectories whose program sufficiency is lower."),
+    judge: str = typer.Option("sufficiency", help="Sufficiency judge: sufficiency | sufficiency:<model>@<url>"),
+    size: Optional[str] = typer.Option(None, help="GT render size WIDTHxHEIGHT (default: the renderer's own)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
+    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
+    config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Generate requests, run the teacher, filter, render ground truth and write train/val SFT records."""
+    from rich.console import Console
+
+    from genevolve.data.pipeline import BuildConfig, BuildDirError, DatasetBuilder
+
+    console = Console(stderr=True)
+    render_size = None
+    if size:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+            render_size = (w, h)
+        except ValueError:
+            console.print(f"[red]error:[/red] --size must look like 512x512, got {size!r}")
+            raise typer.Exit(2)
+    cfg = BuildConfig(recipes=recipes, teacher=teacher, renderer=renderer, seed=seed, parallel=parallel,
+                      val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
+                      offline=offline, settings_path=str(config) if config else None)
+    console.print(f"[bold]data build[/bold] {recipes} recipes · teacher={teacher} renderer={renderer} seed={seed}"
+                  + (" · resuming" if resume else ""))
+    builder = DatasetBuilder(out, cfg, resume=resume, progress=progress,
+                             log=lambda m: console.print(m, style="dim"))
+    try:
+        manifest = builder.run()
+    except BuildDirError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    c = manifest["counts"]
+    console.print(f"[green]done[/green]: {c['recipes']} recipes → {c['answered']} answered → "
+                  f"{c['filter_passed']} passed filters → {c['kept']} kept ({c['train']} train / {c['val']} val)")
+    if manifest["rejections_first"]:
+        console.print("rejected: " + ", ".join(f"{k} {v}" for k, v in manifest["rejections_first"].items()))
+    console.print(f"wrote {out}/train.jsonl, {out}/val.jsonl, {out}/manifest.json")

@@ -1,0 +1,483 @@
+"""The SFT data pipeline: recipes -> teacher trajectories -> filters -> ground-truth renders -> splits.
+
+Layout of an output folder ``DIR``::
+
+    recipes.jsonl            the requests (one recipe per line)
+    build.json               what must match for ``--resume`` to continue the same build
+    stages/trajectories.jsonl  one line per recipe: the teacher's full trajectory
+    stages/filters.jsonl     one line per trajectory: kept or not, and why
+    stages/gt.jsonl          one line per kept trajectory: its GT render, text check and SFT record
+    gt/<id>.png              ground-truth renders of kept programs
+    images/                  every image an SFT record shows the model (copied, so DIR is portable)
+    train.jsonl, val.jsonl   SFT records ``{"messages", "images", ...}``, image paths relative to DIR
+    manifest.json            counts per stage and category, rejection reasons, settings, seed
+
+Stage files are append-only and one line is written only when its work is finished, so a killed
+build loses at most the recipes in flight; ``resume=True`` skips every (recipe, stage) already on
+disk. Splits and the manifest are rewritten from the stage files at the end of every build.
+Everything that goes into the records depends only on the seed and the recipes: the trajectory id
+is the recipe id (it names the copied images), the render seed is a hash of (seed, id), and the
+split is a hash of (seed, id), so a build is byte-for-byte repeatable and worker order is free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from genevolve.data.recipes import Recipe, generate_recipes
+
+STAGES = ("trajectories", "filters", "gt")
+
+
+class BuildDirError(RuntimeError):
+    """The output folder holds another build; the message says what to do."""
+
+
+@dataclass
+class BuildConfig:
+    recipes: int = 64
+    teacher: str = "planner"  # any policy spec
+    renderer: str = "layout"  # any renderer spec
+    seed: int = 0
+    parallel: int = 2
+    val_fraction: float = 0.1
+    min_sufficiency: float = 0.75  # the local sufficiency judge scores in quarters
+    size: tuple[int, int] | None = None  # GT render size; None = the renderer's default
+    judge: str = "sufficiency"  # sufficiency[:<model>@<base_url>]
+    offline: bool | None = None  # None: Settings decide (auto-detect)
+    settings_path: str | None = None
+    avoid: list[str] | None = None  # bench files the requests must stay clear of (default: the mini bench)
+
+    def identity(self) -> dict:
+        """What a resumed build must share with the original (parallelism may change)."""
+        return {"recipes": self.recipes, "teacher": self.teacher, "renderer": self.renderer, "seed": self.seed,
+                "val_fraction": self.val_fraction, "min_sufficiency": self.min_sufficiency,
+                "size": list(self.size) if self.size else None, "judge": self.judge}
+
+
+@dataclass
+class FilterResult:
+    kept: bool
+    reasons: list[str] = field(default_factory=list)
+    sufficiency: float | None = None
+    checks: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- filters
+
+def filter_trajectory(trajectory, recipe: dict, judge, min_sufficiency: float) -> FilterResult:
+    """Keep a teacher trajectory only if it is clean training data.
+
+    Rejected: no program; termination other than a plain answer (forced answers, format and
+    policy errors, max rounds); any format error on the way (the SFT record would teach the
+    broken turn); a program the runtime had to repair (the answer in the messages is not the
+    program that was kept); an invalid program; a sufficiency score below the threshold.
+    """
+    from genevolve.program import validate_program
+
+    reasons: list[str] = []
+    if trajectory.program is None:
+        reasons.append("no_program")
+    if trajectory.termination != "answer":
+        reasons.append(f"termination_{trajectory.termination}")
+    if any(s.kind == "format_error" for s in trajectory.steps):
+        reasons.append("format_error")
+    if any(w.startswith("program repaired") for w in trajectory.warnings):
+        reasons.append("program_repaired")
+    if trajectory.program is None:
+        return FilterResult(kept=False, reasons=reasons)
+    known = {i.img_id for i in trajectory.images}
+    issues = validate_program(trajectory.program, known)
+    reasons.extend(f"invalid_program_{i.code}" for i in issues)
+    case = {"id": recipe["id"], "question": recipe["request"], "category": recipe.get("category"),
+            "track": recipe.get("track")}
+    scores = judge.score_program(case, trajectory)
+    value = scores.sufficiency if getattr(scores, "status", "ok") != "failed" else None
+    if value is None:
+        reasons.append("sufficiency_failed")
+    elif value < min_sufficiency:
+        reasons.append("low_sufficiency")
+    checks = dict((scores.details or {}).get("checks") or {})
+    for name, passed in checks.items():
+        if value is not None and value < min_sufficiency and not passed:
+            reasons.append(f"sufficiency_{name}")
+    return FilterResult(kept=not reasons, reasons=reasons, sufficiency=value, checks=checks)
+
+
+# ---------------------------------------------------------------- helpers
+
+def stable_fraction(seed: int, key: str) -> float:
+    """A number in [0, 1) fixed by (seed, key): the same on every machine and Python run."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def render_seed(seed: int, key: str) -> int:
+    return int(stable_fraction(seed, "render:" + key) * 2**31)
+
+
+def read_stage(path: Path) -> dict[str, dict]:
+    """The finished rows of a stage file by recipe id; a torn last line (a kill mid-write) is ignored."""
+    rows: dict[str, dict] = {}
+    if not path.exists():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "id" in row:
+            rows[row["id"]] = row
+    return rows
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a last line that a kill left unfinished, so the next append starts on a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n" for r in rows)
+
+
+# ---------------------------------------------------------------- the builder
+
+class DatasetBuilder:
+    def __init__(self, out_dir: str | Path, config: BuildConfig, *, settings=None, resume: bool = False,
+                 progress: bool = True, log: Callable[[str], None] | None = None):
+        self.out = Path(out_dir)
+        self.cfg = config
+        self.resume = resume
+        self.progress = progress
+        self.log = log or (lambda msg: None)
+        self._settings = settings
+        self._local = threading.local()
+        self._append_lock = threading.Lock()
+        self._judge = None
+        self._shared_policy = None
+
+    # ------------------------------------------------------------ setup
+
+    def settings(self):
+        if self._settings is None:
+            from genevolve.config import Settings
+
+            self._settings = Settings.load(self.cfg.settings_path, offline=self.cfg.offline)
+        if (self._settings.policy, self._settings.renderer) != (self.cfg.teacher, self.cfg.renderer):
+            # The trajectories' backend record must name the teacher and renderer really used.
+            import dataclasses
+
+            self._settings = dataclasses.replace(self._settings, policy=self.cfg.teacher,
+                                                 renderer=self.cfg.renderer)
+        return self._settings
+
+    def _prepare(self) -> list[dict]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "stages").mkdir(exist_ok=True)
+        build_file = self.out / "build.json"
+        has_results = any((self.out / "stages" / f"{s}.jsonl").exists() for s in STAGES)
+        if build_file.exists() or has_results:
+            if not self.resume:
+                raise BuildDirError(f"{self.out} already holds a build; pass --resume to continue it "
+                                    "or choose another --out folder")
+            if build_file.exists():
+                previous = json.loads(build_file.read_text(encoding="utf-8")).get("identity")
+                if previous != self.cfg.identity():
+                    raise BuildDirError(f"{self.out} holds a build with other options ({previous}); resume it "
+                                        "with the same options or choose another --out folder")
+        _write_atomic(build_file, json.dumps({"identity": self.cfg.identity()}, indent=2) + "\n")
+        for stage in STAGES:
+            _drop_torn_line(self.out / "stages" / f"{stage}.jsonl")
+        settings = self.settings()
+        avoid = None
+        if self.cfg.avoid is not None:
+            from genevolve.data.recipes import bench_questions
+
+            avoid = bench_questions(self.cfg.avoid)
+        recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed,
+                                                         corpus_dir=settings.corpus_dir,
+                                                         library_dir=settings.library_dir, avoid=avoid)]
+        _write_atomic(self.out / "recipes.jsonl", _jsonl(recipes))
+        return recipes
+
+    # ------------------------------------------------------------ backends (one agent and renderer per thread)
+
+    def _teacher_is_stateful(self) -> bool:
+        return self.cfg.teacher.split(":", 1)[0].strip().lower() == "replay"
+
+    def _workers(self) -> int:
+        kind = self.cfg.teacher.split(":", 1)[0].strip().lower()
+        # A local model is one set of weights (threads would only queue on it); a replay file is one
+        # script read in order, so its turns must not be shared out between recipes.
+        if kind in ("hf", "nano", "replay") or self.cfg.renderer.split(":", 1)[0] == "diffusers":
+            return 1
+        return max(1, int(self.cfg.parallel))
+
+    def _agent(self):
+        from genevolve.agent import build_agent
+        from genevolve.policies import make_policy
+
+        settings = self.settings()
+        if self._teacher_is_stateful():
+            # Each recipe replays the script from its first turn.
+            return build_agent(settings, policy=make_policy(self.cfg.teacher), tools=self._tools(),
+                               offline=self._offline())
+        agent = getattr(self._local, "agent", None)
+        if agent is None:
+            if self._shared_policy is None:
+                self._shared_policy = make_policy(self.cfg.teacher)
+            agent = self._local.agent = build_agent(settings, policy=self._shared_policy, tools=self._tools(),
+                                                    offline=self._offline())
+        return agent
+
+    def _offline(self) -> bool:
+        return self.settings().resolved_offline()
+
+    def _tools(self):
+        tools = getattr(self._local, "tools", None)
+        if tools is None:
+            from genevolve.tools import build_tools
+
+            tools = self._local.tools = build_tools(self.settings(), offline=self._offline())
+        return tools
+
+    def _renderer(self):
+        renderer = getattr(self._local, "renderer", None)
+        if renderer is None:
+            from genevolve.renderers import make_renderer
+
+            renderer = self._local.renderer = make_renderer(self.cfg.renderer)
+        return renderer
+
+    def judge(self):
+        with self._append_lock:
+            if self._judge is None:
+                from genevolve.judges import make_judge
+
+                self._judge = make_judge(self.cfg.judge)
+            return self._judge
+
+    def _append(self, stage: str, row: dict) -> None:
+        line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
+        with self._append_lock:
+            with open(self.out / "stages" / f"{stage}.jsonl", "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+
+    # ------------------------------------------------------------ the three stages of one recipe
+
+    def do_trajectory(self, recipe: dict) -> dict:
+        traj = self._agent().run(recipe["request"], recipe.get("images") or [])
+        traj.id = recipe["id"]  # names the images copied for the SFT record: keeps builds repeatable
+        traj.meta["recipe"] = {k: recipe[k] for k in ("id", "category", "track")}
+        return {"id": recipe["id"], "trajectory": traj.to_dict()}
+
+    def do_filter(self, recipe: dict, traj_row: dict) -> dict:
+        from genevolve.trajectory import Trajectory
+
+        traj = Trajectory.from_dict(traj_row["trajectory"])
+        result = filter_trajectory(traj, recipe, self.judge(), self.cfg.min_sufficiency)
+        return {"id": recipe["id"], **asdict(result)}
+
+    def do_gt(self, recipe: dict, traj_row: dict) -> dict:
+        """Render the kept program, check its exact text on the render, export the SFT record."""
+        from genevolve.renderers import render_with_report
+        from genevolve.trajectory import Trajectory
+
+        traj = Trajectory.from_dict(traj_row["trajectory"])
+        row: dict = {"id": recipe["id"], "kept": False, "reasons": []}
+        try:
+            image, report = render_with_report(self._renderer(), traj.program, size=self.cfg.size,
+                                               seed=render_seed(self.cfg.seed, recipe["id"]))
+        except Exception as exc:  # noqa: BLE001 - one bad program must not stop the build
+            row["reasons"] = ["render_error"]
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            return row
+        rel = Path("gt") / f"{recipe['id']}.png"
+        (self.out / "gt").mkdir(exist_ok=True)
+        tmp = self.out / "gt" / f".{recipe['id']}.png.tmp"
+        image.save(tmp, format="PNG")
+        os.replace(tmp, self.out / rel)
+        row["gt_image"] = rel.as_posix()
+        row["render"] = {k: report.get(k) for k in ("backend", "seed", "width", "height")}
+        texts = traj.program.text_constraints()
+        if texts:
+            from genevolve.judges.verify import verify_image
+
+            check = verify_image(image, traj.program)
+            row["text_score"] = check["text_score"]
+            row["text_missing"] = [c["text"] for c in check["constraints"] if not c["found"]]
+            if check["text_score"] is None or check["text_score"] < 1.0:
+                row["reasons"] = ["gt_text_mismatch"]
+                return row
+        record = traj.to_sft_record(self.out)
+        row["kept"] = True
+        row["record"] = record
+        return row
+
+    def process(self, recipe: dict, done: dict[str, dict[str, dict]]) -> None:
+        rid = recipe["id"]
+        traj_row = done["trajectories"].get(rid)
+        if traj_row is None:
+            traj_row = self.do_trajectory(recipe)
+            self._append("trajectories", traj_row)
+        filt = done["filters"].get(rid)
+        if filt is None:
+            filt = self.do_filter(recipe, traj_row)
+            self._append("filters", filt)
+        if filt["kept"] and rid not in done["gt"]:
+            self._append("gt", self.do_gt(recipe, traj_row))
+
+    # ------------------------------------------------------------ run
+
+    def run(self) -> dict:
+        started = time.perf_counter()
+        recipes = self._prepare()
+        done = {s: read_stage(self.out / "stages" / f"{s}.jsonl") for s in STAGES}
+        todo = [r for r in recipes if not self._finished(r["id"], done)]
+        if self.resume and len(todo) < len(recipes):
+            self.log(f"resuming: {len(recipes) - len(todo)} of {len(recipes)} recipes already done")
+        workers = self._workers()
+        with self._progress_bar(len(todo)) as advance:
+            if workers == 1:
+                for recipe in todo:
+                    self.process(recipe, done)
+                    advance()
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="data") as pool:
+                    futures = [pool.submit(self.process, r, done) for r in todo]
+                    for fut in as_completed(futures):
+                        fut.result()
+                        advance()
+        return self.finish(recipes, time.perf_counter() - started)
+
+    def _finished(self, rid: str, done) -> bool:
+        if rid not in done["trajectories"] or rid not in done["filters"]:
+            return False
+        return not done["filters"][rid]["kept"] or rid in done["gt"]
+
+    def _progress_bar(self, total: int):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def bar():
+            if not self.progress or total == 0:
+                yield lambda: None
+                return
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            with Progress(TextColumn("[bold]data build[/bold]"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as prog:
+                task = prog.add_task("recipes", total=total)
+                yield lambda: prog.advance(task)
+
+        return bar()
+
+    # ------------------------------------------------------------ splits and manifest
+
+    def finish(self, recipes: list[dict], elapsed_s: float = 0.0) -> dict:
+        done = {s: read_stage(self.out / "stages" / f"{s}.jsonl") for s in STAGES}
+        by_id = {r["id"]: r for r in recipes}
+        kept = [r for r in recipes if done["gt"].get(r["id"], {}).get("kept")]
+        val_ids = self._val_ids([r["id"] for r in kept])
+        train_rows, val_rows = [], []
+        for r in kept:  # recipe order, never completion order: the files are repeatable
+            gt = done["gt"][r["id"]]
+            row = {**gt["record"], "id": r["id"], "request": r["request"], "category": r["category"],
+                   "track": r["track"], "gt_image": gt["gt_image"]}
+            (val_rows if r["id"] in val_ids else train_rows).append(row)
+        _write_atomic(self.out / "train.jsonl", _jsonl(train_rows))
+        _write_atomic(self.out / "val.jsonl", _jsonl(val_rows))
+
+        reasons: Counter = Counter()
+        first_reason: Counter = Counter()
+        per_category: dict[str, Counter] = {}
+        for r in recipes:
+            cat = per_category.setdefault(r["category"], Counter())
+            cat["recipes"] += 1
+            rid = r["id"]
+            if rid in done["trajectories"]:
+                cat["trajectories"] += 1
+            rejected = []
+            if rid in done["filters"]:
+                rejected = done["filters"][rid]["reasons"]
+                if done["filters"][rid]["kept"]:
+                    cat["filter_passed"] += 1
+            if rid in done["gt"]:
+                rejected = rejected or done["gt"][rid]["reasons"]
+                if done["gt"][rid].get("kept"):
+                    cat["kept"] += 1
+            if rejected:
+                cat["rejected"] += 1
+                first_reason[rejected[0]] += 1
+                reasons.update(rejected)
+        counts = {
+            "recipes": len(recipes),
+            "trajectories": sum(1 for r in recipes if r["id"] in done["trajectories"]),
+            "answered": sum(1 for r in recipes
+                            if (done["trajectories"].get(r["id"]) or {}).get("trajectory", {}).get("program")),
+            "filter_passed": sum(1 for r in recipes if (done["filters"].get(r["id"]) or {}).get("kept")),
+            "gt_rendered": sum(1 for r in recipes if (done["gt"].get(r["id"]) or {}).get("gt_image")),
+            "kept": len(kept), "train": len(train_rows), "val": len(val_rows),
+        }
+        suff = [done["filters"][r]["sufficiency"] for r in by_id if r in done["filters"]
+                and done["filters"][r].get("sufficiency") is not None]
+        settings = self.settings()
+        manifest = {
+            "seed": self.cfg.seed,
+            "counts": counts,
+            "per_category": {k: dict(v) for k, v in sorted(per_category.items())},
+            "rejections": dict(sorted(reasons.items())),
+            "rejections_first": dict(sorted(first_reason.items())),
+            "sufficiency_mean": round(sum(suff) / len(suff), 4) if suff else None,
+            "settings": {**self.cfg.identity(), "parallel": self.cfg.parallel, "offline": self._offline(),
+                         "corpus_dir": settings.corpus_dir, "library_dir": settings.library_dir,
+                         "max_rounds": settings.max_rounds, "max_references": settings.max_references},
+            "files": {"recipes": "recipes.jsonl", "train": "train.jsonl", "val": "val.jsonl",
+                      "stages": [f"stages/{s}.jsonl" for s in STAGES]},
+            "elapsed_s": round(elapsed_s, 3),
+        }
+        _write_atomic(self.out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        return manifest
+
+    def _val_ids(self, ids: list[str]) -> set[str]:
+        frac = float(self.cfg.val_fraction)
+        if frac <= 0 or len(ids) < 2:
+            return set()
+        ranked = sorted(ids, key=lambda i: stable_fraction(self.cfg.seed, "split:" + i))
+        chosen = {i for i in ids if stable_fraction(self.cfg.seed, "split:" + i) < frac}
+        if not chosen:  # a small build still gets a held-out record when one was asked for
+            chosen = {ranked[0]}
+        if len(chosen) == len(ids):
+            chosen.discard(ranked[-1])
+        return chosen
+
+
+def build_dataset(out_dir: str | Path, config: BuildConfig | None = None, *, settings=None, resume: bool = False,
+                  progress: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    """Build (or resume) a dataset into ``out_dir``; returns the manifest."""
+    return DatasetBuilder(out_dir, config or BuildConfig(), settings=settings, resume=resume, progress=progress,
+                          log=log).run()
