@@ -72,7 +72,7 @@ def build(sid_state, tabs=None, request_box=None, tab=None):
     for f in (track, category, difficulty):
         f.change(filter_rows, filters, [table, count])
     search.submit(filter_rows, filters, [table, count])
-    table.select(show_case, [cases_state], [current, case_html, gt, refs])
+    table.select(show_case, [cases_state, sid_state], [current, case_html, gt, refs])
     bench_run.click(start_bench_run, [source, bench_limit], [bench_msg, run_dir])
     bench_timer = gr.Timer(2.0)
     bench_timer.tick(bench_job_status, [run_dir], [bench_msg, run_dir, summary_msg, summary_table, chart_overall,
@@ -154,14 +154,16 @@ def filter_rows(cases, track, category, difficulty, search):
     return rows, f"{len(rows)} of {len(cases or [])} cases"
 
 
-def show_case(cases, evt: gr.SelectData):
+def show_case(cases, sid_value, evt: gr.SelectData, request: gr.Request = None):
     row = evt.row_value if evt is not None else None
     case = next((c for c in cases or [] if row and c["id"] == row[0]), None)
     if case is None:
         return None, "<div class='ge-empty'>Not found.</div>", None, []
     meta = " ".join(f"<span class='ge-chip'>{esc(k)}: {esc(case.get(k))}</span>"
                     for k in ("category", "difficulty", "eval_type") if case.get(k))
-    past = [r for r in common.store().list_runs(limit=500) if r["request"].strip() == case["question"].strip()]
+    sid = common.session_id(sid_value, request)
+    past = [r for r in common.store().list_runs(limit=500)
+            if r["request"].strip() == case["question"].strip() and common.can_see(r, sid)]
     if past:
         items = "".join(f"<tr><td>{esc(r['id'])}</td><td>{esc(r.get('policy'))}</td><td>{esc(r.get('termination'))}</td>"
                         f"<td>{ {1: '✓ text found', 0: '✗ text missing'}.get(r.get('verified_ok'), '—') }</td></tr>"

@@ -74,6 +74,16 @@ def session_dir(sid: str, *parts: str) -> Path:
     return path
 
 
+def shared_inspector() -> bool:
+    """A trusted annotation deployment (GENEVOLVE_STUDIO_ANNOTATOR=1) sees every browser's runs."""
+    return os.environ.get("GENEVOLVE_STUDIO_ANNOTATOR", "").lower() in ("1", "true", "yes")
+
+
+def can_see(run: dict, sid: str) -> bool:
+    """A session sees its own runs and runs that belong to no browser (CLI, bench, data pipeline)."""
+    return shared_inspector() or run.get("session") in (None, "", sid)
+
+
 # ---------------------------------------------------------------- cancellation, per session
 
 _cancel_lock = threading.Lock()

@@ -53,7 +53,7 @@ def build(sid_state, tab=None):
         tab.select(list_rows, filters, [table, backend])
     for f in (termination, has_errors, failed, audited, mine):
         f.change(list_rows, filters, [table, backend])
-    table.select(open_run, None, [current, timeline, info, step, audit_log])
+    table.select(open_run, [sid_state], [current, timeline, info, step, audit_log])
     save.click(save_audit, [current, step, verdict, comment], [timeline, audit_log, comment]).then(
         list_rows, filters, [table, backend])
     export.click(export_sft, [sid_state], [export_file, export_msg])
@@ -64,29 +64,33 @@ def _tri(v: str):
 
 
 def list_rows(backend, termination, has_errors, failed, audited, mine, sid_value, request: gr.Request = None):
+    """Stored trajectories this browser may see: its own, and those no browser owns (CLI, bench)."""
     st = common.store()
-    runs = st.list_runs(session=common.session_id(sid_value, request) if mine else None,
+    sid = common.session_id(sid_value, request)
+    runs = st.list_runs(session=sid if mine else None,
                         policy=None if backend in (None, "", "any") else backend,
                         termination=None if termination in (None, "", "any") else termination,
                         has_errors=_tri(has_errors), verification_failed=_tri(failed), audited=_tri(audited),
                         limit=300)
     rows = []
-    for r in runs:
+    for r in (r for r in runs if common.can_see(r, sid)):
         verified = {1: "ok", 0: "failed"}.get(r.get("verified_ok"), "—")
         rows.append([r["id"], time.strftime("%m-%d %H:%M", time.localtime(r["created_at"])), r["request"][:80],
                      r.get("policy") or "", r.get("termination") or "", "yes" if r.get("has_errors") else "",
                      verified, st.latest_verdict(r["id"]) or ""])
-    policies = sorted({r.get("policy") for r in st.list_runs(limit=500) if r.get("policy")})
+    policies = sorted({r.get("policy") for r in st.list_runs(limit=500) if r.get("policy") and common.can_see(r, sid)})
     return rows, gr.update(choices=["any", *policies])
 
 
-def open_run(evt: gr.SelectData):
+def open_run(sid_value, evt: gr.SelectData, request: gr.Request = None):
     row = evt.row_value if evt is not None else None
     st = common.store()
-    traj = st.get_trajectory(row[0]) if row else None
+    run = st.get_run(row[0]) if row else None
+    if run is not None and not common.can_see(run, common.session_id(sid_value, request)):
+        run = None
+    traj = st.get_trajectory(run["id"]) if run else None
     if traj is None:
         return None, "<div class='ge-empty'>Not found.</div>", "", gr.update(), ""
-    run = st.get_run(traj.id) or {}
     audits = st.audits(traj.id)
     steps = ["whole trajectory"] + [f"step {s.round} · {s.kind}{' · ' + s.tool_name if s.tool_name else ''}"
                                     for s in traj.steps]
@@ -124,7 +128,9 @@ def _audits_html(audits: list[dict]) -> str:
 def export_sft(sid_value, request: gr.Request = None):
     sid = common.session_id(sid_value, request)
     out = common.session_dir(sid, "exports", time.strftime("sft-%Y%m%d-%H%M%S"))
-    path = common.store().export_sft(out, accepted_only=True)
+    st = common.store()
+    visible = [r["id"] for r in st.list_runs(limit=100_000) if common.can_see(r, sid)]
+    path = st.export_sft(out, accepted_only=True, ids=list(reversed(visible)))
     n = sum(1 for line in open(path, encoding="utf-8") if line.strip())
     if n == 0:
         return None, "No accepted trajectories yet — mark some as *accept* first."

@@ -142,10 +142,11 @@ def studio(tmp_path_factory):
         yield url, home
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def light_studio(tmp_path_factory):
     """A studio whose settings file ranks library images by BM25 only (no embedding model to load),
-    for tests about the UI rather than image retrieval."""
+    for tests about the UI rather than image retrieval. Shared by the studio test modules (tests
+    filter by their own session ids, which is what the studio promises anyway)."""
     need_chromium()
     home = tmp_path_factory.mktemp("studio_home")
     cfg = home / "studio.yaml"

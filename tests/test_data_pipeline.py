@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from genevolve.config import Settings
-from genevolve.data.pipeline import BuildConfig, BuildDirError, DatasetBuilder, build_dataset, filter_trajectory, read_stage
+from genevolve.data.pipeline import (BuildConfig, BuildDirError, BuildSetupError, DatasetBuilder, build_dataset,
+                                    filter_trajectory, read_stage)
 from genevolve.data.recipes import (CATEGORIES, NEAR_DUPLICATE, bench_questions, generate_recipes, near_duplicate,
                                     similarity)
 from genevolve.judges import make_judge
@@ -220,6 +221,11 @@ def test_requests_stay_clear_of_the_bench():
             assert near_duplicate(r.request, questions) is None, r.request
             for p in r.images:
                 assert Path(p).is_file()
+            if '"' in r.request:
+                assert "text_rendering" in r.skills_expected
+            if r.category == "counting":
+                assert "quantity_counting" in r.skills_expected
+        assert sum(bool(r.images) for r in recipes) >= 10, "some recipes bring user reference images"
     # The measure sees copies and light paraphrases of a bench question...
     q = questions[24]
     assert similarity(q.upper().replace(",", ""), q) >= NEAR_DUPLICATE
@@ -234,3 +240,28 @@ def test_built_requests_are_not_bench_questions(built):
     for line in (built / "recipes.jsonl").read_text().splitlines():
         req = json.loads(line)["request"]
         assert max(similarity(req, q) for q in questions) < NEAR_DUPLICATE
+
+
+def test_command_refuses_bad_specs_and_honours_extra_benches(tmp_path):
+    from genevolve.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "never"
+    result = runner.invoke(app, ["data", "build", "--out", str(out), "--recipes", "2",
+                                 "--teacher", f"replay:{tmp_path / 'missing.jsonl'}", "--no-progress"])
+    assert result.exit_code == 2 and "replay file not found" in result.output
+    result = runner.invoke(app, ["data", "build", "--out", str(out), "--recipes", "2", "--renderer", "bogus",
+                                 "--no-progress"])
+    assert result.exit_code == 2 and "unknown renderer" in result.output
+    assert not out.exists(), "a build that cannot start leaves nothing behind"
+
+    # A private bench holding exactly what seed 0 would draw first: the build must draw something else.
+    first = generate_recipes(1, SEED)[0].request
+    private = tmp_path / "private_bench.jsonl"
+    private.write_text(json.dumps({"id": "p1", "question": first}) + "\n")
+    builder = DatasetBuilder(tmp_path / "b", _config(recipes=1, avoid=[str(private)]), settings=_settings(tmp_path))
+    recipes = builder._prepare()
+    assert recipes[0]["request"] != first and similarity(recipes[0]["request"], first) < NEAR_DUPLICATE
+    with pytest.raises(BuildSetupError, match="bench file not found"):
+        DatasetBuilder(tmp_path / "c", _config(avoid=[str(tmp_path / "nope.jsonl")]),
+                       settings=_settings(tmp_path))._prepare()

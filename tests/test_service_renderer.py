@@ -118,6 +118,8 @@ def test_server_refuses_bad_images_with_a_reason(layout_server):
     assert resp.status_code == 400
     body = resp.json()
     assert body["success"] is False and "image_urls[0]" in body["error"]
+    resp = httpx.post(layout_server.url + "/generate", json={"prompt": "x", "image_urls": ["https://example.com/a.png"]})
+    assert resp.status_code == 400 and "data: URIs" in resp.json()["error"]
 
 
 class _CountingUpstream(BaseHTTPRequestHandler):

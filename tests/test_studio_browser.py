@@ -11,7 +11,11 @@ import sqlite3
 
 import pytest
 
-from studio_server import browser, light_studio, shot, slow_endpoint, studio  # noqa: F401 - fixtures
+pytest.register_assert_rewrite("studio_server")  # it is also loaded as a plugin below
+from studio_server import browser, shot  # noqa: E402
+
+# The studio fixtures (studio, light_studio, slow_endpoint) are shared by both studio test modules.
+pytest_plugins = ["studio_server"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 

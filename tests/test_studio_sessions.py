@@ -11,7 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from studio_server import browser, light_studio, shot  # noqa: F401 - fixture
+pytest.register_assert_rewrite("studio_server")  # it is also loaded as a plugin below
+from studio_server import browser, shot  # noqa: E402
+
+# The studio fixtures (studio, light_studio, slow_endpoint) are shared by both studio test modules.
+pytest_plugins = ["studio_server"]
 
 
 def _run(request_text: str, sid: str):
@@ -131,6 +135,12 @@ def test_two_browsers_at_once_do_not_cross_talk(light_studio):
             page.wait_for_selector("#ge-history [data-testid='cell-0-2']", timeout=30_000)
             history = page.locator("#ge-history").inner_text()
             assert titles[key] in history and other not in history
+            # The Inspector (annotators' view) lists this browser's runs, never the other's.
+            page.get_by_role("tab", name="Inspector").click()
+            page.wait_for_selector("#in-table [data-testid='cell-0-2']", timeout=30_000)
+            listed = page.locator("#in-table").inner_text()
+            assert titles[key] in listed and other not in listed
+            page.get_by_role("tab", name="Generate").click()
         shot(pages["a"], "session_a")
         shot(pages["b"], "session_b")
         # A reload keeps the session (the id lives in the browser) and so its history.

@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
 import skimage.data
 from PIL import Image
 from typer.testing import CliRunner

@@ -23,6 +23,8 @@ def build(
     min_sufficiency: float = typer.Option(0.75, min=0.0, max=1.0, help="Drop trajectories whose program sufficiency is lower."),
     judge: str = typer.Option("sufficiency", help="Sufficiency judge: sufficiency | sufficiency:<model>@<url>"),
     size: Optional[str] = typer.Option(None, help="GT render size WIDTHxHEIGHT (default: the renderer's own)."),
+    avoid: Optional[list[Path]] = typer.Option(None, help="A bench file (JSONL/JSON) whose questions the requests must "
+                                               "not copy or paraphrase; repeatable. The mini bench is always avoided."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
@@ -31,7 +33,7 @@ def build(
     """Generate requests, run the teacher, filter, render ground truth and write train/val SFT records."""
     from rich.console import Console
 
-    from genevolve.data.pipeline import BuildConfig, BuildDirError, DatasetBuilder
+    from genevolve.data.pipeline import BuildConfig, BuildSetupError, DatasetBuilder
 
     console = Console(stderr=True)
     render_size = None
@@ -44,14 +46,15 @@ def build(
             raise typer.Exit(2)
     cfg = BuildConfig(recipes=recipes, teacher=teacher, renderer=renderer, seed=seed, parallel=parallel,
                       val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
-                      offline=offline, settings_path=str(config) if config else None)
+                      offline=offline, settings_path=str(config) if config else None,
+                      avoid=[str(p) for p in avoid or []])
     console.print(f"[bold]data build[/bold] {recipes} recipes · teacher={teacher} renderer={renderer} seed={seed}"
                   + (" · resuming" if resume else ""))
     builder = DatasetBuilder(out, cfg, resume=resume, progress=progress,
                              log=lambda m: console.print(m, style="dim"))
     try:
         manifest = builder.run()
-    except BuildDirError as exc:
+    except BuildSetupError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)
     c = manifest["counts"]

@@ -33,13 +33,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from genevolve.data.recipes import Recipe, generate_recipes
+from genevolve.data.recipes import generate_recipes
 
 STAGES = ("trajectories", "filters", "gt")
+# zlib level for GT renders: level 1 writes a layout render ~5x faster than Pillow's default (6)
+# for ~20% more bytes (measured in docs/bench/data.md); the PNG stays lossless.
+GT_PNG_COMPRESS_LEVEL = 1
 
 
-class BuildDirError(RuntimeError):
-    """The output folder holds another build; the message says what to do."""
+class BuildSetupError(RuntimeError):
+    """The build cannot start (a bad folder or backend spec); the message says what to do."""
+
+
+class BuildDirError(BuildSetupError):
+    """The output folder holds another build."""
 
 
 @dataclass
@@ -55,13 +62,14 @@ class BuildConfig:
     judge: str = "sufficiency"  # sufficiency[:<model>@<base_url>]
     offline: bool | None = None  # None: Settings decide (auto-detect)
     settings_path: str | None = None
-    avoid: list[str] | None = None  # bench files the requests must stay clear of (default: the mini bench)
+    avoid: list[str] | None = None  # bench files the requests must stay clear of, besides the mini bench
 
     def identity(self) -> dict:
         """What a resumed build must share with the original (parallelism may change)."""
         return {"recipes": self.recipes, "teacher": self.teacher, "renderer": self.renderer, "seed": self.seed,
                 "val_fraction": self.val_fraction, "min_sufficiency": self.min_sufficiency,
-                "size": list(self.size) if self.size else None, "judge": self.judge}
+                "size": list(self.size) if self.size else None, "judge": self.judge,
+                "avoid": [str(p) for p in self.avoid or []]}
 
 
 @dataclass
@@ -194,8 +202,6 @@ class DatasetBuilder:
         return self._settings
 
     def _prepare(self) -> list[dict]:
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "stages").mkdir(exist_ok=True)
         build_file = self.out / "build.json"
         has_results = any((self.out / "stages" / f"{s}.jsonl").exists() for s in STAGES)
         if build_file.exists() or has_results:
@@ -207,15 +213,18 @@ class DatasetBuilder:
                 if previous != self.cfg.identity():
                     raise BuildDirError(f"{self.out} holds a build with other options ({previous}); resume it "
                                         "with the same options or choose another --out folder")
+        self._check_backends()
+        from genevolve.data.recipes import bench_questions
+
+        try:
+            avoid = bench_questions() + (bench_questions(self.cfg.avoid) if self.cfg.avoid else [])
+        except (OSError, ValueError) as exc:
+            raise BuildSetupError(f"cannot read a bench file to avoid: {exc}") from exc
+        (self.out / "stages").mkdir(parents=True, exist_ok=True)
         _write_atomic(build_file, json.dumps({"identity": self.cfg.identity()}, indent=2) + "\n")
         for stage in STAGES:
             _drop_torn_line(self.out / "stages" / f"{stage}.jsonl")
         settings = self.settings()
-        avoid = None
-        if self.cfg.avoid is not None:
-            from genevolve.data.recipes import bench_questions
-
-            avoid = bench_questions(self.cfg.avoid)
         recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed,
                                                          corpus_dir=settings.corpus_dir,
                                                          library_dir=settings.library_dir, avoid=avoid)]
@@ -223,6 +232,20 @@ class DatasetBuilder:
         return recipes
 
     # ------------------------------------------------------------ backends (one agent and renderer per thread)
+
+    def _check_backends(self) -> None:
+        """Build the teacher and renderer once before any work, so a bad spec fails in a second
+        with its own message instead of once per recipe inside the workers."""
+        from genevolve.policies import PolicyError, make_policy
+        from genevolve.renderers import RenderError
+
+        try:
+            policy = make_policy(self.cfg.teacher)
+            if not self._teacher_is_stateful():
+                self._shared_policy = policy
+            self._renderer()
+        except (PolicyError, RenderError, ValueError, FileNotFoundError) as exc:
+            raise BuildSetupError(f"cannot start the build: {exc}") from exc
 
     def _teacher_is_stateful(self) -> bool:
         return self.cfg.teacher.split(":", 1)[0].strip().lower() == "replay"
@@ -318,7 +341,7 @@ class DatasetBuilder:
         rel = Path("gt") / f"{recipe['id']}.png"
         (self.out / "gt").mkdir(exist_ok=True)
         tmp = self.out / "gt" / f".{recipe['id']}.png.tmp"
-        image.save(tmp, format="PNG")
+        image.save(tmp, format="PNG", compress_level=GT_PNG_COMPRESS_LEVEL)
         os.replace(tmp, self.out / rel)
         row["gt_image"] = rel.as_posix()
         row["render"] = {k: report.get(k) for k in ("backend", "seed", "width", "height")}
@@ -341,14 +364,21 @@ class DatasetBuilder:
         rid = recipe["id"]
         traj_row = done["trajectories"].get(rid)
         if traj_row is None:
-            traj_row = self.do_trajectory(recipe)
+            traj_row = self._timed(self.do_trajectory, recipe)
             self._append("trajectories", traj_row)
         filt = done["filters"].get(rid)
         if filt is None:
-            filt = self.do_filter(recipe, traj_row)
+            filt = self._timed(self.do_filter, recipe, traj_row)
             self._append("filters", filt)
         if filt["kept"] and rid not in done["gt"]:
-            self._append("gt", self.do_gt(recipe, traj_row))
+            self._append("gt", self._timed(self.do_gt, recipe, traj_row))
+
+    @staticmethod
+    def _timed(stage, *args) -> dict:
+        t0 = time.perf_counter()
+        row = stage(*args)
+        row["elapsed_s"] = round(time.perf_counter() - t0, 4)
+        return row
 
     # ------------------------------------------------------------ run
 
@@ -389,8 +419,10 @@ class DatasetBuilder:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
 
+            from rich.console import Console
+
             with Progress(TextColumn("[bold]data build[/bold]"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as prog:
+                          TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as prog:
                 task = prog.add_task("recipes", total=total)
                 yield lambda: prog.advance(task)
 
@@ -453,6 +485,9 @@ class DatasetBuilder:
             "rejections": dict(sorted(reasons.items())),
             "rejections_first": dict(sorted(first_reason.items())),
             "sufficiency_mean": round(sum(suff) / len(suff), 4) if suff else None,
+            # Work time summed over recipes (threads overlap, so it can exceed elapsed_s).
+            "stage_seconds": {s: round(sum(float(row.get("elapsed_s") or 0) for row in done[s].values()), 3)
+                              for s in STAGES},
             "settings": {**self.cfg.identity(), "parallel": self.cfg.parallel, "offline": self._offline(),
                          "corpus_dir": settings.corpus_dir, "library_dir": settings.library_dir,
                          "max_rounds": settings.max_rounds, "max_references": settings.max_references},

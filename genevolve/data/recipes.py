@@ -195,7 +195,8 @@ _ANATOMY_DETAILS = ["both hands clearly visible with five fingers each", "full b
                     "feet planted naturally with correct proportions", "hands and wrists in sharp focus"]
 
 _AESTHETIC_SCENES = ["a quiet reading nook by a rainy window", "a lavender field", "an empty tram station",
-                     "a bowl of ramen on a wooden counter", "a greenhouse full of ferns", "a lighthouse on a rocky shore",
+                     "a bowl of ramen on a wooden counter", "a greenhouse full of ferns",
+                     "a lighthouse on a rocky shore",
                      "a market stall of ripe peaches", "a snowy mountain cabin"]
 _LIGHT = ["at golden hour", "in cool blue twilight", "in soft diffused morning light", "under warm lantern light"]
 _PALETTES = ["muted earth tones", "a restrained palette of teal and amber", "soft pastels",
@@ -465,10 +466,13 @@ def near_duplicate(request: str, questions: Iterable[str], threshold: float = NE
 
 def bench_questions(paths: Iterable[str | Path] | None = None) -> list[str]:
     """Questions of the benches train data must stay away from (default: the shipped mini bench)."""
-    files = [Path(p) for p in paths] if paths is not None else [EXAMPLES / "bench_mini" / "cases.jsonl"]
+    explicit = paths is not None
+    files = [Path(p) for p in paths] if explicit else [EXAMPLES / "bench_mini" / "cases.jsonl"]
     out: list[str] = []
     for f in files:
         if not f.is_file():
+            if explicit:  # a bench the caller named must be read, never silently skipped
+                raise FileNotFoundError(f"bench file not found: {f}")
             continue
         text = f.read_text(encoding="utf-8")
         rows = json.loads(text) if f.suffix == ".json" else [json.loads(l) for l in text.splitlines() if l.strip()]

@@ -41,7 +41,9 @@ def ocr_engine():
                 from rapidocr_onnxruntime import RapidOCR
             except ImportError as exc:  # pragma: no cover - it is in requirements.txt
                 raise RuntimeError("OCR needs rapidocr-onnxruntime: pip install rapidocr-onnxruntime") from exc
-            _ENGINE = RapidOCR()
+            # Detection runs at exactly the size ocr_lines hands over: rapidocr's default would
+            # upscale anything whose short side is under 736 px (a 640x360 banner to 1308x736).
+            _ENGINE = RapidOCR(det_limit_type="min", det_limit_side_len=32)
         return _ENGINE
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import threading
 import warnings
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -66,6 +67,7 @@ class DiffusersRenderer(Renderer):
         self.negative_prompt = DEFAULT_NEGATIVE if negative_prompt is None else negative_prompt
         self._t2i = None
         self._i2i = None
+        self._lock = threading.Lock()
         self.class_name: str | None = None
         self.last_info: dict = {}
 
@@ -212,7 +214,8 @@ class DiffusersRenderer(Renderer):
             kwargs["callback_on_step_end"] = on_step_end
         # Only what this pipeline declares (img2img has no width/height: it follows its input).
         kwargs = {k: v for k, v in kwargs.items() if k in params}
-        with torch.inference_mode():
+        # A pipeline holds per-call state (scheduler timesteps): one call at a time per renderer.
+        with self._lock, torch.inference_mode():
             out = call(**kwargs)
         image = out.images[0]
         if not isinstance(image, Image.Image):

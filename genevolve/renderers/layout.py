@@ -339,10 +339,8 @@ class LayoutRenderer(Renderer):
 
         def set_text(box, align="left", valign="top", bar=True):
             x0, y0, x1, y1 = box
-            if bar and valign == "top":
+            if bar and valign == "top":  # otherwise the bar goes above wherever the text ends up
                 y0 += bar_space
-            elif bar:
-                y1 = y1  # the bar goes above whatever height the text ends up taking
             lines = fit_block(items, (x0, y0, x1, y1), styles, align=align, valign=valign,
                               max_title_px=max_title, min_px=min_px)
             top = min((ln.y for ln in lines), default=y0)

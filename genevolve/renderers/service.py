@@ -150,6 +150,9 @@ def create_app(renderer: Renderer, label: str | None = None):
             try:
                 refs = []
                 for i, uri in enumerate(req.image_urls):
+                    if uri.startswith(("http://", "https://")):
+                        # The server may sit where the web is unreachable; the client inlines images.
+                        raise RenderError(f"image_urls[{i}] is a web URL; send images inline as data: URIs")
                     img = decode_image_bytes(uri, what=f"image_urls[{i}]")
                     path = Path(tmp) / f"ref{i}.png"
                     img.save(path)

@@ -301,6 +301,10 @@ def typeset(image: Image.Image, texts: list[str]) -> tuple[Image.Image, dict]:
     W, H = img.size
     n_chars = sum(len(t) for t, _ in items)
     frac = min(0.42, 0.2 + 0.05 * (len(items) - 1) + 0.0015 * n_chars)
+    # Small images: the band must still hold one line per item at the minimum legible size
+    # (12 px) plus the feathered edge and padding, even if it covers more of the picture.
+    min_band = (12 * 1.3 * len(items) + 0.1 * min(W, H)) / (1 - 0.22)
+    frac = min(0.75, max(frac, min_band / H))
     bands = {"top": (0, 0, W, int(H * frac)), "bottom": (0, H - int(H * frac), W, H)}
     if W > H * 1.25:  # wide images also have calm sides
         side = int(W * min(0.45, frac + 0.1))

@@ -41,7 +41,28 @@ def config_from_file(cls: type[T], path: str | Path, **overrides) -> T:
         raise FileNotFoundError(f"training config not found: {p}")
     data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     data.update({k: v for k, v in overrides.items() if v is not None})
+    for key in _PATH_KEYS:
+        if isinstance(data.get(key), str):
+            data[key] = _find_path(data[key], p.parent)
     return config_from_dict(cls, data)
+
+
+_PATH_KEYS = ("train_data", "eval_data", "prompts", "system_prompt_path", "settings")
+
+
+def _find_path(value: str, config_dir: Path) -> str:
+    """A relative data path from a config: as given when it exists from the current folder, else
+    next to the config, else under the repository (so shipped configs run from any folder, and
+    from a copy the studio writes into a job folder)."""
+    from genevolve.config import REPO_ROOT
+
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return value
+    for base in (config_dir, REPO_ROOT):
+        if (base / path).exists():
+            return str(base / path)
+    return value
 
 
 def config_to_dict(cfg) -> dict:
