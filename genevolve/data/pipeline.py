@@ -82,7 +82,8 @@ class FilterResult:
 
 # ---------------------------------------------------------------- filters
 
-def filter_trajectory(trajectory, recipe: dict, judge, min_sufficiency: float) -> FilterResult:
+def filter_trajectory(trajectory, recipe: dict, judge, min_sufficiency: float,
+                      max_references: int = 2) -> FilterResult:
     """Keep a teacher trajectory only if it is clean training data.
 
     Rejected: no program; termination other than a plain answer (forced answers, format and
@@ -104,7 +105,7 @@ def filter_trajectory(trajectory, recipe: dict, judge, min_sufficiency: float) -
     if trajectory.program is None:
         return FilterResult(kept=False, reasons=reasons)
     known = {i.img_id for i in trajectory.images}
-    issues = validate_program(trajectory.program, known)
+    issues = validate_program(trajectory.program, known, max_references)
     reasons.extend(f"invalid_program_{i.code}" for i in issues)
     case = {"id": recipe["id"], "question": recipe["request"], "category": recipe.get("category"),
             "track": recipe.get("track")}
@@ -321,7 +322,8 @@ class DatasetBuilder:
         from genevolve.trajectory import Trajectory
 
         traj = Trajectory.from_dict(traj_row["trajectory"])
-        result = filter_trajectory(traj, recipe, self.judge(), self.cfg.min_sufficiency)
+        result = filter_trajectory(traj, recipe, self.judge(), self.cfg.min_sufficiency,
+                                   self.settings().max_references)
         return {"id": recipe["id"], **asdict(result)}
 
     def do_gt(self, recipe: dict, traj_row: dict) -> dict:
