@@ -96,11 +96,12 @@ def build(sid_state, tabs=None):
                 go = gr.Button("Generate", variant="primary", elem_id="ge-go", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id="ge-stop", scale=1)
             status = gr.Markdown("", elem_id="ge-status")
+            image = gr.Image(label="Rendered image", type="filepath", interactive=False, elem_id="ge-image",
+                             height=440)
             with gr.Row(equal_height=False):
-                image = gr.Image(label="Rendered image", type="filepath", interactive=False, elem_id="ge-image",
-                                 height=420)
-                with gr.Column():
+                with gr.Column(scale=1, min_width=300):
                     verify = gr.HTML(verification_html(None), label="Verification", elem_id="ge-verify")
+                with gr.Column(scale=1, min_width=260):
                     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
                                         elem_id="ge-downloads", height=170)
             program = gr.HTML(program_html(None), elem_id="ge-program")

@@ -352,12 +352,12 @@ class LayoutRenderer(Renderer):
             bottom = max((ln.y + ln.height for ln in lines), default=y1)
             return lines, (top - bar_space if bar else top), bottom
 
-        def draw_text(lines, x0, top, bar=True, cols=None):
+        def draw_text(lines, x0, top, bar=True, cols=None, shadow=None):
             if not lines:
                 return
             if bar:
                 ImageDraw.Draw(img).rectangle([x0, top, x0 + max(24, int(W * 0.08)), top + bar_h], fill=pal["accent"])
-            draw_lines(img, lines, cols or colors)
+            draw_lines(img, lines, cols or colors, shadow=shadow)
 
         if not refs:
             kind = "poster"
@@ -393,7 +393,8 @@ class LayoutRenderer(Renderer):
                 y = m if band == "bottom" else H - m - ph
                 if ph > 40:
                     _framed(img, others[0], (x, y, x + pw, y + ph), border=max(4, pw // 40))
-            draw_text(lines, m, top, bar=False, cols=cols)
+            # Over a photo the scrim gives contrast; a soft shadow keeps the letter edges crisp on it.
+            draw_text(lines, m, top, bar=False, cols=cols, shadow=(0, 0, 0) if luminance(ink) > 0.5 else None)
         else:
             kind = "split"
             first = hints[0] or ("left" if landscape else "top")

@@ -16,11 +16,9 @@ anyway), so what is trained is exactly what ``data.ConversationEncoder`` renders
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from genevolve.program import IMG_ID_RE
