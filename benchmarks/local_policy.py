@@ -186,8 +186,8 @@ cache shared by the 6 rows). Load times: bf16 {mem['bf16']['load_s']:.1f} s, 4-b
 {mem['4bit']['load_s']:.1f} s (from the cached HF copy of the GGUF file).
 
 The 4-bit RSS includes bitsandbytes' own import and the bf16 weights it reads before quantising,
-so the parameter-bytes ratio is the figure to compare; embeddings (a third of the 270M
-parameters, 262k-token vocabulary) stay in bf16 under NF4, which bounds the ratio for this model.
+so the parameter-bytes ratio is the figure to compare; the embedding matrix (262k × 640 ≈ 168M of the
+270M parameters) stays in bf16 under NF4, which bounds the ratio for this model.
 """
 
 

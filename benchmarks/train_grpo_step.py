@@ -29,7 +29,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=96)
     ap.add_argument("--case", default="ka_arch_02")
+    ap.add_argument("--planner-costs", action="store_true",
+                    help="only time tools, rendering and judging on 3 planner trajectories of the case")
     args = ap.parse_args()
+    if args.planner_costs:
+        planner_costs(args.case)
+        return
 
     from genevolve.agent import build_agent
     from genevolve.config import Settings
@@ -102,6 +107,26 @@ def main() -> None:
                                            "decision_tokens": terms.decision_tokens, "kept": terms.kept,
                                            "teacher_forward_plus_sdl_backward_s": round(sdl_s, 2)}}
     print(json.dumps(out, indent=2))
+
+
+def planner_costs(case_id: str) -> None:
+    """Tools, render and judge seconds per trajectory, on the planner (which does call tools)."""
+    from genevolve.agent import build_agent
+    from genevolve.config import Settings
+    from genevolve.training.data import load_prompts
+    from genevolve.training.rewards import HybridReward
+
+    case = [c for c in load_prompts(REPO / "examples" / "bench_mini" / "cases.jsonl") if c["id"] == case_id][0]
+    agent = build_agent(Settings.load(None, policy="planner", offline=True, cache_mode="off"), offline=True)
+    reward = HybridReward()
+    reward(case, agent.run(case["question"]))  # warm-up: indexes, OCR models
+    rows = []
+    for _ in range(3):
+        traj = agent.run(case["question"])
+        r = reward(case, traj)
+        rows.append({"tool_calls": len(traj.tool_calls()), "tools_s": round(sum(s.tool_s for s in traj.steps), 3),
+                     **{k: round(v, 3) for k, v in r.timings.items()}, "reward": round(r.total, 3)})
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

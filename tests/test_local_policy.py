@@ -198,7 +198,9 @@ def test_kv_reuse_equals_full_prefill_under_greedy(which, request, fox_png):
                      {"role": "user", "content": "<tool_response>\nnothing found\n</tool_response>"}]
     reused = "".join(policy.stream(convo, images))
     stats = dict(policy.last_stats)
-    assert stats["reused_tokens"] > 0 and stats["reused_tokens"] >= stats["prompt_tokens"] - 30
+    # At least the whole previous prompt (images included) is reused; generated tokens too, where
+    # re-tokenising the turn gives the same ids (random-weight text may not).
+    assert stats["reused_tokens"] >= len(policy.encode(first, images)) - 1
     policy.reset_cache()
     fresh = "".join(policy.stream(convo, images))
     assert policy.last_stats["reused_tokens"] == 0

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 

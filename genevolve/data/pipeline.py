@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from genevolve.data.recipes import generate_recipes
+from genevolve.durable import latest_by_id, read_jsonl, repair_jsonl, write_atomic
 
 STAGES = ("trajectories", "filters", "gt")
 # zlib level for GT renders: level 1 writes a layout render ~5x faster than Pillow's default (6)
@@ -136,35 +137,7 @@ def render_seed(seed: int, key: str) -> int:
 
 def read_stage(path: Path) -> dict[str, dict]:
     """The finished rows of a stage file by recipe id; a torn last line (a kill mid-write) is ignored."""
-    rows: dict[str, dict] = {}
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "id" in row:
-            rows[row["id"]] = row
-    return rows
-
-
-def _drop_torn_line(path: Path) -> None:
-    """Cut a last line that a kill left unfinished, so the next append starts on a line of its own."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    return latest_by_id(read_jsonl(path))
 
 
 def _jsonl(rows) -> str:
@@ -222,14 +195,14 @@ class DatasetBuilder:
         except (OSError, ValueError) as exc:
             raise BuildSetupError(f"cannot read a bench file to avoid: {exc}") from exc
         (self.out / "stages").mkdir(parents=True, exist_ok=True)
-        _write_atomic(build_file, json.dumps({"identity": self.cfg.identity()}, indent=2) + "\n")
+        write_atomic(build_file, json.dumps({"identity": self.cfg.identity()}, indent=2) + "\n")
         for stage in STAGES:
-            _drop_torn_line(self.out / "stages" / f"{stage}.jsonl")
+            repair_jsonl(self.out / "stages" / f"{stage}.jsonl")
         settings = self.settings()
         recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed,
                                                          corpus_dir=settings.corpus_dir,
                                                          library_dir=settings.library_dir, avoid=avoid)]
-        _write_atomic(self.out / "recipes.jsonl", _jsonl(recipes))
+        write_atomic(self.out / "recipes.jsonl", _jsonl(recipes))
         return recipes
 
     # ------------------------------------------------------------ backends (one agent and renderer per thread)
@@ -443,8 +416,8 @@ class DatasetBuilder:
             row = {**gt["record"], "id": r["id"], "request": r["request"], "category": r["category"],
                    "track": r["track"], "gt_image": gt["gt_image"]}
             (val_rows if r["id"] in val_ids else train_rows).append(row)
-        _write_atomic(self.out / "train.jsonl", _jsonl(train_rows))
-        _write_atomic(self.out / "val.jsonl", _jsonl(val_rows))
+        write_atomic(self.out / "train.jsonl", _jsonl(train_rows))
+        write_atomic(self.out / "val.jsonl", _jsonl(val_rows))
 
         reasons: Counter = Counter()
         first_reason: Counter = Counter()
@@ -497,7 +470,7 @@ class DatasetBuilder:
                       "stages": [f"stages/{s}.jsonl" for s in STAGES]},
             "elapsed_s": round(elapsed_s, 3),
         }
-        _write_atomic(self.out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(self.out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         return manifest
 
     def _val_ids(self, ids: list[str]) -> set[str]:

@@ -177,7 +177,6 @@ class GRPOTrainer:
 
     # -- setup
     def setup(self) -> None:
-        import torch
 
         from genevolve.agent import Agent, AgentConfig
         from genevolve.policies.local import LocalPolicy
