@@ -133,6 +133,9 @@ def parse_spec(spec: str) -> Spec:
     if not raw:
         raise ValueError("empty backend spec")
     kind, _, rest = raw.partition(":")
+    if "?" in kind:  # "nano?4bit=1": parameters without a target
+        kind, _, query = kind.partition("?")
+        rest = "?" + query + rest
     params: dict = {}
     # Query parameters belong to the spec only for local kinds; a base URL keeps its own.
     if "?" in rest and "@" not in rest:

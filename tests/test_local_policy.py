@@ -21,10 +21,7 @@ from genevolve.policies import PolicyError, make_policy  # noqa: E402
 from genevolve.policies.local import LocalPolicy  # noqa: E402
 from genevolve.tools.base import Tool, ToolResult  # noqa: E402
 from genevolve.trajectory import ImageRef  # noqa: E402
-try:  # `python -m pytest` puts the repo root on sys.path; plain `pytest` puts tests/ there
-    from tests.tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: F401
-except ImportError:
-    from tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: F401
+# tiny_gemma_path / tiny_qwen3vl_path come from tests/conftest.py.
 
 SYSTEM = "Plan an image. Use tools, then answer."
 REQUEST = "a poster of a red fox"
