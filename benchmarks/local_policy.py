@@ -165,9 +165,9 @@ def _report(r: dict, args) -> str:
     return f"""# Local policy (Gemma 3 270M base, `nano`) — speed and memory
 
 Command: `python benchmarks/local_policy.py` (greedy for the trajectory, {args.new_tokens} new tokens per
-round / per sample; dtype {r['dtype']}, {r['torch_threads']} torch threads). Measured on the shared
-2-core CPU machine while other engineers' jobs were running: absolute times are noisy, the ratios
-are measured side by side in the same run.
+round / per sample; dtype {r['dtype']}, {r['torch_threads']} torch threads). Measured on the 2-core CPU
+machine (load average printed below the table when it matters): absolute times are noisy, the
+ratios are measured side by side in the same run.
 
 | measurement | baseline | ours | ratio |
 |---|---|---|---|
