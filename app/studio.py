@@ -48,7 +48,8 @@ def build_studio():
     from app import bench_tab, generate_tab, guides_tab, inspector_tab, judge_tab, training_tab
     from app.common import new_session_id
 
-    with gr.Blocks(title="GenEvolve Studio", fill_width=True) as demo:
+    # No usage analytics: the studio must work (and stay quiet) on a machine with no network.
+    with gr.Blocks(title="GenEvolve Studio", fill_width=True, analytics_enabled=False) as demo:
         # The session id lives in the browser, so a reload keeps this browser's history and
         # another browser never shares it.
         sid_state = gr.BrowserState("", storage_key="genevolve_studio_session")
@@ -102,8 +103,8 @@ def _theme():
     import gradio as gr
 
     return gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
-                          font=["Inter", "system-ui", "DejaVu Sans", "sans-serif"],
-                          font_mono=["JetBrains Mono", "DejaVu Sans Mono", "monospace"])
+                          font=[gr.themes.Font(f) for f in ("Inter", "system-ui", "DejaVu Sans", "sans-serif")],
+                          font_mono=[gr.themes.Font(f) for f in ("JetBrains Mono", "DejaVu Sans Mono", "monospace")])
 
 
 def _warm_up() -> None:

@@ -43,7 +43,7 @@ def running_studio(home: Path, *, timeout_s: float = 120, env: dict | None = Non
     log_path = home / "studio.log"
     full_env = dict(os.environ, GENEVOLVE_HOME=str(home), GRADIO_SERVER_NAME="127.0.0.1",
                     GRADIO_SERVER_PORT=str(port), GENEVOLVE_OFFLINE="1", HF_HUB_OFFLINE="1",
-                    TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+                    TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     full_env.update(env or {})
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log,
