@@ -302,7 +302,8 @@ def _strip_quotes(text: str) -> str:
 def _noun_phrase(fragment: str, take: str) -> str:
     words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", fragment)]
     stop = {"is", "are", "sits", "sit", "stands", "stand", "placed", "place", "put", "with", "of",
-            "one", "positioned", "located", "standing", "sitting", "floating", "hanging", "and"}
+            "one", "positioned", "located", "standing", "sitting", "floating", "hanging", "and",
+            "on", "in", "at", "from", "into", "onto", "near", "by", "for", "to"}
     if take == "last":
         # The subject is the noun phrase just before the relation: drop trailing verbs
         # ("a cat sitting under"), then keep what follows the previous verb-ish word.
@@ -324,5 +325,6 @@ def _noun_phrase(fragment: str, take: str) -> str:
             if len(cut) == 4:
                 break
         words = cut
-    words = [w for w in words if w.lower() not in _ARTICLES]
+    # Articles and counts are not part of the name of the thing ("three espresso cups" -> "espresso cups").
+    words = [w for w in words if w.lower() not in _ARTICLES and w.lower() not in NUMBER_WORDS]
     return " ".join(words).lower().strip()
