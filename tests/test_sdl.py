@@ -159,8 +159,8 @@ def test_masked_reverse_kl_falls_with_a_guide_injected(tmp_path):
 
 def test_llm_distiller_speaks_chat_completions_and_falls_back(tmp_path):
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from chat_server import ChatServer
 
     from genevolve.training.rewards import Reward
     from genevolve.training.sdl import LLMDistiller
@@ -170,30 +170,9 @@ def test_llm_distiller_speaks_chat_completions_and_falls_back(tmp_path):
                            "decision_guidance": {"tool_plan": ["Search the landmark first."],
                                                  "failure_defenses": ["Never skip the title."]}}),
                "sorry, I cannot help with that"]
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server naming
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(body)
-            content = replies[min(len(seen) - 1, 1)]
-            data = json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                               "choices": [{"index": 0, "finish_reason": "stop",
-                                            "message": {"role": "assistant", "content": content}}],
-                               "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        distiller = LLMDistiller(f"openai:guide-writer@http://127.0.0.1:{server.server_port}/v1", max_retries=0)
+    with ChatServer(lambda body: replies[min(len(server.requests) - 1, 1)]) as server:
+        seen = server.requests
+        distiller = LLMDistiller(f"openai:guide-writer@{server.base_url}", max_retries=0)
         best = Trajectory(request="an Eiffel Tower poster", termination="answer")
         worst = Trajectory(request="an Eiffel Tower poster", termination="format_error")
         guide = distiller("an Eiffel Tower poster", best, worst, Reward(1.0), Reward(0.0))
@@ -202,5 +181,3 @@ def test_llm_distiller_speaks_chat_completions_and_falls_back(tmp_path):
         assert seen[0]["model"] == "guide-writer" and "an Eiffel Tower poster" in seen[0]["messages"][1]["content"]
         fallback = distiller("an Eiffel Tower poster", best, worst, Reward(1.0), Reward(0.0))
         assert fallback["meta"]["distiller"] == "contrastive" and "llm_error" in fallback["meta"]
-    finally:
-        server.shutdown()

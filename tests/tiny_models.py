@@ -30,19 +30,8 @@ GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_o
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>"]
 
-# Gemma-style turns; system text is shown as its own turn (the tiny model has no habits to break).
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for m in messages %}"
-    "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
-    "{{ '<start_of_turn>' + role + '\n' }}"
-    "{% if m['content'] is string %}{{ m['content'] }}"
-    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
-    "{% endif %}"
-    "{{ '<end_of_turn>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
-)
+# Gemma-style turns: the same template the local policy gives base LMs that have none.
+from genevolve.policies.local import BASE_CHAT_TEMPLATE as GEMMA_CHAT_TEMPLATE  # noqa: E402
 
 # Qwen-style turns; an {"type": "image"} content part becomes the vision placeholder the
 # processor expands to the image's patch tokens.
