@@ -207,3 +207,27 @@ def test_too_much_text_for_a_tiny_canvas_is_refused_not_overflowed(renderer):
     prog = program("a poster", ["SUPERCALIFRAGILISTIC " * 4, "and a second long line of small print " * 3])
     with pytest.raises(RenderError, match="does not fit a .* text area legibly; render at a larger size"):
         renderer.render(prog, size=(64, 64))
+
+
+def test_cjk_text_is_set_with_a_cjk_font_and_read_back():
+    from genevolve.renderers.typeset import wide_font_path
+
+    if wide_font_path() is None:
+        pytest.skip("no CJK font installed (scripts/setup-tests.sh installs Debian's fonts-noto-cjk)")
+    prog = program("Lantern festival banner in red and gold", ["新年快乐", "HAPPY NEW YEAR"])
+    image, report = render_with_report(make_renderer("layout"), prog, size=WIDE)
+    assert not any("CJK" in w for w in report["warnings"])
+    found = {c["text"]: c["found"] for c in verify_image(image, prog)["constraints"]}
+    assert found == {"新年快乐": True, "HAPPY NEW YEAR": True}
+
+
+def test_a_missing_cjk_font_is_reported_not_silent(monkeypatch):
+    import genevolve.renderers.typeset as typeset
+
+    # Simulate a machine without any CJK font (the lookup is cached, so replace it).
+    monkeypatch.setattr(typeset, "wide_font_path", lambda bold=False: None)
+    prog = program("Lantern festival banner", ["新年快乐"])
+    _, report = render_with_report(make_renderer("layout"), prog, size=SQUARE)
+    assert any("fonts-noto-cjk" in w for w in report["warnings"])
+    _, report = render_with_report(make_renderer("layout"), program("Plain banner", ["HELLO"]), size=SQUARE)
+    assert report["warnings"] == []

@@ -75,5 +75,11 @@ def render_with_report(renderer: Renderer, program, *, size=None, seed: int = 0,
     })
     if typeset_info:
         report["typeset_region"] = typeset_info.get("region")
+    if not renderer.generative or did_typeset:  # we drew the text ourselves: could we draw every glyph?
+        from genevolve.renderers.typeset import missing_glyph_warning
+
+        glyphs = missing_glyph_warning(program.text_constraints())
+        if glyphs:
+            warnings.append(glyphs)
     report.update(renderer.describe())
     return image, report

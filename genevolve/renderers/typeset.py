@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,14 +51,54 @@ def font_path(family: str = "sans", bold: bool = False) -> Path | None:
     return None
 
 
+# Han, kana, hangul and their punctuation: DejaVu has none of these glyphs.
+_WIDE_SCRIPT_RE = re.compile(r"[\u2e80-\u2fdf\u3000-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+                             r"\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+_WIDE_FONT_PATTERNS = ("NotoSansCJK*", "NotoSerifCJK*", "NotoSans*CJK*", "SourceHanSans*", "wqy-*",
+                       "DroidSansFallback*")
+
+
+def needs_wide_font(text: str) -> bool:
+    """Whether ``text`` has CJK characters, which DejaVu cannot draw."""
+    return bool(_WIDE_SCRIPT_RE.search(text or ""))
+
+
+@lru_cache(maxsize=2)
+def wide_font_path(bold: bool = False) -> Path | None:
+    """A font with CJK glyphs (Debian's fonts-noto-cjk or fonts-wqy-microhei), if one is installed.
+
+    The weight asked for is preferred; any weight beats none.
+    """
+    dirs = _font_dirs() + [d for d in (Path("/usr/share/fonts"),) if d.is_dir()]
+    for pattern in _WIDE_FONT_PATTERNS:
+        for d in dirs:
+            paths = [p for p in sorted(d.rglob(pattern)) if p.suffix.lower() in (".ttc", ".otf", ".ttf")]
+            if paths:
+                weight = "Bold" if bold else "Regular"
+                return next((p for p in paths if weight in p.name), paths[0])
+    return None
+
+
 @lru_cache(maxsize=512)
-def get_font(family: str = "sans", bold: bool = False, size: int = 32) -> ImageFont.FreeTypeFont:
-    """A TrueType font; Pillow's bundled font when DejaVu is nowhere (it still covers Latin)."""
+def get_font(family: str = "sans", bold: bool = False, size: int = 32, wide: bool = False) -> ImageFont.FreeTypeFont:
+    """A TrueType font; Pillow's bundled font when DejaVu is nowhere (it still covers Latin).
+
+    ``wide`` asks for a font that also covers CJK text, used when one is installed.
+    """
     size = max(6, int(size))
-    path = font_path(family, bold)
+    path = (wide_font_path(bold) if wide else None) or font_path(family, bold)
     if path is not None:
         return ImageFont.truetype(str(path), size)
     return ImageFont.load_default(size)
+
+
+def missing_glyph_warning(texts: list[str]) -> str | None:
+    """A one-line warning when some text needs glyphs no installed font has."""
+    wide = [t for t in texts if needs_wide_font(t)]
+    if not wide or wide_font_path() is not None:
+        return None
+    return (f"no CJK font is installed, so {', '.join(repr(t) for t in wide[:3])} cannot be drawn legibly; "
+            "install one (Debian: apt-get install fonts-noto-cjk) or set GENEVOLVE_FONT_DIR")
 
 
 # ---------------------------------------------------------------- hierarchy
@@ -190,7 +231,7 @@ def fit_block(items: list[tuple[str, str]], box: tuple[int, int, int, int], styl
         for k, (text, role) in enumerate(items):
             st = styles.get(role) or styles.get("body") or Style()
             px = max(min_px, int(round(title_px * st.scale * ROLE_SCALE.get(role, 0.34))))
-            font = get_font(st.family, st.bold, px)
+            font = get_font(st.family, st.bold, px, wide=needs_wide_font(text))
             lines = wrap_text(font, text, bw, allow_break=allow_break)
             if lines is None:
                 return None
