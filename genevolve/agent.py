@@ -115,6 +115,9 @@ class Agent:
             user_text += f"\n\nThe user provided reference images: {listing}."
         traj.messages = [{"role": "system", "content": self.system_prompt},
                          {"role": "user", "content": user_text, "images": list(traj.user_image_ids)}]
+        # Recorded as "running" before the first round, so a killed process still leaves the
+        # request (and its user images) in the store; the final save replaces this row.
+        self._save(traj)
         tool_calls = 0
         corrected = False  # a format error gets one corrective message; a second in a row ends the run
         final_announced = False
@@ -244,11 +247,15 @@ class Agent:
     def _finish(self, traj: Trajectory, started: float) -> None:
         traj.elapsed_s = time.perf_counter() - started
         traj.events = _compact_events(traj)
-        if self.store is not None:
-            try:
-                self.store.save_trajectory(traj)
-            except Exception as exc:  # noqa: BLE001 - a full disk must not hide the result
-                traj.warnings.append(f"could not save the trajectory: {exc}")
+        self._save(traj)
+
+    def _save(self, traj: Trajectory) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.save_trajectory(traj)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not hide the result
+            traj.warnings.append(f"could not save the trajectory: {exc}")
 
 
 def _take_warnings(policy) -> list[str]:

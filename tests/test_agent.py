@@ -237,3 +237,40 @@ def test_replay_rejects_bad_files(tmp_path):
     bad.write_text('{"content": "ok"}\n{oops\n')
     with pytest.raises(PolicyError, match="bad.jsonl:2"):
         ReplayPolicy(bad)
+
+
+def test_a_killed_run_leaves_its_request_in_the_store(tmp_path):
+    """SIGKILL while the policy is thinking: the store still has the request, marked running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "runs.db"
+    script = f"""
+import time
+from genevolve.agent import Agent, AgentConfig
+from genevolve.store import Store
+
+class SlowPolicy:
+    name = "slow"
+    def stream(self, messages, images=()):
+        print("thinking", flush=True)
+        time.sleep(60)
+        yield ""
+
+agent = Agent(SlowPolicy(), [], AgentConfig(), store=Store({str(db)!r}), work_dir={str(tmp_path)!r})
+agent.run("a lighthouse poster, title \\"NORTH\\"")
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "thinking"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows = Store(db).list_runs()
+    assert [(r["request"], r["termination"]) for r in rows] == [('a lighthouse poster, title "NORTH"', "running")]
+    assert time.time() - rows[0]["created_at"] < 120
