@@ -31,6 +31,7 @@ def run(
     typeset: bool = typer.Option(False, "--typeset", help="Set the exact text constraints onto a generative render."),
     seed: int = typer.Option(0, help="Renderer seed."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
+    system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="Use this file as the policy's system prompt."),
 ):
     """Run the agent on REQUEST, render the program and verify the text."""
     from rich.console import Console
@@ -40,7 +41,8 @@ def run(
     from genevolve.store import Store
 
     console = Console(stderr=as_json)
-    settings = Settings.load(config, policy=policy, renderer=renderer, offline=offline)
+    settings = Settings.load(config, policy=policy, renderer=renderer, offline=offline,
+                             system_prompt_path=str(system_prompt) if system_prompt else None)
     is_offline = settings.resolved_offline()
     store = Store(settings.store_path)
     try:

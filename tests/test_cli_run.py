@@ -40,3 +40,20 @@ def test_run_with_a_bad_policy_spec_is_a_clean_error(tmp_path):
          "--policy", "replay:/no/such/file.jsonl"],
         capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2 and "replay file not found" in proc.stderr
+
+
+def test_a_system_prompt_file_replaces_ours_and_a_missing_one_is_named(tmp_path):
+    env = dict(os.environ, GENEVOLVE_HOME=str(tmp_path / "home"), GENEVOLVE_OFFLINE="1")
+    (tmp_path / "settings.json").write_text(json.dumps({"extra": {"library_embeddings": False}}))
+    prompt = tmp_path / "house_style.md"
+    prompt.write_text("You plan images for the house style guide. Answer in the protocol.")
+    base = [sys.executable, "-m", "genevolve.cli", "run", "a red bicycle", "--offline", "--json",
+            "--renderer", "none", "--config", str(tmp_path / "settings.json")]
+    proc = subprocess.run(base + ["--system-prompt", str(prompt), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    messages = json.loads((tmp_path / "out" / "trajectory.json").read_text())["messages"]
+    assert messages[0] == {"role": "system", "content": prompt.read_text()}
+    proc = subprocess.run(base + ["--system-prompt", str(tmp_path / "missing.md")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "missing.md" in proc.stderr + proc.stdout
