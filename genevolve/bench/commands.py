@@ -42,14 +42,13 @@ def run(
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)
-    render_size = None
-    if size:
-        try:
-            w, h = (int(v) for v in size.lower().split("x"))
-            render_size = (w, h)
-        except ValueError:
-            console.print(f"[red]error:[/red] --size must look like 768x768, got {size!r}")
-            raise typer.Exit(2)
+    from genevolve.renderers.base import RenderError, parse_size
+
+    try:
+        render_size = parse_size(size)
+    except RenderError as exc:
+        console.print(f"[red]error:[/red] --size: {exc}")
+        raise typer.Exit(2)
     cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
                       rpm=rpm, seed=seed, size=render_size, offline=offline,
                       settings_path=str(config) if config else None)

@@ -36,14 +36,13 @@ def build(
     from genevolve.data.pipeline import BuildConfig, BuildSetupError, DatasetBuilder
 
     console = Console(stderr=True)
-    render_size = None
-    if size:
-        try:
-            w, h = (int(v) for v in size.lower().split("x"))
-            render_size = (w, h)
-        except ValueError:
-            console.print(f"[red]error:[/red] --size must look like 512x512, got {size!r}")
-            raise typer.Exit(2)
+    from genevolve.renderers.base import RenderError, parse_size
+
+    try:
+        render_size = parse_size(size)
+    except RenderError as exc:
+        console.print(f"[red]error:[/red] --size: {exc}")
+        raise typer.Exit(2)
     cfg = BuildConfig(recipes=recipes, teacher=teacher, renderer=renderer, seed=seed, parallel=parallel,
                       val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
                       offline=offline, settings_path=str(config) if config else None,
