@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from genevolve.profiles import get_profile
 from genevolve.program import Program, ProgramError, derive_constraints, repair_program, validate_program
 from genevolve.protocol import (
     FINAL_ROUND_MESSAGE,
     correction_message,
     format_tool_response,
-    load_system_prompt,
     parse_turn,
     truncate_at_turn_end,
 )
@@ -48,6 +48,7 @@ class AgentConfig:
     max_references: int = 2
     system_prompt_path: str | None = None
     offline: bool = True
+    protocol: str | None = None  # a profile name (genevolve.profiles); None: the policy's preference, else ours
 
 
 class Agent:
@@ -56,7 +57,9 @@ class Agent:
         self.policy = policy
         self.tools = tools if isinstance(tools, dict) else {t.name: t for t in tools}
         self.config = config or AgentConfig()
-        self.system_prompt = load_system_prompt(self.config.system_prompt_path)
+        # A policy trained on one conversation shape (the nano adapter: the compact one) says so.
+        self.profile = get_profile(self.config.protocol or getattr(policy, "preferred_protocol", None))
+        self.system_prompt = self.profile.system_prompt(self.config.system_prompt_path)
         self.store = store
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "genevolve-runs"
         self.backends = dict(backends or {})
@@ -76,6 +79,7 @@ class Agent:
         traj = Trajectory(request=request)
         traj.backends = dict(self.backends)
         traj.meta["offline"] = self.config.offline
+        traj.meta["protocol"] = self.profile.name
         if session:
             traj.meta["session"] = session
         started = time.perf_counter()
@@ -97,7 +101,8 @@ class Agent:
         cfg = self.config
         registry = ImageRegistry()
         work = self.work_dir / traj.id
-        ctx = ToolContext(registry=registry, work_dir=work, offline=cfg.offline, request=traj.request)
+        ctx = ToolContext(registry=registry, work_dir=work, offline=cfg.offline, request=traj.request,
+                          profile=self.profile)
         for path in user_images:
             p = Path(path)
             if not p.is_file():
@@ -284,7 +289,7 @@ def build_agent(settings=None, *, store=None, policy=None, tools=None, offline: 
     tools = tools or build_tools(settings, offline=offline)
     config = AgentConfig(max_rounds=settings.max_rounds, max_tool_calls=settings.max_tool_calls,
                          max_references=settings.max_references, system_prompt_path=settings.system_prompt_path,
-                         offline=offline)
+                         offline=offline, protocol=settings.protocol)
     backends = {"policy": settings.policy, "renderer": settings.renderer}
     backends.update({f"tool:{name}": getattr(t, "backend_name", name) for name, t in tools.items()})
     return Agent(policy, tools, config, store=store, work_dir=settings.runs_dir, backends=backends)

@@ -32,6 +32,7 @@ def run(
     seed: int = typer.Option(0, help="Renderer seed."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
     system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="Use this file as the policy's system prompt."),
+    protocol: Optional[str] = typer.Option(None, help="Conversation profile: genevolve | nano (default: the policy's own, else genevolve)."),
 ):
     """Run the agent on REQUEST, render the program and verify the text."""
     from rich.console import Console
@@ -42,7 +43,7 @@ def run(
 
     console = Console(stderr=as_json)
     settings = Settings.load(config, policy=policy, renderer=renderer, offline=offline,
-                             system_prompt_path=str(system_prompt) if system_prompt else None)
+                             system_prompt_path=str(system_prompt) if system_prompt else None, protocol=protocol)
     is_offline = settings.resolved_offline()
     store = Store(settings.store_path)
     try:

@@ -40,6 +40,7 @@ class Settings:
     max_tool_calls: int = 10
     max_references: int = 2
     system_prompt_path: str | None = None
+    protocol: str | None = None  # genevolve | nano (genevolve.profiles); None: the policy's preference, else ours
     search_top_k: int = 5
     image_top_k: int = 4
     extra: dict = field(default_factory=dict)

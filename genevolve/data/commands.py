@@ -25,6 +25,8 @@ def build(
     size: Optional[str] = typer.Option(None, help="GT render size WIDTHxHEIGHT (default: the renderer's own)."),
     avoid: Optional[list[Path]] = typer.Option(None, help="A bench file (JSONL/JSON) whose questions the requests must "
                                                "not copy or paraphrase; repeatable. The mini bench is always avoided."),
+    protocol: Optional[str] = typer.Option(None, help="Conversation profile of the records: genevolve | nano "
+                                           "(compact, for the 270M nano policy). Default: genevolve."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
@@ -46,7 +48,7 @@ def build(
     cfg = BuildConfig(recipes=recipes, teacher=teacher, renderer=renderer, seed=seed, parallel=parallel,
                       val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
                       offline=offline, settings_path=str(config) if config else None,
-                      avoid=[str(p) for p in avoid or []])
+                      avoid=[str(p) for p in avoid or []], protocol=protocol)
     console.print(f"[bold]data build[/bold] {recipes} recipes · teacher={teacher} renderer={renderer} seed={seed}"
                   + (" · resuming" if resume else ""))
     builder = DatasetBuilder(out, cfg, resume=resume, progress=progress,

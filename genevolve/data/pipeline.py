@@ -64,13 +64,14 @@ class BuildConfig:
     offline: bool | None = None  # None: Settings decide (auto-detect)
     settings_path: str | None = None
     avoid: list[str] | None = None  # bench files the requests must stay clear of, besides the mini bench
+    protocol: str | None = None  # the conversation profile the records are written in (nano: the compact one)
 
     def identity(self) -> dict:
         """What a resumed build must share with the original (parallelism may change)."""
         return {"recipes": self.recipes, "teacher": self.teacher, "renderer": self.renderer, "seed": self.seed,
                 "val_fraction": self.val_fraction, "min_sufficiency": self.min_sufficiency,
                 "size": list(self.size) if self.size else None, "judge": self.judge,
-                "avoid": [str(p) for p in self.avoid or []]}
+                "avoid": [str(p) for p in self.avoid or []], "protocol": self.protocol}
 
 
 @dataclass
@@ -167,12 +168,13 @@ class DatasetBuilder:
             from genevolve.config import Settings
 
             self._settings = Settings.load(self.cfg.settings_path, offline=self.cfg.offline)
-        if (self._settings.policy, self._settings.renderer) != (self.cfg.teacher, self.cfg.renderer):
+        wanted = (self.cfg.teacher, self.cfg.renderer, self.cfg.protocol or self._settings.protocol)
+        if (self._settings.policy, self._settings.renderer, self._settings.protocol) != wanted:
             # The trajectories' backend record must name the teacher and renderer really used.
             import dataclasses
 
-            self._settings = dataclasses.replace(self._settings, policy=self.cfg.teacher,
-                                                 renderer=self.cfg.renderer)
+            self._settings = dataclasses.replace(self._settings, policy=wanted[0], renderer=wanted[1],
+                                                 protocol=wanted[2])
         return self._settings
 
     def _prepare(self) -> list[dict]:

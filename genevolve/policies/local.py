@@ -127,8 +127,11 @@ class LocalPolicy:
             base_warning = ("nano: no adapter in assets/adapters/nano, so this is the Gemma 3 270M *base* "
                             "model, untrained for the tool protocol; expect format errors and random programs")
         kwargs.setdefault("name", "nano")
-        return cls.load(str(gguf_path), four_bit=four_bit, adapter=adapter, chat_template=BASE_CHAT_TEMPLATE,
-                        base_warning=base_warning, **kwargs)
+        policy = cls.load(str(gguf_path), four_bit=four_bit, adapter=adapter, chat_template=BASE_CHAT_TEMPLATE,
+                          base_warning=base_warning, **kwargs)
+        # The nano adapter is trained on the compact conversation; its small context needs it anyway.
+        policy.preferred_protocol = "nano"
+        return policy
 
     @classmethod
     def load(cls, model_id: str, *, four_bit: bool = False, adapter: str | None = None,

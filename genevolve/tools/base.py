@@ -31,6 +31,7 @@ class ToolContext:
     offline: bool = True
     user_images: list[ImageRef] = field(default_factory=list)
     request: str = ""
+    profile: Any = None  # the protocol Profile the run speaks (genevolve.profiles); None: the default
 
 
 class ToolArgumentError(ValueError):

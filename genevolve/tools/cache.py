@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genevolve.profiles import DEFAULT_PROFILE, profile_of
 from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult
 from genevolve.trajectory import file_sha256
 
@@ -150,7 +151,11 @@ class CachedTool(Tool):
         except ToolArgumentError:
             return self.tool(args, ctx)  # let the tool word the error; errors are never cached
         context_fn = getattr(self.tool, "cache_context", None)
-        key = cache_key_text(self.name, self.backend_name, key_args, context_fn(ctx) if context_fn else None)
+        context = context_fn(ctx) if context_fn else None
+        profile = profile_of(ctx)
+        if profile.name != DEFAULT_PROFILE:  # replies are worded per profile; the default keeps its old keys
+            context = {**(context or {}), "profile": profile.name}
+        key = cache_key_text(self.name, self.backend_name, key_args, context)
         entry = self.cache.get(key)
         if entry is not None and (self.cache.mode == "replay" or not entry["degraded"]):
             try:

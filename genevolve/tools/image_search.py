@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+from genevolve.profiles import profile_of
 from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult
 from genevolve.tools.search import (
     BackendUnavailable,
@@ -40,6 +41,7 @@ from genevolve.trajectory import ImageRef
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 MAX_TOP_K = 8
 CAPTION_CHARS = 220
+COMPACT_CAPTION_CHARS = 80
 # When a candidate is shown (calibrated on the shipped library with all-MiniLM-L6-v2): its meaning
 # alone is close (cosine >= MIN_COSINE), or at least half of the query's content words appear in its
 # name/caption/tags, none is unknown to the whole collection, and its meaning is not far off
@@ -437,10 +439,12 @@ def parse_image_query(args: dict, *, default_top_k: int) -> tuple[list[str], int
     return queries, min(top_k, MAX_TOP_K)
 
 
-def image_line(ref: ImageRef, title: str, caption: str) -> str:
+def image_line(ref: ImageRef, title: str, caption: str, *, compact: bool = False) -> str:
     size = f"{ref.width}x{ref.height}" if ref.width and ref.height else "size unknown"
     # The title ends at the first " — " for whoever parses this line; keep dashes out of it.
     title = clip(title.replace("—", "-"), 100) or "Untitled"
+    if compact:  # the nano profile: id, title and a short caption
+        return f"- {ref.img_id}: {title} — {clip(caption, COMPACT_CAPTION_CHARS) or 'no caption'}"
     caption = clip(caption, CAPTION_CHARS) or "no caption"
     return f"- {ref.img_id}: {title} — {caption} (source: {ref.source}, {size})"
 
@@ -532,6 +536,8 @@ class ImageSearchTool(Tool):
             queries, top_k = parse_image_query(args, default_top_k=self.default_top_k)
         except ToolArgumentError as exc:
             return ToolResult(text=f"image_search: {exc}", error=str(exc), backend=self.backend_name)
+        profile = profile_of(ctx)
+        top_k = profile.cap_top_k(self.name, top_k)
         answered, reasons, refs, lines = [], [], [], []
         for query in queries:
             cands, who, why = self._for_query(query, top_k, ctx)
@@ -546,7 +552,7 @@ class ImageSearchTool(Tool):
                 if any(r.img_id == ref.img_id for r in refs):
                     continue  # the same picture found twice keeps one id and one line
                 refs.append(ref)
-                lines.append(image_line(ref, c.title, c.caption))
+                lines.append(image_line(ref, c.title, c.caption, compact=profile.compact_replies))
                 shown += 1
         quoted = ", ".join(f'"{q}"' for q in queries)
         where = {"local-library": "the offline image library", "ddgs": "the web (ddgs)",
@@ -555,8 +561,8 @@ class ImageSearchTool(Tool):
         if ctx.user_images:
             sources += " plus your uploaded images"
         header = f"Image search results for {quoted} from {sources}:"
-        text = [header]
-        if reasons:
+        text = [f"Images for {quoted}:" if profile.compact_replies else header]
+        if reasons and not profile.compact_replies:
             text.append(f"Note: web images unavailable — {reasons[0]}; showing offline library images instead.")
         if lines:
             text += lines

@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 
+from genevolve.profiles import profile_of
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 
 SKILLS = ("spatial_layout", "aesthetic_drawing", "text_rendering", "creative_drawing", "anatomy_body_coherence",
@@ -32,8 +33,10 @@ def normalise_skill_name(name: str) -> str | None:
 
 
 @lru_cache(maxsize=None)
-def skill_text(name: str) -> str:
-    return resources.files("genevolve.tools").joinpath(f"skills/{name}.md").read_text(encoding="utf-8").strip()
+def skill_text(name: str, short: bool = False) -> str:
+    """The skill's guidance; ``short`` is the few-line form the compact nano profile sends."""
+    file = f"skills/{name}.short.md" if short else f"skills/{name}.md"
+    return resources.files("genevolve.tools").joinpath(file).read_text(encoding="utf-8").strip()
 
 
 class KnowledgeTool(Tool):
@@ -56,7 +59,8 @@ class KnowledgeTool(Tool):
             msg = f"unknown skill {raw!r}. Valid skill names: {valid}."
             return ToolResult(text=f"query_knowledge: {msg}", error=f"unknown skill {raw!r}",
                               backend=self.backend_name)
-        return ToolResult(text=skill_text(skill), backend=self.backend_name, meta={"skill": skill})
+        short = profile_of(ctx).short_skills
+        return ToolResult(text=skill_text(skill, short), backend=self.backend_name, meta={"skill": skill})
 
 
 def _raw_name(args) -> object:

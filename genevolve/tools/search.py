@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+from genevolve.profiles import profile_of
 from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult
 
 SNIPPET_CHARS = 320
@@ -445,6 +446,8 @@ class SearchTool(Tool):
         except ToolArgumentError as exc:
             return ToolResult(text=f"search: {exc}", error=str(exc), backend=self.backend_name)
         offline = bool(ctx is not None and ctx.offline)
+        profile = profile_of(ctx)
+        top_k = profile.cap_top_k(self.name, top_k)
         if len(queries) == 1:
             answers = [self._one(queries[0], top_k, offline)]
         else:
@@ -452,8 +455,9 @@ class SearchTool(Tool):
                 answers = list(pool.map(lambda q: self._one(q, top_k, offline), queries))
         used = sorted({a[1] for a in answers})
         fallbacks = [a[2] for a in answers if a[2]]
-        lines = [_header(used)]
-        if fallbacks:
+        compact = profile.compact_replies
+        lines = [] if compact else [_header(used)]
+        if fallbacks and not compact:
             lines.append(f"Note: web search unavailable — {fallbacks[0]}; these results come from the "
                          f"offline local corpus instead.")
         total = 0
@@ -462,7 +466,10 @@ class SearchTool(Tool):
             if not hits:
                 lines.append("No results.")
             for n, h in enumerate(hits, 1):
-                lines.append(f"{n}. **{h.title}** — {h.snippet} (source: {h.source})")
+                if compact:  # the nano profile: no source lines, a shorter snippet
+                    lines.append(f"{n}. **{h.title}** — {clip(h.snippet, profile.snippet_chars or SNIPPET_CHARS)}")
+                else:
+                    lines.append(f"{n}. **{h.title}** — {h.snippet} (source: {h.source})")
             total += len(hits)
         backend = self.primary.name
         if fallbacks:
