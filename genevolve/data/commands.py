@@ -27,6 +27,9 @@ def build(
                                                "not copy or paraphrase; repeatable. The mini bench is always avoided."),
     protocol: Optional[str] = typer.Option(None, help="Conversation profile of the records: genevolve | nano "
                                            "(compact, for the 270M nano policy). Default: genevolve."),
+    budget_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of sft recipes run with only "
+                                          "--budget-rounds rounds, so the records show the final-round message obeyed."),
+    budget_rounds: int = typer.Option(3, min=1, help="Round cap of a budgeted recipe."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
@@ -48,7 +51,8 @@ def build(
     cfg = BuildConfig(recipes=recipes, teacher=teacher, renderer=renderer, seed=seed, parallel=parallel,
                       val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
                       offline=offline, settings_path=str(config) if config else None,
-                      avoid=[str(p) for p in avoid or []], protocol=protocol)
+                      avoid=[str(p) for p in avoid or []], protocol=protocol,
+                      budget_fraction=budget_fraction, budget_rounds=budget_rounds)
     console.print(f"[bold]data build[/bold] {recipes} recipes · teacher={teacher} renderer={renderer} seed={seed}"
                   + (" · resuming" if resume else ""))
     builder = DatasetBuilder(out, cfg, resume=resume, progress=progress,

@@ -9,8 +9,14 @@ Layout of an output folder ``DIR``::
     stages/gt.jsonl          one line per kept trajectory: its GT render, text check and SFT record
     gt/<id>.png              ground-truth renders of kept programs
     images/                  every image an SFT record shows the model (copied, so DIR is portable)
-    train.jsonl, val.jsonl   SFT records ``{"messages", "images", ...}``, image paths relative to DIR
-    manifest.json            counts per stage and category, rejection reasons, settings, seed
+    train.jsonl, val.jsonl   SFT records ``{"messages", "images", ...}`` of the ``sft`` split, image paths
+                             relative to DIR
+    rl_prompts.jsonl         the ``rl`` split as bench rows: the GRPO prompt pool
+    eval.jsonl               the ``eval`` split as bench rows, each with the teacher's skills, rounds and
+                             program: held out for the ablation
+    manifest.json            counts per stage, split and category, rejection reasons, settings, seed
+
+The three splits are disjoint by request and by named entity (see ``genevolve.data.recipes``).
 
 Stage files are append-only and one line is written only when its work is finished, so a killed
 build loses at most the recipes in flight; ``resume=True`` skips every (recipe, stage) already on
@@ -65,13 +71,18 @@ class BuildConfig:
     settings_path: str | None = None
     avoid: list[str] | None = None  # bench files the requests must stay clear of, besides the mini bench
     protocol: str | None = None  # the conversation profile the records are written in (nano: the compact one)
+    # Share of sft recipes run with only ``budget_rounds`` rounds, so the teacher is told mid-research
+    # that tool calls are over and answers anyway: a student must see that message obeyed.
+    budget_fraction: float = 0.0
+    budget_rounds: int = 3
 
     def identity(self) -> dict:
         """What a resumed build must share with the original (parallelism may change)."""
         return {"recipes": self.recipes, "teacher": self.teacher, "renderer": self.renderer, "seed": self.seed,
                 "val_fraction": self.val_fraction, "min_sufficiency": self.min_sufficiency,
                 "size": list(self.size) if self.size else None, "judge": self.judge,
-                "avoid": [str(p) for p in self.avoid or []], "protocol": self.protocol}
+                "avoid": [str(p) for p in self.avoid or []], "protocol": self.protocol,
+                "budget_fraction": self.budget_fraction, "budget_rounds": self.budget_rounds}
 
 
 @dataclass
@@ -85,20 +96,24 @@ class FilterResult:
 # ---------------------------------------------------------------- filters
 
 def filter_trajectory(trajectory, recipe: dict, judge, min_sufficiency: float,
-                      max_references: int = 2) -> FilterResult:
+                      max_references: int = 2, *, budgeted: bool = False) -> FilterResult:
     """Keep a teacher trajectory only if it is clean training data.
 
     Rejected: no program; termination other than a plain answer (forced answers, format and
     policy errors, max rounds); any format error on the way (the SFT record would teach the
     broken turn); a program the runtime had to repair (the answer in the messages is not the
     program that was kept); an invalid program; a sufficiency score below the threshold.
+    A ``budgeted`` trajectory (run with few rounds on purpose) keeps its forced answer, and its
+    threshold is at most 0.5: it could not consult everything it would have.
     """
     from genevolve.program import validate_program
 
     reasons: list[str] = []
     if trajectory.program is None:
         reasons.append("no_program")
-    if trajectory.termination != "answer":
+    if budgeted:
+        min_sufficiency = min(min_sufficiency, 0.5)
+    if trajectory.termination not in (("answer", "forced_answer") if budgeted else ("answer",)):
         reasons.append(f"termination_{trajectory.termination}")
     if any(s.kind == "format_error" for s in trajectory.steps):
         reasons.append("format_error")
@@ -287,8 +302,23 @@ class DatasetBuilder:
 
     # ------------------------------------------------------------ the three stages of one recipe
 
+    def budget_rounds(self, recipe: dict) -> int | None:
+        """The round cap of a budgeted sft recipe (a seeded ``budget_fraction`` of them), else None."""
+        if recipe.get("split", "sft") != "sft" or self.cfg.budget_fraction <= 0:
+            return None
+        hit = stable_fraction(self.cfg.seed, "budget:" + recipe["id"]) < self.cfg.budget_fraction
+        return self.cfg.budget_rounds if hit else None
+
     def do_trajectory(self, recipe: dict) -> dict:
-        traj = self._agent().run(recipe["request"], recipe.get("images") or [])
+        agent = self._agent()
+        budget = self.budget_rounds(recipe)
+        if budget is not None:
+            import copy
+            import dataclasses
+
+            agent = copy.copy(agent)  # a shallow copy: the same policy and tools, a smaller round cap
+            agent.config = dataclasses.replace(agent.config, max_rounds=budget)
+        traj = agent.run(recipe["request"], recipe.get("images") or [])
         traj.id = recipe["id"]  # names the images copied for the SFT record: keeps builds repeatable
         traj.meta["recipe"] = {k: recipe[k] for k in ("id", "category", "track")}
         return {"id": recipe["id"], "trajectory": traj.to_dict()}
@@ -298,7 +328,7 @@ class DatasetBuilder:
 
         traj = Trajectory.from_dict(traj_row["trajectory"])
         result = filter_trajectory(traj, recipe, self.judge(), self.cfg.min_sufficiency,
-                                   self.settings().max_references)
+                                   self.settings().max_references, budgeted=self.budget_rounds(recipe) is not None)
         return {"id": recipe["id"], **asdict(result)}
 
     def do_gt(self, recipe: dict, traj_row: dict) -> dict:
@@ -410,7 +440,8 @@ class DatasetBuilder:
     def finish(self, recipes: list[dict], elapsed_s: float = 0.0) -> dict:
         done = {s: read_stage(self.out / "stages" / f"{s}.jsonl") for s in STAGES}
         by_id = {r["id"]: r for r in recipes}
-        kept = [r for r in recipes if done["gt"].get(r["id"], {}).get("kept")]
+        # Recipes written before splits existed count as sft.
+        kept = [r for r in recipes if done["gt"].get(r["id"], {}).get("kept") and r.get("split", "sft") == "sft"]
         val_ids = self._val_ids([r["id"] for r in kept])
         train_rows, val_rows = [], []
         for r in kept:  # recipe order, never completion order: the files are repeatable
@@ -420,6 +451,17 @@ class DatasetBuilder:
             (val_rows if r["id"] in val_ids else train_rows).append(row)
         write_atomic(self.out / "train.jsonl", _jsonl(train_rows))
         write_atomic(self.out / "val.jsonl", _jsonl(val_rows))
+        held = {split: [self._bench_row(r, done) for r in recipes if r.get("split") == split]
+                for split in ("rl", "eval")}
+        write_atomic(self.out / "rl_prompts.jsonl", _jsonl(held["rl"]))
+        write_atomic(self.out / "eval.jsonl", _jsonl(held["eval"]))
+        per_split: dict[str, Counter] = {}
+        for r in recipes:
+            c = per_split.setdefault(r.get("split", "sft"), Counter())
+            c["recipes"] += 1
+            c["kept"] += bool(done["gt"].get(r["id"], {}).get("kept"))
+        for split, c in per_split.items():
+            c["entities"] = len({r.get("entity") for r in recipes if r.get("split", "sft") == split and r.get("entity")})
 
         reasons: Counter = Counter()
         first_reason: Counter = Counter()
@@ -451,6 +493,7 @@ class DatasetBuilder:
             "filter_passed": sum(1 for r in recipes if (done["filters"].get(r["id"]) or {}).get("kept")),
             "gt_rendered": sum(1 for r in recipes if (done["gt"].get(r["id"]) or {}).get("gt_image")),
             "kept": len(kept), "train": len(train_rows), "val": len(val_rows),
+            "rl_prompts": len(held["rl"]), "eval": len(held["eval"]),
         }
         suff = [done["filters"][r]["sufficiency"] for r in by_id if r in done["filters"]
                 and done["filters"][r].get("sufficiency") is not None]
@@ -459,6 +502,9 @@ class DatasetBuilder:
             "seed": self.cfg.seed,
             "counts": counts,
             "per_category": {k: dict(v) for k, v in sorted(per_category.items())},
+            "per_split": {k: dict(v) for k, v in sorted(per_split.items())},
+            "entities": {split: sorted({r["entity"] for r in recipes if r.get("split") == split and r.get("entity")})
+                         for split in ("sft", "rl", "eval")},
             "rejections": dict(sorted(reasons.items())),
             "rejections_first": dict(sorted(first_reason.items())),
             "sufficiency_mean": round(sum(suff) / len(suff), 4) if suff else None,
@@ -469,11 +515,30 @@ class DatasetBuilder:
                          "corpus_dir": settings.corpus_dir, "library_dir": settings.library_dir,
                          "max_rounds": settings.max_rounds, "max_references": settings.max_references},
             "files": {"recipes": "recipes.jsonl", "train": "train.jsonl", "val": "val.jsonl",
+                      "rl_prompts": "rl_prompts.jsonl", "eval": "eval.jsonl",
                       "stages": [f"stages/{s}.jsonl" for s in STAGES]},
             "elapsed_s": round(elapsed_s, 3),
         }
         write_atomic(self.out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         return manifest
+
+    @staticmethod
+    def _bench_row(recipe: dict, done) -> dict:
+        """A held-out recipe as a bench row, with what the teacher did on it (for the ablation)."""
+        gt = done["gt"].get(recipe["id"]) or {}
+        row = {"id": recipe["id"], "question": recipe["request"], "gt_image": gt.get("gt_image"),
+               "eval_type": "text_image" if recipe.get("images") else "text", "category": recipe["category"],
+               "difficulty": "medium", "track": recipe["track"], "images": list(recipe.get("images") or []),
+               "entity": recipe.get("entity", ""), "split": recipe.get("split")}
+        traj = (done["trajectories"].get(recipe["id"]) or {}).get("trajectory")
+        if traj:
+            steps = traj.get("steps") or []
+            row["teacher"] = {
+                "skills": [s["tool_arguments"].get("skill_name") for s in steps
+                           if s.get("kind") == "tool_call" and s.get("tool_name") == "query_knowledge"],
+                "tools": [s.get("tool_name") for s in steps if s.get("kind") == "tool_call"],
+                "rounds": len(steps), "termination": traj.get("termination"), "program": traj.get("program")}
+        return row
 
     def _val_ids(self, ids: list[str]) -> set[str]:
         frac = float(self.cfg.val_fraction)

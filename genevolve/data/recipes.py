@@ -10,7 +10,13 @@ two bench tracks. Recipe ``i`` depends only on ``(seed, i)``, so a larger ``--re
 a smaller run instead of reshuffling it, and the same seed always yields the same rows.
 
 Train data must never contain the benchmark: every candidate is compared with the bench
-questions (:func:`near_duplicate`) and regenerated when it comes too close.
+questions (:func:`near_duplicate`) and regenerated when it comes too close, and a named entity
+(a corpus subject) that any bench question names is never drawn at all.
+
+Every recipe belongs to one of three splits (:data:`SPLITS`): ``sft`` (teacher trajectories to
+imitate), ``rl`` (the GRPO prompt pool) and ``eval`` (held out for the ablation). Splits are
+disjoint by request and by named entity: each entity belongs to one split for a seed
+(:func:`entity_splits`), so a held-out request never names something the policy trained on.
 """
 
 from __future__ import annotations
@@ -68,6 +74,22 @@ CORPUS_TOPICS = {
     "mona_lisa": ("cultural_relic", "the Mona Lisa"),
     "rosetta_stone": ("cultural_relic", "the Rosetta Stone"),
     "terracotta_army": ("cultural_relic", "the Terracotta Army"),
+    "diwali": ("event", "the Diwali festival of lights"),
+    "rio_carnival": ("event", "the Rio de Janeiro Carnival"),
+    "day_of_the_dead": ("event", "the Day of the Dead celebrations in Mexico"),
+    "oktoberfest": ("event", "Oktoberfest in Munich"),
+    "total_solar_eclipse": ("science", "a total solar eclipse"),
+    "water_cycle": ("science", "the water cycle"),
+    "frida_kahlo": ("public_figure", "Frida Kahlo"),
+    "nikola_tesla": ("public_figure", "Nikola Tesla"),
+    "champs_elysees": ("street_view", "the Champs-Élysées in Paris"),
+    "lombard_street": ("street_view", "Lombard Street in San Francisco"),
+    "rotary_dial_telephone": ("product", "a rotary dial telephone"),
+    "mechanical_typewriter": ("product", "a mechanical typewriter"),
+    "routemaster_bus": ("vehicle", "a London double-decker Routemaster bus"),
+    "checker_taxi_cab": ("vehicle", "a New York yellow Checker taxi cab"),
+    "venus_de_milo": ("cultural_relic", "the Venus de Milo"),
+    "tutankhamun_mask": ("cultural_relic", "Tutankhamun's golden death mask"),
 }
 # Design notes in the corpus, not subjects to draw.
 _NOT_SUBJECTS = {"colour_palettes", "poster_typography", "print_formats"}
@@ -212,6 +234,11 @@ _CREATIVE_SUBJECTS = ["a city skyline", "a sleeping fox", "a lighthouse", "an ol
                       "a bowl of fruit", "a hot-air balloon", "a grand piano", "a tortoise"]
 
 
+SPLITS = ("sft", "rl", "eval")
+# Requests with no named entity are split by id in these shares (the rest is sft).
+EVAL_SHARE, RL_SHARE = 0.15, 0.15
+
+
 @dataclass
 class Recipe:
     id: str
@@ -220,6 +247,8 @@ class Recipe:
     category: str = ""
     track: str = QUALITY
     skills_expected: list[str] = field(default_factory=list)
+    entity: str = ""  # the named corpus subject the request is about, "" for none
+    split: str = "sft"  # sft | rl | eval
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -234,6 +263,7 @@ class Pools:
     subjects: list[tuple[str, str]]  # (library path, noun)
     textures: list[tuple[str, str]]
     moods: list[tuple[str, str]]
+    entity_names: dict[str, list[str]] = field(default_factory=dict)  # phrase -> lowercase names a text may use
 
 
 def load_pools(corpus_dir: str | Path | None = None, library_dir: str | Path | None = None) -> Pools:
@@ -241,17 +271,21 @@ def load_pools(corpus_dir: str | Path | None = None, library_dir: str | Path | N
     library = Path(library_dir or ASSETS / "library")
     knowledge: dict[str, list[str]] = {c: [] for c in KNOWLEDGE_CATEGORIES}
     generic: list[str] = []
+    names: dict[str, list[str]] = {}
     for f in sorted(corpus.glob("*.md")):
         stem = f.stem.lower()
         if stem == "readme" or stem in _NOT_SUBJECTS:
             continue
+        title = _first_heading(f)
         if stem in CORPUS_TOPICS:
             cat, phrase = CORPUS_TOPICS[stem]
             knowledge[cat].append(phrase)
+        elif title:
+            generic.append(title)
+            phrase = title
         else:
-            title = _first_heading(f)
-            if title:
-                generic.append(title)
+            continue
+        names[phrase] = _entity_names(phrase, stem, title)
     subjects, textures, moods = [], [], []
     captions_file = library / "captions.json"
     captions = json.loads(captions_file.read_text(encoding="utf-8")) if captions_file.is_file() else {}
@@ -270,7 +304,53 @@ def load_pools(corpus_dir: str | Path | None = None, library_dir: str | Path | N
             textures.append((str(path), tags[0]))
         elif name not in _KNOWN_LIBRARY and tags:  # a user's own library: use its first tag as the subject
             subjects.append((str(path), tags[0]))
-    return Pools(knowledge=knowledge, generic_topics=generic, subjects=subjects, textures=textures, moods=moods)
+    return Pools(knowledge=knowledge, generic_topics=generic, subjects=subjects, textures=textures, moods=moods,
+                 entity_names=names)
+
+
+def _entity_names(phrase: str, stem: str, title: str) -> list[str]:
+    """The lowercase names a request or bench question may use for one corpus subject."""
+    out = {re.sub(r"^(?:the|an?)\s+", "", phrase.lower()).split(",")[0].strip(), stem.replace("_", " ")}
+    if title:
+        out.add(re.sub(r"\s*\(.*?\)\s*", " ", title.lower()).strip())
+        out.update(m.lower() for m in re.findall(r"\(([^)]+)\)", title))
+    return sorted(n for n in out if len(n) > 3)
+
+
+def names_entity(text: str, names: Iterable[str]) -> bool:
+    low = " ".join(_WORD_RE.findall(text.lower()))
+    return any(f" {' '.join(_WORD_RE.findall(n))} " in f" {low} " for n in names)
+
+
+def entity_splits(pools: Pools, seed: int, questions: Iterable[str] = ()) -> dict[str, str]:
+    """Named entity (subject phrase) -> split for ``seed``; an entity a bench question names -> "bench".
+
+    Per category, entities in a seeded order go to eval, then rl, then sft, so each split sees
+    every category that has enough entities (one: sft; two: eval and sft; three or more: all).
+    """
+    questions = list(questions)
+    out: dict[str, str] = {}
+    groups = [list(v) for v in pools.knowledge.values()] + [[t] for t in pools.generic_topics]
+    for phrases in groups:
+        free = []
+        for phrase in phrases:
+            if any(names_entity(q, pools.entity_names.get(phrase, [phrase])) for q in questions):
+                out[phrase] = "bench"
+            else:
+                free.append(phrase)
+        free.sort(key=lambda ph: random.Random(f"genevolve-entity-split:{seed}:{ph}").random())
+        order = ["eval", "rl"] if len(free) >= 3 else ["eval"] if len(free) == 2 else []
+        for i, phrase in enumerate(free):
+            out[phrase] = order[i] if i < len(order) else "sft"
+    # Generic topics are one entity each: spread them by the same shares as unnamed requests.
+    for title in pools.generic_topics:
+        if out.get(title) != "bench":
+            out[title] = _share_split(random.Random(f"genevolve-entity-split:{seed}:{title}").random())
+    return out
+
+
+def _share_split(u: float) -> str:
+    return "eval" if u < EVAL_SHARE else "rl" if u < EVAL_SHARE + RL_SHARE else "sft"
 
 
 _KNOWN_LIBRARY = {"moon_surface.jpg", "hubble_deep_field.jpg", "retina_fundus.jpg", "tissue_microscopy_ihc.jpg",
@@ -509,6 +589,10 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
     (default: the mini bench)."""
     pools = load_pools(corpus_dir, library_dir)
     questions = list(avoid) if avoid is not None else bench_questions()
+    splits = entity_splits(pools, seed, questions)
+    # A subject the bench names is never drawn: held-out scores must not rest on trained entities.
+    pools.knowledge = {c: [p for p in v if splits.get(p) != "bench"] for c, v in pools.knowledge.items()}
+    pools.generic_topics = [t for t in pools.generic_topics if splits.get(t) != "bench"]
     categories = tuple(c for c in KNOWLEDGE_CATEGORIES if pools.knowledge[c]) + QUALITY_CATEGORIES
     if pools.generic_topics:
         categories += ("general_knowledge",)
@@ -527,8 +611,13 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
                                "the templates are exhausted for this N: use fewer recipes")
         seen.add(key)
         track = QUALITY if category in QUALITY_CATEGORIES else KNOWLEDGE
+        entity = next((ph for ph in (pools.knowledge.get(category) or pools.generic_topics)
+                       if names_entity(request, pools.entity_names.get(ph, [ph]))), "")
+        split = splits[entity] if entity else _share_split(
+            random.Random(f"genevolve-recipe-split:{seed}:{i}").random())
         recipes.append(Recipe(id=f"rec_{i:05d}", request=request, images=images, category=category, track=track,
-                              skills_expected=expected_skills(request, category, track)))
+                              skills_expected=expected_skills(request, category, track), entity=entity,
+                              split=split))
     return recipes
 
 

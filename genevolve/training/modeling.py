@@ -30,6 +30,8 @@ class ModelConfig:
     lora: dict | None = None  # {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
     gradient_checkpointing: bool = False
     freeze_vision: bool = True
+    init_adapter: str | None = None  # start LoRA from this trained adapter (GRPO after SFT) instead of zeros
+    freeze_embeddings: bool = False  # full fine-tuning without the (tied) embedding matrix, 63% of Gemma 270M
     attn_implementation: str | None = "eager"
     max_length: int = 2048
     extra: dict = field(default_factory=dict)  # passed to from_pretrained
@@ -108,6 +110,8 @@ def load_for_training(cfg: ModelConfig):
         for name, p in model.named_parameters():
             if _is_vision_param(name):
                 p.requires_grad_(False)
+    if cfg.freeze_embeddings and not cfg.lora:
+        model.get_input_embeddings().weight.requires_grad_(False)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -116,9 +120,18 @@ def load_for_training(cfg: ModelConfig):
         if is_vlm and targets == "all-linear":
             # Adapters on the language model only; the vision tower stays as released.
             targets = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-        model = get_peft_model(model, LoraConfig(
-            r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
-            lora_dropout=float(lora.get("dropout", 0.0)), target_modules=targets, task_type="CAUSAL_LM"))
+        if cfg.init_adapter:
+            from peft import PeftModel
+
+            adapter = Path(cfg.init_adapter).expanduser()
+            if not (adapter / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"init_adapter {adapter} has no adapter_config.json (a LoRA adapter folder "
+                                        "such as an SFT run's checkpoints/best/model)")
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        else:
+            model = get_peft_model(model, LoraConfig(
+                r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
+                lora_dropout=float(lora.get("dropout", 0.0)), target_modules=targets, task_type="CAUSAL_LM"))
     if torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         model.to("cuda")  # one GPU, no launcher; under accelerate/DeepSpeed the engine places weights
     if cfg.gradient_checkpointing:

@@ -1,0 +1,223 @@
+"""The nano ablation: several policies on the same held-out requests, with the same tools, renderer
+and judges, measured per request and summarised with intervals.
+
+Per system and request (one JSONL line, appended when the request is finished, so a killed run
+resumes where it stopped):
+
+- ``valid``: the trajectory ended in a program that validates against the images it saw;
+- ``quotes_kept``: share of the request's quoted texts that appear verbatim in the gen_prompt
+  (null when the request quotes nothing);
+- ``ocr_text``: the OCR text score of the program's layout render (null without text constraints);
+- ``skill_agreement``: Jaccard overlap of the skills consulted with the teacher's (both none: 1);
+- ``reward``: the hybrid GRPO reward (``training.rewards.HybridReward``), 0 without a program;
+- ``rounds``, ``tokens`` (assistant tokens, counted with one tokenizer for every system) and
+  ``seconds``.
+
+``summarise`` turns the lines into one row per system: shares and means, a 95% bootstrap interval
+for the mean reward, and how many requests each number covers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from genevolve.durable import read_jsonl, repair_jsonl
+
+METRICS = ("valid", "quotes_kept", "ocr_text", "skill_agreement", "reward", "rounds", "tokens", "seconds")
+
+
+@dataclass
+class System:
+    name: str
+    make_policy: Callable[[], object]  # built lazily: a system's model loads only when it runs
+
+
+def quoted_texts(request: str) -> list[str]:
+    from genevolve.program import derive_constraints
+
+    return [c.text for c in derive_constraints(request) if c.kind == "text" and c.text]
+
+
+def skills_used(trajectory) -> list[str]:
+    return [s.tool_arguments.get("skill_name") for s in trajectory.steps
+            if s.kind == "tool_call" and s.tool_name == "query_knowledge" and isinstance(s.tool_arguments, dict)]
+
+
+def jaccard(a, b) -> float:
+    a, b = {x for x in a if x}, {x for x in b if x}
+    return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+class AblationRunner:
+    def __init__(self, cases: list[dict], out_dir: str | Path, *, protocol: str = "nano", count_tokens=None,
+                 reward=None, log: Callable[[str], None] | None = None):
+        self.cases = cases
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.protocol = protocol
+        self.count_tokens = count_tokens or (lambda text: len(text.split()))
+        self._reward = reward
+        self.log = log or (lambda msg: None)
+
+    def reward(self):
+        if self._reward is None:
+            from genevolve.training.rewards import HybridReward
+
+            self._reward = HybridReward()
+        return self._reward
+
+    def path(self, system: str) -> Path:
+        return self.out / f"{system}.jsonl"
+
+    def done_ids(self, system: str) -> set[str]:
+        path = self.path(system)
+        if not path.exists():
+            return set()
+        repair_jsonl(path)  # a line torn by a kill is dropped and its request runs again
+        return {row["id"] for row in read_jsonl(path)}
+
+    def run(self, system: System) -> list[dict]:
+        from genevolve.agent import build_agent
+        from genevolve.config import Settings
+
+        done = self.done_ids(system.name)
+        todo = [c for c in self.cases if c["id"] not in done]
+        if not todo:
+            return self.rows(system.name)
+        policy = system.make_policy()
+        settings = Settings.load(protocol=self.protocol, cache_mode="off")
+        agent = build_agent(settings, policy=policy, offline=True)
+        for i, case in enumerate(todo, 1):
+            t0 = time.perf_counter()
+            traj = agent.run(case["question"], case.get("images") or [])
+            row = self.measure(case, traj, time.perf_counter() - t0)
+            row["system"] = system.name
+            with self.path(system.name).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+            self.log(f"{system.name} {len(done) + i}/{len(self.cases)} {case['id']}: valid={row['valid']} "
+                     f"reward={row['reward']:.2f} rounds={row['rounds']} {row['seconds']:.0f}s")
+        return self.rows(system.name)
+
+    def measure(self, case: dict, traj, seconds: float) -> dict:
+        from genevolve.program import validate_program
+
+        program = traj.program
+        valid = program is not None and not validate_program(program, {i.img_id for i in traj.images})
+        quotes = quoted_texts(case["question"])
+        prompt = program.gen_prompt if program else ""
+        quotes_kept = (sum(q in prompt for q in quotes) / len(quotes)) if quotes else None
+        ocr = None
+        reward = self.reward()(case, traj)
+        if program is not None and program.text_constraints():
+            from genevolve.judges.verify import verify_image
+            from genevolve.renderers import render_with_report
+
+            image, _report = render_with_report(self.reward().renderer, program, seed=0)
+            ocr = verify_image(image, program)["text_score"]
+        teacher = (case.get("teacher") or {}).get("skills") or []
+        return {"id": case["id"], "category": case.get("category"), "track": case.get("track"),
+                "termination": traj.termination, "valid": bool(valid), "quotes_kept": quotes_kept,
+                "ocr_text": ocr, "skill_agreement": jaccard(skills_used(traj), teacher),
+                "reward": float(reward.total), "reward_components": reward.components,
+                "rounds": len(traj.steps),
+                "tokens": sum(self.count_tokens(s.assistant_text or "") for s in traj.steps),
+                "seconds": round(seconds, 2), "skills": skills_used(traj),
+                "gen_prompt": prompt[:2000] if program else None}
+
+    def rows(self, system: str) -> list[dict]:
+        ids = {c["id"] for c in self.cases}
+        return [r for r in read_jsonl(self.path(system)) if r["id"] in ids] if self.path(system).exists() else []
+
+
+def bootstrap_ci(values: list[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile bootstrap interval of the mean."""
+    if not values:
+        return None
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def summarise(rows_by_system: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    for name, rows in rows_by_system.items():
+        row: dict = {"system": name, "requests": len(rows)}
+        for metric in METRICS:
+            vals = [float(r[metric]) for r in rows if r.get(metric) is not None]
+            row[metric] = round(sum(vals) / len(vals), 4) if vals else None
+            row[f"{metric}_n"] = len(vals)
+        ci = bootstrap_ci([float(r["reward"]) for r in rows])
+        row["reward_ci95"] = [round(ci[0], 4), round(ci[1], 4)] if ci else None
+        out.append(row)
+    return out
+
+
+def markdown_table(summary: list[dict]) -> str:
+    head = ("| system | requests | valid program | quoted texts kept | OCR text score | skills vs teacher | "
+            "mean reward [95% CI] | rounds | tokens | seconds |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.0f}%"
+
+    def num(v, digits=2):
+        return "–" if v is None else f"{v:.{digits}f}"
+
+    for r in summary:
+        ci = r["reward_ci95"]
+        reward = "–" if r["reward"] is None else f"{r['reward']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        lines.append(f"| {r['system']} | {r['requests']} | {pct(r['valid'])} | {pct(r['quotes_kept'])} "
+                     f"(n={r['quotes_kept_n']}) | {num(r['ocr_text'])} (n={r['ocr_text_n']}) | "
+                     f"{num(r['skill_agreement'])} | {reward} | {num(r['rounds'], 1)} | {num(r['tokens'], 0)} | "
+                     f"{num(r['seconds'], 1)} |")
+    return "\n".join(lines)
+
+
+def chart(summary: list[dict], path: str | Path) -> Path:
+    """Bars per system: valid-program share, quoted texts kept, and mean reward with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["system"] for r in summary]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
+    panels = [("valid", "valid program", None), ("quotes_kept", "quoted texts kept verbatim", None),
+              ("reward", "mean hybrid reward (95% CI)", "reward_ci95")]
+    for ax, (key, title, ci_key) in zip(axes, panels):
+        vals = [r[key] or 0.0 for r in summary]
+        err = None
+        if ci_key:
+            err = [[max(0.0, v - (r[ci_key] or [v, v])[0]) for v, r in zip(vals, summary)],
+                   [max(0.0, (r[ci_key] or [v, v])[1] - v) for v, r in zip(vals, summary)]]
+        ax.bar(names, vals, yerr=err, capsize=4, color="#4c6ef5")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        for i, v in enumerate(vals):
+            ax.text(i, min(v + 0.03, 1.0), f"{v:.2f}", ha="center", fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def stratified_subset(cases: list[dict], n: int, seed: int = 0) -> list[dict]:
+    """``n`` cases spread over categories (round-robin over a seeded order within each)."""
+    by_cat: dict[str, list[dict]] = {}
+    for c in sorted(cases, key=lambda c: random.Random(f"{seed}:{c['id']}").random()):
+        by_cat.setdefault(c.get("category") or "", []).append(c)
+    out: list[dict] = []
+    while len(out) < min(n, len(cases)):
+        for cat in sorted(by_cat):
+            if by_cat[cat] and len(out) < n:
+                out.append(by_cat[cat].pop(0))
+    return sorted(out, key=lambda c: c["id"])

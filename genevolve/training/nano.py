@@ -1,0 +1,216 @@
+"""GenEvolve-Nano: the whole recipe on the real Gemma 3 270M, stage by stage, every stage resumable.
+
+    genevolve train nano --out runs/nano [--stages data,sft,grpo,grpo_sdl,eval,ship]
+
+Stages (each reads what the one before wrote under OUT, and each picks up where a kill left it):
+
+==========  ==================================================================================
+data        ``genevolve data build`` with the planner teacher in the compact nano conversation:
+            sft / rl / eval splits, disjoint by request and named entity (OUT/data)
+sft         LoRA SFT cold start on data/train.jsonl, held-out loss on data/val.jsonl (OUT/sft)
+grpo        GRPO from the SFT adapter on data/rl_prompts.jsonl, hybrid reward (OUT/grpo)
+grpo_sdl    the same plus self-distillation from Decision Guides (OUT/grpo_sdl)
+eval        the ablation on a stratified subset of data/eval.jsonl: untuned base, SFT, SFT+GRPO,
+            SFT+GRPO+SDL and the planner teacher, same tools, renderer and judges (OUT/eval)
+ship        the chosen adapter into assets/adapters/nano with its model card
+==========  ==================================================================================
+
+Configs come from ``configs/nano/{sft,grpo,grpo_sdl}.yaml``; the paths in them are replaced by
+the ones under OUT. Wall time per stage is summed over every process that worked on it
+(``OUT/stages.json``), so the model card states CPU hours even when a run spans interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from genevolve.config import ASSETS, REPO_ROOT
+
+STAGES = ("data", "sft", "grpo", "grpo_sdl", "eval", "ship")
+CONFIGS = REPO_ROOT / "configs" / "nano"
+DATA_RECIPE = {"recipes": 560, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3}
+EVAL_REQUESTS = 60
+EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
+
+
+class NanoRecipe:
+    def __init__(self, out: str | Path, *, log: Callable[[str], None] = print, eval_requests: int = EVAL_REQUESTS,
+                 ship_to: str | Path | None = None, eval_systems: list[str] | None = None):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.eval_requests = eval_requests
+        self.ship_to = Path(ship_to) if ship_to else ASSETS / "adapters" / "nano"
+        self.eval_systems = eval_systems  # None: every system that exists; a subset never marks eval done
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _ledger(self) -> dict:
+        path = self.out / "stages.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def _write_ledger(self, ledger: dict) -> None:
+        from genevolve.durable import write_atomic
+
+        write_atomic(self.out / "stages.json", json.dumps(ledger, indent=2) + "\n")
+
+    @contextmanager
+    def _timed(self, stage: str):
+        """Adds this process's wall time to the stage's total, also when the stage is interrupted."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            ledger = self._ledger()
+            entry = ledger.setdefault(stage, {"wall_s": 0.0, "sessions": 0})
+            entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - t0, 1)
+            entry["sessions"] += 1
+            self._write_ledger(ledger)
+
+    def _mark_done(self, stage: str, **info) -> None:
+        ledger = self._ledger()
+        ledger.setdefault(stage, {"wall_s": 0.0, "sessions": 0}).update({"done": True, **info})
+        self._write_ledger(ledger)
+
+    def done(self, stage: str) -> bool:
+        return bool(self._ledger().get(stage, {}).get("done"))
+
+    def run(self, stages: list[str] | None = None) -> dict:
+        for stage in stages or list(STAGES):
+            if stage not in STAGES:
+                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+            if self.done(stage):
+                self.log(f"[nano] {stage}: done already")
+                continue
+            self.log(f"[nano] {stage}: starting")
+            with self._timed(stage):
+                getattr(self, f"stage_{stage}")()
+        return self._ledger()
+
+    # ------------------------------------------------------------ stages
+
+    def stage_data(self) -> None:
+        from genevolve.data.pipeline import BuildConfig, DatasetBuilder
+
+        out = self.out / "data"
+        cfg = BuildConfig(teacher="planner", renderer="layout", offline=True, **DATA_RECIPE)
+        manifest = DatasetBuilder(out, cfg, resume=True, progress=False, log=self.log).run()
+        self._mark_done("data", counts=manifest["counts"])
+
+    def _config(self, kind: str, name: str, **paths):
+        from genevolve.training.common import config_from_file
+
+        if kind == "sft":
+            from genevolve.training.sft import SFTConfig as cls
+        else:
+            from genevolve.training.grpo import GRPOConfig as cls
+        cfg = config_from_file(cls, CONFIGS / f"{name}.yaml", run_dir=str(self.out / name), **paths)
+        return cfg
+
+    def sft_adapter(self) -> Path:
+        return self.out / "sft" / "checkpoints" / "best" / "model"
+
+    def stage_sft(self) -> None:
+        from genevolve.training.sft import train_sft
+
+        data = self.out / "data"
+        result = train_sft(self._config("sft", "sft", train_data=str(data / "train.jsonl"),
+                                        eval_data=str(data / "val.jsonl")))
+        if result["state"] == "done":
+            self._mark_done("sft", best_eval_loss=result["best_eval_loss"], steps=result["step"])
+
+    def _grpo(self, name: str) -> None:
+        from genevolve.training.grpo import train_grpo
+
+        cfg = self._config("grpo", name, prompts=str(self.out / "data" / "rl_prompts.jsonl"))
+        cfg.model.init_adapter = str(self.sft_adapter())
+        if cfg.sdl.enabled:
+            cfg.sdl.store_path = str(self.out / name / "guides.db")
+        result = train_grpo(cfg)
+        if result.get("state") == "done":
+            self._mark_done(name, steps=result.get("step"))
+
+    def stage_grpo(self) -> None:
+        self._grpo("grpo")
+
+    def stage_grpo_sdl(self) -> None:
+        self._grpo("grpo_sdl")
+
+    def adapters(self) -> dict[str, Path]:
+        """The trained adapters that exist, by system name."""
+        found = {"sft": self.sft_adapter()}
+        for name in ("grpo", "grpo_sdl"):
+            latest = self.out / name / "checkpoints" / "latest"
+            if latest.exists():
+                found[name] = self.out / name / "checkpoints" / latest.read_text().strip() / "model"
+        return {k: v for k, v in found.items() if (v / "adapter_config.json").is_file()}
+
+    def stage_eval(self) -> None:
+        from genevolve.bench.ablation import AblationRunner, System, chart, markdown_table, stratified_subset, summarise
+        from genevolve.durable import read_jsonl, write_atomic
+        from genevolve.policies.local import LocalPolicy
+        from genevolve.policies.planner import PlannerPolicy
+
+        cases = stratified_subset(read_jsonl(self.out / "data" / "eval.jsonl"), self.eval_requests)
+        tokenizer = _gemma_tokenizer()
+        runner = AblationRunner(cases, self.out / "eval", count_tokens=lambda t: len(tokenizer(t)["input_ids"]),
+                                log=self.log)
+
+        def nano(adapter):
+            return lambda: LocalPolicy.nano(adapter=adapter, max_new_tokens=EVAL_MAX_NEW_TOKENS)
+
+        systems = [System("planner", PlannerPolicy), System("untuned", nano("none"))]
+        labels = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
+        systems += [System(labels[k], nano(str(v))) for k, v in self.adapters().items()]
+        if self.eval_systems is not None:
+            unknown = set(self.eval_systems) - {s.name for s in systems}
+            if unknown:
+                raise ValueError(f"no such system to evaluate: {', '.join(sorted(unknown))} (have: "
+                                 f"{', '.join(s.name for s in systems)})")
+            for s in systems:
+                if s.name in self.eval_systems:
+                    runner.run(s)
+            return
+        rows = {s.name: runner.run(s) for s in systems}
+        summary = summarise(rows)
+        write_atomic(self.out / "eval" / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_atomic(self.out / "eval" / "summary.md", markdown_table(summary) + "\n")
+        chart(summary, self.out / "eval" / "ablation.png")
+        self.log(markdown_table(summary))
+        self._mark_done("eval", systems=[s.name for s in systems], requests=len(cases))
+
+    def stage_ship(self) -> None:
+        """Copy the best adapter by mean eval reward (SFT when no later stage beats it) into the assets."""
+        summary_path = self.out / "eval" / "summary.json"
+        adapters = self.adapters()
+        choice = "sft"
+        if summary_path.exists():
+            rows = {r["system"]: r for r in json.loads(summary_path.read_text(encoding="utf-8"))}
+            by_label = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
+            scored = [(rows[by_label[k]]["reward"] or 0.0, k) for k in adapters if by_label[k] in rows]
+            if scored:
+                choice = max(scored)[1]
+        src = adapters.get(choice)
+        if src is None:
+            raise FileNotFoundError(f"no trained adapter under {self.out}: run the sft stage first")
+        dest = self.ship_to
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(src / name, dest / name)
+        (dest / "SOURCE.json").write_text(json.dumps({"stage": choice, "from": str(src)}, indent=2) + "\n",
+                                          encoding="utf-8")
+        self._mark_done("ship", stage=choice, to=str(dest))
+        self.log(f"[nano] shipped the {choice} adapter to {dest}")
+
+
+def _gemma_tokenizer():
+    from transformers import AutoTokenizer
+
+    from genevolve.training.modeling import gemma3_270m_hf
+
+    return AutoTokenizer.from_pretrained(str(gemma3_270m_hf()))

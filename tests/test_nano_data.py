@@ -1,0 +1,98 @@
+"""Data for the nano policy: three splits disjoint by request and named entity, kept clear of the
+bench, budgeted records that obey the final-round message, the compact conversation.
+
+Real parts throughout: the planner teacher, offline tools, the sufficiency judge, layout renders, OCR.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genevolve.config import Settings
+from genevolve.data.pipeline import BuildConfig, DatasetBuilder
+from genevolve.data.recipes import (SPLITS, bench_questions, entity_splits, generate_recipes, load_pools,
+                                    names_entity)
+from genevolve.profiles import get_profile
+from genevolve.protocol import FINAL_ROUND_MESSAGE
+
+
+def test_entities_belong_to_one_split_and_bench_entities_are_never_drawn():
+    pools = load_pools()
+    questions = bench_questions()
+    splits = entity_splits(pools, 0, questions)
+    assert set(splits.values()) <= set(SPLITS) | {"bench"}
+    for split in SPLITS:
+        assert any(v == split for v in splits.values()), split
+    bench = [e for e, s in splits.items() if s == "bench"]
+    assert "the Eiffel Tower" in bench  # the mini bench's "…in front of the Eiffel Tower…"
+    recipes = generate_recipes(200, 0)
+    by_entity: dict[str, set[str]] = {}
+    for r in recipes:
+        if r.entity:
+            by_entity.setdefault(r.entity, set()).add(r.split)
+            assert splits[r.entity] == r.split
+        # No request names an entity that a bench question names.
+        for entity in bench:
+            assert not names_entity(r.request, pools.entity_names[entity]), (r.request, entity)
+    assert all(len(s) == 1 for s in by_entity.values())
+    assert {r.split for r in recipes} == set(SPLITS)
+    # Requests are unique, so the splits are disjoint by request too.
+    assert len({r.request for r in recipes}) == len(recipes)
+
+
+def test_splits_do_not_move_when_more_recipes_are_drawn():
+    small = {r.id: r.split for r in generate_recipes(40, 3)}
+    large = {r.id: r.split for r in generate_recipes(80, 3)}
+    assert all(large[i] == s for i, s in small.items())
+
+
+@pytest.fixture(scope="module")
+def nano_build(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("nano_data")
+    settings = Settings(offline=True, extra={"library_embeddings": False}, runs_dir=str(tmp / "runs"),
+                        cache_path=str(tmp / "cache.db"))
+    cfg = BuildConfig(recipes=40, seed=0, parallel=2, size=(320, 320), offline=True, protocol="nano",
+                      budget_fraction=0.5, budget_rounds=2)
+    DatasetBuilder(tmp / "build", cfg, settings=settings, progress=False).run()
+    return tmp / "build"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_build_writes_three_disjoint_splits_with_the_teacher_on_held_out_rows(nano_build):
+    recipes = {r["id"]: r for r in _jsonl(nano_build / "recipes.jsonl")}
+    train = _jsonl(nano_build / "train.jsonl") + _jsonl(nano_build / "val.jsonl")
+    rl, ev = _jsonl(nano_build / "rl_prompts.jsonl"), _jsonl(nano_build / "eval.jsonl")
+    assert train and rl and ev
+    assert all(recipes[r["id"]]["split"] == "sft" for r in train)
+    assert all(r["split"] == "rl" for r in rl) and all(r["split"] == "eval" for r in ev)
+    ents = {name: {r.get("entity") for r in rows if r.get("entity")}
+            for name, rows in (("sft", [recipes[r["id"]] for r in train]), ("rl", rl), ("eval", ev))}
+    assert not (ents["sft"] & ents["rl"]) and not (ents["sft"] & ents["eval"]) and not (ents["rl"] & ents["eval"])
+    for row in ev:  # bench rows the runner and the ablation read
+        assert row["question"] and row["category"] and row["eval_type"] in ("text", "text_image")
+        assert row["teacher"]["termination"] in ("answer", "forced_answer")
+    manifest = json.loads((nano_build / "manifest.json").read_text())
+    assert manifest["counts"]["eval"] == len(ev) and manifest["counts"]["rl_prompts"] == len(rl)
+    assert sum(v["recipes"] for v in manifest["per_split"].values()) == 40
+    assert manifest["settings"]["protocol"] == "nano"
+
+
+def test_records_speak_the_nano_conversation_and_some_obey_the_final_round(nano_build):
+    train = _jsonl(nano_build / "train.jsonl")
+    prompt = get_profile("nano").system_prompt()
+    assert all(r["messages"][0]["content"] == prompt for r in train)
+    budgeted = [r for r in train if any(m["content"] == FINAL_ROUND_MESSAGE for m in r["messages"])]
+    assert budgeted, "no budgeted record was kept"
+    for r in budgeted:
+        # After the final-round message the teacher's next turn is the answer.
+        i = next(i for i, m in enumerate(r["messages"]) if m["content"] == FINAL_ROUND_MESSAGE)
+        assert r["messages"][i + 1]["role"] == "assistant" and "<answer>" in r["messages"][i + 1]["content"]
+        assert i + 2 == len(r["messages"])
+    stages = _jsonl(nano_build / "stages" / "trajectories.jsonl")
+    assert any(s["trajectory"]["termination"] == "forced_answer" for s in stages)
