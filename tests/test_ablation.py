@@ -41,6 +41,11 @@ def test_runner_measures_each_request_and_resumes(tmp_path):
     lines = path.read_text().splitlines()
     path.write_text(lines[0] + "\n" + lines[1][:20])
     assert [r["id"] for r in runner.run(System("planner", PlannerPolicy))] == ["a", "b"]
+    # Rescoring measures the stored trajectories again without new rollouts.
+    before = runner.rows("planner")
+    after = runner.rescore("planner")
+    assert [(r["id"], r["valid"], r["quotes_kept"], r["tokens"]) for r in after] == \
+        [(r["id"], r["valid"], r["quotes_kept"], r["tokens"]) for r in before]
 
 
 def test_a_policy_that_never_answers_scores_zero_not_null(tmp_path):

@@ -97,12 +97,28 @@ class AblationRunner:
             traj = agent.run(case["question"], case.get("images") or [])
             row = self.measure(case, traj, time.perf_counter() - t0)
             row["system"] = system.name
+            row["trajectory"] = traj.to_dict()  # kept, so new judges can rescore without new rollouts
             with self.path(system.name).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 f.flush()
             self.log(f"{system.name} {len(done) + i}/{len(self.cases)} {case['id']}: valid={row['valid']} "
                      f"reward={row['reward']:.2f} rounds={row['rounds']} {row['seconds']:.0f}s")
         return self.rows(system.name)
+
+    def rescore(self, system: str) -> list[dict]:
+        """Measure the stored trajectories again (after a judge or reward changed); rollouts are kept."""
+        from genevolve.durable import write_atomic
+        from genevolve.trajectory import Trajectory
+
+        cases = {c["id"]: c for c in self.cases}
+        rows = []
+        for old in self.rows(system):
+            traj = Trajectory.from_dict(old["trajectory"])
+            row = {**self.measure(cases[old["id"]], traj, old["seconds"]), "tokens": old["tokens"],
+                   "system": system, "trajectory": old["trajectory"]}
+            rows.append(row)
+        write_atomic(self.path(system), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return rows
 
     def measure(self, case: dict, traj, seconds: float) -> dict:
         from genevolve.program import validate_program

@@ -40,13 +40,14 @@ EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
 
 class NanoRecipe:
     def __init__(self, out: str | Path, *, log: Callable[[str], None] = print, eval_requests: int = EVAL_REQUESTS,
-                 ship_to: str | Path | None = None, eval_systems: list[str] | None = None):
+                 ship_to: str | Path | None = None, eval_systems: list[str] | None = None, rescore: bool = False):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.eval_requests = eval_requests
         self.ship_to = Path(ship_to) if ship_to else ASSETS / "adapters" / "nano"
         self.eval_systems = eval_systems  # None: every system that exists; a subset never marks eval done
+        self.rescore = rescore  # measure stored rollouts again (after a judge changed) instead of skipping
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -84,7 +85,7 @@ class NanoRecipe:
         for stage in stages or list(STAGES):
             if stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-            if self.done(stage):
+            if self.done(stage) and not (stage == "eval" and self.rescore):
                 self.log(f"[nano] {stage}: done already")
                 continue
             self.log(f"[nano] {stage}: starting")
@@ -176,13 +177,22 @@ class NanoRecipe:
                 if s.name in self.eval_systems:
                     runner.run(s)
             return
-        rows = {s.name: runner.run(s) for s in systems}
+        rows = {}
+        for s in systems:
+            if self.rescore and runner.rows(s.name):
+                runner.rescore(s.name)
+            rows[s.name] = runner.run(s)
         summary = summarise(rows)
         write_atomic(self.out / "eval" / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_atomic(self.out / "eval" / "summary.md", markdown_table(summary) + "\n")
         chart(summary, self.out / "eval" / "ablation.png")
         self.log(markdown_table(summary))
         self._mark_done("eval", systems=[s.name for s in systems], requests=len(cases))
+
+    def model_card(self, shipped: str) -> str:
+        from genevolve.training.nano_card import render_card
+
+        return render_card(model_card_sections(self.out, shipped))
 
     def stage_ship(self) -> None:
         """Copy the best adapter by mean eval reward (SFT when no later stage beats it) into the assets."""
@@ -204,6 +214,7 @@ class NanoRecipe:
             shutil.copy2(src / name, dest / name)
         (dest / "SOURCE.json").write_text(json.dumps({"stage": choice, "from": str(src)}, indent=2) + "\n",
                                           encoding="utf-8")
+        (dest / "README.md").write_text(self.model_card(choice), encoding="utf-8")
         self._mark_done("ship", stage=choice, to=str(dest))
         self.log(f"[nano] shipped the {choice} adapter to {dest}")
 
@@ -214,3 +225,54 @@ def _gemma_tokenizer():
     from genevolve.training.modeling import gemma3_270m_hf
 
     return AutoTokenizer.from_pretrained(str(gemma3_270m_hf()))
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _hours(seconds: float | None) -> str:
+    return "–" if not seconds else f"{seconds / 3600:.2f} h"
+
+
+def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
+    """The measured parts of the model card, from the run folder (nothing here is typed by hand)."""
+    from genevolve.durable import read_jsonl
+
+    sections: dict[str, str] = {}
+    manifest = _read_json(out / "data" / "manifest.json") or {}
+    c = manifest.get("counts") or {}
+    if c:
+        lines = [f"{c['recipes']} recipes → {c['answered']} answered by the planner teacher → "
+                 f"{c['filter_passed']} passed the filters → {c['kept']} kept for SFT "
+                 f"({c['train']} train / {c['val']} val); {c.get('rl_prompts', 0)} RL prompts; "
+                 f"{c.get('eval', 0)} held-out eval requests.", "",
+                 "| split | recipes | kept | named entities |", "|---|---|---|---|"]
+        for split, v in sorted((manifest.get("per_split") or {}).items()):
+            ents = ", ".join((manifest.get("entities") or {}).get(split, [])) or "–"
+            lines.append(f"| {split} | {v.get('recipes', 0)} | {v.get('kept', 0)} | {ents} |")
+        rej = manifest.get("rejections_first") or {}
+        lines += ["", "Rejections (first reason): " + (", ".join(f"{k} {v}" for k, v in rej.items()) or "none") + "."]
+        sections["data"] = "\n".join(lines)
+    ledger = _read_json(out / "stages.json") or {}
+    if ledger:
+        rows = ["| stage | wall time (all sessions) | sessions | done |", "|---|---|---|---|"]
+        for stage in STAGES:
+            if stage in ledger:
+                e = ledger[stage]
+                rows.append(f"| {stage} | {_hours(e.get('wall_s'))} | {e.get('sessions', 0)} | "
+                            f"{'yes' if e.get('done') else 'no'} |")
+        sections["time"] = "\n".join(rows)
+    metrics = read_jsonl(out / "sft" / "metrics.jsonl") if (out / "sft" / "metrics.jsonl").exists() else []
+    evals = [m for m in metrics if m.get("eval_loss") is not None]
+    if metrics:
+        steps = [m for m in metrics if "step_s" in m]
+        sections["sft"] = (f"{len(steps)} optimizer steps, {sum(m['tokens'] for m in steps):,} trained tokens, "
+                           f"{sum(m['step_s'] for m in steps) / 3600:.2f} h of steps; training loss "
+                           f"{steps[0]['loss']:.3f} (step 1) → {steps[-1]['loss']:.3f} (step {steps[-1]['step']}); "
+                           "held-out loss " + ", ".join(f"{m['eval_loss']:.3f} (step {m['step']})" for m in evals) + ".")
+    summary = out / "eval" / "summary.md"
+    if summary.exists():
+        sections["ablation"] = summary.read_text(encoding="utf-8").strip()
+    sections["shipped"] = shipped
+    return sections
