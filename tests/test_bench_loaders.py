@@ -104,7 +104,7 @@ def test_datasets_directory_with_image_column(tmp_path):
     ("bench.json", b'"a red kite"', r"is a string; a WISE .json file holds a list"),
     ("bench.json", b"[1]", r"row 0 is a number, not an object with 'Prompt'"),
     ("bench.json", b"[{", r"not JSON"),
-    ("bench.jsonl", b'{"id": "a", "question": "caf\xe9"}', r"not UTF-8 text \(byte 32\); save the file as UTF-8"),
+    ("bench.jsonl", b'{"id": "a", "question": "caf\xe9"}', r"not UTF-8 text \(byte 28\); save the file as UTF-8"),
     ("bench.txt", b"a red kite\n\xff", r"not UTF-8 text"),
 ])
 def test_bad_bench_files_say_what_to_fix(tmp_path, name, data, reason):
