@@ -143,13 +143,21 @@ def serve_renderer(
     pipeline: str = typer.Option(..., "--pipeline", help="A diffusers id/path, or `layout` (for testing)."),
     port: int = typer.Option(8000, "--port"),
     host: str = typer.Option("127.0.0.1", "--host", help="0.0.0.0 to accept other machines."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="GENEVOLVE_RENDERER_TOKEN",
+                                        help="Require 'Authorization: Bearer TOKEN' (clients set GENEVOLVE_RENDERER_TOKEN)."),
+    max_body_mb: float = typer.Option(32, "--max-body-mb", help="Largest request body accepted (MB)."),
 ):
     """Serve a pipeline with the renderer-service protocol (POST /generate, GET /health)."""
     from genevolve.renderers.base import RenderError
     from genevolve.renderers.service import serve
 
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        typer.echo("warning: serving to other machines without --token: anyone who can reach this port can "
+                   "use the GPU", err=True)
+    if max_body_mb <= 0:
+        fail(f"--max-body-mb must be positive, got {max_body_mb:g}")
     try:
-        serve(pipeline, host=host, port=port)
+        serve(pipeline, host=host, port=port, token=token, max_body=int(max_body_mb * 1024 * 1024))
     except RenderError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
