@@ -137,6 +137,7 @@ def _run(policy, fox_png, system_file, images=()):
 
 
 @pytest.mark.parametrize("which", ["gemma", "qwen"])
+@pytest.mark.slow
 def test_full_trajectory_streams_and_stops_at_turn_end(which, request, fox_png, system_file):
     policy = request.getfixturevalue(f"{which}_policy")
     events, traj = _run(policy, fox_png, system_file)
@@ -153,6 +154,7 @@ def test_full_trajectory_streams_and_stops_at_turn_end(which, request, fox_png, 
         assert "".join(deltas).endswith(end) and "trailing" not in "".join(deltas)
 
 
+@pytest.mark.slow
 def test_qwen_sees_the_retrieved_image_as_pixels(qwen_policy, fox_png):
     images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
     _, msgs = _messages("IMG_001")
@@ -173,6 +175,7 @@ def test_qwen_sees_the_retrieved_image_as_pixels(qwen_policy, fox_png):
     assert not torch.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_text_only_model_warns_about_images_instead_of_crashing(gemma_policy, fox_png, system_file):
     events, traj = _run(gemma_policy, fox_png, system_file, images=[fox_png])
     assert traj.termination in ("answer", "format_error", "max_rounds")  # random weights; no crash
@@ -184,6 +187,7 @@ def test_text_only_model_warns_about_images_instead_of_crashing(gemma_policy, fo
 
 
 @pytest.mark.parametrize("which", ["gemma", "qwen"])
+@pytest.mark.slow
 def test_kv_reuse_equals_full_prefill_under_greedy(which, request, fox_png):
     policy = request.getfixturevalue(f"{which}_policy")
     images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
@@ -205,6 +209,7 @@ def test_kv_reuse_equals_full_prefill_under_greedy(which, request, fox_png):
 
 
 @pytest.mark.parametrize("which", ["gemma", "qwen"])
+@pytest.mark.slow
 def test_kv_reuse_after_a_longer_or_unrelated_prompt(which, request, fox_png):
     policy = request.getfixturevalue(f"{which}_policy")
     images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
@@ -223,6 +228,7 @@ def test_kv_reuse_after_a_longer_or_unrelated_prompt(which, request, fox_png):
 # ---------------------------------------------------------------- group sampling
 
 
+@pytest.mark.slow
 def test_sample_returns_n_rows_with_logprobs_matching_a_forward_pass(gemma_policy):
     first, _ = _messages()
     torch.manual_seed(0)
@@ -243,6 +249,7 @@ def test_sample_returns_n_rows_with_logprobs_matching_a_forward_pass(gemma_polic
                                     gemma_policy.tokenizer.convert_tokens_to_ids("<end_of_turn>"))
 
 
+@pytest.mark.slow
 def test_greedy_sample_rows_stop_at_the_turn_end(gemma_policy):
     first, _ = _messages()
     samples = gemma_policy.sample(first, n=2, max_new_tokens=80, temperature=0.0)
@@ -251,6 +258,7 @@ def test_greedy_sample_rows_stop_at_the_turn_end(gemma_policy):
         assert s.finished and s.text == TOOL_TURN
 
 
+@pytest.mark.slow
 def test_qwen_sample_with_an_image_in_the_prompt(qwen_policy, fox_png):
     images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
     _, msgs = _messages("IMG_001")
@@ -262,6 +270,7 @@ def test_qwen_sample_with_an_image_in_the_prompt(qwen_policy, fox_png):
 # ---------------------------------------------------------------- interface and errors
 
 
+@pytest.mark.slow
 def test_render_prompt_and_encode_agree(gemma_policy):
     first, _ = _messages()
     text = gemma_policy.render_prompt(first)

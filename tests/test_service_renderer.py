@@ -166,6 +166,7 @@ def test_client_concurrency_limit():
         server.shutdown()
 
 
+@pytest.mark.slow
 def test_serve_renderer_command(tmp_path):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))

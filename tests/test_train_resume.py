@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Each test trains for real and most kill a process mid-run: minutes on a busy 2-core machine.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 COMPARED = ("loss", "pg_loss", "reward_mean", "reward_std", "adv_std", "grad_norm", "lr", "tokens",
             "sdl_loss", "sdl_kl", "guide_hit_rate", "guides_added", "buffer_size")
