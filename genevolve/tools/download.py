@@ -144,7 +144,8 @@ def safe_download(url: str, dest_dir: str | Path, *, max_bytes: int = MAX_BYTES,
     worker.start()
     worker.join(total)
     if worker.is_alive():
-        client.close()
+        # Closing may wait on the connection pool; the caller does not wait for it.
+        threading.Thread(target=client.close, name="genevolve-download-close", daemon=True).start()
         raise DownloadError(f"refused {url}: no complete answer within the {total:g}s deadline "
                             "(the server is too slow)")
     client.close()
