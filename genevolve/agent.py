@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from genevolve.profiles import get_profile
-from genevolve.program import Program, ProgramError, derive_constraints, repair_program, validate_program
+from genevolve.program import Program, ProgramError, derive_constraints, repair_program, request_problem, validate_program
 from genevolve.protocol import (
     FINAL_ROUND_MESSAGE,
     correction_message,
@@ -114,6 +114,11 @@ class Agent:
             if ref.img_id not in traj.user_image_ids:
                 traj.user_image_ids.append(ref.img_id)
         ctx.user_images = [registry.get(i) for i in traj.user_image_ids]
+        problem = request_problem(traj.request, len(traj.user_image_ids))
+        if problem:  # nothing to plan: say so rather than draw a generic image
+            traj.termination, traj.reason = "invalid_request", problem
+            yield WarningEvent(message=problem)
+            return
         user_text = traj.request
         if traj.user_image_ids:
             listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)

@@ -15,6 +15,8 @@ from typing import List, Optional
 
 import typer
 
+from genevolve.durable import json_text, write_atomic
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="GenEvolve: research a request, pick references, write a program, render it.")
 
@@ -42,6 +44,12 @@ def run(
     from genevolve.store import Store
 
     console = Console(stderr=as_json)
+    from genevolve.program import request_problem
+
+    problem = request_problem(request, len(image or []))
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
     settings = Settings.load(config, policy=policy, renderer=renderer, offline=offline,
                              system_prompt_path=str(system_prompt) if system_prompt else None, protocol=protocol)
     is_offline = settings.resolved_offline()
@@ -68,15 +76,32 @@ def run(
         result.update(_render_and_verify(traj, settings, store, out, typeset, seed, console, quiet=as_json))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "trajectory.json").write_text(json.dumps(traj.to_dict(), indent=2, ensure_ascii=False))
+        write_atomic(out / "trajectory.json", json_text(traj.to_dict(), indent=2))
         if traj.program is not None:
-            (out / "program.json").write_text(json.dumps(traj.program.model_dump(), indent=2, ensure_ascii=False))
+            write_atomic(out / "program.json", json_text(traj.program.model_dump(), indent=2))
+    save_error = _save_error(store, traj)
     if as_json:
-        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
-    else:
+        typer.echo(json_text(result, indent=2))
+    elif save_error is None:
         console.print(f"[bold]{traj.termination}[/bold] in {traj.elapsed_s:.2f}s · {len(traj.steps)} rounds · "
                       f"trajectory {traj.id} saved to {settings.store_path}")
+    if save_error is not None:
+        kept = f"it is in {out / 'trajectory.json'}" if out is not None else "rerun with --out DIR to keep it in a file"
+        typer.echo(f"error: trajectory {traj.id} was NOT saved to {settings.store_path} ({save_error}); {kept}",
+                   err=True)
+        raise typer.Exit(2)
     raise typer.Exit(0 if traj.program is not None else 1)
+
+
+def _save_error(store, traj) -> str | None:
+    """Why the trajectory is not in the store, or None: read back, never assumed."""
+    try:
+        if store.get_run(traj.id) is not None:
+            return None
+    except Exception as exc:  # noqa: BLE001 - an unreadable store is itself the answer
+        return f"{type(exc).__name__}: {exc}"
+    failed = [w for w in traj.warnings if w.startswith("could not save")]
+    return failed[-1] if failed else "no row with that id"
 
 
 def _render_and_verify(traj, settings, store, out, typeset, seed, console, quiet) -> dict:

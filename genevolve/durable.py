@@ -11,6 +11,21 @@ import threading
 from pathlib import Path
 
 
+def escape_surrogates(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udcXX`` escapes.
+
+    A command-line argument with invalid UTF-8 arrives as a str with lone surrogates
+    (Python's surrogateescape), which neither SQLite nor a UTF-8 file can store. Inside JSON
+    text the escape is JSON's own, so ``json.loads`` gives back exactly the same string.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_text(obj, **kwargs) -> str:
+    """``json.dumps`` for files and the store: readable UTF-8, lossless for any Python str."""
+    return escape_surrogates(json.dumps(obj, ensure_ascii=False, **kwargs))
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -9,9 +9,10 @@ We add two things the model never has to write: resolved file paths for the refe
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 IMG_ID_RE = re.compile(r"\bIMG_\d{3,}\b")
 URL_RE = re.compile(r"(?:https?|ftp|file|data):[^\s\"')\]]+|www\.[^\s\"')\]]+", re.IGNORECASE)
@@ -58,6 +59,9 @@ _QUOTE_RE = re.compile(
 )
 
 
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 class ProgramError(ValueError):
     """The answer JSON is not a usable program (e.g. no gen_prompt)."""
 
@@ -92,6 +96,14 @@ class Program(BaseModel):
     gen_prompt: str
     reference_images: list[Reference] = Field(default_factory=list)
     constraints: list[Constraint] = Field(default_factory=list)
+
+    @field_validator("gen_prompt")
+    @classmethod
+    def _renderable_text(cls, value: str) -> str:
+        # Undecodable bytes from a command line arrive as lone surrogates, which no renderer,
+        # tokenizer or UTF-8 file accepts; the program shows them as U+FFFD (the request
+        # itself is stored losslessly).
+        return _SURROGATE_RE.sub("\ufffd", value)
 
     @classmethod
     def from_answer(cls, data: Any) -> "Program":
@@ -207,12 +219,27 @@ def _id_number(img_id: str) -> tuple[int, str]:
 
 # ---------------------------------------------------------------- derived constraints
 
+def has_content(text: str) -> bool:
+    """True when ``text`` has a letter, digit or symbol (emoji included), not only quotes,
+    punctuation and spaces: '""' or "' '" asks for nothing that can be drawn or checked."""
+    return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
+
+
+def request_problem(request: str, n_images: int = 0) -> str | None:
+    """Why a request cannot be planned (a one-line message that says what to do), or None."""
+    if n_images == 0 and not has_content(request):
+        return ("the request is empty: say what to draw in words, "
+                "e.g. 'a travel poster of Paris at dusk, title \"PARIS\"'")
+    return None
+
+
 def quoted_strings(text: str) -> list[str]:
-    """Quoted spans in order of appearance, without duplicates."""
+    """Quoted spans in order of appearance, without duplicates (spans of only quotes or
+    punctuation are not text anyone asked for)."""
     out: list[str] = []
     for m in _QUOTE_RE.finditer(text):
         s = next(g for g in m.groups() if g is not None).strip()
-        if s and s not in out:
+        if s and has_content(s) and s not in out:
             out.append(s)
     return out
 

@@ -83,8 +83,8 @@ def _parse_turn(text: str) -> Turn:
     rest = text[think_m.end():] if think_m else text
     if not think_m and "<think>" in text:
         return Turn(kind="error", error="<think> is not closed with </think>", raw=text)
-    calls = re.findall(r"<tool_call>(.*?)</tool_call>", rest, re.DOTALL)
-    answers = re.findall(r"<answer>(.*?)</answer>", rest, re.DOTALL)
+    calls = _blocks(rest, "tool_call")
+    answers = _blocks(rest, "answer")
     if len(calls) + len(answers) == 0:
         if "<tool_call>" in rest or "<answer>" in rest:
             return Turn(kind="error", think=think, raw=text,
@@ -122,13 +122,58 @@ def _parse_turn(text: str) -> Turn:
     return Turn(kind="answer", think=think, answer=data, raw=text)
 
 
+def _inside_json_string(body: str) -> bool:
+    """True when the end of ``body`` (the start of a JSON block) lies inside a string literal."""
+    inside = escaped = False
+    for ch in body:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = inside
+        elif ch == '"':
+            inside = not inside
+    return inside
+
+
+def _block_end(text: str, body_start: int, close: str) -> int:
+    """Where ``close`` ends the block that starts at ``body_start``, or -1.
+
+    User text is data: a request that contains "</answer>" may be copied into the JSON, so a
+    closing tag inside a JSON string does not end the block. When every candidate is inside a
+    string (malformed JSON), the first one counts, as a plain search would have it.
+    """
+    first = pos = text.find(close, body_start)
+    while pos >= 0:
+        if not _inside_json_string(text[body_start:pos]):
+            return pos
+        pos = text.find(close, pos + 1)
+    return first
+
+
+def _blocks(text: str, tag: str) -> list[str]:
+    out, open_t, close_t, i = [], f"<{tag}>", f"</{tag}>", 0
+    while (start := text.find(open_t, i)) >= 0:
+        end = _block_end(text, start + len(open_t), close_t)
+        if end < 0:
+            break
+        out.append(text[start + len(open_t):end])
+        i = end + len(close_t)
+    return out
+
+
+def _dump_block(obj: dict) -> str:
+    # "</" is written "<\/" (JSON's own escape for "/"): copied user text that holds
+    # "</answer>" can never close the block early, and json.loads gives the same string back.
+    return json.dumps(obj, ensure_ascii=False).replace("</", "<\\/")
+
+
 def format_tool_call(name: str, arguments: dict, think: str = "") -> str:
-    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
-    return f"<think>{think}</think>\n<tool_call>{body}</tool_call>"
+    body = _dump_block({"name": name, "arguments": arguments})
+    return f"<think>{neutralise(think)}</think>\n<tool_call>{body}</tool_call>"
 
 
 def format_answer(answer: dict, think: str = "") -> str:
-    return f"<think>{think}</think>\n<answer>{json.dumps(answer, ensure_ascii=False)}</answer>"
+    return f"<think>{neutralise(think)}</think>\n<answer>{_dump_block(answer)}</answer>"
 
 
 def neutralise(text: str) -> str:
@@ -144,8 +189,18 @@ def format_tool_response(text: str) -> str:
 
 
 def truncate_at_turn_end(text: str) -> str:
-    """Cut generated text right after the first closing action tag (models may run on)."""
-    ends = [(text.find(s), s) for s in TURN_END_STRINGS if s in text]
+    """Cut generated text right after the closing action tag (models may run on).
+
+    A closing tag inside a JSON string of its block (copied from the request) is data, not
+    the end of the turn.
+    """
+    ends = []
+    for close in TURN_END_STRINGS:
+        open_t = close.replace("/", "")
+        start = text.find(open_t)
+        pos = _block_end(text, start + len(open_t), close) if start >= 0 else text.find(close)
+        if pos >= 0:
+            ends.append((pos, close))
     if not ends:
         return text
     pos, s = min(ends)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from genevolve.durable import escape_surrogates, json_text
 from genevolve.trajectory import Trajectory
 
 SCHEMA = """
@@ -103,12 +104,12 @@ class Store:
         has_errors = int(any(s.error for s in traj.steps) or traj.termination not in ("answer", "forced_answer"))
         row = {
             "id": traj.id, "created_at": traj.created_at, "session": traj.meta.get("session"),
-            "request": traj.request, "policy": traj.backends.get("policy"),
+            "request": escape_surrogates(traj.request), "policy": traj.backends.get("policy"),
             "renderer": traj.backends.get("renderer"), "termination": traj.termination,
             "has_errors": has_errors, "n_rounds": len(traj.steps), "n_tool_calls": len(traj.tool_calls()),
             "elapsed_s": traj.elapsed_s,
-            "program": json.dumps(traj.program.model_dump()) if traj.program else None,
-            "trajectory": json.dumps(traj.to_dict(), ensure_ascii=False),
+            "program": json_text(traj.program.model_dump()) if traj.program else None,
+            "trajectory": json_text(traj.to_dict()),
         }
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
@@ -202,7 +203,7 @@ class Store:
                 traj = self.get_trajectory(run_id)
                 if traj is None or traj.program is None:
                     continue
-                f.write(json.dumps(traj.to_sft_record(out_dir), ensure_ascii=False) + "\n")
+                f.write(json_text(traj.to_sft_record(out_dir)) + "\n")
                 n += 1
         tmp.replace(path)
         return path

@@ -212,7 +212,7 @@ class Step:
 
 
 Termination = Literal["answer", "forced_answer", "max_rounds", "format_error", "policy_error",
-                      "cancelled", "running"]
+                      "cancelled", "invalid_request", "running"]
 
 
 @dataclass

@@ -274,3 +274,24 @@ agent.run("a lighthouse poster, title \\"NORTH\\"")
     rows = Store(db).list_runs()
     assert [(r["request"], r["termination"]) for r in rows] == [('a lighthouse poster, title "NORTH"', "running")]
     assert time.time() - rows[0]["created_at"] < 120
+
+
+@pytest.mark.parametrize("request_text", ["", "   ", '""', "' '", "“”  !"])
+def test_an_empty_request_ends_with_a_reason_and_calls_no_policy(tmp_path, request_text):
+    store = Store(tmp_path / "runs.db")
+    agent, policy = agent_for([ANSWER], store=store, tmp_path=tmp_path)
+    traj = agent.run(request_text)
+    assert traj.termination == "invalid_request" and "request is empty" in traj.reason
+    assert traj.program is None and policy.seen == []
+    assert store.get_run(traj.id)["termination"] == "invalid_request"
+
+
+def test_a_request_with_lone_surrogates_is_stored_losslessly(tmp_path):
+    """Undecodable bytes from argv (surrogateescape) reach the store and come back unchanged."""
+    store = Store(tmp_path / "runs.db")
+    request = 'a poster \udcff\udcfe, title "SALE"'
+    agent, _ = agent_for([ANSWER], store=store, tmp_path=tmp_path)
+    traj = agent.run(request)
+    assert not [w for w in traj.warnings if "could not save" in w]
+    assert store.get_trajectory(traj.id).request == request
+    assert store.get_run(traj.id)["request"] == 'a poster \\udcff\\udcfe, title "SALE"'

@@ -55,6 +55,10 @@ def test_jsonl_rows_prompt_alias_unknown_fields_and_gt(tmp_path):
     (['{"id": "a", "category": "x"}'], "case 0: no 'question'"),
     (['{"id": "a", "question": "q"}', '{"id": "a", "question": "r"}'], "duplicate case id 'a'"),
     (['{"id": "a", "question": "q"', ], "not JSON"),
+    (['["a red kite", "a blue kite"]'], r"bad.jsonl:1: case 0: is an array; each case must be a JSON object"),
+    (['{"id": "a", "question": "q"}', '"a red kite"'], r"bad.jsonl:2: case 1: is a string; each case must be"),
+    (['{"id": "a", "question": "q"}', '', '42'], r"bad.jsonl:3: case 1: is a number"),
+    (['{"id": "a", "question": "q", "images": 5}'], r"'images' must be a path or a list of paths"),
 ])
 def test_bad_jsonl_says_why(tmp_path, lines, reason):
     (tmp_path / "bad.jsonl").write_text("\n".join(lines))
@@ -94,3 +98,30 @@ def test_datasets_directory_with_image_column(tmp_path):
     assert [c["id"] for c in cases] == ["x1", "x2"]
     with Image.open(cases[1]["gt_image"]) as im:
         assert im.getpixel((3, 3)) == (0, 128, 0)
+
+
+@pytest.mark.parametrize("name,data,reason", [
+    ("bench.json", b'"a red kite"', r"is a string; a WISE .json file holds a list"),
+    ("bench.json", b"[1]", r"row 0 is a number, not an object with 'Prompt'"),
+    ("bench.json", b"[{", r"not JSON"),
+    ("bench.jsonl", b'{"id": "a", "question": "caf\xe9"}', r"not UTF-8 text \(byte 28\); save the file as UTF-8"),
+    ("bench.txt", b"a red kite\n\xff", r"not UTF-8 text"),
+])
+def test_bad_bench_files_say_what_to_fix(tmp_path, name, data, reason):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(BenchFormatError, match=reason):
+        load_bench(tmp_path / name)
+
+
+def test_bench_run_answers_a_bad_line_with_one_error_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from genevolve.cli import app
+
+    (tmp_path / "cases.jsonl").write_text('["a red kite"]\n')
+    res = CliRunner().invoke(app, ["bench", "run", "--bench", str(tmp_path / "cases.jsonl"),
+                                   "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 2 and (res.exception is None or isinstance(res.exception, SystemExit))
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cases.jsonl:1" in lines[0], res.output
+    assert not (tmp_path / "run").exists()

@@ -57,3 +57,54 @@ def test_a_system_prompt_file_replaces_ours_and_a_missing_one_is_named(tmp_path)
     proc = subprocess.run(base + ["--system-prompt", str(tmp_path / "missing.md")],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2 and "missing.md" in proc.stderr + proc.stdout
+
+
+def _run_cli(args, tmp_path, timeout=300):
+    env = dict(os.environ, GENEVOLVE_HOME=str(tmp_path / "home"), GENEVOLVE_OFFLINE="1")
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"extra": {"library_embeddings": False}}))
+    return subprocess.run([sys.executable, "-m", "genevolve.cli", *args, "--config", str(settings)],
+                          capture_output=True, timeout=timeout, env=env)
+
+
+def test_a_request_with_invalid_utf8_is_saved_rendered_and_kept_byte_for_byte(tmp_path):
+    from genevolve.store import Store
+
+    # Bytes, as a shell passes $'a poster \xff\xfe': Python sees lone surrogates.
+    proc = _run_cli(["run", b'a poster \xff\xfe, title "SALE"', "--offline", "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    assert b"Traceback" not in proc.stderr and b"render failed" not in proc.stdout
+    request = 'a poster \udcff\udcfe, title "SALE"'
+    saved = json.loads((tmp_path / "out" / "trajectory.json").read_text(encoding="utf-8"))
+    assert saved["request"] == request
+    assert (tmp_path / "out" / "image.png").is_file()
+    runs = Store(tmp_path / "home" / "genevolve.db").list_runs()
+    assert len(runs) == 1
+    assert Store(tmp_path / "home" / "genevolve.db").get_trajectory(runs[0]["id"]).request == request
+
+
+def test_a_failed_save_is_reported_as_an_error_not_as_saved(tmp_path):
+    import sqlite3
+
+    from genevolve.store import Store
+
+    db = tmp_path / "home" / "genevolve.db"
+    Store(db)  # the schema, then a real SQLite failure on every insert (as a full disk gives)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON runs BEGIN SELECT RAISE(FAIL, 'disk is full'); END")
+    proc = _run_cli(["run", "a red bicycle", "--offline", "--renderer", "none", "--out", str(tmp_path / "out")],
+                    tmp_path)
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 2, err[-2000:]
+    assert "saved to" not in out
+    assert "NOT saved" in err and "disk is full" in err and str(tmp_path / "out" / "trajectory.json") in err
+    assert "Traceback" not in err
+    assert json.loads((tmp_path / "out" / "trajectory.json").read_text())["request"] == "a red bicycle"
+
+
+def test_an_empty_or_quotes_only_request_is_refused_with_exit_2(tmp_path):
+    for request in ["", "  ", '""', "' '"]:
+        proc = _run_cli(["run", request, "--offline", "--renderer", "none"], tmp_path)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2 and "request is empty" in err and "Traceback" not in err, (request, err)
+        assert len(err.strip().splitlines()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import threading
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -255,3 +256,59 @@ def test_https_pins_the_checked_ip_and_verifies_the_host_name(tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def drip_server():
+    """A real server on 127.0.0.1 that answers one byte every 0.2 s, in the headers or the body."""
+    import socketserver
+
+    png = _png_bytes()
+    answers = {
+        "/drip-headers": b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Pad: " + b"a" * 400 + b"\r\n\r\n",
+        "/drip-body": b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + png + b"\0" * 99000,
+    }
+    served = []
+
+    class Drip(socketserver.BaseRequestHandler):
+        def handle(self):
+            line = self.request.makefile("rb").readline().decode()
+            reply = answers.get(line.split(" ")[1], b"HTTP/1.1 404 Not Found\r\n\r\n")
+            start = time.monotonic()
+            head_end = reply.find(b"\r\n\r\n") + 4
+            fast, slow = (b"", reply) if line.split(" ")[1] == "/drip-headers" else (reply[:head_end + 64], reply[head_end + 64:])
+            try:
+                self.request.sendall(fast)
+                for i in range(len(slow)):
+                    self.request.sendall(slow[i:i + 1])
+                    time.sleep(0.2)
+            except OSError:  # the client hung up: what the deadline is for
+                pass
+            served.append(time.monotonic() - start)
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    httpd = Server(("127.0.0.1", 0), Drip)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    yield {"base": f"http://127.0.0.1:{port}", "allow": {f"127.0.0.1:{port}"}, "served": served}
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("route", ["/drip-headers", "/drip-body"])
+def test_a_dripping_server_cannot_hold_the_download_past_its_deadline(drip_server, tmp_path, route):
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"deadline|too slow"):
+        # The default deadline is 3 x timeout; every byte arrives well inside the 1 s timeout.
+        safe_download(drip_server["base"] + route, tmp_path, allow_hosts=drip_server["allow"], timeout=1.0)
+    took = time.monotonic() - t0
+    assert took < 4.0, f"held for {took:.1f}s with a 3s deadline"
+    assert not any(tmp_path.iterdir())
+    # The transfer itself is cut off too: the server sees the connection close soon after.
+    end = time.monotonic() + 5
+    while not drip_server["served"] and time.monotonic() < end:
+        time.sleep(0.05)
+    assert drip_server["served"] and drip_server["served"][0] < 5.0

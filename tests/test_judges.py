@@ -355,5 +355,10 @@ def test_large_images_are_downscaled(tmp_path):
 def test_parse_json_reply_rejects_non_objects():
     with pytest.raises(ValueError):
         parse_json_reply("[1, 2]")
+    for not_an_object in ('"just a string"', "42", "null", "no JSON here"):
+        with pytest.raises(ValueError):
+            parse_json_reply(not_an_object)
     assert parse_json_reply('prose {"a": 1,} more prose') == {"a": 1}
-    assert isinstance(Scores.failed("x", "why"), Scores)
+    failed = Scores.failed("kscore", "why", raw="[1, 2]")
+    assert (failed.status, failed.error, failed.judge, failed.raw) == ("failed", "why", "kscore", "[1, 2]")
+    assert all(v is None for v in failed.metrics().values())

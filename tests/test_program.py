@@ -84,6 +84,11 @@ def test_from_answer_accepts_bare_ids_and_round_trips():
     ("a 'HELLO' banner, don't worry", ["HELLO"]),
     ('"SALE" and "SALE" again', ["SALE"]),
     ("no quotes at all", []),
+    # Quotes around nothing but quotes or punctuation are not text anyone asked for.
+    ('"\'"\'"', []),
+    ('"\'\'" and “"”', []),
+    ('" \' " then "OK"', ["OK"]),
+    ('"🎉"', ["🎉"]),
 ])
 def test_quoted_strings(text, expected):
     assert quoted_strings(text) == expected
@@ -133,3 +138,9 @@ def test_relation_phrases_drop_prepositions_and_counts():
     rel = [c for c in derive_constraints("A moka pot on a marble counter next to three espresso cups")
            if c.kind == "relation"]
     assert [(c.subject, c.relation, c.object) for c in rel] == [("marble counter", "next_to", "espresso cups")]
+
+
+def test_a_program_never_carries_lone_surrogates():
+    p = Program(gen_prompt='a poster \udcff\udcfe "SALE"')
+    assert p.gen_prompt == 'a poster \ufffd\ufffd "SALE"'
+    p.gen_prompt.encode("utf-8")  # what every renderer and tokenizer needs

@@ -166,6 +166,7 @@ def test_client_concurrency_limit():
         server.shutdown()
 
 
+@pytest.mark.slow
 def test_serve_renderer_command(tmp_path):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -189,3 +190,78 @@ def test_serve_renderer_command(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+# ---------------------------------------------------------------- bad input, limits and the token
+
+@pytest.fixture(scope="module")
+def guarded_server():
+    """A layout service with a bearer token and a 1 MB body cap."""
+    with ThreadedServer(create_app(renderer_for_pipeline("layout"), token="s3cret", max_body=1024 * 1024)) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("body,status,says", [
+    ({"prompt": "x", "seed": -1}, 422, "seed: Input should be greater than or equal to 0"),
+    ({"prompt": "x", "seed": 2 ** 40}, 422, "seed: Input should be less than or equal to"),
+    ({"prompt": "x", "width": 0, "height": 0}, 400, "size 0x0 is out of range"),
+    ({"prompt": "x", "width": 512}, 400, "give both width and height"),
+    ({"prompt": "x", "width": 99999, "height": 64}, 400, "out of range"),
+    ({"prompt": "x", "num_inference_steps": 0}, 422, "num_inference_steps"),
+    ({"prompt": "x" * 20_001}, 422, "prompt: String should have at most 20000 characters"),
+    ({"prompt": "x", "image_urls": ["data:,"] * 9}, 422, "image_urls"),
+    ({"prompt": ["not", "text"]}, 422, "prompt: Input should be a valid string"),
+])
+def test_bad_requests_are_4xx_with_a_reason(layout_server, body, status, says):
+    resp = httpx.post(layout_server.url + "/generate", json=body, timeout=30)
+    assert resp.status_code == status, resp.text
+    answer = resp.json()
+    assert answer["success"] is False and says in answer["error"], answer
+
+
+def test_a_request_body_over_the_cap_is_refused_before_it_is_read(layout_server, guarded_server):
+    # Declared: 100 MB announced, not one body byte sent; the answer comes from the headers alone.
+    with socket.create_connection(("127.0.0.1", layout_server.port), timeout=10) as sock:
+        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000000\r\n\r\n")
+        head = sock.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 413") and "byte limit" in head
+    # Chunked, no Content-Length: counted while it arrives.
+    headers = {"Authorization": "Bearer s3cret", "Content-Type": "application/json"}
+    chunks = (b'{"prompt": "' + b"x" * 65536 for _ in range(40))  # 2.6 MB against a 1 MB cap
+    resp = httpx.post(guarded_server.url + "/generate", content=chunks, headers=headers, timeout=30)
+    assert resp.status_code == 413 and "1048576-byte limit" in resp.json()["error"]
+    # Under the cap it renders.
+    resp = httpx.post(guarded_server.url + "/generate", json={"prompt": "a red kite", "width": 64, "height": 64},
+                      headers=headers, timeout=60)
+    assert resp.status_code == 200 and resp.json()["success"] is True
+
+
+def test_the_bearer_token_is_required_and_the_client_sends_it(guarded_server, monkeypatch):
+    body = {"prompt": "x", "width": 64, "height": 64}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        resp = httpx.post(guarded_server.url + "/generate", json=body, headers=headers, timeout=30)
+        assert resp.status_code == 401 and "GENEVOLVE_RENDERER_TOKEN" in resp.json()["error"]
+    assert httpx.get(guarded_server.url + "/health").json()["auth"] is True
+    monkeypatch.delenv("GENEVOLVE_RENDERER_TOKEN", raising=False)
+    with pytest.raises(RenderError, match="wants a bearer token: set GENEVOLVE_RENDERER_TOKEN"):
+        make_renderer(f"service:{guarded_server.url}").render(Program(gen_prompt="x"), size=(64, 64))
+    monkeypatch.setenv("GENEVOLVE_RENDERER_TOKEN", "wrong")
+    with pytest.raises(RenderError, match="the one set was refused"):
+        make_renderer(f"service:{guarded_server.url}").render(Program(gen_prompt="x"), size=(64, 64))
+    monkeypatch.setenv("GENEVOLVE_RENDERER_TOKEN", "s3cret")
+    image = make_renderer(f"service:{guarded_server.url}").render(Program(gen_prompt="x"), size=(96, 64))
+    assert image.size == (96, 64)
+
+
+def test_serve_renderer_refuses_a_bad_port_with_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        for port, says in (("99999", "--port must be 1..65535, got 99999"), (str(taken), "Address already in use")):
+            proc = subprocess.run([sys.executable, "-m", "genevolve.cli", "serve-renderer", "--pipeline", "layout",
+                                   "--port", port], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], proc.stderr

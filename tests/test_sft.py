@@ -105,6 +105,7 @@ def test_loss_position_logits_match_full_logits(tiny_gemma_path):
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_full))
 
 
+@pytest.mark.slow
 def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
     from genevolve.training.common import config_from_file
     from genevolve.training.metrics import read_metrics, read_status

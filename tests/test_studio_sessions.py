@@ -40,6 +40,7 @@ def test_session_ids_and_folders_are_safe(tmp_path):
     assert a != b and a.parent.name == "sessA1234"
 
 
+@pytest.mark.slow
 def test_history_and_run_loading_stay_inside_a_session(tmp_path, monkeypatch):
     from app import generate_tab
 
@@ -61,6 +62,7 @@ def test_history_and_run_loading_stay_inside_a_session(tmp_path, monkeypatch):
     assert "ALPHA" in allowed[2] and allowed[3].endswith("image.png")
 
 
+@pytest.mark.slow
 def test_uploaded_references_are_the_sessions_own_user_images(tmp_path, monkeypatch):
     from skimage import data
     from PIL import Image

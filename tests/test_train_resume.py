@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Each test trains for real and most kill a process mid-run: minutes on a busy 2-core machine.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 COMPARED = ("loss", "pg_loss", "reward_mean", "reward_std", "adv_std", "grad_norm", "lr", "tokens",
             "sdl_loss", "sdl_kl", "guide_hit_rate", "guides_added", "buffer_size")
@@ -63,7 +66,7 @@ def test_grpo_with_sdl_resumes_exactly(tmp_path):
     assert [m["step"] for m in b] == [1, 2, 3, 4, 5]
     # The runs are worth comparing only if they learn and distil something.
     assert any(m["guides_added"] for m in a) and any(m["trained_samples"] for m in a)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert not _same(x, y, COMPARED), (x["step"], _same(x, y, COMPARED))
 
 
@@ -82,7 +85,7 @@ def test_sft_resumes_exactly(tmp_path):
     train_sft(cfg("resumed"), quiet=True)
     a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
     assert [m["step"] for m in b] == list(range(1, 9))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert not _same(x, y, ("loss", "eval_loss", "grad_norm", "lr", "tokens")), x["step"]
 
 

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 import skimage.data
 from PIL import Image
 from typer.testing import CliRunner
@@ -136,3 +137,76 @@ def test_render_and_verify_commands(tmp_path):
     prog_path.write_text(json.dumps({"gen_prompt": '"X"', "reference_images": [{"img_id": "IMG_001", "path": "gone.png"}]}))
     res = runner.invoke(app, ["render", str(prog_path), "--out", str(out)])
     assert res.exit_code == 2 and "file not found" in res.output and "check the path" in res.output
+
+
+def _program_file(tmp_path) -> Path:
+    path = tmp_path / "program.json"
+    path.write_text(json.dumps({"gen_prompt": 'A shop sign that says "OPEN"', "reference_images": []}))
+    return path
+
+
+def _one_error_line(res) -> str:
+    """The CLI's answer to bad input: exit 2, no traceback, one line starting with 'error:'."""
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
+
+
+def test_render_refuses_bad_out_paths_before_rendering(tmp_path):
+    prog = _program_file(tmp_path)
+    (tmp_path / "a_file.txt").write_text("not a folder")
+    runner = CliRunner()
+    cases = {
+        tmp_path / "poster.xyz": "unknown image extension '.xyz'",
+        tmp_path / "poster": "unknown image extension '(none)'",
+        tmp_path: "is a folder; give a file name such as",
+        tmp_path / "a_file.txt" / "poster.png": "is a file, not a folder",
+        tmp_path / ("x" * 300 + ".png"): "File name too long",
+    }
+    for out, says in cases.items():
+        line = _one_error_line(runner.invoke(app, ["render", str(prog), "--out", str(out)]))
+        assert says in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file.txt", "program.json"]  # nothing half-written
+
+
+def test_render_writes_jpeg_and_webp_by_extension(tmp_path):
+    prog = _program_file(tmp_path)
+    runner = CliRunner()
+    for name, fmt in [("p.jpg", "JPEG"), ("p.JPEG", "JPEG"), ("p.webp", "WEBP"), ("sub/p.png", "PNG")]:
+        res = runner.invoke(app, ["render", str(prog), "--out", str(tmp_path / name), "--size", "320x240"])
+        assert res.exit_code == 0, res.output
+        with Image.open(tmp_path / name) as im:
+            assert im.format == fmt and im.size == (320, 240)
+
+
+def test_verify_answers_bad_images_with_one_line(tmp_path):
+    prog = _program_file(tmp_path)
+    runner = CliRunner()
+    (tmp_path / "notes.png").write_text("this is text, not a PNG")
+    good = tmp_path / "good.png"
+    Image.new("RGB", (400, 300), (250, 250, 250)).save(good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    # A decompression bomb: 144 million pixels in a ~20 KB file (1.8 GB once decoded as RGB+).
+    Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 1_000_000
+    cases = {"notes.png": "is not an image", "truncated.png": "is truncated or corrupt",
+             "bomb.png": "12000x12000 (144 MP), over the 40 MP budget; downscale it first",
+             "missing.png": "image not found"}
+    for name, says in cases.items():
+        line = _one_error_line(runner.invoke(app, ["verify", str(tmp_path / name), "--program", str(prog)]))
+        assert says in line, line
+
+
+def test_the_pixel_budget_refuses_a_png_and_decodes_a_jpeg_at_reduced_scale(tmp_path):
+    from genevolve.judges.verify import ImageInputError, open_image_checked
+
+    Image.new("RGB", (2000, 1600), (10, 20, 30)).save(tmp_path / "big.png")
+    Image.new("RGB", (2000, 1600), (10, 20, 30)).save(tmp_path / "big.jpg")
+    with pytest.raises(ImageInputError, match="over the 1 MP budget"):
+        open_image_checked(tmp_path / "big.png", max_pixels=1_000_000)
+    small = open_image_checked(tmp_path / "big.jpg", max_pixels=1_000_000)
+    assert small.size == (250, 200) and small.mode == "RGB"
+    assert open_image_checked(tmp_path / "big.png").size == (2000, 1600)  # under the default budget

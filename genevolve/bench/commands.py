@@ -40,14 +40,14 @@ def run(
     try:
         cases = load_bench(bench)
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     from genevolve.renderers.base import RenderError, parse_size
 
     try:
         render_size = parse_size(size)
     except RenderError as exc:
-        console.print(f"[red]error:[/red] --size: {exc}")
+        typer.echo(f"error: --size: {exc}", err=True)
         raise typer.Exit(2)
     cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
                       rpm=rpm, seed=seed, size=render_size, offline=offline,
@@ -58,7 +58,7 @@ def run(
     try:
         runner.run()
     except RunDirError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     if summary:
         from genevolve.bench.summary import write_summary

@@ -25,7 +25,22 @@ class BenchFormatError(ValueError):
     """A bench file does not have the expected shape; the message says which row and why."""
 
 
+def _json_kind(value) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchFormatError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+
+
 def normalize_case(row: dict, root: Path | None, index: int) -> dict:
+    if not isinstance(row, dict):
+        raise BenchFormatError(f"case {index}: is {_json_kind(row)}; each case must be a JSON object "
+                               'like {"id": "c1", "question": "a poster of ..."}')
     case = dict(row)
     if case.get("question") is None:
         q = case.get("prompt") if case.get("prompt") is not None else case.get("Prompt")
@@ -42,6 +57,8 @@ def normalize_case(row: dict, root: Path | None, index: int) -> dict:
     images = case.get("images") or []
     if isinstance(images, str):
         images = [images]
+    if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+        raise BenchFormatError(f"case {index} ('{case['id']}'): 'images' must be a path or a list of paths")
     case["images"] = [str((root / p).resolve()) if root is not None and isinstance(p, str)
                       and not Path(p).is_absolute() else p for p in images]
     return case
@@ -59,14 +76,17 @@ def _check_ids(cases: list[dict]) -> list[dict]:
 def load_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     cases = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for i, line in enumerate(_read_text(path).splitlines()):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BenchFormatError(f"{path}:{i + 1}: not JSON ({exc.msg})") from exc
-        cases.append(normalize_case(row, path.parent, len(cases)))
+        try:
+            cases.append(normalize_case(row, path.parent, len(cases)))
+        except BenchFormatError as exc:
+            raise BenchFormatError(f"{path}:{i + 1}: {exc}") from None
     return _check_ids(cases)
 
 
@@ -75,12 +95,20 @@ def load_wise(path: str | Path) -> list[dict]:
     from genevolve.judges.wise import wise_category
 
     path = Path(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise BenchFormatError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
     if isinstance(data, dict):
         data = data.get("data") or data.get("prompts") or next((v for v in data.values() if isinstance(v, list)), [])
+    if not isinstance(data, list):
+        raise BenchFormatError(f"{path}: is {_json_kind(data)}; a WISE .json file holds a list of "
+                               '{"Prompt": ..., "Category": ...} objects (use .jsonl for bench rows)')
     cases = []
     for i, row in enumerate(data):
-        if not isinstance(row, dict) or not row.get("Prompt"):
+        if not isinstance(row, dict):
+            raise BenchFormatError(f"{path}: row {i} is {_json_kind(row)}, not an object with 'Prompt'")
+        if not row.get("Prompt"):
             raise BenchFormatError(f"{path}: row {i} has no 'Prompt'")
         pid = row.get("prompt_id", i + 1)
         case = {k: v for k, v in row.items() if k not in ("Prompt", "Explanation", "Category", "Subcategory")}
@@ -94,7 +122,7 @@ def load_wise(path: str | Path) -> list[dict]:
 
 def load_prompt_list(path: str | Path) -> list[dict]:
     path = Path(path)
-    prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+    prompts = [ln.strip() for ln in _read_text(path).splitlines()
                if ln.strip() and not ln.lstrip().startswith("#")]
     return [normalize_case({"id": f"p{i + 1:04d}", "question": p, "eval_type": "prompt"}, path.parent, i)
             for i, p in enumerate(prompts)]

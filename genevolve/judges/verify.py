@@ -28,6 +28,43 @@ OCR_MIN_SHORT_SIDE = 360
 # must be exact, while a 40-character slogan may carry 2 OCR slips.
 FOUND_TOLERANCE = 0.05
 
+# The most pixels `verify` decodes. A 12000x12000 PNG (a decompression bomb: a few hundred
+# KB on disk) needs ~1.8 GB to decode; 40 MP covers an 8K frame (33 MP) with room to spare.
+# JPEGs over the budget are decoded at a reduced scale instead (PIL's draft mode).
+MAX_VERIFY_PIXELS = 40_000_000
+
+
+class ImageInputError(ValueError):
+    """The file cannot be checked: not an image, truncated, or too many pixels."""
+
+
+def open_image_checked(path: Path, max_pixels: int = MAX_VERIFY_PIXELS) -> Image.Image:
+    """Decode ``path`` as RGB within a pixel budget, or raise ImageInputError saying what to do."""
+    import warnings
+
+    from PIL import UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # the budget below is the check; PIL's warning is noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > max_pixels and im.format == "JPEG":
+                im.draft("RGB", (w // 8, h // 8))  # decode at 1/8 scale: 64x fewer pixels
+            if im.size[0] * im.size[1] > max_pixels:
+                raise ImageInputError(
+                    f"{path} is {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP budget; "
+                    "downscale it first (text is checked on a copy of at most 640 px anyway)")
+            return im.convert("RGB")
+    except UnidentifiedImageError:
+        raise ImageInputError(f"{path} is not an image PIL can read; give a PNG, JPEG or WebP file") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(f"{path}: {exc}; downscale it first") from None
+    except OSError as exc:  # truncated or corrupt data shows up when the pixels are decoded
+        raise ImageInputError(f"{path} is truncated or corrupt ({exc}); export the image again") from None
+
+
 _ENGINE = None
 _ENGINE_LOCK = threading.Lock()
 
@@ -183,8 +220,7 @@ def verify_image(image_or_path, program) -> dict:
         path = Path(image_or_path)
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+        image = open_image_checked(path)
     else:
         image = image_or_path
     texts = program.text_constraints() if hasattr(program, "text_constraints") else list(program or [])

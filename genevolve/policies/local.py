@@ -94,6 +94,7 @@ class LocalPolicy:
         self._kv: _KVState | None = None
         self._warnings: list[str] = []
         self._warned: set[str] = set()
+        self._specials: list[str] | None = None
         self._trajectory_key: str | None = None
         self.last_stats: dict = {}
 
@@ -250,15 +251,76 @@ class LocalPolicy:
     def _inputs(self, messages: list[dict], images: Sequence) -> _Inputs:
         chat, pil = self._chat(messages, images)
         text = self._apply_template(chat)
+        spans = self._data_spans(chat, text)
         if not self.is_image_text:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            return _Inputs(ids=list(ids))
-        enc = self.processor(text=[text], images=pil or None, return_tensors="pt")
+            return _Inputs(ids=self._tokenize(text, spans))
+        image_token = getattr(self.processor, "image_token_id", None)
+        # The processor expands each image placeholder into its patch tokens; it sees the text
+        # with control-token strings taken out of the data, so a fake "<|image_pad|>" in a web
+        # page cannot claim image features. The ids are then tokenized here, data as plain text.
+        enc = self.processor(text=[_drop_spans_tokens(text, spans, self._special_strings())],
+                             images=pil or None, return_tensors="pt")
         ids = enc["input_ids"][0].tolist()
         extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-        image_token = getattr(self.processor, "image_token_id", None)
+        if spans:
+            ids = _expand_like(self._tokenize(text, spans), ids, image_token)
+            if "mm_token_type_ids" in extra:  # 1 marks an image position; it must follow the new ids
+                import torch
+
+                extra["mm_token_type_ids"] = torch.tensor([[int(t == image_token) for t in ids]],
+                                                          dtype=extra["mm_token_type_ids"].dtype)
         mask = [t == image_token for t in ids] if image_token is not None else None
         return _Inputs(ids=ids, extra=extra, vision_mask=mask)
+
+    # Message text is data: only the chat template may produce control tokens. A tool result or
+    # request holding "<end_of_turn>" or "<|im_start|>" (a web page faking a model turn) must be
+    # tokenized as the plain characters it is, never as the special token.
+
+    def _special_strings(self) -> list[str]:
+        if self._specials is None:
+            decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+            found = {t.content for t in decoder.values() if getattr(t, "special", False)}
+            found |= set(getattr(self.tokenizer, "all_special_tokens", []) or [])
+            self._specials = sorted((t for t in found if t), key=len, reverse=True)
+        return self._specials
+
+    def _data_spans(self, chat: list[dict], text: str) -> list[tuple[int, int]]:
+        """Character spans of message text that holds a control-token string (usually none)."""
+        specials = self._special_strings()
+        if not any(sp in _text_of(m) for m in chat for sp in specials):
+            return []
+        # Render once more with each message's text between two marks; where the template
+        # keeps the text as it is (or trimmed, as Gemma's does), the marks locate it exactly.
+        for trim in (False, True):
+            marked = [_with_text(m, lambda t: f"{_OPEN}{t.strip() if trim else t}{_CLOSE}") for m in chat]
+            rendered = self._apply_template(marked)
+            if rendered.replace(_OPEN, "").replace(_CLOSE, "") != text:
+                continue
+            spans, removed, pos = [], 0, 0
+            while (start := rendered.find(_OPEN, pos)) >= 0:
+                end = rendered.find(_CLOSE, start)
+                spans.append((start - removed, end - removed - 1))
+                removed += 2
+                pos = end + 1
+            return spans
+        self._warn_once("data-spans", f"{self.name}: the chat template rewrites message text; control-token "
+                        "strings in it could not be located and are tokenized as the template renders them")
+        return []
+
+    def _tokenize(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
+        tok = self.tokenizer
+        if not spans:
+            return list(tok(text, add_special_tokens=False)["input_ids"])
+        ids, cursor = [], 0
+        for start, end in spans:
+            if text[cursor:start]:
+                ids += tok(text[cursor:start], add_special_tokens=False)["input_ids"]
+            if text[start:end]:
+                ids += tok(text[start:end], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            cursor = end
+        if text[cursor:]:
+            ids += tok(text[cursor:], add_special_tokens=False)["input_ids"]
+        return ids
 
     # ------------------------------------------------------------------ warnings
 
@@ -505,6 +567,66 @@ class _TurnEndCriteria:
         if self.cancel is not None and self.cancel.is_set():
             done[:] = True
         return done
+
+
+_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use marks around message text while locating it
+
+
+def _text_of(message: dict) -> str:
+    content = message.get("content", "")
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content or ""
+
+
+def _with_text(message: dict, wrap) -> dict:
+    content = message.get("content", "")
+    if isinstance(content, list):
+        parts = [dict(p, text=wrap(p.get("text", ""))) if isinstance(p, dict) and p.get("type") == "text" else p
+                 for p in content]
+        return {**message, "content": parts}
+    return {**message, "content": wrap(content or "")}
+
+
+def _drop_spans_tokens(text: str, spans: list[tuple[int, int]], specials: list[str]) -> str:
+    """``text`` with control-token strings removed inside ``spans`` (for the image processor only)."""
+    out, cursor = [], 0
+    for start, end in spans:
+        piece = text[start:end]
+        for sp in specials:
+            piece = piece.replace(sp, "")
+        out += [text[cursor:start], piece]
+        cursor = end
+    return "".join(out) + text[cursor:]
+
+
+def _expand_like(ids: list[int], expanded: list[int], image_token: int | None) -> list[int]:
+    """``ids`` with each image placeholder repeated as often as the processor expanded it."""
+    if image_token is None:
+        return ids
+    runs, i = [], 0
+    while i < len(expanded):
+        if expanded[i] == image_token:
+            j = i
+            while j < len(expanded) and expanded[j] == image_token:
+                j += 1
+            runs.append(j - i)
+            i = j
+        else:
+            i += 1
+    out, k, i = [], 0, 0
+    while i < len(ids):
+        if ids[i] == image_token:
+            j = i
+            while j < len(ids) and ids[j] == image_token:
+                j += 1
+            out += [image_token] * (runs[k] if k < len(runs) else j - i)
+            k += 1
+            i = j
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
 
 
 def _merge_same_roles(chat: list[dict]) -> list[dict]:

@@ -45,6 +45,51 @@ def load_program_file(path: Path):
     return program.model_copy(update=update)
 
 
+# Formats `render --out` writes, by extension (what PIL can save and a browser can show).
+OUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit status 2: the user's input needs changing."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def check_out_path(out: Path) -> str:
+    """The image format for ``out``, or exit 2 saying what to change (checked before rendering)."""
+    try:
+        is_dir = out.is_dir()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        fail(f"--out {out}: {exc.strerror or exc}; choose another path")
+    if is_dir:
+        fail(f"--out {out} is a folder; give a file name such as {out / 'image.png'}")
+    fmt = OUT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        fail(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; use .png, .jpg or .webp")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(f"--out {out}: {parent} is a file, not a folder; choose another path")
+    return fmt
+
+
+def save_image_file(image, out: Path, fmt: str) -> None:
+    """Encode in memory, then write atomically: a failed write leaves no half-written image."""
+    import io
+
+    from genevolve.durable import write_atomic
+
+    buf = io.BytesIO()
+    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    image.save(buf, format=fmt)
+    try:
+        write_atomic(out, buf.getvalue())
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}; choose a writable path for --out")
+
+
 def render(
     program: Path = typer.Argument(..., help="program.json (from `genevolve run --out`) or an answer JSON."),
     renderer: str = typer.Option("layout", "--renderer", help="layout | diffusers:<id> | service:<url>[,<url>] | gemini[:<model>]"),
@@ -58,6 +103,7 @@ def render(
     from genevolve.renderers import make_renderer, render_with_report
     from genevolve.renderers.base import RenderError, parse_size
 
+    fmt = check_out_path(out)
     prog = load_program_file(program)
     try:
         backend = make_renderer(renderer)
@@ -65,8 +111,7 @@ def render(
     except RenderError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image.save(out)
+    save_image_file(image, out, fmt)
     info["image"] = str(out)
     if report:
         typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
@@ -82,12 +127,15 @@ def verify(
     program: Path = typer.Option(..., "--program", help="The program whose text constraints must appear."),
 ):
     """OCR IMAGE and check the program's text constraints; print JSON."""
-    from genevolve.judges.verify import verify_image
+    from genevolve.judges.verify import ImageInputError, verify_image
 
     if not image.is_file():
-        raise typer.BadParameter(f"image not found: {image}")
+        fail(f"image not found: {image}")
     prog = load_program_file(program)
-    result = verify_image(image, prog)
+    try:
+        result = verify_image(image, prog)
+    except ImageInputError as exc:
+        fail(str(exc))
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
@@ -95,13 +143,21 @@ def serve_renderer(
     pipeline: str = typer.Option(..., "--pipeline", help="A diffusers id/path, or `layout` (for testing)."),
     port: int = typer.Option(8000, "--port"),
     host: str = typer.Option("127.0.0.1", "--host", help="0.0.0.0 to accept other machines."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="GENEVOLVE_RENDERER_TOKEN",
+                                        help="Require 'Authorization: Bearer TOKEN' (clients set GENEVOLVE_RENDERER_TOKEN)."),
+    max_body_mb: float = typer.Option(32, "--max-body-mb", help="Largest request body accepted (MB)."),
 ):
     """Serve a pipeline with the renderer-service protocol (POST /generate, GET /health)."""
     from genevolve.renderers.base import RenderError
     from genevolve.renderers.service import serve
 
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        typer.echo("warning: serving to other machines without --token: anyone who can reach this port can "
+                   "use the GPU", err=True)
+    if max_body_mb <= 0:
+        fail(f"--max-body-mb must be positive, got {max_body_mb:g}")
     try:
-        serve(pipeline, host=host, port=port)
+        serve(pipeline, host=host, port=port, token=token, max_body=int(max_body_mb * 1024 * 1024))
     except RenderError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

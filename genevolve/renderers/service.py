@@ -29,6 +29,11 @@ from genevolve.renderers.base import (
 )
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# The shared secret of a service started with `serve-renderer --token` (or this variable):
+# the server reads it as its token, the `service:` client sends it as a bearer token.
+TOKEN_ENV = "GENEVOLVE_RENDERER_TOKEN"
+MAX_BODY_BYTES = 32 * 1024 * 1024  # two 1536-px references as data URIs are ~2 MB
+MAX_SEED = 2 ** 32 - 1
 
 
 class ServiceRenderer(Renderer):
@@ -36,7 +41,9 @@ class ServiceRenderer(Renderer):
 
     def __init__(self, urls: list[str], *, concurrency: int = 4, retries: int = 3, backoff_s: float = 1.0,
                  timeout_s: float = 600.0, num_inference_steps: int = 40, true_cfg_scale: float = 4.0,
-                 guidance_scale: float = 1.0, negative_prompt: str = " "):
+                 guidance_scale: float = 1.0, negative_prompt: str = " ", token: str | None = None):
+        import os
+
         if not urls:
             raise RenderError("service needs at least one URL: service:http://host:port")
         for u in urls:
@@ -44,6 +51,7 @@ class ServiceRenderer(Renderer):
                 raise RenderError(f"service URL must start with http:// or https://, got {u!r}")
         self.urls = [u.rstrip("/") for u in urls]
         self.name = "service:" + ",".join(self.urls)
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.retries = retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
@@ -73,12 +81,16 @@ class ServiceRenderer(Renderer):
             for attempt in range(self.retries + 1):
                 url = self._pick_url()
                 try:
-                    resp = httpx.post(f"{url}/generate", json=payload, timeout=self.timeout_s)
+                    headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+                    resp = httpx.post(f"{url}/generate", json=payload, timeout=self.timeout_s, headers=headers)
                 except httpx.HTTPError as exc:
                     errors.append(f"{url}: {type(exc).__name__}: {exc}")
                 else:
                     if resp.status_code in RETRY_STATUS:
                         errors.append(f"{url}: HTTP {resp.status_code}")
+                    elif resp.status_code == 401:
+                        raise RenderError(f"renderer service {url} wants a bearer token: set {TOKEN_ENV} to the "
+                                          "server's --token" + (" (the one set was refused)" if self.token else ""))
                     elif resp.status_code != 200:
                         raise RenderError(f"renderer service {url} refused the request: HTTP {resp.status_code} "
                                           f"{resp.text[:300]}")
@@ -98,7 +110,7 @@ class ServiceRenderer(Renderer):
         try:
             body = resp.json()
         except ValueError as exc:
-            raise RenderError(f"renderer service {url} answered with non-JSON: {resp.text[:200]!r}") from exc
+            raise RenderError(f"renderer service {url} answered with non-JSON: {resp.text[:200]!r}") from None
         if not isinstance(body, dict) or not body.get("success"):
             reason = body.get("error") if isinstance(body, dict) else None
             raise RenderError(f"renderer service {url} reported failure: {reason or body!r}"[:500])
@@ -115,39 +127,113 @@ class ServiceRenderer(Renderer):
 class GenerateRequest(BaseModel):
     """The body of POST /generate (module level: FastAPI resolves the annotation by name)."""
 
-    prompt: str = ""
-    image_urls: list[str] = Field(default_factory=list)
-    seed: int = 0
+    prompt: str = Field("", max_length=20_000)
+    image_urls: list[str] = Field(default_factory=list, max_length=8)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     width: int | None = None
     height: int | None = None
-    num_inference_steps: int | None = None
-    true_cfg_scale: float | None = None
-    guidance_scale: float | None = None
-    negative_prompt: str | None = None
+    num_inference_steps: int | None = Field(None, ge=1, le=500)
+    true_cfg_scale: float | None = Field(None, ge=0, le=100)
+    guidance_scale: float | None = Field(None, ge=0, le=100)
+    negative_prompt: str | None = Field(None, max_length=20_000)
 
 
-def create_app(renderer: Renderer, label: str | None = None):
-    """A FastAPI app serving ``renderer`` with the renderer-service protocol."""
+class _Guard:
+    """ASGI middleware in front of POST requests: the bearer token first, then a body cap.
+
+    Both are checked before the body is parsed (an unauthenticated or oversized request costs
+    no more than its headers and at most ``max_body`` bytes), and answered in the protocol's
+    error shape.
+    """
+
+    def __init__(self, app, token: str | None, max_body: int):
+        self.app, self.token, self.max_body = app, token, max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        import hmac
+
+        headers = dict(scope["headers"])
+        if self.token:
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                return await _send_error(send, 401, f"missing or wrong bearer token: send 'Authorization: Bearer "
+                                                    f"<token>' (the service: renderer reads {TOKEN_ENV})")
+        declared = headers.get(b"content-length", b"")
+        too_big = f"request body over the {self.max_body}-byte limit; send smaller reference images"
+        if declared.isdigit() and int(declared) > self.max_body:
+            return await _send_error(send, 413, too_big)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:  # a chunked body that never declared its length
+                return await _send_error(send, 413, too_big)
+            if not message.get("more_body"):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+
+async def _send_error(send, status: int, error: str) -> None:
+    import json
+
+    body = json.dumps({"success": False, "error": error}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(renderer: Renderer, label: str | None = None, *, token: str | None = None,
+               max_body: int = MAX_BODY_BYTES):
+    """A FastAPI app serving ``renderer`` with the renderer-service protocol.
+
+    ``token``: when set, POST requests need ``Authorization: Bearer <token>`` (401 otherwise).
+    Bad input is a 4xx with ``{"success": false, "error": <what to change>}``, never a 500.
+    """
     import base64
     import io
 
     from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     app = FastAPI(title="GenEvolve renderer service")
+    app.add_middleware(_Guard, token=token or None, max_body=max_body)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc):
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "body"
+            problems.append(f"{where}: {err.get('msg')}")
+        return JSONResponse({"success": False, "error": "; ".join(problems)[:1000]}, status_code=422)
     gpu_lock = threading.Lock()  # one render at a time: a GPU serves one pipeline call well
     state = {"served": 0, "busy": False, "started": time.time()}
 
     @app.get("/health")
     def health():
         return {"ok": True, "renderer": label or renderer.name, "busy": state["busy"], "served": state["served"],
-                "uptime_s": round(time.time() - state["started"], 1)}
+                "uptime_s": round(time.time() - state["started"], 1), "auth": bool(token)}
 
     # A plain (sync) handler: FastAPI runs it in a worker thread, so /health stays responsive.
     @app.post("/generate")
     def generate(req: GenerateRequest):
-        size = (req.width, req.height) if req.width and req.height else None
         with tempfile.TemporaryDirectory(prefix="genevolve-serve-") as tmp:
             try:
+                size = None
+                if req.width is not None or req.height is not None:  # 0x0 is an error, not "default"
+                    if req.width is None or req.height is None:
+                        raise RenderError("give both width and height, or neither (the service picks a size)")
+                    size = check_size((req.width, req.height))
                 refs = []
                 for i, uri in enumerate(req.image_urls):
                     if uri.startswith(("http://", "https://")):
@@ -192,10 +278,28 @@ def renderer_for_pipeline(pipeline: str) -> Renderer:
     return make_renderer(f"diffusers:{pipeline}")
 
 
-def serve(pipeline: str, host: str = "127.0.0.1", port: int = 8000, preload: bool = True) -> None:
+def check_listen(host: str, port: int) -> None:
+    """Raise RenderError (saying what to change) unless ``host:port`` can be listened on."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise RenderError(f"--port must be 1..65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise RenderError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host") from None
+
+
+def serve(pipeline: str, host: str = "127.0.0.1", port: int = 8000, preload: bool = True,
+          token: str | None = None, max_body: int = MAX_BODY_BYTES) -> None:
     import uvicorn
 
+    check_listen(host, port)  # before loading a pipeline for minutes
     renderer = renderer_for_pipeline(pipeline)
     if preload and hasattr(renderer, "load"):
         renderer.load()  # fail at start, not at the first request
-    uvicorn.run(create_app(renderer, label=pipeline), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(renderer, label=pipeline, token=token, max_body=max_body), host=host, port=port,
+                log_level="info")

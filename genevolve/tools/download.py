@@ -10,7 +10,8 @@ A search engine hands us URLs that anybody can write, so every hop is treated as
   ``Host`` header and TLS SNI/certificate check keep the real name), so a second DNS answer
   cannot swap in a private address (DNS rebinding);
 * redirects are followed by hand, at most five, and each hop is checked again;
-* the body is streamed with a byte cap (``Content-Length`` is checked first) and a total deadline;
+* the body is streamed with a byte cap (``Content-Length`` is checked first), and the whole
+  fetch has a wall-clock deadline that a slow-dripping server cannot stretch;
 * the bytes must decode as an image, and the pixel count is checked from the header before
   any full decode, so a tiny file that declares a gigantic canvas is refused.
 
@@ -25,6 +26,7 @@ import hashlib
 import io
 import ipaddress
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Collection
@@ -111,36 +113,67 @@ def _checked_target(url: str, *, allow_private: bool, allow_hosts: Collection[st
 
 def safe_download(url: str, dest_dir: str | Path, *, max_bytes: int = MAX_BYTES, timeout: float = 10.0,
                   max_pixels: float = MAX_PIXELS, allow_private: bool = False,
-                  allow_hosts: Collection[str] = (), verify: Any = True) -> Path:
+                  allow_hosts: Collection[str] = (), verify: Any = True, deadline: float | None = None) -> Path:
     """Download one image into ``dest_dir`` (named by content hash) or raise DownloadError.
 
+    ``timeout`` bounds each network operation; ``deadline`` (default 3 x timeout) bounds the
+    whole fetch by the wall clock, redirects, DNS and a server that drips one byte at a time
+    included: the caller has its answer by then, and the transfer is cut off.
     ``verify`` is passed to httpx (True: the system's CA bundle; an ``ssl.SSLContext`` lets a test
     trust its own certificate). The certificate is always checked against the URL's host name.
     """
     import httpx
 
-    deadline = time.monotonic() + timeout * 3  # per-operation timeout below; this bounds the whole fetch
-    allow_hosts = {h.lower() for h in allow_hosts}
+    total = timeout * 3 if deadline is None else deadline
+    client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False, verify=verify)
+    outcome: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            outcome["path"] = _fetch(client, url, Path(dest_dir), max_bytes=max_bytes, timeout=timeout,
+                                     max_pixels=max_pixels, allow_private=allow_private,
+                                     allow_hosts={h.lower() for h in allow_hosts},
+                                     stop_at=time.monotonic() + total)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+
+    # Per-operation timeouts never fire on a server that sends a byte every second, so the
+    # fetch runs in a worker the caller waits for with a wall-clock limit. At the limit the
+    # client is closed under it, which makes its next socket operation fail and end it.
+    worker = threading.Thread(target=fetch, name="genevolve-download", daemon=True)
+    worker.start()
+    worker.join(total)
+    if worker.is_alive():
+        # Closing may wait on the connection pool; the caller does not wait for it.
+        threading.Thread(target=client.close, name="genevolve-download-close", daemon=True).start()
+        raise DownloadError(f"refused {url}: no complete answer within the {total:g}s deadline "
+                            "(the server is too slow)")
+    client.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["path"]
+
+
+def _fetch(client, url: str, dest_dir: Path, *, max_bytes: int, timeout: float, max_pixels: float,
+           allow_private: bool, allow_hosts: set[str], stop_at: float) -> Path:
     current = url
-    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
-                      verify=verify) as client:
-        for _hop in range(MAX_REDIRECTS + 1):
-            scheme, host, port, addresses, path = _checked_target(current, allow_private=allow_private,
-                                                                  allow_hosts=allow_hosts)
-            response = _send_pinned(client, scheme, host, port, addresses, path, current, timeout)
-            try:
-                if response.status_code in _REDIRECT_CODES:
-                    location = response.headers.get("location")
-                    if not location:
-                        raise DownloadError(f"redirect without a Location header from {current}")
-                    current = urljoin(current, location)
-                    continue
-                if response.status_code != 200:
-                    raise DownloadError(f"HTTP {response.status_code} from {current}")
-                data = _read_capped(response, max_bytes, deadline, current)
-            finally:
-                response.close()
-            return _store_image(data, Path(dest_dir), max_pixels, current)
+    for _hop in range(MAX_REDIRECTS + 1):
+        scheme, host, port, addresses, path = _checked_target(current, allow_private=allow_private,
+                                                              allow_hosts=allow_hosts)
+        response = _send_pinned(client, scheme, host, port, addresses, path, current, timeout)
+        try:
+            if response.status_code in _REDIRECT_CODES:
+                location = response.headers.get("location")
+                if not location:
+                    raise DownloadError(f"redirect without a Location header from {current}")
+                current = urljoin(current, location)
+                continue
+            if response.status_code != 200:
+                raise DownloadError(f"HTTP {response.status_code} from {current}")
+            data = _read_capped(response, max_bytes, stop_at, current)
+        finally:
+            response.close()
+        return _store_image(data, dest_dir, max_pixels, current)
     raise DownloadError(f"too many redirects (more than {MAX_REDIRECTS}) starting at {url}")
 
 
