@@ -35,6 +35,7 @@ METRICS = ("valid", "quotes_kept", "ocr_text", "skill_agreement", "reward", "rou
 class System:
     name: str
     make_policy: Callable[[], object]  # built lazily: a system's model loads only when it runs
+    limit: int | None = None  # only the first ``limit`` cases (a system too slow for all of them)
 
 
 def quoted_texts(request: str) -> list[str]:
@@ -86,7 +87,8 @@ class AblationRunner:
         from genevolve.config import Settings
 
         done = self.done_ids(system.name)
-        todo = [c for c in self.cases if c["id"] not in done]
+        cases = self.cases[: system.limit] if system.limit else self.cases
+        todo = [c for c in cases if c["id"] not in done]
         if not todo:
             return self.rows(system.name)
         policy = system.make_policy()
@@ -101,7 +103,7 @@ class AblationRunner:
             with self.path(system.name).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 f.flush()
-            self.log(f"{system.name} {len(done) + i}/{len(self.cases)} {case['id']}: valid={row['valid']} "
+            self.log(f"{system.name} {len(done) + i}/{len(cases)} {case['id']}: valid={row['valid']} "
                      f"reward={row['reward']:.2f} rounds={row['rounds']} {row['seconds']:.0f}s")
         return self.rows(system.name)
 

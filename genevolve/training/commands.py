@@ -65,7 +65,9 @@ def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stag
          systems: Optional[str] = typer.Option(None, help="Evaluate only these systems now (comma-separated: planner, "
                                                "untuned, sft, sft+grpo, sft+grpo+sdl); the eval stage stays open."),
          rescore: bool = typer.Option(False, "--rescore", help="Eval: measure the stored rollouts again with "
-                                      "today's judges and reward, then run what is missing.")):
+                                      "today's judges and reward, then run what is missing."),
+         summary_only: bool = typer.Option(False, "--summary-only", help="Eval: write the summary of the requests "
+                                           "finished so far and run nothing.")):
     """The GenEvolve-Nano recipe on the real Gemma 3 270M: data, SFT, GRPO, GRPO+SDL, ablation, ship.
 
     Every stage resumes after a kill: run the same command again.
@@ -75,7 +77,7 @@ def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stag
     try:
         ledger = NanoRecipe(out, log=lambda m: typer.echo(m, err=True), eval_requests=eval_requests,
                             ship_to=ship_to, eval_systems=systems.split(",") if systems else None,
-                            rescore=rescore).run([s.strip() for s in stages.split(",") if s.strip()])
+                            rescore=rescore, summary_only=summary_only).run([s.strip() for s in stages.split(",") if s.strip()])
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

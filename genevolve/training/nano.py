@@ -36,11 +36,13 @@ CONFIGS = REPO_ROOT / "configs" / "nano"
 DATA_RECIPE = {"recipes": 560, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3}
 EVAL_REQUESTS = 60
 EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
+UNTUNED_REQUESTS = 15
 
 
 class NanoRecipe:
     def __init__(self, out: str | Path, *, log: Callable[[str], None] = print, eval_requests: int = EVAL_REQUESTS,
-                 ship_to: str | Path | None = None, eval_systems: list[str] | None = None, rescore: bool = False):
+                 ship_to: str | Path | None = None, eval_systems: list[str] | None = None, rescore: bool = False,
+                 summary_only: bool = False):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -48,6 +50,7 @@ class NanoRecipe:
         self.ship_to = Path(ship_to) if ship_to else ASSETS / "adapters" / "nano"
         self.eval_systems = eval_systems  # None: every system that exists; a subset never marks eval done
         self.rescore = rescore  # measure stored rollouts again (after a judge changed) instead of skipping
+        self.summary_only = summary_only  # eval: write the summary of the rows so far, run nothing
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -85,7 +88,7 @@ class NanoRecipe:
         for stage in stages or list(STAGES):
             if stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-            if self.done(stage) and not (stage == "eval" and self.rescore):
+            if self.done(stage) and not (stage == "eval" and (self.rescore or self.summary_only)):
                 self.log(f"[nano] {stage}: done already")
                 continue
             self.log(f"[nano] {stage}: starting")
@@ -165,29 +168,36 @@ class NanoRecipe:
         def nano(adapter):
             return lambda: LocalPolicy.nano(adapter=adapter, max_new_tokens=EVAL_MAX_NEW_TOKENS)
 
-        systems = [System("planner", PlannerPolicy), System("untuned", nano("none"))]
+        # The untuned base never ends a turn on its own: each request costs two full capped turns
+        # (then the runtime ends it on the second format error), so it is measured on a subset.
+        systems = [System("planner", PlannerPolicy),
+                   System("untuned", nano("none"), limit=min(UNTUNED_REQUESTS, len(cases)))]
         labels = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
         systems += [System(labels[k], nano(str(v))) for k, v in self.adapters().items()]
+        chosen = systems
         if self.eval_systems is not None:
             unknown = set(self.eval_systems) - {s.name for s in systems}
             if unknown:
                 raise ValueError(f"no such system to evaluate: {', '.join(sorted(unknown))} (have: "
                                  f"{', '.join(s.name for s in systems)})")
-            for s in systems:
-                if s.name in self.eval_systems:
-                    runner.run(s)
-            return
-        rows = {}
-        for s in systems:
-            if self.rescore and runner.rows(s.name):
-                runner.rescore(s.name)
-            rows[s.name] = runner.run(s)
-        summary = summarise(rows)
-        write_atomic(self.out / "eval" / "summary.json", json.dumps(summary, indent=2) + "\n")
-        write_atomic(self.out / "eval" / "summary.md", markdown_table(summary) + "\n")
-        chart(summary, self.out / "eval" / "ablation.png")
-        self.log(markdown_table(summary))
-        self._mark_done("eval", systems=[s.name for s in systems], requests=len(cases))
+            chosen = [s for s in systems if s.name in self.eval_systems]
+        if not self.summary_only:
+            for s in chosen:
+                if self.rescore and runner.rows(s.name):
+                    runner.rescore(s.name)
+                runner.run(s)
+        rows = {s.name: runner.rows(s.name) for s in systems if runner.rows(s.name)}
+        if rows:
+            summary = summarise(rows)
+            write_atomic(self.out / "eval" / "summary.json", json.dumps(summary, indent=2) + "\n")
+            write_atomic(self.out / "eval" / "summary.md", markdown_table(summary) + "\n")
+            chart(summary, self.out / "eval" / "ablation.png")
+            self.log(markdown_table(summary))
+        complete = all(len(runner.rows(s.name)) == (s.limit or len(cases)) for s in systems)
+        if complete:
+            self._mark_done("eval", systems=[s.name for s in systems], requests=len(cases))
+        else:
+            self.log("[nano] eval: the summary covers the requests finished so far; run the stage again to go on")
 
     def model_card(self, shipped: str) -> str:
         from genevolve.training.nano_card import render_card
