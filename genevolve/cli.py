@@ -32,7 +32,8 @@ def run(
     seed: int = typer.Option(0, help="Renderer seed."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
     system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="Use this file as the policy's system prompt."),
-    protocol: Optional[str] = typer.Option(None, help="Conversation profile: genevolve | nano (default: the policy's own, else genevolve)."),
+    protocol: Optional[str] = typer.Option(None, help="Conversation profile: genevolve | nano | official:<path to the "
+                                           "official release> (default: the policy's own, else genevolve)."),
 ):
     """Run the agent on REQUEST, render the program and verify the text."""
     from rich.console import Console

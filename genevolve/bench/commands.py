@@ -27,6 +27,8 @@ def run(
     size: Optional[str] = typer.Option(None, help="Render size WIDTHxHEIGHT (default: the renderer's own)."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
+    protocol: Optional[str] = typer.Option(None, help="Conversation profile: genevolve | nano | "
+                                           "official:<path to the official release> (default: the policy's, else genevolve)."),
     summary: bool = typer.Option(True, "--summary/--no-summary", help="Write summary.json/csv and report.html at the end."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars with ETA."),
 ):
@@ -49,9 +51,17 @@ def run(
     except RenderError as exc:
         console.print(f"[red]error:[/red] --size: {exc}")
         raise typer.Exit(2)
+    if protocol:
+        from genevolve.profiles import ProfileError, get_profile
+
+        try:
+            get_profile(protocol)  # a missing official copy is reported before any case runs
+        except ProfileError as exc:
+            console.print(f"[red]error:[/red] --protocol: {exc}")
+            raise typer.Exit(2)
     cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
                       rpm=rpm, seed=seed, size=render_size, offline=offline,
-                      settings_path=str(config) if config else None)
+                      settings_path=str(config) if config else None, protocol=protocol)
     runner = BenchRunner(cases, out, cfg, resume=resume, progress=progress, log=lambda m: console.print(m, style="dim"))
     console.print(f"[bold]bench[/bold] {bench}: {len(runner.cases)} cases · policy={policy} renderer={renderer} "
                   f"judge={judge} · parallel {parallel}" + (" · resuming" if resume else ""))

@@ -26,7 +26,8 @@ def build(
     avoid: Optional[list[Path]] = typer.Option(None, help="A bench file (JSONL/JSON) whose questions the requests must "
                                                "not copy or paraphrase; repeatable. The mini bench is always avoided."),
     protocol: Optional[str] = typer.Option(None, help="Conversation profile of the records: genevolve | nano "
-                                           "(compact, for the 270M nano policy). Default: genevolve."),
+                                           "(compact, for the 270M nano policy) | official:<path to the official "
+                                           "release>. Default: genevolve."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
