@@ -133,8 +133,10 @@ class Agent:
         if traj.user_image_ids:
             listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)
             user_text += f"\n\nThe user provided reference images: {listing}."
-        traj.messages = [{"role": "system", "content": self.system_prompt},
-                         {"role": "user", "content": user_text, "images": list(traj.user_image_ids)}]
+        first = {"role": "user", "content": user_text}
+        if not self.profile.text_only:  # the official runtime sends text only, the user's images by id
+            first["images"] = list(traj.user_image_ids)
+        traj.messages = [{"role": "system", "content": self.system_prompt}, first]
         # Recorded as "running" before the first round, so a killed process still leaves the
         # request (and its user images) in the store; the final save replaces this row.
         self._save(traj)
@@ -215,7 +217,7 @@ class Agent:
                 step.kind, step.tool_name, step.tool_arguments = "tool_call", call.name, call.arguments
                 yield ToolCallEvent(round=rnd, name=call.name, arguments=call.arguments)
                 tool_t0 = time.perf_counter()
-                result = self._call_tool(call.name, call.arguments, ctx)
+                result = self._recorded_reply(call.name, registry) or self._call_tool(call.name, call.arguments, ctx)
                 step.tool_s = time.perf_counter() - tool_t0
                 step.tool_text, step.tool_backend, step.error = result.text, result.backend, result.error
                 step.tool_images = [i.img_id for i in result.images]
@@ -288,6 +290,22 @@ class Agent:
         program.constraints = derive_constraints(traj.request, program)
         traj.program = program
         return AnswerEvent(round=rnd, program=program, forced=final, repairs=[])
+
+    def _recorded_reply(self, name: str, registry: ImageRegistry) -> ToolResult | None:
+        """A replayed official run answers its tool calls with the recorded replies (nothing is rerun)."""
+        recorded = getattr(self.policy, "recorded_tool_reply", None)
+        text = recorded() if callable(recorded) else None
+        if text is None:
+            return None
+        from genevolve.official.records import recorded_images
+
+        images = []
+        for ref in recorded_images(text) if name == "image_search" else []:
+            if registry.get(ref.img_id) is None:
+                registry._insert(ref)  # the recorded id and file, as the recorded run listed them
+            images.append(registry.get(ref.img_id))
+        return ToolResult(text=text, images=images, backend="recorded",
+                          error=text if text.startswith("[tool error]") else None)
 
     def _call_tool(self, name: str, args: dict, ctx: ToolContext) -> ToolResult:
         tool = self.tools.get(name)

@@ -153,6 +153,7 @@ _EXTERNAL = [
     ("genevolve.bench.commands", "bench_app", "bench", True),
     ("genevolve.training.commands", "train_app", "train", True),
     ("genevolve.data.commands", "data_app", "data", True),
+    ("genevolve.official.commands", "import_cmd", "import", False),
 ]
 
 

@@ -335,6 +335,7 @@ def test_conversation_matches_the_official_runtime(sc, serper, tmp_path):
     expected = sc.expected(serper["base"])
     # The whole conversation, and each request's messages are exactly its prefix up to that turn.
     assert normalise(traj.messages) == expected
+    assert all(set(m) == {"role", "content"} for m in traj.messages)  # no image ids riding along
     assert len(requests) == sum(1 for m in expected if m["role"] == "assistant")
     for body in requests:
         sent = body["messages"]

@@ -78,6 +78,31 @@ def run(
                       f"overall {s['overall']} · overall (missing = 0) {s['overall_missing_zero']} · {out}/report.html")
 
 
+@bench_app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A folder written by `genevolve bench run`."),
+    format: str = typer.Option("official", "--format", help="official: the results layout the official "
+                               "scripts/evaluate_images.py reads."),
+    out: Optional[Path] = typer.Option(None, help="Where to write (default: RUN_DIR/official/results.json)."),
+):
+    """Export RUN_DIR for other tools: `--format official` writes a JSON array of result records with
+    `output_path` and the bench row's fields, so the official evaluator runs on our outputs unchanged."""
+    from genevolve.official.records import RecordError, export_bench_run
+
+    if format != "official":
+        typer.echo(f"error: unknown --format {format!r}; only `official` is supported", err=True)
+        raise typer.Exit(2)
+    try:
+        target, counts = export_bench_run(run_dir, out)
+    except RecordError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"wrote {target}: {counts['records']} records, {counts['with_image']} with an image, "
+               f"{counts['without_program']} without a program")
+    typer.echo(f"evaluate with: python scripts/evaluate_images.py --results {target}  (in the official checkout; "
+               f"it writes results_eval.json and summary.* beside {target.name}, not into {run_dir})")
+
+
 @bench_app.command("summary")
 def summary_cmd(
     run_dir: Path = typer.Argument(..., help="A folder written by `genevolve bench run`."),

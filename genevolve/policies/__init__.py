@@ -22,7 +22,7 @@ def make_policy(spec: str, **kwargs) -> Policy:
     if s.kind == "replay":
         from genevolve.policies.replay import ReplayPolicy
 
-        return ReplayPolicy(s.target)
+        return ReplayPolicy(s.target, record=s.params.get("id"))
     if s.kind == "openai":
         from genevolve.policies.openai import OpenAIPolicy
 
