@@ -41,6 +41,11 @@ class Settings:
     max_references: int = 2
     system_prompt_path: str | None = None
     protocol: str | None = None  # genevolve | nano | official[:<path>] (genevolve.profiles); None: the policy's, else ours
+    # KScore judge: a rubric file (or official:/path/to/GenEvolve for the official evaluator's),
+    # the reply budget and the long side of the images sent; None: ours (1024 tokens, 1280 px).
+    judge_rubric: str | None = None
+    judge_max_tokens: int | None = None
+    judge_image_side: int | None = None
     search_top_k: int = 5
     image_top_k: int = 4
     extra: dict = field(default_factory=dict)
@@ -151,7 +156,7 @@ def parse_spec(spec: str) -> Spec:
 
 
 # Query keys that configure the backend itself, never the server: taken out of a base URL.
-SPEC_URL_KEYS = ("temperature", "top_p", "max_tokens")
+SPEC_URL_KEYS = ("temperature", "top_p", "max_tokens", "rubric", "image_side")
 
 
 def split_spec_params(url: str) -> tuple[str, dict]:
