@@ -468,3 +468,61 @@ def test_spec_parsing_keeps_the_servers_own_query():
         make_policy("openai:m@http://127.0.0.1:9/v1?temperature=hot")
     with pytest.raises(ValueError, match="out of range"):
         make_policy("openai:m@http://127.0.0.1:9/v1?top_p=1.5")
+
+
+def test_local_policy_sampling_from_spec_and_profile(tiny_gemma_path, tmp_path):
+    import torch
+
+    from genevolve.profiles import OFFICIAL_SAMPLING
+
+    policy = make_policy(f"hf:{tiny_gemma_path}?temperature=0.3&max_tokens=33", dtype=torch.float32)
+    assert (policy.temperature, policy.top_p, policy.max_new_tokens) == (0.3, 1.0, 33)
+    Agent(policy, {}, AgentConfig(), work_dir=tmp_path)  # ours: the backend keeps its own defaults
+    assert (policy.temperature, policy.top_p, policy.max_new_tokens) == (0.3, 1.0, 33)
+    policy.use_profile_sampling(OFFICIAL_SAMPLING)  # the spec's values win; the rest is the profile's
+    assert (policy.temperature, policy.top_p, policy.max_new_tokens) == (0.3, 0.9, 33)
+
+
+def test_chosen_from_env_config_and_cli_and_recorded(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from genevolve.agent import build_agent
+    from genevolve.cli import app
+    from genevolve.config import Settings
+
+    turns = tmp_path / "turns.json"
+    turns.write_text(json.dumps([answer("A Paris poster.")]))
+    monkeypatch.setenv("GENEVOLVE_PROTOCOL", f"official:{STANDIN}")
+    settings = Settings.load(policy=f"replay:{turns}", cache_mode="off", offline=True)
+    assert settings.protocol == f"official:{STANDIN}"
+    traj = build_agent(settings).run("A poster")
+    assert traj.meta["protocol"] == "official" and traj.messages[0]["content"] == SYS
+    monkeypatch.delenv("GENEVOLVE_PROTOCOL")
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "A poster", "--policy", f"replay:{turns}", "--renderer", "none", "--offline",
+                              "--protocol", f"official:{tmp_path / 'missing'}"])
+    assert res.exit_code == 2 and "git clone https://github.com/MeiGen-AI/GenEvolve" in " ".join(res.output.split())
+    res = runner.invoke(app, ["run", "A poster", "--policy", f"replay:{turns}", "--renderer", "none", "--offline",
+                              "--protocol", f"official:{STANDIN}", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o" / "trajectory.json").read_text())["meta"]["protocol"] == "official"
+    res = runner.invoke(app, ["bench", "run", "--bench", "mini", "--out", str(tmp_path / "b"), "--limit", "1",
+                              "--protocol", "official:/nowhere/at/all", "--no-progress"])
+    assert res.exit_code == 2 and "official release not found" in " ".join(res.output.split())
+
+
+def test_bench_run_records_the_protocol(tmp_path):
+    from genevolve.bench.runner import BenchConfig, BenchRunner
+
+    turns = tmp_path / "turns.json"
+    turns.write_text(json.dumps([answer("A Sydney Opera House poster.")]))
+    cfg = BenchConfig(bench="mini", policy=f"replay:{turns}", limit=1, offline=True, parallel=1,
+                      protocol=f"official:{STANDIN}")
+    from genevolve.bench.loaders import load_bench
+
+    BenchRunner(load_bench("mini"), tmp_path / "run", cfg, progress=False).run()
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["identity"]["protocol"] == f"official:{STANDIN}"
+    traj = json.loads(next((tmp_path / "run" / "cases").glob("*/trajectory.json")).read_text())
+    assert traj["meta"]["protocol"] == "official" and traj["messages"][0]["content"] == SYS
+    assert "protocol" not in BenchConfig().identity()  # runs from before profiles still resume
