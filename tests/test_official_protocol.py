@@ -526,3 +526,22 @@ def test_bench_run_records_the_protocol(tmp_path):
     traj = json.loads(next((tmp_path / "run" / "cases").glob("*/trajectory.json")).read_text())
     assert traj["meta"]["protocol"] == "official" and traj["messages"][0]["content"] == SYS
     assert "protocol" not in BenchConfig().identity()  # runs from before profiles still resume
+
+
+def test_studio_backends_protocol_control(tmp_path):
+    """The studio's Backends 'Protocol' box reaches the agent; the run records it."""
+    from app import common, generate_tab
+
+    turns = tmp_path / "turns.json"
+    turns.write_text(json.dumps([answer("A Paris poster.")]))
+    last = None
+    for out in generate_tab.run_generate("A poster", None, f"replay:{turns}", False, "", "none", False, True, 0,
+                                         "sessionPROTO1", f"official:{STANDIN}"):
+        last = out
+    runs = common.store().list_runs(session="sessionPROTO1")
+    traj = common.store().get_trajectory(runs[0]["id"])
+    assert traj.meta["protocol"] == "official" and traj.messages[0]["content"] == SYS, last[0]
+    for out in generate_tab.run_generate("A poster", None, "planner", False, "", "none", False, True, 0,
+                                         "sessionPROTO1", "official:/nowhere"):
+        last = out
+    assert "official release not found" in last[0]
