@@ -72,6 +72,12 @@ class Agent:
         use_sampling = getattr(policy, "use_profile_sampling", None)
         if callable(use_sampling):
             use_sampling(self.profile.sampling)
+        # A replayed recording announces its last round where the recording did.
+        recorded_cap = getattr(policy, "recorded_max_rounds", None)
+        if recorded_cap and recorded_cap != self.config.max_rounds:
+            import dataclasses
+
+            self.config = dataclasses.replace(self.config, max_rounds=recorded_cap)
         self.store = store
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "genevolve-runs"
         self.backends = dict(backends or {})

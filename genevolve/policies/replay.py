@@ -34,6 +34,7 @@ class ReplayPolicy:
             self.turns = [m["content"] for m in messages if m["role"] == "assistant"]
             self.recorded = _replies_after_turns(messages)
             self.preferred_protocol = _recorded_profile(messages, self.path)
+            self.recorded_max_rounds = _final_round(messages)
         else:
             self.turns = load_turns(self.path)
         if not self.turns:
@@ -151,6 +152,19 @@ def _replies_after_turns(messages: list[dict]) -> list[str | None]:
         is_call = parse_turn(m["content"]).kind == "tool_call"
         out.append(unwrap(nxt["content"]) if is_call and nxt and nxt["role"] == "user" else None)
     return out
+
+
+def _final_round(messages: list[dict]) -> int | None:
+    """The round the recorded run announced as its last (its round cap), if it got that far."""
+    from genevolve.official.records import unwrap
+
+    rounds = 0
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            rounds += 1
+        elif m["role"] == "user" and i > 1 and unwrap(m["content"]) is None:
+            return rounds + 1
+    return None
 
 
 def _recorded_profile(messages: list[dict], path: Path):
