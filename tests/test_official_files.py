@@ -102,6 +102,16 @@ def test_imported_runs_are_listed_for_annotators(results, tmp_path, monkeypatch)
     assert {r[4] for r in rows} == {"answer", "error"}
     rows, _ = inspector_tab.list_rows("any", "error", "any", "any", "any", False, "sessionANNOT1")
     assert [r[2] for r in rows] == ["A red car."]
+    # Opening one shows its steps (tool replies, the nudge, the answer); annotators can audit it.
+    rows, _ = inspector_tab.list_rows("any", "answer", "any", "any", "any", False, "sessionANNOT1")
+    from types import SimpleNamespace
+
+    run_id, html, info, steps, _ = inspector_tab.open_run("sessionANNOT1", SimpleNamespace(row_value=rows[0]))
+    assert "--- search result for [blue door] ---" in html and "IMG_001" in html
+    assert steps["choices"][1:] == ["step 1 · tool_call · search", "step 2 · format_error",
+                                    "step 3 · tool_call · image_search", "step 4 · answer"]
+    inspector_tab.save_audit(run_id, "step 2", "needs_fix", "the model skipped <think>")
+    assert [(a["step"], a["verdict"]) for a in common.store().audits(run_id)] == [(2, "needs_fix")]
 
 
 class MustNotRun(Tool):
