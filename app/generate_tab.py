@@ -92,6 +92,10 @@ def build(sid_state, tabs=None):
                     typeset = gr.Checkbox(False, label="Typeset exact text onto the image")
                     offline = gr.Checkbox(True, label="Offline (local corpus and image library)", elem_id="ge-offline")
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                protocol = gr.Dropdown(["", "genevolve", "nano", "official"], value="", label="Protocol",
+                                       allow_custom_value=True, elem_id="ge-protocol",
+                                       info="conversation profile; empty: the policy's own. For the released "
+                                            "checkpoint: official:/path/to/GenEvolve (your copy of the release)")
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="ge-go", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id="ge-stop", scale=1)
@@ -118,7 +122,7 @@ def build(sid_state, tabs=None):
     outputs = [status, events, gallery, program, image, verify, downloads, history]
     run_event = go.click(
         common.gpu(run_generate),
-        inputs=[request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed, sid_state],
+        inputs=[request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed, sid_state, protocol],
         # Progress (incl. the queue position when other sessions' runs hold the slots) shows on the status line only.
         outputs=outputs, show_progress="minimal", show_progress_on=[status], concurrency_id="model",
         api_name="generate",
@@ -199,7 +203,7 @@ def _copy_uploads(sid: str, uploads) -> list[str]:
 
 
 def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer_spec, typeset, offline, seed,
-                 sid_value, request: gr.Request = None):
+                 sid_value, protocol=None, request: gr.Request = None):
     """Stream one run into the page: (status, events, gallery, program, image, verify, downloads, history)."""
 
     skip = gr.skip()
@@ -220,6 +224,7 @@ def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer
 
         settings = common.settings()
         settings.policy, settings.renderer = policy_spec, renderer_spec
+        settings.protocol = (protocol or "").strip() or settings.protocol
         settings.runs_dir = str(common.session_dir(sid, "work"))
         agent = build_agent(settings, store=common.store(), policy=_policy(policy_spec), offline=bool(offline))
     except Exception as exc:  # noqa: BLE001 - a missing model, key or module is a message, not a trace

@@ -23,7 +23,8 @@ def build(sid_state, tab=None):
     with gr.Row():
         backend = gr.Dropdown(["any"], value="any", label="Backend (policy)", allow_custom_value=True, scale=2)
         termination = gr.Dropdown(["any", "answer", "forced_answer", "max_rounds", "format_error", "policy_error",
-                                   "cancelled"], value="any", label="Termination", scale=2)
+                                   "cancelled", "max_rounds_reached", "no_answer", "error"],  # last 3: official runs
+                                  value="any", label="Termination", scale=2)
         has_errors = gr.Dropdown(TRI, value="any", label="Has errors", scale=1)
         failed = gr.Dropdown(TRI, value="any", label="Verification failed", scale=1)
         audited = gr.Dropdown(TRI, value="any", label="Audited", scale=1)

@@ -4,6 +4,11 @@
 The runtime, not the model, enforces the round and tool-call caps, the single corrective
 message after a format error and the forced answer in the last round. Nothing the policy or a
 tool does escapes as an exception: the trajectory ends with a termination reason instead.
+
+Under the ``official`` protocol profile the loop speaks as the official runtime does
+(``genevolve.official.turns``): answer-first turn reading, a wrapped nudge after every format
+error until the round cap, silent resolution of an answer's references, text-only tool replies
+and the official termination names.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from genevolve.official import turns as official
 from genevolve.profiles import get_profile
-from genevolve.program import Program, ProgramError, derive_constraints, repair_program, request_problem, validate_program
-from genevolve.protocol import (
-    FINAL_ROUND_MESSAGE,
-    correction_message,
-    format_tool_response,
-    parse_turn,
-    truncate_at_turn_end,
+from genevolve.program import (
+    Program,
+    ProgramError,
+    Reference,
+    derive_constraints,
+    repair_program,
+    request_problem,
+    validate_program,
 )
+from genevolve.protocol import correction_message
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 from genevolve.trajectory import (
     AnswerEvent,
@@ -48,7 +56,7 @@ class AgentConfig:
     max_references: int = 2
     system_prompt_path: str | None = None
     offline: bool = True
-    protocol: str | None = None  # a profile name (genevolve.profiles); None: the policy's preference, else ours
+    protocol: str | None = None  # a profile spec (genevolve.profiles); None: the policy's preference, else ours
 
 
 class Agent:
@@ -60,6 +68,17 @@ class Agent:
         # A policy trained on one conversation shape (the nano adapter: the compact one) says so.
         self.profile = get_profile(self.config.protocol or getattr(policy, "preferred_protocol", None))
         self.system_prompt = self.profile.system_prompt(self.config.system_prompt_path)
+        # Each profile has its sampling defaults (official: 0.6 / top_p 0.9 / 4096, no stop strings);
+        # a policy keeps whatever its spec set explicitly.
+        use_sampling = getattr(policy, "use_profile_sampling", None)
+        if callable(use_sampling):
+            use_sampling(self.profile.sampling)
+        # A replayed recording announces its last round where the recording did.
+        recorded_cap = getattr(policy, "recorded_max_rounds", None)
+        if recorded_cap and recorded_cap != self.config.max_rounds:
+            import dataclasses
+
+            self.config = dataclasses.replace(self.config, max_rounds=recorded_cap)
         self.store = store
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "genevolve-runs"
         self.backends = dict(backends or {})
@@ -80,6 +99,8 @@ class Agent:
         traj.backends = dict(self.backends)
         traj.meta["offline"] = self.config.offline
         traj.meta["protocol"] = self.profile.name
+        if self.profile.official:
+            traj.meta["protocol_assets"] = str(self.profile.assets.package_dir)
         if session:
             traj.meta["session"] = session
         started = time.perf_counter()
@@ -99,6 +120,7 @@ class Agent:
 
     def _loop(self, traj: Trajectory, user_images, cancel) -> Iterator[Event]:
         cfg = self.config
+        prof = self.profile
         registry = ImageRegistry()
         work = self.work_dir / traj.id
         ctx = ToolContext(registry=registry, work_dir=work, offline=cfg.offline, request=traj.request,
@@ -123,8 +145,10 @@ class Agent:
         if traj.user_image_ids:
             listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)
             user_text += f"\n\nThe user provided reference images: {listing}."
-        traj.messages = [{"role": "system", "content": self.system_prompt},
-                         {"role": "user", "content": user_text, "images": list(traj.user_image_ids)}]
+        first = {"role": "user", "content": user_text}
+        if not self.profile.text_only:  # the official runtime sends text only, the user's images by id
+            first["images"] = list(traj.user_image_ids)
+        traj.messages = [{"role": "system", "content": self.system_prompt}, first]
         # Recorded as "running" before the first round, so a killed process still leaves the
         # request (and its user images) in the store; the final save replaces this row.
         self._save(traj)
@@ -135,9 +159,10 @@ class Agent:
             if cancel is not None and cancel.is_set():
                 traj.termination, traj.reason = "cancelled", "stopped by the user"
                 return
-            final = rnd == cfg.max_rounds or tool_calls >= cfg.max_tool_calls
+            # The official runtime announces only the round cap; its prompt states the tool budget.
+            final = rnd == cfg.max_rounds or (not prof.official and tool_calls >= cfg.max_tool_calls)
             if final and not final_announced:
-                traj.messages.append({"role": "user", "content": FINAL_ROUND_MESSAGE})
+                traj.messages.append({"role": "user", "content": prof.final_message()})
                 final_announced = True
             yield RoundStart(round=rnd, final=final)
             round_t0 = time.perf_counter()
@@ -155,7 +180,8 @@ class Agent:
                 step.kind, step.error = "policy_error", f"{type(exc).__name__}: {exc}"
                 step.assistant_text = "".join(chunks)
                 step.policy_s = step.round_s = time.perf_counter() - round_t0
-                traj.termination, traj.reason = "policy_error", step.error
+                traj.termination = official.ERROR if prof.official else "policy_error"
+                traj.reason = step.error
                 return
             for w in _take_warnings(self.policy):
                 traj.warnings.append(w)
@@ -164,14 +190,21 @@ class Agent:
                 traj.termination, traj.reason = "cancelled", "stopped by the user"
                 step.assistant_text = "".join(chunks)
                 return
-            text = truncate_at_turn_end("".join(chunks))
+            text = prof.finish_turn("".join(chunks))
             step.policy_s = time.perf_counter() - round_t0
             step.assistant_text = text
             traj.messages.append({"role": "assistant", "content": text})
-            turn = parse_turn(text)
+            turn = prof.parse_turn(text)
             step.think = turn.think
 
-            if turn.kind == "tool_call" and final:
+            if prof.official and turn.kind != "tool_call":
+                event = self._official_outcome(traj, step, turn, text, rnd, final, registry, round_t0)
+                yield event
+                if isinstance(event, FormatErrorEvent) and traj.termination == "running":
+                    continue  # nudged; the model tries again next round
+                return
+
+            if turn.kind == "tool_call" and final and not prof.official:
                 turn.kind, turn.error = "error", "tool calls are no longer allowed; an answer is due"
             if turn.kind == "answer":
                 try:
@@ -196,12 +229,14 @@ class Agent:
                 step.kind, step.tool_name, step.tool_arguments = "tool_call", call.name, call.arguments
                 yield ToolCallEvent(round=rnd, name=call.name, arguments=call.arguments)
                 tool_t0 = time.perf_counter()
-                result = self._call_tool(call.name, call.arguments, ctx)
+                result = self._recorded_reply(call.name, registry) or self._call_tool(call.name, call.arguments, ctx)
                 step.tool_s = time.perf_counter() - tool_t0
                 step.tool_text, step.tool_backend, step.error = result.text, result.backend, result.error
                 step.tool_images = [i.img_id for i in result.images]
-                traj.messages.append({"role": "user", "content": format_tool_response(result.text),
-                                      "images": list(step.tool_images)})
+                reply = {"role": "user", "content": prof.tool_response(result.text)}
+                if not prof.text_only:
+                    reply["images"] = list(step.tool_images)
+                traj.messages.append(reply)
                 step.round_s = time.perf_counter() - round_t0
                 traj.images = registry.list()
                 yield ToolResultEvent(round=rnd, name=call.name, text=result.text, images=list(result.images),
@@ -235,19 +270,67 @@ class Agent:
             traj.termination = "forced_answer" if final_announced else "answer"
             yield AnswerEvent(round=rnd, program=program, forced=final_announced, repairs=repairs)
             return
-        traj.termination = "max_rounds"
+        traj.termination = official.MAX_ROUNDS if prof.official else "max_rounds"
         traj.reason = f"no answer within {cfg.max_rounds} rounds"
+
+    def _official_outcome(self, traj: Trajectory, step: Step, turn, text: str, rnd: int, final: bool,
+                          registry: ImageRegistry, round_t0: float) -> Event:
+        """A format error or an answer, handled as the official runtime does."""
+        if turn.kind == "error":
+            step.kind, step.error = "format_error", turn.error
+            step.round_s = time.perf_counter() - round_t0
+            if final:  # the last round had no answer: the run ends without a program
+                traj.termination, traj.reason = official.NO_ANSWER, "no_answer_in_final_round"
+            else:
+                traj.messages.append({"role": "user", "content": official.format_nudge()})
+            return FormatErrorEvent(round=rnd, error=turn.error, text=text)
+        gen_prompt, refs, dropped = official.resolve_answer(turn.answer, registry.ids(), self.config.max_references)
+        if dropped:
+            traj.warnings.append("answer cited image ids never shown, dropped as the official runtime does: "
+                                 + ", ".join(repr(i) for i in dropped))
+        step.kind = "answer"
+        step.round_s = time.perf_counter() - round_t0
+        traj.termination = official.ANSWER
+        traj.images = registry.list()
+        if not gen_prompt:
+            traj.reason = "the answer has no gen_prompt"
+            return WarningEvent(message=traj.reason, round=rnd)
+        program = Program(gen_prompt=gen_prompt, reference_images=[Reference(**r) for r in refs])
+        for ref in program.reference_images:
+            img = registry.get(ref.img_id)
+            ref.path = img.path if img else None
+        program.constraints = derive_constraints(traj.request, program)
+        traj.program = program
+        return AnswerEvent(round=rnd, program=program, forced=final, repairs=[])
+
+    def _recorded_reply(self, name: str, registry: ImageRegistry) -> ToolResult | None:
+        """A replayed official run answers its tool calls with the recorded replies (nothing is rerun)."""
+        recorded = getattr(self.policy, "recorded_tool_reply", None)
+        text = recorded() if callable(recorded) else None
+        if text is None:
+            return None
+        from genevolve.official.records import recorded_images
+
+        images = []
+        for ref in recorded_images(text) if name == "image_search" else []:
+            if registry.get(ref.img_id) is None:
+                registry._insert(ref)  # the recorded id and file, as the recorded run listed them
+            images.append(registry.get(ref.img_id))
+        return ToolResult(text=text, images=images, backend="recorded",
+                          error=text if text.startswith("[tool error]") else None)
 
     def _call_tool(self, name: str, args: dict, ctx: ToolContext) -> ToolResult:
         tool = self.tools.get(name)
+        is_official = self.profile.official
         if tool is None:
             known = ", ".join(sorted(self.tools))
-            return ToolResult(text=f"Unknown tool '{name}'. Available tools: {known}.",
-                              error=f"unknown tool {name}")
+            return ToolResult(text=official.unknown_tool(name) if is_official else
+                              f"Unknown tool '{name}'. Available tools: {known}.", error=f"unknown tool {name}")
         try:
             result = tool(args, ctx)
         except Exception as exc:  # noqa: BLE001 - a broken tool is reported to the model
-            return ToolResult(text=f"The {name} tool failed: {type(exc).__name__}: {exc}",
+            return ToolResult(text=official.tool_error(name, exc) if is_official else
+                              f"The {name} tool failed: {type(exc).__name__}: {exc}",
                               error=f"{type(exc).__name__}: {exc}")
         for ref in result.images:
             if ctx.registry.get(ref.img_id) is None:  # tools register; guard against a stray ref

@@ -34,7 +34,8 @@ def run(
     seed: int = typer.Option(0, help="Renderer seed."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
     system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="Use this file as the policy's system prompt."),
-    protocol: Optional[str] = typer.Option(None, help="Conversation profile: genevolve | nano (default: the policy's own, else genevolve)."),
+    protocol: Optional[str] = typer.Option(None, help="Conversation profile: genevolve | nano | official:<path to the "
+                                           "official release> (default: the policy's own, else genevolve)."),
 ):
     """Run the agent on REQUEST, render the program and verify the text."""
     from rich.console import Console
@@ -177,6 +178,7 @@ _EXTERNAL = [
     ("genevolve.bench.commands", "bench_app", "bench", True),
     ("genevolve.training.commands", "train_app", "train", True),
     ("genevolve.data.commands", "data_app", "data", True),
+    ("genevolve.official.commands", "import_cmd", "import", False),
 ]
 
 

@@ -40,7 +40,12 @@ class Settings:
     max_tool_calls: int = 10
     max_references: int = 2
     system_prompt_path: str | None = None
-    protocol: str | None = None  # genevolve | nano (genevolve.profiles); None: the policy's preference, else ours
+    protocol: str | None = None  # genevolve | nano | official[:<path>] (genevolve.profiles); None: the policy's, else ours
+    # KScore judge: a rubric file (or official:/path/to/GenEvolve for the official evaluator's),
+    # the reply budget and the long side of the images sent; None: ours (1024 tokens, 1280 px).
+    judge_rubric: str | None = None
+    judge_max_tokens: int | None = None
+    judge_image_side: int | None = None
     search_top_k: int = 5
     image_top_k: int = 4
     extra: dict = field(default_factory=dict)
@@ -145,4 +150,43 @@ def parse_spec(spec: str) -> Spec:
     base_url = None
     if kind in ("openai", "kscore", "wise", "sufficiency") and "@" in rest:
         rest, _, base_url = rest.partition("@")
+        base_url, own = split_spec_params(base_url)
+        params.update(own)
     return Spec(kind=kind.strip().lower(), target=rest.strip(), base_url=base_url, params=params, raw=raw)
+
+
+# Query keys that configure the backend itself, never the server: taken out of a base URL.
+SPEC_URL_KEYS = ("temperature", "top_p", "max_tokens", "rubric", "image_side")
+
+
+def split_spec_params(url: str) -> tuple[str, dict]:
+    """``http://h/v1?temperature=0.6&api-version=x`` -> (``http://h/v1?api-version=x``, {"temperature": "0.6"})."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, {}
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    own = {k: v for k, v in pairs if k in SPEC_URL_KEYS}
+    kept = [(k, v) for k, v in pairs if k not in SPEC_URL_KEYS]
+    return urlunsplit(parts._replace(query=urlencode(kept))), own
+
+
+def sampling_params(params: dict, spec: str = "") -> dict:
+    """temperature / top_p / max_tokens from a spec's parameters, as numbers; a clear error otherwise."""
+    out: dict = {}
+    for key, kind in (("temperature", float), ("top_p", float), ("max_tokens", int)):
+        if key not in params:
+            continue
+        raw = params[key]
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}={raw!r} in {spec or 'the spec'} is not a number; e.g. "
+                             "openai:<model>@<url>?temperature=0.6&top_p=0.9&max_tokens=4096") from None
+        if (key == "temperature" and value < 0) or (key == "top_p" and not 0 < value <= 1) or \
+                (key == "max_tokens" and value < 1):
+            raise ValueError(f"{key}={raw!r} in {spec or 'the spec'} is out of range "
+                             "(temperature >= 0, 0 < top_p <= 1, max_tokens >= 1)")
+        out[key] = value
+    return out

@@ -7,6 +7,10 @@ shape is a named, recorded choice rather than scattered constants:
 * ``nano`` — a compact variant of ours for the 270M nano policy, whose context is small: a short
   system prompt, at most 2 search hits and 3 images per call with short snippets and no source
   lines, and each skill in its short form. A planner trajectory fits 2,048 tokens at p95.
+* ``official[:<path>]`` — the conversation the released checkpoint was trained on. Its system
+  prompt, final-step message and skill texts are read at run time from the user's copy of the
+  official release (``genevolve.official.assets``); its reply formats, nudges, answer resolution,
+  termination names and sampling defaults follow the official runtime (``genevolve.official.turns``).
 
 The turn grammar (``<think>``, ``<tool_call>``, ``<answer>``, ``<tool_response>``) is the same
 in every profile; a profile changes only the wording the runtime sends. Every trajectory records
@@ -15,11 +19,16 @@ the profile it ran under (``trajectory.meta["protocol"]``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PROFILE = "genevolve"
+# Our profiles leave sampling to each backend's own defaults (openai: 0.7, 2048 tokens, stop at the
+# end of the action; local: greedy); the official one sets its own. A policy spec's
+# ?temperature=&top_p=&max_tokens= overrides any of them.
+OUR_SAMPLING: dict = {}
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,9 @@ class Profile:
     image_top_k_cap: int | None = None  # the most images per image_search query
     snippet_chars: int | None = None  # search snippet length; None: the tool's own default
     short_skills: bool = False  # query_knowledge returns each skill's short form
+    sampling: dict = field(default_factory=lambda: dict(OUR_SAMPLING), compare=False, hash=False)
+    official: bool = False  # the official runtime's turn handling (genevolve.official.turns)
+    text_only: bool = False  # tool replies carry no images, as in the official runtime
 
     def system_prompt(self, override_path: str | Path | None = None) -> str:
         """The profile's system prompt, or the user's file in its place."""
@@ -43,6 +55,82 @@ class Profile:
     def cap_top_k(self, tool: str, top_k: int) -> int:
         cap = {"search": self.search_top_k_cap, "image_search": self.image_top_k_cap}.get(tool)
         return min(top_k, cap) if cap else top_k
+
+    def final_message(self) -> str:
+        """The user message that opens the last round."""
+        from genevolve.protocol import FINAL_ROUND_MESSAGE
+
+        return FINAL_ROUND_MESSAGE
+
+    def tool_response(self, text: str) -> str:
+        from genevolve.protocol import format_tool_response
+
+        return format_tool_response(text)
+
+    def finish_turn(self, text: str) -> str:
+        """The assistant text kept in the conversation (models may run on past their action)."""
+        from genevolve.protocol import truncate_at_turn_end
+
+        return truncate_at_turn_end(text)
+
+    def parse_turn(self, text: str):
+        from genevolve.protocol import parse_turn
+
+        return parse_turn(text)
+
+    @property
+    def spec(self) -> str:
+        """What to pass as --protocol to get this profile again."""
+        return self.name
+
+
+@dataclass(frozen=True)
+class OfficialProfile(Profile):
+    """The released checkpoint's conversation; texts from the user's copy of the official release."""
+
+    assets: Any = None  # genevolve.official.assets.OfficialAssets
+    source: str | None = None  # the path given after "official:", if any
+
+    def system_prompt(self, override_path: str | Path | None = None) -> str:
+        if override_path is not None:
+            return super().system_prompt(override_path)
+        return self.assets.system_prompt
+
+    def final_message(self) -> str:
+        return self.assets.final_step_message
+
+    def tool_response(self, text: str) -> str:
+        from genevolve.official.turns import tool_response
+
+        return tool_response(text)
+
+    def finish_turn(self, text: str) -> str:
+        return text.strip()  # no stop strings, no cutting: the whole reply, stripped
+
+    def parse_turn(self, text: str):
+        from genevolve.official.turns import parse_turn
+
+        return parse_turn(text)
+
+    @property
+    def spec(self) -> str:
+        return f"official:{self.source}" if self.source else "official"
+
+
+# The official runtime's sampling: no stop strings, the model ends its own turn.
+OFFICIAL_SAMPLING = {"temperature": 0.6, "top_p": 0.9, "max_tokens": 4096, "stop_at_turn_end": False}
+
+
+def official_profile(path: str | None = None) -> OfficialProfile:
+    """The official profile with texts from ``path`` (a checkout or installed copy; None: look for one)."""
+    from genevolve.official.assets import OfficialAssetsError, load
+
+    try:
+        assets = load(path)
+    except OfficialAssetsError as exc:
+        raise ProfileError(str(exc)) from exc
+    return OfficialProfile("official", "", sampling=dict(OFFICIAL_SAMPLING), official=True, text_only=True,
+                           assets=assets, source=path or None)
 
 
 PROFILES: dict[str, Profile] = {
@@ -57,13 +145,18 @@ class ProfileError(ValueError):
 
 
 def get_profile(spec: str | Profile | None = None) -> Profile:
-    """``genevolve`` (default), ``nano``, or a Profile already built."""
+    """``genevolve`` (default), ``nano``, ``official[:<path>]``, or a Profile already built."""
     if isinstance(spec, Profile):
         return spec
-    name = (spec or DEFAULT_PROFILE).strip().lower()
-    if name in PROFILES:
+    raw = (spec or DEFAULT_PROFILE).strip()
+    name, _, path = raw.partition(":")
+    name = name.strip().lower()
+    if name == "official":
+        return official_profile(path.strip() or None)
+    if name in PROFILES and not path:
         return PROFILES[name]
-    raise ProfileError(f"unknown protocol profile {spec!r}; choose one of: {', '.join(PROFILES)}")
+    raise ProfileError(f"unknown protocol profile {spec!r}; choose one of: {', '.join(PROFILES)}, "
+                       "official[:/path/to/GenEvolve]")
 
 
 def profile_of(ctx) -> Profile:

@@ -27,6 +27,8 @@ def run(
     size: Optional[str] = typer.Option(None, help="Render size WIDTHxHEIGHT (default: the renderer's own)."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
+    protocol: Optional[str] = typer.Option(None, help="Conversation profile: genevolve | nano | "
+                                           "official:<path to the official release> (default: the policy's, else genevolve)."),
     summary: bool = typer.Option(True, "--summary/--no-summary", help="Write summary.json/csv and report.html at the end."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars with ETA."),
 ):
@@ -49,9 +51,17 @@ def run(
     except RenderError as exc:
         typer.echo(f"error: --size: {exc}", err=True)
         raise typer.Exit(2)
+    if protocol:
+        from genevolve.profiles import ProfileError, get_profile
+
+        try:
+            get_profile(protocol)  # a missing official copy is reported before any case runs
+        except ProfileError as exc:
+            console.print(f"[red]error:[/red] --protocol: {exc}")
+            raise typer.Exit(2)
     cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
                       rpm=rpm, seed=seed, size=render_size, offline=offline,
-                      settings_path=str(config) if config else None)
+                      settings_path=str(config) if config else None, protocol=protocol)
     runner = BenchRunner(cases, out, cfg, resume=resume, progress=progress, log=lambda m: console.print(m, style="dim"))
     console.print(f"[bold]bench[/bold] {bench}: {len(runner.cases)} cases · policy={policy} renderer={renderer} "
                   f"judge={judge} · parallel {parallel}" + (" · resuming" if resume else ""))
@@ -66,6 +76,31 @@ def run(
         s = write_summary(out)
         console.print(f"[green]done[/green]: {s['scored']} scored, {s['failed']} failed, {s['missing']} missing · "
                       f"overall {s['overall']} · overall (missing = 0) {s['overall_missing_zero']} · {out}/report.html")
+
+
+@bench_app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A folder written by `genevolve bench run`."),
+    format: str = typer.Option("official", "--format", help="official: the results layout the official "
+                               "scripts/evaluate_images.py reads."),
+    out: Optional[Path] = typer.Option(None, help="Where to write (default: RUN_DIR/official/results.json)."),
+):
+    """Export RUN_DIR for other tools: `--format official` writes a JSON array of result records with
+    `output_path` and the bench row's fields, so the official evaluator runs on our outputs unchanged."""
+    from genevolve.official.records import RecordError, export_bench_run
+
+    if format != "official":
+        typer.echo(f"error: unknown --format {format!r}; only `official` is supported", err=True)
+        raise typer.Exit(2)
+    try:
+        target, counts = export_bench_run(run_dir, out)
+    except RecordError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"wrote {target}: {counts['records']} records, {counts['with_image']} with an image, "
+               f"{counts['without_program']} without a program")
+    typer.echo(f"evaluate with: python scripts/evaluate_images.py --results {target}  (in the official checkout; "
+               f"it writes results_eval.json and summary.* beside {target.name}, not into {run_dir})")
 
 
 @bench_app.command("summary")

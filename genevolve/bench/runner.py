@@ -71,12 +71,16 @@ class BenchConfig:
     backoff_s: float = 1.0
     offline: bool | None = None
     settings_path: str | None = None
+    protocol: str | None = None  # the conversation profile (genevolve.profiles); None: settings / the policy's
     extra: dict = field(default_factory=dict)
 
     def identity(self) -> dict:
         """What must match for a resumed run to continue the same experiment."""
-        return {"bench": self.bench, "policy": self.policy, "renderer": self.renderer, "judge": self.judge,
-                "seed": self.seed, "limit": self.limit, "size": list(self.size) if self.size else None}
+        ident = {"bench": self.bench, "policy": self.policy, "renderer": self.renderer, "judge": self.judge,
+                 "seed": self.seed, "limit": self.limit, "size": list(self.size) if self.size else None}
+        if self.protocol:  # only when chosen, so runs recorded before profiles existed still resume
+            ident["protocol"] = self.protocol
+        return ident
 
 
 def workers_for(stage: str, cfg: BenchConfig) -> int:
@@ -141,7 +145,7 @@ class BenchRunner:
 
             self._settings = Settings.load(self.cfg.settings_path, policy=self.cfg.policy,
                                            renderer=self.cfg.renderer, judge=self.cfg.judge,
-                                           offline=self.cfg.offline)
+                                           offline=self.cfg.offline, protocol=self.cfg.protocol)
         return self._settings
 
     def case_dir(self, case: dict) -> Path:

@@ -26,7 +26,8 @@ def build(
     avoid: Optional[list[Path]] = typer.Option(None, help="A bench file (JSONL/JSON) whose questions the requests must "
                                                "not copy or paraphrase; repeatable. The mini bench is always avoided."),
     protocol: Optional[str] = typer.Option(None, help="Conversation profile of the records: genevolve | nano "
-                                           "(compact, for the 270M nano policy). Default: genevolve."),
+                                           "(compact, for the 270M nano policy) | official:<path to the official "
+                                           "release>. Default: genevolve."),
     budget_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of sft recipes run with only "
                                           "--budget-rounds rounds, so the records show the final-round message obeyed."),
     budget_rounds: int = typer.Option(3, min=1, help="Round cap of a budgeted recipe."),

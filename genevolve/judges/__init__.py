@@ -1,7 +1,9 @@
 """Judges by spec string: ``local`` · ``kscore:<model>@<base_url>`` · ``wise:<model>@<base_url>`` ·
 ``sufficiency[:<model>@<base_url>]``.
 
-Remote specs take optional query parameters after the URL: ``?timeout=60&retries=5&rpm=30``.
+Remote specs take optional query parameters after the URL: ``?timeout=60&retries=5&rpm=30``;
+KScore also ``&max_tokens=8192&image_side=4096&rubric=<file or official:/path/to/GenEvolve>``
+(or the settings ``judge_max_tokens``, ``judge_image_side``, ``judge_rubric``).
 The API key comes from GENEVOLVE_JUDGE_API_KEY, else GEMINI_API_KEY/GOOGLE_API_KEY for Google's
 OpenAI-compatible endpoint, else OPENAI_API_KEY (``EMPTY`` for a local vLLM).
 Every judge is thread-safe and returns ``Scores``; see base.py for the contract.
@@ -14,9 +16,10 @@ from genevolve.judges.base import DIMENSIONS, METRICS, Judge, JudgeError, Scores
 __all__ = ["DIMENSIONS", "METRICS", "Judge", "JudgeError", "Scores", "kscore_overall", "make_judge"]
 
 
-def make_judge(spec: str, **kwargs) -> Judge:
+def make_judge(spec: str, settings=None, **kwargs) -> Judge:
     """A judge from its spec. kwargs go to the ChatEndpoint of remote judges (timeout_s,
-    max_retries, backoff_s, rpm, api_key) or to the LocalJudge (ocr)."""
+    max_retries, backoff_s, rpm, api_key) or to the LocalJudge (ocr). ``settings`` (default: the
+    environment's) may name a KScore rubric, max_tokens and image size."""
     from genevolve.config import parse_spec
 
     s = parse_spec(spec)
@@ -38,13 +41,33 @@ def make_judge(spec: str, **kwargs) -> Judge:
                              f"(e.g. {s.kind}:gemini-2.5-flash@https://generativelanguage.googleapis.com/v1beta/openai/)")
         from genevolve.judges.base import endpoint_from_spec
 
-        endpoint = endpoint_from_spec(s, **kwargs)
         if s.kind == "kscore":
-            from genevolve.judges.kscore import KScoreJudge
+            from genevolve.judges.kscore import KScoreJudge, load_rubric
 
-            return KScoreJudge(endpoint, spec=spec)
+            # Rubric, max_tokens and image size: the spec (?rubric=&max_tokens=&image_side=), else
+            # settings (judge_rubric / judge_max_tokens / judge_image_side), else ours.
+            conf = _judge_settings(settings)
+            rubric = s.params.get("rubric") or conf.get("judge_rubric")
+            max_tokens = s.params.get("max_tokens") or conf.get("judge_max_tokens")
+            if max_tokens:
+                kwargs.setdefault("max_tokens", int(max_tokens))
+            side = int(s.params.get("image_side") or conf.get("judge_image_side") or 1280)
+            endpoint = endpoint_from_spec(s, **kwargs)
+            return KScoreJudge(endpoint, spec=spec, max_side=side, rubric=load_rubric(rubric) if rubric else None)
+        endpoint = endpoint_from_spec(s, **kwargs)
         from genevolve.judges.wise import WiseJudge
 
         return WiseJudge(endpoint, spec=spec)
     raise ValueError(f"unknown judge spec '{spec}': use local, kscore:<model>@<base_url>, "
                      "wise:<model>@<base_url> or sufficiency[:<model>@<base_url>]")
+
+
+def _judge_settings(settings) -> dict:
+    if settings is None:
+        from genevolve.config import Settings
+
+        try:
+            settings = Settings.load()
+        except Exception:  # noqa: BLE001 - a broken environment variable must not hide the spec's own values
+            return {}
+    return {k: getattr(settings, k, None) for k in ("judge_rubric", "judge_max_tokens", "judge_image_side")}

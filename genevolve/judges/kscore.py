@@ -9,6 +9,8 @@ as 0.5. The rubric wording is ours; the dimensions, levels and weights are the p
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 from genevolve.judges.base import (
@@ -21,7 +23,6 @@ from genevolve.judges.base import (
     image_data_uri,
     kscore_overall,
     parse_json_reply,
-    read_level,
 )
 
 KSCORE_SYSTEM = (
@@ -76,47 +77,116 @@ _NO_GT = ("One image follows: Image 1, the GENERATED image to grade. There is NO
           "subject.")
 
 
-def build_kscore_messages(question: str, image, gt_image=None, max_side: int = 1280) -> list[dict]:
-    """The chat messages for one KScore call: rubric text, then Image 1 (and Image 2)."""
+def build_kscore_messages(question: str, image, gt_image=None, max_side: int = 1280,
+                          rubric: str | None = None) -> list[dict]:
+    """The chat messages for one KScore call: rubric text, then Image 1 (and Image 2).
+
+    ``rubric`` replaces our system prompt and rubric with the user's own (e.g. the official
+    evaluator's); the user message then carries only the request and the two labelled images.
+    """
     has_gt = gt_image is not None
-    text = KSCORE_RUBRIC.format(
-        question=question, image_note=_WITH_GT if has_gt else _NO_GT,
-        gt_clause="Use Image 2 as the reference for identity and details." if has_gt
-        else "There is no reference image; rely on what the subject is known to look like.")
+    if rubric:
+        text = (f"Request given to the image generator:\n{question}\n\n"
+                + ("Image 1 is the generated image to grade; Image 2 is the ground-truth reference."
+                   if has_gt else "Image 1 is the generated image to grade; there is no ground-truth image.")
+                + "\nReply with the JSON object your instructions ask for.")
+        system = rubric
+    else:
+        text = KSCORE_RUBRIC.format(
+            question=question, image_note=_WITH_GT if has_gt else _NO_GT,
+            gt_clause="Use Image 2 as the reference for identity and details." if has_gt
+            else "There is no reference image; rely on what the subject is known to look like.")
+        system = KSCORE_SYSTEM
     parts: list[dict] = [{"type": "text", "text": text}, {"type": "text", "text": "Image 1 (generated):"},
                          {"type": "image_url", "image_url": {"url": image_data_uri(image, max_side)}}]
     if has_gt:
         parts += [{"type": "text", "text": "Image 2 (ground truth):"},
                   {"type": "image_url", "image_url": {"url": image_data_uri(gt_image, max_side)}}]
-    return [{"role": "system", "content": KSCORE_SYSTEM}, {"role": "user", "content": parts}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": parts}]
+
+
+# How a broken judge reply is read, as forgivingly as the official evaluator reads it: a level is
+# clipped to [0, 1] and rounded to 2 decimals; a missing dimension counts 0; a text_accuracy that
+# is not a number ('N/A') means "not applicable" (0.5); from JSON that does not parse (truncated,
+# unescaped quotes) each field is recovered on its own. A case fails only when no score field can
+# be recovered at all, or a non-text dimension holds something that is not a number.
+_FIELD_RE = r"[\"']?{key}[\"']?\s*:\s*([^,\n}}\]]+)"
+
+
+def recover_fields(text: str) -> dict:
+    """Score fields pulled one by one out of a reply whose JSON does not parse."""
+    body = re.sub(r"^```[a-zA-Z0-9]*\s*|\s*```$", "", (text or "").strip())
+    out: dict = {}
+    for key in DIMENSIONS:
+        m = re.search(_FIELD_RE.format(key=re.escape(key)), body)
+        if m:
+            raw = m.group(1).strip().strip("\"'")
+            out[key] = _number(raw) if _number(raw) is not None else raw
+    m = re.search(_FIELD_RE.format(key="text_accuracy_na"), body)
+    if m:
+        out["text_accuracy_na"] = m.group(1).strip().strip("\"'").lower() in ("true", "1", "yes")
+    m = re.search(r"[\"']?rationale[\"']?\s*:\s*\"(.{0,1000})", body, re.DOTALL)
+    if m:
+        out["rationale"] = re.sub(r"\s+", " ", m.group(1)).strip()
+    return out
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = re.sub(r"\s*/\s*1(?:\.0)?\s*$", "", value.strip())  # "0.5/1"
+        try:
+            number = float(text)  # as float() reads it: "0." is 0 (a reply cut mid-number)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
 
 
 def parse_kscore_reply(text: str, judge: str = "kscore") -> Scores:
-    """Scores from a judge reply; a reply that cannot be read is ``failed`` with the reason."""
+    """Scores from a judge reply; ``failed`` (with the reason) only when nothing usable is in it."""
+    notes: list[str] = []
     try:
         data = parse_json_reply(text)
+        recovered = False
     except ValueError as exc:
-        return Scores.failed(judge, f"unreadable judge reply: {exc}", raw=text)
+        data = recover_fields(text)
+        if not any(d in data for d in DIMENSIONS):
+            return Scores.failed(judge, f"unreadable judge reply: {exc}", raw=text)
+        recovered = True
+        notes.append(f"the reply is not valid JSON ({exc}); fields recovered one by one")
     lowered = {str(k).strip().lower().replace(" ", "_"): v for k, v in data.items()}
-    na = lowered.get("text_accuracy_na")
-    na = na if isinstance(na, bool) else str(na).strip().lower() in ("true", "1", "yes")
+    if not any(d in lowered for d in DIMENSIONS):
+        return Scores.failed(judge, "judge reply has none of the score fields "
+                                    f"({', '.join(DIMENSIONS)})", raw=text)
+    na_raw = lowered.get("text_accuracy_na")
+    # The official evaluator's reading: JSON true/"true"/"True"/1 means not applicable.
+    na = bool(na_raw) if recovered else na_raw in (True, "true", "True", 1)
     levels: dict[str, float] = {}
     problems: list[str] = []
     for dim in DIMENSIONS:
-        value = lowered.get(dim)
         if dim == "text_accuracy" and na:
             levels[dim] = TEXT_NA_SCORE
             continue
-        if value is None or (dim == "text_accuracy" and str(value).strip().lower() in ("n/a", "na")):
-            if dim == "text_accuracy" and value is not None:
-                na, levels[dim] = True, TEXT_NA_SCORE
-                continue
-            problems.append(f"missing field '{dim}'")
+        if dim not in lowered:
+            levels[dim] = 0.0
+            notes.append(f"missing field '{dim}' counted as 0")
             continue
-        try:
-            levels[dim] = read_level(value, dim)
-        except ValueError as exc:
-            problems.append(str(exc))
+        value = _number(lowered[dim])
+        if value is None:
+            if dim == "text_accuracy":  # 'N/A' and friends: not applicable
+                na, levels[dim] = True, TEXT_NA_SCORE
+                notes.append(f"text_accuracy {lowered[dim]!r} read as not applicable")
+                continue
+            problems.append(f"{dim} is not a number: {lowered[dim]!r}")
+            continue
+        level = round(min(1.0, max(0.0, value)), 2)
+        if level != value:
+            notes.append(f"{dim}={value:g} clipped to {level:g}")
+        levels[dim] = level
     rationale = lowered.get("rationale") or lowered.get("reason") or ""
     constraints = lowered.get("constraints")
     if isinstance(constraints, list) and constraints:
@@ -124,20 +194,23 @@ def parse_kscore_reply(text: str, judge: str = "kscore") -> Scores:
         if listed not in str(rationale):
             rationale = f"Constraints: {listed}. {rationale}".strip()
     if problems:
-        return Scores.failed(judge, "judge reply incomplete: " + "; ".join(problems), raw=text,
+        return Scores.failed(judge, "judge reply unusable: " + "; ".join(problems), raw=text,
                              rationale=str(rationale), **{d: v for d, v in levels.items()})
+    details = {"text_accuracy_na": bool(na), "constraints": constraints if isinstance(constraints, list) else []}
+    if notes:
+        details["parse_notes"] = notes
     return Scores(**levels, overall=kscore_overall(*(levels[d] for d in DIMENSIONS)),
-                  rationale=str(rationale), judge=judge, raw=text,
-                  details={"text_accuracy_na": bool(na),
-                           "constraints": constraints if isinstance(constraints, list) else []})
+                  rationale=str(rationale), judge=judge, raw=text, details=details)
 
 
 class KScoreJudge(Judge):
-    def __init__(self, endpoint: ChatEndpoint, spec: str = "", max_side: int = 1280, bench_root: str | None = None):
+    def __init__(self, endpoint: ChatEndpoint, spec: str = "", max_side: int = 1280, bench_root: str | None = None,
+                 rubric: str | None = None):
         self.endpoint = endpoint
         self.spec = spec or f"kscore:{endpoint.model}@{endpoint.base_url}"
         self.max_side = max_side
         self.bench_root = bench_root
+        self.rubric = rubric  # the user's rubric (system prompt) in place of ours; None: ours
 
     def _score(self, case, image, program, trajectory) -> Scores:
         if image is None:
@@ -146,11 +219,40 @@ class KScoreJudge(Judge):
         if not question:
             return Scores.failed(self.spec, "the case has no question/prompt")
         gt = _resolve_gt(case.get("gt_image"), self.bench_root or case.get("_root"))
-        messages = build_kscore_messages(question, image, gt, self.max_side)
+        messages = build_kscore_messages(question, image, gt, self.max_side, self.rubric)
         reply = self.endpoint.complete(messages)
         scores = parse_kscore_reply(reply, self.spec)
         scores.details["has_gt"] = gt is not None
+        if self.rubric:
+            scores.details["rubric"] = "custom"
         return scores
+
+
+def load_rubric(source: str) -> str:
+    """A rubric (judge system prompt) from a text file, or ``official:<path>``: the official
+    evaluator's own rubric, read from the user's copy of the release without running it."""
+    from genevolve.official.assets import OfficialAssetsError, WHERE_TO_GET, read_string_constants
+
+    if source.startswith("official:") or source == "official":
+        root = Path(source.partition(":")[2] or ".").expanduser()
+        script = root / "scripts" / "evaluate_images.py"
+        if not script.is_file():
+            raise ValueError(f"official rubric: {script} not found. {WHERE_TO_GET}")
+        try:
+            text = read_string_constants(script, ("SYSTEM_PROMPT",)).get("SYSTEM_PROMPT")
+        except OfficialAssetsError as exc:
+            raise ValueError(str(exc)) from exc
+        if not text:
+            raise ValueError(f"official rubric: {script} has no SYSTEM_PROMPT string")
+        return text
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ValueError(f"judge rubric file not found: {path} (a text file with the judge's instructions, "
+                         "or official:/path/to/GenEvolve)")
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError(f"judge rubric file is empty: {path}")
+    return text
 
 
 def _resolve_gt(gt, root):

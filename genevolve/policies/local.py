@@ -393,6 +393,13 @@ class LocalPolicy:
         self.last_stats = {"prompt_tokens": len(inputs.ids), "reused_tokens": reused,
                            "new_tokens": len(out["completion"][0])}
 
+    def use_profile_sampling(self, defaults: dict) -> None:
+        """The protocol profile's sampling, except what the spec set (``?temperature=`` …)."""
+        explicit = getattr(self, "explicit_sampling", set())
+        for key, attr in (("temperature", "temperature"), ("top_p", "top_p"), ("max_tokens", "max_new_tokens")):
+            if defaults.get(key) is not None and attr not in explicit:
+                setattr(self, attr, defaults[key])
+
     def reset_cache(self) -> None:
         self._kv = None
 

@@ -22,11 +22,15 @@ from genevolve.protocol import TURN_END_STRINGS
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
+# Our defaults; the protocol profile may bring its own (official: 0.6, top_p 0.9, 4096, no stop strings).
+DEFAULT_SAMPLING = {"temperature": 0.7, "top_p": None, "max_tokens": 2048, "stop_at_turn_end": True}
+
+
 class OpenAIPolicy:
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 temperature: float = 0.7, max_tokens: int = 2048, timeout: float = 120.0,
+                 temperature: float | None = None, max_tokens: int | None = None, timeout: float = 120.0,
                  stream: bool = True, max_retries: int = 2, send_images: bool = True,
-                 max_image_side: int = 1024, **extra_body):
+                 max_image_side: int = 1024, top_p: float | None = None, **extra_body):
         if not model:
             raise PolicyError("openai policy needs a model name: openai:<model>@<base_url>")
         self.model = model
@@ -38,8 +42,10 @@ class OpenAIPolicy:
                                   "policy at a local server (openai:<model>@http://127.0.0.1:8000/v1)")
             key = "EMPTY"  # vLLM and friends accept any key
         self.api_key = key
-        self.temperature = temperature
-        self.max_tokens = max_tokens
+        given = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+        self.explicit_sampling = {k for k, v in given.items() if v is not None}
+        for key, default in DEFAULT_SAMPLING.items():
+            setattr(self, key, given.get(key) if given.get(key) is not None else default)
         self.timeout = timeout
         self.use_stream = stream
         self.max_retries = max_retries
@@ -78,12 +84,21 @@ class OpenAIPolicy:
     def sample(self, messages: list[dict], n: int) -> list[str]:
         return ["".join(self.stream(messages)) for _ in range(n)]
 
+    def use_profile_sampling(self, defaults: dict) -> None:
+        """The protocol profile's sampling, except what the spec set (``?temperature=`` …)."""
+        for key, value in defaults.items():
+            if key not in self.explicit_sampling:
+                setattr(self, key, value)
+
     # ------------------------------------------------------------------ requests
 
     def _request(self, payload: list[dict], stream: bool):
+        optional = {"top_p": self.top_p} if self.top_p is not None else {}
+        if self.stop_at_turn_end:
+            optional["stop"] = list(TURN_END_STRINGS)
         return self.client.chat.completions.create(
             model=self.model, messages=payload, temperature=self.temperature, max_tokens=self.max_tokens,
-            stop=list(TURN_END_STRINGS), stream=stream, extra_body=self.extra_body)
+            stream=stream, extra_body=self.extra_body, **optional)
 
     def _stream(self, payload: list[dict]) -> Iterator[str]:
         text: list[str] = []
@@ -109,7 +124,7 @@ class OpenAIPolicy:
                 finish = choice.finish_reason
         if finish is None:
             raise PolicyError(f"the stream from {self.base_url} ended before the turn was complete")
-        tail = closing_tag("".join(text))
+        tail = closing_tag("".join(text)) if self.stop_at_turn_end else ""
         if tail:
             yield tail
 
@@ -118,7 +133,7 @@ class OpenAIPolicy:
         if not response.choices:
             raise PolicyError(f"{self.base_url} returned no choices")
         text = response.choices[0].message.content or ""
-        yield text + closing_tag(text)
+        yield text + (closing_tag(text) if self.stop_at_turn_end else "")
 
     # ------------------------------------------------------------------ messages and images
 

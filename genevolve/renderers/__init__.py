@@ -33,8 +33,21 @@ def make_renderer(spec: str) -> Renderer:
     if kind == "service":
         if not arg:
             raise RenderError("service needs at least one URL: service:http://host:port[,http://host2:port]")
+        from urllib.parse import parse_qsl
+
         from genevolve.renderers.service import ServiceRenderer
-        return ServiceRenderer([u.strip() for u in arg.split(",") if u.strip()])
+        urls, _, query = arg.partition("?")  # service:<url>[,<url>][?size=official&num_images_per_prompt=1]
+        opts = dict(parse_qsl(query))
+        unknown = set(opts) - {"size", "num_images_per_prompt"}
+        if unknown:
+            raise RenderError(f"unknown service option(s) {', '.join(sorted(unknown))}; "
+                              "use ?size=official and/or ?num_images_per_prompt=N")
+        try:
+            n = int(opts.get("num_images_per_prompt", 1))
+        except ValueError:
+            raise RenderError("num_images_per_prompt must be a whole number") from None
+        return ServiceRenderer([u.strip() for u in urls.split(",") if u.strip()], size_mode=opts.get("size", "ours"),
+                               num_images_per_prompt=n)
     if kind == "gemini":
         from genevolve.renderers.gemini import GeminiRenderer
         return GeminiRenderer(model=arg or None)

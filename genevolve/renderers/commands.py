@@ -12,11 +12,12 @@ from typing import Optional
 import typer
 
 
-def load_program_file(path: Path):
+def load_program_file(path: Path, record: str | None = None):
     """Read program.json (ours or the official answer JSON); resolve relative reference paths.
 
     A program without ``constraints`` gets them derived from its prompt (quoted strings etc.),
-    so an official answer file can be rendered and verified as it is.
+    so an official answer file can be rendered and verified as it is. An official result record
+    (or a results.json, one record picked by ``record``) renders with its ``local_path`` files.
     """
     from genevolve.program import Program, ProgramError, derive_constraints
 
@@ -26,6 +27,10 @@ def load_program_file(path: Path):
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise typer.BadParameter(f"{path} is not valid JSON: {exc}") from exc
+    from genevolve.official import records as official
+
+    if isinstance(data, list) or official.is_official_record(data) or record is not None:
+        return _official_program(path, record)
     if isinstance(data, dict) and isinstance(data.get("program"), dict):  # a `run --json` result
         data = data["program"]
     try:
@@ -90,21 +95,40 @@ def save_image_file(image, out: Path, fmt: str) -> None:
         fail(f"cannot write {out}: {exc.strerror or exc}; choose a writable path for --out")
 
 
+def _official_program(path: Path, record_id: str | None):
+    from genevolve.official import records as official
+
+    try:
+        rec = official.select_record(official.load_results(path), record_id, str(path))
+        program = official.record_program(rec)
+    except official.RecordError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    for ref in program.reference_images:
+        if ref.path and not Path(ref.path).is_absolute():
+            ref.path = str((path.parent / ref.path).resolve())
+        if not ref.path or not Path(ref.path).is_file():
+            raise typer.BadParameter(f"reference {ref.img_id} of this record has no file at {ref.path or '(no local_path)'}; "
+                                     "copy the official run's downloaded images there (or edit local_path)")
+    return program
+
+
 def render(
-    program: Path = typer.Argument(..., help="program.json (from `genevolve run --out`) or an answer JSON."),
+    program: Path = typer.Argument(..., help="program.json (from `genevolve run --out`), an answer JSON, or an "
+                                   "official result record / results.json (with --record)."),
     renderer: str = typer.Option("layout", "--renderer", help="layout | diffusers:<id> | service:<url>[,<url>] | gemini[:<model>]"),
     out: Path = typer.Option(..., "--out", help="Where to write the image (PNG/JPEG by extension)."),
     typeset: bool = typer.Option(False, "--typeset", help="Set the exact text constraints onto a generative render."),
     size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT, e.g. 1024x768 (default: from the program)."),
     seed: int = typer.Option(0, "--seed", help="Renderer seed."),
     report: bool = typer.Option(False, "--json", help="Print the render report as JSON."),
+    record: Optional[str] = typer.Option(None, "--record", help="With an official results.json: the record's id (or index)."),
 ):
-    """Render PROGRAM.json to an image."""
+    """Render PROGRAM.json (or an official result record) to an image."""
     from genevolve.renderers import make_renderer, render_with_report
     from genevolve.renderers.base import RenderError, parse_size
 
     fmt = check_out_path(out)
-    prog = load_program_file(program)
+    prog = load_program_file(program, record)
     try:
         backend = make_renderer(renderer)
         image, info = render_with_report(backend, prog, size=parse_size(size), seed=seed, typeset=typeset)

@@ -1,8 +1,11 @@
 """``service:<url>[,<url>…]`` — render on remote GPUs through the renderer-service protocol.
 
 Client: ``POST <url>/generate`` with ``{"prompt", "image_urls": [data URIs], "seed", "width",
-"height", "num_inference_steps", "true_cfg_scale", "guidance_scale", "negative_prompt"}`` and
-read ``{"success": true, "image": base64}``. Requests go round-robin over the URLs, at most
+"height", "num_inference_steps", "true_cfg_scale", "guidance_scale", "negative_prompt",
+"num_images_per_prompt"}`` and read ``{"success": true, "image": base64}`` (``image_base64`` is
+accepted too, as some services of the official release answer). ``service:<url>?size=official``
+sizes renders as the official release does (1024 on the long side, the first reference's
+aspect ratio, multiples of 16; square without references) instead of our ~1 MP default. Requests go round-robin over the URLs, at most
 ``concurrency`` at a time from this process, and a failed attempt (connection error, 429, 5xx)
 is retried on the next URL after an exponential backoff.
 
@@ -41,7 +44,8 @@ class ServiceRenderer(Renderer):
 
     def __init__(self, urls: list[str], *, concurrency: int = 4, retries: int = 3, backoff_s: float = 1.0,
                  timeout_s: float = 600.0, num_inference_steps: int = 40, true_cfg_scale: float = 4.0,
-                 guidance_scale: float = 1.0, negative_prompt: str = " ", token: str | None = None):
+                 guidance_scale: float = 1.0, negative_prompt: str = " ", num_images_per_prompt: int = 1,
+                 size_mode: str = "ours", token: str | None = None):
         import os
 
         if not urls:
@@ -55,8 +59,14 @@ class ServiceRenderer(Renderer):
         self.retries = retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
+        if size_mode not in ("ours", "official"):
+            raise RenderError(f"service size must be 'ours' or 'official', got {size_mode!r}")
+        if int(num_images_per_prompt) < 1:
+            raise RenderError("num_images_per_prompt must be at least 1")
+        self.size_mode = size_mode
         self.params = {"num_inference_steps": num_inference_steps, "true_cfg_scale": true_cfg_scale,
-                       "guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
+                       "guidance_scale": guidance_scale, "negative_prompt": negative_prompt,
+                       "num_images_per_prompt": int(num_images_per_prompt)}
         self._next_url = itertools.cycle(range(len(self.urls)))
         self._url_lock = threading.Lock()
         # Bounds how many renders this process has in flight across threads (bench --parallel).
@@ -73,7 +83,12 @@ class ServiceRenderer(Renderer):
 
         program = as_program(program)
         refs = load_references(program)
-        w, h = check_size(size) if size else default_size(program, [r.size for r in refs])
+        if size:
+            w, h = check_size(size)
+        elif self.size_mode == "official":
+            w, h = official_size([r.size for r in refs])
+        else:
+            w, h = default_size(program, [r.size for r in refs])
         payload = {"prompt": program.gen_prompt, "image_urls": [image_to_data_uri(r) for r in refs],
                    "seed": int(seed), "width": w, "height": h, **self.params}
         errors: list[str] = []
@@ -114,9 +129,10 @@ class ServiceRenderer(Renderer):
         if not isinstance(body, dict) or not body.get("success"):
             reason = body.get("error") if isinstance(body, dict) else None
             raise RenderError(f"renderer service {url} reported failure: {reason or body!r}"[:500])
-        if not isinstance(body.get("image"), str):
-            raise RenderError(f"renderer service {url} answered success without an 'image' field")
-        return decode_image_bytes(body["image"], what=f"the answer from {url}")
+        data = body.get("image") or body.get("image_base64")
+        if not isinstance(data, str):
+            raise RenderError(f"renderer service {url} answered success without an 'image' (or 'image_base64') field")
+        return decode_image_bytes(data, what=f"the answer from {url}")
 
     def describe(self) -> dict:
         return dict(self.last_info)
@@ -136,6 +152,18 @@ class GenerateRequest(BaseModel):
     true_cfg_scale: float | None = Field(None, ge=0, le=100)
     guidance_scale: float | None = Field(None, ge=0, le=100)
     negative_prompt: str | None = Field(None, max_length=20_000)
+    num_images_per_prompt: int | None = Field(None, ge=1, le=16)  # accepted for compatibility; one image is returned
+
+
+def official_size(reference_sizes: list[tuple[int, int]], long_side: int = 1024, multiple: int = 16) -> tuple[int, int]:
+    """The official release's render size: ``long_side`` on the long side in the first reference's
+    aspect ratio, each side rounded to a multiple of ``multiple``; square without references."""
+    if not reference_sizes:
+        return long_side, long_side
+    w, h = reference_sizes[0]
+    scale = long_side / max(w, h)
+    return (max(multiple, round(w * scale / multiple) * multiple),
+            max(multiple, round(h * scale / multiple) * multiple))
 
 
 class _Guard:

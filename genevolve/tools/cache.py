@@ -34,6 +34,7 @@ from genevolve.trajectory import file_sha256
 MODES = ("readwrite", "replay", "off")
 _IMG_ID_RE = re.compile(r"\bIMG_\d{3,}\b")
 _SLOT_RE = re.compile(r"\{\{IMG:(\d+)\}\}")
+_PATH_SLOT_RE = re.compile(r"\{\{PATH:(\d+)\}\}")
 
 
 def normalise_args(value: Any) -> Any:
@@ -101,6 +102,11 @@ class ToolCache:
                            "caption": ref.caption, "url": ref.url})
         text = _IMG_ID_RE.sub(lambda m: "{{IMG:%d}}" % slots[m.group(0)] if m.group(0) in slots else m.group(0),
                               result.text)
+        # A reply that names its files (the official profile's local_path lines) gets this
+        # trajectory's paths back, not the recording run's.
+        for ref in result.images:
+            if ref.img_id in slots and ref.path:
+                text = text.replace(str(ref.path), "{{PATH:%d}}" % slots[ref.img_id])
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO tool_cache VALUES (?,?,?,?,?,?,?,?)",
                              (key, tool, backend, text, json.dumps(images), result.backend, int(degraded),
@@ -115,6 +121,7 @@ class ToolCache:
                                         caption=img["caption"], url=img["url"])
             refs.append(ref)
         text = _SLOT_RE.sub(lambda m: refs[int(m.group(1))].img_id, entry["text"])
+        text = _PATH_SLOT_RE.sub(lambda m: str(refs[int(m.group(1))].path), text)
         return ToolResult(text=text, images=refs, backend=entry["answered_by"],
                           meta={"cache": "hit", "degraded": entry["degraded"]})
 
@@ -145,7 +152,8 @@ class CachedTool(Tool):
         return getattr(tool, item)
 
     def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:
-        canonical = getattr(self.tool, "canonical_args", None)
+        # The official profile reads arguments strictly, so two spellings are two questions.
+        canonical = None if profile_of(ctx).official else getattr(self.tool, "canonical_args", None)
         try:
             key_args = canonical(args) if canonical else args
         except ToolArgumentError:
@@ -155,6 +163,8 @@ class CachedTool(Tool):
         profile = profile_of(ctx)
         if profile.name != DEFAULT_PROFILE:  # replies are worded per profile; the default keeps its old keys
             context = {**(context or {}), "profile": profile.name}
+        if profile.official:  # its replies echo the arguments verbatim: key on them exactly
+            context["exact_args"] = args
         key = cache_key_text(self.name, self.backend_name, key_args, context)
         entry = self.cache.get(key)
         if entry is not None and (self.cache.mode == "replay" or not entry["degraded"]):

@@ -532,11 +532,13 @@ class ImageSearchTool(Tool):
         return user_hits + lib, "local-library", why
 
     def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:
+        profile = profile_of(ctx)
+        if profile.official:
+            return self._official(args, ctx)
         try:
             queries, top_k = parse_image_query(args, default_top_k=self.default_top_k)
         except ToolArgumentError as exc:
             return ToolResult(text=f"image_search: {exc}", error=str(exc), backend=self.backend_name)
-        profile = profile_of(ctx)
         top_k = profile.cap_top_k(self.name, top_k)
         answered, reasons, refs, lines = [], [], [], []
         for query in queries:
@@ -577,3 +579,61 @@ class ImageSearchTool(Tool):
             backend += "+user"
         return ToolResult(text="\n".join(text), images=refs, backend=backend,
                           meta={"queries": queries, "fallback": fallback, "fallback_reasons": reasons})
+
+    # -- the official runtime's image_search
+
+    def _official(self, args: dict, ctx: ToolContext) -> ToolResult:
+        """Strict ``query`` (one string), top_k 5 by default; only images that arrived as files are
+        listed, each with ``title``/``url``/``local_path``/``page_url`` lines. A failed web search
+        lists nothing, as the official runtime does. Bad argument types raise (the agent words it)."""
+        from genevolve.official import turns
+
+        query = (args.get("query") or "").strip()
+        top_k = int(args.get("top_k", turns.DEFAULT_TOP_K) or turns.DEFAULT_TOP_K)
+        found: list[dict] = []
+        backend = "local-library" if self.web is None or ctx.offline else self.web.name
+        error = None
+        if query:
+            found = [{"path": c.path, "title": c.title, "url": c.url or "", "page_url": "", "source": c.source,
+                      "caption": c.caption} for c in self.user.search(query, list(ctx.user_images or []), top_k)]
+            if backend == "local-library":
+                found += [{"path": c.path, "title": c.title, "url": c.url or "", "page_url": "",
+                           "source": c.source, "caption": c.caption}
+                          for c in (self.library.search(query, top_k) if self.library else [])]
+            else:
+                try:
+                    found += self._official_web(query, top_k, ctx)
+                except Exception as exc:  # noqa: BLE001 - the official runtime shows an empty result
+                    error = f"{self.web.name} image search failed: {exc}"
+        shown, refs = [], []
+        for item in found[:top_k]:
+            ref = ctx.registry.register(item["path"], source=item["source"], title=item["title"],
+                                        caption=item["caption"], url=item["url"] or None)
+            if all(r.img_id != ref.img_id for r in refs):
+                refs.append(ref)
+            shown.append({"img_id": ref.img_id, "title": item["title"] or "image", "url": item["url"],
+                          "local_path": ref.path, "page_url": item["page_url"]})
+        return ToolResult(text=turns.image_block(query, shown), images=refs, backend=backend, error=error,
+                          meta={"queries": [query] if query else []})
+
+    def _official_web(self, query: str, top_k: int, ctx: ToolContext) -> list[dict]:
+        from genevolve.tools.download import DownloadError, safe_download
+
+        items = self.web.search(query, top_k)[:top_k]
+        dest = Path(ctx.work_dir) / "web"
+
+        def fetch(item: WebImage):
+            try:
+                return safe_download(item.image_url, dest, **self.download_kwargs)
+            except DownloadError:
+                return None
+
+        out = []
+        if items:
+            with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+                for item, path in zip(items, pool.map(fetch, items)):
+                    if path is not None:  # the official runtime drops what did not download
+                        out.append({"path": str(path), "title": item.title or "image", "url": item.image_url,
+                                    "page_url": item.page_url or "", "source": "web",
+                                    "caption": f"web image from {item.site or item.page_url or item.image_url}"})
+        return out

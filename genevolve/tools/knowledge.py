@@ -48,7 +48,15 @@ class KnowledgeTool(Tool):
         skill = normalise_skill_name(_raw_name(args) or "")
         return {"skill_name": skill or str(_raw_name(args))}
 
+    def cache_context(self, ctx: ToolContext | None) -> dict:
+        profile = profile_of(ctx)
+        # Official skill texts come from the user's copy: a new copy must not be served old texts.
+        return {"skills": profile.assets.digest} if profile.official else {}
+
     def __call__(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
+        profile = profile_of(ctx)
+        if profile.official:
+            return _official(args, profile.assets, self.backend_name)
         valid = ", ".join(SKILLS)
         raw = _raw_name(args)
         if not isinstance(raw, str) or not raw.strip():
@@ -61,6 +69,22 @@ class KnowledgeTool(Tool):
                               backend=self.backend_name)
         short = profile_of(ctx).short_skills
         return ToolResult(text=skill_text(skill, short), backend=self.backend_name, meta={"skill": skill})
+
+
+def _official(args: dict, assets, backend: str) -> ToolResult:
+    """Exact skill names only; the skill text from the user's copy of the official release."""
+    from genevolve.official import assets as official_assets
+    from genevolve.official import turns
+
+    name = (args.get("skill_name") or "").strip()
+    if not name or name not in official_assets.SKILL_NAMES:
+        return ToolResult(text=turns.unknown_skill(name, official_assets.SKILL_NAMES), backend=backend,
+                          error=f"unknown skill {name!r}")
+    text = assets.skill(name)
+    if text is None:
+        return ToolResult(text=turns.missing_skill(name, assets.skill_file(name)), backend=backend,
+                          error=f"no skill file for {name!r}")
+    return ToolResult(text=turns.skill_reply(name, text), backend=backend, meta={"skill": name})
 
 
 def _raw_name(args) -> object:

@@ -376,6 +376,14 @@ class SerperText:
                                 source=row.get("link", ""), url=row.get("link")))
         return hits[:top_k]
 
+    def search_organic(self, query: str, top_k: int) -> list[Hit]:
+        """Only the organic results, unclipped: what the official runtime shows the model."""
+        data = serper_post("search", {"q": query, "num": top_k}, api_key=self.api_key,
+                           base_url=self.base_url, timeout=self.timeout)
+        return [Hit(title=str(row.get("title") or ""), snippet=str(row.get("snippet") or ""),
+                    source=str(row.get("link") or row.get("url") or ""), url=row.get("link") or row.get("url"))
+                for row in data.get("organic") or [] if isinstance(row, dict)][:top_k]
+
 
 # ---------------------------------------------------------------- the tool
 
@@ -441,12 +449,14 @@ class SearchTool(Tool):
             return self.fallback.search(query, top_k), self.fallback.name, f"{self.primary.name} failed ({reason})"
 
     def __call__(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
+        profile = profile_of(ctx)
+        if profile.official:
+            return self._official(args, ctx)
         try:
             queries, top_k = parse_queries(args, default_top_k=self.default_top_k)
         except ToolArgumentError as exc:
             return ToolResult(text=f"search: {exc}", error=str(exc), backend=self.backend_name)
         offline = bool(ctx is not None and ctx.offline)
-        profile = profile_of(ctx)
         top_k = profile.cap_top_k(self.name, top_k)
         if len(queries) == 1:
             answers = [self._one(queries[0], top_k, offline)]
@@ -478,6 +488,41 @@ class SearchTool(Tool):
         return ToolResult(text="\n".join(lines), backend=backend,
                           meta={"queries": queries, "hits": total, "fallback": bool(fallbacks),
                                 "fallback_reasons": fallbacks})
+
+
+    def _official(self, args: dict, ctx: ToolContext | None) -> ToolResult:
+        """The official runtime's search: strict ``queries``, one block per query, no fallback.
+
+        Bad argument types raise (the agent words it as the official tool error); a backend that
+        fails gives that query an error line, as the official runtime does.
+        """
+        from genevolve.official import turns
+
+        queries = args.get("queries") or []
+        if isinstance(queries, str):
+            queries = [queries]
+        top_k = int(args.get("top_k", turns.DEFAULT_TOP_K) or turns.DEFAULT_TOP_K)
+        if not queries:
+            return ToolResult(text=turns.SEARCH_EMPTY_QUERIES, backend=self.backend_name, error="empty queries")
+        offline = bool(ctx is not None and ctx.offline)
+        backend = self.fallback if offline and self.fallback is not None else self.primary
+        ask = getattr(backend, "search_organic", backend.search)
+        blocks, failed = [], []
+        for q in queries:
+            q = (q or "").strip()
+            if not q:
+                continue
+            try:
+                hits = ask(q, top_k)
+            except Exception as exc:  # noqa: BLE001 - the official runtime shows the failure, no fallback
+                failed.append(f"{q}: {exc}")
+                blocks.append(turns.search_error(q, exc))
+                continue
+            blocks.append(turns.search_block(q, ({"title": h.title, "url": h.url or "", "snippet": h.snippet}
+                                                 for h in hits[:top_k])))
+        return ToolResult(text="\n".join(blocks) if blocks else turns.SEARCH_NO_RESULTS, backend=backend.name,
+                          error=f"search failed for {'; '.join(failed)}" if failed else None,
+                          meta={"queries": [q for q in queries if isinstance(q, str)]})
 
 
 def _header(used: list[str]) -> str:

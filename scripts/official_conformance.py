@@ -1,0 +1,105 @@
+"""Side by side: our runtime under ``--protocol official:<copy>`` vs the official runtime itself.
+
+    python scripts/official_conformance.py /path/to/GenEvolve
+
+Runs every scripted scenario of tests/test_official_protocol.py twice against the same scripted
+model server and the same Serper-shaped server (both on 127.0.0.1): once through our agent
+(texts read from the given copy) and once through the official ``GenEvolveAgent`` from that copy
+(run in a subprocess, so its ``genevolve`` package never meets ours). Then compares, request by
+request, the messages the model was sent (local file paths and backend error details normalised)
+and the sampling parameters. Needs the official runtime's requirements (openai, requests).
+Nothing of the official copy is stored or copied: it is only run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+OFFICIAL_RUN = r"""
+import json, sys
+spec = json.load(sys.stdin)
+sys.path.insert(0, spec["copy"])
+from genevolve.agent import GenEvolveAgent
+from genevolve.tools import ImageSearchTool, WebTextSearchTool
+agent = GenEvolveAgent(model="GenEvolve", base_url=spec["chat"], api_key="EMPTY", max_rounds=spec["max_rounds"],
+                       text_search_tool=WebTextSearchTool(base_url=spec["serper"], max_retries=1),
+                       image_search_tool=ImageSearchTool(base_url=spec["serper"], download_dir=spec["images"],
+                                                         max_retries=1))
+result = agent.run(spec["request"])
+print(json.dumps({"messages": result.messages, "termination": result.termination,
+                  "gen_prompt": result.gen_prompt, "refs": [r["img_id"] for r in result.reference_images]}))
+"""
+
+
+def main(copy: str) -> int:
+    import os
+
+    from chat_server import ChatServer
+    from test_official_protocol import REQUEST, SCENARIOS, normalise, run_scenario, start_serper
+
+    httpd, serper = start_serper()
+    failures = 0
+    try:
+        for sc in SCENARIOS:
+            with tempfile.TemporaryDirectory() as tmp:
+                ours, our_requests = run_scenario(sc, serper, Path(tmp), official=copy)
+                with ChatServer(list(sc.turns)) as server:
+                    spec = {"copy": str(Path(copy).resolve()), "chat": server.base_url, "serper": serper["base"],
+                            "images": str(Path(tmp) / "official-images"), "max_rounds": sc.max_rounds,
+                            "request": REQUEST}
+                    proc = subprocess.run([sys.executable, "-c", OFFICIAL_RUN], input=json.dumps(spec), text=True,
+                                          capture_output=True, env={**os.environ, "SERPER_API_KEY": "k"},
+                                          timeout=300)
+                    if proc.returncode != 0:
+                        print(f"[{sc.name}] the official runtime failed:\n{proc.stderr[-2000:]}")
+                        failures += 1
+                        continue
+                    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+                    their_requests = list(server.requests)
+            problems = []
+            if normalise(ours.messages) != normalise(theirs["messages"]):
+                problems.append("final conversations differ")
+            if len(our_requests) != len(their_requests):
+                problems.append(f"{len(our_requests)} model calls vs {len(their_requests)}")
+            for i, (a, b) in enumerate(zip(our_requests, their_requests)):
+                if normalise(a["messages"]) != normalise(b["messages"]):
+                    problems.append(f"request {i + 1}: messages differ")
+                for key in ("temperature", "top_p", "max_tokens", "stop"):
+                    if a.get(key) != b.get(key):
+                        problems.append(f"request {i + 1}: {key} {a.get(key)!r} vs {b.get(key)!r}")
+            if ours.termination != theirs["termination"]:
+                problems.append(f"termination {ours.termination} vs {theirs['termination']}")
+            our_refs = [r.img_id for r in ours.program.reference_images] if ours.program else []
+            if (ours.program.gen_prompt if ours.program else "") != theirs["gen_prompt"] or our_refs != theirs["refs"]:
+                problems.append("programs differ")
+            status = "same" if not problems else "DIFFERENT: " + "; ".join(problems)
+            print(f"[{sc.name}] {len(our_requests)} model calls, {len(ours.messages)} messages: {status}")
+            if problems:
+                failures += 1
+                _show_diff(normalise(ours.messages), normalise(theirs["messages"]))
+    finally:
+        httpd.shutdown()
+    print("all scenarios match" if not failures else f"{failures} scenario(s) differ")
+    return 1 if failures else 0
+
+
+def _show_diff(ours, theirs):
+    import difflib
+
+    a = json.dumps(ours, indent=1, ensure_ascii=False).splitlines()
+    b = json.dumps(theirs, indent=1, ensure_ascii=False).splitlines()
+    for line in list(difflib.unified_diff(a, b, "ours", "official", lineterm=""))[:60]:
+        print("   ", line)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    sys.exit(main(sys.argv[1]))
