@@ -56,7 +56,7 @@ def jaccard(a, b) -> float:
 
 class AblationRunner:
     def __init__(self, cases: list[dict], out_dir: str | Path, *, protocol: str = "nano", count_tokens=None,
-                 reward=None, log: Callable[[str], None] | None = None):
+                 reward=None, log: Callable[[str], None] | None = None, max_rounds: int = 8, max_tool_calls: int = 7):
         self.cases = cases
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -64,6 +64,7 @@ class AblationRunner:
         self.count_tokens = count_tokens or (lambda text: len(text.split()))
         self._reward = reward
         self.log = log or (lambda msg: None)
+        self.max_rounds, self.max_tool_calls = max_rounds, max_tool_calls  # the same caps for every system
 
     def reward(self):
         if self._reward is None:
@@ -92,7 +93,8 @@ class AblationRunner:
         if not todo:
             return self.rows(system.name)
         policy = system.make_policy()
-        settings = Settings.load(protocol=self.protocol, cache_mode="off")
+        settings = Settings.load(protocol=self.protocol, cache_mode="off", max_rounds=self.max_rounds,
+                                 max_tool_calls=self.max_tool_calls)
         agent = build_agent(settings, policy=policy, offline=True)
         for i, case in enumerate(todo, 1):
             t0 = time.perf_counter()

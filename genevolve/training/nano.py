@@ -36,7 +36,8 @@ CONFIGS = REPO_ROOT / "configs" / "nano"
 DATA_RECIPE = {"recipes": 560, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3}
 EVAL_REQUESTS = 60
 EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
-UNTUNED_REQUESTS = 15
+UNTUNED_REQUESTS = 8
+EVAL_MAX_ROUNDS = 8  # the planner teacher needs up to 9 rounds on 1 in 60 eval requests; 8 caps a runaway base
 
 
 class NanoRecipe:
@@ -117,7 +118,11 @@ class NanoRecipe:
         return cfg
 
     def sft_adapter(self) -> Path:
-        return self.out / "sft" / "checkpoints" / "best" / "model"
+        """The SFT checkpoint with the lowest held-out loss (``checkpoints/best`` names it)."""
+        root = self.out / "sft" / "checkpoints"
+        marker = root / "best" if (root / "best").is_file() else root / "latest"
+        name = marker.read_text(encoding="utf-8").strip() if marker.is_file() else "missing"
+        return root / name / "model"
 
     def stage_sft(self) -> None:
         from genevolve.training.sft import train_sft
@@ -163,13 +168,14 @@ class NanoRecipe:
         cases = stratified_subset(read_jsonl(self.out / "data" / "eval.jsonl"), self.eval_requests)
         tokenizer = _gemma_tokenizer()
         runner = AblationRunner(cases, self.out / "eval", count_tokens=lambda t: len(tokenizer(t)["input_ids"]),
-                                log=self.log)
+                                log=self.log, max_rounds=EVAL_MAX_ROUNDS, max_tool_calls=EVAL_MAX_ROUNDS - 1)
 
         def nano(adapter):
             return lambda: LocalPolicy.nano(adapter=adapter, max_new_tokens=EVAL_MAX_NEW_TOKENS)
 
-        # The untuned base never ends a turn on its own: each request costs two full capped turns
-        # (then the runtime ends it on the second format error), so it is measured on a subset.
+        # The untuned base rarely ends a turn on its own, and what it copies from the prompt can pass
+        # for a tool call, so a request costs up to EVAL_MAX_ROUNDS full capped turns (minutes on
+        # this CPU): it is measured on a subset, and the summary says how many requests each row covers.
         systems = [System("planner", PlannerPolicy),
                    System("untuned", nano("none"), limit=min(UNTUNED_REQUESTS, len(cases)))]
         labels = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
