@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from contextlib import closing
 from typing import Iterator, Sequence
@@ -67,41 +68,37 @@ class ChatStreamClient:
             from httpx_sse import EventSource, SSEError
 
             events = EventSource(response).iter_sse()
-            held = ""  # text that may be the start of a stop string, not yielded yet
+            guard = _StopGuard(stops)
             sent = 0
             finish = None
+            done = False
             try:
                 for event in events:
                     data = event.data
-                    if data == "[DONE]":
-                        break
+                    if done or data == "[DONE]":
+                        # Read on to the end of the body: only a fully read response returns its
+                        # connection to the pool (else every round pays a new TCP connect).
+                        done = True
+                        continue
                     delta, reason = _parse_chunk(data, self.base_url)
                     if reason:
                         finish = reason
                     if not delta:
                         continue
-                    held += delta
-                    if stops:
-                        cut = _first_stop(held, stops)
-                        if cut >= 0:  # the server ignored ``stop``: end the turn here ourselves
-                            if cut:
-                                yield held[:cut]
-                            return
-                        keep = _partial_stop_len(held, stops)
-                        out, held = (held[:-keep], held[-keep:]) if keep else (held, "")
-                    else:
-                        out, held = held, ""
+                    out, stopped = guard.feed(delta)
                     if out:
                         sent += len(out)
                         yield out
+                    if stopped:  # the server ignored ``stop``: the turn ends here
+                        return
             except (self._httpx.TransportError, SSEError) as exc:
                 if isinstance(exc, self._httpx.TimeoutException):
                     raise ChatEndpointError(f"{self.base_url} stopped sending for {self.timeout:g} s after "
                                             f"{sent} characters (timeout)") from exc
                 raise ChatEndpointError(f"the stream from {self.base_url} broke off after {sent} characters: "
                                         f"{type(exc).__name__}") from exc
-            if held:
-                yield held
+            if guard.held:
+                yield guard.held
             if finish is None:
                 raise ChatEndpointError(f"the stream from {self.base_url} ended before the turn was complete "
                                         "(no finish_reason)")
@@ -200,19 +197,39 @@ def _stops(stop) -> tuple[str, ...]:
     return tuple(s for s in ([stop] if isinstance(stop, str) else stop) if s)
 
 
+class _StopGuard:
+    """Finds the first stop string across deltas; holds back a tail that may be the start of one."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = tuple(stops)
+        self.held = ""
+        self._longest = max(map(len, self.stops), default=0)
+        # Most deltas contain no character a stop string starts with: one regex search decides.
+        self._starts = re.compile("[" + re.escape("".join({s[0] for s in self.stops})) + "]") if stops else None
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        """(text that is safe to yield now, whether a stop string was reached)."""
+        text = self.held + delta
+        if self._starts is None or not self._starts.search(text):
+            self.held = ""
+            return text, False
+        cut = _first_stop(text, self.stops)
+        if cut >= 0:
+            self.held = ""
+            return text[:cut], True
+        keep = 0
+        for k in range(min(self._longest - 1, len(text)), 0, -1):
+            tail = text[-k:]
+            if any(s.startswith(tail) for s in self.stops):
+                keep = k
+                break
+        self.held = text[len(text) - keep:] if keep else ""
+        return text[:len(text) - keep], False
+
+
 def _first_stop(text: str, stops: Sequence[str]) -> int:
     found = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(found) if found else -1
-
-
-def _partial_stop_len(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest tail of ``text`` that a stop string starts with (held back until known)."""
-    longest = max(len(s) for s in stops) - 1
-    for k in range(min(longest, len(text)), 0, -1):
-        tail = text[-k:]
-        if any(s.startswith(tail) for s in stops):
-            return k
-    return 0
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

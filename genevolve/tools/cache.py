@@ -131,7 +131,10 @@ class ToolCache:
     def stats(self) -> dict:
         with self._lock:
             n = self._db.execute("SELECT COUNT(*) FROM tool_cache").fetchone()[0]
-        return {"entries": n, "hits": self.hits, "misses": self.misses, "shared": self.shared, "mode": self.mode}
+        with self._flights_lock:
+            waiting = sum(f.waiting for f in self._flights.values())
+        return {"entries": n, "hits": self.hits, "misses": self.misses, "shared": self.shared,
+                "in_flight": len(self._flights), "waiting": waiting, "mode": self.mode}
 
     # ---------------------------------------------------------------- single flight
 
@@ -140,6 +143,7 @@ class ToolCache:
         with self._flights_lock:
             flight = self._flights.get(key)
             if flight is not None:
+                flight.waiting += 1
                 return flight, False
             flight = self._flights[key] = _Flight()
             return flight, True
@@ -242,11 +246,12 @@ class CachedTool(Tool):
 class _Flight:
     """One backend call in progress that identical concurrent calls wait for."""
 
-    __slots__ = ("done", "stored")
+    __slots__ = ("done", "stored", "waiting")
 
     def __init__(self):
         self.done = threading.Event()
         self.stored = False
+        self.waiting = 0  # callers that joined this flight instead of calling the backend
 
 
 def wrap_with_cache(tools: dict[str, Tool], cache: ToolCache | None) -> dict[str, Tool]:
