@@ -12,7 +12,9 @@ Workloads (all in one run, ratios official/ours; > 1 means ours is faster):
 2. 32 distinct requests, 200 ms per turn at the server + 300 ms per tool call, one by one;
 3. the same, 8 at a time;
 4. GRPO-style: 8 prompts × 6 rollouts, 8 at a time, the 6 rollouts of a prompt submitted together
-   (so they run at the same time and ask the same tool questions at the same moment).
+   (so they run at the same time and ask the same tool questions at the same moment);
+5. the same 48 rollouts leader-first, as ``genevolve.rollouts.run_groups`` schedules a group (the
+   first rollout of every prompt, then the second, ...); the official runtime gets the same order.
 
 Ours runs as the product runs: streaming tokens from the endpoint, the SQLite store saving every
 trajectory, the SQLite tool cache in front of every tool (a fresh cache per workload). The official
@@ -45,7 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from genevolve.protocol import format_answer, format_tool_call  # noqa: E402
 
-TARGETS = {"overhead": 1.0, "distinct_serial": 1.0, "distinct_parallel": 1.0, "group": 1.6}
+TARGETS = {"overhead": 1.0, "distinct_serial": 1.0, "distinct_parallel": 1.0, "group_together": 1.6, "group": 1.6}
 
 
 # ---------------------------------------------------------------------- the scripted endpoint
@@ -139,6 +141,14 @@ class Ours:
         assert traj.termination == "answer", traj.reason
         return len(traj.steps)
 
+    def run_groups(self, prompts: list[str], group_size: int, parallel: int) -> int:
+        from genevolve.rollouts import run_groups
+
+        groups = run_groups(self.agent, prompts, group_size, parallel)
+        bad = [t.reason for g in groups for t in g if t.termination != "answer"]
+        assert not bad, bad[:3]
+        return sum(len(t.steps) for g in groups for t in g)
+
     def backend_calls(self) -> int:
         return sum(t.calls for t in self.backends)
 
@@ -212,6 +222,12 @@ def timed(runtime, requests: list[str], parallel: int) -> tuple[float, int]:
     return time.perf_counter() - t0, rounds
 
 
+def _leader_first(n_prompts: int, group_size: int) -> list[int]:
+    from genevolve.rollouts import leader_first
+
+    return leader_first(n_prompts, group_size)
+
+
 def build(kind: str, official_pkg, base_url: str, tool_latency: float, tmp: Path, tag: str):
     if kind == "ours":
         return Ours(base_url, tool_latency, tmp / f"ours-{tag}")
@@ -259,22 +275,30 @@ def main() -> None:
         if "distinct" in only or "group" in only:
             with Endpoint(args.turn_latency) as ep:
                 requests = [f'Poster {i} of the Eiffel Tower titled "PARIS"' for i in range(args.requests)]
-                group = [f'Cover {p} for a travel magazine, "PARIS" in bold serif'
-                         for p in range(args.prompts) for _ in range(args.group)]
+                prompts = [f'Cover {p} for a travel magazine, "PARIS" in bold serif' for p in range(args.prompts)]
+                together = [prompts[p] for p in range(args.prompts) for _ in range(args.group)]
+                leader_first = [prompts[p] for p in _leader_first(args.prompts, args.group)]
                 plan = []
                 if "distinct" in only:
                     plan += [("distinct_serial", f"{args.requests} distinct requests, serial", requests, 1),
                              ("distinct_parallel", f"same, parallel {args.parallel}", requests, args.parallel)]
                 if "group" in only:
-                    plan += [("group", f"GRPO-style: {args.prompts} prompts x {args.group} rollouts, "
-                                       f"parallel {args.parallel}", group, args.parallel)]
+                    plan += [("group_together", f"GRPO-style: {args.prompts} prompts x {args.group} rollouts, "
+                                                f"parallel {args.parallel}, a prompt's rollouts together",
+                              together, args.parallel),
+                             ("group", "same, leader-first (ours: rollouts.run_groups)", leader_first, args.parallel)]
                 for key, label, reqs, parallel in plan:
                     row = {"label": label, "unit": "s"}
                     for k in kinds:
                         rt = build(k, official_pkg, ep.base_url, args.tool_latency, tmp, key)
                         rt.run("warm-up request")
                         calls0 = rt.backend_calls()
-                        row[k], _ = timed(rt, reqs, parallel)
+                        if key == "group" and k == "ours":
+                            t0 = time.perf_counter()
+                            rt.run_groups(prompts, args.group, parallel)
+                            row[k] = time.perf_counter() - t0
+                        else:
+                            row[k], _ = timed(rt, reqs, parallel)
                         row[f"{k}_tool_calls"] = rt.backend_calls() - calls0
                     rows[key] = row
     print_table(rows, kinds, args)
