@@ -127,14 +127,28 @@ def test_events_split_at_odd_bytes_with_comments_crlf_and_multibyte_text():
 
 def test_the_client_ends_the_turn_when_the_server_ignores_stop():
     runaway = SEARCH + " and then the model keeps going <answer>{}</answer>"
-    with ChatServer([runaway, runaway, runaway], chunk_size=5, honour_stop=False) as server:
+    with ChatServer([runaway] * 4, chunk_size=5, honour_stop=False) as server:
         client = ChatStreamClient(server.base_url, "EMPTY", timeout=5)
-        deltas = list(client.stream(body()))
-        assert "".join(deltas) == SEARCH[: -len("</tool_call>")]
-        assert client.complete(body()) == SEARCH[: -len("</tool_call>")]
-        # Through the policy the turn ends with its closing tag, as with a server that honours stop.
+        # Chunks of 5 characters split "</tool_call>" across deltas; it is still found, and kept.
+        assert "".join(client.stream(body(), end_at=STOPS)) == SEARCH
+        assert client.complete(body(), end_at=STOPS) == SEARCH
+        assert "".join(client.stream(body())) == runaway  # without end strings the client reads it all
+        # Through the policy the turn is the same as from a server that honours stop.
         policy = OpenAIPolicy("m", server.base_url, timeout=5)
         assert "".join(policy.stream([{"role": "user", "content": "hi"}])) == SEARCH
+
+
+def test_an_end_string_split_across_many_deltas():
+    text = "<think>x</think><answer>{}</answer> trailing"
+
+    def script(handler, request):
+        raw = "".join(event(ch) for ch in text) + event(None, "stop") + "data: [DONE]\n\n"
+        send_sse(handler, raw.encode())
+
+    with RawServer(script) as server:
+        deltas = list(ChatStreamClient(server.base_url, "EMPTY", timeout=5).stream(body(), end_at=STOPS))
+    assert "".join(deltas) == "<think>x</think><answer>{}</answer>"
+    assert deltas[-1] == ">"  # every character went on as it came; nothing was held back
 
 
 def test_a_stream_that_ends_without_a_finish_is_an_error():

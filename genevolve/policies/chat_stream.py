@@ -11,8 +11,10 @@ What it still does like the SDK: retries connection failures and 408/409/429/5xx
 arrived; never after, because a turn cannot be resumed. Every failure is a one-line
 ``ChatEndpointError`` that says what happened and what to do.
 
-Stop strings are honoured on the client too: a server that ignores ``stop`` is cut at the first
-stop string, which is not yielded (as a server would drop it), and the response is closed there.
+The turn end is found on the fly: given ``end_at`` strings (the agent's ``</tool_call>`` and
+``</answer>``), the client stops reading once one has been generated — for a server that ignores
+``stop``, or a profile that sends none — yields it, and closes the response, which also tells an
+inference server to stop generating.
 """
 
 from __future__ import annotations
@@ -60,15 +62,15 @@ class ChatStreamClient:
 
     # ------------------------------------------------------------------ public
 
-    def stream(self, body: dict) -> Iterator[str]:
-        """Yield the reply's text deltas; raise ``ChatEndpointError`` on any failure."""
+    def stream(self, body: dict, end_at: Sequence[str] = ()) -> Iterator[str]:
+        """Yield the reply's text deltas, up to and including the first ``end_at`` string; raise
+        ``ChatEndpointError`` on any failure."""
         body = {**body, "stream": True}
-        stops = _stops(body.get("stop"))
         with closing(self._open(body, stream=True)) as response:
             from httpx_sse import EventSource, SSEError
 
             events = EventSource(response).iter_sse()
-            guard = _StopGuard(stops)
+            turn_end = _TurnEnd(end_at)
             sent = 0
             finish = None
             done = False
@@ -85,11 +87,11 @@ class ChatStreamClient:
                         finish = reason
                     if not delta:
                         continue
-                    out, stopped = guard.feed(delta)
+                    out, ended = turn_end.feed(delta)
                     if out:
                         sent += len(out)
                         yield out
-                    if stopped:  # the server ignored ``stop``: the turn ends here
+                    if ended:  # the turn is complete; whatever the model adds after it is not read
                         return
             except (self._httpx.TransportError, SSEError) as exc:
                 if isinstance(exc, self._httpx.TimeoutException):
@@ -97,14 +99,12 @@ class ChatStreamClient:
                                             f"{sent} characters (timeout)") from exc
                 raise ChatEndpointError(f"the stream from {self.base_url} broke off after {sent} characters: "
                                         f"{type(exc).__name__}") from exc
-            if guard.held:
-                yield guard.held
             if finish is None:
                 raise ChatEndpointError(f"the stream from {self.base_url} ended before the turn was complete "
                                         "(no finish_reason)")
 
-    def complete(self, body: dict) -> str:
-        """The whole reply text of a non-streaming request."""
+    def complete(self, body: dict, end_at: Sequence[str] = ()) -> str:
+        """The reply text of a non-streaming request, up to and including the first ``end_at`` string."""
         body = {**body, "stream": False}
         with closing(self._open(body, stream=False)) as response:
             try:
@@ -122,7 +122,7 @@ class ChatStreamClient:
             raise ChatEndpointError(f"{self.base_url} returned no choices")
         message = choices[0].get("message") or {}
         text = message.get("content") or ""
-        return _cut_at_stop(text, _stops(body.get("stop")))
+        return _TurnEnd(end_at).cut(text)
 
     def close(self) -> None:
         self._http.close()
@@ -191,50 +191,36 @@ def _parse_chunk(data: str, base_url: str) -> tuple[str, str | None]:
     return delta.get("content") or "", choice.get("finish_reason")
 
 
-def _stops(stop) -> tuple[str, ...]:
-    if not stop:
-        return ()
-    return tuple(s for s in ([stop] if isinstance(stop, str) else stop) if s)
+class _TurnEnd:
+    """Finds the first end string in a stream of deltas, also when it is split across deltas."""
 
-
-class _StopGuard:
-    """Finds the first stop string across deltas; holds back a tail that may be the start of one."""
-
-    def __init__(self, stops: Sequence[str]):
-        self.stops = tuple(stops)
-        self.held = ""
-        self._longest = max(map(len, self.stops), default=0)
-        # Most deltas contain no character a stop string starts with: one regex search decides.
-        self._starts = re.compile("[" + re.escape("".join({s[0] for s in self.stops})) + "]") if stops else None
+    def __init__(self, ends: Sequence[str]):
+        self.ends = tuple(e for e in ends if e)
+        self._tail = ""  # the end of what was already passed on: an end string may start in it
+        self._keep = max(map(len, self.ends), default=1) - 1
+        # Most deltas contain no character an end string starts with: one regex search decides.
+        starts = "".join({e[0] for e in self.ends})
+        self._starts = re.compile("[" + re.escape(starts) + "]") if starts else None
 
     def feed(self, delta: str) -> tuple[str, bool]:
-        """(text that is safe to yield now, whether a stop string was reached)."""
-        text = self.held + delta
-        if self._starts is None or not self._starts.search(text):
-            self.held = ""
-            return text, False
-        cut = _first_stop(text, self.stops)
-        if cut >= 0:
-            self.held = ""
-            return text[:cut], True
-        keep = 0
-        for k in range(min(self._longest - 1, len(text)), 0, -1):
-            tail = text[-k:]
-            if any(s.startswith(tail) for s in self.stops):
-                keep = k
-                break
-        self.held = text[len(text) - keep:] if keep else ""
-        return text[:len(text) - keep], False
+        """(the part of ``delta`` to pass on, whether the turn ended in it)."""
+        if self._starts is None:
+            return delta, False
+        text = self._tail + delta
+        if self._starts.search(text):
+            stop = self._end_of_first(text)
+            if stop >= 0:
+                return delta[:stop - len(self._tail)], True
+        self._tail = text[-self._keep:] if self._keep else ""
+        return delta, False
 
+    def cut(self, text: str) -> str:
+        stop = self._end_of_first(text) if self.ends else -1
+        return text[:stop] if stop >= 0 else text
 
-def _first_stop(text: str, stops: Sequence[str]) -> int:
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else -1
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    cut = _first_stop(text, stops) if stops else -1
-    return text[:cut] if cut >= 0 else text
+    def _end_of_first(self, text: str) -> int:
+        found = [(i, i + len(e)) for e in self.ends if (i := text.find(e)) >= 0]
+        return min(found)[1] if found else -1
 
 
 # ---------------------------------------------------------------------- retries and messages

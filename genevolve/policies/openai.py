@@ -90,7 +90,7 @@ class OpenAIPolicy:
 
     def _stream(self, payload: list[dict]) -> Iterator[str]:
         text: list[str] = []
-        for delta in self.client.stream(self._body(payload)):
+        for delta in self.client.stream(self._body(payload), end_at=TURN_END_STRINGS):
             text.append(delta)
             yield delta
         tail = closing_tag("".join(text))
@@ -98,7 +98,7 @@ class OpenAIPolicy:
             yield tail
 
     def _complete(self, payload: list[dict]) -> Iterator[str]:
-        text = self.client.complete(self._body(payload))
+        text = self.client.complete(self._body(payload), end_at=TURN_END_STRINGS)
         yield text + closing_tag(text)
 
     # ------------------------------------------------------------------ messages and images
