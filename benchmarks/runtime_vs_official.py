@@ -17,6 +17,9 @@ Workloads (all in one run, ratios official/ours; > 1 means ours is faster):
 5. the same 48 rollouts leader-first, as ``genevolve.rollouts.run_groups`` schedules a group (the
    first rollout of every prompt, then the second, ...); the official runtime gets the same order.
 
+First, the client alone (``client``): one turn, streamed and not, through the openai SDK and through
+our lean client (``genevolve/policies/chat_stream.py``) — the before/after of the hot path.
+
 Ours runs as the product runs: streaming tokens from the endpoint, the SQLite store saving every
 trajectory, the SQLite tool cache in front of every tool (a fresh cache per workload). The official
 runtime runs as its ``scripts/run_agent.py`` drives it: one ``GenEvolveAgent`` (non-streaming
@@ -217,6 +220,42 @@ class Official:
         return self.calls
 
 
+# ---------------------------------------------------------------------- the client alone
+
+def client_costs(base_url: str, n: int) -> dict:
+    """CPU per turn of the openai SDK and of our lean client, streaming and not, on one turn."""
+    import openai
+
+    from genevolve.policies.chat_stream import ChatStreamClient
+
+    messages = [{"role": "system", "content": "You plan image prompts. " * 80},
+                {"role": "user", "content": 'Poster of the Eiffel Tower titled "PARIS"'}]
+    body = {"model": "bench", "messages": messages, "temperature": 0.7, "max_tokens": 2048,
+            "stop": ["</tool_call>", "</answer>"]}
+    sdk = openai.OpenAI(base_url=base_url, api_key="EMPTY", max_retries=0)
+    lean = ChatStreamClient(base_url, "EMPTY")
+
+    def sdk_stream():
+        for chunk in sdk.chat.completions.create(stream=True, **body):
+            if chunk.choices and chunk.choices[0].delta.content:
+                pass
+
+    ways = {"openai SDK, streaming": sdk_stream,
+            "lean client, streaming": lambda: list(lean.stream(body, end_at=body["stop"])),
+            "openai SDK, whole answer": lambda: sdk.chat.completions.create(**body).choices[0].message.content,
+            "lean client, whole answer": lambda: lean.complete(body, end_at=body["stop"])}
+    out = {}
+    for name, fn in ways.items():
+        for _ in range(5):
+            fn()
+    for name, fn in ways.items():
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            fn()
+        out[name] = {"wall_ms": 1000 * (time.perf_counter() - t0) / n, "cpu_ms": 1000 * (time.process_time() - c0) / n}
+    return out
+
+
 # ---------------------------------------------------------------------- workloads
 
 def timed(runtime, requests: list[str], parallel: int) -> tuple[float, int]:
@@ -252,7 +291,8 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=6)
     ap.add_argument("--turn-latency", type=float, default=0.2)
     ap.add_argument("--tool-latency", type=float, default=0.3)
-    ap.add_argument("--only", default="overhead,distinct,group", help="comma-separated workloads to run")
+    ap.add_argument("--only", default="client,overhead,distinct,group", help="comma-separated workloads to run")
+    ap.add_argument("--client-turns", type=int, default=200)
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--serve", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -265,6 +305,14 @@ def main() -> None:
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        if "client" in only:
+            with Endpoint(0.0) as ep:
+                clients = client_costs(ep.base_url, args.client_turns)
+            print("| one turn (search call, ~40 SSE events), zero latency | wall per turn | client CPU per turn |")
+            print("|---|---|---|")
+            for name, m in clients.items():
+                print(f"| {name} | {m['wall_ms']:.2f} ms | {m['cpu_ms']:.2f} ms |")
+            print()
         if "overhead" in only:
             with Endpoint(0.0) as ep:
                 runtimes = {k: build(k, official_pkg, ep.base_url, 0.0, tmp, "overhead") for k in kinds}
@@ -327,9 +375,11 @@ def main() -> None:
                             row[k], _ = timed(rt, reqs, parallel)
                         row[f"{k}_tool_calls"] = rt.backend_calls() - calls0
                     rows[key] = row
-    print_table(rows, kinds, args)
+    if rows:
+        print_table(rows, kinds, args)
     if args.json_out:
         args.json_out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+                                             "clients": clients if "client" in only else None,
                                              "load_average": os.getloadavg()}, indent=2))
 
 

@@ -90,7 +90,9 @@ class OpenAIPolicy:
 
     def _stream(self, payload: list[dict]) -> Iterator[str]:
         text: list[str] = []
-        for delta in self.client.stream(self._body(payload), end_at=TURN_END_STRINGS):
+        body = self._body(payload)
+        # Where we ask the server to stop, the client stops reading too (a server may ignore ``stop``).
+        for delta in self.client.stream(body, end_at=body.get("stop") or ()):
             text.append(delta)
             yield delta
         tail = closing_tag("".join(text))
@@ -98,7 +100,8 @@ class OpenAIPolicy:
             yield tail
 
     def _complete(self, payload: list[dict]) -> Iterator[str]:
-        text = self.client.complete(self._body(payload), end_at=TURN_END_STRINGS)
+        body = self._body(payload)
+        text = self.client.complete(body, end_at=body.get("stop") or ())
         yield text + closing_tag(text)
 
     # ------------------------------------------------------------------ messages and images
