@@ -34,10 +34,13 @@ def run_variant(name: str, data: Path, steps: int, eval_records: int, work: Path
     from genevolve.training.sft import SFTConfig, train_sft
 
     v = VARIANTS[name]
-    val = [json.loads(line) for line in (data / "val.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in (data / "val.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    # Image paths in records are relative to the data folder: the subset lives there too.
+    held = data / f".recipe_eval_{eval_records}.jsonl"
+    held.write_text("\n".join(lines[:eval_records]) + "\n", encoding="utf-8")
     model = ModelConfig(name="gemma3-270m", dtype=v["dtype"], lora=v["lora"], max_length=2048,
                         freeze_embeddings=bool(v.get("freeze_embeddings")))
-    cfg = SFTConfig(model=model, train_data=str(data / "train.jsonl"), eval_data=val[:eval_records],
+    cfg = SFTConfig(model=model, train_data=str(data / "train.jsonl"), eval_data=str(held),
                     run_dir=str(work / name), max_steps=steps, batch_size=1, grad_accum=1, lr=v["lr"],
                     warmup_steps=2, eval_every=steps, save_every=10 ** 9, resume=False)
     t0 = time.perf_counter()

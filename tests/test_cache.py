@@ -194,3 +194,144 @@ def test_build_tools_wraps_by_mode(tmp_path):
     text = readwrite["query_knowledge"]({"skill_name": "Quantity Counting"}, _ctx(tmp_path)).text
     assert text == KnowledgeTool()({"skill_name": "quantity_counting"}).text
     assert replay["query_knowledge"]({"skill_name": "quantity_counting"}, _ctx(tmp_path)).text == text
+
+
+# ---------------------------------------------------------------- single flight
+
+class GatedLibrary(CountingLibrary):
+    """The real library backend; each search waits until the test opens the gate."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def search(self, query, top_k):
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super().search(query, top_k)
+
+
+def _run_concurrently(fn, n):
+    results, errors = [None] * n, []
+
+    def worker(i):
+        try:
+            results[i] = fn(i)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results, errors
+
+
+def _wait_for(predicate, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)
+
+
+def test_concurrent_identical_calls_share_one_backend_call(tmp_path):
+    # Six GRPO rollouts ask the same image question at the same moment, spelled differently.
+    library = GatedLibrary(LIBRARY)
+    cache = ToolCache(tmp_path / "cache.db")
+    tool = CachedTool(ImageSearchTool(library), cache)
+    registries = [ImageRegistry() for _ in range(6)]
+    upload = tmp_path / "upload.png"
+    Image.new("RGB", (8, 8), "blue").save(upload)
+    registries[0].register(upload, source="user", title="upload.png")  # rollout 0 already holds IMG_001
+    spellings = ["motorcycle", "Motorcycle", " MOTORCYCLE ", "motorcycle", "Motorcycle  ",
+                 "motorCycle"]
+    threads, results, errors = _run_concurrently(
+        lambda i: tool({"query": spellings[i]}, _ctx(tmp_path, registries[i])), 6)
+    _wait_for(lambda: cache.stats()["waiting"] == 5)  # one leader in the backend, five waiting on it
+    assert library.entered.is_set()
+    library.gate.set()
+    for t in threads:
+        t.join(10)
+    assert not errors
+    assert library.calls == 1 and cache.stats()["shared"] == 5 and cache.stats()["in_flight"] == 0
+    assert sorted(r.meta["cache"] for r in results) == ["miss"] + ["shared"] * 5
+    # Each rollout got the images registered in its own trajectory, with its own ids.
+    assert results[0].images[0].img_id == "IMG_002" and registries[0].get("IMG_002") is results[0].images[0]
+    for i in range(1, 6):
+        ref = results[i].images[0]
+        assert ref.img_id == "IMG_001" and registries[i].get("IMG_001") is ref
+        assert results[i].text == results[0].text.replace("IMG_002", "IMG_001")
+    # Later calls are ordinary hits.
+    assert tool({"query": "motorcycle"}, _ctx(tmp_path)).meta["cache"] == "hit" and library.calls == 1
+
+
+def test_a_failed_call_is_not_shared_as_a_success(tmp_path):
+    from genevolve.tools.base import ToolResult
+
+    class FlakyOnce(SearchTool):
+        """Real search over the corpus; its first call fails (after the waiters joined), the rest work."""
+
+        def __init__(self):
+            super().__init__(LocalCorpus(CORPUS))
+            self.calls = 0
+            self.gate = threading.Event()
+            self._lock = threading.Lock()
+
+        def __call__(self, args, ctx):
+            with self._lock:
+                self.calls += 1
+                first = self.calls == 1
+            if first:
+                assert self.gate.wait(10)
+                return ToolResult(text="search failed: the index is being rebuilt", error="index rebuilding")
+            return super().__call__(args, ctx)
+
+    inner = FlakyOnce()
+    cache = ToolCache(tmp_path / "cache.db")
+    tool = CachedTool(inner, cache)
+    threads, results, errors = _run_concurrently(lambda i: tool({"query": "Apollo 11 crew"}, _ctx(tmp_path)), 4)
+    _wait_for(lambda: cache.stats()["waiting"] == 3)
+    inner.gate.set()
+    for t in threads:
+        t.join(10)
+    assert not errors
+    failed = [r for r in results if r.error]
+    ok = [r for r in results if not r.error]
+    # The leader's failure reached only the leader; each waiter asked the backend itself.
+    assert len(failed) == 1 and len(ok) == 3 and inner.calls == 4
+    assert all("Apollo" in r.text and r.meta["cache"] == "miss" for r in ok)
+    assert "rebuilt" not in " ".join(r.text for r in ok)
+    assert cache.stats()["shared"] == 0 and cache.stats()["entries"] == 1
+    assert tool({"query": "apollo 11 crew"}, _ctx(tmp_path)).meta["cache"] == "hit" and inner.calls == 4
+
+
+def test_a_leader_that_raises_releases_its_waiters(tmp_path):
+    class Exploding(SearchTool):
+        def __init__(self):
+            super().__init__(LocalCorpus(CORPUS))
+            self.calls = 0
+            self.gate = threading.Event()
+            self._lock = threading.Lock()
+
+        def __call__(self, args, ctx):
+            with self._lock:
+                self.calls += 1
+                first = self.calls == 1
+            if first:
+                assert self.gate.wait(10)
+                raise RuntimeError("backend crashed")
+            return super().__call__(args, ctx)
+
+    inner = Exploding()
+    cache = ToolCache(tmp_path / "cache.db")
+    tool = CachedTool(inner, cache)
+    threads, results, errors = _run_concurrently(lambda i: tool({"query": "Vespa"}, _ctx(tmp_path)), 3)
+    _wait_for(lambda: cache.stats()["waiting"] == 2)
+    inner.gate.set()
+    for t in threads:
+        t.join(10)
+    assert [str(e) for e in errors] == ["backend crashed"]  # the agent reports it to the model
+    assert sum(r is not None and not r.error for r in results) == 2 and inner.calls == 3
+    assert cache.stats()["in_flight"] == 0

@@ -1,9 +1,11 @@
 """Any OpenAI-compatible chat endpoint as a policy: vLLM serving the released checkpoint, or an API.
 
-Turns are streamed. Generation stops at ``</tool_call>`` / ``</answer>``; servers drop the stop
-string, so it is put back. Images named by a message's ``"images"`` ids are sent as downscaled
-``image_url`` data URIs. Every failure (connection refused, 5xx/429 after the client's retries,
-a stream that dies) becomes a one-line ``PolicyError``, which ends the trajectory with a reason.
+Turns are streamed through a lean httpx + SSE client (``chat_stream.py``; the openai SDK's
+per-chunk objects were most of a round's cost). Generation stops at ``</tool_call>`` /
+``</answer>``; servers drop the stop string, so it is put back. Images named by a message's
+``"images"`` ids are sent as downscaled ``image_url`` data URIs. Every failure (connection
+refused, 5xx/429 after the client's retries, a stream that dies) becomes a one-line
+``PolicyError``, which ends the trajectory with a reason.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 from genevolve.policies.base import PolicyError
+from genevolve.policies.chat_stream import ChatStreamClient
 from genevolve.protocol import TURN_END_STRINGS
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -58,13 +61,11 @@ class OpenAIPolicy:
         self._data_uris: dict[str, str] = {}  # path -> data URI; every round resends the same images
 
     @property
-    def client(self):
+    def client(self) -> ChatStreamClient:
         with self._client_lock:
             if self._client is None:
-                from openai import OpenAI
-
-                self._client = OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
-                                      max_retries=self.max_retries)
+                self._client = ChatStreamClient(self.base_url, self.api_key, timeout=self.timeout,
+                                                max_retries=self.max_retries)
             return self._client
 
     # ------------------------------------------------------------------ policy interface
@@ -92,47 +93,31 @@ class OpenAIPolicy:
 
     # ------------------------------------------------------------------ requests
 
-    def _request(self, payload: list[dict], stream: bool):
-        optional = {"top_p": self.top_p} if self.top_p is not None else {}
-        if self.stop_at_turn_end:
-            optional["stop"] = list(TURN_END_STRINGS)
-        return self.client.chat.completions.create(
-            model=self.model, messages=payload, temperature=self.temperature, max_tokens=self.max_tokens,
-            stream=stream, extra_body=self.extra_body, **optional)
+    def _body(self, payload: list[dict]) -> dict:
+        body = {"model": self.model, "messages": payload, "temperature": self.temperature,
+                "max_tokens": self.max_tokens}
+        if self.top_p is not None:
+            body["top_p"] = self.top_p
+        if self.stop_at_turn_end:  # the official profile sends none: the model ends its own turn
+            body["stop"] = list(TURN_END_STRINGS)
+        if self.extra_body:
+            body.update(self.extra_body)
+        return body
 
     def _stream(self, payload: list[dict]) -> Iterator[str]:
         text: list[str] = []
-        finish = None
-        chunks = iter(self._request(payload, stream=True))
-        while True:
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - the server went away after it had started
-                cause = exc.__cause__ or exc
-                raise PolicyError(f"the stream from {self.base_url} broke off after {sum(map(len, text))} "
-                                  f"characters: {type(cause).__name__}") from exc
-            if not chunk.choices:
-                continue
-            choice = chunk.choices[0]
-            delta = choice.delta.content if choice.delta is not None else None
-            if delta:
-                text.append(delta)
-                yield delta
-            if choice.finish_reason:
-                finish = choice.finish_reason
-        if finish is None:
-            raise PolicyError(f"the stream from {self.base_url} ended before the turn was complete")
+        body = self._body(payload)
+        # Where we ask the server to stop, the client stops reading too (a server may ignore ``stop``).
+        for delta in self.client.stream(body, end_at=body.get("stop") or ()):
+            text.append(delta)
+            yield delta
         tail = closing_tag("".join(text)) if self.stop_at_turn_end else ""
         if tail:
             yield tail
 
     def _complete(self, payload: list[dict]) -> Iterator[str]:
-        response = self._request(payload, stream=False)
-        if not response.choices:
-            raise PolicyError(f"{self.base_url} returned no choices")
-        text = response.choices[0].message.content or ""
+        body = self._body(payload)
+        text = self.client.complete(body, end_at=body.get("stop") or ())
         yield text + (closing_tag(text) if self.stop_at_turn_end else "")
 
     # ------------------------------------------------------------------ messages and images
@@ -199,18 +184,6 @@ def _is_local(base_url: str) -> bool:
 
 
 def _reason(exc: Exception, base_url: str) -> str:
-    """One line a person can act on."""
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return f"{base_url} did not answer in time"
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return f"cannot reach {base_url}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
-    if isinstance(exc, openai.AuthenticationError):
-        return f"{base_url} refused the API key (401): check OPENAI_API_KEY"
-    if isinstance(exc, openai.APIStatusError):
-        message = exc.message.splitlines()[0] if exc.message else ""
-        return f"{base_url} answered {exc.status_code} after retries: {message}"
+    """One line a person can act on, for what the client did not word itself."""
     first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"the stream from {base_url} failed: {type(exc).__name__}: {first}".rstrip(": ")
+    return f"the request to {base_url} failed: {type(exc).__name__}: {first}".rstrip(": ")

@@ -14,6 +14,12 @@ Modes: ``readwrite`` (serve hits, record misses), ``replay`` (serve hits only; a
 error result that says the call was not recorded, so a recorded run re-plays byte for byte
 with no network), ``off`` (no cache). A result that came from a fallback backend is recorded
 as degraded: replay serves it (the run really saw it), readwrite asks the backend again.
+
+Single flight: concurrent identical calls (the rollouts of one GRPO group ask the same question at
+the same moment) wait for one backend call and share its result instead of all missing together.
+Only a stored success is shared; when the call fails, each waiter asks the backend itself, so one
+transient failure is never handed to every rollout as an answer. Flights are per ``ToolCache``
+object, i.e. per process (``build_tools`` keeps one per database).
 """
 
 from __future__ import annotations
@@ -66,11 +72,16 @@ class ToolCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # A cache may lose its newest entries on power loss (they are asked again); an fsync per
+        # stored result cost more than the loop's whole round (see docs/bench/runtime.md).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS tool_cache (key TEXT PRIMARY KEY, tool TEXT, backend TEXT, "
             "text TEXT, images TEXT, answered_by TEXT, degraded INTEGER, created_at REAL)")
         self._db.commit()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.shared = 0
+        self._flights: dict[str, _Flight] = {}
+        self._flights_lock = threading.Lock()
 
     # ---------------------------------------------------------------- storage
 
@@ -128,7 +139,30 @@ class ToolCache:
     def stats(self) -> dict:
         with self._lock:
             n = self._db.execute("SELECT COUNT(*) FROM tool_cache").fetchone()[0]
-        return {"entries": n, "hits": self.hits, "misses": self.misses, "mode": self.mode}
+        with self._flights_lock:
+            waiting = sum(f.waiting for f in self._flights.values())
+        return {"entries": n, "hits": self.hits, "misses": self.misses, "shared": self.shared,
+                "in_flight": len(self._flights), "waiting": waiting, "mode": self.mode}
+
+    # ---------------------------------------------------------------- single flight
+
+    def begin_flight(self, key: str) -> tuple["_Flight", bool]:
+        """The flight for ``key`` and whether the caller leads it (makes the backend call)."""
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                flight.waiting += 1
+                return flight, False
+            flight = self._flights[key] = _Flight()
+            return flight, True
+
+    def end_flight(self, key: str, flight: "_Flight", stored: bool) -> None:
+        """Release the waiters; ``stored`` says the result is in the cache for them to share."""
+        flight.stored = stored
+        with self._flights_lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.done.set()
 
     def close(self) -> None:
         with self._lock:
@@ -166,15 +200,10 @@ class CachedTool(Tool):
         if profile.official:  # its replies echo the arguments verbatim: key on them exactly
             context["exact_args"] = args
         key = cache_key_text(self.name, self.backend_name, key_args, context)
-        entry = self.cache.get(key)
-        if entry is not None and (self.cache.mode == "replay" or not entry["degraded"]):
-            try:
-                result = self.cache.materialise(entry, ctx)
-            except OSError:  # a stored image file went missing: treat the entry as absent
-                result = None
-            if result is not None:
-                self.cache.hits += 1
-                return result
+        result = self._from_cache(key, ctx, accept_degraded=self.cache.mode == "replay")
+        if result is not None:
+            self.cache.hits += 1
+            return result
         if self.cache.mode == "replay":
             self.cache.misses += 1
             return ToolResult(
@@ -182,13 +211,62 @@ class CachedTool(Tool):
                       "recorded in the tool cache, and the cache is in replay mode, so no backend was asked. "
                       "Continue with what you have."),
                 backend="cache-replay", error="not recorded (replay mode)", meta={"cache": "miss"})
+        flight, leader = self.cache.begin_flight(key)
+        if not leader:
+            flight.done.wait()
+            if flight.stored:
+                # The leader's result is this very moment's answer, so it is shared even when a
+                # fallback backend gave it (later calls ask again, see the module docstring).
+                result = self._from_cache(key, ctx, accept_degraded=True)
+                if result is not None:
+                    self.cache.shared += 1
+                    result.meta["cache"] = "shared"
+                    return result
+            return self._ask_backend(key, args, ctx)[0]  # the leader failed: not shared, ask ourselves
+        stored = False
+        try:
+            # Another leader may have stored the answer between our lookup and our flight.
+            result = self._from_cache(key, ctx, accept_degraded=False)
+            if result is not None:
+                self.cache.hits += 1
+                stored = True
+                return result
+            result, stored = self._ask_backend(key, args, ctx)
+            return result
+        finally:
+            self.cache.end_flight(key, flight, stored)
+
+    def _from_cache(self, key: str, ctx: ToolContext, accept_degraded: bool) -> ToolResult | None:
+        entry = self.cache.get(key)
+        if entry is None or (entry["degraded"] and not accept_degraded):
+            return None
+        try:
+            return self.cache.materialise(entry, ctx)
+        except OSError:  # a stored image file went missing: treat the entry as absent
+            return None
+
+    def _ask_backend(self, key: str, args: dict, ctx: ToolContext) -> tuple[ToolResult, bool]:
+        """The backend's result, stored when it is a success; and whether it was stored."""
         self.cache.misses += 1
         result = self.tool(args, ctx)
+        stored = False
         if result.error is None:
             degraded = bool(result.meta.get("fallback"))
             self.cache.put(key, self.name, self.backend_name, result, degraded)
+            stored = True
         result.meta.setdefault("cache", "miss")
-        return result
+        return result, stored
+
+
+class _Flight:
+    """One backend call in progress that identical concurrent calls wait for."""
+
+    __slots__ = ("done", "stored", "waiting")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.stored = False
+        self.waiting = 0  # callers that joined this flight instead of calling the backend
 
 
 def wrap_with_cache(tools: dict[str, Tool], cache: ToolCache | None) -> dict[str, Tool]:

@@ -1,0 +1,285 @@
+"""A lean client for OpenAI-compatible ``/chat/completions`` endpoints: the policy's hot path.
+
+Why not the openai SDK here: on every round it transforms the whole message list and, when
+streaming, builds a pydantic object per SSE chunk; measured against a loopback server that was
+most of a round's cost (see docs/bench/runtime.md). This client keeps one pooled ``httpx``
+connection per endpoint, reads the event stream with ``httpx-sse`` and picks the two fields it
+needs (delta text, finish reason) out of each chunk's JSON.
+
+What it still does like the SDK: retries connection failures and 408/409/429/5xx answers
+(honouring ``retry-after-ms`` / ``retry-after``, else exponential backoff) before any text has
+arrived; never after, because a turn cannot be resumed. Every failure is a one-line
+``ChatEndpointError`` that says what happened and what to do.
+
+The turn end is found on the fly: given ``end_at`` strings (the agent's ``</tool_call>`` and
+``</answer>``), the client stops reading once one has been generated — for a server that ignores
+``stop``, or a profile that sends none — yields it, and closes the response, which also tells an
+inference server to stop generating.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from contextlib import closing
+from typing import Iterator, Sequence
+
+from genevolve.policies.base import PolicyError
+
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+MAX_RETRY_AFTER_S = 60.0
+
+
+class ChatEndpointError(PolicyError):
+    """The endpoint could not produce the turn; the message is one line a person can act on."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class ChatStreamClient:
+    """``stream(body)`` yields content deltas; ``complete(body)`` returns the whole content."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 120.0, max_retries: int = 2,
+                 connect_timeout: float = 10.0):
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
+        self.timeout = timeout
+        self.max_retries = max(0, int(max_retries))
+        self._httpx = httpx
+        # One pool per endpoint, shared by every thread of the policy: parallel trajectories keep
+        # their keep-alive connections instead of paying a TCP (and TLS) handshake per round.
+        self._http = httpx.Client(
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, connect_timeout)),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+
+    # ------------------------------------------------------------------ public
+
+    def stream(self, body: dict, end_at: Sequence[str] = ()) -> Iterator[str]:
+        """Yield the reply's text deltas, up to and including the first ``end_at`` string; raise
+        ``ChatEndpointError`` on any failure."""
+        body = {**body, "stream": True}
+        with closing(self._open(body, stream=True)) as response:
+            from httpx_sse import EventSource, SSEError
+
+            events = EventSource(response).iter_sse()
+            turn_end = _TurnEnd(end_at)
+            sent = 0
+            finish = None
+            done = False
+            try:
+                for event in events:
+                    data = event.data
+                    if done or data == "[DONE]":
+                        # Read on to the end of the body: only a fully read response returns its
+                        # connection to the pool (else every round pays a new TCP connect).
+                        done = True
+                        continue
+                    delta, reason = _parse_chunk(data, self.base_url)
+                    if reason:
+                        finish = reason
+                    if not delta:
+                        continue
+                    out, ended = turn_end.feed(delta)
+                    if out:
+                        sent += len(out)
+                        yield out
+                    if ended:  # the turn is complete; whatever the model adds after it is not read
+                        return
+            except (self._httpx.TransportError, SSEError) as exc:
+                if isinstance(exc, self._httpx.TimeoutException):
+                    raise ChatEndpointError(f"{self.base_url} stopped sending for {self.timeout:g} s after "
+                                            f"{sent} characters (timeout)") from exc
+                raise ChatEndpointError(f"the stream from {self.base_url} broke off after {sent} characters: "
+                                        f"{type(exc).__name__}") from exc
+            if finish is None:
+                raise ChatEndpointError(f"the stream from {self.base_url} ended before the turn was complete "
+                                        "(no finish_reason)")
+
+    def complete(self, body: dict, end_at: Sequence[str] = ()) -> str:
+        """The reply text of a non-streaming request, up to and including the first ``end_at`` string."""
+        body = {**body, "stream": False}
+        with closing(self._open(body, stream=False)) as response:
+            try:
+                response.read()
+            except self._httpx.TransportError as exc:
+                raise ChatEndpointError(f"{self.base_url} dropped the connection mid-answer: "
+                                        f"{type(exc).__name__}") from exc
+            try:
+                payload = response.json()
+            except ValueError as exc:
+                raise ChatEndpointError(f"{self.base_url} answered something that is not JSON: "
+                                        f"{response.text[:120]!r}") from exc
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not choices:
+            raise ChatEndpointError(f"{self.base_url} returned no choices")
+        message = choices[0].get("message") or {}
+        text = message.get("content") or ""
+        return _TurnEnd(end_at).cut(text)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ------------------------------------------------------------------ request with retries
+
+    def _open(self, body: dict, stream: bool):
+        """An open response with status 200 (the caller closes it), after retries."""
+        httpx = self._httpx
+        content = json.dumps(body, ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"}
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        attempt = 0
+        while True:
+            request = self._http.build_request("POST", self.url, content=content, headers=headers)
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.ConnectTimeout) and attempt < self.max_retries:
+                    attempt += 1
+                    time.sleep(_backoff(attempt, None))
+                    continue
+                raise ChatEndpointError(_timeout_reason(exc, self.base_url, self.timeout)) from exc
+            except httpx.TransportError as exc:
+                if attempt < self.max_retries:
+                    attempt += 1
+                    time.sleep(_backoff(attempt, None))
+                    continue
+                raise ChatEndpointError(_connect_reason(exc, self.base_url)) from exc
+            if response.status_code == 200:
+                return response
+            try:
+                response.read()
+            except httpx.TransportError:
+                pass
+            finally:
+                response.close()
+            status = response.status_code
+            if status in RETRYABLE_STATUS and attempt < self.max_retries:
+                attempt += 1
+                time.sleep(_backoff(attempt, response.headers))
+                continue
+            raise ChatEndpointError(_status_reason(response, self.base_url, attempt), status=status)
+
+
+# ---------------------------------------------------------------------- chunk parsing
+
+def _parse_chunk(data: str, base_url: str) -> tuple[str, str | None]:
+    """(delta text, finish reason) of one ``chat.completion.chunk``; an error event raises."""
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise ChatEndpointError(f"{base_url} sent an event that is not JSON: {data[:80]!r}") from exc
+    if not isinstance(chunk, dict):
+        return "", None
+    if chunk.get("error"):
+        err = chunk["error"]
+        message = err.get("message") if isinstance(err, dict) else str(err)
+        raise ChatEndpointError(f"{base_url} reported an error mid-stream: {_first_line(message)}")
+    choices = chunk.get("choices")
+    if not choices:
+        return "", None  # usage-only and keep-alive chunks
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    return delta.get("content") or "", choice.get("finish_reason")
+
+
+class _TurnEnd:
+    """Finds the first end string in a stream of deltas, also when it is split across deltas."""
+
+    def __init__(self, ends: Sequence[str]):
+        self.ends = tuple(e for e in ends if e)
+        self._tail = ""  # the end of what was already passed on: an end string may start in it
+        self._keep = max(map(len, self.ends), default=1) - 1
+        # Most deltas contain no character an end string starts with: one regex search decides.
+        starts = "".join({e[0] for e in self.ends})
+        self._starts = re.compile("[" + re.escape(starts) + "]") if starts else None
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        """(the part of ``delta`` to pass on, whether the turn ended in it)."""
+        if self._starts is None:
+            return delta, False
+        text = self._tail + delta
+        if self._starts.search(text):
+            stop = self._end_of_first(text)
+            if stop >= 0:
+                return delta[:stop - len(self._tail)], True
+        self._tail = text[-self._keep:] if self._keep else ""
+        return delta, False
+
+    def cut(self, text: str) -> str:
+        stop = self._end_of_first(text) if self.ends else -1
+        return text[:stop] if stop >= 0 else text
+
+    def _end_of_first(self, text: str) -> int:
+        found = [(i, i + len(e)) for e in self.ends if (i := text.find(e)) >= 0]
+        return min(found)[1] if found else -1
+
+
+# ---------------------------------------------------------------------- retries and messages
+
+def _backoff(attempt: int, headers) -> float:
+    """Seconds before retry ``attempt``: the server's retry-after when it gives one, else 0.5·2^n ±25%."""
+    if headers is not None:
+        for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+            value = headers.get(name)
+            if value:
+                try:
+                    seconds = float(value) * scale
+                except ValueError:
+                    continue
+                if 0 <= seconds <= MAX_RETRY_AFTER_S:
+                    return seconds
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * random.uniform(0.75, 1.25)
+
+
+def _first_line(text) -> str:
+    text = str(text or "").strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _error_message(response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return _first_line(response.text)[:200]
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(err, dict):
+        return _first_line(err.get("message"))
+    if err:
+        return _first_line(err)
+    if isinstance(payload, dict) and payload.get("detail"):  # FastAPI-style servers
+        return _first_line(payload["detail"])
+    return _first_line(response.text)[:200]
+
+
+def _status_reason(response, base_url: str, retries: int) -> str:
+    status = response.status_code
+    message = _error_message(response)
+    if status == 401:
+        return f"{base_url} refused the API key (401): check OPENAI_API_KEY"
+    if status == 403:
+        return f"{base_url} denied access (403): {message or 'check the key and the model name'}"
+    if status == 404:
+        return (f"{base_url} answered 404: {message or 'not found'} (check the model name and that the base URL "
+                "ends in /v1)")
+    after = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
+    return f"{base_url} answered {status}{after}: {message}".rstrip(": ")
+
+
+def _connect_reason(exc: Exception, base_url: str) -> str:
+    detail = _first_line(exc)
+    return f"cannot reach {base_url}: {type(exc).__name__}: {detail}".rstrip(": ")
+
+
+def _timeout_reason(exc: Exception, base_url: str, timeout: float) -> str:
+    if type(exc).__name__ == "ConnectTimeout":
+        return f"cannot reach {base_url}: the connection timed out (is the server up?)"
+    return f"{base_url} did not answer in time ({timeout:g} s timeout)"
