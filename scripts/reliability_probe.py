@@ -188,7 +188,7 @@ def probe_hostile_urls(work: Path, rounds: int) -> dict:
         except DownloadError:
             took = time.monotonic() - t0
             slowest = max(slowest, took)
-            if took <= 3.5:  # the 3 s default deadline (3 x timeout) plus scheduling slack
+            if took <= 4.0:  # the 3 s default deadline (3 x timeout) plus 1 s of scheduling on a busy machine
                 held += 1
             else:
                 failed.append({"url": url, "why": f"took {took:.1f}s"})
@@ -308,6 +308,8 @@ def main() -> None:
                   flush=True)
             for f in res.get("failed") or []:
                 print("   failed:", f, flush=True)
+    results["machine"] = {"cpus": os.cpu_count(), "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    print("load average after:", results["machine"]["load_average_after"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, ensure_ascii=True, default=str) + "\n")
 

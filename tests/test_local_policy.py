@@ -138,6 +138,7 @@ def _run(policy, fox_png, system_file, images=()):
 
 @pytest.mark.parametrize("which", ["gemma", "qwen"])
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_full_trajectory_streams_and_stops_at_turn_end(which, request, fox_png, system_file):
     policy = request.getfixturevalue(f"{which}_policy")
     events, traj = _run(policy, fox_png, system_file)
@@ -155,6 +156,7 @@ def test_full_trajectory_streams_and_stops_at_turn_end(which, request, fox_png, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_qwen_sees_the_retrieved_image_as_pixels(qwen_policy, fox_png):
     images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
     _, msgs = _messages("IMG_001")
@@ -176,6 +178,7 @@ def test_qwen_sees_the_retrieved_image_as_pixels(qwen_policy, fox_png):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_text_only_model_warns_about_images_instead_of_crashing(gemma_policy, fox_png, system_file):
     events, traj = _run(gemma_policy, fox_png, system_file, images=[fox_png])
     assert traj.termination in ("answer", "format_error", "max_rounds")  # random weights; no crash
@@ -188,6 +191,7 @@ def test_text_only_model_warns_about_images_instead_of_crashing(gemma_policy, fo
 
 @pytest.mark.parametrize("which", ["gemma", "qwen"])
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_kv_reuse_equals_full_prefill_under_greedy(which, request, fox_png):
     policy = request.getfixturevalue(f"{which}_policy")
     images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
@@ -210,6 +214,7 @@ def test_kv_reuse_equals_full_prefill_under_greedy(which, request, fox_png):
 
 @pytest.mark.parametrize("which", ["gemma", "qwen"])
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_kv_reuse_after_a_longer_or_unrelated_prompt(which, request, fox_png):
     policy = request.getfixturevalue(f"{which}_policy")
     images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
@@ -229,6 +234,7 @@ def test_kv_reuse_after_a_longer_or_unrelated_prompt(which, request, fox_png):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_sample_returns_n_rows_with_logprobs_matching_a_forward_pass(gemma_policy):
     first, _ = _messages()
     torch.manual_seed(0)
@@ -250,6 +256,7 @@ def test_sample_returns_n_rows_with_logprobs_matching_a_forward_pass(gemma_polic
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_greedy_sample_rows_stop_at_the_turn_end(gemma_policy):
     first, _ = _messages()
     samples = gemma_policy.sample(first, n=2, max_new_tokens=80, temperature=0.0)
@@ -259,6 +266,7 @@ def test_greedy_sample_rows_stop_at_the_turn_end(gemma_policy):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_qwen_sample_with_an_image_in_the_prompt(qwen_policy, fox_png):
     images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
     _, msgs = _messages("IMG_001")
@@ -271,6 +279,7 @@ def test_qwen_sample_with_an_image_in_the_prompt(qwen_policy, fox_png):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
 def test_render_prompt_and_encode_agree(gemma_policy):
     first, _ = _messages()
     text = gemma_policy.render_prompt(first)

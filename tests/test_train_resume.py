@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 # Each test trains for real and most kill a process mid-run: minutes on a busy 2-core machine.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARED = ("loss", "pg_loss", "reward_mean", "reward_std", "adv_std", "grad_norm", "lr", "tokens",
