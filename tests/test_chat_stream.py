@@ -151,6 +151,24 @@ def test_an_end_string_split_across_many_deltas():
     assert deltas[-1] == ">"  # every character went on as it came; nothing was held back
 
 
+def test_a_server_that_answers_a_stream_request_whole():
+    completion = {"object": "chat.completion",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": SEARCH + " more"},
+                               "finish_reason": "stop"}]}
+
+    def script(handler, request):
+        data = json.dumps(completion).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    with RawServer(script) as server:
+        assert list(ChatStreamClient(server.base_url, "EMPTY", timeout=5).stream(body(), end_at=STOPS)) == [SEARCH]
+        assert server.requests[0]["stream"] is True
+
+
 def test_a_stream_that_ends_without_a_finish_is_an_error():
     def script(handler, request):
         send_sse(handler, (event("<think>half a") + event(" thought")).encode())

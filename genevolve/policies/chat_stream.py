@@ -69,6 +69,10 @@ class ChatStreamClient:
         with closing(self._open(body, stream=True)) as response:
             from httpx_sse import EventSource, SSEError
 
+            if "json" in response.headers.get("content-type", ""):
+                # A server that does not stream answers with the whole completion: take it whole.
+                yield from filter(None, [_TurnEnd(end_at).cut(self._content(response))])
+                return
             events = EventSource(response).iter_sse()
             turn_end = _TurnEnd(end_at)
             sent = 0
@@ -107,22 +111,25 @@ class ChatStreamClient:
         """The reply text of a non-streaming request, up to and including the first ``end_at`` string."""
         body = {**body, "stream": False}
         with closing(self._open(body, stream=False)) as response:
-            try:
-                response.read()
-            except self._httpx.TransportError as exc:
-                raise ChatEndpointError(f"{self.base_url} dropped the connection mid-answer: "
-                                        f"{type(exc).__name__}") from exc
-            try:
-                payload = response.json()
-            except ValueError as exc:
-                raise ChatEndpointError(f"{self.base_url} answered something that is not JSON: "
-                                        f"{response.text[:120]!r}") from exc
+            return _TurnEnd(end_at).cut(self._content(response))
+
+    def _content(self, response) -> str:
+        """The message text of a whole (non-streamed) completion."""
+        try:
+            response.read()
+        except self._httpx.TransportError as exc:
+            raise ChatEndpointError(f"{self.base_url} dropped the connection mid-answer: "
+                                    f"{type(exc).__name__}") from exc
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise ChatEndpointError(f"{self.base_url} answered something that is not JSON: "
+                                    f"{response.text[:120]!r}") from exc
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not choices:
             raise ChatEndpointError(f"{self.base_url} returned no choices")
         message = choices[0].get("message") or {}
-        text = message.get("content") or ""
-        return _TurnEnd(end_at).cut(text)
+        return message.get("content") or ""
 
     def close(self) -> None:
         self._http.close()
