@@ -176,7 +176,8 @@ def _audits_html(audits: list[dict]) -> str:
         return "<div class='ge-meta'>No audits yet.</div>"
     items = "".join(f"<li><span class='ge-verdict ge-v-{esc(a['verdict'])}'>{esc(a['verdict'])}</span>"
                     f"{'whole' if a.get('step') is None else 'step ' + str(a['step'])} "
-                    f"<span class='ge-meta'>{esc(a.get('comment') or '')}</span></li>" for a in audits)
+                    f"<span class='ge-meta'>{esc(a.get('comment') or '')}{' · with a fix' if a.get('fix') else ''}"
+                    f"</span></li>" for a in audits)
     return f"<ul class='ge-audits'>{items}</ul>"
 
 

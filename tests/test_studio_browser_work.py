@@ -283,13 +283,13 @@ def test_inspector_audits_bench_runs_with_program_and_image_and_exports_by_verdi
         # Step 1 needs a fix; without one, export leaves the trajectory out and says so.
         page.locator("#in-step input").click()
         page.get_by_role("option").nth(1).click()
-        page.get_by_label("needs fix").check()
+        page.locator("#in-verdict").get_by_label("needs fix", exact=True).check()
         page.fill("#in-comment textarea", "search the harbour view first")
         page.click("#in-save")
         page.wait_for_selector("#in-audits .ge-v-needs_fix", timeout=30_000)
         page.locator("#in-step input").click()
         page.get_by_role("option", name="whole trajectory").click()
-        page.get_by_label("accept").check()
+        page.locator("#in-verdict").get_by_label("accept", exact=True).check()
         page.click("#in-save")
         page.wait_for_selector("#in-audits .ge-v-accept", timeout=30_000)
         page.click("#in-export")
@@ -299,7 +299,7 @@ def test_inspector_audits_bench_runs_with_program_and_image_and_exports_by_verdi
         # With the annotator's fix, it goes out with that turn, and the message says so.
         page.locator("#in-step input").click()
         page.get_by_role("option").nth(1).click()
-        page.get_by_label("needs fix").check()
+        page.locator("#in-verdict").get_by_label("needs fix", exact=True).check()
         fix = ('<think>Look up the harbour view first.</think><tool_call>{"name": "search", "arguments": '
                '{"queries": ["Sydney Opera House from the harbour at dusk"]}}</tool_call>')
         page.fill("#in-fix textarea", fix)
