@@ -46,7 +46,8 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
             run_case = gr.Button("Run this case in Generate →", variant="primary", elem_id="be-run")
         with gr.Column(scale=2):
             gt = gr.Image(label="Ground truth", type="filepath", interactive=False, height=260)
-            refs = gr.Gallery(label="User reference images", columns=3, height=140)
+            refs = gr.Gallery(label="User reference images", columns=3, height=160, object_fit="contain",
+                              allow_preview=False, elem_id="be-refs")
     with gr.Accordion("A finished bench run", open=True):
         with gr.Row():
             bench_limit = gr.Number(3, label="Cases", precision=0, minimum=1, scale=1)

@@ -302,12 +302,24 @@ def _copy_uploads(sid: str, uploads) -> tuple[list[str], list[str]]:
         problem = common.check_image_upload(src)
         if problem:
             refused.append(problem)
+            _discard_upload(src)
             continue
         target = dest / src.name
         if src.resolve() != target.resolve():
             shutil.copyfile(src, target)
         kept.append(str(target))
     return kept, refused
+
+
+def _discard_upload(path: Path) -> None:
+    """A refused upload is deleted from Gradio's upload folder, so it is never served back."""
+    try:
+        from gradio.utils import get_upload_folder
+
+        if path.resolve().is_relative_to(Path(get_upload_folder()).resolve()):
+            path.unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - keeping a refused file is untidy, not unsafe: it is not shown
+        pass
 
 
 def _outputs(fields: dict, skip) -> tuple:

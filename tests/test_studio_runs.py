@@ -219,6 +219,15 @@ def test_uploads_accept_images_only_within_the_limits(tmp_path):
     assert "huge.png is 300 MB" in msg and "notes.png is not an image" in msg
     uploads = common.session_dir("uploadAAAA08", "uploads")
     assert sorted(p.name for p in uploads.iterdir()) == ["cat.png"], "a refused file must not be kept"
+    # A refused file that Gradio received into its upload folder is deleted there (never served back).
+    from gradio.utils import get_upload_folder
+
+    received = Path(get_upload_folder()) / "test-refused-upload" / "sneaky.png"
+    received.parent.mkdir(parents=True, exist_ok=True)
+    received.write_bytes(b"MZ" + os.urandom(512))
+    kept, msg = generate_tab.accept_uploads([str(received)], "uploadAAAA08")
+    assert kept is None and "sneaky.png is not an image" in msg and not received.exists()
+    received.parent.rmdir()
     # A run handed a non-image directly (the API, not the upload box) is refused with the reason.
     out = _drain(_generate("A card of my cat", "uploadBBBB09", uploads=[str(fake)]))
     assert "not an image" in out[0] and common.store().list_runs(session="uploadBBBB09") == []
