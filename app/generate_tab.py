@@ -162,7 +162,8 @@ def build(sid_state, tabs=None):
     outputs = [status, events, gallery, program, image, verify, downloads, history]
     form = [request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed]
     # The run lives on a worker thread; this event only follows it, so it needs no queue slot of
-    # its own (local models queue inside the run, planner runs never wait behind them).
+    # its own (local models queue inside the run, planner runs never wait behind them). On a
+    # ZeroGPU Space the whole call runs in the GPU worker, so there a run lasts as long as its page.
     run_event = go.click(
         common.gpu(run_generate),
         inputs=form + [sid_state],
