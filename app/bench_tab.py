@@ -144,14 +144,17 @@ def _track(case: dict) -> str:
 def load_cases(source):
     from genevolve.bench.loaders import load_bench
 
+    # A bench that cannot be loaded is an error above the table; the cases already there stay.
+    keep = (gr.skip(),) * 4
     try:
         cases = load_bench((source or "mini").strip())
     except Exception as exc:  # noqa: BLE001 - a wrong path is a message
-        return [], gr.update(), gr.update(), gr.update(), common.error_html(f"✗ Could not load this bench: {exc}")
+        return keep + (common.error_html(f"✗ Could not load this bench: {exc}. The table still shows the "
+                                         "bench loaded before."),)
     if not cases:
-        return [], gr.update(), gr.update(), gr.update(), common.error_html(
+        return keep + (common.error_html(
             f"✗ {source} holds no cases. A bench is mini, a GenEvolve-Bench .jsonl (one case per line with a "
-            "question) or folder, or a WISE .json")
+            "question) or folder, or a WISE .json. The table still shows the bench loaded before."),)
 
     def opts(key):
         return ["any"] + sorted({str(c.get(key)) for c in cases if c.get(key) not in (None, "")})

@@ -206,6 +206,7 @@ def test_the_small_things(light_studio):
         page.click("#be-load")
         page.wait_for_function("() => document.querySelector('#be-error').innerText.includes('bench not found')",
                                timeout=30_000)
+        assert page.locator("#be-count").inner_text().startswith("1 of 38"), "the loaded cases stay"
         shot(page, "bench_wrong_path")
         source.fill("mini")
         page.click("#be-load")
