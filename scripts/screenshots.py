@@ -79,7 +79,7 @@ def shoot(out: Path, skip_training: bool = False) -> None:
         cfg.write_text("extra:\n  library_embeddings: false\n")
         _bench(home, cfg)
         _guide(home)
-        with running_studio(home, env={"GENEVOLVE_STUDIO_CONFIG": str(cfg)}) as url, browser() as b:
+        with running_studio(home, env={"GENEVOLVE_STUDIO_CONFIG": str(cfg)}, timeout_s=600) as url, browser() as b:
             page = b.new_page(viewport=VIEWPORT)
             page.goto(url)
             page.wait_for_selector("#ge-session code", timeout=60_000)
