@@ -20,7 +20,7 @@ from app.common import esc
 CASE_COLUMNS = ["id", "track", "category", "difficulty", "request"]
 
 
-def build(sid_state, tabs=None, request_box=None, tab=None):
+def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, form=None):
     if not common.available("genevolve.bench.loaders"):
         gr.HTML(common.missing_html("Benchmarks", "genevolve.bench"))
         return
@@ -34,6 +34,7 @@ def build(sid_state, tabs=None, request_box=None, tab=None):
         category = gr.Dropdown(["any"], value="any", label="Category")
         difficulty = gr.Dropdown(["any"], value="any", label="Difficulty")
         search = gr.Textbox(label="Search", placeholder="words in the request", elem_id="be-search")
+    load_error = gr.HTML("", elem_id="be-error")
     count = gr.Markdown("", elem_id="be-count")
     table = gr.Dataframe(headers=CASE_COLUMNS, value=[], interactive=False, wrap=True, max_height=280,
                          elem_id="be-table")
@@ -45,7 +46,8 @@ def build(sid_state, tabs=None, request_box=None, tab=None):
             run_case = gr.Button("Run this case in Generate →", variant="primary", elem_id="be-run")
         with gr.Column(scale=2):
             gt = gr.Image(label="Ground truth", type="filepath", interactive=False, height=260)
-            refs = gr.Gallery(label="User reference images", columns=3, height=140)
+            refs = gr.Gallery(label="User reference images", columns=3, height=160, object_fit="contain",
+                              allow_preview=False, elem_id="be-refs")
     with gr.Accordion("A finished bench run", open=True):
         with gr.Row():
             bench_limit = gr.Number(3, label="Cases", precision=0, minimum=1, scale=1)
@@ -64,13 +66,16 @@ def build(sid_state, tabs=None, request_box=None, tab=None):
             chart_dims = gr.Plot(label="Dimensions")
 
     filters = [cases_state, track, category, difficulty, search]
-    load.click(load_cases, [source], [cases_state, track, category, difficulty, count]).then(
-        filter_rows, filters, [table, count])
+    loaded = [cases_state, track, category, difficulty, load_error]
+    load.click(load_cases, [source], loaded).then(filter_rows, filters, [table, count])
+    source.submit(load_cases, [source], loaded).then(filter_rows, filters, [table, count])
     if tab is not None:  # the mini bench is there the first time the tab opens
         tab.select(lambda cases, src: load_cases(src) if not cases else (gr.skip(),) * 5, [cases_state, source],
-                   [cases_state, track, category, difficulty, count]).then(filter_rows, filters, [table, count])
+                   loaded).then(filter_rows, filters, [table, count])
     for f in (track, category, difficulty):
         f.change(filter_rows, filters, [table, count])
+    # Filter as the user types (the latest keystroke wins; no Enter needed).
+    search.input(filter_rows, filters, [table, count], trigger_mode="always_last", show_progress="hidden")
     search.submit(filter_rows, filters, [table, count])
     table.select(show_case, [cases_state, sid_state], [current, case_html, gt, refs])
     bench_run.click(start_bench_run, [source, bench_limit], [bench_msg, run_dir])
@@ -79,14 +84,28 @@ def build(sid_state, tabs=None, request_box=None, tab=None):
                                                    chart_dims], show_progress="hidden")
     open_run.click(read_run_dir, [run_dir], [summary_msg, summary_table, chart_overall, chart_dims])
     if request_box is not None:
-        outs = [request_box] + ([tabs] if tabs is not None else [])
+        outs = [request_box] + ([uploads_box] if uploads_box is not None else []) + ([tabs] if tabs is not None else [])
 
-        def send(case):
+        def send(case, sid_value, request: gr.Request = None):
+            """The case's request and its user reference images go to Generate (copied into the session)."""
             if not case:
                 return (gr.skip(),) * len(outs)
-            return (case["question"],) + ((gr.Tabs(selected="generate"),) if tabs is not None else ())
+            out = [case["question"]]
+            if uploads_box is not None:
+                from app.generate_tab import _copy_uploads
 
-        run_case.click(send, [current], outs)
+                refs = [p for p in case.get("images") or [] if isinstance(p, str) and Path(p).is_file()]
+                kept, _ = _copy_uploads(common.session_id(sid_value, request), refs)
+                out.append(kept or None)
+            if tabs is not None:
+                out.append(gr.Tabs(selected="generate"))
+            return tuple(out)
+
+        send_event = run_case.click(send, [current, sid_state], outs)
+        if form:  # remember the new form, as typing and uploading would
+            from app.generate_tab import remember_form
+
+            send_event.then(remember_form, list(form) + [sid_state], None, queue=False)
 
 
 def start_bench_run(source, limit):
@@ -125,17 +144,24 @@ def _track(case: dict) -> str:
 def load_cases(source):
     from genevolve.bench.loaders import load_bench
 
+    # A bench that cannot be loaded is an error above the table; the cases already there stay.
+    keep = (gr.skip(),) * 4
     try:
         cases = load_bench((source or "mini").strip())
     except Exception as exc:  # noqa: BLE001 - a wrong path is a message
-        return [], gr.update(), gr.update(), gr.update(), f"✗ {esc(exc)}"
+        return keep + (common.error_html(f"✗ Could not load this bench: {exc}. The table still shows the "
+                                         "bench loaded before."),)
+    if not cases:
+        return keep + (common.error_html(
+            f"✗ {source} holds no cases. A bench is mini, a GenEvolve-Bench .jsonl (one case per line with a "
+            "question) or folder, or a WISE .json. The table still shows the bench loaded before."),)
 
     def opts(key):
         return ["any"] + sorted({str(c.get(key)) for c in cases if c.get(key) not in (None, "")})
 
     tracks = ["any"] + sorted({_track(c) for c in cases if _track(c)})
     return (cases, gr.update(choices=tracks, value="any"), gr.update(choices=opts("category"), value="any"),
-            gr.update(choices=opts("difficulty"), value="any"), f"{len(cases)} cases loaded")
+            gr.update(choices=opts("difficulty"), value="any"), "")
 
 
 def filter_rows(cases, track, category, difficulty, search):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import common
+from app import common, live_runs
 from app.common import esc
 from app.trajectory_view import EventPanel, program_html, verification_html
 
@@ -69,29 +69,74 @@ def _renderer(spec: str):
         return _renderers[spec]
 
 
+# ---------------------------------------------------------------- hints for the chosen backends
+
+def policy_hint(spec: str | None) -> str:
+    """One line on what the chosen policy is and what running it costs."""
+    spec = (spec or "planner").strip()
+    kind = spec.split(":", 1)[0].split("?", 1)[0].lower()
+    if kind == "planner":
+        return "planner: a rule-based expert; runs offline in about a second, no model"
+    if kind == "nano":
+        from genevolve.policies.local import nano_base_warning
+
+        text = ("nano: Gemma 3 270M on this machine (loads on first use; minutes per run on a CPU; "
+                "waits for the shared model slot)")
+        if nano_base_warning("given" if "adapter=" in spec else None):
+            text += " ⚠ no trained adapter is installed: the base model is untrained for the tool protocol, " \
+                    "expect format errors"
+        return text
+    if kind == "hf":
+        return "a local transformers model: loads into this process and waits for the shared model slot"
+    if kind == "openai":
+        return "an OpenAI-compatible endpoint: needs OPENAI_API_KEY for api.openai.com; never waits for the model slot"
+    if kind == "replay":
+        return "replays the turns of a saved trajectory file"
+    return "unknown policy: use planner, nano, hf:<id-or-path>, openai:<model>@<url> or replay:<file>"
+
+
+def renderer_hint(spec: str | None) -> str:
+    kind = (spec or "layout").split(":", 1)[0].strip().lower()
+    return {
+        "layout": "layout: an offline comp on the CPU (text typeset, subjects as photos, pictograms or labelled boxes)",
+        "diffusers": "diffusers: a local pipeline; its weights must already be on disk when offline",
+        "service": "service: a renderer server (genevolve serve-renderer) at that URL",
+        "gemini": "gemini: Google's image model; needs GEMINI_API_KEY and the network",
+        "none": "none: stop at the program, draw nothing",
+    }.get(kind, "unknown renderer: use layout, diffusers:<id-or-path>, service:<url>, gemini or none")
+
+
 # ---------------------------------------------------------------- UI
+
+PLACEHOLDER = "Describe the image you want: what is in it, any exact words, the style…"
+FORM_FIELDS = ("request", "uploads", "policy", "four_bit", "adapter", "renderer", "typeset", "offline", "seed",
+               "protocol")
+FORM_DEFAULTS = {"request": "", "uploads": [], "policy": "planner", "four_bit": False, "adapter": "",
+                 "renderer": "layout", "typeset": False, "offline": True, "seed": 0, "protocol": ""}
 
 
 def build(sid_state, tabs=None):
     with gr.Row(equal_height=False, elem_id="ge-generate"):
         with gr.Column(scale=5, min_width=380):
-            request = gr.Textbox(label="Request", lines=3, elem_id="ge-request", placeholder=EXAMPLES[0])
+            request = gr.Textbox(label="Request", lines=3, elem_id="ge-request", placeholder=PLACEHOLDER)
             gr.Examples(EXAMPLES, inputs=[request], label="Try")
             uploads = gr.File(label="Your reference images (optional)", file_count="multiple",
-                              file_types=["image"], elem_id="ge-uploads", height=120)
+                              file_types=["image"], elem_id="ge-uploads", height=140)
+            upload_msg = gr.Markdown("", elem_id="ge-upload-msg")
             with gr.Accordion("Backends", open=False, elem_id="ge-backends"):
                 with gr.Row():
                     policy = gr.Dropdown(POLICY_CHOICES, value="planner", label="Policy", allow_custom_value=True,
-                                         elem_id="ge-policy", info="planner runs offline with no model")
+                                         elem_id="ge-policy", info=policy_hint("planner"))
                     renderer = gr.Dropdown(RENDERER_CHOICES, value="layout", label="Renderer", allow_custom_value=True,
-                                           elem_id="ge-renderer", info="layout draws offline on the CPU")
+                                           elem_id="ge-renderer", info=renderer_hint("layout"))
                 with gr.Row():
-                    four_bit = gr.Checkbox(False, label="4-bit (local models)")
-                    adapter = gr.Textbox(label="LoRA adapter path (local models)", placeholder="runs/sft/checkpoint-final")
+                    four_bit = gr.Checkbox(False, label="4-bit (local models)", elem_id="ge-4bit")
+                    adapter = gr.Textbox(label="LoRA adapter path (local models)", placeholder="runs/sft/checkpoint-final",
+                                         elem_id="ge-adapter")
                 with gr.Row():
-                    typeset = gr.Checkbox(False, label="Typeset exact text onto the image")
+                    typeset = gr.Checkbox(False, label="Typeset exact text onto the image", elem_id="ge-typeset")
                     offline = gr.Checkbox(True, label="Offline (local corpus and image library)", elem_id="ge-offline")
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="ge-seed")
                 protocol = gr.Dropdown(["", "genevolve", "nano", "official"], value="", label="Protocol",
                                        allow_custom_value=True, elem_id="ge-protocol",
                                        info="conversation profile; empty: the policy's own. For the released "
@@ -107,7 +152,7 @@ def build(sid_state, tabs=None):
                     verify = gr.HTML(verification_html(None), label="Verification", elem_id="ge-verify")
                 with gr.Column(scale=1, min_width=260):
                     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
-                                        elem_id="ge-downloads", height=170)
+                                        elem_id="ge-downloads")
             program = gr.HTML(program_html(None), elem_id="ge-program")
             with gr.Accordion("Your runs (this browser only)", open=False):
                 history = gr.Dataframe(headers=HISTORY_COLUMNS, value=[], interactive=False, wrap=True,
@@ -120,18 +165,78 @@ def build(sid_state, tabs=None):
                                  allow_preview=True, preview=False, object_fit="cover")
 
     outputs = [status, events, gallery, program, image, verify, downloads, history]
+    form = [request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed, protocol]
+    # The run lives on a worker thread; this event only follows it, so it needs no queue slot of
+    # its own (local models queue inside the run, planner runs never wait behind them). On a
+    # ZeroGPU Space the whole call runs in the GPU worker, so there a run lasts as long as its page.
+    inputs = form[:-1] + [sid_state, protocol]  # the handlers take the session before the protocol
     run_event = go.click(
         common.gpu(run_generate),
-        inputs=[request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed, sid_state, protocol],
-        # Progress (incl. the queue position when other sessions' runs hold the slots) shows on the status line only.
-        outputs=outputs, show_progress="minimal", show_progress_on=[status], concurrency_id="model",
-        api_name="generate",
+        inputs=inputs,
+        outputs=outputs, show_progress="hidden", concurrency_limit=None, api_name="generate",
     )
     request.submit(lambda: None, None, None, js="() => document.querySelector('#ge-go').click()")
     stop.click(stop_run, inputs=[sid_state], outputs=[status], queue=False)
     refresh.click(history_rows, inputs=[sid_state], outputs=[history])
     history.select(load_run, inputs=[sid_state], outputs=[status, events, program, image, verify, downloads])
-    return {"request": request, "history": history, "run_event": run_event}
+    uploads.upload(accept_uploads, [uploads, sid_state], [uploads, upload_msg]).then(
+        remember_form, inputs, None, queue=False)
+    uploads.clear(remember_form, inputs, None, queue=False)
+    uploads.delete(remember_form, inputs, None, queue=False)
+    # The form is kept per session on the server, so a reload brings it back.
+    for comp in (request, policy, four_bit, adapter, renderer, typeset, offline, seed, protocol):
+        comp.change(remember_form, inputs, None, queue=False, trigger_mode="always_last",
+                    show_progress="hidden")
+    policy.change(lambda s: gr.update(info=policy_hint(s)), [policy], [policy], queue=False, show_progress="hidden")
+    renderer.change(lambda s: gr.update(info=renderer_hint(s)), [renderer], [renderer], queue=False,
+                    show_progress="hidden")
+    return {"request": request, "uploads": uploads, "upload_msg": upload_msg, "history": history,
+            "run_event": run_event, "form": form, "outputs": outputs}
+
+
+# ---------------------------------------------------------------- the form, kept per session
+
+def _form_path(sid: str) -> Path:
+    return common.session_dir(sid) / "form.json"
+
+
+def remember_form(request_text, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed,
+                  sid_value, protocol="", request: gr.Request = None):
+    sid = common.session_id(sid_value, request)
+    own = common.session_dir(sid, "uploads")
+    paths = []
+    for item in uploads or []:
+        p = Path(getattr(item, "name", item))
+        mine = p if p.parent == own else own / p.name  # the page shows Gradio's cached copy of our file
+        if mine.is_file():
+            paths.append(str(mine))
+    data = {"request": request_text or "", "uploads": paths, "policy": policy or "planner",
+            "four_bit": bool(four_bit), "adapter": adapter or "", "renderer": renderer or "layout",
+            "typeset": bool(typeset), "offline": bool(offline), "seed": int(seed or 0), "protocol": protocol or ""}
+    tmp = _form_path(sid).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(_form_path(sid))
+
+
+def restore_form(sid_value, request: gr.Request = None):
+    """The session's last form (request, images, backends), or the defaults."""
+    sid = common.session_id(sid_value, request)
+    data = dict(FORM_DEFAULTS)
+    try:
+        data.update(json.loads(_form_path(sid).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        pass
+    own = common.session_dir(sid, "uploads")
+    data["uploads"] = [p for p in data.get("uploads") or [] if Path(p).parent == own and Path(p).is_file()] or None
+    return tuple(data[k] for k in FORM_FIELDS)
+
+
+def accept_uploads(uploads, sid_value, request: gr.Request = None):
+    """Keep the uploads that are real images within the limits (copied into the session); say why others were refused."""
+    sid = common.session_id(sid_value, request)
+    kept, refused = _copy_uploads(sid, uploads)
+    msg = "".join(f"✗ {esc(r)}  \n" for r in refused)
+    return kept or None, msg
 
 
 # ---------------------------------------------------------------- handlers
@@ -140,6 +245,9 @@ def build(sid_state, tabs=None):
 def stop_run(sid_value, request: gr.Request = None):
     sid = common.session_id(sid_value, request)
     common.cancel_event(sid).set()
+    run = live_runs.registry().current(sid)
+    if run is not None and not run.done and run.needs_model and live_runs.registry().queue.position(run.id):
+        return gr.update(value="■ Stopping… leaving the queue.")
     return gr.update(value="■ Stopping… the current step finishes, then the run ends as *cancelled*.")
 
 
@@ -165,7 +273,7 @@ def load_run(sid_value, evt: gr.SelectData, request: gr.Request = None):
 
     traj = Trajectory.from_dict(run["trajectory"])
     files = _write_downloads(sid, traj, run.get("image_path"), run.get("verification"))
-    return (f"Loaded run `{traj.id}` · {traj.termination}", timeline_html(traj),
+    return (f"Loaded run `{traj.id}` · {traj.termination}", timeline_html(traj, image_path=run.get("image_path")),
             program_html(traj.program, {i.img_id: i.to_dict() for i in traj.images}),
             run.get("image_path"), verification_html(run.get("verification"), run.get("render")), files)
 
@@ -188,82 +296,199 @@ def _write_downloads(sid: str, traj, image_path: str | None, verification: dict 
     return files
 
 
-def _copy_uploads(sid: str, uploads) -> list[str]:
-    paths = []
+def _copy_uploads(sid: str, uploads) -> tuple[list[str], list[str]]:
+    """Copy valid images into the session's uploads folder; returns (kept paths, reasons for the refused)."""
+    kept, refused = [], []
     if not uploads:
-        return paths
+        return kept, refused
     dest = common.session_dir(sid, "uploads")
     for item in uploads:
         src = Path(getattr(item, "name", item))
-        if src.is_file():
-            target = dest / src.name
+        if not src.is_file():
+            continue
+        problem = common.check_image_upload(src)
+        if problem:
+            refused.append(problem)
+            _discard_upload(src)
+            continue
+        target = dest / src.name
+        if src.resolve() != target.resolve():
             shutil.copyfile(src, target)
-            paths.append(str(target))
-    return paths
+        kept.append(str(target))
+    return kept, refused
+
+
+def _discard_upload(path: Path) -> None:
+    """A refused upload is deleted from Gradio's upload folder, so it is never served back."""
+    try:
+        from gradio.utils import get_upload_folder
+
+        if path.resolve().is_relative_to(Path(get_upload_folder()).resolve()):
+            path.unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - keeping a refused file is untidy, not unsafe: it is not shown
+        pass
+
+
+def _outputs(fields: dict, skip) -> tuple:
+    return tuple(fields.get(name, skip) for name in live_runs.FIELDS)
+
+
+def follow(run, *, everything_at_end: bool = True):
+    """Yield the page's outputs as the run changes, until it ends (the run goes on if this stops)."""
+    skip = gr.skip()
+    since = 0
+    while True:
+        clock, changed, done = run.changes(since, timeout=1.0)
+        if done and everything_at_end:
+            # The last update carries the whole final state, so a caller that keeps only it has everything.
+            _, changed, _ = run.changes(0, timeout=0)
+        if changed:
+            yield _outputs(changed, skip)
+        since = clock
+        if done:
+            return
+
+
+def attach(sid_value, request: gr.Request = None):
+    """On page load: follow the session's run if one is going, or show the one that ended meanwhile."""
+    sid = common.session_id(sid_value, request)
+    run = live_runs.registry().current(sid)
+    if run is None:
+        yield (gr.skip(),) * len(live_runs.FIELDS)
+        return
+    yield from follow(run)
 
 
 def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer_spec, typeset, offline, seed,
                  sid_value, protocol=None, request: gr.Request = None):
-    """Stream one run into the page: (status, events, gallery, program, image, verify, downloads, history)."""
-
+    """Start a run for this session (or re-attach to the one going) and stream it into the page:
+    (status, events, gallery, program, image, verify, downloads, history)."""
     skip = gr.skip()
     sid = common.session_id(sid_value, request)
-    cancel = common.cancel_event(sid, fresh=True)
-    panel = EventPanel()
     text = (request_text or "").strip()
-    if not text:
-        yield ("Write a request first.", skip, skip, skip, skip, skip, skip, skip)
+    reg = live_runs.registry()
+    going = reg.current(sid)
+    if going is not None and not going.done:
+        yield (f"● This session's run `{esc(going.label)}` is still going: showing it (Stop ends it).",) + (skip,) * 7
+        yield from follow(going)
         return
-    policy_spec = compose_policy_spec(policy_base, bool(four_bit), adapter)
-    renderer_spec = (renderer_spec or "layout").strip()
+    if not text:
+        yield ("Write a request first.",) + (skip,) * 7
+        return
+    kept, refused = _copy_uploads(sid, uploads)
+    if refused:
+        yield ("✗ " + esc("; ".join(refused)),) + (skip,) * 7
+        return
+    params = {"text": text, "images": kept, "policy": compose_policy_spec(policy_base, bool(four_bit), adapter),
+              "renderer": (renderer_spec or "layout").strip(), "typeset": bool(typeset), "offline": bool(offline),
+              "seed": int(seed or 0), "protocol": (protocol or "").strip() or None}
+    cancel = common.cancel_event(sid, fresh=True)
+    needs_model = live_runs.needs_shared_model(params["policy"], params["renderer"])
+    run, _ = reg.start(sid, params["policy"], lambda r: _work(r, sid, params), needs_model=needs_model,
+                       cancel=cancel)
+    yield from follow(run)
+
+
+def _work(run, sid: str, params: dict) -> None:
+    """The run itself, on its worker thread: wait for a model slot if it needs one, plan, render, check."""
+    policy_spec, renderer_spec = params["policy"], params["renderer"]
+    panel = EventPanel()
+    mode = "offline" if params["offline"] else "online"
     # Clear the previous run's results at once, so nothing stale sits beside the new stream.
-    yield (f"● Starting `{esc(policy_spec)}` …", panel.html(), [], program_html(None), None,
-           verification_html(None), None, skip)
+    run.set(status=f"● Starting `{esc(policy_spec)}` …", events=panel.html(), gallery=[], program=program_html(None),
+            image=None, verify=verification_html(None), downloads=None)
+    early = _early_warnings(policy_spec)
+    for w in early:
+        panel.note("warning", f"<div class='ge-warn'>⚠ {esc(w)}</div>")
+    if early:
+        run.set(events=panel.html())
+    # Fail fast on a renderer that cannot work here (e.g. diffusers weights not on disk offline),
+    # before minutes of planning are spent on a program nobody can draw.
+    if renderer_spec != "none":
+        try:
+            preflight = getattr(_renderer(renderer_spec), "preflight", None)
+            if preflight is not None:
+                preflight(offline=params["offline"] or None)
+        except Exception as exc:  # noqa: BLE001
+            run.set(status=f"✗ Renderer `{esc(renderer_spec)}` cannot run here: {esc(_first_line(exc, bare=True))}")
+            return
+    queue = live_runs.registry().queue
+    if run.needs_model:
+        def on_wait(place: int, running: int) -> None:
+            ahead = place - 1 + running
+            run.set(status=f"⏳ Queued for the local model: position {place} in the queue · {ahead} run(s) ahead of "
+                           f"yours · planner runs do not wait")
+
+        if not queue.acquire(run.id, run.cancel, on_wait):
+            run.set(status="■ cancelled while waiting in the queue (nothing ran)")
+            return
+    try:
+        _plan_render_check(run, sid, params, panel, early, mode)
+    finally:
+        if run.needs_model:
+            queue.release(run.id)
+
+
+def _early_warnings(policy_spec: str) -> list[str]:
+    """Warnings due before the first round (e.g. nano without a trained adapter), not after it."""
+    if policy_spec.split("?", 1)[0].split(":", 1)[0].strip().lower() != "nano":
+        return []
+    from genevolve.policies.local import nano_base_warning
+
+    w = nano_base_warning("given" if "adapter=" in policy_spec else None)
+    return [w] if w else []
+
+
+def _plan_render_check(run, sid, params, panel, early, mode) -> None:
+    policy_spec, renderer_spec = params["policy"], params["renderer"]
+    cancel = run.cancel
     try:
         from genevolve.agent import build_agent
 
+        if run.needs_model:
+            run.set(status=f"● Loading `{esc(policy_spec)}` …")
         settings = common.settings()
         settings.policy, settings.renderer = policy_spec, renderer_spec
-        settings.protocol = (protocol or "").strip() or settings.protocol
+        settings.protocol = params.get("protocol") or settings.protocol
         settings.runs_dir = str(common.session_dir(sid, "work"))
-        agent = build_agent(settings, store=common.store(), policy=_policy(policy_spec), offline=bool(offline))
+        agent = build_agent(settings, store=common.store(), policy=_policy(policy_spec), offline=params["offline"])
     except Exception as exc:  # noqa: BLE001 - a missing model, key or module is a message, not a trace
-        yield (f"✗ Could not start the agent: {esc(_first_line(exc))}", panel.html(), skip, skip, skip, skip, skip, skip)
+        run.set(status=f"✗ Could not start the agent: {esc(_first_line(exc))}", events=panel.html())
         return
 
     traj = None
     last_push = 0.0
-    mode = "offline" if offline else "online"
-    for event in agent.stream(text, _copy_uploads(sid, uploads), cancel=cancel, session=sid):
+    for event in agent.stream(params["text"], params["images"], cancel=cancel, session=sid):
+        if event.type == "warning" and event.message in early:
+            continue  # already shown before the first round
         panel.add(event)
         if event.type == "text_delta":
             now = time.perf_counter()
             if now - last_push < THINK_EVERY_S:
                 continue
             last_push = now
-            yield (skip, panel.html(), skip, skip, skip, skip, skip, skip)
+            run.set(events=panel.html())
             continue
         last_push = time.perf_counter()
         if event.type == "round_start":
-            yield (f"● Round {event.round} · {esc(policy_spec)} · {mode}", panel.html(), skip, skip, skip, skip, skip,
-                   skip)
+            run.set(status=f"● Round {event.round} · {esc(policy_spec)} · {mode}", events=panel.html())
         elif event.type == "tool_result" and event.images:
-            yield (skip, panel.html(), _gallery(panel.images), skip, skip, skip, skip, skip)
+            run.set(events=panel.html(), gallery=_gallery(panel.images))
         elif event.type == "answer":
             images = {i.img_id: i.to_dict() for i in panel.images}
-            yield (skip, panel.html(), skip, program_html(event.program, images), skip, skip, skip, skip)
+            run.set(events=panel.html(), program=program_html(event.program, images))
         elif event.type == "done":
             traj = event.trajectory
-            yield (skip, panel.html(), skip, skip, skip, skip, skip, skip)
+            run.set(events=panel.html())
         else:
-            yield (skip, panel.html(), skip, skip, skip, skip, skip, skip)
+            run.set(events=panel.html())
 
     if traj is None:
         return
-    image_path = verification = None
     if traj.program is not None and renderer_spec != "none" and not cancel.is_set():
-        yield (f"● Rendering with `{esc(renderer_spec)}` …", skip, skip, skip, skip, skip, skip, skip)
-        image_path, render, verification, err = _render_and_verify(sid, traj, renderer_spec, bool(typeset), int(seed or 0))
+        run.set(status=f"● Rendering with `{esc(renderer_spec)}` …")
+        image_path, render, verification, err = _render_and_verify(sid, traj, renderer_spec, params["typeset"],
+                                                                   params["seed"])
         if err:
             panel.note("warning", f"<div class='ge-warn'>⚠ {esc(err)}</div>")
         else:
@@ -273,14 +498,15 @@ def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer
                                    f"constraint(s) found by OCR</div>")
         files = _write_downloads(sid, traj, image_path, verification)
         status = (f"✓ {esc(traj.termination)} · {traj.elapsed_s:.2f}s · run `{traj.id}`" if not err
-                  else f"⚠ program ready, render failed: {esc(err)}")
-        yield (status, panel.html(), skip, skip, image_path, verification_html(verification or {"error": err}, render),
-               files, history_rows(sid, None))
+                  else f"⚠ program ready; {esc(err)}")
+        run.set(status=status, events=panel.html(), image=image_path,
+                verify=verification_html(verification or {"error": err}, render), downloads=files,
+                history=history_rows(sid, None))
         return
     files = _write_downloads(sid, traj, None, None)
     word = "■ cancelled" if traj.termination == "cancelled" else f"{'✓' if traj.ok else '✗'} {esc(traj.termination)}"
-    yield (f"{word} · {traj.elapsed_s:.2f}s · run `{traj.id}`" + (f" · {esc(traj.reason)}" if traj.reason else ""),
-           panel.html(), skip, skip, skip, skip, files, history_rows(sid, None))
+    run.set(status=f"{word} · {traj.elapsed_s:.2f}s · run `{traj.id}`" + (f" · {esc(traj.reason)}" if traj.reason else ""),
+            events=panel.html(), downloads=files, history=history_rows(sid, None))
 
 
 def _render_and_verify(sid, traj, spec, typeset, seed):
@@ -323,6 +549,7 @@ def _has_attr(module: str, name: str) -> bool:
     return hasattr(importlib.import_module(module), name)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, bare: bool = False) -> str:
     msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0] if msg else ''}"
+    first = msg[0] if msg else ""
+    return first if bare and first else f"{type(exc).__name__}: {first}"

@@ -1,7 +1,11 @@
 """Inspector tab for annotators: filter stored trajectories, read one as a timeline, audit, export.
 
-Audits are per step or for the whole trajectory (accept / reject / needs fix + comment) and go
-to the store's audits table; "export accepted" writes SFT records through ``Store.export_sft``.
+Every trajectory in the store is listed — studio runs, CLI runs, and bench and data-build runs
+(imported from their folders by ``app.run_index``) — with a filter by source. Audits are per
+step or for the whole trajectory (accept / reject / needs fix + comment; a step's fix is the
+replacement turn) and go to the store's audits table. "Export accepted" honours them through
+``Store.export_sft_report``: a step marked needs-fix goes out with its fix, or keeps the
+trajectory out, and the message says which.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from app import common
 from app.common import esc
 from app.trajectory_view import timeline_html
 
-COLUMNS = ["run", "when", "request", "policy", "termination", "errors", "verified", "audit"]
+COLUMNS = ["run", "when", "source", "request", "policy", "termination", "errors", "verified", "audit"]
+SOURCES = [("any", "any"), ("studio (browsers)", "studio"), ("command line", "cli"), ("bench runs", "bench"),
+           ("data builds", "data")]
 VERDICTS = [("accept", "accept"), ("reject", "reject"), ("needs fix", "needs_fix")]
 TRI = ["any", "yes", "no"]
 
 
 def build(sid_state, tab=None):
     with gr.Row():
+        source = gr.Dropdown(SOURCES, value="any", label="Source", scale=2, elem_id="in-source")
         backend = gr.Dropdown(["any"], value="any", label="Backend (policy)", allow_custom_value=True, scale=2)
         termination = gr.Dropdown(["any", "answer", "forced_answer", "max_rounds", "format_error", "policy_error",
                                    "cancelled", "max_rounds_reached", "no_answer", "error"],  # last 3: official runs
@@ -30,6 +37,11 @@ def build(sid_state, tab=None):
         audited = gr.Dropdown(TRI, value="any", label="Audited", scale=1)
         mine = gr.Checkbox(False, label="Only my runs", scale=1, min_width=100)
         refresh = gr.Button("Refresh", elem_id="in-refresh", scale=1)
+    with gr.Row():
+        folder = gr.Textbox(label="Import a bench run or data-build folder", scale=4, elem_id="in-folder",
+                            placeholder="a folder written by `genevolve bench run --out` or `genevolve data build --out`")
+        import_btn = gr.Button("Import", scale=1, elem_id="in-import")
+    import_msg = gr.Markdown("", elem_id="in-import-msg")
     table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, wrap=True, elem_id="in-table", max_height=260)
     current = gr.State(None)
     with gr.Row(equal_height=False):
@@ -40,7 +52,9 @@ def build(sid_state, tab=None):
             info = gr.Markdown("", elem_id="in-info")
             step = gr.Dropdown(["whole trajectory"], value="whole trajectory", label="Audit target", elem_id="in-step")
             verdict = gr.Radio(VERDICTS, value="accept", label="Verdict", elem_id="in-verdict")
-            comment = gr.Textbox(label="Comment", lines=2)
+            comment = gr.Textbox(label="Comment", lines=2, elem_id="in-comment")
+            fix = gr.Textbox(label="Fix (needs fix on a step: the corrected turn, exported in its place)", lines=4,
+                             elem_id="in-fix", placeholder="<think>…</think><tool_call>{…}</tool_call> or <answer>{…}</answer>")
             save = gr.Button("Save audit", variant="primary", elem_id="in-save")
             audit_log = gr.HTML("", elem_id="in-audits")
             gr.Markdown("---")
@@ -48,14 +62,15 @@ def build(sid_state, tab=None):
             export_file = gr.File(label="SFT records", interactive=False, elem_id="in-export-file")
             export_msg = gr.Markdown("", elem_id="in-export-msg")
 
-    filters = [backend, termination, has_errors, failed, audited, mine, sid_state]
+    filters = [backend, termination, has_errors, failed, audited, mine, sid_state, source]
     refresh.click(list_rows, filters, [table, backend])
     if tab is not None:
         tab.select(list_rows, filters, [table, backend])
-    for f in (termination, has_errors, failed, audited, mine):
+    for f in (termination, has_errors, failed, audited, mine, source):
         f.change(list_rows, filters, [table, backend])
+    import_btn.click(import_folder, [folder], [import_msg]).then(list_rows, filters, [table, backend])
     table.select(open_run, [sid_state], [current, timeline, info, step, audit_log])
-    save.click(save_audit, [current, step, verdict, comment], [timeline, audit_log, comment]).then(
+    save.click(save_audit, [current, step, verdict, comment, fix], [timeline, audit_log, comment, fix]).then(
         list_rows, filters, [table, backend])
     export.click(export_sft, [sid_state], [export_file, export_msg])
 
@@ -64,11 +79,27 @@ def _tri(v: str):
     return None if v == "any" else v == "yes"
 
 
-def list_rows(backend, termination, has_errors, failed, audited, mine, sid_value, request: gr.Request = None):
-    """Stored trajectories this browser may see: its own, and those no browser owns (CLI, bench)."""
+def import_folder(folder):
+    from app import run_index
+
+    if not (folder or "").strip():
+        return "✗ Name a folder first."
+    try:
+        kind, n = run_index.import_folder(folder, force=True)
+    except ValueError as exc:
+        return f"✗ {esc(exc)}"
+    return f"✓ imported {n} trajectories from a {kind} folder"
+
+
+def list_rows(backend, termination, has_errors, failed, audited, mine, sid_value, source="any",
+              request: gr.Request = None):
+    """Stored trajectories this browser may see: its own, and those no browser owns (CLI, bench, data)."""
+    from app import run_index
+
+    run_index.import_known()  # bench and data-build folders written since the last look
     st = common.store()
     sid = common.session_id(sid_value, request)
-    runs = st.list_runs(session=sid if mine else None,
+    runs = st.list_runs(session=sid if mine else None, source=None if source in (None, "", "any") else source,
                         policy=None if backend in (None, "", "any") else backend,
                         termination=None if termination in (None, "", "any") else termination,
                         has_errors=_tri(has_errors), verification_failed=_tri(failed), audited=_tri(audited),
@@ -76,7 +107,8 @@ def list_rows(backend, termination, has_errors, failed, audited, mine, sid_value
     rows = []
     for r in (r for r in runs if common.can_see(r, sid)):
         verified = {1: "ok", 0: "failed"}.get(r.get("verified_ok"), "—")
-        rows.append([r["id"], time.strftime("%m-%d %H:%M", time.localtime(r["created_at"])), r["request"][:80],
+        rows.append([r["id"], time.strftime("%m-%d %H:%M", time.localtime(r["created_at"])), r.get("source") or "",
+                     r["request"][:80],
                      r.get("policy") or "", r.get("termination") or "", "yes" if r.get("has_errors") else "",
                      verified, st.latest_verdict(r["id"]) or ""])
     policies = sorted({r.get("policy") for r in st.list_runs(limit=500) if r.get("policy") and common.can_see(r, sid)})
@@ -100,21 +132,44 @@ def open_run(sid_value, evt: gr.SelectData, request: gr.Request = None):
     info = (f"**{traj.id}** · {traj.termination} · {len(traj.steps)} rounds · {traj.elapsed_s:.2f}s  \n"
             f"policy `{traj.backends.get('policy', '?')}` · text check "
             + ("—" if score is None else f"{score:.2f}"))
-    return traj.id, timeline_html(traj, audits), info, gr.update(choices=steps, value="whole trajectory"), \
-        _audits_html(audits)
+    return traj.id, timeline_html(traj, audits, image_path=run.get("image_path")), info, \
+        gr.update(choices=steps, value="whole trajectory"), _audits_html(audits)
 
 
-def save_audit(run_id, target, verdict, comment):
+def save_audit(run_id, target, verdict, comment, fix=""):
+    skip = gr.skip()
     if not run_id:
-        return gr.skip(), common.error_html("Open a trajectory first."), gr.skip()
+        return skip, common.error_html("Open a trajectory first."), skip, skip
     step = None
     if target and target.startswith("step "):
         step = int(target.split()[1])
+    fix = (fix or "").strip()
+    if fix and (verdict != "needs_fix" or step is None):
+        return skip, common.error_html("A fix replaces one step's turn: pick that step and the verdict *needs fix*."), \
+            skip, skip
+    if fix:
+        problem = _fix_problem(fix)
+        if problem:
+            return skip, common.error_html(f"This fix is not a turn the policy could have written: {problem}. "
+                                           "Write <think>…</think> then one <tool_call>{…}</tool_call> or "
+                                           "<answer>{…}</answer>."), skip, skip
     st = common.store()
-    st.add_audit(run_id, verdict, (comment or "").strip(), step=step, annotator="studio")
+    st.add_audit(run_id, verdict, (comment or "").strip(), step=step, annotator="studio", fix=fix or None)
     traj = st.get_trajectory(run_id)
     audits = st.audits(run_id)
-    return timeline_html(traj, audits), _audits_html(audits), ""
+    run = st.get_run(run_id) or {}
+    return timeline_html(traj, audits, image_path=run.get("image_path")), _audits_html(audits), "", ""
+
+
+def _fix_problem(text: str) -> str | None:
+    """Why a fix cannot stand as an assistant turn (None when it parses as one)."""
+    from genevolve.protocol import parse_turn
+
+    turn = parse_turn(text)
+    error = getattr(turn, "error", None)
+    if error:
+        return str(error)
+    return None
 
 
 def _audits_html(audits: list[dict]) -> str:
@@ -122,7 +177,8 @@ def _audits_html(audits: list[dict]) -> str:
         return "<div class='ge-meta'>No audits yet.</div>"
     items = "".join(f"<li><span class='ge-verdict ge-v-{esc(a['verdict'])}'>{esc(a['verdict'])}</span>"
                     f"{'whole' if a.get('step') is None else 'step ' + str(a['step'])} "
-                    f"<span class='ge-meta'>{esc(a.get('comment') or '')}</span></li>" for a in audits)
+                    f"<span class='ge-meta'>{esc(a.get('comment') or '')}{' · with a fix' if a.get('fix') else ''}"
+                    f"</span></li>" for a in audits)
     return f"<ul class='ge-audits'>{items}</ul>"
 
 
@@ -131,8 +187,17 @@ def export_sft(sid_value, request: gr.Request = None):
     out = common.session_dir(sid, "exports", time.strftime("sft-%Y%m%d-%H%M%S"))
     st = common.store()
     visible = [r["id"] for r in st.list_runs(limit=100_000) if common.can_see(r, sid)]
-    path = st.export_sft(out, accepted_only=True, ids=list(reversed(visible)))
-    n = sum(1 for line in open(path, encoding="utf-8") if line.strip())
+    report = st.export_sft_report(out, accepted_only=True, ids=list(reversed(visible)))
+    n = report["exported"]
+    notes = []
+    if report["fixed"]:
+        notes.append(f"⚠ {len(report['fixed'])} exported with the annotator's fix in place of a *needs fix* step "
+                     f"({', '.join(report['fixed'][:5])})")
+    if report["excluded"]:
+        listed = "; ".join(f"{k}: {v}" for k, v in list(report["excluded"].items())[:5])
+        notes.append(f"⚠ {len(report['excluded'])} accepted trajectories left out ({listed}) — give each "
+                     "needs-fix step a fix, or re-audit it")
+    tail = ("  \n" + "  \n".join(notes)) if notes else ""
     if n == 0:
-        return None, "No accepted trajectories yet — mark some as *accept* first."
-    return str(path), f"Exported **{n}** accepted trajectories to `{out}` (images copied beside the records)."
+        return None, "No trajectories to export — mark some as *accept* first." + tail
+    return report["path"], f"Exported **{n}** accepted trajectories to `{out}` (images copied beside the records)." + tail

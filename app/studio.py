@@ -58,7 +58,8 @@ def build_studio():
             with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
                 gen = generate_tab.build(sid_state)
             with gr.Tab("Bench", id="bench", elem_id="tab-bench") as bench:
-                bench_tab.build(sid_state, tabs=tabs, request_box=gen["request"], tab=bench)
+                bench_tab.build(sid_state, tabs=tabs, request_box=gen["request"], tab=bench,
+                                uploads_box=gen["uploads"], form=gen["form"])
             with gr.Tab("Judge", id="judge", elem_id="tab-judge"):
                 judge_tab.build(sid_state)
             with gr.Tab("Decision Guides", id="guides", elem_id="tab-guides") as guides:
@@ -75,12 +76,15 @@ def build_studio():
                     "private to it</div>")
             return sid, mark, generate_tab.history_rows(sid)
 
-        demo.load(ensure_session, inputs=[sid_state], outputs=[sid_state, sid_mark, gen["history"]], queue=False)
+        # A reload brings back the session's form and re-attaches to its run (still going, or just ended).
+        demo.load(ensure_session, inputs=[sid_state], outputs=[sid_state, sid_mark, gen["history"]], queue=False).then(
+            generate_tab.restore_form, [sid_state], gen["form"], queue=False).then(
+            generate_tab.attach, [sid_state], gen["outputs"], concurrency_limit=None, show_progress="hidden")
     return demo
 
 
 def launch(host: str | None = None, port: int | None = None, share: bool = False) -> None:
-    from app.common import studio_home
+    from app.common import max_upload_mb, studio_home
 
     demo = build_studio()
     threading.Thread(target=_warm_up, daemon=True, name="studio-warm-up").start()
@@ -91,6 +95,8 @@ def launch(host: str | None = None, port: int | None = None, share: bool = False
         share=share,
         # Session folders hold downloads and renders; their names are random per browser.
         allowed_paths=[str(studio_home())],
+        # Gradio refuses bigger uploads before they are written; the handlers also check each file's type.
+        max_file_size=f"{max_upload_mb()}mb",
         css_paths=[CSS_PATH],
         head=HEAD,
         theme=_theme(),
@@ -102,9 +108,12 @@ def launch(host: str | None = None, port: int | None = None, share: bool = False
 def _theme():
     import gradio as gr
 
-    return gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
-                          font=[gr.themes.Font(f) for f in ("Inter", "system-ui", "DejaVu Sans", "sans-serif")],
-                          font_mono=[gr.themes.Font(f) for f in ("JetBrains Mono", "DejaVu Sans Mono", "monospace")])
+    theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
+                           font=[gr.themes.Font(f) for f in ("Inter", "system-ui", "DejaVu Sans", "sans-serif")],
+                           font_mono=[gr.themes.Font(f) for f in ("JetBrains Mono", "DejaVu Sans Mono", "monospace")])
+    # An unchecked box must be visible on the light panel: a darker border than Soft's default.
+    return theme.set(checkbox_border_color="*neutral_500", checkbox_border_color_dark="*neutral_400",
+                     checkbox_border_width="1.5px")
 
 
 def _warm_up() -> None:

@@ -205,8 +205,11 @@ def verification_html(report: dict | None, render: dict | None = None) -> str:
     return f"<div class='ge-report'>{head}{table}{extra}</div>"
 
 
-def timeline_html(traj, audits: list[dict] | None = None) -> str:
-    """A stored trajectory as the same cards the live panel shows, plus audit marks per step."""
+def timeline_html(traj, audits: list[dict] | None = None, image_path: str | None = None) -> str:
+    """A stored trajectory as the same cards the live panel shows, plus audit marks per step.
+
+    The answer step carries what an annotator approves: the program (gen_prompt, references,
+    constraints) and the image it rendered."""
     by_step: dict[int, list[dict]] = {}
     for a in audits or []:
         if a.get("step") is not None:
@@ -215,7 +218,9 @@ def timeline_html(traj, audits: list[dict] | None = None) -> str:
     out = [f"<div class='ge-req'><b>request</b> {esc(traj.request)}</div>"]
     for s in traj.steps:
         marks = "".join(f"<span class='ge-verdict ge-v-{esc(a['verdict'])}'>{esc(a['verdict'])}"
-                        f"{(': ' + esc(a['comment'])) if a.get('comment') else ''}</span>" for a in by_step.get(s.round, []))
+                        f"{(': ' + esc(a['comment'])) if a.get('comment') else ''}</span>"
+                        + (f"<pre class='ge-pre ge-fix'>fix: {esc(a['fix'])}</pre>" if a.get("fix") else "")
+                        for a in by_step.get(s.round, []))
         body = ""
         if s.think:
             body += f"<details class='ge-think'><summary>thinking</summary><div class='ge-think-text'>{esc(s.think)}</div></details>"
@@ -225,6 +230,11 @@ def timeline_html(traj, audits: list[dict] | None = None) -> str:
             body += _result_body(s.tool_name or "", s.tool_text or "", [images[i] for i in s.tool_images if i in images])
         elif s.kind == "answer":
             body += "<div class='ge-head ge-good'>✓ answer</div>"
+            if traj.program is not None:
+                body += program_html(traj.program, {i.img_id: i.to_dict() for i in traj.images})
+            uri = thumb_uri(image_path, 480)
+            body += (f"<div class='ge-label'>rendered image</div><img class='ge-rendered' src='{uri}' alt='rendered'>"
+                     if uri else "<div class='ge-meta'>no rendered image stored for this run</div>")
         if s.error:
             body += f"<div class='ge-bad'>{esc(s.kind)}: {esc(s.error)}</div>"
         out.append(f"<div class='ge-ev ge-ev-step' data-step='{s.round}'><span class='ge-round'>R{s.round}</span>"

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS runs (
     image_path TEXT,
     render TEXT,
     verification TEXT,
-    verified_ok INTEGER
+    verified_ok INTEGER,
+    source TEXT                 -- studio | cli | bench | data: where the trajectory came from
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 CREATE INDEX IF NOT EXISTS runs_session ON runs(session);
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS audits (
     verdict TEXT NOT NULL CHECK (verdict IN ('accept', 'reject', 'needs_fix')),
     comment TEXT,
     annotator TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    fix TEXT                    -- needs_fix on a step: the annotator's replacement for that turn
 );
 CREATE INDEX IF NOT EXISTS audits_traj ON audits(trajectory_id);
 CREATE TABLE IF NOT EXISTS guides (
@@ -81,6 +83,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.executescript(SCHEMA)
+            _add_missing_columns(db)
         # An idle connection that has read the database keeps the WAL open, so closing each
         # short-lived connection is not a checkpoint + fsync (~25 ms on these disks, vs <1 ms).
         self._keeper = sqlite3.connect(self.path, check_same_thread=False)
@@ -110,6 +113,7 @@ class Store:
             "elapsed_s": traj.elapsed_s,
             "program": json_text(traj.program.model_dump()) if traj.program else None,
             "trajectory": json_text(traj.to_dict()),
+            "source": traj.meta.get("source") or ("studio" if traj.meta.get("session") else "cli"),
         }
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
@@ -137,7 +141,7 @@ class Store:
             row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return _run_row(row) if row else None
 
-    def list_runs(self, *, session: str | None = None, policy: str | None = None,
+    def list_runs(self, *, session: str | None = None, policy: str | None = None, source: str | None = None,
                   termination: str | None = None, has_errors: bool | None = None,
                   verification_failed: bool | None = None, audited: bool | None = None,
                   limit: int = 200) -> list[dict]:
@@ -146,6 +150,8 @@ class Store:
             where.append("session=?"); args.append(session)
         if policy:
             where.append("policy=?"); args.append(policy)
+        if source:
+            where.append("source=?"); args.append(source)
         if termination:
             where.append("termination=?"); args.append(termination)
         if has_errors is not None:
@@ -158,7 +164,7 @@ class Store:
             op = "EXISTS" if audited else "NOT EXISTS"
             where.append(f"{op} (SELECT 1 FROM audits a WHERE a.trajectory_id=runs.id)")
         sql = ("SELECT id, created_at, session, request, policy, renderer, termination, has_errors, n_rounds, "
-               "n_tool_calls, elapsed_s, image_path, verified_ok FROM runs")
+               "n_tool_calls, elapsed_s, image_path, verified_ok, source FROM runs")
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC LIMIT ?"
@@ -169,10 +175,11 @@ class Store:
     # ------------------------------------------------------------------ audits
 
     def add_audit(self, trajectory_id: str, verdict: str, comment: str = "", step: int | None = None,
-                  annotator: str | None = None) -> None:
+                  annotator: str | None = None, fix: str | None = None) -> None:
         with self.connect() as db:
-            db.execute("INSERT INTO audits (trajectory_id, step, verdict, comment, annotator, created_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (trajectory_id, step, verdict, comment, annotator, time.time()))
+            db.execute("INSERT INTO audits (trajectory_id, step, verdict, comment, annotator, created_at, fix) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (trajectory_id, step, verdict, comment, annotator, time.time(), fix or None))
 
     def audits(self, trajectory_id: str) -> list[dict]:
         with self.connect() as db:
@@ -185,8 +192,28 @@ class Store:
                              "ORDER BY id DESC LIMIT 1", (trajectory_id,)).fetchone()
         return row["verdict"] if row else None
 
+    def step_verdicts(self, trajectory_id: str) -> dict[int, dict]:
+        """The latest audit of each audited step (round number -> audit row)."""
+        latest: dict[int, dict] = {}
+        for a in self.audits(trajectory_id):
+            if a.get("step") is not None:
+                latest[int(a["step"])] = a
+        return latest
+
     def export_sft(self, out_dir: str | Path, *, accepted_only: bool = True, ids: list[str] | None = None) -> Path:
         """Write SFT records (one JSON per line) with copied images; returns the jsonl path."""
+        return Path(self.export_sft_report(out_dir, accepted_only=accepted_only, ids=ids)["path"])
+
+    def export_sft_report(self, out_dir: str | Path, *, accepted_only: bool = True,
+                          ids: list[str] | None = None) -> dict:
+        """Export SFT records honouring the annotators' verdicts; say what was left out and why.
+
+        With ``accepted_only`` a trajectory goes out only when its latest whole verdict is
+        *accept* and none of its steps' latest verdicts is *reject*. A step marked *needs fix*
+        goes out with the annotator's fix as that assistant turn, or, without a fix, keeps the
+        whole trajectory out (training on a turn a person flagged would teach the flaw).
+        Returns ``{"path", "exported", "fixed": [ids], "excluded": {id: reason}}``.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if ids is None:
@@ -195,7 +222,7 @@ class Store:
                                                    "ORDER BY created_at").fetchall()]
         path = out_dir / "sft.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
-        n = 0
+        report: dict = {"path": str(path), "exported": 0, "fixed": [], "excluded": {}}
         with open(tmp, "w", encoding="utf-8") as f:
             for run_id in ids:
                 if accepted_only and self.latest_verdict(run_id) != "accept":
@@ -203,10 +230,29 @@ class Store:
                 traj = self.get_trajectory(run_id)
                 if traj is None or traj.program is None:
                     continue
-                f.write(json_text(traj.to_sft_record(out_dir)) + "\n")
-                n += 1
+                fixes: dict[int, str] = {}
+                if accepted_only:
+                    problem = None
+                    for rnd, audit in sorted(self.step_verdicts(run_id).items()):
+                        if audit["verdict"] == "reject":
+                            problem = f"step {rnd} rejected"
+                        elif audit["verdict"] == "needs_fix" and not (audit.get("fix") or "").strip():
+                            problem = f"step {rnd} needs a fix and has none"
+                        elif audit["verdict"] == "needs_fix":
+                            fixes[rnd] = audit["fix"]
+                        if problem:
+                            break
+                    if problem:
+                        report["excluded"][run_id] = problem
+                        continue
+                record = traj.to_sft_record(out_dir)
+                if fixes:
+                    _apply_fixes(record, traj, fixes)
+                    report["fixed"].append(run_id)
+                f.write(json_text(record) + "\n")
+                report["exported"] += 1
         tmp.replace(path)
-        return path
+        return report
 
     # ------------------------------------------------------------------ guides
 
@@ -266,6 +312,22 @@ class Store:
     def list_jobs(self, limit: int = 50) -> list[dict]:
         with self.connect() as db:
             return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))]
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Columns added after a store was first created (an older file keeps its rows)."""
+    for table, column in (("runs", "source"), ("audits", "fix")):
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
+def _apply_fixes(record: dict, traj: Trajectory, fixes: dict[int, str]) -> None:
+    """Replace the assistant turns of fixed steps (the n-th assistant message is the n-th step)."""
+    assistant = [m for m in record["messages"] if m["role"] == "assistant"]
+    for step, message in zip(traj.steps, assistant):
+        if step.round in fixes:
+            message["content"] = fixes[step.round]
 
 
 def _run_row(row: sqlite3.Row) -> dict:

@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_studio(home: Path, *, timeout_s: float = 120, env: dict | None = None):
+def running_studio(home: Path, *, timeout_s: float = 300, env: dict | None = None):
     """Yield the base URL of a freshly started studio; stop it (and its children) afterwards."""
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)

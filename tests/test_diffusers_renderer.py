@@ -100,3 +100,18 @@ def test_importing_renderers_stays_light():
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'fastapi') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_missing_weights_fail_fast_with_how_to_get_them(tmp_path):
+    """Offline (tests set GENEVOLVE_OFFLINE), a hub id in no cache fails in milliseconds, not after
+    a minute of imports and hub retries, and says how to get the weights."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(RenderError, match="hf download someone/not-here"):
+        make_renderer("diffusers:someone/not-here").load()
+    assert time.perf_counter() - t0 < 5
+    with pytest.raises(RenderError, match="no model_index.json"):
+        make_renderer(f"diffusers:{tmp_path}").preflight()
+    with pytest.raises(RenderError, match="no such folder"):
+        make_renderer(f"diffusers:{tmp_path}/nothing/here").preflight()

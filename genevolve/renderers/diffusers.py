@@ -48,6 +48,18 @@ def _pipeline_class_name(model: str) -> str | None:
         return None
 
 
+def _hub_offline() -> bool:
+    """Downloads are off: HF_HUB_OFFLINE (as huggingface_hub reads it) or GENEVOLVE_OFFLINE."""
+    if os.environ.get("GENEVOLVE_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
 class DiffusersRenderer(Renderer):
     generative = True
 
@@ -112,9 +124,37 @@ class DiffusersRenderer(Renderer):
             dtype = torch.float32  # CPU half precision is slow or unsupported for many ops
         return device, dtype
 
+    def preflight(self, offline: bool | None = None) -> None:
+        """Fail in milliseconds (not after a minute of imports and hub retries) when the weights
+        cannot be had: a missing folder, or a hub id that is neither cached nor downloadable offline."""
+        local = Path(self.model).expanduser()
+        if local.exists():
+            if not (local / "model_index.json").is_file():
+                raise RenderError(f"{local} is not a diffusers pipeline folder (no model_index.json in it)")
+            return
+        if self.model.startswith((".", "/", "~")) or self.model.count("/") > 1:
+            raise RenderError(f"no such folder: {local}. Give a folder with model_index.json, or a hub id like "
+                              "Qwen/Qwen-Image-Edit")
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(self.model, "model_index.json")
+        except Exception:  # noqa: BLE001 - an invalid repo id: from_pretrained explains it
+            return
+        if isinstance(cached, str):
+            return
+        if offline is None:
+            offline = _hub_offline()
+        if offline:
+            raise RenderError(
+                f"the weights of {self.model} are not on this machine, and downloads are off (offline). "
+                f"Download them once with `hf download {self.model}` (pip install huggingface_hub; set HF_HOME to "
+                f"choose where), or point the renderer at a local copy: diffusers:/path/to/folder")
+
     def load(self):
         if self._t2i is not None:
             return self._t2i
+        self.preflight()
         try:
             import torch  # noqa: F401
             import diffusers
