@@ -71,6 +71,23 @@ def _renderer(spec: str):
 
 # ---------------------------------------------------------------- hints for the chosen backends
 
+def _policy_kind(spec: str | None) -> str:
+    return (spec or "planner").strip().split(":", 1)[0].split("?", 1)[0].lower()
+
+
+def nano_card_text() -> str:
+    """The shipped adapter's model card (what it was trained on, how it scores), without its YAML header."""
+    from genevolve.policies.local import NANO_ADAPTER_DIR
+
+    card = NANO_ADAPTER_DIR / "README.md"
+    if not card.is_file():
+        return "No trained nano adapter is installed (assets/adapters/nano): `nano` runs the untuned base."
+    text = card.read_text(encoding="utf-8")
+    if text.startswith("---"):
+        text = text.split("---", 2)[2]
+    return text.strip()
+
+
 def policy_hint(spec: str | None) -> str:
     """One line on what the chosen policy is and what running it costs."""
     spec = (spec or "planner").strip()
@@ -80,8 +97,8 @@ def policy_hint(spec: str | None) -> str:
     if kind == "nano":
         from genevolve.policies.local import nano_base_warning
 
-        text = ("nano: Gemma 3 270M on this machine (loads on first use; minutes per run on a CPU; "
-                "waits for the shared model slot)")
+        text = ("nano: GenEvolve-Nano, Gemma 3 270M with our LoRA adapter trained on a CPU (model card below; "
+                "loads on first use; about a minute per request on 2 cores; waits for the shared model slot)")
         if nano_base_warning("given" if "adapter=" in spec else None):
             text += " ⚠ no trained adapter is installed: the base model is untrained for the tool protocol, " \
                     "expect format errors"
@@ -141,6 +158,10 @@ def build(sid_state, tabs=None):
                                        allow_custom_value=True, elem_id="ge-protocol",
                                        info="conversation profile; empty: the policy's own. For the released "
                                             "checkpoint: official:/path/to/GenEvolve (your copy of the release)")
+                nano_card = gr.Accordion("GenEvolve-Nano model card", open=False, visible=False,
+                                         elem_id="ge-nano-card")
+                with nano_card:
+                    gr.Markdown(nano_card_text(), elem_id="ge-nano-card-text")
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="ge-go", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id="ge-stop", scale=1)
@@ -188,6 +209,8 @@ def build(sid_state, tabs=None):
         comp.change(remember_form, inputs, None, queue=False, trigger_mode="always_last",
                     show_progress="hidden")
     policy.change(lambda s: gr.update(info=policy_hint(s)), [policy], [policy], queue=False, show_progress="hidden")
+    policy.change(lambda s: gr.update(visible=_policy_kind(s) == "nano"), [policy], [nano_card], queue=False,
+                  show_progress="hidden")
     renderer.change(lambda s: gr.update(info=renderer_hint(s)), [renderer], [renderer], queue=False,
                     show_progress="hidden")
     return {"request": request, "uploads": uploads, "upload_msg": upload_msg, "history": history,
@@ -467,7 +490,12 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
             if now - last_push < THINK_EVERY_S:
                 continue
             last_push = now
-            run.set(events=panel.html())
+            live = getattr(agent.policy, "live_stats", None) or {}
+            if live.get("tokens_per_s"):  # a local model: say how fast it is going
+                run.set(events=panel.html(), status=f"● Round {event.round} · {esc(policy_spec)} · {mode} · "
+                                                    f"{live['tokens']} tokens · {live['tokens_per_s']:.1f} tok/s")
+            else:
+                run.set(events=panel.html())
             continue
         last_push = time.perf_counter()
         if event.type == "round_start":

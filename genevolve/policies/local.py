@@ -106,6 +106,7 @@ class LocalPolicy:
         self._specials: list[str] | None = None
         self._trajectory_key: str | None = None
         self.last_stats: dict = {}
+        self.live_stats: dict = {}
 
     # ------------------------------------------------------------------ construction
 
@@ -356,12 +357,12 @@ class LocalPolicy:
     def stream(self, messages: list[dict], images: Sequence = ()) -> Iterator[str]:
         """One assistant turn, as text deltas while it is generated."""
         import torch
-        from transformers import TextIteratorStreamer
 
         self._start_of_trajectory(messages)
         inputs = self._inputs(messages, images)
         cache, reused = self._reusable_cache(inputs)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = _CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.live_stats = streamer.stats  # read by a UI while the turn streams (tokens, tokens per second)
         cancel = threading.Event()
         result: dict = {}
 
@@ -643,6 +644,32 @@ def _expand_like(ids: list[int], expanded: list[int], image_token: int | None) -
             out.append(ids[i])
             i += 1
     return out
+
+
+def _CountingStreamer(tokenizer, **kwargs):
+    """A TextIteratorStreamer that also counts the tokens it is fed (the prompt excluded) and the
+    time since the first one: ``stats = {"tokens", "tokens_per_s"}``, updated as tokens arrive."""
+    import time
+
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        def __init__(self):
+            super().__init__(tokenizer, **kwargs)
+            self.stats = {"tokens": 0, "tokens_per_s": None}
+            self._t0 = None
+
+        def put(self, value):
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                now = time.perf_counter()
+                if self._t0 is None:
+                    self._t0 = now
+                else:  # the first token starts the clock; rates count the tokens after it
+                    self.stats["tokens_per_s"] = self.stats["tokens"] / max(now - self._t0, 1e-6)
+                self.stats["tokens"] += int(value.numel()) if hasattr(value, "numel") else len(value)
+            super().put(value)
+
+    return CountingStreamer()
 
 
 def _merge_same_roles(chat: list[dict]) -> list[dict]:
