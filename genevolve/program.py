@@ -72,12 +72,13 @@ class Reference(BaseModel):
 class Constraint(BaseModel):
     """A verifiable fact about the image, derived from the request and the program."""
 
-    kind: Literal["text", "count", "relation"]
+    kind: Literal["text", "count", "relation", "subject"]
     text: str | None = None  # kind == "text": the exact string to appear
-    subject: str | None = None  # count: the counted noun; relation: the first object
-    count: int | None = None
+    subject: str | None = None  # count: the counted noun; relation: the first object; subject: its name
+    count: int | None = None  # count; subject: how many (None when the request does not say)
     relation: str | None = None  # left_of, right_of, above, below, in_front_of, behind, next_to
-    object: str | None = None
+    object: str | None = None  # relation: the second object; subject: its container ("baskets")
+    arrangement: str | None = None  # subject: row, column, triangle, circle, grid, diagonal
     source: Literal["request", "program"] = "request"
 
     def describe(self) -> str:
@@ -85,6 +86,11 @@ class Constraint(BaseModel):
             return f'text "{self.text}" appears exactly'
         if self.kind == "count":
             return f"exactly {self.count} {self.subject}"
+        if self.kind == "subject":
+            how = f"{self.count} " if self.count else ""
+            where = f" in a {self.arrangement}" if self.arrangement else ""
+            inside = f" in the {self.object}" if self.object else ""
+            return f"{how}{self.subject}{inside}{where} shown"
         return f"{self.subject} {self.relation.replace('_', ' ')} {self.object}"
 
 
@@ -276,15 +282,50 @@ def relation_constraints(text: str) -> list[Constraint]:
     return out
 
 
+def wanted_texts(request: str) -> list[str]:
+    """Every text the request wants printed: quoted strings, then the dates and times a poster,
+    flyer or invitation names ("Saturday June 7"), in order, without duplicates."""
+    from genevolve.subjects import date_phrases
+
+    out = quoted_strings(request)
+    have = {t.lower() for t in out}
+    for d in date_phrases(request):
+        if d.lower() not in have and not any(d.lower() in t for t in have):
+            out.append(d)
+            have.add(d.lower())
+    return out
+
+
+def subject_constraints(text: str, counts: list[Constraint] | None = None,
+                        relations: list[Constraint] | None = None) -> list[Constraint]:
+    """One ``subject`` constraint per drawable thing the text names, with its count and arrangement."""
+    from genevolve.subjects import extract_entities, subject_mentions
+
+    counts = count_constraints(text) if counts is None else counts
+    relations = relation_constraints(text) if relations is None else relations
+    extra = [side for r in relations for side in (r.subject, r.object) if side]
+    # A named thing the text is a picture of ("a photo of the Sydney Opera House at dusk").
+    plain = _strip_quotes(text)
+    for name in extract_entities(text):
+        if re.search(rf"\bof\s+(?:the\s+)?{re.escape(name)}", plain):
+            extra.append(name)
+    mentions = subject_mentions(text, {c.subject: c.count for c in counts if c.subject and c.count}, extra)
+    return [Constraint(kind="subject", subject=m.name, count=m.count, arrangement=m.arrangement,
+                       object=m.container) for m in mentions]
+
+
 def derive_constraints(request: str, program: Program | None = None) -> list[Constraint]:
-    """Verifiable constraints: quoted text, explicit counts and spatial relations.
+    """Verifiable constraints: wanted text, explicit counts, spatial relations and subjects.
 
     The request is authoritative; quoted strings the program adds on its own are kept too
     (marked ``source="program"``), since the renderer will be asked to draw them.
     """
-    out: list[Constraint] = [Constraint(kind="text", text=s) for s in quoted_strings(request)]
-    out += count_constraints(request)
-    out += relation_constraints(request)
+    out: list[Constraint] = [Constraint(kind="text", text=s) for s in wanted_texts(request)]
+    counts = count_constraints(request)
+    relations = relation_constraints(request)
+    out += counts
+    out += relations
+    out += subject_constraints(request, counts, relations)
     if program is not None:
         have = {c.text.lower() for c in out if c.kind == "text"}
         for s in quoted_strings(program.gen_prompt):
