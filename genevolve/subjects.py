@@ -237,10 +237,16 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
         m = re.search(re.escape(name), plain, re.IGNORECASE)
         found.append((m.start() if m else len(plain), name.lower()))
     found.sort()
-    shape = arrangement(request)
+    # An arrangement belongs to the subject named just before it ("five apples in a row").
+    shapes: dict[int, str] = {}
+    for m in ARRANGEMENT_RE.finditer(plain):
+        before = [p for p, _ in found if p < m.start()]
+        if before:
+            word = re.sub(r"\s+", " ", (m.group("shape") or m.group("side") or m.group("stacked")).lower())
+            shapes[before[-1]] = _ARRANGEMENT_NAMES.get(word, word)
     out: list[SubjectMention] = []
     seen: set[str] = set()
-    for _, name in found:
+    for pos, name in found:
         key = _key(name)
         if key in seen or any(key in _key(n.name).split() or _key(n.name) in key.split() for n in out
                               if " " in n.name or " " in key):
@@ -250,7 +256,8 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
         if count is None and not is_plural(name.split()[-1]) and re.search(
                 rf"\b(?:a|an|one|the|single)\s+(?:[a-z-]+\s+){{0,2}}{re.escape(name)}\b", plain, re.IGNORECASE):
             count = 1
-        out.append(SubjectMention(name=name, count=count, arrangement=shape if count and count > 1 else None))
+        shape = shapes.get(pos)
+        out.append(SubjectMention(name=name, count=count, arrangement=shape if count is None or count > 1 else None))
     # Containers: "baskets of tomatoes" -> tomatoes inside the baskets.
     names = {m.name for m in out}
     result = []
