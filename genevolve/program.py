@@ -307,7 +307,10 @@ def subject_constraints(text: str, counts: list[Constraint] | None = None,
     # A named thing the text is a picture of ("a photo of the Sydney Opera House at dusk").
     plain = _strip_quotes(text)
     for name in extract_entities(text):
-        if re.search(rf"\bof\s+(?:the\s+)?{re.escape(name)}", plain):
+        # The named thing the text is a picture of: "a photo of the Sydney Opera House", or the
+        # text opens with it ("The Sydney Opera House at dusk…").
+        if re.search(rf"\bof\s+(?:the\s+)?{re.escape(name)}|^\s*(?:the\s+|an?\s+)?{re.escape(name)}\b",
+                     plain, re.IGNORECASE):
             extra.append(name)
     mentions = subject_mentions(text, {c.subject: c.count for c in counts if c.subject and c.count}, extra)
     return [Constraint(kind="subject", subject=m.name, count=m.count, arrangement=m.arrangement,
@@ -340,15 +343,26 @@ def _strip_quotes(text: str) -> str:
     return _QUOTE_RE.sub(" ", text)
 
 
+_NOUNS_LIKE_VERBS = {"building", "buildings", "painting", "paintings", "ring", "king", "wing", "string", "swing",
+                     "ceiling", "bed", "shed", "sled", "seed", "weed", "reed", "steed", "pudding", "dumpling",
+                     "sapling", "seedling", "duckling", "earring", "wedding", "clothing", "bedding", "railing"}
+
+
+def _is_participle(word: str) -> bool:
+    w = word.lower()
+    return len(w) > 4 and w.endswith(("ing", "ed")) and w not in _NOUNS_LIKE_VERBS
+
+
 def _noun_phrase(fragment: str, take: str) -> str:
-    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", fragment)]
+    # \b keeps the "s" of "1960s" from passing for a word.
+    words = [w for w in re.findall(r"\b[A-Za-z][A-Za-z'-]*", fragment)]
     stop = {"is", "are", "sits", "sit", "stands", "stand", "placed", "place", "put", "with", "of",
             "one", "positioned", "located", "standing", "sitting", "floating", "hanging", "and",
             "on", "in", "at", "from", "into", "onto", "near", "by", "for", "to"}
     if take == "last":
         # The subject is the noun phrase just before the relation: drop trailing verbs
         # ("a cat sitting under"), then keep what follows the previous verb-ish word.
-        while words and words[-1].lower() in stop:
+        while words and (words[-1].lower() in stop or (len(words) > 1 and _is_participle(words[-1]))):
             words.pop()
         words = words[-4:]
         for i in range(len(words) - 1, -1, -1):
@@ -366,6 +380,11 @@ def _noun_phrase(fragment: str, take: str) -> str:
             if len(cut) == 4:
                 break
         words = cut
+    # A participle ends the name: "a Vespa parked", "ivy growing", "Huayna Picchu rising".
+    for i, w in enumerate(words):
+        if i and _is_participle(w):
+            words = words[:i]
+            break
     # Articles and counts are not part of the name of the thing ("three espresso cups" -> "espresso cups").
     words = [w for w in words if w.lower() not in _ARTICLES and w.lower() not in NUMBER_WORDS]
     return " ".join(words).lower().strip()

@@ -37,7 +37,8 @@ _NOT_SUBJECTS = {
     "saltire", "sparkle", "sparkles", "herb", "runner", "crown", "dress", "bomb", "pill", "poo", "ghost",
     "imp", "pistol", "seedling", "bug", "printer", "speaker", "battery", "radio", "television", "calendar",
     "clipboard", "ledger", "newspaper", "package", "camera", "frames", "film", "tickets", "ticket", "score",
-    "cross",
+    "cross", "sunrise", "sunset", "row", "rows", "side", "sides", "viewpoint", "image", "images", "photo",
+    "picture", "reference", "layer", "layers", "time", "times", "part", "parts", "piece", "pieces", "kind",
 }
 # Words a request uses for things the Unicode names spell differently, and people/animals that
 # have no single pictograph name. The value is the pictograph name (or None: a subject without one).
@@ -60,6 +61,8 @@ ALIASES: dict[str, str | None] = {
     "vase": "AMPHORA", "bottle": "BOTTLE WITH POPPING CORK", "jar": "JAR", "bowl": "BOWL WITH SPOON",
     "crate": "PACKAGE", "box": "PACKAGE", "bag": "SHOPPING BAGS", "leaf": "MAPLE LEAF", "pumpkin": "JACK-O-LANTERN",
     "snowman": "SNOWMAN WITHOUT SNOW", "dinosaur": "SAUROPOD", "robot": "ROBOT FACE", "alien": "EXTRATERRESTRIAL ALIEN",
+    "glass": "TUMBLER GLASS", "hand": "RAISED HAND", "lantern": "IZAKAYA LANTERN", "dna": "DNA DOUBLE HELIX",
+    "tent": "TENT", "candle": "CANDLE", "kite": "KITE", "lamp post": None,
     "farmer": "FARMER", "chef": "COOK", "astronaut": "ASTRONAUT", "doctor": "HEALTH WORKER",
     "backpacker": None, "tourist": None, "hiker": None, "dancer": "DANCER", "runner": "RUNNER",
     "surfer": "SURFER", "swimmer": "SWIMMER", "skier": "SKIER", "cyclist": "BICYCLIST",
@@ -214,7 +217,10 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
     plain = _strip_quoted(request)
     counts = {singular(k): v for k, v in (counts or {}).items()}
     vocab = noun_vocabulary()
-    tokens = [(m.group(0), m.start()) for m in re.finditer(r"[A-Za-z][A-Za-z'-]*", plain)]
+    # Words inside a named thing belong to it: the "House" of "Sydney Opera House" is no house.
+    taken = [(m.start(), m.end()) for name in extra for m in re.finditer(re.escape(name), plain, re.IGNORECASE)]
+    tokens = [(m.group(0), m.start()) for m in re.finditer(r"\b[A-Za-z][A-Za-z'-]*", plain)
+              if not any(a <= m.start() < b for a, b in taken)]
     found: list[tuple[int, str]] = []  # (position, name as written)
     i = 0
     while i < len(tokens):
@@ -230,10 +236,17 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
         if _modifier_use(tokens, i):
             i += 1
             continue
-        if singular(low) in vocab or singular(low) in counts:
+        if (singular(low) in vocab or singular(low) in counts) and low not in _NOT_SUBJECTS \
+                and singular(low) not in _NOT_SUBJECTS:
             found.append((pos, low))
         i += 1
     for name in extra:
+        words = name.split()
+        while words and len(words) > 1 and words[0].endswith("ing"):  # "holding purple umbrella"
+            words = words[1:]
+        name = " ".join(words)
+        if not words or set(words) & _NOT_PHRASE_WORDS or any(w in _NOT_SUBJECTS for w in words[-1:]):
+            continue  # "it after rain", "the first image": not a thing to draw
         m = re.search(re.escape(name), plain, re.IGNORECASE)
         found.append((m.start() if m else len(plain), name.lower()))
     found.sort()
@@ -269,6 +282,9 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
         result.append(m)
     return result[:8]
 
+
+_NOT_PHRASE_WORDS = {"it", "them", "this", "that", "these", "those", "first", "second", "third", "after",
+                     "before", "during", "while", "all", "each", "every"}
 
 _MODIFIER_HEADS = {"market", "markets", "day", "club", "league", "union", "festival", "fair", "book", "books",
                    "menu", "museum", "rights", "association", "room", "store", "shop", "section", "magazine",

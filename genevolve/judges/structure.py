@@ -89,12 +89,17 @@ def check_structure(constraints: list[Constraint], layout: dict | None) -> dict 
 
     Returns None when nothing can be checked (no report, or no subjects/relations asked);
     else {"score", "checks": [{what, kind, ok, detail}], "subjects_asked", "subjects_shown",
-    "placeholders", "identity_unchecked"}.
+    "placeholders", "identity_unchecked"}. ``subjects_shown`` counts pictograms and reference photos:
+    a labelled box is a placeholder, not the subject.
     """
     if not layout or "subjects" not in layout:
         return None
     subjects = [c for c in constraints if c.kind == "subject" and c.source == "request" and c.subject]
-    relations = [c for c in constraints if c.kind == "relation" and c.source == "request"]
+    # A relation is checked only between subjects the request names ("ivy above it" has no
+    # second subject to find, so it is not measurable here, rather than failed).
+    relations = [c for c in constraints if c.kind == "relation" and c.source == "request"
+                 and any(same_subject(c.subject or "", s.subject) for s in subjects)
+                 and any(same_subject(c.object or "", s.subject) for s in subjects)]
     if not subjects and not relations:
         return None
     drawn = [d for d in layout.get("subjects") or [] if d.get("drawn")]
@@ -106,11 +111,15 @@ def check_structure(constraints: list[Constraint], layout: dict | None) -> dict 
     shown = 0
     for c in subjects:
         d = find(c.subject)
-        checks.append({"what": c.subject, "kind": "shown", "ok": d is not None,
-                       "detail": f"drawn as {d['form']}" if d else "not drawn"})
+        # A labelled box marks where the subject goes; it does not show the subject, so it fails
+        # "shown" while its count and position still count.
+        visible = d is not None and d.get("form") in ("pictogram", "reference")
+        checks.append({"what": c.subject, "kind": "shown", "ok": visible,
+                       "detail": ("not drawn" if d is None else "only a labelled placeholder" if not visible
+                                  else f"drawn as {d['form']}" + (f" ({d['pictogram']})" if d.get("pictogram") else ""))})
         if d is None:
             continue
-        shown += 1
+        shown += visible
         if c.count:
             checks.append({"what": f"{c.count} {c.subject}", "kind": "count", "ok": d["drawn"] == c.count,
                            "detail": f"{d['drawn']} drawn"})
@@ -155,7 +164,8 @@ def verification_summary(verification: dict | None, render: dict | None = None,
         if n:
             parts.append(f"{n} {noun} not checked (the renderer reports no layout)")
     else:
-        parts.append(f"{check['subjects_shown']}/{n} {noun} drawn per the renderer's report")
+        parts.append(f"{check['subjects_shown']}/{n} {noun} shown as pictogram or reference photo "
+                     "(renderer's report)")
         by_kind: dict[str, list[bool]] = {}
         for c in check["checks"]:
             if c["kind"] != "shown":
@@ -164,7 +174,7 @@ def verification_summary(verification: dict | None, render: dict | None = None,
             if kind in by_kind:
                 parts.append(f"{label} {sum(by_kind[kind])}/{len(by_kind[kind])}")
         if check["placeholders"]:
-            parts.append(f"{len(check['placeholders'])} as labelled boxes")
+            parts.append(f"{len(check['placeholders'])} only as labelled boxes")
         if check["identity_unchecked"]:
             parts.append("identity and look not checked")
     return "; ".join(parts)

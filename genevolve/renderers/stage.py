@@ -51,9 +51,11 @@ def read_scene(program: Program) -> tuple[list[SceneItem], list[Constraint]]:
     prompt = program.gen_prompt
     subjects = [c for c in program.constraints if c.kind == "subject" and c.subject]
     relations = [c for c in program.constraints if c.kind == "relation"]
-    if not subjects and not any(c.kind in ("count", "relation") for c in program.constraints):
-        subjects = subject_constraints(prompt)  # a hand-written program: read the prompt itself
-        relations = [c for c in program.constraints if c.kind == "relation"]
+    if not program.constraints:  # a hand-written program with no derived constraints: read its prompt
+        from genevolve.program import relation_constraints
+
+        relations = relation_constraints(prompt)
+        subjects = subject_constraints(prompt, relations=relations)
     items = [SceneItem(c.subject, _as_written(c.subject, prompt), c.count, c.arrangement, c.object)
              for c in subjects if stated(c.subject, prompt)]
     _bind_references(items, program)
