@@ -191,7 +191,7 @@ def _tile_side(points: list[tuple[float, float]], w: int, h: int) -> int:
 def draw_scene(img: Image.Image, region: tuple[int, int, int, int], items: list[SceneItem],
                relations: list[Constraint], refs: list[Image.Image], pal: dict, label_font) -> list[dict]:
     """Draw every item in ``region``; returns one report entry per item (boxes in image pixels)."""
-    from genevolve.renderers.pictograms import draw_pictogram, find_pictogram
+    from genevolve.renderers.pictograms import draw_pictogram, emoji_font_path, find_pictogram
 
     by_name = {it.name: it for it in items}
     groups = []
@@ -201,8 +201,9 @@ def draw_scene(img: Image.Image, region: tuple[int, int, int, int], items: list[
             holder.contents.append(it)
         else:
             groups.append(it)
+    has_font = emoji_font_path() is not None  # without one, a pictogram cannot be drawn: say "box"
     for it in items:
-        it.pictogram = find_pictogram(it.name) if it.reference is None else None
+        it.pictogram = find_pictogram(it.name) if it.reference is None and has_font else None
     x0, y0, x1, y1 = region
     grid = place_groups(groups, relations)
     ncols = max((c for c, _, _ in grid.values()), default=0) + 1
@@ -286,6 +287,7 @@ def _tile(it: SceneItem, side: int, refs, pal, label_font, draw_pictogram) -> Im
         pic = draw_pictogram(it.pictogram[0], side)
         if pic is not None:
             return pic
+        it.pictogram = None  # the glyph would not draw: the report must say "box", as drawn
     # A plain labelled box: honest about being a placeholder, tinted if the name gives a colour.
     colour = next((COLOR_WORDS[w] for w in it.name.split() if w in COLOR_WORDS), None)
     fill = colour or mix(pal["bg"], (255, 255, 255) if luminance(pal["bg"]) < 0.3 else (0, 0, 0), 0.16)
