@@ -197,15 +197,6 @@ def is_calendar_phrase(words: list[str]) -> bool:
 
 # ---------------------------------------------------------------- subjects
 
-def arrangement(text: str) -> str | None:
-    m = ARRANGEMENT_RE.search(_strip_quoted(text))
-    if not m:
-        return None
-    word = (m.group("shape") or m.group("side") or m.group("stacked")).lower()
-    word = re.sub(r"\s+", " ", word)
-    return _ARRANGEMENT_NAMES.get(word, word)
-
-
 def subject_mentions(request: str, counts: dict[str, int] | None = None,
                      extra: list[str] = ()) -> list[SubjectMention]:
     """The drawable subjects a request names, in order of appearance.
@@ -303,6 +294,16 @@ def _modifier_use(tokens: list[tuple[str, int]], i: int) -> bool:
 def is_person_word_used_as_modifier(text: str, word_index: int) -> bool:
     tokens = [(m.group(0), m.start()) for m in re.finditer(r"[A-Za-z][A-Za-z'-]*", text)]
     return _modifier_use(tokens, word_index)
+
+
+def mentions_subject(name: str, text: str) -> bool:
+    """Whether ``text`` still names the subject: its head noun, singular or plural ("tomato" ~ "tomatoes")."""
+    words = name.split()
+    if not words:
+        return False
+    head = singular(words[-1])
+    stem = head[:-1] if len(head) > 4 else head
+    return bool(re.search(rf"\b{re.escape(stem)}", text, re.IGNORECASE))
 
 
 def _key(name: str) -> str:

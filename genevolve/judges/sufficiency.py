@@ -78,7 +78,9 @@ def constraint_stated(c: Constraint, prompt: str) -> bool:
         has_number = any(re.search(rf"\b{re.escape(w)}\b", low) for w in numbers)
         return has_number and _mentions(c.subject or "", low)
     if c.kind == "subject":
-        return _mentions(c.subject or "", low)
+        from genevolve.subjects import mentions_subject
+
+        return mentions_subject(c.subject or "", low)
     if c.kind == "relation":
         phrases = [p for p, r in RELATIONS.items() if r == c.relation]
         return (_mentions(c.subject or "", low) and _mentions(c.object or "", low)

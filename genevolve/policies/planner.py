@@ -32,7 +32,6 @@ from genevolve.program import (
     URL_RE,
     Program,
     count_constraints,
-    quoted_strings,
     relation_constraints,
     repair_program,
     validate_program,

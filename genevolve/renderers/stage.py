@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageDraw
 
 from genevolve.program import ORDINALS, Constraint, Program, subject_constraints
-from genevolve.subjects import is_plural, same_subject, singular
+from genevolve.subjects import is_plural, mentions_subject, same_subject
 
 MAX_COPIES = 24  # beyond this a comp stops being countable at a glance; the report says so
 _VERTICAL = {"above", "below", "in_front_of", "behind"}
@@ -42,8 +42,7 @@ class SceneItem:
 
 def stated(name: str, prompt: str) -> bool:
     """Whether the gen_prompt still names the subject (its head noun, singular or plural)."""
-    head = singular(name.split()[-1])
-    return bool(re.search(rf"\b{re.escape(head[:-1] if len(head) > 4 else head)}", prompt, re.IGNORECASE))
+    return mentions_subject(name, prompt)
 
 
 def read_scene(program: Program) -> tuple[list[SceneItem], list[Constraint]]:
