@@ -86,8 +86,12 @@ def verify(
 
     if not image.is_file():
         raise typer.BadParameter(f"image not found: {image}")
+    from genevolve.judges.structure import verification_summary
+
     prog = load_program_file(program)
     result = verify_image(image, prog)
+    # An image file carries no layout report, so subjects are reported as not checked here.
+    result["summary"] = verification_summary(result, None, prog.constraints)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 

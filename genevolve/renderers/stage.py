@@ -219,11 +219,20 @@ def draw_scene(img: Image.Image, region: tuple[int, int, int, int], items: list[
             a = next((i for i, g in enumerate(groups) if same_subject(r.subject or "", g.name)), None)
             if a is not None:
                 depth[a] = 1 if r.relation == "in_front_of" else -1
+    # Columns are as wide as their groups need: three cats in a row get more room than one horse.
+    weight = [1.0] * ncols
+    for gi, (col, _, _) in grid.items():
+        g = groups[gi]
+        need = g.copies if g.arrangement == "row" else math.ceil(math.sqrt(g.copies))
+        weight[col] = max(weight[col], float(min(need, 4)))
+    edges = [x0]
+    for wgt in weight:
+        edges.append(edges[-1] + (x1 - x0) * wgt / sum(weight))
     for gi in sorted(range(len(groups)), key=lambda i: depth[i]):
         it = groups[gi]
         col, row, nrows = grid[gi]
-        cw, ch = (x1 - x0) / ncols, (y1 - y0) / nrows
-        cell = (int(x0 + col * cw), int(y0 + row * ch), int(x0 + (col + 1) * cw), int(y0 + (row + 1) * ch))
+        ch = (y1 - y0) / nrows
+        cell = (int(edges[col]), int(y0 + row * ch), int(edges[col + 1]), int(y0 + (row + 1) * ch))
         scale = {1: 1.0, 0: 0.92, -1: 0.72}[depth[gi]]
         boxes = _draw_group(img, cell, it, refs, pal, label_font, scale, draw_pictogram)
         report.append(_entry(it, boxes))
@@ -255,6 +264,11 @@ def _entry(it: SceneItem, boxes: list[list[int]]) -> dict:
 
 def _draw_group(img, cell, it: SceneItem, refs, pal, label_font, scale, draw_pictogram, tight=False) -> list[list[int]]:
     cx0, cy0, cx1, cy1 = cell
+    if it.arrangement in ("triangle", "circle", "diagonal", "grid"):
+        # A shape keeps its proportions: drawn in the largest square of the cell, not stretched.
+        side0 = min(cx1 - cx0, cy1 - cy0)
+        cx0, cy0 = cx0 + (cx1 - cx0 - side0) // 2, cy0 + (cy1 - cy0 - side0) // 2
+        cx1, cy1 = cx0 + side0, cy0 + side0
     w, h = max(1, cx1 - cx0), max(1, cy1 - cy0)
     points = arrangement_points(it.copies, it.arrangement, w / h)
     side = max(8, int(_tile_side(points, w, h) * (1.0 if tight else scale)))
