@@ -39,6 +39,7 @@ _NOT_SUBJECTS = {
     "clipboard", "ledger", "newspaper", "package", "camera", "frames", "film", "tickets", "ticket", "score",
     "cross", "sunrise", "sunset", "row", "rows", "side", "sides", "viewpoint", "image", "images", "photo",
     "picture", "reference", "layer", "layers", "time", "times", "part", "parts", "piece", "pieces", "kind",
+    "grid", "triangle", "circle", "line", "column", "stack", "pyramid", "semicircle", "diagonal", "pattern",
 }
 # Words a request uses for things the Unicode names spell differently, and people/animals that
 # have no single pictograph name. The value is the pictograph name (or None: a subject without one).

@@ -362,3 +362,22 @@ def test_without_an_emoji_font_subjects_are_labelled_boxes_and_it_says_so(monkey
     teapots = _subjects(report)["teapots"]
     assert teapots["form"] == "box" and teapots["drawn"] == 3
     assert any("fonts-noto-color-emoji" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("size", [(64, 64), (1280, 360), (360, 1280), (512, 512)])
+def test_subjects_stay_inside_the_canvas_at_any_size(renderer, size):
+    requests = [FARMERS, "three identical teapots in a triangle", "a red cube to the left of a blue sphere",
+                "twelve eggs in a grid above a bowl, two cats next to a dog", 'A flyer "OPEN" with 50 stars']
+    for request in requests:
+        try:
+            image, report = render_with_report(renderer, _requested(request), size=size)
+        except RenderError as exc:  # a canvas too small for the text says so; it never overflows
+            assert "does not fit" in str(exc) and size == (64, 64)
+            continue
+        for d in report["layout"]["subjects"]:
+            assert d["drawn"] == len(d["boxes"])
+            for x0, y0, x1, y1 in d["boxes"]:
+                assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height, (request, size, d)
+        stars = [d for d in report["layout"]["subjects"] if d["name"] == "stars"]
+        if stars and stars[0]["drawn"]:
+            assert stars[0]["drawn"] == 24 and "50 asked" in stars[0]["note"]

@@ -204,6 +204,8 @@ def draw_scene(img: Image.Image, region: tuple[int, int, int, int], items: list[
     for it in items:
         it.pictogram = find_pictogram(it.name) if it.reference is None and has_font else None
     x0, y0, x1, y1 = region
+    if x1 - x0 < 16 or y1 - y0 < 16:  # the text took the room: say so rather than draw specks
+        return [{**_entry(it, []), "note": "no room left beside the text at this size"} for it in items]
     grid = place_groups(groups, relations)
     ncols = max((c for c, _, _ in grid.values()), default=0) + 1
     horizontal = any(r.relation in ("left_of", "right_of", "next_to") for r in relations)
