@@ -136,3 +136,16 @@ def test_render_and_verify_commands(tmp_path):
     prog_path.write_text(json.dumps({"gen_prompt": '"X"', "reference_images": [{"img_id": "IMG_001", "path": "gone.png"}]}))
     res = runner.invoke(app, ["render", str(prog_path), "--out", str(out)])
     assert res.exit_code == 2 and "file not found" in res.output and "check the path" in res.output
+
+
+def test_a_wrapped_title_beside_a_label_is_still_found():
+    """Reading order interleaves a side label with a title wrapped over three lines; columns rejoin it."""
+    from genevolve.judges.verify import match_constraint
+
+    lines = [{"text": "HAPPY", "box": [40, 100, 300, 160]}, {"text": "Times", "box": [620, 110, 760, 150]},
+             {"text": "NEW", "box": [40, 180, 200, 240]}, {"text": "Square", "box": [610, 190, 770, 230]},
+             {"text": "YEAR", "box": [40, 260, 240, 320]}]
+    texts = [ln["text"] for ln in lines]
+    assert not match_constraint("HAPPY NEW YEAR", texts)["found"]  # reading order alone splits it
+    found = match_constraint("HAPPY NEW YEAR", texts, lines)
+    assert found["found"] and found["edit_distance"] == 0
