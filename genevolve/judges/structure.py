@@ -25,6 +25,11 @@ def _union(boxes):
     return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
 
 
+def _inside(box, holders) -> bool:
+    cx, cy = _centre(box)
+    return any(h[0] <= cx <= h[2] and h[1] - 0.1 * (h[3] - h[1]) <= cy <= h[3] for h in holders)
+
+
 def arrangement_holds(boxes: list[list[int]], shape: str) -> bool:
     """Whether the copies' boxes form ``shape`` (row, column, triangle, circle, grid, diagonal)."""
     if len(boxes) < 2:
@@ -123,6 +128,11 @@ def check_structure(constraints: list[Constraint], layout: dict | None) -> dict 
         if c.count:
             checks.append({"what": f"{c.count} {c.subject}", "kind": "count", "ok": d["drawn"] == c.count,
                            "detail": f"{d['drawn']} drawn"})
+        if c.object:  # "tomatoes in the baskets": every copy sits within a container's box
+            holder = find(c.object)
+            ok = holder is not None and bool(d["boxes"]) and all(_inside(b, holder["boxes"]) for b in d["boxes"])
+            checks.append({"what": f"{c.subject} in the {c.object}", "kind": "relation", "ok": ok,
+                           "detail": "" if ok else "not inside"})
         if c.arrangement:
             ok = arrangement_holds(d["boxes"], c.arrangement)
             checks.append({"what": f"{c.subject} in a {c.arrangement}", "kind": "arrangement", "ok": ok,
