@@ -381,3 +381,12 @@ def test_subjects_stay_inside_the_canvas_at_any_size(renderer, size):
         stars = [d for d in report["layout"]["subjects"] if d["name"] == "stars"]
         if stars and stars[0]["drawn"]:
             assert stars[0]["drawn"] == 24 and "50 asked" in stars[0]["note"]
+
+
+def test_a_photo_placed_by_position_is_not_bound_to_a_subject_it_does_not_show(renderer):
+    _emoji_font()
+    prog = _requested('Launch poster titled "GO", the first reference image at the top, a cat next to a dog',
+                      refs=[("rocket.jpg", "")])
+    _, report = render_with_report(renderer, prog, size=PORTRAIT)
+    assert report["layout"]["composition"] == "split"  # the photo keeps its place in the layout
+    assert {d["name"]: d["form"] for d in report["layout"]["subjects"]} == {"cat": "pictogram", "dog": "pictogram"}

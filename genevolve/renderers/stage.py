@@ -74,7 +74,10 @@ def _bind_references(items: list[SceneItem], program: Program) -> None:
     sentences = re.split(r"(?<=[.;!?])\s+|\n", program.gen_prompt)
     for i, ref in enumerate(program.reference_images):
         ordinal = ORDINALS[i] if i < len(ORDINALS) else str(i + 1)
-        cited = " ".join(s for s in sentences if re.search(rf"\b{ordinal}\s+(reference|image|photo)", s, re.I))
+        # Only the clause that cites it: "the first reference image at the top, a cat next to a dog"
+        # puts the photo at the top; it does not say the photo shows the cat.
+        clauses = [c for s in sentences for c in re.split(r"[,;:]|\band\b|\bwith\b", s)]
+        cited = " ".join(c for c in clauses if re.search(rf"\b{ordinal}\s+(reference|image|photo)", c, re.I))
         for text in (ref.note or "", cited):
             hit = next((it for it in items if it.reference is None and stated(it.name, text)), None)
             if hit is not None:
