@@ -520,10 +520,10 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
         if err:
             panel.note("warning", f"<div class='ge-warn'>⚠ {esc(err)}</div>")
         else:
-            found = sum(1 for c in verification.get("constraints", []) if c.get("found"))
-            total = len(verification.get("constraints", []))
-            panel.note("verified", f"<div class='ge-head'>✓ verified</div><div class='ge-meta'>{found}/{total} text "
-                                   f"constraint(s) found by OCR</div>")
+            from genevolve.judges.structure import verification_summary
+
+            panel.note("verified", f"<div class='ge-head'>✓ verified</div><div class='ge-meta'>"
+                                   f"{esc(verification_summary(verification, render, traj.program.constraints))}</div>")
         files = _write_downloads(sid, traj, image_path, verification)
         status = (f"✓ {esc(traj.termination)} · {traj.elapsed_s:.2f}s · run `{traj.id}`" if not err
                   else f"⚠ program ready; {esc(err)}")

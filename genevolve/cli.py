@@ -130,7 +130,12 @@ def _render_and_verify(traj, settings, store, out, typeset, seed, console, quiet
         for item in verification.get("constraints", []):
             mark = "[green]found[/green]" if item.get("found") else "[red]missing[/red]"
             console.print(f"  text \"{item.get('text')}\": {mark}")
-    return {"image": str(path), "render": report, "verification": verification}
+    from genevolve.judges.structure import verification_summary
+
+    checked = verification_summary(verification, report, traj.program.constraints)
+    if not quiet:
+        console.print(f"  checked: {checked}", markup=False, highlight=False)
+    return {"image": str(path), "render": report, "verification": verification, "checked": checked}
 
 
 def _print_event(console, event) -> None:

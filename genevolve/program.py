@@ -76,12 +76,13 @@ class Reference(BaseModel):
 class Constraint(BaseModel):
     """A verifiable fact about the image, derived from the request and the program."""
 
-    kind: Literal["text", "count", "relation"]
+    kind: Literal["text", "count", "relation", "subject"]
     text: str | None = None  # kind == "text": the exact string to appear
-    subject: str | None = None  # count: the counted noun; relation: the first object
-    count: int | None = None
+    subject: str | None = None  # count: the counted noun; relation: the first object; subject: its name
+    count: int | None = None  # count; subject: how many (None when the request does not say)
     relation: str | None = None  # left_of, right_of, above, below, in_front_of, behind, next_to
-    object: str | None = None
+    object: str | None = None  # relation: the second object; subject: its container ("baskets")
+    arrangement: str | None = None  # subject: row, column, triangle, circle, grid, diagonal
     source: Literal["request", "program"] = "request"
 
     def describe(self) -> str:
@@ -89,6 +90,11 @@ class Constraint(BaseModel):
             return f'text "{self.text}" appears exactly'
         if self.kind == "count":
             return f"exactly {self.count} {self.subject}"
+        if self.kind == "subject":
+            how = f"{self.count} " if self.count else ""
+            where = f" in a {self.arrangement}" if self.arrangement else ""
+            inside = f" in the {self.object}" if self.object else ""
+            return f"{how}{self.subject}{inside}{where} shown"
         return f"{self.subject} {self.relation.replace('_', ' ')} {self.object}"
 
 
@@ -303,15 +309,53 @@ def relation_constraints(text: str) -> list[Constraint]:
     return out
 
 
+def wanted_texts(request: str) -> list[str]:
+    """Every text the request wants printed: quoted strings, then the dates and times a poster,
+    flyer or invitation names ("Saturday June 7"), in order, without duplicates."""
+    from genevolve.subjects import date_phrases
+
+    out = quoted_strings(request)
+    have = {t.lower() for t in out}
+    for d in date_phrases(request):
+        if d.lower() not in have and not any(d.lower() in t for t in have):
+            out.append(d)
+            have.add(d.lower())
+    return out
+
+
+def subject_constraints(text: str, counts: list[Constraint] | None = None,
+                        relations: list[Constraint] | None = None) -> list[Constraint]:
+    """One ``subject`` constraint per drawable thing the text names, with its count and arrangement."""
+    from genevolve.subjects import extract_entities, subject_mentions
+
+    counts = count_constraints(text) if counts is None else counts
+    relations = relation_constraints(text) if relations is None else relations
+    extra = [side for r in relations for side in (r.subject, r.object) if side]
+    # A named thing the text is a picture of ("a photo of the Sydney Opera House at dusk").
+    plain = _strip_quotes(text)
+    for name in extract_entities(text):
+        # The named thing the text is a picture of: "a photo of the Sydney Opera House", or the
+        # text opens with it ("The Sydney Opera House at dusk…").
+        if re.search(rf"\bof\s+(?:the\s+)?{re.escape(name)}|^\s*(?:the\s+|an?\s+)?{re.escape(name)}\b",
+                     plain, re.IGNORECASE):
+            extra.append(name)
+    mentions = subject_mentions(text, {c.subject: c.count for c in counts if c.subject and c.count}, extra)
+    return [Constraint(kind="subject", subject=m.name, count=m.count, arrangement=m.arrangement,
+                       object=m.container) for m in mentions]
+
+
 def derive_constraints(request: str, program: Program | None = None) -> list[Constraint]:
-    """Verifiable constraints: quoted text, explicit counts and spatial relations.
+    """Verifiable constraints: wanted text, explicit counts, spatial relations and subjects.
 
     The request is authoritative; quoted strings the program adds on its own are kept too
     (marked ``source="program"``), since the renderer will be asked to draw them.
     """
-    out: list[Constraint] = [Constraint(kind="text", text=s) for s in quoted_strings(request)]
-    out += count_constraints(request)
-    out += relation_constraints(request)
+    out: list[Constraint] = [Constraint(kind="text", text=s) for s in wanted_texts(request)]
+    counts = count_constraints(request)
+    relations = relation_constraints(request)
+    out += counts
+    out += relations
+    out += subject_constraints(request, counts, relations)
     if program is not None:
         have = {c.text.lower() for c in out if c.kind == "text"}
         for s in quoted_strings(program.gen_prompt):
@@ -326,15 +370,26 @@ def _strip_quotes(text: str) -> str:
     return _QUOTE_RE.sub(" ", text)
 
 
+_NOUNS_LIKE_VERBS = {"building", "buildings", "painting", "paintings", "ring", "king", "wing", "string", "swing",
+                     "ceiling", "bed", "shed", "sled", "seed", "weed", "reed", "steed", "pudding", "dumpling",
+                     "sapling", "seedling", "duckling", "earring", "wedding", "clothing", "bedding", "railing"}
+
+
+def _is_participle(word: str) -> bool:
+    w = word.lower()
+    return len(w) > 4 and w.endswith(("ing", "ed")) and w not in _NOUNS_LIKE_VERBS
+
+
 def _noun_phrase(fragment: str, take: str) -> str:
-    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", fragment)]
+    # \b keeps the "s" of "1960s" from passing for a word.
+    words = [w for w in re.findall(r"\b[A-Za-z][A-Za-z'-]*", fragment)]
     stop = {"is", "are", "sits", "sit", "stands", "stand", "placed", "place", "put", "with", "of",
             "one", "positioned", "located", "standing", "sitting", "floating", "hanging", "and",
             "on", "in", "at", "from", "into", "onto", "near", "by", "for", "to"}
     if take == "last":
         # The subject is the noun phrase just before the relation: drop trailing verbs
         # ("a cat sitting under"), then keep what follows the previous verb-ish word.
-        while words and words[-1].lower() in stop:
+        while words and (words[-1].lower() in stop or (len(words) > 1 and _is_participle(words[-1]))):
             words.pop()
         words = words[-4:]
         for i in range(len(words) - 1, -1, -1):
@@ -352,6 +407,11 @@ def _noun_phrase(fragment: str, take: str) -> str:
             if len(cut) == 4:
                 break
         words = cut
+    # A participle ends the name: "a Vespa parked", "ivy growing", "Huayna Picchu rising".
+    for i, w in enumerate(words):
+        if i and _is_participle(w):
+            words = words[:i]
+            break
     # Articles and counts are not part of the name of the thing ("three espresso cups" -> "espresso cups").
     words = [w for w in words if w.lower() not in _ARTICLES and w.lower() not in NUMBER_WORDS]
     return " ".join(words).lower().strip()

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine (run as root): Chromium
-# for the browser tests, a CJK font for the renderer's non-Latin text, the Python requirements
+# for the browser tests, a CJK font for the renderer's non-Latin text, a colour emoji font for its subject pictograms, the Python requirements
 # and this package in editable mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-debs=(chromium fonts-dejavu-core fonts-noto-cjk)
+debs=(chromium fonts-dejavu-core fonts-noto-cjk fonts-noto-color-emoji)
 missing=()
 for deb in "${debs[@]}"; do
   dpkg -s "$deb" >/dev/null 2>&1 || missing+=("$deb")

@@ -46,13 +46,23 @@ def test_full_mini_bench_offline(tmp_path):
     # The local judge cannot see: visual dimensions are not measured, never zero.
     assert s["visual_correctness"] is None and s["visual_correctness_n"] == 0 and s["aesthetics"] is None
     assert s["text_accuracy_n"] >= 5 and s["sufficiency_n"] == s["scored"]
+    # The overall says what it covers: only the image dimensions measured (OCR text, structure).
+    assert set(s["overall_parts"]) <= {"text_accuracy", "structure"} and s["structure_n"] >= 20
+    assert "not measured: faithfulness, visual_correctness, aesthetics" in s["overall_note"]
+    assert s["overall_n"] <= s["scored"]
+    # A landmark the offline render can only label is not scored as shown (it used to score 1.0).
+    opera = json.loads((out / "cases" / "ka_arch_01" / "scores.json").read_text())
+    assert opera["structure"] < 1.0 and opera["details"]["structure"]["placeholders"] == ["sydney opera house"]
+    assert (out / "cases" / "ka_arch_01" / "render.json").exists()
     assert len(s["by"]["category"]) == 16 and set(s["by"]["track"]) == {"knowledge", "quality"}
     assert set(s["by"]["difficulty"]) == {"easy", "medium", "hard"}
     assert s["tools"]["tool_calls"].get("search", 0) > 0 and s["tools"]["skills"]
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["group"] == "all" and {r["group"] for r in rows} >= {"category", "eval_type", "difficulty"}
+    assert int(rows[0]["structure_n"]) == s["structure_n"] and rows[0]["visual_correctness_n"] == "0"
     html = (out / "report.html").read_text()
+    assert 'id="overall-note"' in html and "visual_correctness (not measured)" in html
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inline, no CDN needed
     assert '<script src="http' not in html and 'src="https://cdn' not in html
     # A second run into the same folder without --resume is refused instead of mixing results.

@@ -329,8 +329,9 @@ def test_local_judge_measures_what_it_can(tmp_path):
     assert good.status == "scored"
     assert good.text_accuracy == 1.0 and good.constraint_coverage == 1.0
     assert good.faithfulness is None and good.visual_correctness is None and good.aesthetics is None
-    parts = [good.text_accuracy, good.constraint_coverage, good.sufficiency]
-    assert good.overall == pytest.approx(sum(parts) / 3)
+    # The overall covers only what the image showed: here OCR text (no layout report, so no structure).
+    assert good.structure is None and good.details["overall_parts"] == ["text_accuracy"]
+    assert good.overall == good.text_accuracy and "structure" in good.details["not_measured"]
     traj2 = _trajectory('A poster with the title "LONDON"', 'Poster, title "LONDON".', skills=["text_rendering"])
     wrong = judge.score({"question": 'A poster with the title "LONDON"'}, img, traj2.program, trajectory=traj2)
     assert wrong.status == "scored" and wrong.text_accuracy == 0.0
@@ -362,3 +363,90 @@ def test_parse_json_reply_rejects_non_objects():
     failed = Scores.failed("kscore", "why", raw="[1, 2]")
     assert (failed.status, failed.error, failed.judge, failed.raw) == ("failed", "why", "kscore", "[1, 2]")
     assert all(v is None for v in failed.metrics().values())
+
+
+# ---------------------------------------------------------------- the local judge claims only what it measured
+
+FARMERS = ('A poster for a farmers market on Saturday June 7 titled "GREEN ROOTS" with baskets of tomatoes and '
+           'three sunflowers')
+
+
+def test_local_judge_is_null_where_it_cannot_see(tmp_path):
+    """No text asked and no layout report (a generative render): nothing measured, overall None, not 0 or 1."""
+    img = tmp_path / "photo.png"
+    Image.new("RGB", (96, 96), (120, 160, 90)).save(img)
+    request = "A photo of the Sydney Opera House at dusk"
+    traj = _trajectory(request, "The Sydney Opera House at dusk, white shell roofs, harbour in front.")
+    s = make_judge("local").score({"question": request}, img, traj.program, trajectory=traj)
+    assert s.status == "scored" and s.overall is None and s.structure is None and s.text_accuracy is None
+    assert s.visual_correctness is None and "identity" in s.details["not_measured"]["visual_correctness"]
+    assert s.details["not_measured"]["structure"] == "the renderer reports no layout"
+    assert s.constraint_coverage == 1.0  # the program still says everything: measured, but kept apart
+
+
+def test_a_labelled_placeholder_does_not_count_as_the_landmark():
+    from genevolve.renderers import make_renderer, render_with_report
+
+    request = "A photo of the Sydney Opera House at dusk"
+    traj = _trajectory(request, "The Sydney Opera House at dusk, white shell roofs.")
+    image, report = render_with_report(make_renderer("layout"), traj.program, size=(512, 512))
+    s = make_judge("local").score({"question": request}, image, traj.program, trajectory=traj)
+    checks = {c["kind"]: c for c in s.details["structure"]["checks"]}
+    assert checks["shown"]["ok"] is False and checks["shown"]["detail"] == "only a labelled placeholder"
+    assert s.structure == 0.5 and s.overall == 0.5  # its count (one) holds; the thing itself is not shown
+
+
+def _farmers_trajectory(prompt):
+    return _trajectory(FARMERS, prompt, skills=["text_rendering", "quantity_counting"])
+
+
+FULL = (FARMERS + '. Render the text "GREEN ROOTS" and "Saturday June 7" exactly. Counts: exactly 3 sunflowers, '
+        "each fully visible; tomatoes piled in the baskets.")
+HALF = 'A green poster titled "GREEN ROOTS".'  # the date, tomatoes, baskets and sunflowers dropped
+
+
+def test_grpo_reward_separates_a_full_program_from_one_that_drops_half(tmp_path):
+    """The offline GRPO reward (layout render + local judge + sufficiency) ranks coverage clearly."""
+    pytest.importorskip("fontTools")
+    from genevolve.renderers.pictograms import emoji_font_path
+    from genevolve.training.rewards import HybridReward
+
+    if emoji_font_path() is None:
+        pytest.skip("no colour emoji font (scripts/setup-tests.sh installs fonts-noto-color-emoji)")
+    case = {"id": "fm", "question": FARMERS, "category": "text_layout"}
+    reward = HybridReward(renderer="layout", judge="local", sufficiency="sufficiency", w=0.5)
+    full, half = reward(case, _farmers_trajectory(FULL)), reward(case, _farmers_trajectory(HALF))
+    # Full: both texts read back, all three subjects drawn as pictograms with the asked count.
+    assert full.components["r_img"] == pytest.approx(1.0), full.info["findings"]
+    # Half: its structure is 0 (nothing it dropped is drawn); the texts still read back, since the
+    # request's text constraints travel with every program and the layout renderer sets them.
+    assert half.components["r_img"] == pytest.approx(0.5), half.info["findings"]
+    assert full.components["r_text"] > half.components["r_text"]
+    assert full.total - half.total >= 0.35, (full.total, half.total)
+    # The same judge on the saved half render: the dropped subjects are reported as not drawn.
+    judge = make_judge("local")
+    from genevolve.renderers import make_renderer, render_with_report
+
+    image, render = render_with_report(make_renderer("layout"), _farmers_trajectory(HALF).program)
+    s = judge.score(case, image, _farmers_trajectory(HALF).program, render=render)
+    missing = {c["what"] for c in s.details["structure"]["checks"] if c["kind"] == "shown" and not c["ok"]}
+    assert missing == {"baskets", "tomatoes", "sunflowers"}
+
+
+def test_verification_summary_says_what_was_checked():
+    from genevolve.judges.structure import verification_summary
+    from genevolve.judges.verify import verify_image
+    from genevolve.renderers import make_renderer, render_with_report
+    from genevolve.renderers.pictograms import emoji_font_path
+
+    if emoji_font_path() is None:
+        pytest.skip("no colour emoji font (scripts/setup-tests.sh installs fonts-noto-color-emoji)")
+    program = _farmers_trajectory(FULL).program
+    image, render = render_with_report(make_renderer("layout"), program, size=(768, 1024))
+    line = verification_summary(verify_image(image, program), render, program.constraints)
+    assert line.startswith("2/2 texts found by OCR; 3/3 subjects shown as pictogram or reference photo")
+    assert "counts 1/1" in line and line.endswith("identity and look not checked")
+    # A renderer that reports no layout: subjects are said to be unchecked, never passed.
+    line = verification_summary({"constraints": [{"text": "GREEN ROOTS", "found": True}]}, {"backend": "gemini"},
+                                program.constraints)
+    assert line == "1/1 text found by OCR; 3 subjects not checked (the renderer reports no layout)"

@@ -231,3 +231,162 @@ def test_a_missing_cjk_font_is_reported_not_silent(monkeypatch):
     assert any("fonts-noto-cjk" in w for w in report["warnings"])
     _, report = render_with_report(make_renderer("layout"), program("Plain banner", ["HELLO"]), size=SQUARE)
     assert report["warnings"] == []
+
+
+# ---------------------------------------------------------------- subjects: what was asked, drawn
+
+def _requested(request: str, refs: list[tuple[str, str]] = ()) -> Program:
+    """A program as the agent makes it: the request restated, constraints derived from the request."""
+    from genevolve.program import derive_constraints
+
+    prog = program(request, [], refs)
+    prog.constraints = derive_constraints(request, prog)
+    return prog
+
+
+def _emoji_font():
+    from genevolve.renderers.pictograms import emoji_font_path
+
+    if emoji_font_path() is None:
+        pytest.skip("no colour emoji font (scripts/setup-tests.sh installs Debian's fonts-noto-color-emoji)")
+
+
+def _colourful(image, box) -> float:
+    """Share of strongly saturated pixels inside a box: a pictogram has them, a flat backdrop has none."""
+    crop = np.asarray(image.crop(tuple(box)).convert("HSV"))
+    return float(((crop[..., 1] > 120) & (crop[..., 2] > 90)).mean())
+
+
+def _subjects(report) -> dict:
+    return {d["name"]: d for d in report["layout"]["subjects"]}
+
+
+FARMERS = ('A poster for a farmers market on Saturday June 7 titled "GREEN ROOTS" with baskets of tomatoes and '
+           'three sunflowers')
+
+
+def test_farmers_market_poster_shows_the_subjects_and_the_date(renderer, tmp_path):
+    _emoji_font()
+    prog = _requested(FARMERS)
+    image, report = render_with_report(renderer, prog, size=PORTRAIT, seed=1)
+    image.save(tmp_path / "farmers.png")
+    drawn = _subjects(report)
+    assert set(drawn) == {"baskets", "tomatoes", "sunflowers"}, drawn
+    assert drawn["sunflowers"]["drawn"] == 3 and drawn["sunflowers"]["pictogram"] == "SUNFLOWER"
+    assert drawn["tomatoes"]["pictogram"] == "TOMATO" and drawn["tomatoes"]["container"] == "baskets"
+    assert drawn["baskets"]["pictogram"] == "BASKET"
+    # The pictograms are really there: each sunflower box holds strong yellow/brown colour.
+    for box in drawn["sunflowers"]["boxes"]:
+        assert _colourful(image, box) > 0.2, box
+    # Tomatoes sit in their baskets: each tomato's centre is inside a basket box.
+    baskets = drawn["baskets"]["boxes"]
+    for x0, y0, x1, y1 in drawn["tomatoes"]["boxes"]:
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        assert any(b[0] <= cx <= b[2] and b[1] - 0.1 * (b[3] - b[1]) <= cy <= b[3] for b in baskets)
+    # Every text the user wants is set and read back by OCR, the date included.
+    result = verify_image(tmp_path / "farmers.png", prog)
+    assert {c["text"]: c["found"] for c in result["constraints"]} == {"GREEN ROOTS": True, "Saturday June 7": True}
+    # Subject boxes never cover the text.
+    text_top = min(ln["box"][1] for ln in result["ocr_lines"])
+    assert all(b[3] <= text_top for d in drawn.values() for b in d["boxes"])
+
+
+def test_three_teapots_in_a_triangle(renderer):
+    from genevolve.judges.structure import arrangement_holds
+
+    _emoji_font()
+    image, report = render_with_report(renderer, _requested("three identical teapots in a triangle"), size=SQUARE)
+    teapots = _subjects(report)["teapots"]
+    assert teapots["drawn"] == 3 and teapots["form"] == "pictogram" and teapots["arrangement"] == "triangle"
+    assert arrangement_holds(teapots["boxes"], "triangle") and not arrangement_holds(teapots["boxes"], "row")
+    tops = sorted(b[1] for b in teapots["boxes"])
+    assert tops[0] < tops[1] == tops[2]  # one apex, two below it
+    for box in teapots["boxes"]:
+        assert _colourful(image, box) > 0.1
+
+
+def test_stated_positions_are_kept(renderer):
+    from genevolve.judges.structure import relation_holds
+
+    _, report = render_with_report(renderer, _requested("a red cube to the left of a blue sphere, a cat above the "
+                                                        "table, two dogs in a row"), size=SQUARE)
+    d = _subjects(report)
+    assert relation_holds(d["red cube"]["boxes"], d["blue sphere"]["boxes"], "left_of")
+    assert relation_holds(d["cat"]["boxes"], d["table"]["boxes"], "above")
+    assert d["dogs"]["drawn"] == 2 and d["dogs"]["arrangement"] == "row"
+    # A coloured shape with no pictogram is a labelled box, tinted as named.
+    assert d["red cube"]["form"] == "box" and "red cube" in report["layout"]["placeholders"]
+
+
+def test_a_named_landmark_is_a_labelled_box_not_a_generic_pictogram(renderer, tmp_path):
+    prog = _requested("A photo of the Sydney Opera House at dusk")
+    image, report = render_with_report(renderer, prog, size=SQUARE)
+    opera = _subjects(report)["sydney opera house"]
+    assert opera["form"] == "box" and "pictogram" not in opera  # not a house emoji
+    image.save(tmp_path / "opera.png")
+    assert "sydney" in " ".join(verify_image(tmp_path / "opera.png", prog)["ocr_text"]).lower()
+
+
+def test_a_bound_reference_photo_draws_its_subject(renderer):
+    prog = _requested("Two cats in a row on a poster", refs=[("chelsea.png", "appearance of the cat")])
+    image, report = render_with_report(renderer, prog, size=SQUARE)
+    cats = _subjects(report)["cats"]
+    assert cats["form"] == "reference" and cats["reference"] == 0 and cats["drawn"] == 2
+    for box in cats["boxes"]:  # the photo's texture, not a flat tile
+        assert np.asarray(image.crop(tuple(box)).convert("L")).std() > 25
+
+
+def test_no_subject_means_no_shapes_pretending_to_be_content(renderer):
+    prog = program("A teal poster", ["QUIET"])
+    image, report = render_with_report(renderer, prog, size=PORTRAIT)
+    assert report["layout"]["subjects"] == []
+    # Above the type there is only the background: no motif, rings or stripes.
+    result = verify_image(image, prog)
+    top = min(ln["box"][1] for ln in result["ocr_lines"])
+    above = np.asarray(image.crop((0, 0, image.width, max(1, top - 60))).convert("L")).astype(float)
+    assert above.std() < 12
+
+
+def test_without_an_emoji_font_subjects_are_labelled_boxes_and_it_says_so(monkeypatch, renderer):
+    import genevolve.renderers.pictograms as pictograms
+
+    for fn in (pictograms.emoji_font_path, pictograms._font, pictograms._covered, pictograms._glyph):
+        fn.cache_clear()
+    monkeypatch.setattr(pictograms, "EMOJI_FONT_CANDIDATES", ())
+    monkeypatch.delenv("GENEVOLVE_EMOJI_FONT", raising=False)
+    try:
+        _, report = render_with_report(renderer, _requested("three teapots in a triangle"), size=SQUARE)
+    finally:
+        for fn in (pictograms.emoji_font_path, pictograms._font, pictograms._covered, pictograms._glyph):
+            fn.cache_clear()
+    teapots = _subjects(report)["teapots"]
+    assert teapots["form"] == "box" and teapots["drawn"] == 3
+    assert any("fonts-noto-color-emoji" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("size", [(64, 64), (1280, 360), (360, 1280), (512, 512)])
+def test_subjects_stay_inside_the_canvas_at_any_size(renderer, size):
+    requests = [FARMERS, "three identical teapots in a triangle", "a red cube to the left of a blue sphere",
+                "twelve eggs in a grid above a bowl, two cats next to a dog", 'A flyer "OPEN" with 50 stars']
+    for request in requests:
+        try:
+            image, report = render_with_report(renderer, _requested(request), size=size)
+        except RenderError as exc:  # a canvas too small for the text says so; it never overflows
+            assert "does not fit" in str(exc) and size == (64, 64)
+            continue
+        for d in report["layout"]["subjects"]:
+            assert d["drawn"] == len(d["boxes"])
+            for x0, y0, x1, y1 in d["boxes"]:
+                assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height, (request, size, d)
+        stars = [d for d in report["layout"]["subjects"] if d["name"] == "stars"]
+        if stars and stars[0]["drawn"]:
+            assert stars[0]["drawn"] == 24 and "50 asked" in stars[0]["note"]
+
+
+def test_a_photo_placed_by_position_is_not_bound_to_a_subject_it_does_not_show(renderer):
+    _emoji_font()
+    prog = _requested('Launch poster titled "GO", the first reference image at the top, a cat next to a dog',
+                      refs=[("rocket.jpg", "")])
+    _, report = render_with_report(renderer, prog, size=PORTRAIT)
+    assert report["layout"]["composition"] == "split"  # the photo keeps its place in the layout
+    assert {d["name"]: d["form"] for d in report["layout"]["subjects"]} == {"cat": "pictogram", "dog": "pictogram"}

@@ -120,6 +120,10 @@ CASES = [
      {"physical_material_consistency"}, {"anatomy_body_coherence", "text_rendering"}),
     ("A knight in silver armour standing in front of a castle, a dragon flying above the towers",
      {"anatomy_body_coherence", "spatial_layout"}, {"text_rendering"}),
+    # A theme word is not a person in the picture: no anatomy for a market poster with no people.
+    ('A poster for a farmers market on Saturday June 7 titled "GREEN ROOTS" with baskets of tomatoes and three '
+     'sunflowers', {"text_rendering", "quantity_counting"}, {"anatomy_body_coherence"}),
+    ("Two farmers carrying crates at a farmers market", {"anatomy_body_coherence", "quantity_counting"}, set()),
 ]
 
 
@@ -313,3 +317,18 @@ def test_a_request_that_holds_protocol_tags_still_ends_in_a_program(tmp_path, re
     assert all(s.error is None for s in traj.steps)
     texts = [c.text for c in traj.program.constraints if c.kind == "text"]
     assert texts[0] == quoted_strings(request_text)[0] and texts[0] in traj.program.gen_prompt
+
+
+def test_dates_are_text_to_print_not_entities_to_search(tmp_path):
+    request = ('A poster for a farmers market on Saturday June 7 titled "GREEN ROOTS" with baskets of tomatoes '
+               'and three sunflowers')
+    assert extract_entities(request) == []
+    assert extract_entities("A flyer for the Louvre reopening on Monday March 3") == ["Louvre"]
+    traj = run_planner(request, tmp_path)
+    searched = [s.tool_arguments for s in traj.tool_calls() if s.tool_name in ("search", "image_search")]
+    assert not any("June" in str(a) or "Saturday" in str(a) for a in searched), searched
+    assert "anatomy_body_coherence" not in traj.skills_used()
+    # The date is text the poster carries: the program asks for it and the constraints check it.
+    assert '"Saturday June 7"' in traj.program.gen_prompt
+    assert "Saturday June 7" in traj.program.text_constraints()
+    assert "GREEN ROOTS" in traj.program.text_constraints()

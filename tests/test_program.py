@@ -144,3 +144,34 @@ def test_a_program_never_carries_lone_surrogates():
     p = Program(gen_prompt='a poster \udcff\udcfe "SALE"')
     assert p.gen_prompt == 'a poster \ufffd\ufffd "SALE"'
     p.gen_prompt.encode("utf-8")  # what every renderer and tokenizer needs
+
+
+def _subjects(request):
+    return [(c.subject, c.count, c.arrangement, c.object) for c in derive_constraints(request) if c.kind == "subject"]
+
+
+@pytest.mark.parametrize("request_text,expected", [
+    ('A poster for a farmers market on Saturday June 7 titled "GREEN ROOTS" with baskets of tomatoes and three '
+     'sunflowers', [("baskets", None, None, None), ("tomatoes", None, None, "baskets"), ("sunflowers", 3, None, None)]),
+    ("three identical teapots in a triangle", [("teapots", 3, "triangle", None)]),
+    ("Two cats and five apples in a row", [("cats", 2, None, None), ("apples", 5, "row", None)]),
+    # A named thing keeps its words: the "House" of the Opera House is not a house.
+    ("The Sydney Opera House at dusk seen from the harbour", [("sydney opera house", 1, None, None)]),
+    ("A portrait of a woman with a dog in front of a lighthouse",
+     [("woman", 1, None, None), ("dog", 1, None, None), ("lighthouse", 1, None, None)]),
+    # A quoted title is text to draw, never a subject.
+    ('A poster titled "TWO CATS"', []),
+])
+def test_subjects_are_derived_from_the_request(request_text, expected):
+    assert _subjects(request_text) == expected
+
+
+@pytest.mark.parametrize("request_text,texts", [
+    ('A poster for a farmers market on Saturday June 7 titled "GREEN ROOTS"', ["GREEN ROOTS", "Saturday June 7"]),
+    ("A jazz night flyer for Friday July 14 at 9 pm, gold on black", ["Friday July 14 at 9 pm"]),
+    # A photo "in June" prints no date; a bare weekday in a sentence is not a date either.
+    ("A photo of a meadow in June 2021 at golden hour", []),
+    ("A flyer for a yoga class every Friday", []),
+])
+def test_dates_on_printed_pieces_are_wanted_text(request_text, texts):
+    assert [c.text for c in derive_constraints(request_text) if c.kind == "text"] == texts

@@ -76,6 +76,7 @@ def run(
         s = write_summary(out)
         console.print(f"[green]done[/green]: {s['scored']} scored, {s['failed']} failed, {s['missing']} missing · "
                       f"overall {s['overall']} · overall (missing = 0) {s['overall_missing_zero']} · {out}/report.html")
+        console.print(s.get("overall_note", ""), markup=False)
 
 
 @bench_app.command("export")
@@ -122,6 +123,7 @@ def summary_cmd(
     else:
         typer.echo(f"{s['cases']} cases: {s['scored']} scored, {s['failed']} failed, {s['missing']} missing; "
                    f"overall {s['overall']}, overall (missing = 0) {s['overall_missing_zero']}")
+        typer.echo(s.get("overall_note", ""))
         for cat, agg in s["by"].get("category", {}).items():
             typer.echo(f"  {cat:<26} n={agg['cases']:<3} overall={agg['overall']}")
         typer.echo(f"wrote {run_dir}/summary.json, summary.csv" + (", report.html" if html else ""))

@@ -28,13 +28,20 @@ def build_figures(summary: dict, rows: list[dict]) -> list[tuple[str, str]]:
             go.Bar(name="overall (scored cases)", x=names, y=[cats[c]["overall"] for c in names]),
             go.Bar(name="overall (missing = 0)", x=names, y=[cats[c]["overall_missing_zero"] for c in names]),
         ])
-        fig.update_layout(barmode="group", title="Overall by category", yaxis=dict(range=[0, 1]))
+        fig.update_layout(barmode="group", title="Overall by category (over measured dimensions only)",
+                          yaxis=dict(range=[0, 1]))
         figs.append(("Per-category scores", _fig_html(fig)))
 
     dims = [m for m in METRICS if m != "overall"]
     tracks = summary.get("by", {}).get("track") or {"all": summary}
-    fig = go.Figure([go.Bar(name=t, x=dims, y=[agg.get(d) for d in dims]) for t, agg in tracks.items()])
-    fig.update_layout(barmode="group", title="Mean per dimension (measured cases only; empty = not measured)",
+    # Each label carries how many cases measured it: "text_accuracy (n=12)"; "not measured" when none.
+    labels = [f"{d} (n={summary.get(f'{d}_n', 0)})" if summary.get(f"{d}_n") else f"{d} (not measured)"
+              for d in dims]
+    fig = go.Figure([go.Bar(name=t, x=labels, y=[agg.get(d) for d in dims],
+                            customdata=[agg.get(f"{d}_n", 0) for d in dims],
+                            hovertemplate="%{x}: %{y} over %{customdata} cases<extra>" + t + "</extra>")
+                     for t, agg in tracks.items()])
+    fig.update_layout(barmode="group", title="Mean per dimension (measured cases only; n = cases measured)",
                       yaxis=dict(range=[0, 1]))
     figs.append(("Dimensions", _fig_html(fig)))
 
@@ -75,6 +82,7 @@ def render_report(summary: dict, rows: list[dict]) -> str:
     counts = (f"{summary['cases']} cases: {summary['scored']} scored, {summary['failed']} failed, "
               f"{summary['missing']} missing · overall {summary['overall']} · "
               f"overall (missing = 0) {summary['overall_missing_zero']}")
+    note = summary.get("overall_note") or ""
     sections = "".join(f"<section><h2>{html.escape(title)}</h2>{body}</section>"
                        for title, body in build_figures(summary, rows))
     failures = summary.get("failures") or []
@@ -89,6 +97,7 @@ def render_report(summary: dict, rows: list[dict]) -> str:
 section{{margin:2em 0}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
 .meta{{color:#555}}</style></head>
 <body><h1>GenEvolve bench report</h1><p class="meta">{head}</p><p><b>{html.escape(counts)}</b></p>
+<p class="meta" id="overall-note">{html.escape(note)}</p>
 {sections}{fail_html}</body></html>"""
 
 

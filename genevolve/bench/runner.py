@@ -209,6 +209,8 @@ class BenchRunner:
         image, report = render_with_report(self._renderer(), program, size=self.cfg.size,
                                            seed=case_seed(case["id"], self.cfg.seed))
         save_image_atomic(image, d / "image.png")
+        # What the renderer says it drew: the judge stage (maybe a later process) checks structure from it.
+        write_atomic(d / "render.json", json.dumps(_jsonable(report), ensure_ascii=False, indent=1))
         return {"status": "ok", "image": str((d / "image.png").relative_to(self.out)),
                 "report": _jsonable(report), "elapsed_s": round(time.perf_counter() - started, 4)}
 
@@ -223,7 +225,10 @@ class BenchRunner:
         if (d / "trajectory.json").exists():
             traj = Trajectory.from_dict(json.loads((d / "trajectory.json").read_text(encoding="utf-8")))
         image = d / "image.png" if (d / "image.png").exists() else None
-        scores = self.judge().score(case, image, program, trajectory=traj)
+        render = None
+        if image is not None and (d / "render.json").exists():
+            render = json.loads((d / "render.json").read_text(encoding="utf-8"))
+        scores = self.judge().score(case, image, program, trajectory=traj, render=render)
         write_atomic(d / "scores.json", scores.model_dump_json(indent=1))
         row = scores.model_dump(exclude={"raw"})
         row["score_status"] = row.pop("status")

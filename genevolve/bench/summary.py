@@ -7,10 +7,15 @@ Per case status:
 - ``missing`` - nothing to judge: the rollout gave no program, the render failed, or the stage
   has not run yet.
 
-``overall`` is the mean over scored cases; ``overall_missing_zero`` counts failed and missing
-cases as 0 (the number to compare between systems that fail at different rates). Dimension
-means are over the cases where that dimension was measured (a local judge leaves the visual
-dimensions None). A WISE run also gets the weighted WISE overall by category.
+``overall`` is the mean over scored cases whose judge could measure an overall at all (the local
+judge's overall covers only the image dimensions it measured, OCR text and the renderer-reported
+structure, and is None when neither applies); ``overall_n`` counts them and ``overall_parts``
+says which dimensions went into the overall in how many cases, so nobody reads an OCR-only
+number as a picture-quality score (``overall_note`` says it in words). ``overall_missing_zero``
+counts failed and missing cases as 0 (the number to compare between systems that fail at
+different rates). Dimension means are over the cases where that dimension was measured, with
+``<dimension>_n`` beside each (a local judge leaves the visual dimensions None, never 0). A WISE
+run also gets the weighted WISE overall by category.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from genevolve.bench.runner import latest_by_id, read_jsonl, write_atomic
-from genevolve.judges.base import METRICS
+from genevolve.judges.base import DIMENSIONS, METRICS
 
 GROUP_KEYS = ("eval_type", "track", "category", "difficulty")
 
@@ -48,15 +53,38 @@ def aggregate(rows: list[dict]) -> dict:
     scored = [r for r in rows if r["status"] == "scored"]
     out = {"cases": n, "scored": len(scored), "failed": sum(r["status"] == "failed" for r in rows),
            "missing": sum(r["status"] == "missing" for r in rows)}
-    out["overall"] = _mean(r.get("overall") for r in scored)
-    out["overall_missing_zero"] = (round(sum((r.get("overall") or 0.0) for r in scored) / n, 6) if n else None)
+    measured = [r for r in scored if r.get("overall") is not None]
+    out["overall"] = _mean(r.get("overall") for r in measured)
+    out["overall_n"] = len(measured)
+    # Failed and missing count as 0; a scored case whose judge could measure nothing stays out.
+    denominator = n - (len(scored) - len(measured))
+    out["overall_missing_zero"] = (round(sum(r["overall"] for r in measured) / denominator, 6)
+                                   if denominator else None)
+    parts: Counter = Counter()
+    for r in measured:
+        parts.update(r.get("overall_parts") or [])
+    out["overall_parts"] = dict(sorted(parts.items()))
     for m in METRICS:
         if m == "overall":
             continue
         vals = [r.get(m) for r in scored if r.get(m) is not None]
         out[m] = _mean(vals)
         out[f"{m}_n"] = len(vals)
+    out["overall_note"] = overall_note(out)
     return out
+
+
+def overall_note(agg: dict) -> str:
+    """Which dimensions an overall covers, in words (the line a chart or table shows beside it)."""
+    if not agg.get("overall_n"):
+        return "overall: nothing measured"
+    parts = agg.get("overall_parts") or {}
+    covered = ", ".join(f"{k} ({v} cases)" for k, v in parts.items()) or "the judge's own formula"
+    unmeasured = [d for d in (*DIMENSIONS, "structure") if not agg.get(f"{d}_n")]
+    note = f"overall over {agg['overall_n']} of {agg['cases']} cases = mean of measured {covered}"
+    if unmeasured:
+        note += f"; not measured: {', '.join(unmeasured)}"
+    return note
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -82,6 +110,11 @@ def per_case_rows(data: dict) -> list[dict]:
                "tools": r.get("tools") or [], "skills": r.get("skills") or [], "termination": r.get("termination")}
         for m in METRICS:
             row[m] = j.get(m) if status == "scored" else None
+        if status == "scored":
+            parts = (j.get("details") or {}).get("overall_parts")
+            if parts is None and row["overall"] is not None:  # a VLM judge: its formula's dimensions
+                parts = [d for d in DIMENSIONS if row.get(d) is not None]
+            row["overall_parts"] = parts or []
         rows.append(row)
     return rows
 
@@ -142,8 +175,8 @@ def _timing(data: dict) -> dict:
 
 
 def summary_csv(summary: dict) -> str:
-    cols = ["group", "key", "cases", "scored", "failed", "missing", "overall", "overall_missing_zero",
-            *[m for m in METRICS if m != "overall"]]
+    cols = ["group", "key", "cases", "scored", "failed", "missing", "overall", "overall_n", "overall_missing_zero",
+            *[c for m in METRICS if m != "overall" for c in (m, f"{m}_n")]]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(cols)

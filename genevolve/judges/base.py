@@ -30,7 +30,7 @@ from genevolve.protocol import loads_lenient
 KSCORE_WEIGHTS = {"faithfulness": 0.1, "visual_correctness": 0.4, "text_accuracy": 0.4, "aesthetics": 0.1}
 DIMENSIONS = tuple(KSCORE_WEIGHTS)
 # Everything a summary aggregates, in display order.
-METRICS = ("overall", *DIMENSIONS, "sufficiency", "constraint_coverage")
+METRICS = ("overall", *DIMENSIONS, "structure", "sufficiency", "constraint_coverage")
 ALLOWED_LEVELS = (0.0, 0.5, 1.0)
 TEXT_NA_SCORE = 0.5  # when the request asks for no readable text
 
@@ -45,6 +45,9 @@ class Scores(BaseModel):
     overall: float | None = None
     sufficiency: float | None = None  # program sufficiency on {0, .25, .5, .75, 1}
     constraint_coverage: float | None = None  # share of derived constraints the program states
+    # share of the request's subject, count, arrangement and position checks the render passes,
+    # from the renderer's own layout report (None when the renderer reports no layout)
+    structure: float | None = None
     rationale: str = ""
     status: Literal["scored", "failed"] = "scored"
     error: str | None = None
@@ -69,11 +72,18 @@ class Judge:
     """Base class: subclasses implement ``_score``; ``score`` adds timing and never raises."""
 
     spec: str = ""
+    # Judges that read the renderer's report (what it drew and where) set this and take ``render``.
+    uses_render_report = False
 
-    def score(self, case: dict, image=None, program=None, trajectory=None) -> Scores:
+    def score(self, case: dict, image=None, program=None, trajectory=None, render: dict | None = None) -> Scores:
+        """``render`` is the render report (``render_with_report``'s second value); a PIL image
+        from ``render_with_report`` carries it too. Only judges that read it use it."""
         started = time.perf_counter()
         try:
-            result = self._score(case, image, program, trajectory)
+            if self.uses_render_report:
+                result = self._score(case, image, program, trajectory, render=render)
+            else:
+                result = self._score(case, image, program, trajectory)
         except JudgeError as exc:
             result = Scores.failed(self.spec, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad sample must not stop a benchmark

@@ -61,7 +61,7 @@ def is_knowledge_case(case: dict) -> bool:
 
 
 def needed_skills(case: dict, constraints: list[Constraint]) -> list[str]:
-    skills = [CONSTRAINT_SKILLS[c.kind] for c in constraints if c.source == "request"]
+    skills = [CONSTRAINT_SKILLS[c.kind] for c in constraints if c.source == "request" and c.kind in CONSTRAINT_SKILLS]
     cat_skill = CATEGORY_SKILLS.get(str(case.get("category") or "").lower())
     if cat_skill:
         skills.append(cat_skill)
@@ -77,6 +77,10 @@ def constraint_stated(c: Constraint, prompt: str) -> bool:
         numbers = {str(c.count)} | {w for w, n in NUMBER_WORDS.items() if n == c.count}
         has_number = any(re.search(rf"\b{re.escape(w)}\b", low) for w in numbers)
         return has_number and _mentions(c.subject or "", low)
+    if c.kind == "subject":
+        from genevolve.subjects import mentions_subject
+
+        return mentions_subject(c.subject or "", low)
     if c.kind == "relation":
         phrases = [p for p, r in RELATIONS.items() if r == c.relation]
         return (_mentions(c.subject or "", low) and _mentions(c.object or "", low)

@@ -171,16 +171,43 @@ def ocr_lines(image: Image.Image) -> list[dict]:
     return [ln for row in rows for ln in sorted(row, key=lambda r: r["box"][0])]
 
 
-def match_constraint(target: str, line_texts: list[str]) -> dict:
-    """Find one constraint in the OCR lines; report the closest match."""
+def column_texts(lines: list[dict]) -> list[str]:
+    """The OCR lines grouped into columns (lines whose x-ranges overlap), each joined in reading
+    order: a title wrapped over three lines beside a picture's label reads as one string again."""
+    groups: list[list[int]] = []
+    for i, ln in enumerate(lines):
+        x0, _, x1, _ = ln["box"]
+        home = None
+        for g in groups:
+            for j in g:
+                a0, _, a1, _ = lines[j]["box"]
+                overlap = min(x1, a1) - max(x0, a0)
+                if overlap > 0.3 * min(x1 - x0, a1 - a0):
+                    home = g
+                    break
+            if home is not None:
+                break
+        if home is None:
+            groups.append([i])
+        else:
+            home.append(i)
+    return ["".join(compact(lines[j]["text"]) for j in g) for g in groups if len(g) > 1]
+
+
+def match_constraint(target: str, line_texts: list[str], lines: list[dict] | None = None) -> dict:
+    """Find one constraint in the OCR lines; report the closest match.
+
+    ``lines`` (with boxes) adds column-wise joins to the candidates, so text beside other text
+    (a caption next to the title) does not break a wrapped title apart.
+    """
     want = compact(target)
-    lines = [compact(t) for t in line_texts]
-    joined = "".join(lines)
+    compacted = [compact(t) for t in line_texts]
+    joined = "".join(compacted)
     # Match against the joined text (covers a constraint wrapped over lines) and against each line
     # (keeps best_match readable when it sits in one line); the smaller distance wins.
     distance, start, end = substring_distance(canonical(want), canonical(joined))
     best = joined[start:end]
-    for c in lines:
+    for c in compacted + (column_texts(lines) if lines else []):
         d, s, e = substring_distance(canonical(want), canonical(c))
         if d < distance:
             distance, best = d, c[s:e]
@@ -226,7 +253,7 @@ def verify_image(image_or_path, program) -> dict:
     texts = program.text_constraints() if hasattr(program, "text_constraints") else list(program or [])
     lines = ocr_lines(image)
     line_texts = [ln["text"] for ln in lines]
-    results = [match_constraint(t, line_texts) for t in texts]
+    results = [match_constraint(t, line_texts, lines) for t in texts]
     score = None if not results else sum(r["found"] for r in results) / len(results)
     return {"constraints": results, "text_score": score, "ocr_text": line_texts,
             "ocr_lines": lines, "elapsed_s": round(time.perf_counter() - t0, 4)}

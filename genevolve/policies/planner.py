@@ -32,11 +32,12 @@ from genevolve.program import (
     URL_RE,
     Program,
     count_constraints,
-    quoted_strings,
     relation_constraints,
     repair_program,
     validate_program,
+    wanted_texts,
 )
+from genevolve.subjects import extract_entities, is_person_word_used_as_modifier
 from genevolve.protocol import FINAL_ROUND_MESSAGE, format_answer, format_tool_call, parse_turn
 
 SKILLS = ("text_rendering", "quantity_counting", "spatial_layout", "attribute_binding",
@@ -104,10 +105,6 @@ _LEADING_NON_NAMES = {
     "oil", "digital", "an", "and", "or", "but", "then", "it", "its", "their", "top", "bottom", "left",
     "right", "front", "back", "style", "use", "using", "keep", "give", "add", "place", "put", "bold",
 }
-_NAME_CONNECTORS = {"of", "the", "de", "la", "le", "du", "von", "van", "da", "del", "di", "&", "and", "on"}
-_CALENDAR = {"january", "february", "march", "april", "may", "june", "july", "august", "september",
-             "october", "november", "december", "monday", "tuesday", "wednesday", "thursday", "friday",
-             "saturday", "sunday"}
 _SUBJECT_FRAMES = re.compile(
     r"\b(?:photo(?:graph)?|picture|image|poster|illustration|painting|render(?:ing)?|drawing|shot|"
     r"portrait|cover|ad|advertisement|still life|scene|sketch|view)\s+of\s+", re.IGNORECASE)
@@ -257,7 +254,7 @@ def route_skills(request: str) -> list[str]:
     """The skills a request calls for, in priority order (the trigger rules of the issue)."""
     plain = _strip_quoted(request)
     routed: set[str] = set()
-    if quoted_strings(request) or (_TEXT_CUE_RE.search(plain) and re.search(r"[\"“«「]", request)):
+    if wanted_texts(request) or (_TEXT_CUE_RE.search(plain) and re.search(r"[\"“«「]", request)):
         routed.add("text_rendering")
     counts = count_constraints(request)
     if any(c.count and c.count >= 2 for c in counts) or re.search(r"\bexactly\b", plain, re.IGNORECASE):
@@ -266,8 +263,7 @@ def route_skills(request: str) -> list[str]:
     several = len(objects) >= 2 or any(c.count and c.count >= 2 for c in counts)
     if relation_constraints(request) or (_SKILL_TRIGGERS["spatial_layout"].search(plain) and several):
         routed.add("spatial_layout")
-    words = _words(plain)
-    if any(_singular(w) in _PEOPLE or w in _PEOPLE or _singular(w) in _ANIMALS for w in words):
+    if _living_beings(plain):
         routed.add("anatomy_body_coherence")
     if len(_attribute_pairs(plain)) >= 2:
         routed.add("attribute_binding")
@@ -275,55 +271,6 @@ def route_skills(request: str) -> list[str]:
         if _SKILL_TRIGGERS[skill].search(plain):
             routed.add(skill)
     return [s for s in SKILLS if s in routed]
-
-
-def extract_entities(request: str) -> list[str]:
-    """Named things worth a fact search: runs of capitalised words, product names with numbers.
-
-    Quoted text is excluded (it is text to draw, not a thing to look up); a capitalised word that
-    only starts a sentence or a brief ("Poster of…", "Three…") is not a name.
-    """
-    text = _strip_quoted(request, " | ")
-    tokens = re.findall(r"[A-Za-z0-9][\w'’-]*|[^\w\s]", text)
-    entities: list[str] = []
-    run: list[str] = []
-    sentence_start = True
-    run_at_start = [False]  # a run that began a sentence needs two capitalised words ("Book cover…")
-
-    def flush():
-        # Lower-case connectors join a name ("Statue of Liberty") but never end or start one;
-        # capitalised ones are part of it ("Van Gogh").
-        while run and run[-1] in _NAME_CONNECTORS:
-            run.pop()
-        while run and (run[0].lower() in _LEADING_NON_NAMES or run[0] in _NAME_CONNECTORS):
-            run.pop(0)
-        if run and not (run_at_start[0] and len(run) == 1):
-            name = " ".join(run)
-            single = len(run) == 1
-            if not (single and (_is_demonym(name) or name.lower() in _CALENDAR or len(name) < 3
-                                or name.isdigit())) and name not in entities:
-                entities.append(name)
-        run.clear()
-
-    for tok in tokens:
-        if not re.match(r"[A-Za-z0-9]", tok):
-            flush()
-            sentence_start = tok in ".!?:;|"
-            continue
-        is_cap = tok[0].isupper() or (tok[0].islower() and any(c.isupper() for c in tok[1:]))
-        if is_cap and sentence_start and tok.lower() in _LEADING_NON_NAMES:
-            is_cap = False
-        if is_cap:
-            if not run:
-                run_at_start[0] = sentence_start
-            run.append(tok)
-        elif run and (tok.lower() in _NAME_CONNECTORS or (tok[0].isdigit() and len(tok) <= 5)):
-            run.append(tok)
-        else:
-            flush()
-        sentence_start = False
-    flush()
-    return entities
 
 
 def extract_subjects(request: str, entities: Sequence[str] = ()) -> list[str]:
@@ -408,10 +355,6 @@ def _singular(word: str) -> str:
     if w.endswith("s") and not w.endswith("ss") and len(w) > 3:
         return w[:-1]
     return w
-
-
-def _is_demonym(word: str) -> bool:
-    return len(word) > 5 and word.lower().endswith(("ese", "ish", "ian"))
 
 
 def _strip_quoted(text: str, repl: str = " ") -> str:
@@ -582,7 +525,7 @@ _SKILL_REASONS = {
 
 
 def _write_text(request: str) -> str:
-    texts = quoted_strings(request)
+    texts = wanted_texts(request)
     if not texts:
         return "Any lettering must be crisp, correctly spelled and legible."
     quoted = ", ".join(f'"{t}"' for t in texts)
@@ -628,10 +571,25 @@ def _write_attributes(request: str) -> str:
             "object to another.")
 
 
+def _living_beings(plain: str) -> set[str]:
+    """ "people" and/or "animals" when the image shows them; a people or animal word that only
+    names a theme ("farmers market", "women's day", "cat café menu") does not count."""
+    tokens = list(re.finditer(r"[A-Za-z][A-Za-z'-]*", plain))
+    found: set[str] = set()
+    for i, m in enumerate(tokens):
+        w = m.group(0).lower()
+        if is_person_word_used_as_modifier(plain, i):
+            continue
+        if w in _PEOPLE or _singular(w) in _PEOPLE:
+            found.add("people")
+        elif _singular(w) in _ANIMALS:
+            found.add("animals")
+    return found
+
+
 def _write_anatomy(request: str) -> str:
-    words = set(_words(_strip_quoted(request)))
-    people = any(w in _PEOPLE or _singular(w) in _PEOPLE for w in words)
-    animals = any(_singular(w) in _ANIMALS for w in words)
+    beings = _living_beings(_strip_quoted(request))
+    people, animals = "people" in beings, "animals" in beings
     bits = []
     if people:
         bits.append("natural human proportions, five fingers per hand, symmetric eyes, believable poses "

@@ -95,4 +95,12 @@ def render_with_report(renderer: Renderer, program, *, size=None, seed: int = 0,
         if glyphs:
             warnings.append(glyphs)
     report.update(renderer.describe())
+    # What the renderer says it drew (the layout renderer: subjects, counts, boxes); a judge
+    # checks structure from this, and nothing here claims more than the backend reported.
+    layout = image.info.get("genevolve_layout")
+    if layout is not None:
+        report["layout"] = layout
+        if layout.get("warning"):
+            warnings.append(layout["warning"])
+    image.info["genevolve_render"] = report
     return image, report

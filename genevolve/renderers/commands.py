@@ -155,11 +155,15 @@ def verify(
 
     if not image.is_file():
         fail(f"image not found: {image}")
+    from genevolve.judges.structure import verification_summary
+
     prog = load_program_file(program)
     try:
         result = verify_image(image, prog)
     except ImageInputError as exc:
         fail(str(exc))
+    # An image file carries no layout report, so subjects are reported as not checked here.
+    result["summary"] = verification_summary(result, None, prog.constraints)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 

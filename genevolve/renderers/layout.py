@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps, ImageStat
 
 from genevolve.program import ORDINALS, Program
 from genevolve.renderers.base import Progress, Renderer, as_program, check_size, default_size, load_references
+from genevolve.renderers.stage import draw_scene, read_scene
 from genevolve.renderers.typeset import (
     Style, assign_roles, contrast_ratio, detail_map, draw_lines, fit_block, luminance, mix, readable_on,
 )
@@ -194,72 +195,6 @@ def add_grain(img: Image.Image, seed: int, strength: float = 0.05) -> Image.Imag
     return Image.blend(img, grain, strength)
 
 
-def _motif(img: Image.Image, region: tuple[int, int, int, int], pal: dict, rng: random.Random) -> None:
-    """Seeded geometric art inside ``region`` (posters with no photo)."""
-    x0, y0, x1, y1 = region
-    w, h = x1 - x0, y1 - y0
-    d = ImageDraw.Draw(img, "RGBA")
-    kind = rng.choice(["sun", "rings", "stripes", "bauhaus"])
-    acc, bg = pal["accent"], pal["bg"]
-    soft = mix(acc, bg, 0.45)
-    if kind == "sun":
-        r = int(min(w, h) * rng.uniform(0.32, 0.42))
-        cx, cy = x0 + int(w * rng.uniform(0.45, 0.65)), y0 + int(h * rng.uniform(0.42, 0.58))
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=acc)
-        for k in range(1, 6):  # horizon bands cut through the lower half of the disc
-            yy = cy + int(r * (0.15 + 0.17 * k))
-            d.rectangle([x0, yy, x1, yy + max(2, int(r * 0.035 * k))], fill=bg)
-        d.rectangle([x0, cy + int(r * 0.98), x1, y1], fill=mix(bg, acc, 0.12))
-    elif kind == "rings":
-        r0 = int(min(w, h) * 0.46)
-        cx = x0 + r0 + int((w - 2 * r0) * rng.uniform(0.2, 0.8))  # the rings stay inside the region
-        cy = y0 + r0 + int((h - 2 * r0) * rng.uniform(0.2, 0.8))
-        for k in range(7):
-            r = int(r0 * (1 - k * 0.13))
-            d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=acc if k % 2 == 0 else soft,
-                      width=max(3, int(min(w, h) * 0.018)))
-        d.ellipse([cx - r0 // 6, cy - r0 // 6, cx + r0 // 6, cy + r0 // 6], fill=acc)
-    elif kind == "stripes":
-        step = max(12, int(min(w, h) * 0.09))
-        thick = max(4, step // 3)
-        panel = img.crop((x0, y0, x1, y1))  # drawn on a crop, so no stripe leaves the region
-        pd = ImageDraw.Draw(panel, "RGBA")
-        for k in range(-h // step - 2, w // step + 3):
-            xa = k * step
-            pd.polygon([(xa, h), (xa + thick, h), (xa + thick + h, 0), (xa + h, 0)],
-                       fill=acc + (200,) if k % 3 else soft + (200,))
-        pd.rectangle([0, 0, w - 1, h - 1], outline=bg, width=max(6, int(min(w, h) * 0.04)))
-        img.paste(panel, (x0, y0))
-    else:  # a Bauhaus grid: each cell a circle, half circle, quarter circle or triangle
-        cols, rows = (3, 2) if w >= h else (2, 3)
-        fills = [acc, soft, mix(acc, (255, 255, 255), 0.4), mix(bg, (0, 0, 0), 0.3)]
-        xs = [x0 + round(i * w / cols) for i in range(cols + 1)]
-        ys = [y0 + round(j * h / rows) for j in range(rows + 1)]
-        for i in range(cols):
-            for j in range(rows):
-                cw, ch = xs[i + 1] - xs[i], ys[j + 1] - ys[j]
-                if cw < 2 or ch < 2:
-                    continue
-                base, fig = rng.sample(fills, 2)
-                cell = Image.new("RGB", (cw, ch), base)  # drawn apart, so no shape leaves its cell
-                cd = ImageDraw.Draw(cell)
-                shape = rng.choice(["circle", "half", "quarter", "triangle"])
-                r = int(min(cw, ch) * 0.42)
-                if shape == "circle":
-                    cd.ellipse([cw // 2 - r, ch // 2 - r, cw // 2 + r, ch // 2 + r], fill=fig)
-                elif shape == "half":
-                    start = rng.choice([0, 90, 180, 270])
-                    rr = int(min(cw, ch) * 0.5)
-                    cd.pieslice([cw // 2 - rr, ch // 2 - rr, cw // 2 + rr, ch // 2 + rr], start, start + 180, fill=fig)
-                elif shape == "quarter":
-                    rr = min(cw, ch)
-                    cx, cy = rng.choice([(0, 0), (cw, 0), (0, ch), (cw, ch)])
-                    cd.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=fig)
-                else:
-                    cd.polygon([(0, ch), (cw, ch), (cw // 2, 0)], fill=fig)
-                img.paste(cell, (xs[i], ys[j]))
-
-
 def _calm_band(img: Image.Image, frac: float) -> str:
     """'top' or 'bottom': where text will not cover the subject.
 
@@ -316,9 +251,27 @@ class LayoutRenderer(Renderer):
         rng = random.Random(f"{seed}|{program.gen_prompt}")
         pal = build_palette(program, refs)
         styles = typefaces(program.gen_prompt)
-        items = assign_roles(program.text_constraints())
+        texts = program.text_constraints()
+        items = assign_roles(texts)
+        scene, relations = read_scene(program)
+        bound = {it.reference for it in scene if it.reference is not None}
+        # References that show a subject are drawn as that subject; the others shape the layout.
+        free = [i for i in range(len(refs)) if i not in bound]
         hints = placement_hints(program)
-        img, self.last_layout = self._compose(W, H, refs, hints, items, pal, styles, rng, seed)
+        img, kind, drawn = self._compose(W, H, [refs[i] for i in free], [hints[i] for i in free], items, pal,
+                                         styles, rng, seed, scene, relations, refs)
+        report = {"composition": kind, "texts": [{"text": t, "typeset": True} for t in texts],
+                  "subjects": drawn, "relations": [r.model_dump(include={"subject", "relation", "object"})
+                                                   for r in relations],
+                  "not_drawn": [{"name": d["name"], "why": d["note"]} for d in drawn if d.get("note")]}
+        boxes = [d for d in drawn if d["form"] == "box"]
+        if boxes:
+            from genevolve.renderers.pictograms import MISSING_FONT_HINT, emoji_font_path
+
+            report["placeholders"] = [d["name"] for d in boxes]
+            if emoji_font_path() is None:
+                report["warning"] = MISSING_FONT_HINT
+        img.info["genevolve_layout"] = report
         if progress:
             progress(1, 1)
         return img
@@ -326,7 +279,8 @@ class LayoutRenderer(Renderer):
     # The composition is chosen from the references and their hints. Text is fitted first, into
     # the box the composition offers; art and photos then take all the room the text left, so
     # no poster has a dead gap between picture and type.
-    def _compose(self, W, H, refs, hints, items, pal, styles, rng, seed) -> tuple[Image.Image, str]:
+    def _compose(self, W, H, refs, hints, items, pal, styles, rng, seed, scene=(), relations=(),
+                 all_refs=()) -> tuple[Image.Image, str, list[dict]]:
         m = int(min(W, H) * 0.06)  # outer margin
         landscape = W > H * 1.2
         bg_index = next((i for i, h in enumerate(hints) if h == "background"), None)
@@ -359,15 +313,28 @@ class LayoutRenderer(Renderer):
                 ImageDraw.Draw(img).rectangle([x0, top, x0 + max(24, int(W * 0.08)), top + bar_h], fill=pal["accent"])
             draw_lines(img, lines, cols or colors, shadow=shadow)
 
+        drawn: list[dict] = []
+        label_font = None
+
+        def stage(region):
+            if scene:
+                drawn.extend(draw_scene(img, region, list(scene), list(relations), list(all_refs), pal, label_font))
+
         if not refs:
+            # No photo: the subjects take the room the text leaves. Nothing abstract stands in for
+            # content: with no subjects the poster is its type.
             kind = "poster"
-            if landscape:
+            if not scene:
+                box = (m, m, W - m, H - m) if landscape else (m, int(H * 0.2), W - m, H - m)
+                lines, top, bottom = set_text(box, valign="middle") if items else ([], 0, 0)
+                draw_text(lines, m, top)
+            elif landscape:
                 lines, top, bottom = set_text((m, m, W // 2 - m // 2, H - m), valign="middle") if items else ([], 0, 0)
-                _motif(img, (W // 2, m, W - m, H - m), pal, rng)
+                stage((W // 2, m, W - m, H - m) if items else (m, m, W - m, H - m))
                 draw_text(lines, m, top)
             else:
-                lines, top, bottom = set_text((m, int(H * 0.45), W - m, H - m), valign="bottom") if items else ([], H - m, H)
-                _motif(img, (m, m, W - m, max(m + 10, top - m)), pal, rng)
+                lines, top, bottom = set_text((m, int(H * 0.52), W - m, H - m), valign="bottom") if items else ([], H - m, H)
+                stage((m, m, W - m, max(m + 10, top - m)))
                 draw_text(lines, m, top)
         elif bg_index is not None:
             kind = "full-bleed"
@@ -393,6 +360,8 @@ class LayoutRenderer(Renderer):
                 y = m if band == "bottom" else H - m - ph
                 if ph > 40:
                     _framed(img, others[0], (x, y, x + pw, y + ph), border=max(4, pw // 40))
+            if scene:
+                stage((m, m, W - m, top - m) if band == "bottom" else (m, bottom + m, W - m, H - m))
             # Over a photo the scrim gives contrast; a soft shadow keeps the letter edges crisp on it.
             draw_text(lines, m, top, bar=False, cols=cols, shadow=(0, 0, 0) if luminance(ink) > 0.5 else None)
         else:
@@ -402,20 +371,27 @@ class LayoutRenderer(Renderer):
                 iw = int(W * (0.56 if landscape else 0.5))
                 ix = 0 if first != "right" else W - iw
                 box = (iw + m, m, W - m, H - m) if ix == 0 else (m, m, W - iw - m, H - m)
+                if scene:  # the subjects share the text column, above the text
+                    sbox = (box[0], box[1], box[2], box[1] + int((box[3] - box[1]) * 0.5))
+                    box = (box[0], sbox[3] + m // 2, box[2], box[3])
                 lines, top, bottom = set_text(box, valign="middle") if items else ([], 0, 0)
                 self._place_photos(img, refs, hints, (ix, 0, ix + iw, H), pal)
+                if scene:
+                    stage(sbox)
                 draw_text(lines, box[0], top)
             elif first == "bottom":
                 lines, top, bottom = set_text((m, m, W - m, int(H * 0.42)), valign="top") if items else ([], 0, 0)
                 iy = int(bottom + m) if items else 0
                 self._place_photos(img, refs, hints, (0, iy, W, H), pal)
+                stage((m, iy + m, W - m, H - m))
                 draw_text(lines, m, top)
             else:
                 lines, top, bottom = set_text((m, int(H * 0.58), W - m, H - m), valign="bottom") if items else ([], H, H)
                 ih = int(top - m) if items else H
                 self._place_photos(img, refs, hints, (0, 0, W, ih), pal)
+                stage((m, m, W - m, ih - m))
                 draw_text(lines, m, top)
-        return img, kind
+        return img, kind, drawn
 
     def _place_photos(self, img, refs, hints, box, pal) -> None:
         x0, y0, x1, y1 = box

@@ -1,0 +1,190 @@
+"""Structure checks: does the render show the request's subjects, in their counts and places?
+
+The evidence is the renderer's own report (the layout renderer lists every subject it drew, as a
+reference photo, a pictogram or a labelled box, with one pixel box per copy). From those boxes
+the checks are geometry: a subject is shown, its copies number what was asked, they form the
+asked arrangement, and each stated relation (left of, above, in front of…) holds between the
+groups. What the boxes cannot tell — whether the thing drawn really looks like the named
+entity, or whether the picture is any good — is left unchecked and said so.
+
+A renderer that reports no layout (a diffusion model, a remote service) gets ``None``: nothing
+about structure was measured.
+"""
+
+from __future__ import annotations
+
+from genevolve.program import Constraint
+from genevolve.subjects import same_subject
+
+
+def _centre(b):
+    return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+
+
+def _union(boxes):
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
+def _inside(box, holders) -> bool:
+    cx, cy = _centre(box)
+    return any(h[0] <= cx <= h[2] and h[1] - 0.1 * (h[3] - h[1]) <= cy <= h[3] for h in holders)
+
+
+def arrangement_holds(boxes: list[list[int]], shape: str) -> bool:
+    """Whether the copies' boxes form ``shape`` (row, column, triangle, circle, grid, diagonal)."""
+    if len(boxes) < 2:
+        return False
+    cs = [_centre(b) for b in boxes]
+    side = sum(max(b[2] - b[0], b[3] - b[1]) for b in boxes) / len(boxes)
+    tol = 0.25 * side
+    if shape == "row":
+        return max(c[1] for c in cs) - min(c[1] for c in cs) <= tol
+    if shape == "column":
+        return max(c[0] for c in cs) - min(c[0] for c in cs) <= tol
+    if shape == "diagonal":
+        order = sorted(cs)
+        return all(b[1] > a[1] + tol for a, b in zip(order, order[1:]))
+    rows: list[list[tuple[float, float]]] = []
+    for c in sorted(cs, key=lambda c: c[1]):
+        if rows and abs(c[1] - rows[-1][0][1]) <= tol:
+            rows[-1].append(c)
+        else:
+            rows.append([c])
+    if shape == "triangle":  # rows grow from the apex down (or up), each centred on the same axis
+        sizes = [len(r) for r in rows]
+        growing = all(b > a for a, b in zip(sizes, sizes[1:])) or all(b < a for a, b in zip(sizes, sizes[1:]))
+        axis = [sum(c[0] for c in r) / len(r) for r in rows]
+        return len(rows) >= 2 and growing and max(axis) - min(axis) <= side * 0.5
+    if shape == "circle":
+        if len(cs) < 3:
+            return False
+        mx, my = sum(c[0] for c in cs) / len(cs), sum(c[1] for c in cs) / len(cs)
+        radii = [((c[0] - mx) ** 2 + (c[1] - my) ** 2) ** 0.5 for c in cs]
+        mean = sum(radii) / len(radii)
+        return mean > 0 and all(abs(r - mean) <= 0.2 * mean for r in radii)
+    if shape == "grid":
+        return len(rows) >= 2 and max(len(r) for r in rows) >= 2
+    return False
+
+
+def relation_holds(a: list[list[int]], b: list[list[int]], relation: str) -> bool:
+    """Whether group ``a`` stands in ``relation`` to group ``b`` (boxes in image pixels, y down)."""
+    ua, ub = _union(a), _union(b)
+    (ax, ay), (bx, by) = _centre(ua), _centre(ub)
+    if relation == "left_of":
+        return ax < bx and ua[2] <= ub[0] + 0.25 * (ub[2] - ub[0])
+    if relation == "right_of":
+        return ax > bx and ua[0] >= ub[2] - 0.25 * (ub[2] - ub[0])
+    if relation == "above":
+        return ay < by and ua[3] <= ub[1] + 0.25 * (ub[3] - ub[1])
+    if relation == "below":
+        return ay > by and ua[1] >= ub[3] - 0.25 * (ub[3] - ub[1])
+    if relation == "in_front_of":  # nearer: lower on the page
+        return ua[3] > ub[3]
+    if relation == "behind":
+        return ua[3] < ub[3]
+    if relation == "next_to":
+        h = max(ua[3] - ua[1], ub[3] - ub[1])
+        return abs(ay - by) <= 0.5 * h
+    return False
+
+
+def check_structure(constraints: list[Constraint], layout: dict | None) -> dict | None:
+    """Score the request's subject and relation constraints against a layout report.
+
+    Returns None when nothing can be checked (no report, or no subjects/relations asked);
+    else {"score", "checks": [{what, kind, ok, detail}], "subjects_asked", "subjects_shown",
+    "placeholders", "identity_unchecked"}. ``subjects_shown`` counts pictograms and reference photos:
+    a labelled box is a placeholder, not the subject.
+    """
+    if not layout or "subjects" not in layout:
+        return None
+    subjects = [c for c in constraints if c.kind == "subject" and c.source == "request" and c.subject]
+    # A relation is checked only between subjects the request names ("ivy above it" has no
+    # second subject to find, so it is not measurable here, rather than failed).
+    relations = [c for c in constraints if c.kind == "relation" and c.source == "request"
+                 and any(same_subject(c.subject or "", s.subject) for s in subjects)
+                 and any(same_subject(c.object or "", s.subject) for s in subjects)]
+    if not subjects and not relations:
+        return None
+    drawn = [d for d in layout.get("subjects") or [] if d.get("drawn")]
+
+    def find(name):
+        return next((d for d in drawn if same_subject(name, d["name"])), None)
+
+    checks = []
+    shown = 0
+    for c in subjects:
+        d = find(c.subject)
+        # A labelled box marks where the subject goes; it does not show the subject, so it fails
+        # "shown" while its count and position still count.
+        visible = d is not None and d.get("form") in ("pictogram", "reference")
+        checks.append({"what": c.subject, "kind": "shown", "ok": visible,
+                       "detail": ("not drawn" if d is None else "only a labelled placeholder" if not visible
+                                  else f"drawn as {d['form']}" + (f" ({d['pictogram']})" if d.get("pictogram") else ""))})
+        if d is None:
+            continue
+        shown += visible
+        if c.count:
+            checks.append({"what": f"{c.count} {c.subject}", "kind": "count", "ok": d["drawn"] == c.count,
+                           "detail": f"{d['drawn']} drawn"})
+        if c.object:  # "tomatoes in the baskets": every copy sits within a container's box
+            holder = find(c.object)
+            ok = holder is not None and bool(d["boxes"]) and all(_inside(b, holder["boxes"]) for b in d["boxes"])
+            checks.append({"what": f"{c.subject} in the {c.object}", "kind": "relation", "ok": ok,
+                           "detail": "" if ok else "not inside"})
+        if c.arrangement:
+            ok = arrangement_holds(d["boxes"], c.arrangement)
+            checks.append({"what": f"{c.subject} in a {c.arrangement}", "kind": "arrangement", "ok": ok,
+                           "detail": "" if ok else "the copies do not form it"})
+    for r in relations:
+        a, b = find(r.subject or ""), find(r.object or "")
+        ok = a is not None and b is not None and relation_holds(a["boxes"], b["boxes"], r.relation or "")
+        checks.append({"what": r.describe(), "kind": "relation", "ok": ok,
+                       "detail": "" if a and b else "a side of it was not drawn"})
+    passed = sum(c["ok"] for c in checks)
+    # Identity is never verified here: a pictogram or a photo stands for the thing, a box only names it.
+    unchecked = [c.subject for c in subjects if find(c.subject) is not None]
+    return {"score": round(passed / len(checks), 6) if checks else None, "checks": checks,
+            "passed": passed, "total": len(checks), "subjects_asked": len(subjects), "subjects_shown": shown,
+            "placeholders": [d["name"] for d in drawn if d.get("form") == "box"],
+            "identity_unchecked": unchecked}
+
+
+def verification_summary(verification: dict | None, render: dict | None = None,
+                         constraints: list[Constraint] | None = None) -> str:
+    """One human line that says what was verified and what was not, e.g.
+    "1/1 quoted texts found by OCR; 3/3 subjects drawn (renderer's report), count 1/1; identity not checked"."""
+    constraints = list(constraints or [])
+    parts: list[str] = []
+    results = (verification or {}).get("constraints") or []
+    if verification and verification.get("error"):
+        parts.append(f"text not checked ({verification['error']})")
+    elif results:
+        found = sum(1 for r in results if r.get("found"))
+        parts.append(f"{found}/{len(results)} text{'s' if len(results) != 1 else ''} found by OCR")
+    else:
+        parts.append("no text asked")
+    subjects = [c for c in constraints if c.kind == "subject" and c.source == "request"]
+    layout = (render or {}).get("layout")
+    check = check_structure(constraints, layout)
+    n = len(subjects)
+    noun = "subject" if n == 1 else "subjects"
+    if check is None:
+        if n:
+            parts.append(f"{n} {noun} not checked (the renderer reports no layout)")
+    else:
+        parts.append(f"{check['subjects_shown']}/{n} {noun} shown as pictogram or reference photo "
+                     "(renderer's report)")
+        by_kind: dict[str, list[bool]] = {}
+        for c in check["checks"]:
+            if c["kind"] != "shown":
+                by_kind.setdefault(c["kind"], []).append(c["ok"])
+        for kind, label in (("count", "counts"), ("arrangement", "arrangements"), ("relation", "positions")):
+            if kind in by_kind:
+                parts.append(f"{label} {sum(by_kind[kind])}/{len(by_kind[kind])}")
+        if check["placeholders"]:
+            parts.append(f"{len(check['placeholders'])} only as labelled boxes")
+        if check["identity_unchecked"]:
+            parts.append("identity and look not checked")
+    return "; ".join(parts)
