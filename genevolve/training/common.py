@@ -1,72 +1,14 @@
-"""What both trainers share: config files, seeding, optimizer and schedule, a clean stop on SIGTERM."""
+"""What both trainers share at run time: seeding, optimizer and schedule, a clean stop on SIGTERM,
+and the process group (``Distributed``). Config loading lives in ``config.py`` (re-exported here)."""
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import random
 import signal
 import threading
-from pathlib import Path
-from typing import Any, TypeVar
 
-T = TypeVar("T")
-
-
-def config_from_dict(cls: type[T], data: dict) -> T:
-    """A (nested) config dataclass from a dict; unknown keys are an error that names them."""
-    from genevolve.training.modeling import ModelConfig
-
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(sorted(names))}")
-    nested = {"model": ModelConfig, **getattr(cls, "NESTED", {})}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        sub = nested.get(key)
-        if sub is ModelConfig and isinstance(value, str):
-            value = {"name": value}
-        if sub is not None and isinstance(value, dict):
-            value = config_from_dict(sub, value)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def config_from_file(cls: type[T], path: str | Path, **overrides) -> T:
-    import yaml
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"training config not found: {p}")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    for key in _PATH_KEYS:
-        if isinstance(data.get(key), str):
-            data[key] = _find_path(data[key], p.parent)
-    return config_from_dict(cls, data)
-
-
-_PATH_KEYS = ("train_data", "eval_data", "prompts", "system_prompt_path", "settings")
-
-
-def _find_path(value: str, config_dir: Path) -> str:
-    """A relative data path from a config: as given when it exists from the current folder, else
-    next to the config, else under the repository (so shipped configs run from any folder, and
-    from a copy the studio writes into a job folder)."""
-    from genevolve.config import REPO_ROOT
-
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return value
-    for base in (config_dir, REPO_ROOT):
-        if (base / path).exists():
-            return str(base / path)
-    return value
-
-
-def config_to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+from genevolve.training.config import config_from_dict, config_from_file, config_to_dict  # noqa: F401
 
 
 def seed_all(seed: int) -> None:
@@ -172,3 +114,27 @@ class Distributed:
     def wait(self) -> None:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
+
+
+def _launched_with_several_processes() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def prepare_process_group():
+    """accelerate's process state for this launch (one process: a plain no-op state).
+
+    torchrun and ``accelerate launch --cpu`` both set WORLD_SIZE; on a machine without CUDA,
+    accelerate treats such a launch as distributed only with ``ACCELERATE_USE_CPU=1`` (else every
+    rank believes it is alone and they all write the same run folder), so it is set here.
+    """
+    import torch
+    from accelerate import PartialState
+
+    if _launched_with_several_processes() and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "1")
+    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or the only process); safe to call before or without a process group."""
+    return int(os.environ.get("RANK", "0")) == 0
