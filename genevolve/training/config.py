@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from genevolve.training.modeling import ModelConfig
-
 T = TypeVar("T")
 
 
@@ -23,6 +21,22 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory=None):
     if factory is not None:
         return field(default_factory=factory, metadata={"help": help})
     return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    name: str = option("tiny:gemma3", "tiny:gemma3 | gemma3-270m | a folder or hub id from_pretrained can load.")
+    dtype: str = option("auto", "auto (bf16 on a GPU that has it, else fp32) | bfloat16 | float32 | float16.")
+    lora: dict | None = option(None, "LoRA adapter: {r, alpha, dropout, target_modules}; None trains all weights.")
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass (less memory).")
+    freeze_vision: bool = option(True, "Image-text models: keep the vision tower as released.")
+    attn_implementation: str | None = option("eager", "eager | sdpa | flash_attention_2 (None: the model's default).")
+    max_length: int = option(2048, "Tokens per conversation (longer ones are cut; with images, refused).")
+    extra: dict = option(factory=dict, help="Passed to from_pretrained.")
+
+    @classmethod
+    def from_string(cls, name: str) -> "ModelConfig":
+        return cls(name=name)
 
 
 @dataclass
@@ -49,9 +63,12 @@ def describe(cls) -> str:
 
     def walk(c, indent: str) -> None:
         for f in dataclasses.fields(c):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                "…" if f.default_factory is dataclasses.MISSING else "")
-            lines.append(f"{indent}{f.name} ({default!r}): {f.metadata.get('help', '')}".rstrip(": "))
+            if f.default is not dataclasses.MISSING:
+                default = repr(f.default)
+            else:
+                value = f.default_factory()
+                default = "…" if dataclasses.is_dataclass(value) else repr(value)
+            lines.append(f"{indent}{f.name} ({default}): {f.metadata.get('help', '')}".rstrip(": "))
             sub = _nested_types(c).get(f.name)
             if sub is not None:
                 walk(sub, indent + "  ")
@@ -92,8 +109,6 @@ def config_from_dict(cls: type[T], data: dict) -> T:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         sub = nested.get(key)
-        if sub is ModelConfig and isinstance(value, str):
-            value = {"name": value}
         if sub is not None and isinstance(value, str) and hasattr(sub, "from_string"):
             value = sub.from_string(value)
         if sub is not None and isinstance(value, dict):
