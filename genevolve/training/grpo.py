@@ -151,14 +151,16 @@ def group_advantages(rewards: list[float], scale: bool = True, eps: float = 1e-4
     return [(r - m) / (sd + eps) for r in rewards]
 
 
-def train_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False) -> dict:
-    """Run (or resume) GRPO; any error marks ``status.json`` failed (with the message) and propagates."""
+def train_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False, probe=None) -> dict:
+    """Run (or resume) GRPO; any error marks ``status.json`` failed (with the message) and propagates.
+
+    ``probe(model)``, when given, is called on every process with its trained model at the end."""
     from genevolve.training.metrics import RunFiles
 
     try:
         from genevolve.training.grpo_trainer import run_grpo
 
-        return run_grpo(cfg, reward_fn=reward_fn, tools=tools, quiet=quiet)
+        return run_grpo(cfg, reward_fn=reward_fn, tools=tools, quiet=quiet, probe=probe)
     except Exception as exc:
         from genevolve.training.common import is_main_process
 

@@ -465,7 +465,7 @@ def _trl_args(cfg: GRPOConfig, output_dir: Path, quiet: bool) -> trl.GRPOConfig:
     return trl.GRPOConfig(**args)
 
 
-def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False) -> dict:
+def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False, probe=None) -> dict:
     import os
 
     from datasets import Dataset
@@ -499,6 +499,10 @@ def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False
     state.wait_for_everyone()
     if run.buffer is not None:
         run.buffer.refresh()
+    per_step = cfg.prompts_per_step * state.num_processes
+    if len(run.prompts) < per_step:
+        raise ValueError(f"{cfg.prompts} has {len(run.prompts)} prompt(s); a step takes prompts_per_step x processes "
+                         f"= {per_step}: add prompts or lower prompts_per_step")
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": c["question"]}], "case_index": i}
                                  for i, c in enumerate(run.prompts)])
     # Seed last: loading models above may draw random numbers (module init), and a second run in
@@ -525,5 +529,7 @@ def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False
     state_name = callback.state_name if final < cfg.max_steps else "done"
     if main:
         files.status(state_name, step=final, total_steps=cfg.max_steps)
+    if probe is not None:
+        probe(trainer.accelerator.unwrap_model(trainer.model))
     state.wait_for_everyone()
     return {"state": state_name, "step": final, "run_dir": str(files.dir)}

@@ -74,23 +74,25 @@ def evaluate(model, encoded: list, pad_id: int, batch_size: int, dist=None) -> f
     return total / max(count, 1)
 
 
-def train_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
+def train_sft(cfg: SFTConfig, *, quiet: bool = False, probe=None) -> dict:
     """Run (or resume) SFT; returns ``{"state", "step", "best_eval_loss", "run_dir"}``.
 
     Any error marks ``status.json`` as failed (with the message) before it propagates.
+    ``probe(model)``, when given, is called on every process with its trained model at the end
+    (the multi-process tests compare the ranks' weights with it).
     """
     from genevolve.training.common import is_main_process
     from genevolve.training.metrics import RunFiles
 
     try:
-        return _train_sft(cfg, quiet)
+        return _train_sft(cfg, quiet, probe)
     except Exception as exc:
         if is_main_process():
             RunFiles(cfg.run_dir).status("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
         raise
 
 
-def _train_sft(cfg: SFTConfig, quiet: bool) -> dict:
+def _train_sft(cfg: SFTConfig, quiet: bool, probe=None) -> dict:
     """The loop. With several processes rank 0 alone writes the run folder; each rank takes every
     world-th example of one stream, and the summed gradients make a step equal to a one-process
     step over the same global batch (``common.Distributed``)."""
@@ -198,5 +200,7 @@ def _train_sft(cfg: SFTConfig, quiet: bool) -> dict:
               "run_dir": str(files.dir)}
     if main:
         files.status(state_name, step=step, total_steps=cfg.max_steps, best_eval_loss=result["best_eval_loss"])
+    if probe is not None:
+        probe(dist.unwrap(model))
     dist.wait()
     return result
