@@ -44,9 +44,14 @@ def _torchrun(nproc: int, kind: str, config: Path, out: Path, overrides: dict | 
                             **popen)
 
 
-def _run(nproc: int, kind: str, config: Path, out: Path, overrides: dict | None = None, timeout: int = 600) -> dict:
-    proc = _torchrun(nproc, kind, config, out, overrides)
-    stdout, stderr = proc.communicate(timeout=timeout)
+def _run(nproc: int, kind: str, config: Path, out: Path, overrides: dict | None = None, timeout: int = 1200) -> dict:
+    proc = _torchrun(nproc, kind, config, out, overrides, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its ranks, not left behind
+        proc.communicate()
+        raise
     assert proc.returncode == 0, stderr[-4000:]
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -75,8 +80,8 @@ def _close(a: dict, b: dict, keys, tol: float) -> list[str]:
 
 def _sft_config(tmp_path: Path, name: str, **kw) -> Path:
     config = yaml.safe_load((REPO / "configs" / "sft_tiny_cpu.yaml").read_text())
-    config.update(train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"), run_dir=str(tmp_path / name),
-                  max_steps=6, eval_every=3, save_every=3, **kw)
+    config.update({"train_data": str(REPO / "configs" / "data" / "tiny_sft.jsonl"), "run_dir": str(tmp_path / name),
+                   "max_steps": 6, "eval_every": 3, "save_every": 3, **kw})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -84,10 +89,10 @@ def _sft_config(tmp_path: Path, name: str, **kw) -> Path:
 
 def _grpo_config(tmp_path: Path, name: str, **kw) -> Path:
     config = yaml.safe_load((REPO / "configs" / "grpo_tiny_cpu.yaml").read_text())
-    config.update(prompts=str(REPO / "configs" / "data" / "tiny_prompts.jsonl"), run_dir=str(tmp_path / name),
-                  max_steps=4, prompts_per_step=1, save_every=2,
-                  agent={"system_prompt_path": str(REPO / "configs" / "data" / "tiny_system.md"), "max_rounds": 1},
-                  sdl={**config["sdl"], "store_path": str(tmp_path / f"{name}.db")}, **kw)
+    config.update({"prompts": str(REPO / "configs" / "data" / "tiny_prompts.jsonl"), "run_dir": str(tmp_path / name),
+                   "max_steps": 4, "prompts_per_step": 1, "save_every": 2,
+                   "agent": {"system_prompt_path": str(REPO / "configs" / "data" / "tiny_system.md"), "max_rounds": 1},
+                   "sdl": {**config["sdl"], "store_path": str(tmp_path / f"{name}.db")}, **kw})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -127,7 +132,7 @@ def test_two_process_grpo_with_sdl_runs_to_the_end_with_whole_groups(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-4" / "rng_state_1.pth").is_file()
 
 
-def _kill_after(proc, metrics: Path, rows: int, deadline_s: float = 300) -> None:
+def _kill_after(proc, metrics: Path, rows: int, deadline_s: float = 900) -> None:
     deadline = time.time() + deadline_s
     while time.time() < deadline:
         if metrics.is_file() and metrics.read_text().count("\n") >= rows:
@@ -135,6 +140,7 @@ def _kill_after(proc, metrics: Path, rows: int, deadline_s: float = 300) -> None
         assert proc.poll() is None, proc.stderr.read()[-4000:]
         time.sleep(0.1)
     else:
+        os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError(f"no {rows} metric rows within {deadline_s} s")
     os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no chance to checkpoint
     proc.communicate(timeout=60)

@@ -74,9 +74,59 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         self._batch_rows = inputs  # the dataset rows (case_index) behind the prompts _rollout gets
         self._sdl_pairs: list = []
+        self._row_encodings: list = []
+        self._prompt_lengths: list[int] = []
         output = super()._generate_and_score_completions(inputs)
         output["sdl_pairs"] = self._sdl_pairs  # a list: TRL shuffles and splits it with the tensors
+        vision = self._vision_inputs(output)
+        if vision:
+            self._add_vision(output, vision)
         return output
+
+    def _vision_inputs(self, output) -> dict:
+        """Pixel values and image-token types of the rollouts' conversations, laid out as TRL pads
+        (prompt left, completion right). TRL's rollout_func path carries no images, so an
+        image-text policy would otherwise be trained on image placeholder tokens without pixels."""
+        encs = self._row_encodings
+        if not any(e.vision for e in encs):
+            return {}
+        if not all("image_grid_thw" in e.vision for e in encs if e.vision):
+            raise ValueError("GRPO of image-text policies supports Qwen-style processors (image_grid_thw)")
+        device = self.accelerator.device
+        P, C = output["prompt_ids"].size(1), output["completion_ids"].size(1)
+        types = torch.zeros((len(encs), P + C), dtype=torch.long)
+        for i, e in enumerate(encs):
+            t = e.token_types or [0] * len(e)
+            first = self._prompt_lengths[i]
+            types[i, P - first:P] = torch.tensor(t[:first], dtype=torch.long)
+            types[i, P:P + len(t) - first] = torch.tensor(t[first:], dtype=torch.long)
+        with_images = [e for e in encs if e.vision]
+        return {"pixel_values": torch.cat([e.vision["pixel_values"] for e in with_images]).to(device),
+                "image_grid_thw": torch.cat([e.vision["image_grid_thw"] for e in with_images]).to(device),
+                "num_images": [int(e.vision["image_grid_thw"].shape[0]) if e.vision else 0 for e in encs],
+                "mm_token_type_ids": types.to(device)}
+
+    def _add_vision(self, output: dict, vision: dict) -> None:
+        """Put the vision inputs into the batch, and redo the no-grad passes TRL made without them."""
+        output.update(vision)
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        keep = output["completion_ids"].size(1)
+        with torch.no_grad():
+            if "old_per_token_logps" in output:
+                output["old_per_token_logps"] = self._get_per_token_logps_and_entropies(
+                    self.model, ids, mask, keep, **vision)[0]
+            if "ref_per_token_logps" in output:
+                if self.ref_model is not None:
+                    output["ref_per_token_logps"] = self._get_per_token_logps_and_entropies(
+                        self.ref_model, ids, mask, keep, **vision)[0]
+                else:
+                    from trl.trainer.grpo_trainer import use_adapter
+
+                    unwrapped = self.accelerator.unwrap_model(self.model)
+                    with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                        output["ref_per_token_logps"] = self._get_per_token_logps_and_entropies(
+                            self.model, ids, mask, keep, **vision)[0]
 
     def _rollout(self, prompts: list) -> dict:
         run, cfg = self.run, self.run.cfg
@@ -88,73 +138,86 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
         timings: Counter = Counter()
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "env_mask": [], "genevolve_reward": []}
         pairs, new_guides, log_lines, stats = [], [], [], _RolloutStats()
-        model = run.policy.model
-        was_training = model.training
-        model.eval()
-        try:
-            for g in range(0, len(rows), G):
-                indices = {int(r["case_index"]) for r in rows[g:g + G]}
-                if len(indices) != 1:
-                    raise RuntimeError(f"a GRPO group was split across prompts {sorted(indices)}: the batch "
-                                       "layout must keep each prompt's G rollouts together")
-                case = run.prompts[indices.pop()]
-                guide = None
-                if run.buffer is not None:
-                    t0 = time.perf_counter()
-                    guide, _cos, passes = run.buffer.retrieve(case["question"], bump=False)
-                    guide = guide if passes else None
-                    stats.hits += int(passes)
-                    timings["retrieve_s"] += time.perf_counter() - t0
-                trajs = run.group_rollouts(case, timings)
-                rewards = []
-                for traj in trajs:
-                    r = run.reward_fn(case, traj)
-                    for k, v in r.timings.items():
-                        timings[k] += v
-                    rewards.append(r)
-                totals = [r.total for r in rewards]
-                t0 = time.perf_counter()
-                for traj, r in zip(trajs, rewards):
-                    student = run.encode(traj)
-                    teacher = run.encode(traj, guide) if guide is not None else None
-                    prompt_ids, completion_ids, mask = _split_prompt(student)
-                    out["prompt_ids"].append(prompt_ids)
-                    out["completion_ids"].append(completion_ids)
-                    out["env_mask"].append(mask)
-                    out["genevolve_reward"].append(float(r.total))
-                    pairs.append((student, teacher) if teacher is not None and any(student.decision_mask) else None)
-                    stats.add(traj, r, sum(mask))
-                timings["encode_s"] += time.perf_counter() - t0
-                adv = group_advantages(totals, cfg.scale_rewards)
-                stats.advantages += adv
-                # Rows that move the weights: a non-zero advantage or an SDL teacher, and tokens of its own.
-                stats.trained += sum(1 for a, m, p in zip(adv, out["env_mask"][-G:], pairs[-G:])
-                                     if any(m) and (abs(a) > 0 or p is not None or cfg.beta > 0))
-                log_lines.append({"step": step, "prompt_id": case.get("id"), "question": case["question"],
-                                  "guide": guide["id"] if guide else None, "rank": self.accelerator.process_index,
-                                  "rollouts": [{"reward": r.total, "components": r.components, "advantage": a,
-                                                "termination": t.termination,
-                                                "tools": [s.tool_name for s in t.tool_calls()],
-                                                "program": t.program.gen_prompt if t.program else None,
-                                                "last_turn": (t.steps[-1].assistant_text if t.steps else "")[:500]}
-                                               for t, r, a in zip(trajs, rewards, adv)]})
-                if run.buffer is not None:
-                    from genevolve.training.sdl import pick_pair
+        from trl.models.utils import unwrap_model_for_generation
 
-                    pair = pick_pair(totals, cfg.sdl.delta_min)
-                    if pair is not None:
-                        t0 = time.perf_counter()
-                        b, w = pair
-                        new = run.distiller(case["question"], trajs[b], trajs[w], rewards[b], rewards[w])
-                        new.setdefault("meta", {}).update({"run": run.run_id, "step": step})
-                        new_guides.append(new)
-                        timings["distill_s"] += time.perf_counter() - t0
-        finally:
-            model.train(was_training)
+        # Under DeepSpeed ZeRO-3 the weights are sharded: gather them for the rollouts (TRL's own
+        # generation path does the same); with DDP or one process this yields the plain module.
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                         gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model:
+            run.policy.model = model
+            was_training = model.training
+            model.eval()
+            try:
+                self._rollout_groups(rows, G, step, out, pairs, new_guides, log_lines, stats, timings)
+            finally:
+                model.train(was_training)
         stats.groups = len(rows) // G
         self._sdl_pairs = pairs
         self._publish(step, new_guides, log_lines, stats, timings)
         return {**out, "logprobs": None}
+
+    def _rollout_groups(self, rows, G, step, out, pairs, new_guides, log_lines, stats, timings) -> None:
+        """G agent rollouts per prompt, scored, rendered to token ids; guides distilled per group."""
+        run, cfg = self.run, self.run.cfg
+        for g in range(0, len(rows), G):
+            indices = {int(r["case_index"]) for r in rows[g:g + G]}
+            if len(indices) != 1:
+                raise RuntimeError(f"a GRPO group was split across prompts {sorted(indices)}: the batch "
+                                   "layout must keep each prompt's G rollouts together")
+            case = run.prompts[indices.pop()]
+            guide = None
+            if run.buffer is not None:
+                t0 = time.perf_counter()
+                guide, _cos, passes = run.buffer.retrieve(case["question"], bump=False)
+                guide = guide if passes else None
+                stats.hits += int(passes)
+                timings["retrieve_s"] += time.perf_counter() - t0
+            trajs = run.group_rollouts(case, timings)
+            rewards = []
+            for traj in trajs:
+                r = run.reward_fn(case, traj)
+                for k, v in r.timings.items():
+                    timings[k] += v
+                rewards.append(r)
+            totals = [r.total for r in rewards]
+            t0 = time.perf_counter()
+            for traj, r in zip(trajs, rewards):
+                student = run.encode(traj)
+                teacher = run.encode(traj, guide) if guide is not None else None
+                prompt_ids, completion_ids, mask = _split_prompt(student)
+                self._row_encodings.append(student)
+                self._prompt_lengths.append(len(prompt_ids))
+                out["prompt_ids"].append(prompt_ids)
+                out["completion_ids"].append(completion_ids)
+                out["env_mask"].append(mask)
+                out["genevolve_reward"].append(float(r.total))
+                pairs.append((student, teacher) if teacher is not None and any(student.decision_mask) else None)
+                stats.add(traj, r, sum(mask))
+            timings["encode_s"] += time.perf_counter() - t0
+            adv = group_advantages(totals, cfg.scale_rewards)
+            stats.advantages += adv
+            # Rows that move the weights: a non-zero advantage or an SDL teacher, and tokens of its own.
+            stats.trained += sum(1 for a, m, p in zip(adv, out["env_mask"][-G:], pairs[-G:])
+                                 if any(m) and (abs(a) > 0 or p is not None or cfg.beta > 0))
+            log_lines.append({"step": step, "prompt_id": case.get("id"), "question": case["question"],
+                              "guide": guide["id"] if guide else None, "rank": self.accelerator.process_index,
+                              "rollouts": [{"reward": r.total, "components": r.components, "advantage": a,
+                                            "termination": t.termination,
+                                            "tools": [s.tool_name for s in t.tool_calls()],
+                                            "program": t.program.gen_prompt if t.program else None,
+                                            "last_turn": (t.steps[-1].assistant_text if t.steps else "")[:500]}
+                                           for t, r, a in zip(trajs, rewards, adv)]})
+            if run.buffer is not None:
+                from genevolve.training.sdl import pick_pair
+
+                pair = pick_pair(totals, cfg.sdl.delta_min)
+                if pair is not None:
+                    t0 = time.perf_counter()
+                    b, w = pair
+                    new = run.distiller(case["question"], trajs[b], trajs[w], rewards[b], rewards[w])
+                    new.setdefault("meta", {}).update({"run": run.run_id, "step": step})
+                    new_guides.append(new)
+                    timings["distill_s"] += time.perf_counter() - t0
 
     def _publish(self, step: int, new_guides: list, log_lines: list, stats, timings: Counter) -> None:
         """Gather what every process produced; rank 0 alone writes guides and rollouts.jsonl."""
@@ -395,9 +458,6 @@ class _Run:
             raise ValueError("prompts is empty: point it at a JSONL of bench rows ({\"question\": ...})")
         self.prompts = load_prompts(cfg.prompts)
         self.model, self.tokenizer, self.processor = load_for_training(cfg.model)
-        if self.processor is not None:
-            raise ValueError("GRPO on TRL trains text policies here: image-text policies need TRL to receive the "
-                             "conversation's pixel values, which its rollout_func path drops; use a text model")
         self.encoder = ConversationEncoder(self.tokenizer, self.processor, max_length=cfg.model.max_length)
         self.reward_fn = reward_fn or make_reward(
             cfg.reward, image_dir=str(self.files.dir / "images") if cfg.save_images else None)
@@ -442,7 +502,7 @@ class _Run:
         return self.encoder.encode(messages, rec["images"])
 
 
-def _trl_args(cfg: GRPOConfig, output_dir: Path, quiet: bool) -> trl.GRPOConfig:
+def _trl_args(cfg: GRPOConfig, output_dir: Path) -> trl.GRPOConfig:
     from genevolve.training.modeling import pick_dtype
 
     per_process = cfg.prompts_per_step * cfg.group_size
@@ -466,19 +526,54 @@ def _trl_args(cfg: GRPOConfig, output_dir: Path, quiet: bool) -> trl.GRPOConfig:
 
 
 def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False, probe=None) -> dict:
+    from genevolve.training.common import GracefulStop
+    from genevolve.training.metrics import progress
+
+    with GracefulStop() as stop:
+        trainer, ckpt = build_trainer(cfg, reward_fn=reward_fn, tools=tools, stop=stop)
+        run, callback, state = trainer.run, trainer.folder_callback, trainer.accelerator.state
+        main, files = state.is_main_process, run.files
+        step = trainer.resume_step
+        if main and not quiet:
+            callback.bar = progress(cfg.max_steps, step, "grpo" + ("+sdl" if cfg.sdl.enabled else ""))
+        if main:
+            files.status("running", step=step, total_steps=cfg.max_steps)
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    if callback.bar is not None:
+        callback.bar.close()
+    final = trainer.state.global_step
+    state_name = callback.state_name if final < cfg.max_steps else "done"
+    if main:
+        files.status(state_name, step=final, total_steps=cfg.max_steps)
+    if probe is not None:
+        probe(trainer.accelerator.unwrap_model(trainer.model))
+    trainer.accelerator.wait_for_everyone()
+    return {"state": state_name, "step": final, "run_dir": str(files.dir)}
+
+
+def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
+    """The trainer for ``cfg``, its run folder prepared for a fresh start or a resume:
+    ``(trainer, checkpoint to resume from or None)``."""
     import os
+    import warnings
 
     from datasets import Dataset
 
     from genevolve.training.common import GracefulStop, config_to_dict, prepare_process_group, seed_all
-    from genevolve.training.metrics import progress
-
-    import warnings
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; we pin trl
     # TRL toggles checkpointing around no-grad passes with the names transformers 5 deprecates.
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+    if cfg.use_vllm:
+        # Measured blocker, kept ours: an agent rollout asks the policy for a turn, runs tools, asks
+        # again, a different number of turns per trajectory. TRL's vLLM generation (colocate or
+        # server) is one collective call per step over all processes with a fixed number of
+        # completions per prompt, so a per-turn call from each trajectory would deadlock the ranks.
+        # It needs a lock-step turn batcher across ranks, which is not built yet.
+        raise ValueError("use_vllm: vLLM rollouts for multi-turn agent trajectories are not supported yet; "
+                         "set use_vllm: false (rollouts then run on the training weights with transformers "
+                         "generate, gathered under ZeRO-3)")
     state = prepare_process_group()
     main = state.is_main_process
     seed_all(cfg.seed)
@@ -508,28 +603,15 @@ def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False
     # Seed last: loading models above may draw random numbers (module init), and a second run in
     # the same process finds them cached; sampling must start from the same state.
     seed_all(cfg.seed)
-    with GracefulStop() as stop:
-        callback = RunFolderCallback(run, stop)
-        trainer = AgentGRPOTrainer(model=run.model, reward_funcs=[genevolve_reward],
-                                   args=_trl_args(cfg, files.checkpoints, quiet), train_dataset=dataset,
-                                   processing_class=run.tokenizer, callbacks=[callback], run=run)
-        callback.trainer = trainer
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    callback = RunFolderCallback(run, stop if stop is not None else GracefulStop())
+    trainer = AgentGRPOTrainer(model=run.model, reward_funcs=[genevolve_reward],
+                               args=_trl_args(cfg, files.checkpoints), train_dataset=dataset,
+                               processing_class=run.processor or run.tokenizer, callbacks=[callback], run=run)
+    callback.trainer = trainer
+    trainer.folder_callback = callback
+    trainer.resume_step = step
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        for noisy in (PrinterCallback, ProgressCallback):  # our bar and metrics.jsonl say it once
-            trainer.remove_callback(noisy)
-        if main and not quiet:
-            callback.bar = progress(cfg.max_steps, step, "grpo" + ("+sdl" if cfg.sdl.enabled else ""))
-        if main:
-            files.status("running", step=step, total_steps=cfg.max_steps)
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
-    if callback.bar is not None:
-        callback.bar.close()
-    final = trainer.state.global_step
-    state_name = callback.state_name if final < cfg.max_steps else "done"
-    if main:
-        files.status(state_name, step=final, total_steps=cfg.max_steps)
-    if probe is not None:
-        probe(trainer.accelerator.unwrap_model(trainer.model))
-    state.wait_for_everyone()
-    return {"state": state_name, "step": final, "run_dir": str(files.dir)}
+    for noisy in (PrinterCallback, ProgressCallback):  # our bar and metrics.jsonl say it once
+        trainer.remove_callback(noisy)
+    return trainer, ckpt
