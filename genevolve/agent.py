@@ -109,6 +109,7 @@ class Agent:
             if ref.img_id not in traj.user_image_ids:
                 traj.user_image_ids.append(ref.img_id)
         ctx.user_images = [registry.get(i) for i in traj.user_image_ids]
+        traj.images = registry.list()  # a run that ends before any tool call still lists the user's images
         user_text = traj.request
         if traj.user_image_ids:
             listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)

@@ -18,7 +18,7 @@ vLLM. What is ours goes in through its extension points:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from genevolve.agent import AgentConfig
 from genevolve.program import IMG_ID_RE

@@ -37,7 +37,6 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import torch
 import trl
@@ -444,7 +443,7 @@ class RunFolderCallback(TrainerCallback):
 class _Run:
     """Everything the rollouts need, built once per process."""
 
-    def __init__(self, cfg: GRPOConfig, *, reward_fn=None, tools=None, main: bool = True):
+    def __init__(self, cfg: GRPOConfig, *, reward_fn=None, tools=None, main: bool = True, rank: int = 0):
         from genevolve.agent import Agent, AgentConfig
         from genevolve.policies.local import LocalPolicy
         from genevolve.training.data import ConversationEncoder, load_prompts
@@ -466,7 +465,9 @@ class _Run:
         self.policy = LocalPolicy(self.model, self.tokenizer, self.processor, name="grpo-rollout",
                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         agent_cfg = AgentConfig(**{**vars(cfg.agent), "offline": cfg.tools != "online"})
-        self.agent = Agent(self.policy, self.tools, agent_cfg, work_dir=self.files.dir / "rollout_files")
+        # Scratch files of the tools (downloads, copies); one folder per rank, so ranks never share one.
+        work = self.files.dir / "rollout_files" / (f"rank-{rank}" if rank else "")
+        self.agent = Agent(self.policy, self.tools, agent_cfg, work_dir=work)
         self.run_id = self.files.dir.resolve().as_posix()
         self.buffer = self.distiller = None
         if cfg.sdl.enabled:
@@ -577,7 +578,7 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
     state = prepare_process_group()
     main = state.is_main_process
     seed_all(cfg.seed)
-    run = _Run(cfg, reward_fn=reward_fn, tools=tools, main=main)
+    run = _Run(cfg, reward_fn=reward_fn, tools=tools, main=main, rank=state.process_index)
     files = run.files
     ckpt = files.latest_trl_checkpoint() if cfg.resume else None
     step = int(ckpt.name.split("-")[-1]) if ckpt is not None else 0
