@@ -4,10 +4,11 @@ renderer, the local judge and the sufficiency judge: where the time goes.
     python benchmarks/train_grpo_step.py [--group 6] [--rounds 3] [--new-tokens 96] [--case ka_arch_02]
 
 The buffer is seeded with a guide distilled (offline, contrastive) from the planner's
-trajectory for the same request against a failed one, so the teacher path runs. The 270M base
-rarely writes a valid program, so its rewards are often all equal (zero advantages, nothing
-to train); the update is then measured with advantages set to +1/-1 alternately and the JSON
-says so (``forced_advantages``). Rollouts, tools, rendering and judging are always real.
+trajectory for the same request against a failed one, so the teacher path runs. The step is one
+real step of the trainer (TRL's GRPOTrainer with our rollouts, rewards and SDL term); the 270M
+base rarely writes a valid program, so its rewards are often all equal (zero advantages) and the
+step then measures rollouts plus a no-op policy term. Rollouts, tools, rendering and judging are
+always real.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def main() -> None:
     from genevolve.agent import build_agent
     from genevolve.config import Settings
     from genevolve.training.data import load_prompts
-    from genevolve.training.grpo import GRPOConfig, GRPOTrainer, SDLConfig
+    from genevolve.training.grpo import GRPOConfig, SDLConfig
+    from genevolve.training.grpo_trainer import build_trainer
+    from genevolve.training.metrics import read_metrics
     from genevolve.training.modeling import ModelConfig
     from genevolve.training.rewards import HybridReward
     from genevolve.training.sdl import ContrastiveDistiller
@@ -52,12 +55,13 @@ def main() -> None:
         model=ModelConfig(name="gemma3-270m", dtype="float32", max_length=3072, gradient_checkpointing=True,
                           lora={"r": 16, "alpha": 32}),
         prompts=str(tmp / "prompts.jsonl"), run_dir=str(tmp / "run"), max_steps=1, group_size=args.group,
-        lr=1e-5, max_new_tokens=args.new_tokens, max_rounds=args.rounds, max_tool_calls=args.rounds - 1,
-        tools="offline", sdl=SDLConfig(enabled=True, store_path=str(tmp / "guides.db")))
-    trainer = GRPOTrainer(cfg, quiet=True)
+        lr=1e-5, max_new_tokens=args.new_tokens, tools="offline",
+        sdl=SDLConfig(enabled=True, store_path=str(tmp / "guides.db")))
+    cfg.agent.max_rounds, cfg.agent.max_tool_calls = args.rounds, args.rounds - 1
     t0 = time.perf_counter()
-    trainer.setup()
+    trainer, _ = build_trainer(cfg)
     setup_s = time.perf_counter() - t0
+    run = trainer.run
 
     # Seed the buffer: the planner's trajectory (best) against a failed attempt (worst).
     settings = Settings.load(None, policy="planner", offline=True)
@@ -66,28 +70,24 @@ def main() -> None:
                         steps=[Step(round=1, kind="format_error", error="no <tool_call> or <answer> block after </think>")])
     reward = HybridReward()
     best_r, worst_r = reward(cases[0], planner_traj), reward(cases[0], failed)
-    trainer.buffer.add(ContrastiveDistiller()(cases[0]["question"], planner_traj, failed, best_r, worst_r))
-    _, cosine, passes = trainer.buffer.retrieve(cases[0]["question"], bump=False)
+    run.buffer.add(ContrastiveDistiller()(cases[0]["question"], planner_traj, failed, best_r, worst_r))
+    run.buffer.refresh()
+    _, cosine, passes = run.buffer.retrieve(cases[0]["question"], bump=False)
 
-    trainer.timings.clear()
     t_step = time.perf_counter()
-    collected = trainer.collect(1)
-    forced = all(s.advantage == 0 for s in collected["samples"])
-    if forced:
-        for i, s in enumerate(collected["samples"]):
-            s.advantage = 1.0 if i % 2 == 0 else -1.0
-    record = trainer.update(collected, 1, t_step)
-    decision_tokens = sum(sum(s.student.decision_mask) for s in collected["samples"] if s.student is not None)
+    trainer.train()
+    step_s = time.perf_counter() - t_step
+    record = read_metrics(cfg.run_dir)[-1]
 
     # The SDL term on trajectories that do have decision tokens (the planner's), timed alone.
     import torch
 
     from genevolve.training.sdl import sdl_loss, with_guide
 
-    guide, _, _ = trainer.buffer.retrieve(cases[0]["question"], bump=False)
+    guide, _, _ = run.buffer.retrieve(cases[0]["question"], bump=False)
     rec = planner_traj.to_sft_record()
-    student = trainer.encoder.encode(rec["messages"], rec["images"])
-    teacher = trainer.encoder.encode(with_guide(rec["messages"], guide), rec["images"])
+    student = run.encoder.encode(rec["messages"], rec["images"])
+    teacher = run.encoder.encode(with_guide(rec["messages"], guide), rec["images"])
     trainer.model.train()
     t1 = time.perf_counter()
     terms = None
@@ -98,11 +98,10 @@ def main() -> None:
 
     out = {"case": args.case, "group": args.group, "max_rounds": args.rounds, "max_new_tokens": args.new_tokens,
            "threads": torch.get_num_threads(), "setup_s": round(setup_s, 2), "guide_cosine": round(cosine, 4),
-           "guide_passes_gate": passes, "rewards": [round(s.reward.total, 4) for s in collected["samples"]],
+           "guide_passes_gate": passes, "reward_mean": record["reward_mean"], "reward_std": record["reward_std"],
            "terminations": record["terminations"], "tool_calls": record["tool_calls"],
            "tool_cache_hits": record["tool_cache_hits"], "generated_tokens": record["tokens"],
-           "rollout_decision_tokens": decision_tokens, "forced_advantages": forced,
-           "step_s": round(record["step_s"], 2), "timings": record["timings"],
+           "sdl_samples": record.get("sdl_samples"), "step_s": round(step_s, 2), "timings": record["timings"],
            "sdl_on_planner_trajectories": {"samples": args.group, "tokens": len(student),
                                            "decision_tokens": terms.decision_tokens, "kept": terms.kept,
                                            "teacher_forward_plus_sdl_backward_s": round(sdl_s, 2)}}

@@ -136,6 +136,7 @@ class Agent:
             if ref.img_id not in traj.user_image_ids:
                 traj.user_image_ids.append(ref.img_id)
         ctx.user_images = [registry.get(i) for i in traj.user_image_ids]
+        traj.images = registry.list()  # a run that ends before any tool call still lists the user's images
         problem = request_problem(traj.request, len(traj.user_image_ids))
         if problem:  # nothing to plan: say so rather than draw a generic image
             traj.termination, traj.reason = "invalid_request", problem

@@ -282,6 +282,13 @@ class Store:
             out.append(d)
         return out
 
+    def delete_guides(self, *, run: str, after_step: int = 0) -> int:
+        """Delete the guides a training run wrote after ``after_step`` (its ``meta.run`` / ``meta.step``)."""
+        with self.connect() as db:
+            cur = db.execute("DELETE FROM guides WHERE json_extract(meta, '$.run') = ? "
+                             "AND json_extract(meta, '$.step') > ?", (run, after_step))
+            return cur.rowcount
+
     def bump_guide(self, guide_id: str) -> None:
         with self.connect() as db:
             db.execute("UPDATE guides SET times_retrieved = times_retrieved + 1 WHERE id=?", (guide_id,))

@@ -1,8 +1,9 @@
-"""GRPO: advantages and the clipped objective, the group tool cache, the hybrid reward on a real
+"""GRPO: advantages as TRL computes them, the group tool cache, the hybrid reward on a real
 trajectory, and a tiny model whose mean reward rises under a verifiable rule."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -21,23 +22,19 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def test_group_advantages_and_clipping():
+def test_group_advantages_match_trls():
+    """rollouts.jsonl logs the advantages TRL trains with: (r - mean) / (unbiased std + 1e-4) per group."""
     import torch
+    from trl.trainer.utils import nanstd
 
-    from genevolve.training.grpo import clipped_objective, group_advantages
+    from genevolve.training.grpo import group_advantages
 
-    adv = group_advantages([1.0, 0.0, 0.0, 1.0])
-    assert [round(a, 3) for a in adv] == [1.0, -1.0, -1.0, 1.0]
+    for rewards in ([1.0, 0.0, 0.0, 1.0], [0.25, 0.5, 1.0, 0.0, 0.0, 0.75]):
+        r = torch.tensor(rewards)
+        expected = ((r - r.mean()) / (nanstd(r) + 1e-4)).tolist()
+        assert [round(a, 5) for a in group_advantages(rewards)] == [round(e, 5) for e in expected]
     assert group_advantages([0.5, 0.5, 0.5]) == [0.0, 0.0, 0.0]
     assert group_advantages([2.0, 0.0], scale=False) == [1.0, -1.0]
-    old = torch.zeros(3)
-    # Positive advantage: the ratio's gain is capped at 1 + eps.
-    new = torch.log(torch.tensor([1.5, 1.0, 0.5]))
-    loss, frac = clipped_objective(new, old, 1.0, 0.2)
-    assert math.isclose(float(loss), -(1.2 + 1.0 + 0.5) / 3, rel_tol=1e-5) and math.isclose(frac, 2 / 3, rel_tol=1e-6)
-    # Negative advantage: the pessimistic side is kept (no reward for moving below 1 - eps).
-    loss, _ = clipped_objective(new, old, -1.0, 0.2)
-    assert math.isclose(float(loss), (1.5 + 1.0 + 0.8) / 3, rel_tol=1e-5)
 
 
 def test_group_tool_cache_reuses_results_with_each_trajectorys_own_ids(tmp_path):
@@ -109,6 +106,7 @@ def test_grpo_mean_reward_rises_under_a_verifiable_rule(tmp_path):
                            prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=25,
                            system_prompt_path=str(REPO / "configs" / "data" / "tiny_system.md"),
                            sdl={"enabled": False}, save_every=100)
+    assert cfg.agent.max_rounds == 1 and cfg.agent.system_prompt_path.endswith("tiny_system.md")
     result = train_grpo(cfg, quiet=True)
     metrics = read_metrics(tmp_path / "run")
     assert result["state"] == "done" and len(metrics) == 25
@@ -117,3 +115,49 @@ def test_grpo_mean_reward_rises_under_a_verifiable_rule(tmp_path):
     assert late >= early + 0.2, rewards
     assert all(m["terminations"] for m in metrics) and metrics[0]["tokens"] > 0
     assert (tmp_path / "run" / "rollouts.jsonl").is_file()
+
+
+def test_grpo_feeds_an_image_text_policy_the_conversations_pixels(tiny_qwen3vl_path, tmp_path):
+    """TRL's rollout_func path carries no images; ours adds them, so the log-probs TRL trains
+    with are those of the conversation the policy saw, image included."""
+    import torch
+    from PIL import Image
+
+    from genevolve.training.grpo import GRPOConfig
+    from genevolve.training.grpo_trainer import build_trainer
+    from genevolve.training.modeling import ModelConfig, selected_logprobs
+    from genevolve.training.rewards import Reward
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "ref.png")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "r", "question": "draw this cat in red", "images": [str(tmp_path / "ref.png")]})
+                       + "\n")
+
+    def by_length(case, traj):  # a real function of the trajectory, so advantages are not all zero
+        return Reward(float(len(traj.steps[-1].assistant_text) % 3) if traj.steps else 0.0)
+
+    cfg = GRPOConfig(model=ModelConfig(name=str(tiny_qwen3vl_path), dtype="float32", max_length=1024),
+                     prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=1, group_size=2,
+                     max_new_tokens=6, tools="none", temperature=1.0, lr=1e-3)
+    cfg.agent.max_rounds = 1
+    cfg.agent.system_prompt_path = str(REPO / "configs" / "data" / "tiny_system.md")
+    trainer, _ = build_trainer(cfg, reward_fn=by_length)
+    trainer.model.train()  # as inside a training step
+    rows = [dict(r) for r in trainer.train_dataset] * 2  # one group of G=2
+    out = trainer._generate_and_score_completions(rows)
+    assert out["num_images"] == [1, 1] and out["pixel_values"].shape[0] == out["image_grid_thw"].prod(-1).sum()
+    image_id = trainer.run.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    assert bool(((ids == image_id) == out["mm_token_type_ids"].bool()).all())
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    keep = out["completion_ids"].size(1)
+    vision = {k: out[k] for k in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
+    with torch.no_grad():
+        trl_logp = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep, **vision)[0]
+        blind = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)[0]
+        for i, enc in enumerate(trainer._row_encodings):
+            batch = {**enc.model_inputs(), "labels": torch.tensor([enc.labels])}
+            ours, _ = selected_logprobs(trainer.model, batch, batch["labels"] != -100)
+            policy = out["tool_mask"][i].bool() & out["completion_mask"][i].bool()
+            assert torch.allclose(trl_logp[i][policy], ours, atol=1e-4), (trl_logp[i][policy], ours)
+            assert not torch.allclose(blind[i][policy], ours, atol=1e-4)  # without the pixels they differ

@@ -114,3 +114,48 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     latest = (tmp_path / "run" / "checkpoints" / "latest").read_text().strip()
     assert latest == f"step-{result['step']:06d}"
     assert (tmp_path / "run" / "checkpoints" / latest / "trainer.pt").is_file()
+
+
+def test_run_killed_before_its_first_checkpoint_starts_clean(tmp_path):
+    """What a kill before the first save leaves (metric rows, no checkpoint) is not logged twice."""
+    from genevolve.training.common import config_from_file
+    from genevolve.training.metrics import read_metrics
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in range(1, 6)))
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / ".tmp-step-000005").mkdir()  # a save the kill interrupted
+    cfg = config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
+                           train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"), run_dir=str(run),
+                           max_steps=3, eval_every=100, save_every=100)
+    assert train_sft(cfg, quiet=True)["state"] == "done"
+    rows = read_metrics(run)
+    assert [m["step"] for m in rows] == [1, 2, 3] and all(m["loss"] != 9.0 for m in rows)
+    assert not (run / "checkpoints" / ".tmp-step-000005").exists()
+
+
+def test_torn_last_metrics_line_is_repaired_on_resume(tmp_path):
+    from genevolve.training.common import config_from_file
+    from genevolve.training.metrics import RunFiles, read_metrics
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    def cfg(**kw):
+        return config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
+                                train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"),
+                                run_dir=str(tmp_path / "run"), max_steps=4, eval_every=100, save_every=100, **kw)
+
+    assert train_sft(cfg(stop_after=2), quiet=True)["state"] == "stopped"
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write('{"step": 3, "loss": 1.2')  # a kill mid-write
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]  # readers skip it
+    assert train_sft(cfg(), quiet=True)["state"] == "done"
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
+    assert metrics.read_text().endswith("\n") and metrics.read_text().count("\n") == 4
+    # A line that is not JSON in the middle is named, with what to do, rather than skipped silently.
+    lines = metrics.read_text().splitlines()
+    metrics.write_text(lines[0] + "\n" + "garbage\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not JSON.*fix or delete"):
+        RunFiles(tmp_path / "run").truncate_metrics(2)

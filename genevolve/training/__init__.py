@@ -1,11 +1,14 @@
 """Training: SFT cold start, GRPO with the hybrid reward, and SDL from Decision Guides.
 
 Modules, one concern each:
+  config.py      TrainingConfig (shared fields, help text per field), ModelConfig, YAML loading
+  common.py      seeding, optimizer and schedule, SIGTERM stop, the process group (Distributed)
   data.py        chat messages -> token ids with assistant / decision masks; SFT and prompt loading
   modeling.py    loading a policy to train (LoRA, frozen vision, checkpointing); log-probs only
                  at the positions that carry a loss
-  sft.py         SFTConfig + train_sft
-  grpo.py        GRPOConfig + GRPOTrainer (rollouts through genevolve.agent.Agent)
+  sft.py         SFTConfig + train_sft (our loop; correct under several processes)
+  grpo.py        GRPOConfig (agent, reward and sdl sections), rollout tools, train_grpo
+  grpo_trainer.py  AgentGRPOTrainer: TRL's GRPOTrainer with our agent rollouts, rewards, SDL term
   rewards.py     HybridReward (render + judge + sufficiency), KeywordReward (a verifiable rule)
   sdl.py         Decision Guides, distillers, GuideBuffer, retrieve_guide, the SDL loss
   metrics.py     run-directory files; checkpoint.py exact resume; commands.py the CLI
@@ -25,15 +28,21 @@ Run directory (``run_dir`` in the config; the studio's Training tab reads it whi
                        timings {generation_s, tools_s, render_s, judge_s, distill_s, retrieve_s, encode_s,
                        old_logp_s, forward_backward_s, teacher_sdl_s}; with SDL: sdl_loss, sdl_kl,
                        sdl_kept_tokens, guide_hit_rate, guides_added, buffer_size
-    rollouts.jsonl     GRPO only: per prompt and step, each rollout's reward, advantage, tools, program
+    rollouts.jsonl     GRPO only: per prompt and step (and rank), each rollout's reward, advantage,
+                       tools, program
     checkpoints/
-      step-000040/     model/ (save_pretrained: the LoRA adapter, or full weights; usable as
-                       ``hf:<dir>`` or ``adapter=<dir>``), trainer.pt, rng.pt
-      latest           name of the newest complete checkpoint (resume starts here)
+      step-000040/     SFT: model/ (save_pretrained: the LoRA adapter, or full weights; usable as
+                       ``hf:<dir>`` or ``adapter=<dir>``), trainer.pt, rng.pt (+ rng-<rank>.pt)
+      checkpoint-40/   GRPO: TRL's checkpoint (the adapter or weights at the top level, usable as
+                       ``hf:<dir>`` / ``adapter=<dir>``; optimizer.pt, scheduler.pt, rng_state*.pth,
+                       trainer_state.json)
+      latest           name of the newest complete checkpoint (resume starts here, on every rank)
       best             SFT: name of the checkpoint with the lowest held-out loss
 
-Trainers run in the foreground (``genevolve train sft|grpo --config FILE``) or as a subprocess;
-SIGTERM makes them checkpoint and exit 0 with status "stopped"; the same command resumes.
+Trainers run in the foreground (``genevolve train sft|grpo --config FILE``), as a subprocess, or
+under ``torchrun`` / ``accelerate launch`` with several processes (rank 0 alone writes this
+folder). SIGTERM makes them checkpoint and exit 0 with status "stopped"; the same command
+resumes; a run killed before its first checkpoint starts clean (no step is logged twice).
 """
 
 __all__ = ["retrieve_guide"]

@@ -38,12 +38,29 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, extra: dict | None = None,
                     tokenizer=None, keep: int = 3, dist=None) -> Path:
-    """Write a checkpoint (main process only; under DeepSpeed every process must call it, since
-    gathering ZeRO-3 weights is collective). Optimizer state is kept for single-process runs."""
+    """Write a checkpoint; with several processes every rank calls it (a collective).
+
+    Rank 0 writes weights, optimizer, scheduler and its RNG; the other ranks add only their RNG
+    (``rng-<rank>.pt``): weights and optimizer state are identical on every rank. Under DeepSpeed
+    the optimizer state is sharded and not kept (weights-only resume)."""
     import torch
 
     root = Path(root)
     path = root / f"step-{step:06d}"
+    if dist is not None and dist.by_hand:
+        tmp = root / f".tmp-step-{step:06d}"
+        if dist.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            _write(tmp, model, optimizer, scheduler, extra, tokenizer, step)
+        dist.wait()
+        if not dist.is_main:
+            torch.save(rng_state(), tmp / f"rng-{dist.rank}.pt")
+        dist.wait()
+        if dist.is_main:
+            _publish(root, tmp, path, keep)
+        dist.wait()
+        return path
     if dist is not None and dist.accelerator is not None:
         state = dist.accelerator.get_state_dict(model)  # collective under ZeRO-3
         if dist.is_main:
@@ -60,6 +77,15 @@ def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, ex
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
+    _write(tmp, model, optimizer, scheduler, extra, tokenizer, step)
+    _publish(root, tmp, path, keep)
+    return path
+
+
+def _write(tmp: Path, model, optimizer, scheduler, extra, tokenizer, step: int | None = None) -> None:
+    import torch
+
+    step = int(tmp.name.rsplit("-", 1)[1]) if step is None else step
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp / "model")
     if tokenizer is not None:
@@ -68,12 +94,15 @@ def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, ex
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "extra": extra or {}}, tmp / "trainer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
+
+
+def _publish(root: Path, tmp: Path, path: Path, keep: int) -> None:
+    """Move a complete checkpoint into place, then point ``latest`` at it (written last)."""
     shutil.rmtree(path, ignore_errors=True)
     tmp.replace(path)
     (root / "latest.tmp").write_text(path.name)
     (root / "latest.tmp").replace(root / "latest")
     _prune(root, keep)
-    return path
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -100,8 +129,10 @@ def mark_best(root: str | Path, path: Path) -> None:
     (Path(root) / "best.tmp").replace(Path(root) / "best")
 
 
-def load_checkpoint(path: str | Path, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG in place; return ``{"step", "extra"}``."""
+def load_checkpoint(path: str | Path, model, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and this rank's RNG in place; return ``{"step", "extra"}``.
+
+    Every rank loads the same checkpoint (weights and optimizer come from rank 0's files)."""
     import torch
 
     path = Path(path)
@@ -111,7 +142,8 @@ def load_checkpoint(path: str | Path, model, optimizer, scheduler) -> dict[str, 
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    rng = path / f"rng-{rank}.pt" if rank else path / "rng.pt"
+    set_rng_state(torch.load(rng if rng.is_file() else path / "rng.pt", weights_only=False))
     return {"step": state["step"], "extra": state.get("extra", {})}
 
 

@@ -34,7 +34,10 @@ def _run(kind: str, config: Path, run_dir: Optional[str], max_steps: Optional[in
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    typer.echo(json.dumps(result))
+    from genevolve.training.common import is_main_process
+
+    if is_main_process():  # one line from a multi-process launch, as from one process
+        typer.echo(json.dumps(result))
 
 
 @train_app.command()

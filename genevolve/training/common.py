@@ -1,72 +1,14 @@
-"""What both trainers share: config files, seeding, optimizer and schedule, a clean stop on SIGTERM."""
+"""What both trainers share at run time: seeding, optimizer and schedule, a clean stop on SIGTERM,
+and the process group (``Distributed``). Config loading lives in ``config.py`` (re-exported here)."""
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import random
 import signal
 import threading
-from pathlib import Path
-from typing import Any, TypeVar
 
-T = TypeVar("T")
-
-
-def config_from_dict(cls: type[T], data: dict) -> T:
-    """A (nested) config dataclass from a dict; unknown keys are an error that names them."""
-    from genevolve.training.modeling import ModelConfig
-
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(sorted(names))}")
-    nested = {"model": ModelConfig, **getattr(cls, "NESTED", {})}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        sub = nested.get(key)
-        if sub is ModelConfig and isinstance(value, str):
-            value = {"name": value}
-        if sub is not None and isinstance(value, dict):
-            value = config_from_dict(sub, value)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def config_from_file(cls: type[T], path: str | Path, **overrides) -> T:
-    import yaml
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"training config not found: {p}")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    for key in _PATH_KEYS:
-        if isinstance(data.get(key), str):
-            data[key] = _find_path(data[key], p.parent)
-    return config_from_dict(cls, data)
-
-
-_PATH_KEYS = ("train_data", "eval_data", "prompts", "system_prompt_path", "settings")
-
-
-def _find_path(value: str, config_dir: Path) -> str:
-    """A relative data path from a config: as given when it exists from the current folder, else
-    next to the config, else under the repository (so shipped configs run from any folder, and
-    from a copy the studio writes into a job folder)."""
-    from genevolve.config import REPO_ROOT
-
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return value
-    for base in (config_dir, REPO_ROOT):
-        if (base / path).exists():
-            return str(base / path)
-    return value
-
-
-def config_to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+from genevolve.training.config import config_from_dict, config_from_file, config_to_dict  # noqa: F401
 
 
 def seed_all(seed: int) -> None:
@@ -117,47 +59,99 @@ class GracefulStop:
 
 
 class Distributed:
-    """accelerate (DeepSpeed ZeRO-3 via ``configs/accelerate_zero3.yaml``) when a launcher started
-    us with several processes or DeepSpeed; on one CPU or GPU every method is a plain no-op, so
-    the single-process path (the one the tests run) has no wrapper at all.
+    """The process group of the SFT loop: one process, several processes, or DeepSpeed ZeRO-3.
 
-    Under ZeRO-3 the trainers call decoder sub-modules directly (hidden states, then the output
-    head at loss positions); ZeRO-3 gathers parameters per module, so that works, whereas plain
-    DDP would skip its gradient hooks: use the DeepSpeed config, not bare multi-GPU DDP.
+    - One process (the tests' default path): every method is a plain no-op.
+    - Several processes without DeepSpeed (``torchrun`` / ``accelerate launch``, CPU with gloo or
+      GPUs with NCCL): the model is NOT wrapped in DDP. Our loss calls decoder sub-modules directly
+      (hidden states, then the output head only at loss positions), which bypasses DDP's forward,
+      and DDP then never synchronises gradients. Instead every rank starts from rank 0's weights,
+      scales its loss by the global number of loss tokens, and ``sync_gradients`` sums the
+      gradients over ranks in one all-reduce, so each step equals a one-process step over the
+      union of the ranks' batches.
+    - DeepSpeed (``configs/accelerate_zero3.yaml``): accelerate's engine; ZeRO-3 gathers parameters
+      per module, so the direct sub-module calls work there.
     """
 
     def __init__(self):
-        import os
+        from accelerate.utils import DistributedType
 
+        self.state = prepare_process_group()
+        self.deepspeed = self.state.distributed_type == DistributedType.DEEPSPEED
         self.accelerator = None
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true") or \
-                int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if self.deepspeed:
             from accelerate import Accelerator
 
             self.accelerator = Accelerator()
 
     @property
     def is_main(self) -> bool:
-        return self.accelerator is None or self.accelerator.is_main_process
+        return self.state.is_main_process
 
     @property
     def rank(self) -> int:
-        return 0 if self.accelerator is None else self.accelerator.process_index
+        return self.state.process_index
 
     @property
     def world(self) -> int:
-        return 1 if self.accelerator is None else self.accelerator.num_processes
+        return self.state.num_processes
+
+    @property
+    def by_hand(self) -> bool:
+        """Several processes that this class synchronises itself (no DeepSpeed engine)."""
+        return self.world > 1 and not self.deepspeed
 
     def prepare(self, model, optimizer, scheduler):
-        if self.accelerator is None:
-            return model, optimizer, scheduler
-        return self.accelerator.prepare(model, optimizer, scheduler)
+        if self.accelerator is not None:
+            return self.accelerator.prepare(model, optimizer, scheduler)
+        if self.by_hand:
+            import torch.distributed as tdist
+
+            for p in model.parameters():  # every rank starts from rank 0's weights
+                tdist.broadcast(p.data, src=0)
+        return model, optimizer, scheduler
 
     def backward(self, loss) -> None:
         if self.accelerator is None:
             loss.backward()
         else:
             self.accelerator.backward(loss)
+
+    def sync_gradients(self, params) -> None:
+        """Sum the gradients over ranks (each rank's loss is already divided by the global count)."""
+        if not self.by_hand:
+            return
+        import torch
+        import torch.distributed as tdist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        params = list(params)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = _flatten_dense_tensors(grads)
+        tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+        for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.copy_(g)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (the values themselves on one process)."""
+        if self.world == 1:
+            return list(values)
+        import torch
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.state.device)
+        return self.state_reduce(t).tolist()
+
+    def state_reduce(self, tensor):
+        from accelerate.utils import reduce
+
+        return reduce(tensor, reduction="sum")
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when any rank says True (e.g. a SIGTERM that reached one process)."""
+        return self.sum([1.0 if flag else 0.0])[0] > 0
 
     def clip_grad_norm(self, model, params, max_norm: float) -> float:
         import torch
@@ -170,5 +164,29 @@ class Distributed:
         return model if self.accelerator is None else self.accelerator.unwrap_model(model)
 
     def wait(self) -> None:
-        if self.accelerator is not None:
-            self.accelerator.wait_for_everyone()
+        if self.world > 1:
+            self.state.wait_for_everyone()
+
+
+def _launched_with_several_processes() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def prepare_process_group():
+    """accelerate's process state for this launch (one process: a plain no-op state).
+
+    torchrun and ``accelerate launch --cpu`` both set WORLD_SIZE; on a machine without CUDA,
+    accelerate treats such a launch as distributed only with ``ACCELERATE_USE_CPU=1`` (else every
+    rank believes it is alone and they all write the same run folder), so it is set here.
+    """
+    import torch
+    from accelerate import PartialState
+
+    if _launched_with_several_processes() and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "1")
+    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or the only process); safe to call before or without a process group."""
+    return int(os.environ.get("RANK", "0")) == 0

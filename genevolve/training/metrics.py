@@ -29,9 +29,10 @@ def _clean(value: Any) -> Any:
 class RunFiles:
     """The files of one training run (layout documented in ``genevolve.training``)."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, create: bool = True):
         self.dir = Path(run_dir).expanduser()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if create:  # with several processes only rank 0 writes (and creates) the folder
+            self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         self.status_path = self.dir / "status.json"
         self.checkpoints = self.dir / "checkpoints"
@@ -44,13 +45,57 @@ class RunFiles:
 
     def truncate_metrics(self, after_step: int) -> None:
         """On resume, drop lines logged after the checkpoint so the file reads as one run."""
-        if not self.metrics_path.is_file():
-            return
-        keep = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= after_step]
-        tmp = self.metrics_path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-        tmp.replace(self.metrics_path)
+        self.truncate_jsonl(self.metrics_path.name, after_step)
+
+    def truncate_jsonl(self, name: str, after_step: int) -> int:
+        """Keep the rows of ``name`` with ``step <= after_step``; a torn last line (a kill mid-write)
+        is cut first, as the bench runner does. Returns the rows dropped."""
+        from genevolve.durable import repair_jsonl, write_atomic
+
+        path = self.dir / name
+        if not path.is_file():
+            return 0
+        repair_jsonl(path)
+        keep, dropped = [], 0
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {n} is not JSON ({exc.msg}); fix or delete that line, "
+                                 f"then resume") from None
+            if isinstance(row, dict) and row.get("step", 0) <= after_step:
+                keep.append(line)
+            else:
+                dropped += 1
+        write_atomic(path, "".join(line + "\n" for line in keep))
+        return dropped
+
+    def start_clean(self, extra: tuple | list = ()) -> None:
+        """A run with no checkpoint to resume from starts over: metrics (and ``extra`` files) from an
+        earlier attempt that died before its first checkpoint would otherwise be logged twice;
+        checkpoint folders it left half-written are removed."""
+        import shutil
+
+        for name in (self.metrics_path.name, *extra):
+            (self.dir / name).unlink(missing_ok=True)
+        if self.checkpoints.is_dir():
+            shutil.rmtree(self.checkpoints)
+
+    def mark_latest(self, name: str) -> None:
+        """``checkpoints/latest`` names the newest complete checkpoint (written last, atomically)."""
+        from genevolve.durable import write_atomic
+
+        write_atomic(self.checkpoints / "latest", name)
+
+    def latest_trl_checkpoint(self) -> Path | None:
+        """The checkpoint ``latest`` names when it is a complete TRL ``checkpoint-N`` folder."""
+        marker = self.checkpoints / "latest"
+        if not marker.is_file():
+            return None
+        path = self.checkpoints / marker.read_text().strip()
+        return path if (path / "trainer_state.json").is_file() else None
 
     def status(self, state: str, **fields: Any) -> None:
         data = {"state": state, "pid": os.getpid(), "updated_at": time.time(), **fields}
@@ -69,10 +114,19 @@ class RunFiles:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Every complete row (a torn last line, being written or cut by a kill, is skipped)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def read_status(run_dir: str | Path) -> dict | None:

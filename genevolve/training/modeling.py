@@ -14,27 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genevolve.config import genevolve_home
+from genevolve.training.config import ModelConfig  # noqa: F401 - its historical home
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelConfig:
-    name: str = "tiny:gemma3"
-    dtype: str = "auto"  # auto (bf16 where supported, else fp32) | bfloat16 | float32 | float16
-    lora: dict | None = None  # {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
-    gradient_checkpointing: bool = False
-    freeze_vision: bool = True
-    init_adapter: str | None = None  # start LoRA from this trained adapter (GRPO after SFT) instead of zeros
-    freeze_embeddings: bool = False  # full fine-tuning without the (tied) embedding matrix, 63% of Gemma 270M
-    attn_implementation: str | None = "eager"
-    max_length: int = 2048
-    extra: dict = field(default_factory=dict)  # passed to from_pretrained
 
 
 # ---------------------------------------------------------------- where the weights come from
@@ -220,6 +206,18 @@ def selected_logprobs(model, batch: dict, target_mask, *, return_logits: bool = 
 
 def sft_loss(model, batch: dict, *, full_logits: bool = False):
     """Mean cross-entropy over assistant tokens; ``full_logits`` is the plain-HF baseline."""
+    total, count = sft_loss_sum(model, batch, full_logits=full_logits)
+    return total / max(count, 1)
+
+
+def loss_token_count(batch: dict) -> int:
+    """How many tokens carry the SFT loss in ``batch`` (known before the forward pass)."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def sft_loss_sum(model, batch: dict, *, full_logits: bool = False):
+    """``(summed cross-entropy over assistant tokens, their count)``: several processes divide the
+    sum by the global count, so their summed gradients equal one process's over all batches."""
     import torch.nn.functional as F
 
     if full_logits:
@@ -229,9 +227,11 @@ def sft_loss(model, batch: dict, *, full_logits: bool = False):
         inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
         logits = base(**inputs, use_cache=False).logits.float()
         labels = batch["labels"][:, 1:].to(device)
-        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+        total = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100,
+                                reduction="sum")
+        return total, int((labels != -100).sum())
     logp, _ = selected_logprobs(model, batch, batch["labels"] != -100)
-    return -logp.mean()
+    return -logp.sum(), logp.numel()
 
 
 def collate(encoded: list, pad_id: int) -> dict:

@@ -155,8 +155,8 @@ class NanoRecipe:
         found = {"sft": self.sft_adapter()}
         for name in ("grpo", "grpo_sdl"):
             latest = self.out / name / "checkpoints" / "latest"
-            if latest.exists():
-                found[name] = self.out / name / "checkpoints" / latest.read_text().strip() / "model"
+            if latest.exists():  # TRL's checkpoints hold the adapter at their top level
+                found[name] = self.out / name / "checkpoints" / latest.read_text().strip()
         return {k: v for k, v in found.items() if (v / "adapter_config.json").is_file()}
 
     def stage_eval(self) -> None:

@@ -112,13 +112,18 @@ class HybridReward:
         return Reward(total, {"r_img": r_img, "r_text": r_text}, info, timings)
 
 
-def make_reward(spec: dict | str | None, *, image_dir: str | None = None) -> RewardFn:
-    """From config: ``{"kind": "hybrid", "w": 0.5, "judge": "local", "renderer": "layout",
-    "sufficiency": "sufficiency"}`` or ``{"kind": "keywords"}``."""
+def make_reward(spec, *, image_dir: str | None = None) -> RewardFn:
+    """From config: a ``grpo.RewardConfig``, or its dict / kind string (``{"kind": "hybrid", "w": 0.5,
+    "judge": "local", "renderer": "layout", "sufficiency": "sufficiency"}`` or ``{"kind": "keywords"}``)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(spec):
+        spec = dataclasses.asdict(spec)
     spec = {"kind": spec} if isinstance(spec, str) else dict(spec or {"kind": "hybrid"})
     kind = spec.pop("kind", "hybrid")
+    field_name = spec.pop("keywords_field", "keywords")
     if kind == "hybrid":
         return HybridReward(image_dir=image_dir, **spec)
     if kind == "keywords":
-        return KeywordReward(**spec)
+        return KeywordReward(field_name)
     raise ValueError(f"unknown reward kind '{kind}': use hybrid or keywords")

@@ -321,6 +321,16 @@ class GuideBuffer:
     def __len__(self) -> int:
         return len(self.store.list_guides())
 
+    def refresh(self) -> None:
+        """Re-read the store on the next retrieval (another process may have written to it)."""
+        self._index = None
+
+    def forget(self, run_id: str, after_step: int) -> int:
+        """Drop the guides run ``run_id`` wrote after ``after_step`` (steps a resume will redo)."""
+        removed = self.store.delete_guides(run=run_id, after_step=after_step)
+        self.refresh()
+        return removed
+
     def _load(self):
         import numpy as np
 

@@ -15,32 +15,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from genevolve.training.modeling import ModelConfig
+from genevolve.training.config import TrainingConfig, option
 
 
 @dataclass
-class SFTConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train_data: str | list = ""  # SFT records: a .jsonl/.json file or a folder of them
-    eval_data: str | list | None = None  # held-out records; None -> split eval_fraction off train
-    eval_fraction: float = 0.1
-    run_dir: str = "runs/sft"
-    seed: int = 0
-    max_steps: int = 100
-    batch_size: int = 1
-    grad_accum: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    eval_every: int = 20
-    save_every: int = 50
-    keep_checkpoints: int = 3
-    logits: str = "loss_positions"  # loss_positions | full (the baseline the benchmark compares)
-    resume: bool = True
-    stop_after: int | None = None  # stop (checkpointed, resumable) after this many steps in this process
+class SFTConfig(TrainingConfig):
+    run_dir: str = option("runs/sft", "Run folder: config.yaml, status.json, metrics.jsonl, checkpoints/.")
+    lr: float = option(2e-5, "Peak learning rate (AdamW, betas 0.9/0.99).")
+    train_data: str | list = option("", "SFT records: a .jsonl/.json file or a folder of them (or a list).")
+    eval_data: str | list | None = option(None, "Held-out records; None: split eval_fraction off train_data.")
+    eval_fraction: float = option(0.1, "Share of train_data held out when eval_data is None.")
+    batch_size: int = option(1, "Conversations per micro-batch per process.")
+    grad_accum: int = option(1, "Micro-batches per optimizer step (global batch = batch_size x grad_accum x processes).")
+    eval_every: int = option(20, "Measure the held-out loss every this many steps (and at the last).")
+    logits: str = option("loss_positions", "loss_positions | full (the plain-HF baseline the benchmark compares).")
 
 
 def _example_stream(n: int, seed: int, start: int, rank: int = 0, world: int = 1):
@@ -61,50 +51,62 @@ def _example_stream(n: int, seed: int, start: int, rank: int = 0, world: int = 1
         i += world
 
 
-def evaluate(model, encoded: list, pad_id: int, batch_size: int) -> float:
-    """Token-weighted mean loss over held-out conversations."""
+def evaluate(model, encoded: list, pad_id: int, batch_size: int, dist=None) -> float:
+    """Token-weighted mean loss over held-out conversations (shared out over the processes)."""
     import torch
 
     from genevolve.training.modeling import collate, selected_logprobs
 
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    mine = encoded[rank::world]
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for i in range(0, len(encoded), batch_size):
-            batch = collate(encoded[i:i + batch_size], pad_id)
+        for i in range(0, len(mine), batch_size):
+            batch = collate(mine[i:i + batch_size], pad_id)
             logp, _ = selected_logprobs(model, batch, batch["labels"] != -100)
             total += float(-logp.sum())
             count += logp.numel()
     model.train(was_training)
+    if dist is not None:
+        total, count = dist.sum([total, count])
     return total / max(count, 1)
 
 
-def train_sft(cfg: SFTConfig, *, quiet: bool = False) -> dict:
+def train_sft(cfg: SFTConfig, *, quiet: bool = False, probe=None) -> dict:
     """Run (or resume) SFT; returns ``{"state", "step", "best_eval_loss", "run_dir"}``.
 
     Any error marks ``status.json`` as failed (with the message) before it propagates.
+    ``probe(model)``, when given, is called on every process with its trained model at the end
+    (the multi-process tests compare the ranks' weights with it).
     """
+    from genevolve.training.common import is_main_process
     from genevolve.training.metrics import RunFiles
 
     try:
-        return _train_sft(cfg, quiet)
+        return _train_sft(cfg, quiet, probe)
     except Exception as exc:
-        RunFiles(cfg.run_dir).status("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+        if is_main_process():
+            RunFiles(cfg.run_dir).status("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
         raise
 
 
-def _train_sft(cfg: SFTConfig, quiet: bool) -> dict:
-
+def _train_sft(cfg: SFTConfig, quiet: bool, probe=None) -> dict:
+    """The loop. With several processes rank 0 alone writes the run folder; each rank takes every
+    world-th example of one stream, and the summed gradients make a step equal to a one-process
+    step over the same global batch (``common.Distributed``)."""
     from genevolve.training.checkpoint import latest_checkpoint, load_checkpoint, mark_best, save_checkpoint
     from genevolve.training.common import Distributed, GracefulStop, config_to_dict, make_optimizer, seed_all
     from genevolve.training.data import ConversationEncoder, load_sft_records, split_records
     from genevolve.training.metrics import RunFiles, progress
-    from genevolve.training.modeling import collate, load_for_training, sft_loss, trainable_parameters
+    from genevolve.training.modeling import (collate, load_for_training, loss_token_count, sft_loss_sum,
+                                             trainable_parameters)
 
     dist = Distributed()
-    files = RunFiles(cfg.run_dir)
-    if dist.is_main:
+    main = dist.is_main
+    files = RunFiles(cfg.run_dir, create=main)
+    if main:
         files.save_config({"trainer": "sft", **config_to_dict(cfg)})
         files.status("starting", step=0, total_steps=cfg.max_steps)
     seed_all(cfg.seed)
@@ -122,22 +124,27 @@ def _train_sft(cfg: SFTConfig, quiet: bool) -> dict:
     if not train:
         raise ValueError("no training record has an assistant turn to learn from")
     pad_id = tokenizer.pad_token_id
-    optimizer, scheduler = make_optimizer(trainable_parameters(model), cfg.lr, cfg.weight_decay,
-                                          cfg.warmup_steps, cfg.max_steps)
+    params = trainable_parameters(model)
+    optimizer, scheduler = make_optimizer(params, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.max_steps)
     step, best = 0, math.inf
     ckpt = latest_checkpoint(files.checkpoints) if cfg.resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer, scheduler)
+    if ckpt is not None:  # every rank loads the same checkpoint
+        state = load_checkpoint(ckpt, model, optimizer, scheduler, rank=dist.rank)
         step, best = state["step"], state["extra"].get("best_eval_loss", math.inf)
-        if dist.is_main:
+    if main:
+        if ckpt is not None:
             files.truncate_metrics(step)
+        else:
+            files.start_clean()  # rows of an attempt killed before its first checkpoint
+    dist.wait()
     model, optimizer, scheduler = dist.prepare(model, optimizer, scheduler)
     model.train()
     stream = _example_stream(len(train), cfg.seed, step * cfg.batch_size * cfg.grad_accum, dist.rank, dist.world)
-    bar = progress(cfg.max_steps, step, "sft") if not quiet else None
+    bar = progress(cfg.max_steps, step, "sft") if not quiet and main else None
     ran = 0
     state_name = "done"
-    files.status("running", step=step, total_steps=cfg.max_steps)
+    if main:
+        files.status("running", step=step, total_steps=cfg.max_steps)
     with GracefulStop() as stop:
         while step < cfg.max_steps:
             t0 = time.perf_counter()
@@ -145,38 +152,44 @@ def _train_sft(cfg: SFTConfig, quiet: bool) -> dict:
             loss_sum, tokens = 0.0, 0
             for _ in range(cfg.grad_accum):
                 batch = collate([train[next(stream)] for _ in range(cfg.batch_size)], pad_id)
-                loss = sft_loss(model, batch, full_logits=cfg.logits == "full")
+                # Divide by the loss tokens of the whole global micro-batch, so rank gradients add up.
+                count, n_tokens = dist.sum([loss_token_count(batch), int(batch["attention_mask"].sum())])
+                nll, _ = sft_loss_sum(model, batch, full_logits=cfg.logits == "full")
+                loss = nll / max(count, 1)
                 dist.backward(loss / cfg.grad_accum)
                 loss_sum += float(loss.detach())
-                tokens += int(batch["attention_mask"].sum())
-            grad_norm = dist.clip_grad_norm(model, trainable_parameters(model), cfg.max_grad_norm)
+                tokens += int(n_tokens)
+            dist.sync_gradients(params)
+            grad_norm = dist.clip_grad_norm(model, params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             step += 1
             ran += 1
             elapsed = time.perf_counter() - t0
+            loss_sum = dist.sum([loss_sum])[0]  # each rank holds its share of the global mean
             record = {"step": step, "loss": loss_sum / cfg.grad_accum, "lr": scheduler.get_last_lr()[0],
                       "grad_norm": float(grad_norm), "tokens": tokens, "tokens_per_s": tokens / max(elapsed, 1e-9),
                       "step_s": elapsed}
             save = step % cfg.save_every == 0 or step == cfg.max_steps
             if held and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                record["eval_loss"] = evaluate(model, held, pad_id, cfg.batch_size)
+                record["eval_loss"] = evaluate(model, held, pad_id, cfg.batch_size, dist)
                 if record["eval_loss"] < best:
                     best = record["eval_loss"]
                     record["best"] = True
                     save = True
-            if dist.is_main:
+            if main:
                 files.log(record)
-            interrupted = stop.requested or (cfg.stop_after is not None and ran >= cfg.stop_after)
+            # A SIGTERM may reach one rank only; all of them stop at the same step.
+            interrupted = dist.any(stop.requested) or (cfg.stop_after is not None and ran >= cfg.stop_after)
             if save or interrupted:
                 path = save_checkpoint(files.checkpoints, step, model, optimizer, scheduler,
                                        {"best_eval_loss": best}, tokenizer, keep=cfg.keep_checkpoints, dist=dist)
-                if record.get("best") and dist.is_main:
+                if record.get("best") and main:
                     mark_best(files.checkpoints, path)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
-            if dist.is_main:
+            if main:
                 files.status("running", step=step, total_steps=cfg.max_steps, loss=record["loss"])
             if interrupted:
                 state_name = "stopped"
@@ -185,6 +198,9 @@ def _train_sft(cfg: SFTConfig, quiet: bool) -> dict:
         bar.close()
     result = {"state": state_name, "step": step, "best_eval_loss": None if math.isinf(best) else best,
               "run_dir": str(files.dir)}
-    if dist.is_main:
+    if main:
         files.status(state_name, step=step, total_steps=cfg.max_steps, best_eval_loss=result["best_eval_loss"])
+    if probe is not None:
+        probe(dist.unwrap(model))
+    dist.wait()
     return result

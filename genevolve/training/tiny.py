@@ -35,9 +35,16 @@ def build_tiny_word_gemma3(out_dir: str | Path, *, hidden_size: int = 64, layers
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
-    out = Path(out_dir)
-    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
-        return out
+    import os
+    import shutil
+
+    final = Path(out_dir)
+    if (final / "config.json").is_file() and (final / "tokenizer.json").is_file():
+        return final
+    # Built beside the target and renamed into place: several processes of one launch may build
+    # it at once, and none may load a half-written copy.
+    out = final.parent / f".{final.name}.{os.getpid()}.tmp"
+    shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     vocab = {tok: i for i, tok in enumerate(SPECIAL + COLOURS + WORDS + PUNCT)}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -65,4 +72,8 @@ def build_tiny_word_gemma3(out_dir: str | Path, *, hidden_size: int = 64, layers
     model = Gemma3ForCausalLM(config)
     model.generation_config.eos_token_id = [vocab["<eos>"], vocab["<end_of_turn>"]]
     model.save_pretrained(out)
-    return out
+    try:
+        out.rename(final)
+    except OSError:  # another process finished first: its copy is identical
+        shutil.rmtree(out, ignore_errors=True)
+    return final
