@@ -329,7 +329,8 @@ def _strip_quoted(text: str, repl: str = " ") -> str:
 
 # ---------------------------------------------------------------- named entities
 
-_LEADING_NON_NAMES = {
+# Words that start a sentence or a brief but are not part of a name (the planner uses them too).
+LEADING_NON_NAMES = {
     "a", "an", "the", "create", "draw", "make", "generate", "show", "design", "render", "paint", "photo",
     "poster", "portrait", "illustration", "image", "picture", "please", "i", "we", "my", "our", "this",
     "in", "on", "at", "with", "for", "from", "one", "two", "three", "four", "five", "six", "seven", "eight",
@@ -360,7 +361,7 @@ def extract_entities(request: str) -> list[str]:
         # capitalised ones are part of it ("Van Gogh").
         while run and run[-1] in _NAME_CONNECTORS:
             run.pop()
-        while run and (run[0].lower() in _LEADING_NON_NAMES or run[0] in _NAME_CONNECTORS):
+        while run and (run[0].lower() in LEADING_NON_NAMES or run[0] in _NAME_CONNECTORS):
             run.pop(0)
         # Calendar words at either end of a run belong to a date ("Paris on Saturday" -> "Paris").
         while run and run[-1].lower() in CALENDAR_WORDS | {"on"} and not is_calendar_phrase(run):
@@ -379,7 +380,7 @@ def extract_entities(request: str) -> list[str]:
             sentence_start = tok in ".!?:;|"
             continue
         is_cap = tok[0].isupper() or (tok[0].islower() and any(c.isupper() for c in tok[1:]))
-        if is_cap and sentence_start and tok.lower() in _LEADING_NON_NAMES:
+        if is_cap and sentence_start and tok.lower() in LEADING_NON_NAMES:
             is_cap = False
         if is_cap:
             if not run:

@@ -37,7 +37,7 @@ from genevolve.program import (
     validate_program,
     wanted_texts,
 )
-from genevolve.subjects import extract_entities, is_person_word_used_as_modifier
+from genevolve.subjects import LEADING_NON_NAMES, extract_entities, is_person_word_used_as_modifier
 from genevolve.protocol import FINAL_ROUND_MESSAGE, format_answer, format_tool_call, parse_turn
 
 SKILLS = ("text_rendering", "quantity_counting", "spatial_layout", "attribute_binding",
@@ -95,16 +95,6 @@ _SKILL_TRIGGERS = {
 _TEXT_CUE_RE = re.compile(r"\b(?:says|saying|reads|reading|the words?|lettering|caption(?:ed)?|titled|"
                           r"headline|slogan|label(?:led|ed)? with)\b", re.IGNORECASE)
 
-# Words that start a sentence or a brief but are not part of a name.
-_LEADING_NON_NAMES = {
-    "a", "an", "the", "create", "draw", "make", "generate", "show", "design", "render", "paint", "photo",
-    "poster", "portrait", "illustration", "image", "picture", "please", "i", "we", "my", "our", "this",
-    "in", "on", "at", "with", "for", "from", "one", "two", "three", "four", "five", "six", "seven", "eight",
-    "nine", "ten", "exactly", "close-up", "closeup", "macro", "studio", "product", "shot", "cinematic",
-    "vintage", "retro", "minimalist", "surreal", "realistic", "photorealistic", "watercolor", "watercolour",
-    "oil", "digital", "an", "and", "or", "but", "then", "it", "its", "their", "top", "bottom", "left",
-    "right", "front", "back", "style", "use", "using", "keep", "give", "add", "place", "put", "bold",
-}
 _SUBJECT_FRAMES = re.compile(
     r"\b(?:photo(?:graph)?|picture|image|poster|illustration|painting|render(?:ing)?|drawing|shot|"
     r"portrait|cover|ad|advertisement|still life|scene|sketch|view)\s+of\s+", re.IGNORECASE)
@@ -307,7 +297,7 @@ def _main_subject(plain: str) -> str:
     rest = plain[m.end():] if m else plain
     rest = _SUBJECT_CUT.split(rest, maxsplit=1)[0]
     words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", rest)
-             if w.lower() not in _LEADING_NON_NAMES and w.lower() not in {"of", "very", "highly"}]
+             if w.lower() not in LEADING_NON_NAMES and w.lower() not in {"of", "very", "highly"}]
     for i, w in enumerate(words[1:], start=1):  # "honey pouring onto…" -> "honey"
         if w.lower().endswith("ing"):
             words = words[:i]
