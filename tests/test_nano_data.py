@@ -55,7 +55,7 @@ def nano_build(tmp_path_factory) -> Path:
     settings = Settings(offline=True, extra={"library_embeddings": False}, runs_dir=str(tmp / "runs"),
                         cache_path=str(tmp / "cache.db"))
     cfg = BuildConfig(recipes=40, seed=0, parallel=2, size=(320, 320), offline=True, protocol="nano",
-                      budget_fraction=0.5, budget_rounds=2)
+                      budget_fraction=0.5, budget_rounds=2, held_out=True)
     DatasetBuilder(tmp / "build", cfg, settings=settings, progress=False).run()
     return tmp / "build"
 

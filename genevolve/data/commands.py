@@ -31,6 +31,8 @@ def build(
     budget_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of sft recipes run with only "
                                           "--budget-rounds rounds, so the records show the final-round message obeyed."),
     budget_rounds: int = typer.Option(3, min=1, help="Round cap of a budgeted recipe."),
+    held_out: bool = typer.Option(False, "--held-out/--no-held-out", help="Also write rl_prompts.jsonl and "
+                                  "eval.jsonl: splits disjoint from the SFT records by request and named entity."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
@@ -53,7 +55,7 @@ def build(
                       val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
                       offline=offline, settings_path=str(config) if config else None,
                       avoid=[str(p) for p in avoid or []], protocol=protocol,
-                      budget_fraction=budget_fraction, budget_rounds=budget_rounds)
+                      budget_fraction=budget_fraction, budget_rounds=budget_rounds, held_out=held_out)
     console.print(f"[bold]data build[/bold] {recipes} recipes · teacher={teacher} renderer={renderer} seed={seed}"
                   + (" · resuming" if resume else ""))
     builder = DatasetBuilder(out, cfg, resume=resume, progress=progress,

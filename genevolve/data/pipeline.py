@@ -75,6 +75,9 @@ class BuildConfig:
     # that tool calls are over and answers anyway: a student must see that message obeyed.
     budget_fraction: float = 0.0
     budget_rounds: int = 3
+    # Hold out an RL prompt pool and an eval split, disjoint from the SFT records by request and
+    # named entity; off: every recipe is SFT data.
+    held_out: bool = False
 
     def identity(self) -> dict:
         """What a resumed build must share with the original (parallelism may change)."""
@@ -82,7 +85,8 @@ class BuildConfig:
                 "val_fraction": self.val_fraction, "min_sufficiency": self.min_sufficiency,
                 "size": list(self.size) if self.size else None, "judge": self.judge,
                 "avoid": [str(p) for p in self.avoid or []], "protocol": self.protocol,
-                "budget_fraction": self.budget_fraction, "budget_rounds": self.budget_rounds}
+                "budget_fraction": self.budget_fraction, "budget_rounds": self.budget_rounds,
+                "held_out": self.held_out}
 
 
 @dataclass
@@ -216,7 +220,7 @@ class DatasetBuilder:
         for stage in STAGES:
             repair_jsonl(self.out / "stages" / f"{stage}.jsonl")
         settings = self.settings()
-        recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed,
+        recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed, held_out=self.cfg.held_out,
                                                          corpus_dir=settings.corpus_dir,
                                                          library_dir=settings.library_dir, avoid=avoid)]
         write_atomic(self.out / "recipes.jsonl", _jsonl(recipes))

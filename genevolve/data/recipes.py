@@ -584,7 +584,7 @@ def _category_for(index: int, seed: int, categories: tuple[str, ...]) -> str:
 
 def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = None,
                      library_dir: str | Path | None = None, avoid: Iterable[str] | None = None,
-                     max_attempts: int = 50) -> list[Recipe]:
+                     max_attempts: int = 50, held_out: bool = True) -> list[Recipe]:
     """``n`` recipes for ``seed``; requests are unique and none nearly equals a question in ``avoid``
     (default: the mini bench)."""
     pools = load_pools(corpus_dir, library_dir)
@@ -615,6 +615,8 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
                        if names_entity(request, pools.entity_names.get(ph, [ph]))), "")
         split = splits[entity] if entity else _share_split(
             random.Random(f"genevolve-recipe-split:{seed}:{i}").random())
+        if not held_out:  # every recipe is SFT data (entities still stay clear of the bench)
+            split = "sft"
         recipes.append(Recipe(id=f"rec_{i:05d}", request=request, images=images, category=category, track=track,
                               skills_expected=expected_skills(request, category, track), entity=entity,
                               split=split))

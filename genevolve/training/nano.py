@@ -33,7 +33,8 @@ from genevolve.config import ASSETS, REPO_ROOT
 
 STAGES = ("data", "sft", "grpo", "grpo_sdl", "eval", "ship")
 CONFIGS = REPO_ROOT / "configs" / "nano"
-DATA_RECIPE = {"recipes": 560, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3}
+DATA_RECIPE = {"recipes": 560, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3,
+               "held_out": True}
 EVAL_REQUESTS = 60
 EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
 UNTUNED_REQUESTS = 8
