@@ -97,11 +97,13 @@ def test_imported_runs_are_listed_for_annotators(results, tmp_path, monkeypatch)
     from app import common, inspector_tab
 
     monkeypatch.setattr(common, "store", lambda: Store(tmp_path / "inspector.db"))
+    monkeypatch.chdir(tmp_path)  # the Inspector also indexes ./runs: a developer's own runs must not count here
     import_results(results, common.store())
     rows, _ = inspector_tab.list_rows("any", "any", "any", "any", "any", False, "sessionANNOT1")
-    assert {r[4] for r in rows} == {"answer", "error"}
+    col = {name: i for i, name in enumerate(inspector_tab.COLUMNS)}
+    assert {r[col["termination"]] for r in rows} == {"answer", "error"}
     rows, _ = inspector_tab.list_rows("any", "error", "any", "any", "any", False, "sessionANNOT1")
-    assert [r[2] for r in rows] == ["A red car."]
+    assert [r[col["request"]] for r in rows] == ["A red car."]
     # Opening one shows its steps (tool replies, the nudge, the answer); annotators can audit it.
     rows, _ = inspector_tab.list_rows("any", "answer", "any", "any", "any", False, "sessionANNOT1")
     from types import SimpleNamespace

@@ -68,7 +68,8 @@ def test_a_run_outlives_the_stream_that_started_it_and_reattaches():
     sid = "reloadAAAA01"
     stream = _generate('A shop sign that reads "OPEN ALL NIGHT"', sid)
     first = next(stream)
-    assert "Starting" in str(first[0])
+    # Updates are coalesced: on a busy machine the worker may be past "Starting" by the first read.
+    assert str(first[0]).startswith(("● Starting", "● Round 1")), first[0]
     stream.close()  # the page reloaded: Gradio stops reading this stream
     run = _wait_done(sid)
     runs = common.store().list_runs(session=sid)
