@@ -232,7 +232,7 @@ class NanoRecipe:
         (dest / "SOURCE.json").write_text(json.dumps({"stage": choice, "from": str(src)}, indent=2) + "\n",
                                           encoding="utf-8")
         (dest / "README.md").write_text(self.model_card(choice), encoding="utf-8")
-        self._mark_done("ship", stage=choice, to=str(dest))
+        self._mark_done("ship", shipped=choice, to=str(dest))
         self.log(f"[nano] shipped the {choice} adapter to {dest}")
 
 
@@ -254,7 +254,7 @@ def _hours(seconds: float | None) -> str:
 
 def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
     """The measured parts of the model card, from the run folder (nothing here is typed by hand)."""
-    from genevolve.durable import read_jsonl
+    from genevolve.training.metrics import read_metrics
 
     sections: dict[str, str] = {}
     manifest = _read_json(out / "data" / "manifest.json") or {}
@@ -271,16 +271,29 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
         rej = manifest.get("rejections_first") or {}
         lines += ["", "Rejections (first reason): " + (", ".join(f"{k} {v}" for k, v in rej.items()) or "none") + "."]
         sections["data"] = "\n".join(lines)
-    ledger = _read_json(out / "stages.json") or {}
-    if ledger:
-        rows = ["| stage | wall time (all sessions) | sessions | done |", "|---|---|---|---|"]
-        for stage in STAGES:
-            if stage in ledger:
-                e = ledger[stage]
-                rows.append(f"| {stage} | {_hours(e.get('wall_s'))} | {e.get('sessions', 0)} | "
-                            f"{'yes' if e.get('done') else 'no'} |")
+    metrics = read_metrics(out / "sft") if (out / "sft" / "metrics.jsonl").exists() else []
+    # Wall time per stage from what each stage recorded itself (so a stage run outside
+    # `train nano` counts too): the build's elapsed time, the SFT log's first to last step, the
+    # seconds of every evaluated request.
+    rows = ["| stage | wall time | measured from |", "|---|---|---|"]
+    if manifest.get("elapsed_s"):
+        rows.append(f"| data | {_hours(manifest['elapsed_s'])} | data/manifest.json |")
+    steps = [m for m in metrics if "step_s" in m and "time" in m]
+    if steps:
+        span = steps[-1]["time"] - steps[0]["time"] + steps[0]["step_s"]
+        rows.append(f"| sft | {_hours(span)} | sft/metrics.jsonl ({len(steps)} steps, held-out evals included) |")
+    for name in ("grpo", "grpo_sdl"):
+        grpo = read_metrics(out / name) if (out / name / "metrics.jsonl").exists() else []
+        timed = [m for m in grpo if "time" in m]
+        if len(timed) > 1:
+            rows.append(f"| {name} | {_hours(timed[-1]['time'] - timed[0]['time'])} | {name}/metrics.jsonl |")
+    eval_dir = out / "eval"
+    for path in sorted(eval_dir.glob("*.jsonl")) if eval_dir.exists() else []:
+        secs = [float(json.loads(x).get("seconds") or 0) for x in path.read_text(encoding="utf-8").splitlines()
+                if x.strip()]
+        rows.append(f"| eval: {path.stem} | {_hours(sum(secs))} | eval/{path.name} ({len(secs)} requests) |")
+    if len(rows) > 2:
         sections["time"] = "\n".join(rows)
-    metrics = read_jsonl(out / "sft" / "metrics.jsonl") if (out / "sft" / "metrics.jsonl").exists() else []
     evals = [m for m in metrics if m.get("eval_loss") is not None]
     if metrics:
         steps = [m for m in metrics if "step_s" in m]
