@@ -207,7 +207,7 @@ def chart(summary: list[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["system"] for r in summary]
+    names = [f"{r['system']}\n(n={r['requests']})" for r in summary]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
     panels = [("valid", "valid program", None), ("quotes_kept", "quoted texts kept verbatim", None),
               ("reward", "mean hybrid reward (95% CI)", "reward_ci95")]
@@ -220,9 +220,10 @@ def chart(summary: list[dict], path: str | Path) -> Path:
         ax.bar(names, vals, yerr=err, capsize=4, color="#4c6ef5")
         ax.set_ylim(0, 1.05)
         ax.set_title(title, fontsize=10)
-        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        ax.tick_params(axis="x", labelsize=8)
         for i, v in enumerate(vals):
-            ax.text(i, min(v + 0.03, 1.0), f"{v:.2f}", ha="center", fontsize=8)
+            top = v + (err[1][i] if err else 0.0)  # above the interval's upper end, never on it
+            ax.text(i, min(top + 0.03, 1.0), f"{v:.2f}", ha="center", fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -211,6 +211,16 @@ class NanoRecipe:
 
         return render_card(model_card_sections(self.out, shipped))
 
+    def write_docs(self, shipped: str, docs: Path = REPO_ROOT / "docs") -> None:
+        """docs/nano.md and its chart, from the same run folder as the model card."""
+        from genevolve.training.nano_card import render_docs
+
+        (docs / "nano.md").write_text(render_docs(model_card_sections(self.out, shipped)), encoding="utf-8")
+        chart = self.out / "eval" / "ablation.png"
+        if chart.exists():
+            (docs / "images").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(chart, docs / "images" / "nano_ablation.png")
+
     def stage_ship(self) -> None:
         """Copy the best adapter by mean eval reward (SFT when no later stage beats it) into the assets."""
         summary_path = self.out / "eval" / "summary.json"
@@ -232,6 +242,8 @@ class NanoRecipe:
         (dest / "SOURCE.json").write_text(json.dumps({"stage": choice, "from": str(src)}, indent=2) + "\n",
                                           encoding="utf-8")
         (dest / "README.md").write_text(self.model_card(choice), encoding="utf-8")
+        if self.ship_to == ASSETS / "adapters" / "nano":  # the repository's own docs follow the shipped adapter
+            self.write_docs(choice)
         self._mark_done("ship", shipped=choice, to=str(dest))
         self.log(f"[nano] shipped the {choice} adapter to {dest}")
 
@@ -304,5 +316,23 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
     summary = out / "eval" / "summary.md"
     if summary.exists():
         sections["ablation"] = summary.read_text(encoding="utf-8").strip()
+    untuned = out / "eval" / "untuned.jsonl"
+    if untuned.exists():
+        sections["untuned_n"] = str(sum(1 for x in untuned.read_text(encoding="utf-8").splitlines() if x.strip()))
+    sweep = _read_json(out / "recipe_sweep.json")
+    if sweep:
+        lines = ["Measured by `python benchmarks/nano_sft_recipe.py --data runs/nano/data --steps "
+                 f"{sweep[0]['steps']} --eval-records 10` (same records, same order, same held-out records):", "",
+                 "| variant | s/step | trained tokens/s | held-out loss after the steps |", "|---|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['s_per_step']} | {r['tokens_per_s']} | {r['eval_loss']} |" for r in sweep]
+        sections["recipe"] = "\n".join(lines)
+    else:
+        sections["recipe"] = ("The side-by-side run (`benchmarks/nano_sft_recipe.py`: LoRA bf16, LoRA fp32 and full "
+                              "bf16 at equal steps) did not finish in the session that trained this adapter, "
+                              "so no held-out comparison is claimed here.")
+    adapter = out / "sft" / "checkpoints"
+    sizes = list(adapter.glob("step-*/model/adapter_model.safetensors"))
+    if sizes:
+        sections["size"] = f"{sizes[0].stat().st_size / 1e6:.0f} MB"
     sections["shipped"] = shipped
     return sections
