@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from genevolve.bench.ablation import (AblationRunner, System, bootstrap_ci, jaccard, markdown_table, quoted_texts,
-                                      stratified_subset, summarise)
+from genevolve.bench.ablation import (AblationRunner, System, bootstrap_ci, chart, jaccard, markdown_table,
+                                      quoted_texts, stratified_subset, summarise)
 from genevolve.policies.planner import PlannerPolicy
 
 CASES = [
@@ -54,7 +54,7 @@ def test_a_policy_that_never_answers_scores_zero_not_null(tmp_path):
     assert rows[0]["ocr_text"] is None
 
 
-def test_summary_table_and_interval():
+def test_summary_table_interval_and_chart(tmp_path):
     rows = {"x": [{"id": str(i), "valid": i % 2 == 0, "quotes_kept": None, "ocr_text": None, "skill_agreement": 1.0,
                    "reward": float(i % 2), "rounds": 3, "tokens": 100, "seconds": 2.0} for i in range(20)]}
     (s,) = summarise(rows)
@@ -63,6 +63,10 @@ def test_summary_table_and_interval():
     assert 0.2 < lo < 0.5 < hi < 0.8
     assert "| x | 20 | 50% |" in markdown_table([s])
     assert bootstrap_ci([]) is None and bootstrap_ci([1.0, 1.0]) == (1.0, 1.0)
+    from PIL import Image
+
+    with Image.open(chart([s], tmp_path / "c.png")) as im:
+        assert im.format == "PNG" and im.width > 600
 
 
 def test_helpers():
