@@ -215,3 +215,14 @@ def slow_openai_server(delay_s: float = 0.05):
 def slow_endpoint():
     with slow_openai_server() as url:
         yield url
+
+
+def open_studio(page, url: str) -> None:
+    """Load the studio and wait until its per-browser session id is set (runs are attributed to it)."""
+    page.goto(url)
+    page.wait_for_selector("#ge-request textarea", timeout=60_000)
+    page.wait_for_selector("#ge-session code", timeout=30_000)
+
+
+def session_of(page) -> str:
+    return page.locator("#ge-session code").inner_text().strip()

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 
 pytest.register_assert_rewrite("studio_server")  # it is also loaded as a plugin below
-from studio_server import browser, shot  # noqa: E402
+from studio_server import browser, open_studio, session_of, shot  # noqa: E402
 
 # The studio fixtures (studio, light_studio, slow_endpoint) are shared by both studio test modules.
 pytest_plugins = ["studio_server"]
@@ -37,15 +37,6 @@ RECORDER = """() => {
 }"""
 
 
-def _open(page, url):
-    page.goto(url)
-    page.wait_for_selector("#ge-request textarea", timeout=60_000)
-    # The per-browser session id is set on load; wait for it so runs are attributed.
-    page.wait_for_selector("#ge-session code", timeout=30_000)
-
-
-def _session(page) -> str:
-    return page.locator("#ge-session code").inner_text().strip()
 
 
 def _tab(page, name):
@@ -75,7 +66,7 @@ def test_generate_streams_renders_and_verifies(studio):
     url, home = studio
     with browser() as b:
         page = b.new_page(viewport={"width": 1440, "height": 1000})
-        _open(page, url)
+        open_studio(page, url)
         page.fill("#ge-request textarea", REQUEST)
         page.evaluate(RECORDER)
         page.click("#ge-go")
@@ -112,7 +103,7 @@ def test_generate_streams_renders_and_verifies(studio):
         shot(page, "generate", docs=True)
 
         # The run is in the store under this browser's session, with its image and a passed check.
-        sid = _session(page)
+        sid = session_of(page)
         mine = [r for r in _runs(home) if r["session"] == sid]
         assert len(mine) == 1 and mine[0]["request"] == REQUEST
         assert mine[0]["verified_ok"] == 1 and str(home) in mine[0]["image_path"]
@@ -123,7 +114,7 @@ def test_thinking_streams_live_and_stop_cancels(light_studio, slow_endpoint):
     url, home = light_studio
     with browser() as b:
         page = b.new_page(viewport={"width": 1440, "height": 1000})
-        _open(page, url)
+        open_studio(page, url)
         page.fill("#ge-request textarea", 'A poster of two horses on a beach with the words "SEA RUN"')
         page.locator("#ge-backends").click()
         policy = page.locator("#ge-policy input")
@@ -151,7 +142,7 @@ def test_thinking_streams_live_and_stop_cancels(light_studio, slow_endpoint):
         second_at = min(m["t"] for m in marks if m["calls"] >= 2)
         assert second_at - first_at > 200, (first_at, second_at)
         shot(page, "generate_stopped")
-        sid = _session(page)
+        sid = session_of(page)
         runs = [r for r in _runs(home) if r["session"] == sid]
         assert [r["termination"] for r in runs] == ["cancelled"]
 
@@ -174,7 +165,7 @@ def test_every_tab_does_its_main_job(light_studio):
     url, home = light_studio
     with browser() as b:
         page = b.new_page(viewport={"width": 1440, "height": 1000})
-        _open(page, url)
+        open_studio(page, url)
         # Training: start a CPU SFT job from the tiny config; it boots while the other tabs are used.
         _tab(page, "Training")
         page.wait_for_selector("#tr-start", timeout=30_000)

@@ -18,21 +18,13 @@ from pathlib import Path
 import pytest
 
 pytest.register_assert_rewrite("studio_server")  # it is also loaded as a plugin below
-from studio_server import browser, shot  # noqa: E402
+from studio_server import browser, open_studio, session_of, shot  # noqa: E402
 
 pytest_plugins = ["studio_server"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 
-def _open(page, url):
-    page.goto(url)
-    page.wait_for_selector("#ge-request textarea", timeout=60_000)
-    page.wait_for_selector("#ge-session code", timeout=30_000)
-
-
-def _session(page) -> str:
-    return page.locator("#ge-session code").inner_text().strip()
 
 
 def _runs(home, sid):
@@ -75,8 +67,8 @@ def test_reload_mid_run_reattaches_and_keeps_the_form(light_studio, slow_endpoin
     policy = f"openai:slow@{slow_endpoint}"
     with browser() as b:
         page = b.new_page(viewport={"width": 1440, "height": 1000})
-        _open(page, url)
-        sid = _session(page)
+        open_studio(page, url)
+        sid = session_of(page)
         page.fill("#ge-request textarea", request)
         page.set_input_files("#ge-uploads input[type=file]", [str(_cat(tmp_path))])
         _shows(page, "#ge-uploads", "my_cat.png")
@@ -90,7 +82,7 @@ def test_reload_mid_run_reattaches_and_keeps_the_form(light_studio, slow_endpoin
 
         page.reload()
         page.wait_for_selector("#ge-session code", timeout=60_000)
-        assert _session(page) == sid
+        assert session_of(page) == sid
         # The form came back: request, image, backend choices.
         page.wait_for_function("(r) => document.querySelector('#ge-request textarea').value === r", arg=request,
                                timeout=30_000)
@@ -125,7 +117,7 @@ def test_uploads_are_images_within_a_size_limit(light_studio, tmp_path):
     fake.write_text("plain text, whatever the name says")
     with browser() as b:
         page = b.new_page(viewport={"width": 1440, "height": 1000})
-        _open(page, url)
+        open_studio(page, url)
         page.set_input_files("#ge-uploads input[type=file]", [str(huge)])
         page.wait_for_selector("text=exceed the maximum allowed size", timeout=30_000)
         assert not _has(page, "#ge-uploads", "holiday.png")
@@ -154,13 +146,13 @@ def test_the_small_things(light_studio):
     with browser() as b:
         for width in (1440, 760, 520):  # the upload label never covers the upload icon
             page = b.new_page(viewport={"width": width, "height": 1000})
-            _open(page, url)
+            open_studio(page, url)
             label = page.locator("#ge-uploads [data-testid='block-label']").bounding_box()
             icon = page.locator("#ge-uploads [data-testid='upload-icon']").bounding_box()
             assert not _overlap(label, icon), (width, label, icon)
             page.close()
         page = b.new_page(viewport={"width": 1440, "height": 1000})
-        _open(page, url)
+        open_studio(page, url)
         # The placeholder reads as a hint, not as a request someone typed.
         box = page.locator("#ge-request textarea")
         placeholder = box.get_attribute("placeholder")
@@ -243,7 +235,7 @@ def test_the_small_things(light_studio):
             " if (p.id === 'ge-downloads') break; } return [rows.length, last.innerText, out]; }")
         n_rows, last_text, clipping = clipped
         assert n_rows == 3 and "image" in last_text and clipping == [], clipped
-        sid = _session(page)
+        sid = session_of(page)
         run = json.loads(sqlite3.connect(home / "genevolve.db").execute(
             "SELECT trajectory FROM runs WHERE session=? ORDER BY created_at DESC", (sid,)).fetchone()[0])
         assert [i["source"] for i in run["images"] if i["img_id"] == "IMG_001"] == ["user"]
@@ -271,7 +263,7 @@ def test_inspector_audits_bench_runs_with_program_and_image_and_exports_by_verdi
     _bench_into(home)
     with browser() as b:
         page = b.new_page(viewport={"width": 1440, "height": 1100})
-        _open(page, url)
+        open_studio(page, url)
         page.get_by_role("tab", name="Inspector").click()
         page.locator("#in-source input").click()
         page.get_by_role("option", name="bench runs").click()
