@@ -73,9 +73,10 @@ bootstrap interval; rounds, assistant tokens and seconds per request.
   research is the planner's habits (search named things, look for a picture, read the skills).
 - Trained on a few hundred requests from about a dozen named entities: on unseen entities it still
   calls the right tools, but what it writes about them comes only from what the tools return.
-- With `?4bit=1` (NF4 weights on the CPU) the adapter loads and speaks the protocol, but answers are
-  less reliable than in bf16: on the held-out request of `tests/test_nano_adapter.py` it wrote a
-  malformed answer. The evaluation above is bf16 only.
+- With `?4bit=1` (NF4 weights on the CPU) the adapter loads and starts its turns as trained, but
+  NF4 often breaks the format after that: on the held-out request of `tests/test_nano_adapter.py`
+  it cut a closing tag short in one environment and wrote a malformed answer in another. Use bf16
+  on a CPU; the evaluation above is bf16 only.
 - English only; text-only (the base model sees no images).
 - Long requests push a trajectory past 2,048 tokens, the training length.
 """
