@@ -162,6 +162,7 @@ def test_the_small_things(light_studio):
         assert style[0] == "italic"
         # Unchecked checkboxes are visible: their border stands out from the panel (contrast >= 3:1).
         page.locator("#ge-backends").click()
+        page.wait_for_selector("#ge-typeset input[type=checkbox]", state="visible", timeout=30_000)  # rendered on open
         border, background = page.evaluate(
             "() => { const e = document.querySelector('#ge-typeset input[type=checkbox]'); const s = getComputedStyle(e);"
             " return [s.borderTopColor, getComputedStyle(e.closest('.block')).backgroundColor]; }")
