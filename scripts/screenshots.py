@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the same launcher the browser tests use
 sys.path.insert(0, str(REPO))
 
-from studio_server import browser, running_studio  # noqa: E402
+from studio_server import add_sample_guide, browser, running_studio  # noqa: E402
 
 VIEWPORT = {"width": 1440, "height": 1000}
 REQUEST = 'A retro travel poster of my cat next to a rocket, title "MOON CAT" in bold serif'
@@ -57,19 +57,6 @@ def _bench(home: Path, cfg: Path) -> None:
                    cwd=REPO, env=env, check=True, capture_output=True)
 
 
-def _guide(home: Path) -> None:
-    from genevolve.store import Store
-    from genevolve.training.sdl import GuideBuffer, guide_from_json
-
-    guide = guide_from_json({
-        "retrieval_key": {"trigger": "poster with an exact headline",
-                          "summary": "Requests that need a short title rendered letter for letter on a poster."},
-        "decision_guidance": {"tool_plan": ["read text_rendering before writing the program"],
-                              "program_writing": ["quote the headline once, exactly as requested"]}},
-        source_prompt='A poster with the headline "OPEN LATE"', reward_gap=0.75)
-    GuideBuffer(Store(home / "genevolve.db")).add(guide)
-
-
 def shoot(out: Path, skip_training: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="genevolve-shots-") as tmp:
@@ -78,7 +65,7 @@ def shoot(out: Path, skip_training: bool = False) -> None:
         cfg = home / "studio.yaml"
         cfg.write_text("extra:\n  library_embeddings: false\n")
         _bench(home, cfg)
-        _guide(home)
+        add_sample_guide(home)
         with running_studio(home, env={"GENEVOLVE_STUDIO_CONFIG": str(cfg)}, timeout_s=600) as url, browser() as b:
             page = b.new_page(viewport=VIEWPORT)
             page.goto(url)

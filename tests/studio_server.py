@@ -226,3 +226,17 @@ def open_studio(page, url: str) -> None:
 
 def session_of(page) -> str:
     return page.locator("#ge-session code").inner_text().strip()
+
+
+def add_sample_guide(home: Path) -> None:
+    """Put one Decision Guide into the studio's store the way GRPO+SDL does (real embedder, real buffer)."""
+    from genevolve.store import Store
+    from genevolve.training.sdl import GuideBuffer, guide_from_json
+
+    guide = guide_from_json({
+        "retrieval_key": {"trigger": "poster with an exact headline",
+                          "summary": "Requests that need a short title rendered letter for letter on a poster."},
+        "decision_guidance": {"tool_plan": ["read text_rendering before writing the program"],
+                              "program_writing": ["quote the headline once, exactly as requested"]}},
+        source_prompt='A poster with the headline "OPEN LATE"', reward_gap=0.75)
+    GuideBuffer(Store(home / "genevolve.db")).add(guide)

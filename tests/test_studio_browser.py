@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 
 pytest.register_assert_rewrite("studio_server")  # it is also loaded as a plugin below
-from studio_server import browser, open_studio, session_of, shot  # noqa: E402
+from studio_server import add_sample_guide, browser, open_studio, session_of, shot  # noqa: E402
 
 # The studio fixtures (studio, light_studio, slow_endpoint) are shared by both studio test modules.
 pytest_plugins = ["studio_server"]
@@ -147,20 +147,6 @@ def test_thinking_streams_live_and_stop_cancels(light_studio, slow_endpoint):
         assert [r["termination"] for r in runs] == ["cancelled"]
 
 
-def _add_guide(home):
-    """Put one Decision Guide into the studio's store the way GRPO+SDL does (real embedder, real buffer)."""
-    from genevolve.store import Store
-    from genevolve.training.sdl import GuideBuffer, guide_from_json
-
-    guide = guide_from_json({
-        "retrieval_key": {"trigger": "poster with an exact headline",
-                          "summary": "Requests that need a short title rendered letter for letter on a poster."},
-        "decision_guidance": {"tool_plan": ["read text_rendering before writing the program"],
-                              "program_writing": ["quote the headline once, exactly as requested"]}},
-        source_prompt='A poster with the headline "OPEN LATE"', reward_gap=0.75)
-    GuideBuffer(Store(home / "genevolve.db")).add(guide)
-
-
 def test_every_tab_does_its_main_job(light_studio):
     url, home = light_studio
     with browser() as b:
@@ -260,7 +246,7 @@ def test_every_tab_does_its_main_job(light_studio):
         shot(page, "bench", docs=True)
 
         # Decision Guides: the buffer is listed; a query shows the retrieved guide, cosine and gate.
-        _add_guide(home)
+        add_sample_guide(home)
         _tab(page, "Decision Guides")
         page.wait_for_selector("#gu-list .ge-guide", timeout=30_000)
         assert "poster with an exact headline" in page.locator("#gu-list").inner_text()
