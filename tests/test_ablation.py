@@ -76,3 +76,40 @@ def test_helpers():
     sub = stratified_subset(cases, 6)
     assert len(sub) == 6 and {c["category"] for c in sub} == {"x", "y", "z"}
     assert stratified_subset(cases, 6) == sub and json.dumps(sub)
+
+
+def test_paired_difference_uses_only_shared_requests_and_resamples_them_together():
+    from genevolve.bench.ablation import paired, paired_table
+
+    base = [{"id": str(i), "reward": 0.5} for i in range(30)]
+    better = [{"id": str(i), "reward": 0.5 + (0.2 if i % 3 else 0.0)} for i in range(20)]  # a subset of base's
+    c = paired({"new": better, "old": base}, "new", "old")
+    assert c["requests"] == 20 and c["baseline_reward"] == 0.5
+    assert c["wins"] == 13 and c["ties"] == 7 and c["losses"] == 0
+    lo, hi = c["delta_ci95"]
+    assert 0.0 < lo < c["delta"] < hi <= 0.2  # every request moved up or stayed: the interval is above zero
+    # Noise around no change: the interval straddles zero.
+    noisy = [{"id": str(i), "reward": 0.5 + (0.1 if i % 2 else -0.1)} for i in range(20)]
+    lo, hi = paired({"new": noisy, "old": base}, "new", "old")["delta_ci95"]
+    assert lo < 0 < hi
+    assert paired({"new": better, "old": []}, "new", "old") is None  # nothing shared: no claim
+    assert "| new | old | 20 |" in paired_table([c])
+
+
+def test_a_sampled_system_runs_a_stratified_sample_that_the_full_run_contains(tmp_path):
+    cases = [{"id": f"{c}{i}", "question": "q", "category": c} for c in "xyz" for i in range(10)]
+    runner = AblationRunner(stratified_subset(cases, 12), tmp_path)
+    sample = runner.cases_of(System("s", PlannerPolicy, sample=6))
+    assert len(sample) == 6 and {c["category"] for c in sample} == {"x", "y", "z"}
+    assert {c["id"] for c in sample} <= {c["id"] for c in runner.cases}
+
+
+def test_ship_choice_needs_an_interval_above_zero_against_sft():
+    from genevolve.training.nano import ship_choice
+
+    adapters = {"sft": 1, "grpo": 1, "grpo_sdl": 1}
+    row = lambda system, delta, lo: {"system": system, "baseline": "sft", "delta": delta, "delta_ci95": [lo, 0.3]}  # noqa: E731
+    assert ship_choice([], adapters) == "sft"
+    assert ship_choice([row("sft+grpo", 0.05, -0.02)], adapters) == "sft"  # better on average, not shown
+    assert ship_choice([row("sft+grpo", 0.05, 0.01), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo_sdl"
+    assert ship_choice([row("sft+grpo+sdl", 0.08, 0.02)], {"sft": 1}) == "sft"  # no such adapter on disk

@@ -36,6 +36,7 @@ class System:
     name: str
     make_policy: Callable[[], object]  # built lazily: a system's model loads only when it runs
     limit: int | None = None  # only the first ``limit`` cases (a system too slow for all of them)
+    sample: int | None = None  # only a stratified sample of this many cases (paired with the rest)
 
 
 def quoted_texts(request: str) -> list[str]:
@@ -88,7 +89,7 @@ class AblationRunner:
         from genevolve.config import Settings
 
         done = self.done_ids(system.name)
-        cases = self.cases[: system.limit] if system.limit else self.cases
+        cases = self.cases_of(system)
         todo = [c for c in cases if c["id"] not in done]
         if not todo:
             return self.rows(system.name)
@@ -108,6 +109,11 @@ class AblationRunner:
             self.log(f"{system.name} {len(done) + i}/{len(cases)} {case['id']}: valid={row['valid']} "
                      f"reward={row['reward']:.2f} rounds={row['rounds']} {row['seconds']:.0f}s")
         return self.rows(system.name)
+
+    def cases_of(self, system: System) -> list[dict]:
+        if system.sample:
+            return stratified_subset(self.cases, system.sample)
+        return self.cases[: system.limit] if system.limit else self.cases
 
     def rescore(self, system: str) -> list[dict]:
         """Measure the stored trajectories again (after a judge or reward changed); rollouts are kept."""
@@ -177,6 +183,36 @@ def summarise(rows_by_system: dict[str, list[dict]]) -> list[dict]:
         row["reward_ci95"] = [round(ci[0], 4), round(ci[1], 4)] if ci else None
         out.append(row)
     return out
+
+
+def paired(rows_by_system: dict[str, list[dict]], system: str, baseline: str, *, resamples: int = 2000,
+           seed: int = 0) -> dict | None:
+    """``system`` against ``baseline`` on the requests both ran: the mean reward difference with a
+    95% paired bootstrap interval (requests resampled together), and wins/ties/losses."""
+    a = {r["id"]: float(r["reward"]) for r in rows_by_system.get(system, [])}
+    b = {r["id"]: float(r["reward"]) for r in rows_by_system.get(baseline, [])}
+    ids = sorted(a.keys() & b.keys())
+    if not ids:
+        return None
+    diffs = [a[i] - b[i] for i in ids]
+    ci = bootstrap_ci(diffs, resamples=resamples, seed=seed)
+    return {"system": system, "baseline": baseline, "requests": len(ids),
+            "system_reward": round(sum(a[i] for i in ids) / len(ids), 4),
+            "baseline_reward": round(sum(b[i] for i in ids) / len(ids), 4),
+            "delta": round(sum(diffs) / len(diffs), 4), "delta_ci95": [round(ci[0], 4), round(ci[1], 4)],
+            "wins": sum(d > 1e-9 for d in diffs), "ties": sum(abs(d) <= 1e-9 for d in diffs),
+            "losses": sum(d < -1e-9 for d in diffs)}
+
+
+def paired_table(comparisons: list[dict]) -> str:
+    lines = ["| system | against | requests | reward | against's reward | difference [95% CI] | wins / ties / losses |",
+             "|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        lo, hi = c["delta_ci95"]
+        lines.append(f"| {c['system']} | {c['baseline']} | {c['requests']} | {c['system_reward']:.3f} | "
+                     f"{c['baseline_reward']:.3f} | {c['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                     f"{c['wins']} / {c['ties']} / {c['losses']} |")
+    return "\n".join(lines)
 
 
 def markdown_table(summary: list[dict]) -> str:

@@ -63,6 +63,8 @@ def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stag
          stages: str = typer.Option(",".join(("data", "sft", "grpo", "grpo_sdl", "eval", "ship")),
                                     help="Comma-separated stages to run, in order: data,sft,grpo,grpo_sdl,eval,ship."),
          eval_requests: int = typer.Option(60, min=1, help="Held-out requests in the ablation (stratified)."),
+         stage_requests: int = typer.Option(24, min=1, help="Of those, how many (stratified) the GRPO stages run; "
+                                            "they are compared with the stage before on exactly these."),
          ship_to: Optional[Path] = typer.Option(None, help="Where the ship stage puts the adapter "
                                                 "(default: assets/adapters/nano)."),
          systems: Optional[str] = typer.Option(None, help="Evaluate only these systems now (comma-separated: planner, "
@@ -80,7 +82,7 @@ def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stag
     try:
         ledger = NanoRecipe(out, log=lambda m: typer.echo(m, err=True), eval_requests=eval_requests,
                             ship_to=ship_to, eval_systems=systems.split(",") if systems else None,
-                            rescore=rescore, summary_only=summary_only).run([s.strip() for s in stages.split(",") if s.strip()])
+                            rescore=rescore, summary_only=summary_only, stage_requests=stage_requests).run([s.strip() for s in stages.split(",") if s.strip()])
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

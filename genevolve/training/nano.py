@@ -38,13 +38,18 @@ DATA_RECIPE = {"recipes": 560, "seed": 0, "protocol": "nano", "budget_fraction":
 EVAL_REQUESTS = 60
 EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
 UNTUNED_REQUESTS = 8
+# The GRPO stages are measured on a stratified sample of the eval requests (every one of them also
+# run by SFT), and reported against the stage before them on exactly those requests.
+STAGE_REQUESTS = 24
+PAIRS = (("sft", "untuned"), ("sft+grpo", "sft"), ("sft+grpo+sdl", "sft+grpo"), ("sft+grpo+sdl", "sft"))
+LABELS = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
 EVAL_MAX_ROUNDS = 8  # the planner teacher needs up to 9 rounds on 1 in 60 eval requests; 8 caps a runaway base
 
 
 class NanoRecipe:
     def __init__(self, out: str | Path, *, log: Callable[[str], None] = print, eval_requests: int = EVAL_REQUESTS,
                  ship_to: str | Path | None = None, eval_systems: list[str] | None = None, rescore: bool = False,
-                 summary_only: bool = False):
+                 summary_only: bool = False, stage_requests: int = STAGE_REQUESTS):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -53,6 +58,7 @@ class NanoRecipe:
         self.eval_systems = eval_systems  # None: every system that exists; a subset never marks eval done
         self.rescore = rescore  # measure stored rollouts again (after a judge changed) instead of skipping
         self.summary_only = summary_only  # eval: write the summary of the rows so far, run nothing
+        self.stage_requests = stage_requests  # GRPO stages: a stratified sample of the eval requests
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -161,7 +167,8 @@ class NanoRecipe:
         return {k: v for k, v in found.items() if (v / "adapter_config.json").is_file()}
 
     def stage_eval(self) -> None:
-        from genevolve.bench.ablation import AblationRunner, System, chart, markdown_table, stratified_subset, summarise
+        from genevolve.bench.ablation import (AblationRunner, System, chart, markdown_table, paired, paired_table,
+                                              stratified_subset, summarise)
         from genevolve.durable import read_jsonl, write_atomic
         from genevolve.policies.local import LocalPolicy
         from genevolve.policies.planner import PlannerPolicy
@@ -179,8 +186,8 @@ class NanoRecipe:
         # this CPU): it is measured on a subset, and the summary says how many requests each row covers.
         systems = [System("planner", PlannerPolicy),
                    System("untuned", nano("none"), limit=min(UNTUNED_REQUESTS, len(cases)))]
-        labels = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
-        systems += [System(labels[k], nano(str(v))) for k, v in self.adapters().items()]
+        systems += [System(LABELS[k], nano(str(v)), sample=None if k == "sft" else self.stage_requests)
+                    for k, v in self.adapters().items()]
         chosen = systems
         if self.eval_systems is not None:
             unknown = set(self.eval_systems) - {s.name for s in systems}
@@ -200,7 +207,12 @@ class NanoRecipe:
             write_atomic(self.out / "eval" / "summary.md", markdown_table(summary) + "\n")
             chart(summary, self.out / "eval" / "ablation.png")
             self.log(markdown_table(summary))
-        complete = all(len(runner.rows(s.name)) == (s.limit or len(cases)) for s in systems)
+            pairs = [p for p in (paired(rows, a, b) for a, b in PAIRS) if p]
+            write_atomic(self.out / "eval" / "paired.json", json.dumps(pairs, indent=2) + "\n")
+            write_atomic(self.out / "eval" / "paired.md", paired_table(pairs) + "\n")
+            if pairs:
+                self.log(paired_table(pairs))
+        complete = all(len(runner.rows(s.name)) == len(runner.cases_of(s)) for s in systems)
         if complete:
             self._mark_done("eval", systems=[s.name for s in systems], requests=len(cases))
         else:
@@ -222,16 +234,10 @@ class NanoRecipe:
             shutil.copy2(chart, docs / "images" / "nano_ablation.png")
 
     def stage_ship(self) -> None:
-        """Copy the best adapter by mean eval reward (SFT when no later stage beats it) into the assets."""
-        summary_path = self.out / "eval" / "summary.json"
+        """Copy the chosen adapter into the assets: SFT, unless a later stage beat it on the same
+        requests with a paired interval above zero (then the one with the larger difference)."""
         adapters = self.adapters()
-        choice = "sft"
-        if summary_path.exists():
-            rows = {r["system"]: r for r in json.loads(summary_path.read_text(encoding="utf-8"))}
-            by_label = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
-            scored = [(rows[by_label[k]]["reward"] or 0.0, k) for k in adapters if by_label[k] in rows]
-            if scored:
-                choice = max(scored)[1]
+        choice = ship_choice(_read_json(self.out / "eval" / "paired.json") or [], adapters)
         src = adapters.get(choice)
         if src is None:
             raise FileNotFoundError(f"no trained adapter under {self.out}: run the sft stage first")
@@ -246,6 +252,13 @@ class NanoRecipe:
             self.write_docs(choice)
         self._mark_done("ship", shipped=choice, to=str(dest))
         self.log(f"[nano] shipped the {choice} adapter to {dest}")
+
+
+def ship_choice(pairs: list[dict], adapters) -> str:
+    """The stage to ship from the paired comparisons against SFT (``ablation.paired`` rows)."""
+    against_sft = [(p["delta"], k) for k, label in LABELS.items() if k != "sft" and k in adapters
+                   for p in pairs if p["system"] == label and p["baseline"] == "sft" and p["delta_ci95"][0] > 0]
+    return max(against_sft)[1] if against_sft else "sft"
 
 
 def _gemma_tokenizer():
