@@ -232,6 +232,7 @@ class NanoRecipe:
         if chart.exists():
             (docs / "images").mkdir(parents=True, exist_ok=True)
             shutil.copy2(chart, docs / "images" / "nano_ablation.png")
+        grpo_chart(self.out, docs / "images" / "nano_grpo.png")
 
     def stage_ship(self) -> None:
         """Copy the chosen adapter into the assets: SFT, unless a later stage beat it on the same
@@ -252,6 +253,70 @@ class NanoRecipe:
             self.write_docs(choice)
         self._mark_done("ship", shipped=choice, to=str(dest))
         self.log(f"[nano] shipped the {choice} adapter to {dest}")
+
+
+def grpo_rows(out: Path) -> dict[str, list[dict]]:
+    """The optimizer-step rows of each GRPO stage's metrics.jsonl, by stage name."""
+    from genevolve.training.metrics import read_metrics
+
+    rows = {}
+    for name in ("grpo", "grpo_sdl"):
+        if (out / name / "metrics.jsonl").exists():
+            steps = [m for m in read_metrics(out / name) if m.get("reward_mean") is not None]
+            if steps:
+                rows[name] = steps
+    return rows
+
+
+def grpo_section(out: Path) -> str | None:
+    """Per step of each GRPO stage: the group's reward and its spread, what the rollouts did, the SDL
+    terms; the measured parts of the model card's reinforcement section."""
+    stages = grpo_rows(out)
+    if not stages:
+        return None
+    lines = ["| stage | step | reward mean ± sd in the group | valid programs | skill calls | rows trained | "
+             "SDL KL | guides added / gate hits | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, steps in stages.items():
+        for m in steps:
+            terms = m.get("terminations") or {}
+            n = sum(terms.values()) or 1
+            answered = terms.get("answer", 0) + terms.get("forced_answer", 0)
+            skills = (m.get("tool_counts") or {}).get("query_knowledge", 0)
+            kl = "–" if m.get("sdl_kl") is None else f"{m['sdl_kl']:.4f}"
+            guides = "–" if "guides_added" not in m else f"{m['guides_added']} / {m.get('guide_hit_rate', 0):.0%}"
+            secs = sum((m.get("timings") or {}).get(k, 0.0) for k in ("generation_s", "tools_s", "judge_s"))
+            lines.append(f"| {name} | {m['step']} | {m['reward_mean']:.3f} ± {m.get('reward_std') or 0:.3f} | "
+                         f"{answered}/{n} | {skills} | {m.get('trained_samples', '–')} | {kl} | {guides} | "
+                         f"{m.get('step_time', secs) or secs:.0f} |")
+    return "\n".join(lines)
+
+
+def grpo_chart(out: Path, path: Path) -> Path | None:
+    """Reward per step (mean and the group's spread) for each GRPO stage."""
+    stages = grpo_rows(out)
+    if not stages:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
+    for name, steps in stages.items():
+        x = [m["step"] for m in steps]
+        y = [m["reward_mean"] for m in steps]
+        sd = [m.get("reward_std") or 0.0 for m in steps]
+        ax.plot(x, y, marker="o", label=name.replace("_", "+"))
+        ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], alpha=0.15)
+    ax.set_xlabel("optimizer step (one prompt, 6 rollouts)")
+    ax.set_ylabel("hybrid reward")
+    ax.set_ylim(0, 1)
+    ax.set_title("GRPO on the RL pool: group mean ± sd", fontsize=10)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def ship_choice(pairs: list[dict], adapters) -> str:
@@ -329,6 +394,12 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
     summary = out / "eval" / "summary.md"
     if summary.exists():
         sections["ablation"] = summary.read_text(encoding="utf-8").strip()
+    paired = out / "eval" / "paired.md"
+    if paired.exists() and paired.read_text(encoding="utf-8").count("\n") > 2:
+        sections["paired"] = paired.read_text(encoding="utf-8").strip()
+    rl = grpo_section(out)
+    if rl:
+        sections["grpo"] = rl
     untuned = out / "eval" / "untuned.jsonl"
     if untuned.exists():
         sections["untuned_n"] = str(sum(1 for x in untuned.read_text(encoding="utf-8").splitlines() if x.strip()))

@@ -54,8 +54,15 @@ work during most of the SFT stage):
 
 {time}
 
-Shipped stage: **{shipped}**. GRPO and GRPO+SDL (`configs/nano/grpo.yaml`, `grpo_sdl.yaml`) start
-from this adapter; the model card is rewritten by the `ship` stage after each run.
+Then GRPO and GRPO+SDL from the SFT adapter on the RL prompt pool (`configs/nano/grpo.yaml`,
+`grpo_sdl.yaml`): one prompt and 6 rollouts per optimizer step, the hybrid reward, no reference
+model (β = 0); SDL adds the reverse KL to a teacher that sees the retrieved Decision Guide, on the
+top 10% decision tokens. Per step (mean ± sd of the reward within the group of 6):
+
+{grpo}
+
+Shipped stage: **{shipped}**. A later stage replaces SFT only when it beats SFT on the same held-out
+requests with a paired 95% interval above zero; the `ship` stage rewrites this card after each run.
 
 ## Evaluation (held-out split, one run, same tools, renderer and judges)
 
@@ -66,6 +73,11 @@ verbatim in the gen_prompt (n = requests that quote something); OCR text score o
 (n = programs with text constraints); Jaccard overlap of the skills consulted with the teacher's;
 the hybrid GRPO reward (0.5 image judge + 0.5 program sufficiency, both offline) with a 95%
 bootstrap interval; rounds, assistant tokens and seconds per request.
+
+Each stage against the one before, on the requests both ran (the GRPO stages run a stratified
+subset of the held-out requests; the interval resamples requests, keeping each pair together):
+
+{paired}
 
 ## Known limits
 
@@ -142,7 +154,24 @@ loss on the assistant's tokens only, logits computed only at those positions.
 
 {sft}
 
-## 4. Evaluation
+## 4. GRPO and GRPO+SDL
+
+Both start from the SFT adapter and draw prompts from the RL pool (no entity shared with SFT or
+eval). One optimizer step is one prompt with 6 rollouts in the nano conversation at temperature
+1.0 and 320 tokens per turn, scored by the hybrid reward (layout render, OCR/structure judge,
+program sufficiency), advantages normalised within the group, clipped objective (ε = 0.2), no
+reference model (β = 0), learning rate 5e-5 on the LoRA weights (`configs/nano/grpo*.yaml`).
+GRPO+SDL adds λ = 0.1 × the reverse KL between the student and a teacher that reads the retrieved
+Decision Guide, on the top 10% decision tokens; a guide is distilled from the best and worst
+rollouts of a group when their rewards differ by at least 0.2, and retrieved when its request's
+embedding is within the 0.84 gate. The steps are few (a step is several minutes of rollouts on
+this CPU), so read the table below as what the stages did, not as converged training.
+
+{grpo}
+
+![GRPO reward per step](images/nano_grpo.png)
+
+## 5. Evaluation
 
 The ablation runs each system on the same held-out requests — a stratified 60 of the eval
 split's 126, none of whose entities were trained on — with the same offline tools, nano
@@ -154,6 +183,13 @@ it seldom ends a turn, so each request costs up to eight full turns (minutes on 
 
 ![ablation](images/nano_ablation.png)
 
+Each stage against the one before, on the requests both ran (the GRPO stages run a stratified
+subset of the held-out requests; the paired bootstrap resamples requests, keeping each pair
+together), and the shipping rule: a later stage replaces SFT only when its interval against SFT
+lies above zero.
+
+{paired}
+
 Reading the table: *valid program* is the share of requests that end in a program that
 validates; *quoted texts kept* counts requests that quote something; the *OCR text score* is
 measured on the layout render of programs with text constraints; *skills vs teacher* is the
@@ -163,11 +199,11 @@ bootstrap interval. Targets for SFT: ≥ 90% valid programs and ≥ 90% quoted t
 *seconds* column is wall time on the machine as it was during the run: in the first run it was
 shared with other work (load average 10–15), and the untuned base ran at a lower priority.
 
-## 5. Time
+## 6. Time
 
 {time}
 
-## 6. What is not done yet
+## 7. What is not done yet
 
 The SFT adapter meets both SFT targets, but it rarely consults a skill (its skills overlap the
 teacher's at 0.10): it searches, looks for a picture and answers. Sufficiency checks the skills
@@ -185,11 +221,11 @@ CPU. Their rows join the table when `genevolve train nano --out runs/nano` is ru
 
 def render_docs(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
-    keys = ("data", "recipe", "size", "sft", "untuned_n", "ablation", "time")
+    keys = ("data", "recipe", "size", "sft", "grpo", "untuned_n", "ablation", "paired", "time")
     return DOCS.format(**{k: sections.get(k) or missing for k in keys})
 
 
 def render_card(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
-    keys = ("data", "sft", "time", "shipped", "ablation")
+    keys = ("data", "sft", "time", "grpo", "shipped", "ablation", "paired")
     return CARD.format(**{k: sections.get(k) or missing for k in keys})

@@ -1,0 +1,49 @@
+"""The nano recipe's reporting: the GRPO stages' per-step table and chart, the paired section of the
+card, from a run folder laid out as the stages write it."""
+
+from __future__ import annotations
+
+
+from genevolve.training.metrics import RunFiles
+from genevolve.training.nano import grpo_chart, grpo_section, model_card_sections
+from genevolve.training.nano_card import render_card, render_docs
+
+
+def _grpo_run(out, name, rewards, sdl=False):
+    files = RunFiles(out / name, create=True)
+    for step, (mean, sd) in enumerate(rewards, 1):
+        row = {"step": step, "loss": 0.01, "reward_mean": mean, "reward_std": sd, "trained_samples": 4,
+               "terminations": {"answer": 4, "max_rounds": 2}, "tool_counts": {"search": 3, "query_knowledge": 2},
+               "timings": {"generation_s": 200.0, "tools_s": 3.0, "judge_s": 5.0}}
+        if sdl:
+            row.update({"sdl_kl": 0.02 / step, "guides_added": 1, "guide_hit_rate": 0.0 if step == 1 else 1.0})
+        files.log(row)
+    files.log({"step": len(rewards), "train_runtime": 99.0})  # the end-of-run summary is not a step
+
+
+def test_grpo_section_and_chart_from_the_stage_metrics(tmp_path):
+    _grpo_run(tmp_path, "grpo", [(0.40, 0.10), (0.55, 0.05)])
+    _grpo_run(tmp_path, "grpo_sdl", [(0.45, 0.12)], sdl=True)
+    table = grpo_section(tmp_path)
+    rows = [line for line in table.splitlines() if line.startswith("| grpo")]
+    assert len(rows) == 3  # one per optimizer step, none for the summary row
+    assert "| grpo | 1 | 0.400 ± 0.100 | 4/6 | 2 | 4 | – | – | 208 |" in table
+    assert "| grpo_sdl | 1 | 0.450 ± 0.120 | 4/6 | 2 | 4 | 0.0200 | 1 / 0% | 208 |" in table
+    from PIL import Image
+
+    with Image.open(grpo_chart(tmp_path, tmp_path / "g.png")) as im:
+        assert im.format == "PNG" and im.width > 500
+    assert grpo_section(tmp_path / "nothing") is None and grpo_chart(tmp_path / "nothing", tmp_path / "x.png") is None
+
+
+def test_card_and_docs_carry_the_grpo_and_paired_sections(tmp_path):
+    _grpo_run(tmp_path, "grpo", [(0.40, 0.10)])
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "paired.md").write_text(
+        "| system | against | requests |\n|---|---|---|\n| sft+grpo | sft | 24 |\n", encoding="utf-8")
+    sections = model_card_sections(tmp_path, "sft")
+    for text in (render_card(sections), render_docs(sections)):
+        assert "| grpo | 1 | 0.400 ± 0.100 |" in text and "| sft+grpo | sft | 24 |" in text
+    # An empty comparison (no shared requests yet) says it was not measured rather than showing a bare header.
+    (tmp_path / "eval" / "paired.md").write_text("| h |\n|---|\n", encoding="utf-8")
+    assert "paired" not in model_card_sections(tmp_path, "sft")
