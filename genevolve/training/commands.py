@@ -63,7 +63,7 @@ def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stag
          stages: str = typer.Option(",".join(("data", "sft", "grpo", "grpo_sdl", "eval", "ship")),
                                     help="Comma-separated stages to run, in order: data,sft,grpo,grpo_sdl,eval,ship."),
          eval_requests: int = typer.Option(60, min=1, help="Held-out requests in the ablation (stratified)."),
-         stage_requests: int = typer.Option(24, min=1, help="Of those, how many (stratified) the GRPO stages run; "
+         stage_requests: int = typer.Option(20, min=1, help="Of those, how many (stratified) the GRPO stages run; "
                                             "they are compared with the stage before on exactly these."),
          ship_to: Optional[Path] = typer.Option(None, help="Where the ship stage puts the adapter "
                                                 "(default: assets/adapters/nano)."),

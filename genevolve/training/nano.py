@@ -40,7 +40,7 @@ EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
 UNTUNED_REQUESTS = 8
 # The GRPO stages are measured on a stratified sample of the eval requests (every one of them also
 # run by SFT), and reported against the stage before them on exactly those requests.
-STAGE_REQUESTS = 24
+STAGE_REQUESTS = 20
 PAIRS = (("sft", "untuned"), ("sft+grpo", "sft"), ("sft+grpo+sdl", "sft+grpo"), ("sft+grpo+sdl", "sft"))
 LABELS = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
 EVAL_MAX_ROUNDS = 8  # the planner teacher needs up to 9 rounds on 1 in 60 eval requests; 8 caps a runaway base
