@@ -155,7 +155,7 @@ def test_timings_are_recorded(tmp_path):
     tool_step = traj.steps[0]
     assert tool_step.tool_s > 0 and tool_step.round_s >= tool_step.policy_s + tool_step.tool_s - 1e-6
     assert traj.elapsed_s >= sum(s.round_s for s in traj.steps) - 1e-6
-    assert [e["round"] for e in traj.events] == [1, 2]
+    assert [t["round"] for t in traj.round_timings] == [1, 2]
 
 
 def test_cancel_event_stops_the_run(tmp_path):
