@@ -317,7 +317,8 @@ def test_the_policy_saw_what_the_trajectory_records(tmp_path, protocol):
     for seen, step in zip(policy.seen, traj.steps):  # each round's input is the record up to that round
         assert seen == messages[:len(seen)]
         assert messages[len(seen)] == {"role": "assistant", "content": step.assistant_text}
-    assert traj.steps[-1].notice == agent.profile.final_message() and policy.seen[-1][-1]["content"] == traj.steps[-1].notice
+    notice = agent.profile.final_message()  # opens the last round, just before the policy's last turn
+    assert traj.steps[-1].notice == notice and policy.seen[-1][-1] == {"role": "user", "content": notice}
     tool_reply = next(m for m in messages if m["role"] == "user" and "IMG_002" in m["content"])
     text_only = protocol.startswith("official")
     assert messages[1].get("images") == (None if text_only else ["IMG_001"])
@@ -375,7 +376,8 @@ def test_termination_is_a_termination_stored_as_its_string(tmp_path):
     agent, _ = agent_for([ANSWER], tmp_path=tmp_path)
     traj = agent.run("a kite")
     assert traj.termination is Termination.ANSWER and traj.termination == "answer"
-    assert type(traj.to_dict()["termination"]) is str and json.loads(json.dumps(traj.to_dict()))["termination"] == "answer"
+    stored = traj.to_dict()["termination"]
+    assert type(stored) is str and json.loads(json.dumps(traj.to_dict()))["termination"] == stored == "answer"
     assert {"answer": 1}[traj.termination] == 1  # a key read from JSON finds the member
     loaded = Trajectory.from_dict(json.loads(json.dumps(traj.to_dict())))
     assert loaded.termination is Termination.ANSWER
