@@ -5,10 +5,24 @@ The runtime, not the model, enforces the round and tool-call caps, the single co
 message after a format error and the forced answer in the last round. Nothing the policy or a
 tool does escapes as an exception: the trajectory ends with a termination reason instead.
 
+The loop in named steps, each a generator of events that returns how the run ends (an
+``Ending``) or None to go on; ``_finish`` records the ending, the only place that does:
+
+    _start          user images, the request check, the conversation's opening, the first save
+    _round          per round: the last-round notice, then
+      _policy_turn    the policy's streamed turn (a failure or a stop ends the run)
+      _tool_call      run the tool, answer the turn with its reply
+      _format_error   an unusable turn: one correction, or the end
+      _answer         parse, validate (a correction, then repair), constraints: the program
+    _out_of_rounds  no answer by the round cap
+
+The conversation is not kept by hand: each step records what the policy was shown around its
+turn (notice, reply), and ``Trajectory.messages`` derives the chat messages from the steps.
+
 Under the ``official`` protocol profile the loop speaks as the official runtime does
 (``genevolve.official.turns``): answer-first turn reading, a wrapped nudge after every format
-error until the round cap, silent resolution of an answer's references, text-only tool replies
-and the official termination names.
+error until the round cap (``_official_answer``), silent resolution of an answer's references,
+text-only tool replies and the official termination names.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Generator, Iterator, Sequence
 
 from genevolve.official import turns as official
 from genevolve.profiles import get_profile
@@ -31,7 +45,7 @@ from genevolve.program import (
     request_problem,
     validate_program,
 )
-from genevolve.protocol import correction_message
+from genevolve.protocol import ToolCall, Turn, correction_message
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 from genevolve.trajectory import (
     AnswerEvent,
@@ -41,6 +55,7 @@ from genevolve.trajectory import (
     ImageRegistry,
     RoundStart,
     Step,
+    Termination,
     TextDelta,
     ToolCallEvent,
     ToolResultEvent,
@@ -57,6 +72,39 @@ class AgentConfig:
     system_prompt_path: str | None = None
     offline: bool = True
     protocol: str | None = None  # a profile spec (genevolve.profiles); None: the policy's preference, else ours
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ends and why. A step that ends the run returns one; the run records it once."""
+
+    termination: Termination
+    reason: str | None = None
+
+
+STOPPED_BY_USER = Ending(Termination.CANCELLED, "stopped by the user")
+
+
+@dataclass
+class _Run:
+    """One run in progress: its record and the state its rounds share."""
+
+    traj: Trajectory
+    registry: ImageRegistry
+    ctx: ToolContext
+    cancel: threading.Event | None
+    tool_calls: int = 0
+    corrected: bool = False  # a format error gets one corrective message; a second in a row ends the run
+    final_announced: bool = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+
+# What each step of the loop is: a generator of events that returns the run's Ending, or None
+# when the run goes on.
+StepEvents = Generator[Event, None, "Ending | None"]
 
 
 class Agent:
@@ -95,36 +143,37 @@ class Agent:
 
     def stream(self, request: str, images: Sequence[str | Path] = (), *,
                cancel: threading.Event | None = None, session: str | None = None) -> Iterator[Event]:
-        traj = Trajectory(request=request)
-        traj.backends = dict(self.backends)
-        traj.meta["offline"] = self.config.offline
-        traj.meta["protocol"] = self.profile.name
-        if self.profile.official:
-            traj.meta["protocol_assets"] = str(self.profile.assets.package_dir)
-        if session:
-            traj.meta["session"] = session
+        traj = self._new_trajectory(request, session)
         started = time.perf_counter()
         try:
-            yield from self._loop(traj, images, cancel)
+            ending = yield from self._loop(traj, images, cancel)
         except GeneratorExit:
             # The consumer walked away (browser closed, stop pressed): keep what we have.
-            traj.termination, traj.reason = "cancelled", "the caller stopped reading events"
-            self._finish(traj, started)
+            self._finish(traj, Ending(Termination.CANCELLED, "the caller stopped reading events"), started)
             raise
         except Exception as exc:  # noqa: BLE001 - never an exception into the caller
-            traj.termination, traj.reason = "policy_error", f"internal error: {type(exc).__name__}: {exc}"
-        self._finish(traj, started)
+            ending = Ending(Termination.POLICY_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+        self._finish(traj, ending, started)
         yield Done(trajectory=traj)
 
     # ------------------------------------------------------------------ the loop
 
-    def _loop(self, traj: Trajectory, user_images, cancel) -> Iterator[Event]:
-        cfg = self.config
-        prof = self.profile
+    def _loop(self, traj: Trajectory, user_images, cancel) -> Generator[Event, None, Ending]:
+        """Start, then one round at a time until a round ends the run or the rounds run out."""
         registry = ImageRegistry()
-        work = self.work_dir / traj.id
-        ctx = ToolContext(registry=registry, work_dir=work, offline=cfg.offline, request=traj.request,
-                          profile=self.profile)
+        ctx = ToolContext(registry=registry, work_dir=self.work_dir / traj.id, offline=self.config.offline,
+                          request=traj.request, profile=self.profile)
+        run = _Run(traj, registry, ctx, cancel)
+        ending = yield from self._start(run, user_images)
+        rnd = 0
+        while ending is None and rnd < self.config.max_rounds:
+            rnd += 1
+            ending = yield from self._round(run, rnd)
+        return ending or self._out_of_rounds()
+
+    def _start(self, run: _Run, user_images) -> StepEvents:
+        """The user's images, the request check, the conversation's opening and the first save."""
+        traj, registry = run.traj, run.registry
         for path in user_images:
             p = Path(path)
             if not p.is_file():
@@ -135,174 +184,183 @@ class Agent:
             ref = registry.register(p, source="user", title=p.name)
             if ref.img_id not in traj.user_image_ids:
                 traj.user_image_ids.append(ref.img_id)
-        ctx.user_images = [registry.get(i) for i in traj.user_image_ids]
+        run.ctx.user_images = [registry.get(i) for i in traj.user_image_ids]
         traj.images = registry.list()  # a run that ends before any tool call still lists the user's images
         problem = request_problem(traj.request, len(traj.user_image_ids))
         if problem:  # nothing to plan: say so rather than draw a generic image
-            traj.termination, traj.reason = "invalid_request", problem
             yield WarningEvent(message=problem)
-            return
-        user_text = traj.request
+            return Ending(Termination.INVALID_REQUEST, problem)
+        request_message = traj.request
         if traj.user_image_ids:
             listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)
-            user_text += f"\n\nThe user provided reference images: {listing}."
-        first = {"role": "user", "content": user_text}
-        if not self.profile.text_only:  # the official runtime sends text only, the user's images by id
-            first["images"] = list(traj.user_image_ids)
-        traj.messages = [{"role": "system", "content": self.system_prompt}, first]
+            request_message += f"\n\nThe user provided reference images: {listing}."
+        traj.system_prompt, traj.request_message = self.system_prompt, request_message
+        # The official runtime sends text only, the user's images by id.
+        traj.images_in_messages = not self.profile.text_only
         # Recorded as "running" before the first round, so a killed process still leaves the
         # request (and its user images) in the store; the final save replaces this row.
         self._save(traj)
-        tool_calls = 0
-        corrected = False  # a format error gets one corrective message; a second in a row ends the run
-        final_announced = False
-        for rnd in range(1, cfg.max_rounds + 1):
-            if cancel is not None and cancel.is_set():
-                traj.termination, traj.reason = "cancelled", "stopped by the user"
-                return
-            # The official runtime announces only the round cap; its prompt states the tool budget.
-            final = rnd == cfg.max_rounds or (not prof.official and tool_calls >= cfg.max_tool_calls)
-            if final and not final_announced:
-                traj.messages.append({"role": "user", "content": prof.final_message()})
-                final_announced = True
-            yield RoundStart(round=rnd, final=final)
-            round_t0 = time.perf_counter()
-            step = Step(round=rnd)
-            traj.steps.append(step)
-            chunks: list[str] = []
-            try:
-                for delta in self.policy.stream(traj.messages, registry.list()):
-                    if cancel is not None and cancel.is_set():
-                        break
-                    if delta:
-                        chunks.append(delta)
-                        yield TextDelta(round=rnd, text=delta)
-            except Exception as exc:  # noqa: BLE001
-                step.kind, step.error = "policy_error", f"{type(exc).__name__}: {exc}"
-                step.assistant_text = "".join(chunks)
-                step.policy_s = step.round_s = time.perf_counter() - round_t0
-                traj.termination = official.ERROR if prof.official else "policy_error"
-                traj.reason = step.error
-                return
-            for w in _take_warnings(self.policy):
-                traj.warnings.append(w)
-                yield WarningEvent(message=w, round=rnd)
-            if cancel is not None and cancel.is_set():
-                traj.termination, traj.reason = "cancelled", "stopped by the user"
-                step.assistant_text = "".join(chunks)
-                return
-            text = prof.finish_turn("".join(chunks))
-            step.policy_s = time.perf_counter() - round_t0
-            step.assistant_text = text
-            traj.messages.append({"role": "assistant", "content": text})
-            turn = prof.parse_turn(text)
-            step.think = turn.think
+        return None
 
-            if prof.official and turn.kind != "tool_call":
-                event = self._official_outcome(traj, step, turn, text, rnd, final, registry, round_t0)
-                yield event
-                if isinstance(event, FormatErrorEvent) and traj.termination == "running":
-                    continue  # nudged; the model tries again next round
-                return
+    def _round(self, run: _Run, rnd: int) -> StepEvents:
+        """One round: the policy's turn, then what the turn holds (a tool call, an answer or neither)."""
+        if run.cancelled:
+            return STOPPED_BY_USER
+        cfg, prof = self.config, self.profile
+        # The official runtime announces only the round cap; its prompt states the tool budget.
+        final = rnd == cfg.max_rounds or (not prof.official and run.tool_calls >= cfg.max_tool_calls)
+        yield RoundStart(round=rnd, final=final)
+        round_t0 = time.perf_counter()
+        step = Step(round=rnd)
+        if final and not run.final_announced:
+            step.notice = prof.final_message()
+            run.final_announced = True
+        run.traj.steps.append(step)
+        ending = yield from self._policy_turn(run, step, round_t0)
+        if ending is not None:
+            return ending
+        turn = prof.parse_turn(step.assistant_text)
+        step.think = turn.think
+        if turn.kind == "tool_call" and (prof.official or not final):
+            return (yield from self._tool_call(run, step, turn.tool_call, round_t0))
+        if prof.official:
+            return (yield from self._official_answer(run, step, turn, final, round_t0))
+        if turn.kind == "tool_call":
+            return (yield from self._format_error(run, step, "tool calls are no longer allowed; an answer is due",
+                                                  round_t0))
+        if turn.kind == "error":
+            return (yield from self._format_error(run, step, turn.error, round_t0))
+        return (yield from self._answer(run, step, turn, round_t0))
 
-            if turn.kind == "tool_call" and final and not prof.official:
-                turn.kind, turn.error = "error", "tool calls are no longer allowed; an answer is due"
-            if turn.kind == "answer":
-                try:
-                    program = Program.from_answer(turn.answer)
-                except ProgramError as exc:
-                    turn.kind, turn.error = "error", str(exc)
-            if turn.kind == "error":
-                step.kind, step.error = "format_error", turn.error
-                step.round_s = time.perf_counter() - round_t0
-                yield FormatErrorEvent(round=rnd, error=turn.error, text=text)
-                if corrected or rnd == cfg.max_rounds:
-                    traj.termination = "format_error" if rnd < cfg.max_rounds else "max_rounds"
-                    traj.reason = f"round {rnd}: {turn.error}"
-                    return
-                corrected = True
-                traj.messages.append({"role": "user", "content": correction_message(turn.error)})
-                continue
+    def _policy_turn(self, run: _Run, step: Step, round_t0: float) -> StepEvents:
+        """Stream the policy's turn into the step; a failure or a stop ends the run."""
+        chunks: list[str] = []
+        try:
+            for delta in self.policy.stream(run.traj.messages, run.registry.list()):
+                if run.cancelled:
+                    break
+                if delta:
+                    chunks.append(delta)
+                    yield TextDelta(round=step.round, text=delta)
+        except Exception as exc:  # noqa: BLE001
+            step.kind, step.error = "policy_error", f"{type(exc).__name__}: {exc}"
+            step.assistant_text = "".join(chunks)
+            step.policy_s = step.round_s = time.perf_counter() - round_t0
+            return Ending(Termination.ERROR if self.profile.official else Termination.POLICY_ERROR, step.error)
+        for w in _take_warnings(self.policy):
+            run.traj.warnings.append(w)
+            yield WarningEvent(message=w, round=step.round)
+        if run.cancelled:
+            step.assistant_text = "".join(chunks)
+            return STOPPED_BY_USER
+        step.assistant_text = self.profile.finish_turn("".join(chunks))
+        step.policy_s = time.perf_counter() - round_t0
+        return None
 
-            if turn.kind == "tool_call":
-                call = turn.tool_call
-                tool_calls += 1
-                step.kind, step.tool_name, step.tool_arguments = "tool_call", call.name, call.arguments
-                yield ToolCallEvent(round=rnd, name=call.name, arguments=call.arguments)
-                tool_t0 = time.perf_counter()
-                result = self._recorded_reply(call.name, registry) or self._call_tool(call.name, call.arguments, ctx)
-                step.tool_s = time.perf_counter() - tool_t0
-                step.tool_text, step.tool_backend, step.error = result.text, result.backend, result.error
-                step.tool_images = [i.img_id for i in result.images]
-                reply = {"role": "user", "content": prof.tool_response(result.text)}
-                if not prof.text_only:
-                    reply["images"] = list(step.tool_images)
-                traj.messages.append(reply)
-                step.round_s = time.perf_counter() - round_t0
-                traj.images = registry.list()
-                yield ToolResultEvent(round=rnd, name=call.name, text=result.text, images=list(result.images),
-                                      elapsed_s=step.tool_s, error=result.error, backend=result.backend)
-                corrected = False
-                continue
+    def _tool_call(self, run: _Run, step: Step, call: ToolCall, round_t0: float) -> StepEvents:
+        """Run the call (or give back the recorded reply) and answer the turn with its result."""
+        run.tool_calls += 1
+        step.kind, step.tool_name, step.tool_arguments = "tool_call", call.name, call.arguments
+        yield ToolCallEvent(round=step.round, name=call.name, arguments=call.arguments)
+        tool_t0 = time.perf_counter()
+        result = self._recorded_reply(call.name, run.registry) or self._call_tool(call.name, call.arguments, run.ctx)
+        step.tool_s = time.perf_counter() - tool_t0
+        step.tool_text, step.tool_backend, step.error = result.text, result.backend, result.error
+        step.tool_images = [i.img_id for i in result.images]
+        step.reply = self.profile.tool_response(result.text)
+        step.round_s = time.perf_counter() - round_t0
+        run.traj.images = run.registry.list()
+        yield ToolResultEvent(round=step.round, name=call.name, text=result.text, images=list(result.images),
+                              elapsed_s=step.tool_s, error=result.error, backend=result.backend)
+        run.corrected = False
+        return None
 
-            # An answer.
-            known = registry.ids()
-            issues = validate_program(program, known, cfg.max_references)
-            if issues and not corrected and rnd < cfg.max_rounds:
-                corrected = True
-                error = "; ".join(i.message for i in issues)
-                step.kind, step.error = "format_error", error
-                step.round_s = time.perf_counter() - round_t0
-                yield FormatErrorEvent(round=rnd, error=error, text=text)
-                traj.messages.append({"role": "user", "content": correction_message(error)})
-                continue
-            repairs: list[str] = []
-            if issues:
-                program, repairs = repair_program(program, known, cfg.max_references)
-                traj.warnings.extend(f"program repaired: {r}" for r in repairs)
-            for ref in program.reference_images:
-                img = registry.get(ref.img_id)
-                ref.path = img.path if img else None
-            program.constraints = derive_constraints(traj.request, program)
-            step.kind = "answer"
-            step.round_s = time.perf_counter() - round_t0
-            traj.program = program
-            traj.images = registry.list()
-            traj.termination = "forced_answer" if final_announced else "answer"
-            yield AnswerEvent(round=rnd, program=program, forced=final_announced, repairs=repairs)
-            return
-        traj.termination = official.MAX_ROUNDS if prof.official else "max_rounds"
-        traj.reason = f"no answer within {cfg.max_rounds} rounds"
+    def _format_error(self, run: _Run, step: Step, error: str, round_t0: float) -> StepEvents:
+        """An unusable turn: one corrective message, unless the last turn was one too or no round is left."""
+        step.kind, step.error = "format_error", error
+        step.round_s = time.perf_counter() - round_t0
+        yield FormatErrorEvent(round=step.round, error=error, text=step.assistant_text)
+        last_round = step.round == self.config.max_rounds
+        if run.corrected or last_round:
+            return Ending(Termination.MAX_ROUNDS if last_round else Termination.FORMAT_ERROR,
+                          f"round {step.round}: {error}")
+        run.corrected = True
+        step.reply = correction_message(error)
+        return None
 
-    def _official_outcome(self, traj: Trajectory, step: Step, turn, text: str, rnd: int, final: bool,
-                          registry: ImageRegistry, round_t0: float) -> Event:
-        """A format error or an answer, handled as the official runtime does."""
+    def _answer(self, run: _Run, step: Step, turn: Turn, round_t0: float) -> StepEvents:
+        """An answer: parsed and validated; an invalid one gets a correction first, then is repaired."""
+        cfg = self.config
+        try:
+            program = Program.from_answer(turn.answer)
+        except ProgramError as exc:
+            return (yield from self._format_error(run, step, str(exc), round_t0))
+        known = run.registry.ids()
+        issues = validate_program(program, known, cfg.max_references)
+        if issues and not run.corrected and step.round < cfg.max_rounds:
+            return (yield from self._format_error(run, step, "; ".join(i.message for i in issues), round_t0))
+        repairs: list[str] = []
+        if issues:
+            program, repairs = repair_program(program, known, cfg.max_references)
+            run.traj.warnings.extend(f"program repaired: {r}" for r in repairs)
+        step.kind = "answer"
+        step.round_s = time.perf_counter() - round_t0
+        self._adopt_program(run, program)
+        yield AnswerEvent(round=step.round, program=program, forced=run.final_announced, repairs=repairs)
+        return Ending(Termination.FORCED_ANSWER if run.final_announced else Termination.ANSWER)
+
+    def _official_answer(self, run: _Run, step: Step, turn: Turn, final: bool, round_t0: float) -> StepEvents:
+        """A turn without a tool call, handled as the official runtime does: a nudge or an answer."""
+        traj = run.traj
         if turn.kind == "error":
             step.kind, step.error = "format_error", turn.error
             step.round_s = time.perf_counter() - round_t0
-            if final:  # the last round had no answer: the run ends without a program
-                traj.termination, traj.reason = official.NO_ANSWER, "no_answer_in_final_round"
-            else:
-                traj.messages.append({"role": "user", "content": official.format_nudge()})
-            return FormatErrorEvent(round=rnd, error=turn.error, text=text)
-        gen_prompt, refs, dropped = official.resolve_answer(turn.answer, registry.ids(), self.config.max_references)
+            if not final:
+                step.reply = official.format_nudge()
+            yield FormatErrorEvent(round=step.round, error=turn.error, text=step.assistant_text)
+            # The last round had no answer: the run ends without a program; otherwise the model tries again.
+            return Ending(Termination.NO_ANSWER, "no_answer_in_final_round") if final else None
+        gen_prompt, refs, dropped = official.resolve_answer(turn.answer, run.registry.ids(), self.config.max_references)
         if dropped:
             traj.warnings.append("answer cited image ids never shown, dropped as the official runtime does: "
                                  + ", ".join(repr(i) for i in dropped))
         step.kind = "answer"
         step.round_s = time.perf_counter() - round_t0
-        traj.termination = official.ANSWER
-        traj.images = registry.list()
+        traj.images = run.registry.list()
         if not gen_prompt:
-            traj.reason = "the answer has no gen_prompt"
-            return WarningEvent(message=traj.reason, round=rnd)
+            reason = "the answer has no gen_prompt"
+            yield WarningEvent(message=reason, round=step.round)
+            return Ending(Termination.ANSWER, reason)
         program = Program(gen_prompt=gen_prompt, reference_images=[Reference(**r) for r in refs])
+        self._adopt_program(run, program)
+        yield AnswerEvent(round=step.round, program=program, forced=final, repairs=[])
+        return Ending(Termination.ANSWER)
+
+    def _adopt_program(self, run: _Run, program: Program) -> None:
+        """The run's program: references pointed at their files, constraints read from the request."""
         for ref in program.reference_images:
-            img = registry.get(ref.img_id)
+            img = run.registry.get(ref.img_id)
             ref.path = img.path if img else None
-        program.constraints = derive_constraints(traj.request, program)
-        traj.program = program
-        return AnswerEvent(round=rnd, program=program, forced=final, repairs=[])
+        program.constraints = derive_constraints(run.traj.request, program)
+        run.traj.program = program
+        run.traj.images = run.registry.list()
+
+    def _out_of_rounds(self) -> Ending:
+        return Ending(Termination.OFFICIAL_MAX_ROUNDS if self.profile.official else Termination.MAX_ROUNDS,
+                      f"no answer within {self.config.max_rounds} rounds")
+
+    # ------------------------------------------------------------------ around the loop
+
+    def _new_trajectory(self, request: str, session: str | None) -> Trajectory:
+        traj = Trajectory(request=request)
+        traj.backends = dict(self.backends)
+        traj.meta["offline"] = self.config.offline
+        traj.meta["protocol"] = self.profile.name
+        if self.profile.official:
+            traj.meta["protocol_assets"] = str(self.profile.assets.package_dir)
+        if session:
+            traj.meta["session"] = session
+        return traj
 
     def _recorded_reply(self, name: str, registry: ImageRegistry) -> ToolResult | None:
         """A replayed official run answers its tool calls with the recorded replies (nothing is rerun)."""
@@ -315,7 +373,7 @@ class Agent:
         images = []
         for ref in recorded_images(text) if name == "image_search" else []:
             if registry.get(ref.img_id) is None:
-                registry._insert(ref)  # the recorded id and file, as the recorded run listed them
+                registry.add(ref)  # the recorded id and file, as the recorded run listed them
             images.append(registry.get(ref.img_id))
         return ToolResult(text=text, images=images, backend="recorded",
                           error=text if text.startswith("[tool error]") else None)
@@ -335,12 +393,13 @@ class Agent:
                               error=f"{type(exc).__name__}: {exc}")
         for ref in result.images:
             if ctx.registry.get(ref.img_id) is None:  # tools register; guard against a stray ref
-                ctx.registry._insert(ref)
+                ctx.registry.add(ref)
         return result
 
-    def _finish(self, traj: Trajectory, started: float) -> None:
+    def _finish(self, traj: Trajectory, ending: Ending, started: float) -> None:
+        """The one place a run's termination is recorded; then the final save."""
+        traj.termination, traj.reason = ending.termination, ending.reason
         traj.elapsed_s = time.perf_counter() - started
-        traj.events = _compact_events(traj)
         self._save(traj)
 
     def _save(self, traj: Trajectory) -> None:
@@ -355,15 +414,6 @@ class Agent:
 def _take_warnings(policy) -> list[str]:
     take = getattr(policy, "take_warnings", None)
     return list(take()) if callable(take) else []
-
-
-def _compact_events(traj: Trajectory) -> list[dict]:
-    """A replayable event log derived from the steps (text deltas are not kept twice)."""
-    out = []
-    for s in traj.steps:
-        out.append({"type": "round", "round": s.round, "kind": s.kind, "policy_s": round(s.policy_s, 4),
-                    "tool_s": round(s.tool_s, 4), "round_s": round(s.round_s, 4)})
-    return out
 
 
 def build_agent(settings=None, *, store=None, policy=None, tools=None, offline: bool | None = None) -> Agent:

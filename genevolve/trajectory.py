@@ -1,8 +1,11 @@
 """Trajectories: the typed record of one agent run, its events, and its SFT export.
 
-A trajectory is a list of steps (one per round) plus the chat messages exactly as the policy
-saw them, the image registry (every image with its IMG id), the final program and timings.
-The UI, the store, the SFT export and the trainers all read this one record.
+A trajectory is the request, a list of steps (one per round) and the image registry (every
+image with its IMG id), the final program, how the run ended and its timings. The chat
+messages exactly as the policy saw them are derived from the steps (``Trajectory.messages``):
+each step holds the runtime message that opened its round, the policy's turn and the runtime's
+reply, so the conversation and the steps cannot disagree. The UI, the store, the SFT export
+and the trainers all read this one record.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +74,11 @@ class ImageRegistry:
         for key in (ref.sha256, ref.url):
             if key:
                 self._by_key[key] = ref.img_id
+
+    def add(self, ref: ImageRef) -> None:
+        """Keep an image under the id it already has (one a tool made, or a recorded run's)."""
+        with self._lock:
+            self._insert(ref)
 
     def next_id(self) -> str:
         return f"IMG_{len(self.images) + 1:03d}"
@@ -186,22 +195,55 @@ class Done(Event):
 
     def to_dict(self) -> dict:
         return {"type": self.type, "trajectory_id": self.trajectory.id,
-                "termination": self.trajectory.termination}
+                "termination": self.trajectory.termination.value}
 
 
 # ---------------------------------------------------------------- steps and trajectory
 
+class Termination(StrEnum):
+    """How a run ended. The values are what stored trajectories hold, so they never change."""
+
+    RUNNING = "running"  # not ended (yet): a killed process leaves this in the store
+    ANSWER = "answer"
+    FORCED_ANSWER = "forced_answer"  # answered after the runtime announced the last round
+    MAX_ROUNDS = "max_rounds"
+    FORMAT_ERROR = "format_error"  # a second unusable turn in a row
+    POLICY_ERROR = "policy_error"  # the policy (or the runtime itself) failed
+    CANCELLED = "cancelled"
+    INVALID_REQUEST = "invalid_request"  # nothing to plan; no round was run
+    # The official runtime's names (genevolve.official.turns), used under the official profile
+    # and by records imported from it.
+    OFFICIAL_MAX_ROUNDS = "max_rounds_reached"
+    NO_ANSWER = "no_answer"
+    ERROR = "error"
+
+    # A member and its string are one dict key (Enum hashes the member's name otherwise), so
+    # counters and lookups keyed by the strings read from JSON keep working.
+    __hash__ = str.__hash__
+
+    @classmethod
+    def _missing_(cls, value):
+        raise ValueError(f"unknown termination {value!r}; expected one of: {', '.join(m.value for m in cls)}")
+
+
+# A step whose kind is one of these holds a complete policy turn, which the conversation shows; a
+# round cut short (policy error, cancellation) keeps its partial text out of the conversation.
+TURN_KINDS = ("tool_call", "answer", "format_error")
+
+
 @dataclass
 class Step:
     round: int
+    notice: str | None = None  # the runtime's message that opened this round (the last-round notice)
     assistant_text: str = ""
     think: str = ""
-    kind: str = ""  # tool_call | answer | format_error | policy_error
+    kind: str = ""  # tool_call | answer | format_error | policy_error ("" for a round cut short)
     tool_name: str | None = None
     tool_arguments: dict | None = None
     tool_text: str | None = None
     tool_images: list[str] = field(default_factory=list)  # IMG ids
     tool_backend: str | None = None
+    reply: str | None = None  # the runtime's answer to the turn: the tool reply, a correction or a nudge
     error: str | None = None
     policy_s: float = 0.0
     tool_s: float = 0.0
@@ -210,9 +252,19 @@ class Step:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-Termination = Literal["answer", "forced_answer", "max_rounds", "format_error", "policy_error",
-                      "cancelled", "invalid_request", "running"]
+    def messages(self, with_images: bool = True) -> list[dict]:
+        """This round's part of the conversation: notice, the policy's turn, the runtime's reply."""
+        out = []
+        if self.notice is not None:
+            out.append({"role": "user", "content": self.notice})
+        if self.kind in TURN_KINDS:
+            out.append({"role": "assistant", "content": self.assistant_text})
+        if self.reply is not None:
+            reply = {"role": "user", "content": self.reply}
+            if with_images and self.kind == "tool_call":  # a tool reply shows the images it found
+                reply["images"] = list(self.tool_images)
+            out.append(reply)
+        return out
 
 
 @dataclass
@@ -220,18 +272,46 @@ class Trajectory:
     request: str
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created_at: float = field(default_factory=time.time)
-    messages: list[dict] = field(default_factory=list)
+    # The conversation's opening (None until the run starts one): the system prompt and the
+    # request as the policy first reads it (with the list of the user's images).
+    system_prompt: str | None = None
+    request_message: str | None = None
+    # User messages carry the ids of the images they show (``images``); text-only profiles send none.
+    images_in_messages: bool = True
     steps: list[Step] = field(default_factory=list)
     images: list[ImageRef] = field(default_factory=list)
     user_image_ids: list[str] = field(default_factory=list)
     program: Program | None = None
-    termination: str = "running"
+    termination: Termination = Termination.RUNNING
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
     backends: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
-    events: list[dict] = field(default_factory=list)  # compact event log (text deltas merged)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "termination":  # always a Termination, however it was given (a str from JSON, say)
+            value = Termination(value)
+        super().__setattr__(name, value)
+
+    @property
+    def messages(self) -> list[dict]:
+        """The chat messages exactly as the policy saw them, derived from the opening and the steps."""
+        if self.system_prompt is None:
+            return []
+        opening = {"role": "user", "content": self.request_message or ""}
+        if self.images_in_messages:
+            opening["images"] = list(self.user_image_ids)
+        out = [{"role": "system", "content": self.system_prompt}, opening]
+        for step in self.steps:
+            out.extend(step.messages(self.images_in_messages))
+        return out
+
+    @property
+    def round_timings(self) -> list[dict]:
+        """Per-round timings (policy, tool, whole round), derived from the steps."""
+        return [{"type": "round", "round": s.round, "kind": s.kind, "policy_s": round(s.policy_s, 4),
+                 "tool_s": round(s.tool_s, 4), "round_s": round(s.round_s, 4)} for s in self.steps]
 
     @property
     def ok(self) -> bool:
@@ -248,32 +328,44 @@ class Trajectory:
         return next((i for i in self.images if i.img_id == img_id), None)
 
     def to_dict(self) -> dict:
+        # ``messages`` and ``round_timings`` are derived from the steps; they are written for the
+        # readers of the file (replay, exports, people) and never read back.
         return {
             "id": self.id, "request": self.request, "created_at": self.created_at,
+            "system_prompt": self.system_prompt, "request_message": self.request_message,
+            "images_in_messages": self.images_in_messages,
             "messages": self.messages, "steps": [s.to_dict() for s in self.steps],
             "images": [i.to_dict() for i in self.images], "user_image_ids": self.user_image_ids,
             "program": self.program.model_dump() if self.program else None,
-            "termination": self.termination, "reason": self.reason, "warnings": self.warnings,
-            "backends": self.backends, "elapsed_s": self.elapsed_s, "events": self.events,
+            "termination": self.termination.value, "reason": self.reason, "warnings": self.warnings,
+            "backends": self.backends, "elapsed_s": self.elapsed_s, "round_timings": self.round_timings,
             "meta": self.meta,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Trajectory":
-        return cls(
+        traj = cls(
             request=d["request"], id=d["id"], created_at=d.get("created_at", 0.0),
-            messages=d.get("messages", []), steps=[Step(**s) for s in d.get("steps", [])],
+            system_prompt=d.get("system_prompt"), request_message=d.get("request_message"),
+            images_in_messages=d.get("images_in_messages", True),
+            steps=[Step(**s) for s in d.get("steps", [])],
             images=[ImageRef.from_dict(i) for i in d.get("images", [])],
             user_image_ids=d.get("user_image_ids", []),
             program=Program.model_validate(d["program"]) if d.get("program") else None,
             termination=d.get("termination", "running"), reason=d.get("reason"),
             warnings=d.get("warnings", []), backends=d.get("backends", {}),
-            elapsed_s=d.get("elapsed_s", 0.0), events=d.get("events", []), meta=d.get("meta", {}),
+            elapsed_s=d.get("elapsed_s", 0.0), meta=d.get("meta", {}),
         )
+        if "system_prompt" not in d and d.get("messages"):  # written before messages came from the steps
+            try:
+                adopt_messages(traj, d["messages"])
+            except ValueError as exc:
+                raise ValueError(f"trajectory {traj.id}: {exc}") from exc
+        return traj
 
     def summary(self) -> dict:
         return {
-            "id": self.id, "request": self.request, "termination": self.termination,
+            "id": self.id, "request": self.request, "termination": self.termination.value,
             "reason": self.reason, "rounds": len(self.steps), "tool_calls": len(self.tool_calls()),
             "skills": self.skills_used(), "elapsed_s": round(self.elapsed_s, 3),
             "backends": self.backends, "warnings": self.warnings,
@@ -307,3 +399,48 @@ class Trajectory:
                         paths.append(str(src))
             messages.append({"role": msg["role"], "content": content})
         return {"messages": messages, "images": paths}
+
+
+def adopt_messages(traj: Trajectory, messages: list[dict]) -> None:
+    """Spread a recorded conversation over the trajectory's steps, so they derive it again.
+
+    For files written before the messages were derived from the steps, and for records of the
+    official runtime. The recording has the runtime's shape: the system prompt, the request, then
+    per round an optional notice, the policy's turn (one per step holding a complete turn) and the
+    runtime's reply. Raises ValueError, saying where, when it does not.
+    """
+    if not messages:
+        return
+    if len(messages) < 2 or messages[0].get("role") != "system" or messages[1].get("role") != "user":
+        raise ValueError("the conversation must open with a system message and then the user's request")
+    opening = messages[1]
+    traj.system_prompt = str(messages[0].get("content") or "")
+    traj.request_message = str(opening.get("content") or "")
+    traj.images_in_messages = "images" in opening
+    steps = traj.steps
+    current, spoke = 0, False  # the step the next message belongs to; whether its turn was seen
+    for i, msg in enumerate(messages[2:], start=2):
+        role, content = msg.get("role"), str(msg.get("content") or "")
+        if role == "user" and spoke and steps[current].reply is None:
+            steps[current].reply = content
+            continue
+        if spoke:  # the next message opens the next round
+            current, spoke = current + 1, False
+        if current == len(steps):
+            if role == "assistant":
+                raise ValueError(f"message {i} is a policy turn beyond the {len(steps)} recorded steps")
+            steps.append(Step(round=len(steps) + 1))  # a round opened that never got a turn
+        if role == "assistant":
+            if steps[current].kind not in TURN_KINDS:
+                raise ValueError(f"message {i} is a policy turn, but step {current + 1} holds none "
+                                 f"(kind {steps[current].kind!r})")
+            spoke = True
+        elif role == "user" and steps[current].notice is None:
+            steps[current].notice = content
+        else:
+            raise ValueError(f"message {i} ({role!r}) has no place in round {current + 1}")
+    derived = traj.messages
+    recorded = [dict(m) for m in messages]
+    if derived != recorded:
+        at = next((k for k, (a, b) in enumerate(zip(derived, recorded)) if a != b), min(len(derived), len(recorded)))
+        raise ValueError(f"the steps do not reproduce the recorded conversation (first difference at message {at})")

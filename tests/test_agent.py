@@ -155,7 +155,7 @@ def test_timings_are_recorded(tmp_path):
     tool_step = traj.steps[0]
     assert tool_step.tool_s > 0 and tool_step.round_s >= tool_step.policy_s + tool_step.tool_s - 1e-6
     assert traj.elapsed_s >= sum(s.round_s for s in traj.steps) - 1e-6
-    assert [e["round"] for e in traj.events] == [1, 2]
+    assert [t["round"] for t in traj.round_timings] == [1, 2]
 
 
 def test_cancel_event_stops_the_run(tmp_path):
@@ -295,3 +295,94 @@ def test_a_request_with_lone_surrogates_is_stored_losslessly(tmp_path):
     assert not [w for w in traj.warnings if "could not save" in w]
     assert store.get_trajectory(traj.id).request == request
     assert store.get_run(traj.id)["request"] == 'a poster \\udcff\\udcfe, title "SALE"'
+
+
+# ---------------------------------------------------------------- the conversation comes from the steps
+
+STANDIN = __import__("pathlib").Path(__file__).parent / "official_standin"
+# One script through every kind of message: an unusable turn (a correction or a nudge), a tool call
+# with an image (a tool reply), another tool call, then a turn in the announced last round.
+EVERY_MESSAGE = ["no action here", format_tool_call("image_search", {"query": "kite"}), SEARCH, SEARCH, ANSWER]
+
+
+@pytest.mark.parametrize("protocol", ["genevolve", "nano", f"official:{STANDIN}"])
+def test_the_policy_saw_what_the_trajectory_records(tmp_path, protocol):
+    user = tmp_path / "user.png"
+    Image.new("RGB", (16, 16), (0, 0, 200)).save(user)
+    agent, policy = agent_for(EVERY_MESSAGE, tools=[PictureTool(), TextTool("search", "facts")],
+                              tmp_path=tmp_path, max_rounds=4, protocol=protocol)
+    traj = agent.run("a kite", images=[user])
+    messages = traj.messages
+    assert len(policy.seen) == len(traj.steps) == 4
+    for seen, step in zip(policy.seen, traj.steps):  # each round's input is the record up to that round
+        assert seen == messages[:len(seen)]
+        assert messages[len(seen)] == {"role": "assistant", "content": step.assistant_text}
+    notice = agent.profile.final_message()  # opens the last round, just before the policy's last turn
+    assert traj.steps[-1].notice == notice and policy.seen[-1][-1] == {"role": "user", "content": notice}
+    tool_reply = next(m for m in messages if m["role"] == "user" and "IMG_002" in m["content"])
+    text_only = protocol.startswith("official")
+    assert messages[1].get("images") == (None if text_only else ["IMG_001"])
+    assert tool_reply.get("images") == (None if text_only else ["IMG_002"])
+
+
+def _written_before_steps_held_the_conversation(traj) -> dict:
+    """The file an earlier version wrote for this trajectory: messages and events, no opening or replies."""
+    d = traj.to_dict()
+    for key in ("system_prompt", "request_message", "images_in_messages", "round_timings"):
+        del d[key]
+    for step in d["steps"]:
+        del step["notice"], step["reply"]
+    d["events"] = traj.round_timings
+    return json.loads(json.dumps(d))
+
+
+@pytest.mark.parametrize("protocol", ["genevolve", f"official:{STANDIN}"])
+@pytest.mark.parametrize("script,cap", [(EVERY_MESSAGE, 4), ([SEARCH], 2), (["chatter", "more chatter"], 5)])
+def test_a_file_from_before_loads_with_the_same_conversation(tmp_path, protocol, script, cap):
+    from genevolve.trajectory import Trajectory
+
+    user = tmp_path / "user.png"
+    Image.new("RGB", (16, 16), (0, 0, 200)).save(user)
+    agent, _ = agent_for(script, tools=[PictureTool(), TextTool("search", "facts")], tmp_path=tmp_path,
+                         max_rounds=cap, protocol=protocol)
+    traj = agent.run("a kite", images=[user])
+    old = _written_before_steps_held_the_conversation(traj)
+    loaded = Trajectory.from_dict(old)
+    assert loaded.messages == old["messages"] == traj.messages
+    assert loaded.round_timings == old["events"] and loaded.termination == traj.termination
+    assert loaded.to_sft_record() == traj.to_sft_record()
+    assert [(s.notice, s.reply) for s in loaded.steps] == [(s.notice, s.reply) for s in traj.steps]
+
+
+def test_a_conversation_the_steps_cannot_hold_is_refused_clearly(tmp_path):
+    from genevolve.trajectory import Trajectory
+
+    agent, _ = agent_for([SEARCH, ANSWER], tmp_path=tmp_path)
+    old = _written_before_steps_held_the_conversation(agent.run("a kite"))
+    extra = json.loads(json.dumps(old))
+    extra["messages"].append({"role": "assistant", "content": "one turn too many"})
+    with pytest.raises(ValueError, match=f"trajectory {old['id']}: message 5 is a policy turn beyond the 2"):
+        Trajectory.from_dict(extra)
+    edited = json.loads(json.dumps(old))
+    edited["messages"][2]["content"] = "not what the step holds"
+    with pytest.raises(ValueError, match="do not reproduce the recorded conversation .first difference at message 2"):
+        Trajectory.from_dict(edited)
+
+
+def test_termination_is_a_termination_stored_as_its_string(tmp_path):
+    from genevolve.official import turns as official
+    from genevolve.trajectory import Termination, Trajectory
+
+    agent, _ = agent_for([ANSWER], tmp_path=tmp_path)
+    traj = agent.run("a kite")
+    assert traj.termination is Termination.ANSWER and traj.termination == "answer"
+    stored = traj.to_dict()["termination"]
+    assert type(stored) is str and json.loads(json.dumps(traj.to_dict()))["termination"] == stored == "answer"
+    assert {"answer": 1}[traj.termination] == 1  # a key read from JSON finds the member
+    loaded = Trajectory.from_dict(json.loads(json.dumps(traj.to_dict())))
+    assert loaded.termination is Termination.ANSWER
+    traj.termination = "max_rounds_reached"
+    assert traj.termination is Termination.OFFICIAL_MAX_ROUNDS
+    assert {official.ANSWER, official.MAX_ROUNDS, official.NO_ANSWER, official.ERROR} <= {t.value for t in Termination}
+    with pytest.raises(ValueError, match="unknown termination 'done'; expected one of: running, answer"):
+        Trajectory(request="x", termination="done")

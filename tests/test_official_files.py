@@ -183,6 +183,19 @@ def test_import_command_and_clear_errors(results, tmp_path, monkeypatch):
         load_results(tmp_path / "np.json")
 
 
+def test_a_record_our_trajectories_cannot_hold_is_refused_clearly(tmp_path):
+    record = _record(tmp_path)
+    assert record_to_trajectory(record).messages == record["messages"]  # the steps hold its conversation
+    with pytest.raises(RecordError, match="'termination': unknown termination 'finished'; expected one of"):
+        record_to_trajectory({**record, "termination": "finished"})
+    with pytest.raises(RecordError, match="must open with a system message"):
+        record_to_trajectory({**record, "messages": record["messages"][1:]})
+    # A user message between a reply and the next turn opens that round; a third in a row has no place.
+    crowded = record["messages"][:4] + [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    with pytest.raises(RecordError, match=r"message 5 \('user'\) has no place in round 2"):
+        record_to_trajectory({**record, "messages": crowded + record["messages"][4:]})
+
+
 def test_bench_export_feeds_the_official_evaluator_layout(tmp_path):
     from genevolve.bench.runner import BenchConfig, BenchRunner
 

@@ -11,10 +11,9 @@ from genevolve.trajectory import Step, Trajectory
 
 
 def make_traj(request, termination="answer", program=True, session=None, error=None):
-    t = Trajectory(request=request)
-    t.messages = [{"role": "system", "content": "s"}, {"role": "user", "content": request},
-                  {"role": "assistant", "content": "<think>x</think><answer>{}</answer>"}]
-    t.steps = [Step(round=1, kind="answer" if not error else "format_error", error=error)]
+    t = Trajectory(request=request, system_prompt="s", request_message=request)
+    t.steps = [Step(round=1, assistant_text="<think>x</think><answer>{}</answer>",
+                    kind="answer" if not error else "format_error", error=error)]
     t.termination = termination
     t.backends = {"policy": "planner", "renderer": "layout"}
     if session:

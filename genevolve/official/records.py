@@ -23,7 +23,7 @@ from typing import Any
 
 from genevolve.official import turns
 from genevolve.program import Program, Reference, derive_constraints
-from genevolve.trajectory import ImageRef, Step, Trajectory
+from genevolve.trajectory import ImageRef, Step, Termination, Trajectory, adopt_messages
 
 _IMG_LINE = re.compile(r"^(IMG_\d{3,}): title: (.*)$")
 _FIELD_LINE = re.compile(r"^  (url|local_path|page_url): (.*)$")
@@ -158,13 +158,20 @@ def record_to_trajectory(record: dict, *, source: str | None = None) -> Trajecto
     digest = hashlib.sha256(json.dumps([request, messages, str(record.get("id"))], ensure_ascii=False)
                             .encode("utf-8")).hexdigest()[:12]
     passthrough = {k: v for k, v in record.items() if k not in ("messages", "gen_prompt", "reference_images", "prompt")}
-    traj = Trajectory(request=request, id=f"off{digest}", messages=messages, steps=steps,
+    try:
+        termination = Termination(str(record.get("termination") or ("answer" if program else "no_answer")))
+    except ValueError as exc:
+        raise RecordError(f"the record's 'termination': {exc}") from exc
+    traj = Trajectory(request=request, id=f"off{digest}", steps=steps,
                       images=sorted(images.values(), key=lambda r: r.img_id), program=program,
-                      termination=str(record.get("termination") or ("answer" if program else "no_answer")),
-                      reason=record.get("error") or None,
+                      termination=termination, reason=record.get("error") or None,
                       backends={"policy": "official (imported)"},
                       meta={"protocol": "official", "imported_from": "official", "source_file": source,
                             "record": passthrough})
+    try:
+        adopt_messages(traj, messages)  # the steps hold the conversation from here on
+    except ValueError as exc:
+        raise RecordError(f"the record's 'messages' are not a conversation of the official runtime: {exc}") from exc
     image = record.get("output_path") or record.get("image_path")
     if image:
         traj.meta["image_path"] = str(image)
@@ -221,8 +228,8 @@ def trajectory_to_record(traj: Trajectory) -> dict:
     return {"prompt": traj.request, "gen_prompt": traj.program.gen_prompt if traj.program else "",
             "reference_images": refs,
             "messages": [{"role": m["role"], "content": m["content"]} for m in traj.messages],
-            "termination": traj.termination, "rounds": len(traj.steps),
-            "error": None if traj.program else (traj.reason or traj.termination)}
+            "termination": traj.termination.value, "rounds": len(traj.steps),
+            "error": None if traj.program else (traj.reason or traj.termination.value)}
 
 
 def export_bench_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, dict]:
