@@ -34,6 +34,15 @@ class ToolContext:
     profile: Any = None  # the protocol Profile the run speaks (genevolve.profiles); None: the default
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters, cut at a word with "…" when shortened."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(",.;:—-") + "…"
+
+
 class ToolArgumentError(ValueError):
     """Arguments the model sent do not fit the tool; the message is shown to the model."""
 
