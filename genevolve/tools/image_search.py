@@ -26,10 +26,19 @@ from typing import NamedTuple, Protocol
 
 from genevolve.embeddings import TextEmbedder, text_embedder
 from genevolve.profiles import profile_of
-from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult, clip
+from genevolve.tools.base import (
+    Tool,
+    ToolArgumentError,
+    ToolContext,
+    ToolResult,
+    clip,
+    distinct_queries,
+    top_k_arg,
+)
 from genevolve.tools.bm25 import BM25Index, terms
-from genevolve.tools.circuit import BackendUnavailable, breaker_for
-from genevolve.tools.serper import serper_base_url, serper_post
+from genevolve.tools.circuit import breaker_for
+from genevolve.tools.ddgs_client import ddgs_rows
+from genevolve.tools.serper_client import serper_base_url, serper_post
 from genevolve.trajectory import ImageRef
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
@@ -270,18 +279,8 @@ class DdgsImages:
         self.timeout, self.proxy, self.region = timeout, proxy, region
 
     def search(self, query: str, top_k: int) -> list[WebImage]:
-        from ddgs import DDGS
-        from ddgs.exceptions import DDGSException
-
-        try:
-            rows = DDGS(proxy=self.proxy, timeout=int(max(1, self.timeout))).images(
-                query, max_results=top_k, region=self.region)
-        except DDGSException as exc:
-            if "no results" in str(exc).lower():
-                return []
-            raise BackendUnavailable(f"ddgs images: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise BackendUnavailable(f"ddgs images: {type(exc).__name__}: {exc}") from exc
+        rows = ddgs_rows("images", query, top_k, timeout=self.timeout, proxy=self.proxy, region=self.region,
+                         label="ddgs images")
         return [WebImage(image_url=r["image"], title=r.get("title", ""), page_url=r.get("url") or None,
                          site=r.get("source", "")) for r in rows if r.get("image")]
 
@@ -313,21 +312,12 @@ def parse_image_query(args: dict, *, default_top_k: int) -> tuple[list[str], int
         raw = [raw]
     if not isinstance(raw, list) or not raw or not all(isinstance(q, str) for q in raw):
         raise ToolArgumentError(f"a query string is required. {shape}")
-    queries = []
-    for q in raw:
-        q = " ".join(q.split())
-        if q and q.lower() not in (x.lower() for x in queries):
-            queries.append(q)
+    queries = distinct_queries(raw)
     if not queries:
         raise ToolArgumentError(f"the query is empty. {shape}")
     if len(queries) > 4:
         raise ToolArgumentError(f"at most 4 queries per call. {shape}")
-    top_k = args.get("top_k", default_top_k)
-    if isinstance(top_k, str) and top_k.strip().isdigit():
-        top_k = int(top_k)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ToolArgumentError(f"top_k must be a positive integer. {shape}")
-    return queries, min(top_k, MAX_TOP_K)
+    return queries, top_k_arg(args, default=default_top_k, cap=MAX_TOP_K, shape=shape)
 
 
 # ---------------------------------------------------------------- the result line format

@@ -26,10 +26,19 @@ from typing import Protocol
 
 from genevolve.profiles import profile_of
 from genevolve.program import URL_RE
-from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult, clip
+from genevolve.tools.base import (
+    Tool,
+    ToolArgumentError,
+    ToolContext,
+    ToolResult,
+    clip,
+    distinct_queries,
+    top_k_arg,
+)
 from genevolve.tools.bm25 import BM25Index
 from genevolve.tools.circuit import BackendUnavailable, breaker_for
-from genevolve.tools.serper import serper_base_url, serper_post
+from genevolve.tools.ddgs_client import ddgs_rows
+from genevolve.tools.serper_client import serper_base_url, serper_post
 
 SNIPPET_CHARS = 320
 MAX_QUERIES = 8
@@ -195,18 +204,7 @@ class DdgsText:
         self.timeout, self.proxy, self.region = timeout, proxy, region
 
     def search(self, query: str, top_k: int) -> list[Hit]:
-        from ddgs import DDGS
-        from ddgs.exceptions import DDGSException
-
-        try:
-            rows = DDGS(proxy=self.proxy, timeout=int(max(1, self.timeout))).text(
-                query, max_results=top_k, region=self.region)
-        except DDGSException as exc:
-            if "no results" in str(exc).lower():
-                return []
-            raise BackendUnavailable(f"ddgs: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - any transport problem means: fall back
-            raise BackendUnavailable(f"ddgs: {type(exc).__name__}: {exc}") from exc
+        rows = ddgs_rows("text", query, top_k, timeout=self.timeout, proxy=self.proxy, region=self.region)
         return [Hit(title=clip(r.get("title", ""), 120), snippet=clip(r.get("body", ""), SNIPPET_CHARS),
                     source=r.get("href", ""), url=r.get("href") or None) for r in rows[:top_k]]
 
@@ -238,7 +236,8 @@ class SerperText:
                             url=graph.get("descriptionLink")))
         for row in data.get("organic") or []:
             if isinstance(row, dict):
-                hits.append(Hit(title=clip(row.get("title", ""), 120), snippet=clip(row.get("snippet", ""), SNIPPET_CHARS),
+                hits.append(Hit(title=clip(row.get("title", ""), 120),
+                                snippet=clip(row.get("snippet", ""), SNIPPET_CHARS),
                                 source=row.get("link", ""), url=row.get("link")))
         return hits[:top_k]
 
@@ -265,21 +264,12 @@ def parse_queries(args: dict, *, default_top_k: int) -> tuple[list[str], int]:
         raise ToolArgumentError(f"no queries given. {shape}")
     if not all(isinstance(q, str) for q in raw):
         raise ToolArgumentError(f"every query must be a string. {shape}")
-    queries = []
-    for q in raw:
-        q = " ".join(q.split())
-        if q and q.lower() not in (x.lower() for x in queries):
-            queries.append(q)
+    queries = distinct_queries(raw)
     if not queries:
         raise ToolArgumentError(f"the queries are empty. {shape}")
     if len(queries) > MAX_QUERIES:
         raise ToolArgumentError(f"at most {MAX_QUERIES} queries per call, got {len(queries)}. {shape}")
-    top_k = args.get("top_k", default_top_k)
-    if isinstance(top_k, str) and top_k.strip().isdigit():
-        top_k = int(top_k)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ToolArgumentError(f"top_k must be a positive integer. {shape}")
-    return queries, min(top_k, MAX_TOP_K)
+    return queries, top_k_arg(args, default=default_top_k, cap=MAX_TOP_K, shape=shape)
 
 
 class SearchTool(Tool):
