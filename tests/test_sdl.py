@@ -192,7 +192,10 @@ def test_guide_buffer_and_image_search_share_one_embedder(tmp_path, embedder):
     from genevolve.training.sdl import GuideBuffer
 
     store = Store(tmp_path / "g.db")
-    assert GuideBuffer(store).embed is embedder
-    assert GuideBuffer(store, "all-MiniLM-L6-v2").embed is embedder
-    assert GuideBuffer(store, "sentence-transformers/all-MiniLM-L6-v2").embed is embedder
+    for name in (None, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert GuideBuffer(store, name).embed.resolve() is embedder
     assert shared_embedder() is embedder is text_embedder()
+    buffer = GuideBuffer(store)
+    buffer.add(_guide(1, "eiffel tower posters", "a poster of the Eiffel Tower at night"))
+    guide, cosine, passes = buffer.retrieve("eiffel tower posters. a poster of the Eiffel Tower at night")
+    assert guide["trigger"] == "eiffel tower posters" and passes and cosine > 0.999  # its own key text

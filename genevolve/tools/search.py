@@ -10,8 +10,12 @@ Backends share one small interface, ``backend.search(query, top_k) -> list[Hit]`
 
 ``SearchTool`` runs the queries of one call concurrently. A web backend that fails or times out
 is replaced by the local corpus for that query, and the result says so; a process-wide circuit
-breaker then keeps the web switched off for a while, so a machine without network pays one
-timeout rather than one per call.
+breaker (``tools/circuit.py``) then keeps the web switched off for a while, so a machine without
+network pays one timeout rather than one per call. The reply is a markdown digest; its writer and
+its reader (``digest_passages``, what the planner takes facts from) sit together at the end.
+
+Ranking lives in ``tools/bm25.py``; the web clients in ``tools/serper_client.py`` and
+``tools/ddgs_client.py`` (image_search calls them too).
 """
 
 from __future__ import annotations

@@ -265,10 +265,23 @@ def pick_pair(rewards: list[float], delta_min: float) -> tuple[int, int] | None:
 
 # ---------------------------------------------------------------- embeddings, buffer, retrieval
 
+class SharedEmbedder:
+    """The process-wide embedder for ``model`` (the one image search ranks with, so a GRPO run with
+    SDL loads all-MiniLM-L6-v2 once), loaded at first use: a buffer with no guides never loads it."""
+
+    def __init__(self, model: str | None = None):
+        self.model = model
+
+    def resolve(self):
+        return text_embedder(self.model)
+
+    def __call__(self, texts: list[str]):
+        return self.resolve()(texts)
+
+
 def _as_embedder(model) -> Any:
     if model is None or isinstance(model, str):
-        # The process-wide embedder: in a GRPO run with SDL the rollouts' image search holds the same one.
-        return text_embedder(model)
+        return SharedEmbedder(model)
     return model  # anything callable list[str] -> (n, d) unit vectors
 
 
