@@ -142,14 +142,14 @@ def program_html(program, images_by_id: dict | None = None) -> str:
     """gen_prompt with ordinal references highlighted and linked to their thumbnails; constraints."""
     if program is None:
         return "<div class='ge-empty'>No program yet.</div>"
-    from genevolve.program import ORDINAL_REF_RE, _ORDINAL_INDEX
+    from genevolve.program import ORDINAL_INDEX, ORDINAL_REF_RE
 
     data = program if isinstance(program, dict) else program.model_dump()
     refs = data.get("reference_images") or []
     prompt = esc(data.get("gen_prompt", ""))
 
     def link(m: re.Match) -> str:
-        n = _ORDINAL_INDEX.get(m.group(1).lower(), 0)
+        n = ORDINAL_INDEX.get(m.group(1).lower(), 0)
         known = 1 <= n <= len(refs)
         cls = "ge-ordref" if known else "ge-ordref ge-bad"
         tip = esc(refs[n - 1]["img_id"]) if known else "no such reference"

@@ -18,10 +18,11 @@ IMG_ID_RE = re.compile(r"\bIMG_\d{3,}\b")
 URL_RE = re.compile(r"(?:https?|ftp|file|data):[^\s\"')\]]+|www\.[^\s\"')\]]+", re.IGNORECASE)
 
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
-_ORDINAL_INDEX = {w: i + 1 for i, w in enumerate(ORDINALS)}
-_ORDINAL_INDEX.update({"1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "6th": 6, "7th": 7, "8th": 8})
+# The reference number an ordinal word names ("second" and "2nd" are 2).
+ORDINAL_INDEX = {w: i + 1 for i, w in enumerate(ORDINALS)}
+ORDINAL_INDEX.update({"1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "6th": 6, "7th": 7, "8th": 8})
 ORDINAL_REF_RE = re.compile(
-    r"\b(" + "|".join(list(_ORDINAL_INDEX)) + r")\s+(?:reference\s+)?(?:image|photo|picture|reference)\b",
+    r"\b(" + "|".join(list(ORDINAL_INDEX)) + r")\s+(?:reference\s+)?(?:image|photo|picture|reference)\b",
     re.IGNORECASE,
 )
 
@@ -53,7 +54,8 @@ _REL_RE = re.compile(
     r"\b(" + "|".join(sorted((re.escape(k) for k in RELATIONS), key=len, reverse=True)) + r")\b",
     re.IGNORECASE,
 )
-_QUOTE_RE = re.compile(
+# Text in quotes: what the user wants written in the image, never a scene word to count or relate.
+QUOTED_TEXT_RE = re.compile(
     r"\"([^\"\n]{1,200})\"|“([^”\n]{1,200})”|«([^»\n]{1,200})»|「([^」\n]{1,200})」"
     r"|(?:(?<=\s)|(?<=^)|(?<=[(\[:]))'([^'\n]{1,120}?)'(?=[\s.,;:!?)\]]|$)"
 )
@@ -171,7 +173,7 @@ def validate_program(program: Program, known_ids: set[str] | None = None,
     if URL_RE.search(program.gen_prompt):
         issues.append(ProgramIssue(code="url_leak", message="gen_prompt must not contain URLs"))
     for m in ORDINAL_REF_RE.finditer(program.gen_prompt):
-        n = _ORDINAL_INDEX[m.group(1).lower()]
+        n = ORDINAL_INDEX[m.group(1).lower()]
         if n > len(ids):
             issues.append(ProgramIssue(code="ordinal_out_of_range",
                                        message=f"'{m.group(0)}' but only {len(ids)} reference image(s) are given"))
@@ -209,7 +211,7 @@ def repair_program(program: Program, known_ids: set[str] | None, max_references:
         notes.append("removed URLs from gen_prompt")
 
     def _clamp(m: re.Match) -> str:
-        return m.group(0) if _ORDINAL_INDEX[m.group(1).lower()] <= len(refs) else "reference style"
+        return m.group(0) if ORDINAL_INDEX[m.group(1).lower()] <= len(refs) else "reference style"
 
     fixed = ORDINAL_REF_RE.sub(_clamp, prompt)
     if fixed != prompt:
@@ -243,7 +245,7 @@ def quoted_strings(text: str) -> list[str]:
     """Quoted spans in order of appearance, without duplicates (spans of only quotes or
     punctuation are not text anyone asked for)."""
     out: list[str] = []
-    for m in _QUOTE_RE.finditer(text):
+    for m in QUOTED_TEXT_RE.finditer(text):
         s = next(g for g in m.groups() if g is not None).strip()
         if s and has_content(s) and s not in out:
             out.append(s)
@@ -258,7 +260,7 @@ def count_constraints(text: str) -> list[Constraint]:
     pattern = re.compile(r"\b(?:exactly\s+)?(" + words + r"|\d{1,3})(?=((?:\s+[a-z][a-z'-]*){1,4}))",
                          re.IGNORECASE)
     seen = set()
-    for m in pattern.finditer(_strip_quotes(text)):
+    for m in pattern.finditer(strip_quoted(text)):
         num = m.group(1).lower()
         n = NUMBER_WORDS.get(num) if not num.isdigit() else int(num)
         if n is None or n < 1 or n > 50:
@@ -296,7 +298,7 @@ def _counted_noun(following: list[str], singular: bool) -> str | None:
 
 def relation_constraints(text: str) -> list[Constraint]:
     out: list[Constraint] = []
-    for clause in re.split(r"[.;,!?\n]|\band\b|\bwhile\b|\bwith\b", _strip_quotes(text)):
+    for clause in re.split(r"[.;,!?\n]|\band\b|\bwhile\b|\bwith\b", strip_quoted(text)):
         m = _REL_RE.search(clause)
         if not m:
             continue
@@ -332,7 +334,7 @@ def subject_constraints(text: str, counts: list[Constraint] | None = None,
     relations = relation_constraints(text) if relations is None else relations
     extra = [side for r in relations for side in (r.subject, r.object) if side]
     # A named thing the text is a picture of ("a photo of the Sydney Opera House at dusk").
-    plain = _strip_quotes(text)
+    plain = strip_quoted(text)
     for name in extract_entities(text):
         # The named thing the text is a picture of: "a photo of the Sydney Opera House", or the
         # text opens with it ("The Sydney Opera House at dusk…").
@@ -365,9 +367,13 @@ def derive_constraints(request: str, program: Program | None = None) -> list[Con
     return out
 
 
-def _strip_quotes(text: str) -> str:
-    # Counting or relating words inside a title ("TWO CITIES") is not a scene constraint.
-    return _QUOTE_RE.sub(" ", text)
+def strip_quoted(text: str, repl: str = " ") -> str:
+    """``text`` with every quoted passage replaced by ``repl``.
+
+    Counting or relating words inside a title ("TWO CITIES") are not scene constraints, and a
+    quoted word is text to draw, not a subject.
+    """
+    return QUOTED_TEXT_RE.sub(repl, text)
 
 
 _NOUNS_LIKE_VERBS = {"building", "buildings", "painting", "paintings", "ring", "king", "wing", "string", "swing",

@@ -188,6 +188,32 @@ def format_tool_response(text: str) -> str:
     return f"<tool_response>\n{neutralise(text)}\n</tool_response>"
 
 
+def unwrap_tool_response(message: str) -> str | None:
+    """The text of a tool-response message (what ``format_tool_response`` wrapped), or None for any
+    other message. Lenient: a missing closing tag keeps the rest."""
+    text = message.strip()
+    if not text.startswith("<tool_response>"):
+        return None
+    body = text[len("<tool_response>"):]
+    if "</tool_response>" in body:
+        body = body[: body.rfind("</tool_response>")]
+    return body.strip()
+
+
+def user_images_note(listing: str) -> str:
+    """What the first user message ends with when the user gave images: ``IMG_001 (title), …``."""
+    return f"\n\nThe user provided reference images: {listing}."
+
+
+_USER_IMAGES_NOTE_RE = re.compile(r"\n*The user provided reference images: (.*)\.\s*$", re.DOTALL)
+
+
+def split_user_images_note(content: str) -> tuple[str, str | None]:
+    """``(request, listing)`` from a first user message; listing is None when it has no image note."""
+    m = _USER_IMAGES_NOTE_RE.search(content)
+    return (content[: m.start()], m.group(1)) if m else (content, None)
+
+
 def truncate_at_turn_end(text: str) -> str:
     """Cut generated text right after the closing action tag (models may run on).
 
@@ -233,9 +259,12 @@ FINAL_ROUND_MESSAGE = (
 )
 
 
+CORRECTION_PREFIX = "Your last turn could not be used"
+
+
 def correction_message(error: str) -> str:
     return (
-        f"Your last turn could not be used: {error}. Reply again with <think>…</think> followed by "
+        f"{CORRECTION_PREFIX}: {error}. Reply again with <think>…</think> followed by "
         "exactly one <tool_call>{\"name\": …, \"arguments\": {…}}</tool_call> or one "
         "<answer>{\"gen_prompt\": …, \"reference_images\": […]}</answer>."
     )

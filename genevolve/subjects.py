@@ -322,9 +322,9 @@ def _drop_articles(s: str) -> str:
 
 
 def _strip_quoted(text: str, repl: str = " ") -> str:
-    from genevolve.program import _QUOTE_RE  # lazy: program imports this module
+    from genevolve.program import strip_quoted  # lazy: program imports this module
 
-    return _QUOTE_RE.sub(repl, text)
+    return strip_quoted(text, repl)
 
 
 # ---------------------------------------------------------------- named entities

@@ -12,9 +12,10 @@ from genevolve.config import ASSETS, EXAMPLES, Settings
 from genevolve.tools import build_tools
 from genevolve.tools.base import ToolContext
 from genevolve.tools.cache import CachedTool, ToolCache, cache_key_text, normalise_args
+from genevolve.tools.circuit import reset_breakers
 from genevolve.tools.image_search import ImageSearchTool, LocalLibrary
 from genevolve.tools.knowledge import KnowledgeTool
-from genevolve.tools.search import LocalCorpus, SearchTool, reset_breakers
+from genevolve.tools.search import LocalCorpus, SearchTool
 from genevolve.trajectory import ImageRegistry
 
 CORPUS = EXAMPLES / "corpus"

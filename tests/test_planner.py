@@ -332,3 +332,19 @@ def test_dates_are_text_to_print_not_entities_to_search(tmp_path):
     assert '"Saturday June 7"' in traj.program.gen_prompt
     assert "Saturday June 7" in traj.program.text_constraints()
     assert "GREEN ROOTS" in traj.program.text_constraints()
+
+
+def test_the_planner_knows_every_skill_of_the_catalogue():
+    """One list of skill names (tools.knowledge.SKILLS); the planner only orders it and writes a
+    brief line for each."""
+    from genevolve.policies.planner import SKILL_PRIORITY
+    from genevolve.policies.planner.writers import SKILL_WRITERS
+    from genevolve.tools.knowledge import SKILLS
+
+    assert sorted(SKILL_PRIORITY) == sorted(SKILLS) == sorted(SKILL_WRITERS)
+    assert len(set(SKILL_PRIORITY)) == len(SKILL_PRIORITY)
+    # Exact text outranks everything: with every trigger firing, it is asked for first.
+    request = ('Three red cubes and a blue ball in a row beside a dancer, a glass of wine, surreal, '
+               'golden hour, a sign that says "OPEN"')
+    assert route_skills(request) == [s for s in SKILL_PRIORITY if s in route_skills(request)]
+    assert route_skills(request)[0] == "text_rendering"

@@ -9,7 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genevolve.protocol import (
+    CORRECTION_PREFIX,
     FINAL_ROUND_MESSAGE,
+    correction_message,
     format_answer,
     format_tool_call,
     format_tool_response,
@@ -17,7 +19,10 @@ from genevolve.protocol import (
     loads_lenient,
     neutralise,
     parse_turn,
+    split_user_images_note,
     truncate_at_turn_end,
+    unwrap_tool_response,
+    user_images_note,
 )
 
 
@@ -178,3 +183,16 @@ def test_a_closing_tag_inside_a_json_string_does_not_end_the_turn():
     # Malformed JSON (an unclosed string) keeps the old rule: the first closing tag ends the turn.
     assert truncate_at_turn_end('<think>x</think><answer>{"gen_prompt": "open</answer> x</answer>') == \
         '<think>x</think><answer>{"gen_prompt": "open</answer>'
+
+
+def test_runtime_messages_parse_back_where_they_are_written():
+    """Each message the runtime writes has its reader beside it in protocol.py."""
+    text = "1. **Tower** — 330 m tall <answer>{}</answer>\n"
+    assert unwrap_tool_response(format_tool_response(text)) == neutralise(text).strip()
+    assert unwrap_tool_response("<tool_response>\ncut off") == "cut off"
+    assert unwrap_tool_response("plain user text") is None
+    request = "A cat like the one in my photo"
+    assert split_user_images_note(request + user_images_note("IMG_001 (cat.png), IMG_002 (sofa)")) == (
+        request, "IMG_001 (cat.png), IMG_002 (sofa)")
+    assert split_user_images_note(request) == (request, None)
+    assert correction_message("no <answer> block").startswith(CORRECTION_PREFIX + ": no <answer> block")

@@ -19,9 +19,9 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from genevolve.training.sdl import Embedder
+    from genevolve.embeddings import text_embedder
 
-    return Embedder()  # the real all-MiniLM-L6-v2 from PyPI, offline
+    return text_embedder()  # the real all-MiniLM-L6-v2 from PyPI, offline
 
 
 def _guide(i: int, trigger: str, summary: str, created_at: float | None = None) -> dict:
@@ -181,3 +181,21 @@ def test_llm_distiller_speaks_chat_completions_and_falls_back(tmp_path):
         assert seen[0]["model"] == "guide-writer" and "an Eiffel Tower poster" in seen[0]["messages"][1]["content"]
         fallback = distiller("an Eiffel Tower poster", best, worst, Reward(1.0), Reward(0.0))
         assert fallback["meta"]["distiller"] == "contrastive" and "llm_error" in fallback["meta"]
+
+
+def test_guide_buffer_and_image_search_share_one_embedder(tmp_path, embedder):
+    """A GRPO+SDL run loads all-MiniLM-L6-v2 once: the buffer, by any name of the default model,
+    and the image library's ranking hold the same object."""
+    from genevolve.embeddings import text_embedder
+    from genevolve.store import Store
+    from genevolve.tools.image_search import shared_embedder
+    from genevolve.training.sdl import GuideBuffer
+
+    store = Store(tmp_path / "g.db")
+    for name in (None, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert GuideBuffer(store, name).embed.resolve() is embedder
+    assert shared_embedder() is embedder is text_embedder()
+    buffer = GuideBuffer(store)
+    buffer.add(_guide(1, "eiffel tower posters", "a poster of the Eiffel Tower at night"))
+    guide, cosine, passes = buffer.retrieve("eiffel tower posters. a poster of the Eiffel Tower at night")
+    assert guide["trigger"] == "eiffel tower posters" and passes and cosine > 0.999  # its own key text

@@ -14,9 +14,10 @@ from PIL import Image
 from genevolve.config import ASSETS, EXAMPLES, Settings
 from genevolve.tools import build_tools
 from genevolve.tools.base import ToolContext
+from genevolve.tools.circuit import reset_breakers
 from genevolve.tools.image_search import ImageSearchTool, LocalLibrary, SerperImages
 from genevolve.tools.knowledge import SKILLS, KnowledgeTool
-from genevolve.tools.search import DdgsText, LocalCorpus, SearchTool, SerperText, reset_breakers
+from genevolve.tools.search import DdgsText, LocalCorpus, SearchTool, SerperText
 from genevolve.trajectory import ImageRegistry
 
 IMAGE_LINE = re.compile(r"^- (IMG_\d{3}): (.+) — (.+) \(source: (library|web|user), (\d+)x(\d+)\)$")
@@ -53,6 +54,40 @@ def test_local_search_digest_groups_queries_with_sources():
         first = section.splitlines()[1]
         assert first.startswith("1. **") and f"(source: {doc}; Wikipedia:" in first
     assert "330 metres" in sections[0] and "1911" in sections[1] and "Bialetti" in sections[2]
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_search_digest_parser_reads_what_the_tool_writes(compact):
+    """The digest is written and read in tools/search.py: every hit's snippet comes back as one
+    passage, in order, without its number, title, source or URL."""
+    from genevolve.profiles import get_profile
+    from genevolve.tools.base import clip
+    from genevolve.tools.search import digest_passages
+
+    profile = get_profile("nano" if compact else "genevolve")
+    tool = SearchTool(LocalCorpus(CORPUS))
+    ctx = ToolContext(registry=ImageRegistry(), work_dir=Path("."), profile=profile)
+    queries = ["Eiffel Tower height", "moka pot inventor"]
+    result = tool({"queries": queries, "top_k": 2}, ctx)
+    hits = [h for q in queries for h in tool.primary.search(q, 2)]
+    assert ("(source:" in result.text) is not compact
+    expected = [clip(h.snippet, profile.snippet_chars) if compact else h.snippet for h in hits]
+    assert digest_passages(result.text) == expected and len(expected) == 4
+
+
+def test_image_line_parser_reads_what_the_tool_writes():
+    """One result line, full and compact, parses back into its id, title and caption."""
+    from genevolve.tools.image_search import image_line, parse_image_lines
+    from genevolve.trajectory import ImageRef
+
+    ref = ImageRef(img_id="IMG_007", path="x.png", source="web", width=640, height=480)
+    full = image_line(ref, "Eiffel Tower — at night", "The lattice tower lit (gold) at dusk")
+    compact = image_line(ref, "Eiffel Tower", "The lattice tower lit at dusk", compact=True)
+    text = "Image search results for \"tower\":\n" + full + "\n" + compact
+    parsed = parse_image_lines(text)
+    assert [tuple(p) for p in parsed] == [
+        ("IMG_007", "Eiffel Tower - at night", "The lattice tower lit (gold) at dusk"),  # dash kept out of the title
+        ("IMG_007", "Eiffel Tower", "The lattice tower lit at dusk")]
 
 
 def test_single_query_form_and_top_k():

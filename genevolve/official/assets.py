@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from genevolve.tools.knowledge import SKILLS
+
 ENV_VAR = "GENEVOLVE_OFFICIAL_PATH"
 PROMPT_MODULE = "system_prompt.py"
 PROMPT_NAME = "SYSTEM_PROMPT"
 FINAL_NAME = "FINAL_STEP_MESSAGE"
 SKILLS_DIR = Path("knowledge") / "skills"
-# The skill names and their order, as the official knowledge tool lists them to the model.
-SKILL_NAMES = ("spatial_layout", "aesthetic_drawing", "text_rendering", "creative_drawing",
-               "anatomy_body_coherence", "attribute_binding", "physical_material_consistency",
-               "quantity_counting")
+# The skill names and their order, as the official knowledge tool lists them to the model: the
+# release's eight skills are ours, in the same order.
+SKILL_NAMES = SKILLS
 
 WHERE_TO_GET = ("The official profile reads the released system prompt, final-step message and skill texts "
                 "from your copy of the official release. Get it with "

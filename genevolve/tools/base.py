@@ -34,8 +34,38 @@ class ToolContext:
     profile: Any = None  # the protocol Profile the run speaks (genevolve.profiles); None: the default
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters, cut at a word with "…" when shortened."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(",.;:—-") + "…"
+
+
 class ToolArgumentError(ValueError):
     """Arguments the model sent do not fit the tool; the message is shown to the model."""
+
+
+def distinct_queries(raw: list[str]) -> list[str]:
+    """The queries with whitespace collapsed, empty ones and case-insensitive repeats dropped, in order."""
+    queries: list[str] = []
+    for q in raw:
+        q = " ".join(q.split())
+        if q and q.lower() not in (x.lower() for x in queries):
+            queries.append(q)
+    return queries
+
+
+def top_k_arg(args: dict, *, default: int, cap: int, shape: str) -> int:
+    """``args["top_k"]`` (a positive integer, digits in a string accepted) capped at ``cap``; ``shape``
+    ends the error message with how to call the tool."""
+    top_k = args.get("top_k", default)
+    if isinstance(top_k, str) and top_k.strip().isdigit():
+        top_k = int(top_k)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ToolArgumentError(f"top_k must be a positive integer. {shape}")
+    return min(top_k, cap)
 
 
 class Tool:

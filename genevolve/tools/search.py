@@ -10,25 +10,39 @@ Backends share one small interface, ``backend.search(query, top_k) -> list[Hit]`
 
 ``SearchTool`` runs the queries of one call concurrently. A web backend that fails or times out
 is replaced by the local corpus for that query, and the result says so; a process-wide circuit
-breaker then keeps the web switched off for a while, so a machine without network pays one
-timeout rather than one per call.
+breaker (``tools/circuit.py``) then keeps the web switched off for a while, so a machine without
+network pays one timeout rather than one per call. The reply is a markdown digest; its writer and
+its reader (``digest_passages``, what the planner takes facts from) sit together at the end.
+
+Ranking lives in ``tools/bm25.py``; the web clients in ``tools/serper_client.py`` and
+``tools/ddgs_client.py`` (image_search calls them too).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 from genevolve.profiles import profile_of
-from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult
+from genevolve.program import URL_RE
+from genevolve.tools.base import (
+    Tool,
+    ToolArgumentError,
+    ToolContext,
+    ToolResult,
+    clip,
+    distinct_queries,
+    top_k_arg,
+)
+from genevolve.tools.bm25 import BM25Index
+from genevolve.tools.circuit import BackendUnavailable, breaker_for
+from genevolve.tools.ddgs_client import ddgs_rows
+from genevolve.tools.serper_client import serper_base_url, serper_post
 
 SNIPPET_CHARS = 320
 MAX_QUERIES = 8
@@ -48,118 +62,6 @@ class TextBackend(Protocol):
     name: str
 
     def search(self, query: str, top_k: int) -> list[Hit]: ...
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend could not answer (network, quota, parse error); the caller falls back."""
-
-
-# ---------------------------------------------------------------- circuit breaker
-
-class CircuitBreaker:
-    """After a failure, skip the backend for ``cooldown_s``; then let one call try again."""
-
-    def __init__(self, cooldown_s: float = 300.0):
-        self.cooldown_s = cooldown_s
-        self._lock = threading.Lock()
-        self._open_until = 0.0
-        self.last_error: str | None = None
-
-    def allow(self) -> bool:
-        with self._lock:
-            return time.monotonic() >= self._open_until
-
-    def trip(self, error: str) -> None:
-        with self._lock:
-            self._open_until = time.monotonic() + self.cooldown_s
-            self.last_error = error
-
-    def reset(self) -> None:
-        with self._lock:
-            self._open_until = 0.0
-            self.last_error = None
-
-
-_BREAKERS: dict[str, CircuitBreaker] = {}
-_BREAKERS_LOCK = threading.Lock()
-
-
-def breaker_for(name: str) -> CircuitBreaker:
-    """The process-wide breaker of one web backend (shared by every tool instance)."""
-    with _BREAKERS_LOCK:
-        return _BREAKERS.setdefault(name, CircuitBreaker())
-
-
-def reset_breakers() -> None:
-    with _BREAKERS_LOCK:
-        for b in _BREAKERS.values():
-            b.reset()
-
-
-# ---------------------------------------------------------------- text utilities
-
-def clip(text: str, limit: int = SNIPPET_CHARS) -> str:
-    text = " ".join(str(text).split())
-    if len(text) <= limit:
-        return text
-    cut = text[:limit].rsplit(" ", 1)[0]
-    return cut.rstrip(",.;:—-") + "…"
-
-
-def _stemmer():
-    try:
-        import Stemmer
-
-        return Stemmer.Stemmer("english")
-    except ImportError:  # stemming only sharpens recall; plain tokens still work
-        return None
-
-
-def _tokenizer():
-    """A bm25s tokenizer with English stop words, stemming when PyStemmer is installed."""
-    from bm25s.tokenization import Tokenizer
-
-    return Tokenizer(stopwords="en", stemmer=_stemmer())
-
-
-_WORD_RE = re.compile(r"(?u)\b\w\w+\b")
-
-
-def terms(text: str) -> set[str]:
-    """The content words of ``text`` as the index sees them (lowercased, no stop words, stemmed)."""
-    from bm25s.stopwords import STOPWORDS_EN
-
-    words = [w for w in _WORD_RE.findall(text.lower()) if w not in STOPWORDS_EN]
-    stemmer = _shared_stemmer()
-    return set(stemmer.stemWords(words) if stemmer else words)
-
-
-@lru_cache(maxsize=1)
-def _shared_stemmer():
-    return _stemmer()
-
-
-class BM25Index:
-    """A small bm25s index over a list of texts; ``query`` returns (index, score) pairs with score > 0."""
-
-    def __init__(self, texts: list[str]):
-        import bm25s
-
-        self._lock = threading.Lock()
-        self.tokenizer = _tokenizer()
-        self.size = len(texts)
-        self.retriever = bm25s.BM25()
-        if texts:
-            ids = self.tokenizer.tokenize(texts, show_progress=False)
-            self.retriever.index(ids, show_progress=False)
-
-    def query(self, text: str, k: int) -> list[tuple[int, float]]:
-        if not self.size or not text.strip():
-            return []
-        with self._lock:  # the tokenizer keeps vocabulary state
-            q = self.tokenizer.tokenize([text], update_vocab=False, show_progress=False)
-            docs, scores = self.retriever.retrieve(q, k=min(k, self.size), show_progress=False)
-        return [(int(d), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
 
 
 # ---------------------------------------------------------------- local corpus
@@ -289,7 +191,7 @@ class LocalCorpus:
             title = f"{c.doc_title} — {c.heading}" if c.heading else c.doc_title
             where = c.url or c.file
             source = f"{where}; {c.documented_at}" if c.documented_at else where
-            hits.append(Hit(title=title, snippet=clip(c.text), source=source, url=c.url, score=score))
+            hits.append(Hit(title=title, snippet=clip(c.text, SNIPPET_CHARS), source=source, url=c.url, score=score))
             if len(hits) >= top_k:
                 break
         return hits
@@ -306,43 +208,9 @@ class DdgsText:
         self.timeout, self.proxy, self.region = timeout, proxy, region
 
     def search(self, query: str, top_k: int) -> list[Hit]:
-        from ddgs import DDGS
-        from ddgs.exceptions import DDGSException
-
-        try:
-            rows = DDGS(proxy=self.proxy, timeout=int(max(1, self.timeout))).text(
-                query, max_results=top_k, region=self.region)
-        except DDGSException as exc:
-            if "no results" in str(exc).lower():
-                return []
-            raise BackendUnavailable(f"ddgs: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - any transport problem means: fall back
-            raise BackendUnavailable(f"ddgs: {type(exc).__name__}: {exc}") from exc
-        return [Hit(title=clip(r.get("title", ""), 120), snippet=clip(r.get("body", "")),
+        rows = ddgs_rows("text", query, top_k, timeout=self.timeout, proxy=self.proxy, region=self.region)
+        return [Hit(title=clip(r.get("title", ""), 120), snippet=clip(r.get("body", ""), SNIPPET_CHARS),
                     source=r.get("href", ""), url=r.get("href") or None) for r in rows[:top_k]]
-
-
-def serper_base_url() -> str:
-    return os.environ.get("SERPER_BASE_URL", "https://google.serper.dev").rstrip("/")
-
-
-def serper_post(endpoint: str, payload: dict, *, api_key: str, base_url: str, timeout: float) -> dict:
-    import httpx
-
-    try:
-        r = httpx.post(f"{base_url}/{endpoint}", json=payload, timeout=timeout, trust_env=False,
-                       headers={"X-API-KEY": api_key, "Content-Type": "application/json"})
-    except httpx.HTTPError as exc:
-        raise BackendUnavailable(f"serper: {type(exc).__name__}: {exc}") from exc
-    if r.status_code != 200:
-        raise BackendUnavailable(f"serper: HTTP {r.status_code}: {r.text[:200]}")
-    try:
-        data = r.json()
-    except ValueError as exc:
-        raise BackendUnavailable("serper: the answer was not JSON") from exc
-    if not isinstance(data, dict):
-        raise BackendUnavailable("serper: unexpected answer shape")
-    return data
 
 
 class SerperText:
@@ -360,19 +228,20 @@ class SerperText:
         box = data.get("answerBox") or {}
         if isinstance(box, dict) and (box.get("answer") or box.get("snippet")):
             hits.append(Hit(title=clip(box.get("title") or "Answer", 120),
-                            snippet=clip(box.get("answer") or box.get("snippet")),
+                            snippet=clip(box.get("answer") or box.get("snippet"), SNIPPET_CHARS),
                             source=box.get("link") or "serper answer box", url=box.get("link")))
         graph = data.get("knowledgeGraph") or {}
         if isinstance(graph, dict) and graph.get("description"):
             attrs = graph.get("attributes") or {}
             extra = "; ".join(f"{k}: {v}" for k, v in list(attrs.items())[:6]) if isinstance(attrs, dict) else ""
             hits.append(Hit(title=clip(graph.get("title") or "Knowledge graph", 120),
-                            snippet=clip(f"{graph['description']} {extra}".strip()),
+                            snippet=clip(f"{graph['description']} {extra}".strip(), SNIPPET_CHARS),
                             source=graph.get("descriptionLink") or graph.get("website") or "serper knowledge graph",
                             url=graph.get("descriptionLink")))
         for row in data.get("organic") or []:
             if isinstance(row, dict):
-                hits.append(Hit(title=clip(row.get("title", ""), 120), snippet=clip(row.get("snippet", "")),
+                hits.append(Hit(title=clip(row.get("title", ""), 120),
+                                snippet=clip(row.get("snippet", ""), SNIPPET_CHARS),
                                 source=row.get("link", ""), url=row.get("link")))
         return hits[:top_k]
 
@@ -399,21 +268,12 @@ def parse_queries(args: dict, *, default_top_k: int) -> tuple[list[str], int]:
         raise ToolArgumentError(f"no queries given. {shape}")
     if not all(isinstance(q, str) for q in raw):
         raise ToolArgumentError(f"every query must be a string. {shape}")
-    queries = []
-    for q in raw:
-        q = " ".join(q.split())
-        if q and q.lower() not in (x.lower() for x in queries):
-            queries.append(q)
+    queries = distinct_queries(raw)
     if not queries:
         raise ToolArgumentError(f"the queries are empty. {shape}")
     if len(queries) > MAX_QUERIES:
         raise ToolArgumentError(f"at most {MAX_QUERIES} queries per call, got {len(queries)}. {shape}")
-    top_k = args.get("top_k", default_top_k)
-    if isinstance(top_k, str) and top_k.strip().isdigit():
-        top_k = int(top_k)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ToolArgumentError(f"top_k must be a positive integer. {shape}")
-    return queries, min(top_k, MAX_TOP_K)
+    return queries, top_k_arg(args, default=default_top_k, cap=MAX_TOP_K, shape=shape)
 
 
 class SearchTool(Tool):
@@ -466,20 +326,17 @@ class SearchTool(Tool):
         used = sorted({a[1] for a in answers})
         fallbacks = [a[2] for a in answers if a[2]]
         compact = profile.compact_replies
-        lines = [] if compact else [_header(used)]
+        lines = [] if compact else [digest_header(used)]
         if fallbacks and not compact:
             lines.append(f"Note: web search unavailable — {fallbacks[0]}; these results come from the "
                          f"offline local corpus instead.")
         total = 0
         for query, (hits, _backend, _why) in zip(queries, answers):
-            lines.append(f'### "{query}"')
+            lines.append(digest_query_heading(query))
             if not hits:
                 lines.append("No results.")
-            for n, h in enumerate(hits, 1):
-                if compact:  # the nano profile: no source lines, a shorter snippet
-                    lines.append(f"{n}. **{h.title}** — {clip(h.snippet, profile.snippet_chars or SNIPPET_CHARS)}")
-                else:
-                    lines.append(f"{n}. **{h.title}** — {h.snippet} (source: {h.source})")
+            lines += [digest_line(n, h, compact=compact, snippet_chars=profile.snippet_chars or SNIPPET_CHARS)
+                      for n, h in enumerate(hits, 1)]
             total += len(hits)
         backend = self.primary.name
         if fallbacks:
@@ -488,7 +345,6 @@ class SearchTool(Tool):
         return ToolResult(text="\n".join(lines), backend=backend,
                           meta={"queries": queries, "hits": total, "fallback": bool(fallbacks),
                                 "fallback_reasons": fallbacks})
-
 
     def _official(self, args: dict, ctx: ToolContext | None) -> ToolResult:
         """The official runtime's search: strict ``queries``, one block per query, no fallback.
@@ -525,7 +381,46 @@ class SearchTool(Tool):
                           meta={"queries": [q for q in queries if isinstance(q, str)]})
 
 
-def _header(used: list[str]) -> str:
+# ---------------------------------------------------------------- the digest format
+# SearchTool writes its reply with the functions below and ``digest_passages`` reads it back (the
+# planner takes its facts from it), so the format changes here and nowhere else.
+
+def digest_header(used: list[str]) -> str:
     names = {"local-corpus": "the offline local corpus", "ddgs": "the web (ddgs)", "serper": "the web (Serper)"}
     where = " and ".join(names.get(u, u) for u in used)
     return f"Search results from {where}:"
+
+
+def digest_query_heading(query: str) -> str:
+    return f'### "{query}"'
+
+
+def digest_line(n: int, hit: Hit, *, compact: bool = False, snippet_chars: int = SNIPPET_CHARS) -> str:
+    """``1. **Title** — snippet (source: …)``; compact (the nano profile): no source, a shorter snippet."""
+    if compact:
+        return f"{n}. **{hit.title}** — {clip(hit.snippet, snippet_chars)}"
+    return f"{n}. **{hit.title}** — {hit.snippet} (source: {hit.source})"
+
+
+def digest_passages(text: str) -> list[str]:
+    """The passage text of each result line of a search reply, in order.
+
+    Headings, numbering, the result's bold title, its ``(source: …)``, URLs, defanged protocol
+    tags and markdown emphasis are dropped. It also reads the official runtime's blocks
+    (``1. title: …`` / ``  url: …`` / ``  snippet: …``) well enough: URL lines go, and the
+    ``title:`` / ``snippet:`` labels stay for the reader to strip.
+    """
+    passages: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line.endswith(":"):  # headings and the header line
+            continue
+        line = re.sub(r"^(?:[-*>]|\d+[.)])\s*", "", line)
+        line = re.sub(r"^\*\*[^*]{1,120}\*\*\s*(?:[—–:-]\s*)?", "", line)  # the result's title
+        line = re.sub(r"\((?:source|sources|url)\b[^)]*\)\s*$", "", line, flags=re.IGNORECASE)
+        line = re.sub(r"‹/?\w+›", " ", URL_RE.sub("", line))
+        line = re.sub(r"\*\*|__|`", "", line).strip()
+        if not line or re.match(r"(?i)^(?:source|sources|url|link)\b", line):
+            continue
+        passages.append(line)
+    return passages

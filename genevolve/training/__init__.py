@@ -48,8 +48,11 @@ resumes; a run killed before its first checkpoint starts clean (no step is logge
 __all__ = ["retrieve_guide"]
 
 
-def retrieve_guide(request, store, model="all-MiniLM-L6-v2", gate=0.84):
-    """The top-1 Decision Guide for a request: ``(guide | None, cosine, passes_gate)``."""
-    from genevolve.training.sdl import retrieve_guide as _retrieve
+def retrieve_guide(request, store, model=None, gate=None):
+    """The top-1 Decision Guide for a request: ``(guide | None, cosine, passes_gate)``.
 
-    return _retrieve(request, store, model=model, gate=gate)
+    ``model`` defaults to the shared all-MiniLM-L6-v2 and ``gate`` to ``sdl.GATE`` (0.84).
+    """
+    from genevolve.training import sdl
+
+    return sdl.retrieve_guide(request, store, model=model, gate=sdl.GATE if gate is None else gate)

@@ -21,9 +21,11 @@ import json
 from dataclasses import dataclass
 
 from genevolve.agent import AgentConfig
+from genevolve.embeddings import DEFAULT_MODEL
 from genevolve.program import IMG_ID_RE
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 from genevolve.training.config import TrainingConfig, option
+from genevolve.training.sdl import GATE
 
 
 @dataclass
@@ -32,9 +34,9 @@ class SDLConfig:
     lam: float = option(0.1, "λ: weight of the SDL term in the total loss.")
     delta_min: float = option(0.2, "Minimum best-worst reward gap in a group to distil a guide.")
     top_fraction: float = option(0.1, "Share of decision tokens kept per sequence (largest teacher-student gap).")
-    gate: float = option(0.84, "Cosine a retrieved guide needs to reach the teacher.")
+    gate: float = option(GATE, "Cosine a retrieved guide needs to reach the teacher.")
     capacity: int = option(500, "Guides kept in the rolling buffer (oldest out).")
-    embedder: str = option("all-MiniLM-L6-v2", "Sentence embedder for guide retrieval.")
+    embedder: str = option(DEFAULT_MODEL, "Sentence embedder for guide retrieval.")
     distiller: str | None = option(None, "openai:<model>@<base_url> writes guides; None: contrastive, offline.")
     store_path: str | None = option(None, "SQLite store for guides; None: the settings' store (the studio shows it).")
     rho_max: float = option(2.0, "Clip of the importance weight π_θ/π_old in the SDL term.")

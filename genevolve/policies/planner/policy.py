@@ -1,0 +1,117 @@
+"""``PlannerPolicy``: the plan for a request, and the program written from what the tools returned."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+from genevolve.policies.planner.conversation import PlannerState, read_state
+from genevolve.policies.planner.english import extract_subjects
+from genevolve.policies.planner.evidence import best_image, facts_from
+from genevolve.policies.planner.routing import SKILL_REASONS, route_skills
+from genevolve.policies.planner.writers import write_brief
+from genevolve.program import ORDINALS, Program, repair_program, validate_program
+from genevolve.protocol import format_answer, format_tool_call
+from genevolve.subjects import extract_entities
+from genevolve.tools.image_search import parse_image_lines
+
+
+class PlannerPolicy:
+    """Rule-based expert policy; see the package docstring for the plan it follows."""
+
+    name = "planner"
+
+    def __init__(self, max_skills: int = 5, max_subjects: int = 3, max_entities: int = 3,
+                 max_references: int = 2, search_top_k: int = 3, image_top_k: int = 3, **_ignored):
+        self.max_skills = max_skills
+        self.max_subjects = max_subjects
+        self.max_entities = max_entities
+        self.max_references = max_references
+        self.search_top_k = search_top_k
+        self.image_top_k = image_top_k
+
+    # ------------------------------------------------------------------ policy interface
+
+    def stream(self, messages: list[dict], images: Sequence = ()) -> Iterator[str]:
+        turn = self.next_turn(messages, images)
+        # Small chunks so the streaming path of the UI and the agent loop is exercised.
+        for i in range(0, len(turn), 48):
+            yield turn[i:i + 48]
+
+    def sample(self, messages: list[dict], n: int) -> list[str]:
+        """``n`` turns for a group rollout; identical, since the planner is deterministic."""
+        turn = self.next_turn(messages)
+        return [turn for _ in range(n)]
+
+    def next_turn(self, messages: list[dict], images: Sequence = ()) -> str:
+        state = read_state(messages)
+        if not state.must_answer:
+            for name, args, think in self.plan(state.request, state.user_ids):
+                if (name, args) not in state.done_calls:
+                    return format_tool_call(name, args, think=think)
+        program, think = self.write_program(state, images)
+        return format_answer(program.to_official(), think=think)
+
+    # ------------------------------------------------------------------ the plan
+
+    def plan(self, request: str, user_ids: Sequence[str] = ()) -> list[tuple[str, dict, str]]:
+        """The ordered tool calls for a request: (tool name, arguments, think text)."""
+        steps: list[tuple[str, dict, str]] = []
+        entities = extract_entities(request)[: self.max_entities]
+        if entities:
+            names = ", ".join(entities)
+            them = "them" if len(entities) > 1 else "it"
+            steps.append(("search", {"queries": entities, "top_k": self.search_top_k},
+                          f"The request names {names}; the renderer cannot know how {them} really "
+                          f"look{'s' if them == 'it' else ''}, so I look {them} up first."))
+        budget = self.max_subjects if not user_ids else max(0, self.max_references - len(user_ids))
+        subjects = extract_subjects(request, entities)
+        if user_ids:
+            # The user's images already show the generic subject; only named things need pictures.
+            subjects = [s for s in subjects if s in entities]
+        for subject in subjects[:budget]:
+            steps.append(("image_search", {"query": subject, "top_k": self.image_top_k},
+                          f"A picture of {subject} will anchor its appearance better than words."))
+        for skill in route_skills(request)[: self.max_skills]:
+            steps.append(("query_knowledge", {"skill_name": skill},
+                          f"{SKILL_REASONS[skill]} so I read the {skill} guidance."))
+        return steps
+
+    # ------------------------------------------------------------------ the answer
+
+    def write_program(self, state: PlannerState, images: Sequence = ()) -> tuple[Program, str]:
+        request = state.request
+        known = {*state.user_ids}
+        candidates: list[tuple[str, str, str]] = []  # (img_id, subject, note) in order of preference
+        for uid in state.user_ids:
+            candidates.append((uid, "your image", "the user's own image: keep its subject, look and identity"))
+        facts: list[str] = []
+        skills: list[str] = []
+        for name, args, text in state.responses:
+            if name == "image_search":
+                subject = str(args.get("query", ""))
+                found = parse_image_lines(text)
+                known.update(line.img_id for line in found)
+                best = best_image(subject, found)
+                if best and best not in (c[0] for c in candidates):
+                    candidates.append((best, subject, f"appearance of {subject}"))
+            elif name == "search":
+                facts += facts_from(text, args.get("queries") or [])
+            elif name == "query_knowledge" and "error" not in text[:40].lower():
+                skills.append(str(args.get("skill_name")))
+        chosen = candidates[: self.max_references]
+        chosen.sort(key=lambda c: int(c[0].split("_")[1]))
+        ordinal = {img_id: ORDINALS[i] for i, (img_id, _, _) in enumerate(chosen)}
+        # Skills it read guide the brief; when forced to answer early, the routed ones still apply.
+        active = skills or route_skills(request)[: self.max_skills]
+        prompt = write_brief(request, state.user_ids, chosen, ordinal, facts, active)
+        program = Program(gen_prompt=prompt,
+                          reference_images=[{"img_id": i, "note": note} for i, _, note in chosen])
+        if validate_program(program, known, self.max_references):
+            program, _ = repair_program(program, known, self.max_references)
+        n_refs = len(chosen)
+        think = (f"I have what I need: {len(facts)} fact(s), {n_refs} reference image(s)"
+                 f"{' and the ' + ', '.join(active) + ' guidance' if active else ''}. "
+                 "Writing the program now.")
+        if state.must_answer and not state.responses:
+            think = "No more tool calls are allowed, so I answer from the request alone."
+        return program, think
