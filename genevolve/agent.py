@@ -45,7 +45,7 @@ from genevolve.program import (
     request_problem,
     validate_program,
 )
-from genevolve.protocol import ToolCall, Turn, correction_message
+from genevolve.protocol import ToolCall, Turn, correction_message, user_images_note
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 from genevolve.trajectory import (
     AnswerEvent,
@@ -193,7 +193,7 @@ class Agent:
         request_message = traj.request
         if traj.user_image_ids:
             listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)
-            request_message += f"\n\nThe user provided reference images: {listing}."
+            request_message += user_images_note(listing)
         traj.system_prompt, traj.request_message = self.system_prompt, request_message
         # The official runtime sends text only, the user's images by id.
         traj.images_in_messages = not self.profile.text_only
