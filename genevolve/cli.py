@@ -67,9 +67,10 @@ def run(
             if name.startswith("tool:"):
                 console.print(f"  {name[5:]}: {backend}", style="dim")
     traj = None
+    print_event = _EventPrinter(console)
     for event in agent.stream(request, [str(p) for p in image or []]):
         if not as_json:
-            _print_event(console, event)
+            print_event(event)
         if event.type == "done":
             traj = event.trajectory
     result = {"summary": traj.summary(), "offline": is_offline, "image": None, "verification": None}
@@ -143,16 +144,26 @@ _CLI_STYLE = {"tool_call": "cyan", "tool_result": "yellow", "good": "bold green"
 _CLI_BODY_LINES = 6  # a tool reply is shown by its first lines; the trajectory keeps it whole
 
 
-def _print_event(console, event) -> None:
-    """One agent event on the terminal: streamed text as it comes, everything else as its view says."""
-    from genevolve.event_view import describe
+class _EventPrinter:
+    """Agent events on the terminal: streamed text as it comes, everything else as its view says."""
 
-    if event.type == "text_delta":  # the policy's words, printed the moment they stream
-        console.print(event.text, end="", style="dim", markup=False, highlight=False)
-        return
-    if event.type == "done":  # `run` closes with its own line (termination, time, where it was saved)
-        return
-    _print_view(console, describe(event))
+    def __init__(self, console):
+        self.console = console
+        self.mid_line = False  # streamed text leaves the cursor mid-line
+
+    def __call__(self, event) -> None:
+        from genevolve.event_view import describe
+
+        if event.type == "text_delta":  # the policy's words, printed the moment they stream
+            self.console.print(event.text, end="", style="dim", markup=False, highlight=False)
+            self.mid_line = not event.text.endswith("\n")
+            return
+        if event.type == "done":  # `run` closes with its own line (termination, time, where it was saved)
+            return
+        if self.mid_line:
+            self.console.print()
+            self.mid_line = False
+        _print_view(self.console, describe(event))
 
 
 def _print_view(console, view) -> None:
@@ -161,7 +172,6 @@ def _print_view(console, view) -> None:
     if view.divider:
         console.rule(view.title, style="dim")
         return
-    console.print()  # streamed thinking leaves the cursor mid-line
     head = Text(f"{view.icon} {view.title}".strip(), style=_CLI_STYLE.get(view.kind) or _CLI_STYLE.get(view.severity, ""))
     if view.meta:
         head.append(f" ({view.meta})")
