@@ -191,7 +191,8 @@ def build(sid_state, tabs=None):
     # The page fields a run updates, by the names the handlers (and live_runs) use for them.
     outputs = {"status": status, "events": events, "gallery": gallery, "program": program, "image": image,
                "verify": verify, "downloads": downloads, "history": history}
-    assert tuple(outputs) == live_runs.FIELDS
+    if tuple(outputs) != live_runs.FIELDS:  # a field added on one side only would never reach the page
+        raise RuntimeError(f"Generate tab outputs {tuple(outputs)} differ from live_runs.FIELDS {live_runs.FIELDS}")
     form = [request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed, protocol]
     # The run lives on a worker thread; this event only follows it, so it needs no queue slot of
     # its own (local models queue inside the run, planner runs never wait behind them). On a

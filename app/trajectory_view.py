@@ -60,7 +60,8 @@ def card_html(view: EventView, *, round_label: bool = True) -> str:
         meta = f" <span class='ge-meta'>{esc(view.meta)}</span>" if view.meta else ""
         err = f" <span class='ge-bad'>{esc(view.error)}</span>" if view.error else ""
         notes = "".join(f"<li>{esc(n)}</li>" for n in view.notes)
-        inner = (f"<div class='ge-head{_SEVERITY_CLASS.get(view.severity, '')}'>{icon}{esc(view.title)}{meta}{err}</div>"
+        severity = _SEVERITY_CLASS.get(view.severity, "")
+        inner = (f"<div class='ge-head{severity}'>{icon}{esc(view.title)}{meta}{err}</div>"
                  + _image_strip(view.images) + _body_html(view)
                  + (f"<ul class='ge-repairs'>{notes}</ul>" if notes else ""))
     label = f"<span class='ge-round'>R{view.round}</span>" if round_label and view.round else ""

@@ -172,7 +172,8 @@ def _print_view(console, view) -> None:
     if view.divider:
         console.rule(view.title, style="dim")
         return
-    head = Text(f"{view.icon} {view.title}".strip(), style=_CLI_STYLE.get(view.kind) or _CLI_STYLE.get(view.severity, ""))
+    style = _CLI_STYLE.get(view.kind) or _CLI_STYLE.get(view.severity, "")
+    head = Text(f"{view.icon} {view.title}".strip(), style=style)
     if view.meta:
         head.append(f" ({view.meta})")
     if view.error:
