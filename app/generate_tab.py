@@ -8,6 +8,7 @@ the trajectory as ``cancelled``, which is then saved like any other run.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import threading
@@ -19,6 +20,8 @@ import gradio as gr
 from app import common, live_runs
 from app.common import esc
 from app.trajectory_view import EventPanel, program_html, verification_html
+from genevolve.event_view import EventView
+from genevolve.trajectory import WarningEvent
 
 POLICY_CHOICES = ["planner", "nano", "hf:Qwen/Qwen3-VL-2B-Instruct", "openai:gpt-4o-mini@https://api.openai.com/v1"]
 RENDERER_CHOICES = ["layout", "diffusers:Qwen/Qwen-Image-Edit", "service:http://127.0.0.1:8001", "gemini", "none"]
@@ -185,16 +188,20 @@ def build(sid_state, tabs=None):
             gallery = gr.Gallery(label="Images found (IMG ids)", columns=4, height=180, elem_id="ge-gallery",
                                  allow_preview=True, preview=False, object_fit="cover")
 
-    outputs = [status, events, gallery, program, image, verify, downloads, history]
+    # The page fields a run updates, by the names the handlers (and live_runs) use for them.
+    outputs = {"status": status, "events": events, "gallery": gallery, "program": program, "image": image,
+               "verify": verify, "downloads": downloads, "history": history}
+    if tuple(outputs) != live_runs.FIELDS:  # a field added on one side only would never reach the page
+        raise RuntimeError(f"Generate tab outputs {tuple(outputs)} differ from live_runs.FIELDS {live_runs.FIELDS}")
     form = [request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed, protocol]
     # The run lives on a worker thread; this event only follows it, so it needs no queue slot of
     # its own (local models queue inside the run, planner runs never wait behind them). On a
     # ZeroGPU Space the whole call runs in the GPU worker, so there a run lasts as long as its page.
     inputs = form[:-1] + [sid_state, protocol]  # the handlers take the session before the protocol
     run_event = go.click(
-        common.gpu(run_generate),
+        common.gpu(to_components(run_generate, outputs)),
         inputs=inputs,
-        outputs=outputs, show_progress="hidden", concurrency_limit=None, api_name="generate",
+        outputs=list(outputs.values()), show_progress="hidden", concurrency_limit=None, api_name="generate",
     )
     request.submit(lambda: None, None, None, js="() => document.querySelector('#ge-go').click()")
     stop.click(stop_run, inputs=[sid_state], outputs=[status], queue=False)
@@ -214,7 +221,8 @@ def build(sid_state, tabs=None):
     renderer.change(lambda s: gr.update(info=renderer_hint(s)), [renderer], [renderer], queue=False,
                     show_progress="hidden")
     return {"request": request, "uploads": uploads, "upload_msg": upload_msg, "history": history,
-            "run_event": run_event, "form": form, "outputs": outputs}
+            "run_event": run_event, "form": form, "outputs": list(outputs.values()),
+            "attach": to_components(attach, outputs)}
 
 
 # ---------------------------------------------------------------- the form, kept per session
@@ -352,13 +360,22 @@ def _discard_upload(path: Path) -> None:
         pass
 
 
-def _outputs(fields: dict, skip) -> tuple:
-    return tuple(fields.get(name, skip) for name in live_runs.FIELDS)
+def to_components(handler, components: dict):
+    """A handler that yields ``{field name: value}`` as Gradio wants it: ``{component: value}``.
+
+    The handlers speak in field names so they run (and are tested) without a page; a field
+    left out of an update keeps its value on the page."""
+
+    @functools.wraps(handler)  # Gradio reads the signature (the gr.Request parameter) through this
+    def stream(*args, **kwargs):
+        for fields in handler(*args, **kwargs):
+            yield {components[name]: value for name, value in fields.items()} or gr.skip()
+
+    return stream
 
 
 def follow(run, *, everything_at_end: bool = True):
-    """Yield the page's outputs as the run changes, until it ends (the run goes on if this stops)."""
-    skip = gr.skip()
+    """Yield the page fields that changed, as the run changes, until it ends (the run goes on if this stops)."""
     since = 0
     while True:
         clock, changed, done = run.changes(since, timeout=1.0)
@@ -366,7 +383,7 @@ def follow(run, *, everything_at_end: bool = True):
             # The last update carries the whole final state, so a caller that keeps only it has everything.
             _, changed, _ = run.changes(0, timeout=0)
         if changed:
-            yield _outputs(changed, skip)
+            yield changed
         since = clock
         if done:
             return
@@ -377,30 +394,29 @@ def attach(sid_value, request: gr.Request = None):
     sid = common.session_id(sid_value, request)
     run = live_runs.registry().current(sid)
     if run is None:
-        yield (gr.skip(),) * len(live_runs.FIELDS)
+        yield {}  # nothing to show: every field keeps its value
         return
     yield from follow(run)
 
 
 def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer_spec, typeset, offline, seed,
                  sid_value, protocol=None, request: gr.Request = None):
-    """Start a run for this session (or re-attach to the one going) and stream it into the page:
-    (status, events, gallery, program, image, verify, downloads, history)."""
-    skip = gr.skip()
+    """Start a run for this session (or re-attach to the one going) and stream it into the page
+    as ``{field: value}`` updates of the fields in ``live_runs.FIELDS``."""
     sid = common.session_id(sid_value, request)
     text = (request_text or "").strip()
     reg = live_runs.registry()
     going = reg.current(sid)
     if going is not None and not going.done:
-        yield (f"● This session's run `{esc(going.label)}` is still going: showing it (Stop ends it).",) + (skip,) * 7
+        yield {"status": f"● This session's run `{esc(going.label)}` is still going: showing it (Stop ends it)."}
         yield from follow(going)
         return
     if not text:
-        yield ("Write a request first.",) + (skip,) * 7
+        yield {"status": "Write a request first."}
         return
     kept, refused = _copy_uploads(sid, uploads)
     if refused:
-        yield ("✗ " + esc("; ".join(refused)),) + (skip,) * 7
+        yield {"status": "✗ " + esc("; ".join(refused))}
         return
     params = {"text": text, "images": kept, "policy": compose_policy_spec(policy_base, bool(four_bit), adapter),
               "renderer": (renderer_spec or "layout").strip(), "typeset": bool(typeset), "offline": bool(offline),
@@ -422,7 +438,7 @@ def _work(run, sid: str, params: dict) -> None:
             image=None, verify=verification_html(None), downloads=None)
     early = _early_warnings(policy_spec)
     for w in early:
-        panel.note("warning", f"<div class='ge-warn'>⚠ {esc(w)}</div>")
+        panel.add(WarningEvent(message=w))
     if early:
         run.set(events=panel.html())
     # Fail fast on a renderer that cannot work here (e.g. diffusers weights not on disk offline),
@@ -518,12 +534,12 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
         image_path, render, verification, err = _render_and_verify(sid, traj, renderer_spec, params["typeset"],
                                                                    params["seed"])
         if err:
-            panel.note("warning", f"<div class='ge-warn'>⚠ {esc(err)}</div>")
+            panel.add(WarningEvent(message=err))
         else:
             from genevolve.judges.structure import verification_summary
 
-            panel.note("verified", f"<div class='ge-head'>✓ verified</div><div class='ge-meta'>"
-                                   f"{esc(verification_summary(verification, render, traj.program.constraints))}</div>")
+            panel.add_view(EventView(kind="verified", title="verified", icon="✓", meta=verification_summary(
+                verification, render, traj.program.constraints)))
         files = _write_downloads(sid, traj, image_path, verification)
         status = (f"✓ {esc(traj.termination)} · {traj.elapsed_s:.2f}s · run `{traj.id}`" if not err
                   else f"⚠ program ready; {esc(err)}")

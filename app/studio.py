@@ -79,7 +79,7 @@ def build_studio():
         # A reload brings back the session's form and re-attaches to its run (still going, or just ended).
         demo.load(ensure_session, inputs=[sid_state], outputs=[sid_state, sid_mark, gen["history"]], queue=False).then(
             generate_tab.restore_form, [sid_state], gen["form"], queue=False).then(
-            generate_tab.attach, [sid_state], gen["outputs"], concurrency_limit=None, show_progress="hidden")
+            gen["attach"], [sid_state], gen["outputs"], concurrency_limit=None, show_progress="hidden")
     return demo
 
 

@@ -1,25 +1,20 @@
 """HTML views of a trajectory: the live event panel, the program card, the verification report.
 
-The live panel and the Inspector's timeline are the same cards: the panel builds them from
-streamed events, the Inspector from stored steps. Every card is plain HTML with stable class
-names (``ge-ev-tool_call``…) so tests and styles can find them.
+The live panel and the Inspector's timeline draw the same cards with the same code: what each
+event says comes from ``genevolve.event_view`` (one describer per event type, shared with the
+CLI); ``card_html`` turns that description into HTML. The panel feeds it streamed events, the
+Inspector the events rebuilt from a stored trajectory's steps. Every card is plain HTML with
+stable class names (``ge-ev-tool_call``…) so tests and styles can find them.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 from app.common import esc, thumb_uri
+from genevolve.event_view import EventView, ThinkingFold, think_only, trajectory_events, views
 
-SKILL_TOOL = "query_knowledge"
-
-
-def _args(arguments) -> str:
-    try:
-        return json.dumps(arguments, ensure_ascii=False, indent=1)
-    except TypeError:
-        return str(arguments)
+_SEVERITY_CLASS = {"info": "", "good": " ge-good", "warn": " ge-warn", "bad": " ge-bad"}
 
 
 def _image_strip(images) -> str:
@@ -35,104 +30,74 @@ def _image_strip(images) -> str:
     return f"<div class='ge-strip'>{''.join(cells)}</div>" if cells else ""
 
 
-def _result_body(name: str, text: str, images) -> str:
-    text = text or ""
-    if name == SKILL_TOOL:
+def _body_html(view: EventView) -> str:
+    text, form = view.body or "", view.body_format
+    if form == "json":
+        return f"<pre class='ge-pre ge-args'>{esc(text)}</pre>"
+    if form == "skill":  # long guidance: its first line, the rest folded away
         first = text.strip().splitlines()[0] if text.strip() else "guidance"
         return (f"<details class='ge-skill'><summary>{esc(first[:120])}</summary>"
                 f"<pre class='ge-pre'>{esc(text)}</pre></details>")
-    body = ""
-    if name == "search":
-        # A digest with sources: keep the text, turn bare URLs into links.
-        linked = re.sub(r"(https?://[^\s<>\"')]+)", r"<a href='\1' target='_blank' rel='noopener'>\1</a>", esc(text[:4000]))
-        body = f"<div class='ge-digest'>{linked}</div>"
+    if form == "digest":  # a digest with sources: keep the text, turn bare URLs into links
+        linked = re.sub(r"(https?://[^\s<>\"')]+)", r"<a href='\1' target='_blank' rel='noopener'>\1</a>",
+                        esc(text[:4000]))
+        return f"<div class='ge-digest'>{linked}</div>"
+    if form == "program":  # the program has its own pane (and its own card in the timeline)
+        return ""
+    return f"<pre class='ge-pre'>{esc(text[:3000])}</pre>" if text else ""
+
+
+def card_html(view: EventView, *, round_label: bool = True) -> str:
+    """One event card. Class names are stable (``ge-ev-tool_call``…) so tests and styles find them."""
+    kind = esc(view.kind)
+    if view.divider:
+        return f"<div class='ge-ev ge-ev-{kind}' data-type='{kind}'><div class='ge-rule'>{esc(view.title)}</div></div>"
+    if view.body_format == "thinking":
+        inner = (f"<details class='ge-think'><summary>{esc(view.title)}</summary>"
+                 f"<div class='ge-think-text'>{esc(view.body)}</div></details>")
     else:
-        body = f"<pre class='ge-pre'>{esc(text[:3000])}</pre>"
-    return _image_strip(images) + body
+        icon = f"{esc(view.icon)} " if view.icon else ""
+        meta = f" <span class='ge-meta'>{esc(view.meta)}</span>" if view.meta else ""
+        err = f" <span class='ge-bad'>{esc(view.error)}</span>" if view.error else ""
+        notes = "".join(f"<li>{esc(n)}</li>" for n in view.notes)
+        severity = _SEVERITY_CLASS.get(view.severity, "")
+        inner = (f"<div class='ge-head{severity}'>{icon}{esc(view.title)}{meta}{err}</div>"
+                 + _image_strip(view.images) + _body_html(view)
+                 + (f"<ul class='ge-repairs'>{notes}</ul>" if notes else ""))
+    label = f"<span class='ge-round'>R{view.round}</span>" if round_label and view.round else ""
+    return f"<div class='ge-ev ge-ev-{kind}' data-type='{kind}'>{label}{inner}</div>"
 
 
 class EventPanel:
-    """Accumulates agent events and renders the side panel as HTML."""
+    """The Generate tab's live panel: agent events in, the side panel's HTML out."""
 
     def __init__(self):
         self.cards: list[str] = []
-        self.thinking = ""
-        self.thinking_round: int | None = None
-        self.counts: dict[str, int] = {}
+        self.fold = ThinkingFold()
         self.images: list = []  # every ImageRef shown so far (for the gallery)
 
-    def _add(self, kind: str, html: str, round_: int | None = None) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        label = f"<span class='ge-round'>R{round_}</span>" if round_ else ""
-        self.cards.append(f"<div class='ge-ev ge-ev-{kind}' data-type='{kind}'>{label}{html}</div>")
-
-    def _flush_thinking(self) -> None:
-        text = _think_only(self.thinking)
-        if text.strip():
-            self._add("thinking", f"<details class='ge-think'><summary>thinking</summary>"
-                      f"<div class='ge-think-text'>{esc(text.strip())}</div></details>", self.thinking_round)
-        self.thinking, self.thinking_round = "", None
-
     def add(self, event) -> None:
-        t = event.type
-        if t == "text_delta":
-            if self.thinking_round != event.round:
-                self._flush_thinking()
-                self.thinking_round = event.round
-            self.thinking += event.text
-            return
-        self._flush_thinking()
-        if t == "round_start":
-            self._add("round_start", f"<div class='ge-rule'>round {event.round}{' · final' if event.final else ''}</div>")
-        elif t == "tool_call":
-            self._add("tool_call", f"<div class='ge-head'>→ <b>{esc(event.name)}</b></div>"
-                      f"<pre class='ge-pre ge-args'>{esc(_args(event.arguments))}</pre>", event.round)
-        elif t == "tool_result":
+        """One agent event (a text delta joins the round's thinking, shown live until the round moves on)."""
+        if event.type == "tool_result":
             self.images.extend(event.images)
-            meta = f"{esc(event.backend or '')} · {event.elapsed_s:.2f}s"
-            err = f" <span class='ge-bad'>{esc(event.error)}</span>" if event.error else ""
-            n = f" · {len(event.images)} image(s)" if event.images else ""
-            self._add("tool_result", f"<div class='ge-head'>← <b>{esc(event.name)}</b> <span class='ge-meta'>"
-                      f"{meta}{n}</span>{err}</div>" + _result_body(event.name, event.text, event.images), event.round)
-        elif t == "format_error":
-            self._add("format_error", f"<div class='ge-head ge-bad'>format error</div><div>{esc(event.error)}</div>",
-                      event.round)
-        elif t == "warning":
-            self._add("warning", f"<div class='ge-warn'>⚠ {esc(event.message)}</div>", event.round)
-        elif t == "answer":
-            extra = " (forced in the final round)" if event.forced else ""
-            repairs = "".join(f"<li>{esc(r)}</li>" for r in event.repairs)
-            self._add("answer", f"<div class='ge-head ge-good'>✓ program written{extra}</div>"
-                      + (f"<ul class='ge-repairs'>{repairs}</ul>" if repairs else ""), event.round)
-        elif t == "done":
-            tr = event.trajectory
-            cls = "ge-good" if tr.ok else "ge-bad"
-            self._add("done", f"<div class='ge-head {cls}'>{esc(tr.termination)}</div>"
-                      f"<div class='ge-meta'>{len(tr.steps)} rounds · {len(tr.tool_calls())} tool calls · "
-                      f"{tr.elapsed_s:.2f}s{(' · ' + esc(tr.reason)) if tr.reason else ''}</div>")
+        for view in self.fold.feed(event):
+            self.cards.append(card_html(view))
 
-    def note(self, kind: str, html: str) -> None:
-        self._flush_thinking()
-        self._add(kind, html)
+    def add_view(self, view: EventView) -> None:
+        """A card that is no agent event (the render's verification), after the thinking so far."""
+        for pending in self.fold.flush():
+            self.cards.append(card_html(pending))
+        self.cards.append(card_html(view))
 
     def html(self) -> str:
         live = ""
-        if self.thinking:
+        if self.fold.text:
             live = (f"<div class='ge-ev ge-ev-thinking ge-live' data-type='thinking'>"
-                    f"<span class='ge-round'>R{self.thinking_round}</span><div class='ge-think-text'>"
-                    f"{esc(_think_only(self.thinking)[-1500:])}<span class='ge-caret'>▍</span></div></div>")
+                    f"<span class='ge-round'>R{self.fold.round}</span><div class='ge-think-text'>"
+                    f"{esc(think_only(self.fold.text)[-1500:])}<span class='ge-caret'>▍</span></div></div>")
         if not self.cards and not live:
             return "<div class='ge-empty'>Events appear here as the agent works.</div>"
         return f"<div class='ge-events'>{''.join(self.cards)}{live}</div>"
-
-
-def _think_only(text: str) -> str:
-    """The readable part of a turn as it streams: the think block, not the raw call/answer markup."""
-    text = text.replace("<think>", "")
-    for stop in ("</think>", "<tool_call>", "<answer>"):
-        if stop in text:
-            text = text.split(stop, 1)[0]
-    return text
 
 
 # ---------------------------------------------------------------- the program and its report
@@ -206,39 +171,38 @@ def verification_html(report: dict | None, render: dict | None = None) -> str:
 
 
 def timeline_html(traj, audits: list[dict] | None = None, image_path: str | None = None) -> str:
-    """A stored trajectory as the same cards the live panel shows, plus audit marks per step.
+    """A stored trajectory as the live panel's cards (rebuilt from its steps), one block per step
+    with its audit marks.
 
-    The answer step carries what an annotator approves: the program (gen_prompt, references,
+    The answer step also carries what an annotator approves: the program (gen_prompt, references,
     constraints) and the image it rendered."""
     by_step: dict[int, list[dict]] = {}
     for a in audits or []:
         if a.get("step") is not None:
             by_step.setdefault(int(a["step"]), []).append(a)
-    images = {i.img_id: i for i in traj.images}
+    cards: dict[int, list[EventView]] = {}
+    after: list[EventView] = []  # warnings without a round, and the end
+    for view in views(trajectory_events(traj)):
+        if view.divider:
+            continue  # each step's block says its round
+        if view.round is None:
+            after.append(view)
+        else:
+            cards.setdefault(view.round, []).append(view)
     out = [f"<div class='ge-req'><b>request</b> {esc(traj.request)}</div>"]
     for s in traj.steps:
         marks = "".join(f"<span class='ge-verdict ge-v-{esc(a['verdict'])}'>{esc(a['verdict'])}"
                         f"{(': ' + esc(a['comment'])) if a.get('comment') else ''}</span>"
                         + (f"<pre class='ge-pre ge-fix'>fix: {esc(a['fix'])}</pre>" if a.get("fix") else "")
                         for a in by_step.get(s.round, []))
-        body = ""
-        if s.think:
-            body += f"<details class='ge-think'><summary>thinking</summary><div class='ge-think-text'>{esc(s.think)}</div></details>"
-        if s.kind == "tool_call":
-            body += (f"<div class='ge-head'>→ <b>{esc(s.tool_name)}</b> <span class='ge-meta'>{esc(s.tool_backend or '')} · "
-                     f"{s.tool_s:.2f}s</span></div><pre class='ge-pre ge-args'>{esc(_args(s.tool_arguments))}</pre>")
-            body += _result_body(s.tool_name or "", s.tool_text or "", [images[i] for i in s.tool_images if i in images])
-        elif s.kind == "answer":
-            body += "<div class='ge-head ge-good'>✓ answer</div>"
+        body = "".join(card_html(v, round_label=False) for v in cards.get(s.round, []))
+        if s.kind == "answer":
             if traj.program is not None:
                 body += program_html(traj.program, {i.img_id: i.to_dict() for i in traj.images})
             uri = thumb_uri(image_path, 480)
             body += (f"<div class='ge-label'>rendered image</div><img class='ge-rendered' src='{uri}' alt='rendered'>"
                      if uri else "<div class='ge-meta'>no rendered image stored for this run</div>")
-        if s.error:
-            body += f"<div class='ge-bad'>{esc(s.kind)}: {esc(s.error)}</div>"
         out.append(f"<div class='ge-ev ge-ev-step' data-step='{s.round}'><span class='ge-round'>R{s.round}</span>"
                    f"<span class='ge-kind'>{esc(s.kind)}</span>{marks}{body}</div>")
-    out.append(f"<div class='ge-ev ge-ev-done'><div class='ge-head {'ge-good' if traj.ok else 'ge-bad'}'>"
-               f"{esc(traj.termination)}</div><div class='ge-meta'>{esc(traj.reason or '')}</div></div>")
+    out.extend(card_html(v) for v in after)
     return f"<div class='ge-events'>{''.join(out)}</div>"

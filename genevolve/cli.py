@@ -67,9 +67,10 @@ def run(
             if name.startswith("tool:"):
                 console.print(f"  {name[5:]}: {backend}", style="dim")
     traj = None
+    print_event = _EventPrinter(console)
     for event in agent.stream(request, [str(p) for p in image or []]):
         if not as_json:
-            _print_event(console, event)
+            print_event(event)
         if event.type == "done":
             traj = event.trajectory
     result = {"summary": traj.summary(), "offline": is_offline, "image": None, "verification": None}
@@ -138,32 +139,58 @@ def _render_and_verify(traj, settings, store, out, typeset, seed, console, quiet
     return {"image": str(path), "render": report, "verification": verification, "checked": checked}
 
 
-def _print_event(console, event) -> None:
-    t = event.type
-    if t == "round_start":
-        console.rule(f"round {event.round}" + (" (final)" if event.final else ""), style="dim")
-    elif t == "text_delta":
-        console.print(event.text, end="", style="dim", markup=False, highlight=False)
-    elif t == "tool_call":
-        console.print()
-        console.print(f"[cyan]→ {event.name}[/cyan] {json.dumps(event.arguments, ensure_ascii=False)}")
-    elif t == "tool_result":
-        head = event.text.strip().splitlines()[:6]
-        label = f"[yellow]← {event.name}[/yellow] ({event.backend or '-'}, {event.elapsed_s:.2f}s)"
-        console.print(label + (f" [red]{event.error}[/red]" if event.error else ""))
-        for line in head:
+# The CLI's look for what genevolve.event_view says about each event: colours by kind or severity.
+_CLI_STYLE = {"tool_call": "cyan", "tool_result": "yellow", "good": "bold green", "warn": "yellow", "bad": "red"}
+_CLI_BODY_LINES = 6  # a tool reply is shown by its first lines; the trajectory keeps it whole
+
+
+class _EventPrinter:
+    """Agent events on the terminal: streamed text as it comes, everything else as its view says."""
+
+    def __init__(self, console):
+        self.console = console
+        self.mid_line = False  # streamed text leaves the cursor mid-line
+
+    def __call__(self, event) -> None:
+        from genevolve.event_view import describe
+
+        if event.type == "text_delta":  # the policy's words, printed the moment they stream
+            self.console.print(event.text, end="", style="dim", markup=False, highlight=False)
+            self.mid_line = not event.text.endswith("\n")
+            return
+        if event.type == "done":  # `run` closes with its own line (termination, time, where it was saved)
+            return
+        if self.mid_line:
+            self.console.print()
+            self.mid_line = False
+        _print_view(self.console, describe(event))
+
+
+def _print_view(console, view) -> None:
+    from rich.text import Text
+
+    if view.divider:
+        console.rule(view.title, style="dim")
+        return
+    style = _CLI_STYLE.get(view.kind) or _CLI_STYLE.get(view.severity, "")
+    head = Text(f"{view.icon} {view.title}".strip(), style=style)
+    if view.meta:
+        head.append(f" ({view.meta})")
+    if view.error:
+        head.append(f" {view.error}", style="red")
+    if view.body_format == "json" and view.data is not None:
+        head.append(" " + json.dumps(view.data, ensure_ascii=False))
+    console.print(head)
+    if view.body_format in ("text", "digest", "skill"):
+        for line in view.body.strip().splitlines()[:_CLI_BODY_LINES]:
             console.print("   " + line, markup=False, highlight=False)
-        if event.images:
-            console.print("   images: " + ", ".join(f"{i.img_id} {i.title}" for i in event.images), markup=False)
-    elif t == "format_error":
-        console.print()
-        console.print(f"[red]format error:[/red] {event.error}")
-    elif t == "warning":
-        console.print(f"[yellow]warning:[/yellow] {event.message}")
-    elif t == "answer":
-        console.print()
-        console.print("[bold green]program[/bold green]")
-        console.print_json(json.dumps(event.program.model_dump(exclude={"reference_images": {"__all__": {"path"}}})))
+    if view.images:
+        console.print("   images: " + ", ".join(f"{i.img_id} {i.title}" for i in view.images), markup=False,
+                      highlight=False)
+    for note in view.notes:
+        console.print(f"   - {note}", markup=False, highlight=False)
+    if view.body_format == "program" and view.data is not None:
+        console.print_json(json.dumps(view.data, ensure_ascii=False))
 
 
 @app.command()

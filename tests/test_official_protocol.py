@@ -540,8 +540,8 @@ def test_studio_backends_protocol_control(tmp_path):
         last = out
     runs = common.store().list_runs(session="sessionPROTO1")
     traj = common.store().get_trajectory(runs[0]["id"])
-    assert traj.meta["protocol"] == "official" and traj.messages[0]["content"] == SYS, last[0]
+    assert traj.meta["protocol"] == "official" and traj.messages[0]["content"] == SYS, last["status"]
     for out in generate_tab.run_generate("A poster", None, "planner", False, "", "none", False, True, 0,
                                          "sessionPROTO1", "official:/nowhere"):
         last = out
-    assert "official release not found" in last[0]
+    assert "official release not found" in last["status"]

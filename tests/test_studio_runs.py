@@ -63,27 +63,26 @@ def _photo(path: Path) -> Path:
 
 
 def test_a_run_outlives_the_stream_that_started_it_and_reattaches():
-    from app import common, generate_tab
+    from app import common, generate_tab, live_runs
 
     sid = "reloadAAAA01"
     stream = _generate('A shop sign that reads "OPEN ALL NIGHT"', sid)
     first = next(stream)
     # Updates are coalesced: on a busy machine the worker may be past "Starting" by the first read.
-    assert str(first[0]).startswith(("● Starting", "● Round 1")), first[0]
+    assert str(first["status"]).startswith(("● Starting", "● Round 1")), first["status"]
     stream.close()  # the page reloaded: Gradio stops reading this stream
     run = _wait_done(sid)
     runs = common.store().list_runs(session=sid)
     assert [r["termination"] for r in runs] == ["answer"], "closing the stream must not cancel the run"
     # The reloaded page follows the session's run: it gets the finished result at once.
     final = _drain(generate_tab.attach(sid))
-    status, events, _, program, image, verify, downloads, history = final
+    assert set(final) == set(live_runs.FIELDS), "the last update carries every field"
+    status, events, program, image, history = (final[k] for k in ("status", "events", "program", "image", "history"))
     assert "answer" in status and run.id
     assert "OPEN ALL NIGHT" in program and str(image).endswith("image.png")
     assert "ge-ev-done" in events and [r[0] for r in history] == [runs[0]["id"]]
     # Another session has nothing to re-attach to.
-    import gradio as gr
-
-    assert list(generate_tab.attach("reloadBBBB02")) == [(gr.skip(),) * 8]
+    assert list(generate_tab.attach("reloadBBBB02")) == [{}]
 
 
 def test_a_second_click_follows_the_run_already_going():
@@ -94,7 +93,7 @@ def test_a_second_click_follows_the_run_already_going():
     next(first)
     second = _generate('A poster with the words "TWO RUNS"', sid)
     note = next(second)
-    assert "still going" in note[0]
+    assert set(note) == {"status"} and "still going" in note["status"]
     _drain(second)
     first.close()
     run = live_runs.registry().current(sid)
@@ -153,12 +152,12 @@ def test_planner_runs_never_wait_behind_a_local_model_and_queued_runs_say_their_
         # Meanwhile a planner run in another session starts and finishes at once.
         t0 = time.perf_counter()
         done = _drain(_generate('A sign that reads "NO WAIT"', "queueBBBB007"))
-        assert "answer" in done[0] and time.perf_counter() - t0 < 90
+        assert "answer" in done["status"] and time.perf_counter() - t0 < 90
         assert live_runs.registry().current("queueAAAA006").done is False  # still queued
         # Stop takes a queued run out of the queue; nothing ran, nothing was stored.
         assert "leaving the queue" in generate_tab.stop_run("queueAAAA006")["value"]
         final = _drain(waiting)
-        assert "cancelled while waiting" in final[0]
+        assert "cancelled while waiting" in final["status"]
         assert common.store().list_runs(session="queueAAAA006") == []
         assert queue.snapshot() == (queue.slots, 0)
     finally:
@@ -232,7 +231,7 @@ def test_uploads_accept_images_only_within_the_limits(tmp_path):
     received.parent.rmdir()
     # A run handed a non-image directly (the API, not the upload box) is refused with the reason.
     out = _drain(_generate("A card of my cat", "uploadBBBB09", uploads=[str(fake)]))
-    assert "not an image" in out[0] and common.store().list_runs(session="uploadBBBB09") == []
+    assert "not an image" in out["status"] and common.store().list_runs(session="uploadBBBB09") == []
 
 
 # ---------------------------------------------------------------- the Inspector
@@ -338,7 +337,7 @@ def test_diffusers_without_weights_offline_fails_fast_with_how_to_get_them():
     t0 = time.perf_counter()
     out = _drain(_generate("A red fox", sid, renderer="diffusers:someone/not-downloaded-model"))
     assert time.perf_counter() - t0 < 10
-    assert "cannot run here" in out[0] and "hf download someone/not-downloaded-model" in out[0]
+    assert "cannot run here" in out["status"] and "hf download someone/not-downloaded-model" in out["status"]
     assert common.store().list_runs(session=sid) == [], "no minutes of planning for a program nobody can draw"
 
 
@@ -349,7 +348,7 @@ def test_a_failed_render_says_render_failed_once():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = _drain(_generate('A sign that reads "DOWN"', "renderAAAA14", renderer=f"service:http://127.0.0.1:{port}"))
-    status, verify = out[0], out[5]
+    status, verify = out["status"], out["verify"]
     assert "render failed" in status and status.count("render failed") == 1
     assert verify.count("render failed") == 1
 

@@ -50,10 +50,10 @@ def test_history_and_run_loading_stay_inside_a_session(tmp_path, monkeypatch):
     monkeypatch.setenv("GENEVOLVE_STUDIO_CONFIG", str(cfg))
     out_a = _run('A sign that reads "ALPHA"', "sessionAAAA1")
     out_b = _run('A sign that reads "BRAVO"', "sessionBBBB2")
-    hist_a, hist_b = out_a[-1], out_b[-1]
+    hist_a, hist_b = out_a["history"], out_b["history"]
     assert [r[2] for r in hist_a] == ['A sign that reads "ALPHA"']
     assert [r[2] for r in hist_b] == ['A sign that reads "BRAVO"']
-    assert "sessionAAAA1" in out_a[4] and "sessionBBBB2" in out_b[4]  # rendered image paths
+    assert "sessionAAAA1" in out_a["image"] and "sessionBBBB2" in out_b["image"]  # rendered image paths
     # B cannot open A's run by its id.
     evt = SimpleNamespace(row_value=hist_a[0])
     denied = generate_tab.load_run("sessionBBBB2", evt)
@@ -78,7 +78,7 @@ def test_uploaded_references_are_the_sessions_own_user_images(tmp_path, monkeypa
     for out in generate_tab.run_generate('A birthday card of my cat, text "HAPPY 5"', [str(upload)], "planner", False,
                                          "", "layout", False, True, 0, "uploaderCCC3"):
         last = out
-    run = common.store().get_run(last[-1][0][0])
+    run = common.store().get_run(last["history"][0][0])
     images = run["trajectory"]["images"]
     assert images[0]["source"] == "user" and images[0]["img_id"] == "IMG_001"
     assert "/sessions/uploaderCCC3/uploads/" in images[0]["path"]
