@@ -29,24 +29,17 @@ def jobs_root() -> Path:
     return path
 
 
-def train_command(kind: str, config_path: str, run_dir: str, resume: bool = False,
-                  max_steps: int | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "genevolve.cli", "train", kind, "--config", str(config_path)]
-    from app.training_tab import train_options
-
-    opts = train_options(kind)
-    if "--run-dir" in opts:
-        cmd += ["--run-dir", run_dir]
-    if max_steps and "--max-steps" in opts:
+def train_command(kind: str, config_path: str, run_dir: str, max_steps: int | None = None) -> list[str]:
+    """``genevolve train KIND`` for a job; run again unchanged, it resumes from the run folder's
+    latest checkpoint (the trainer's default), so a resume needs no option of its own."""
+    cmd = [sys.executable, "-m", "genevolve.cli", "train", kind, "--config", str(config_path), "--run-dir", run_dir]
+    if max_steps:
         cmd += ["--max-steps", str(int(max_steps))]
-    if resume and "--resume" in opts:
-        cmd += ["--resume"]
     return cmd
 
 
-def start(kind: str, config_path: str, *, job_id: str | None = None, resume: bool = False,
-          max_steps: int | None = None) -> str:
-    """Start (or, with ``job_id`` and ``resume``, restart) a training job; returns the job id."""
+def start(kind: str, config_path: str, *, job_id: str | None = None, max_steps: int | None = None) -> str:
+    """Start a training job, or with ``job_id`` restart it (it resumes); returns the job id."""
     st = common.store()
     config_path = str(Path(config_path).resolve())
     if job_id is None:
@@ -61,8 +54,7 @@ def start(kind: str, config_path: str, *, job_id: str | None = None, resume: boo
         run_dir = Path(job["run_dir"])
         job_config = run_dir / "job_config.yaml"
         max_steps = json.loads(job["config"] or "{}").get("max_steps")
-    # The trainer resumes from the run dir's latest checkpoint, so a resume is the same command again.
-    cmd = train_command(kind, str(job_config), str(run_dir), resume=resume, max_steps=max_steps)
+    cmd = train_command(kind, str(job_config), str(run_dir), max_steps=max_steps)
     _spawn(job_id, cmd, run_dir)
     return job_id
 
@@ -207,7 +199,7 @@ def resume(job_id: str) -> str:
     config = json.loads(job["config"] or "{}")
     if job["kind"] not in ("sft", "grpo"):
         return f"job {job_id} ({job['kind']}) cannot be resumed from here"
-    start(job["kind"], config["path"], job_id=job_id, resume=True)
+    start(job["kind"], config["path"], job_id=job_id)
     return f"job {job_id} resumed"
 
 

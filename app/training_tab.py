@@ -8,7 +8,6 @@ still running. A timer polls the selected job's ``metrics.jsonl`` every two seco
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
@@ -23,21 +22,6 @@ POLL_S = 2.0
 
 def available() -> bool:
     return common.available("genevolve.training.commands")
-
-
-@lru_cache(maxsize=4)
-def train_options(kind: str) -> tuple[str, ...]:
-    """The option names ``genevolve train KIND`` accepts (read from the command, not guessed)."""
-    try:
-        import typer
-
-        from genevolve.training.commands import train_app
-
-        group = typer.main.get_command(train_app)
-        cmd = group.commands.get(kind) if hasattr(group, "commands") else None
-        return tuple(o for p in (cmd.params if cmd else []) for o in getattr(p, "opts", []))
-    except Exception:  # noqa: BLE001
-        return ()
 
 
 def config_choices(kind: str) -> list[str]:
