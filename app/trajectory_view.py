@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 
-from app.common import esc, thumb_uri
+from app.markup import esc
+from app.thumbnails import thumb_uri
 
 SKILL_TOOL = "query_knowledge"
 

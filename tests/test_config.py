@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from genevolve.config import Settings, parse_spec
+from genevolve.config import Settings
+from genevolve.specs import parse_spec
 
 
 @pytest.mark.parametrize("spec, kind, target, base_url, params", [

@@ -135,7 +135,7 @@ class BenchRunner:
         for tmp in (self.out / "cases").glob("*/.*.tmp"):
             tmp.unlink(missing_ok=True)
         if self.cfg.rpm:
-            from genevolve.judges.rpm import set_default_rpm
+            from genevolve.judges.rate_limit import set_default_rpm
 
             set_default_rpm(self.cfg.rpm)
 

@@ -8,6 +8,7 @@ import random
 import signal
 import threading
 
+from genevolve.specs import env_flag
 from genevolve.training.config import config_from_dict, config_from_file, config_to_dict  # noqa: F401
 
 
@@ -184,7 +185,7 @@ def prepare_process_group():
 
     if _launched_with_several_processes() and not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
-    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+    return PartialState(cpu=env_flag("ACCELERATE_USE_CPU"))
 
 
 def is_main_process() -> bool:
