@@ -95,7 +95,7 @@ def test_hybrid_reward_scores_a_real_planner_trajectory(tmp_path):
 @pytest.mark.slow
 def test_grpo_mean_reward_rises_under_a_verifiable_rule(tmp_path):
     """The answer must name the requested colour: a tiny random model learns it in ~25 steps."""
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.grpo import GRPOConfig, train_grpo
     from genevolve.training.metrics import read_metrics
 

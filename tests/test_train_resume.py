@@ -44,7 +44,7 @@ def _same(a: dict, b: dict, keys) -> list[str]:
 
 
 def test_grpo_with_sdl_resumes_exactly(tmp_path):
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.grpo import GRPOConfig, train_grpo
     from genevolve.training.metrics import read_metrics, read_status
 
@@ -71,7 +71,7 @@ def test_grpo_with_sdl_resumes_exactly(tmp_path):
 
 
 def test_sft_resumes_exactly(tmp_path):
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.metrics import read_metrics
     from genevolve.training.sft import SFTConfig, train_sft
 
@@ -118,7 +118,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
 
 def test_run_killed_before_its_first_checkpoint_starts_clean(tmp_path):
     """What a kill before the first save leaves (metric rows, no checkpoint) is not logged twice."""
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.metrics import read_metrics
     from genevolve.training.sft import SFTConfig, train_sft
 
@@ -137,7 +137,7 @@ def test_run_killed_before_its_first_checkpoint_starts_clean(tmp_path):
 
 
 def test_torn_last_metrics_line_is_repaired_on_resume(tmp_path):
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.metrics import RunFiles, read_metrics
     from genevolve.training.sft import SFTConfig, train_sft
 

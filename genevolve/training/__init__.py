@@ -2,7 +2,10 @@
 
 Modules, one concern each:
   config.py      TrainingConfig (shared fields, help text per field), ModelConfig, YAML loading
-  common.py      seeding, optimizer and schedule, SIGTERM stop, the process group (Distributed)
+  distributed.py the process group (Distributed: one process, several, DeepSpeed), is_main_process
+  optimizer.py   AdamW with warm-up and cosine decay
+  rng.py         seeding, and the RNG state a checkpoint saves
+  stopping.py    GracefulStop: SIGTERM/SIGINT finish the step, checkpoint, exit 0
   data.py        chat messages -> token ids with assistant / decision masks; SFT and prompt loading
   modeling.py    loading a policy to train (LoRA, frozen vision, checkpointing); log-probs only
                  at the positions that carry a loss

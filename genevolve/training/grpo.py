@@ -162,7 +162,7 @@ def train_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = Fal
 
         return run_grpo(cfg, reward_fn=reward_fn, tools=tools, quiet=quiet, probe=probe)
     except Exception as exc:
-        from genevolve.training.common import is_main_process
+        from genevolve.training.distributed import is_main_process
 
         if is_main_process():
             RunFiles(cfg.run_dir).status("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
