@@ -169,7 +169,7 @@ class LocalPolicy:
     def load(cls, model_id: str, *, four_bit: bool = False, adapter: str | None = None,
              gguf_file: str | None = None, device: str | None = None, dtype=None,
              chat_template: str | None = None, **kwargs) -> "LocalPolicy":
-        from genevolve.policies.models import convert_gguf, load_image_text_processor, resolve_model_path
+        from genevolve.policies.model_files import convert_gguf, load_image_text_processor, resolve_model_path
 
         import torch
 
