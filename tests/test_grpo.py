@@ -12,14 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# One torch thread: the trainers' tests compare runs step by step, and two cores are shared.
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_group_advantages_match_trls():

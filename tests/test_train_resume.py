@@ -14,21 +14,12 @@ from pathlib import Path
 import pytest
 
 # Each test trains for real and most kill a process mid-run: minutes on a busy 2-core machine.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+# One torch thread: the runs are compared step by step, and two cores are shared.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.usefixtures("torch_one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARED = ("loss", "pg_loss", "reward_mean", "reward_std", "adv_std", "grad_norm", "lr", "tokens",
             "sdl_loss", "sdl_kl", "guide_hit_rate", "guides_added", "buffer_size")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _same(a: dict, b: dict, keys) -> list[str]:
