@@ -12,7 +12,7 @@ Modules, one concern each:
   sft.py         SFTConfig + train_sft (our loop; correct under several processes)
   grpo.py        GRPOConfig (agent, reward and sdl sections), rollout tools, train_grpo
   grpo_trainer.py  AgentGRPOTrainer: TRL's GRPOTrainer with our agent rollouts, rewards, SDL term
-  rewards.py     HybridReward (render + judge + sufficiency), KeywordReward (a verifiable rule)
+  rewards.py     RewardConfig, HybridReward (render + judge + sufficiency), KeywordReward (a rule)
   sdl.py         Decision Guides, distillers, GuideBuffer, retrieve_guide, the SDL loss
   metrics.py     run-directory files; checkpoint.py exact resume; commands.py the CLI
   tiny.py        a tiny word-level Gemma 3 for CI (``model: tiny:gemma3``)
