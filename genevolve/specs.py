@@ -84,6 +84,11 @@ def parse_spec(spec: str) -> Spec:
     return Spec(kind=kind.strip().lower(), target=rest.strip(), base_url=base_url, params=params, raw=raw)
 
 
+def spec_kind(spec: str | None, default: str = "") -> str:
+    """Just the kind of a spec (``hf:/m?4bit=1`` -> ``hf``); ``default`` for an empty one."""
+    return parse_spec(spec).kind if spec and spec.strip() else default
+
+
 def split_spec_params(url: str, keys: tuple[str, ...] | None = SPEC_URL_KEYS) -> tuple[str, dict]:
     """``http://h/v1?temperature=0.6&api-version=x`` -> (``http://h/v1?api-version=x``, {"temperature": "0.6"}).
 

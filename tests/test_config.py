@@ -114,3 +114,11 @@ def test_flag_words(word, flag, monkeypatch):
     assert read_flag(word) is flag and is_true(word) is (flag is True)
     monkeypatch.setenv("GENEVOLVE_TEST_FLAG", word)
     assert env_flag("GENEVOLVE_TEST_FLAG") is (flag is True)
+
+
+@pytest.mark.parametrize("spec, kind", [("hf:/m?4bit=1", "hf"), ("nano?adapter=none", "nano"), ("  ", ""), (None, ""),
+                                        ("Diffusers:org/m", "diffusers"), ("openai:m@http://h/v1", "openai")])
+def test_spec_kind(spec, kind):
+    from genevolve.specs import spec_kind
+
+    assert spec_kind(spec) == kind
