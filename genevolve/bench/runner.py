@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from genevolve.specs import spec_kind
+
 STAGES = ("rollout", "render", "judge")
 
 
@@ -85,9 +87,9 @@ class BenchConfig:
 
 def workers_for(stage: str, cfg: BenchConfig) -> int:
     p = max(1, int(cfg.parallel))
-    if stage == "rollout" and cfg.policy.split(":", 1)[0] in ("hf", "nano"):
+    if stage == "rollout" and spec_kind(cfg.policy) in ("hf", "nano"):
         return 1
-    if stage == "render" and cfg.renderer.split(":", 1)[0] == "diffusers":
+    if stage == "render" and spec_kind(cfg.renderer) == "diffusers":
         return 1
     return p
 
