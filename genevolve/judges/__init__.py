@@ -1,9 +1,11 @@
 """Judges by spec string: ``local`` · ``kscore:<model>@<base_url>`` · ``wise:<model>@<base_url>`` ·
 ``sufficiency[:<model>@<base_url>]``.
 
-Remote specs take optional query parameters after the URL: ``?timeout=60&retries=5&rpm=30``;
-KScore also ``&max_tokens=8192&image_side=4096&rubric=<file or official:/path/to/GenEvolve>``
-(or the settings ``judge_max_tokens``, ``judge_image_side``, ``judge_rubric``).
+Remote specs take optional query parameters after the URL (``chat_endpoint.EndpointOptions``):
+``?timeout=60&retries=5&rpm=30&max_tokens=2048&temperature=0``; KScore also
+``&image_side=4096&rubric=<file or official:/path/to/GenEvolve>`` (``kscore.KScoreOptions``; or the
+settings ``judge_max_tokens``, ``judge_image_side``, ``judge_rubric``). Any other key is an error
+that names the accepted ones.
 The API key comes from GENEVOLVE_JUDGE_API_KEY, else GEMINI_API_KEY/GOOGLE_API_KEY for Google's
 OpenAI-compatible endpoint, else OPENAI_API_KEY (``EMPTY`` for a local vLLM).
 Every judge is thread-safe and returns ``Scores``; see base.py for the contract.
