@@ -75,25 +75,24 @@ def test_spec_options_are_typed_and_a_bad_key_or_value_is_named():
         read_options(LocalOptions, {"max_tokens": "lots"}, backend="hf")
 
 
-def test_every_backend_family_refuses_an_option_it_does_not_take():
+@pytest.mark.parametrize("family, spec, match", [
+    ("policy", "planner?fast=1", r"unknown planner option\(s\) fast; accepted: none"),
+    ("policy", "replay:x.jsonl?record=3", r"unknown replay option\(s\) record; accepted: id"),
+    ("renderer", "diffusers:/m/sd?stepz=4", r"unknown diffusers option\(s\) stepz; accepted: steps"),
+    ("renderer", "diffusers:/m/sd?steps=four", r"diffusers option steps='four' is not a whole number"),
+    ("renderer", "gemini:gemini-2.5-flash-image?fast=1", r"unknown gemini option"),
+    ("judge", "kscore:m@http://127.0.0.1:9/v1?rpn=30", r"unknown kscore option\(s\) rpn; accepted: timeout, retries, rpm"),
+    ("judge", "wise:m@http://127.0.0.1:9/v1?timeout=soon", r"wise option timeout='soon' is not a number"),
+])
+def test_every_backend_family_refuses_an_option_it_does_not_take(family, spec, match):
     from genevolve.judges import make_judge
     from genevolve.policies import make_policy
     from genevolve.renderers import RenderError, make_renderer
 
-    with pytest.raises(ValueError, match=r"unknown planner option\(s\) fast; accepted: none"):
-        make_policy("planner?fast=1")
-    with pytest.raises(ValueError, match=r"unknown replay option\(s\) record; accepted: id"):
-        make_policy("replay:x.jsonl?record=3")
-    with pytest.raises(RenderError, match=r"unknown diffusers option\(s\) stepz; accepted: steps"):
-        make_renderer("diffusers:/m/sd?stepz=4")
-    with pytest.raises(RenderError, match=r"diffusers option steps='four' is not a whole number"):
-        make_renderer("diffusers:/m/sd?steps=four")
-    with pytest.raises(RenderError, match=r"unknown gemini option"):
-        make_renderer("gemini:gemini-2.5-flash-image?fast=1")
-    with pytest.raises(ValueError, match=r"unknown kscore option\(s\) rpn; accepted: timeout, retries, rpm"):
-        make_judge("kscore:m@http://127.0.0.1:9/v1?rpn=30")
-    with pytest.raises(ValueError, match=r"wise option timeout='soon' is not a number"):
-        make_judge("wise:m@http://127.0.0.1:9/v1?timeout=soon")
+    build, error = {"policy": (make_policy, ValueError), "renderer": (make_renderer, RenderError),
+                    "judge": (make_judge, ValueError)}[family]
+    with pytest.raises(error, match=match):
+        build(spec)
 
 
 def test_judge_spec_options_reach_the_endpoint():
