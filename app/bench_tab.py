@@ -14,15 +14,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import common
-from app.common import esc
+from app import markup, optional_parts, sessions, storage
+from app.markup import esc
 
 CASE_COLUMNS = ["id", "track", "category", "difficulty", "request"]
 
 
 def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, form=None):
-    if not common.available("genevolve.bench.loaders"):
-        gr.HTML(common.missing_html("Benchmarks", "genevolve.bench"))
+    if not optional_parts.available("genevolve.bench.loaders"):
+        gr.HTML(optional_parts.missing_html("Benchmarks", "genevolve.bench"))
         return
     cases_state = gr.State([])
     with gr.Row():
@@ -95,7 +95,7 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
                 from app.generate_tab import _copy_uploads
 
                 refs = [p for p in case.get("images") or [] if isinstance(p, str) and Path(p).is_file()]
-                kept, _ = _copy_uploads(common.session_id(sid_value, request), refs)
+                kept, _ = _copy_uploads(sessions.session_id(sid_value, request), refs)
                 out.append(kept or None)
             if tabs is not None:
                 out.append(gr.Tabs(selected="generate"))
@@ -121,7 +121,7 @@ def bench_job_status(run_dir):
     skip6 = (gr.skip(),) * 6
     if not run_dir:
         return skip6
-    job = next((j for j in common.store().list_jobs(limit=20) if j["kind"] == "bench" and j["run_dir"] == run_dir), None)
+    job = next((j for j in storage.store().list_jobs(limit=20) if j["kind"] == "bench" and j["run_dir"] == run_dir), None)
     if job is None or job.get("message") == "shown":
         return skip6
     from app import jobs
@@ -130,7 +130,7 @@ def bench_job_status(run_dir):
     if job["status"] == "running":
         return (f"► bench job `{job['id']}` running… ({len(list(Path(run_dir).glob('**/*.png')))} images so far)",
                 gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
-    common.store().update_job(job["id"], message="shown")
+    storage.store().update_job(job["id"], message="shown")
     if job["status"] != "done":
         tail = jobs.log_tail(run_dir, 600)
         return (f"✗ bench job `{job['id']}` {job['status']}:\n```\n{tail}\n```",) + (gr.skip(),) * 5
@@ -149,10 +149,10 @@ def load_cases(source):
     try:
         cases = load_bench((source or "mini").strip())
     except Exception as exc:  # noqa: BLE001 - a wrong path is a message
-        return keep + (common.error_html(f"✗ Could not load this bench: {exc}. The table still shows the "
+        return keep + (markup.error_html(f"✗ Could not load this bench: {exc}. The table still shows the "
                                          "bench loaded before."),)
     if not cases:
-        return keep + (common.error_html(
+        return keep + (markup.error_html(
             f"✗ {source} holds no cases. A bench is mini, a GenEvolve-Bench .jsonl (one case per line with a "
             "question) or folder, or a WISE .json. The table still shows the bench loaded before."),)
 
@@ -187,9 +187,9 @@ def show_case(cases, sid_value, evt: gr.SelectData, request: gr.Request = None):
         return None, "<div class='ge-empty'>Not found.</div>", None, []
     meta = " ".join(f"<span class='ge-chip'>{esc(k)}: {esc(case.get(k))}</span>"
                     for k in ("category", "difficulty", "eval_type") if case.get(k))
-    sid = common.session_id(sid_value, request)
-    past = [r for r in common.store().list_runs(limit=500)
-            if r["request"].strip() == case["question"].strip() and common.can_see(r, sid)]
+    sid = sessions.session_id(sid_value, request)
+    past = [r for r in storage.store().list_runs(limit=500)
+            if r["request"].strip() == case["question"].strip() and sessions.can_see(r, sid)]
     if past:
         items = "".join(f"<tr><td>{esc(r['id'])}</td><td>{esc(r.get('policy'))}</td><td>{esc(r.get('termination'))}</td>"
                         f"<td>{ {1: '✓ text found', 0: '✗ text missing'}.get(r.get('verified_ok'), '—') }</td></tr>"
@@ -207,7 +207,7 @@ def show_case(cases, sid_value, evt: gr.SelectData, request: gr.Request = None):
 
 @lru_cache(maxsize=1)
 def _bench_root() -> Path:
-    return common.studio_home().parent / "bench"
+    return storage.studio_home().parent / "bench"
 
 
 def _recent_run_dirs() -> list[str]:

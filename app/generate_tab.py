@@ -17,8 +17,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import common, live_runs
-from app.common import esc
+from app import live_runs, optional_parts, sessions, storage, upload_limits, zerogpu
+from app.markup import esc
 from app.trajectory_view import EventPanel, program_html, verification_html
 from genevolve.event_view import EventView
 from genevolve.trajectory import WarningEvent
@@ -199,7 +199,7 @@ def build(sid_state, tabs=None):
     # ZeroGPU Space the whole call runs in the GPU worker, so there a run lasts as long as its page.
     inputs = form[:-1] + [sid_state, protocol]  # the handlers take the session before the protocol
     run_event = go.click(
-        common.gpu(to_components(run_generate, outputs)),
+        zerogpu.gpu(to_components(run_generate, outputs)),
         inputs=inputs,
         outputs=list(outputs.values()), show_progress="hidden", concurrency_limit=None, api_name="generate",
     )
@@ -228,13 +228,13 @@ def build(sid_state, tabs=None):
 # ---------------------------------------------------------------- the form, kept per session
 
 def _form_path(sid: str) -> Path:
-    return common.session_dir(sid) / "form.json"
+    return sessions.session_dir(sid) / "form.json"
 
 
 def remember_form(request_text, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed,
                   sid_value, protocol="", request: gr.Request = None):
-    sid = common.session_id(sid_value, request)
-    own = common.session_dir(sid, "uploads")
+    sid = sessions.session_id(sid_value, request)
+    own = sessions.session_dir(sid, "uploads")
     paths = []
     for item in uploads or []:
         p = Path(getattr(item, "name", item))
@@ -251,20 +251,20 @@ def remember_form(request_text, uploads, policy, four_bit, adapter, renderer, ty
 
 def restore_form(sid_value, request: gr.Request = None):
     """The session's last form (request, images, backends), or the defaults."""
-    sid = common.session_id(sid_value, request)
+    sid = sessions.session_id(sid_value, request)
     data = dict(FORM_DEFAULTS)
     try:
         data.update(json.loads(_form_path(sid).read_text(encoding="utf-8")))
     except (OSError, ValueError):
         pass
-    own = common.session_dir(sid, "uploads")
+    own = sessions.session_dir(sid, "uploads")
     data["uploads"] = [p for p in data.get("uploads") or [] if Path(p).parent == own and Path(p).is_file()] or None
     return tuple(data[k] for k in FORM_FIELDS)
 
 
 def accept_uploads(uploads, sid_value, request: gr.Request = None):
     """Keep the uploads that are real images within the limits (copied into the session); say why others were refused."""
-    sid = common.session_id(sid_value, request)
+    sid = sessions.session_id(sid_value, request)
     kept, refused = _copy_uploads(sid, uploads)
     msg = "".join(f"✗ {esc(r)}  \n" for r in refused)
     return kept or None, msg
@@ -274,8 +274,8 @@ def accept_uploads(uploads, sid_value, request: gr.Request = None):
 
 
 def stop_run(sid_value, request: gr.Request = None):
-    sid = common.session_id(sid_value, request)
-    common.cancel_event(sid).set()
+    sid = sessions.session_id(sid_value, request)
+    sessions.cancel_event(sid).set()
     run = live_runs.registry().current(sid)
     if run is not None and not run.done and run.needs_model and live_runs.registry().queue.position(run.id):
         return gr.update(value="■ Stopping… leaving the queue.")
@@ -283,9 +283,9 @@ def stop_run(sid_value, request: gr.Request = None):
 
 
 def history_rows(sid_value, request: gr.Request = None) -> list[list]:
-    sid = common.session_id(sid_value, request)
+    sid = sessions.session_id(sid_value, request)
     rows = []
-    for r in common.store().list_runs(session=sid, limit=50):
+    for r in storage.store().list_runs(session=sid, limit=50):
         check = {1: "all text found", 0: "text missing"}.get(r.get("verified_ok"), "—")
         rows.append([r["id"], time.strftime("%H:%M:%S", time.localtime(r["created_at"])), r["request"][:90],
                      r.get("termination") or "", check])
@@ -294,9 +294,9 @@ def history_rows(sid_value, request: gr.Request = None) -> list[list]:
 
 def load_run(sid_value, evt: gr.SelectData, request: gr.Request = None):
     """Open one of this session's past runs (never another session's)."""
-    sid = common.session_id(sid_value, request)
+    sid = sessions.session_id(sid_value, request)
     row = evt.row_value if evt is not None and getattr(evt, "row_value", None) else None
-    run = common.store().get_run(row[0]) if row else None
+    run = storage.store().get_run(row[0]) if row else None
     if run is None or run.get("session") != sid:
         return ("Run not found in this session.",) + (None,) * 5
     from genevolve.trajectory import Trajectory
@@ -310,7 +310,7 @@ def load_run(sid_value, evt: gr.SelectData, request: gr.Request = None):
 
 
 def _write_downloads(sid: str, traj, image_path: str | None, verification: dict | None) -> list[str]:
-    out = common.session_dir(sid, "runs", traj.id)
+    out = sessions.session_dir(sid, "runs", traj.id)
     files = []
     if traj.program is not None:
         p = out / "program.json"
@@ -332,12 +332,12 @@ def _copy_uploads(sid: str, uploads) -> tuple[list[str], list[str]]:
     kept, refused = [], []
     if not uploads:
         return kept, refused
-    dest = common.session_dir(sid, "uploads")
+    dest = sessions.session_dir(sid, "uploads")
     for item in uploads:
         src = Path(getattr(item, "name", item))
         if not src.is_file():
             continue
-        problem = common.check_image_upload(src)
+        problem = upload_limits.check_image_upload(src)
         if problem:
             refused.append(problem)
             _discard_upload(src)
@@ -391,7 +391,7 @@ def follow(run, *, everything_at_end: bool = True):
 
 def attach(sid_value, request: gr.Request = None):
     """On page load: follow the session's run if one is going, or show the one that ended meanwhile."""
-    sid = common.session_id(sid_value, request)
+    sid = sessions.session_id(sid_value, request)
     run = live_runs.registry().current(sid)
     if run is None:
         yield {}  # nothing to show: every field keeps its value
@@ -403,7 +403,7 @@ def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer
                  sid_value, protocol=None, request: gr.Request = None):
     """Start a run for this session (or re-attach to the one going) and stream it into the page
     as ``{field: value}`` updates of the fields in ``live_runs.FIELDS``."""
-    sid = common.session_id(sid_value, request)
+    sid = sessions.session_id(sid_value, request)
     text = (request_text or "").strip()
     reg = live_runs.registry()
     going = reg.current(sid)
@@ -421,7 +421,7 @@ def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer
     params = {"text": text, "images": kept, "policy": compose_policy_spec(policy_base, bool(four_bit), adapter),
               "renderer": (renderer_spec or "layout").strip(), "typeset": bool(typeset), "offline": bool(offline),
               "seed": int(seed or 0), "protocol": (protocol or "").strip() or None}
-    cancel = common.cancel_event(sid, fresh=True)
+    cancel = sessions.cancel_event(sid, fresh=True)
     needs_model = live_runs.needs_shared_model(params["policy"], params["renderer"])
     run, _ = reg.start(sid, params["policy"], lambda r: _work(r, sid, params), needs_model=needs_model,
                        cancel=cancel)
@@ -486,11 +486,11 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
 
         if run.needs_model:
             run.set(status=f"● Loading `{esc(policy_spec)}` …")
-        settings = common.settings()
+        settings = storage.settings()
         settings.policy, settings.renderer = policy_spec, renderer_spec
         settings.protocol = params.get("protocol") or settings.protocol
-        settings.runs_dir = str(common.session_dir(sid, "work"))
-        agent = build_agent(settings, store=common.store(), policy=_policy(policy_spec), offline=params["offline"])
+        settings.runs_dir = str(sessions.session_dir(sid, "work"))
+        agent = build_agent(settings, store=storage.store(), policy=_policy(policy_spec), offline=params["offline"])
     except Exception as exc:  # noqa: BLE001 - a missing model, key or module is a message, not a trace
         run.set(status=f"✗ Could not start the agent: {esc(_first_line(exc))}", events=panel.html())
         return
@@ -555,7 +555,7 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
 
 def _render_and_verify(sid, traj, spec, typeset, seed):
     """Render the program and OCR-check it; returns (image path, render report, verification, error)."""
-    if not common.available("genevolve.renderers") or not _has_attr("genevolve.renderers", "make_renderer"):
+    if not optional_parts.available("genevolve.renderers") or not _has_attr("genevolve.renderers", "make_renderer"):
         return None, None, None, "renderers are not available in this build"
     try:
         from genevolve.renderers import render_with_report
@@ -563,7 +563,7 @@ def _render_and_verify(sid, traj, spec, typeset, seed):
         image, report = render_with_report(_renderer(spec), traj.program, seed=seed, typeset=typeset)
     except Exception as exc:  # noqa: BLE001
         return None, None, None, f"render failed: {_first_line(exc)}"
-    path = common.session_dir(sid, "runs", traj.id) / "image.png"
+    path = sessions.session_dir(sid, "runs", traj.id) / "image.png"
     image.save(path)
     verification = None
     try:
@@ -573,7 +573,7 @@ def _render_and_verify(sid, traj, spec, typeset, seed):
     except Exception as exc:  # noqa: BLE001 - an image without a check is still an image
         verification = {"error": f"verification unavailable: {_first_line(exc)}", "constraints": []}
     try:
-        common.store().attach_render(traj.id, str(path), report, verification if "error" not in verification else None)
+        storage.store().attach_render(traj.id, str(path), report, verification if "error" not in verification else None)
     except Exception:  # noqa: BLE001
         pass
     return str(path), report, verification, None

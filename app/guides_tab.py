@@ -11,8 +11,8 @@ import time
 
 import gradio as gr
 
-from app import common
-from app.common import esc
+from app import markup, optional_parts, storage
+from app.markup import esc
 
 
 def build(sid_state, tab=None):
@@ -37,7 +37,7 @@ def build(sid_state, tab=None):
 
 
 def list_guides(search: str = ""):
-    guides = common.store().list_guides()
+    guides = storage.store().list_guides()
     words = [w.lower() for w in (search or "").split()]
     shown = [g for g in reversed(guides)
              if not words or all(w in f"{g['trigger']} {g['summary']} {g.get('source_prompt') or ''}".lower() for w in words)]
@@ -73,15 +73,15 @@ def guide_card(g: dict, extra: str = "") -> str:
 def retrieve(query):
     query = (query or "").strip()
     if not query:
-        return common.error_html("Write a request to look up."), gr.skip(), gr.skip()
-    if not common.available("genevolve.training.sdl"):
-        return common.missing_html("Guide retrieval", "genevolve.training.sdl"), gr.skip(), gr.skip()
+        return markup.error_html("Write a request to look up."), gr.skip(), gr.skip()
+    if not optional_parts.available("genevolve.training.sdl"):
+        return optional_parts.missing_html("Guide retrieval", "genevolve.training.sdl"), gr.skip(), gr.skip()
     from genevolve.training.sdl import retrieve_guide
 
     try:
-        guide, cosine, passes = retrieve_guide(query, common.store())
+        guide, cosine, passes = retrieve_guide(query, storage.store())
     except Exception as exc:  # noqa: BLE001 - e.g. the embedding model is missing
-        return common.error_html(f"Retrieval failed: {type(exc).__name__}: {exc}"), gr.skip(), gr.skip()
+        return markup.error_html(f"Retrieval failed: {type(exc).__name__}: {exc}"), gr.skip(), gr.skip()
     if guide is None:
         return "<div class='ge-empty'>No guide in the buffer yet.</div>", gr.skip(), gr.skip()
     chip = (f"<span class='ge-chip {'ge-pass' if passes else 'ge-fail'}'>cosine {cosine:.3f} · "

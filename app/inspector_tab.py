@@ -14,8 +14,8 @@ import time
 
 import gradio as gr
 
-from app import common
-from app.common import esc
+from app import markup, sessions, storage
+from app.markup import esc
 from app.trajectory_view import timeline_html
 
 COLUMNS = ["run", "when", "source", "request", "policy", "termination", "errors", "verified", "audit"]
@@ -97,29 +97,29 @@ def list_rows(backend, termination, has_errors, failed, audited, mine, sid_value
     from app import run_index
 
     run_index.import_known()  # bench and data-build folders written since the last look
-    st = common.store()
-    sid = common.session_id(sid_value, request)
+    st = storage.store()
+    sid = sessions.session_id(sid_value, request)
     runs = st.list_runs(session=sid if mine else None, source=None if source in (None, "", "any") else source,
                         policy=None if backend in (None, "", "any") else backend,
                         termination=None if termination in (None, "", "any") else termination,
                         has_errors=_tri(has_errors), verification_failed=_tri(failed), audited=_tri(audited),
                         limit=300)
     rows = []
-    for r in (r for r in runs if common.can_see(r, sid)):
+    for r in (r for r in runs if sessions.can_see(r, sid)):
         verified = {1: "ok", 0: "failed"}.get(r.get("verified_ok"), "—")
         rows.append([r["id"], time.strftime("%m-%d %H:%M", time.localtime(r["created_at"])), r.get("source") or "",
                      r["request"][:80],
                      r.get("policy") or "", r.get("termination") or "", "yes" if r.get("has_errors") else "",
                      verified, st.latest_verdict(r["id"]) or ""])
-    policies = sorted({r.get("policy") for r in st.list_runs(limit=500) if r.get("policy") and common.can_see(r, sid)})
+    policies = sorted({r.get("policy") for r in st.list_runs(limit=500) if r.get("policy") and sessions.can_see(r, sid)})
     return rows, gr.update(choices=["any", *policies])
 
 
 def open_run(sid_value, evt: gr.SelectData, request: gr.Request = None):
     row = evt.row_value if evt is not None else None
-    st = common.store()
+    st = storage.store()
     run = st.get_run(row[0]) if row else None
-    if run is not None and not common.can_see(run, common.session_id(sid_value, request)):
+    if run is not None and not sessions.can_see(run, sessions.session_id(sid_value, request)):
         run = None
     traj = st.get_trajectory(run["id"]) if run else None
     if traj is None:
@@ -139,21 +139,21 @@ def open_run(sid_value, evt: gr.SelectData, request: gr.Request = None):
 def save_audit(run_id, target, verdict, comment, fix=""):
     skip = gr.skip()
     if not run_id:
-        return skip, common.error_html("Open a trajectory first."), skip, skip
+        return skip, markup.error_html("Open a trajectory first."), skip, skip
     step = None
     if target and target.startswith("step "):
         step = int(target.split()[1])
     fix = (fix or "").strip()
     if fix and (verdict != "needs_fix" or step is None):
-        return skip, common.error_html("A fix replaces one step's turn: pick that step and the verdict *needs fix*."), \
+        return skip, markup.error_html("A fix replaces one step's turn: pick that step and the verdict *needs fix*."), \
             skip, skip
     if fix:
         problem = _fix_problem(fix)
         if problem:
-            return skip, common.error_html(f"This fix is not a turn the policy could have written: {problem}. "
+            return skip, markup.error_html(f"This fix is not a turn the policy could have written: {problem}. "
                                            "Write <think>…</think> then one <tool_call>{…}</tool_call> or "
                                            "<answer>{…}</answer>."), skip, skip
-    st = common.store()
+    st = storage.store()
     st.add_audit(run_id, verdict, (comment or "").strip(), step=step, annotator="studio", fix=fix or None)
     traj = st.get_trajectory(run_id)
     audits = st.audits(run_id)
@@ -183,10 +183,10 @@ def _audits_html(audits: list[dict]) -> str:
 
 
 def export_sft(sid_value, request: gr.Request = None):
-    sid = common.session_id(sid_value, request)
-    out = common.session_dir(sid, "exports", time.strftime("sft-%Y%m%d-%H%M%S"))
-    st = common.store()
-    visible = [r["id"] for r in st.list_runs(limit=100_000) if common.can_see(r, sid)]
+    sid = sessions.session_id(sid_value, request)
+    out = sessions.session_dir(sid, "exports", time.strftime("sft-%Y%m%d-%H%M%S"))
+    st = storage.store()
+    visible = [r["id"] for r in st.list_runs(limit=100_000) if sessions.can_see(r, sid)]
     report = st.export_sft_report(out, accepted_only=True, ids=list(reversed(visible)))
     n = report["exported"]
     notes = []

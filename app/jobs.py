@@ -17,37 +17,30 @@ import threading
 import time
 from pathlib import Path
 
-from app import common
+from app import storage
 
 LOG_NAME = "log.txt"
 _watchers: dict[str, threading.Thread] = {}
 
 
 def jobs_root() -> Path:
-    path = common.studio_home().parent / "jobs"
+    path = storage.studio_home().parent / "jobs"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def train_command(kind: str, config_path: str, run_dir: str, resume: bool = False,
-                  max_steps: int | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "genevolve.cli", "train", kind, "--config", str(config_path)]
-    from app.training_tab import train_options
-
-    opts = train_options(kind)
-    if "--run-dir" in opts:
-        cmd += ["--run-dir", run_dir]
-    if max_steps and "--max-steps" in opts:
+def train_command(kind: str, config_path: str, run_dir: str, max_steps: int | None = None) -> list[str]:
+    """``genevolve train KIND`` for a job; run again unchanged, it resumes from the run folder's
+    latest checkpoint (the trainer's default), so a resume needs no option of its own."""
+    cmd = [sys.executable, "-m", "genevolve.cli", "train", kind, "--config", str(config_path), "--run-dir", run_dir]
+    if max_steps:
         cmd += ["--max-steps", str(int(max_steps))]
-    if resume and "--resume" in opts:
-        cmd += ["--resume"]
     return cmd
 
 
-def start(kind: str, config_path: str, *, job_id: str | None = None, resume: bool = False,
-          max_steps: int | None = None) -> str:
-    """Start (or, with ``job_id`` and ``resume``, restart) a training job; returns the job id."""
-    st = common.store()
+def start(kind: str, config_path: str, *, job_id: str | None = None, max_steps: int | None = None) -> str:
+    """Start a training job, or with ``job_id`` restart it (it resumes); returns the job id."""
+    st = storage.store()
     config_path = str(Path(config_path).resolve())
     if job_id is None:
         config = {"path": config_path, "kind": kind, "max_steps": max_steps}
@@ -61,8 +54,7 @@ def start(kind: str, config_path: str, *, job_id: str | None = None, resume: boo
         run_dir = Path(job["run_dir"])
         job_config = run_dir / "job_config.yaml"
         max_steps = json.loads(job["config"] or "{}").get("max_steps")
-    # The trainer resumes from the run dir's latest checkpoint, so a resume is the same command again.
-    cmd = train_command(kind, str(job_config), str(run_dir), resume=resume, max_steps=max_steps)
+    cmd = train_command(kind, str(job_config), str(run_dir), max_steps=max_steps)
     _spawn(job_id, cmd, run_dir)
     return job_id
 
@@ -70,10 +62,10 @@ def start(kind: str, config_path: str, *, job_id: str | None = None, resume: boo
 def start_bench(bench: str, limit: int | None, policy: str = "planner", renderer: str = "layout",
                 judge: str = "local") -> tuple[str, Path]:
     """Run a bench in the background (``genevolve bench run``); returns (job id, run dir)."""
-    st = common.store()
+    st = storage.store()
     config = {"bench": bench, "limit": limit, "policy": policy, "renderer": renderer, "judge": judge}
     job_id = st.create_job("bench", config, "")
-    run_dir = common.studio_home().parent / "bench" / time.strftime(f"%Y%m%d-%H%M%S-{job_id[:4]}")
+    run_dir = storage.studio_home().parent / "bench" / time.strftime(f"%Y%m%d-%H%M%S-{job_id[:4]}")
     run_dir.mkdir(parents=True, exist_ok=True)
     st.update_job(job_id, run_dir=str(run_dir))
     cmd = [sys.executable, "-m", "genevolve.cli", "bench", "run", "--bench", bench, "--out", str(run_dir),
@@ -93,7 +85,7 @@ def _spawn(job_id: str, cmd: list[str], run_dir: Path) -> None:
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=str(Path(__file__).resolve().parents[1]), env=env, start_new_session=True)
-    common.store().update_job(job_id, status="running", pid=proc.pid, message=" ".join(cmd[2:]))
+    storage.store().update_job(job_id, status="running", pid=proc.pid, message=" ".join(cmd[2:]))
     watcher = threading.Thread(target=_watch, args=(job_id, proc), daemon=True, name=f"job-{job_id}")
     watcher.start()
     _watchers[job_id] = watcher
@@ -109,7 +101,7 @@ def _config_for_job(config_path: str, run_dir: Path) -> Path:
     data["run_dir"] = str(run_dir)
     if isinstance(data.get("sdl"), dict):
         # Guides a studio job distils go to the studio's store, where the Decision Guides tab reads them.
-        data["sdl"] = {**data["sdl"], "store_path": common.settings().store_path}
+        data["sdl"] = {**data["sdl"], "store_path": storage.settings().store_path}
     out = run_dir / "job_config.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return out
@@ -117,7 +109,7 @@ def _config_for_job(config_path: str, run_dir: Path) -> Path:
 
 def _watch(job_id: str, proc: subprocess.Popen) -> None:
     code = proc.wait()
-    st = common.store()
+    st = storage.store()
     job = st.get_job(job_id)
     if job is None or job.get("pid") != proc.pid:
         return  # a resume replaced this process
@@ -147,9 +139,9 @@ def refresh(job: dict) -> dict:
     """Mark a 'running' job whose process vanished (studio restarted, machine rebooted)."""
     if job["status"] == "running" and job["pid"] not in _own_pids() and not pid_alive(job["pid"]):
         done = _run_state(job["run_dir"]) in ("done", "finished", "completed")
-        common.store().update_job(job["id"], status="done" if done else "failed",
+        storage.store().update_job(job["id"], status="done" if done else "failed",
                                   message="process ended while the studio was not watching")
-        job = common.store().get_job(job["id"])
+        job = storage.store().get_job(job["id"])
     return job
 
 
@@ -158,7 +150,7 @@ def _own_pids() -> set[int]:
     out = set()
     for job_id, thread in _watchers.items():
         if thread.is_alive():
-            job = common.store().get_job(job_id)
+            job = storage.store().get_job(job_id)
             if job and job.get("pid"):
                 out.add(job["pid"])
     return out
@@ -179,7 +171,7 @@ def _run_state(run_dir: str | None) -> str | None:
 
 
 def stop(job_id: str) -> str:
-    st = common.store()
+    st = storage.store()
     job = st.get_job(job_id)
     if job is None:
         return "no such job"
@@ -199,7 +191,7 @@ def stop(job_id: str) -> str:
 
 
 def resume(job_id: str) -> str:
-    job = common.store().get_job(job_id)
+    job = storage.store().get_job(job_id)
     if job is None:
         return "no such job"
     if job["status"] == "running" and pid_alive(job["pid"]):
@@ -207,7 +199,7 @@ def resume(job_id: str) -> str:
     config = json.loads(job["config"] or "{}")
     if job["kind"] not in ("sft", "grpo"):
         return f"job {job_id} ({job['kind']}) cannot be resumed from here"
-    start(job["kind"], config["path"], job_id=job_id, resume=True)
+    start(job["kind"], config["path"], job_id=job_id)
     return f"job {job_id} resumed"
 
 

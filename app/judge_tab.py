@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import common
-from app.common import esc
+from app import markup, optional_parts, sessions, storage
+from app.markup import esc
 
 JUDGE_CHOICES = ["local", "kscore:gpt-4o@https://api.openai.com/v1", "wise:gpt-4o@https://api.openai.com/v1"]
 DIMENSION_LABELS = [("faithfulness", "faithfulness"), ("visual_correctness", "visual"),
@@ -17,8 +17,8 @@ DIMENSION_LABELS = [("faithfulness", "faithfulness"), ("visual_correctness", "vi
 
 
 def build(sid_state):
-    if not common.available("genevolve.judges") or not _has_make_judge():
-        gr.HTML(common.missing_html("Judging", "genevolve.judges.make_judge"))
+    if not optional_parts.available("genevolve.judges") or not _has_make_judge():
+        gr.HTML(optional_parts.missing_html("Judging", "genevolve.judges.make_judge"))
         return
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
@@ -55,14 +55,14 @@ def _has_make_judge() -> bool:
 
 
 def _run_choices(sid_value, request: gr.Request = None):
-    sid = common.session_id(sid_value, request)
-    runs = [r for r in common.store().list_runs(session=sid, limit=50) if r.get("image_path")]
+    sid = sessions.session_id(sid_value, request)
+    runs = [r for r in storage.store().list_runs(session=sid, limit=50) if r.get("image_path")]
     return gr.update(choices=[(f"{r['id']} · {r['request'][:60]}", r["id"]) for r in runs])
 
 
 def _load_run(run_id, sid_value, request: gr.Request = None):
-    sid = common.session_id(sid_value, request)
-    run = common.store().get_run(run_id) if run_id else None
+    sid = sessions.session_id(sid_value, request)
+    run = storage.store().get_run(run_id) if run_id else None
     if not run or run.get("session") != sid:
         return gr.skip(), gr.skip(), None
     return run.get("image_path"), run["request"], run["id"]
@@ -70,7 +70,7 @@ def _load_run(run_id, sid_value, request: gr.Request = None):
 
 def score(image_path, gt_path, question, spec, run_id=None, sid_value=None, request: gr.Request = None):
     if not image_path:
-        return common.error_html("Upload an image or pick one of your runs first."), "", None
+        return markup.error_html("Upload an image or pick one of your runs first."), "", None
     from genevolve.judges import make_judge
     from genevolve.program import Program, derive_constraints
 
@@ -78,9 +78,9 @@ def score(image_path, gt_path, question, spec, run_id=None, sid_value=None, requ
     try:
         judge = make_judge((spec or "local").strip())
     except Exception as exc:  # noqa: BLE001 - e.g. a missing API key: say so, plainly
-        return common.error_html(f"Cannot use judge '{spec}': {exc}"), "", None
-    run = common.store().get_run(run_id) if run_id else None
-    if run is not None and run.get("session") != common.session_id(sid_value, request):
+        return markup.error_html(f"Cannot use judge '{spec}': {exc}"), "", None
+    run = storage.store().get_run(run_id) if run_id else None
+    if run is not None and run.get("session") != sessions.session_id(sid_value, request):
         run = None  # never another session's run
     trajectory = None
     if run is not None and run.get("program"):
@@ -97,7 +97,7 @@ def score(image_path, gt_path, question, spec, run_id=None, sid_value=None, requ
     result = judge.score(case, image_path, program, trajectory)
     data = result.model_dump() if hasattr(result, "model_dump") else dict(result)
     if data.get("status") == "failed":
-        return common.error_html(f"The judge could not score this image: {data.get('error')}"), "", data
+        return markup.error_html(f"The judge could not score this image: {data.get('error')}"), "", data
     return _scorecard(data), "**Rationale** — " + (data.get("rationale") or "_none given_"), data
 
 

@@ -22,15 +22,15 @@ import time
 import uuid
 from typing import Callable
 
+from genevolve.specs import spec_kind
+
 FIELDS = ("status", "events", "gallery", "program", "image", "verify", "downloads", "history")
 FINISHED_KEEP_S = 6 * 3600  # a finished run stays re-attachable this long (then the store has it)
 
 
 def needs_shared_model(policy_spec: str, renderer_spec: str) -> bool:
     """Whether a run loads weights into this process (and so waits for a model slot)."""
-    policy_kind = (policy_spec or "").split(":", 1)[0].split("?", 1)[0].strip().lower()
-    renderer_kind = (renderer_spec or "").split(":", 1)[0].strip().lower()
-    return policy_kind in ("nano", "hf") or renderer_kind == "diffusers"
+    return spec_kind(policy_spec) in ("nano", "hf") or spec_kind(renderer_spec) == "diffusers"
 
 
 class LiveRun:

@@ -15,7 +15,7 @@ import threading
 import zlib
 from pathlib import Path
 
-from app import common
+from app import storage
 
 _seen: dict[str, float] = {}  # folder -> mtime of its result file when last imported
 _lock = threading.Lock()
@@ -36,7 +36,7 @@ def _marker(folder: Path, kind: str) -> Path:
 
 def known_folders() -> list[Path]:
     """Result folders the studio can find by itself."""
-    home = common.studio_home().parent
+    home = storage.studio_home().parent
     roots = [home / "bench", home / "data", Path("runs"), Path("bench_runs")]
     found: list[Path] = []
     for root in roots:
@@ -85,7 +85,7 @@ def import_known() -> int:
 def _save(traj, source: str, folder: Path, image: Path | None, verification: dict | None = None) -> None:
     traj.meta["source"] = source
     traj.meta["folder"] = str(folder)
-    st = common.store()
+    st = storage.store()
     st.save_trajectory(traj)
     if image is not None and image.is_file():
         st.attach_render(traj.id, str(image), None, verification)

@@ -46,7 +46,7 @@ def build_studio():
     import gradio as gr
 
     from app import bench_tab, generate_tab, guides_tab, inspector_tab, judge_tab, training_tab
-    from app.common import new_session_id
+    from app.sessions import new_session_id
 
     # No usage analytics: the studio must work (and stay quiet) on a machine with no network.
     with gr.Blocks(title="GenEvolve Studio", fill_width=True, analytics_enabled=False) as demo:
@@ -84,7 +84,8 @@ def build_studio():
 
 
 def launch(host: str | None = None, port: int | None = None, share: bool = False) -> None:
-    from app.common import max_upload_mb, studio_home
+    from app.storage import studio_home
+    from app.upload_limits import max_upload_mb
 
     demo = build_studio()
     threading.Thread(target=_warm_up, daemon=True, name="studio-warm-up").start()

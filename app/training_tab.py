@@ -8,13 +8,12 @@ still running. A timer polls the selected job's ``metrics.jsonl`` every two seco
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 
-from app import common, jobs
-from app.common import esc
+from app import jobs, optional_parts, storage
+from app.markup import esc
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 JOB_COLUMNS = ["job", "kind", "config", "status", "started", "updated"]
@@ -22,22 +21,7 @@ POLL_S = 2.0
 
 
 def available() -> bool:
-    return common.available("genevolve.training.commands")
-
-
-@lru_cache(maxsize=4)
-def train_options(kind: str) -> tuple[str, ...]:
-    """The option names ``genevolve train KIND`` accepts (read from the command, not guessed)."""
-    try:
-        import typer
-
-        from genevolve.training.commands import train_app
-
-        group = typer.main.get_command(train_app)
-        cmd = group.commands.get(kind) if hasattr(group, "commands") else None
-        return tuple(o for p in (cmd.params if cmd else []) for o in getattr(p, "opts", []))
-    except Exception:  # noqa: BLE001
-        return ()
+    return optional_parts.available("genevolve.training.commands")
 
 
 def config_choices(kind: str) -> list[str]:
@@ -53,7 +37,7 @@ def config_choices(kind: str) -> list[str]:
 
 def build(sid_state, tab=None):
     if not available():
-        gr.HTML(common.missing_html("Training", "genevolve.training.commands"))
+        gr.HTML(optional_parts.missing_html("Training", "genevolve.training.commands"))
         return
     current = gr.State(None)
     with gr.Row(equal_height=False):
@@ -119,7 +103,7 @@ def start_job(kind, config, max_steps=None):
 
 def job_rows():
     rows = []
-    for j in common.store().list_jobs(limit=30):
+    for j in storage.store().list_jobs(limit=30):
         j = jobs.refresh(j)
         cfg = Path((__import__("json").loads(j["config"] or "{}")).get("path", "")).name
         rows.append([j["id"], j["kind"], cfg, j["status"], time.strftime("%H:%M:%S", time.localtime(j["created_at"])),
@@ -156,7 +140,7 @@ def watch(job_id):
     """Status line, four plotly charts and the log tail of one job."""
     if not job_id:
         return ("Select a job.", None, None, None, None, "")
-    job = common.store().get_job(job_id)
+    job = storage.store().get_job(job_id)
     if job is None:
         return (f"Job `{esc(job_id)}` not found.", None, None, None, None, "")
     job = jobs.refresh(job)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-from app.common import esc, thumb_uri
+from app.markup import esc
+from app.thumbnails import thumb_uri
 from genevolve.event_view import EventView, ThinkingFold, think_only, trajectory_events, views
 
 _SEVERITY_CLASS = {"info": "", "good": " ge-good", "warn": " ge-warn", "bad": " ge-bad"}

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
+from genevolve.specs import env_flag, is_true
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = REPO_ROOT / "assets"
 EXAMPLES = REPO_ROOT / "examples"
@@ -92,7 +94,7 @@ class Settings:
 def _coerce(value: str, type_hint) -> object:
     t = str(type_hint)
     if "bool" in t:
-        return value.strip().lower() in ("1", "true", "yes", "on")
+        return is_true(value)
     if "int" in t and "str" not in t:
         return int(value)
     return value
@@ -105,7 +107,7 @@ def web_reachable(host: str = "duckduckgo.com") -> bool:
     Only DNS is asked (no connection is opened). Web backends still fall back to the local
     corpus on any failure, so a wrong guess costs one timeout, never a broken run.
     """
-    if os.environ.get("GENEVOLVE_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if env_flag("GENEVOLVE_OFFLINE"):
         return False
     old = socket.getdefaulttimeout()
     try:
@@ -116,77 +118,3 @@ def web_reachable(host: str = "duckduckgo.com") -> bool:
         return False
     finally:
         socket.setdefaulttimeout(old)
-
-
-@dataclass
-class Spec:
-    """A backend spec string split into parts: ``kind:target?key=value&...``.
-
-    ``openai:gpt-4o@https://host/v1`` -> kind "openai", target "gpt-4o", base_url "https://host/v1".
-    """
-
-    kind: str
-    target: str = ""
-    base_url: str | None = None
-    params: dict = field(default_factory=dict)
-    raw: str = ""
-
-
-def parse_spec(spec: str) -> Spec:
-    from urllib.parse import parse_qsl
-
-    raw = spec.strip()
-    if not raw:
-        raise ValueError("empty backend spec")
-    kind, _, rest = raw.partition(":")
-    if "?" in kind:  # "nano?4bit=1": parameters without a target
-        kind, _, query = kind.partition("?")
-        rest = "?" + query + rest
-    params: dict = {}
-    # Query parameters belong to the spec only for local kinds; a base URL keeps its own.
-    if "?" in rest and "@" not in rest:
-        rest, _, query = rest.partition("?")
-        params = dict(parse_qsl(query))
-    base_url = None
-    if kind in ("openai", "kscore", "wise", "sufficiency") and "@" in rest:
-        rest, _, base_url = rest.partition("@")
-        base_url, own = split_spec_params(base_url)
-        params.update(own)
-    return Spec(kind=kind.strip().lower(), target=rest.strip(), base_url=base_url, params=params, raw=raw)
-
-
-# Query keys that configure the backend itself, never the server: taken out of a base URL.
-SPEC_URL_KEYS = ("temperature", "top_p", "max_tokens", "rubric", "image_side")
-
-
-def split_spec_params(url: str) -> tuple[str, dict]:
-    """``http://h/v1?temperature=0.6&api-version=x`` -> (``http://h/v1?api-version=x``, {"temperature": "0.6"})."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if not parts.query:
-        return url, {}
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    own = {k: v for k, v in pairs if k in SPEC_URL_KEYS}
-    kept = [(k, v) for k, v in pairs if k not in SPEC_URL_KEYS]
-    return urlunsplit(parts._replace(query=urlencode(kept))), own
-
-
-def sampling_params(params: dict, spec: str = "") -> dict:
-    """temperature / top_p / max_tokens from a spec's parameters, as numbers; a clear error otherwise."""
-    out: dict = {}
-    for key, kind in (("temperature", float), ("top_p", float), ("max_tokens", int)):
-        if key not in params:
-            continue
-        raw = params[key]
-        try:
-            value = kind(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key}={raw!r} in {spec or 'the spec'} is not a number; e.g. "
-                             "openai:<model>@<url>?temperature=0.6&top_p=0.9&max_tokens=4096") from None
-        if (key == "temperature" and value < 0) or (key == "top_p" and not 0 < value <= 1) or \
-                (key == "max_tokens" and value < 1):
-            raise ValueError(f"{key}={raw!r} in {spec or 'the spec'} is out of range "
-                             "(temperature >= 0, 0 < top_p <= 1, max_tokens >= 1)")
-        out[key] = value
-    return out

@@ -23,5 +23,16 @@ def _genevolve_home(tmp_path_factory):
         os.environ["GENEVOLVE_HOME"] = old
 
 
+@pytest.fixture
+def torch_one_thread():
+    """torch on one thread for the test (restored after): exact, comparable training runs."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 # Tiny random models built offline from configs, shared by the policy and training tests.
 from tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: E402,F401

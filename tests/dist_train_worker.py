@@ -34,7 +34,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"params-rank{rank}.json").write_text(json.dumps({"sha256": digest.hexdigest(), "abs_sum": total}))
 
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
 
     if kind == "sft":
         from genevolve.training.sft import SFTConfig, train_sft

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from genevolve.config import Settings, parse_spec
+from genevolve.config import Settings
+from genevolve.specs import parse_spec
 
 
 @pytest.mark.parametrize("spec, kind, target, base_url, params", [
@@ -21,7 +22,7 @@ def test_parse_spec(spec, kind, target, base_url, params):
 
 
 def test_renderer_specs_reach_the_backend_through_make_renderer(monkeypatch):
-    """Renderer specs are parsed by make_renderer (not parse_spec): check what the backend gets."""
+    """Renderer specs reach the backend through make_renderer: check what the backend gets."""
     from genevolve.renderers import make_renderer
     from genevolve.renderers.diffusers import DiffusersRenderer
     from genevolve.renderers.service import ServiceRenderer
@@ -56,3 +57,67 @@ def test_unknown_setting_is_named(tmp_path):
     cfg.write_text('{"polcy": "planner"}')
     with pytest.raises(ValueError, match="polcy"):
         Settings.load(cfg)
+
+
+def test_spec_options_are_typed_and_a_bad_key_or_value_is_named():
+    from genevolve.policies.local import LocalOptions
+    from genevolve.specs import read_options
+
+    opts = read_options(LocalOptions, parse_spec("hf:/m?4bit=yes&adapter=/a&temperature=0.3").params, backend="hf")
+    assert (opts.four_bit, opts.adapter, opts.gguf, opts.temperature, opts.top_p) == (True, "/a", None, 0.3, None)
+    assert opts.given() == {"temperature": 0.3}
+    assert read_options(LocalOptions, {"4bit": "off"}, backend="nano").four_bit is False
+    with pytest.raises(ValueError, match=r"unknown hf option\(s\) 4-bit; accepted: .*4bit.*adapter"):
+        read_options(LocalOptions, {"4-bit": "1"}, backend="hf")
+    with pytest.raises(ValueError, match=r"hf option 4bit='maybe' is not a flag"):
+        read_options(LocalOptions, {"4bit": "maybe"}, backend="hf")
+    with pytest.raises(ValueError, match=r"max_tokens='lots' is not a whole number"):
+        read_options(LocalOptions, {"max_tokens": "lots"}, backend="hf")
+
+
+@pytest.mark.parametrize("family, spec, match", [
+    ("policy", "planner?fast=1", r"unknown planner option\(s\) fast; accepted: none"),
+    ("policy", "replay:x.jsonl?record=3", r"unknown replay option\(s\) record; accepted: id"),
+    ("renderer", "diffusers:/m/sd?stepz=4", r"unknown diffusers option\(s\) stepz; accepted: steps"),
+    ("renderer", "diffusers:/m/sd?steps=four", r"diffusers option steps='four' is not a whole number"),
+    ("renderer", "gemini:gemini-2.5-flash-image?fast=1", r"unknown gemini option"),
+    ("judge", "kscore:m@http://127.0.0.1:9/v1?rpn=30", r"unknown kscore option\(s\) rpn; accepted: timeout, retries, rpm"),
+    ("judge", "wise:m@http://127.0.0.1:9/v1?timeout=soon", r"wise option timeout='soon' is not a number"),
+])
+def test_every_backend_family_refuses_an_option_it_does_not_take(family, spec, match):
+    from genevolve.judges import make_judge
+    from genevolve.policies import make_policy
+    from genevolve.renderers import RenderError, make_renderer
+
+    build, error = {"policy": (make_policy, ValueError), "renderer": (make_renderer, RenderError),
+                    "judge": (make_judge, ValueError)}[family]
+    with pytest.raises(error, match=match):
+        build(spec)
+
+
+def test_judge_spec_options_reach_the_endpoint():
+    from genevolve.judges import make_judge
+
+    judge = make_judge("kscore:m@http://127.0.0.1:9/v1?timeout=7&retries=2&max_tokens=99&image_side=512",
+                       settings=Settings())
+    ep = judge.endpoint
+    assert (ep.base_url, ep.timeout_s, ep.max_retries, ep.max_tokens, judge.max_side) == (
+        "http://127.0.0.1:9/v1", 7.0, 2, 99, 512)
+
+
+@pytest.mark.parametrize("word, flag", [("1", True), ("Yes", True), (" on ", True), ("TRUE", True),
+                                        ("0", False), ("no", False), ("off", False), ("maybe", None), ("", None)])
+def test_flag_words(word, flag, monkeypatch):
+    from genevolve.specs import env_flag, is_true, read_flag
+
+    assert read_flag(word) is flag and is_true(word) is (flag is True)
+    monkeypatch.setenv("GENEVOLVE_TEST_FLAG", word)
+    assert env_flag("GENEVOLVE_TEST_FLAG") is (flag is True)
+
+
+@pytest.mark.parametrize("spec, kind", [("hf:/m?4bit=1", "hf"), ("nano?adapter=none", "nano"), ("  ", ""), (None, ""),
+                                        ("Diffusers:org/m", "diffusers"), ("openai:m@http://h/v1", "openai")])
+def test_spec_kind(spec, kind):
+    from genevolve.specs import spec_kind
+
+    assert spec_kind(spec) == kind

@@ -12,14 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# One torch thread: the trainers' tests compare runs step by step, and two cores are shared.
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_group_advantages_match_trls():
@@ -95,7 +89,7 @@ def test_hybrid_reward_scores_a_real_planner_trajectory(tmp_path):
 @pytest.mark.slow
 def test_grpo_mean_reward_rises_under_a_verifiable_rule(tmp_path):
     """The answer must name the requested colour: a tiny random model learns it in ~25 steps."""
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.grpo import GRPOConfig, train_grpo
     from genevolve.training.metrics import read_metrics
 

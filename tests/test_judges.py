@@ -17,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chat_server import ChatServer, Reply  # noqa: E402
 
 from genevolve.judges import Scores, make_judge  # noqa: E402
-from genevolve.judges.base import ChatEndpoint, kscore_overall, parse_json_reply  # noqa: E402
+from genevolve.judges.base import kscore_overall  # noqa: E402
+from genevolve.judges.chat_endpoint import ChatEndpoint, parse_json_reply  # noqa: E402
 from genevolve.judges.kscore import KScoreJudge, parse_kscore_reply  # noqa: E402
-from genevolve.judges.rpm import RateLimiter  # noqa: E402
+from genevolve.judges.rate_limit import RateLimiter  # noqa: E402
 from genevolve.judges.sufficiency import SufficiencyJudge, local_sufficiency, score_program  # noqa: E402
 from genevolve.judges.wise import WISE_WEIGHTS, WiseJudge, wise_category, wise_overall  # noqa: E402
 from genevolve.program import Program, derive_constraints  # noqa: E402

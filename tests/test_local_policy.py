@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from genevolve.agent import Agent, AgentConfig  # noqa: E402
-from genevolve.config import parse_spec  # noqa: E402
+from genevolve.specs import parse_spec  # noqa: E402
 from genevolve.policies import PolicyError, make_policy  # noqa: E402
 from genevolve.policies.local import LocalPolicy  # noqa: E402
 from genevolve.tools.base import Tool, ToolResult  # noqa: E402

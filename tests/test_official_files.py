@@ -94,11 +94,11 @@ def test_import_shows_steps_images_and_program_in_the_store(results, tmp_path):
 
 
 def test_imported_runs_are_listed_for_annotators(results, tmp_path, monkeypatch):
-    from app import common, inspector_tab
+    from app import inspector_tab, storage
 
-    monkeypatch.setattr(common, "store", lambda: Store(tmp_path / "inspector.db"))
+    monkeypatch.setattr(storage, "store", lambda: Store(tmp_path / "inspector.db"))
     monkeypatch.chdir(tmp_path)  # the Inspector also indexes ./runs: a developer's own runs must not count here
-    import_results(results, common.store())
+    import_results(results, storage.store())
     rows, _ = inspector_tab.list_rows("any", "any", "any", "any", "any", False, "sessionANNOT1")
     col = {name: i for i, name in enumerate(inspector_tab.COLUMNS)}
     assert {r[col["termination"]] for r in rows} == {"answer", "error"}
@@ -113,7 +113,7 @@ def test_imported_runs_are_listed_for_annotators(results, tmp_path, monkeypatch)
     assert steps["choices"][1:] == ["step 1 · tool_call · search", "step 2 · format_error",
                                     "step 3 · tool_call · image_search", "step 4 · answer"]
     inspector_tab.save_audit(run_id, "step 2", "needs_fix", "the model skipped <think>")
-    assert [(a["step"], a["verdict"]) for a in common.store().audits(run_id)] == [(2, "needs_fix")]
+    assert [(a["step"], a["verdict"]) for a in storage.store().audits(run_id)] == [(2, "needs_fix")]
 
 
 class MustNotRun(Tool):

@@ -459,7 +459,7 @@ def test_sampling_from_the_spec_overrides_the_profile(tmp_path):
 
 
 def test_spec_parsing_keeps_the_servers_own_query():
-    from genevolve.config import parse_spec
+    from genevolve.specs import parse_spec
 
     s = parse_spec("openai:m@https://h.example/v1?api-version=2024&top_p=0.5")
     assert (s.base_url, s.params) == ("https://h.example/v1?api-version=2024", {"top_p": "0.5"})
@@ -530,7 +530,7 @@ def test_bench_run_records_the_protocol(tmp_path):
 
 def test_studio_backends_protocol_control(tmp_path):
     """The studio's Backends 'Protocol' box reaches the agent; the run records it."""
-    from app import common, generate_tab
+    from app import generate_tab, storage
 
     turns = tmp_path / "turns.json"
     turns.write_text(json.dumps([answer("A Paris poster.")]))
@@ -538,8 +538,8 @@ def test_studio_backends_protocol_control(tmp_path):
     for out in generate_tab.run_generate("A poster", None, f"replay:{turns}", False, "", "none", False, True, 0,
                                          "sessionPROTO1", f"official:{STANDIN}"):
         last = out
-    runs = common.store().list_runs(session="sessionPROTO1")
-    traj = common.store().get_trajectory(runs[0]["id"])
+    runs = storage.store().list_runs(session="sessionPROTO1")
+    traj = storage.store().get_trajectory(runs[0]["id"])
     assert traj.meta["protocol"] == "official" and traj.messages[0]["content"] == SYS, last["status"]
     for out in generate_tab.run_generate("A poster", None, "planner", False, "", "none", False, True, 0,
                                          "sessionPROTO1", "official:/nowhere"):

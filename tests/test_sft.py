@@ -107,7 +107,7 @@ def test_loss_position_logits_match_full_logits(tiny_gemma_path):
 
 @pytest.mark.slow
 def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.metrics import read_metrics, read_status
     from genevolve.training.sft import SFTConfig, train_sft
 
@@ -134,7 +134,7 @@ def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
 def test_shipped_configs_load():
     import yaml
 
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.grpo import GRPOConfig
     from genevolve.training.sft import SFTConfig
 

@@ -63,7 +63,7 @@ def _photo(path: Path) -> Path:
 
 
 def test_a_run_outlives_the_stream_that_started_it_and_reattaches():
-    from app import common, generate_tab, live_runs
+    from app import generate_tab, live_runs, storage
 
     sid = "reloadAAAA01"
     stream = _generate('A shop sign that reads "OPEN ALL NIGHT"', sid)
@@ -72,7 +72,7 @@ def test_a_run_outlives_the_stream_that_started_it_and_reattaches():
     assert str(first["status"]).startswith(("● Starting", "● Round 1")), first["status"]
     stream.close()  # the page reloaded: Gradio stops reading this stream
     run = _wait_done(sid)
-    runs = common.store().list_runs(session=sid)
+    runs = storage.store().list_runs(session=sid)
     assert [r["termination"] for r in runs] == ["answer"], "closing the stream must not cancel the run"
     # The reloaded page follows the session's run: it gets the finished result at once.
     final = _drain(generate_tab.attach(sid))
@@ -128,7 +128,7 @@ def test_the_form_survives_a_reload_and_keeps_only_the_sessions_own_images(tmp_p
 
 
 def test_planner_runs_never_wait_behind_a_local_model_and_queued_runs_say_their_place():
-    from app import common, generate_tab, live_runs
+    from app import generate_tab, live_runs, storage
 
     assert live_runs.needs_shared_model("nano", "layout") and live_runs.needs_shared_model("hf:x?4bit=1", "layout")
     assert live_runs.needs_shared_model("planner", "diffusers:some/model")
@@ -158,7 +158,7 @@ def test_planner_runs_never_wait_behind_a_local_model_and_queued_runs_say_their_
         assert "leaving the queue" in generate_tab.stop_run("queueAAAA006")["value"]
         final = _drain(waiting)
         assert "cancelled while waiting" in final["status"]
-        assert common.store().list_runs(session="queueAAAA006") == []
+        assert storage.store().list_runs(session="queueAAAA006") == []
         assert queue.snapshot() == (queue.slots, 0)
     finally:
         for h in holders:
@@ -196,7 +196,7 @@ def test_model_queue_is_first_come_first_served():
 
 
 def test_uploads_accept_images_only_within_the_limits(tmp_path):
-    from app import common, generate_tab
+    from app import generate_tab, sessions, storage, upload_limits
 
     big = tmp_path / "huge.png"
     with open(big, "wb") as f:  # 300 MB, not an image, named .png (sparse: no disk is filled)
@@ -207,18 +207,18 @@ def test_uploads_accept_images_only_within_the_limits(tmp_path):
     pdf.write_bytes(b"%PDF-1.4\n" + os.urandom(2000))
     real = _photo(tmp_path / "cat.png")
 
-    assert "300 MB" in common.check_image_upload(big) and "at most 20 MB" in common.check_image_upload(big)
-    assert "not an image" in common.check_image_upload(fake)
-    assert "not an image" in common.check_image_upload(pdf)
-    assert common.check_image_upload(real) is None
+    assert "300 MB" in upload_limits.check_image_upload(big) and "at most 20 MB" in upload_limits.check_image_upload(big)
+    assert "not an image" in upload_limits.check_image_upload(fake)
+    assert "not an image" in upload_limits.check_image_upload(pdf)
+    assert upload_limits.check_image_upload(real) is None
     bomb = tmp_path / "bomb.png"
     Image.new("1", (9000, 9000)).save(bomb)
-    assert "megapixels" in common.check_image_upload(bomb)
+    assert "megapixels" in upload_limits.check_image_upload(bomb)
 
     kept, msg = generate_tab.accept_uploads([str(big), str(fake), str(real)], "uploadAAAA08")
     assert [Path(p).name for p in kept] == ["cat.png"]
     assert "huge.png is 300 MB" in msg and "notes.png is not an image" in msg
-    uploads = common.session_dir("uploadAAAA08", "uploads")
+    uploads = sessions.session_dir("uploadAAAA08", "uploads")
     assert sorted(p.name for p in uploads.iterdir()) == ["cat.png"], "a refused file must not be kept"
     # A refused file that Gradio received into its upload folder is deleted there (never served back).
     from gradio.utils import get_upload_folder
@@ -231,25 +231,25 @@ def test_uploads_accept_images_only_within_the_limits(tmp_path):
     received.parent.rmdir()
     # A run handed a non-image directly (the API, not the upload box) is refused with the reason.
     out = _drain(_generate("A card of my cat", "uploadBBBB09", uploads=[str(fake)]))
-    assert "not an image" in out["status"] and common.store().list_runs(session="uploadBBBB09") == []
+    assert "not an image" in out["status"] and storage.store().list_runs(session="uploadBBBB09") == []
 
 
 # ---------------------------------------------------------------- the Inspector
 
 
 def _planner_run(sid, text):
-    from app import common
+    from app import storage
 
     _drain(_generate(text, sid))
-    (row,) = [r for r in common.store().list_runs(session=sid) if r["request"] == text]
-    return common.store().get_trajectory(row["id"])
+    (row,) = [r for r in storage.store().list_runs(session=sid) if r["request"] == text]
+    return storage.store().get_trajectory(row["id"])
 
 
 def test_export_honours_verdicts_with_fixes_and_says_what_it_left_out():
-    from app import common, inspector_tab
+    from app import inspector_tab, storage
 
     sid = "exportAAAA10"
-    st = common.store()
+    st = storage.store()
     clean = _planner_run(sid, 'A sign that reads "CLEAN"')
     flagged = _planner_run(sid, 'A sign that reads "FLAGGED"')
     fixed = _planner_run(sid, 'A sign that reads "FIXED"')
@@ -279,12 +279,12 @@ def test_export_honours_verdicts_with_fixes_and_says_what_it_left_out():
 
 
 def test_answer_step_shows_program_references_and_rendered_image(tmp_path):
-    from app import common, generate_tab, inspector_tab
+    from app import generate_tab, inspector_tab, storage
 
     sid = "answerAAAA11"
     kept, _ = generate_tab.accept_uploads([str(_photo(tmp_path / "mycat.png"))], sid)
     _drain(_generate('A birthday card of my cat with the words "HAPPY 5"', sid, uploads=kept))
-    (row,) = common.store().list_runs(session=sid)
+    (row,) = storage.store().list_runs(session=sid)
     _, timeline, info, _, _ = inspector_tab.open_run(sid, SimpleNamespace(row_value=[row["id"]]))
     answer = timeline.split("data-step=")[-1]
     assert "gen_prompt" in answer and "HAPPY 5" in answer
@@ -293,7 +293,7 @@ def test_answer_step_shows_program_references_and_rendered_image(tmp_path):
 
 
 def test_bench_and_data_build_trajectories_are_listed_by_source(tmp_path, monkeypatch):
-    from app import common, inspector_tab, run_index
+    from app import inspector_tab, run_index, storage
 
     monkeypatch.chdir(tmp_path)  # the index also scans ./runs: a developer's own runs must not count here
     from genevolve.bench.loaders import load_bench
@@ -302,7 +302,7 @@ def test_bench_and_data_build_trajectories_are_listed_by_source(tmp_path, monkey
     from genevolve.data.pipeline import BuildConfig, build_dataset
 
     # A real bench run (planner · layout · local judge) into the studio's bench folder: found by itself.
-    bench_dir = common.studio_home().parent / "bench" / "run-for-inspector"
+    bench_dir = storage.studio_home().parent / "bench" / "run-for-inspector"
     run_bench(load_bench("mini"), bench_dir, BenchConfig(limit=1, parallel=1, offline=True,
                                                          extra={"library_embeddings": False}))
     # A real data build somewhere else: imported by naming its folder.
@@ -312,14 +312,14 @@ def test_bench_and_data_build_trajectories_are_listed_by_source(tmp_path, monkey
 
     rows, _ = inspector_tab.list_rows("any", "any", "any", "any", "any", False, "inspectAAA12", "bench")
     assert len(rows) == 1 and rows[0][2] == "bench"
-    bench_row = common.store().get_run(rows[0][0])
+    bench_row = storage.store().get_run(rows[0][0])
     assert bench_row["image_path"] == str(bench_dir / "cases" / "ka_arch_01" / "image.png")
     assert "imported 2 trajectories from a data folder" in inspector_tab.import_folder(str(data_dir))
     rows, _ = inspector_tab.list_rows("any", "any", "any", "any", "any", False, "inspectAAA12", "data")
     assert len(rows) == 2 and {r[2] for r in rows} == {"data"}
     # Imported twice, listed once.
     inspector_tab.import_folder(str(data_dir))
-    assert len(common.store().list_runs(source="data")) == 2
+    assert len(storage.store().list_runs(source="data")) == 2
     # A folder that is neither says what it wants.
     msg = inspector_tab.import_folder(str(tmp_path))
     assert msg.startswith("✗") and "genevolve bench run" in msg and "genevolve data build" in msg
@@ -331,14 +331,14 @@ def test_bench_and_data_build_trajectories_are_listed_by_source(tmp_path, monkey
 
 
 def test_diffusers_without_weights_offline_fails_fast_with_how_to_get_them():
-    from app import common
+    from app import storage
 
     sid = "diffAAAAAA13"
     t0 = time.perf_counter()
     out = _drain(_generate("A red fox", sid, renderer="diffusers:someone/not-downloaded-model"))
     assert time.perf_counter() - t0 < 10
     assert "cannot run here" in out["status"] and "hf download someone/not-downloaded-model" in out["status"]
-    assert common.store().list_runs(session=sid) == [], "no minutes of planning for a program nobody can draw"
+    assert storage.store().list_runs(session=sid) == [], "no minutes of planning for a program nobody can draw"
 
 
 def test_a_failed_render_says_render_failed_once():

@@ -28,15 +28,15 @@ def _run(request_text: str, sid: str):
 
 
 def test_session_ids_and_folders_are_safe(tmp_path):
-    from app import common
+    from app import sessions
 
-    assert common.session_id("abcdef123456") == "abcdef123456"
+    assert sessions.session_id("abcdef123456") == "abcdef123456"
     # A forged id (path traversal, markup) is never used: the connection's hash is used instead.
-    assert common.session_id("../../etc", SimpleNamespace(session_hash="hash1234")) == "hash1234"
-    assert common.session_id("<script>", None) == "anonymous"
+    assert sessions.session_id("../../etc", SimpleNamespace(session_hash="hash1234")) == "hash1234"
+    assert sessions.session_id("<script>", None) == "anonymous"
     with pytest.raises(ValueError):
-        common.session_dir("../x")
-    a, b = common.session_dir("sessA1234", "runs"), common.session_dir("sessB1234", "runs")
+        sessions.session_dir("../x")
+    a, b = sessions.session_dir("sessA1234", "runs"), sessions.session_dir("sessB1234", "runs")
     assert a != b and a.parent.name == "sessA1234"
 
 
@@ -67,7 +67,7 @@ def test_uploaded_references_are_the_sessions_own_user_images(tmp_path, monkeypa
     from skimage import data
     from PIL import Image
 
-    from app import common, generate_tab
+    from app import generate_tab, storage
 
     cfg = tmp_path / "studio.yaml"
     cfg.write_text("extra:\n  library_embeddings: false\n")
@@ -78,7 +78,7 @@ def test_uploaded_references_are_the_sessions_own_user_images(tmp_path, monkeypa
     for out in generate_tab.run_generate('A birthday card of my cat, text "HAPPY 5"', [str(upload)], "planner", False,
                                          "", "layout", False, True, 0, "uploaderCCC3"):
         last = out
-    run = common.store().get_run(last["history"][0][0])
+    run = storage.store().get_run(last["history"][0][0])
     images = run["trajectory"]["images"]
     assert images[0]["source"] == "user" and images[0]["img_id"] == "IMG_001"
     assert "/sessions/uploaderCCC3/uploads/" in images[0]["path"]
@@ -88,10 +88,10 @@ def test_uploaded_references_are_the_sessions_own_user_images(tmp_path, monkeypa
 
 
 def test_stop_flag_belongs_to_one_session():
-    from app import common, generate_tab
+    from app import generate_tab, sessions
 
-    flag_a = common.cancel_event("stopA12345", fresh=True)
-    flag_b = common.cancel_event("stopB12345", fresh=True)
+    flag_a = sessions.cancel_event("stopA12345", fresh=True)
+    flag_b = sessions.cancel_event("stopB12345", fresh=True)
     generate_tab.stop_run("stopA12345")
     assert flag_a.is_set() and not flag_b.is_set()
 

@@ -14,21 +14,12 @@ from pathlib import Path
 import pytest
 
 # Each test trains for real and most kill a process mid-run: minutes on a busy 2-core machine.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+# One torch thread: the runs are compared step by step, and two cores are shared.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.usefixtures("torch_one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARED = ("loss", "pg_loss", "reward_mean", "reward_std", "adv_std", "grad_norm", "lr", "tokens",
             "sdl_loss", "sdl_kl", "guide_hit_rate", "guides_added", "buffer_size")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _same(a: dict, b: dict, keys) -> list[str]:
@@ -44,7 +35,7 @@ def _same(a: dict, b: dict, keys) -> list[str]:
 
 
 def test_grpo_with_sdl_resumes_exactly(tmp_path):
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.grpo import GRPOConfig, train_grpo
     from genevolve.training.metrics import read_metrics, read_status
 
@@ -71,7 +62,7 @@ def test_grpo_with_sdl_resumes_exactly(tmp_path):
 
 
 def test_sft_resumes_exactly(tmp_path):
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.metrics import read_metrics
     from genevolve.training.sft import SFTConfig, train_sft
 
@@ -118,7 +109,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
 
 def test_run_killed_before_its_first_checkpoint_starts_clean(tmp_path):
     """What a kill before the first save leaves (metric rows, no checkpoint) is not logged twice."""
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.metrics import read_metrics
     from genevolve.training.sft import SFTConfig, train_sft
 
@@ -137,7 +128,7 @@ def test_run_killed_before_its_first_checkpoint_starts_clean(tmp_path):
 
 
 def test_torn_last_metrics_line_is_repaired_on_resume(tmp_path):
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
     from genevolve.training.metrics import RunFiles, read_metrics
     from genevolve.training.sft import SFTConfig, train_sft
 

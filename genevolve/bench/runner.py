@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from genevolve.specs import spec_kind
+
 STAGES = ("rollout", "render", "judge")
 
 
@@ -85,9 +87,9 @@ class BenchConfig:
 
 def workers_for(stage: str, cfg: BenchConfig) -> int:
     p = max(1, int(cfg.parallel))
-    if stage == "rollout" and cfg.policy.split(":", 1)[0] in ("hf", "nano"):
+    if stage == "rollout" and spec_kind(cfg.policy) in ("hf", "nano"):
         return 1
-    if stage == "render" and cfg.renderer.split(":", 1)[0] == "diffusers":
+    if stage == "render" and spec_kind(cfg.renderer) == "diffusers":
         return 1
     return p
 
@@ -135,7 +137,7 @@ class BenchRunner:
         for tmp in (self.out / "cases").glob("*/.*.tmp"):
             tmp.unlink(missing_ok=True)
         if self.cfg.rpm:
-            from genevolve.judges.rpm import set_default_rpm
+            from genevolve.judges.rate_limit import set_default_rpm
 
             set_default_rpm(self.cfg.rpm)
 

@@ -41,6 +41,7 @@ from typing import Callable
 
 from genevolve.data.recipes import generate_recipes
 from genevolve.durable import latest_by_id, read_jsonl, repair_jsonl, write_atomic
+from genevolve.specs import spec_kind
 
 STAGES = ("trajectories", "filters", "gt")
 # zlib level for GT renders: level 1 writes a layout render ~5x faster than Pillow's default (6)
@@ -243,13 +244,13 @@ class DatasetBuilder:
             raise BuildSetupError(f"cannot start the build: {exc}") from exc
 
     def _teacher_is_stateful(self) -> bool:
-        return self.cfg.teacher.split(":", 1)[0].strip().lower() == "replay"
+        return spec_kind(self.cfg.teacher) == "replay"
 
     def _workers(self) -> int:
-        kind = self.cfg.teacher.split(":", 1)[0].strip().lower()
+        kind = spec_kind(self.cfg.teacher)
         # A local model is one set of weights (threads would only queue on it); a replay file is one
         # script read in order, so its turns must not be shared out between recipes.
-        if kind in ("hf", "nano", "replay") or self.cfg.renderer.split(":", 1)[0] == "diffusers":
+        if kind in ("hf", "nano", "replay") or spec_kind(self.cfg.renderer) == "diffusers":
             return 1
         return max(1, int(self.cfg.parallel))
 

@@ -1,9 +1,11 @@
 """Judges by spec string: ``local`` · ``kscore:<model>@<base_url>`` · ``wise:<model>@<base_url>`` ·
 ``sufficiency[:<model>@<base_url>]``.
 
-Remote specs take optional query parameters after the URL: ``?timeout=60&retries=5&rpm=30``;
-KScore also ``&max_tokens=8192&image_side=4096&rubric=<file or official:/path/to/GenEvolve>``
-(or the settings ``judge_max_tokens``, ``judge_image_side``, ``judge_rubric``).
+Remote specs take optional query parameters after the URL (``chat_endpoint.EndpointOptions``):
+``?timeout=60&retries=5&rpm=30&max_tokens=2048&temperature=0``; KScore also
+``&image_side=4096&rubric=<file or official:/path/to/GenEvolve>`` (``kscore.KScoreOptions``; or the
+settings ``judge_max_tokens``, ``judge_image_side``, ``judge_rubric``). Any other key is an error
+that names the accepted ones.
 The API key comes from GENEVOLVE_JUDGE_API_KEY, else GEMINI_API_KEY/GOOGLE_API_KEY for Google's
 OpenAI-compatible endpoint, else OPENAI_API_KEY (``EMPTY`` for a local vLLM).
 Every judge is thread-safe and returns ``Scores``; see base.py for the contract.
@@ -20,39 +22,42 @@ def make_judge(spec: str, settings=None, **kwargs) -> Judge:
     """A judge from its spec. kwargs go to the ChatEndpoint of remote judges (timeout_s,
     max_retries, backoff_s, rpm, api_key) or to the LocalJudge (ocr). ``settings`` (default: the
     environment's) may name a KScore rubric, max_tokens and image size."""
-    from genevolve.config import parse_spec
+    from genevolve.specs import NoOptions, parse_spec, read_options
 
     s = parse_spec(spec)
     if s.kind == "local":
         from genevolve.judges.local import LocalJudge
 
+        read_options(NoOptions, s.params, backend="local")
         return LocalJudge(**kwargs)
     if s.kind == "sufficiency":
         from genevolve.judges.sufficiency import SufficiencyJudge
 
         if not s.target:
+            read_options(NoOptions, s.params, backend="sufficiency (offline)")
             return SufficiencyJudge(spec=spec)
-        from genevolve.judges.base import endpoint_from_spec
+        from genevolve.judges.chat_endpoint import endpoint_from_spec
 
         return SufficiencyJudge(endpoint_from_spec(s, **kwargs), spec=spec)
     if s.kind in ("kscore", "wise"):
         if not s.target or not s.base_url:
             raise ValueError(f"judge spec '{spec}' needs a model and an endpoint: {s.kind}:<model>@<base_url> "
                              f"(e.g. {s.kind}:gemini-2.5-flash@https://generativelanguage.googleapis.com/v1beta/openai/)")
-        from genevolve.judges.base import endpoint_from_spec
+        from genevolve.judges.chat_endpoint import endpoint_from_spec, endpoint_options
 
         if s.kind == "kscore":
-            from genevolve.judges.kscore import KScoreJudge, load_rubric
+            from genevolve.judges.kscore import KScoreJudge, KScoreOptions, load_rubric
 
             # Rubric, max_tokens and image size: the spec (?rubric=&max_tokens=&image_side=), else
             # settings (judge_rubric / judge_max_tokens / judge_image_side), else ours.
+            opts = endpoint_options(s, KScoreOptions)
             conf = _judge_settings(settings)
-            rubric = s.params.get("rubric") or conf.get("judge_rubric")
-            max_tokens = s.params.get("max_tokens") or conf.get("judge_max_tokens")
+            rubric = opts.rubric or conf.get("judge_rubric")
+            max_tokens = opts.max_tokens or conf.get("judge_max_tokens")
             if max_tokens:
                 kwargs.setdefault("max_tokens", int(max_tokens))
-            side = int(s.params.get("image_side") or conf.get("judge_image_side") or 1280)
-            endpoint = endpoint_from_spec(s, **kwargs)
+            side = int(opts.image_side or conf.get("judge_image_side") or 1280)
+            endpoint = endpoint_from_spec(s, opts, **kwargs)
             return KScoreJudge(endpoint, spec=spec, max_side=side, rubric=load_rubric(rubric) if rubric else None)
         endpoint = endpoint_from_spec(s, **kwargs)
         from genevolve.judges.wise import WiseJudge

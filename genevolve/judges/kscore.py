@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from genevolve.judges.base import (
     DIMENSIONS,
     TEXT_NA_SCORE,
-    ChatEndpoint,
     Judge,
     Scores,
     case_question,
     image_data_uri,
     kscore_overall,
-    parse_json_reply,
 )
+from genevolve.judges.chat_endpoint import ChatEndpoint, EndpointOptions, parse_json_reply
+from genevolve.specs import is_true, param
+
+@dataclass
+class KScoreOptions(EndpointOptions):
+    """What a ``kscore:`` spec takes after its base URL, besides the endpoint's own options."""
+
+    rubric: str | None = param(None, "A rubric file, or official:/path/to/GenEvolve for the release's.")
+    image_side: int | None = param(None, "Long side, in pixels, of the images sent to the judge (default 1280).")
+
 
 KSCORE_SYSTEM = (
     "You grade AI-generated images against the request that produced them. You are strict, "
@@ -124,7 +133,7 @@ def recover_fields(text: str) -> dict:
             out[key] = _number(raw) if _number(raw) is not None else raw
     m = re.search(_FIELD_RE.format(key="text_accuracy_na"), body)
     if m:
-        out["text_accuracy_na"] = m.group(1).strip().strip("\"'").lower() in ("true", "1", "yes")
+        out["text_accuracy_na"] = is_true(m.group(1).strip().strip("\"'"))
     m = re.search(r"[\"']?rationale[\"']?\s*:\s*\"(.{0,1000})", body, re.DOTALL)
     if m:
         out["rationale"] = re.sub(r"\s+", " ", m.group(1)).strip()

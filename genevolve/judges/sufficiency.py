@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import re
 
-from genevolve.judges.base import ChatEndpoint, Judge, Scores, case_question, parse_json_reply
+from genevolve.judges.base import Judge, Scores, case_question
+from genevolve.judges.chat_endpoint import ChatEndpoint, parse_json_reply
+from genevolve.specs import read_flag
 from genevolve.program import (
     IMG_ID_RE,
     NUMBER_WORDS,
@@ -288,8 +290,8 @@ class SufficiencyJudge(Judge):
         checks, missing = {}, []
         for name in CHECKS:
             v = data.get(name)
-            if isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
-                v = v.strip().lower() in ("true", "yes", "1")
+            if isinstance(v, str) and read_flag(v) is not None:
+                v = read_flag(v)
             if not isinstance(v, (bool, int)) or v not in (0, 1, True, False):
                 missing.append(name)
             else:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from genevolve.judges.base import ChatEndpoint, Judge, Scores, case_question, image_data_uri, parse_json_reply
+from genevolve.judges.base import Judge, Scores, case_question, image_data_uri
+from genevolve.judges.chat_endpoint import ChatEndpoint, parse_json_reply
 
 WISE_WEIGHTS = {"culture": 0.40, "time": 0.12, "space": 0.12, "biology": 0.12, "physics": 0.12, "chemistry": 0.12}
 

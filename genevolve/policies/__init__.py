@@ -7,10 +7,17 @@ comes from the protocol profile (official: 0.6 / 0.9 / 4096), else the backend's
 
 from __future__ import annotations
 
-from genevolve.config import parse_spec
+from dataclasses import dataclass
+
 from genevolve.policies.base import Policy, PolicyError, complete
+from genevolve.specs import NoOptions, SamplingOptions, param, parse_spec, read_options
 
 __all__ = ["Policy", "PolicyError", "complete", "make_policy"]
+
+
+@dataclass
+class ReplayOptions:
+    id: str | None = param(None, "The record to replay when the file holds several (an official results.json).")
 
 
 def make_policy(spec: str, **kwargs) -> Policy:
@@ -18,32 +25,20 @@ def make_policy(spec: str, **kwargs) -> Policy:
     if s.kind == "planner":
         from genevolve.policies.planner import PlannerPolicy
 
+        read_options(NoOptions, s.params, backend="planner")
         return PlannerPolicy(**kwargs)
     if s.kind == "replay":
         from genevolve.policies.replay import ReplayPolicy
 
-        return ReplayPolicy(s.target, record=s.params.get("id"))
+        return ReplayPolicy(s.target, record=read_options(ReplayOptions, s.params, backend="replay").id)
     if s.kind == "openai":
         from genevolve.policies.openai import OpenAIPolicy
 
-        return OpenAIPolicy(model=s.target, base_url=s.base_url, **{**_spec_sampling(s), **kwargs})
+        sampling = read_options(SamplingOptions, s.params, backend="openai").given()
+        return OpenAIPolicy(model=s.target, base_url=s.base_url, **{**sampling, **kwargs})
     if s.kind in ("hf", "nano"):
         from genevolve.policies.local import LocalPolicy
 
-        sampling = _spec_sampling(s)
-        for key in ("temperature", "top_p", "max_tokens"):
-            s.params.pop(key, None)
-        if "max_tokens" in sampling:
-            sampling["max_new_tokens"] = sampling.pop("max_tokens")
-        policy = LocalPolicy.from_spec(s, **{**sampling, **kwargs})
-        policy.explicit_sampling = set(sampling) | {k for k in kwargs if k in ("temperature", "top_p", "max_new_tokens")}
-        return policy
+        return LocalPolicy.from_spec(s, **kwargs)
     raise ValueError(f"unknown policy spec '{spec}': use planner, nano, hf:<id-or-path>, "
                      "openai:<model>@<base_url> or replay:<file>")
-
-
-def _spec_sampling(s) -> dict:
-    """?temperature=&top_p=&max_tokens= from any policy spec (for openai, also after the base URL)."""
-    from genevolve.config import sampling_params
-
-    return sampling_params(s.params, s.raw)

@@ -33,9 +33,19 @@ from typing import Iterator, Sequence
 from genevolve.config import ASSETS
 from genevolve.policies.base import PolicyError
 from genevolve.protocol import TURN_END_STRINGS, truncate_at_turn_end
+from genevolve.specs import SamplingOptions, param, read_options
 
 NANO_ADAPTER_DIR = ASSETS / "adapters" / "nano"
 NANO_MAX_NEW_TOKENS = 384
+
+
+@dataclass
+class LocalOptions(SamplingOptions):
+    """What ``hf:`` and ``nano`` specs take after ``?``."""
+
+    four_bit: bool = param(False, "Load the weights as 4-bit NF4 (bitsandbytes).", key="4bit")
+    adapter: str | None = param(None, "A LoRA adapter folder (nano: none runs the untuned base).")
+    gguf: str | None = param(None, "The GGUF file inside the model folder to convert and load.")
 
 
 def nano_base_warning(adapter: str | None = None) -> str | None:
@@ -112,17 +122,23 @@ class LocalPolicy:
 
     @classmethod
     def from_spec(cls, spec, **kwargs) -> "LocalPolicy":
-        """``hf:<id-or-path>[?4bit=1&adapter=<path>&gguf=<file>]`` or ``nano[?4bit=1&adapter=<path>]``."""
-        params = dict(spec.params)
-        four_bit = str(params.pop("4bit", "0")).lower() in ("1", "true", "yes")
-        adapter = params.pop("adapter", None)
-        gguf = params.pop("gguf", None)
+        """``hf:<id-or-path>[?4bit=1&adapter=<path>&gguf=<file>]`` or ``nano[?4bit=1&adapter=<path>]``,
+        plus sampling (``&temperature=&top_p=&max_tokens=``); ``kwargs`` win over the spec."""
+        opts = read_options(LocalOptions, spec.params, backend=spec.kind)
+        sampling = opts.given()
+        if "max_tokens" in sampling:
+            sampling["max_new_tokens"] = sampling.pop("max_tokens")
+        explicit = set(sampling) | {k for k in kwargs if k in ("temperature", "top_p", "max_new_tokens")}
+        kwargs = {**sampling, **kwargs}
         if spec.kind == "nano":
-            return cls.nano(four_bit=four_bit, adapter=adapter, **kwargs)
-        if not spec.target:
+            policy = cls.nano(four_bit=opts.four_bit, adapter=opts.adapter, **kwargs)
+        elif not spec.target:
             raise PolicyError("hf policy needs a model: hf:<hub-id-or-local-path>")
-        return cls.load(spec.target, four_bit=four_bit, adapter=adapter, gguf_file=gguf,
-                        name=kwargs.pop("name", spec.raw or f"hf:{spec.target}"), **kwargs)
+        else:
+            policy = cls.load(spec.target, four_bit=opts.four_bit, adapter=opts.adapter, gguf_file=opts.gguf,
+                              name=kwargs.pop("name", spec.raw or f"hf:{spec.target}"), **kwargs)
+        policy.explicit_sampling = explicit  # what the profile's sampling must not override
+        return policy
 
     @classmethod
     def nano(cls, *, four_bit: bool = False, adapter: str | None = None, **kwargs) -> "LocalPolicy":
@@ -153,7 +169,7 @@ class LocalPolicy:
     def load(cls, model_id: str, *, four_bit: bool = False, adapter: str | None = None,
              gguf_file: str | None = None, device: str | None = None, dtype=None,
              chat_template: str | None = None, **kwargs) -> "LocalPolicy":
-        from genevolve.policies.models import convert_gguf, load_image_text_processor, resolve_model_path
+        from genevolve.policies.model_files import convert_gguf, load_image_text_processor, resolve_model_path
 
         import torch
 

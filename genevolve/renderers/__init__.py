@@ -2,55 +2,56 @@
 
 Specs (the same in CLI, app and config):
 ``layout`` · ``diffusers:<id-or-path>[?steps=N&offload=1&dtype=D&device=D]`` ·
-``service:<url>[,<url>…]`` · ``gemini[:<model>]``.
+``service:<url>[,<url>…][?size=official&num_images_per_prompt=N]`` · ``gemini[:<model>]``.
 Heavy libraries load inside the backend module that needs them, only when it is built.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from genevolve.renderers.base import RenderError, Renderer, as_program, check_size
+from genevolve.specs import NoOptions, param, parse_spec, read_options
 
 __all__ = ["RenderError", "Renderer", "make_renderer", "render_with_report"]
 
 RENDERER_SPECS = ("layout", "diffusers:<id-or-path>", "service:<url>[,<url>…]", "gemini[:<model>]")
 
 
+@dataclass
+class ServiceOptions:
+    size: str = param("ours", "ours: the program's size | official: the official runtime's sizes.")
+    num_images_per_prompt: int = param(1, "Images the service draws per request (the first is kept).")
+
+
 def make_renderer(spec: str) -> Renderer:
     """Build the renderer a spec names; unknown specs fail with the list of known ones."""
-    spec = (spec or "layout").strip()
-    kind, _, arg = spec.partition(":")
-    kind = kind.lower()
-    if kind == "layout":
+    s = parse_spec(spec or "layout")
+    if s.kind == "layout":
         from genevolve.renderers.layout import LayoutRenderer
+
+        read_options(NoOptions, s.params, backend="layout", error=RenderError)
         return LayoutRenderer()
-    if kind == "diffusers":
-        if not arg:
+    if s.kind == "diffusers":
+        if not s.target:
             raise RenderError("diffusers needs a model id or path: diffusers:<id-or-path>")
         from genevolve.renderers.diffusers import DiffusersRenderer
-        return DiffusersRenderer.from_spec(arg)
-    if kind == "service":
-        if not arg:
-            raise RenderError("service needs at least one URL: service:http://host:port[,http://host2:port]")
-        from urllib.parse import parse_qsl
 
+        return DiffusersRenderer.from_spec(s)
+    if s.kind == "service":
+        if not s.target:
+            raise RenderError("service needs at least one URL: service:http://host:port[,http://host2:port]")
         from genevolve.renderers.service import ServiceRenderer
-        urls, _, query = arg.partition("?")  # service:<url>[,<url>][?size=official&num_images_per_prompt=1]
-        opts = dict(parse_qsl(query))
-        unknown = set(opts) - {"size", "num_images_per_prompt"}
-        if unknown:
-            raise RenderError(f"unknown service option(s) {', '.join(sorted(unknown))}; "
-                              "use ?size=official and/or ?num_images_per_prompt=N")
-        try:
-            n = int(opts.get("num_images_per_prompt", 1))
-        except ValueError:
-            raise RenderError("num_images_per_prompt must be a whole number") from None
-        return ServiceRenderer([u.strip() for u in urls.split(",") if u.strip()], size_mode=opts.get("size", "ours"),
-                               num_images_per_prompt=n)
-    if kind == "gemini":
+
+        opts = read_options(ServiceOptions, s.params, backend="service", error=RenderError)
+        return ServiceRenderer([u.strip() for u in s.target.split(",") if u.strip()], size_mode=opts.size,
+                               num_images_per_prompt=opts.num_images_per_prompt)
+    if s.kind == "gemini":
         from genevolve.renderers.gemini import GeminiRenderer
-        return GeminiRenderer(model=arg or None)
+
+        read_options(NoOptions, s.params, backend="gemini", error=RenderError)
+        return GeminiRenderer(model=s.target or None)
     raise RenderError(f"unknown renderer {spec!r}; use one of: {', '.join(RENDERER_SPECS)}")
 
 

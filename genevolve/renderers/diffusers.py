@@ -18,7 +18,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from urllib.parse import parse_qsl
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -26,9 +26,24 @@ from genevolve.program import Program
 from genevolve.renderers.base import (
     Progress, Renderer, RenderError, as_program, check_size, default_size, fit_exact, load_references, round_to,
 )
+from genevolve.specs import Spec, env_flag, param, read_flag, read_options
 
 QWEN_EDIT_PLUS = "QwenImageEditPlusPipeline"
 DEFAULT_NEGATIVE = "blurry, low quality, distorted text, watermark"
+
+
+@dataclass
+class DiffusersOptions:
+    """What a ``diffusers:`` spec takes after ``?``."""
+
+    steps: int | None = param(None, "Denoising steps (default: the pipeline's).")
+    guidance: float | None = param(None, "guidance_scale.")
+    true_cfg: float | None = param(None, "true_cfg_scale (Qwen-Image).")
+    strength: float = param(0.75, "Image-to-image strength when the program has references.")
+    dtype: str | None = param(None, "float32 | float16 | bfloat16 (default: by device).")
+    device: str | None = param(None, "cuda, cuda:1, mps or cpu (default: the best there is).")
+    offload: str | None = param(None, "model | sequential | 1 (model) | 0 (none).")
+    negative: str | None = param(None, "Negative prompt.")
 
 
 def _pipeline_class_name(model: str) -> str | None:
@@ -50,14 +65,14 @@ def _pipeline_class_name(model: str) -> str | None:
 
 def _hub_offline() -> bool:
     """Downloads are off: HF_HUB_OFFLINE (as huggingface_hub reads it) or GENEVOLVE_OFFLINE."""
-    if os.environ.get("GENEVOLVE_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if env_flag("GENEVOLVE_OFFLINE"):
         return True
     try:
         from huggingface_hub import constants
 
         return bool(constants.HF_HUB_OFFLINE)
     except ImportError:
-        return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        return env_flag("HF_HUB_OFFLINE")
 
 
 class DiffusersRenderer(Renderer):
@@ -84,19 +99,13 @@ class DiffusersRenderer(Renderer):
         self.last_info: dict = {}
 
     @classmethod
-    def from_spec(cls, arg: str) -> "DiffusersRenderer":
-        model, _, query = arg.partition("?")
-        opts = dict(parse_qsl(query))
-        num = lambda k, f: f(opts[k]) if k in opts else None  # noqa: E731
-        offload = opts.get("offload")
-        if offload in ("1", "true", "yes"):
-            offload = "model"
-        elif offload in ("0", "false", "no"):
-            offload = None
-        return cls(model, steps=num("steps", int), guidance_scale=num("guidance", float),
-                   true_cfg_scale=num("true_cfg", float), strength=num("strength", float) or 0.75,
-                   dtype=opts.get("dtype"), device=opts.get("device"), offload=offload,
-                   negative_prompt=opts.get("negative"))
+    def from_spec(cls, spec: Spec) -> "DiffusersRenderer":
+        """From a parsed ``diffusers:<id-or-path>[?steps=N&…]`` spec (options: ``DiffusersOptions``)."""
+        o = read_options(DiffusersOptions, spec.params, backend="diffusers", error=RenderError)
+        flag = read_flag(o.offload)  # offload=1 means model offload, offload=0 none
+        offload = o.offload if flag is None else ("model" if flag else None)
+        return cls(spec.target, steps=o.steps, guidance_scale=o.guidance, true_cfg_scale=o.true_cfg,
+                   strength=o.strength, dtype=o.dtype, device=o.device, offload=offload, negative_prompt=o.negative)
 
     # ------------------------------------------------------------ loading
 

@@ -30,6 +30,7 @@ from genevolve.renderers.base import (
     Progress, Renderer, RenderError, as_program, check_size, decode_image_bytes, default_size, image_to_data_uri,
     load_references,
 )
+from genevolve.specs import spec_kind
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # The shared secret of a service started with `serve-renderer --token` (or this variable):
@@ -301,7 +302,7 @@ def renderer_for_pipeline(pipeline: str) -> Renderer:
     """What ``--pipeline`` names: ``layout``, any renderer spec, or a bare diffusers id/path."""
     from genevolve.renderers import make_renderer
 
-    if pipeline == "layout" or pipeline.split(":", 1)[0] in ("layout", "diffusers", "gemini"):
+    if spec_kind(pipeline) in ("layout", "diffusers", "gemini"):
         return make_renderer(pipeline)
     return make_renderer(f"diffusers:{pipeline}")
 

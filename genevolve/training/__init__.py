@@ -2,14 +2,17 @@
 
 Modules, one concern each:
   config.py      TrainingConfig (shared fields, help text per field), ModelConfig, YAML loading
-  common.py      seeding, optimizer and schedule, SIGTERM stop, the process group (Distributed)
+  distributed.py the process group (Distributed: one process, several, DeepSpeed), is_main_process
+  optimizer.py   AdamW with warm-up and cosine decay
+  rng.py         seeding, and the RNG state a checkpoint saves
+  stopping.py    GracefulStop: SIGTERM/SIGINT finish the step, checkpoint, exit 0
   data.py        chat messages -> token ids with assistant / decision masks; SFT and prompt loading
   modeling.py    loading a policy to train (LoRA, frozen vision, checkpointing); log-probs only
                  at the positions that carry a loss
   sft.py         SFTConfig + train_sft (our loop; correct under several processes)
   grpo.py        GRPOConfig (agent, reward and sdl sections), rollout tools, train_grpo
   grpo_trainer.py  AgentGRPOTrainer: TRL's GRPOTrainer with our agent rollouts, rewards, SDL term
-  rewards.py     HybridReward (render + judge + sufficiency), KeywordReward (a verifiable rule)
+  rewards.py     RewardConfig, HybridReward (render + judge + sufficiency), KeywordReward (a rule)
   sdl.py         Decision Guides, distillers, GuideBuffer, retrieve_guide, the SDL loss
   metrics.py     run-directory files; checkpoint.py exact resume; commands.py the CLI
   tiny.py        a tiny word-level Gemma 3 for CI (``model: tiny:gemma3``)

@@ -17,7 +17,7 @@ train_app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 def _run(kind: str, config: Path, run_dir: Optional[str], max_steps: Optional[int], fresh: bool) -> None:
-    from genevolve.training.common import config_from_file
+    from genevolve.training.config import config_from_file
 
     overrides = {"run_dir": run_dir, "max_steps": max_steps}
     if fresh:
@@ -34,7 +34,7 @@ def _run(kind: str, config: Path, run_dir: Optional[str], max_steps: Optional[in
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    from genevolve.training.common import is_main_process
+    from genevolve.training.distributed import is_main_process
 
     if is_main_process():  # one line from a multi-process launch, as from one process
         typer.echo(json.dumps(result))

@@ -25,6 +25,7 @@ from genevolve.embeddings import DEFAULT_MODEL
 from genevolve.program import IMG_ID_RE
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 from genevolve.training.config import TrainingConfig, option
+from genevolve.training.rewards import RewardConfig
 from genevolve.training.sdl import GATE
 
 
@@ -40,20 +41,6 @@ class SDLConfig:
     distiller: str | None = option(None, "openai:<model>@<base_url> writes guides; None: contrastive, offline.")
     store_path: str | None = option(None, "SQLite store for guides; None: the settings' store (the studio shows it).")
     rho_max: float = option(2.0, "Clip of the importance weight π_θ/π_old in the SDL term.")
-
-
-@dataclass
-class RewardConfig:
-    kind: str = option("hybrid", "hybrid: R = w·R_img + (1−w)·R_text | keywords: share of the row's keywords named.")
-    w: float = option(0.5, "Hybrid: weight of the image reward.")
-    renderer: str = option("layout", "Hybrid: renderer spec the program is drawn with.")
-    judge: str = option("local", "Hybrid: image judge spec (local, kscore:<model>@<url>, ...).")
-    sufficiency: str = option("sufficiency", "Hybrid: judge spec of the text (sufficiency) reward.")
-    keywords_field: str = option("keywords", "Keywords: the prompt-row field listing the words to name.")
-
-    @classmethod
-    def from_string(cls, kind: str) -> "RewardConfig":
-        return cls(kind=kind)
 
 
 @dataclass
@@ -164,7 +151,7 @@ def train_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = Fal
 
         return run_grpo(cfg, reward_fn=reward_fn, tools=tools, quiet=quiet, probe=probe)
     except Exception as exc:
-        from genevolve.training.common import is_main_process
+        from genevolve.training.distributed import is_main_process
 
         if is_main_process():
             RunFiles(cfg.run_dir).status("failed", message=f"{type(exc).__name__}: {exc}"[:2000])

@@ -527,7 +527,7 @@ def _trl_args(cfg: GRPOConfig, output_dir: Path) -> trl.GRPOConfig:
 
 
 def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False, probe=None) -> dict:
-    from genevolve.training.common import GracefulStop
+    from genevolve.training.stopping import GracefulStop
     from genevolve.training.metrics import progress
 
     with GracefulStop() as stop:
@@ -560,7 +560,10 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
 
     from datasets import Dataset
 
-    from genevolve.training.common import GracefulStop, config_to_dict, prepare_process_group, seed_all
+    from genevolve.training.config import config_to_dict
+    from genevolve.training.distributed import prepare_process_group
+    from genevolve.training.rng import seed_all
+    from genevolve.training.stopping import GracefulStop
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; we pin trl
     # TRL toggles checkpointing around no-grad passes with the names transformers 5 deprecates.

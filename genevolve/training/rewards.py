@@ -15,6 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from genevolve.trajectory import Trajectory
+from genevolve.training.config import config_from_dict, option
+
+
+@dataclass
+class RewardConfig:
+    kind: str = option("hybrid", "hybrid: R = w·R_img + (1−w)·R_text | keywords: share of the row's keywords named.")
+    w: float = option(0.5, "Hybrid: weight of the image reward.")
+    renderer: str = option("layout", "Hybrid: renderer spec the program is drawn with.")
+    judge: str = option("local", "Hybrid: image judge spec (local, kscore:<model>@<url>, ...).")
+    sufficiency: str = option("sufficiency", "Hybrid: judge spec of the text (sufficiency) reward.")
+    keywords_field: str = option("keywords", "Keywords: the prompt-row field listing the words to name.")
+
+    @classmethod
+    def from_string(cls, kind: str) -> "RewardConfig":
+        return cls(kind=kind)
 
 
 @dataclass
@@ -112,18 +127,15 @@ class HybridReward:
         return Reward(total, {"r_img": r_img, "r_text": r_text}, info, timings)
 
 
-def make_reward(spec, *, image_dir: str | None = None) -> RewardFn:
-    """From config: a ``grpo.RewardConfig``, or its dict / kind string (``{"kind": "hybrid", "w": 0.5,
-    "judge": "local", "renderer": "layout", "sufficiency": "sufficiency"}`` or ``{"kind": "keywords"}``)."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(spec):
-        spec = dataclasses.asdict(spec)
-    spec = {"kind": spec} if isinstance(spec, str) else dict(spec or {"kind": "hybrid"})
-    kind = spec.pop("kind", "hybrid")
-    field_name = spec.pop("keywords_field", "keywords")
-    if kind == "hybrid":
-        return HybridReward(image_dir=image_dir, **spec)
-    if kind == "keywords":
-        return KeywordReward(field_name)
-    raise ValueError(f"unknown reward kind '{kind}': use hybrid or keywords")
+def make_reward(cfg: RewardConfig | dict | str | None, *, image_dir: str | None = None) -> RewardFn:
+    """The reward a ``RewardConfig`` describes (a dict of its fields, or a kind string, is read into one)."""
+    if cfg is None or isinstance(cfg, str):
+        cfg = RewardConfig(kind=cfg or "hybrid")
+    elif isinstance(cfg, dict):
+        cfg = config_from_dict(RewardConfig, cfg)
+    if cfg.kind == "hybrid":
+        return HybridReward(renderer=cfg.renderer, judge=cfg.judge, sufficiency=cfg.sufficiency, w=cfg.w,
+                            image_dir=image_dir)
+    if cfg.kind == "keywords":
+        return KeywordReward(cfg.keywords_field)
+    raise ValueError(f"unknown reward kind '{cfg.kind}': use hybrid or keywords")

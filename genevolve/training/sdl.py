@@ -219,8 +219,8 @@ class LLMDistiller:
     name = "llm"
 
     def __init__(self, spec: str, **endpoint_kw):
-        from genevolve.config import parse_spec
-        from genevolve.judges.base import endpoint_from_spec
+        from genevolve.judges.chat_endpoint import endpoint_from_spec
+        from genevolve.specs import parse_spec
 
         s = parse_spec(spec if spec.startswith("openai:") else f"openai:{spec}")
         self.endpoint = endpoint_from_spec(s, **endpoint_kw)
@@ -236,7 +236,7 @@ class LLMDistiller:
         user = json.dumps({"request": request, "better_attempt": describe(best, best_reward),
                            "worse_attempt": describe(worst, worst_reward)}, ensure_ascii=False)[:12000]
         try:
-            from genevolve.judges.base import parse_json_reply
+            from genevolve.judges.chat_endpoint import parse_json_reply
 
             reply = self.endpoint.complete([{"role": "system", "content": _DISTILL_PROMPT},
                                             {"role": "user", "content": user}])

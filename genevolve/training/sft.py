@@ -81,7 +81,7 @@ def train_sft(cfg: SFTConfig, *, quiet: bool = False, probe=None) -> dict:
     ``probe(model)``, when given, is called on every process with its trained model at the end
     (the multi-process tests compare the ranks' weights with it).
     """
-    from genevolve.training.common import is_main_process
+    from genevolve.training.distributed import is_main_process
     from genevolve.training.metrics import RunFiles
 
     try:
@@ -95,9 +95,13 @@ def train_sft(cfg: SFTConfig, *, quiet: bool = False, probe=None) -> dict:
 def _train_sft(cfg: SFTConfig, quiet: bool, probe=None) -> dict:
     """The loop. With several processes rank 0 alone writes the run folder; each rank takes every
     world-th example of one stream, and the summed gradients make a step equal to a one-process
-    step over the same global batch (``common.Distributed``)."""
+    step over the same global batch (``distributed.Distributed``)."""
     from genevolve.training.checkpoint import latest_checkpoint, load_checkpoint, mark_best, save_checkpoint
-    from genevolve.training.common import Distributed, GracefulStop, config_to_dict, make_optimizer, seed_all
+    from genevolve.training.config import config_to_dict
+    from genevolve.training.distributed import Distributed
+    from genevolve.training.optimizer import make_optimizer
+    from genevolve.training.rng import seed_all
+    from genevolve.training.stopping import GracefulStop
     from genevolve.training.data import ConversationEncoder, load_sft_records, split_records
     from genevolve.training.metrics import RunFiles, progress
     from genevolve.training.modeling import (collate, load_for_training, loss_token_count, sft_loss_sum,

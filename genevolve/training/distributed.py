@@ -1,61 +1,11 @@
-"""What both trainers share at run time: seeding, optimizer and schedule, a clean stop on SIGTERM,
-and the process group (``Distributed``). Config loading lives in ``config.py`` (re-exported here)."""
+"""The process group of a training run: one process, several (torchrun / accelerate launch), or
+DeepSpeed ZeRO-3; and whether this process is the main one (rank 0), which alone writes run files."""
 
 from __future__ import annotations
 
 import os
-import random
-import signal
-import threading
 
-from genevolve.training.config import config_from_dict, config_from_file, config_to_dict  # noqa: F401
-
-
-def seed_all(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def make_optimizer(params, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
-    """AdamW with linear warm-up then cosine decay to 10% of the peak rate."""
-    import torch
-    from transformers import get_cosine_with_min_lr_schedule_with_warmup
-
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
-    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1), min_lr_rate=0.1)
-    return opt, sched
-
-
-class GracefulStop:
-    """SIGTERM/SIGINT set a flag; the trainer checkpoints at the end of the step and exits 0.
-
-    The studio starts trainers as subprocesses and stops them with SIGTERM; a stop mid-step
-    must never leave a half-written checkpoint.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second signal: give up waiting
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
+from genevolve.specs import env_flag
 
 
 class Distributed:
@@ -184,7 +134,7 @@ def prepare_process_group():
 
     if _launched_with_several_processes() and not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
-    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+    return PartialState(cpu=env_flag("ACCELERATE_USE_CPU"))
 
 
 def is_main_process() -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from genevolve.specs import env_flag
+
 
 def model_cache_dir() -> Path:
     """Where converted models live: shared by tests and runs, so not under GENEVOLVE_HOME."""
@@ -77,7 +79,7 @@ def resolve_model_path(model_id: str) -> Path:
         return Path(snapshot_download(model_id, local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached; try the hub unless offline
         pass
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    offline = env_flag("HF_HUB_OFFLINE")
     try:
         if offline:
             raise OSError("HF_HUB_OFFLINE is set")
