@@ -336,3 +336,15 @@ def test_a_stream_request_answered_with_a_web_page():
     with RawServer(script) as server:
         with pytest.raises(ChatEndpointError, match=r"answered a stream request with 'text/html', not an event "):
             list(ChatStreamClient(server.base_url, "EMPTY", timeout=5).stream(body()))
+
+
+def test_a_lone_surrogate_escape_in_the_text_is_passed_on():
+    # Valid JSON that the fast parser refuses; the standard one reads it, as before.
+    raw = ('data: {"choices": [{"index": 0, "delta": {"content": "a\\ud800b"}, "finish_reason": null}]}\n\n'
+           + event(None, "stop") + "data: [DONE]\n\n").encode()
+
+    def script(handler, request):
+        send_sse(handler, raw)
+
+    with RawServer(script) as server:
+        assert "".join(ChatStreamClient(server.base_url, "EMPTY", timeout=5).stream(body())) == "a\ud800b"

@@ -36,6 +36,11 @@ from typing import Iterator, Sequence
 
 from genevolve.policies.base import PolicyError
 
+try:  # one JSON parse per streamed event: orjson takes ~1 us where json takes ~6
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is in requirements.txt
+    _fast_loads = json.loads
+
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 MAX_RETRY_AFTER_S = 60.0
 
@@ -238,10 +243,13 @@ def _sse_data(chunks) -> Iterator[bytes]:
 def _parse_chunk(data: bytes, base_url: str) -> tuple[str, str | None]:
     """(delta text, finish reason) of one ``chat.completion.chunk``; an error event raises."""
     try:
-        chunk = json.loads(data)
-    except ValueError as exc:
-        text = data.decode("utf-8", "replace")
-        raise ChatEndpointError(f"{base_url} sent an event that is not JSON: {text[:80]!r}") from exc
+        chunk = _fast_loads(data)
+    except ValueError:
+        try:  # what orjson refuses and json reads (a lone surrogate escape in the text)
+            chunk = json.loads(data)
+        except ValueError as exc:
+            text = data.decode("utf-8", "replace")
+            raise ChatEndpointError(f"{base_url} sent an event that is not JSON: {text[:80]!r}") from exc
     if not isinstance(chunk, dict):
         return "", None
     if chunk.get("error"):
