@@ -10,9 +10,9 @@ Per streamed event, the layers above the connection cost more than the event its
 endpoint sends one event per token or so), so the hot path is kept short: requests go straight to
 the pool ``httpx.Client`` picked for the URL (its proxy from the environment, or the direct pool),
 without the client's per-request cookie, auth and redirect handling that a chat endpoint never
-uses, and the body is split into events here (``_sse_data``) rather than through ``httpx-sse``'s
-text and line iterators. Measured on one streamed turn of ~40 events: 1.8 ms -> 1.25 ms CPU
-(``benchmarks/runtime_vs_official.py``, ``client`` table).
+uses; the body is split into events here (``_sse_data``) rather than through ``httpx-sse``'s
+text and line iterators, and each event is parsed with orjson. One streamed turn of ~40 events,
+measured back to back: ~1.8 -> ~1.0 ms CPU (docs/bench/runtime.md, "Round 2").
 
 What it still does like the SDK: retries connection failures and 408/409/429/5xx answers
 (honouring ``retry-after-ms`` / ``retry-after``, else exponential backoff) before any text has
