@@ -1,13 +1,16 @@
 """SQLite store: runs (trajectories), audits, Decision Guides and background jobs.
 
-One file, WAL mode, a short-lived connection per operation so that threads (the studio's
-workers, the bench runner) and processes (a training job) can share it safely.
+One file, WAL mode, one connection per thread (and process), each operation one transaction,
+so that threads (the studio's workers, the bench runner) and processes (a training job) can
+share it safely.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -81,6 +84,8 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._crossed_fork: list[sqlite3.Connection] = []
         with self.connect() as db:
             db.executescript(SCHEMA)
             _add_missing_columns(db)
@@ -91,15 +96,31 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
+        """This thread's connection; the block is one transaction (rolled back if it raises)."""
+        db = self._thread_connection()
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             yield db
             db.commit()
-        finally:
-            db.close()
+        except BaseException:
+            db.rollback()
+            raise
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        # Kept per thread: opening a connection and setting its pragmas cost a third of saving a
+        # trajectory (~0.15 of ~0.5 ms), and a kept connection reuses its prepared statements.
+        held = getattr(self._local, "db", None)
+        if held is not None:
+            pid, db = held
+            if pid == os.getpid():
+                return db
+            # Opened before a fork: the child must not use (or close) it; it opens its own.
+            self._crossed_fork.append(db)
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        self._local.db = (os.getpid(), db)
+        return db
 
     # ------------------------------------------------------------------ runs
 

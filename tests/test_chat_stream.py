@@ -279,3 +279,72 @@ def test_non_streaming_complete_and_extra_fields():
         assert client.complete(body(temperature=0.6, top_p=0.9)) == ANSWER[: -len("</answer>")]
         sent = server.requests[0]
         assert sent["stream"] is False and sent["top_p"] == 0.9 and sent["temperature"] == 0.6
+
+
+# ---------------------------------------------------------------------- the wire, byte by byte
+
+def test_cr_line_ends_a_crlf_split_across_chunks_and_multi_line_data():
+    text = "<think>lines end three ways</think>"
+    first, second = event(text[:10]), event(text[10:])
+    # Lone CRs end the lines of one event, CRLFs those of the next; the finish event's JSON spans
+    # two data lines (joined by a newline, which JSON reads as space), and the HTTP chunk ends
+    # between the CR and the LF of its first line: that CRLF is one line end, not two.
+    head = 'data: {"choices": [{"index": 0, "delta": {},\r'
+    finish = head + '\ndata:  "finish_reason": "stop"}]}\r\n\r\n'
+    raw = (first.replace("\n", "\r") + second.replace("\n", "\r\n") + finish + "data: [DONE]\n\n").encode()
+    cut = len(first) + len(second) + 2 + len(head)  # (second grew by two CRs)
+
+    def script(handler, request):
+        send_sse(handler, raw, piece=cut)
+
+    with RawServer(script) as server:
+        assert "".join(ChatStreamClient(server.base_url, "EMPTY", timeout=5).stream(body())) == text
+
+
+def test_stream_headers_and_a_server_that_compresses_anyway():
+    import gzip
+
+    raw = (event(SEARCH) + event(None, "stop") + "data: [DONE]\n\n").encode()
+    seen = []
+
+    def script(handler, request):
+        seen.append({k.lower(): v for k, v in handler.headers.items()})
+        data = gzip.compress(raw)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    with RawServer(script) as server:
+        assert "".join(ChatStreamClient(server.base_url, "sk-test", timeout=5).stream(body())) == SEARCH
+    headers = seen[0]
+    assert headers["accept"] == "text/event-stream" and headers["accept-encoding"] == "identity"
+    assert headers["authorization"] == "Bearer sk-test" and headers["content-type"] == "application/json"
+
+
+def test_a_stream_request_answered_with_a_web_page():
+    def script(handler, request):
+        page = b"<html>login required</html>"
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(page)))
+        handler.end_headers()
+        handler.wfile.write(page)
+
+    with RawServer(script) as server:
+        with pytest.raises(ChatEndpointError, match=r"answered a stream request with 'text/html', not an event "):
+            list(ChatStreamClient(server.base_url, "EMPTY", timeout=5).stream(body()))
+
+
+def test_a_lone_surrogate_escape_in_the_text_is_passed_on():
+    # Valid JSON that the fast parser refuses; the standard one reads it, as before.
+    raw = ('data: {"choices": [{"index": 0, "delta": {"content": "a\\ud800b"}, "finish_reason": null}]}\n\n'
+           + event(None, "stop") + "data: [DONE]\n\n").encode()
+
+    def script(handler, request):
+        send_sse(handler, raw)
+
+    with RawServer(script) as server:
+        assert "".join(ChatStreamClient(server.base_url, "EMPTY", timeout=5).stream(body())) == "a\ud800b"

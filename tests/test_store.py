@@ -91,3 +91,38 @@ def test_concurrent_writers(tmp_path):
     for th in threads:
         th.join()
     assert len(store.list_runs()) == 24
+
+
+def test_a_failed_block_rolls_back_and_the_connection_goes_on(tmp_path):
+    import pytest
+
+    store = Store(tmp_path / "g.db")
+    store.save_trajectory(make_traj("kept"))
+    with pytest.raises(RuntimeError):
+        with store.connect() as db:
+            db.execute("DELETE FROM runs")
+            raise RuntimeError("mid-transaction")
+    assert [r["request"] for r in store.list_runs()] == ["kept"]  # the delete was undone
+    store.save_trajectory(make_traj("after"))  # the same thread's connection still works
+    other = Store(tmp_path / "g.db")  # and another connection sees both committed rows
+    assert sorted(r["request"] for r in other.list_runs()) == ["after", "kept"]
+
+
+def test_a_forked_child_opens_its_own_connection(tmp_path):
+    import os
+
+    store = Store(tmp_path / "g.db")
+    store.save_trajectory(make_traj("parent"))
+    pid = os.fork()
+    if pid == 0:  # the child: write through the store it inherited, report by exit code
+        code = 1
+        try:
+            store.save_trajectory(make_traj("child"))
+            code = 0 if len(store.list_runs()) == 2 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(r["request"] for r in store.list_runs()) == ["child", "parent"]
+    store.save_trajectory(make_traj("parent again"))  # the parent's connection is untouched
+    assert len(store.list_runs()) == 3

@@ -59,6 +59,11 @@ def test_grpo_with_sdl_resumes_exactly(tmp_path):
     assert any(m["guides_added"] for m in a) and any(m["trained_samples"] for m in a)
     for x, y in zip(a, b, strict=True):
         assert not _same(x, y, COMPARED), (x["step"], _same(x, y, COMPARED))
+    # Started again once done, the run resumes from its final checkpoint (step 5, mid-epoch: two
+    # steps per epoch) and has nothing left to train: no sixth step, no sixth row.
+    again = train_grpo(cfg("resumed"), quiet=True)
+    assert again == {"state": "done", "step": 5, "run_dir": str(tmp_path / "resumed")}
+    assert [m["step"] for m in read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4, 5]
 
 
 def test_sft_resumes_exactly(tmp_path):

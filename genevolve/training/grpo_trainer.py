@@ -69,6 +69,16 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
         sampler.__class__ = _EpochSeededRepeatSampler
         return sampler
 
+    def _run_epoch(self, *args, **kwargs):
+        # Resuming from a checkpoint at max_steps (a run killed after its final save, or one run
+        # again once done): the Trainer would fast-forward into the last epoch and take one more
+        # update before its max_steps check (step 6 of 5) when max_steps is not a whole number of
+        # epochs. Nothing is left to train; the checkpoint's weights are already loaded.
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return
+        return super()._run_epoch(*args, **kwargs)
+
     # ---------------------------------------------------------------- rollouts
     def _generate_and_score_completions(self, inputs):
         self._batch_rows = inputs  # the dataset rows (case_index) behind the prompts _rollout gets
