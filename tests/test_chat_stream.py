@@ -228,16 +228,20 @@ def test_client_errors_are_not_retried(status, message):
         assert len(server.requests) == 1
 
 
-def test_a_proxy_error_page_that_is_not_json():
+def _html_page(status: int, page: bytes):
+    """A RawServer script that answers every request with a web page."""
     def script(handler, request):
-        page = b"<html><body>502 Bad Gateway</body></html>"
-        handler.send_response(502)
+        handler.send_response(status)
         handler.send_header("Content-Type", "text/html")
         handler.send_header("Content-Length", str(len(page)))
         handler.end_headers()
         handler.wfile.write(page)
 
-    with RawServer(script) as server:
+    return script
+
+
+def test_a_proxy_error_page_that_is_not_json():
+    with RawServer(_html_page(502, b"<html><body>502 Bad Gateway</body></html>")) as server:
         with pytest.raises(ChatEndpointError, match=r"answered 502: <html><body>502 Bad Gateway"):
             list(ChatStreamClient(server.base_url, "EMPTY", timeout=5, max_retries=0).stream(body()))
 
@@ -325,15 +329,7 @@ def test_stream_headers_and_a_server_that_compresses_anyway():
 
 
 def test_a_stream_request_answered_with_a_web_page():
-    def script(handler, request):
-        page = b"<html>login required</html>"
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/html")
-        handler.send_header("Content-Length", str(len(page)))
-        handler.end_headers()
-        handler.wfile.write(page)
-
-    with RawServer(script) as server:
+    with RawServer(_html_page(200, b"<html>login required</html>")) as server:
         with pytest.raises(ChatEndpointError, match=r"answered a stream request with 'text/html', not an event "):
             list(ChatStreamClient(server.base_url, "EMPTY", timeout=5).stream(body()))
 
