@@ -135,6 +135,11 @@ class _CountingUpstream(BaseHTTPRequestHandler):
             cls.in_flight += 1
             cls.peak = max(cls.peak, cls.in_flight)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        # Hold the answer until a second request arrives (or 5 s pass), so a loaded machine that is
+        # slow to start the client's threads still shows the overlap the client allows.
+        deadline = time.monotonic() + 5
+        while cls.in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(0.2)
         buf = io.BytesIO()
         Image.new("RGB", (body["width"], body["height"]), (10, 120, 200)).save(buf, format="PNG")
