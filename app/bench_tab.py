@@ -92,10 +92,10 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
                 return (gr.skip(),) * len(outs)
             out = [case["question"]]
             if uploads_box is not None:
-                from app.generate_tab import _copy_uploads
+                from app.generate_tab import copy_uploads
 
                 refs = [p for p in case.get("images") or [] if isinstance(p, str) and Path(p).is_file()]
-                kept, _ = _copy_uploads(sessions.session_id(sid_value, request), refs)
+                kept, _ = copy_uploads(sessions.session_id(sid_value, request), refs)
                 out.append(kept or None)
             if tabs is not None:
                 out.append(gr.Tabs(selected="generate"))

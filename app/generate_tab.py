@@ -21,6 +21,7 @@ from app import live_runs, optional_parts, sessions, storage, upload_limits, zer
 from app.markup import esc
 from app.trajectory_view import EventPanel, program_html, verification_html
 from genevolve.event_view import EventView
+from genevolve.specs import spec_kind
 from genevolve.trajectory import WarningEvent
 
 POLICY_CHOICES = ["planner", "nano", "hf:Qwen/Qwen3-VL-2B-Instruct", "openai:gpt-4o-mini@https://api.openai.com/v1"]
@@ -75,7 +76,7 @@ def _renderer(spec: str):
 # ---------------------------------------------------------------- hints for the chosen backends
 
 def _policy_kind(spec: str | None) -> str:
-    return (spec or "planner").strip().split(":", 1)[0].split("?", 1)[0].lower()
+    return spec_kind(spec, "planner")
 
 
 def nano_card_text() -> str:
@@ -94,7 +95,7 @@ def nano_card_text() -> str:
 def policy_hint(spec: str | None) -> str:
     """One line on what the chosen policy is and what running it costs."""
     spec = (spec or "planner").strip()
-    kind = spec.split(":", 1)[0].split("?", 1)[0].lower()
+    kind = _policy_kind(spec)
     if kind == "planner":
         return "planner: a rule-based expert; runs offline in about a second, no model"
     if kind == "nano":
@@ -265,7 +266,7 @@ def restore_form(sid_value, request: gr.Request = None):
 def accept_uploads(uploads, sid_value, request: gr.Request = None):
     """Keep the uploads that are real images within the limits (copied into the session); say why others were refused."""
     sid = sessions.session_id(sid_value, request)
-    kept, refused = _copy_uploads(sid, uploads)
+    kept, refused = copy_uploads(sid, uploads)
     msg = "".join(f"✗ {esc(r)}  \n" for r in refused)
     return kept or None, msg
 
@@ -327,7 +328,7 @@ def _write_downloads(sid: str, traj, image_path: str | None, verification: dict 
     return files
 
 
-def _copy_uploads(sid: str, uploads) -> tuple[list[str], list[str]]:
+def copy_uploads(sid: str, uploads) -> tuple[list[str], list[str]]:
     """Copy valid images into the session's uploads folder; returns (kept paths, reasons for the refused)."""
     kept, refused = [], []
     if not uploads:
@@ -414,7 +415,7 @@ def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer
     if not text:
         yield {"status": "Write a request first."}
         return
-    kept, refused = _copy_uploads(sid, uploads)
+    kept, refused = copy_uploads(sid, uploads)
     if refused:
         yield {"status": "✗ " + esc("; ".join(refused))}
         return
@@ -470,7 +471,7 @@ def _work(run, sid: str, params: dict) -> None:
 
 def _early_warnings(policy_spec: str) -> list[str]:
     """Warnings due before the first round (e.g. nano without a trained adapter), not after it."""
-    if policy_spec.split("?", 1)[0].split(":", 1)[0].strip().lower() != "nano":
+    if _policy_kind(policy_spec) != "nano":
         return []
     from genevolve.policies.local import nano_base_warning
 
