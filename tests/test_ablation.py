@@ -113,3 +113,4 @@ def test_ship_choice_needs_an_interval_above_zero_against_sft():
     assert ship_choice([row("sft+grpo", 0.05, -0.02)], adapters) == "sft"  # better on average, not shown
     assert ship_choice([row("sft+grpo", 0.05, 0.01), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo_sdl"
     assert ship_choice([row("sft+grpo+sdl", 0.08, 0.02)], {"sft": 1}) == "sft"  # no such adapter on disk
+    assert ship_choice([row("sft+grpo", 0.08, 0.02), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo"  # a tie

@@ -321,9 +321,10 @@ def grpo_chart(out: Path, path: Path) -> Path | None:
 
 def ship_choice(pairs: list[dict], adapters) -> str:
     """The stage to ship from the paired comparisons against SFT (``ablation.paired`` rows)."""
-    against_sft = [(p["delta"], k) for k, label in LABELS.items() if k != "sft" and k in adapters
+    stages = list(LABELS)
+    against_sft = [(p["delta"], -stages.index(k), k) for k, label in LABELS.items() if k != "sft" and k in adapters
                    for p in pairs if p["system"] == label and p["baseline"] == "sft" and p["delta_ci95"][0] > 0]
-    return max(against_sft)[1] if against_sft else "sft"
+    return max(against_sft)[2] if against_sft else "sft"  # a tie goes to the earlier, simpler stage
 
 
 def _gemma_tokenizer():

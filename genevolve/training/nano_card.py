@@ -221,6 +221,13 @@ the research behind it, so the trained policy consults skills and searches less 
 does. A reward term for grounded evidence (facts from `search` that reach the program) is the
 next thing to add, and more steps and prompts would show whether the gain holds.
 
+GRPO+SDL distilled a Decision Guide from most groups (the guides column), but in six steps no
+later prompt came within the 0.84 gate of a stored guide's request, so the SDL term never applied
+(its KL column is empty) and the stage is GRPO with other samples: its rows differ from GRPO's by
+sampling alone, and so does its evaluation. The gate opens when prompts recur (epochs over the
+pool) or nearly repeat; six prompts drawn from a pool of 117 do neither. Running SDL for real here
+needs a run long enough to revisit the pool, which is hours of this CPU.
+
 Not done in this run: the LoRA vs full fine-tuning and bf16 vs fp32 comparison at equal steps
 (`benchmarks/nano_sft_recipe.py`), and longer GRPO runs; each step here is one prompt and six
 rollouts, a few minutes of this CPU.
