@@ -96,7 +96,8 @@ class NanoRecipe:
         for stage in stages or list(STAGES):
             if stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-            if self.done(stage) and not (stage == "eval" and (self.rescore or self.summary_only)):
+            # ship takes a second and follows the latest evaluation, so it runs again whenever asked.
+            if self.done(stage) and stage != "ship" and not (stage == "eval" and (self.rescore or self.summary_only)):
                 self.log(f"[nano] {stage}: done already")
                 continue
             self.log(f"[nano] {stage}: starting")
@@ -274,7 +275,7 @@ def grpo_section(out: Path) -> str | None:
     stages = grpo_rows(out)
     if not stages:
         return None
-    lines = ["| stage | step | reward mean ± sd in the group | valid programs | skill calls | rows trained | "
+    lines = ["| stage | step | reward mean ± sd in the group | ended in a program | skill calls | rows trained | "
              "SDL KL | guides added / gate hits | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for name, steps in stages.items():
         for m in steps:

@@ -50,7 +50,7 @@ only, batch 1 × 2 accumulated, learning rate 2e-4 with 8 warm-up steps (`config
 {sft}
 
 Wall time per stage, summed over every session that worked on it (2 CPU cores, shared with other
-work during most of the SFT stage):
+work during most of every stage, so these are upper bounds):
 
 {time}
 
