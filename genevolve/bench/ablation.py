@@ -243,8 +243,8 @@ def chart(summary: list[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [f"{r['system']}\n(n={r['requests']})" for r in summary]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
+    names = [f"{r['system']} (n={r['requests']})" for r in summary]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), constrained_layout=True)
     panels = [("valid", "valid program", None), ("quotes_kept", "quoted texts kept verbatim", None),
               ("reward", "mean hybrid reward (95% CI)", "reward_ci95")]
     for ax, (key, title, ci_key) in zip(axes, panels):
@@ -257,6 +257,7 @@ def chart(summary: list[dict], path: str | Path) -> Path:
         ax.set_ylim(0, 1.05)
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")  # long names never overlap
         for i, v in enumerate(vals):
             top = v + (err[1][i] if err else 0.0)  # above the interval's upper end, never on it
             ax.text(i, min(top + 0.03, 1.0), f"{v:.2f}", ha="center", fontsize=8)

@@ -203,6 +203,14 @@ class NanoRecipe:
                 runner.run(s)
         rows = {s.name: runner.rows(s.name) for s in systems if runner.rows(s.name)}
         if rows:
+            # SFT again on just the GRPO stages' sample, beside them, so the table and chart
+            # compare like with like (the paired table below gives the per-request difference).
+            sample_ids = {c["id"] for c in stratified_subset(cases, self.stage_requests)}
+            if "sft" in rows and any(LABELS[k] in rows for k in ("grpo", "grpo_sdl")):
+                same = [r for r in rows["sft"] if r["id"] in sample_ids]
+                rows = {**{k: v for k, v in rows.items() if k != "sft"}, "sft": rows["sft"],
+                        f"sft (same {len(same)})": same}
+                rows = {k: rows[k] for k in sorted(rows, key=_system_rank)}
             summary = summarise(rows)
             write_atomic(self.out / "eval" / "summary.json", json.dumps(summary, indent=2) + "\n")
             write_atomic(self.out / "eval" / "summary.md", markdown_table(summary) + "\n")
@@ -318,6 +326,14 @@ def grpo_chart(out: Path, path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _system_rank(name: str) -> int:
+    """Table order: the teacher, the untuned base, then the stages in training order."""
+    if name.startswith("sft (same"):
+        return 3
+    order = ["planner", "untuned", "sft", None, "sft+grpo", "sft+grpo+sdl"]
+    return order.index(name) if name in order else len(order)
 
 
 def ship_choice(pairs: list[dict], adapters) -> str:

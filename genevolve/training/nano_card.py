@@ -179,7 +179,9 @@ The ablation runs each system on the same held-out requests — a stratified 60 
 split's 126, none of whose entities were trained on — with the same offline tools, nano
 conversation, caps (8 rounds, 320 tokens per turn), layout renderer and judges
 (`genevolve/bench/ablation.py`). The untuned base is run on the first {untuned_n} of them only:
-it seldom ends a turn, so each request costs up to eight full turns (minutes on this CPU).
+it seldom ends a turn, so each request costs up to eight full turns (minutes on this CPU). The
+GRPO stages run a stratified 20 of the 60 (`--stage-requests`); the row *sft (same 20)* is the
+SFT adapter on exactly those, so rows of equal *requests* compare like with like.
 
 {ablation}
 
