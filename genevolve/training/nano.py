@@ -201,15 +201,14 @@ class NanoRecipe:
                 if self.rescore and runner.rows(s.name):
                     runner.rescore(s.name)
                 runner.run(s)
-        rows = {s.name: runner.rows(s.name) for s in systems if runner.rows(s.name)}
+        rows = {s.name: found for s in systems if (found := runner.rows(s.name))}
         if rows:
             # SFT again on just the GRPO stages' sample, beside them, so the table and chart
             # compare like with like (the paired table below gives the per-request difference).
             sample_ids = {c["id"] for c in stratified_subset(cases, self.stage_requests)}
             if "sft" in rows and any(LABELS[k] in rows for k in ("grpo", "grpo_sdl")):
                 same = [r for r in rows["sft"] if r["id"] in sample_ids]
-                rows = {**{k: v for k, v in rows.items() if k != "sft"}, "sft": rows["sft"],
-                        f"sft (same {len(same)})": same}
+                rows[f"sft (same {len(same)})"] = same
                 rows = {k: rows[k] for k in sorted(rows, key=_system_rank)}
             summary = summarise(rows)
             write_atomic(self.out / "eval" / "summary.json", json.dumps(summary, indent=2) + "\n")
