@@ -48,7 +48,7 @@ def run_variant(name: str, data: Path, steps: int, eval_records: int, work: Path
     wall = time.perf_counter() - t0
     rows = read_metrics(cfg.run_dir)
     train_rows = [r for r in rows if "step_s" in r]
-    return {"variant": name, "steps": steps, "wall_s": round(wall, 1),
+    return {"variant": name, "steps": steps, "eval_records": eval_records, "wall_s": round(wall, 1),
             "s_per_step": round(sum(r["step_s"] for r in train_rows) / len(train_rows), 2),
             "tokens_per_s": round(sum(r["tokens"] for r in train_rows) / sum(r["step_s"] for r in train_rows), 1),
             "first_loss": round(train_rows[0]["loss"], 3), "eval_loss": round(result["best_eval_loss"], 4)}
