@@ -47,3 +47,17 @@ def test_card_and_docs_carry_the_grpo_and_paired_sections(tmp_path):
     # An empty comparison (no shared requests yet) says it was not measured rather than showing a bare header.
     (tmp_path / "eval" / "paired.md").write_text("| h |\n|---|\n", encoding="utf-8")
     assert "paired" not in model_card_sections(tmp_path, "sft")
+
+
+def test_the_recipe_section_shows_every_sweep_run_with_its_command(tmp_path):
+    import json
+
+    row = lambda variant, s: {"variant": variant, "steps": 12, "eval_records": 8, "s_per_step": s,  # noqa: E731
+                              "tokens_per_s": 100.0, "eval_loss": 1.4}
+    (tmp_path / "recipe_sweep.json").write_text(json.dumps([row("lora-bf16", 6.7), row("lora-fp32", 4.2)]))
+    (tmp_path / "recipe_sweep_reversed.json").write_text(json.dumps([row("lora-fp32", 4.1)]))
+    docs = render_docs(model_card_sections(tmp_path, "sft"))
+    assert "--steps 12 --eval-records 8" in docs
+    assert "| lora-bf16 | 6.7 | 100.0 | 1.4 | recipe_sweep.json |" in docs
+    assert "| lora-fp32 | 4.1 | 100.0 | 1.4 | recipe_sweep_reversed.json |" in docs
+    assert "did not finish" not in docs
