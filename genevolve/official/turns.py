@@ -46,30 +46,29 @@ def format_nudge() -> str:
     return tool_response(FORMAT_NUDGE)
 
 
+def _json_object(match) -> dict | None:
+    """The JSON object a tag's match holds; None when there is no match or it is not an object."""
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def parse_turn(text: str) -> Turn:
     """Read a turn the way the official runtime does: answer first, then one tool call, strict JSON."""
     think_m = _THINK_RE.search(text)
     think = think_m.group(1).strip() if think_m else ""
-    m = _ANSWER_RE.search(text)
-    if m:
-        try:
-            answer = json.loads(m.group(1))
-        except ValueError:
-            answer = None
-        if isinstance(answer, dict):
-            return Turn(kind="answer", think=think, answer=answer, raw=text)
-    m = _TOOL_CALL_RE.search(text)
-    if m:
-        try:
-            payload = json.loads(m.group(1))
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict):
-            args = payload.get("arguments") or {}
-            if isinstance(args, dict):
-                name = payload.get("name") or ""
-                return Turn(kind="tool_call", think=think, raw=text,
-                            tool_call=ToolCall(str(name).strip(), args))
+    answer = _json_object(_ANSWER_RE.search(text))
+    if answer is not None:
+        return Turn(kind="answer", think=think, answer=answer, raw=text)
+    payload = _json_object(_TOOL_CALL_RE.search(text))
+    args = (payload.get("arguments") or {}) if payload is not None else None
+    if isinstance(args, dict):
+        name = payload.get("name") or ""
+        return Turn(kind="tool_call", think=think, raw=text, tool_call=ToolCall(str(name).strip(), args))
     return Turn(kind="error", think=think, raw=text,
                 error="no <answer>{…}</answer> or <tool_call>{…}</tool_call> with valid JSON")
 
