@@ -268,28 +268,31 @@ def test_concurrent_identical_calls_share_one_backend_call(tmp_path):
     assert tool({"query": "motorcycle"}, _ctx(tmp_path)).meta["cache"] == "hit" and library.calls == 1
 
 
+class _FirstCallWaits(SearchTool):
+    """Real search over the corpus, except the first call: it waits for ``gate`` (so the other
+    callers join it as waiters), then returns or raises what ``first`` gives."""
+
+    def __init__(self, first):
+        super().__init__(LocalCorpus(CORPUS))
+        self.first = first
+        self.calls = 0
+        self.gate = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, args, ctx):
+        with self._lock:
+            self.calls += 1
+            is_first = self.calls == 1
+        if is_first:
+            assert self.gate.wait(10)
+            return self.first()
+        return super().__call__(args, ctx)
+
+
 def test_a_failed_call_is_not_shared_as_a_success(tmp_path):
     from genevolve.tools.base import ToolResult
 
-    class FlakyOnce(SearchTool):
-        """Real search over the corpus; its first call fails (after the waiters joined), the rest work."""
-
-        def __init__(self):
-            super().__init__(LocalCorpus(CORPUS))
-            self.calls = 0
-            self.gate = threading.Event()
-            self._lock = threading.Lock()
-
-        def __call__(self, args, ctx):
-            with self._lock:
-                self.calls += 1
-                first = self.calls == 1
-            if first:
-                assert self.gate.wait(10)
-                return ToolResult(text="search failed: the index is being rebuilt", error="index rebuilding")
-            return super().__call__(args, ctx)
-
-    inner = FlakyOnce()
+    inner = _FirstCallWaits(lambda: ToolResult(text="search failed: the index is being rebuilt", error="index rebuilding"))
     cache = ToolCache(tmp_path / "cache.db")
     tool = CachedTool(inner, cache)
     threads, results, errors = _run_concurrently(lambda i: tool({"query": "Apollo 11 crew"}, _ctx(tmp_path)), 4)
@@ -309,23 +312,10 @@ def test_a_failed_call_is_not_shared_as_a_success(tmp_path):
 
 
 def test_a_leader_that_raises_releases_its_waiters(tmp_path):
-    class Exploding(SearchTool):
-        def __init__(self):
-            super().__init__(LocalCorpus(CORPUS))
-            self.calls = 0
-            self.gate = threading.Event()
-            self._lock = threading.Lock()
+    def crash():
+        raise RuntimeError("backend crashed")
 
-        def __call__(self, args, ctx):
-            with self._lock:
-                self.calls += 1
-                first = self.calls == 1
-            if first:
-                assert self.gate.wait(10)
-                raise RuntimeError("backend crashed")
-            return super().__call__(args, ctx)
-
-    inner = Exploding()
+    inner = _FirstCallWaits(crash)
     cache = ToolCache(tmp_path / "cache.db")
     tool = CachedTool(inner, cache)
     threads, results, errors = _run_concurrently(lambda i: tool({"query": "Vespa"}, _ctx(tmp_path)), 3)
