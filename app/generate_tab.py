@@ -41,8 +41,11 @@ _renderers: dict[str, object] = {}
 
 def compose_policy_spec(base: str, four_bit: bool, adapter: str | None) -> str:
     """The policy spec with the 4-bit and adapter options (only local models take them)."""
+    from genevolve.specs import spec_kind
+
     base = (base or "planner").strip()
-    if not base.split(":", 1)[0] in ("hf", "nano"):
+    # The kind, not the text before the first ":" ("nano?4bit=1" is a nano spec with no target).
+    if spec_kind(base) not in ("hf", "nano"):
         return base
     params = []
     if four_bit and "4bit=" not in base:

@@ -114,3 +114,17 @@ def test_ship_choice_needs_an_interval_above_zero_against_sft():
     assert ship_choice([row("sft+grpo", 0.05, 0.01), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo_sdl"
     assert ship_choice([row("sft+grpo+sdl", 0.08, 0.02)], {"sft": 1}) == "sft"  # no such adapter on disk
     assert ship_choice([row("sft+grpo", 0.08, 0.02), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo"  # a tie
+
+
+def test_adapter_source_is_relative_to_the_run_and_hashes_the_weights(tmp_path):
+    import hashlib
+
+    from genevolve.training.nano import adapter_source
+
+    ckpt = tmp_path / "run" / "grpo" / "checkpoints" / "checkpoint-6"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_model.safetensors").write_bytes(b"weights")
+    source = adapter_source("grpo", ckpt, tmp_path / "run")
+    assert source["checkpoint_in_run"] == "grpo/checkpoints/checkpoint-6"
+    assert source["adapter_model_sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert str(tmp_path) not in str(source)

@@ -1,4 +1,4 @@
-"""GRPO: advantages as TRL computes them, the group tool cache, the hybrid reward on a real
+"""GRPO: the advantages TRL trains with, logged as they are, the group tool cache, the hybrid reward on a real
 trajectory, and a tiny model whose mean reward rises under a verifiable rule."""
 
 from __future__ import annotations
@@ -16,19 +16,38 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def test_group_advantages_match_trls():
-    """rollouts.jsonl logs the advantages TRL trains with: (r - mean) / (unbiased std + 1e-4) per group."""
-    import torch
-    from trl.trainer.utils import nanstd
+def test_rollouts_log_trls_advantages_and_sample_at_the_configs_settings(tiny_gemma_path, tmp_path):
+    """rollouts.jsonl carries the advantages TRL weights the loss with, and the rollouts are sampled
+    at the config's temperature/top_p even under a profile with sampling defaults of its own."""
+    from genevolve.training.grpo import GRPOConfig
+    from genevolve.training.grpo_trainer import build_trainer
+    from genevolve.training.modeling import ModelConfig
+    from genevolve.training.rewards import Reward
 
-    from genevolve.training.grpo import group_advantages
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "r", "question": "draw a red cat"}) + "\n")
 
-    for rewards in ([1.0, 0.0, 0.0, 1.0], [0.25, 0.5, 1.0, 0.0, 0.0, 0.75]):
-        r = torch.tensor(rewards)
-        expected = ((r - r.mean()) / (nanstd(r) + 1e-4)).tolist()
-        assert [round(a, 5) for a in group_advantages(rewards)] == [round(e, 5) for e in expected]
-    assert group_advantages([0.5, 0.5, 0.5]) == [0.0, 0.0, 0.0]
-    assert group_advantages([2.0, 0.0], scale=False) == [1.0, -1.0]
+    def by_length(case, traj):  # a real function of the trajectory, so advantages are not all zero
+        return Reward(float(len(traj.steps[-1].assistant_text) % 5) if traj.steps else 0.0)
+
+    cfg = GRPOConfig(model=ModelConfig(name=str(tiny_gemma_path), dtype="float32", max_length=512),
+                     prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=1, group_size=4,
+                     max_new_tokens=12, tools="none", temperature=0.35, top_p=0.8, lr=1e-3)
+    cfg.agent.max_rounds = 1
+    cfg.agent.protocol = f"official:{REPO / 'tests' / 'official_standin'}"  # its own sampling: 0.6 / 0.9
+    trainer, _ = build_trainer(cfg, reward_fn=by_length)
+    policy = trainer.run.policy
+    assert (policy.temperature, policy.top_p, policy.max_new_tokens) == (0.35, 0.8, 12)
+    assert trainer.args.temperature == 0.35
+
+    trainer.model.train()  # as inside a training step
+    # One group of G=4: four separate row dicts, as TRL's sampler gives (TRL writes into each row).
+    out = trainer._generate_and_score_completions([dict(r) for r in trainer.train_dataset for _ in range(4)])
+    logged = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    advantages = [r["advantage"] for line in logged for r in line["rollouts"]]
+    assert advantages == pytest.approx(out["advantages"].tolist(), abs=1e-5)  # the log rounds to 6 places
+    rewards = [r["reward"] for line in logged for r in line["rollouts"]]
+    assert len(set(rewards)) > 1 and any(a != 0 for a in advantages)
 
 
 def test_group_tool_cache_reuses_results_with_each_trajectorys_own_ids(tmp_path):

@@ -23,6 +23,14 @@ def test_the_adapter_and_its_card_are_shipped():
     card = (NANO_ADAPTER_DIR / "README.md").read_text(encoding="utf-8")
     assert "Gemma Terms of Use" in card and "| untuned |" in card and "| sft |" in card
     assert "not measured yet" not in card.split("## Evaluation")[1].split("## Known limits")[0]
+    # Its provenance names no machine path, and its hash is the hash of the weights beside it.
+    import hashlib
+    import json
+
+    source = json.loads((NANO_ADAPTER_DIR / "SOURCE.json").read_text(encoding="utf-8"))
+    assert not source["checkpoint_in_run"].startswith(("/", "runs/"))
+    weights = (NANO_ADAPTER_DIR / "adapter_model.safetensors").read_bytes()
+    assert source["adapter_model_sha256"] == hashlib.sha256(weights).hexdigest()
 
 
 def _run(tmp_path, policy):

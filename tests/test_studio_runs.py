@@ -403,3 +403,13 @@ def test_bench_loading_errors_are_shown_and_search_filters_words():
     assert error == "" and len(cases) == 38
     rows, count = bench_tab.filter_rows(cases, "any", "any", "any", "opera")
     assert count == "1 of 38 cases" and "Opera" in rows[0][4]
+
+
+def test_policy_spec_keeps_the_adapter_when_the_base_already_has_options():
+    from app.generate_tab import compose_policy_spec
+
+    assert compose_policy_spec("nano?4bit=1", False, "/a/b") == "nano?4bit=1&adapter=/a/b"
+    assert compose_policy_spec("nano", True, "/a/b") == "nano?4bit=1&adapter=/a/b"
+    assert compose_policy_spec("hf:/m?4bit=1", False, "/x") == "hf:/m?4bit=1&adapter=/x"
+    assert compose_policy_spec("planner", True, "/x") == "planner"
+    assert compose_policy_spec("openai:m@http://127.0.0.1:9/v1", True, "/x") == "openai:m@http://127.0.0.1:9/v1"

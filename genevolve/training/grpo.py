@@ -129,17 +129,6 @@ def build_rollout_tools(cfg: GRPOConfig) -> dict[str, GroupToolCache]:
 
 
 
-# ---------------------------------------------------------------- math
-
-def group_advantages(rewards: list[float], scale: bool = True, eps: float = 1e-4) -> list[float]:
-    """(r − mean) / std within one group, as TRL computes them (logged per rollout in rollouts.jsonl)."""
-    m = sum(rewards) / len(rewards)
-    if not scale:
-        return [r - m for r in rewards]
-    sd = (sum((r - m) ** 2 for r in rewards) / (len(rewards) - 1)) ** 0.5 if len(rewards) > 1 else 0.0
-    return [(r - m) / (sd + eps) for r in rewards]
-
-
 def train_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False, probe=None) -> dict:
     """Run (or resume) GRPO; any error marks ``status.json`` failed (with the message) and propagates.
 

@@ -42,7 +42,7 @@ import torch
 import trl
 from transformers import TrainerCallback
 
-from genevolve.training.grpo import GRPOConfig, GroupToolCache, build_rollout_tools, group_advantages
+from genevolve.training.grpo import GRPOConfig, GroupToolCache, build_rollout_tools
 
 # TRL's names -> the names metrics.jsonl has always used (the studio plots these).
 _RENAMED = {"learning_rate": "lr", "reward": "reward_mean", "kl": "kl_ref", "clip_ratio/region_mean": "clip_frac"}
@@ -60,6 +60,7 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
     def __init__(self, *args, run, **kwargs):
         self.run = run  # the _Run: config, agent, encoder, reward, buffer, files
         self._batch_rows: list[dict] = []
+        self._pending = None  # a step's rollout log, finished once TRL has computed its advantages
         super().__init__(*args, rollout_func=lambda prompts, trainer: trainer._rollout(prompts), **kwargs)
 
     def _get_train_sampler(self, dataset=None):
@@ -86,6 +87,9 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
         self._row_encodings: list = []
         self._prompt_lengths: list[int] = []
         output = super()._generate_and_score_completions(inputs)
+        # The advantages TRL computed (across processes, this process's rows in order) are the
+        # ones logged: rollouts.jsonl and the metrics row show what the loss was weighted by.
+        self._finish_step(output["advantages"].tolist())
         output["sdl_pairs"] = self._sdl_pairs  # a list: TRL shuffles and splits it with the tensors
         vision = self._vision_inputs(output)
         if vision:
@@ -162,8 +166,25 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
                 model.train(was_training)
         stats.groups = len(rows) // G
         self._sdl_pairs = pairs
-        self._publish(step, new_guides, log_lines, stats, timings)
+        # Rows that can move the weights once their advantage is known: tokens of their own, and
+        # an SDL teacher or a KL term to pull on them even at zero advantage.
+        self._pending = (step, new_guides, log_lines, stats, timings,
+                         [(any(m), p is not None or cfg.beta > 0) for m, p in zip(out["env_mask"], pairs)])
         return {**out, "logprobs": None}
+
+    def _finish_step(self, advantages: list[float]) -> None:
+        step, new_guides, log_lines, stats, timings, rows = self._pending
+        self._pending = None
+        if len(advantages) != len(rows):
+            raise RuntimeError(f"TRL returned {len(advantages)} advantages for {len(rows)} rollouts on this process")
+        stats.advantages = list(advantages)
+        stats.trained = sum(1 for a, (has_tokens, pulled) in zip(advantages, rows)
+                            if has_tokens and (abs(a) > 0 or pulled))
+        rest = iter(advantages)
+        for line in log_lines:
+            for rollout in line["rollouts"]:
+                rollout["advantage"] = next(rest)
+        self._publish(step, new_guides, log_lines, stats, timings)
 
     def _rollout_groups(self, rows, G, step, out, pairs, new_guides, log_lines, stats, timings) -> None:
         """G agent rollouts per prompt, scored, rendered to token ids; guides distilled per group."""
@@ -203,19 +224,14 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
                 pairs.append((student, teacher) if teacher is not None and any(student.decision_mask) else None)
                 stats.add(traj, r, sum(mask))
             timings["encode_s"] += time.perf_counter() - t0
-            adv = group_advantages(totals, cfg.scale_rewards)
-            stats.advantages += adv
-            # Rows that move the weights: a non-zero advantage or an SDL teacher, and tokens of its own.
-            stats.trained += sum(1 for a, m, p in zip(adv, out["env_mask"][-G:], pairs[-G:])
-                                 if any(m) and (abs(a) > 0 or p is not None or cfg.beta > 0))
             log_lines.append({"step": step, "prompt_id": case.get("id"), "question": case["question"],
                               "guide": guide["id"] if guide else None, "rank": self.accelerator.process_index,
-                              "rollouts": [{"reward": r.total, "components": r.components, "advantage": a,
+                              "rollouts": [{"reward": r.total, "components": r.components, "advantage": None,
                                             "termination": t.termination,
                                             "tools": [s.tool_name for s in t.tool_calls()],
                                             "program": t.program.gen_prompt if t.program else None,
                                             "last_turn": (t.steps[-1].assistant_text if t.steps else "")[:500]}
-                                           for t, r, a in zip(trajs, rewards, adv)]})
+                                           for t, r in zip(trajs, rewards)]})
             if run.buffer is not None:
                 from genevolve.training.sdl import pick_pair
 
@@ -474,6 +490,9 @@ class _Run:
         # Rollouts run on the unwrapped model: the same parameters the optimizer updates.
         self.policy = LocalPolicy(self.model, self.tokenizer, self.processor, name="grpo-rollout",
                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        # TRL divides the logits by cfg.temperature when it scores these tokens, so rollouts must be
+        # sampled at exactly the config's settings: no conversation profile may replace them.
+        self.policy.explicit_sampling = {"temperature", "top_p", "max_new_tokens"}
         agent_cfg = AgentConfig(**{**vars(cfg.agent), "offline": cfg.tools != "online"})
         # Scratch files of the tools (downloads, copies); one folder per rank, so ranks never share one.
         work = self.files.dir / "rollout_files" / (f"rank-{rank}" if rank else "")

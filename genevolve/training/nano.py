@@ -254,13 +254,28 @@ class NanoRecipe:
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             shutil.copy2(src / name, dest / name)
-        (dest / "SOURCE.json").write_text(json.dumps({"stage": choice, "from": str(src)}, indent=2) + "\n",
+        (dest / "SOURCE.json").write_text(json.dumps(adapter_source(choice, src, self.out), indent=2) + "\n",
                                           encoding="utf-8")
         (dest / "README.md").write_text(self.model_card(choice), encoding="utf-8")
         if self.ship_to == ASSETS / "adapters" / "nano":  # the repository's own docs follow the shipped adapter
             self.write_docs(choice)
         self._mark_done("ship", shipped=choice, to=str(dest))
         self.log(f"[nano] shipped the {choice} adapter to {dest}")
+
+
+def adapter_source(stage: str, checkpoint: Path, run_dir: Path) -> dict:
+    """Where a shipped adapter came from, in terms that hold on any machine: the stage, its
+    checkpoint relative to the run folder (run folders are not in the repository), the command
+    that makes such a run, and the weights' hash so a copy can be checked against it."""
+    import hashlib
+
+    try:
+        rel = checkpoint.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        rel = checkpoint.name
+    digest = hashlib.sha256((checkpoint / "adapter_model.safetensors").read_bytes()).hexdigest()
+    return {"stage": stage, "checkpoint_in_run": rel, "recipe": "genevolve train nano --out RUN_DIR",
+            "adapter_model_sha256": digest}
 
 
 def grpo_rows(out: Path) -> dict[str, list[dict]]:

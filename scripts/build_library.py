@@ -1,6 +1,6 @@
-"""Rebuild this folder: real photographs from scikit-image's wheel plus a few generated design assets.
+"""Rebuild assets/library/: real photographs from scikit-image's wheel plus a few generated design assets.
 
-    python assets/library/build_library.py
+    python scripts/build_library.py
 
 Photographs are re-encoded as JPEG (long side at most MAX_SIDE) from the files scikit-image ships
 in ``skimage/data``; their provenance is in README.md. Design assets are drawn with numpy from a
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-HERE = Path(__file__).resolve().parent
+# The library folder this script rebuilds (it lives in scripts/, the pictures in assets/library/).
+HERE = Path(__file__).resolve().parent.parent / "assets" / "library"
 MAX_SIDE = 800
 QUALITY = 86
 
