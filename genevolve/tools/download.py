@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
+import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -233,10 +235,20 @@ def _store_image(data: bytes, dest_dir: Path, max_pixels: float, url: str) -> Pa
     dest_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()
     path = dest_dir / f"web_{digest[:16]}{_EXTENSIONS.get(fmt, '.img')}"
-    if not path.exists():
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    if path.exists():
+        return path  # the same bytes are already stored: that is success
+    # Each writer gets its own temporary file, so two downloads of the same picture at the same
+    # moment never rename one shared temporary name from under each other; the atomic replace
+    # lets the last identical copy win.
+    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=dest_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp_name, path)
+    except OSError:
+        Path(tmp_name).unlink(missing_ok=True)
+        if not path.exists():
+            raise
     return path
 
 

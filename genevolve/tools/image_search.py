@@ -402,7 +402,7 @@ class ImageSearchTool(Tool):
         def fetch(item: WebImage):
             try:
                 return item, safe_download(item.image_url, dest, **self.download_kwargs)
-            except DownloadError:
+            except (DownloadError, OSError):  # one picture that cannot be stored is one failed download
                 return item, None
 
         out = []
@@ -533,7 +533,7 @@ class ImageSearchTool(Tool):
         def fetch(item: WebImage):
             try:
                 return safe_download(item.image_url, dest, **self.download_kwargs)
-            except DownloadError:
+            except (DownloadError, OSError):  # one picture that cannot be stored is one failed download
                 return None
 
         out = []
