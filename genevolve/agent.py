@@ -327,10 +327,13 @@ class Agent:
         step.kind = "answer"
         step.round_s = time.perf_counter() - round_t0
         traj.images = run.registry.list()
-        if not gen_prompt:
+        if not gen_prompt and not refs:
             reason = "the answer has no gen_prompt"
             yield WarningEvent(message=reason, round=step.round)
             return Ending(Termination.ANSWER, reason)
+        if not gen_prompt:  # the official runtime keeps the resolved references of an empty prompt
+            traj.warnings.append("the answer has an empty gen_prompt; its references are kept, as the "
+                                 "official runtime keeps them")
         program = Program(gen_prompt=gen_prompt, reference_images=[Reference(**r) for r in refs])
         self._adopt_program(run, program)
         yield AnswerEvent(round=step.round, program=program, forced=final, repairs=[])

@@ -116,6 +116,18 @@ def start_serper():
             slug = _slug(q)
             if "broken" in q:
                 return self._send(500, b'{"message": "upstream down"}')
+            if self.path == "/images" and "duplicate" in q:  # one picture at two URLs, and a web page
+                body = {"images": [{"title": "copy one", "imageUrl": f"{base}/same/a.png", "link": "https://example.org/a"},
+                                   {"title": "copy two", "imageUrl": f"{base}/same/b.png", "link": "https://example.org/b"},
+                                   {"title": "a web page", "imageUrl": f"{base}/page/index.html", "link": ""}]}
+                return self._send(200, json.dumps(body).encode())
+            if self.path == "/images" and "linkless" in q:  # rows without imageUrl or without link
+                body = {"images": [{"title": "thumb only", "thumbnailUrl": f"{base}/img/{slug}-1.png",
+                                    "source": "example.org"},
+                                   {"title": "", "imageUrl": f"{base}/img/{slug}-2.png", "source": "example.net"},
+                                   {"title": "no picture at all", "link": "https://example.org/nothing"},
+                                   {"url": f"{base}/img/{slug}-4.png", "link": "https://example.org/4"}]}
+                return self._send(200, json.dumps(body).encode())
             if self.path == "/search":
                 body = {"answerBox": {"title": "Not shown by the official runtime", "answer": "42"},
                         "organic": [{"title": f"About {q}", "link": f"https://example.org/{slug}",
@@ -130,6 +142,12 @@ def start_serper():
             self._send(200, json.dumps(body).encode())
 
         def do_GET(self):  # noqa: N802
+            if self.path.startswith("/page/"):
+                return self._send(200, b"<html>a page, not a picture</html>", "text/html")
+            if self.path.startswith("/same/"):
+                buf = io.BytesIO()
+                Image.new("RGB", (40, 40), (10, 120, 200)).save(buf, "PNG")
+                return self._send(200, buf.getvalue(), "image/png")
             if not self.path.startswith("/img/"):
                 return self._send(404, b"not found", "text/plain")
             colour = hashlib.sha256(self.path.encode()).digest()[:3]
@@ -305,8 +323,48 @@ TOOL_FAILURE = Scenario(
         {"role": "assistant", "content": TOOL_FAILURE.turns[5]}],
     "answer", program={"gen_prompt": "A Paris poster.", "refs": []})
 
+def _duplicates_reply(base):
+    return ("--- image search result for [duplicate pictures] ---\n"
+            f"IMG_001: title: copy one\n  url: {base}/same/a.png\n  local_path: <path>\n  page_url: https://example.org/a\n"
+            f"IMG_002: title: copy two\n  url: {base}/same/b.png\n  local_path: <path>\n  page_url: https://example.org/b\n"
+            f"IMG_003: title: a web page\n  url: {base}/page/index.html\n  local_path: <path>\n"
+            "--- end of image search result ---")
+
+
+DUPLICATES = Scenario(
+    "duplicate_images",
+    [call("image_search", {"query": "duplicate pictures"}),
+     call("image_search", {"query": "duplicate pictures"}),
+     answer("The second reference image, brighter.", [("IMG_002", "copy two")])],
+    lambda base: [
+        {"role": "system", "content": SYS}, {"role": "user", "content": REQUEST},
+        {"role": "assistant", "content": DUPLICATES.turns[0]}, {"role": "user", "content": resp(_duplicates_reply(base))},
+        {"role": "assistant", "content": DUPLICATES.turns[1]}, {"role": "user", "content": resp(_duplicates_reply(base))},
+        {"role": "assistant", "content": DUPLICATES.turns[2]}],
+    "answer", program={"gen_prompt": "The second reference image, brighter.", "refs": ["IMG_002"]})
+
+LINKLESS = Scenario(
+    "linkless_images",
+    [call("image_search", {"query": "linkless tower"}),
+     answer("", [("IMG_002", "tower"), ("IMG_001", "thumb")])],
+    lambda base: [
+        {"role": "system", "content": SYS}, {"role": "user", "content": REQUEST},
+        {"role": "assistant", "content": LINKLESS.turns[0]},
+        {"role": "user", "content": resp(
+            "--- image search result for [linkless tower] ---\n"
+            f"IMG_001: title: thumb only\n  url: {base}/img/linkless-tower-1.png\n  local_path: <path>\n"
+            "  page_url: example.org\n"
+            f"IMG_002: title: image\n  url: {base}/img/linkless-tower-2.png\n  local_path: <path>\n"
+            "  page_url: example.net\n"
+            f"IMG_003: title: image\n  url: {base}/img/linkless-tower-4.png\n  local_path: <path>\n"
+            "  page_url: https://example.org/4\n"
+            "--- end of image search result ---")},
+        {"role": "assistant", "content": LINKLESS.turns[1]}],
+    # An empty gen_prompt keeps its resolved references, as the official runtime keeps them.
+    "answer", program={"gen_prompt": "", "refs": ["IMG_001", "IMG_002"]})
+
 SCENARIOS = [NORMAL, FORMAT_ERROR, UNKNOWN_SKILL, UNKNOWN_ID, BOTH, FINAL_ROUND, NO_ANSWER, TOOL_IN_FINAL, EMPTY,
-             TOOL_FAILURE]
+             TOOL_FAILURE, DUPLICATES, LINKLESS]
 
 
 def normalise(messages: list[dict]) -> list[dict]:
@@ -545,3 +603,25 @@ def test_studio_backends_protocol_control(tmp_path):
                                          "sessionPROTO1", "official:/nowhere"):
         last = out
     assert "official release not found" in last["status"]
+
+
+def test_serper_failures_are_retried_as_the_official_runtime_retries(serper, tmp_path):
+    """3 tries, 1 s then 3 s apart, and the official failure text (worded as `requests` words it)."""
+    import time
+
+    profile = get_profile(f"official:{STANDIN}")
+    tools = official_tools(serper)
+    serper["seen"].clear()
+    t0 = time.monotonic()
+    text = tools["search"]({"queries": ["broken backend"]}, _ctx(tmp_path, profile)).text
+    took = time.monotonic() - t0
+    assert text == (f"--- search error for [broken backend]: Serper /search failed after 3 retries: "
+                    f"500 Server Error: Internal Server Error for url: {serper['base']}/search ---")
+    assert [p for p, _ in serper["seen"]] == ["/search"] * 3 and 4.0 <= took < 8
+    serper["seen"].clear()
+    ctx = _ctx(tmp_path, profile)
+    ctx.offline = False
+    result = tools["image_search"]({"query": "broken backend"}, ctx)
+    assert [p for p, _ in serper["seen"]] == ["/images"] * 3
+    assert result.text == "--- image search result for [broken backend] ---\n--- end of image search result ---"
+    assert "Serper /images failed after 3 retries" in result.error
