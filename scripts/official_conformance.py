@@ -1,13 +1,15 @@
 """Side by side: our runtime under ``--protocol official:<copy>`` vs the official runtime itself.
 
-    python scripts/official_conformance.py /path/to/GenEvolve
+    python scripts/official_conformance.py /path/to/GenEvolve [--stream=0]
 
 Runs every scripted scenario of tests/test_official_protocol.py twice against the same scripted
 model server and the same Serper-shaped server (both on 127.0.0.1): once through our agent
 (texts read from the given copy) and once through the official ``GenEvolveAgent`` from that copy
-(run in a subprocess, so its ``genevolve`` package never meets ours). Then compares, request by
-request, the messages the model was sent (local file paths and backend error details normalised)
-and the sampling parameters. Needs the official runtime's requirements (openai, requests).
+(run in a subprocess, so its ``genevolve`` package never meets ours), its tools with their own
+retry settings. Then compares, request by request, the whole request bodies (local file paths
+and backend error details normalised). Ours streams, so its bodies differ by ``"stream": true``
+alone, which is reported on its own line; with ``--stream=0`` ours asks as the openai SDK does
+and no difference at all is allowed. Needs the official runtime's requirements (openai, requests).
 Nothing of the official copy is stored or copied: it is only run.
 """
 
@@ -29,16 +31,15 @@ sys.path.insert(0, spec["copy"])
 from genevolve.agent import GenEvolveAgent
 from genevolve.tools import ImageSearchTool, WebTextSearchTool
 agent = GenEvolveAgent(model="GenEvolve", base_url=spec["chat"], api_key="EMPTY", max_rounds=spec["max_rounds"],
-                       text_search_tool=WebTextSearchTool(base_url=spec["serper"], max_retries=1),
-                       image_search_tool=ImageSearchTool(base_url=spec["serper"], download_dir=spec["images"],
-                                                         max_retries=1))
+                       text_search_tool=WebTextSearchTool(base_url=spec["serper"]),
+                       image_search_tool=ImageSearchTool(base_url=spec["serper"], download_dir=spec["images"]))
 result = agent.run(spec["request"])
 print(json.dumps({"messages": result.messages, "termination": result.termination,
                   "gen_prompt": result.gen_prompt, "refs": [r["img_id"] for r in result.reference_images]}))
 """
 
 
-def main(copy: str) -> int:
+def main(copy: str, stream: bool = True) -> int:
     import os
 
     from chat_server import ChatServer
@@ -49,7 +50,7 @@ def main(copy: str) -> int:
     try:
         for sc in SCENARIOS:
             with tempfile.TemporaryDirectory() as tmp:
-                ours, our_requests = run_scenario(sc, serper, Path(tmp), official=copy)
+                ours, our_requests = run_scenario(sc, serper, Path(tmp), official=copy, stream=stream)
                 with ChatServer(list(sc.turns)) as server:
                     spec = {"copy": str(Path(copy).resolve()), "chat": server.base_url, "serper": serper["base"],
                             "images": str(Path(tmp) / "official-images"), "max_rounds": sc.max_rounds,
@@ -63,23 +64,30 @@ def main(copy: str) -> int:
                         continue
                     theirs = json.loads(proc.stdout.strip().splitlines()[-1])
                     their_requests = list(server.requests)
-            problems = []
+            problems, streamed = [], 0
             if normalise(ours.messages) != normalise(theirs["messages"]):
                 problems.append("final conversations differ")
             if len(our_requests) != len(their_requests):
                 problems.append(f"{len(our_requests)} model calls vs {len(their_requests)}")
             for i, (a, b) in enumerate(zip(our_requests, their_requests)):
-                if normalise(a["messages"]) != normalise(b["messages"]):
+                a, b = dict(a, messages=normalise(a["messages"])), dict(b, messages=normalise(b["messages"]))
+                if stream and a.get("stream") is True and "stream" not in b:
+                    streamed += 1  # the one difference streaming makes
+                    a.pop("stream")
+                if a["messages"] != b["messages"]:
                     problems.append(f"request {i + 1}: messages differ")
-                for key in ("temperature", "top_p", "max_tokens", "stop"):
+                for key in sorted((set(a) | set(b)) - {"messages"}):
                     if a.get(key) != b.get(key):
-                        problems.append(f"request {i + 1}: {key} {a.get(key)!r} vs {b.get(key)!r}")
+                        problems.append(f"request {i + 1}: {key} {a.get(key, '(absent)')!r} vs "
+                                        f"{b.get(key, '(absent)')!r}")
             if ours.termination != theirs["termination"]:
                 problems.append(f"termination {ours.termination} vs {theirs['termination']}")
             our_refs = [r.img_id for r in ours.program.reference_images] if ours.program else []
             if (ours.program.gen_prompt if ours.program else "") != theirs["gen_prompt"] or our_refs != theirs["refs"]:
                 problems.append("programs differ")
             status = "same" if not problems else "DIFFERENT: " + "; ".join(problems)
+            if streamed and not problems:
+                status += f' (but "stream": true in {streamed} request(s))'
             print(f"[{sc.name}] {len(our_requests)} model calls, {len(ours.messages)} messages: {status}")
             if problems:
                 failures += 1
@@ -100,6 +108,7 @@ def _show_diff(ours, theirs):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = [a for a in sys.argv[1:] if a != "--stream=0"]
+    if len(args) != 1:
         sys.exit(__doc__)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(args[0], stream="--stream=0" not in sys.argv[1:]))

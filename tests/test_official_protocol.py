@@ -377,9 +377,9 @@ def normalise(messages: list[dict]) -> list[dict]:
     return out
 
 
-def run_scenario(sc: Scenario, serper, tmp_path, cache=None, official=STANDIN):
+def run_scenario(sc: Scenario, serper, tmp_path, cache=None, official=STANDIN, stream=True):
     with ChatServer(list(sc.turns)) as server:
-        policy = make_policy(f"openai:GenEvolve@{server.base_url}")
+        policy = make_policy(f"openai:GenEvolve@{server.base_url}" + ("" if stream else "?stream=0"))
         agent = Agent(policy, official_tools(serper, cache),
                       AgentConfig(max_rounds=sc.max_rounds, offline=False, protocol=f"official:{official}"),
                       work_dir=tmp_path / "runs")
@@ -414,6 +414,24 @@ def test_conversation_matches_the_official_runtime(sc, serper, tmp_path):
             assert Path(ref.path).is_file()
     for line in re.findall(r"(?m)^  local_path: (.+)$", "\n".join(m["content"] for m in traj.messages)):
         assert Path(line).is_file() and (tmp_path / "runs") in Path(line).parents
+
+
+def official_body(messages):
+    """The whole request body the official runtime's openai SDK call sends."""
+    return {"model": "GenEvolve", "messages": messages, "max_tokens": 4096, "temperature": 0.6, "top_p": 0.9}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "stream=0"])
+def test_whole_request_bodies_match_the_official_runtime(stream, serper, tmp_path):
+    """Byte for byte the body the official runtime sends; streaming adds only "stream": true."""
+    traj, requests = run_scenario(NORMAL, serper, tmp_path, stream=stream)
+    expected = NORMAL.expected(serper["base"])
+    assert len(requests) == 4
+    for body in requests:
+        sent = dict(body, messages=normalise(body["messages"]))
+        want = official_body(expected[:len(body["messages"])])
+        assert (sent == dict(want, stream=True)) if stream else (sent == want)
+    assert traj.program.gen_prompt == NORMAL.program["gen_prompt"]
 
 
 def test_serper_is_asked_as_the_official_runtime_asks(serper, tmp_path):
