@@ -39,6 +39,97 @@ print(json.dumps({"messages": result.messages, "termination": result.termination
 """
 
 
+OFFICIAL_JUDGE = r"""
+import importlib.util, json, sys
+spec = json.load(sys.stdin)
+loader = importlib.util.spec_from_file_location("official_evaluator", spec["script"])
+ev = importlib.util.module_from_spec(loader)
+loader.loader.exec_module(ev)
+out = {"message": ev._build_user_message(spec["id"], spec["prompt"], spec["gen"], spec["gt"]), "readings": []}
+for reply in spec["replies"]:
+    try:
+        obj = ev._parse_llm_json(reply)
+        if not isinstance(obj, dict):
+            raise ValueError("not an object")
+    except Exception:
+        out["readings"].append("asks again")  # inside its retry loop
+        continue
+    try:
+        f, v, t, a, _ = ev._normalize_scores(obj)
+    except Exception:
+        out["readings"].append("failed")  # outside the retry loop: the case fails
+        continue
+    t = 0.5 if t is None else t
+    out["readings"].append([f, v, t, a, round(0.1 * f + 0.4 * v + 0.4 * t + 0.1 * a, 2)])
+print(json.dumps(out))
+"""
+
+# Judge replies, well-formed and broken, that both readings are compared on.
+JUDGE_REPLIES = [
+    '{"rationale": "ok", "faithfulness": 1, "visual_correctness": 0.5, "text_accuracy": 1, "aesthetics": 0.5}',
+    '```json\n{"faithfulness": 0.5, "visual_correctness": 0.5, "text_accuracy": 0, "aesthetics": 1}\n```',
+    'Here is my verdict: {"faithfulness": 1, "visual_correctness": 1, "text_accuracy_na": true, "aesthetics": 0}',
+    '{"faithfulness": 1, "visual_correctness": 0.5, "text_accuracy": 1, "aesthetics": 0.5,}',
+    '{"Faithfulness": 1, "Visual Correctness": 1, "Text Accuracy": 1, "Aesthetics": 1}',
+    '{"scores": {"faithfulness": 1, "visual_correctness": 1, "text_accuracy": 1, "aesthetics": 1}}',
+    '{"rationale": "Looks right."}',
+    '{"faithfulness": "1/1", "visual_correctness": 1, "text_accuracy": 1, "aesthetics": 1}',
+    '{"faithfulness": 1, "visual_correctness": 1, "text_accuracy": 1, "aesthetics": NaN}',
+    '{"faithfulness": 1, "visual_correctness": 0.33, "text_accuracy": 1, "aesthetics": 0.5}',
+    '{"faithfulness": 2, "visual_correctness": -1, "text_accuracy": "N/A", "aesthetics": 0.5}',
+    '{"faithfulness": 1, "visual_correctness": 1, "text_accuracy": 0, "text_accuracy_na": "True", "aesthetics": 1}',
+    '{"faithfulness": 1, "visual_correctness": 1, "text_accuracy": 0, "text_accuracy_na": 1, "aesthetics": 1}',
+    '{"faithfulness": 1, "visual_correctness": 1, "text_accuracy": null, "aesthetics": 1}',
+    '{"faithfulness": null, "visual_correctness": 1, "text_accuracy": 1, "aesthetics": 1}',
+    '{"faithfulness": true, "visual_correctness": false, "text_accuracy": 1, "aesthetics": "0.5"}',
+    '{"rationale": "cut", "faithfulness": 1, "visual_correctness": 0.5, "text_accuracy": 1, "aesth',
+    '{"faithfulness": 1, "visual_correctness": 1, "text_accuracy_na": true, "aesthetics": 0.5, "rationale": "cut',
+    "{'faithfulness': 0.5, 'visual_correctness': 0.5, 'text_accuracy': 0.5, 'aesthetics': 0.5}",
+    '[{"faithfulness": 1}]',
+]
+
+
+def compare_judge(copy: str) -> int:
+    """Our rubric=official call against the official evaluator's functions (run, never stored)."""
+    import os
+
+    from PIL import Image
+
+    from genevolve.judges import kscore_official as off
+
+    script = Path(copy) / "scripts" / "evaluate_images.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        gen, gt = Path(tmp) / "gen.png", Path(tmp) / "gt.png"
+        Image.new("RGBA", (640, 480), (30, 90, 200, 128)).save(gen)
+        Image.new("RGB", (300, 200), (200, 40, 40)).save(gt)
+        spec = {"script": str(script), "id": "case-7", "prompt": 'A shop sign that reads "OPEN".',
+                "gen": str(gen), "gt": str(gt), "replies": JUDGE_REPLIES}
+        proc = subprocess.run([sys.executable, "-c", OFFICIAL_JUDGE], input=json.dumps(spec), text=True,
+                              capture_output=True, env=dict(os.environ), timeout=300)
+        if proc.returncode != 0:
+            print(f"[judge] the official evaluator failed:\n{proc.stderr[-2000:]}")
+            return 1
+        theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+        ours_message = off.build_messages("rubric", spec["id"], spec["prompt"], gen, gt)[1]
+    failures = 0
+    same = ours_message == theirs["message"]
+    print(f"[judge] user message (text and both images, byte for byte): {'same' if same else 'DIFFERENT'}")
+    failures += not same
+    for reply, their in zip(JUDGE_REPLIES, theirs["readings"]):
+        try:
+            s = off.scores_from(off.read_reply(reply), "kscore", reply)
+            mine = ([s.faithfulness, s.visual_correctness, s.text_accuracy, s.aesthetics, s.overall]
+                    if s.status == "scored" else "failed")
+        except off.UnreadableReply:
+            mine = "asks again"
+        if mine != their:
+            failures += 1
+            print(f"[judge] DIFFERENT reading of {reply!r}: ours {mine} vs official {their}")
+    differ = failures - (not same)
+    print(f"[judge] {len(JUDGE_REPLIES) - differ} of {len(JUDGE_REPLIES)} replies read the same")
+    return failures
+
+
 def main(copy: str, stream: bool = True) -> int:
     import os
 
@@ -94,6 +185,7 @@ def main(copy: str, stream: bool = True) -> int:
                 _show_diff(normalise(ours.messages), normalise(theirs["messages"]))
     finally:
         httpd.shutdown()
+    failures += compare_judge(copy)
     print("all scenarios match" if not failures else f"{failures} scenario(s) differ")
     return 1 if failures else 0
 
