@@ -239,3 +239,28 @@ def test_our_trajectory_round_trips_through_the_official_record(results):
         assert back[key] == record[key], key
     assert [{k: r[k] for k in ("img_id", "note", "local_path", "url", "title")} for r in back["reference_images"]] == \
         [{k: r[k] for k in ("img_id", "note", "local_path", "url", "title")} for r in record["reference_images"]]
+
+
+def test_summary_reports_the_official_overall_avg_beside_ours(tmp_path):
+    """Their printed Overall Avg leaves not-applicable text cases out of text accuracy; ours counts 0.5."""
+    run = tmp_path / "run"
+    run.mkdir()
+    levels = {"a": (1.0, False), "b": (0.5, False), "c": (0.5, True), "d": (0.5, True)}
+    with open(run / "cases.jsonl", "w") as fh:
+        for cid in levels:
+            fh.write(json.dumps({"id": cid, "question": f"case {cid}", "eval_type": "text"}) + "\n")
+    for stage in ("rollout", "render"):
+        (run / f"{stage}.jsonl").write_text("".join(json.dumps({"id": c, "status": "ok"}) + "\n" for c in levels))
+    with open(run / "judge.jsonl", "w") as fh:
+        for cid, (text, na) in levels.items():
+            overall = round(0.1 + 0.4 + 0.4 * text + 0.1, 6)
+            fh.write(json.dumps({"id": cid, "score_status": "scored", "faithfulness": 1, "visual_correctness": 1,
+                                 "text_accuracy": text, "aesthetics": 1, "overall": overall,
+                                 "details": {"text_accuracy_na": na}}) + "\n")
+    res = CliRunner().invoke(app, ["bench", "summary", str(run), "--no-html"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["overall"], summary["text_accuracy"]) == (0.85, 0.625)  # ours
+    theirs = summary["official_overall_avg"]
+    assert (theirs["overall"], theirs["text_accuracy"], theirs["count"]) == (0.9, 0.75, 4)
+    assert "official evaluator's Overall Avg: overall 0.9, text accuracy 0.75" in res.output
