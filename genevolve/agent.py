@@ -191,7 +191,9 @@ class Agent:
             yield WarningEvent(message=problem)
             return Ending(Termination.INVALID_REQUEST, problem)
         request_message = traj.request
-        if traj.user_image_ids:
+        # The official runtime takes no user images: its request goes out as typed, and the user's
+        # images reach the model only as image_search results (official profile).
+        if traj.user_image_ids and not self.profile.official:
             listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)
             request_message += user_images_note(listing)
         traj.system_prompt, traj.request_message = self.system_prompt, request_message

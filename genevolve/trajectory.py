@@ -74,6 +74,8 @@ class ImageRegistry:
         for key in (ref.sha256, ref.url):
             if key:
                 self._by_key[key] = ref.img_id
+        # Found again by location (official numbering), e.g. a user's image listed by image_search.
+        self._by_key.setdefault(f"location:{ref.url or ref.path}", ref.img_id)
 
     def add(self, ref: ImageRef) -> None:
         """Keep an image under the id it already has (one a tool made, or a recorded run's)."""

@@ -643,3 +643,25 @@ def test_serper_failures_are_retried_as_the_official_runtime_retries(serper, tmp
     assert [p for p, _ in serper["seen"]] == ["/images"] * 3
     assert result.text == "--- image search result for [broken backend] ---\n--- end of image search result ---"
     assert "Serper /images failed after 3 retries" in result.error
+
+
+def test_user_images_do_not_change_the_official_request(serper, tmp_path):
+    """The official runtime takes no user images: the request goes out as typed; the user's image
+    reaches the model only as an image_search result."""
+    mine = tmp_path / "eiffel tower sketch.png"
+    Image.new("RGB", (40, 30), (5, 5, 5)).save(mine)
+    turns = [call("image_search", {"query": "eiffel tower sketch"}), answer("The first reference image.", [("IMG_001", "mine")])]
+    with ChatServer(turns) as server:
+        agent = Agent(make_policy(f"openai:GenEvolve@{server.base_url}"), official_tools(serper),
+                      AgentConfig(offline=False, protocol=f"official:{STANDIN}"), work_dir=tmp_path / "runs")
+        traj = agent.run(REQUEST, images=[mine])
+        first = server.requests[0]["messages"]
+    assert first[1] == {"role": "user", "content": REQUEST}
+    assert "local_path: " in traj.messages[3]["content"] and "IMG_001: title: eiffel tower sketch.png" in traj.messages[3]["content"]
+    assert [r.img_id for r in traj.program.reference_images] == ["IMG_001"]
+    from typer.testing import CliRunner
+
+    from genevolve.cli import app
+
+    help_text = " ".join(CliRunner().invoke(app, ["run", "--help"]).output.replace("│", " ").split())
+    assert "Under --protocol official the request is sent as the official runtime sends it" in help_text
