@@ -363,8 +363,19 @@ LINKLESS = Scenario(
     # An empty gen_prompt keeps its resolved references, as the official runtime keeps them.
     "answer", program={"gen_prompt": "", "refs": ["IMG_001", "IMG_002"]})
 
+MALFORMED_ANSWER = Scenario(
+    "malformed_answer",
+    ['<think>done</think>\n<answer>\n{"gen_prompt": "A Paris poster.", "reference_images": [],}\n</answer>',
+     '<think>again</think>\n<answer>{"gen_prompt": "A Paris poster at dusk.", '
+     '"reference_images": ["IMG_001", {"note": "no id"}, 7]}</answer>'],
+    lambda base: [
+        {"role": "system", "content": SYS}, {"role": "user", "content": REQUEST},
+        {"role": "assistant", "content": MALFORMED_ANSWER.turns[0]}, {"role": "user", "content": NUDGE},
+        {"role": "assistant", "content": MALFORMED_ANSWER.turns[1]}],
+    "answer", program={"gen_prompt": "A Paris poster at dusk.", "refs": []})
+
 SCENARIOS = [NORMAL, FORMAT_ERROR, UNKNOWN_SKILL, UNKNOWN_ID, BOTH, FINAL_ROUND, NO_ANSWER, TOOL_IN_FINAL, EMPTY,
-             TOOL_FAILURE, DUPLICATES, LINKLESS]
+             TOOL_FAILURE, DUPLICATES, LINKLESS, MALFORMED_ANSWER]
 
 
 def normalise(messages: list[dict]) -> list[dict]:
@@ -454,6 +465,11 @@ def test_cached_replies_are_identical_and_name_this_runs_files(serper, tmp_path)
     assert normalise(first.messages) == normalise(second.messages)
     paths = re.findall(r"(?m)^  local_path: (.+)$", second.messages[5]["content"])
     assert paths and all(Path(p).is_file() and tmp_path / "a" not in Path(p).parents for p in paths)
+    # One picture at two URLs keeps two ids when the reply comes from the cache, too.
+    dup_a, _ = run_scenario(DUPLICATES, serper, tmp_path / "d1", cache)
+    dup_b, _ = run_scenario(DUPLICATES, serper, tmp_path / "d2", cache)
+    assert normalise(dup_a.messages) == normalise(dup_b.messages) == DUPLICATES.expected(serper["base"])
+    assert [r.img_id for r in dup_b.program.reference_images] == ["IMG_002"]
     # Exact arguments: another spelling is another question under the official profile.
     third, _ = run_scenario(UNKNOWN_SKILL, serper, tmp_path / "c", cache)
     assert "Unknown skill 'Text Rendering'" in third.messages[3]["content"]

@@ -34,15 +34,26 @@ def serper_base_url() -> str:
     return os.environ.get("SERPER_BASE_URL", "https://google.serper.dev").rstrip("/")
 
 
+# Ours asks once more, after OUR_RETRY_WAIT_S, when the service answered that it is busy or
+# broken for a moment; a timeout or a refused connection is not retried (the circuit breaker
+# and the local fallback handle a network that is down, without doubling the wait).
+OUR_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+OUR_RETRY_WAIT_S = 1.0
+
+
 def serper_post(endpoint: str, payload: dict, *, api_key: str, base_url: str, timeout: float) -> dict:
     """POST ``payload`` to ``{base_url}/{endpoint}``; the JSON object it answers, or BackendUnavailable."""
     import httpx
 
-    try:
-        r = httpx.post(f"{base_url}/{endpoint}", json=payload, timeout=timeout, trust_env=False,
-                       headers={"X-API-KEY": api_key, "Content-Type": "application/json"})
-    except httpx.HTTPError as exc:
-        raise BackendUnavailable(f"serper: {type(exc).__name__}: {exc}") from exc
+    for attempt in (1, 2):
+        try:
+            r = httpx.post(f"{base_url}/{endpoint}", json=payload, timeout=timeout, trust_env=False,
+                           headers={"X-API-KEY": api_key, "Content-Type": "application/json"})
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"serper: {type(exc).__name__}: {exc}") from exc
+        if r.status_code not in OUR_RETRY_STATUS or attempt == 2:
+            break
+        time.sleep(OUR_RETRY_WAIT_S)
     if r.status_code != 200:
         raise BackendUnavailable(f"serper: HTTP {r.status_code}: {r.text[:200]}")
     try:
