@@ -7,7 +7,7 @@ model server and the same Serper-shaped server (both on 127.0.0.1): once through
 (texts read from the given copy) and once through the official ``GenEvolveAgent`` from that copy
 (run in a subprocess, so its ``genevolve`` package never meets ours), its tools with their own
 retry settings. Then compares, request by request, the whole request bodies (local file paths
-and backend error details normalised). Ours streams, so its bodies differ by ``"stream": true``
+normalised; error texts compared as they are). Ours streams, so its bodies differ by ``"stream": true``
 alone, which is reported on its own line; with ``--stream=0`` ours asks as the openai SDK does
 and no difference at all is allowed. Needs the official runtime's requirements (openai, requests).
 Nothing of the official copy is stored or copied: it is only run.
@@ -89,6 +89,14 @@ JUDGE_REPLIES = [
 ]
 
 
+def normalise(messages: list[dict]) -> list[dict]:
+    """Only the local file paths differ between the two runs (each downloads into its own folder)."""
+    import re
+
+    return [{"role": m["role"], "content": re.sub(r"(?m)^  local_path: .+$", "  local_path: <path>", m["content"])}
+            for m in messages]
+
+
 def compare_judge(copy: str) -> int:
     """Our rubric=official call against the official evaluator's functions (run, never stored)."""
     import os
@@ -134,7 +142,7 @@ def main(copy: str, stream: bool = True) -> int:
     import os
 
     from chat_server import ChatServer
-    from test_official_protocol import REQUEST, SCENARIOS, normalise, run_scenario, start_serper
+    from test_official_protocol import REQUEST, SCENARIOS, run_scenario, start_serper
 
     httpd, serper = start_serper()
     failures = 0
