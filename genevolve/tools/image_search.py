@@ -551,7 +551,9 @@ class ImageSearchTool(Tool):
 
         def fetch(item: WebImage):
             try:
-                return safe_download(item.image_url, dest, require_image=False, **self.download_kwargs)
+                # 30 s per network operation, as the official downloader waits
+                return safe_download(item.image_url, dest, **{"timeout": 30.0, **self.download_kwargs,
+                                                              "require_image": False})
             except (DownloadError, OSError):  # one picture that cannot be stored is one failed download
                 return None
 
