@@ -97,6 +97,70 @@ def normalise(messages: list[dict]) -> list[dict]:
             for m in messages]
 
 
+OFFICIAL_JUDGE_CALL = r"""
+import importlib.util, json, sys
+from pathlib import Path
+spec = json.load(sys.stdin)
+loader = importlib.util.spec_from_file_location("official_evaluator", spec["script"])
+ev = importlib.util.module_from_spec(loader)
+loader.loader.exec_module(ev)
+from openai import OpenAI
+client = OpenAI(api_key="EMPTY", base_url=spec["base_url"], timeout=60)
+entry = {"id": spec["id"], "prompt": spec["prompt"], "output_path": spec["gen"], "gt_image": spec["gt"]}
+_, ok, payload = ev.run_one_eval(entry, [Path(spec["gen"]).parent], client, "judge")
+print(json.dumps({"ok": ok, "payload": payload}))
+"""
+
+# Scripted judge conversations run end to end through both (re-asks included).
+JUDGE_SEQUENCES = [
+    ["", "I cannot see a problem with it.",
+     '{"rationale": "ok", "faithfulness": 1, "visual_correctness": 0.5, "text_accuracy": 1, "aesthetics": 0.5}'],
+    ['{"Faithfulness": 1, "Visual Correctness": 1, "Text Accuracy": 1, "Aesthetics": 1}'],
+    ['{"faithfulness": 1, "visual_correctness": 1, "text_accuracy_na": true, "aesthetics": NaN}'],
+    ['{"faithfulness": "1/1", "visual_correctness": 1, "text_accuracy": 1, "aesthetics": 1}'],
+]
+
+
+def compare_judge_calls(copy: str, gen: Path, gt: Path) -> int:
+    """Both judges against one scripted endpoint: the request bodies and the case's scores."""
+    import os
+
+    from chat_server import ChatServer
+
+    from genevolve.judges import make_judge
+
+    prompt, failures = 'A shop sign that reads "OPEN".', 0
+    for n, replies in enumerate(JUDGE_SEQUENCES, 1):
+        with ChatServer(list(replies)) as server:
+            s = make_judge(f"kscore:judge@{server.base_url}?rubric=official:{copy}").score(
+                {"id": "case-7", "question": prompt, "gt_image": str(gt)}, gen, None)
+            ours_bodies = list(server.requests)
+        mine = ({k: getattr(s, k) for k in ("faithfulness", "visual_correctness", "text_accuracy", "aesthetics",
+                                            "overall")} if s.status == "scored" else "failed")
+        with ChatServer(list(replies)) as server:
+            spec = {"script": str(Path(copy) / "scripts" / "evaluate_images.py"), "base_url": server.base_url,
+                    "id": "case-7", "prompt": prompt, "gen": str(gen), "gt": str(gt)}
+            proc = subprocess.run([sys.executable, "-c", OFFICIAL_JUDGE_CALL], input=json.dumps(spec), text=True,
+                                  capture_output=True, env=dict(os.environ), timeout=300)
+            their_bodies = list(server.requests)
+        if proc.returncode != 0:
+            print(f"[judge call {n}] the official evaluator failed:\n{proc.stderr[-2000:]}")
+            failures += 1
+            continue
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        their = ({k: out["payload"][k] for k in mine} if out["ok"] and isinstance(mine, dict)
+                 else out["payload"] if out["ok"] else "failed")
+        problems = []
+        if ours_bodies != their_bodies:
+            problems.append(f"request bodies differ ({len(ours_bodies)} vs {len(their_bodies)} requests)")
+        if mine != their:
+            problems.append(f"scores {mine} vs {their}")
+        print(f"[judge call {n}] {len(ours_bodies)} request(s): " + ("same" if not problems else
+                                                                    "DIFFERENT: " + "; ".join(problems)))
+        failures += bool(problems)
+    return failures
+
+
 def compare_judge(copy: str) -> int:
     """Our rubric=official call against the official evaluator's functions (run, never stored)."""
     import os
@@ -119,7 +183,8 @@ def compare_judge(copy: str) -> int:
             return 1
         theirs = json.loads(proc.stdout.strip().splitlines()[-1])
         ours_message = off.build_messages("rubric", spec["id"], spec["prompt"], gen, gt)[1]
-    failures = 0
+        calls_differ = compare_judge_calls(copy, gen, gt)
+    failures = calls_differ
     same = ours_message == theirs["message"]
     print(f"[judge] user message (text and both images, byte for byte): {'same' if same else 'DIFFERENT'}")
     failures += not same
@@ -133,7 +198,7 @@ def compare_judge(copy: str) -> int:
         if mine != their:
             failures += 1
             print(f"[judge] DIFFERENT reading of {reply!r}: ours {mine} vs official {their}")
-    differ = failures - (not same)
+    differ = failures - (not same) - calls_differ
     print(f"[judge] {len(JUDGE_REPLIES) - differ} of {len(JUDGE_REPLIES)} replies read the same")
     return failures
 
