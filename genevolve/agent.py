@@ -191,7 +191,9 @@ class Agent:
             yield WarningEvent(message=problem)
             return Ending(Termination.INVALID_REQUEST, problem)
         request_message = traj.request
-        if traj.user_image_ids:
+        # The official runtime takes no user images: its request goes out as typed, and the user's
+        # images reach the model only as image_search results (official profile).
+        if traj.user_image_ids and not self.profile.official:
             listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)
             request_message += user_images_note(listing)
         traj.system_prompt, traj.request_message = self.system_prompt, request_message
@@ -327,10 +329,13 @@ class Agent:
         step.kind = "answer"
         step.round_s = time.perf_counter() - round_t0
         traj.images = run.registry.list()
-        if not gen_prompt:
+        if not gen_prompt and not refs:
             reason = "the answer has no gen_prompt"
             yield WarningEvent(message=reason, round=step.round)
             return Ending(Termination.ANSWER, reason)
+        if not gen_prompt:  # the official runtime keeps the resolved references of an empty prompt
+            traj.warnings.append("the answer has an empty gen_prompt; its references are kept, as the "
+                                 "official runtime keeps them")
         program = Program(gen_prompt=gen_prompt, reference_images=[Reference(**r) for r in refs])
         self._adopt_program(run, program)
         yield AnswerEvent(round=step.round, program=program, forced=final, repairs=[])

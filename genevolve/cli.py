@@ -24,7 +24,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 @app.command()
 def run(
     request: str = typer.Argument(..., help="What to draw, in words."),
-    image: Optional[List[Path]] = typer.Option(None, "--image", help="A reference image of yours (repeatable)."),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help="A reference image of yours (repeatable). Under --protocol official the "
+                                              "request is sent as the official runtime sends it (it takes no user "
+                                              "images): yours reach the model only as image_search results."),
     policy: Optional[str] = typer.Option(None, help="planner | nano | hf:<id>[?4bit=1&adapter=P] | openai:<model>@<url> | replay:<file>"),
     renderer: Optional[str] = typer.Option(None, help="layout | diffusers:<id> | service:<url> | gemini[:<model>] | none"),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network at all (default: when the web is unreachable)."),

@@ -58,7 +58,7 @@ class Spec:
 # Kinds whose target may be followed by ``@<base_url>`` (an OpenAI-compatible endpoint).
 REMOTE_KINDS = ("openai", "kscore", "wise", "sufficiency")
 # Query keys that configure the backend itself, never the server: taken out of a base URL.
-SPEC_URL_KEYS = ("temperature", "top_p", "max_tokens", "rubric", "image_side")
+SPEC_URL_KEYS = ("temperature", "top_p", "max_tokens", "stream", "rubric", "image_side")
 
 
 def parse_spec(spec: str) -> Spec:

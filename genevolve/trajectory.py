@@ -74,6 +74,8 @@ class ImageRegistry:
         for key in (ref.sha256, ref.url):
             if key:
                 self._by_key[key] = ref.img_id
+        # Found again by location (official numbering), e.g. a user's image listed by image_search.
+        self._by_key.setdefault(f"location:{ref.url or ref.path}", ref.img_id)
 
     def add(self, ref: ImageRef) -> None:
         """Keep an image under the id it already has (one a tool made, or a recorded run's)."""
@@ -84,11 +86,17 @@ class ImageRegistry:
         return f"IMG_{len(self.images) + 1:03d}"
 
     def register(self, path: str | Path, *, source: ImageSource, title: str = "", caption: str = "",
-                 url: str | None = None) -> ImageRef:
+                 url: str | None = None, by_location: bool = False) -> ImageRef:
+        """The image's id, new or the one it already has.
+
+        ``by_location``: identity is the URL (else the file path) alone, as the official runtime
+        numbers images, so one picture at two URLs gets two ids.
+        """
         path = str(path)
         digest = file_sha256(path)
         with self._lock:
-            for key in (digest, url):
+            keys = (f"location:{url or path}",) if by_location else (digest, url)
+            for key in keys:
                 if key and key in self._by_key:
                     return self.images[self._by_key[key]]
             width = height = None
@@ -101,7 +109,11 @@ class ImageRegistry:
                 pass
             ref = ImageRef(img_id=self.next_id(), path=path, source=source, title=title, caption=caption,
                            url=url, width=width, height=height, sha256=digest)
-            self._insert(ref)
+            if by_location:
+                self.images[ref.img_id] = ref
+                self._by_key[keys[0]] = ref.img_id
+            else:
+                self._insert(ref)
             return ref
 
     def get(self, img_id: str) -> ImageRef | None:

@@ -312,3 +312,58 @@ def test_a_dripping_server_cannot_hold_the_download_past_its_deadline(drip_serve
     while not drip_server["served"] and time.monotonic() < end:
         time.sleep(0.05)
     assert drip_server["served"] and drip_server["served"][0] < 5.0
+
+
+def test_identical_images_downloaded_at_once_all_succeed(server, tmp_path):
+    """Many URLs answering the same bytes at the same moment: every download succeeds with one file.
+
+    They all store to the same content-hash name; a shared temporary name made the later renames
+    fail (FileNotFoundError) once another thread had moved the file into place.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    for attempt in range(6):
+        dest = tmp_path / f"round{attempt}"
+        start = threading.Barrier(24)
+
+        def one(i):
+            start.wait()
+            return safe_download(f"{server['base']}/img.png?copy={i}", dest, allow_hosts=server["allow"])
+
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            paths = list(pool.map(one, range(24)))
+        assert len(set(paths)) == 1 and paths[0].exists()
+        assert [p.name for p in dest.iterdir()] == [paths[0].name]  # no temporary file left behind
+
+
+def test_store_by_hash_treats_an_existing_identical_file_as_success(tmp_path):
+    from genevolve.tools.download import _store_image
+
+    import sys
+
+    png = _png_bytes()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so the writers interleave as on a busy machine
+    try:
+        for attempt in range(40):
+            dest = tmp_path / f"round{attempt}"
+            start = threading.Barrier(16)
+            results, errors = [], []
+
+            def one():
+                start.wait()
+                try:
+                    results.append(_store_image(png, dest, 1e7, "test"))
+                except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=one) for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors[0]
+            assert len(set(results)) == 1
+            assert [p.name for p in dest.iterdir()] == [results[0].name]
+    finally:
+        sys.setswitchinterval(switch)

@@ -162,11 +162,30 @@ def test_render_accepts_an_official_record(results, tmp_path):
     single = tmp_path / "single.json"
     single.write_text(json.dumps(load_results(results)[0]))
     assert runner.invoke(app, ["render", str(single), "--out", str(tmp_path / "b.png")]).exit_code == 0
-    res = runner.invoke(app, ["render", str(results), "--record", "8", "--out", str(tmp_path / "c.png")])
-    assert res.exit_code == 2 and "no gen_prompt" in res.output
+    # As the official generate_images.py: a record without an answer renders the user's own request,
+    # with no references, and the output says so.
+    res = runner.invoke(app, ["render", str(results), "--record", "8", "--out", str(tmp_path / "c.png"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "rendering the user's request as it is" in res.output and Image.open(tmp_path / "c.png").size[0] > 0
     Path(load_results(results)[0]["reference_images"][0]["local_path"]).unlink()
     res = runner.invoke(app, ["render", str(results), "--record", "case-7", "--out", str(tmp_path / "d.png")])
-    assert res.exit_code == 2 and "has no file at" in res.output
+    assert res.exit_code == 0 and "not found, left out" in res.output and "has no reference file" in res.output
+
+
+def test_official_render_inputs_follow_generate_images():
+    from genevolve.official.records import record_program
+
+    tmp = Path(__file__).parent / "official_standin"  # any existing file serves as a reference here
+    ref = {"img_id": "IMG_001", "note": "n", "local_path": str(tmp / "README.md")}
+    base = {"prompt": "  A red car.  ", "gen_prompt": "The first reference image, painted red."}
+    program, notes = record_program({**base, "reference_images": [ref]})
+    assert (program.gen_prompt, [r.img_id for r in program.reference_images], notes) == (
+        "The first reference image, painted red.", ["IMG_001"], [])
+    for record in ({**base, "reference_images": []}, {**base, "gen_prompt": "", "reference_images": [ref]},
+                   {"prompt": "A red car.", "gen_prompt": "", "reference_images": []}):
+        program, notes = record_program(record)
+        assert (program.gen_prompt, program.reference_images) == ("A red car.", [])
+        assert "as the official generate_images.py does" in notes[-1]
 
 
 def test_import_command_and_clear_errors(results, tmp_path, monkeypatch):
@@ -239,3 +258,28 @@ def test_our_trajectory_round_trips_through_the_official_record(results):
         assert back[key] == record[key], key
     assert [{k: r[k] for k in ("img_id", "note", "local_path", "url", "title")} for r in back["reference_images"]] == \
         [{k: r[k] for k in ("img_id", "note", "local_path", "url", "title")} for r in record["reference_images"]]
+
+
+def test_summary_reports_the_official_overall_avg_beside_ours(tmp_path):
+    """Their printed Overall Avg leaves not-applicable text cases out of text accuracy; ours counts 0.5."""
+    run = tmp_path / "run"
+    run.mkdir()
+    levels = {"a": (1.0, False), "b": (0.5, False), "c": (0.5, True), "d": (0.5, True)}
+    with open(run / "cases.jsonl", "w") as fh:
+        for cid in levels:
+            fh.write(json.dumps({"id": cid, "question": f"case {cid}", "eval_type": "text"}) + "\n")
+    for stage in ("rollout", "render"):
+        (run / f"{stage}.jsonl").write_text("".join(json.dumps({"id": c, "status": "ok"}) + "\n" for c in levels))
+    with open(run / "judge.jsonl", "w") as fh:
+        for cid, (text, na) in levels.items():
+            overall = round(0.1 + 0.4 + 0.4 * text + 0.1, 6)
+            fh.write(json.dumps({"id": cid, "score_status": "scored", "faithfulness": 1, "visual_correctness": 1,
+                                 "text_accuracy": text, "aesthetics": 1, "overall": overall,
+                                 "details": {"text_accuracy_na": na}}) + "\n")
+    res = CliRunner().invoke(app, ["bench", "summary", str(run), "--no-html"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["overall"], summary["text_accuracy"]) == (0.85, 0.625)  # ours
+    theirs = summary["official_overall_avg"]
+    assert (theirs["overall"], theirs["text_accuracy"], theirs["count"]) == (0.9, 0.75, 4)
+    assert "official evaluator's Overall Avg: overall 0.9, text accuracy 0.75" in res.output

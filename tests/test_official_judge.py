@@ -104,9 +104,98 @@ def test_official_rubric_is_read_from_the_users_copy(tmp_path):
     script.write_text('import os\nSYSTEM_PROMPT = r"""Stand-in evaluator rubric."""\nraise SystemExit("never run")\n')
     with ChatServer([json.dumps(GOOD)]) as server:
         make_judge(f"kscore:judge@{server.base_url}?rubric=official:{tmp_path}").score(
-            CASE, _png(tmp_path, "g.png", (64, 64)), None)
+            {**CASE, "gt_image": str(_png(tmp_path, "gt.png", (64, 64)))}, _png(tmp_path, "g.png", (64, 64)), None)
         assert server.requests[0]["messages"][0]["content"] == "Stand-in evaluator rubric."
     with pytest.raises(ValueError, match="git clone https://github.com/MeiGen-AI/GenEvolve"):
         make_judge(f"kscore:judge@http://127.0.0.1:9/v1?rubric=official:{tmp_path / 'nope'}")
     with pytest.raises(ValueError, match="rubric file not found"):
         make_judge("kscore:judge@http://127.0.0.1:9/v1", settings=Settings(judge_rubric=str(tmp_path / "x.txt")))
+
+
+# ---------------------------------------------------------------- rubric=official: the official evaluator's call
+
+def _official_copy(tmp_path):
+    script = tmp_path / "copy" / "scripts" / "evaluate_images.py"
+    script.parent.mkdir(parents=True)
+    script.write_text('SYSTEM_PROMPT = r"""Stand-in evaluator rubric."""\n')
+    return tmp_path / "copy"
+
+
+def _official_judge(tmp_path, server, extra=""):
+    return make_judge(f"kscore:judge@{server.base_url}?rubric=official:{_official_copy(tmp_path)}{extra}")
+
+
+def _decode(uri):
+    assert uri.startswith("data:image/jpeg;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+
+def test_official_rubric_sends_the_official_evaluators_message(tmp_path):
+    gen = tmp_path / "gen.png"
+    Image.new("RGBA", (5000, 100), (0, 0, 0, 0)).save(gen)  # transparent and wider than 4096
+    gt = _png(tmp_path, "gt.png", (300, 200))
+    case = {"id": 17, "question": '  A shop sign that reads "OPEN".\n', "gt_image": str(gt)}
+    with ChatServer([json.dumps(GOOD)]) as server:
+        s = _official_judge(tmp_path, server).score(case, gen, None)
+        body = server.requests[0]
+    assert s.status == "scored" and s.details["rubric"] == "official"
+    assert (body["temperature"], body["max_tokens"]) == (0.0, 8192) and "stream" not in body
+    assert body["messages"][0] == {"role": "system", "content": "Stand-in evaluator rubric."}
+    parts = body["messages"][1]["content"]
+    assert parts[0] == {"type": "text", "text": (
+        'Sample id: 17\n\nTask prompt (image requirement):\nA shop sign that reads "OPEN".\n\n'
+        "Image 1: the **generated image** (to be evaluated).\nImage 2: the **ground-truth reference image**.\n\n"
+        "Output a single JSON object with the three scores and a short rationale.")}
+    assert [p["type"] for p in parts] == ["text", "image_url", "image_url"]
+    first, second = _decode(parts[1]["image_url"]["url"]), _decode(parts[2]["image_url"]["url"])
+    assert first.size == (4096, 81) and first.getpixel((10, 10)) == (255, 255, 255)  # alpha flattened on white
+    assert second.size == (300, 200)
+    assert len(body) == 4  # model, messages, temperature, max_tokens: nothing else
+
+
+def test_official_rubric_asks_again_after_an_unreadable_reply(tmp_path):
+    case = {**CASE, "gt_image": str(_png(tmp_path, "gt.png", (64, 64)))}
+    gen = _png(tmp_path, "g.png", (64, 64))
+    with ChatServer(["", "The image looks fine to me.", "```json\n" + json.dumps(GOOD) + "\n```"]) as server:
+        s = _official_judge(tmp_path, server).score(case, gen, None)
+        assert len(server.requests) == 3
+    assert s.status == "scored" and s.details["asks"] == 3 and s.overall == 0.75
+    with ChatServer(["", "no json here", json.dumps(GOOD)]) as server:
+        s = _official_judge(tmp_path / "capped", server, "&asks=2").score(case, gen, None)
+        assert len(server.requests) == 2
+    assert s.status == "failed" and "asked 2 times" in s.error
+    # Our rubric fails an unreadable reply at once.
+    with ChatServer(["", json.dumps(GOOD)]) as server:
+        s = make_judge(f"kscore:judge@{server.base_url}").score(case, gen, None)
+        assert len(server.requests) == 1 and s.status == "failed"
+
+
+# Replies the official evaluator reads differently from our default reading, with its result:
+# (faithfulness, visual_correctness, text_accuracy, aesthetics, overall) or the failure.
+OFFICIAL_READINGS = [
+    (json.dumps({"Faithfulness": 1, "Visual Correctness": 1, "Text Accuracy": 1, "Aesthetics": 1}),
+     (0.0, 0.0, 0.0, 0.0, 0.0)),  # other key spellings count 0
+    (json.dumps({"scores": {"faithfulness": 1, "visual_correctness": 1, "text_accuracy": 1, "aesthetics": 1}}),
+     (0.0, 0.0, 0.0, 0.0, 0.0)),  # nested scores count 0
+    (json.dumps({"rationale": "Looks right."}), (0.0, 0.0, 0.0, 0.0, 0.0)),
+    (json.dumps({**GOOD, "faithfulness": "1/1"}), "could not convert string to float: '1/1'"),
+    (json.dumps({**GOOD, "aesthetics": "NaN"}), (1.0, 0.5, 1.0, 1.0, 0.8)),
+    (json.dumps({**GOOD, "visual_correctness": 0.33}), (1.0, 0.33, 1.0, 0.5, 0.68)),
+    (json.dumps({**GOOD, "text_accuracy": "N/A", "text_accuracy_na": False}), (1.0, 0.5, 0.5, 0.5, 0.55)),
+    ('{"faithfulness": 1, "visual_correctness": 0.5, "text_accuracy": 1, "aesthetics": 0.5,}',
+     (1.0, 0.5, 1.0, 0.5, 0.75)),  # a trailing comma
+    ('{"faithfulness": 1, "visual_correctness": 1, "text_accuracy_na": true, "aesthetics": 0.5, "rationale": "cut',
+     (1.0, 1.0, 0.5, 0.5, 0.75)),  # truncated: fields one by one
+]
+
+
+@pytest.mark.parametrize("reply,expected", OFFICIAL_READINGS)
+def test_official_rubric_reads_replies_as_the_official_evaluator(reply, expected, tmp_path):
+    case = {**CASE, "gt_image": str(_png(tmp_path, "gt.png", (64, 64)))}
+    with ChatServer([reply]) as server:
+        s = _official_judge(tmp_path, server).score(case, _png(tmp_path, "g.png", (64, 64)), None)
+    if isinstance(expected, str):
+        assert s.status == "failed" and s.error == expected
+    else:
+        assert s.status == "scored", s.error
+        assert (s.faithfulness, s.visual_correctness, s.text_accuracy, s.aesthetics, s.overall) == expected

@@ -116,6 +116,18 @@ def start_serper():
             slug = _slug(q)
             if "broken" in q:
                 return self._send(500, b'{"message": "upstream down"}')
+            if self.path == "/images" and "duplicate" in q:  # one picture at two URLs, and a web page
+                body = {"images": [{"title": "copy one", "imageUrl": f"{base}/same/a.png", "link": "https://example.org/a"},
+                                   {"title": "copy two", "imageUrl": f"{base}/same/b.png", "link": "https://example.org/b"},
+                                   {"title": "a web page", "imageUrl": f"{base}/page/index.html", "link": ""}]}
+                return self._send(200, json.dumps(body).encode())
+            if self.path == "/images" and "linkless" in q:  # rows without imageUrl or without link
+                body = {"images": [{"title": "thumb only", "thumbnailUrl": f"{base}/img/{slug}-1.png",
+                                    "source": "example.org"},
+                                   {"title": "", "imageUrl": f"{base}/img/{slug}-2.png", "source": "example.net"},
+                                   {"title": "no picture at all", "link": "https://example.org/nothing"},
+                                   {"url": f"{base}/img/{slug}-4.png", "link": "https://example.org/4"}]}
+                return self._send(200, json.dumps(body).encode())
             if self.path == "/search":
                 body = {"answerBox": {"title": "Not shown by the official runtime", "answer": "42"},
                         "organic": [{"title": f"About {q}", "link": f"https://example.org/{slug}",
@@ -130,6 +142,12 @@ def start_serper():
             self._send(200, json.dumps(body).encode())
 
         def do_GET(self):  # noqa: N802
+            if self.path.startswith("/page/"):
+                return self._send(200, b"<html>a page, not a picture</html>", "text/html")
+            if self.path.startswith("/same/"):
+                buf = io.BytesIO()
+                Image.new("RGB", (40, 40), (10, 120, 200)).save(buf, "PNG")
+                return self._send(200, buf.getvalue(), "image/png")
             if not self.path.startswith("/img/"):
                 return self._send(404, b"not found", "text/plain")
             colour = hashlib.sha256(self.path.encode()).digest()[:3]
@@ -305,8 +323,59 @@ TOOL_FAILURE = Scenario(
         {"role": "assistant", "content": TOOL_FAILURE.turns[5]}],
     "answer", program={"gen_prompt": "A Paris poster.", "refs": []})
 
+def _duplicates_reply(base):
+    return ("--- image search result for [duplicate pictures] ---\n"
+            f"IMG_001: title: copy one\n  url: {base}/same/a.png\n  local_path: <path>\n  page_url: https://example.org/a\n"
+            f"IMG_002: title: copy two\n  url: {base}/same/b.png\n  local_path: <path>\n  page_url: https://example.org/b\n"
+            f"IMG_003: title: a web page\n  url: {base}/page/index.html\n  local_path: <path>\n"
+            "--- end of image search result ---")
+
+
+DUPLICATES = Scenario(
+    "duplicate_images",
+    [call("image_search", {"query": "duplicate pictures"}),
+     call("image_search", {"query": "duplicate pictures"}),
+     answer("The second reference image, brighter.", [("IMG_002", "copy two")])],
+    lambda base: [
+        {"role": "system", "content": SYS}, {"role": "user", "content": REQUEST},
+        {"role": "assistant", "content": DUPLICATES.turns[0]}, {"role": "user", "content": resp(_duplicates_reply(base))},
+        {"role": "assistant", "content": DUPLICATES.turns[1]}, {"role": "user", "content": resp(_duplicates_reply(base))},
+        {"role": "assistant", "content": DUPLICATES.turns[2]}],
+    "answer", program={"gen_prompt": "The second reference image, brighter.", "refs": ["IMG_002"]})
+
+LINKLESS = Scenario(
+    "linkless_images",
+    [call("image_search", {"query": "linkless tower"}),
+     answer("", [("IMG_002", "tower"), ("IMG_001", "thumb")])],
+    lambda base: [
+        {"role": "system", "content": SYS}, {"role": "user", "content": REQUEST},
+        {"role": "assistant", "content": LINKLESS.turns[0]},
+        {"role": "user", "content": resp(
+            "--- image search result for [linkless tower] ---\n"
+            f"IMG_001: title: thumb only\n  url: {base}/img/linkless-tower-1.png\n  local_path: <path>\n"
+            "  page_url: example.org\n"
+            f"IMG_002: title: image\n  url: {base}/img/linkless-tower-2.png\n  local_path: <path>\n"
+            "  page_url: example.net\n"
+            f"IMG_003: title: image\n  url: {base}/img/linkless-tower-4.png\n  local_path: <path>\n"
+            "  page_url: https://example.org/4\n"
+            "--- end of image search result ---")},
+        {"role": "assistant", "content": LINKLESS.turns[1]}],
+    # An empty gen_prompt keeps its resolved references, as the official runtime keeps them.
+    "answer", program={"gen_prompt": "", "refs": ["IMG_001", "IMG_002"]})
+
+MALFORMED_ANSWER = Scenario(
+    "malformed_answer",
+    ['<think>done</think>\n<answer>\n{"gen_prompt": "A Paris poster.", "reference_images": [],}\n</answer>',
+     '<think>again</think>\n<answer>{"gen_prompt": "A Paris poster at dusk.", '
+     '"reference_images": ["IMG_001", {"note": "no id"}, 7]}</answer>'],
+    lambda base: [
+        {"role": "system", "content": SYS}, {"role": "user", "content": REQUEST},
+        {"role": "assistant", "content": MALFORMED_ANSWER.turns[0]}, {"role": "user", "content": NUDGE},
+        {"role": "assistant", "content": MALFORMED_ANSWER.turns[1]}],
+    "answer", program={"gen_prompt": "A Paris poster at dusk.", "refs": []})
+
 SCENARIOS = [NORMAL, FORMAT_ERROR, UNKNOWN_SKILL, UNKNOWN_ID, BOTH, FINAL_ROUND, NO_ANSWER, TOOL_IN_FINAL, EMPTY,
-             TOOL_FAILURE]
+             TOOL_FAILURE, DUPLICATES, LINKLESS, MALFORMED_ANSWER]
 
 
 def normalise(messages: list[dict]) -> list[dict]:
@@ -319,9 +388,9 @@ def normalise(messages: list[dict]) -> list[dict]:
     return out
 
 
-def run_scenario(sc: Scenario, serper, tmp_path, cache=None, official=STANDIN):
+def run_scenario(sc: Scenario, serper, tmp_path, cache=None, official=STANDIN, stream=True):
     with ChatServer(list(sc.turns)) as server:
-        policy = make_policy(f"openai:GenEvolve@{server.base_url}")
+        policy = make_policy(f"openai:GenEvolve@{server.base_url}" + ("" if stream else "?stream=0"))
         agent = Agent(policy, official_tools(serper, cache),
                       AgentConfig(max_rounds=sc.max_rounds, offline=False, protocol=f"official:{official}"),
                       work_dir=tmp_path / "runs")
@@ -358,6 +427,24 @@ def test_conversation_matches_the_official_runtime(sc, serper, tmp_path):
         assert Path(line).is_file() and (tmp_path / "runs") in Path(line).parents
 
 
+def official_body(messages):
+    """The whole request body the official runtime's openai SDK call sends."""
+    return {"model": "GenEvolve", "messages": messages, "max_tokens": 4096, "temperature": 0.6, "top_p": 0.9}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "stream=0"])
+def test_whole_request_bodies_match_the_official_runtime(stream, serper, tmp_path):
+    """Byte for byte the body the official runtime sends; streaming adds only "stream": true."""
+    traj, requests = run_scenario(NORMAL, serper, tmp_path, stream=stream)
+    expected = NORMAL.expected(serper["base"])
+    assert len(requests) == 4
+    for body in requests:
+        sent = dict(body, messages=normalise(body["messages"]))
+        want = official_body(expected[:len(body["messages"])])
+        assert (sent == dict(want, stream=True)) if stream else (sent == want)
+    assert traj.program.gen_prompt == NORMAL.program["gen_prompt"]
+
+
 def test_serper_is_asked_as_the_official_runtime_asks(serper, tmp_path):
     serper["seen"].clear()
     run_scenario(NORMAL, serper, tmp_path)
@@ -378,6 +465,11 @@ def test_cached_replies_are_identical_and_name_this_runs_files(serper, tmp_path)
     assert normalise(first.messages) == normalise(second.messages)
     paths = re.findall(r"(?m)^  local_path: (.+)$", second.messages[5]["content"])
     assert paths and all(Path(p).is_file() and tmp_path / "a" not in Path(p).parents for p in paths)
+    # One picture at two URLs keeps two ids when the reply comes from the cache, too.
+    dup_a, _ = run_scenario(DUPLICATES, serper, tmp_path / "d1", cache)
+    dup_b, _ = run_scenario(DUPLICATES, serper, tmp_path / "d2", cache)
+    assert normalise(dup_a.messages) == normalise(dup_b.messages) == DUPLICATES.expected(serper["base"])
+    assert [r.img_id for r in dup_b.program.reference_images] == ["IMG_002"]
     # Exact arguments: another spelling is another question under the official profile.
     third, _ = run_scenario(UNKNOWN_SKILL, serper, tmp_path / "c", cache)
     assert "Unknown skill 'Text Rendering'" in third.messages[3]["content"]
@@ -545,3 +637,47 @@ def test_studio_backends_protocol_control(tmp_path):
                                          "sessionPROTO1", "official:/nowhere"):
         last = out
     assert "official release not found" in last["status"]
+
+
+def test_serper_failures_are_retried_as_the_official_runtime_retries(serper, tmp_path):
+    """3 tries, 1 s then 3 s apart, and the official failure text (worded as `requests` words it)."""
+    import time
+
+    profile = get_profile(f"official:{STANDIN}")
+    tools = official_tools(serper)
+    serper["seen"].clear()
+    t0 = time.monotonic()
+    text = tools["search"]({"queries": ["broken backend"]}, _ctx(tmp_path, profile)).text
+    took = time.monotonic() - t0
+    assert text == (f"--- search error for [broken backend]: Serper /search failed after 3 retries: "
+                    f"500 Server Error: Internal Server Error for url: {serper['base']}/search ---")
+    assert [p for p, _ in serper["seen"]] == ["/search"] * 3 and 4.0 <= took < 8
+    serper["seen"].clear()
+    ctx = _ctx(tmp_path, profile)
+    ctx.offline = False
+    result = tools["image_search"]({"query": "broken backend"}, ctx)
+    assert [p for p, _ in serper["seen"]] == ["/images"] * 3
+    assert result.text == "--- image search result for [broken backend] ---\n--- end of image search result ---"
+    assert "Serper /images failed after 3 retries" in result.error
+
+
+def test_user_images_do_not_change_the_official_request(serper, tmp_path):
+    """The official runtime takes no user images: the request goes out as typed; the user's image
+    reaches the model only as an image_search result."""
+    mine = tmp_path / "eiffel tower sketch.png"
+    Image.new("RGB", (40, 30), (5, 5, 5)).save(mine)
+    turns = [call("image_search", {"query": "eiffel tower sketch"}), answer("The first reference image.", [("IMG_001", "mine")])]
+    with ChatServer(turns) as server:
+        agent = Agent(make_policy(f"openai:GenEvolve@{server.base_url}"), official_tools(serper),
+                      AgentConfig(offline=False, protocol=f"official:{STANDIN}"), work_dir=tmp_path / "runs")
+        traj = agent.run(REQUEST, images=[mine])
+        first = server.requests[0]["messages"]
+    assert first[1] == {"role": "user", "content": REQUEST}
+    assert "local_path: " in traj.messages[3]["content"] and "IMG_001: title: eiffel tower sketch.png" in traj.messages[3]["content"]
+    assert [r.img_id for r in traj.program.reference_images] == ["IMG_001"]
+    from typer.testing import CliRunner
+
+    from genevolve.cli import app
+
+    help_text = " ".join(CliRunner().invoke(app, ["run", "--help"]).output.replace("│", " ").split())
+    assert "Under --protocol official the request is sent as the official runtime sends it" in help_text

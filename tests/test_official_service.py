@@ -60,13 +60,36 @@ def test_image_base64_replies_official_size_and_images_per_prompt(service, tmp_p
     assert image.size == (1024, 592) == official_size([(1200, 700)])
     body = seen[-1]
     assert body["num_images_per_prompt"] == 2 and (body["width"], body["height"]) == (1024, 592)
-    assert body["image_urls"][0].startswith("data:image/") and body["negative_prompt"] == " "
+    assert body["negative_prompt"] == " "
     assert (body["num_inference_steps"], body["true_cfg_scale"], body["guidance_scale"]) == (40, 4.0, 1.0)
-    # Without a reference: square 1024. Our own default stays ours (about 1 MP, from the prompt).
-    square = make_renderer(f"service:{url}?size=official").render(Program(gen_prompt="A plain poster, use the image key"))
-    assert square.size == (1024, 1024) and seen[-1]["num_images_per_prompt"] == 1
+    # The reference file's bytes as they are, labelled as the official client labels them.
+    assert body["image_urls"] == ["data:image/jpeg;base64," + base64.b64encode((tmp_path / "ref.jpg").read_bytes()).decode()]
+    # Without a reference the official client sends nothing; neither do we.
+    sent = len(seen)
+    with pytest.raises(RenderError, match="sends none without a reference image"):
+        make_renderer(f"service:{url}?size=official").render(Program(gen_prompt="A plain poster, use the image key"))
+    assert len(seen) == sent
+    # Our own default stays ours (about 1 MP, from the prompt; references re-encoded).
     ours = make_renderer(f"service:{url}").render(_program(tmp_path, (800, 800)))
     assert ours.size == (1024, 1024)
+    square = make_renderer(f"service:{url}").render(Program(gen_prompt="A plain poster, use the image key"))
+    assert seen[-1]["image_urls"] == [] and square.size[0] > 0
+
+
+def test_official_payload_keeps_png_alpha_and_size_untouched(service, tmp_path):
+    url, seen = service
+    ref = tmp_path / "big.png"
+    Image.new("RGBA", (2000, 1000), (10, 20, 30, 100)).save(ref)
+    program = Program(gen_prompt="The first reference image.", reference_images=[
+        Reference(img_id=f"IMG_00{i}", path=str(ref)) for i in range(1, 6)])
+    make_renderer(f"service:{url}?size=official").render(program)
+    urls = seen[-1]["image_urls"]
+    assert len(urls) == 4  # at most 4 references, as the official client
+    sent = Image.open(io.BytesIO(base64.b64decode(urls[0].split(",", 1)[1])))
+    assert (sent.format, sent.mode, sent.size) == ("PNG", "RGBA", (2000, 1000))
+    make_renderer(f"service:{url}").render(program)
+    ours = Image.open(io.BytesIO(base64.b64decode(seen[-1]["image_urls"][0].split(",", 1)[1])))
+    assert ours.format == "JPEG" and max(ours.size) <= 1536
 
 
 def test_bad_service_options_are_clear():

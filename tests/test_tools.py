@@ -341,6 +341,8 @@ def serper_server():
         def do_POST(self):  # noqa: N802
             payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append((self.path, self.headers.get("X-API-KEY"), payload))
+            if "flaky" in payload["q"] and sum("flaky" in p["q"] for _, _, p in seen) == 1:
+                return self._send(503, b'{"message": "busy, try again"}')  # only the first ask
             if self.headers.get("X-API-KEY") != "test-key":
                 return self._send(403, b'{"message": "Unauthorized."}')
             base = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -389,6 +391,17 @@ def test_serper_text_backend(serper_server, monkeypatch):
     assert "2. **Result 1 for eiffel tower height** — Snippet 1. (source: https://example.org/1)" in result.text
     assert sorted(p["q"] for _, _, p in serper_server["seen"]) == ["eiffel tower height", "louvre"]
     assert all(path == "/search" and key == "test-key" and p["num"] == 3 for path, key, p in serper_server["seen"])
+
+
+def test_serper_busy_once_is_asked_again(serper_server):
+    """A 503 is asked once more after a second; a refusal (403) is not."""
+    tool = SearchTool(SerperText("test-key", base_url=serper_server["base"]), fallback=LocalCorpus(CORPUS))
+    result = tool({"queries": ["flaky eiffel tower"]})
+    assert result.backend == "serper" and result.error is None, result.text
+    assert len(serper_server["seen"]) == 2
+    tool = SearchTool(SerperText("wrong", base_url=serper_server["base"]), fallback=LocalCorpus(CORPUS))
+    tool({"queries": ["louvre"]})
+    assert len(serper_server["seen"]) == 3
 
 
 def test_serper_bad_key_falls_back(serper_server):

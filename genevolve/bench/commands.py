@@ -124,6 +124,10 @@ def summary_cmd(
         typer.echo(f"{s['cases']} cases: {s['scored']} scored, {s['failed']} failed, {s['missing']} missing; "
                    f"overall {s['overall']}, overall (missing = 0) {s['overall_missing_zero']}")
         typer.echo(s.get("overall_note", ""))
+        theirs = s.get("official_overall_avg")
+        if theirs:  # the official evaluator's printed figure, beside ours
+            typer.echo(f"official evaluator's Overall Avg: overall {theirs['overall']}, text accuracy "
+                       f"{theirs['text_accuracy']} ({theirs['note']})")
         for cat, agg in s["by"].get("category", {}).items():
             typer.echo(f"  {cat:<26} n={agg['cases']:<3} overall={agg['overall']}")
         typer.echo(f"wrote {run_dir}/summary.json, summary.csv" + (", report.html" if html else ""))

@@ -16,6 +16,10 @@ counts failed and missing cases as 0 (the number to compare between systems that
 different rates). Dimension means are over the cases where that dimension was measured, with
 ``<dimension>_n`` beside each (a local judge leaves the visual dimensions None, never 0). A WISE
 run also gets the weighted WISE overall by category.
+
+A KScore run also gets ``official_overall_avg``: the "Overall Avg" the official evaluator prints,
+which leaves cases whose request asks for no readable text out of the text-accuracy mean (ours
+counts them at 0.5) and forms its overall from the four means; shown beside ours, named as theirs.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ def per_case_rows(data: dict) -> list[dict]:
                "tools": r.get("tools") or [], "skills": r.get("skills") or [], "termination": r.get("termination")}
         for m in METRICS:
             row[m] = j.get(m) if status == "scored" else None
+        row["text_accuracy_na"] = bool((j.get("details") or {}).get("text_accuracy_na")) if status == "scored" else None
         if status == "scored":
             parts = (j.get("details") or {}).get("overall_parts")
             if parts is None and row["overall"] is not None:  # a VLM judge: its formula's dimensions
@@ -158,11 +163,35 @@ def summarize(run_dir: str | Path) -> dict:
             by_cat[r["wise_category"]].append(r)
         means = {k: aggregate(v)["overall_missing_zero"] for k, v in by_cat.items()}
         summary["wise"] = {"by_category": means, "overall": wise_overall(means)}
+    theirs = official_overall_avg(rows)
+    if theirs is not None:
+        summary["official_overall_avg"] = theirs
     summary["tools"] = tool_statistics(rows)
     summary["failures"] = [{"id": r["id"], "status": r["status"], "error": r["error"]}
                            for r in rows if r["status"] != "scored"]
     summary["timing"] = _timing(data)
     return summary
+
+
+def official_overall_avg(rows: list[dict]) -> dict | None:
+    """The official evaluator's "Overall Avg" over the scored KScore cases, or None when no case has
+    the four KScore dimensions: means of faithfulness, visual correctness and aesthetics; text
+    accuracy averaged only over cases where text applies (0.5 when none does); overall = the KScore
+    weights applied to those means; all rounded to 4 decimals as it rounds them."""
+    from genevolve.judges.base import KSCORE_WEIGHTS
+
+    scored = [r for r in rows if r["status"] == "scored" and all(r.get(d) is not None for d in DIMENSIONS)]
+    if not scored:
+        return None
+    out = {d: round(sum(r[d] for r in scored) / len(scored), 4)
+           for d in ("faithfulness", "visual_correctness", "aesthetics")}
+    text = [r["text_accuracy"] for r in scored if not r.get("text_accuracy_na")]
+    out["text_accuracy"] = round(sum(text) / len(text), 4) if text else 0.5
+    out["overall"] = round(sum(KSCORE_WEIGHTS[d] * out[d] for d in DIMENSIONS), 4)
+    out["count"] = len(scored)
+    out["note"] = ("the official evaluator's Overall Avg: text accuracy over the "
+                   f"{len(text)} cases that ask for text, not-applicable cases left out")
+    return out
 
 
 def _timing(data: dict) -> dict:

@@ -3,7 +3,7 @@
 
 Remote specs take optional query parameters after the URL (``chat_endpoint.EndpointOptions``):
 ``?timeout=60&retries=5&rpm=30&max_tokens=2048&temperature=0``; KScore also
-``&image_side=4096&rubric=<file or official:/path/to/GenEvolve>`` (``kscore.KScoreOptions``; or the
+``&image_side=4096&rubric=<file or official:/path/to/GenEvolve>&asks=20`` (``kscore.KScoreOptions``; or the
 settings ``judge_max_tokens``, ``judge_image_side``, ``judge_rubric``). Any other key is an error
 that names the accepted ones.
 The API key comes from GENEVOLVE_JUDGE_API_KEY, else GEMINI_API_KEY/GOOGLE_API_KEY for Google's
@@ -46,19 +46,21 @@ def make_judge(spec: str, settings=None, **kwargs) -> Judge:
         from genevolve.judges.chat_endpoint import endpoint_from_spec, endpoint_options
 
         if s.kind == "kscore":
-            from genevolve.judges.kscore import KScoreJudge, KScoreOptions, load_rubric
+            from genevolve.judges.kscore import KScoreJudge, KScoreOptions, is_official_rubric, load_rubric
 
             # Rubric, max_tokens and image size: the spec (?rubric=&max_tokens=&image_side=), else
             # settings (judge_rubric / judge_max_tokens / judge_image_side), else ours.
             opts = endpoint_options(s, KScoreOptions)
             conf = _judge_settings(settings)
             rubric = opts.rubric or conf.get("judge_rubric")
-            max_tokens = opts.max_tokens or conf.get("judge_max_tokens")
+            official = is_official_rubric(rubric)  # the official evaluator's whole call, not just its text
+            max_tokens = opts.max_tokens or conf.get("judge_max_tokens") or (8192 if official else None)
             if max_tokens:
                 kwargs.setdefault("max_tokens", int(max_tokens))
             side = int(opts.image_side or conf.get("judge_image_side") or 1280)
             endpoint = endpoint_from_spec(s, opts, **kwargs)
-            return KScoreJudge(endpoint, spec=spec, max_side=side, rubric=load_rubric(rubric) if rubric else None)
+            return KScoreJudge(endpoint, spec=spec, max_side=side, rubric=load_rubric(rubric) if rubric else None,
+                               official=official, max_asks=opts.asks)
         endpoint = endpoint_from_spec(s, **kwargs)
         from genevolve.judges.wise import WiseJudge
 

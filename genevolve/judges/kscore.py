@@ -32,6 +32,8 @@ class KScoreOptions(EndpointOptions):
 
     rubric: str | None = param(None, "A rubric file, or official:/path/to/GenEvolve for the release's.")
     image_side: int | None = param(None, "Long side, in pixels, of the images sent to the judge (default 1280).")
+    asks: int | None = param(None, "rubric=official: how many times an unreadable reply is asked for "
+                                   "(default 20, as the official evaluator).")
 
 
 KSCORE_SYSTEM = (
@@ -214,8 +216,10 @@ def parse_kscore_reply(text: str, judge: str = "kscore") -> Scores:
 
 class KScoreJudge(Judge):
     def __init__(self, endpoint: ChatEndpoint, spec: str = "", max_side: int = 1280, bench_root: str | None = None,
-                 rubric: str | None = None):
+                 rubric: str | None = None, official: bool = False, max_asks: int | None = None):
         self.endpoint = endpoint
+        # rubric=official: the official evaluator's message, re-asks and reading (kscore_official)
+        self.official, self.max_asks = official, max_asks
         self.spec = spec or f"kscore:{endpoint.model}@{endpoint.base_url}"
         self.max_side = max_side
         self.bench_root = bench_root
@@ -228,6 +232,8 @@ class KScoreJudge(Judge):
         if not question:
             return Scores.failed(self.spec, "the case has no question/prompt")
         gt = _resolve_gt(case.get("gt_image"), self.bench_root or case.get("_root"))
+        if self.official:
+            return self._score_official(case, image, gt)
         messages = build_kscore_messages(question, image, gt, self.max_side, self.rubric)
         reply = self.endpoint.complete(messages)
         scores = parse_kscore_reply(reply, self.spec)
@@ -235,6 +241,25 @@ class KScoreJudge(Judge):
         if self.rubric:
             scores.details["rubric"] = "custom"
         return scores
+
+    def _score_official(self, case, image, gt) -> Scores:
+        from genevolve.judges import kscore_official as off
+
+        if gt is None:  # the official evaluator does not judge a case without its ground truth
+            return Scores.failed(self.spec, "missing_gt_image")
+        messages = off.build_messages(self.rubric, str(case.get("id", "")), off.case_prompt(case), image, gt)
+        try:
+            obj, reply, asks = off.ask(self.endpoint.complete, messages,
+                                       max_asks=self.max_asks or off.MAX_ASKS)
+        except off.UnreadableReply as exc:
+            return Scores.failed(self.spec, f"unreadable judge reply: {exc}")
+        scores = off.scores_from(obj, self.spec, reply)
+        scores.details.update(has_gt=True, asks=asks)
+        return scores
+
+
+def is_official_rubric(source: str | None) -> bool:
+    return bool(source) and (source == "official" or source.startswith("official:"))
 
 
 def load_rubric(source: str) -> str:

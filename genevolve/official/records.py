@@ -192,17 +192,43 @@ def import_results(path: str | Path, store) -> list[Trajectory]:
     return out
 
 
-def record_program(record: dict) -> Program:
-    """The program of an official record, its references pointing at the recorded ``local_path`` files."""
+def record_program(record: dict, base_dir: str | Path | None = None) -> tuple[Program, list[str]]:
+    """What the official ``generate_images.py`` renders for a record, and notes saying where that
+    differs from the recorded answer.
+
+    It renders the answer's gen_prompt with its references when the answer has a gen_prompt and at
+    least one reference whose ``local_path`` file exists (references without a file are left out);
+    in every other case (no answer, an empty gen_prompt, no reference files) it renders the user's
+    own request with no references. Relative ``local_path`` values are read from ``base_dir``.
+    """
     gen_prompt = str(record.get("gen_prompt") or "").strip()
-    if not gen_prompt:
-        raise RecordError("the record has no gen_prompt (the official run ended without an answer)")
-    refs = [Reference(img_id=str(r.get("img_id") or f"IMG_{i + 1:03d}"), note=str(r.get("note") or ""),
-                      path=str(r.get("local_path") or "") or None)
-            for i, r in enumerate(record.get("reference_images") or []) if isinstance(r, dict)]
-    program = Program(gen_prompt=gen_prompt, reference_images=refs)
+    refs, missing = [], []
+    for i, r in enumerate(record.get("reference_images") or []):
+        if not isinstance(r, dict):
+            continue
+        img_id = str(r.get("img_id") or f"IMG_{i + 1:03d}")
+        path = str(r.get("local_path") or "").strip()
+        if path and base_dir is not None and not Path(path).is_absolute():
+            path = str((Path(base_dir) / path).resolve())
+        if path and Path(path).is_file():
+            refs.append(Reference(img_id=img_id, note=str(r.get("note") or ""), path=path))
+        else:
+            missing.append(f"{img_id} ({path or 'no local_path'})")
+    notes = []
+    if missing:
+        notes.append(f"reference file(s) not found, left out as the official generate_images.py leaves them: "
+                     f"{', '.join(missing)}")
+    if gen_prompt and refs:
+        program = Program(gen_prompt=gen_prompt, reference_images=refs)
+    else:
+        request = _request_of(record)
+        why = ("the record has no answer" if not gen_prompt and not record.get("reference_images")
+               else "the answer's gen_prompt is empty" if not gen_prompt else "the answer has no reference file")
+        notes.append(f"{why}: rendering the user's request as it is, with no references, as the official "
+                     "generate_images.py does")
+        program = Program(gen_prompt=request, reference_images=[])
     program.constraints = derive_constraints(_request_of(record), program)
-    return program
+    return program, notes
 
 
 def is_official_record(data: Any) -> bool:

@@ -2,7 +2,8 @@
 ``openai:<model>@<base_url>`` · ``replay:<file>``. Each backend is imported only when asked for.
 
 Sampling is settable on any generating spec: ``?temperature=0.6&top_p=0.9&max_tokens=4096``
-(``openai:m@http://host/v1?temperature=0.6`` keeps the base URL clean). What a spec leaves out
+(``openai:m@http://host/v1?temperature=0.6`` keeps the base URL clean); ``openai:…?stream=0`` asks
+for whole replies with the request body the openai SDK sends. What a spec leaves out
 comes from the protocol profile (official: 0.6 / 0.9 / 4096), else the backend's own default."""
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from genevolve.policies.base import Policy, PolicyError, complete
 from genevolve.specs import NoOptions, SamplingOptions, param, parse_spec, read_options
 
 __all__ = ["Policy", "PolicyError", "complete", "make_policy"]
+
+
+@dataclass
+class OpenAIOptions(SamplingOptions):
+    stream: bool = param(True, "0: ask for each reply whole; the request body then has no stream field, "
+                               "exactly as the openai SDK (and the official runtime) sends it.")
 
 
 @dataclass
@@ -34,8 +41,9 @@ def make_policy(spec: str, **kwargs) -> Policy:
     if s.kind == "openai":
         from genevolve.policies.openai import OpenAIPolicy
 
-        sampling = read_options(SamplingOptions, s.params, backend="openai").given()
-        return OpenAIPolicy(model=s.target, base_url=s.base_url, **{**sampling, **kwargs})
+        options = read_options(OpenAIOptions, s.params, backend="openai")
+        return OpenAIPolicy(model=s.target, base_url=s.base_url,
+                            **{**options.given(), "stream": options.stream, **kwargs})
     if s.kind in ("hf", "nano"):
         from genevolve.policies.local import LocalPolicy
 

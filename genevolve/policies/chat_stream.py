@@ -139,7 +139,9 @@ class ChatStreamClient:
 
     def complete(self, body: dict, end_at: Sequence[str] = ()) -> str:
         """The reply text of a non-streaming request, up to and including the first ``end_at`` string."""
-        body = {**body, "stream": False}
+        # No "stream" field at all: an OpenAI-compatible server answers whole by default, and the
+        # body is then exactly what the openai SDK sends (the official runtime's requests).
+        body = {k: v for k, v in body.items() if k != "stream"}
         with closing(self._open(body, stream=False)) as response:
             return _TurnEnd(end_at).cut(self._content(response))
 

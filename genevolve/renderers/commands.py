@@ -12,12 +12,13 @@ from typing import Optional
 import typer
 
 
-def load_program_file(path: Path, record: str | None = None):
+def load_program_file(path: Path, record: str | None = None, notes: list | None = None):
     """Read program.json (ours or the official answer JSON); resolve relative reference paths.
 
     A program without ``constraints`` gets them derived from its prompt (quoted strings etc.),
     so an official answer file can be rendered and verified as it is. An official result record
-    (or a results.json, one record picked by ``record``) renders with its ``local_path`` files.
+    (or a results.json, one record picked by ``record``) renders what the official
+    generate_images.py renders for it; ``notes`` receives where that differs from the answer.
     """
     from genevolve.program import Program, ProgramError, derive_constraints
 
@@ -30,7 +31,7 @@ def load_program_file(path: Path, record: str | None = None):
     from genevolve.official import records as official
 
     if isinstance(data, list) or official.is_official_record(data) or record is not None:
-        return _official_program(path, record)
+        return _official_program(path, record, notes)
     if isinstance(data, dict) and isinstance(data.get("program"), dict):  # a `run --json` result
         data = data["program"]
     try:
@@ -95,20 +96,16 @@ def save_image_file(image, out: Path, fmt: str) -> None:
         fail(f"cannot write {out}: {exc.strerror or exc}; choose a writable path for --out")
 
 
-def _official_program(path: Path, record_id: str | None):
+def _official_program(path: Path, record_id: str | None, notes: list | None = None):
     from genevolve.official import records as official
 
     try:
         rec = official.select_record(official.load_results(path), record_id, str(path))
-        program = official.record_program(rec)
+        program, why = official.record_program(rec, base_dir=path.parent)
     except official.RecordError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    for ref in program.reference_images:
-        if ref.path and not Path(ref.path).is_absolute():
-            ref.path = str((path.parent / ref.path).resolve())
-        if not ref.path or not Path(ref.path).is_file():
-            raise typer.BadParameter(f"reference {ref.img_id} of this record has no file at {ref.path or '(no local_path)'}; "
-                                     "copy the official run's downloaded images there (or edit local_path)")
+    if notes is not None:
+        notes.extend(why)
     return program
 
 
@@ -128,7 +125,10 @@ def render(
     from genevolve.renderers.base import RenderError, parse_size
 
     fmt = check_out_path(out)
-    prog = load_program_file(program, record)
+    notes: list[str] = []
+    prog = load_program_file(program, record, notes)
+    for note in notes:  # an official record renders as the official generate_images.py renders it
+        typer.echo(f"note: {note}", err=True)
     try:
         backend = make_renderer(renderer)
         image, info = render_with_report(backend, prog, size=parse_size(size), seed=seed, typeset=typeset)

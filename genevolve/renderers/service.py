@@ -5,7 +5,10 @@ Client: ``POST <url>/generate`` with ``{"prompt", "image_urls": [data URIs], "se
 "num_images_per_prompt"}`` and read ``{"success": true, "image": base64}`` (``image_base64`` is
 accepted too, as some services of the official release answer). ``service:<url>?size=official``
 sizes renders as the official release does (1024 on the long side, the first reference's
-aspect ratio, multiples of 16; square without references) instead of our ~1 MP default. Requests go round-robin over the URLs, at most
+aspect ratio, multiples of 16) instead of our ~1 MP default, and sends references as the official
+client does: each file's bytes as they are (up to 4, labelled ``image/jpeg`` whatever the format,
+as it labels them), and no request at all without a reference (it refuses those). Without
+``size=official`` references are re-encoded (JPEG, at most 1536 px, alpha dropped). Requests go round-robin over the URLs, at most
 ``concurrency`` at a time from this process, and a failed attempt (connection error, 429, 5xx)
 is retried on the next URL after an exponential backoff.
 
@@ -90,7 +93,11 @@ class ServiceRenderer(Renderer):
             w, h = official_size([r.size for r in refs])
         else:
             w, h = default_size(program, [r.size for r in refs])
-        payload = {"prompt": program.gen_prompt, "image_urls": [image_to_data_uri(r) for r in refs],
+        if self.size_mode == "official":
+            image_urls = official_reference_uris(program)
+        else:
+            image_urls = [image_to_data_uri(r) for r in refs]
+        payload = {"prompt": program.gen_prompt, "image_urls": image_urls,
                    "seed": int(seed), "width": w, "height": h, **self.params}
         errors: list[str] = []
         with self._slots:
@@ -137,6 +144,25 @@ class ServiceRenderer(Renderer):
 
     def describe(self) -> dict:
         return dict(self.last_info)
+
+
+OFFICIAL_MAX_REFS = 4  # the official service client sends at most this many references
+
+
+def official_reference_uris(program: Program) -> list[str]:
+    """References as the official service client sends them: the first 4 reference files' bytes
+    untouched, each labelled ``data:image/jpeg`` (its label whatever the format; services decode by
+    content). Like that client, refuses a program with no reference file."""
+    import base64
+
+    uris = []
+    for ref in program.reference_images[:OFFICIAL_MAX_REFS]:
+        if ref.path and Path(ref.path).is_file():
+            uris.append("data:image/jpeg;base64," + base64.b64encode(Path(ref.path).read_bytes()).decode("ascii"))
+    if not uris:
+        raise RenderError("service ?size=official sends requests as the official service client does, and it "
+                          "sends none without a reference image file; add a reference, or drop ?size=official")
+    return uris
 
 
 # ---------------------------------------------------------------- server

@@ -127,9 +127,10 @@ class ToolCache:
     def materialise(self, entry: dict, ctx: ToolContext) -> ToolResult:
         """Turn a stored entry into a result for this trajectory: register its images, fill the ids."""
         refs = []
+        by_location = profile_of(ctx).official  # the official runtime numbers images by URL
         for img in entry["images"]:
             ref = ctx.registry.register(self.files_dir / img["file"], source=img["source"], title=img["title"],
-                                        caption=img["caption"], url=img["url"])
+                                        caption=img["caption"], url=img["url"], by_location=by_location)
             refs.append(ref)
         text = _SLOT_RE.sub(lambda m: refs[int(m.group(1))].img_id, entry["text"])
         text = _PATH_SLOT_RE.sub(lambda m: str(refs[int(m.group(1))].path), text)

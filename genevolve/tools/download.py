@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
+import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -113,8 +115,12 @@ def _checked_target(url: str, *, allow_private: bool, allow_hosts: Collection[st
 
 def safe_download(url: str, dest_dir: str | Path, *, max_bytes: int = MAX_BYTES, timeout: float = 10.0,
                   max_pixels: float = MAX_PIXELS, allow_private: bool = False,
-                  allow_hosts: Collection[str] = (), verify: Any = True, deadline: float | None = None) -> Path:
+                  allow_hosts: Collection[str] = (), verify: Any = True, deadline: float | None = None,
+                  require_image: bool = True) -> Path:
     """Download one image into ``dest_dir`` (named by content hash) or raise DownloadError.
+
+    ``require_image=False`` keeps any body a 2xx answer carries, image or not (the official
+    runtime lists whatever answered); every network check and cap still applies.
 
     ``timeout`` bounds each network operation; ``deadline`` (default 3 x timeout) bounds the
     whole fetch by the wall clock, redirects, DNS and a server that drips one byte at a time
@@ -133,7 +139,7 @@ def safe_download(url: str, dest_dir: str | Path, *, max_bytes: int = MAX_BYTES,
             outcome["path"] = _fetch(client, url, Path(dest_dir), max_bytes=max_bytes, timeout=timeout,
                                      max_pixels=max_pixels, allow_private=allow_private,
                                      allow_hosts={h.lower() for h in allow_hosts},
-                                     stop_at=time.monotonic() + total)
+                                     stop_at=time.monotonic() + total, require_image=require_image)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             outcome["error"] = exc
 
@@ -155,7 +161,7 @@ def safe_download(url: str, dest_dir: str | Path, *, max_bytes: int = MAX_BYTES,
 
 
 def _fetch(client, url: str, dest_dir: Path, *, max_bytes: int, timeout: float, max_pixels: float,
-           allow_private: bool, allow_hosts: set[str], stop_at: float) -> Path:
+           allow_private: bool, allow_hosts: set[str], stop_at: float, require_image: bool = True) -> Path:
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
         scheme, host, port, addresses, path = _checked_target(current, allow_private=allow_private,
@@ -168,11 +174,13 @@ def _fetch(client, url: str, dest_dir: Path, *, max_bytes: int, timeout: float, 
                     raise DownloadError(f"redirect without a Location header from {current}")
                 current = urljoin(current, location)
                 continue
-            if response.status_code != 200:
+            if response.status_code != 200 and (require_image or not 200 <= response.status_code < 300):
                 raise DownloadError(f"HTTP {response.status_code} from {current}")
             data = _read_capped(response, max_bytes, stop_at, current)
         finally:
             response.close()
+        if not require_image:
+            return _store_by_hash(data, dest_dir, ".bin")
         return _store_image(data, dest_dir, max_pixels, current)
     raise DownloadError(f"too many redirects (more than {MAX_REDIRECTS}) starting at {url}")
 
@@ -230,13 +238,27 @@ def _read_capped(response, max_bytes: int, deadline: float, url: str) -> bytes:
 
 def _store_image(data: bytes, dest_dir: Path, max_pixels: float, url: str) -> Path:
     fmt = check_image_bytes(data, max_pixels, url)
+    return _store_by_hash(data, dest_dir, _EXTENSIONS.get(fmt, ".img"))
+
+
+def _store_by_hash(data: bytes, dest_dir: Path, suffix: str) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()
-    path = dest_dir / f"web_{digest[:16]}{_EXTENSIONS.get(fmt, '.img')}"
-    if not path.exists():
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    path = dest_dir / f"web_{digest[:16]}{suffix}"
+    if path.exists():
+        return path  # the same bytes are already stored: that is success
+    # Each writer gets its own temporary file, so two downloads of the same picture at the same
+    # moment never rename one shared temporary name from under each other; the atomic replace
+    # lets the last identical copy win.
+    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=dest_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp_name, path)
+    except OSError:
+        Path(tmp_name).unlink(missing_ok=True)
+        if not path.exists():
+            raise
     return path
 
 

@@ -38,7 +38,7 @@ from genevolve.tools.base import (
 from genevolve.tools.bm25 import BM25Index, terms
 from genevolve.tools.circuit import breaker_for
 from genevolve.tools.ddgs_client import ddgs_rows
-from genevolve.tools.serper_client import serper_base_url, serper_post
+from genevolve.tools.serper_client import serper_base_url, serper_post, serper_post_official
 from genevolve.trajectory import ImageRef
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
@@ -300,6 +300,20 @@ class SerperImages:
                          site=r.get("source", "")) for r in data.get("images") or []
                 if isinstance(r, dict) and r.get("imageUrl")]
 
+    def search_official(self, query: str, top_k: int) -> list[WebImage]:
+        """The rows the official runtime takes, read as it reads them: the first ``top_k`` rows,
+        the picture from ``imageUrl``, ``image_url``, ``thumbnailUrl`` or ``url`` (rows with none
+        skipped), the page from ``link`` or else ``source``; asked with the official retries."""
+        data = serper_post_official("images", {"q": query, "num": top_k}, api_key=self.api_key,
+                                    base_url=self.base_url)
+        out = []
+        for r in (data.get("images") or [])[:top_k]:
+            image_url = r.get("imageUrl") or r.get("image_url") or r.get("thumbnailUrl") or r.get("url") or ""
+            if image_url:
+                out.append(WebImage(image_url=image_url, title=r.get("title") or "image",
+                                    page_url=r.get("link") or r.get("source") or "", site=r.get("source") or ""))
+        return out
+
 
 # ---------------------------------------------------------------- the tool
 
@@ -402,7 +416,7 @@ class ImageSearchTool(Tool):
         def fetch(item: WebImage):
             try:
                 return item, safe_download(item.image_url, dest, **self.download_kwargs)
-            except DownloadError:
+            except (DownloadError, OSError):  # one picture that cannot be stored is one failed download
                 return item, None
 
         out = []
@@ -491,9 +505,11 @@ class ImageSearchTool(Tool):
     # -- the official runtime's image_search
 
     def _official(self, args: dict, ctx: ToolContext) -> ToolResult:
-        """Strict ``query`` (one string), top_k 5 by default; only images that arrived as files are
-        listed, each with ``title``/``url``/``local_path``/``page_url`` lines. A failed web search
-        lists nothing, as the official runtime does. Bad argument types raise (the agent words it)."""
+        """Strict ``query`` (one string), top_k 5 by default; every result that arrived as a file is
+        listed with ``title``/``url``/``local_path``/``page_url`` lines and numbered by its URL (by
+        its file when it has none), as the official runtime numbers them: one picture at two URLs
+        is two ids. A failed web search lists nothing, as the official runtime does. Bad argument
+        types raise (the agent words it)."""
         from genevolve.official import turns
 
         query = (args.get("query") or "").strip()
@@ -516,7 +532,7 @@ class ImageSearchTool(Tool):
         shown, refs = [], []
         for item in found[:top_k]:
             ref = ctx.registry.register(item["path"], source=item["source"], title=item["title"],
-                                        caption=item["caption"], url=item["url"] or None)
+                                        caption=item["caption"], url=item["url"] or None, by_location=True)
             if all(r.img_id != ref.img_id for r in refs):
                 refs.append(ref)
             shown.append({"img_id": ref.img_id, "title": item["title"] or "image", "url": item["url"],
@@ -525,15 +541,20 @@ class ImageSearchTool(Tool):
                           meta={"queries": [query] if query else []})
 
     def _official_web(self, query: str, top_k: int, ctx: ToolContext) -> list[dict]:
+        """The web rows as the official runtime takes them; each body that answered 2xx is kept,
+        image or not (the official runtime does not look inside), through the safe downloader."""
         from genevolve.tools.download import DownloadError, safe_download
 
-        items = self.web.search(query, top_k)[:top_k]
+        official_rows = getattr(self.web, "search_official", None)
+        items = official_rows(query, top_k) if official_rows else self.web.search(query, top_k)[:top_k]
         dest = Path(ctx.work_dir) / "web"
 
         def fetch(item: WebImage):
             try:
-                return safe_download(item.image_url, dest, **self.download_kwargs)
-            except DownloadError:
+                # 30 s per network operation, as the official downloader waits
+                return safe_download(item.image_url, dest, **{"timeout": 30.0, **self.download_kwargs,
+                                                              "require_image": False})
+            except (DownloadError, OSError):  # one picture that cannot be stored is one failed download
                 return None
 
         out = []

@@ -42,7 +42,7 @@ from genevolve.tools.base import (
 from genevolve.tools.bm25 import BM25Index
 from genevolve.tools.circuit import BackendUnavailable, breaker_for
 from genevolve.tools.ddgs_client import ddgs_rows
-from genevolve.tools.serper_client import serper_base_url, serper_post
+from genevolve.tools.serper_client import serper_base_url, serper_post, serper_post_official
 
 SNIPPET_CHARS = 320
 MAX_QUERIES = 8
@@ -246,9 +246,10 @@ class SerperText:
         return hits[:top_k]
 
     def search_organic(self, query: str, top_k: int) -> list[Hit]:
-        """Only the organic results, unclipped: what the official runtime shows the model."""
-        data = serper_post("search", {"q": query, "num": top_k}, api_key=self.api_key,
-                           base_url=self.base_url, timeout=self.timeout)
+        """Only the organic results, unclipped, asked with the official retries: what the official
+        runtime shows the model."""
+        data = serper_post_official("search", {"q": query, "num": top_k}, api_key=self.api_key,
+                                    base_url=self.base_url)
         return [Hit(title=str(row.get("title") or ""), snippet=str(row.get("snippet") or ""),
                     source=str(row.get("link") or row.get("url") or ""), url=row.get("link") or row.get("url"))
                 for row in data.get("organic") or [] if isinstance(row, dict)][:top_k]
