@@ -510,7 +510,7 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
             if now - last_push < THINK_EVERY_S:
                 continue
             last_push = now
-            live = getattr(agent.policy, "live_stats", None) or {}
+            live = event.stats
             if live.get("tokens_per_s"):  # a local model: say how fast it is going
                 run.set(events=panel.html(), status=f"● Round {event.round} · {esc(policy_spec)} · {mode} · "
                                                     f"{live['tokens']} tokens · {live['tokens_per_s']:.1f} tok/s")

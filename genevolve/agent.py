@@ -45,7 +45,8 @@ from genevolve.program import (
     request_problem,
     validate_program,
 )
-from genevolve.protocol import ToolCall, Turn, correction_message, user_images_note
+from genevolve.policies.base import adopt
+from genevolve.protocol import ToolCall, Turn, correction_message
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 from genevolve.trajectory import (
     AnswerEvent,
@@ -110,19 +111,17 @@ StepEvents = Generator[Event, None, "Ending | None"]
 class Agent:
     def __init__(self, policy, tools: dict[str, Tool] | Sequence[Tool], config: AgentConfig | None = None,
                  *, store=None, work_dir: str | Path | None = None, backends: dict[str, str] | None = None):
-        self.policy = policy
+        self.policy = policy = adopt(policy)  # every capability declared, with its default
         self.tools = tools if isinstance(tools, dict) else {t.name: t for t in tools}
         self.config = config or AgentConfig()
         # A policy trained on one conversation shape (the nano adapter: the compact one) says so.
-        self.profile = get_profile(self.config.protocol or getattr(policy, "preferred_protocol", None))
+        self.profile = get_profile(self.config.protocol or policy.preferred_protocol)
         self.system_prompt = self.profile.system_prompt(self.config.system_prompt_path)
         # Each profile has its sampling defaults (official: 0.6 / top_p 0.9 / 4096, no stop strings);
         # a policy keeps whatever its spec set explicitly.
-        use_sampling = getattr(policy, "use_profile_sampling", None)
-        if callable(use_sampling):
-            use_sampling(self.profile.sampling)
+        policy.use_profile_sampling(self.profile.sampling)
         # A replayed recording announces its last round where the recording did.
-        recorded_cap = getattr(policy, "recorded_max_rounds", None)
+        recorded_cap = policy.recorded_max_rounds
         if recorded_cap and recorded_cap != self.config.max_rounds:
             import dataclasses
 
@@ -130,7 +129,7 @@ class Agent:
         self.store = store
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "genevolve-runs"
         self.backends = dict(backends or {})
-        self.backends.setdefault("policy", getattr(policy, "name", type(policy).__name__))
+        self.backends.setdefault("policy", policy.name)
 
     # ------------------------------------------------------------------ public API
 
@@ -190,12 +189,8 @@ class Agent:
         if problem:  # nothing to plan: say so rather than draw a generic image
             yield WarningEvent(message=problem)
             return Ending(Termination.INVALID_REQUEST, problem)
-        request_message = traj.request
-        # The official runtime takes no user images: its request goes out as typed, and the user's
-        # images reach the model only as image_search results (official profile).
-        if traj.user_image_ids and not self.profile.official:
-            listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)
-            request_message += user_images_note(listing)
+        listing = ", ".join(f"{i} ({registry.get(i).title})" for i in traj.user_image_ids)
+        request_message = self.profile.request_message(traj.request, listing or None)
         traj.system_prompt, traj.request_message = self.system_prompt, request_message
         # The official runtime sends text only, the user's images by id.
         traj.images_in_messages = not self.profile.text_only
@@ -209,8 +204,7 @@ class Agent:
         if run.cancelled:
             return STOPPED_BY_USER
         cfg, prof = self.config, self.profile
-        # The official runtime announces only the round cap; its prompt states the tool budget.
-        final = rnd == cfg.max_rounds or (not prof.official and run.tool_calls >= cfg.max_tool_calls)
+        final = prof.is_final_round(rnd, run.tool_calls, cfg.max_rounds, cfg.max_tool_calls)
         yield RoundStart(round=rnd, final=final)
         round_t0 = time.perf_counter()
         step = Step(round=rnd)
@@ -223,14 +217,16 @@ class Agent:
             return ending
         turn = prof.parse_turn(step.assistant_text)
         step.think = turn.think
-        if turn.kind == "tool_call" and (prof.official or not final):
+        # The profile decides which step the turn leads to; each step is one method below.
+        route = prof.route(turn.kind, final)
+        if route == "tool_call":
             return (yield from self._tool_call(run, step, turn.tool_call, round_t0))
-        if prof.official:
+        if route == "official_answer":
             return (yield from self._official_answer(run, step, turn, final, round_t0))
-        if turn.kind == "tool_call":
+        if route == "late_tool_call":
             return (yield from self._format_error(run, step, "tool calls are no longer allowed; an answer is due",
                                                   round_t0))
-        if turn.kind == "error":
+        if route == "format_error":
             return (yield from self._format_error(run, step, turn.error, round_t0))
         return (yield from self._answer(run, step, turn, round_t0))
 
@@ -243,13 +239,13 @@ class Agent:
                     break
                 if delta:
                     chunks.append(delta)
-                    yield TextDelta(round=step.round, text=delta)
+                    yield TextDelta(round=step.round, text=delta, stats=self.policy.stats())
         except Exception as exc:  # noqa: BLE001
             step.kind, step.error = "policy_error", f"{type(exc).__name__}: {exc}"
             step.assistant_text = "".join(chunks)
             step.policy_s = step.round_s = time.perf_counter() - round_t0
-            return Ending(Termination.ERROR if self.profile.official else Termination.POLICY_ERROR, step.error)
-        for w in _take_warnings(self.policy):
+            return Ending(Termination(self.profile.termination(Termination.POLICY_ERROR)), step.error)
+        for w in self.policy.take_warnings():
             run.traj.warnings.append(w)
             yield WarningEvent(message=w, round=step.round)
         if run.cancelled:
@@ -351,7 +347,7 @@ class Agent:
         run.traj.images = run.registry.list()
 
     def _out_of_rounds(self) -> Ending:
-        return Ending(Termination.OFFICIAL_MAX_ROUNDS if self.profile.official else Termination.MAX_ROUNDS,
+        return Ending(Termination(self.profile.termination(Termination.MAX_ROUNDS)),
                       f"no answer within {self.config.max_rounds} rounds")
 
     # ------------------------------------------------------------------ around the loop
@@ -361,16 +357,14 @@ class Agent:
         traj.backends = dict(self.backends)
         traj.meta["offline"] = self.config.offline
         traj.meta["protocol"] = self.profile.name
-        if self.profile.official:
-            traj.meta["protocol_assets"] = str(self.profile.assets.package_dir)
+        traj.meta.update(self.profile.trajectory_meta())
         if session:
             traj.meta["session"] = session
         return traj
 
     def _recorded_reply(self, name: str, registry: ImageRegistry) -> ToolResult | None:
         """A replayed official run answers its tool calls with the recorded replies (nothing is rerun)."""
-        recorded = getattr(self.policy, "recorded_tool_reply", None)
-        text = recorded() if callable(recorded) else None
+        text = self.policy.recorded_tool_reply()
         if text is None:
             return None
         from genevolve.official.records import recorded_images
@@ -385,17 +379,12 @@ class Agent:
 
     def _call_tool(self, name: str, args: dict, ctx: ToolContext) -> ToolResult:
         tool = self.tools.get(name)
-        is_official = self.profile.official
         if tool is None:
-            known = ", ".join(sorted(self.tools))
-            return ToolResult(text=official.unknown_tool(name) if is_official else
-                              f"Unknown tool '{name}'. Available tools: {known}.", error=f"unknown tool {name}")
+            return ToolResult(text=self.profile.unknown_tool_text(name, list(self.tools)), error=f"unknown tool {name}")
         try:
             result = tool(args, ctx)
         except Exception as exc:  # noqa: BLE001 - a broken tool is reported to the model
-            return ToolResult(text=official.tool_error(name, exc) if is_official else
-                              f"The {name} tool failed: {type(exc).__name__}: {exc}",
-                              error=f"{type(exc).__name__}: {exc}")
+            return ToolResult(text=self.profile.tool_error_text(name, exc), error=f"{type(exc).__name__}: {exc}")
         for ref in result.images:
             if ctx.registry.get(ref.img_id) is None:  # tools register; guard against a stray ref
                 ctx.registry.add(ref)
@@ -414,11 +403,6 @@ class Agent:
             self.store.save_trajectory(traj)
         except Exception as exc:  # noqa: BLE001 - a full disk must not hide the result
             traj.warnings.append(f"could not save the trajectory: {exc}")
-
-
-def _take_warnings(policy) -> list[str]:
-    take = getattr(policy, "take_warnings", None)
-    return list(take()) if callable(take) else []
 
 
 def build_agent(settings=None, *, store=None, policy=None, tools=None, offline: bool | None = None) -> Agent:

@@ -15,6 +15,15 @@ shape is a named, recorded choice rather than scattered constants:
 The turn grammar (``<think>``, ``<tool_call>``, ``<answer>``, ``<tool_response>``) is the same
 in every profile; a profile changes only the wording the runtime sends. Every trajectory records
 the profile it ran under (``trajectory.meta["protocol"]``).
+
+A profile is a dialect object: it owns every way its conversation differs, and the agent loop and
+the tools ask it rather than test a flag. The loop asks how the request goes out
+(``request_message``), when the last round is announced (``is_final_round``), which step a parsed
+turn leads to (``route``), how tool failures and endings are worded (``unknown_tool_text``,
+``tool_error_text``, ``termination``); a tool asks which of its answers to give (``answer_tool``:
+``Tool.answer`` for ours, ``Tool.answer_official`` for the official runtime's replies), and the
+tool cache how to key and number what it stores (``cache_context``, ``numbers_images_by_location``,
+``reads_arguments_strictly``).
 """
 
 from __future__ import annotations
@@ -41,7 +50,6 @@ class Profile:
     snippet_chars: int | None = None  # search snippet length; None: the tool's own default
     short_skills: bool = False  # query_knowledge returns each skill's short form
     sampling: dict = field(default_factory=lambda: dict(OUR_SAMPLING), compare=False, hash=False)
-    official: bool = False  # the official runtime's turn handling (genevolve.official.turns)
     text_only: bool = False  # tool replies carry no images, as in the official runtime
 
     def system_prompt(self, override_path: str | Path | None = None) -> str:
@@ -83,6 +91,56 @@ class Profile:
         """What to pass as --protocol to get this profile again."""
         return self.name
 
+    # ---------------------------------------------------------------- the loop asks
+
+    def request_message(self, request: str, user_images: str | None) -> str:
+        """The first user message: the request, and a line naming the user's images (``user_images``:
+        "IMG_001 (title), …", or None when there are none)."""
+        if not user_images:
+            return request
+        from genevolve.protocol import user_images_note
+
+        return request + user_images_note(user_images)
+
+    def is_final_round(self, rnd: int, tool_calls: int, max_rounds: int, max_tool_calls: int) -> bool:
+        """Whether round ``rnd`` is announced as the last: at the round cap, or once the tool budget is spent."""
+        return rnd == max_rounds or tool_calls >= max_tool_calls
+
+    def route(self, kind: str, final: bool) -> str:
+        """The step a parsed turn of ``kind`` (tool_call, answer, error) leads to: ``tool_call``,
+        ``answer``, ``format_error``, or ``late_tool_call`` (a tool call after the last round was announced)."""
+        if kind == "tool_call":
+            return "late_tool_call" if final else "tool_call"
+        return "format_error" if kind == "error" else "answer"
+
+    def termination(self, ending: str) -> str:
+        """The stored name of an ending (``policy_error``, ``max_rounds``) in this conversation."""
+        return ending
+
+    def unknown_tool_text(self, name: str, known: list[str]) -> str:
+        return f"Unknown tool '{name}'. Available tools: {', '.join(sorted(known))}."
+
+    def tool_error_text(self, name: str, exc: BaseException) -> str:
+        return f"The {name} tool failed: {type(exc).__name__}: {exc}"
+
+    def trajectory_meta(self) -> dict:
+        """What a trajectory records about this profile besides its name."""
+        return {}
+
+    # ---------------------------------------------------------------- the tools ask
+
+    def answer_tool(self, tool, args: dict, ctx):
+        """The tool's answer in this conversation's words."""
+        return tool.answer(args, ctx)
+
+    numbers_images_by_location = False  # one id per picture (by content); the official runtime: per URL
+    reads_arguments_strictly = False  # two spellings of one question are one cache entry
+
+    def cache_context(self, tool_name: str, args: dict) -> dict:
+        """What a cached tool reply depends on besides its arguments: replies are worded per profile
+        (the default keeps the keys it always had)."""
+        return {} if self.name == DEFAULT_PROFILE else {"profile": self.name}
+
 
 @dataclass(frozen=True)
 class OfficialProfile(Profile):
@@ -116,6 +174,49 @@ class OfficialProfile(Profile):
     def spec(self) -> str:
         return f"official:{self.source}" if self.source else "official"
 
+    # The official runtime takes no user images: its request goes out as typed, and the user's
+    # images reach the model only as image_search results.
+    def request_message(self, request: str, user_images: str | None) -> str:
+        return request
+
+    # It announces only the round cap; its prompt states the tool budget.
+    def is_final_round(self, rnd: int, tool_calls: int, max_rounds: int, max_tool_calls: int) -> bool:
+        return rnd == max_rounds
+
+    # A tool call is always run; anything else goes through its answer rules and nudges.
+    def route(self, kind: str, final: bool) -> str:
+        return "tool_call" if kind == "tool_call" else "official_answer"
+
+    def termination(self, ending: str) -> str:
+        return {"policy_error": "error", "max_rounds": "max_rounds_reached"}.get(ending, ending)
+
+    def unknown_tool_text(self, name: str, known: list[str]) -> str:
+        from genevolve.official.turns import unknown_tool
+
+        return unknown_tool(name)
+
+    def tool_error_text(self, name: str, exc: BaseException) -> str:
+        from genevolve.official.turns import tool_error
+
+        return tool_error(name, exc)
+
+    def trajectory_meta(self) -> dict:
+        return {"protocol_assets": str(self.assets.package_dir)}
+
+    def answer_tool(self, tool, args: dict, ctx):
+        return tool.answer_official(args, ctx)
+
+    numbers_images_by_location = True
+    reads_arguments_strictly = True
+
+    def cache_context(self, tool_name: str, args: dict) -> dict:
+        # Its replies echo the arguments verbatim: key on them exactly; its skill texts come from
+        # the user's copy, so a new copy must not be served old texts.
+        context = {"profile": self.name, "exact_args": args}
+        if tool_name == "query_knowledge":
+            context["skills"] = self.assets.digest
+        return context
+
 
 # The official runtime's sampling: no stop strings, the model ends its own turn.
 OFFICIAL_SAMPLING = {"temperature": 0.6, "top_p": 0.9, "max_tokens": 4096, "stop_at_turn_end": False}
@@ -129,7 +230,7 @@ def official_profile(path: str | None = None) -> OfficialProfile:
         assets = load(path)
     except OfficialAssetsError as exc:
         raise ProfileError(str(exc)) from exc
-    return OfficialProfile("official", "", sampling=dict(OFFICIAL_SAMPLING), official=True, text_only=True,
+    return OfficialProfile("official", "", sampling=dict(OFFICIAL_SAMPLING), text_only=True,
                            assets=assets, source=path or None)
 
 

@@ -149,6 +149,7 @@ class RoundStart(Event):
 class TextDelta(Event):
     round: int
     text: str
+    stats: dict = field(default_factory=dict)  # the policy's token statistics so far (local models)
     type: str = field(init=False, default="text_delta")
 
 

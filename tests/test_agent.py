@@ -386,3 +386,36 @@ def test_termination_is_a_termination_stored_as_its_string(tmp_path):
     assert {official.ANSWER, official.MAX_ROUNDS, official.NO_ANSWER, official.ERROR} <= {t.value for t in Termination}
     with pytest.raises(ValueError, match="unknown termination 'done'; expected one of: running, answer"):
         Trajectory(request="x", termination="done")
+
+
+
+def test_a_plain_object_with_stream_is_a_policy_and_its_own_capabilities_are_used(tmp_path):
+    """Policies declare their capabilities in PolicyBase; an object with only some of them works."""
+    from genevolve.agent import Agent, AgentConfig
+    from genevolve.policies.base import PolicyBase
+
+    answer = '<think>done</think><answer>{"gen_prompt": "a red apple", "reference_images": []}</answer>'
+
+    class Bare:  # stream and one capability, no base class
+        def stream(self, messages, images=()):
+            yield answer
+
+        def take_warnings(self):
+            return ["counted nothing"]
+
+    traj = Agent(Bare(), [], AgentConfig(max_rounds=1), work_dir=tmp_path).run("a red apple")
+    assert traj.program is not None and "counted nothing" in traj.warnings
+    assert traj.backends["policy"] == "Bare"
+
+    class Counting(PolicyBase):
+        name = "counting"
+
+        def stream(self, messages, images=()):
+            yield answer[:10]
+            yield answer[10:]
+
+        def stats(self):
+            return {"tokens": 7}
+
+    events = list(Agent(Counting(), [], AgentConfig(max_rounds=1), work_dir=tmp_path).stream("a red apple"))
+    assert [e.stats for e in events if e.type == "text_delta"] == [{"tokens": 7}, {"tokens": 7}]

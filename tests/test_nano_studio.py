@@ -19,6 +19,17 @@ def test_local_policy_counts_streamed_tokens(tiny_gemma_path):  # noqa: F811 - f
     assert [s["tokens"] for s in seen] == sorted(s["tokens"] for s in seen)  # only ever grows
 
 
+def test_the_agents_text_events_carry_the_token_counts(tiny_gemma_path, tmp_path):
+    """The studio's status line reads tokens and tok/s off the events, not off the policy."""
+    from genevolve.agent import Agent, AgentConfig
+
+    policy = LocalPolicy.load(str(tiny_gemma_path), max_new_tokens=16)
+    agent = Agent(policy, [], AgentConfig(max_rounds=1), work_dir=tmp_path)
+    deltas = [e for e in agent.stream("a red apple") if e.type == "text_delta"]
+    assert deltas and all(e.stats.get("tokens", 0) >= 1 for e in deltas[1:])
+    assert deltas[-1].stats["tokens"] >= deltas[0].stats.get("tokens", 0)
+
+
 def test_backends_show_the_nano_card(tmp_path, monkeypatch):
     from app import generate_tab
     from genevolve.policies import local

@@ -28,7 +28,7 @@ from chat_server import ChatServer
 from genevolve.agent import Agent, AgentConfig
 from genevolve.official.assets import OfficialAssetsError, load
 from genevolve.policies import make_policy
-from genevolve.profiles import ProfileError, get_profile
+from genevolve.profiles import OfficialProfile, ProfileError, get_profile
 from genevolve.tools.cache import ToolCache, wrap_with_cache
 from genevolve.tools.image_search import ImageSearchTool, SerperImages, UserImages
 from genevolve.tools.knowledge import KnowledgeTool
@@ -500,7 +500,7 @@ def test_profile_from_a_checkout_an_env_var_or_a_clear_error(tmp_path, monkeypat
     assert get_profile(f"official:{STANDIN / 'genevolve'}").assets.package_dir == (STANDIN / "genevolve").resolve()
     monkeypatch.setenv("GENEVOLVE_OFFICIAL_PATH", str(STANDIN))
     profile = get_profile("official")
-    assert profile.official and profile.spec == "official"
+    assert isinstance(profile, OfficialProfile) and profile.spec == "official"
     monkeypatch.delenv("GENEVOLVE_OFFICIAL_PATH")
     with pytest.raises(ProfileError, match=r"git clone https://github.com/MeiGen-AI/GenEvolve.*official:/path"):
         get_profile(f"official:{tmp_path}")

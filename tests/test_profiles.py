@@ -66,3 +66,29 @@ def test_the_tool_cache_keeps_profiles_apart(tmp_path):
     nano_search = next(s.tool_text for s in first.steps if s.tool_name == "search")
     full_search = next(s.tool_text for s in second.steps if s.tool_name == "search")
     assert nano_search != full_search and "(source:" in full_search
+
+
+def test_a_new_dialect_changes_the_conversation_without_touching_the_loop_or_the_tools(tmp_path):
+    """A profile owns its differences: overriding its methods is all a new conversation takes."""
+    from dataclasses import dataclass
+
+    from genevolve.profiles import Profile
+
+    @dataclass(frozen=True)
+    class Brief(Profile):
+        def request_message(self, request, user_images):
+            return "Request: " + request
+
+        def is_final_round(self, rnd, tool_calls, max_rounds, max_tool_calls):
+            return tool_calls >= 2 or rnd == max_rounds  # a budget of two tool calls
+
+        def answer_tool(self, tool, args, ctx):
+            result = tool.answer(args, ctx)
+            result.text = result.text.splitlines()[0]  # the first line of every reply
+            return result
+
+    traj = _run(tmp_path, protocol=Brief("brief", "system.md"))
+    assert traj.meta["protocol"] == "brief" and traj.messages[1]["content"] == "Request: " + REQUEST
+    calls = [s for s in traj.steps if s.kind == "tool_call"]
+    assert len(calls) == 2 and all("\n" not in s.tool_text for s in calls)
+    assert traj.termination in ("answer", "forced_answer") and traj.program is not None

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from genevolve.policies.base import PolicyBase
 from genevolve.config import ASSETS
 from genevolve.policies.base import PolicyError
 from genevolve.protocol import TURN_END_STRINGS, truncate_at_turn_end
@@ -96,7 +97,7 @@ class _Inputs:
     vision_mask: list[bool] | None = None  # which positions are image tokens
 
 
-class LocalPolicy:
+class LocalPolicy(PolicyBase):
     def __init__(self, model, tokenizer, processor=None, *, name: str = "local", max_new_tokens: int = 1024,
                  temperature: float = 0.0, top_p: float = 1.0, kv_reuse: bool = True,
                  chat_template: str | None = None, base_warning: str | None = None):
@@ -418,6 +419,9 @@ class LocalPolicy:
             self._kv = _KVState(cache=out["cache"], ids=out["sequences"][0].tolist()[:cache_len])
         self.last_stats = {"prompt_tokens": len(inputs.ids), "reused_tokens": reused,
                            "new_tokens": len(out["completion"][0])}
+
+    def stats(self) -> dict:
+        return dict(self.live_stats)
 
     def use_profile_sampling(self, defaults: dict) -> None:
         """The protocol profile's sampling, except what the spec set (``?temperature=`` …)."""

@@ -18,6 +18,7 @@ import threading
 from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
+from genevolve.policies.base import PolicyBase
 from genevolve.policies.base import PolicyError
 from genevolve.policies.chat_stream import ChatStreamClient
 from genevolve.protocol import TURN_END_STRINGS
@@ -29,7 +30,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_SAMPLING = {"temperature": 0.7, "top_p": None, "max_tokens": 2048, "stop_at_turn_end": True}
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(PolicyBase):
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
                  temperature: float | None = None, max_tokens: int | None = None, timeout: float = 120.0,
                  stream: bool = True, max_retries: int = 2, send_images: bool = True,

@@ -20,10 +20,11 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from genevolve.policies.base import PolicyBase
 from genevolve.policies.base import PolicyError
 
 
-class ReplayPolicy:
+class ReplayPolicy(PolicyBase):
     def __init__(self, path: str | Path, chunk_size: int = 16, record: str | None = None):
         self.path = Path(path).expanduser()
         if not self.path.is_file():
@@ -178,5 +179,5 @@ def _recorded_profile(messages: list[dict], path: Path):
     final = next((u for u in users[1:] if unwrap(u) is None), "")
     assets = OfficialAssets(package_dir=path.parent, system_prompt=system, final_step_message=final,
                             skills_dir=path.parent, skills={})
-    return OfficialProfile("official", "", sampling=dict(OFFICIAL_SAMPLING), official=True, text_only=True,
+    return OfficialProfile("official", "", sampling=dict(OFFICIAL_SAMPLING), text_only=True,
                            assets=assets, source=None)

@@ -69,8 +69,20 @@ def top_k_arg(args: dict, *, default: int, cap: int, shape: str) -> int:
 
 
 class Tool:
+    """A tool the policy can call. ``answer`` is its reply in our conversation; a tool the official
+    runtime also has words that reply its way in ``answer_official``. Which one runs is the
+    conversation profile's choice (``Profile.answer_tool``), never the tool's."""
+
     name: str = ""
     description: str = ""
 
-    def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:  # pragma: no cover - interface
+    def __call__(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
+        from genevolve.profiles import profile_of
+
+        return profile_of(ctx).answer_tool(self, args, ctx)
+
+    def answer(self, args: dict, ctx: ToolContext | None) -> ToolResult:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def answer_official(self, args: dict, ctx: ToolContext | None) -> ToolResult:
+        raise NotImplementedError(f"the official runtime has no {self.name or type(self).__name__} tool")

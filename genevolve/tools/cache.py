@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from genevolve.profiles import DEFAULT_PROFILE, profile_of
+from genevolve.profiles import profile_of
 from genevolve.tools.base import Tool, ToolArgumentError, ToolContext, ToolResult
 from genevolve.trajectory import file_sha256
 
@@ -127,7 +127,7 @@ class ToolCache:
     def materialise(self, entry: dict, ctx: ToolContext) -> ToolResult:
         """Turn a stored entry into a result for this trajectory: register its images, fill the ids."""
         refs = []
-        by_location = profile_of(ctx).official  # the official runtime numbers images by URL
+        by_location = profile_of(ctx).numbers_images_by_location
         for img in entry["images"]:
             ref = ctx.registry.register(self.files_dir / img["file"], source=img["source"], title=img["title"],
                                         caption=img["caption"], url=img["url"], by_location=by_location)
@@ -187,19 +187,15 @@ class CachedTool(Tool):
         return getattr(tool, item)
 
     def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:
-        # The official profile reads arguments strictly, so two spellings are two questions.
-        canonical = None if profile_of(ctx).official else getattr(self.tool, "canonical_args", None)
+        profile = profile_of(ctx)
+        # A profile that reads arguments strictly makes two spellings two questions.
+        canonical = None if profile.reads_arguments_strictly else getattr(self.tool, "canonical_args", None)
         try:
             key_args = canonical(args) if canonical else args
         except ToolArgumentError:
             return self.tool(args, ctx)  # let the tool word the error; errors are never cached
         context_fn = getattr(self.tool, "cache_context", None)
-        context = context_fn(ctx) if context_fn else None
-        profile = profile_of(ctx)
-        if profile.name != DEFAULT_PROFILE:  # replies are worded per profile; the default keeps its old keys
-            context = {**(context or {}), "profile": profile.name}
-        if profile.official:  # its replies echo the arguments verbatim: key on them exactly
-            context["exact_args"] = args
+        context = {**(context_fn(ctx) if context_fn else {}), **profile.cache_context(self.name, args)} or None
         key = cache_key_text(self.name, self.backend_name, key_args, context)
         result = self._from_cache(key, ctx, accept_degraded=self.cache.mode == "replay")
         if result is not None:

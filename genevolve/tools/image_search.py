@@ -453,10 +453,8 @@ class ImageSearchTool(Tool):
         lib = self.library.search(query, top_k) if self.library else []
         return user_hits + lib, "local-library", why
 
-    def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:
+    def answer(self, args: dict, ctx: ToolContext) -> ToolResult:
         profile = profile_of(ctx)
-        if profile.official:
-            return self._official(args, ctx)
         try:
             queries, top_k = parse_image_query(args, default_top_k=self.default_top_k)
         except ToolArgumentError as exc:
@@ -504,7 +502,7 @@ class ImageSearchTool(Tool):
 
     # -- the official runtime's image_search
 
-    def _official(self, args: dict, ctx: ToolContext) -> ToolResult:
+    def answer_official(self, args: dict, ctx: ToolContext) -> ToolResult:
         """Strict ``query`` (one string), top_k 5 by default; every result that arrived as a file is
         listed with ``title``/``url``/``local_path``/``page_url`` lines and numbered by its URL (by
         its file when it has none), as the official runtime numbers them: one picture at two URLs

@@ -51,15 +51,11 @@ class KnowledgeTool(Tool):
         skill = normalise_skill_name(_raw_name(args) or "")
         return {"skill_name": skill or str(_raw_name(args))}
 
-    def cache_context(self, ctx: ToolContext | None) -> dict:
-        profile = profile_of(ctx)
-        # Official skill texts come from the user's copy: a new copy must not be served old texts.
-        return {"skills": profile.assets.digest} if profile.official else {}
+    def answer_official(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
+        return _official(args, profile_of(ctx).assets, self.backend_name)
 
-    def __call__(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
+    def answer(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
         profile = profile_of(ctx)
-        if profile.official:
-            return _official(args, profile.assets, self.backend_name)
         valid = ", ".join(SKILLS)
         raw = _raw_name(args)
         if not isinstance(raw, str) or not raw.strip():

@@ -309,10 +309,8 @@ class SearchTool(Tool):
             breaker.trip(reason)
             return self.fallback.search(query, top_k), self.fallback.name, f"{self.primary.name} failed ({reason})"
 
-    def __call__(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
+    def answer(self, args: dict, ctx: ToolContext | None = None) -> ToolResult:
         profile = profile_of(ctx)
-        if profile.official:
-            return self._official(args, ctx)
         try:
             queries, top_k = parse_queries(args, default_top_k=self.default_top_k)
         except ToolArgumentError as exc:
@@ -347,7 +345,7 @@ class SearchTool(Tool):
                           meta={"queries": queries, "hits": total, "fallback": bool(fallbacks),
                                 "fallback_reasons": fallbacks})
 
-    def _official(self, args: dict, ctx: ToolContext | None) -> ToolResult:
+    def answer_official(self, args: dict, ctx: ToolContext | None) -> ToolResult:
         """The official runtime's search: strict ``queries``, one block per query, no fallback.
 
         Bad argument types raise (the agent words it as the official tool error); a backend that

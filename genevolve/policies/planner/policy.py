@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+from genevolve.policies.base import PolicyBase
 from genevolve.policies.planner.conversation import PlannerState, read_state
 from genevolve.policies.planner.english import extract_subjects
 from genevolve.policies.planner.evidence import best_image, facts_from
@@ -15,7 +16,7 @@ from genevolve.subjects import extract_entities
 from genevolve.tools.image_search import parse_image_lines
 
 
-class PlannerPolicy:
+class PlannerPolicy(PolicyBase):
     """Rule-based expert policy; see the package docstring for the plan it follows."""
 
     name = "planner"
