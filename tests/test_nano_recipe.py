@@ -5,8 +5,8 @@ from __future__ import annotations
 
 
 from genevolve.training.metrics import RunFiles
-from genevolve.training.nano import grpo_chart, grpo_section, model_card_sections
-from genevolve.training.nano_card import render_card, render_docs
+from genevolve.training.nano_report import grpo_chart, grpo_section, model_card_sections
+from genevolve.training.nano_report import render_card, render_docs
 
 
 def _grpo_run(out, name, rewards, sdl=False):
@@ -61,3 +61,25 @@ def test_the_recipe_section_shows_every_sweep_run_with_its_command(tmp_path):
     assert "| lora-bf16 | 6.7 | 100.0 | 1.4 | recipe_sweep.json |" in docs
     assert "| lora-fp32 | 4.1 | 100.0 | 1.4 | recipe_sweep_reversed.json |" in docs
     assert "did not finish" not in docs
+
+
+def test_the_docs_script_writes_the_page_and_charts_from_a_run(tmp_path):
+    """The library never writes the repository's docs; scripts/nano_docs.py does, from a run folder."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    _grpo_run(run, "grpo", [(0.40, 0.10), (0.55, 0.05)])
+    docs = tmp_path / "docs"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "nano_docs.py"
+    refused = subprocess.run([sys.executable, str(script), str(run), "--docs", str(docs)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "has not shipped" in refused.stderr  # no ship stage, no --shipped
+    (run / "stages.json").write_text(json.dumps({"ship": {"done": True, "shipped": "grpo"}}))
+    done = subprocess.run([sys.executable, str(script), str(run), "--docs", str(docs)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    page = (docs / "nano.md").read_text(encoding="utf-8")
+    assert "| grpo | 1 | 0.400 ± 0.100 |" in page and (docs / "images" / "nano_grpo.png").is_file()

@@ -227,20 +227,9 @@ class NanoRecipe:
             self.log("[nano] eval: the summary covers the requests finished so far; run the stage again to go on")
 
     def model_card(self, shipped: str) -> str:
-        from genevolve.training.nano_card import render_card
+        from genevolve.training.nano_report import model_card
 
-        return render_card(model_card_sections(self.out, shipped))
-
-    def write_docs(self, shipped: str, docs: Path = REPO_ROOT / "docs") -> None:
-        """docs/nano.md and its chart, from the same run folder as the model card."""
-        from genevolve.training.nano_card import render_docs
-
-        (docs / "nano.md").write_text(render_docs(model_card_sections(self.out, shipped)), encoding="utf-8")
-        chart = self.out / "eval" / "ablation.png"
-        if chart.exists():
-            (docs / "images").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(chart, docs / "images" / "nano_ablation.png")
-        grpo_chart(self.out, docs / "images" / "nano_grpo.png")
+        return model_card(self.out, shipped)
 
     def stage_ship(self) -> None:
         """Copy the chosen adapter into the assets: SFT, unless a later stage beat it on the same
@@ -257,10 +246,9 @@ class NanoRecipe:
         (dest / "SOURCE.json").write_text(json.dumps(adapter_source(choice, src, self.out), indent=2) + "\n",
                                           encoding="utf-8")
         (dest / "README.md").write_text(self.model_card(choice), encoding="utf-8")
-        if self.ship_to == ASSETS / "adapters" / "nano":  # the repository's own docs follow the shipped adapter
-            self.write_docs(choice)
         self._mark_done("ship", shipped=choice, to=str(dest))
-        self.log(f"[nano] shipped the {choice} adapter to {dest}")
+        self.log(f"[nano] shipped the {choice} adapter to {dest}; python scripts/nano_docs.py {self.out} "
+                 "rewrites docs/nano.md and its charts from this run")
 
 
 def adapter_source(stage: str, checkpoint: Path, run_dir: Path) -> dict:
@@ -276,70 +264,6 @@ def adapter_source(stage: str, checkpoint: Path, run_dir: Path) -> dict:
     digest = hashlib.sha256((checkpoint / "adapter_model.safetensors").read_bytes()).hexdigest()
     return {"stage": stage, "checkpoint_in_run": rel, "recipe": "genevolve train nano --out RUN_DIR",
             "adapter_model_sha256": digest}
-
-
-def grpo_rows(out: Path) -> dict[str, list[dict]]:
-    """The optimizer-step rows of each GRPO stage's metrics.jsonl, by stage name."""
-    from genevolve.training.metrics import read_metrics
-
-    rows = {}
-    for name in ("grpo", "grpo_sdl"):
-        if (out / name / "metrics.jsonl").exists():
-            steps = [m for m in read_metrics(out / name) if m.get("reward_mean") is not None]
-            if steps:
-                rows[name] = steps
-    return rows
-
-
-def grpo_section(out: Path) -> str | None:
-    """Per step of each GRPO stage: the group's reward and its spread, what the rollouts did, the SDL
-    terms; the measured parts of the model card's reinforcement section."""
-    stages = grpo_rows(out)
-    if not stages:
-        return None
-    lines = ["| stage | step | reward mean ± sd in the group | ended in a program | skill calls | rows trained | "
-             "SDL KL | guides added / gate hits | seconds |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, steps in stages.items():
-        for m in steps:
-            terms = m.get("terminations") or {}
-            n = sum(terms.values()) or 1
-            answered = terms.get("answer", 0) + terms.get("forced_answer", 0)
-            skills = (m.get("tool_counts") or {}).get("query_knowledge", 0)
-            kl = "–" if m.get("sdl_kl") is None else f"{m['sdl_kl']:.4f}"
-            guides = "–" if "guides_added" not in m else f"{m['guides_added']} / {m.get('guide_hit_rate', 0):.0%}"
-            secs = sum((m.get("timings") or {}).get(k, 0.0) for k in ("generation_s", "tools_s", "judge_s"))
-            lines.append(f"| {name} | {m['step']} | {m['reward_mean']:.3f} ± {m.get('reward_std') or 0:.3f} | "
-                         f"{answered}/{n} | {skills} | {m.get('trained_samples', '–')} | {kl} | {guides} | "
-                         f"{m.get('step_time', secs) or secs:.0f} |")
-    return "\n".join(lines)
-
-
-def grpo_chart(out: Path, path: Path) -> Path | None:
-    """Reward per step (mean and the group's spread) for each GRPO stage."""
-    stages = grpo_rows(out)
-    if not stages:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
-    for name, steps in stages.items():
-        x = [m["step"] for m in steps]
-        y = [m["reward_mean"] for m in steps]
-        sd = [m.get("reward_std") or 0.0 for m in steps]
-        ax.plot(x, y, marker="o", label=name.replace("_", "+"))
-        ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], alpha=0.15)
-    ax.set_xlabel("optimizer step (one prompt, 6 rollouts)")
-    ax.set_ylabel("hybrid reward")
-    ax.set_ylim(0, 1)
-    ax.set_title("GRPO on the RL pool: group mean ± sd", fontsize=10)
-    ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _system_rank(name: str) -> int:
@@ -367,95 +291,4 @@ def _gemma_tokenizer():
 
 
 def _read_json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def _hours(seconds: float | None) -> str:
-    return "–" if not seconds else f"{seconds / 3600:.2f} h"
-
-
-def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
-    """The measured parts of the model card, from the run folder (nothing here is typed by hand)."""
-    from genevolve.training.metrics import read_metrics
-
-    sections: dict[str, str] = {}
-    manifest = _read_json(out / "data" / "manifest.json") or {}
-    c = manifest.get("counts") or {}
-    if c:
-        lines = [f"{c['recipes']} recipes → {c['answered']} answered by the planner teacher → "
-                 f"{c['filter_passed']} passed the filters → {c['kept']} kept for SFT "
-                 f"({c['train']} train / {c['val']} val); {c.get('rl_prompts', 0)} RL prompts; "
-                 f"{c.get('eval', 0)} held-out eval requests.", "",
-                 "| split | recipes | kept | named entities |", "|---|---|---|---|"]
-        for split, v in sorted((manifest.get("per_split") or {}).items()):
-            ents = ", ".join((manifest.get("entities") or {}).get(split, [])) or "–"
-            lines.append(f"| {split} | {v.get('recipes', 0)} | {v.get('kept', 0)} | {ents} |")
-        rej = manifest.get("rejections_first") or {}
-        lines += ["", "Rejections (first reason): " + (", ".join(f"{k} {v}" for k, v in rej.items()) or "none") + "."]
-        sections["data"] = "\n".join(lines)
-    metrics = read_metrics(out / "sft") if (out / "sft" / "metrics.jsonl").exists() else []
-    # Wall time per stage from what each stage recorded itself (so a stage run outside
-    # `train nano` counts too): the build's elapsed time, the SFT log's first to last step, the
-    # seconds of every evaluated request.
-    rows = ["| stage | wall time | measured from |", "|---|---|---|"]
-    if manifest.get("elapsed_s"):
-        rows.append(f"| data | {_hours(manifest['elapsed_s'])} | data/manifest.json |")
-    steps = [m for m in metrics if "step_s" in m and "time" in m]
-    if steps:
-        span = steps[-1]["time"] - steps[0]["time"] + steps[0]["step_s"]
-        rows.append(f"| sft | {_hours(span)} | sft/metrics.jsonl ({len(steps)} steps, held-out evals included) |")
-    for name in ("grpo", "grpo_sdl"):
-        grpo = read_metrics(out / name) if (out / name / "metrics.jsonl").exists() else []
-        timed = [m for m in grpo if "time" in m]
-        if len(timed) > 1:
-            rows.append(f"| {name} | {_hours(timed[-1]['time'] - timed[0]['time'])} | {name}/metrics.jsonl |")
-    eval_dir = out / "eval"
-    for path in sorted(eval_dir.glob("*.jsonl")) if eval_dir.exists() else []:
-        secs = [float(json.loads(x).get("seconds") or 0) for x in path.read_text(encoding="utf-8").splitlines()
-                if x.strip()]
-        rows.append(f"| eval: {path.stem} | {_hours(sum(secs))} | eval/{path.name} ({len(secs)} requests) |")
-    if len(rows) > 2:
-        sections["time"] = "\n".join(rows)
-    evals = [m for m in metrics if m.get("eval_loss") is not None]
-    if metrics:
-        steps = [m for m in metrics if "step_s" in m]
-        sections["sft"] = (f"{len(steps)} optimizer steps, {sum(m['tokens'] for m in steps):,} trained tokens, "
-                           f"{sum(m['step_s'] for m in steps) / 3600:.2f} h of steps; training loss "
-                           f"{steps[0]['loss']:.3f} (step 1) → {steps[-1]['loss']:.3f} (step {steps[-1]['step']}); "
-                           "held-out loss " + ", ".join(f"{m['eval_loss']:.3f} (step {m['step']})" for m in evals) + ".")
-    summary = out / "eval" / "summary.md"
-    if summary.exists():
-        sections["ablation"] = summary.read_text(encoding="utf-8").strip()
-    paired = out / "eval" / "paired.md"
-    if paired.exists() and paired.read_text(encoding="utf-8").count("\n") > 2:
-        sections["paired"] = paired.read_text(encoding="utf-8").strip()
-    rl = grpo_section(out)
-    if rl:
-        sections["grpo"] = rl
-    untuned = out / "eval" / "untuned.jsonl"
-    if untuned.exists():
-        sections["untuned_n"] = str(sum(1 for x in untuned.read_text(encoding="utf-8").splitlines() if x.strip()))
-    sweep = _read_json(out / "recipe_sweep.json")
-    if sweep:
-        lines = ["| variant | s/step | trained tokens/s | held-out loss after the steps | run |", "|---|---|---|---|---|"]
-        # A second run with the variants in another order (recipe_sweep_*.json) shows that the first
-        # variant's one-time start-up costs do not decide the speed column.
-        for path in [out / "recipe_sweep.json", *sorted(out.glob("recipe_sweep_*.json"))]:
-            rows = _read_json(path) or []
-            lines += [f"| {r['variant']} | {r['s_per_step']} | {r['tokens_per_s']} | {r['eval_loss']} | {path.name} |"
-                      for r in rows]
-        first = sweep[0]
-        evals = f" --eval-records {first['eval_records']}" if "eval_records" in first else ""
-        sections["recipe"] = "\n".join([f"Measured by `python benchmarks/nano_sft_recipe.py --data runs/nano/data --steps "
-                                        f"{first['steps']}{evals} [--variants …]` (same records, same order, same "
-                                        "held-out records; batch 1):", "", *lines])
-    else:
-        sections["recipe"] = ("The side-by-side run (`benchmarks/nano_sft_recipe.py`: LoRA bf16, LoRA fp32 and full "
-                              "bf16 at equal steps) did not finish in the session that trained this adapter, "
-                              "so no held-out comparison is claimed here.")
-    adapter = out / "sft" / "checkpoints"
-    sizes = list(adapter.glob("step-*/model/adapter_model.safetensors"))
-    if sizes:
-        sections["size"] = f"{sizes[0].stat().st_size / 1e6:.0f} MB"
-    sections["shipped"] = shipped
-    return sections
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
