@@ -8,9 +8,8 @@ carry an error event — things a real proxy or inference server does.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -18,6 +17,7 @@ from chat_server import ChatServer, Reply
 from genevolve.policies.chat_stream import ChatEndpointError, ChatStreamClient
 from genevolve.policies.openai import OpenAIPolicy
 from genevolve.protocol import format_answer, format_tool_call
+from local_http import serve
 
 SEARCH = format_tool_call("search", {"queries": ["Eiffel Tower"]}, think="I need facts")
 ANSWER = format_answer({"gen_prompt": 'The tower at dusk, title "PARIS".', "reference_images": []}, think="ready")
@@ -57,14 +57,12 @@ class RawServer:
                 owner.requests.append(request)
                 owner.script(self, request)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._serving = serve(Handler)
+        self.httpd = self._serving.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serving.__exit__(*exc)
 
     @property
     def base_url(self) -> str:

@@ -11,8 +11,7 @@ import base64
 import io
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from genevolve.judges import make_judge
 from genevolve.program import Program
 from genevolve.protocol import parse_turn
 from genevolve.trajectory import Step, Trajectory
+from local_http import serve
 
 N = 8
 SEED = 0
@@ -192,10 +192,8 @@ class _TextlessRenderer(BaseHTTPRequestHandler):
 
 
 def test_gt_text_check_rejects_a_render_without_the_text(built, tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _TextlessRenderer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serve(_TextlessRenderer) as server:
+        url = server.url
         builder = DatasetBuilder(tmp_path / "gt", _config(renderer=f"service:{url}"), settings=_settings(tmp_path))
         builder.out.mkdir()
         recipes = {r["id"]: r for r in map(json.loads, (built / "recipes.jsonl").read_text().splitlines())}
@@ -205,8 +203,6 @@ def test_gt_text_check_rejects_a_render_without_the_text(built, tmp_path):
         row = builder.do_gt(recipes[texty], trajs[texty])
         assert not row["kept"] and row["reasons"] == ["gt_text_mismatch"] and row["text_missing"]
         assert builder.do_gt(recipes[plain], trajs[plain])["kept"]
-    finally:
-        server.shutdown()
 
 
 def test_requests_stay_clear_of_the_bench():

@@ -7,12 +7,13 @@ import struct
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from PIL import Image
 
 from genevolve.tools.download import DownloadError, check_image_bytes, safe_download
+from local_http import serve
 
 
 def _png_bytes(size=(32, 24), color=(200, 40, 40)) -> bytes:
@@ -84,9 +85,17 @@ def server():
             pass
         return None
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    port = httpd.server_address[1]
-    routes = {
+    class Handler(_Handler):
+        pass
+
+    with serve(Handler) as httpd:
+        port = httpd.server_address[1]
+        Handler.routes = _routes(port, image, redirect, streamed_big)
+        yield {"base": httpd.url, "allow": {f"127.0.0.1:{port}"}, "hosts": seen_hosts, "port": port}
+
+
+def _routes(port, image, redirect, streamed_big) -> dict:
+    return {
         "/img.png": image,
         "/redirect-ok": redirect("/img.png"),
         "/redirect-private": redirect("http://10.0.0.1/img.png"),
@@ -98,17 +107,6 @@ def server():
         "/bomb.png": lambda h: (200, {"Content-Type": "image/png"}, _bomb_png()),
         "/stream-big": streamed_big,
     }
-
-    class Handler(_Handler):
-        pass
-
-    Handler.routes = routes
-    httpd.RequestHandlerClass = Handler
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield {"base": f"http://127.0.0.1:{port}", "allow": {f"127.0.0.1:{port}"}, "hosts": seen_hosts, "port": port}
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.mark.parametrize("url", [
@@ -238,13 +236,8 @@ def test_https_pins_the_checked_ip_and_verifies_the_host_name(tmp_path):
             self.end_headers()
             self.wfile.write(png)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    port = httpd.server_address[1]
-    try:
+    with serve(Handler, tls=(str(cert), str(key))) as httpd:
+        port = httpd.server_address[1]
         trust = ssl.create_default_context(cafile=str(cert))
         path = safe_download(f"https://localhost:{port}/x.png", tmp_path / "out", verify=trust,
                              allow_hosts={f"localhost:{port}"})
@@ -253,9 +246,6 @@ def test_https_pins_the_checked_ip_and_verifies_the_host_name(tmp_path):
         assert hosts == [f"localhost:{port}"]
         with pytest.raises(DownloadError, match="could not fetch"):  # the same server, untrusted certificate
             safe_download(f"https://localhost:{port}/x.png", tmp_path / "out2", allow_hosts={f"localhost:{port}"})
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from PIL import Image
 from genevolve.program import Constraint, Program, Reference
 from genevolve.renderers import RenderError, make_renderer, render_with_report
 from genevolve.renderers.gemini import DEFAULT_MODEL, GeminiRenderer, nearest_aspect
+from local_http import serve
 
 PHOTOS = Path(skimage.data.__file__).parent
 
@@ -55,14 +55,12 @@ class FakeGemini(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def fake(monkeypatch):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGemini)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    FakeGemini.script, FakeGemini.requests = [], []
-    monkeypatch.setenv("GEMINI_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    yield FakeGemini
-    server.shutdown()
+    with serve(FakeGemini) as server:
+        FakeGemini.script, FakeGemini.requests = [], []
+        monkeypatch.setenv("GEMINI_BASE_URL", server.url)
+        monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+        yield FakeGemini
 
 
 def _json(obj) -> bytes:

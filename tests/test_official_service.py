@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from PIL import Image
@@ -15,6 +14,7 @@ from genevolve.program import Program, Reference
 from genevolve.renderers import make_renderer
 from genevolve.renderers.base import RenderError
 from genevolve.renderers.service import official_size
+from local_http import serve
 
 
 @pytest.fixture
@@ -39,11 +39,8 @@ def service():
             self.end_headers()
             self.wfile.write(out)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Handler) as server:
+        yield server.url, seen
 
 
 def _program(tmp_path, size=(1200, 700)):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,7 @@ from tiny_diffusers import shared_tiny_sd
 from genevolve.program import Constraint, Program, Reference
 from genevolve.renderers import RenderError, make_renderer, render_with_report
 from genevolve.renderers.service import ServiceRenderer, create_app, renderer_for_pipeline
+from local_http import serve
 
 PHOTOS = Path(skimage.data.__file__).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -157,18 +158,14 @@ class _CountingUpstream(BaseHTTPRequestHandler):
 
 
 def test_client_concurrency_limit():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CountingUpstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        r = ServiceRenderer([f"http://127.0.0.1:{server.server_address[1]}"], concurrency=2)
+    with serve(_CountingUpstream) as server:
+        r = ServiceRenderer([server.url], concurrency=2)
         threads = [threading.Thread(target=r.render, args=(Program(gen_prompt="x"), (64, 64))) for _ in range(6)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert _CountingUpstream.peak == 2
-    finally:
-        server.shutdown()
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from genevolve.tools.image_search import ImageSearchTool, LocalLibrary, SerperIm
 from genevolve.tools.knowledge import SKILLS, KnowledgeTool
 from genevolve.tools.search import DdgsText, LocalCorpus, SearchTool, SerperText
 from genevolve.trajectory import ImageRegistry
+from local_http import serve
 
 IMAGE_LINE = re.compile(r"^- (IMG_\d{3}): (.+) — (.+) \(source: (library|web|user), (\d+)x(\d+)\)$")
 CORPUS = EXAMPLES / "corpus"
@@ -366,12 +367,9 @@ def serper_server():
                 return self._send(200, png, "image/png")
             self._send(200, b"<html></html>", "text/html")
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    port = httpd.server_address[1]
-    yield {"base": f"http://127.0.0.1:{port}", "seen": seen, "allow": {f"127.0.0.1:{port}"}}
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Handler) as server:
+        port = server.server_address[1]
+        yield {"base": server.url, "seen": seen, "allow": {f"127.0.0.1:{port}"}}
 
 
 def _png_bytes() -> bytes:
