@@ -233,11 +233,21 @@ def has_content(text: str) -> bool:
     return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
 
 
+# The longest request a run accepts, in characters: the CLI, the studio and the agent all check this
+# one number. A rich brief with a title, a date and a few constraints is 200-1,000 characters;
+# beyond 4,000 a request is a pasted document, not a picture to draw, and every page of the
+# studio that shows it grows with it.
+MAX_REQUEST_CHARS = 4000
+
+
 def request_problem(request: str, n_images: int = 0) -> str | None:
     """Why a request cannot be planned (a one-line message that says what to do), or None."""
     if n_images == 0 and not has_content(request):
         return ("the request is empty: say what to draw in words, "
                 "e.g. 'a travel poster of Paris at dusk, title \"PARIS\"'")
+    if len(request) > MAX_REQUEST_CHARS:
+        return (f"the request is {len(request):,} characters; at most {MAX_REQUEST_CHARS:,} are accepted: "
+                f"describe the picture in fewer words")
     return None
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genevolve.durable import escape_surrogates, json_text
+from genevolve.errors import EnvironmentFault
 from genevolve.trajectory import Trajectory
 
 SCHEMA = """
@@ -80,19 +81,48 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+class StoreError(EnvironmentFault):
+    """The store file cannot be used: a folder, a damaged or read-only file; the message says what to do."""
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._crossed_fork: list[sqlite3.Connection] = []
-        with self.connect() as db:
-            db.executescript(SCHEMA)
-            _add_missing_columns(db)
-        # An idle connection that has read the database keeps the WAL open, so closing each
-        # short-lived connection is not a checkpoint + fsync (~25 ms on these disks, vs <1 ms).
-        self._keeper = sqlite3.connect(self.path, check_same_thread=False)
-        self._keeper.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        self._check_path()
+        try:
+            with self.connect() as db:
+                db.executescript(SCHEMA)
+                _add_missing_columns(db)
+            # An idle connection that has read the database keeps the WAL open, so closing each
+            # short-lived connection is not a checkpoint + fsync (~25 ms on these disks, vs <1 ms).
+            self._keeper = sqlite3.connect(self.path, check_same_thread=False)
+            self._keeper.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._damaged(exc)) from exc
+
+    def _check_path(self) -> None:
+        """A store path that is a folder, lies below a file or cannot be created: say so by name."""
+        if self.path.is_dir():
+            raise StoreError(f"the store path {self.path} is a folder; point store_path (or GENEVOLVE_HOME) "
+                             f"at a file, or move that folder aside")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(f"the store {self.path} lies below a file; choose another store_path or "
+                             f"GENEVOLVE_HOME") from None
+
+    def _damaged(self, exc: Exception) -> str:
+        if isinstance(exc, sqlite3.OperationalError) and "locked" not in str(exc) and "readonly" in str(exc):
+            return f"the store {self.path} is read-only ({exc}); make it writable or choose another GENEVOLVE_HOME"
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return f"the store {self.path} is locked by another process ({exc}); wait for it or stop it"
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+            return f"cannot open the store {self.path} ({exc}); check the folder exists and is writable"
+        return (f"the store {self.path} is damaged ({exc}). Keep it aside and start a new one: "
+                f"mv '{self.path}' '{self.path}.broken' (then recover what is readable with: "
+                f"sqlite3 '{self.path}.broken' .recover | sqlite3 '{self.path}.recovered')")
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

@@ -157,6 +157,15 @@ class EndpointOptions:
     max_tokens: int | None = param(None, "Tokens per reply.")
     temperature: float | None = param(None, "Sampling temperature of the replies.")
 
+    def __post_init__(self):
+        # An impossible limit fails when the spec is read, not after a whole run of "judge failed".
+        for name, low, strict in (("timeout", 0, True), ("retries", 0, False), ("rpm", 1, False),
+                                  ("max_tokens", 1, False), ("temperature", 0, False)):
+            value = getattr(self, name)
+            if value is not None and (value <= low if strict else value < low):
+                raise ValueError(f"{name}={value} is out of range: {name} must be "
+                                 f"{'more than' if strict else 'at least'} {low}")
+
 
 _ENDPOINT_KWARGS = {"timeout": "timeout_s", "retries": "max_retries", "rpm": "rpm", "max_tokens": "max_tokens",
                     "temperature": "temperature"}
@@ -179,6 +188,9 @@ def endpoint_from_spec(spec, opts: EndpointOptions | None = None, **kw) -> ChatE
     """A ChatEndpoint from a parsed ``kind:<model>@<base_url>[?timeout=..&retries=..&rpm=..]`` spec;
     ``opts`` when the caller has read them already; ``kw`` (ChatEndpoint arguments) win over the spec."""
     opts = endpoint_options(spec) if opts is None else opts
+    base = _split_base_url(spec)[0]
+    if base and not base.lower().startswith(("http://", "https://")):
+        raise ValueError(f"{spec.kind} endpoint must be an http:// or https:// URL, got {base!r}")
     for name, arg in _ENDPOINT_KWARGS.items():
         if getattr(opts, name) is not None:
             kw.setdefault(arg, getattr(opts, name))
