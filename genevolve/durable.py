@@ -37,11 +37,13 @@ def write_atomic(path: Path, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
+            exc.filename = str(path)  # the user knows the file they asked for, not our temporary name
         raise
 
 
@@ -108,9 +110,14 @@ class JsonlAppender:
         # where plain json.dumps output would fail to encode as UTF-8.
         line = json_text(row, default=str) + "\n"
         with self._lock:
-            self._f.write(line)
-            self._f.flush()
-            os.fsync(self._f.fileno())
+            try:
+                self._f.write(line)
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            except OSError as exc:
+                # A torn last line is cut off when the file is next opened (repair_jsonl).
+                exc.filename = exc.filename or str(self.path)
+                raise
 
     def close(self) -> None:
         with self._lock:

@@ -81,6 +81,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+def _nearly_full(path: Path) -> bool:
+    """Whether the filesystem of ``path`` has (almost) no room left: SQLite reports a full disk as
+    "disk I/O error" when the journal cannot grow."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free < 1024 * 1024
+    except OSError:
+        return False
+
+
 class StoreError(EnvironmentFault):
     """The store file cannot be used: a folder, a damaged or read-only file; the message says what to do."""
 
@@ -92,6 +103,7 @@ class Store:
         self._crossed_fork: list[sqlite3.Connection] = []
         self._check_path()
         try:
+            self._check_whole()
             with self.connect() as db:
                 db.executescript(SCHEMA)
                 _add_missing_columns(db)
@@ -113,13 +125,35 @@ class Store:
             raise StoreError(f"the store {self.path} lies below a file; choose another store_path or "
                              f"GENEVOLVE_HOME") from None
 
+    def _check_whole(self) -> None:
+        """A file shorter than the pages its header counts was cut (a full disk, a bad copy): say so at
+        open, not at the first query that reaches a missing page. Cheap: the header only."""
+        if not self.path.is_file() or Path(f"{self.path}-wal").exists():
+            return  # new, or its last pages may still be in the write-ahead log
+        size = self.path.stat().st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            header = f.read(100)
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+            raise sqlite3.DatabaseError("file is not a database")
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        if pages and size < pages * page_size:
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {size} of {pages * page_size} bytes")
+
     def _damaged(self, exc: Exception) -> str:
         if isinstance(exc, sqlite3.OperationalError) and "locked" not in str(exc) and "readonly" in str(exc):
             return f"the store {self.path} is read-only ({exc}); make it writable or choose another GENEVOLVE_HOME"
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             return f"the store {self.path} is locked by another process ({exc}); wait for it or stop it"
+        if isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or _nearly_full(self.path)):
+            return f"no space left for the store {self.path}: free some space (or set GENEVOLVE_HOME elsewhere) and rerun"
         if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
             return f"cannot open the store {self.path} ({exc}); check the folder exists and is writable"
+        if "malformed" not in str(exc) and "not a database" not in str(exc):
+            return f"cannot use the store {self.path} ({exc}); check the disk and the folder's permissions"
         return (f"the store {self.path} is damaged ({exc}). Keep it aside and start a new one: "
                 f"mv '{self.path}' '{self.path}.broken' (then recover what is readable with: "
                 f"sqlite3 '{self.path}.broken' .recover | sqlite3 '{self.path}.recovered')")
