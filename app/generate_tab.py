@@ -21,6 +21,7 @@ from app import live_runs, optional_parts, sessions, storage, upload_limits, zer
 from app.markup import esc
 from app.trajectory_view import EventPanel, program_html, verification_html
 from genevolve.event_view import EventView
+from genevolve.program import MAX_REQUEST_CHARS, request_problem
 from genevolve.specs import spec_kind
 from genevolve.trajectory import WarningEvent
 
@@ -139,7 +140,8 @@ FORM_DEFAULTS = {"request": "", "uploads": [], "policy": "planner", "four_bit": 
 def build(sid_state, tabs=None):
     with gr.Row(equal_height=False, elem_id="ge-generate"):
         with gr.Column(scale=5, min_width=380):
-            request = gr.Textbox(label="Request", lines=3, elem_id="ge-request", placeholder=PLACEHOLDER)
+            request = gr.Textbox(label="Request", lines=3, max_lines=12, elem_id="ge-request", placeholder=PLACEHOLDER,
+                                 info=f"At most {MAX_REQUEST_CHARS:,} characters.")
             gr.Examples(EXAMPLES, inputs=[request], label="Try")
             uploads = gr.File(label="Your reference images (optional)", file_count="multiple",
                               file_types=["image"], elem_id="ge-uploads", height=140)
@@ -414,6 +416,9 @@ def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer
         return
     if not text:
         yield {"status": "Write a request first."}
+        return
+    if len(text) > MAX_REQUEST_CHARS:  # the library's limit and words, the same as the CLI's
+        yield {"status": "✗ " + esc(request_problem(text, len(uploads or [])))}
         return
     kept, refused = copy_uploads(sid, uploads)
     if refused:

@@ -391,3 +391,145 @@ def test_bench_rows_with_lone_surrogates_and_dot_ids_stay_inside_the_run(files, 
     case_dirs = sorted(p.name for p in (out / "cases").iterdir())
     assert len(case_dirs) == 2 and all(n.strip(".") for n in case_dirs), case_dirs
     assert not (out / "trajectory.json").exists() and not (tmp_path / "trajectory.json").exists()
+
+
+# ---------------------------------------------------------------- slow, endless and hostile servers
+
+class _Hostile:
+    """A 127.0.0.1 server with one bad behaviour per path; every handler gives up after 30 s."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _drip(self, first: bytes, unit: bytes, every: float, content_type: str):
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                end = time.monotonic() + 30
+                payload = first
+                try:
+                    while time.monotonic() < end:
+                        if payload:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+                            self.wfile.flush()
+                        payload = unit
+                        time.sleep(every)
+                except OSError:
+                    pass  # the client hung up: what we want
+
+            def do_POST(self):
+                hits.append(self.path)
+                length = int(self.headers.get("content-length") or 0)
+                self.rfile.read(length)
+                if self.path.startswith("/drip"):  # a byte every 0.5 s, never finished
+                    return self._drip(b"{", b" ", 0.5, "application/json")
+                if self.path.startswith("/endless/v1"):  # tokens forever, one event each
+                    event = b'data: {"choices": [{"delta": {"content": "la "}}]}\n\n'
+                    return self._drip(event, event, 0.002, "text/event-stream")
+                if self.path.startswith("/keepalive/v1"):  # only SSE comments, forever
+                    return self._drip(b": ping\n\n", b": ping\n\n", 0.3, "text/event-stream")
+                if self.path.startswith("/huge"):  # declares 150 MB
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(150 * 1024 * 1024))
+                    self.end_headers()
+                    try:
+                        self.wfile.write(b'{"success": true, "image": "' + b"A" * 65536)
+                    except OSError:
+                        pass
+                    return
+                if self.path.startswith("/redirect"):
+                    self.send_response(307)
+                    self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/internal/v1/chat/completions")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    server = _Hostile()
+    yield server
+    server.close()
+
+
+def _seconds(fn) -> tuple[float, BaseException | None]:
+    t0 = time.monotonic()
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - the error is what the test checks
+        return time.monotonic() - t0, exc
+    return time.monotonic() - t0, None
+
+
+def test_a_dripping_judge_endpoint_is_cut_at_its_timeout(hostile):
+    from genevolve.judges import JudgeError
+    from genevolve.judges.chat_endpoint import endpoint_from_spec
+    from genevolve.specs import parse_spec
+
+    endpoint = endpoint_from_spec(parse_spec(f"kscore:m@{hostile.url}/drip/v1?timeout=2&retries=0"))
+    took, exc = _seconds(lambda: endpoint.complete([{"role": "user", "content": "score this"}]))
+    assert isinstance(exc, JudgeError) and "timed out" in str(exc), exc
+    assert took < 5, took  # was still running at 60 s
+
+
+def test_a_dripping_or_huge_renderer_service_is_cut(hostile):
+    from genevolve.program import Program
+    from genevolve.renderers import RenderError
+    from genevolve.renderers.service import ServiceRenderer
+
+    program = Program(gen_prompt="a red kite")
+    took, exc = _seconds(lambda: ServiceRenderer([hostile.url + "/drip"], timeout_s=3, retries=0).render(program))
+    assert isinstance(exc, RenderError) and "within 3 s" in str(exc), exc
+    assert took < 6, took
+    took, exc = _seconds(lambda: ServiceRenderer([hostile.url + "/huge"], timeout_s=10, retries=0).render(program))
+    assert isinstance(exc, RenderError) and "cap" in str(exc), exc
+    assert took < 5, took
+
+
+def test_a_stream_stops_at_its_token_cap_and_at_its_deadline(hostile):
+    from genevolve.policies.chat_stream import ChatEndpointError, ChatStreamClient
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64}
+    client = ChatStreamClient(hostile.url + "/endless/v1", "EMPTY", timeout=5, max_retries=0)
+    pieces = []
+    took, exc = _seconds(lambda: pieces.extend(client.stream(body)))
+    assert exc is None and len(pieces) <= 64 and len("".join(pieces)) <= 64 * 32, (exc, len(pieces))
+    assert took < 5, took
+    client = ChatStreamClient(hostile.url + "/keepalive/v1", "EMPTY", timeout=5, max_retries=0, deadline=2)
+    took, exc = _seconds(lambda: list(client.stream(body)))
+    assert isinstance(exc, ChatEndpointError) and "deadline" in str(exc), exc
+    assert took < 5, took
+
+
+def test_a_judge_redirect_is_not_followed(hostile):
+    from genevolve.judges import JudgeError
+    from genevolve.judges.chat_endpoint import endpoint_from_spec
+    from genevolve.specs import parse_spec
+
+    endpoint = endpoint_from_spec(parse_spec(f"kscore:m@{hostile.url}/redirect/v1?timeout=5&retries=0"))
+    took, exc = _seconds(lambda: endpoint.complete([{"role": "user", "content": "secret prompt"}]))
+    assert isinstance(exc, JudgeError) and "redirect" in str(exc), exc
+    assert not [h for h in hostile.hits if h.startswith("/internal")], hostile.hits
