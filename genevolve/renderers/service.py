@@ -185,11 +185,14 @@ class _Guard:
         self.app, self.token, self.max_body = app, token, max_body
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         import hmac
 
         headers = dict(scope["headers"])
+        # With a token, only GET /health is open: the API schema and docs describe a private service.
+        if scope["method"] != "POST" and (not self.token or scope.get("path") == "/health"):
+            return await self.app(scope, receive, send)
         if self.token:
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
