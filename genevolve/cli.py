@@ -109,7 +109,7 @@ def run(
         kept = f"it is in {out / 'trajectory.json'}" if out is not None else "rerun with --out DIR to keep it in a file"
         typer.echo(f"error: trajectory {traj.id} was NOT saved to {settings.store_path} ({save_error}); {kept}",
                    err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(1)  # the environment (a full disk, a read-only store), not the input
     raise typer.Exit(0 if traj.program is not None else 1)
 
 
