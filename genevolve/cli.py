@@ -110,7 +110,11 @@ def run(
         typer.echo(f"error: trajectory {traj.id} was NOT saved to {settings.store_path} ({save_error}); {kept}",
                    err=True)
         raise typer.Exit(1)  # the environment (a full disk, a read-only store), not the input
-    raise typer.Exit(0 if traj.program is not None else 1)
+    if traj.program is None:  # say why in one line, not only the termination word
+        reason = f": {' '.join(str(traj.reason).split())}" if traj.reason else ""
+        typer.echo(f"error: no program ({traj.termination}){reason[:500]}", err=True)
+        raise typer.Exit(1)
+    raise typer.Exit(0)
 
 
 def _save_error(store, traj) -> str | None:

@@ -153,7 +153,8 @@ class Store:
         if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
             return f"cannot open the store {self.path} ({exc}); check the folder exists and is writable"
         if "malformed" not in str(exc) and "not a database" not in str(exc):
-            return f"cannot use the store {self.path} ({exc}); check the disk and the folder's permissions"
+            return (f"cannot use the store {self.path} ({exc}): the disk may be out of space or failing; "
+                    f"free some space or set GENEVOLVE_HOME elsewhere, then rerun")
         return (f"the store {self.path} is damaged ({exc}). Keep it aside and start a new one: "
                 f"mv '{self.path}' '{self.path}.broken' (then recover what is readable with: "
                 f"sqlite3 '{self.path}.broken' .recover | sqlite3 '{self.path}.recovered')")

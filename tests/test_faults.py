@@ -173,6 +173,22 @@ def test_bad_command_lines_get_one_line_and_exit_2(files, tmp_path):
         ("bench config missing", ["bench", "run", "--bench", str(d / "one.jsonl"), "--out", str(tmp_path / "b12"),
                                   "--config", str(d / "nope.yaml")], 2, "nope.yaml"),
         ("bench summary missing", ["bench", "summary", str(tmp_path / "no_run")], 2, "no_run"),
+        ("bench summary of a file", ["bench", "summary", str(d / "a_file")], 2, "a_file"),
+        ("bench out is a file", ["bench", "run", "--bench", str(d / "one.jsonl"), "--out", str(d / "a_file")], 2,
+         "is a file"),
+        ("bench out below a file", ["bench", "run", "--bench", str(d / "one.jsonl"), "--out",
+                                    str(d / "a_file" / "run")], 2, "below"),
+        ("bench protocol missing", ["bench", "run", "--bench", str(d / "one.jsonl"), "--out", str(tmp_path / "b13"),
+                                    "--protocol", "official:/no/such/release"], 2, "protocol"),
+        # data build: every backend and the folder before the first recipe
+        ("data teacher bogus", ["data", "build", "--out", str(tmp_path / "d1"), "--teacher", "bogus"], 2, "teacher"),
+        ("data renderer bogus", ["data", "build", "--out", str(tmp_path / "d2"), "--renderer", "bogus"], 2,
+         "renderer"),
+        ("data judge bogus", ["data", "build", "--out", str(tmp_path / "d3"), "--judge", "bogus"], 2, "judge"),
+        ("data out is a file", ["data", "build", "--out", str(d / "a_file")], 2, "is a file"),
+        ("data config list", ["data", "build", "--out", str(tmp_path / "d4"), "--config", str(d / "list.yaml")], 2,
+         "mapping"),
+        ("data size bad", ["data", "build", "--out", str(tmp_path / "d5"), "--size", "0x0"], 2, "--size"),
         # render / verify
         ("render program missing", ["render", str(d / "nope.json"), "--out", str(tmp_path / "x.png")], 2, "nope"),
         ("render program a list", ["render", str(d / "program_list.json"), "--out", str(tmp_path / "x.png")], 2,
@@ -183,6 +199,12 @@ def test_bad_command_lines_get_one_line_and_exit_2(files, tmp_path):
     ]
     check_table(table, tmp_path / "home")
     assert not (tmp_path / "b1").exists() or not any((tmp_path / "b1").iterdir())
+
+
+def test_an_unreachable_policy_endpoint_says_why_with_exit_1(files, tmp_path):
+    run = ["run", "a red kite", "--offline", "--renderer", "none", "--config", str(files["dir"] / "settings.json")]
+    result = batch([{"argv": run + ["--policy", "openai:m@http://127.0.0.1:9/v1"]}], tmp_path / "h")[0]
+    assert problems(result, 1, "cannot reach http://127.0.0.1:9") == [], result
 
 
 def test_debug_shows_the_traceback_and_the_console_script_answers_in_one_line(files, tmp_path):
@@ -260,7 +282,8 @@ def test_a_broken_store_is_named_with_a_recovery_step_that_keeps_it(files, tmp_p
 
 
 def _private_mounts_work() -> bool:
-    if not shutil.which("unshare"):
+    # GENEVOLVE_TEST_NO_MOUNTS=1 runs the size-limit fallback even where private mounts work.
+    if os.environ.get("GENEVOLVE_TEST_NO_MOUNTS") == "1" or not shutil.which("unshare"):
         return False
     try:
         return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=20).returncode == 0
@@ -269,7 +292,7 @@ def _private_mounts_work() -> bool:
 
 
 def on_small_disk(tmp_path: Path, argv: list[str], size_kb: int, env: dict, *, read_only: bool = False,
-                  prepare: str = "") -> tuple[subprocess.CompletedProcess, dict[str, int]]:
+                  prepare: str = "", fill: bool = False) -> tuple[subprocess.CompletedProcess, dict[str, int]]:
     """Run the CLI with DISK (tmp_path/disk) on a real filesystem of ``size_kb`` (a tmpfs in a private
     mount namespace), then list what is left on it: {relative path: size}.
 
@@ -282,7 +305,8 @@ def on_small_disk(tmp_path: Path, argv: list[str], size_kb: int, env: dict, *, r
               f"os.path.getsize(os.path.join(a,f)) for a,_,fs in os.walk(r) for f in fs}}, open('{listing}','w'))")
     cli = [sys.executable, "-m", "genevolve.cli", *argv]
     if _private_mounts_work():
-        script = (f'mount -t tmpfs -o size={size_kb}k tmpfs "{disk}" && {prepare} '
+        ballast = f'(head -c {size_kb}k /dev/zero > "{disk}/ballast" 2>/dev/null; true) && ' if fill else ""
+        script = (f'mount -t tmpfs -o size={size_kb}k tmpfs "{disk}" && {prepare} {ballast}'
                   + (f'mount -o remount,ro "{disk}" && ' if read_only else "")
                   + '"$@"; rc=$?; ' + f'"{sys.executable}" -c "{lister}"; exit $rc')
         proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", *cli], capture_output=True, text=True,
@@ -298,7 +322,7 @@ def on_small_disk(tmp_path: Path, argv: list[str], size_kb: int, env: dict, *, r
             resource.setrlimit(resource.RLIMIT_FSIZE, (size_kb * 1024, size_kb * 1024))
 
         if prepare:
-            subprocess.run(["sh", "-c", prepare], check=True, env=env)
+            subprocess.run(["sh", "-c", prepare + " true"], check=True, env=env)
         proc = subprocess.run(cli, capture_output=True, text=True, timeout=300, env=env, cwd=str(REPO),
                               preexec_fn=limit)
         subprocess.run([sys.executable, "-c", lister], check=True)
@@ -314,7 +338,7 @@ def test_a_full_out_folder_leaves_no_half_written_file(files, tmp_path):
     argv = ["run", 'a poster titled "KITE DAY" with a red kite over a beach', "--offline", "--config",
             str(files["dir"] / "settings.json"), "--out", str(disk / "out")]
     proc, left = on_small_disk(tmp_path, argv, 24, _env(tmp_path / "home"))
-    assert _clean(proc, 1, "no space") == [], proc.stderr[-2000:]
+    assert _clean(proc, 1, "space") == [], proc.stderr[-2000:]
     assert not [p for p in left if p.endswith(".tmp")], left  # write_atomic cleans up after itself
     assert all(size > 0 for size in left.values()), left  # no 0-byte image.png
 
@@ -356,24 +380,32 @@ def test_a_full_disk_stops_a_bench_and_resume_finishes_it_once_there_is_space(fi
         listing = (t / "ls").read_text()
         judged = (t / "judge.jsonl").read_text()
     else:
-        import resource
-        import signal
-
-        def limit():  # every file the first run writes is capped at 2 kB: a real EFBIG from the kernel
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
-
-        p1 = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, preexec_fn=limit)
-        first = {"code": p1.returncode, "stdout": p1.stdout, "stderr": p1.stderr}
-        p2 = subprocess.run(argv + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
-        second_rc, second_err = p2.returncode, p2.stderr
-        listing = "\n".join(str(p) for p in out.rglob("*"))
-        judged = (out / "judge.jsonl").read_text()
+        # A per-file size limit would also hit the store and the tool cache in the home folder:
+        # only a filesystem of its own fills the run folder alone.
+        pytest.skip("needs a private tmpfs (unshare -rm) to fill only the run folder's disk")
     assert problems(first, 1, "--resume") == [], first["stderr"][-2000:]
     assert second_rc == 0, second_err[-2000:]
     assert ".tmp" not in listing, listing
     rows = [json.loads(x) for x in judged.splitlines()]
     assert sorted(r["id"] for r in rows) == ["c0", "c1", "c2", "c3"] and all(r["status"] != "failed" for r in rows), rows
+
+
+def test_bench_summary_on_a_full_disk_leaves_no_half_written_summary(files, tmp_path):
+    bench = tmp_path / "cases.jsonl"
+    bench.write_text(json.dumps({"id": "c0", "question": 'a poster titled "DAY" with two red kites'}) + "\n")
+    env = _env(tmp_path / "home")
+    made = subprocess.run([sys.executable, "-m", "genevolve.cli", "bench", "run", "--bench", str(bench), "--out",
+                           str(tmp_path / "run"), "--no-progress", "--no-summary", "--config",
+                           str(files["dir"] / "settings.json")], capture_output=True, text=True, timeout=300, env=env)
+    assert made.returncode == 0, made.stderr[-2000:]
+    disk = tmp_path / "disk"
+    # Copy the run onto the small disk, then fill what is left of it.
+    prepare = f'cp -r "{tmp_path / "run"}" "{disk}/run" &&'
+    proc, left = on_small_disk(tmp_path, ["bench", "summary", str(disk / "run")], 4096, env, prepare=prepare, fill=True)
+    assert _clean(proc, 1, "no space") == [], proc.stderr[-2000:]
+    assert not [p for p in left if p.endswith(".tmp")], left
+    for name in ("run/summary.json", "run/summary.csv"):
+        assert name not in left or left[name] > 0, left
 
 
 # ---------------------------------------------------------------- bench rows and case ids

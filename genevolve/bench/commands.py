@@ -38,6 +38,8 @@ def run(
     from genevolve.bench.loaders import load_bench
     from genevolve.bench.runner import BenchConfig, BenchRunner, RunDirError
 
+    from genevolve.errors import UserError
+
     console = Console(stderr=True)
     try:
         cases = load_bench(bench)
@@ -63,11 +65,9 @@ def run(
         try:
             get_profile(protocol)  # a missing official copy is reported before any case runs
         except ProfileError as exc:
-            console.print(f"[red]error:[/red] --protocol: {exc}")
-            raise typer.Exit(2)
+            raise UserError(f"--protocol: {exc}") from None
     # Backends are built lazily per worker; a spec that cannot work is refused before any case runs.
-    from genevolve.errors import UserError
-    from genevolve.inputs import check_judge_spec, check_renderer_spec
+    from genevolve.inputs import check_judge_spec, check_output_dir, check_renderer_spec
     from genevolve.policies import check_policy_spec
 
     try:
@@ -80,6 +80,7 @@ def run(
         from genevolve.config import read_settings_file
 
         read_settings_file(config)
+    check_output_dir(out)
     cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
                       rpm=rpm, seed=seed, size=render_size, offline=offline,
                       settings_path=str(config) if config else None, protocol=protocol)
