@@ -600,6 +600,10 @@ def _has_attr(module: str, name: str) -> bool:
 
 
 def _first_line(exc: BaseException, bare: bool = False) -> str:
+    from genevolve.errors import EnvironmentFault, UserError, explain
+
+    if isinstance(exc, (UserError, EnvironmentFault, OSError, RecursionError)):
+        return explain(exc)[1]  # the CLI's words for the same fault (a full disk, a broken store, bad input)
     msg = str(exc).strip().splitlines()
     first = msg[0] if msg else ""
     return first if bare and first else f"{type(exc).__name__}: {first}"

@@ -14,10 +14,32 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+import typer.core
 
 from genevolve.durable import json_text, save_image_atomic, write_atomic
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _OneErrorLine(typer.core.TyperGroup):
+    """The one error path, around every sub-command: a failure is one ``error:`` line and exit 2
+    (bad input) or 1 (environment), also for callers of ``app`` other than ``main`` (tests'
+    CliRunner, scripts). Usage errors pass through to the parser's own handling."""
+
+    def invoke(self, ctx):
+        from genevolve.errors import explain
+        from genevolve.specs import env_flag
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - the one error path; --debug shows the traceback
+            if isinstance(exc, (typer.Exit, typer.Abort)) or hasattr(exc, "format_message"):
+                raise
+            if _DEBUG["on"] or env_flag("GENEVOLVE_DEBUG"):
+                raise
+            code, line = explain(exc)
+            typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(cls=_OneErrorLine, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="GenEvolve: research a request, pick references, write a program, render it.")
 
 _DEBUG = {"on": False}  # --debug: show tracebacks instead of the one-line answer

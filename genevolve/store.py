@@ -81,6 +81,16 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+def _read_only(path: Path) -> bool:
+    """Whether the store's folder cannot be written: a read-only mount, or no write permission."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return True
+        return not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK))
+    except OSError:
+        return False
+
+
 def _nearly_full(path: Path) -> bool:
     """Whether the filesystem of ``path`` has (almost) no room left: SQLite reports a full disk as
     "disk I/O error" when the journal cannot grow."""
@@ -144,6 +154,9 @@ class Store:
             raise sqlite3.DatabaseError(f"database disk image is malformed: {size} of {pages * page_size} bytes")
 
     def _damaged(self, exc: Exception) -> str:
+        if _read_only(self.path):
+            return (f"the store {self.path} is on a read-only filesystem or folder ({exc}); "
+                    f"set GENEVOLVE_HOME to a folder you can write")
         if isinstance(exc, sqlite3.OperationalError) and "locked" not in str(exc) and "readonly" in str(exc):
             return f"the store {self.path} is read-only ({exc}); make it writable or choose another GENEVOLVE_HOME"
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):

@@ -60,8 +60,10 @@ def check_policy_spec(spec: str) -> None:
         read_options(NoOptions, s.params, backend="planner")
     elif s.kind == "replay":
         read_options(ReplayOptions, s.params, backend="replay")
-        if not s.target or not Path(s.target).is_file():
-            raise ValueError(f"replay policy needs a trajectory file: replay:<file> ({s.target or 'none'} is not a file)")
+        if not s.target:
+            raise ValueError("replay policy needs a trajectory file: replay:<file>")
+        if not Path(s.target).is_file():
+            raise ValueError(f"replay file not found: {s.target} (replay:<file> names a trajectory file)")
     elif s.kind == "openai":
         read_options(SamplingOptions, s.params, backend="openai")
         if not s.target:
