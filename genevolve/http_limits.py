@@ -40,12 +40,12 @@ class Reply:
 
 
 def post_json(url: str, payload: dict, *, headers: dict | None = None, timeout_s: float, deadline_s: float,
-              max_bytes: int) -> Reply:
+              max_bytes: int, trust_env: bool = True) -> Reply:
     """POST ``payload`` as JSON; the whole answer within ``deadline_s`` and ``max_bytes``, or RemoteError."""
     import httpx
 
     client = httpx.Client(timeout=httpx.Timeout(min(timeout_s, deadline_s)), follow_redirects=False,
-                          trust_env=False)
+                          trust_env=trust_env)  # trust_env: proxies from the environment, as httpx.post had
     outcome: dict = {}
     stop_at = time.monotonic() + deadline_s
 

@@ -556,6 +556,17 @@ def test_a_dripping_or_huge_renderer_service_is_cut(hostile):
     assert took < 5, took
 
 
+def test_a_dripping_gemini_endpoint_is_cut(hostile):
+    from genevolve.program import Program
+    from genevolve.renderers import RenderError
+    from genevolve.renderers.gemini import GeminiRenderer
+
+    renderer = GeminiRenderer(api_key="test", base_url=hostile.url + "/drip", retries=0, timeout_s=2)
+    took, exc = _seconds(lambda: renderer.render(Program(gen_prompt="a red kite")))
+    assert isinstance(exc, RenderError) and "within 2 s" in str(exc), exc
+    assert took < 5, took
+
+
 def test_a_stream_stops_at_its_token_cap_and_at_its_deadline(hostile):
     from genevolve.policies.chat_stream import ChatEndpointError, ChatStreamClient
 
