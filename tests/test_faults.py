@@ -661,3 +661,39 @@ def test_a_token_protected_renderer_service_shows_only_health_without_the_token(
             assert httpx.get(srv.url + path, timeout=30).status_code == 401, path
         auth = {"Authorization": "Bearer s3cret"}
         assert httpx.get(srv.url + "/openapi.json", headers=auth, timeout=30).status_code == 200
+
+
+# ---------------------------------------------------------------- kill -9 and concurrency
+
+def test_parallel_runs_and_a_killed_one_share_a_home_cleanly(files, tmp_path):
+    """Three runs at once on one home, one of them killed with SIGKILL mid-run: the others exit 0,
+    the store opens and answers afterwards, and no temporary file is left in the run folders."""
+    import signal
+
+    from genevolve.store import Store
+
+    env = _env(tmp_path / "home")
+    base = [sys.executable, "-m", "genevolve.cli", "run", "--offline", "--renderer", "none", "--config",
+            str(files["dir"] / "settings.json")]
+    # The first one also renders and reads its image (seconds), so the kill lands mid-run.
+    procs = [subprocess.Popen(base[:4] + [f'a poster titled "DAY {i}" with {i + 2} red kites'] + base[4:]
+                              + ["--out", str(tmp_path / f"out{i}")] + (["--renderer", "layout"] if i == 0 else []),
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    db = tmp_path / "home" / "genevolve.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and procs[0].poll() is None:  # kill once its request is in the store
+        if db.exists() and any(r["request"].startswith('a poster titled "DAY 0"')
+                               for r in Store(db).list_runs(limit=10)):
+            break
+        time.sleep(0.05)
+    procs[0].send_signal(signal.SIGKILL)
+    results = [p.communicate(timeout=300) for p in procs]
+    assert procs[0].returncode == -signal.SIGKILL
+    for p, (_, err) in zip(procs[1:], results[1:]):
+        assert p.returncode == 0 and "Traceback" not in err, err[-2000:]
+    requests = {r["request"] for r in Store(tmp_path / "home" / "genevolve.db").list_runs(limit=10)}
+    assert {'a poster titled "DAY 1" with 3 red kites', 'a poster titled "DAY 2" with 4 red kites'} <= requests
+    assert not list(tmp_path.glob("out*/.*.tmp"))
+    again = subprocess.run(base[:4] + ["a blue kite"] + base[4:], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
