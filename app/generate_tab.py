@@ -21,6 +21,7 @@ from app import live_runs, optional_parts, sessions, storage, upload_limits, zer
 from app.markup import esc
 from app.trajectory_view import EventPanel, program_html, verification_html
 from genevolve.event_view import EventView
+from genevolve.program import MAX_REQUEST_CHARS, request_problem
 from genevolve.specs import spec_kind
 from genevolve.trajectory import WarningEvent
 
@@ -142,7 +143,8 @@ FORM_DEFAULTS = {"request": "", "uploads": [], "policy": "planner", "four_bit": 
 def build(sid_state, tabs=None):
     with gr.Row(equal_height=False, elem_id="ge-generate"):
         with gr.Column(scale=5, min_width=380):
-            request = gr.Textbox(label="Request", lines=3, elem_id="ge-request", placeholder=PLACEHOLDER)
+            request = gr.Textbox(label="Request", lines=3, max_lines=12, elem_id="ge-request", placeholder=PLACEHOLDER,
+                                 info=f"At most {MAX_REQUEST_CHARS:,} characters.")
             gr.Examples(EXAMPLES, inputs=[request], label="Try")
             uploads = gr.File(label="Your reference images (optional)", file_count="multiple",
                               file_types=["image"], elem_id="ge-uploads", height=140)
@@ -418,6 +420,9 @@ def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer
     if not text:
         yield {"status": "Write a request first."}
         return
+    if len(text) > MAX_REQUEST_CHARS:  # the library's limit and words, the same as the CLI's
+        yield {"status": "✗ " + esc(request_problem(text, len(uploads or [])))}
+        return
     kept, refused = copy_uploads(sid, uploads)
     if refused:
         yield {"status": "✗ " + esc("; ".join(refused))}
@@ -598,6 +603,10 @@ def _has_attr(module: str, name: str) -> bool:
 
 
 def _first_line(exc: BaseException, bare: bool = False) -> str:
+    from genevolve.errors import EnvironmentFault, UserError, explain
+
+    if isinstance(exc, (UserError, EnvironmentFault, OSError, RecursionError)):
+        return explain(exc)[1]  # the CLI's words for the same fault (a full disk, a broken store, bad input)
     msg = str(exc).strip().splitlines()
     first = msg[0] if msg else ""
     return first if bare and first else f"{type(exc).__name__}: {first}"

@@ -41,8 +41,11 @@ from genevolve.program import (
     ProgramError,
     Reference,
     derive_constraints,
+    quoted_strings,
     repair_program,
     request_problem,
+    scrub_injected,
+    scrub_program,
     validate_program,
 )
 from genevolve.policies.base import adopt
@@ -342,7 +345,15 @@ class Agent:
         for ref in program.reference_images:
             img = run.registry.get(ref.img_id)
             ref.path = img.path if img else None
-        program.constraints = derive_constraints(run.traj.request, program)
+        # URLs, file paths and template tokens from the request or the answer never reach the
+        # renderer: not in the prompt, the notes, or the constraints read from the request.
+        scrubbed, notes = scrub_program(program, run.traj.request)
+        if notes:
+            for field in ("gen_prompt", "reference_images"):
+                setattr(program, field, getattr(scrubbed, field))
+            run.traj.warnings.extend(notes)
+        request, _ = scrub_injected(run.traj.request, quoted_strings(run.traj.request))
+        program.constraints = derive_constraints(request, program)
         run.traj.program = program
         run.traj.images = run.registry.list()
 

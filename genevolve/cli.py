@@ -14,11 +14,41 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+import typer.core
 
-from genevolve.durable import json_text, write_atomic
+from genevolve.durable import json_text, save_image_atomic, write_atomic
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+class _OneErrorLine(typer.core.TyperGroup):
+    """The one error path, around every sub-command: a failure is one ``error:`` line and exit 2
+    (bad input) or 1 (environment), also for callers of ``app`` other than ``main`` (tests'
+    CliRunner, scripts). Usage errors pass through to the parser's own handling."""
+
+    def invoke(self, ctx):
+        from genevolve.errors import explain
+        from genevolve.specs import env_flag
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - the one error path; --debug shows the traceback
+            if isinstance(exc, (typer.Exit, typer.Abort)) or hasattr(exc, "format_message"):
+                raise
+            if _DEBUG["on"] or env_flag("GENEVOLVE_DEBUG"):
+                raise
+            code, line = explain(exc)
+            typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(cls=_OneErrorLine, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="GenEvolve: research a request, pick references, write a program, render it.")
+
+_DEBUG = {"on": False}  # --debug: show tracebacks instead of the one-line answer
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of a failure.")):
+    """GenEvolve: research a request, pick references, write a program, render it."""
+    _DEBUG["on"] = debug
 
 
 @app.command()
@@ -49,19 +79,29 @@ def run(
     console = Console(stderr=as_json)
     from genevolve.program import request_problem
 
+    from genevolve.errors import UserError
+    from genevolve.inputs import check_output_dir, check_reference_image, check_renderer_spec
+
+    # Everything the user named is checked before any work starts (bad input: exit 2).
     problem = request_problem(request, len(image or []))
     if problem:
-        typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(2)
+        raise UserError(problem)
     settings = Settings.load(config, policy=policy, renderer=renderer, offline=offline,
                              system_prompt_path=str(system_prompt) if system_prompt else None, protocol=protocol)
+    for path in image or []:
+        check_reference_image(path)
+    if system_prompt is not None and not system_prompt.is_file():
+        raise UserError(f"--system-prompt {system_prompt}: no such file; give a text file")
+    if settings.renderer != "none":
+        check_renderer_spec(settings.renderer)
+    if out is not None:
+        check_output_dir(out)
     is_offline = settings.resolved_offline()
     store = Store(settings.store_path)
     try:
         agent = build_agent(settings, store=store, offline=is_offline)
     except Exception as exc:  # noqa: BLE001 - a missing model or key is a one-line message
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2)
+        raise UserError(str(exc)) from exc
     if not as_json:
         mode = "offline (local corpus, local image library, your images)" if is_offline else "online"
         console.print(f"[bold]GenEvolve[/bold] policy={settings.policy} renderer={settings.renderer} · {mode}")
@@ -93,8 +133,12 @@ def run(
         kept = f"it is in {out / 'trajectory.json'}" if out is not None else "rerun with --out DIR to keep it in a file"
         typer.echo(f"error: trajectory {traj.id} was NOT saved to {settings.store_path} ({save_error}); {kept}",
                    err=True)
-        raise typer.Exit(2)
-    raise typer.Exit(0 if traj.program is not None else 1)
+        raise typer.Exit(1)  # the environment (a full disk, a read-only store), not the input
+    if traj.program is None:  # say why in one line, not only the termination word
+        reason = f": {' '.join(str(traj.reason).split())}" if traj.reason else ""
+        typer.echo(f"error: no program ({traj.termination}){reason[:500]}", err=True)
+        raise typer.Exit(1)
+    raise typer.Exit(0)
 
 
 def _save_error(store, traj) -> str | None:
@@ -124,7 +168,7 @@ def _render_and_verify(traj, settings, store, out, typeset, seed, console, quiet
     out_dir = out or Path(settings.runs_dir) / traj.id
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "image.png"
-    image.save(path)
+    save_image_atomic(image, path)  # a full disk leaves no half-written image.png behind
     verification = verify_image(image, traj.program)
     store.attach_render(traj.id, str(path), report, verification)
     if not quiet:
@@ -234,8 +278,30 @@ def _register_external() -> None:
 _register_external()
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The ``genevolve`` command: every failure ends as one ``error:`` line and exit 2 (bad input)
+    or 1 (environment); ``--debug`` or GENEVOLVE_DEBUG=1 shows the traceback instead."""
+    from genevolve.errors import explain
+    from genevolve.specs import env_flag
+
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:  # raised outside the command parser's own handling
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the one error path; --debug shows the traceback
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            # A usage error (bad option value, missing argument): click's own message, on one line.
+            typer.echo(f"error: {' '.join(exc.format_message().split())} (see --help)", err=True)
+            code = exc.exit_code
+        elif _DEBUG["on"] or env_flag("GENEVOLVE_DEBUG"):
+            raise
+        else:
+            code, line = explain(exc)
+            typer.echo(f"error: {line}", err=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
+from genevolve.errors import EnvironmentFault, UserError
 from genevolve.specs import env_flag, is_true
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +23,52 @@ EXAMPLES = REPO_ROOT / "examples"
 
 def genevolve_home() -> Path:
     home = Path(os.environ.get("GENEVOLVE_HOME", Path.home() / ".genevolve")).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    if home.exists() and not home.is_dir():
+        raise UserError(f"GENEVOLVE_HOME={home} is a file, not a folder: point GENEVOLVE_HOME at a folder")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentFault(f"cannot create the GenEvolve home {home} ({exc.strerror}): "
+                               f"set GENEVOLVE_HOME to a folder you can write") from None
     return home
+
+
+def read_settings_file(path: str | Path) -> dict:
+    """The mapping a YAML or JSON settings file holds; a ``UserError`` naming the file otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"config file {path} does not exist: check the path")
+    if not path.is_file():
+        raise UserError(f"config {path} is not a file: give a YAML or JSON settings file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text: save it as UTF-8 YAML or JSON") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path} ({exc.strerror})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except RecursionError:
+        raise UserError(f"config file {path} is nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - yaml's and json's errors both say where
+        raise UserError(f"config file {path} is not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: "
+                        f"{' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} holds a {type(data).__name__}; it must be a mapping of settings "
+                        f"such as 'policy: planner'")
+    return data
+
+
+# Numeric settings and their smallest sensible value.
+_AT_LEAST = {"max_rounds": 1, "max_tool_calls": 0, "max_references": 0, "search_top_k": 1, "image_top_k": 1}
+_CACHE_MODES = ("readwrite", "replay", "off")
 
 
 @dataclass
@@ -53,6 +98,7 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        self._check_values()
         home = None
         if not self.store_path:
             home = home or genevolve_home()
@@ -64,27 +110,43 @@ class Settings:
             home = home or genevolve_home()
             self.runs_dir = str(home / "runs")
 
+    def _check_values(self) -> None:
+        """Wrong types and impossible limits fail here, before any work starts."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            hint = str(f.type)
+            if value is None and "None" not in hint:
+                raise UserError(f"setting {f.name} may not be empty")
+            if f.name in _AT_LEAST:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise UserError(f"setting {f.name}={value!r} must be a whole number")
+                if value < _AT_LEAST[f.name]:
+                    raise UserError(f"setting {f.name}={value} must be at least {_AT_LEAST[f.name]}")
+            elif hint.startswith("str") and value is not None and not isinstance(value, str):
+                raise UserError(f"setting {f.name}={value!r} must be a string")
+            elif f.name == "extra" and not isinstance(value, dict):
+                raise UserError(f"setting extra must be a mapping, not {type(value).__name__}")
+        if self.cache_mode not in _CACHE_MODES:
+            raise UserError(f"setting cache_mode={self.cache_mode!r}: use one of {', '.join(_CACHE_MODES)}")
+
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> "Settings":
-        data: dict = {}
-        if path:
-            text = Path(path).read_text(encoding="utf-8")
-            if str(path).endswith((".yaml", ".yml")):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
+        data: dict = read_settings_file(path) if path else {}
         names = {f.name: f for f in fields(cls)}
         for name, f in names.items():
             env = os.environ.get(f"GENEVOLVE_{name.upper()}")
             if env is None or name == "extra":
                 continue
-            data[name] = _coerce(env, f.type)
+            try:
+                data[name] = _coerce(env, f.type)
+            except ValueError:
+                raise UserError(f"GENEVOLVE_{name.upper()}={env!r} is not a valid {name}") from None
         data.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(data) - set(names)
         if unknown:
-            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            where = f" in {path}" if path else ""
+            raise UserError(f"unknown setting(s){where}: {', '.join(sorted(map(str, unknown)))}; "
+                            f"known: {', '.join(names)}")
         return cls(**data)
 
     def resolved_offline(self) -> bool:

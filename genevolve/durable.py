@@ -27,13 +27,24 @@ def json_text(obj, **kwargs) -> str:
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``path`` whole or not at all: a full disk or a kill leaves the old file (or none),
+    never a half-written one, and no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
+            exc.filename = str(path)  # the user knows the file they asked for, not our temporary name
+        raise
 
 
 def save_image_atomic(image, path: Path) -> None:
@@ -95,11 +106,18 @@ class JsonlAppender:
         self._f = open(path, "a", encoding="utf-8")
 
     def append(self, row: dict) -> None:
-        line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
+        # json_text: a lone surrogate (undecodable bytes in a bench row) is kept as an escape,
+        # where plain json.dumps output would fail to encode as UTF-8.
+        line = json_text(row, default=str) + "\n"
         with self._lock:
-            self._f.write(line)
-            self._f.flush()
-            os.fsync(self._f.fileno())
+            try:
+                self._f.write(line)
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            except OSError as exc:
+                # A torn last line is cut off when the file is next opened (repair_jsonl).
+                exc.filename = exc.filename or str(self.path)
+                raise
 
     def close(self) -> None:
         with self._lock:

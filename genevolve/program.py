@@ -15,7 +15,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 IMG_ID_RE = re.compile(r"\bIMG_\d{3,}\b")
-URL_RE = re.compile(r"(?:https?|ftp|file|data):[^\s\"')\]]+|www\.[^\s\"')\]]+", re.IGNORECASE)
+URL_RE = re.compile(r"(?:https?|ftp|file|data|javascript):[^\s\"')\]]+|\b[a-z][a-z0-9+.-]{1,15}://[^\s\"')\]]+"
+                    r"|www\.[^\s\"')\]]+", re.IGNORECASE)
+# A local file path: /etc/passwd, ./x/y, ~/x, C:\x (two parts at least, so "24/7" and "AC/DC" stay).
+PATH_RE = re.compile(r"(?:(?<=[\s(\[=:,;])|^)(?:~|\.{1,2})?/(?:[\w.@-]+/)+[\w.@-]*|(?:(?<=\s)|^)~/[^\s\"']+"
+                     r"|(?:(?<=\s)|^)[A-Za-z]:\\[^\s\"']+")
+# Template tokens a downstream program might expand: {{x}}, {% x %}, ${x}, <|x|>.
+TEMPLATE_RE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\$\{[^}\n]*\}|<\|[^|>\n]{1,40}\|>")
+_INJECTED = (URL_RE, PATH_RE, TEMPLATE_RE)
 
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
 # The reference number an ordinal word names ("second" and "2nd" are 2).
@@ -170,7 +177,8 @@ def validate_program(program: Program, known_ids: set[str] | None = None,
         issues.append(ProgramIssue(code="too_many", message=f"at most {max_references} reference images are allowed, got {len(ids)}"))
     if IMG_ID_RE.search(program.gen_prompt):
         issues.append(ProgramIssue(code="id_leak", message="gen_prompt must not contain IMG_### ids; use 'the first reference image'"))
-    if URL_RE.search(program.gen_prompt):
+    if URL_RE.search(unicodedata.normalize("NFKC", strip_quoted(program.gen_prompt))):
+        # Quoted text is text to draw (the user's own); agent.scrub_program checks it against the request.
         issues.append(ProgramIssue(code="url_leak", message="gen_prompt must not contain URLs"))
     for m in ORDINAL_REF_RE.finditer(program.gen_prompt):
         n = ORDINAL_INDEX[m.group(1).lower()]
@@ -206,8 +214,8 @@ def repair_program(program: Program, known_ids: set[str] | None, max_references:
     if IMG_ID_RE.search(prompt):
         prompt = IMG_ID_RE.sub(_ordinal, prompt)
         notes.append("replaced IMG ids in gen_prompt with ordinal phrases")
-    if URL_RE.search(prompt):
-        prompt = URL_RE.sub("", prompt)
+    if URL_RE.search(unicodedata.normalize("NFKC", strip_quoted(prompt))):
+        prompt, _ = scrub_injected(prompt, keep=quoted_strings(prompt))
         notes.append("removed URLs from gen_prompt")
 
     def _clamp(m: re.Match) -> str:
@@ -218,6 +226,59 @@ def repair_program(program: Program, known_ids: set[str] | None, max_references:
         notes.append("removed ordinal phrases that point past the last reference")
     prompt = re.sub(r"\s{2,}", " ", fixed).strip()
     return program.model_copy(update={"gen_prompt": prompt, "reference_images": refs}), notes
+
+
+def scrub_injected(text: str, keep: list[str] | tuple = ()) -> tuple[str, list[str]]:
+    """``text`` without URLs, local file paths and template tokens, and what was removed.
+
+    Matched after NFKC normalisation, so full-width or compatibility look-alikes
+    (``ｈｔｔｐｓ：／／…``) are caught too. Quoted spans in ``keep`` (the texts the user asked to
+    have drawn) stay verbatim; a part that held something to remove is kept in its NFKC form."""
+    removed: list[str] = []
+    out: list[str] = []
+    pos = 0
+    spans = [(m.start(), m.end(), next(g for g in m.groups() if g is not None).strip())
+             for m in QUOTED_TEXT_RE.finditer(text)]
+    for start, end, inner in spans + [(len(text), len(text), None)]:
+        out.append(_scrub_part(text[pos:start], removed))
+        if inner is not None:
+            quoted = text[start:end]
+            out.append(quoted if inner in keep else _scrub_part(quoted, removed))
+        pos = end
+    if not removed:
+        return text, []
+    cleaned = re.sub(r"[ \t]{2,}", " ", re.sub(r"\"\s*\"|“\s*”", "", "".join(out))).strip()
+    return cleaned, removed
+
+
+def _scrub_part(part: str, removed: list[str]) -> str:
+    if not part:
+        return part
+    norm = unicodedata.normalize("NFKC", part)
+    found = [m.group(0) for rx in _INJECTED for m in rx.finditer(norm)]
+    if not found:
+        return part
+    removed.extend(found)
+    for rx in _INJECTED:
+        norm = rx.sub(" ", norm)
+    return norm
+
+
+def scrub_program(program: Program, request: str) -> tuple[Program, list[str]]:
+    """The program without URLs, file paths or template tokens in its prompt and reference notes
+    (a request, a web page or a hijacked model may put them there); the request's quoted texts stay."""
+    keep = quoted_strings(request)
+    prompt, removed = scrub_injected(program.gen_prompt, keep)
+    refs = []
+    for ref in program.reference_images:
+        note, gone = scrub_injected(ref.note, keep)
+        removed += gone
+        refs.append(ref.model_copy(update={"note": note}))
+    if not removed:
+        return program, []
+    shown = ", ".join(repr(r[:60]) for r in removed[:4]) + (" …" if len(removed) > 4 else "")
+    return (program.model_copy(update={"gen_prompt": prompt or program.gen_prompt, "reference_images": refs}),
+            [f"removed from the program (URLs, file paths and template tokens are never drawn): {shown}"])
 
 
 def _id_number(img_id: str) -> tuple[int, str]:
@@ -233,11 +294,21 @@ def has_content(text: str) -> bool:
     return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
 
 
+# The longest request a run accepts, in characters: the CLI, the studio and the agent all check this
+# one number. A rich brief with a title, a date and a few constraints is 200-1,000 characters;
+# beyond 4,000 a request is a pasted document, not a picture to draw, and every page of the
+# studio that shows it grows with it.
+MAX_REQUEST_CHARS = 4000
+
+
 def request_problem(request: str, n_images: int = 0) -> str | None:
     """Why a request cannot be planned (a one-line message that says what to do), or None."""
     if n_images == 0 and not has_content(request):
         return ("the request is empty: say what to draw in words, "
                 "e.g. 'a travel poster of Paris at dusk, title \"PARIS\"'")
+    if len(request) > MAX_REQUEST_CHARS:
+        return (f"the request is {len(request):,} characters; at most {MAX_REQUEST_CHARS:,} are accepted: "
+                f"describe the picture in fewer words")
     return None
 
 

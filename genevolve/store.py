@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genevolve.durable import escape_surrogates, json_text
+from genevolve.errors import EnvironmentFault
 from genevolve.trajectory import Trajectory
 
 SCHEMA = """
@@ -80,19 +81,96 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+def _read_only(path: Path) -> bool:
+    """Whether the store's folder cannot be written: a read-only mount, or no write permission."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return True
+        return not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK))
+    except OSError:
+        return False
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the filesystem of ``path`` has (almost) no room left: SQLite reports a full disk as
+    "disk I/O error" when the journal cannot grow."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free < 1024 * 1024
+    except OSError:
+        return False
+
+
+class StoreError(EnvironmentFault):
+    """The store file cannot be used: a folder, a damaged or read-only file; the message says what to do."""
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._crossed_fork: list[sqlite3.Connection] = []
-        with self.connect() as db:
-            db.executescript(SCHEMA)
-            _add_missing_columns(db)
-        # An idle connection that has read the database keeps the WAL open, so closing each
-        # short-lived connection is not a checkpoint + fsync (~25 ms on these disks, vs <1 ms).
-        self._keeper = sqlite3.connect(self.path, check_same_thread=False)
-        self._keeper.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        self._check_path()
+        try:
+            self._check_whole()
+            with self.connect() as db:
+                db.executescript(SCHEMA)
+                _add_missing_columns(db)
+            # An idle connection that has read the database keeps the WAL open, so closing each
+            # short-lived connection is not a checkpoint + fsync (~25 ms on these disks, vs <1 ms).
+            self._keeper = sqlite3.connect(self.path, check_same_thread=False)
+            self._keeper.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._damaged(exc)) from exc
+
+    def _check_path(self) -> None:
+        """A store path that is a folder, lies below a file or cannot be created: say so by name."""
+        if self.path.is_dir():
+            raise StoreError(f"the store path {self.path} is a folder; point store_path (or GENEVOLVE_HOME) "
+                             f"at a file, or move that folder aside")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(f"the store {self.path} lies below a file; choose another store_path or "
+                             f"GENEVOLVE_HOME") from None
+
+    def _check_whole(self) -> None:
+        """A file shorter than the pages its header counts was cut (a full disk, a bad copy): say so at
+        open, not at the first query that reaches a missing page. Cheap: the header only."""
+        if not self.path.is_file() or Path(f"{self.path}-wal").exists():
+            return  # new, or its last pages may still be in the write-ahead log
+        size = self.path.stat().st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            header = f.read(100)
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+            raise sqlite3.DatabaseError("file is not a database")
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        if pages and size < pages * page_size:
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {size} of {pages * page_size} bytes")
+
+    def _damaged(self, exc: Exception) -> str:
+        if _read_only(self.path):
+            return (f"the store {self.path} is on a read-only filesystem or folder ({exc}); "
+                    f"set GENEVOLVE_HOME to a folder you can write")
+        if isinstance(exc, sqlite3.OperationalError) and "locked" not in str(exc) and "readonly" in str(exc):
+            return f"the store {self.path} is read-only ({exc}); make it writable or choose another GENEVOLVE_HOME"
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return f"the store {self.path} is locked by another process ({exc}); wait for it or stop it"
+        if isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or _nearly_full(self.path)):
+            return f"no space left for the store {self.path}: free some space (or set GENEVOLVE_HOME elsewhere) and rerun"
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+            return f"cannot open the store {self.path} ({exc}); check the folder exists and is writable"
+        if "malformed" not in str(exc) and "not a database" not in str(exc):
+            return (f"cannot use the store {self.path} ({exc}): the disk may be out of space or failing; "
+                    f"free some space or set GENEVOLVE_HOME elsewhere, then rerun")
+        return (f"the store {self.path} is damaged ({exc}). Keep it aside and start a new one: "
+                f"mv '{self.path}' '{self.path}.broken' (then recover what is readable with: "
+                f"sqlite3 '{self.path}.broken' .recover | sqlite3 '{self.path}.recovered')")
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

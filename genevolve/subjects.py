@@ -11,6 +11,7 @@ NOTE, MOOD, body parts that skill texts mention) are left out.
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -210,9 +211,10 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
     counts = {singular(k): v for k, v in (counts or {}).items()}
     vocab = noun_vocabulary()
     # Words inside a named thing belong to it: the "House" of "Sydney Opera House" is no house.
-    taken = [(m.start(), m.end()) for name in extra for m in re.finditer(re.escape(name), plain, re.IGNORECASE)]
+    extra = list(dict.fromkeys(extra))  # relation sides repeat; each name is looked for once
+    taken = _covered_spans(plain, extra)
     tokens = [(m.group(0), m.start()) for m in re.finditer(r"\b[A-Za-z][A-Za-z'-]*", plain)
-              if not any(a <= m.start() < b for a, b in taken)]
+              if not _inside(taken, m.start())]
     found: list[tuple[int, str]] = []  # (position, name as written)
     i = 0
     while i < len(tokens):
@@ -225,7 +227,7 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
                 found.append((pos, two))
                 i += 2
                 continue
-        if _modifier_use(tokens, i):
+        if modifier_use(tokens, i):
             i += 1
             continue
         if (singular(low) in vocab or singular(low) in counts) and low not in _NOT_SUBJECTS \
@@ -244,11 +246,12 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
     found.sort()
     # An arrangement belongs to the subject named just before it ("five apples in a row").
     shapes: dict[int, str] = {}
+    starts = [p for p, _ in found]
     for m in ARRANGEMENT_RE.finditer(plain):
-        before = [p for p, _ in found if p < m.start()]
-        if before:
+        k = bisect.bisect_left(starts, m.start())
+        if k:
             word = re.sub(r"\s+", " ", (m.group("shape") or m.group("side") or m.group("stacked")).lower())
-            shapes[before[-1]] = _ARRANGEMENT_NAMES.get(word, word)
+            shapes[starts[k - 1]] = _ARRANGEMENT_NAMES.get(word, word)
     out: list[SubjectMention] = []
     seen: set[str] = set()
     for pos, name in found:
@@ -263,6 +266,8 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
             count = 1
         shape = shapes.get(pos)
         out.append(SubjectMention(name=name, count=count, arrangement=shape if count is None or count > 1 else None))
+        if len(out) == _MAX_SUBJECTS:  # the rest are never used; searching for them would cost a pass each
+            break
     # Containers: "baskets of tomatoes" -> tomatoes inside the baskets.
     names = {m.name for m in out}
     result = []
@@ -272,7 +277,28 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
         if cont and singular(cont.group(1)) in CONTAINERS and cont.group(1).lower() in names:
             m = SubjectMention(m.name, m.count, m.arrangement, container=cont.group(1).lower())
         result.append(m)
-    return result[:8]
+    return result
+
+
+_MAX_SUBJECTS = 8
+
+
+def _covered_spans(text: str, names: list[str]) -> list[tuple[int, int]]:
+    """Where ``names`` occur in ``text``, merged into sorted, disjoint (start, end) spans."""
+    spans = sorted((m.start(), m.end()) for name in names if name
+                   for m in re.finditer(re.escape(name), text, re.IGNORECASE))
+    merged: list[tuple[int, int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _inside(spans: list[tuple[int, int]], pos: int) -> bool:
+    k = bisect.bisect_right(spans, (pos, float("inf")))
+    return bool(k) and spans[k - 1][0] <= pos < spans[k - 1][1]
 
 
 _NOT_PHRASE_WORDS = {"it", "them", "this", "that", "these", "those", "first", "second", "third", "after",
@@ -285,16 +311,11 @@ _MODIFIER_HEADS = {"market", "markets", "day", "club", "league", "union", "festi
                    "motif", "costume", "toy", "toys", "food", "show", "parade", "meetup", "race", "race"}
 
 
-def _modifier_use(tokens: list[tuple[str, int]], i: int) -> bool:
+def modifier_use(tokens: list[tuple[str, int]], i: int) -> bool:
     """ "farmers market", "women's day", "cat café": the noun names the theme, not a thing to draw."""
     word = tokens[i][0].lower()
     nxt = tokens[i + 1][0].lower() if i + 1 < len(tokens) else ""
     return word.endswith(("'s", "s'")) or nxt in _MODIFIER_HEADS
-
-
-def is_person_word_used_as_modifier(text: str, word_index: int) -> bool:
-    tokens = [(m.group(0), m.start()) for m in re.finditer(r"[A-Za-z][A-Za-z'-]*", text)]
-    return _modifier_use(tokens, word_index)
 
 
 def mentions_subject(name: str, text: str) -> bool:

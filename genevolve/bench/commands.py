@@ -38,11 +38,19 @@ def run(
     from genevolve.bench.loaders import load_bench
     from genevolve.bench.runner import BenchConfig, BenchRunner, RunDirError
 
+    from genevolve.errors import UserError
+
     console = Console(stderr=True)
     try:
         cases = load_bench(bench)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except RecursionError:
+        typer.echo(f"error: bench {bench} nests JSON too deeply; each case must be a flat JSON object", err=True)
+        raise typer.Exit(2)
+    if not cases:
+        typer.echo(f"error: bench {bench} holds no cases; give a file with at least one case", err=True)
         raise typer.Exit(2)
     from genevolve.renderers.base import RenderError, parse_size
 
@@ -57,8 +65,22 @@ def run(
         try:
             get_profile(protocol)  # a missing official copy is reported before any case runs
         except ProfileError as exc:
-            console.print(f"[red]error:[/red] --protocol: {exc}")
-            raise typer.Exit(2)
+            raise UserError(f"--protocol: {exc}") from None
+    # Backends are built lazily per worker; a spec that cannot work is refused before any case runs.
+    from genevolve.inputs import check_judge_spec, check_output_dir, check_renderer_spec
+    from genevolve.policies import check_policy_spec
+
+    try:
+        check_policy_spec(policy)
+    except ValueError as exc:
+        raise UserError(f"--policy {policy}: {exc}") from None
+    check_renderer_spec(renderer)
+    check_judge_spec(judge)
+    if config is not None:
+        from genevolve.config import read_settings_file
+
+        read_settings_file(config)
+    check_output_dir(out)
     cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
                       rpm=rpm, seed=seed, size=render_size, offline=offline,
                       settings_path=str(config) if config else None, protocol=protocol)
@@ -70,6 +92,13 @@ def run(
     except RunDirError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except OSError as exc:
+        from genevolve.errors import EnvironmentFault, is_disk_fault, os_error_line
+
+        if not is_disk_fault(exc):
+            raise
+        raise EnvironmentFault(f"{os_error_line(exc)}; finished cases are kept: continue with the same "
+                               f"command plus --resume") from exc
     if summary:
         from genevolve.bench.summary import write_summary
 

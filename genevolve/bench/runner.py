@@ -41,6 +41,8 @@ class RunDirError(RuntimeError):
     """The output folder holds another run (or results without --resume)."""
 
 
+from genevolve.errors import is_disk_fault  # noqa: E402
+
 # Crash-safe file helpers live in genevolve.durable (shared with the data pipeline).
 from genevolve.durable import (  # noqa: E402,F401 - re-exported for callers of the runner
     JsonlAppender, latest_by_id, read_jsonl, repair_jsonl, save_image_atomic, write_atomic)
@@ -48,7 +50,10 @@ from genevolve.durable import (  # noqa: E402,F401 - re-exported for callers of 
 
 def case_dir_name(case_id: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", case_id)[:80]
-    return safe if safe == case_id else f"{safe}-{zlib.crc32(case_id.encode()):08x}"
+    # "." and ".." (or dots only) would name the run folder or its parent, not a folder of their own.
+    if safe == case_id and safe.strip("."):
+        return safe
+    return f"{safe.replace('.', '_')}-{zlib.crc32(case_id.encode('utf-8', 'surrogatepass')):08x}"
 
 
 def case_seed(case_id: str, base_seed: int) -> int:
@@ -262,6 +267,10 @@ class BenchRunner:
                     row = fn(case)
                     break
                 except Exception as exc:  # noqa: BLE001 - recorded as this case's failure
+                    if is_disk_fault(exc):
+                        # The machine, not the case: stop the run (nothing recorded for this case),
+                        # so --resume does it again once there is space.
+                        raise
                     if attempt >= self.cfg.retries:
                         row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
                         break

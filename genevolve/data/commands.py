@@ -46,11 +46,26 @@ def build(
     console = Console(stderr=True)
     from genevolve.renderers.base import RenderError, parse_size
 
+    from genevolve.errors import UserError
+    from genevolve.inputs import check_judge_spec, check_output_dir, check_renderer_spec
+    from genevolve.policies import check_policy_spec
+
     try:
         render_size = parse_size(size)
     except RenderError as exc:
-        console.print(f"[red]error:[/red] --size: {exc}")
-        raise typer.Exit(2)
+        raise UserError(f"--size: {exc}") from None
+    # Every named backend and file is checked before the first recipe runs.
+    try:
+        check_policy_spec(teacher)
+    except ValueError as exc:
+        raise UserError(f"--teacher {teacher}: {exc}") from None
+    check_renderer_spec(renderer)
+    check_judge_spec(judge)
+    if config is not None:
+        from genevolve.config import read_settings_file
+
+        read_settings_file(config)
+    check_output_dir(out)
     cfg = BuildConfig(recipes=recipes, teacher=teacher, renderer=renderer, seed=seed, parallel=parallel,
                       val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
                       offline=offline, settings_path=str(config) if config else None,
@@ -63,8 +78,14 @@ def build(
     try:
         manifest = builder.run()
     except BuildSetupError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2)
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        from genevolve.errors import EnvironmentFault, is_disk_fault, os_error_line
+
+        if not is_disk_fault(exc):
+            raise
+        raise EnvironmentFault(f"{os_error_line(exc)}; finished stages are kept: continue with the same "
+                               f"command plus --resume") from exc
     c = manifest["counts"]
     console.print(f"[green]done[/green]: {c['recipes']} recipes → {c['answered']} answered → "
                   f"{c['filter_passed']} passed filters → {c['kept']} kept ({c['train']} train / {c['val']} val)")

@@ -29,6 +29,7 @@ split is a hash of (seed, id), so a build is byte-for-byte repeatable and worker
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -352,9 +353,9 @@ class DatasetBuilder:
             return row
         rel = Path("gt") / f"{recipe['id']}.png"
         (self.out / "gt").mkdir(exist_ok=True)
-        tmp = self.out / "gt" / f".{recipe['id']}.png.tmp"
-        image.save(tmp, format="PNG", compress_level=GT_PNG_COMPRESS_LEVEL)
-        os.replace(tmp, self.out / rel)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=GT_PNG_COMPRESS_LEVEL)
+        write_atomic(self.out / rel, buf.getvalue())  # a full disk leaves no half-written or temporary file
         row["gt_image"] = rel.as_posix()
         row["render"] = {k: report.get(k) for k in ("backend", "seed", "width", "height")}
         texts = traj.program.text_constraints()

@@ -102,10 +102,48 @@ class ChatEndpoint:
             if self._client is None:
                 from openai import OpenAI
 
+                import httpx
+
                 # Retries are ours (shared limiter, Retry-After across threads), not the SDK's.
+                # Redirects are not followed: a 307 would re-send the prompt and image wherever it
+                # points (an internal address); a declared body over the cap is refused unread.
+                http = httpx.Client(timeout=httpx.Timeout(self.timeout_s), follow_redirects=False,
+                                    event_hooks={"response": [_refuse_large_body]})
                 self._client = OpenAI(base_url=self.base_url, api_key=self.api_key,
-                                      timeout=self.timeout_s, max_retries=0)
+                                      timeout=self.timeout_s, max_retries=0, http_client=http)
             return self._client
+
+    def _create(self, messages: list[dict], **kw):
+        """One request, its whole answer within ``timeout_s`` of wall-clock time.
+
+        The SDK's timeout bounds each socket read, which a server dripping a byte at a time never
+        trips; here the call runs in a worker, and at the deadline the client is closed under it
+        (and replaced), so the caller gets a timeout on time."""
+        import openai
+
+        client = self.client()
+        outcome: dict = {}
+
+        def call() -> None:
+            try:
+                outcome["resp"] = client.chat.completions.create(
+                    model=self.model, messages=messages, temperature=kw.get("temperature", self.temperature),
+                    max_tokens=kw.get("max_tokens", self.max_tokens))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=call, name="genevolve-judge-call", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if worker.is_alive():
+            with self._lock:
+                if self._client is client:
+                    self._client = None  # the next attempt gets a fresh client
+            threading.Thread(target=client.close, name="genevolve-judge-close", daemon=True).start()
+            raise openai.APITimeoutError(request=_dummy_request(self.base_url))
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["resp"]
 
     def complete(self, messages: list[dict], **kw) -> str:
         import openai
@@ -115,9 +153,7 @@ class ChatEndpoint:
             self.limiter.acquire()
             self._count("requests")
             try:
-                resp = self.client().chat.completions.create(
-                    model=self.model, messages=messages, temperature=kw.get("temperature", self.temperature),
-                    max_tokens=kw.get("max_tokens", self.max_tokens))
+                resp = self._create(messages, **kw)
                 if not resp.choices:
                     raise JudgeError("the endpoint returned no choices")
                 return resp.choices[0].message.content or ""
@@ -131,10 +167,18 @@ class ChatEndpoint:
                 self._count("timeouts")
                 delay, error = self._delay(attempt), f"timed out after {self.timeout_s:g}s"
             except openai.APIConnectionError as exc:
+                if isinstance(exc.__cause__, _BodyTooLarge):
+                    raise JudgeError(str(exc.__cause__)) from None
                 delay, error = self._delay(attempt), f"cannot reach {self.base_url}: {exc}"
             except openai.InternalServerError as exc:
                 delay, error = self._delay(attempt), f"server error {exc.status_code}"
+            except _BodyTooLarge as exc:
+                raise JudgeError(str(exc)) from None
             except openai.APIStatusError as exc:
+                if 300 <= exc.status_code < 400:
+                    raise JudgeError(f"the judge endpoint answered a redirect ({exc.status_code}) to "
+                                     f"{exc.response.headers.get('location', '?')}; redirects are not followed "
+                                     f"(the request carries the prompt and image): use the final URL") from None
                 raise JudgeError(f"the judge endpoint refused the request ({exc.status_code}): "
                                  f"{str(exc)[:300]}") from exc
             if attempt >= self.max_retries:
@@ -147,6 +191,28 @@ class ChatEndpoint:
         return min(self.max_backoff_s, self.backoff_s * (2 ** attempt)) * (0.75 + 0.5 * random.random())
 
 
+# The largest judge reply read: a verdict is a few kB of JSON; more is a broken or hostile server.
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _refuse_large_body(response) -> None:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REPLY_BYTES:
+        response.close()
+        raise _BodyTooLarge(f"the judge endpoint answered {int(declared):,} bytes, over the "
+                            f"{MAX_REPLY_BYTES:,}-byte cap")
+
+
+def _dummy_request(base_url: str | None):
+    import httpx
+
+    return httpx.Request("POST", (base_url or "http://localhost").rstrip("/") + "/chat/completions")
+
+
 @dataclass
 class EndpointOptions:
     """What a remote judge or guide-writer spec takes after its base URL."""
@@ -156,6 +222,15 @@ class EndpointOptions:
     rpm: int | None = param(None, "Requests per minute for this endpoint, shared by every thread.")
     max_tokens: int | None = param(None, "Tokens per reply.")
     temperature: float | None = param(None, "Sampling temperature of the replies.")
+
+    def __post_init__(self):
+        # An impossible limit fails when the spec is read, not after a whole run of "judge failed".
+        for name, low, strict in (("timeout", 0, True), ("retries", 0, False), ("rpm", 1, False),
+                                  ("max_tokens", 1, False), ("temperature", 0, False)):
+            value = getattr(self, name)
+            if value is not None and (value <= low if strict else value < low):
+                raise ValueError(f"{name}={value} is out of range: {name} must be "
+                                 f"{'more than' if strict else 'at least'} {low}")
 
 
 _ENDPOINT_KWARGS = {"timeout": "timeout_s", "retries": "max_retries", "rpm": "rpm", "max_tokens": "max_tokens",
@@ -179,6 +254,9 @@ def endpoint_from_spec(spec, opts: EndpointOptions | None = None, **kw) -> ChatE
     """A ChatEndpoint from a parsed ``kind:<model>@<base_url>[?timeout=..&retries=..&rpm=..]`` spec;
     ``opts`` when the caller has read them already; ``kw`` (ChatEndpoint arguments) win over the spec."""
     opts = endpoint_options(spec) if opts is None else opts
+    base = _split_base_url(spec)[0]
+    if base and not base.lower().startswith(("http://", "https://")):
+        raise ValueError(f"{spec.kind} endpoint must be an http:// or https:// URL, got {base!r}")
     for name, arg in _ENDPOINT_KWARGS.items():
         if getattr(opts, name) is not None:
             kw.setdefault(arg, getattr(opts, name))

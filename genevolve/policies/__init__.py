@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from genevolve.policies.base import Policy, PolicyError, complete
 from genevolve.specs import NoOptions, SamplingOptions, param, parse_spec, read_options
 
-__all__ = ["Policy", "PolicyError", "complete", "make_policy"]
+__all__ = ["Policy", "PolicyError", "check_policy_spec", "complete", "make_policy"]
 
 
 @dataclass
@@ -50,3 +50,37 @@ def make_policy(spec: str, **kwargs) -> Policy:
         return LocalPolicy.from_spec(s, **kwargs)
     raise ValueError(f"unknown policy spec '{spec}': use planner, nano, hf:<id-or-path>, "
                      "openai:<model>@<base_url> or replay:<file>")
+
+
+POLICY_KINDS = ("planner", "nano", "hf", "openai", "replay")
+
+
+def check_policy_spec(spec: str) -> None:
+    """Raise ValueError when ``spec`` cannot name a policy (kind, target, options), without loading
+    a model: for callers that build the policy later (bench workers) and must refuse it now."""
+    from pathlib import Path
+
+    s = parse_spec(spec)
+    if s.kind not in POLICY_KINDS:
+        raise ValueError(f"unknown policy spec '{spec}': use planner, nano, hf:<id-or-path>, "
+                         "openai:<model>@<base_url> or replay:<file>")
+    if s.kind == "planner":
+        read_options(NoOptions, s.params, backend="planner")
+    elif s.kind == "replay":
+        read_options(ReplayOptions, s.params, backend="replay")
+        if not s.target:
+            raise ValueError("replay policy needs a trajectory file: replay:<file>")
+        if not Path(s.target).is_file():
+            raise ValueError(f"replay file not found: {s.target} (replay:<file> names a trajectory file)")
+    elif s.kind == "openai":
+        read_options(SamplingOptions, s.params, backend="openai")
+        if not s.target:
+            raise ValueError("openai policy needs a model: openai:<model>[@<base_url>]")
+        if s.base_url and not s.base_url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"openai endpoint must be an http:// or https:// URL, got {s.base_url!r}")
+    else:
+        from genevolve.policies.local import LocalOptions
+
+        read_options(LocalOptions, s.params, backend=s.kind)
+        if s.kind == "hf" and not s.target:
+            raise ValueError("hf policy needs a model: hf:<hub-id-or-local-path>")

@@ -53,16 +53,22 @@ class ChatEndpointError(PolicyError):
         self.status = status
 
 
+MAX_REPLY_BYTES = 16 * 1024 * 1024  # a whole (non-streamed) completion; more is a broken server
+
+
 class ChatStreamClient:
     """``stream(body)`` yields content deltas; ``complete(body)`` returns the whole content."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 120.0, max_retries: int = 2,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, deadline: float | None = None):
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.timeout = timeout
+        # Wall-clock limit of one whole answer: per-read timeouts never fire on a server that sends
+        # a keep-alive or a byte every few seconds. Default: five read timeouts, at least 10 min.
+        self.deadline = deadline if deadline is not None else max(600.0, 5 * timeout)
         self.max_retries = max(0, int(max_retries))
         self._httpx = httpx
         # One pool per endpoint, shared by every thread of the policy: parallel trajectories keep
@@ -105,6 +111,14 @@ class ChatStreamClient:
             # Uncompressed (as asked): the transport's bytes as they arrive; else decoded by httpx.
             encoding = response.headers.get("content-encoding", "identity").strip().lower()
             chunks = response.stream if encoding in ("", "identity") else response.iter_bytes()
+            chunks = _until(chunks, time.monotonic() + self.deadline, self.deadline, self.base_url)
+            # The server was asked for at most max_tokens: past that (one delta per token, or ~32
+            # characters a token for a server that sends large deltas) the turn is over, whatever
+            # the server keeps sending.
+            cap = body.get("max_tokens") or body.get("max_completion_tokens")
+            max_deltas = int(cap) if cap else None
+            max_chars = int(cap) * 32 if cap else None
+            deltas = 0
             turn_end = _TurnEnd(end_at)
             sent = 0
             finish = None
@@ -121,12 +135,17 @@ class ChatStreamClient:
                         finish = reason
                     if not delta:
                         continue
+                    deltas += 1
+                    if max_chars is not None and sent + len(delta) > max_chars:
+                        delta = delta[: max(0, max_chars - sent)]
                     out, ended = turn_end.feed(delta)
                     if out:
                         sent += len(out)
                         yield out
                     if ended:  # the turn is complete; whatever the model adds after it is not read
                         return
+                    if max_deltas is not None and (deltas >= max_deltas or sent >= max_chars):
+                        return  # the token cap it asked for: stop reading (the connection is dropped)
             except self._httpx.TransportError as exc:
                 if isinstance(exc, self._httpx.TimeoutException):
                     raise ChatEndpointError(f"{self.base_url} stopped sending for {self.timeout:g} s after "
@@ -147,16 +166,22 @@ class ChatStreamClient:
 
     def _content(self, response) -> str:
         """The message text of a whole (non-streamed) completion."""
+        buf = bytearray()
         try:
-            response.read()
+            for chunk in _until(response.iter_bytes(), time.monotonic() + self.deadline, self.deadline,
+                                self.base_url):
+                buf.extend(chunk)
+                if len(buf) > MAX_REPLY_BYTES:
+                    raise ChatEndpointError(f"{self.base_url} answered more than {MAX_REPLY_BYTES:,} bytes; "
+                                            "a chat completion is never that long")
         except self._httpx.TransportError as exc:
             raise ChatEndpointError(f"{self.base_url} dropped the connection mid-answer: "
                                     f"{type(exc).__name__}") from exc
         try:
-            payload = response.json()
+            payload = json.loads(bytes(buf))
         except ValueError as exc:
             raise ChatEndpointError(f"{self.base_url} answered something that is not JSON: "
-                                    f"{response.text[:120]!r}") from exc
+                                    f"{bytes(buf[:120]).decode('utf-8', 'replace')!r}") from exc
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not choices:
             raise ChatEndpointError(f"{self.base_url} returned no choices")
@@ -211,6 +236,15 @@ class ChatStreamClient:
 
 
 # ---------------------------------------------------------------------- chunk parsing
+
+def _until(chunks, stop_at: float, deadline: float, base_url: str) -> Iterator[bytes]:
+    """The chunks as they come, until the wall clock passes ``stop_at``: a keep-alive or a dripped
+    byte arrives as a chunk, so a server that never finishes is cut off on time."""
+    for chunk in chunks:
+        if time.monotonic() > stop_at:
+            raise ChatEndpointError(f"{base_url} sent no complete answer within {deadline:g} s (deadline)")
+        yield chunk
+
 
 def _sse_data(chunks) -> Iterator[bytes]:
     """The data of each server-sent event in a byte stream cut anywhere (the event-stream format:

@@ -82,7 +82,7 @@ class GeminiRenderer(Renderer):
 
     def render(self, program: Program, size: tuple[int, int] | None = None, seed: int = 0,
                progress: Progress | None = None) -> Image.Image:
-        import httpx
+        from genevolve.http_limits import RemoteError, post_json
 
         program = as_program(program)
         key = self._api_key()
@@ -94,10 +94,15 @@ class GeminiRenderer(Renderer):
         errors: list[str] = []
         for attempt in range(self.retries + 1):
             try:
-                resp = httpx.post(url, json=body, timeout=self.timeout_s,
-                                  headers={"x-goog-api-key": key, "Content-Type": "application/json"})
-            except httpx.HTTPError as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
+                # The whole answer within timeout_s of wall-clock time and 64 MB (a dripping or
+                # endless server is cut off); redirects are not followed.
+                resp = post_json(url, body, timeout_s=self.timeout_s, deadline_s=self.timeout_s,
+                                 max_bytes=64 * 1024 * 1024,
+                                 headers={"x-goog-api-key": key, "Content-Type": "application/json"})
+            except RemoteError as exc:
+                if not exc.retryable:
+                    raise RenderError(f"Gemini: {exc}") from None
+                errors.append(str(exc))
                 wait = self.backoff_s * 2 ** attempt
             else:
                 if resp.status_code == 200:

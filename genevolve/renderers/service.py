@@ -41,6 +41,8 @@ RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 TOKEN_ENV = "GENEVOLVE_RENDERER_TOKEN"
 MAX_BODY_BYTES = 32 * 1024 * 1024  # two 1536-px references as data URIs are ~2 MB
 MAX_SEED = 2 ** 32 - 1
+# The largest answer the client reads: a 2048x2048 PNG as base64 is ~16 MB; more is not an image.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 
 class ServiceRenderer(Renderer):
@@ -49,7 +51,7 @@ class ServiceRenderer(Renderer):
     def __init__(self, urls: list[str], *, concurrency: int = 4, retries: int = 3, backoff_s: float = 1.0,
                  timeout_s: float = 600.0, num_inference_steps: int = 40, true_cfg_scale: float = 4.0,
                  guidance_scale: float = 1.0, negative_prompt: str = " ", num_images_per_prompt: int = 1,
-                 size_mode: str = "ours", token: str | None = None):
+                 size_mode: str = "ours", token: str | None = None, max_reply_bytes: int = MAX_REPLY_BYTES):
         import os
 
         if not urls:
@@ -62,7 +64,8 @@ class ServiceRenderer(Renderer):
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.retries = retries
         self.backoff_s = backoff_s
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # the wall-clock limit of one attempt's whole answer, not per read
+        self.max_reply_bytes = max_reply_bytes
         if size_mode not in ("ours", "official"):
             raise RenderError(f"service size must be 'ours' or 'official', got {size_mode!r}")
         if int(num_images_per_prompt) < 1:
@@ -83,7 +86,7 @@ class ServiceRenderer(Renderer):
 
     def render(self, program: Program, size: tuple[int, int] | None = None, seed: int = 0,
                progress: Progress | None = None) -> Image.Image:
-        import httpx
+        from genevolve.http_limits import RemoteError, post_json
 
         program = as_program(program)
         refs = load_references(program)
@@ -105,9 +108,12 @@ class ServiceRenderer(Renderer):
                 url = self._pick_url()
                 try:
                     headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-                    resp = httpx.post(f"{url}/generate", json=payload, timeout=self.timeout_s, headers=headers)
-                except httpx.HTTPError as exc:
-                    errors.append(f"{url}: {type(exc).__name__}: {exc}")
+                    resp = post_json(f"{url}/generate", payload, headers=headers, timeout_s=self.timeout_s,
+                                     deadline_s=self.timeout_s, max_bytes=self.max_reply_bytes)
+                except RemoteError as exc:
+                    if not exc.retryable:
+                        raise RenderError(f"renderer service: {exc}") from None
+                    errors.append(str(exc))
                 else:
                     if resp.status_code in RETRY_STATUS:
                         errors.append(f"{url}: HTTP {resp.status_code}")
@@ -205,11 +211,14 @@ class _Guard:
         self.app, self.token, self.max_body = app, token, max_body
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         import hmac
 
         headers = dict(scope["headers"])
+        # With a token, only GET /health is open: the API schema and docs describe a private service.
+        if scope["method"] != "POST" and (not self.token or scope.get("path") == "/health"):
+            return await self.app(scope, receive, send)
         if self.token:
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):

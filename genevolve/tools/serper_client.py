@@ -43,14 +43,16 @@ OUR_RETRY_WAIT_S = 1.0
 
 def serper_post(endpoint: str, payload: dict, *, api_key: str, base_url: str, timeout: float) -> dict:
     """POST ``payload`` to ``{base_url}/{endpoint}``; the JSON object it answers, or BackendUnavailable."""
-    import httpx
+    from genevolve.http_limits import RemoteError, post_json
 
     for attempt in (1, 2):
         try:
-            r = httpx.post(f"{base_url}/{endpoint}", json=payload, timeout=timeout, trust_env=False,
-                           headers={"X-API-KEY": api_key, "Content-Type": "application/json"})
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"serper: {type(exc).__name__}: {exc}") from exc
+            # A search answer is a few kB: the whole of it within 3 x timeout and 4 MB, no redirects.
+            r = post_json(f"{base_url}/{endpoint}", payload, timeout_s=timeout, deadline_s=3 * timeout,
+                          max_bytes=4 * 1024 * 1024,
+                          headers={"X-API-KEY": api_key, "Content-Type": "application/json"}, trust_env=False)
+        except RemoteError as exc:
+            raise BackendUnavailable(f"serper: {exc}") from exc
         if r.status_code not in OUR_RETRY_STATUS or attempt == 2:
             break
         time.sleep(OUR_RETRY_WAIT_S)

@@ -129,7 +129,12 @@ def config_from_file(cls: type[T], path: str | Path, **overrides) -> T:
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"training config not found: {p}")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"{p}: not UTF-8 text; save the training config as UTF-8 YAML") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{p}: a training config is a YAML mapping of field: value")
     for key, value in overrides.items():

@@ -11,7 +11,7 @@ import re
 from typing import Sequence
 
 from genevolve.program import count_constraints, relation_constraints, strip_quoted
-from genevolve.subjects import LEADING_NON_NAMES, is_person_word_used_as_modifier
+from genevolve.subjects import LEADING_NON_NAMES, modifier_use
 
 PEOPLE = {"person", "people", "man", "men", "woman", "women", "child", "children", "kid", "kids", "boy",
           "boys", "girl", "girls", "baby", "babies", "lady", "ladies", "gentleman", "portrait", "face",
@@ -144,11 +144,12 @@ def attribute_pairs(plain: str) -> list[tuple[str, str]]:
 def living_beings(plain: str) -> set[str]:
     """ "people" and/or "animals" when the image shows them; a people or animal word that only
     names a theme ("farmers market", "women's day", "cat café menu") does not count."""
-    tokens = list(re.finditer(r"[A-Za-z][A-Za-z'-]*", plain))
+    # One tokenisation for the whole text: asking per word re-tokenised it each time (quadratic).
+    tokens = [(m.group(0), m.start()) for m in re.finditer(r"[A-Za-z][A-Za-z'-]*", plain)]
     found: set[str] = set()
-    for i, m in enumerate(tokens):
-        w = m.group(0).lower()
-        if is_person_word_used_as_modifier(plain, i):
+    for i, (word, _) in enumerate(tokens):
+        w = word.lower()
+        if modifier_use(tokens, i):
             continue
         if w in PEOPLE or singular(w) in PEOPLE:
             found.add("people")

@@ -13,9 +13,10 @@ from genevolve.policies.planner.english import attribute_pairs, living_beings
 from genevolve.policies.planner.routing import SKILL_PRIORITY, SKILL_TRIGGERS
 from genevolve.program import (
     IMG_ID_RE,
-    URL_RE,
     count_constraints,
+    quoted_strings,
     relation_constraints,
+    scrub_injected,
     strip_quoted,
     wanted_texts,
 )
@@ -47,7 +48,8 @@ def write_brief(request: str, user_ids: list[str], chosen: list[tuple[str, str, 
 
 def restate(request: str, user_ids: list[str], ordinal: dict) -> str:
     """The request as the opening of the brief, with user IMG ids and URLs replaced."""
-    text = URL_RE.sub("", request.strip())
+    # URLs, file paths and template tokens go (NFKC look-alikes too); quoted text to draw stays whole.
+    text, _ = scrub_injected(request.strip(), keep=quoted_strings(request))
     text = IMG_ID_RE.sub(lambda m: f"the {ordinal[m.group(0)]} reference image" if m.group(0) in ordinal
                          else "the reference", text)
     text = re.sub(r"\s{2,}", " ", text).strip()
