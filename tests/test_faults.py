@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from local_http import serve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +98,6 @@ def files(tmp_path_factory) -> dict:
 
 def test_bad_command_lines_get_one_line_and_exit_2(files, tmp_path):
     d = files["dir"]
-    cfg = ["--config", str(d / "settings.json")]
     run = ["run", "a red kite over a beach", "--offline"]
     table = [
         # the request
@@ -465,7 +465,6 @@ class _Hostile:
 
     def __init__(self):
         import http.server
-        import threading
 
         hits = self.hits = []
 
@@ -523,14 +522,12 @@ class _Hostile:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serving = serve(Handler)
+        self.server = self._serving.__enter__()
+        self.url = self.server.url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serving.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
