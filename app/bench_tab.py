@@ -192,7 +192,7 @@ def show_case(cases, sid_value, evt: gr.SelectData, request: gr.Request = None):
             if r["request"].strip() == case["question"].strip() and sessions.can_see(r, sid)]
     if past:
         items = "".join(f"<tr><td>{esc(r['id'])}</td><td>{esc(r.get('policy'))}</td><td>{esc(r.get('termination'))}</td>"
-                        f"<td>{ {1: '✓ text found', 0: '✗ text missing'}.get(r.get('verified_ok'), '—') }</td></tr>"
+                        f"<td>{ {1: '✓ text found', 0: '✗ text not as asked'}.get(r.get('verified_ok'), '—') }</td></tr>"
                         for r in past[:10])
         past_html = (f"<table class='ge-table'><tr><th>run</th><th>policy</th><th>result</th><th>check</th></tr>"
                      f"{items}</table>")

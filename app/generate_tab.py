@@ -119,7 +119,7 @@ def policy_hint(spec: str | None) -> str:
 def renderer_hint(spec: str | None) -> str:
     kind = (spec or "layout").split(":", 1)[0].strip().lower()
     return {
-        "layout": "layout: an offline comp on the CPU (text typeset, subjects as photos, pictograms or labelled boxes)",
+        "layout": "layout: an offline comp on the CPU (text typeset, subjects as photos, pictograms or unlettered placeholder panels)",
         "diffusers": "diffusers: a local pipeline; its weights must already be on disk when offline",
         "service": "service: a renderer server (genevolve serve-renderer) at that URL",
         "gemini": "gemini: Google's image model; needs GEMINI_API_KEY and the network",
@@ -287,7 +287,7 @@ def history_rows(sid_value, request: gr.Request = None) -> list[list]:
     sid = sessions.session_id(sid_value, request)
     rows = []
     for r in storage.store().list_runs(session=sid, limit=50):
-        check = {1: "all text found", 0: "text missing"}.get(r.get("verified_ok"), "—")
+        check = {1: "all text found", 0: "text not as asked"}.get(r.get("verified_ok"), "—")
         rows.append([r["id"], time.strftime("%H:%M:%S", time.localtime(r["created_at"])), r["request"][:90],
                      r.get("termination") or "", check])
     return rows
@@ -539,8 +539,9 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
         else:
             from genevolve.judges.structure import verification_summary
 
-            panel.add_view(EventView(kind="verified", title="verified", icon="✓", meta=verification_summary(
-                verification, render, traj.program.constraints)))
+            icon, severity = verification_mark(verification)
+            panel.add_view(EventView(kind="verified", title="verified", icon=icon, severity=severity,
+                                     meta=verification_summary(verification, render, traj.program.constraints)))
         files = _write_downloads(sid, traj, image_path, verification)
         status = (f"✓ {esc(traj.termination)} · {traj.elapsed_s:.2f}s · run `{traj.id}`" if not err
                   else f"⚠ program ready; {esc(err)}")
@@ -552,6 +553,19 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
     word = "■ cancelled" if traj.termination == "cancelled" else f"{'✓' if traj.ok else '✗'} {esc(traj.termination)}"
     run.set(status=f"{word} · {traj.elapsed_s:.2f}s · run `{traj.id}`" + (f" · {esc(traj.reason)}" if traj.reason else ""),
             events=panel.html(), downloads=files, history=history_rows(sid, None))
+
+
+def verification_mark(verification: dict | None) -> tuple[str, str]:
+    """The verified card's icon and colour: green only when every asked text was found and
+    nothing unasked was read; amber for near matches or stray words; red for missing text."""
+    if not verification or verification.get("error"):
+        return "?", "warn"
+    results = verification.get("constraints") or []
+    if any(r.get("status", "found" if r.get("found") else "missing") == "missing" for r in results):
+        return "✗", "bad"
+    if any(not r.get("found") for r in results) or verification.get("extra_text"):
+        return "≈", "warn"
+    return "✓", "good"
 
 
 def _render_and_verify(sid, traj, spec, typeset, seed):
@@ -570,7 +584,7 @@ def _render_and_verify(sid, traj, spec, typeset, seed):
     try:
         from genevolve.judges.verify import verify_image
 
-        verification = verify_image(image, traj.program)
+        verification = verify_image(image, traj.program, (report or {}).get("layout"))
     except Exception as exc:  # noqa: BLE001 - an image without a check is still an image
         verification = {"error": f"verification unavailable: {_first_line(exc)}", "constraints": []}
     try:

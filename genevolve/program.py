@@ -227,6 +227,18 @@ def _id_number(img_id: str) -> tuple[int, str]:
 
 # ---------------------------------------------------------------- derived constraints
 
+# Things that are the lettering's surface: "a sign that reads \"OPEN\"" is drawn as the text itself,
+# so where the sign goes is where the text goes.
+TEXT_CARRIERS = {"sign", "signs", "signboard", "chalkboard", "blackboard", "board", "banner", "poster", "label",
+                 "title", "headline", "caption", "plaque", "placard", "billboard", "menu", "text", "words",
+                 "lettering", "slogan", "sticker", "marquee", "heading", "tagline", "logotype", "wordmark"}
+
+
+def is_text_carrier(name: str | None) -> bool:
+    """Whether a subject name is the surface of the program's lettering (a sign, a banner, a title)."""
+    return bool(name) and any(w in TEXT_CARRIERS for w in re.findall(r"[a-z]+", name.lower()))
+
+
 def has_content(text: str) -> bool:
     """True when ``text`` has a letter, digit or symbol (emoji included), not only quotes,
     punctuation and spaces: '""' or "' '" asks for nothing that can be drawn or checked."""
