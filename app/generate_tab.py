@@ -209,9 +209,12 @@ def build(sid_state, tabs=None):
     refresh.click(history_rows, inputs=[sid_state], outputs=[history])
     history.select(load_run, inputs=[sid_state], outputs=[status, events, program, image, verify, downloads])
     uploads.upload(accept_uploads, [uploads, sid_state], [uploads, upload_msg]).then(
-        remember_form, inputs, None, queue=False)
+        remember_form, inputs, None, queue=False).then(clear_refusal, [status], [status], queue=False)
     uploads.clear(remember_form, inputs, None, queue=False)
     uploads.delete(remember_form, inputs, None, queue=False)
+    # A refusal speaks of the upload it answered: removing files or uploading again replaces it.
+    uploads.clear(lambda: "", None, [upload_msg], queue=False)
+    uploads.delete(lambda: "", None, [upload_msg], queue=False)
     # The form is kept per session on the server, so a reload brings it back.
     for comp in (request, policy, four_bit, adapter, renderer, typeset, offline, seed, protocol):
         comp.change(remember_form, inputs, None, queue=False, trigger_mode="always_last",
@@ -269,6 +272,14 @@ def accept_uploads(uploads, sid_value, request: gr.Request = None):
     kept, refused = copy_uploads(sid, uploads)
     msg = "".join(f"✗ {esc(r)}  \n" for r in refused)
     return kept or None, msg
+
+
+def clear_refusal(status_text):
+    """A run refused for its uploads said so in the status line; a new upload makes that stale."""
+    text = (status_text or "").strip()
+    if text.startswith("✗") and ("image" in text or "upload" in text or "MB" in text):
+        return ""
+    return gr.skip()
 
 
 # ---------------------------------------------------------------- handlers

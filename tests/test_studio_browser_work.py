@@ -310,6 +310,18 @@ def test_inspector_audits_bench_runs_with_program_and_image_and_exports_by_verdi
                                timeout=30_000)
         page.locator("#in-timeline .ge-ev-step").last.scroll_into_view_if_needed()
         shot(page, "inspector_bench")
-    exported = max(home.glob("studio/sessions/*/exports/*/sft.jsonl"), key=lambda p: p.stat().st_mtime)
-    (record,) = [json.loads(line) for line in exported.read_text().splitlines() if "Opera House" in line]
+        # The fix changed the tool call: the record ends at the fix, and the message says so.
+        msg = page.locator("#in-export-msg").inner_text()
+        assert "record ends at the fix" in msg and "not re-run" in msg
+        # One download: a zip holding the records and the images they point to.
+        link = page.locator("#in-export-file a").first
+        assert link.inner_text().strip().endswith(".zip") or ".zip" in (link.get_attribute("href") or "")
+    import zipfile
+
+    archive = max(home.glob("studio/sessions/*/exports/*/*.zip"), key=lambda p: p.stat().st_mtime)
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        records = [json.loads(line) for line in z.read("sft.jsonl").decode().splitlines()]
+    (record,) = [r for r in records if "Opera House" in json.dumps(r)]
     assert next(m["content"] for m in record["messages"] if m["role"] == "assistant") == fix
+    assert record["messages"][-1]["content"] == fix and all(p in names for p in record["images"])
