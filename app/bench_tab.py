@@ -65,7 +65,7 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
                                 elem_id="be-summary-files", height=90)
         with gr.Row():
             chart_overall = gr.Plot(label="By category", elem_id="be-chart")
-            chart_dims = gr.Plot(label="Dimensions")
+            chart_dims = gr.Plot(label="Dimensions", elem_id="be-dims")
 
     filters = [cases_state, track, category, difficulty, search]
     loaded = [cases_state, track, category, difficulty, load_error]

@@ -209,7 +209,8 @@ def build(sid_state, tabs=None):
     refresh.click(history_rows, inputs=[sid_state], outputs=[history])
     history.select(load_run, inputs=[sid_state], outputs=[status, events, program, image, verify, downloads])
     uploads.upload(accept_uploads, [uploads, sid_state], [uploads, upload_msg]).then(
-        remember_form, inputs, None, queue=False).then(clear_refusal, [status], [status], queue=False)
+        remember_form, inputs, None, queue=False).then(clear_refusal, [status], [status], queue=False).then(
+        None, None, None, js=CLOSE_UPLOAD_TOASTS)
     uploads.clear(remember_form, inputs, None, queue=False)
     uploads.delete(remember_form, inputs, None, queue=False)
     # A refusal speaks of the upload it answered: removing files or uploading again replaces it.
@@ -272,6 +273,12 @@ def accept_uploads(uploads, sid_value, request: gr.Request = None):
     kept, refused = copy_uploads(sid, uploads)
     msg = "".join(f"✗ {esc(r)}  \n" for r in refused)
     return kept or None, msg
+
+
+# Gradio refuses a file over the size limit in the browser, with an error notice that stays until
+# closed; once a later upload went through, that notice speaks of a file that is gone.
+CLOSE_UPLOAD_TOASTS = """() => { for (const t of document.querySelectorAll('[data-testid="toast-body"]')) {
+  if (/maximum allowed size|not an image/i.test(t.innerText)) t.querySelector('[data-testid="toast-close"]')?.click(); } }"""
 
 
 def clear_refusal(status_text):
