@@ -336,7 +336,7 @@ def _tile(it: SceneItem, side: int, refs, pal, label_font, draw_pictogram) -> Im
     # here"), tinted if the name gives a colour. No lettering: the program decides every word on the
     # image, and the report names what the panel stands for.
     colour = next((COLOR_WORDS[w] for w in it.name.split() if w in COLOR_WORDS), None)
-    fill = colour or mix(pal["bg"], (255, 255, 255) if luminance(pal["bg"]) < 0.3 else (0, 0, 0), 0.16)
+    fill = colour or _placeholder_tint(it.name, pal)
     ink = readable_on(fill)
     line = mix(fill, ink, 0.45)
     tile = Image.new("RGBA", (side, side), (0, 0, 0, 0))
@@ -347,3 +347,18 @@ def _tile(it: SceneItem, side: int, refs, pal, label_font, draw_pictogram) -> Im
     d.line([inset, inset, side - 1 - inset, side - 1 - inset], fill=line + (255,), width=width)
     d.line([inset, side - 1 - inset, side - 1 - inset, inset], fill=line + (255,), width=width)
     return tile
+
+
+def _placeholder_tint(name: str, pal: dict) -> tuple[int, int, int]:
+    """A panel colour of its own per subject (copies of one subject alike, two subjects apart),
+    kept near the poster's surface so the panels do not shout."""
+    import colorsys
+    import hashlib
+
+    from genevolve.renderers.typeset import luminance, mix
+
+    base = mix(pal["bg"], (255, 255, 255) if luminance(pal["bg"]) < 0.3 else (0, 0, 0), 0.16)
+    h, l, sat = colorsys.rgb_to_hls(*(c / 255 for c in base))
+    turn = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 6 / 6  # six steps around the colour wheel
+    r, g, b = colorsys.hls_to_rgb((h + turn) % 1.0, l, max(sat, 0.35))
+    return mix(base, (round(r * 255), round(g * 255), round(b * 255)), 0.4)
