@@ -234,6 +234,18 @@ TEXT_CARRIERS = {"sign", "signs", "signboard", "chalkboard", "blackboard", "boar
                  "lettering", "slogan", "sticker", "marquee", "heading", "tagline", "logotype", "wordmark"}
 
 
+_ORDINAL_IMAGE_RE = re.compile(r"^(?:the\s+|my\s+|our\s+)?(" + "|".join(ORDINALS) + r")\s+(?:reference\s+)?"
+                               r"(?:image|photo|picture|reference)s?$", re.IGNORECASE)
+
+
+def ordinal_image_index(name: str | None) -> int | None:
+    """0 for "the first image" / "first reference image", 1 for "second photo"…; None otherwise.
+    A relation may name a reference by its ordinal ("place the first image below the chair"):
+    it then means whatever that image shows."""
+    m = _ORDINAL_IMAGE_RE.match((name or "").strip())
+    return ORDINALS.index(m.group(1).lower()) if m else None
+
+
 def is_text_carrier(name: str | None) -> bool:
     """Whether a subject name is the surface of the program's lettering (a sign, a banner, a title)."""
     return bool(name) and any(w in TEXT_CARRIERS for w in re.findall(r"[a-z]+", name.lower()))

@@ -173,3 +173,31 @@ def test_a_logo_asked_for_the_top_right_corner_stays_there(layout, tmp_path):
     assert placement and placement[0]["ok"] is True
     # Filling the top half is not a corner mark.
     assert not corner_holds([0, 0, 1024, 512], [1024, 1024], "top-right")
+
+
+def test_a_relation_naming_the_first_image_means_what_that_image_shows(layout):
+    """"My cat from the first image sitting under a wooden chair": the cat photo goes under the
+    chair, and the check measures that relation rather than dropping it."""
+    import skimage.data
+    from pathlib import Path
+
+    request = "My cat from the first image sitting under a wooden chair, with a floor lamp to the right of the chair."
+    cat = Reference(img_id="IMG_001", note="the user's own image: keep its subject, look and identity",
+                    path=str(Path(skimage.data.__file__).parent / "chelsea.png"))
+    prog = agent_program(request, [cat])
+    prog.gen_prompt += " Layout: place the first image below the wooden chair."
+    assert any(c.kind == "relation" and c.subject == "first image" for c in prog.constraints)
+    _, render = render_with_report(layout, prog, size=(1248, 832))
+    drawn = {d["name"]: d for d in render["layout"]["subjects"]}
+    photo = next(d for d in drawn.values() if d.get("reference") == 0)
+    chair = drawn["wooden chair"]
+    assert photo["boxes"][0][1] >= chair["boxes"][0][3] - 0.25 * (chair["boxes"][0][3] - chair["boxes"][0][1])
+    rel = next(c for c in check_structure(prog.constraints, render["layout"])["checks"]
+               if c["kind"] == "relation" and "first image" in c["what"])
+    assert rel["ok"] is True
+    beside = dict(render["layout"], subjects=[dict(photo, boxes=[[0, chair["boxes"][0][1], 200,
+                                                                  chair["boxes"][0][3]]])] +
+                  [d for d in render["layout"]["subjects"] if d is not photo])
+    rel = next(c for c in check_structure(prog.constraints, beside)["checks"]
+               if c["kind"] == "relation" and "first image" in c["what"])
+    assert rel["ok"] is False  # a cat beside the chair is not under it

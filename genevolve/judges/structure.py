@@ -13,7 +13,7 @@ about structure was measured.
 
 from __future__ import annotations
 
-from genevolve.program import Constraint, is_text_carrier
+from genevolve.program import Constraint, is_text_carrier, ordinal_image_index
 from genevolve.subjects import same_subject
 
 
@@ -125,7 +125,8 @@ def check_structure(constraints: list[Constraint], layout: dict | None,
     # A relation is checked only between subjects the request names ("ivy above it" has no
     # second subject to find, so it is not measurable here, rather than failed).
     relations = [c for c in constraints if c.kind == "relation" and c.source == "request"
-                 and all(any(same_subject(name or "", s) for s in [x.subject for x in subjects] + carriers)
+                 and all(ordinal_image_index(name) is not None
+                         or any(same_subject(name or "", s) for s in [x.subject for x in subjects] + carriers)
                          for name in (c.subject, c.object))]
     placements = [r for r in layout.get("references") or [] if r.get("asked")]
     if not subjects and not relations and not placements:
@@ -133,6 +134,9 @@ def check_structure(constraints: list[Constraint], layout: dict | None,
     drawn = [d for d in layout.get("subjects") or [] if d.get("drawn")]
 
     def find(name):
+        index = ordinal_image_index(name)  # "the first image": what the first reference shows
+        if index is not None:
+            return next((d for d in drawn if d.get("reference") == index), None)
         return next((d for d in drawn if same_subject(name, d["name"])), None)
 
     checks = []

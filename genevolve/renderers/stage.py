@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
-from genevolve.program import ORDINALS, Constraint, Program, is_text_carrier, subject_constraints
+from genevolve.program import (
+    ORDINALS, Constraint, Program, is_text_carrier, ordinal_image_index, subject_constraints,
+)
 from genevolve.subjects import is_plural, mentions_subject, same_subject
 
 MAX_COPIES = 24  # beyond this a comp stops being countable at a glance; the report says so
@@ -61,10 +63,22 @@ def read_scene(program: Program) -> tuple[list[SceneItem], list[Constraint]]:
     items = [SceneItem(c.subject, _as_written(c.subject, prompt), c.count, c.arrangement, c.object)
              for c in subjects if stated(c.subject, prompt) and not (lettered and is_text_carrier(c.subject))]
     _bind_references(items, program)
+    relations = [_by_what_it_shows(r, items) for r in relations]
     names = [i.name for i in items]
     relations = [r for r in relations if any(same_subject(r.subject or "", n) for n in names)
                  and any(same_subject(r.object or "", n) for n in names)]
     return items, relations
+
+
+def _by_what_it_shows(relation: Constraint, items: list[SceneItem]) -> Constraint:
+    """"the first image below the chair" is the subject the first image shows, below the chair."""
+    update = {}
+    for side in ("subject", "object"):
+        index = ordinal_image_index(getattr(relation, side))
+        bound = next((it for it in items if index is not None and it.reference == index), None)
+        if bound is not None:
+            update[side] = bound.name
+    return relation.model_copy(update=update) if update else relation
 
 
 _INVERSE = {"above": "below", "below": "above", "left_of": "right_of", "right_of": "left_of"}
