@@ -62,7 +62,7 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
         summary_table = gr.Dataframe(headers=["group", "n", "score"], value=[], interactive=False, wrap=True,
                                      elem_id="be-summary")
         summary_files = gr.File(label="Full report and CSV", file_count="multiple", interactive=False,
-                                elem_id="be-summary-files", height=90)
+                                elem_id="be-summary-files")
         with gr.Row():
             chart_overall = gr.Plot(label="By category", elem_id="be-chart")
             chart_dims = gr.Plot(label="Dimensions", elem_id="be-dims")

@@ -201,3 +201,17 @@ def test_a_relation_naming_the_first_image_means_what_that_image_shows(layout):
     rel = next(c for c in check_structure(prog.constraints, beside)["checks"]
                if c["kind"] == "relation" and "first image" in c["what"])
     assert rel["ok"] is False  # a cat beside the chair is not under it
+
+
+def test_my_cat_is_the_users_photo_not_a_placeholder_beside_it(layout):
+    import skimage.data
+    from pathlib import Path
+
+    request = 'A retro travel poster of my cat next to a rocket, title "MOON CAT" in bold serif'
+    mine = Reference(img_id="IMG_001", note="the user's own image: keep its subject, look and identity",
+                     path=str(Path(skimage.data.__file__).parent / "chelsea.png"))
+    prog = agent_program(request, [mine])
+    _, render = render_with_report(layout, prog, size=(1248, 832))
+    drawn = {d["name"]: d for d in render["layout"]["subjects"]}
+    assert drawn["my cat"]["form"] == "reference" and drawn["my cat"]["reference"] == 0
+    assert render["layout"].get("placeholders") is None  # no panel standing in for the cat beside its photo

@@ -123,6 +123,14 @@ def _bind_references(items: list[SceneItem], program: Program) -> None:
             if hit is not None:
                 hit.reference = i
                 break
+        else:
+            # The user's own image shows what the request calls theirs: "my cat" is that photo,
+            # not a placeholder beside it.
+            if re.search(r"\buser'?s?\b|\byour\b|\bown\b", ref.note or "", re.I):
+                hit = next((it for it in items if it.reference is None
+                            and re.match(r"(?:my|our)\s", it.label or it.name, re.I)), None)
+                if hit is not None:
+                    hit.reference = i
 
 
 # ---------------------------------------------------------------- placement
