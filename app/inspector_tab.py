@@ -208,7 +208,7 @@ def export_sft(sid_value, request: gr.Request = None):
     archive = sft_archive(Path(report["path"]).parent)
     n_images = sum(1 for _ in (Path(report["path"]).parent / "images").glob("*"))
     return str(archive), (f"Exported **{n}** accepted trajectories: `{archive.name}` holds sft.jsonl and the "
-                          f"{n_images} images its records point to (images/…)." + tail)
+                          f"{n_images} image{'' if n_images == 1 else 's'} its records point to (images/…)." + tail)
 
 
 def sft_archive(folder: Path) -> Path:
