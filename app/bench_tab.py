@@ -20,7 +20,7 @@ from app.markup import esc
 CASE_COLUMNS = ["id", "track", "category", "difficulty", "request"]
 
 
-def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, form=None):
+def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, form=None, upload_msg_box=None):
     if not optional_parts.available("genevolve.bench.loaders"):
         gr.HTML(optional_parts.missing_html("Benchmarks", "genevolve.bench"))
         return
@@ -61,9 +61,11 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
         summary_msg = gr.Markdown("", elem_id="be-summary-msg")
         summary_table = gr.Dataframe(headers=["group", "n", "score"], value=[], interactive=False, wrap=True,
                                      elem_id="be-summary")
+        summary_files = gr.File(label="Full report and CSV", file_count="multiple", interactive=False,
+                                elem_id="be-summary-files")
         with gr.Row():
             chart_overall = gr.Plot(label="By category", elem_id="be-chart")
-            chart_dims = gr.Plot(label="Dimensions")
+            chart_dims = gr.Plot(label="Dimensions", elem_id="be-dims")
 
     filters = [cases_state, track, category, difficulty, search]
     loaded = [cases_state, track, category, difficulty, load_error]
@@ -81,10 +83,11 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
     bench_run.click(start_bench_run, [source, bench_limit], [bench_msg, run_dir])
     bench_timer = gr.Timer(2.0)
     bench_timer.tick(bench_job_status, [run_dir], [bench_msg, run_dir, summary_msg, summary_table, chart_overall,
-                                                   chart_dims], show_progress="hidden")
-    open_run.click(read_run_dir, [run_dir], [summary_msg, summary_table, chart_overall, chart_dims])
+                                                   chart_dims, summary_files], show_progress="hidden")
+    open_run.click(read_run_dir, [run_dir], [summary_msg, summary_table, chart_overall, chart_dims, summary_files])
     if request_box is not None:
-        outs = [request_box] + ([uploads_box] if uploads_box is not None else []) + ([tabs] if tabs is not None else [])
+        outs = ([request_box] + ([uploads_box] if uploads_box is not None else [])
+                + ([upload_msg_box] if upload_msg_box is not None else []) + ([tabs] if tabs is not None else []))
 
         def send(case, sid_value, request: gr.Request = None):
             """The case's request and its user reference images go to Generate (copied into the session)."""
@@ -97,6 +100,8 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
                 refs = [p for p in case.get("images") or [] if isinstance(p, str) and Path(p).is_file()]
                 kept, _ = copy_uploads(sessions.session_id(sid_value, request), refs)
                 out.append(kept or None)
+            if upload_msg_box is not None:
+                out.append("")  # a refusal of an earlier upload does not speak of the case's images
             if tabs is not None:
                 out.append(gr.Tabs(selected="generate"))
             return tuple(out)
@@ -105,7 +110,12 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
         if form:  # remember the new form, as typing and uploading would
             from app.generate_tab import remember_form
 
-            send_event.then(remember_form, list(form) + [sid_state], None, queue=False)
+            send_event = send_event.then(remember_form, list(form) + [sid_state], None, queue=False)
+        # "Run this case" runs it: Generate is pressed once the form holds the case.
+        send_event.then(None, None, None, js="(...a) => { const t = document.querySelector('#tab-generate'); "
+                                             "if (t && t.offsetParent !== null && "
+                                             "document.querySelector('#ge-request textarea').value) "
+                                             "document.querySelector('#ge-go').click(); }")
 
 
 def start_bench_run(source, limit):
@@ -118,22 +128,22 @@ def start_bench_run(source, limit):
 
 def bench_job_status(run_dir):
     """While a bench job of this folder runs, report it; when it ends, show its summary once."""
-    skip6 = (gr.skip(),) * 6
+    skip7 = (gr.skip(),) * 7
     if not run_dir:
-        return skip6
+        return skip7
     job = next((j for j in storage.store().list_jobs(limit=20) if j["kind"] == "bench" and j["run_dir"] == run_dir), None)
     if job is None or job.get("message") == "shown":
-        return skip6
+        return skip7
     from app import jobs
 
     job = jobs.refresh(job)
     if job["status"] == "running":
         return (f"► bench job `{job['id']}` running… ({len(list(Path(run_dir).glob('**/*.png')))} images so far)",
-                gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
     storage.store().update_job(job["id"], message="shown")
     if job["status"] != "done":
         tail = jobs.log_tail(run_dir, 600)
-        return (f"✗ bench job `{job['id']}` {job['status']}:\n```\n{tail}\n```",) + (gr.skip(),) * 5
+        return (f"✗ bench job `{job['id']}` {job['status']}:\n```\n{tail}\n```",) + (gr.skip(),) * 6
     return (f"✓ bench job `{job['id']}` done", gr.skip()) + read_run_dir(run_dir)
 
 
@@ -192,7 +202,7 @@ def show_case(cases, sid_value, evt: gr.SelectData, request: gr.Request = None):
             if r["request"].strip() == case["question"].strip() and sessions.can_see(r, sid)]
     if past:
         items = "".join(f"<tr><td>{esc(r['id'])}</td><td>{esc(r.get('policy'))}</td><td>{esc(r.get('termination'))}</td>"
-                        f"<td>{ {1: '✓ text found', 0: '✗ text missing'}.get(r.get('verified_ok'), '—') }</td></tr>"
+                        f"<td>{ {1: '✓ text found', 0: '✗ text not as asked'}.get(r.get('verified_ok'), '—') }</td></tr>"
                         for r in past[:10])
         past_html = (f"<table class='ge-table'><tr><th>run</th><th>policy</th><th>result</th><th>check</th></tr>"
                      f"{items}</table>")
@@ -220,8 +230,12 @@ def _recent_run_dirs() -> list[str]:
     return [str(p) for p in found[:30]]
 
 
-DIMENSIONS = ("faithfulness", "visual_correctness", "text_accuracy", "aesthetics", "sufficiency",
+DIMENSIONS = ("faithfulness", "visual_correctness", "text_accuracy", "aesthetics", "structure", "sufficiency",
               "constraint_coverage")
+# The summary table's columns: the counts, then each measured score with its number of cases.
+TABLE_COUNTS = ("group", "key", "cases", "scored", "failed")
+SHORT = {"visual_correctness": "visual", "text_accuracy": "text", "constraint_coverage": "coverage",
+         "overall_missing_zero": "overall (missing = 0)"}
 COUNT_COLUMNS = {"cases", "scored", "failed", "missing"}
 
 
@@ -229,7 +243,7 @@ def read_run_dir(path):
     """Summary table and charts of one bench run directory (summary.json + summary.csv)."""
     import plotly.graph_objects as go
 
-    empty = (gr.update(value=[]), None, None)
+    empty = (gr.update(value=[]), None, None, None)
     d = Path((path or "").strip()).expanduser()
     if not d.is_dir():
         return (f"✗ Not a folder: `{esc(path)}`",) + empty
@@ -242,8 +256,7 @@ def read_run_dir(path):
     overall = summary.get("overall")
     msg = (f"**{esc(d.name)}** · {summary.get('cases', len(rows))} cases · scored {summary.get('scored', '?')} · "
            f"overall **{'—' if overall is None else f'{overall:.3f}'}**")
-    if (d / "report.html").is_file():
-        msg += f" · full report: `{d / 'report.html'}`"
+    files = _published(d)
     # Charts by the most informative grouping: category, else track, else whatever the rows carry.
     by = summary.get("by") or {}
     group_key = next((k for k in ("category", "track", "eval_type", "difficulty") if by.get(k)), None)
@@ -269,8 +282,48 @@ def read_run_dir(path):
     else:
         fig2.update_layout(title="dimensions", barmode="group", height=320, template="plotly_white",
                            margin=dict(l=40, r=10, t=40, b=80), legend=dict(orientation="h", y=-0.3))
-    table = [[_fmt(r.get(h)) for h in header] for r in rows]
-    return msg, gr.update(value=table, headers=header), fig1, fig2
+    table, columns, unmeasured = compact_table(rows, header)
+    if unmeasured:
+        msg += " · not measured: " + ", ".join(unmeasured)
+    if files:
+        msg += " · full report and every column in the files below"
+    return msg, gr.update(value=table, headers=columns), fig1, fig2, files or None
+
+
+def compact_table(rows: list[dict], header: list[str]) -> tuple[list[list], list[str], list[str]]:
+    """The summary as a readable table: counts, then each measured score as "0.732 (36)" (score and
+    the cases it covers). Scores no case measured are left out and named instead."""
+    scores = [h for h in ("overall", "overall_missing_zero") + DIMENSIONS if h in header]
+    measured = [h for h in scores if any(_num(r.get(h)) is not None for r in rows)]
+    unmeasured = [SHORT.get(h, h) for h in scores if h not in measured]
+    counts = [h for h in TABLE_COUNTS if h in header]
+    if not scores:  # not a bench summary we know: show it as it is
+        return [[_fmt(r.get(h)) for h in header] for r in rows], header, []
+    table = []
+    for r in rows:
+        row = [_fmt(r.get(h)) for h in counts]
+        for h in measured:
+            v, n = _num(r.get(h)), r.get(f"{h}_n")
+            row.append("—" if v is None else f"{v:.3f}" + (f" ({n})" if n not in (None, "") else ""))
+        table.append(row)
+    return table, counts + [SHORT.get(h, h) for h in measured], unmeasured
+
+
+def _published(d: Path) -> list[str]:
+    """report.html and summary.csv copied where the studio serves files from, as download links."""
+    import hashlib
+    import shutil
+
+    wanted = [d / name for name in ("report.html", "summary.csv") if (d / name).is_file()]
+    if not wanted:
+        return []
+    dest = storage.studio_home() / "bench-reports" / hashlib.sha1(str(d.resolve()).encode()).hexdigest()[:12]
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in wanted:
+        shutil.copyfile(src, dest / src.name)
+        out.append(str(dest / src.name))
+    return out
 
 
 def _fmt(v):

@@ -123,7 +123,7 @@ def policy_hint(spec: str | None) -> str:
 def renderer_hint(spec: str | None) -> str:
     kind = (spec or "layout").split(":", 1)[0].strip().lower()
     return {
-        "layout": "layout: an offline comp on the CPU (text typeset, subjects as photos, pictograms or labelled boxes)",
+        "layout": "layout: an offline comp on the CPU (text typeset, subjects as photos, pictograms or unlettered placeholder panels)",
         "diffusers": "diffusers: a local pipeline; its weights must already be on disk when offline",
         "service": "service: a renderer server (genevolve serve-renderer) at that URL",
         "gemini": "gemini: Google's image model; needs GEMINI_API_KEY and the network",
@@ -214,9 +214,13 @@ def build(sid_state, tabs=None):
     refresh.click(history_rows, inputs=[sid_state], outputs=[history])
     history.select(load_run, inputs=[sid_state], outputs=[status, events, program, image, verify, downloads])
     uploads.upload(accept_uploads, [uploads, sid_state], [uploads, upload_msg]).then(
-        remember_form, inputs, None, queue=False)
+        remember_form, inputs, None, queue=False).then(clear_refusal, [status], [status], queue=False).then(
+        None, None, None, js=CLOSE_UPLOAD_TOASTS)
     uploads.clear(remember_form, inputs, None, queue=False)
     uploads.delete(remember_form, inputs, None, queue=False)
+    # A refusal speaks of the upload it answered: removing files or uploading again replaces it.
+    uploads.clear(lambda: "", None, [upload_msg], queue=False)
+    uploads.delete(lambda: "", None, [upload_msg], queue=False)
     # The form is kept per session on the server, so a reload brings it back.
     for comp in (request, policy, four_bit, adapter, renderer, typeset, offline, seed, protocol):
         comp.change(remember_form, inputs, None, queue=False, trigger_mode="always_last",
@@ -276,6 +280,20 @@ def accept_uploads(uploads, sid_value, request: gr.Request = None):
     return kept or None, msg
 
 
+# Gradio refuses a file over the size limit in the browser, with an error notice that stays until
+# closed; once a later upload went through, that notice speaks of a file that is gone.
+CLOSE_UPLOAD_TOASTS = """() => { for (const t of document.querySelectorAll('[data-testid="toast-body"]')) {
+  if (/maximum allowed size|not an image/i.test(t.innerText)) t.querySelector('[data-testid="toast-close"]')?.click(); } }"""
+
+
+def clear_refusal(status_text):
+    """A run refused for its uploads said so in the status line; a new upload makes that stale."""
+    text = (status_text or "").strip()
+    if text.startswith("✗") and ("image" in text or "upload" in text or "MB" in text):
+        return ""
+    return gr.skip()
+
+
 # ---------------------------------------------------------------- handlers
 
 
@@ -292,7 +310,7 @@ def history_rows(sid_value, request: gr.Request = None) -> list[list]:
     sid = sessions.session_id(sid_value, request)
     rows = []
     for r in storage.store().list_runs(session=sid, limit=50):
-        check = {1: "all text found", 0: "text missing"}.get(r.get("verified_ok"), "—")
+        check = {1: "all text found", 0: "text not as asked"}.get(r.get("verified_ok"), "—")
         rows.append([r["id"], time.strftime("%H:%M:%S", time.localtime(r["created_at"])), r["request"][:90],
                      r.get("termination") or "", check])
     return rows
@@ -547,8 +565,9 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
         else:
             from genevolve.judges.structure import verification_summary
 
-            panel.add_view(EventView(kind="verified", title="verified", icon="✓", meta=verification_summary(
-                verification, render, traj.program.constraints)))
+            icon, severity = verification_mark(verification)
+            panel.add_view(EventView(kind="verified", title="verified", icon=icon, severity=severity,
+                                     meta=verification_summary(verification, render, traj.program.constraints)))
         files = _write_downloads(sid, traj, image_path, verification)
         status = (f"✓ {esc(traj.termination)} · {traj.elapsed_s:.2f}s · run `{traj.id}`" if not err
                   else f"⚠ program ready; {esc(err)}")
@@ -560,6 +579,19 @@ def _plan_render_check(run, sid, params, panel, early, mode) -> None:
     word = "■ cancelled" if traj.termination == "cancelled" else f"{'✓' if traj.ok else '✗'} {esc(traj.termination)}"
     run.set(status=f"{word} · {traj.elapsed_s:.2f}s · run `{traj.id}`" + (f" · {esc(traj.reason)}" if traj.reason else ""),
             events=panel.html(), downloads=files, history=history_rows(sid, None))
+
+
+def verification_mark(verification: dict | None) -> tuple[str, str]:
+    """The verified card's icon and colour: green only when every asked text was found and
+    nothing unasked was read; amber for near matches or stray words; red for missing text."""
+    if not verification or verification.get("error"):
+        return "?", "warn"
+    results = verification.get("constraints") or []
+    if any(r.get("status", "found" if r.get("found") else "missing") == "missing" for r in results):
+        return "✗", "bad"
+    if any(not r.get("found") for r in results) or verification.get("extra_text"):
+        return "≈", "warn"
+    return "✓", "good"
 
 
 def _render_and_verify(sid, traj, spec, typeset, seed):
@@ -578,7 +610,7 @@ def _render_and_verify(sid, traj, spec, typeset, seed):
     try:
         from genevolve.judges.verify import verify_image
 
-        verification = verify_image(image, traj.program)
+        verification = verify_image(image, traj.program, (report or {}).get("layout"))
     except Exception as exc:  # noqa: BLE001 - an image without a check is still an image
         verification = {"error": f"verification unavailable: {_first_line(exc)}", "constraints": []}
     try:

@@ -5,12 +5,15 @@ Every trajectory in the store is listed — studio runs, CLI runs, and bench and
 step or for the whole trajectory (accept / reject / needs fix + comment; a step's fix is the
 replacement turn) and go to the store's audits table. "Export accepted" honours them through
 ``Store.export_sft_report``: a step marked needs-fix goes out with its fix, or keeps the
-trajectory out, and the message says which.
+trajectory out, and the message says which; a fix that changes a tool call ends the record at the
+fix (the stored tool response answered the old call). The download is one zip: the records and
+the images they point to.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -59,7 +62,7 @@ def build(sid_state, tab=None):
             audit_log = gr.HTML("", elem_id="in-audits")
             gr.Markdown("---")
             export = gr.Button("Export accepted as SFT", elem_id="in-export")
-            export_file = gr.File(label="SFT records", interactive=False, elem_id="in-export-file")
+            export_file = gr.File(label="SFT records and images (zip)", interactive=False, elem_id="in-export-file")
             export_msg = gr.Markdown("", elem_id="in-export-msg")
 
     filters = [backend, termination, has_errors, failed, audited, mine, sid_state, source]
@@ -193,6 +196,8 @@ def export_sft(sid_value, request: gr.Request = None):
     if report["fixed"]:
         notes.append(f"⚠ {len(report['fixed'])} exported with the annotator's fix in place of a *needs fix* step "
                      f"({', '.join(report['fixed'][:5])})")
+    for run_id, why in list(report.get("cut", {}).items())[:5]:
+        notes.append(f"✂ {run_id}: {why}; the tool was not re-run")
     if report["excluded"]:
         listed = "; ".join(f"{k}: {v}" for k, v in list(report["excluded"].items())[:5])
         notes.append(f"⚠ {len(report['excluded'])} accepted trajectories left out ({listed}) — give each "
@@ -200,4 +205,19 @@ def export_sft(sid_value, request: gr.Request = None):
     tail = ("  \n" + "  \n".join(notes)) if notes else ""
     if n == 0:
         return None, "No trajectories to export — mark some as *accept* first." + tail
-    return report["path"], f"Exported **{n}** accepted trajectories to `{out}` (images copied beside the records)." + tail
+    archive = sft_archive(Path(report["path"]).parent)
+    n_images = sum(1 for _ in (Path(report["path"]).parent / "images").glob("*"))
+    return str(archive), (f"Exported **{n}** accepted trajectories: `{archive.name}` holds sft.jsonl and the "
+                          f"{n_images} image{'' if n_images == 1 else 's'} its records point to (images/…)." + tail)
+
+
+def sft_archive(folder: Path) -> Path:
+    """One zip with sft.jsonl and its images/ folder: the records' image paths resolve inside it."""
+    import zipfile
+
+    archive = folder / f"{folder.name}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(folder / "sft.jsonl", "sft.jsonl")
+        for img in sorted((folder / "images").glob("*")) if (folder / "images").is_dir() else []:
+            z.write(img, f"images/{img.name}")
+    return archive

@@ -72,7 +72,7 @@ def score(image_path, gt_path, question, spec, run_id=None, sid_value=None, requ
     if not image_path:
         return markup.error_html("Upload an image or pick one of your runs first."), "", None
     from genevolve.judges import make_judge
-    from genevolve.program import Program, derive_constraints
+    from genevolve.program import Program
 
     question = (question or "").strip()
     try:
@@ -89,9 +89,9 @@ def score(image_path, gt_path, question, spec, run_id=None, sid_value=None, requ
         program = Program.model_validate(run["program"])
         trajectory = Trajectory.from_dict(run["trajectory"])
     else:
-        # No program: judge the image against the request itself (its quoted text, counts, relations).
-        program = Program(gen_prompt=question or "(no request)")
-        program.constraints = derive_constraints(question, program)
+        # No program: the judge checks the image against the request itself and says that the
+        # program dimensions (coverage, sufficiency) were not measured.
+        program = None
     case = {"id": "studio", "question": question, "gt_image": gt_path, "eval_type": "text_and_image" if gt_path else "text",
             "category": "studio", "difficulty": ""}
     result = judge.score(case, image_path, program, trajectory)

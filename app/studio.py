@@ -24,7 +24,34 @@ new MutationObserver(() => {
       });
     }
   }
-}).observe(document.documentElement, {childList: true, subtree: true});
+  // Generate looks busy while this session's run goes (also after a reload re-attached to it):
+  // the status line is the run's own word on that.
+  const go = document.querySelector('#ge-go'), status = document.querySelector('#ge-status');
+  if (go && status) {
+    const text = status.innerText.trim();
+    const busy = text.startsWith('\u25cf') || text.includes('Stopping\u2026');
+    if (busy !== go.classList.contains('ge-busy')) {
+      go.classList.toggle('ge-busy', busy);
+      go.setAttribute('aria-disabled', busy ? 'true' : 'false');
+    }
+  }
+}).observe(document.documentElement, {childList: true, subtree: true, characterData: true});
+// The training log follows new output unless the user scrolled up to read (a textarea's value
+// changes without a DOM mutation, so it is looked at twice a second).
+setInterval(() => {
+  const log = document.querySelector('#ge-log textarea');
+  if (!log) return;
+  if (!log.dataset.watch) {
+    log.dataset.watch = '1';
+    log.addEventListener('scroll', () => {
+      log.dataset.pinned = (log.scrollHeight - log.scrollTop - log.clientHeight < 40) ? 'yes' : 'no';
+    });
+  }
+  if (log.dataset.pinned !== 'no' && log.value !== log.dataset.seen) {
+    log.dataset.seen = log.value;
+    log.scrollTop = log.scrollHeight;
+  }
+}, 500);
 </script>"""
 HEADER = """<div id="ge-header"><div class="ge-logo">GenEvolve <span>Studio</span></div>
 <div class="ge-tagline">research → reference → program → render → verify · offline by default</div></div>"""
@@ -59,7 +86,7 @@ def build_studio():
                 gen = generate_tab.build(sid_state)
             with gr.Tab("Bench", id="bench", elem_id="tab-bench") as bench:
                 bench_tab.build(sid_state, tabs=tabs, request_box=gen["request"], tab=bench,
-                                uploads_box=gen["uploads"], form=gen["form"])
+                                uploads_box=gen["uploads"], form=gen["form"], upload_msg_box=gen["upload_msg"])
             with gr.Tab("Judge", id="judge", elem_id="tab-judge"):
                 judge_tab.build(sid_state)
             with gr.Tab("Decision Guides", id="guides", elem_id="tab-guides") as guides:

@@ -152,11 +152,16 @@ def verification_html(report: dict | None, render: dict | None = None) -> str:
         return f"<div class='ge-error'>{esc(report['error'])}</div>"
     rows = []
     for item in report.get("constraints", []):
-        ok = item.get("found")
+        status = item.get("status") or ("found" if item.get("found") else "missing")
         sim = item.get("similarity")
-        rows.append(f"<tr class='{'ge-found' if ok else 'ge-missing-row'}'><td>{'✓ found' if ok else '✗ missing'}</td>"
+        mark, cls = {"found": ("✓ found", "ge-found"), "near": ("≈ near match", "ge-near-row")}.get(
+            status, ("✗ missing", "ge-missing-row"))
+        rows.append(f"<tr class='{cls}'><td>{mark}</td>"
                     f"<td>“{esc(item.get('text'))}”</td><td>{esc(item.get('best_match') or '—')}</td>"
                     f"<td>{'' if sim is None else f'{sim:.2f}'}</td></tr>")
+    for item in report.get("extra_text") or []:
+        rows.append(f"<tr class='ge-extra-row'><td>✗ not asked for</td><td>—</td>"
+                    f"<td>{esc(item.get('text'))}</td><td></td></tr>")
     score = report.get("text_score")
     head = (f"<div class='ge-score'>text score <b>{score:.2f}</b></div>" if isinstance(score, (int, float))
             else "<div class='ge-meta'>No text constraints to check.</div>")

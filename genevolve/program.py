@@ -288,6 +288,30 @@ def _id_number(img_id: str) -> tuple[int, str]:
 
 # ---------------------------------------------------------------- derived constraints
 
+# Things that are the lettering's surface: "a sign that reads \"OPEN\"" is drawn as the text itself,
+# so where the sign goes is where the text goes.
+TEXT_CARRIERS = {"sign", "signs", "signboard", "chalkboard", "blackboard", "board", "banner", "poster", "label",
+                 "title", "headline", "caption", "plaque", "placard", "billboard", "menu", "text", "words",
+                 "lettering", "slogan", "sticker", "marquee", "heading", "tagline", "logotype", "wordmark"}
+
+
+_ORDINAL_IMAGE_RE = re.compile(r"^(?:the\s+|my\s+|our\s+)?(" + "|".join(ORDINALS) + r")\s+(?:reference\s+)?"
+                               r"(?:image|photo|picture|reference)s?$", re.IGNORECASE)
+
+
+def ordinal_image_index(name: str | None) -> int | None:
+    """0 for "the first image" / "first reference image", 1 for "second photo"…; None otherwise.
+    A relation may name a reference by its ordinal ("place the first image below the chair"):
+    it then means whatever that image shows."""
+    m = _ORDINAL_IMAGE_RE.match((name or "").strip())
+    return ORDINALS.index(m.group(1).lower()) if m else None
+
+
+def is_text_carrier(name: str | None) -> bool:
+    """Whether a subject name is the surface of the program's lettering (a sign, a banner, a title)."""
+    return bool(name) and any(w in TEXT_CARRIERS for w in re.findall(r"[a-z]+", name.lower()))
+
+
 def has_content(text: str) -> bool:
     """True when ``text`` has a letter, digit or symbol (emoji included), not only quotes,
     punctuation and spaces: '""' or "' '" asks for nothing that can be drawn or checked."""

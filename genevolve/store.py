@@ -310,8 +310,11 @@ class Store:
         With ``accepted_only`` a trajectory goes out only when its latest whole verdict is
         *accept* and none of its steps' latest verdicts is *reject*. A step marked *needs fix*
         goes out with the annotator's fix as that assistant turn, or, without a fix, keeps the
-        whole trajectory out (training on a turn a person flagged would teach the flaw).
-        Returns ``{"path", "exported", "fixed": [ids], "excluded": {id: reason}}``.
+        whole trajectory out (training on a turn a person flagged would teach the flaw). A fix
+        that changes a tool call (another tool, other arguments, or an answer instead) ends the
+        record at the fix: the recorded tool response answered the old call, and pairing it with
+        the new one would teach the model replies its call never got.
+        Returns ``{"path", "exported", "fixed": [ids], "cut": {id: why}, "excluded": {id: reason}}``.
         """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,7 +324,7 @@ class Store:
                                                    "ORDER BY created_at").fetchall()]
         path = out_dir / "sft.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
-        report: dict = {"path": str(path), "exported": 0, "fixed": [], "excluded": {}}
+        report: dict = {"path": str(path), "exported": 0, "fixed": [], "cut": {}, "excluded": {}}
         with open(tmp, "w", encoding="utf-8") as f:
             for run_id in ids:
                 if accepted_only and self.latest_verdict(run_id) != "accept":
@@ -346,8 +349,10 @@ class Store:
                         continue
                 record = traj.to_sft_record(out_dir)
                 if fixes:
-                    _apply_fixes(record, traj, fixes)
+                    cut = _apply_fixes(record, traj, fixes, out_dir)
                     report["fixed"].append(run_id)
+                    if cut is not None:
+                        report["cut"][run_id] = cut
                 f.write(json_text(record) + "\n")
                 report["exported"] += 1
         tmp.replace(path)
@@ -428,12 +433,37 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
 
-def _apply_fixes(record: dict, traj: Trajectory, fixes: dict[int, str]) -> None:
-    """Replace the assistant turns of fixed steps (the n-th assistant message is the n-th step)."""
-    assistant = [m for m in record["messages"] if m["role"] == "assistant"]
-    for step, message in zip(traj.steps, assistant):
-        if step.round in fixes:
-            message["content"] = fixes[step.round]
+def _apply_fixes(record: dict, traj: Trajectory, fixes: dict[int, str], out_dir: Path | None = None) -> str | None:
+    """Replace the assistant turns of fixed steps (the n-th assistant message is the n-th step).
+
+    When a fix changes what the turn asked of a tool, everything after it is cut (the images
+    those messages carried too) and the reason is returned; else None."""
+    from genevolve.protocol import parse_turn
+
+    assistant = [i for i, m in enumerate(record["messages"]) if m["role"] == "assistant"]
+    steps = [s for s in traj.steps if s.kind in ("tool_call", "answer", "format_error")]
+    for step, index in zip(steps, assistant):
+        if step.round not in fixes:
+            continue
+        record["messages"][index]["content"] = fixes[step.round]
+        if step.kind != "tool_call":
+            continue
+        turn = parse_turn(fixes[step.round])
+        same = (turn.kind == "tool_call" and turn.tool_call is not None and turn.tool_call.name == step.tool_name
+                and turn.tool_call.arguments == (step.tool_arguments or {}))
+        if same:
+            continue
+        dropped = record["messages"][index + 1:]
+        del record["messages"][index + 1:]
+        kept_images = sum(m["content"].count("<image>") for m in record["messages"])
+        for rel in record["images"][kept_images:]:
+            if out_dir is not None:
+                (Path(out_dir) / rel).unlink(missing_ok=True)
+        record["images"] = record["images"][:kept_images]
+        what = "the tool call" if turn.kind == "tool_call" else "a tool call into an answer"
+        return (f"step {step.round}: the fix changes {what}, so the record ends at the fix "
+                f"({len(dropped)} later messages, with the stale tool response, left out)")
+    return None
 
 
 def _run_row(row: sqlite3.Row) -> dict:

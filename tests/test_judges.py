@@ -337,7 +337,20 @@ def test_local_judge_measures_what_it_can(tmp_path):
     wrong = judge.score({"question": 'A poster with the title "LONDON"'}, img, traj2.program, trajectory=traj2)
     assert wrong.status == "scored" and wrong.text_accuracy == 0.0
     assert judge.score({"question": request}, None, traj.program).status == "failed"
-    assert judge.score({"question": request}, img, None).status == "failed"
+    assert judge.score({"question": ""}, img, None).status == "failed"  # neither program nor request
+
+
+def test_an_image_and_a_request_alone_measure_no_program_dimension(tmp_path):
+    """Without a program or trajectory, coverage and sufficiency are "not measured", not guessed."""
+    img = _text_image("PARIS", tmp_path / "paris.png")
+    s = make_judge("local").score({"question": 'A poster with the title "PARIS"'}, img, None)
+    assert s.status == "scored" and s.text_accuracy == 1.0
+    assert s.constraint_coverage is None and s.sufficiency is None
+    assert s.details["overall_parts"] == ["text_accuracy"] and s.overall == 1.0
+    assert "no program" in s.details["not_measured"]["sufficiency"]
+    assert "no program" in s.details["not_measured"]["constraint_coverage"]
+    for claim in ("facts_carried", "sufficiency=", "constraint_coverage="):
+        assert claim not in s.rationale
 
 
 def test_large_images_are_downscaled(tmp_path):
@@ -385,7 +398,7 @@ def test_local_judge_is_null_where_it_cannot_see(tmp_path):
     assert s.constraint_coverage == 1.0  # the program still says everything: measured, but kept apart
 
 
-def test_a_labelled_placeholder_does_not_count_as_the_landmark():
+def test_a_placeholder_panel_does_not_count_as_the_landmark():
     from genevolve.renderers import make_renderer, render_with_report
 
     request = "A photo of the Sydney Opera House at dusk"
@@ -393,7 +406,7 @@ def test_a_labelled_placeholder_does_not_count_as_the_landmark():
     image, report = render_with_report(make_renderer("layout"), traj.program, size=(512, 512))
     s = make_judge("local").score({"question": request}, image, traj.program, trajectory=traj)
     checks = {c["kind"]: c for c in s.details["structure"]["checks"]}
-    assert checks["shown"]["ok"] is False and checks["shown"]["detail"] == "only a labelled placeholder"
+    assert checks["shown"]["ok"] is False and checks["shown"]["detail"] == "only a placeholder panel"
     assert s.structure == 0.5 and s.overall == 0.5  # its count (one) holds; the thing itself is not shown
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 from genevolve.program import Program
 from genevolve.store import Store
@@ -126,3 +127,47 @@ def test_a_forked_child_opens_its_own_connection(tmp_path):
     assert sorted(r["request"] for r in store.list_runs()) == ["child", "parent"]
     store.save_trajectory(make_traj("parent again"))  # the parent's connection is untouched
     assert len(store.list_runs()) == 3
+
+
+def _image_search_traj(tmp_path):
+    from PIL import Image
+
+    from genevolve.trajectory import ImageRef
+
+    photo = tmp_path / "lighthouse.png"
+    Image.new("RGB", (8, 8), "white").save(photo)
+    t = Trajectory(request="a lighthouse", system_prompt="s", request_message="a lighthouse")
+    call = '<think>look</think><tool_call>{"name": "image_search", "arguments": {"query": "lighthouse"}}</tool_call>'
+    t.steps = [Step(round=1, assistant_text=call, kind="tool_call", tool_name="image_search",
+                    tool_arguments={"query": "lighthouse"}, reply="<tool_response>\nIMG_001 a lighthouse\n</tool_response>",
+                    tool_images=["IMG_001"]),
+               Step(round=2, assistant_text="<think>x</think><answer>{}</answer>", kind="answer")]
+    t.images = [ImageRef(img_id="IMG_001", path=str(photo))]
+    t.program = Program(gen_prompt="a lighthouse")
+    return t
+
+
+def test_a_fix_that_changes_a_tool_call_ends_the_record_at_the_fix(tmp_path):
+    """The stored tool response answered the old query: it must not follow the new one."""
+    store = Store(tmp_path / "g.db")
+    changed, rethought = _image_search_traj(tmp_path), _image_search_traj(tmp_path)
+    for t in (changed, rethought):
+        store.save_trajectory(t)
+        store.add_audit(t.id, "accept")
+    new_call = ('<think>the harbour one</think><tool_call>{"name": "image_search", "arguments": '
+                '{"query": "red lighthouse harbour"}}</tool_call>')
+    store.add_audit(changed.id, "needs_fix", step=1, fix=new_call)
+    same_call = ('<think>a better reason</think><tool_call>{"name": "image_search", "arguments": '
+                 '{"query": "lighthouse"}}</tool_call>')
+    store.add_audit(rethought.id, "needs_fix", step=1, fix=same_call)
+    report = store.export_sft_report(tmp_path / "out")
+    records = {json.loads(line)["messages"][-1]["content"]: json.loads(line)
+               for line in (tmp_path / "out" / "sft.jsonl").read_text().splitlines()}
+    cut = records[new_call]
+    assert [m["role"] for m in cut["messages"]] == ["system", "user", "assistant"]
+    assert cut["images"] == [] and "<image>" not in json.dumps(cut["messages"])
+    assert list(report["cut"]) == [changed.id] and "record ends at the fix" in report["cut"][changed.id]
+    kept = next(r for r in records.values() if r is not cut)  # only the thinking changed: the reply still fits
+    assert kept["messages"][2]["content"] == same_call and "<tool_response>" in kept["messages"][3]["content"]
+    assert len(kept["images"]) == 1 and (tmp_path / "out" / kept["images"][0]).is_file()
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [Path(kept["images"][0]).name]

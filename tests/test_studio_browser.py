@@ -204,6 +204,11 @@ def test_every_tab_does_its_main_job(light_studio):
             raise AssertionError("no loss curve; job log:\n" + "\n".join(
                 p.read_text()[-2000:] for p in home.glob("jobs/*/log.txt")))
         assert "running" in page.locator("#tr-status").inner_text()
+        # The log follows new output: once it holds more than fits, its last line is in view.
+        page.wait_for_function("() => { const t = document.querySelector('#ge-log textarea'); "
+                               "return t && t.scrollHeight > t.clientHeight + 20; }", timeout=120_000)
+        page.wait_for_function("() => { const t = document.querySelector('#ge-log textarea'); "
+                               "return t.scrollTop + t.clientHeight >= t.scrollHeight - 4; }", timeout=10_000)
         shot(page, "training", docs=True)
         page.click("#tr-stop")
         page.wait_for_function("() => document.querySelector('#tr-msg').innerText.includes('stopped')",

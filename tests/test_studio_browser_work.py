@@ -93,7 +93,11 @@ def test_reload_mid_run_reattaches_and_keeps_the_form(light_studio, slow_endpoin
         # The run was not cancelled: the page follows it again, from what it had already done, to its end.
         page.wait_for_function("(n) => document.querySelectorAll('#ge-events .ge-ev-tool_call').length >= n",
                                arg=calls_before, timeout=60_000)
+        # While it goes, Generate looks busy (as it does before a reload), and it cannot be pressed.
+        page.wait_for_selector("#ge-go.ge-busy", timeout=30_000)
+        assert page.locator("#ge-go").get_attribute("aria-disabled") == "true"
         page.wait_for_selector("#ge-events .ge-ev-done", timeout=120_000)
+        page.wait_for_selector("#ge-go:not(.ge-busy)", timeout=60_000)
         assert "cancelled" not in page.locator("#ge-events .ge-ev-done").inner_text()
         page.wait_for_selector("#ge-verify .ge-report", timeout=60_000)
         assert "SEA RUN" in page.locator("#ge-program").inner_text()
@@ -126,6 +130,13 @@ def test_uploads_are_images_within_a_size_limit(light_studio, tmp_path):
                                timeout=30_000)
         assert not _has(page, "#ge-uploads", "notes.png")
         shot(page, "upload_refused")
+        # A later upload that is fine replaces the refusals: nothing about the old files stays on screen.
+        page.set_input_files("#ge-uploads input[type=file]", [str(_cat(tmp_path))])
+        _shows(page, "#ge-uploads", "my_cat.png")
+        page.wait_for_function("() => document.querySelector('#ge-upload-msg').innerText.trim() === ''",
+                               timeout=30_000)
+        assert not page.locator("text=exceed the maximum allowed size").is_visible()
+        assert "not an image" not in page.locator("body").inner_text()
 
 
 def _overlap(a, b) -> bool:
@@ -249,6 +260,8 @@ def _bench_into(home: Path) -> Path:
     import subprocess
 
     out = home / "bench" / "for-annotators"
+    if (out / "summary.json").is_file():  # the studio is shared by this module's tests: one run serves all
+        return out
     cfg = home / "studio.yaml"
     env = dict(os.environ, GENEVOLVE_HOME=str(home))
     result = subprocess.run([sys.executable, "-m", "genevolve.cli", "bench", "run", "--bench", "mini", "--out", str(out),
@@ -310,6 +323,59 @@ def test_inspector_audits_bench_runs_with_program_and_image_and_exports_by_verdi
                                timeout=30_000)
         page.locator("#in-timeline .ge-ev-step").last.scroll_into_view_if_needed()
         shot(page, "inspector_bench")
-    exported = max(home.glob("studio/sessions/*/exports/*/sft.jsonl"), key=lambda p: p.stat().st_mtime)
-    (record,) = [json.loads(line) for line in exported.read_text().splitlines() if "Opera House" in line]
+        # The fix changed the tool call: the record ends at the fix, and the message says so.
+        msg = page.locator("#in-export-msg").inner_text()
+        assert "record ends at the fix" in msg and "not re-run" in msg
+        # One download: a zip holding the records and the images they point to.
+        link = page.locator("#in-export-file a").first
+        assert link.inner_text().strip().endswith(".zip") or ".zip" in (link.get_attribute("href") or "")
+    import zipfile
+
+    archive = max(home.glob("studio/sessions/*/exports/*/*.zip"), key=lambda p: p.stat().st_mtime)
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        records = [json.loads(line) for line in z.read("sft.jsonl").decode().splitlines()]
+    (record,) = [r for r in records if "Opera House" in json.dumps(r)]
     assert next(m["content"] for m in record["messages"] if m["role"] == "assistant") == fix
+    assert record["messages"][-1]["content"] == fix and all(p in names for p in record["images"])
+
+
+def test_bench_summary_reads_and_a_case_runs_from_the_bench(light_studio):
+    url, home = light_studio
+    run_dir = _bench_into(home)
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1440, "height": 1000})
+        open_studio(page, url)
+        page.get_by_role("tab", name="Bench").click()
+        page.wait_for_selector("#be-table [data-testid='cell-0-0']", timeout=30_000)
+        rundir = page.locator("#be-rundir input")
+        rundir.fill(str(run_dir))
+        rundir.press("Enter")
+        page.click("#be-open")
+        page.wait_for_selector("#be-summary-msg strong", timeout=60_000)
+        # A table a person reads: a dozen columns at most, every header on at most two lines.
+        heads = page.locator("#be-summary th")
+        page.wait_for_function("() => document.querySelectorAll('#be-summary th').length > 3", timeout=30_000)
+        assert heads.count() <= 12, heads.all_inner_texts()
+        heights = page.evaluate("() => [...document.querySelectorAll('#be-summary th')].map(th => "
+                                "[th.innerText, th.getBoundingClientRect().height, "
+                                "parseFloat(getComputedStyle(th).lineHeight) || 20])")
+        assert all(h <= 2.6 * lh + 16 for _, h, lh in heights), heights
+        assert "structure" in " ".join(heads.all_inner_texts())
+        # The full report is a link that downloads, not a path on the server.
+        links = page.locator("#be-summary-files a")
+        page.wait_for_selector("#be-summary-files a", timeout=30_000)
+        names = "".join(page.locator("#be-summary-files").inner_text().split())
+        assert "report.html" in names and "summary.csv" in names and links.count() == 2
+        assert all((a.get_attribute("href") or "").startswith(("http", "/")) for a in links.all())
+        assert str(run_dir) not in page.locator("#be-summary-msg").inner_text()
+        # The Dimensions chart carries structure (what the offline judge measures).
+        page.wait_for_selector("#be-dims .js-plotly-plot", timeout=30_000)
+        assert "structure" in page.evaluate("() => document.querySelector('#be-dims').textContent")
+        # "Run this case in Generate" runs it: no second press on Generate.
+        page.locator("#be-table [data-testid='cell-0-0']").click()
+        page.wait_for_selector("#be-case h3", timeout=30_000)
+        page.click("#be-run")
+        page.wait_for_selector("#ge-events .ge-ev-round_start", timeout=60_000)
+        page.wait_for_selector("#ge-verify .ge-report", timeout=150_000)
+        shot(page, "bench_case_ran")

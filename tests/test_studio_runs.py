@@ -268,13 +268,24 @@ def test_export_honours_verdicts_with_fixes_and_says_what_it_left_out():
     assert "ge-fix" in timeline and "needs_fix" in audits_html
 
     path, msg = inspector_tab.export_sft(sid)
-    records = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    import zipfile
+
+    # One archive: the records and every image they point to, at the paths they name.
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        records = [json.loads(line) for line in z.read("sft.jsonl").decode().splitlines()]
+    assert all(p in names for r in records for p in r["images"])
     firsts = [next(m["content"] for m in r["messages"] if m["role"] == "assistant") for r in records]
     requests = [r["messages"][1]["content"] for r in records]
     assert len(records) == 2 and not any("FLAGGED" in q for q in requests)
     assert fix_turn in firsts  # the annotator's turn, not the policy's
     assert fixed.steps[0].assistant_text not in firsts[requests.index(next(q for q in requests if "FIXED" in q))]
+    # The fix changed the search query: the record ends at the fix, without the old query's results.
+    fixed_record = next(r for r in records if "FIXED" in r["messages"][1]["content"])
+    assert fixed_record["messages"][-1]["content"] == fix_turn
+    assert "<tool_response>" not in json.dumps(fixed_record["messages"][2:])
     assert "Exported **2**" in msg and "with the annotator's fix" in msg
+    assert f"✂ {fixed.id}" in msg and "record ends at the fix" in msg and "not re-run" in msg
     assert "left out" in msg and flagged.id in msg and "needs a fix and has none" in msg
 
 

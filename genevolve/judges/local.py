@@ -13,6 +13,9 @@ Program dimensions (what the program says, not what the image shows):
 - ``constraint_coverage``: the share of the request's derived constraints the gen_prompt states.
 - ``sufficiency``: the local four-check rubric on {0, .25, .5, .75, 1} (see sufficiency.py).
 
+Given only an image and a request (no program, no trajectory), the image is checked against
+what the request asks, and both program dimensions are None ("not measured").
+
 ``faithfulness``, ``visual_correctness`` and ``aesthetics`` need eyes (is that the Sydney Opera
 House? is it any good?) and stay None, never a default. ``overall`` is the mean of the image
 dimensions that were measured (``details["overall_parts"]`` names them) and None when neither
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from genevolve.judges.base import Judge, Scores, case_question
 from genevolve.judges.sufficiency import constraint_coverage, local_sufficiency
-from genevolve.program import derive_constraints
+from genevolve.program import Program, derive_constraints
 
 LOCAL_OVERALL_PARTS = ("text_accuracy", "structure")
 NOT_MEASURED = {
@@ -54,24 +57,36 @@ class LocalJudge(Judge):
 
         if program is None and trajectory is not None:
             program = getattr(trajectory, "program", None)
+        request = case_question(case) or getattr(trajectory, "request", "")
+        request_only = program is None and trajectory is None
+        if request_only and request:
+            # Only an image and a request: the image is checked against what the request itself
+            # asks (its quoted text, subjects, positions); nothing about a program is measured.
+            program = Program(gen_prompt=request)
         if program is None:
             return Scores.failed(self.spec, "no program: the rollout ended without an answer")
         if image is None:
             return Scores.failed(self.spec, "no image to judge (the render failed)")
-        request = case_question(case) or getattr(trajectory, "request", "")
         constraints = derive_constraints(request, program)
-        coverage = constraint_coverage(constraints, program.gen_prompt)
-        suff = local_sufficiency(case, trajectory if trajectory is not None else program)
-        text_accuracy, details = None, {"sufficiency_checks": suff.details.get("checks", {})}
+        if request_only:
+            program.constraints = constraints
+            coverage, suff = None, None
+            details = {}
+        else:
+            coverage = constraint_coverage(constraints, program.gen_prompt)
+            suff = local_sufficiency(case, trajectory if trajectory is not None else program)
+            details = {"sufficiency_checks": suff.details.get("checks", {})}
+        text_accuracy = None
+        render = render_report_of(image, render)
+        report = None
         if self.ocr and program.text_constraints():
             from genevolve.judges.verify import verify_image  # lazy: loads the OCR models
 
-            report = verify_image(image, program)
+            report = verify_image(image, program, (render or {}).get("layout"))
             text_accuracy = report.get("text_score")
-            details["ocr"] = {"constraints": report.get("constraints", []),
+            details["ocr"] = {"constraints": report.get("constraints", []), "extra_text": report.get("extra_text", []),
                               "ocr_text": report.get("ocr_text"), "elapsed_s": report.get("elapsed_s")}
-        render = render_report_of(image, render)
-        structure = check_structure(constraints, (render or {}).get("layout"))
+        structure = check_structure(constraints, (render or {}).get("layout"), report)
         if structure is not None:
             details["structure"] = structure
         structure_score = structure["score"] if structure else None
@@ -85,12 +100,19 @@ class LocalJudge(Judge):
         if structure_score is None:
             details["not_measured"]["structure"] = ("the renderer reports no layout" if not (render or {}).get("layout")
                                                     else "the request names no subject")
-        suff_value = suff.sufficiency if suff.status == "scored" else None
         parts = ", ".join(details["overall_parts"]) or "nothing measurable in the image"
-        rationale = (f"overall = mean of {parts}; text_accuracy (OCR)={_fmt(text_accuracy)}, "
-                     f"structure (renderer's layout report)={_fmt(structure_score)}; program: "
-                     f"constraint_coverage={_fmt(coverage)}, sufficiency={_fmt(suff_value)}; "
-                     f"not measured: faithfulness, visual_correctness, aesthetics; {suff.rationale}")
+        image_part = (f"overall = mean of {parts}; text_accuracy (OCR)={_fmt(text_accuracy)}, "
+                      f"structure (drawn and OCR boxes)={_fmt(structure_score)}; ")
+        if request_only:
+            suff_value = None
+            for key in ("constraint_coverage", "sufficiency"):
+                details["not_measured"][key] = "no program or trajectory: only an image and a request"
+            rationale = (image_part + "program: not measured (no program or trajectory, only an image and a "
+                         "request); not measured: faithfulness, visual_correctness, aesthetics")
+        else:
+            suff_value = suff.sufficiency if suff.status == "scored" else None
+            rationale = (image_part + f"program: constraint_coverage={_fmt(coverage)}, sufficiency={_fmt(suff_value)}; "
+                         f"not measured: faithfulness, visual_correctness, aesthetics; {suff.rationale}")
         return Scores(text_accuracy=text_accuracy, structure=structure_score, constraint_coverage=coverage,
                       sufficiency=suff_value, overall=overall, rationale=rationale, judge=self.spec, details=details)
 

@@ -1,7 +1,7 @@
 """Structure checks: does the render show the request's subjects, in their counts and places?
 
 The evidence is the renderer's own report (the layout renderer lists every subject it drew, as a
-reference photo, a pictogram or a labelled box, with one pixel box per copy). From those boxes
+reference photo, a pictogram or a placeholder panel, with one pixel box per copy). From those boxes
 the checks are geometry: a subject is shown, its copies number what was asked, they form the
 asked arrangement, and each stated relation (left of, above, in front of…) holds between the
 groups. What the boxes cannot tell — whether the thing drawn really looks like the named
@@ -13,7 +13,7 @@ about structure was measured.
 
 from __future__ import annotations
 
-from genevolve.program import Constraint
+from genevolve.program import Constraint, is_text_carrier, ordinal_image_index
 from genevolve.subjects import same_subject
 
 
@@ -89,38 +89,65 @@ def relation_holds(a: list[list[int]], b: list[list[int]], relation: str) -> boo
     return False
 
 
-def check_structure(constraints: list[Constraint], layout: dict | None) -> dict | None:
-    """Score the request's subject and relation constraints against a layout report.
+def corner_holds(box: list[int], size: list[int], corner: str) -> bool:
+    """Whether ``box`` sits in ``corner`` ("top-right"…) of an image of ``size``: its centre in the
+    outer third on both axes, and small enough to be a corner mark (at most a sixth of the area)."""
+    W, H = size
+    cx, cy = _centre(box)
+    vertical, horizontal = corner.split("-")
+    ok_y = cy < H / 3 if vertical == "top" else cy > 2 * H / 3
+    ok_x = cx > 2 * W / 3 if horizontal == "right" else cx < W / 3
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return ok_x and ok_y and area <= W * H / 6
 
-    Returns None when nothing can be checked (no report, or no subjects/relations asked);
-    else {"score", "checks": [{what, kind, ok, detail}], "subjects_asked", "subjects_shown",
-    "placeholders", "identity_unchecked"}. ``subjects_shown`` counts pictograms and reference photos:
-    a labelled box is a placeholder, not the subject.
+
+def check_structure(constraints: list[Constraint], layout: dict | None,
+                    verification: dict | None = None) -> dict | None:
+    """Score the request's subject and relation constraints against what was drawn.
+
+    The geometry is the layout report's boxes (what the renderer placed) and, for the text and
+    the sign, banner or title that carries it, the OCR boxes of the text found in ``verification``
+    (``verify_image``'s report). A relation with no geometry on one side is "not checked"
+    (``ok`` None) and counts neither way. Returns None when nothing can be checked (no report, or
+    no subjects/relations asked); else {"score", "checks": [{what, kind, ok, detail}],
+    "subjects_asked", "subjects_shown", "placeholders", "identity_unchecked"}. ``subjects_shown``
+    counts pictograms and reference photos: a placeholder panel is not the subject.
     """
     if not layout or "subjects" not in layout:
         return None
-    subjects = [c for c in constraints if c.kind == "subject" and c.source == "request" and c.subject]
+    text_boxes = [c["box"] for c in (verification or {}).get("constraints") or []
+                  if c.get("found") and c.get("box")]
+    lettered = any(c.kind == "text" for c in constraints)
+    # The sign that carries the text is checked as the text (by OCR), not as a separate drawing.
+    subjects = [c for c in constraints if c.kind == "subject" and c.source == "request" and c.subject
+                and not (lettered and is_text_carrier(c.subject))]
+    carriers = [c.subject for c in constraints if c.kind == "subject" and lettered and is_text_carrier(c.subject)]
     # A relation is checked only between subjects the request names ("ivy above it" has no
     # second subject to find, so it is not measurable here, rather than failed).
     relations = [c for c in constraints if c.kind == "relation" and c.source == "request"
-                 and any(same_subject(c.subject or "", s.subject) for s in subjects)
-                 and any(same_subject(c.object or "", s.subject) for s in subjects)]
-    if not subjects and not relations:
+                 and all(ordinal_image_index(name) is not None
+                         or any(same_subject(name or "", s) for s in [x.subject for x in subjects] + carriers)
+                         for name in (c.subject, c.object))]
+    placements = [r for r in layout.get("references") or [] if r.get("asked")]
+    if not subjects and not relations and not placements:
         return None
     drawn = [d for d in layout.get("subjects") or [] if d.get("drawn")]
 
     def find(name):
+        index = ordinal_image_index(name)  # "the first image": what the first reference shows
+        if index is not None:
+            return next((d for d in drawn if d.get("reference") == index), None)
         return next((d for d in drawn if same_subject(name, d["name"])), None)
 
     checks = []
     shown = 0
     for c in subjects:
         d = find(c.subject)
-        # A labelled box marks where the subject goes; it does not show the subject, so it fails
+        # A placeholder panel marks where the subject goes; it does not show the subject, so it fails
         # "shown" while its count and position still count.
         visible = d is not None and d.get("form") in ("pictogram", "reference")
         checks.append({"what": c.subject, "kind": "shown", "ok": visible,
-                       "detail": ("not drawn" if d is None else "only a labelled placeholder" if not visible
+                       "detail": ("not drawn" if d is None else "only a placeholder panel" if not visible
                                   else f"drawn as {d['form']}" + (f" ({d['pictogram']})" if d.get("pictogram") else ""))})
         if d is None:
             continue
@@ -137,16 +164,33 @@ def check_structure(constraints: list[Constraint], layout: dict | None) -> dict 
             ok = arrangement_holds(d["boxes"], c.arrangement)
             checks.append({"what": f"{c.subject} in a {c.arrangement}", "kind": "arrangement", "ok": ok,
                            "detail": "" if ok else "the copies do not form it"})
+    def boxes_of(name):
+        if lettered and is_text_carrier(name):
+            return text_boxes, "its text was not found by OCR"
+        d = find(name)
+        return (d["boxes"] if d else []), "it was not drawn"
+
     for r in relations:
-        a, b = find(r.subject or ""), find(r.object or "")
-        ok = a is not None and b is not None and relation_holds(a["boxes"], b["boxes"], r.relation or "")
-        checks.append({"what": r.describe(), "kind": "relation", "ok": ok,
-                       "detail": "" if a and b else "a side of it was not drawn"})
-    passed = sum(c["ok"] for c in checks)
+        (a, why_a), (b, why_b) = boxes_of(r.subject or ""), boxes_of(r.object or "")
+        if a and b:
+            ok = relation_holds(a, b, r.relation or "")
+            checks.append({"what": r.describe(), "kind": "relation", "ok": ok,
+                           "detail": "from the drawn and OCR boxes" if ok else "the boxes are not placed so"})
+        else:
+            missing = r.subject if not a else r.object
+            checks.append({"what": r.describe(), "kind": "relation", "ok": None,
+                           "detail": f"not checked: {missing}: {why_a if not a else why_b}"})
+    for r in placements:
+        size = layout.get("size")
+        ok = bool(size) and corner_holds(r["box"], size, r["asked"])
+        checks.append({"what": f"reference image {r['index'] + 1} in the {r['asked']} corner", "kind": "placement",
+                       "ok": ok, "detail": f"placed at {r['box']}"})
+    counted = [c for c in checks if c["ok"] is not None]
+    passed = sum(bool(c["ok"]) for c in counted)
     # Identity is never verified here: a pictogram or a photo stands for the thing, a box only names it.
     unchecked = [c.subject for c in subjects if find(c.subject) is not None]
-    return {"score": round(passed / len(checks), 6) if checks else None, "checks": checks,
-            "passed": passed, "total": len(checks), "subjects_asked": len(subjects), "subjects_shown": shown,
+    return {"score": round(passed / len(counted), 6) if counted else None, "checks": checks,
+            "passed": passed, "total": len(counted), "subjects_asked": len(subjects), "subjects_shown": shown,
             "placeholders": [d["name"] for d in drawn if d.get("form") == "box"],
             "identity_unchecked": unchecked}
 
@@ -163,28 +207,45 @@ def verification_summary(verification: dict | None, render: dict | None = None,
     elif results:
         found = sum(1 for r in results if r.get("found"))
         parts.append(f"{found}/{len(results)} text{'s' if len(results) != 1 else ''} found by OCR")
+        near = [r for r in results if r.get("status") == "near"]
+        if near:
+            parts.append(f"{len(near)} near match{'es' if len(near) != 1 else ''} ("
+                         + ", ".join(f"“{r.get('best_match')}” for “{r.get('text')}”" for r in near[:3]) + ")")
     else:
         parts.append("no text asked")
+    extra = (verification or {}).get("extra_text") or []
+    if extra:
+        parts.append(f"{len(extra)} word{'s' if len(extra) != 1 else ''} on the image not asked for ("
+                     + ", ".join(f"“{w['text']}”" for w in extra[:4]) + ("…" if len(extra) > 4 else "") + ")")
     subjects = [c for c in constraints if c.kind == "subject" and c.source == "request"]
     layout = (render or {}).get("layout")
-    check = check_structure(constraints, layout)
+    check = check_structure(constraints, layout, verification)
     n = len(subjects)
     noun = "subject" if n == 1 else "subjects"
     if check is None:
         if n:
             parts.append(f"{n} {noun} not checked (the renderer reports no layout)")
+        if any(c.kind == "relation" and c.source == "request" for c in constraints):
+            parts.append("positions not checked (no drawn boxes)")
     else:
-        parts.append(f"{check['subjects_shown']}/{n} {noun} shown as pictogram or reference photo "
-                     "(renderer's report)")
-        by_kind: dict[str, list[bool]] = {}
+        if check["subjects_asked"]:
+            parts.append(f"{check['subjects_shown']}/{check['subjects_asked']} "
+                         f"{'subject' if check['subjects_asked'] == 1 else 'subjects'} shown as pictogram or "
+                         "reference photo (renderer's boxes)")
+        by_kind: dict[str, list] = {}
         for c in check["checks"]:
             if c["kind"] != "shown":
                 by_kind.setdefault(c["kind"], []).append(c["ok"])
-        for kind, label in (("count", "counts"), ("arrangement", "arrangements"), ("relation", "positions")):
-            if kind in by_kind:
-                parts.append(f"{label} {sum(by_kind[kind])}/{len(by_kind[kind])}")
+        for kind, label in (("count", "counts"), ("arrangement", "arrangements"), ("relation", "positions"),
+                            ("placement", "image placements")):
+            oks = [ok for ok in by_kind.get(kind, []) if ok is not None]
+            if oks:
+                parts.append(f"{label} {sum(oks)}/{len(oks)} (from drawn and OCR boxes)"
+                             if kind == "relation" else f"{label} {sum(oks)}/{len(oks)}")
+            if len(oks) < len(by_kind.get(kind, [])):
+                parts.append(f"{len(by_kind[kind]) - len(oks)} {label} not checked")
         if check["placeholders"]:
-            parts.append(f"{len(check['placeholders'])} only as labelled boxes")
+            parts.append(f"{len(check['placeholders'])} only as placeholder panels")
         if check["identity_unchecked"]:
             parts.append("identity and look not checked")
     return "; ".join(parts)

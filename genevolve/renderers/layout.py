@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps, ImageStat
 
 from genevolve.program import ORDINALS, Program
 from genevolve.renderers.base import Progress, Renderer, as_program, check_size, default_size, load_references
-from genevolve.renderers.stage import draw_scene, read_scene
+from genevolve.renderers.stage import draw_scene, read_scene, text_placement
 from genevolve.renderers.typeset import (
     Style, assign_roles, contrast_ratio, detail_map, draw_lines, fit_block, luminance, mix, readable_on,
 )
@@ -62,13 +62,37 @@ _HINTS = [
 ]
 
 
+CORNER_RE = re.compile(r"\b(top|upper|bottom|lower)[- ](left|right)(?:[- ]hand)?\s+corner\b", re.IGNORECASE)
+# A sentence about the user's own mark: "my logo in the top-right corner" places the user's image.
+_OWN_MARK_RE = re.compile(r"\b(logo|badge|emblem|seal|stamp|crest|monogram|watermark|wordmark|(?:my|our)\s+"
+                          r"(?:image|photo|picture|mark))\b", re.IGNORECASE)
+CORNER_SHARE = 0.22  # a corner mark's side, as a share of the short side of the image
+
+
+def corner_of(text: str) -> str | None:
+    """'top-right' for "in the upper right-hand corner", else None."""
+    m = CORNER_RE.search(text or "")
+    if not m:
+        return None
+    return ("top" if m.group(1).lower() in ("top", "upper") else "bottom") + "-" + m.group(2).lower()
+
+
 def placement_hints(program: Program) -> list[str | None]:
-    """Where each reference goes, read from its note and the prompt sentences that cite it."""
+    """Where each reference goes, read from its note and the prompt sentences that cite it.
+
+    Corners come back as "corner:top-right": a logo asked for a corner stays a corner mark."""
     sentences = re.split(r"(?<=[.;!?])\s+|\n", program.gen_prompt)
     hints: list[str | None] = []
+    own_mark = [s for s in sentences if _OWN_MARK_RE.search(s) and corner_of(s)]
     for i, ref in enumerate(program.reference_images):
         ordinal = ORDINALS[i] if i < len(ORDINALS) else str(i + 1)
         cited = [s for s in sentences if re.search(rf"\b{ordinal}\s+(reference|image|photo|picture)", s, re.I)]
+        corner = next((corner_of(t) for t in [ref.note] + cited if corner_of(t)), None)
+        if corner is None and own_mark and i == 0:  # the user's mark is the first reference
+            corner = corner_of(own_mark[0])
+        if corner:
+            hints.append(f"corner:{corner}")
+            continue
         found = None
         for text in [ref.note] + cited:
             for name, pattern in _HINTS:
@@ -256,11 +280,40 @@ class LayoutRenderer(Renderer):
         scene, relations = read_scene(program)
         bound = {it.reference for it in scene if it.reference is not None}
         # References that show a subject are drawn as that subject; the others shape the layout.
-        free = [i for i in range(len(refs)) if i not in bound]
         hints = placement_hints(program)
-        img, kind, drawn = self._compose(W, H, [refs[i] for i in free], [hints[i] for i in free], items, pal,
-                                         styles, rng, seed, scene, relations, refs)
-        report = {"composition": kind, "texts": [{"text": t, "typeset": True} for t in texts],
+        corners = [i for i in range(len(refs)) if i not in bound and (hints[i] or "").startswith("corner:")]
+        free = [i for i in range(len(refs)) if i not in bound and i not in corners]
+        text_side = text_placement(program)
+        placed: list[dict] = []
+        if corners:
+            # A corner mark sits in a band of its own, so it covers neither the title nor the picture.
+            side = int(min(W, H) * CORNER_SHARE)
+            m = int(min(W, H) * 0.06)
+            band = side + m + m // 2
+            top = any(hints[i].endswith(("top-left", "top-right")) for i in corners)
+            inner, kind, drawn = self._compose(W, H - band, [refs[i] for i in free], [hints[i] for i in free],
+                                               items, pal, styles, rng, seed, scene, relations, refs, text_side)
+            img = add_grain(Image.new("RGB", (W, H), pal["bg"] if top else pal["bg2"]), seed)
+            img.paste(inner, (0, band if top else 0))
+            if top:
+                for d in drawn:
+                    d["boxes"] = [[b[0], b[1] + band, b[2], b[3] + band] for b in d["boxes"]]
+            used = set()
+            for i in corners:
+                where = hints[i].split(":", 1)[1]
+                where = where if where not in used else where.replace("right", "@").replace("left", "right").replace("@", "left")
+                used.add(where)
+                mark = ImageOps.contain(refs[i], (side, side), Image.Resampling.LANCZOS)
+                x = W - m - mark.width if where.endswith("right") else m
+                y = m if where.startswith("top") else H - m - mark.height
+                img.paste(mark, (x, y))
+                placed.append({"index": i, "placement": where, "asked": hints[i].split(":", 1)[1],
+                               "box": [x, y, x + mark.width, y + mark.height]})
+        else:
+            img, kind, drawn = self._compose(W, H, [refs[i] for i in free], [hints[i] for i in free], items, pal,
+                                             styles, rng, seed, scene, relations, refs, text_side)
+        report = {"composition": kind, "size": [W, H], "texts": [{"text": t, "typeset": True} for t in texts],
+                  "references": placed,
                   "subjects": drawn, "relations": [r.model_dump(include={"subject", "relation", "object"})
                                                    for r in relations],
                   "not_drawn": [{"name": d["name"], "why": d["note"]} for d in drawn if d.get("note")]}
@@ -280,7 +333,7 @@ class LayoutRenderer(Renderer):
     # the box the composition offers; art and photos then take all the room the text left, so
     # no poster has a dead gap between picture and type.
     def _compose(self, W, H, refs, hints, items, pal, styles, rng, seed, scene=(), relations=(),
-                 all_refs=()) -> tuple[Image.Image, str, list[dict]]:
+                 all_refs=(), text_side=None) -> tuple[Image.Image, str, list[dict]]:
         m = int(min(W, H) * 0.06)  # outer margin
         landscape = W > H * 1.2
         bg_index = next((i for i, h in enumerate(hints) if h == "background"), None)
@@ -328,7 +381,15 @@ class LayoutRenderer(Renderer):
                 box = (m, m, W - m, H - m) if landscape else (m, int(H * 0.2), W - m, H - m)
                 lines, top, bottom = set_text(box, valign="middle") if items else ([], 0, 0)
                 draw_text(lines, m, top)
-            elif landscape:
+            elif text_side == "above" and items:  # "a sign that reads … above the croissant"
+                lines, top, bottom = set_text((m, m, W - m, int(H * 0.46)), valign="top")
+                stage((m, int(bottom + m), W - m, H - m))
+                draw_text(lines, m, top)
+            elif text_side == "right_of" and items:
+                lines, top, bottom = set_text((W // 2 + m // 2, m, W - m, H - m), valign="middle")
+                stage((m, m, W // 2, H - m))
+                draw_text(lines, W // 2 + m // 2, top)
+            elif landscape and text_side != "below":
                 lines, top, bottom = set_text((m, m, W // 2 - m // 2, H - m), valign="middle") if items else ([], 0, 0)
                 stage((W // 2, m, W - m, H - m) if items else (m, m, W - m, H - m))
                 draw_text(lines, m, top)

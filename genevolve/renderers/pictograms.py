@@ -3,7 +3,7 @@
 The font is Debian's ``fonts-noto-color-emoji`` (NotoColorEmoji.ttf, bitmap glyphs at one
 size, 109 px); any other colour emoji font can be named with GENEVOLVE_EMOJI_FONT. Without one,
 :func:`find_pictogram` still says which character would fit and :func:`draw_pictogram` returns
-None, so the renderer falls back to a labelled box and says why.
+None, so the renderer falls back to a placeholder panel and says why.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ EMOJI_FONT_CANDIDATES = (
 )
 # CBDT bitmap fonts only open at their strike size; the glyph is scaled afterwards.
 _EMOJI_STRIKE_PX = 109
-MISSING_FONT_HINT = ("no colour emoji font is installed, so subjects are drawn as labelled boxes; install one "
+MISSING_FONT_HINT = ("no colour emoji font is installed, so subjects are drawn as unlettered placeholder panels; install one "
                      "(Debian: apt-get install fonts-noto-color-emoji) or set GENEVOLVE_EMOJI_FONT")
 
 

@@ -3,7 +3,7 @@
 A scene is read from the program (its ``subject`` and ``relation`` constraints that the
 gen_prompt still states), placed on a grid that honours left/right, above/below and
 front/behind, and drawn copy by copy as the bound reference photo, else a colour pictogram,
-else a plain labelled box. Every drawn copy's box goes into the report, so a judge can check
+else a placeholder panel without lettering. Every drawn copy's box goes into the report, so a judge can check
 counts and positions without looking at pixels.
 """
 
@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
-from genevolve.program import ORDINALS, Constraint, Program, subject_constraints
+from genevolve.program import (
+    ORDINALS, Constraint, Program, is_text_carrier, ordinal_image_index, subject_constraints,
+)
 from genevolve.subjects import is_plural, mentions_subject, same_subject
 
 MAX_COPIES = 24  # beyond this a comp stops being countable at a glance; the report says so
@@ -25,7 +27,7 @@ _VERTICAL = {"above", "below", "in_front_of", "behind"}
 @dataclass
 class SceneItem:
     name: str  # as the constraint names it, lower case
-    label: str  # as the gen_prompt writes it (for a labelled box)
+    label: str  # as the gen_prompt writes it
     count: int | None  # asked for; None: the text does not say
     arrangement: str | None = None
     container: str | None = None
@@ -55,13 +57,51 @@ def read_scene(program: Program) -> tuple[list[SceneItem], list[Constraint]]:
 
         relations = relation_constraints(prompt)
         subjects = subject_constraints(prompt, relations=relations)
+    lettered = bool(program.text_constraints())
+    # A sign, banner or title that carries the program's text is drawn as that text, not as a
+    # second, empty thing beside it.
     items = [SceneItem(c.subject, _as_written(c.subject, prompt), c.count, c.arrangement, c.object)
-             for c in subjects if stated(c.subject, prompt)]
+             for c in subjects if stated(c.subject, prompt) and not (lettered and is_text_carrier(c.subject))]
     _bind_references(items, program)
+    relations = [_by_what_it_shows(r, items) for r in relations]
     names = [i.name for i in items]
     relations = [r for r in relations if any(same_subject(r.subject or "", n) for n in names)
                  and any(same_subject(r.object or "", n) for n in names)]
     return items, relations
+
+
+def _by_what_it_shows(relation: Constraint, items: list[SceneItem]) -> Constraint:
+    """"the first image below the chair" is the subject the first image shows, below the chair."""
+    update = {}
+    for side in ("subject", "object"):
+        index = ordinal_image_index(getattr(relation, side))
+        bound = next((it for it in items if index is not None and it.reference == index), None)
+        if bound is not None:
+            update[side] = bound.name
+    return relation.model_copy(update=update) if update else relation
+
+
+_INVERSE = {"above": "below", "below": "above", "left_of": "right_of", "right_of": "left_of"}
+
+
+def text_placement(program: Program) -> str | None:
+    """Where the lettering goes relative to the drawn subjects ("above", "below", "left_of",
+    "right_of"), when a relation puts a text carrier (the sign that reads the text) there."""
+    if not program.text_constraints():
+        return None
+    relations = [c for c in program.constraints if c.kind == "relation"]
+    if not program.constraints:
+        from genevolve.program import relation_constraints
+
+        relations = relation_constraints(program.gen_prompt)
+    for r in relations:
+        if r.relation not in _INVERSE:
+            continue
+        if is_text_carrier(r.subject) and not is_text_carrier(r.object):
+            return r.relation
+        if is_text_carrier(r.object) and not is_text_carrier(r.subject):
+            return _INVERSE[r.relation]
+    return None
 
 
 def _as_written(name: str, prompt: str) -> str:
@@ -83,6 +123,14 @@ def _bind_references(items: list[SceneItem], program: Program) -> None:
             if hit is not None:
                 hit.reference = i
                 break
+        else:
+            # The user's own image shows what the request calls theirs: "my cat" is that photo,
+            # not a placeholder beside it.
+            if re.search(r"\buser'?s?\b|\byour\b|\bown\b", ref.note or "", re.I):
+                hit = next((it for it in items if it.reference is None
+                            and re.match(r"(?:my|our)\s", it.label or it.name, re.I)), None)
+                if hit is not None:
+                    hit.reference = i
 
 
 # ---------------------------------------------------------------- placement
@@ -292,9 +340,9 @@ def _draw_group(img, cell, it: SceneItem, refs, pal, label_font, scale, draw_pic
 
 
 def _tile(it: SceneItem, side: int, refs, pal, label_font, draw_pictogram) -> Image.Image:
-    """One copy as an RGBA square: photo print, pictogram or labelled box."""
+    """One copy as an RGBA square: photo print, pictogram or placeholder panel."""
     from genevolve.renderers.layout import COLOR_WORDS, focal_fit
-    from genevolve.renderers.typeset import fit_block, luminance, mix, readable_on
+    from genevolve.renderers.typeset import luminance, mix, readable_on
 
     if it.reference is not None and it.reference < len(refs):
         border = max(2, side // 28)
@@ -306,28 +354,33 @@ def _tile(it: SceneItem, side: int, refs, pal, label_font, draw_pictogram) -> Im
         if pic is not None:
             return pic
         it.pictogram = None  # the glyph would not draw: the report must say "box", as drawn
-    # A plain labelled box: honest about being a placeholder, tinted if the name gives a colour.
+    # A placeholder: an outlined panel crossed corner to corner (the layout artist's "picture goes
+    # here"), tinted if the name gives a colour. No lettering: the program decides every word on the
+    # image, and the report names what the panel stands for.
     colour = next((COLOR_WORDS[w] for w in it.name.split() if w in COLOR_WORDS), None)
-    fill = colour or mix(pal["bg"], (255, 255, 255) if luminance(pal["bg"]) < 0.3 else (0, 0, 0), 0.16)
+    fill = colour or _placeholder_tint(it.name, pal)
     ink = readable_on(fill)
+    line = mix(fill, ink, 0.45)
     tile = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     d = ImageDraw.Draw(tile)
-    pad = max(2, side // 14)
-    d.rounded_rectangle([1, 1, side - 2, side - 2], radius=max(2, side // 10), fill=fill + (255,),
-                        outline=ink + (255,), width=max(1, side // 60))
-    from genevolve.renderers.typeset import Style, draw_lines
-
-    label = it.label[:1].upper() + it.label[1:]
-    try:
-        lines = fit_block([(label, "title")], (pad, pad, side - pad, side - pad), {"title": Style("sans", True)},
-                          align="center", valign="middle", max_title_px=max(8, side // 4), min_px=6)
-    except Exception:  # noqa: BLE001 - a box too small for its label stays a box
-        lines = []
-    rgb = Image.new("RGB", tile.size, fill)
-    draw_lines(rgb, lines, {"title": ink})
-    mask = Image.new("L", tile.size, 0)
-    ImageDraw.Draw(mask).rounded_rectangle([1, 1, side - 2, side - 2], radius=max(2, side // 10), fill=255)
-    tile.paste(rgb, (0, 0), mask)
-    ImageDraw.Draw(tile).rounded_rectangle([1, 1, side - 2, side - 2], radius=max(2, side // 10),
-                                           outline=ink + (255,), width=max(1, side // 60))
+    radius, width = max(2, side // 10), max(1, side // 60)
+    d.rounded_rectangle([1, 1, side - 2, side - 2], radius=radius, fill=fill + (255,), outline=ink + (255,), width=width)
+    inset = radius // 2 + width
+    d.line([inset, inset, side - 1 - inset, side - 1 - inset], fill=line + (255,), width=width)
+    d.line([inset, side - 1 - inset, side - 1 - inset, inset], fill=line + (255,), width=width)
     return tile
+
+
+def _placeholder_tint(name: str, pal: dict) -> tuple[int, int, int]:
+    """A panel colour of its own per subject (copies of one subject alike, two subjects apart),
+    kept near the poster's surface so the panels do not shout."""
+    import colorsys
+    import hashlib
+
+    from genevolve.renderers.typeset import luminance, mix
+
+    base = mix(pal["bg"], (255, 255, 255) if luminance(pal["bg"]) < 0.3 else (0, 0, 0), 0.16)
+    h, l, sat = colorsys.rgb_to_hls(*(c / 255 for c in base))
+    turn = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 6 / 6  # six steps around the colour wheel
+    r, g, b = colorsys.hls_to_rgb((h + turn) % 1.0, l, max(sat, 0.35))
+    return mix(base, (round(r * 255), round(g * 255), round(b * 255)), 0.4)
