@@ -343,3 +343,9 @@ def test_the_planner_knows_every_skill_of_the_catalogue():
                'golden hour, a sign that says "OPEN"')
     assert route_skills(request) == [s for s in SKILL_PRIORITY if s in route_skills(request)]
     assert route_skills(request)[0] == "text_rendering"
+
+
+def test_layout_lines_name_objects_without_the_users_possessive(tmp_path):
+    traj = run_planner('A retro travel poster of my cat next to a rocket, title "MOON CAT" in bold serif', tmp_path)
+    prompt = traj.program.gen_prompt
+    assert "place the cat next to the rocket" in prompt and "the my" not in prompt

@@ -86,12 +86,17 @@ def _write_layout(request: str) -> str:
     rels = relation_constraints(request)
     arrangement = re.findall(r"\bin a (?:triangle|row|line|circle|grid|stack|pyramid|semicircle)\b",
                              strip_quoted(request), re.IGNORECASE)
-    bits = [f"place the {_as_written(r.subject, request)} {_RELATION_WORDS.get(r.relation, r.relation)} "
-            f"the {_as_written(r.object, request)}" for r in rels]
+    bits = [f"place {_the(_as_written(r.subject, request))} {_RELATION_WORDS.get(r.relation, r.relation)} "
+            f"{_the(_as_written(r.object, request))}" for r in rels]
     bits += [f"objects arranged {a.lower()}" for a in arrangement]
     head = "Layout: " + "; ".join(bits) + ". " if bits else "Layout: "
     return head + ("Keep every object fully in frame with clear separation, consistent scale and "
                    "perspective, and unambiguous left/right and front/back placement.")
+
+
+def _the(phrase: str) -> str:
+    """"the cat" for "my cat", "a cat" or "cat": the renderer is told which object, not whose."""
+    return "the " + re.sub(r"^(?:my|your|our|his|her|their|the|a|an)\s+", "", phrase, flags=re.IGNORECASE)
 
 
 def _as_written(phrase: str, request: str) -> str:
