@@ -125,7 +125,7 @@ def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
     best = (ckpts / "best").read_text().strip()
     best_step = int(best.split("-")[1])
     best_eval = min((m for m in metrics if "eval_loss" in m), key=lambda m: m["eval_loss"])
-    assert best_step == best_eval["step"] and (ckpts / best / "model" / "config.json").is_file()
+    assert best_step == best_eval["step"] and (ckpts / best / "config.json").is_file()
     assert read_status(tmp_path / "run")["state"] == "done"
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "trainer: sft" in saved and json.dumps(25) in saved
