@@ -1,4 +1,4 @@
-"""SFT: which tokens carry loss, loss-position logits equal full logits, and loss falls."""
+"""SFT: which tokens carry loss, the trainer's fused-head loss equals full-logit cross-entropy, and loss falls."""
 
 from __future__ import annotations
 
@@ -61,10 +61,11 @@ def test_assistant_tokens_carry_loss_and_nothing_else(tiny_gemma_path):
 
 
 def test_image_tokens_are_context_for_a_vlm(tiny_qwen3vl_path, tmp_path):
+    import torch
     from PIL import Image
 
     from genevolve.training.data import ConversationEncoder
-    from genevolve.training.modeling import collate, sft_loss
+    from genevolve.training.modeling import collate
 
     Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "ref.png")
     model, tok, proc = _load(tiny_qwen3vl_path)
@@ -77,31 +78,55 @@ def test_image_tokens_are_context_for_a_vlm(tiny_qwen3vl_path, tmp_path):
     assert not any(m for t, m in zip(enc.input_ids, enc.loss_mask) if t == image_id)
     assert _decode_where(tok, enc.input_ids, enc.loss_mask) == CALL + "<|im_end|>" + ANSWER + "<|im_end|>"
     batch = collate([enc], tok.pad_token_id)
-    loss = sft_loss(model, batch)
+    loss = _fused_loss(model, batch)  # the SFT trainer's loss: TRL's fused LM head, pixels included
+    assert torch.isfinite(loss) and loss > 0
     loss.backward()
     # The vision tower is frozen: no gradient reaches it.
     assert all(p.grad is None for n, p in model.named_parameters() if "visual" in n)
     assert any(p.grad is not None for n, p in model.named_parameters() if "language_model" in n)
 
 
-def test_loss_position_logits_match_full_logits(tiny_gemma_path):
+def _fused_loss(model, batch):
+    """Mean loss over assistant tokens through TRL's fused LM head, as ``SFTTrainer`` computes it."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    if not hasattr(model, "_fused_head"):
+        add_fused_lm_head(model.get_base_model() if hasattr(model, "peft_config") else model)
+        model._fused_head = True
+    inputs = {k: v for k, v in batch.items() if k not in ("loss_mask", "decision_mask")}
+    return model(**inputs, use_cache=False, fused_lm_head=True).loss
+
+
+def test_trainer_loss_is_full_logit_cross_entropy_on_assistant_tokens(tiny_gemma_path):
+    """TRL's fused head (log-probs in chunks, no full logits) gives the plain full-logit
+    cross-entropy over exactly the assistant tokens, and the same gradients."""
     import torch
+    import torch.nn.functional as F
 
     from genevolve.training.data import ConversationEncoder
-    from genevolve.training.modeling import collate, sft_loss
+    from genevolve.training.modeling import collate
 
     model, tok, proc = _load(tiny_gemma_path)
     enc = ConversationEncoder(tok, proc)
     short = MESSAGES[:3]
     batch = collate([enc.encode(MESSAGES), enc.encode(short)], tok.pad_token_id)  # padded batch
-    selected = sft_loss(model, batch)
-    full = sft_loss(model, batch, full_logits=True)
-    assert torch.allclose(selected, full, atol=1e-5)
-    selected.backward()
+    assert ((batch["labels"] != -100) == batch["loss_mask"]).all()  # labels mark the assistant tokens only
+
+    def full():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        labels = batch["labels"][:, 1:]
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                               ignore_index=-100)
+
+    fused = _fused_loss(model, batch)
+    fused.backward()
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     model.zero_grad()
-    full.backward()
+    reference = full()
+    reference.backward()
     grads_full = [p.grad for p in model.parameters() if p.grad is not None]
+    assert torch.allclose(fused, reference, atol=1e-5), (float(fused), float(reference))
+    assert len(grads) == len(grads_full) > 0
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_full))
 
 

@@ -130,7 +130,7 @@ class NanoRecipe:
         root = self.out / "sft" / "checkpoints"
         marker = root / "best" if (root / "best").is_file() else root / "latest"
         name = marker.read_text(encoding="utf-8").strip() if marker.is_file() else "missing"
-        return root / name / "model"
+        return root / name
 
     def stage_sft(self) -> None:
         from genevolve.training.sft import train_sft
@@ -454,7 +454,7 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
                               "bf16 at equal steps) did not finish in the session that trained this adapter, "
                               "so no held-out comparison is claimed here.")
     adapter = out / "sft" / "checkpoints"
-    sizes = list(adapter.glob("step-*/model/adapter_model.safetensors"))
+    sizes = list(adapter.glob("checkpoint-*/adapter_model.safetensors"))
     if sizes:
         sections["size"] = f"{sizes[0].stat().st_size / 1e6:.0f} MB"
     sections["shipped"] = shipped
