@@ -156,6 +156,30 @@ def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
     assert "trainer: sft" in saved and json.dumps(25) in saved
 
 
+@pytest.mark.slow
+def test_full_logit_baseline_trains_the_same_steps(tmp_path):
+    """``logits: full`` (plain HF loss over full logits) and the default fused head log the same run."""
+    from genevolve.training.config import config_from_file
+    from genevolve.training.metrics import read_metrics
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    runs = {}
+    for logits in ("full", "loss_positions"):
+        cfg = config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
+                               train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"),
+                               run_dir=str(tmp_path / logits), max_steps=3, eval_every=3, logits=logits)
+        assert train_sft(cfg, quiet=True)["state"] == "done"
+        runs[logits] = read_metrics(tmp_path / logits)
+    for a, b in zip(runs["full"], runs["loss_positions"], strict=True):
+        for key in ("loss", "grad_norm", "eval_loss"):
+            assert (a.get(key) is None) == (b.get(key) is None)
+            if a.get(key) is not None:
+                assert abs(a[key] - b[key]) < 1e-4 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
+    with pytest.raises(ValueError, match="logits: 'sparse' is not loss_positions or full"):
+        train_sft(config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml", run_dir=str(tmp_path / "bad"),
+                                   logits="sparse"), quiet=True)
+
+
 def test_shipped_configs_load():
     import yaml
 
