@@ -180,6 +180,31 @@ def test_full_logit_baseline_trains_the_same_steps(tmp_path):
                                    logits="sparse"), quiet=True)
 
 
+@pytest.mark.slow
+def test_image_text_sft_trains_and_checkpoints(tiny_qwen3vl_path, tmp_path):
+    """A Qwen3-VL policy through SFTTrainer: pixel values reach the model, the checkpoint is written."""
+    from PIL import Image
+
+    from genevolve.training.config import config_from_file
+    from genevolve.training.metrics import read_metrics
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "ref.png")
+    rows = [json.loads(line) for line in (REPO / "configs" / "data" / "tiny_sft.jsonl").read_text().splitlines()]
+    for row in rows:
+        user = next(m for m in row["messages"] if m["role"] == "user")
+        user["content"] = "<image>" + user["content"]
+        row["images"] = [str(tmp_path / "ref.png")]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml", train_data=str(tmp_path / "data.jsonl"),
+                           run_dir=str(tmp_path / "run"), max_steps=2, eval_every=2,
+                           model={"name": str(tiny_qwen3vl_path), "dtype": "float32", "max_length": 1024})
+    assert train_sft(cfg, quiet=True)["state"] == "done"
+    rows = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2] and rows[-1]["eval_loss"] > 0
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "model.safetensors").is_file()
+
+
 def test_shipped_configs_load():
     import yaml
 

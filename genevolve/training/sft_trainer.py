@@ -186,7 +186,9 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False, probe=None) -> dict:
             model=model, args=_trl_args(cfg, files.checkpoints),
             data_collator=EncodedCollator(train, tokenizer.pad_token_id),
             train_dataset=Dataset.from_list([{"example": i} for i in range(len(train))]),
-            processing_class=processor or tokenizer, callbacks=[callback],
+            # The tokenizer, as before the move: checkpoints carry it; our collator does the vision inputs
+            # (a Qwen3-VL processor without torchvision has no video processor and cannot be saved).
+            processing_class=tokenizer, callbacks=[callback],
             cfg=cfg, held=held, pad_id=tokenizer.pad_token_id)
         attach(trainer, callback, step)
         result = train_to_end(trainer, files, ckpt, cfg, "sft", quiet=quiet, probe=probe)
