@@ -27,7 +27,8 @@ Run directory (``run_dir`` in the config; the studio's Training tab reads it whi
                         "updated_at", "world_size" (processes), ...}; replaced atomically
     metrics.jsonl      one JSON object per optimizer step. Both trainers: step, loss, lr, grad_norm,
                        tokens, tokens_per_s, step_s, time. SFT adds entropy, mean_token_accuracy (TRL's),
-                       and eval_loss (and best: true) on evaluation steps. GRPO adds pg_loss, kl_ref, reward_mean, reward_std, <component>_mean
+                       and eval_loss (and best: true) on evaluation steps. GRPO adds pg_loss, kl_ref,
+                       reward_mean, reward_std, <component>_mean
                        (r_img_mean, r_text_mean or keyword_mean), adv_mean, adv_std, adv_abs_mean, clip_frac,
                        trained_samples, tool_calls, tool_counts, skill_counts, terminations, tool_cache_hits,
                        timings {generation_s, tools_s, render_s, judge_s, distill_s, retrieve_s, encode_s,
