@@ -6,9 +6,11 @@ high-water mark.
                                           [--lora] [--checkpointing]
 
 Variants: ``full`` (plain HF: ``model(...).logits`` then cross-entropy, ``logits: full``),
-``fused`` (TRL's fused LM head, what ``SFTTrainer`` trains with: log-probs in chunks, only at
-loss positions on a GPU) and ``selected`` (our ``modeling.selected_logprobs``: the output head
-only at the loss positions; the hand-rolled SFT loop used it before the move onto TRL).
+``fused`` (TRL's fused LM head, ``logits: fused``: log-probs in chunks, only at loss positions on a
+GPU), ``selected`` (our ``modeling.selected_logprobs``: the output head only at the loss positions;
+the hand-rolled SFT loop used it before the move onto TRL) and ``positions`` (what ``SFTTrainer``
+trains with by default, ``logits: loss_positions``: the model's ``logits_to_keep`` with the
+positions that predict an assistant token, through the wrapped model).
 Peak memory is the process's peak RSS during the step (VmHWM after resetting it through
 /proc/self/clear_refs once the model is loaded), minus the RSS just before the step: what the
 step itself adds on top of the weights. Prints one JSON line per variant and the ratios to full.
@@ -58,7 +60,7 @@ def trajectory_messages(tokens: int) -> list[dict]:
     return msgs
 
 
-VARIANTS = ("full", "fused", "selected")
+VARIANTS = ("full", "fused", "selected", "positions")
 
 
 def step_loss(variant: str, model, batch: dict):
@@ -74,6 +76,13 @@ def step_loss(variant: str, model, batch: dict):
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
     if variant == "fused":
         return model(**inputs, labels=batch["labels"], use_cache=False, fused_lm_head=True).loss
+    if variant == "positions":  # what SFTTrainer trains with by default (logits: loss_positions)
+        from types import SimpleNamespace
+
+        from genevolve.training.sft_trainer import GenevolveSFTTrainer
+
+        fake = SimpleNamespace(args=SimpleNamespace(average_tokens_across_devices=False))
+        return GenevolveSFTTrainer._loss_at_label_positions(fake, model, {**inputs, "labels": batch["labels"]})
     logp, _ = selected_logprobs(model, batch, batch["labels"] != -100)
     return -logp.mean()
 

@@ -118,16 +118,27 @@ def test_trainer_loss_is_full_logit_cross_entropy_on_assistant_tokens(tiny_gemma
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
                                ignore_index=-100)
 
-    fused = _fused_loss(model, batch)
-    fused.backward()
-    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-    model.zero_grad()
-    reference = full()
-    reference.backward()
-    grads_full = [p.grad for p in model.parameters() if p.grad is not None]
-    assert torch.allclose(fused, reference, atol=1e-5), (float(fused), float(reference))
-    assert len(grads) == len(grads_full) > 0
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_full))
+    def positions():  # the default trainer loss: logits only where an assistant token is predicted
+        from types import SimpleNamespace
+
+        from genevolve.training.sft_trainer import GenevolveSFTTrainer
+
+        fake = SimpleNamespace(args=SimpleNamespace(average_tokens_across_devices=False))
+        inputs = {k: v for k, v in batch.items() if k not in ("loss_mask", "decision_mask")}
+        return GenevolveSFTTrainer._loss_at_label_positions(fake, model, inputs)
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    reference, grads_full = loss_and_grads(full)
+    for name, fn in (("fused", lambda: _fused_loss(model, batch)), ("loss_positions", positions)):
+        loss, grads = loss_and_grads(fn)
+        assert torch.allclose(loss, reference, atol=1e-5), (name, float(loss), float(reference))
+        assert len(grads) == len(grads_full) > 0
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_full)), name
 
 
 @pytest.mark.slow
@@ -158,24 +169,26 @@ def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
 
 @pytest.mark.slow
 def test_full_logit_baseline_trains_the_same_steps(tmp_path):
-    """``logits: full`` (plain HF loss over full logits) and the default fused head log the same run."""
+    """``logits: full`` (plain HF loss over full logits), the default (logits at the loss positions)
+    and TRL's fused head log the same run."""
     from genevolve.training.config import config_from_file
     from genevolve.training.metrics import read_metrics
     from genevolve.training.sft import SFTConfig, train_sft
 
     runs = {}
-    for logits in ("full", "loss_positions"):
+    for logits in ("full", "loss_positions", "fused"):
         cfg = config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
                                train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"),
                                run_dir=str(tmp_path / logits), max_steps=3, eval_every=3, logits=logits)
         assert train_sft(cfg, quiet=True)["state"] == "done"
         runs[logits] = read_metrics(tmp_path / logits)
-    for a, b in zip(runs["full"], runs["loss_positions"], strict=True):
-        for key in ("loss", "grad_norm", "eval_loss"):
-            assert (a.get(key) is None) == (b.get(key) is None)
-            if a.get(key) is not None:
-                assert abs(a[key] - b[key]) < 1e-4 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
-    with pytest.raises(ValueError, match="logits: 'sparse' is not loss_positions or full"):
+    for other in ("loss_positions", "fused"):
+        for a, b in zip(runs["full"], runs[other], strict=True):
+            for key in ("loss", "grad_norm", "eval_loss"):
+                assert (a.get(key) is None) == (b.get(key) is None)
+                if a.get(key) is not None:
+                    assert abs(a[key] - b[key]) < 1e-4 * max(1.0, abs(a[key])), (other, a["step"], key, a[key], b[key])
+    with pytest.raises(ValueError, match="logits: 'sparse' is not loss_positions, fused or full"):
         train_sft(config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml", run_dir=str(tmp_path / "bad"),
                                    logits="sparse"), quiet=True)
 

@@ -2,8 +2,8 @@
 
 Loss on assistant tokens only (think, tool_call, answer and the end-of-turn marker); system,
 user and tool-response tokens are context. The trainer is TRL's ``SFTTrainer``
-(``sft_trainer``): its fused LM head computes log-probabilities in chunks at the loss
-positions, without the full logits. Held-out loss is measured every ``eval_every`` steps (and at
+(``sft_trainer``); by default its loss computes logits only at the positions that predict an
+assistant token (``logits_to_keep``), never the full (tokens x vocabulary) logits. Held-out loss is measured every ``eval_every`` steps (and at
 the last) and the best checkpoint is marked ``checkpoints/best``. Processes, DDP, FSDP and
 DeepSpeed come from accelerate, as for GRPO.
 """
@@ -25,8 +25,9 @@ class SFTConfig(TrainingConfig):
     batch_size: int = option(1, "Conversations per micro-batch per process.")
     grad_accum: int = option(1, "Micro-batches per optimizer step (global batch = batch_size x grad_accum x processes).")
     eval_every: int = option(20, "Measure the held-out loss every this many steps (and at the last).")
-    logits: str = option("loss_positions", "loss_positions (TRL's fused LM head) | full (the plain-HF baseline "
-                                           "the benchmark compares).")
+    logits: str = option("loss_positions", "loss_positions (logits only where an assistant token is predicted) | "
+                                           "fused (TRL's fused LM head: chunked, narrowed to the loss positions on "
+                                           "Triton GPUs) | full (the plain-HF baseline the benchmark compares).")
     trl: dict = option(factory=dict, help="Further trl.SFTConfig fields, passed through (e.g. activation_offloading).")
 
 

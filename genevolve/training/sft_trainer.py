@@ -7,11 +7,11 @@ How SFT maps onto TRL
 ``ConversationEncoder`` renders each record once (token ids, ``labels`` with -100 on every
 non-assistant token, vision inputs); the dataset TRL sees holds only example indices, and the
 collator (``modeling.collate``) pads the encoded examples, so TRL's own dataset preparation is
-skipped (``skip_prepare_dataset``) and the loss is on assistant tokens only. TRL's loss is its
-fused LM head: the hidden states go through the output head in chunks, only at positions whose
-label is not -100 on a GPU (every position, chunked, elsewhere), so the (tokens x vocabulary)
-logits are never materialised. ``logits: full`` is the plain-HF baseline (the model's own loss
-over full logits) the benchmark compares.
+skipped (``skip_prepare_dataset``) and the loss is on assistant tokens only. The default loss
+(``logits: loss_positions``) asks the model for logits only at the positions that predict an
+assistant token (``logits_to_keep`` with a tensor of positions, through the wrapped model);
+``fused`` is TRL's fused LM head (chunked over every position on a CPU, narrowed to the loss
+positions on Triton GPUs); ``full`` is the plain-HF baseline the benchmark compares.
 
 Processes come from accelerate as for GRPO (DDP on CPU/GPU, FSDP or DeepSpeed from an accelerate
 config): the Trainer shards each global batch over the processes and counts the loss tokens
@@ -74,7 +74,34 @@ class GenevolveSFTTrainer(RunFolderTrainer, trl.SFTTrainer):
             from transformers import Trainer
 
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+        if self.cfg.logits == "loss_positions":
+            loss = self._loss_at_label_positions(model, inputs, num_items_in_batch)
+            return (loss, None) if return_outputs else loss
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _loss_at_label_positions(self, model, inputs, num_items_in_batch=None):
+        """Cross-entropy on assistant tokens with logits computed only where some row of the batch
+        predicts one (the model's documented ``logits_to_keep`` with a tensor of positions): the
+        forward goes through the wrapped model, so DDP/FSDP hooks run as for any loss. On a CPU this
+        keeps the old hand-rolled loop's memory and speed; TRL's fused head narrows to the loss
+        positions on Triton devices only."""
+        from trl.trainer.utils import selective_log_softmax
+
+        labels = inputs["labels"]
+        predicts = labels[:, 1:] != -100  # position t predicts token t+1
+        keep = predicts.any(0).nonzero().squeeze(1)
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        out = model(**model_inputs, use_cache=False, logits_to_keep=keep)
+        targets = labels[:, keep + 1]
+        mask = targets != -100
+        logp = selective_log_softmax(out.logits[mask].float(), targets[mask])
+        count = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+        loss = -logp.sum() / count
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # The count is over every process and DDP averages the gradients: scale back up, as
+            # Trainer.compute_loss does for a model that takes num_items_in_batch.
+            loss = loss * self.accelerator.num_processes
+        return loss
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs and "eval_loss" not in logs:  # a training step's row
@@ -115,6 +142,13 @@ class GenevolveSFTTrainer(RunFolderTrainer, trl.SFTTrainer):
             for i in range(0, len(mine), self.cfg.batch_size):
                 batch = self._prepare_inputs(collate([{"example": j} for j in range(i, min(i + self.cfg.batch_size,
                                                                                          len(mine)))]))
+                if self.cfg.logits == "loss_positions":
+                    from genevolve.training.modeling import selected_logprobs
+
+                    logp, _ = selected_logprobs(model, batch, batch["labels"] != -100)
+                    total[0] += float(-logp.double().sum())
+                    total[1] += logp.numel()
+                    continue
                 out = model(**batch, use_cache=False, fused_lm_head=True)
                 total[0] += float(-out.log_probs.double().sum())
                 total[1] += float(out.label_mask.sum())
@@ -155,8 +189,8 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False, probe=None) -> dict:
 
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    if cfg.logits not in ("loss_positions", "full"):
-        raise ValueError(f"logits: {cfg.logits!r} is not loss_positions or full")
+    if cfg.logits not in ("loss_positions", "fused", "full"):
+        raise ValueError(f"logits: {cfg.logits!r} is not loss_positions, fused or full")
     with GracefulStop() as stop:
         state, files, ckpt, step = open_run_folder(cfg, "sft")
         seed_all(cfg.seed)
