@@ -1,12 +1,19 @@
-"""One SFT step on Gemma 3 270M over 1,024-token trajectories: logits only at loss positions vs
-full logits. Peak memory and time, each variant in its own process so one cannot inherit the
-other's high-water mark.
+"""One SFT step on Gemma 3 270M over 1,024-token trajectories: how the logits are computed.
+Peak memory and time, each variant in its own process so one cannot inherit the other's
+high-water mark.
 
-    python benchmarks/train_sft_logits.py [--tokens 1024] [--repeats 2] [--lora] [--checkpointing]
+    python benchmarks/train_sft_logits.py [--model gemma3-270m|tiny:gemma3] [--tokens 1024] [--repeats 2]
+                                          [--lora] [--checkpointing]
 
+Variants: ``full`` (plain HF: ``model(...).logits`` then cross-entropy, ``logits: full``),
+``fused`` (TRL's fused LM head, ``logits: fused``: log-probs in chunks, only at loss positions on a
+GPU), ``selected`` (our ``modeling.selected_logprobs``: the output head only at the loss positions;
+the hand-rolled SFT loop used it before the move onto TRL) and ``positions`` (what ``SFTTrainer``
+trains with by default, ``logits: loss_positions``: the model's ``logits_to_keep`` with the
+positions that predict an assistant token, through the wrapped model).
 Peak memory is the process's peak RSS during the step (VmHWM after resetting it through
 /proc/self/clear_refs once the model is loaded), minus the RSS just before the step: what the
-step itself adds on top of the weights. Prints one JSON line per variant and the ratios.
+step itself adds on top of the weights. Prints one JSON line per variant and the ratios to full.
 """
 
 from __future__ import annotations
@@ -53,58 +60,93 @@ def trajectory_messages(tokens: int) -> list[dict]:
     return msgs
 
 
-def run_variant(variant: str, tokens: int, repeats: int, lora: bool, checkpointing: bool) -> dict:
+VARIANTS = ("full", "fused", "selected", "positions")
+
+
+def step_loss(variant: str, model, batch: dict):
+    """Mean cross-entropy over the assistant tokens of ``batch``, computed the ``variant`` way."""
+    import torch.nn.functional as F
+
+    from genevolve.training.modeling import selected_logprobs
+
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_mask", "decision_mask")}
+    if variant == "full":
+        logits = model(**inputs, use_cache=False).logits.float()
+        labels = batch["labels"][:, 1:]
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+    if variant == "fused":
+        return model(**inputs, labels=batch["labels"], use_cache=False, fused_lm_head=True).loss
+    if variant == "positions":  # what SFTTrainer trains with by default (logits: loss_positions)
+        from types import SimpleNamespace
+
+        from genevolve.training.sft_trainer import GenevolveSFTTrainer
+
+        fake = SimpleNamespace(args=SimpleNamespace(average_tokens_across_devices=False))
+        return GenevolveSFTTrainer._loss_at_label_positions(fake, model, {**inputs, "labels": batch["labels"]})
+    logp, _ = selected_logprobs(model, batch, batch["labels"] != -100)
+    return -logp.mean()
+
+
+def run_variant(variant: str, model_name: str, tokens: int, repeats: int, lora: bool, checkpointing: bool) -> dict:
     import torch
+    from trl.trainer.utils import add_fused_lm_head
 
     from genevolve.training.data import ConversationEncoder
-    from genevolve.training.modeling import ModelConfig, collate, load_for_training, sft_loss
+    from genevolve.training.modeling import ModelConfig, collate, load_for_training
 
-    cfg = ModelConfig(name="gemma3-270m", dtype="float32", max_length=tokens, gradient_checkpointing=checkpointing,
+    cfg = ModelConfig(name=model_name, dtype="float32", max_length=tokens, gradient_checkpointing=checkpointing,
                       lora={"r": 16, "alpha": 32} if lora else None)
     model, tok, proc = load_for_training(cfg)
+    if variant == "fused":  # as SFTTrainer does
+        add_fused_lm_head(model.get_base_model() if hasattr(model, "peft_config") else model)
     model.train()
     enc = ConversationEncoder(tok, proc, max_length=tokens).encode(trajectory_messages(tokens))
     batch = collate([enc], tok.pad_token_id)
     n_loss = sum(enc.loss_mask)
-    times, peaks = [], []
+    times, peaks, losses = [], [], []
     for _ in range(repeats):
         model.zero_grad(set_to_none=True)
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter
         before = _status_kib("VmRSS")
         t0 = time.perf_counter()
-        loss = sft_loss(model, batch, full_logits=variant == "full")
+        loss = step_loss(variant, model, batch)
         loss.backward()
         times.append(time.perf_counter() - t0)
         peaks.append((_status_kib("VmHWM") - before) / 1024)
+        losses.append(round(float(loss), 6))
         del loss
-    return {"variant": variant, "tokens": len(enc), "loss_tokens": n_loss, "vocab": model.config.vocab_size,
-            "lora": lora, "gradient_checkpointing": checkpointing, "threads": torch.get_num_threads(),
+    return {"variant": variant, "model": model_name, "tokens": len(enc), "loss_tokens": n_loss,
+            "vocab": model.config.get_text_config().vocab_size, "lora": lora, "gradient_checkpointing": checkpointing,
+            "threads": torch.get_num_threads(), "loss": losses[0],
             "step_s": min(times), "step_s_all": [round(t, 3) for t in times],
             "peak_step_mib": min(peaks), "peak_step_mib_all": [round(p, 1) for p in peaks]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="gemma3-270m")
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--checkpointing", action="store_true")
-    ap.add_argument("--variant", choices=["loss_positions", "full"])
+    ap.add_argument("--variant", choices=VARIANTS)
     args = ap.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.tokens, args.repeats, args.lora, args.checkpointing)))
+        print(json.dumps(run_variant(args.variant, args.model, args.tokens, args.repeats, args.lora,
+                                     args.checkpointing)))
         return
     results = {}
-    for variant in ("full", "loss_positions"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--tokens", str(args.tokens),
+    for variant in VARIANTS:
+        cmd = [sys.executable, __file__, "--variant", variant, "--model", args.model, "--tokens", str(args.tokens),
                "--repeats", str(args.repeats)] + (["--lora"] if args.lora else []) + \
               (["--checkpointing"] if args.checkpointing else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
         results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
         print(json.dumps(results[variant]))
-    lp, full = results["loss_positions"], results["full"]
-    print(json.dumps({"memory_ratio": round(lp["peak_step_mib"] / full["peak_step_mib"], 3),
-                      "time_ratio": round(lp["step_s"] / full["step_s"], 3)}))
+    full = results["full"]
+    print(json.dumps({f"{v}_vs_full": {"memory_ratio": round(results[v]["peak_step_mib"] / full["peak_step_mib"], 3),
+                                       "time_ratio": round(results[v]["step_s"] / full["step_s"], 3)}
+                      for v in VARIANTS[1:]}))
 
 
 if __name__ == "__main__":

@@ -111,9 +111,11 @@ def test_two_process_sft_matches_one_process_with_the_same_global_batch(tmp_path
         assert not _close(x, y, ("loss", "grad_norm", "lr", "eval_loss", "tokens"), 1e-4), (x["step"], x, y)
     assert abs(_weights(tmp_path / "one-out", 1)[0]["abs_sum"] - w[0]["abs_sum"]) < 1e-3 * w[0]["abs_sum"]
     status = json.loads((tmp_path / "two" / "status.json").read_text())
-    assert status["state"] == "done" and status["step"] == 6
-    ckpt = tmp_path / "two" / "checkpoints" / "step-000006"
-    assert (ckpt / "rng.pt").is_file() and (ckpt / "rng-1.pt").is_file() and (ckpt / "trainer.pt").is_file()
+    assert status["state"] == "done" and status["step"] == 6 and status["world_size"] == 2
+    ckpt = tmp_path / "two" / "checkpoints" / "checkpoint-6"
+    assert (tmp_path / "two" / "checkpoints" / "latest").read_text().strip() == ckpt.name
+    assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()
+    assert (ckpt / "trainer_state.json").is_file() and (ckpt / "optimizer.pt").is_file()
 
 
 def test_two_process_grpo_with_sdl_runs_to_the_end_with_whole_groups(tmp_path):

@@ -107,9 +107,10 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     result = json.loads(out.strip().splitlines()[-1])
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert result["state"] == status["state"] == "stopped" and status["step"] == result["step"] >= 2
+    assert status["world_size"] == 1
     latest = (tmp_path / "run" / "checkpoints" / "latest").read_text().strip()
-    assert latest == f"step-{result['step']:06d}"
-    assert (tmp_path / "run" / "checkpoints" / latest / "trainer.pt").is_file()
+    assert latest == f"checkpoint-{result['step']}"
+    assert (tmp_path / "run" / "checkpoints" / latest / "trainer_state.json").is_file()
 
 
 def test_run_killed_before_its_first_checkpoint_starts_clean(tmp_path):
@@ -122,14 +123,14 @@ def test_run_killed_before_its_first_checkpoint_starts_clean(tmp_path):
     run.mkdir()
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in range(1, 6)))
     (run / "checkpoints").mkdir()
-    (run / "checkpoints" / ".tmp-step-000005").mkdir()  # a save the kill interrupted
+    (run / "checkpoints" / "tmp-checkpoint-5").mkdir()  # a save the kill interrupted
     cfg = config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
                            train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"), run_dir=str(run),
                            max_steps=3, eval_every=100, save_every=100)
     assert train_sft(cfg, quiet=True)["state"] == "done"
     rows = read_metrics(run)
     assert [m["step"] for m in rows] == [1, 2, 3] and all(m["loss"] != 9.0 for m in rows)
-    assert not (run / "checkpoints" / ".tmp-step-000005").exists()
+    assert not (run / "checkpoints" / "tmp-checkpoint-5").exists()
 
 
 def test_torn_last_metrics_line_is_repaired_on_resume(tmp_path):

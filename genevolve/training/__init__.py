@@ -2,19 +2,21 @@
 
 Modules, one concern each:
   config.py      TrainingConfig (shared fields, help text per field), ModelConfig, YAML loading
-  distributed.py the process group (Distributed: one process, several, DeepSpeed), is_main_process
-  optimizer.py   AdamW with warm-up and cosine decay
-  rng.py         seeding, and the RNG state a checkpoint saves
+  distributed.py the process group (one process or several), is_main_process
+  rng.py         seeding
   stopping.py    GracefulStop: SIGTERM/SIGINT finish the step, checkpoint, exit 0
   data.py        chat messages -> token ids with assistant / decision masks; SFT and prompt loading
   modeling.py    loading a policy to train (LoRA, frozen vision, checkpointing); log-probs only
                  at the positions that carry a loss
-  sft.py         SFTConfig + train_sft (our loop; correct under several processes)
+  sft.py         SFTConfig + train_sft
+  sft_trainer.py GenevolveSFTTrainer: TRL's SFTTrainer on our encoded conversations, held-out loss
   grpo.py        GRPOConfig (agent, reward and sdl sections), rollout tools, train_grpo
   grpo_trainer.py  AgentGRPOTrainer: TRL's GRPOTrainer with our agent rollouts, rewards, SDL term
+  trl_run.py     the run folder on top of both TRL trainers: metrics rows, status, latest/best,
+                 resume, SIGTERM / stop_after, the shared TRL arguments
   rewards.py     RewardConfig, HybridReward (render + judge + sufficiency), KeywordReward (a rule)
   sdl.py         Decision Guides, distillers, GuideBuffer, retrieve_guide, the SDL loss
-  metrics.py     run-directory files; checkpoint.py exact resume; commands.py the CLI
+  metrics.py     run-directory files; commands.py the CLI
   tiny.py        a tiny word-level Gemma 3 for CI (``model: tiny:gemma3``)
 
 Run directory (``run_dir`` in the config; the studio's Training tab reads it while a job runs):
@@ -22,10 +24,11 @@ Run directory (``run_dir`` in the config; the studio's Training tab reads it whi
   run_dir/
     config.yaml        the resolved config, with ``trainer: sft|grpo``
     status.json        {"state": starting|running|stopped|done|failed, "step", "total_steps", "pid",
-                        "updated_at", ...}; replaced atomically
+                        "updated_at", "world_size" (processes), ...}; replaced atomically
     metrics.jsonl      one JSON object per optimizer step. Both trainers: step, loss, lr, grad_norm,
-                       tokens, tokens_per_s, step_s, time. SFT adds eval_loss (and best: true) on
-                       evaluation steps. GRPO adds pg_loss, kl_ref, reward_mean, reward_std, <component>_mean
+                       tokens, tokens_per_s, step_s, time. SFT adds entropy, mean_token_accuracy (TRL's),
+                       and eval_loss (and best: true) on evaluation steps. GRPO adds pg_loss, kl_ref,
+                       reward_mean, reward_std, <component>_mean
                        (r_img_mean, r_text_mean or keyword_mean), adv_mean, adv_std, adv_abs_mean, clip_frac,
                        trained_samples, tool_calls, tool_counts, skill_counts, terminations, tool_cache_hits,
                        timings {generation_s, tools_s, render_s, judge_s, distill_s, retrieve_s, encode_s,
@@ -34,11 +37,9 @@ Run directory (``run_dir`` in the config; the studio's Training tab reads it whi
     rollouts.jsonl     GRPO only: per prompt and step (and rank), each rollout's reward, advantage,
                        tools, program
     checkpoints/
-      step-000040/     SFT: model/ (save_pretrained: the LoRA adapter, or full weights; usable as
-                       ``hf:<dir>`` or ``adapter=<dir>``), trainer.pt, rng.pt (+ rng-<rank>.pt)
-      checkpoint-40/   GRPO: TRL's checkpoint (the adapter or weights at the top level, usable as
-                       ``hf:<dir>`` / ``adapter=<dir>``; optimizer.pt, scheduler.pt, rng_state*.pth,
-                       trainer_state.json)
+      checkpoint-40/   both trainers: TRL's checkpoint (the adapter or weights at the top level, usable
+                       as ``hf:<dir>`` / ``adapter=<dir>``; optimizer.pt, scheduler.pt, rng_state*.pth
+                       per process, trainer_state.json)
       latest           name of the newest complete checkpoint (resume starts here, on every rank)
       best             SFT: name of the checkpoint with the lowest held-out loss
 

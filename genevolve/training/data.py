@@ -217,13 +217,6 @@ def split_records(records: list[dict], eval_fraction: float, seed: int) -> tuple
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The data order of one epoch: a pure function of (seed, epoch), so a resumed run sees the same order."""
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
-
-
 def load_prompts(path: str | Path) -> list[dict]:
     """GRPO prompts: bench rows (``question`` or ``prompt``) from JSONL/JSON; unknown fields are kept."""
     p = Path(path).expanduser()

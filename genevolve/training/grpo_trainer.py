@@ -24,29 +24,22 @@ distilled into a new guide; guides from all processes are gathered and written b
 then every process re-reads the buffer, so the next step retrieves from the same buffer on
 every rank.
 
-Run folder on top of TRL's checkpoints: rank 0 writes metrics.jsonl (one row per step, our names),
-status.json, rollouts.jsonl, and ``checkpoints/latest`` once a ``checkpoint-N`` is complete on
-every rank; resume passes that checkpoint to ``Trainer.train`` on every rank (weights, optimizer,
-scheduler, per-rank RNG, data position) and cuts metrics, rollouts and this run's guides back to
-its step. A run killed before its first checkpoint starts clean.
+Run folder: ``trl_run`` (shared with SFT) writes metrics.jsonl, status.json and
+``checkpoints/latest`` and resumes from it; GRPO adds rollouts.jsonl (cut back to the
+checkpoint's step on resume, as are this run's guides).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from pathlib import Path
 
 import torch
 import trl
-from transformers import TrainerCallback
 
 from genevolve.training.grpo import GRPOConfig, GroupToolCache, build_rollout_tools
-
-# TRL's names -> the names metrics.jsonl has always used (the studio plots these).
-_RENAMED = {"learning_rate": "lr", "reward": "reward_mean", "kl": "kl_ref", "clip_ratio/region_mean": "clip_frac"}
-_DROPPED = ("epoch", "total_flos", "num_tokens")
+from genevolve.training.trl_run import RunFolderTrainer
 
 
 def genevolve_reward(prompts, completions, genevolve_reward=None, **kwargs) -> list[float]:
@@ -54,8 +47,10 @@ def genevolve_reward(prompts, completions, genevolve_reward=None, **kwargs) -> l
     return [float(r) for r in genevolve_reward]
 
 
-class AgentGRPOTrainer(trl.GRPOTrainer):
+class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
     """TRL's GRPOTrainer with agent rollouts, trajectory rewards and the SDL loss term."""
+
+    progress_field = "reward_mean"
 
     def __init__(self, *args, run, **kwargs):
         self.run = run  # the _Run: config, agent, encoder, reward, buffer, files
@@ -69,16 +64,6 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
         sampler = super()._get_train_sampler(dataset)
         sampler.__class__ = _EpochSeededRepeatSampler
         return sampler
-
-    def _run_epoch(self, *args, **kwargs):
-        # Resuming from a checkpoint at max_steps (a run killed after its final save, or one run
-        # again once done): the Trainer would fast-forward into the last epoch and take one more
-        # update before its max_steps check (step 6 of 5) when max_steps is not a whole number of
-        # epochs. Nothing is left to train; the checkpoint's weights are already loaded.
-        if self.state.global_step >= self.state.max_steps:
-            self.control.should_training_stop = True
-            return
-        return super()._run_epoch(*args, **kwargs)
 
     # ---------------------------------------------------------------- rollouts
     def _generate_and_score_completions(self, inputs):
@@ -327,6 +312,15 @@ class AgentGRPOTrainer(trl.GRPOTrainer):
         return {"sdl_loss": s_loss / n if n else None, "sdl_kl": s_kl / n if n else None,
                 "sdl_kept_tokens": int(kept), "sdl_samples": int(n)}
 
+    def run_folder_extras(self) -> dict:
+        """Our reward stats (over the whole trajectory, not TRL's decode) and the SDL term's."""
+        record = dict(self._step_extras)
+        sdl = self.sdl_record()
+        record.update(sdl)
+        if "timings" in record and sdl:
+            record["timings"] = {**record["timings"], "teacher_sdl_s": round(self._sdl_time, 4)}
+        return record
+
 
 class _EpochSeededRepeatSampler(trl.trainer.utils.RepeatSampler):
     """RepeatSampler whose order is a function of (seed, epoch); the Trainer calls set_epoch."""
@@ -406,79 +400,20 @@ def _split_prompt(enc) -> tuple[list[int], list[int], list[int]]:
     return list(enc.input_ids[:first]), list(enc.input_ids[first:]), [int(m) for m in mask[first:]]
 
 
-# ---------------------------------------------------------------- the run folder
-
-class RunFolderCallback(TrainerCallback):
-    """metrics.jsonl, status.json and checkpoints/latest (rank 0), stops on SIGTERM / stop_after."""
-
-    def __init__(self, run, stop):
-        self.run = run
-        self.stop = stop
-        self.trainer: AgentGRPOTrainer | None = None
-        self.ran = 0
-        self.state_name = "done"
-        self.bar = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.ran += 1
-        cfg = self.run.cfg
-        requested = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.trainer.accelerator.device)
-        requested = float(self.trainer.accelerator.reduce(requested, reduction="sum")) > 0  # every rank agrees
-        interrupted = requested or (cfg.stop_after is not None and self.ran >= cfg.stop_after)
-        if interrupted and state.global_step < state.max_steps:
-            self.state_name = "stopped"
-            control.should_training_stop = True
-            control.should_save = True
-        if state.global_step >= state.max_steps:
-            control.should_save = True
-        return control
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or "train_runtime" in logs:  # the end-of-training summary is not a step
-            return
-        trainer = self.trainer
-        extras = dict(trainer._step_extras)
-        sdl = trainer.sdl_record()
-        if state.is_world_process_zero:
-            record = {"step": state.global_step}
-            for k, v in logs.items():
-                if k in _DROPPED:
-                    continue
-                record[_RENAMED.get(k, k)] = v
-            record.update(extras)  # our reward stats are over the whole trajectory, not TRL's decode
-            record.update(sdl)
-            if "timings" in record and sdl:
-                record["timings"]["teacher_sdl_s"] = round(trainer._sdl_time, 4)
-            self.run.files.log(record)
-            self.run.files.status("running", step=state.global_step, total_steps=state.max_steps,
-                                  reward_mean=record.get("reward_mean"))
-            if self.bar is not None:
-                self.bar.update(state.global_step - self.bar.n)
-                rm = record.get("reward_mean")
-                if isinstance(rm, float) and not math.isnan(rm):
-                    self.bar.set_postfix(reward=f"{rm:.3f}")
-
-    def on_save(self, args, state, control, **kwargs):
-        self.trainer.accelerator.wait_for_everyone()  # every rank's files (rng_state_N) are written
-        if state.is_world_process_zero:
-            name = f"checkpoint-{state.global_step}"
-            if (Path(args.output_dir) / name).is_dir():
-                self.run.files.mark_latest(name)
-
+# ---------------------------------------------------------------- the run
 
 class _Run:
     """Everything the rollouts need, built once per process."""
 
-    def __init__(self, cfg: GRPOConfig, *, reward_fn=None, tools=None, main: bool = True, rank: int = 0):
+    def __init__(self, cfg: GRPOConfig, files, *, reward_fn=None, tools=None, rank: int = 0):
         from genevolve.agent import Agent, AgentConfig
         from genevolve.policies.local import LocalPolicy
         from genevolve.training.data import ConversationEncoder, load_prompts
-        from genevolve.training.metrics import RunFiles
         from genevolve.training.modeling import load_for_training
         from genevolve.training.rewards import make_reward
 
         self.cfg = cfg
-        self.files = RunFiles(cfg.run_dir, create=main)
+        self.files = files
         if not cfg.prompts:
             raise ValueError("prompts is empty: point it at a JSONL of bench rows ({\"question\": ...})")
         self.prompts = load_prompts(cfg.prompts)
@@ -533,23 +468,15 @@ class _Run:
 
 
 def _trl_args(cfg: GRPOConfig, output_dir: Path) -> trl.GRPOConfig:
-    from genevolve.training.modeling import pick_dtype
+    from genevolve.training.trl_run import base_args
 
-    per_process = cfg.prompts_per_step * cfg.group_size
-    on_gpu = torch.cuda.is_available()
-    bf16 = on_gpu and pick_dtype(cfg.model.dtype) == torch.bfloat16
-    args = dict(
-        output_dir=str(output_dir), max_steps=cfg.max_steps, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm, adam_beta1=0.9, adam_beta2=0.99,
-        lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1}, seed=cfg.seed,
-        per_device_train_batch_size=per_process, gradient_accumulation_steps=1, steps_per_generation=1,
-        num_generations=cfg.group_size, num_iterations=cfg.ppo_epochs, epsilon=cfg.clip_eps, beta=cfg.beta,
-        scale_rewards="group" if cfg.scale_rewards else "none", loss_type="grpo",
-        temperature=cfg.temperature, top_p=cfg.top_p, max_completion_length=cfg.model.max_length,
-        logging_steps=1, save_strategy="steps", save_steps=cfg.save_every, save_total_limit=cfg.keep_checkpoints,
-        report_to="none", remove_unused_columns=False, use_cpu=not on_gpu, bf16=bf16,
-        disable_tqdm=True, dataloader_num_workers=0, use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode,
-        save_only_model=False, log_level="warning", ddp_find_unused_parameters=False,
+    args = base_args(cfg, output_dir)
+    args.update(
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.group_size, gradient_accumulation_steps=1,
+        steps_per_generation=1, num_generations=cfg.group_size, num_iterations=cfg.ppo_epochs,
+        epsilon=cfg.clip_eps, beta=cfg.beta, scale_rewards="group" if cfg.scale_rewards else "none",
+        loss_type="grpo", temperature=cfg.temperature, top_p=cfg.top_p, max_completion_length=cfg.model.max_length,
+        use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode,
     )
     args.update(cfg.trl)
     return trl.GRPOConfig(**args)
@@ -557,28 +484,12 @@ def _trl_args(cfg: GRPOConfig, output_dir: Path) -> trl.GRPOConfig:
 
 def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False, probe=None) -> dict:
     from genevolve.training.stopping import GracefulStop
-    from genevolve.training.metrics import progress
+    from genevolve.training.trl_run import train_to_end
 
     with GracefulStop() as stop:
         trainer, ckpt = build_trainer(cfg, reward_fn=reward_fn, tools=tools, stop=stop)
-        run, callback, state = trainer.run, trainer.folder_callback, trainer.accelerator.state
-        main, files = state.is_main_process, run.files
-        step = trainer.resume_step
-        if main and not quiet:
-            callback.bar = progress(cfg.max_steps, step, "grpo" + ("+sdl" if cfg.sdl.enabled else ""))
-        if main:
-            files.status("running", step=step, total_steps=cfg.max_steps)
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
-    if callback.bar is not None:
-        callback.bar.close()
-    final = trainer.state.global_step
-    state_name = callback.state_name if final < cfg.max_steps else "done"
-    if main:
-        files.status(state_name, step=final, total_steps=cfg.max_steps)
-    if probe is not None:
-        probe(trainer.accelerator.unwrap_model(trainer.model))
-    trainer.accelerator.wait_for_everyone()
-    return {"state": state_name, "step": final, "run_dir": str(files.dir)}
+        return train_to_end(trainer, trainer.run.files, ckpt, cfg, "grpo" + ("+sdl" if cfg.sdl.enabled else ""),
+                            quiet=quiet, probe=probe)
 
 
 def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
@@ -589,10 +500,9 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
 
     from datasets import Dataset
 
-    from genevolve.training.config import config_to_dict
-    from genevolve.training.distributed import prepare_process_group
     from genevolve.training.rng import seed_all
     from genevolve.training.stopping import GracefulStop
+    from genevolve.training.trl_run import RunFolderCallback, attach, open_run_folder
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; we pin trl
     # TRL toggles checkpointing around no-grad passes with the names transformers 5 deprecates.
@@ -607,23 +517,12 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
         raise ValueError("use_vllm: vLLM rollouts for multi-turn agent trajectories are not supported yet; "
                          "set use_vllm: false (rollouts then run on the training weights with transformers "
                          "generate, gathered under ZeRO-3)")
-    state = prepare_process_group()
+    state, files, ckpt, step = open_run_folder(cfg, "grpo", ("rollouts.jsonl",))
     main = state.is_main_process
     seed_all(cfg.seed)
-    run = _Run(cfg, reward_fn=reward_fn, tools=tools, main=main, rank=state.process_index)
-    files = run.files
-    ckpt = files.latest_trl_checkpoint() if cfg.resume else None
-    step = int(ckpt.name.split("-")[-1]) if ckpt is not None else 0
-    if main:
-        files.save_config({"trainer": "grpo", **config_to_dict(cfg)})
-        if ckpt is not None:
-            files.truncate_metrics(step)
-            files.truncate_jsonl("rollouts.jsonl", step)
-        else:
-            files.start_clean(["rollouts.jsonl"])
-        if run.buffer is not None:
-            run.buffer.forget(run.run_id, after_step=step)  # guides of steps that will be redone
-        files.status("starting", step=step, total_steps=cfg.max_steps)
+    run = _Run(cfg, files, reward_fn=reward_fn, tools=tools, rank=state.process_index)
+    if main and run.buffer is not None:
+        run.buffer.forget(run.run_id, after_step=step)  # guides of steps that will be redone
     state.wait_for_everyone()
     if run.buffer is not None:
         run.buffer.refresh()
@@ -636,15 +535,9 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
     # Seed last: loading models above may draw random numbers (module init), and a second run in
     # the same process finds them cached; sampling must start from the same state.
     seed_all(cfg.seed)
-    callback = RunFolderCallback(run, stop if stop is not None else GracefulStop())
+    callback = RunFolderCallback(files, cfg, stop if stop is not None else GracefulStop())
     trainer = AgentGRPOTrainer(model=run.model, reward_funcs=[genevolve_reward],
                                args=_trl_args(cfg, files.checkpoints), train_dataset=dataset,
                                processing_class=run.processor or run.tokenizer, callbacks=[callback], run=run)
-    callback.trainer = trainer
-    trainer.folder_callback = callback
-    trainer.resume_step = step
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    for noisy in (PrinterCallback, ProgressCallback):  # our bar and metrics.jsonl say it once
-        trainer.remove_callback(noisy)
+    attach(trainer, callback, step)
     return trainer, ckpt

@@ -36,6 +36,7 @@ class RunFiles:
         self.metrics_path = self.dir / "metrics.jsonl"
         self.status_path = self.dir / "status.json"
         self.checkpoints = self.dir / "checkpoints"
+        self.world_size: int | None = None  # processes of the run; status.json records it once set
 
     def log(self, record: dict) -> dict:
         rec = _clean({"time": time.time(), **record})
@@ -89,6 +90,12 @@ class RunFiles:
 
         write_atomic(self.checkpoints / "latest", name)
 
+    def mark_best(self, name: str) -> None:
+        """``checkpoints/best`` names the checkpoint with the lowest held-out loss (SFT)."""
+        from genevolve.durable import write_atomic
+
+        write_atomic(self.checkpoints / "best", name)
+
     def latest_trl_checkpoint(self) -> Path | None:
         """The checkpoint ``latest`` names when it is a complete TRL ``checkpoint-N`` folder."""
         marker = self.checkpoints / "latest"
@@ -99,6 +106,8 @@ class RunFiles:
 
     def status(self, state: str, **fields: Any) -> None:
         data = {"state": state, "pid": os.getpid(), "updated_at": time.time(), **fields}
+        if self.world_size is not None:
+            data["world_size"] = self.world_size
         tmp = self.status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(_clean(data), indent=2), encoding="utf-8")
         tmp.replace(self.status_path)

@@ -6,8 +6,9 @@
   a folder or hub id       any causal LM or image-text model ``from_pretrained`` can load
 
 The memory peak of a language-model step is the ``batch x length x vocab`` logits tensor
-(262k vocabulary for Gemma 3). We run the decoder to hidden states and apply the output head
-only at positions that carry a loss, so the peak scales with the number of trained tokens.
+(262k vocabulary for Gemma 3). SFT uses TRL's fused LM head for that (``sft_trainer``); the
+helpers here run the decoder to hidden states and apply the output head only at positions that
+carry a loss (the SDL term, and the tests that check TRL's log-probs against ours).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def load_for_training(cfg: ModelConfig):
             adapter = Path(cfg.init_adapter).expanduser()
             if not (adapter / "adapter_config.json").is_file():
                 raise FileNotFoundError(f"init_adapter {adapter} has no adapter_config.json (a LoRA adapter folder "
-                                        "such as an SFT run's checkpoints/best/model)")
+                                        "such as the checkpoint an SFT run's checkpoints/best names)")
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
         else:
             model = get_peft_model(model, LoraConfig(
@@ -202,36 +203,6 @@ def selected_logprobs(model, batch: dict, target_mask, *, return_logits: bool = 
     logits = logits_at(model, rows)
     logp = selective_log_softmax(logits, targets)
     return logp, (logits if return_logits else None)
-
-
-def sft_loss(model, batch: dict, *, full_logits: bool = False):
-    """Mean cross-entropy over assistant tokens; ``full_logits`` is the plain-HF baseline."""
-    total, count = sft_loss_sum(model, batch, full_logits=full_logits)
-    return total / max(count, 1)
-
-
-def loss_token_count(batch: dict) -> int:
-    """How many tokens carry the SFT loss in ``batch`` (known before the forward pass)."""
-    return int((batch["labels"][:, 1:] != -100).sum())
-
-
-def sft_loss_sum(model, batch: dict, *, full_logits: bool = False):
-    """``(summed cross-entropy over assistant tokens, their count)``: several processes divide the
-    sum by the global count, so their summed gradients equal one process's over all batches."""
-    import torch.nn.functional as F
-
-    if full_logits:
-        base = _base(model)
-        inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_mask", "decision_mask")}
-        device = model_device(model)
-        inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
-        logits = base(**inputs, use_cache=False).logits.float()
-        labels = batch["labels"][:, 1:].to(device)
-        total = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100,
-                                reduction="sum")
-        return total, int((labels != -100).sum())
-    logp, _ = selected_logprobs(model, batch, batch["labels"] != -100)
-    return -logp.sum(), logp.numel()
 
 
 def collate(encoded: list, pad_id: int) -> dict:

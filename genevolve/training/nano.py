@@ -130,7 +130,7 @@ class NanoRecipe:
         root = self.out / "sft" / "checkpoints"
         marker = root / "best" if (root / "best").is_file() else root / "latest"
         name = marker.read_text(encoding="utf-8").strip() if marker.is_file() else "missing"
-        return root / name / "model"
+        return root / name
 
     def stage_sft(self) -> None:
         from genevolve.training.sft import train_sft

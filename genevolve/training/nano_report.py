@@ -415,7 +415,7 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
                               "bf16 at equal steps) did not finish in the session that trained this adapter, "
                               "so no held-out comparison is claimed here.")
     adapter = out / "sft" / "checkpoints"
-    sizes = list(adapter.glob("step-*/model/adapter_model.safetensors"))
+    sizes = list(adapter.glob("checkpoint-*/adapter_model.safetensors"))
     if sizes:
         sections["size"] = f"{sizes[0].stat().st_size / 1e6:.0f} MB"
     sections["shipped"] = shipped
