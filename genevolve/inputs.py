@@ -101,3 +101,21 @@ def check_judge_spec(spec: str) -> None:
         make_judge(spec)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"--judge {spec}: {' '.join(str(exc).split())}") from None
+
+
+def check_batch_inputs(*, policy: str, policy_flag: str, renderer: str, judge: str, config, out) -> None:
+    """What a batch command (bench run, data build) names, checked before its first case: the
+    policy spec, the renderer and judge specs, the settings file and the output folder."""
+    from genevolve.policies import check_policy_spec
+
+    try:
+        check_policy_spec(policy)
+    except ValueError as exc:
+        raise UserError(f"{policy_flag} {policy}: {exc}") from None
+    check_renderer_spec(renderer)
+    check_judge_spec(judge)
+    if config is not None:
+        from genevolve.config import read_settings_file
+
+        read_settings_file(config)
+    check_output_dir(out)

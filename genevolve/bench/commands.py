@@ -67,20 +67,9 @@ def run(
         except ProfileError as exc:
             raise UserError(f"--protocol: {exc}") from None
     # Backends are built lazily per worker; a spec that cannot work is refused before any case runs.
-    from genevolve.inputs import check_judge_spec, check_output_dir, check_renderer_spec
-    from genevolve.policies import check_policy_spec
+    from genevolve.inputs import check_batch_inputs
 
-    try:
-        check_policy_spec(policy)
-    except ValueError as exc:
-        raise UserError(f"--policy {policy}: {exc}") from None
-    check_renderer_spec(renderer)
-    check_judge_spec(judge)
-    if config is not None:
-        from genevolve.config import read_settings_file
-
-        read_settings_file(config)
-    check_output_dir(out)
+    check_batch_inputs(policy=policy, policy_flag="--policy", renderer=renderer, judge=judge, config=config, out=out)
     cfg = BenchConfig(bench=bench, policy=policy, renderer=renderer, judge=judge, parallel=parallel, limit=limit,
                       rpm=rpm, seed=seed, size=render_size, offline=offline,
                       settings_path=str(config) if config else None, protocol=protocol)

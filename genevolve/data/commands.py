@@ -47,25 +47,15 @@ def build(
     from genevolve.renderers.base import RenderError, parse_size
 
     from genevolve.errors import UserError
-    from genevolve.inputs import check_judge_spec, check_output_dir, check_renderer_spec
-    from genevolve.policies import check_policy_spec
+    from genevolve.inputs import check_batch_inputs
 
     try:
         render_size = parse_size(size)
     except RenderError as exc:
         raise UserError(f"--size: {exc}") from None
     # Every named backend and file is checked before the first recipe runs.
-    try:
-        check_policy_spec(teacher)
-    except ValueError as exc:
-        raise UserError(f"--teacher {teacher}: {exc}") from None
-    check_renderer_spec(renderer)
-    check_judge_spec(judge)
-    if config is not None:
-        from genevolve.config import read_settings_file
-
-        read_settings_file(config)
-    check_output_dir(out)
+    check_batch_inputs(policy=teacher, policy_flag="--teacher", renderer=renderer, judge=judge, config=config,
+                       out=out)
     cfg = BuildConfig(recipes=recipes, teacher=teacher, renderer=renderer, seed=seed, parallel=parallel,
                       val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
                       offline=offline, settings_path=str(config) if config else None,
