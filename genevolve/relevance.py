@@ -1,0 +1,110 @@
+"""Whether a fact or a reference image is about something the request names or plainly means.
+
+A fact is only as relevant as its source: a sentence from the Golden Gate Bridge article does not
+belong in a snooker request because both mention "the world". So the test looks at the source's
+subject (a search result's title, an image's title and caption) and asks whether the request
+names it:
+
+* the request holds a run of the subject's content words, in order, covering at least two thirds
+  of them ("Golden Gate" names "Golden Gate Bridge", "solar eclipse" names "Total solar eclipse");
+* or the request holds one of the subject's distinctive name words — a capitalised word that is not
+  an everyday English word ("Eiffel", "Einstein", "Vespa");
+* or, for a subject that is an everyday thing ("Mechanical typewriter", "Espresso cup on a saucer"),
+  the request holds its head noun ("typewriter", "cup").
+
+An alias in parentheses counts as a subject of its own ("Elizabeth Tower (Big Ben)"). Precision and
+recall of this test against hand labels: ``genevolve/bench/data/relevance_labels.jsonl`` and
+docs/bench/programs.md.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_STOP = set("""a an the and or of in on at to for with by from as is are its it this that into over under
+de la le du des del di da den der van von y style shaped type kind""".split())
+_TITLE_SUFFIX = re.compile(r"\s+[-|–·]\s+(?:wikipedia|britannica|wikimedia commons|[\w .]{1,30}\.(?:com|org|net))\s*$",
+                           re.IGNORECASE)
+
+
+def _singular(w: str) -> str:
+    from genevolve.subjects import singular
+
+    return singular(w)
+
+
+def _tokens(text: str) -> list[str]:
+    return [_singular(w) for w in re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower().replace("'s ", " "))
+            if w not in _STOP]
+
+
+@lru_cache(maxsize=1)
+def _everyday_words() -> frozenset[str]:
+    """Common English nouns and adjectives: capitalised, they still do not name one particular thing."""
+    from genevolve.policies.planner.english import ANIMALS, ATTRIBUTES, PEOPLE, VISUAL_WORDS
+    from genevolve.subjects import noun_vocabulary
+
+    extra = {"great", "golden", "total", "solar", "mount", "new", "year", "day", "dead", "street", "square",
+             "bridge", "tower", "house", "opera", "wall", "army", "stone", "mask", "bus", "camera", "series",
+             "festival", "spring", "crossing", "statue", "the", "world", "city", "river", "lake", "park",
+             "museum", "palace", "temple", "church", "cathedral", "castle", "island", "north", "south",
+             "east", "west", "old", "king", "queen", "saint", "st", "national", "royal", "central"}
+    vocab = {w for w in noun_vocabulary() if " " not in w}
+    return frozenset(vocab | PEOPLE | ANIMALS | ATTRIBUTES | VISUAL_WORDS | extra)
+
+
+def subject_names(title: str) -> list[str]:
+    """The names a source is about: its title's head ("Eiffel Tower — History" -> "Eiffel Tower"),
+    site suffixes dropped, and each alias in parentheses."""
+    head = re.split(r"\s+[—–]\s+|\s+\|\s+", title.strip())[0]
+    head = _TITLE_SUFFIX.sub("", head).strip()
+    aliases = re.findall(r"\(([^)]+)\)", head)
+    main = re.sub(r"\([^)]*\)", " ", head).strip(" -:")
+    return [n for n in [main, *aliases] if n.strip()]
+
+
+def _contains_run(seq: list[str], run: list[str]) -> bool:
+    n = len(run)
+    return any(seq[i:i + n] == run for i in range(len(seq) - n + 1))
+
+
+def names_subject(request: str, subject: str) -> bool:
+    """Whether ``request`` names ``subject`` (one name, e.g. "Golden Gate Bridge") or plainly means it."""
+    words = _tokens(subject)
+    if not words:
+        return False
+    req = _tokens(request)
+    req_set = set(req)
+    need = max(1, -(-2 * len(words) // 3))  # two thirds, rounded up
+    for size in range(len(words), need - 1, -1):
+        if any(_contains_run(req, words[i:i + size]) for i in range(len(words) - size + 1)):
+            return True
+    everyday = _everyday_words()
+    raw = re.findall(r"[A-Za-z][A-Za-z'-]*", subject)
+    # "Great Wall of China": what follows "of" says where, not what; "a panda in China" is no wall.
+    before_of = re.findall(r"[A-Za-z][A-Za-z'-]*", re.split(r"\s+of\s+", subject, maxsplit=1)[0])
+    proper = len(raw) > 1 and all(w[0].isupper() or w.lower() in _STOP for w in raw)
+    # A capitalised word names one particular thing unless the title is in sentence case (then its
+    # first capital is only a convention) or the word is everyday English ("Golden", "Tower").
+    names = {_singular(w.lower()) for i, w in enumerate(before_of)
+             if w[0].isupper() and (i > 0 or proper) and w.lower() not in _STOP
+             and _singular(w.lower()) not in everyday and len(w) > 2}
+    if names & req_set:
+        return True
+    if proper or any(w[0].isupper() for w in raw[1:]):
+        return False
+    # An everyday thing ("Mechanical typewriter", "Espresso cup on a saucer"): its head noun, the last
+    # word before a preposition, must be in the request.
+    head = _tokens(re.split(r"\s+(?:on|in|with|at|under|beside|from|of|for)\s+", subject, maxsplit=1)[0])
+    return bool(head) and head[-1] in req_set
+
+
+def about_request(request: str, title: str, caption: str = "") -> bool:
+    """Whether a source titled ``title`` is about something ``request`` names.
+
+    The caption is not consulted for a name match: captions mention surroundings ("a tall tower in
+    the distance") that are not what the picture is of.
+    """
+    del caption  # kept in the signature: callers pass what they have; the title decides
+    return any(names_subject(request, name) for name in subject_names(title))
