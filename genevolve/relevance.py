@@ -108,3 +108,16 @@ def about_request(request: str, title: str, caption: str = "") -> bool:
     """
     del caption  # kept in the signature: callers pass what they have; the title decides
     return any(names_subject(request, name) for name in subject_names(title))
+
+
+def result_about_request(request: str, title: str, passage: str, queries=()) -> bool:
+    """A search result is relevant when its title names something the request names; a result
+    without a title (some digests have none) when its passage names an entity of the request
+    (the queries searched for, else the request's named entities)."""
+    if title.strip():
+        return about_request(request, title)
+    if not queries:
+        from genevolve.subjects import extract_entities
+
+        queries = extract_entities(request)
+    return any(names_subject(request, str(q)) and names_subject(passage, str(q)) for q in queries)

@@ -130,19 +130,19 @@ def search_sources(traj) -> list[tuple[str, str]]:
 
 def carried_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> list[dict]:
     """Sentences of ``prompt`` that came from a search result: ``{"fact", "sources", "relevant"}``."""
-    from genevolve.relevance import about_request
+    from genevolve.relevance import result_about_request
 
     request_runs = _runs(_words(request), SHARED_RUN)
-    indexed = [(title, _runs(_words(passage), SHARED_RUN)) for title, passage in sources]
+    indexed = [(title, passage, _runs(_words(passage), SHARED_RUN)) for title, passage in sources]
     out = []
     for sentence in _sentences(prompt):
         runs = _runs(_words(sentence), SHARED_RUN) - request_runs
         if not runs:
             continue
-        titles = sorted({title for title, passage_runs in indexed if runs & passage_runs})
-        if titles:
-            out.append({"fact": sentence, "sources": titles,
-                        "relevant": any(about_request(request, t) for t in titles)})
+        matched = [(title, passage) for title, passage, passage_runs in indexed if runs & passage_runs]
+        if matched:
+            out.append({"fact": sentence, "sources": sorted({t for t, _ in matched}),
+                        "relevant": any(result_about_request(request, t, p) for t, p in matched)})
     return out
 
 
