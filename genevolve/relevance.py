@@ -49,7 +49,11 @@ def _everyday_words() -> frozenset[str]:
              "bridge", "tower", "house", "opera", "wall", "army", "stone", "mask", "bus", "camera", "series",
              "festival", "spring", "crossing", "statue", "the", "world", "city", "river", "lake", "park",
              "museum", "palace", "temple", "church", "cathedral", "castle", "island", "north", "south",
-             "east", "west", "old", "king", "queen", "saint", "st", "national", "royal", "central"}
+             "east", "west", "old", "king", "queen", "saint", "st", "national", "royal", "central", "big",
+             "little", "grand", "upper", "lower", "high", "first", "second", "planet", "carnival", "fair",
+             "parade", "market", "station", "airport", "harbour", "harbor", "bay", "beach", "garden", "gardens",
+             "zoo", "stadium", "theatre", "theater", "hall", "library", "university", "school", "hospital",
+             "restaurant", "hotel", "mosque", "shrine", "gate", "arch", "fountain", "series", "landing"}
     vocab = {w for w in noun_vocabulary() if " " not in w}
     return frozenset(vocab | PEOPLE | ANIMALS | ATTRIBUTES | VISUAL_WORDS | extra)
 
@@ -69,28 +73,54 @@ def _contains_run(seq: list[str], run: list[str]) -> bool:
     return any(seq[i:i + n] == run for i in range(len(seq) - n + 1))
 
 
+# Head nouns people drop when they name a structure: "the Golden Gate", "the Empire State".
+DROPPABLE_HEADS = {"bridge", "tower", "building", "statue", "cathedral", "palace", "temple", "monument"}
+
+
+def _forms(subject: str) -> list[list[str]]:
+    """The word runs that name ``subject``: all of it; without a droppable head ("golden gate");
+    the part before "of" when it is a name of its own ("great wall" for "Great Wall of China")."""
+    # A picture's title says where or when after its name: "Golden Gate Bridge at dusk".
+    subject = re.split(r"\s+(?:at|in|on|with|under|during|from|near|beside|behind)\s+", subject, maxsplit=1)[0]
+    words = _tokens(subject)
+    forms = [words]
+    if len(words) > 1 and words[-1] in DROPPABLE_HEADS:
+        forms.append(words[:-1])
+    before_of = _tokens(re.split(r"\s+of\s+", subject, maxsplit=1)[0])
+    if " of " in subject and len(before_of) > 1:
+        forms.append(before_of)
+    return [f for f in forms if f]
+
+
 def names_subject(request: str, subject: str) -> bool:
     """Whether ``request`` names ``subject`` (one name, e.g. "Golden Gate Bridge") or plainly means it."""
+    subject = re.split(r"\s+(?:at|in|on|with|under|during|from|near|beside|behind)\s+", subject, maxsplit=1)[0]
     words = _tokens(subject)
     if not words:
         return False
     req = _tokens(request)
     req_set = set(req)
-    need = max(1, -(-2 * len(words) // 3))  # two thirds, rounded up
-    for size in range(len(words), need - 1, -1):
-        if any(_contains_run(req, words[i:i + size]) for i in range(len(words) - size + 1)):
-            return True
+    if any(_contains_run(req, form) for form in _forms(subject)):
+        return True
     everyday = _everyday_words()
     raw = re.findall(r"[A-Za-z][A-Za-z'-]*", subject)
-    # "Great Wall of China": what follows "of" says where, not what; "a panda in China" is no wall.
     before_of = re.findall(r"[A-Za-z][A-Za-z'-]*", re.split(r"\s+of\s+", subject, maxsplit=1)[0])
     proper = len(raw) > 1 and all(w[0].isupper() or w.lower() in _STOP for w in raw)
-    # A capitalised word names one particular thing unless the title is in sentence case (then its
-    # first capital is only a convention) or the word is everyday English ("Golden", "Tower").
-    names = {_singular(w.lower()) for i, w in enumerate(before_of)
-             if w[0].isupper() and (i > 0 or proper) and w.lower() not in _STOP
-             and _singular(w.lower()) not in everyday and len(w) > 2}
-    if names & req_set:
+    # A name word alone ("Einstein", "Fuji", "Kahlo") names its subject when it ends the name: in
+    # "Sydney Opera House" the word "Sydney" only says where, so "downtown Sydney" is no opera house.
+    # Sentence-case titles ("Vespa scooter") have only a conventional first capital; everyday words
+    # ("Golden", "Big") are never names.
+    def is_name(i: int, w: str) -> bool:
+        return (w[0].isupper() and (i > 0 or proper) and w.lower() not in _STOP
+                and _singular(w.lower()) not in everyday and len(w) > 2)
+
+    content = [(i, w) for i, w in enumerate(before_of) if w.lower() not in _STOP]
+    trailing: set[str] = set()
+    for i, w in reversed(content):
+        if not is_name(i, w):
+            break
+        trailing.add(_singular(w.lower()))
+    if trailing & req_set:
         return True
     if proper or any(w[0].isupper() for w in raw[1:]):
         return False
@@ -98,6 +128,32 @@ def names_subject(request: str, subject: str) -> bool:
     # word before a preposition, must be in the request.
     head = _tokens(re.split(r"\s+(?:on|in|with|at|under|beside|from|of|for)\s+", subject, maxsplit=1)[0])
     return bool(head) and head[-1] in req_set
+
+
+_SUBJECT_VERBS = ("is", "are", "was", "were", "has", "have", "had", "orbits", "stands", "sits", "lies", "looks",
+                  "appears", "rises", "shows", "wears", "holds")
+
+
+def sentence_subject(sentence: str) -> str:
+    """The name a sentence opens with when it is the sentence's subject ("Earth orbits…" -> "Earth",
+    "Mars is rusty red" -> "Mars"), else "" ("Ferdinand Porsche and his team designed it": the
+    sentence is about "it")."""
+    sentence = re.sub(r"^[A-Z][^.:]{0,30}:\s+", "", sentence.strip())  # a "Facts to respect: " label
+    m = re.match(r"^(?:The\s+)?((?:[A-Z][\w'-]*)(?:\s+(?:of\s+|de\s+)?[A-Z][\w'-]*){0,3}),?\s+(\w+)",
+                 sentence.strip())
+    if not m or m.group(1) in ("It", "Its", "They", "This", "These", "He", "She"):
+        return ""
+    return m.group(1) if m.group(2).lower() in _SUBJECT_VERBS else ""
+
+
+def fact_about_request(request: str, title: str, sentence: str) -> bool:
+    """A fact is relevant when its source is about something the request names, or when the
+    sentence itself opens with such a name (a collection like "The Solar System" holds
+    "Earth orbits at about 150 million km from the Sun")."""
+    if title.strip() and about_request(request, title):
+        return True
+    subject = sentence_subject(sentence)
+    return bool(subject) and names_subject(request, subject)
 
 
 def about_request(request: str, title: str, caption: str = "") -> bool:
@@ -111,9 +167,9 @@ def about_request(request: str, title: str, caption: str = "") -> bool:
 
 
 def result_about_request(request: str, title: str, passage: str, queries=()) -> bool:
-    """A search result is relevant when its title names something the request names; a result
-    without a title (some digests have none) when its passage names an entity of the request
-    (the queries searched for, else the request's named entities)."""
+    """A search result is relevant as a whole when its title names something the request names;
+    a result without a title (some digests have none) when its passage names an entity of the
+    request (the queries searched for, else the request's named entities)."""
     if title.strip():
         return about_request(request, title)
     if not queries:
@@ -121,3 +177,12 @@ def result_about_request(request: str, title: str, passage: str, queries=()) -> 
 
         queries = extract_entities(request)
     return any(names_subject(request, str(q)) and names_subject(passage, str(q)) for q in queries)
+
+
+def sentence_relevant(request: str, title: str, passage: str, sentence: str, queries=()) -> bool:
+    """One sentence of a result: relevant when the result is, or when the sentence opens with a name
+    the request names (``fact_about_request``)."""
+    if result_about_request(request, title, passage, queries):
+        return True
+    subject = sentence_subject(sentence)
+    return bool(subject) and names_subject(request, subject)

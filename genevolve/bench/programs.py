@@ -130,7 +130,7 @@ def search_sources(traj) -> list[tuple[str, str]]:
 
 def carried_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> list[dict]:
     """Sentences of ``prompt`` that came from a search result: ``{"fact", "sources", "relevant"}``."""
-    from genevolve.relevance import result_about_request
+    from genevolve.relevance import sentence_relevant
 
     request_runs = _runs(_words(request), SHARED_RUN)
     indexed = [(title, passage, _runs(_words(passage), SHARED_RUN)) for title, passage in sources]
@@ -142,7 +142,7 @@ def carried_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> 
         matched = [(title, passage) for title, passage, passage_runs in indexed if runs & passage_runs]
         if matched:
             out.append({"fact": sentence, "sources": sorted({t for t, _ in matched}),
-                        "relevant": any(result_about_request(request, t, p) for t, p in matched)})
+                        "relevant": any(sentence_relevant(request, t, p, sentence) for t, p in matched)})
     return out
 
 

@@ -24,15 +24,16 @@ def facts_from(text: str, queries: Sequence, request: str | None = None) -> list
     Bridge article because both say "world" yields nothing, and nothing is the right answer.
     Sentences cut off by the digest ("…") are dropped; sentences about how a thing looks come first.
     """
-    from genevolve.relevance import result_about_request
+    from genevolve.relevance import sentence_relevant
 
-    if request is None:
-        passages = digest_passages(text)
-    else:
-        passages = [p for title, p in digest_results(text) if result_about_request(request, title, p, queries)]
     sentences: list[str] = []
-    for passage in passages:
-        sentences += [x.strip() for x in re.split(r"(?<=[.!?])\s+", passage) if x.strip()]
+    if request is None:
+        for passage in digest_passages(text):
+            sentences += [x.strip() for x in re.split(r"(?<=[.!?])\s+", passage) if x.strip()]
+    else:
+        for title, passage in digest_results(text):
+            sentences += [x.strip() for x in re.split(r"(?<=[.!?])\s+", passage)
+                          if x.strip() and sentence_relevant(request, title, passage, x.strip(), queries)]
     sentences = [x for x in sentences if not x.endswith(("…", "..."))]
     facts: list[str] = []
     for q in queries:
