@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 
 _STOP = set("""a an the and or of in on at to for with by from as is are its it this that into over under
 de la le du des del di da den der van von y style shaped type kind""".split())
@@ -186,3 +187,29 @@ def sentence_relevant(request: str, title: str, passage: str, sentence: str, que
         return True
     subject = sentence_subject(sentence)
     return bool(subject) and names_subject(request, subject)
+
+
+LABELS = Path(__file__).resolve().parent / "bench" / "data" / "relevance_labels.jsonl"
+
+
+def label_scores(path: str | Path = LABELS) -> dict:
+    """Precision and recall of ``fact_about_request`` (and of the title test alone) against the hand
+    labels, per split ("dev": the rules were revised while reading these; "heldout": labelled after
+    the rules were fixed and never used to change them)."""
+    import json
+
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    out: dict = {}
+    tests = {"title": lambda r: about_request(r["request"], r["source"]),
+             "title+sentence": lambda r: fact_about_request(r["request"], r["source"], r["fact"])}
+    for split in sorted({r["split"] for r in rows}):
+        part = [r for r in rows if r["split"] == split]
+        for name, test in tests.items():
+            pred = [(test(r), bool(r["relevant"])) for r in part]
+            tp = sum(p and y for p, y in pred)
+            fp = sum(p and not y for p, y in pred)
+            fn = sum(y and not p for p, y in pred)
+            out[f"{split}/{name}"] = {"pairs": len(part), "relevant": tp + fn, "tp": tp, "fp": fp, "fn": fn,
+                                      "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+                                      "recall": round(tp / (tp + fn), 4) if tp + fn else None}
+    return out
