@@ -213,3 +213,72 @@ def label_scores(path: str | Path = LABELS) -> dict:
                                       "precision": round(tp / (tp + fp), 4) if tp + fp else None,
                                       "recall": round(tp / (tp + fn), 4) if tp + fn else None}
     return out
+
+
+# ---------------------------------------------------------------- a program's facts and references
+
+SHARED_RUN = 6  # words a gen_prompt sentence must share in a row with a search passage to count as carried
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+
+
+def _runs(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def irrelevant_content(traj, request: str) -> dict:
+    """What a trajectory's program carries that the request never names: facts and references."""
+    program = traj.program
+    facts = carried_facts(program.gen_prompt, request, search_sources(traj)) if program else []
+    refs = bound_references(program, traj, request)
+    return {"facts": [f for f in facts if not f["relevant"]], "references": [r for r in refs if not r["relevant"]]}
+
+
+def search_sources(traj) -> list[tuple[str, str]]:
+    """(title, passage) of every search result the trajectory received."""
+    from genevolve.tools.search import digest_results
+
+    out = []
+    for s in traj.steps:
+        if s.kind == "tool_call" and s.tool_name == "search" and s.tool_text:
+            out += digest_results(s.tool_text)
+    return out
+
+
+def carried_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> list[dict]:
+    """Sentences of ``prompt`` that came from a search result: ``{"fact", "sources", "relevant"}``.
+
+    A sentence is carried when it shares a run of SHARED_RUN words with a result passage that the
+    request itself does not contain; which policy wrote it does not matter."""
+    request_runs = _runs(_words(request), SHARED_RUN)
+    indexed = [(title, passage, _runs(_words(passage), SHARED_RUN)) for title, passage in sources]
+    out = []
+    for sentence in _sentences(prompt):
+        runs = _runs(_words(sentence), SHARED_RUN) - request_runs
+        if not runs:
+            continue
+        matched = [(title, passage) for title, passage, passage_runs in indexed if runs & passage_runs]
+        if matched:
+            out.append({"fact": sentence, "sources": sorted({t for t, _ in matched}),
+                        "relevant": any(sentence_relevant(request, t, p, sentence) for t, p in matched)})
+    return out
+
+
+def bound_references(program, traj, request: str) -> list[dict]:
+    """The program's references, each with whether its picture is about something the request
+    names (a user's own image always is): ``{"img_id", "title", "source", "relevant"}``."""
+    out = []
+    for ref in program.reference_images if program else []:
+        image = traj.image(ref.img_id) if hasattr(traj, "image") else None
+        if image is None:
+            out.append({"img_id": ref.img_id, "title": None, "relevant": False})
+            continue
+        relevant = image.source == "user" or about_request(request, image.title or "", image.caption or "")
+        out.append({"img_id": ref.img_id, "title": image.title, "source": image.source, "relevant": relevant})
+    return out
