@@ -35,9 +35,22 @@ def _singular(w: str) -> str:
     return singular(w)
 
 
+_SPELLING = {"colour": "color", "grey": "gray", "centre": "center", "theatre": "theater", "harbour": "harbor",
+             "jewellery": "jewelry", "aluminium": "aluminum", "tyre": "tire", "favourite": "favorite"}
+
+
 def _tokens(text: str) -> list[str]:
-    return [_singular(w) for w in re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower().replace("'s ", " "))
-            if w not in _STOP]
+    words = re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower().replace("'s ", " "))
+    return [_singular(_SPELLING.get(w, w)) for w in words if w not in _STOP]
+
+
+@lru_cache(maxsize=1)
+def _dictionary() -> frozenset[str]:
+    """Words Webster's 2nd (the ``english-words`` package) spells in lower case: common words. Names
+    ("Eiffel", "Sydney", "Einstein", "Wukong") are capitalised there or absent."""
+    from english_words import get_english_words_set
+
+    return frozenset(w for w in get_english_words_set(["web2"], lower=False, alpha=True) if w.islower())
 
 
 @lru_cache(maxsize=1)
@@ -56,7 +69,35 @@ def _everyday_words() -> frozenset[str]:
              "zoo", "stadium", "theatre", "theater", "hall", "library", "university", "school", "hospital",
              "restaurant", "hotel", "mosque", "shrine", "gate", "arch", "fountain", "series", "landing"}
     vocab = {w for w in noun_vocabulary() if " " not in w}
-    return frozenset(vocab | PEOPLE | ANIMALS | ATTRIBUTES | VISUAL_WORDS | extra)
+    british = set(_SPELLING) | {"colours", "metres", "centres"}
+    return frozenset(vocab | PEOPLE | ANIMALS | ATTRIBUTES | VISUAL_WORDS | extra | british | _dictionary())
+
+
+_VERBISH = re.compile(r"^[a-z]+(?:ing|ed|s)$")
+_LINKERS = {"in", "on", "at", "with", "and", "or", "of", "from", "by", "as", "to", "for", "is", "was", "are",
+            "has", "had", "who", "which", "that", "while", "during", "near", "under", "over", "beside", "above",
+            "below", "behind", "beyond", "around", "through", "across", "into", "onto", "against", "between",
+            "inside", "outside", "like", "than", "after", "before", "without", "within", "up", "down", "off",
+            "out", "can", "could", "will", "would", "may", "might", "should", "must", "does", "did", "be",
+            "looms", "rises", "but", "so", "where", "when"}
+
+
+def used_as_name(request: str, word: str) -> bool:
+    """Whether ``word`` stands as a name somewhere in ``request`` rather than as part of a longer name
+    ("Sun Wukong") or as a modifier of a common noun ("a Fuji apple", "a Tesla car"): what follows it
+    is punctuation, the end, a linking word or a verb form ("Einstein riding", "Tesla gave")."""
+    for m in re.finditer(rf"\b{re.escape(word)}(?:'s)?\b", request, re.IGNORECASE):
+        after = re.match(r"\s*([A-Za-z][\w'-]*)?", request[m.end():])
+        nxt = after.group(1) if after else None
+        if not nxt or not re.match(r"\s", request[m.end():m.end() + 1] or " ") or request[m.end():m.end() + 1] in ",.;:!?)":
+            return True
+        if nxt[0].isupper():
+            if _singular(nxt.lower()) in _everyday_words() or nxt.lower() in _STOP:
+                return True  # "Einstein Museum"? still the man; "Planet Earth" reads on
+            continue  # "Sun Wukong": a longer name
+        if nxt.lower() in _LINKERS or nxt.lower() in _STOP or _VERBISH.match(nxt.lower()):
+            return True
+    return False
 
 
 def subject_names(title: str) -> list[str]:
@@ -69,13 +110,21 @@ def subject_names(title: str) -> list[str]:
     return [n for n in [main, *aliases] if n.strip()]
 
 
+def _adjective(word: str) -> bool:
+    from genevolve.policies.planner.english import ATTRIBUTES
+
+    return word in ATTRIBUTES or bool(re.search(r"(?:al|ic|ous|ful|ive|ed|less|ish|able|ible|ern|ique|ary)$", word)) \
+        or word in {"old", "new", "vintage", "antique", "instant", "classic", "modern", "young", "little", "big"}
+
+
 def _contains_run(seq: list[str], run: list[str]) -> bool:
     n = len(run)
     return any(seq[i:i + n] == run for i in range(len(seq) - n + 1))
 
 
 # Head nouns people drop when they name a structure: "the Golden Gate", "the Empire State".
-DROPPABLE_HEADS = {"bridge", "tower", "building", "statue", "cathedral", "palace", "temple", "monument"}
+DROPPABLE_HEADS = {"bridge", "tower", "building", "statue", "cathedral", "palace", "temple", "monument",
+                   "texture", "silhouette", "pattern"}
 
 
 def _forms(subject: str) -> list[list[str]]:
@@ -121,14 +170,19 @@ def names_subject(request: str, subject: str) -> bool:
         if not is_name(i, w):
             break
         trailing.add(_singular(w.lower()))
-    if trailing & req_set:
+    if any(t in req_set and used_as_name(request, t) for t in trailing):
         return True
     if proper or any(w[0].isupper() for w in raw[1:]):
         return False
     # An everyday thing ("Mechanical typewriter", "Espresso cup on a saucer"): its head noun, the last
     # word before a preposition, must be in the request.
-    head = _tokens(re.split(r"\s+(?:on|in|with|at|under|beside|from|of|for)\s+", subject, maxsplit=1)[0])
-    return bool(head) and head[-1] in req_set
+    front = re.split(r"\s+(?:on|in|with|at|under|beside|from|of|for)\s+", subject, maxsplit=1)[0]
+    phrase = _tokens(front.split(" the ")[-1])  # "Chelsea the cat": a pet's name, then what it is
+    if not phrase or phrase[-1] not in req_set:
+        return False
+    # "Colour wheel" is no Buddhist wheel and "Espresso cup" no cup of oil: a noun that narrows the head
+    # must be in the request too; an adjective ("Mechanical typewriter", "Red motorcycle") need not.
+    return all(w in req_set or _adjective(w) for w in phrase[:-1])
 
 
 _SUBJECT_VERBS = ("is", "are", "was", "were", "has", "have", "had", "orbits", "stands", "sits", "lies", "looks",
@@ -154,7 +208,8 @@ def fact_about_request(request: str, title: str, sentence: str) -> bool:
     if title.strip() and about_request(request, title):
         return True
     subject = sentence_subject(sentence)
-    return bool(subject) and names_subject(request, subject)
+    return bool(subject) and names_subject(request, subject) and (
+        " " in subject or used_as_name(request, subject))
 
 
 def about_request(request: str, title: str, caption: str = "") -> bool:
@@ -186,7 +241,8 @@ def sentence_relevant(request: str, title: str, passage: str, sentence: str, que
     if result_about_request(request, title, passage, queries):
         return True
     subject = sentence_subject(sentence)
-    return bool(subject) and names_subject(request, subject)
+    return bool(subject) and names_subject(request, subject) and (
+        " " in subject or used_as_name(request, subject))
 
 
 LABELS = Path(__file__).resolve().parent / "bench" / "data" / "relevance_labels.jsonl"

@@ -16,8 +16,10 @@ runner = CliRunner()
 
 
 def test_metadata_checks_read_counts_colours_and_positions():
-    prompt = "A photo of four bananas and a purple wine glass. The dog is to the right of the teddy bear."
+    prompt = ("A photo of four bananas and a purple wine glass, three buses and two wine glasses. The dog is to the "
+              "right of the teddy bear.")
     assert count_stated(prompt, "banana", 4) and not count_stated(prompt, "banana", 3)
+    assert count_stated(prompt, "bus", 3) and count_stated(prompt, "wine glass", 2)
     assert colour_stated(prompt, "wine glass", "purple") and not colour_stated(prompt, "wine glass", "red")
     assert position_stated(prompt, "dog", "right of", "teddy bear")
     assert not position_stated(prompt, "teddy bear", "right of", "dog")

@@ -69,10 +69,17 @@ def leaks(prompt: str, request: str) -> list[str]:
 
 
 def _noun_forms(name: str) -> str:
-    head = name.split()[-1]
-    stem = re.escape(head[:-1] if head.endswith("s") else head)
-    front = "".join(re.escape(w) + r"\s+" for w in name.split()[:-1])
-    return front + stem + r"(?:s|es)?"
+    """A regex for ``name`` in the singular or plural ("bus"/"buses", "wine glass"/"wine glasses",
+    "broccoli"/"broccolis", "puppy"/"puppies")."""
+    words = name.lower().split()
+    head = words[-1]
+    forms = {head, head + "s", head + "es"}
+    if head.endswith("y"):
+        forms.add(head[:-1] + "ies")
+    if head.endswith(("s", "x", "ch", "sh")):
+        forms.add(head + "es")
+    front = "".join(re.escape(w) + r"\s+" for w in words[:-1])
+    return front + "(?:" + "|".join(sorted(map(re.escape, forms), key=len, reverse=True)) + ")"
 
 
 def count_stated(prompt: str, obj: str, count: int) -> bool:
@@ -160,6 +167,21 @@ class ProgramEvalRunner(BenchRunner):
         return row
 
 
+def interleaved(cases: list[dict]) -> list[dict]:
+    """Cases in round-robin order over (set, category), so a run stopped early (a slow model policy)
+    has covered every category about equally rather than the first set only."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cases:
+        groups.setdefault((c.get("set") or "", c.get("category") or ""), []).append(c)
+    out: list[dict] = []
+    queues = [groups[k] for k in sorted(groups)]
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
 def run_program_eval(cases: list[dict], out_dir: str | Path, *, policy: str = "planner", set_name: str = "",
                      limit: int | None = None, resume: bool = False, protocol: str | None = None,
                      progress: bool = True, log=None) -> dict:
@@ -167,6 +189,7 @@ def run_program_eval(cases: list[dict], out_dir: str | Path, *, policy: str = "p
 
     if limit and limit < len(cases):
         cases = stratified_subset(cases, limit)  # spread over sets and categories, not the first N
+    cases = interleaved(cases)
     for c in cases:
         c["category"] = c.get("category")
     cfg = BenchConfig(bench=set_name, policy=policy, renderer="none", judge="none", parallel=1, limit=None,

@@ -33,7 +33,10 @@ COLOURS = {"red", "blue", "green", "yellow", "orange", "purple", "pink", "black"
 ATTRIBUTES = COLOURS | {"wooden", "glass", "metal", "metallic", "ceramic", "plastic", "paper", "stone",
                         "marble", "leather", "velvet", "striped", "spotted", "checkered", "fluffy", "tiny",
                         "huge", "small", "large", "tall", "round", "square", "triangular", "knitted",
-                        "woolen", "rusty", "shiny", "matte", "transparent"}
+                        "woolen", "rusty", "shiny", "matte", "transparent",
+                        # shapes ("an oblong cucumber and a teardrop plum")
+                        "oblong", "teardrop", "pentagonal", "hexagonal", "octagonal", "spherical", "cylindrical",
+                        "conical", "cubic", "circular", "rectangular", "oval", "crescent"}
 # Words about what a thing looks like: a fact that has them helps the renderer more than its history.
 VISUAL_WORDS = COLOURS | {
     "painted", "colour", "color", "coloured", "colored", "shape", "shaped", "tall", "wide", "curved",

@@ -48,28 +48,61 @@ SKILL_TRIGGERS = {
         r"\b(?:glass|glossy|chrome|metal|metallic|steel|copper|brass|mirror\w*|reflect\w*|refract\w*|"
         r"transparent|translucent|water|liquid|pour\w*|splash\w*|wine|coffee|tea|juice|milk|honey|ice|wet|"
         r"rain|puddle|marble|porcelain|ceramic|velvet|silk|leather|smoke|steam|bubbles?|crystal|"
-        r"droplets?|condensation|ocean|waves|gold|silver)\b", re.IGNORECASE),
+        r"droplets?|condensation|ocean|waves|gold|silver|rubber|plastic|wood|wooden|fabric|fluffy|furry|"
+        r"fur|wool|woolen|woollen|knitted|cotton|denim|cardboard|paper|stone|concrete|brick|clay|"
+        r"rusty|matte|shiny|polished)\b", re.IGNORECASE),
 }
 _TEXT_CUE_RE = re.compile(r"\b(?:says|saying|reads|reading|the words?|lettering|caption(?:ed)?|titled|"
                           r"headline|slogan|label(?:led|ed)? with)\b", re.IGNORECASE)
+# Writing without quotation marks still has to be drawn: "a sign that says Deep Learning", "the
+# letter A", "a logo", "a yin-yang symbol".
+_WRITING_RE = re.compile(r"\b(?:says|saying|that reads?|written|writing|words?|letters?|lettering|text|sign|"
+                         r"signs|logo|symbols?|emblem|caption|spell\w*|alphabet|digits?|typograph\w*|"
+                         r"calligraph\w*|graffiti|inscri\w*|neon sign|license plate|banner)\b", re.IGNORECASE)
+# Amounts without an exact number still have to come out right: "several", "a pair of", "a family".
+_QUANTITY_RE = re.compile(
+    r"\b(?:(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|hundreds?|thousands?|\d+)"
+    r"\s+[a-z]+|several|multiple|many|numerous|a few|a (?:pair|couple|dozen|bunch|group|pile|stack|row|"
+    r"collection|crowd|flock|herd|pack|set|family) of|family|single|twins?|triplets|both|each)\b", re.IGNORECASE)
+# An explicit relation between two things: layout matters even with only two objects.
+_RELATION_RE = re.compile(
+    r"\b(?:(?:to the )?(?:left|right) of|above|below|under|beneath|underneath|on top of|atop|"
+    r"on (?:the )?(?:top|bottom|side|left|right) of|next to|beside|behind|in front of|near|inside)\b",
+    re.IGNORECASE)
+_SHAPE_OR_COLOUR_RE = re.compile(
+    r"\b(?:oblong|teardrop|pentagonal|hexagonal|octagonal|spherical|cylindrical|conical|cubic|circular|"
+    r"rectangular|oval|round|square|triangular|diamond-shaped|heart-shaped|star-shaped|crescent|"
+    r"red|blue|green|yellow|orange|purple|pink|black|white|grey|gray|brown|gold|silver|teal|cyan|"
+    r"magenta|violet|turquoise|beige|crimson|navy|emerald|scarlet|ivory|indigo)\s+[a-z]", re.IGNORECASE)
 
 
 def route_skills(request: str) -> list[str]:
     """The skills a request calls for, in priority order (the trigger rules of the issue)."""
     plain = strip_quoted(request)
     routed: set[str] = set()
-    if wanted_texts(request) or (_TEXT_CUE_RE.search(plain) and re.search(r"[\"“«「]", request)):
+    if wanted_texts(request) or (_TEXT_CUE_RE.search(plain) and re.search(r"[\"“«「]", request)) \
+            or _WRITING_RE.search(plain):
         routed.add("text_rendering")
     counts = count_constraints(request)
-    if any(c.count and c.count >= 2 for c in counts) or re.search(r"\bexactly\b", plain, re.IGNORECASE):
+    if any(c.count and c.count >= 2 for c in counts) or re.search(r"\bexactly\b", plain, re.IGNORECASE) \
+            or _QUANTITY_RE.search(plain):
         routed.add("quantity_counting")
-    objects = set(countable_objects(plain)) | set(extract_subjects(request, extract_entities(request)))
+    entities = extract_entities(request)
+    objects = set(countable_objects(plain)) | set(extract_subjects(request, entities))
     several = len(objects) >= 2 or any(c.count and c.count >= 2 for c in counts)
-    if relation_constraints(request) or (SKILL_TRIGGERS["spatial_layout"].search(plain) and several):
+    if relation_constraints(request) or _RELATION_RE.search(plain) \
+            or (SKILL_TRIGGERS["spatial_layout"].search(plain) and several):
         routed.add("spatial_layout")
     if living_beings(plain):
         routed.add("anatomy_body_coherence")
-    if len(attribute_pairs(plain)) >= 2:
+    # Attributes on two objects must not swap; the colour or shape of the one subject ("a red bench",
+    # "an oblong cucumber") must not drift either. A colour word inside a name ("Golden Gate") is no attribute.
+    subject_attribute = bool(_SHAPE_OR_COLOUR_RE.search(plain)) and not any(
+        re.search(re.escape(e), plain, re.IGNORECASE) and _SHAPE_OR_COLOUR_RE.search(e) for e in entities)
+    main = extract_subjects(request, entities)[:1]
+    first_pair = attribute_pairs(plain)[:1]
+    if len(attribute_pairs(plain)) >= 2 or (subject_attribute and first_pair and main
+                                            and first_pair[0][1] in main[0].split()):
         routed.add("attribute_binding")
     for skill in ("creative_drawing", "aesthetic_drawing", "physical_material_consistency"):
         if SKILL_TRIGGERS[skill].search(plain):
