@@ -34,6 +34,9 @@ def test_leaks_are_reasoning_or_protocol_text_the_request_did_not_have():
     assert leaks("A red fox. I will now call image_search for IMG_001.", "a red fox")
     assert leaks('<think>plan</think> {"gen_prompt": "x"}', "x")
     assert leaks("The user wants a fox in snow.", "a fox in snow")
+    # A student that copies its teacher's think text into the program.
+    assert leaks("a photo of a yellow dining table will anchor its appearance better than words.",
+                 "a photo of a yellow dining table")
     assert leaks("A poster that says Let me in, on a door.", "A poster that says 'Let me in' on a door") == []
     assert leaks("A red fox in snow, soft light.", "a red fox in snow") == []
 
@@ -83,6 +86,10 @@ def test_eval_programs_runs_resumes_summarises_and_compares(tmp_path):
     resumed = runner.invoke(app, args + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert len((out / "rollout.jsonl").read_text().splitlines()) == 3
+    # Measures can be recomputed from the stored trajectories without new rollouts.
+    again = runner.invoke(app, ["eval", "remeasure", str(out)])
+    assert again.exit_code == 0 and "3 requests measured again" in again.output, again.output
+    assert [json.loads(line)["id"] for line in (out / "rollout.jsonl").read_text().splitlines()] == [r["id"] for r in rows]
     # Paired comparison of a run with itself: zero difference on every metric.
     cmp = runner.invoke(app, ["eval", "compare", str(out), str(out), "--out", str(tmp_path / "cmp")])
     assert cmp.exit_code == 0, cmp.output

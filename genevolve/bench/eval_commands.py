@@ -44,6 +44,20 @@ def programs(
     console.print(f"summary: {out / 'summary.md'}")
 
 
+@eval_app.command("remeasure")
+def remeasure_cmd(run: Path = typer.Argument(..., help="An eval programs run folder.")):
+    """Measure RUN's stored trajectories again (no new rollouts) and rewrite its summary."""
+    from genevolve.bench.programs import remeasure, summarise
+
+    try:
+        n = remeasure(run)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    summarise(run)
+    typer.echo(f"{n} requests measured again; summary: {run / 'summary.md'}")
+
+
 @eval_app.command("compare")
 def compare_cmd(
     run_a: Path = typer.Argument(..., help="An eval programs run folder (system A)."),

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from genevolve.bench.ablation import paired, skills_used
 from genevolve.bench.eval_sets import needed_skills
-from genevolve.bench.runner import BenchConfig, BenchRunner, read_jsonl, write_atomic
+from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name, read_jsonl, write_atomic
 from genevolve.relevance import bound_references, carried_facts, search_sources
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
@@ -51,6 +51,9 @@ LEAK_PATTERNS = [
     r"(?i)\b(?:I will|I'll|I need to|I should|I have|I think|let me|let's|we need to|my plan|first, I)\b",
     r"(?i)\bthe user(?:'s)? (?:wants|asks|asked|requests|requested|request|is asking)\b",
     r"(?i)\b(?:the request (?:asks|says|wants)|the prompt (?:asks|says))\b",
+    # The teacher's own think phrases, which a student copies into its program.
+    r"(?i)\b(?:will anchor its appearance|better than words|so I (?:read|look)|I look (?:it|them) up|"
+    r"I have what I need|writing the program now|the \w+ guidance|no more tool calls)\b",
 ]
 QUALITY_METRICS = ("valid", "quotes_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
                    "skill_recall", "rounds", "tokens", "seconds")
@@ -197,6 +200,23 @@ def run_program_eval(cases: list[dict], out_dir: str | Path, *, policy: str = "p
     runner = ProgramEvalRunner(cases, out_dir, cfg, resume=resume, progress=progress, log=log)
     counts = runner.run()
     return {"counts": counts, "summary": summarise(out_dir)}
+
+
+def remeasure(run_dir: str | Path) -> int:
+    """Measure a run's stored trajectories again (after a measure changed); rollouts are kept, and so
+    are their seconds. Returns how many rows were rewritten."""
+    from genevolve.trajectory import Trajectory
+
+    run_dir = Path(run_dir)
+    cases = {c["id"]: c for c in read_jsonl(run_dir / "cases.jsonl")}
+    rows = []
+    for old in load_rows(run_dir):
+        path = run_dir / "cases" / case_dir_name(old["id"]) / "trajectory.json"
+        traj = Trajectory.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        row = {**old, **measure(cases[old["id"]], traj, old["seconds"])}
+        rows.append(row)
+    write_atomic(run_dir / "rollout.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return len(rows)
 
 
 # ---------------------------------------------------------------- summaries
