@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import re
 
-from genevolve.policies.planner.english import attribute_pairs, countable_objects, extract_subjects, living_beings
+from genevolve.policies.planner.english import (
+    COLOURS,
+    SHAPES,
+    attribute_pairs,
+    countable_objects,
+    extract_subjects,
+    living_beings,
+)
 from genevolve.program import count_constraints, relation_constraints, strip_quoted, wanted_texts
 from genevolve.subjects import extract_entities
 
@@ -58,22 +65,24 @@ _TEXT_CUE_RE = re.compile(r"\b(?:says|saying|reads|reading|the words?|lettering|
 # letter A", "a logo", "a yin-yang symbol".
 _WRITING_RE = re.compile(r"\b(?:says|saying|that reads?|written|writing|words?|letters?|lettering|text|sign|"
                          r"signs|logo|symbols?|emblem|caption|spell\w*|alphabet|digits?|typograph\w*|"
-                         r"calligraph\w*|graffiti|inscri\w*|neon sign|license plate|banner)\b", re.IGNORECASE)
+                         r"calligraph\w*|graffiti|inscri\w*|neon sign|license plate|banner|sticker|flag|"
+                         r"t-shirt|latte art|printed|tattoo|stamp|badge|map|\$\d[\d,]*|with an? [\w -]{1,30} on it)"
+                         r"(?!\w)", re.IGNORECASE)
 # Amounts without an exact number still have to come out right: "several", "a pair of", "a family".
 _QUANTITY_RE = re.compile(
     r"\b(?:(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|hundreds?|thousands?|\d+)"
     r"\s+[a-z]+|several|multiple|many|numerous|a few|a (?:pair|couple|dozen|bunch|group|pile|stack|row|"
-    r"collection|crowd|flock|herd|pack|set|family) of|family|single|twins?|triplets|both|each)\b", re.IGNORECASE)
+    r"collection|crowd|flock|herd|pack|set|family|series) of|family|single|one|twins?|triplets|both|each|"
+    r"scattered|\w+-piece)\b", re.IGNORECASE)
 # An explicit relation between two things: layout matters even with only two objects.
 _RELATION_RE = re.compile(
     r"\b(?:(?:to the )?(?:left|right) of|above|below|under|beneath|underneath|on top of|atop|"
     r"on (?:the )?(?:top|bottom|side|left|right) of|next to|beside|behind|in front of|near|inside)\b",
     re.IGNORECASE)
-_SHAPE_OR_COLOUR_RE = re.compile(
-    r"\b(?:oblong|teardrop|pentagonal|hexagonal|octagonal|spherical|cylindrical|conical|cubic|circular|"
-    r"rectangular|oval|round|square|triangular|diamond-shaped|heart-shaped|star-shaped|crescent|"
-    r"red|blue|green|yellow|orange|purple|pink|black|white|grey|gray|brown|gold|silver|teal|cyan|"
-    r"magenta|violet|turquoise|beige|crimson|navy|emerald|scarlet|ivory|indigo)\s+[a-z]", re.IGNORECASE)
+
+
+# A colour on a body part ("a grey beard") is part of a portrait, not an attribute to bind.
+_BODY_PARTS = {"beard", "hair", "eyes", "eye", "skin", "lips", "moustache", "mustache", "nails", "cheeks"}
 
 
 def route_skills(request: str) -> list[str]:
@@ -97,12 +106,10 @@ def route_skills(request: str) -> list[str]:
         routed.add("anatomy_body_coherence")
     # Attributes on two objects must not swap; the colour or shape of the one subject ("a red bench",
     # "an oblong cucumber") must not drift either. A colour word inside a name ("Golden Gate") is no attribute.
-    subject_attribute = bool(_SHAPE_OR_COLOUR_RE.search(plain)) and not any(
-        re.search(re.escape(e), plain, re.IGNORECASE) and _SHAPE_OR_COLOUR_RE.search(e) for e in entities)
-    main = extract_subjects(request, entities)[:1]
-    first_pair = attribute_pairs(plain)[:1]
-    if len(attribute_pairs(plain)) >= 2 or (subject_attribute and first_pair and main
-                                            and first_pair[0][1] in main[0].split()):
+    named = " ".join(entities).lower()
+    own = [(a, n) for a, n in attribute_pairs(plain)
+           if (a in COLOURS or a in SHAPES) and n not in _BODY_PARTS and f"{a} {n}" not in named]
+    if len(attribute_pairs(plain)) >= 2 or own:
         routed.add("attribute_binding")
     for skill in ("creative_drawing", "aesthetic_drawing", "physical_material_consistency"):
         if SKILL_TRIGGERS[skill].search(plain):
