@@ -251,7 +251,7 @@ LABELS = Path(__file__).resolve().parent / "bench" / "data" / "relevance_labels.
 def label_scores(path: str | Path = LABELS) -> dict:
     """Precision and recall of ``fact_about_request`` (and of the title test alone) against the hand
     labels, per split ("dev": the rules were revised while reading these; "heldout": labelled after
-    the rules were fixed and never used to change them)."""
+    the rules were fixed; "references": (request, bound picture) pairs, scored with ``about_request``)."""
     import json
 
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -260,7 +260,8 @@ def label_scores(path: str | Path = LABELS) -> dict:
              "title+sentence": lambda r: fact_about_request(r["request"], r["source"], r["fact"])}
     for split in sorted({r["split"] for r in rows}):
         part = [r for r in rows if r["split"] == split]
-        for name, test in tests.items():
+        # "references" rows pair a request with a bound picture's title (no fact): the picture test.
+        for name, test in ({"picture": tests["title"]} if split == "references" else tests).items():
             pred = [(test(r), bool(r["relevant"])) for r in part]
             tp = sum(p and y for p, y in pred)
             fp = sum(p and not y for p, y in pred)

@@ -61,3 +61,4 @@ def test_hand_labels_keep_their_scores():
         assert scores[f"{split}/title+sentence"]["precision"] == 1.0
     assert scores["dev/title+sentence"]["recall"] >= 0.90
     assert scores["heldout/title+sentence"]["recall"] >= 0.97
+    assert scores["references/picture"]["pairs"] == 100 and scores["references/picture"]["precision"] == 1.0
