@@ -339,3 +339,38 @@ def bound_references(program, traj, request: str) -> list[dict]:
         relevant = image.source == "user" or about_request(request, image.title or "", image.caption or "")
         out.append({"img_id": ref.img_id, "title": image.title, "source": image.source, "relevant": relevant})
     return out
+
+
+def embedding_gate_scores(path: str | Path = LABELS) -> dict:
+    """The alternative we measured and did not adopt: cosine(request, source title + fact) with
+    all-MiniLM-L6-v2, its threshold chosen on ``dev`` (best F1) and applied unchanged to ``heldout``."""
+    import json
+
+    import numpy as np
+
+    from genevolve.embeddings import text_embedder
+
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r["split"] in ("dev", "heldout")]
+    embedder = text_embedder()
+    req = embedder.encode([r["request"] for r in rows])
+    src = embedder.encode([f"{subject_names(r['source'])[0]}. {r['fact']}" for r in rows])
+    cos = np.sum(np.asarray(req) * np.asarray(src), axis=1)
+
+    def score(split: str, threshold: float) -> dict:
+        pred = [(c >= threshold, bool(r["relevant"])) for c, r in zip(cos, rows) if r["split"] == split]
+        tp = sum(p and y for p, y in pred)
+        fp = sum(p and not y for p, y in pred)
+        fn = sum(y and not p for p, y in pred)
+        return {"threshold": round(float(threshold), 3), "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+                "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+                "f1": round(2 * tp / (2 * tp + fp + fn), 4) if tp else 0.0}
+
+    best = max((score("dev", t) for t in np.arange(0.10, 0.80, 0.01)), key=lambda s: s["f1"])
+    strict = min((s for s in (score("dev", t) for t in np.arange(0.10, 0.95, 0.01)) if s["precision"] == 1.0),
+                 key=lambda s: s["threshold"], default=None)
+    out = {"dev/best_f1": best, "heldout/best_f1": score("heldout", best["threshold"])}
+    if strict:
+        out["dev/precision_1"] = strict
+        out["heldout/precision_1"] = score("heldout", strict["threshold"])
+    return out

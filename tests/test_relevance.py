@@ -62,3 +62,13 @@ def test_hand_labels_keep_their_scores():
     assert scores["dev/title+sentence"]["recall"] >= 0.90
     assert scores["heldout/title+sentence"]["recall"] >= 0.97
     assert scores["references/picture"]["pairs"] == 100 and scores["references/picture"]["precision"] == 1.0
+
+
+def test_the_embedding_gate_we_did_not_adopt_is_measured_and_worse():
+    from genevolve.relevance import embedding_gate_scores
+
+    emb = embedding_gate_scores()
+    ours = label_scores()["heldout/title+sentence"]
+    assert 0.1 <= emb["dev/best_f1"]["threshold"] <= 0.8
+    assert emb["heldout/best_f1"]["precision"] < ours["precision"]
+    assert emb["heldout/best_f1"]["recall"] < ours["recall"]
