@@ -261,3 +261,25 @@ def test_command_refuses_bad_specs_and_honours_extra_benches(tmp_path):
     with pytest.raises(BuildSetupError, match="bench file not found"):
         DatasetBuilder(tmp_path / "c", _config(avoid=[str(tmp_path / "nope.jsonl")]),
                        settings=_settings(tmp_path))._prepare()
+
+
+def test_filter_rejects_a_program_that_carries_an_irrelevant_fact():
+    """A teacher that copies a Golden Gate note into a snooker request is no training data."""
+    judge = make_judge("sufficiency")
+    request = "The main stage of the World Snooker Championship at the Crucible Theatre, tense final frame."
+    recipe = {"id": "x", "request": request, "category": "landmark", "track": "knowledge"}
+    reply = ('Search results from the offline local corpus:\n### "World Snooker Championship"\n'
+             "1. **Golden Gate Bridge — Size** — Its main span is 1,280 metres, the longest suspension span in "
+             "the world from 1937 until 1964. (source: golden_gate_bridge.md)")
+    search = Step(round=1, kind="tool_call", tool_name="search",
+                  tool_arguments={"queries": ["World Snooker Championship"]}, tool_text=reply)
+
+    def trajectory(prompt):
+        return Trajectory(request=request, termination="answer", program=Program(gen_prompt=prompt),
+                          steps=[search, Step(round=2, kind="answer")])
+
+    carried = trajectory(request + " Facts to respect: Its main span is 1,280 metres, the longest suspension "
+                                   "span in the world from 1937 until 1964.")
+    assert "irrelevant_fact" in filter_trajectory(carried, recipe, judge, 0.0).reasons
+    clean = filter_trajectory(trajectory(request + " Dramatic overhead light on the green baize."), recipe, judge, 0.0)
+    assert "irrelevant_fact" not in clean.reasons and clean.kept

@@ -349,3 +349,33 @@ def test_layout_lines_name_objects_without_the_users_possessive(tmp_path):
     traj = run_planner('A retro travel poster of my cat next to a rocket, title "MOON CAT" in bold serif', tmp_path)
     prompt = traj.program.gen_prompt
     assert "place the cat next to the rocket" in prompt and "the my" not in prompt
+
+
+def test_facts_only_from_sources_the_request_names(tmp_path):
+    """The official release's first example, with the real offline tools: its search finds Golden
+    Gate and Holi notes (they share "world" with "World Snooker Championship"); none of them may
+    reach the program."""
+    from genevolve.config import ASSETS, EXAMPLES
+    from genevolve.tools import image_search, search
+    from genevolve.tools.knowledge import KnowledgeTool as RealKnowledge
+
+    real = {t.name: t for t in (search.SearchTool(search.LocalCorpus(EXAMPLES / "corpus")),
+                                image_search.ImageSearchTool(image_search.LocalLibrary(ASSETS / "library")),
+                                RealKnowledge())}
+
+    def run(request, folder):
+        return Agent(PlannerPolicy(), real, AgentConfig(), work_dir=folder).run(request, ())
+
+    request = ("Draw a futuristic, cyberpunk version of the Crucible Theatre's main stage setup used for the "
+               "World Snooker Championship. The table felt must match the national flag stripes of the 2023 "
+               "World Snooker Champion. Above the table, add a translucent holographic scoreboard displaying "
+               "'147' in bright cyan digits.")
+    traj = run(request, tmp_path)
+    searched = [s for s in traj.tool_calls() if s.tool_name == "search"]
+    assert searched and "Golden Gate" in searched[0].tool_text  # the corpus does answer with unrelated notes
+    prompt = traj.program.gen_prompt
+    assert "Facts to respect" not in prompt and "1,280" not in prompt and "Holi" not in prompt
+    assert "'147'" in prompt
+    # A request that names the bridge still gets its facts.
+    bridge = run("The Golden Gate Bridge at dusk in thick fog", tmp_path / "b").program.gen_prompt
+    assert "Golden Gate" in bridge.split("Facts to respect")[1]

@@ -420,3 +420,26 @@ def test_serper_images_download_safely(serper_server, tmp_path):
     ref = result.images[0]
     assert ref.url.endswith("/red.png") and Path(ref.path).parent == ctx.work_dir / "web"
     assert not any("meta" in p.name for p in (ctx.work_dir / "web").iterdir())
+
+
+# Hand-labelled queries on the shipped library: the picture a person would accept as showing the
+# query's subject, or None when the library holds nothing that does (then nothing must come back).
+LIBRARY_LABELS = [
+    ("croissant", None), ("teapot", None), ("bicycle", None), ("a cup of tea", None), ("tower", None),
+    ("green bench", None), ("bench", None), ("dog", None), ("apple", None), ("lamp", None),
+    ("space shuttle", None),
+    ("coffee", "coffee_cup.jpg"), ("espresso", "coffee_cup.jpg"), ("cat", "chelsea_the_cat.jpg"),
+    ("kitten", "chelsea_the_cat.jpg"), ("rocket", "rocket_falcon9_launch_pad.jpg"),
+    ("motorbike", "red_motorcycle.jpg"), ("moon", "moon_surface.jpg"), ("galaxy", "hubble_deep_field.jpg"),
+    ("brick", "brick_wall.jpg"), ("lawn", "grass.jpg"), ("camera", "photographer_with_camera.jpg"),
+    ("horse", "horse_silhouette.png"), ("clock", "wall_clock_motion_blur.jpg"),
+]
+
+
+@pytest.mark.parametrize("query,expected", LIBRARY_LABELS)
+def test_library_returns_the_subject_or_nothing(library_tool, tmp_path, query, expected):
+    result = library_tool({"query": query}, _ctx(tmp_path))
+    if expected is None:
+        assert result.images == [] and "No image matched" in result.text, result.text
+    else:
+        assert result.images and Path(result.images[0].path).name == expected, result.text

@@ -108,11 +108,13 @@ def filter_trajectory(trajectory, recipe: dict, judge, min_sufficiency: float,
     Rejected: no program; termination other than a plain answer (forced answers, format and
     policy errors, max rounds); any format error on the way (the SFT record would teach the
     broken turn); a program the runtime had to repair (the answer in the messages is not the
-    program that was kept); an invalid program; a sufficiency score below the threshold.
+    program that was kept); an invalid program; a fact or reference whose source is about nothing
+    the request names (``genevolve.relevance``); a sufficiency score below the threshold.
     A ``budgeted`` trajectory (run with few rounds on purpose) keeps its forced answer, and its
     threshold is at most 0.5: it could not consult everything it would have.
     """
     from genevolve.program import validate_program
+    from genevolve.relevance import irrelevant_content
 
     reasons: list[str] = []
     if trajectory.program is None:
@@ -130,6 +132,12 @@ def filter_trajectory(trajectory, recipe: dict, judge, min_sufficiency: float,
     known = {i.img_id for i in trajectory.images}
     issues = validate_program(trajectory.program, known, max_references)
     reasons.extend(f"invalid_program_{i.code}" for i in issues)
+    # A fact or picture about something the request never names would teach the student to carry it.
+    off_topic = irrelevant_content(trajectory, recipe["request"])
+    if off_topic["facts"]:
+        reasons.append("irrelevant_fact")
+    if off_topic["references"]:
+        reasons.append("irrelevant_reference")
     case = {"id": recipe["id"], "question": recipe["request"], "category": recipe.get("category"),
             "track": recipe.get("track")}
     scores = judge.score_program(case, trajectory)

@@ -423,3 +423,35 @@ def digest_passages(text: str) -> list[str]:
             continue
         passages.append(line)
     return passages
+
+
+def digest_results(text: str) -> list[tuple[str, str]]:
+    """(title, passage) for each result of a search reply: ours (``1. **Title** — snippet``) and the
+    official runtime's blocks (``1. title: …`` then ``  snippet: …``).
+
+    Who the passage is about lives in its title, so a reader judging relevance needs both.
+    """
+    out: list[tuple[str, str]] = []
+    title = None
+    for line in text.splitlines():
+        s = line.strip()
+        m = re.match(r"^(?:[-*>]|\d+[.)])\s*\*\*([^*]{1,200})\*\*\s*(?:[—–:-]\s*)?(.*)$", s)
+        if m:
+            passage = re.sub(r"\((?:source|sources|url)\b[^)]*\)\s*$", "", m.group(2), flags=re.IGNORECASE)
+            out.append((m.group(1).strip(), re.sub(r"\*\*|__|`", "", passage).strip()))
+            title = None
+            continue
+        m = re.match(r"^\d+[.)]\s*title:\s*(.*)$", s, re.IGNORECASE)
+        if m:
+            title = m.group(1).strip()
+            out.append((title, ""))
+            continue
+        m = re.match(r"^snippet:\s*(.*)$", s, re.IGNORECASE)
+        if m and title is not None and out:
+            out[-1] = (title, m.group(1).strip())
+            continue
+        if title is None and not s.startswith("#") and not s.endswith(":") and re.match(r"^(?:[-*>]|\d+[.)])\s+", s):
+            passage = re.sub(r"^(?:[-*>]|\d+[.)])\s*", "", s)  # an untitled result line
+            passage = re.sub(r"\((?:source|sources|url)\b[^)]*\)\s*$", "", passage, flags=re.IGNORECASE)
+            out.append(("", re.sub(r"‹/?\w+›", " ", URL_RE.sub("", passage)).strip()))
+    return [(t, p) for t, p in out if p]

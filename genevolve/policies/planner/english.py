@@ -33,7 +33,14 @@ COLOURS = {"red", "blue", "green", "yellow", "orange", "purple", "pink", "black"
 ATTRIBUTES = COLOURS | {"wooden", "glass", "metal", "metallic", "ceramic", "plastic", "paper", "stone",
                         "marble", "leather", "velvet", "striped", "spotted", "checkered", "fluffy", "tiny",
                         "huge", "small", "large", "tall", "round", "square", "triangular", "knitted",
-                        "woolen", "rusty", "shiny", "matte", "transparent"}
+                        "woolen", "rusty", "shiny", "matte", "transparent",
+                        # sizes ("a big bear and a small squirrel", "a tall skyscraper and a short cabin")
+                        "big", "short", "long", "wide", "narrow", "thin", "thick"}
+# Shapes ("an oblong cucumber and a teardrop plum").
+SHAPES = {"oblong", "teardrop", "pentagonal", "hexagonal", "octagonal", "spherical", "cylindrical", "conical",
+          "cubic", "circular", "rectangular", "oval", "crescent", "pyramidal", "diamond", "round", "square",
+          "triangular"}
+ATTRIBUTES |= SHAPES
 # Words about what a thing looks like: a fact that has them helps the renderer more than its history.
 VISUAL_WORDS = COLOURS | {
     "painted", "colour", "color", "coloured", "colored", "shape", "shaped", "tall", "wide", "curved",
@@ -134,7 +141,7 @@ def attribute_pairs(plain: str) -> list[tuple[str, str]]:
         j = i + 1
         while j < len(tokens) and tokens[j] in ATTRIBUTES:
             j += 1
-        if j < len(tokens) and tokens[j] not in STOP_NOUNS and len(tokens[j]) > 2 \
+        if j < len(tokens) and tokens[j] not in STOP_NOUNS and len(tokens[j]) >= 2 \
                 and tokens[j] not in {"and", "with", "the", "a", "an", "of", "in", "on"}:
             if all(a != w and n != tokens[j] for a, n in pairs):
                 pairs.append((w, tokens[j]))

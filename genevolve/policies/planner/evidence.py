@@ -13,17 +13,27 @@ from typing import Sequence
 from genevolve.policies.planner.english import VISUAL_WORDS, singular, words
 from genevolve.program import IMG_ID_RE, ORDINAL_REF_RE
 from genevolve.tools.image_search import ImageLine
-from genevolve.tools.search import digest_passages
+from genevolve.tools.search import digest_passages, digest_results
 
 
-def facts_from(text: str, queries: Sequence) -> list[str]:
+def facts_from(text: str, queries: Sequence, request: str | None = None) -> list[str]:
     """Up to two clean sentences per queried entity from a search reply, five at most in all.
 
+    With ``request``, only results whose source is about something the request names count
+    (``genevolve.relevance``): a search for "World Snooker Championship" that finds the Golden Gate
+    Bridge article because both say "world" yields nothing, and nothing is the right answer.
     Sentences cut off by the digest ("…") are dropped; sentences about how a thing looks come first.
     """
+    from genevolve.relevance import sentence_relevant
+
     sentences: list[str] = []
-    for passage in digest_passages(text):
-        sentences += [x.strip() for x in re.split(r"(?<=[.!?])\s+", passage) if x.strip()]
+    if request is None:
+        for passage in digest_passages(text):
+            sentences += [x.strip() for x in re.split(r"(?<=[.!?])\s+", passage) if x.strip()]
+    else:
+        for title, passage in digest_results(text):
+            sentences += [x.strip() for x in re.split(r"(?<=[.!?])\s+", passage)
+                          if x.strip() and sentence_relevant(request, title, passage, x.strip(), queries)]
     sentences = [x for x in sentences if not x.endswith(("…", "..."))]
     facts: list[str] = []
     for q in queries:

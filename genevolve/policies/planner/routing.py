@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import re
 
-from genevolve.policies.planner.english import attribute_pairs, countable_objects, extract_subjects, living_beings
+from genevolve.policies.planner.english import (
+    COLOURS,
+    SHAPES,
+    attribute_pairs,
+    countable_objects,
+    extract_subjects,
+    living_beings,
+)
 from genevolve.program import count_constraints, relation_constraints, strip_quoted, wanted_texts
 from genevolve.subjects import extract_entities
 
@@ -48,28 +55,61 @@ SKILL_TRIGGERS = {
         r"\b(?:glass|glossy|chrome|metal|metallic|steel|copper|brass|mirror\w*|reflect\w*|refract\w*|"
         r"transparent|translucent|water|liquid|pour\w*|splash\w*|wine|coffee|tea|juice|milk|honey|ice|wet|"
         r"rain|puddle|marble|porcelain|ceramic|velvet|silk|leather|smoke|steam|bubbles?|crystal|"
-        r"droplets?|condensation|ocean|waves|gold|silver)\b", re.IGNORECASE),
+        r"droplets?|condensation|ocean|waves|gold|silver|rubber|plastic|wood|wooden|fabric|fluffy|furry|"
+        r"fur|wool|woolen|woollen|knitted|cotton|denim|cardboard|paper|stone|concrete|brick|clay|"
+        r"rusty|matte|shiny|polished)\b", re.IGNORECASE),
 }
 _TEXT_CUE_RE = re.compile(r"\b(?:says|saying|reads|reading|the words?|lettering|caption(?:ed)?|titled|"
                           r"headline|slogan|label(?:led|ed)? with)\b", re.IGNORECASE)
+# Writing without quotation marks still has to be drawn: "a sign that says Deep Learning", "the
+# letter A", "a logo", "a yin-yang symbol".
+_WRITING_RE = re.compile(r"\b(?:says|saying|that reads?|written|writing|words?|letters?|lettering|text|sign|"
+                         r"signs|logo|symbols?|emblem|caption|spell\w*|alphabet|digits?|typograph\w*|"
+                         r"calligraph\w*|graffiti|inscri\w*|neon sign|license plate|banner|sticker|flag|"
+                         r"t-shirt|latte art|printed|tattoo|stamp|badge|map|\$\d[\d,]*|with an? [\w -]{1,30} on it)"
+                         r"(?!\w)", re.IGNORECASE)
+# Amounts without an exact number still have to come out right: "several", "a pair of", "a family".
+_QUANTITY_RE = re.compile(
+    r"\b(?:(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?|hundreds?|thousands?|\d+)"
+    r"\s+[a-z]+|several|multiple|many|numerous|a few|a (?:pair|couple|dozen|bunch|group|pile|stack|row|"
+    r"collection|crowd|flock|herd|pack|set|family|series) of|family|single|one|twins?|triplets|both|each|"
+    r"scattered|\w+-piece)\b", re.IGNORECASE)
+# An explicit relation between two things: layout matters even with only two objects.
+_RELATION_RE = re.compile(
+    r"\b(?:(?:to the )?(?:left|right) of|above|below|under|beneath|underneath|on top of|atop|"
+    r"on (?:the )?(?:top|bottom|side|left|right) of|next to|beside|behind|in front of|near|inside)\b",
+    re.IGNORECASE)
+
+
+# A colour on a body part ("a grey beard") is part of a portrait, not an attribute to bind.
+_BODY_PARTS = {"beard", "hair", "eyes", "eye", "skin", "lips", "moustache", "mustache", "nails", "cheeks"}
 
 
 def route_skills(request: str) -> list[str]:
     """The skills a request calls for, in priority order (the trigger rules of the issue)."""
     plain = strip_quoted(request)
     routed: set[str] = set()
-    if wanted_texts(request) or (_TEXT_CUE_RE.search(plain) and re.search(r"[\"“«「]", request)):
+    if wanted_texts(request) or (_TEXT_CUE_RE.search(plain) and re.search(r"[\"“«「]", request)) \
+            or _WRITING_RE.search(plain):
         routed.add("text_rendering")
     counts = count_constraints(request)
-    if any(c.count and c.count >= 2 for c in counts) or re.search(r"\bexactly\b", plain, re.IGNORECASE):
+    if any(c.count and c.count >= 2 for c in counts) or re.search(r"\bexactly\b", plain, re.IGNORECASE) \
+            or _QUANTITY_RE.search(plain):
         routed.add("quantity_counting")
-    objects = set(countable_objects(plain)) | set(extract_subjects(request, extract_entities(request)))
+    entities = extract_entities(request)
+    objects = set(countable_objects(plain)) | set(extract_subjects(request, entities))
     several = len(objects) >= 2 or any(c.count and c.count >= 2 for c in counts)
-    if relation_constraints(request) or (SKILL_TRIGGERS["spatial_layout"].search(plain) and several):
+    if relation_constraints(request) or _RELATION_RE.search(plain) \
+            or (SKILL_TRIGGERS["spatial_layout"].search(plain) and several):
         routed.add("spatial_layout")
     if living_beings(plain):
         routed.add("anatomy_body_coherence")
-    if len(attribute_pairs(plain)) >= 2:
+    # Attributes on two objects must not swap; the colour or shape of the one subject ("a red bench",
+    # "an oblong cucumber") must not drift either. A colour word inside a name ("Golden Gate") is no attribute.
+    named = " ".join(entities).lower()
+    own = [(a, n) for a, n in attribute_pairs(plain)
+           if (a in COLOURS or a in SHAPES) and n not in _BODY_PARTS and f"{a} {n}" not in named]
+    if len(attribute_pairs(plain)) >= 2 or own:
         routed.add("attribute_binding")
     for skill in ("creative_drawing", "aesthetic_drawing", "physical_material_consistency"):
         if SKILL_TRIGGERS[skill].search(plain):

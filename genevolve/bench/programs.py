@@ -1,0 +1,355 @@
+"""Program quality without a renderer: ``genevolve eval programs``.
+
+A policy runs on an evaluation set (usually one written by others, see ``eval_sets``); each request
+gets one row measuring the program it ended with:
+
+* ``valid`` — a program came back and validates against the images it saw;
+* ``quotes_kept`` — share of the request's quoted texts (any of "…", '…', “…”) found verbatim
+  in gen_prompt (null when nothing is quoted);
+* ``counts_kept``, ``colours_kept``, ``positions_kept`` — share of the set's metadata (GenEval:
+  counts of 2 or more, colour-object pairs, object-relation-anchor triples) that the gen_prompt
+  states (null when the set has none for the request);
+* ``leak`` — reasoning or protocol text in gen_prompt that the request did not contain
+  (``<think>``, tool names, JSON, "I will…", "the user wants…");
+* ``facts`` / ``irrelevant_facts`` — sentences of gen_prompt carried from a search result (they
+  share a run of six words with a result passage and are not the request's own words) and how
+  many of those come from a source the request does not name (``genevolve.relevance``);
+* ``references`` / ``irrelevant_references`` — references bound, and those whose image is not
+  about anything the request names (user images always count as relevant);
+* ``skill_recall`` — share of the skills the category needs (``eval_sets.CATEGORY_SKILLS``) that
+  the policy consulted (null when the category needs none);
+* ``rounds``, ``tokens`` (whitespace-separated words of the assistant turns, as the nano ablation
+  counts them), ``seconds``.
+
+Runs reuse the bench runner's crash-safe, resumable rollout stage (``BenchRunner``): one line per
+request in ``rollout.jsonl``, the trajectory and program under ``cases/<id>/``; ``--resume``
+continues a killed run. ``summarise`` writes ``summary.json``, ``summary.md`` and ``summary.png``
+(per set and per category); ``compare`` pairs two runs on their shared requests with the nano
+ablation's paired bootstrap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from genevolve.bench.ablation import paired, skills_used
+from genevolve.bench.eval_sets import needed_skills
+from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name, read_jsonl, write_atomic
+from genevolve.relevance import bound_references, carried_facts, search_sources
+
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
+                10: "ten", 11: "eleven", 12: "twelve"}
+# Reasoning or protocol text that has no place in a prompt for a renderer.
+LEAK_PATTERNS = [
+    r"</?(?:think|tool_call|tool_response|answer)>",
+    r"\{\s*\"(?:name|arguments|gen_prompt|reference_images|queries|skill_name)\"",
+    r"\b(?:query_knowledge|image_search|tool_call|tool_response|gen_prompt|reference_images)\b",
+    r"\bIMG_\d{3}\b",
+    r"(?i)\b(?:I will|I'll|I need to|I should|I have|I think|let me|let's|we need to|my plan|first, I)\b",
+    r"(?i)\bthe user(?:'s)? (?:wants|asks|asked|requests|requested|request|is asking)\b",
+    r"(?i)\b(?:the request (?:asks|says|wants)|the prompt (?:asks|says))\b",
+    # The teacher's own think phrases, which a student copies into its program.
+    r"(?i)\b(?:will anchor its appearance|better than words|so I (?:read|look)|I look (?:it|them) up|"
+    r"I have what I need|writing the program now|the \w+ guidance|no more tool calls)\b",
+]
+QUALITY_METRICS = ("valid", "quotes_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
+                   "skill_recall", "rounds", "tokens", "seconds")
+
+
+# ---------------------------------------------------------------- per-request measures
+
+def leaks(prompt: str, request: str) -> list[str]:
+    """The reasoning or protocol fragments in ``prompt`` that the request itself does not contain."""
+    found = []
+    for pattern in LEAK_PATTERNS:
+        for m in re.finditer(pattern, prompt):
+            if m.group(0).lower() not in request.lower():
+                found.append(m.group(0))
+    return found
+
+
+def _noun_forms(name: str) -> str:
+    """A regex for ``name`` in the singular or plural ("bus"/"buses", "wine glass"/"wine glasses",
+    "broccoli"/"broccolis", "puppy"/"puppies")."""
+    words = name.lower().split()
+    head = words[-1]
+    forms = {head, head + "s", head + "es"}
+    if head.endswith("y"):
+        forms.add(head[:-1] + "ies")
+    if head.endswith(("s", "x", "ch", "sh")):
+        forms.add(head + "es")
+    front = "".join(re.escape(w) + r"\s+" for w in words[:-1])
+    return front + "(?:" + "|".join(sorted(map(re.escape, forms), key=len, reverse=True)) + ")"
+
+
+def count_stated(prompt: str, obj: str, count: int) -> bool:
+    num = rf"(?:{count}|{NUMBER_WORDS.get(count, str(count))})"
+    return bool(re.search(rf"\b{num}\b(?:\s+[\w-]+){{0,3}}?\s+{_noun_forms(obj)}\b", prompt, re.IGNORECASE))
+
+
+def colour_stated(prompt: str, obj: str, colour: str) -> bool:
+    return bool(re.search(rf"\b{re.escape(colour)}\b(?:\s+[\w-]+){{0,2}}?\s+{_noun_forms(obj)}\b", prompt,
+                          re.IGNORECASE))
+
+
+def position_stated(prompt: str, obj: str, relation: str, anchor: str) -> bool:
+    """The object, the relation words, then the anchor, in one sentence ("a dog right of a teddy bear",
+    "the dog is to the right of the teddy bear")."""
+    rel = r"\s+".join(re.escape(w) for w in relation.split())
+    pattern = rf"\b{_noun_forms(obj)}\b[^.;]*?\b{rel}\b[^.;]*?\b{_noun_forms(anchor)}\b"
+    return bool(re.search(pattern, prompt, re.IGNORECASE))
+
+
+def metadata_kept(prompt: str, expect: dict | None) -> dict:
+    expect = expect or {}
+    checks = {
+        "counts_kept": [count_stated(prompt, c["object"], c["count"]) for c in expect.get("counts", [])
+                        if c["count"] >= 2],
+        "colours_kept": [colour_stated(prompt, c["object"], c["colour"]) for c in expect.get("colours", [])],
+        "positions_kept": [position_stated(prompt, p["object"], p["relation"], p["anchor"])
+                           for p in expect.get("positions", [])],
+    }
+    return {k: (sum(v) / len(v) if v else None) for k, v in checks.items()}
+
+
+def measure(case: dict, traj, seconds: float) -> dict:
+    from genevolve.program import quoted_strings, validate_program
+
+    request = case["question"]
+    program = traj.program
+    prompt = program.gen_prompt if program else ""
+    valid = program is not None and not validate_program(program, {i.img_id for i in traj.images})
+    quotes = quoted_strings(request)
+    facts = carried_facts(prompt, request, search_sources(traj)) if program else []
+    refs = bound_references(program, traj, request)
+    needed = needed_skills(case)
+    consulted = [s for s in skills_used(traj) if s]
+    leaked = leaks(prompt, request)
+    row = {
+        "set": case.get("set"), "valid": bool(valid),
+        "quotes_kept": (sum(q in prompt for q in quotes) / len(quotes)) if quotes else None,
+        **metadata_kept(prompt, case.get("expect")),
+        "leak": bool(leaked), "leaked": leaked[:5],
+        "facts": len(facts), "irrelevant_facts": sum(not f["relevant"] for f in facts), "fact_list": facts,
+        "references": len(refs), "irrelevant_references": sum(not r["relevant"] for r in refs),
+        "reference_list": refs,
+        "skills": consulted, "skills_needed": needed,
+        "skill_recall": (len(set(needed) & set(consulted)) / len(needed)) if needed else None,
+        "rounds": len(traj.steps), "tokens": sum(len((s.assistant_text or "").split()) for s in traj.steps),
+        "seconds": round(seconds, 3), "termination": traj.termination,
+        "gen_prompt": prompt[:3000] if program else None,
+    }
+    return row
+
+
+# ---------------------------------------------------------------- the run (the bench runner's rollout stage)
+
+class ProgramEvalRunner(BenchRunner):
+    """The bench runner with only its rollout stage, each line carrying the program-quality measures."""
+
+    def run(self) -> dict:
+        self._prepare()
+        return {"rollout": self._run_stage("rollout", self.do_rollout)}
+
+    def do_rollout(self, case: dict) -> dict:
+        d = self.case_dir(case)
+        started = time.perf_counter()
+        traj = self._agent().run(case["question"], [p for p in case.get("images") or [] if isinstance(p, str)])
+        seconds = time.perf_counter() - started
+        write_atomic(d / "trajectory.json", json.dumps(traj.to_dict(), ensure_ascii=False, indent=1, default=str))
+        if traj.program is not None:
+            write_atomic(d / "program.json", json.dumps(traj.program.model_dump(), ensure_ascii=False, indent=1))
+        else:
+            (d / "program.json").unlink(missing_ok=True)
+        row = measure(case, traj, seconds)
+        row["status"] = "ok" if traj.program is not None else "failed"
+        row["elapsed_s"] = row["seconds"]
+        return row
+
+
+def interleaved(cases: list[dict]) -> list[dict]:
+    """Cases in round-robin order over (set, category), so a run stopped early (a slow model policy)
+    has covered every category about equally rather than the first set only."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cases:
+        groups.setdefault((c.get("set") or "", c.get("category") or ""), []).append(c)
+    out: list[dict] = []
+    queues = [groups[k] for k in sorted(groups)]
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
+def run_program_eval(cases: list[dict], out_dir: str | Path, *, policy: str = "planner", set_name: str = "",
+                     limit: int | None = None, resume: bool = False, protocol: str | None = None,
+                     progress: bool = True, log=None) -> dict:
+    from genevolve.bench.ablation import stratified_subset
+
+    if limit and limit < len(cases):
+        cases = stratified_subset(cases, limit)  # spread over sets and categories, not the first N
+    cases = interleaved(cases)
+    for c in cases:
+        c["category"] = c.get("category")
+    cfg = BenchConfig(bench=set_name, policy=policy, renderer="none", judge="none", parallel=1, limit=None,
+                      offline=True, protocol=protocol)
+    runner = ProgramEvalRunner(cases, out_dir, cfg, resume=resume, progress=progress, log=log)
+    counts = runner.run()
+    return {"counts": counts, "summary": summarise(out_dir)}
+
+
+def remeasure(run_dir: str | Path) -> int:
+    """Measure a run's stored trajectories again (after a measure changed); rollouts are kept, and so
+    are their seconds. Returns how many rows were rewritten."""
+    from genevolve.trajectory import Trajectory
+
+    run_dir = Path(run_dir)
+    cases = {c["id"]: c for c in read_jsonl(run_dir / "cases.jsonl")}
+    rows = []
+    for old in load_rows(run_dir):
+        path = run_dir / "cases" / case_dir_name(old["id"]) / "trajectory.json"
+        traj = Trajectory.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        row = {**old, **measure(cases[old["id"]], traj, old["seconds"])}
+        rows.append(row)
+    write_atomic(run_dir / "rollout.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return len(rows)
+
+
+# ---------------------------------------------------------------- summaries
+
+def load_rows(run_dir: str | Path) -> list[dict]:
+    from genevolve.durable import latest_by_id
+
+    path = Path(run_dir) / "rollout.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"no rollout.jsonl in {run_dir}: not an eval programs run")
+    return [r for r in latest_by_id(read_jsonl(path)).values() if "valid" in r]
+
+
+def _mean(rows: list[dict], key: str):
+    vals = [float(r[key]) for r in rows if r.get(key) is not None]
+    return (round(sum(vals) / len(vals), 4), len(vals)) if vals else (None, 0)
+
+
+def aggregate(rows: list[dict]) -> dict:
+    out: dict = {"requests": len(rows)}
+    for key in QUALITY_METRICS:
+        out[key], out[f"{key}_n"] = _mean(rows, key)
+    for key in ("facts", "irrelevant_facts", "references", "irrelevant_references"):
+        out[key] = sum(int(r.get(key) or 0) for r in rows)
+    out["requests_with_irrelevant_facts"] = sum(bool(r.get("irrelevant_facts")) for r in rows)
+    return out
+
+
+def summarise(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    rows = load_rows(run_dir)
+    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    by_set: dict[str, list[dict]] = {}
+    by_cat: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        by_set.setdefault(r.get("set") or "", []).append(r)
+        by_cat.setdefault((r.get("set") or "", r.get("category") or ""), []).append(r)
+    summary = {"policy": run["identity"]["policy"], "set": run["identity"]["bench"], "overall": aggregate(rows),
+               "sets": {k: aggregate(v) for k, v in sorted(by_set.items())},
+               "categories": [{"set": s, "category": c, **aggregate(v)} for (s, c), v in sorted(by_cat.items())]}
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
+    write_atomic(run_dir / "summary.md", markdown(summary))
+    chart(summary, run_dir / "summary.png")
+    return summary
+
+
+def _pct(v, n=None):
+    if v is None:
+        return "–"
+    return f"{100 * v:.0f}%" + (f" (n={n})" if n is not None else "")
+
+
+def _row_cells(name: str, a: dict) -> str:
+    num = (lambda v, d=1: "–" if v is None else f"{v:.{d}f}")
+    return (f"| {name} | {a['requests']} | {_pct(a['valid'])} | {_pct(a['quotes_kept'], a['quotes_kept_n'])} | "
+            f"{_pct(a['counts_kept'], a['counts_kept_n'])} | {_pct(a['colours_kept'], a['colours_kept_n'])} | "
+            f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | "
+            f"{a['facts']} / {a['irrelevant_facts']} | {a['references']} / {a['irrelevant_references']} | "
+            f"{num(a['skill_recall'], 2)} (n={a['skill_recall_n']}) | {num(a['rounds'])} | {num(a['tokens'], 0)} | "
+            f"{num(a['seconds'], 2)} |")
+
+
+TABLE_HEAD = ("| {first} | requests | valid | quotes kept | counts kept | colours kept | positions kept | leaks | "
+              "facts / irrelevant | references / irrelevant | skill recall | rounds | tokens | seconds |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# Program quality: policy `{summary['policy']}` on `{summary['set']}`", "",
+             TABLE_HEAD.format(first="set"), _row_cells("**all**", summary["overall"])]
+    lines += [_row_cells(name, agg) for name, agg in summary["sets"].items()]
+    lines += ["", TABLE_HEAD.format(first="set / category")]
+    lines += [_row_cells(f"{c['set']} / {c['category']}", c) for c in summary["categories"]]
+    return "\n".join(lines) + "\n"
+
+
+def chart(summary: dict, path: str | Path) -> Path:
+    """Per set: valid, quotes kept, no leak, relevant-fact share and skill recall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = summary["sets"]
+    names = list(sets)
+    panels = [("valid", "valid program"), ("quotes_kept", "quoted texts kept"), ("leak", "leaks"),
+              ("relevant_facts", "facts that are relevant"), ("skill_recall", "skill recall")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), constrained_layout=True)
+    for ax, (key, title) in zip(axes, panels):
+        vals = []
+        for n in names:
+            a = sets[n]
+            if key == "relevant_facts":
+                vals.append(1 - a["irrelevant_facts"] / a["facts"] if a["facts"] else None)
+            else:
+                vals.append(a[key])
+        ax.bar(names, [v or 0 for v in vals], color="#4c6ef5")
+        for i, v in enumerate(vals):
+            ax.text(i, min((v or 0) + 0.03, 1.0), "–" if v is None else f"{v:.2f}", ha="center", fontsize=8)
+        ax.set_ylim(0, 1.08)
+        ax.set_title(title, fontsize=9)
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor", fontsize=7)
+    fig.suptitle(f"{summary['policy']} on {summary['set']}", fontsize=10)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+PAIRED_METRICS = ("valid", "quotes_kept", "leak", "irrelevant_facts", "irrelevant_references", "skill_recall")
+
+
+def compare(run_a: str | Path, run_b: str | Path) -> list[dict]:
+    """Run A against run B on the requests both measured, one paired bootstrap per metric."""
+    a_rows, b_rows = load_rows(run_a), load_rows(run_b)
+    name_a = f"A:{json.loads((Path(run_a) / 'run.json').read_text())['identity']['policy']}"
+    name_b = f"B:{json.loads((Path(run_b) / 'run.json').read_text())['identity']['policy']}"
+    out = []
+    for metric in PAIRED_METRICS:
+        rows = {name_a: [{"id": r["id"], "reward": float(r[metric])} for r in a_rows if r.get(metric) is not None],
+                name_b: [{"id": r["id"], "reward": float(r[metric])} for r in b_rows if r.get(metric) is not None]}
+        result = paired(rows, name_a, name_b)
+        if result:
+            out.append({"metric": metric, **result})
+    return out
+
+
+def compare_markdown(comparisons: list[dict]) -> str:
+    lines = ["| metric | A | B | requests | A mean | B mean | A − B [95% paired bootstrap CI] | A higher / same / lower |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        lo, hi = c["delta_ci95"]
+        lines.append(f"| {c['metric']} | {c['system']} | {c['baseline']} | {c['requests']} | {c['system_reward']:.3f} | "
+                     f"{c['baseline_reward']:.3f} | {c['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                     f"{c['wins']} / {c['ties']} / {c['losses']} |")
+    return "\n".join(lines) + "\n"

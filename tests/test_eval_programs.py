@@ -1,0 +1,109 @@
+"""``genevolve eval programs``: program-quality measures, the resumable run, summaries and the paired comparison."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from genevolve.bench.programs import (colour_stated, count_stated, leaks, measure, metadata_kept,
+                                      position_stated)
+from genevolve.cli import app
+from genevolve.program import Program
+from genevolve.trajectory import ImageRef, Step, Trajectory
+
+runner = CliRunner()
+
+
+def test_metadata_checks_read_counts_colours_and_positions():
+    prompt = ("A photo of four bananas and a purple wine glass, three buses and two wine glasses. The dog is to the "
+              "right of the teddy bear.")
+    assert count_stated(prompt, "banana", 4) and not count_stated(prompt, "banana", 3)
+    assert count_stated(prompt, "bus", 3) and count_stated(prompt, "wine glass", 2)
+    assert colour_stated(prompt, "wine glass", "purple") and not colour_stated(prompt, "wine glass", "red")
+    assert position_stated(prompt, "dog", "right of", "teddy bear")
+    assert not position_stated(prompt, "teddy bear", "right of", "dog")
+    expect = {"counts": [{"object": "banana", "count": 4}, {"object": "dog", "count": 1}],
+              "colours": [{"object": "wine glass", "colour": "purple"}],
+              "positions": [{"object": "dog", "relation": "left of", "anchor": "teddy bear"}]}
+    assert metadata_kept(prompt, expect) == {"counts_kept": 1.0, "colours_kept": 1.0, "positions_kept": 0.0}
+    assert metadata_kept(prompt, None) == {"counts_kept": None, "colours_kept": None, "positions_kept": None}
+
+
+def test_leaks_are_reasoning_or_protocol_text_the_request_did_not_have():
+    assert leaks("A red fox. I will now call image_search for IMG_001.", "a red fox")
+    assert leaks('<think>plan</think> {"gen_prompt": "x"}', "x")
+    assert leaks("The user wants a fox in snow.", "a fox in snow")
+    # A student that copies its teacher's think text into the program.
+    assert leaks("a photo of a yellow dining table will anchor its appearance better than words.",
+                 "a photo of a yellow dining table")
+    assert leaks("A poster that says Let me in, on a door.", "A poster that says 'Let me in' on a door") == []
+    assert leaks("A red fox in snow, soft light.", "a red fox in snow") == []
+
+
+def test_measure_counts_facts_and_references_by_relevance():
+    request = "A poster of the Eiffel Tower with the word 'PARIS', three pigeons in front of it"
+    reply = ('### "Eiffel Tower"\n1. **Eiffel Tower — Overview** — The Eiffel Tower is a wrought-iron lattice tower '
+             'on the Champ de Mars in Paris, France. (source: x)\n2. **Holi — Overview** — Holi is a Hindu spring '
+             'festival known as the festival of colours, celebrated in India. (source: y)')
+    steps = [Step(round=1, kind="tool_call", tool_name="search", tool_arguments={"queries": ["Eiffel Tower"]},
+                  tool_text=reply, assistant_text="<think>look it up</think> call"),
+             Step(round=2, kind="tool_call", tool_name="query_knowledge",
+                  tool_arguments={"skill_name": "text_rendering"}, tool_text="guide"),
+             Step(round=3, kind="answer", assistant_text="<think>done</think> answer")]
+    images = [ImageRef(img_id="IMG_001", path="a.jpg", title="Eiffel Tower at night"),
+              ImageRef(img_id="IMG_002", path="b.jpg", title="Espresso cup on a saucer")]
+    prompt = (f"{request}. Facts to respect: The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars "
+              "in Paris, France. Holi is a Hindu spring festival known as the festival of colours. "
+              "Match the first and second reference images.")
+    program = Program.from_answer({"gen_prompt": prompt, "reference_images": [{"img_id": "IMG_001"},
+                                                                              {"img_id": "IMG_002"}]})
+    traj = Trajectory(request=request, termination="answer", program=program, steps=steps, images=images)
+    row = measure({"id": "c", "question": request, "category": "Writing & Symbols"}, traj, 1.5)
+    assert row["valid"] and row["quotes_kept"] == 1.0 and not row["leak"]
+    assert (row["facts"], row["irrelevant_facts"]) == (2, 1)
+    assert (row["references"], row["irrelevant_references"]) == (2, 1)
+    assert row["skills_needed"] == ["text_rendering"] and row["skill_recall"] == 1.0
+    assert row["rounds"] == 3 and row["tokens"] == 6 and row["seconds"] == 1.5
+
+
+def test_eval_programs_runs_resumes_summarises_and_compares(tmp_path):
+    out = tmp_path / "run"
+    args = ["eval", "programs", "--set", "official-examples", "--out", str(out), "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "rollout.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["valid"] for r in rows)
+    ex01 = next(r for r in rows if r["id"] == "official-examples/ex01")
+    assert ex01["irrelevant_facts"] == 0 and ex01["quotes_kept"] == 1.0  # the '147' scoreboard
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["requests"] == 3 and summary["overall"]["irrelevant_facts"] == 0
+    assert "official-examples" in summary["sets"] and (out / "summary.png").stat().st_size > 1000
+    assert "| set / category |" in (out / "summary.md").read_text()
+    # A second run into the same folder needs --resume, and then has nothing left to do.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, args + ["--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len((out / "rollout.jsonl").read_text().splitlines()) == 3
+    # Measures can be recomputed from the stored trajectories without new rollouts.
+    again = runner.invoke(app, ["eval", "remeasure", str(out)])
+    assert again.exit_code == 0 and "3 requests measured again" in again.output, again.output
+    assert [json.loads(line)["id"] for line in (out / "rollout.jsonl").read_text().splitlines()] == [r["id"] for r in rows]
+    # Paired comparison of a run with itself: zero difference on every metric.
+    cmp = runner.invoke(app, ["eval", "compare", str(out), str(out), "--out", str(tmp_path / "cmp")])
+    assert cmp.exit_code == 0, cmp.output
+    comparisons = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert {c["metric"] for c in comparisons} >= {"valid", "leak", "irrelevant_facts"}
+    assert all(c["delta"] == 0 for c in comparisons)
+
+
+def test_eval_programs_stratified_limit_and_bad_set(tmp_path):
+    out = tmp_path / "geneval"
+    result = runner.invoke(app, ["eval", "programs", "--set", "geneval", "--limit", "6", "--out", str(out),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "rollout.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and len({r["category"] for r in rows}) == 6  # one per GenEval tag
+    bad = runner.invoke(app, ["eval", "programs", "--set", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown eval set" in bad.output
