@@ -516,3 +516,28 @@ def _noun_phrase(fragment: str, take: str) -> str:
     # Articles and counts are not part of the name of the thing ("three espresso cups" -> "espresso cups").
     words = [w for w in words if w.lower() not in _ARTICLES and w.lower() not in NUMBER_WORDS]
     return " ".join(words).lower().strip()
+
+
+# Reasoning or protocol text that has no place in a prompt for a renderer.
+LEAK_PATTERNS = [
+    r"</?(?:think|tool_call|tool_response|answer)>",
+    r"\{\s*\"(?:name|arguments|gen_prompt|reference_images|queries|skill_name)\"",
+    r"\b(?:query_knowledge|image_search|tool_call|tool_response|gen_prompt|reference_images)\b",
+    r"\bIMG_\d{3}\b",
+    r"(?i)\b(?:I will|I'll|I need to|I should|I have|I think|let me|let's|we need to|my plan|first, I)\b",
+    r"(?i)\bthe user(?:'s)? (?:wants|asks|asked|requests|requested|request|is asking)\b",
+    r"(?i)\b(?:the request (?:asks|says|wants)|the prompt (?:asks|says))\b",
+    # The teacher's own think phrases, which a student copies into its program.
+    r"(?i)\b(?:will anchor its appearance|better than words|so I (?:read|look)|I look (?:it|them) up|"
+    r"I have what I need|writing the program now|the \w+ guidance|no more tool calls)\b",
+]
+
+
+def reasoning_leaks(prompt: str, request: str) -> list[str]:
+    """The reasoning or protocol fragments in ``prompt`` that the request itself does not contain."""
+    found = []
+    for pattern in LEAK_PATTERNS:
+        for m in re.finditer(pattern, prompt):
+            if m.group(0).lower() not in request.lower():
+                found.append(m.group(0))
+    return found

@@ -60,6 +60,8 @@ def _training_requests() -> list[str]:
 
     # The recipes the shipped nano adapter was built from (docs/nano.md: 560 recipes, seed 0).
     requests = [r.request for r in generate_recipes(560, seed=0)]
+    # And the requests with human variety the next SFT data draws from (dense paragraphs included).
+    requests += [r.request for r in generate_recipes(560, seed=0, variety=0.5) if r.variety]
     for name in ("tiny_sft.jsonl", "tiny_prompts.jsonl"):
         for line in (ROOT / "configs" / "data" / name).read_text(encoding="utf-8").splitlines():
             if line.strip():

@@ -174,3 +174,40 @@ def test_grpo_feeds_an_image_text_policy_the_conversations_pixels(tiny_qwen3vl_p
             policy = out["tool_mask"][i].bool() & out["completion_mask"][i].bool()
             assert torch.allclose(trl_logp[i][policy], ours, atol=1e-4), (trl_logp[i][policy], ours)
             assert not torch.allclose(blind[i][policy], ours, atol=1e-4)  # without the pixels they differ
+
+
+def test_copying_the_request_earns_clearly_less_than_the_teacher_on_knowledge_cases(tmp_path):
+    """The reward pays for relevant research: on knowledge cases a policy that answers at once with
+    the request (no search, no reference) scores well below the teacher, and pasting facts about
+    something the request does not name scores below adding none."""
+    from genevolve.agent import build_agent
+    from genevolve.bench.loaders import load_bench
+    from genevolve.config import Settings
+    from genevolve.program import Program
+    from genevolve.training.rewards import HybridReward
+    from genevolve.trajectory import Step, Trajectory
+
+    cases = [c for c in load_bench("mini") if c["id"] in ("ka_veh_02", "ka_sci_01", "ka_relic_01", "ka_fig_01")]
+    assert len(cases) == 4
+    settings = Settings.load(None, policy="planner", offline=True, cache_mode="off")
+    agent = build_agent(settings, offline=True)
+    reward = HybridReward(renderer="layout", judge="local", sufficiency="sufficiency", w=0.5)
+    teacher, copier, paster = [], [], []
+    for case in cases:
+        traj = agent.run(case["question"])
+        assert traj.program is not None, traj.reason
+        teacher.append(reward(case, traj).total)
+        copy = Trajectory(request=case["question"], termination="answer")
+        copy.steps.append(Step(round=1, kind="answer", assistant_text="<answer>…</answer>"))
+        copy.program = Program(gen_prompt=case["question"] + " High detail, coherent single image.")
+        copier.append(reward(case, copy).total)
+        pasted = Trajectory.from_dict(traj.to_dict())
+        search = "1. **Golden Gate Bridge** — Its main span is 1,280 metres, the longest suspension span in 1937."
+        pasted.steps.insert(0, Step(round=0, kind="tool_call", tool_name="search",
+                                    tool_arguments={"queries": ["bridge"]}, tool_text=search))
+        pasted.program = Program(gen_prompt=traj.program.gen_prompt + " Its main span is 1,280 metres, the longest "
+                                 "suspension span in 1937.", reference_images=traj.program.reference_images)
+        paster.append(reward(case, pasted).total)
+    mean = lambda xs: sum(xs) / len(xs)
+    assert mean(teacher) >= mean(copier) + 0.2, (teacher, copier)
+    assert all(p < t for p, t in zip(paster, teacher)), (paster, teacher)

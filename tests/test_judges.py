@@ -257,8 +257,12 @@ def test_unreachable_endpoint_fails_not_raises(image):
     assert s.status == "failed" and "cannot reach" in s.error
 
 
-def _trajectory(request, prompt, *, search_text="", skills=(), refs=()):
+def _trajectory(request, prompt, *, search_text="", skills=(), refs=(), images=()):
+    """A trajectory as the loop records one; ``images``: (img_id, title) of pictures it was shown."""
+    from genevolve.trajectory import ImageRef
+
     traj = Trajectory(request=request)
+    traj.images = [ImageRef(img_id=i, path=f"/nonexistent/{i}.jpg", title=t) for i, t in images]
     rnd = 1
     if search_text:
         traj.steps.append(Step(round=rnd, kind="tool_call", tool_name="search",
@@ -277,15 +281,17 @@ def _trajectory(request, prompt, *, search_text="", skills=(), refs=()):
 def test_local_sufficiency_checks():
     request = 'A poster of the Eiffel Tower with the title "PARIS" and two backpackers in front of the tower'
     case = {"question": request, "category": "architecture_landmark"}
-    evidence = "The Eiffel Tower, completed in 1889 by Gustave Eiffel, is a wrought-iron lattice tower."
-    full = _trajectory(request, 'Wrought-iron lattice Eiffel Tower (Gustave Eiffel, 1889) as in the first reference '
-                       'image; title "PARIS"; exactly two backpackers standing in front of the tower.',
+    evidence = ("1. **Eiffel Tower** — The Eiffel Tower, completed in 1889 by Gustave Eiffel, is a wrought-iron "
+                "lattice tower.")
+    full = _trajectory(request, 'The Eiffel Tower as in the first reference image; the Eiffel Tower, completed in '
+                       '1889 by Gustave Eiffel, is a wrought-iron lattice tower. Title "PARIS"; exactly two '
+                       'backpackers standing in front of the tower.',
                        search_text=evidence, skills=["text_rendering", "quantity_counting", "spatial_layout"],
-                       refs=["IMG_001"])
+                       refs=["IMG_001"], images=[("IMG_001", "Eiffel Tower at dusk")])
     s = local_sufficiency(case, full)
     assert s.status == "scored" and s.sufficiency == 1.0, s.rationale
     weak = _trajectory(request, "A tower poster, see IMG_001 and the second reference image.",
-                       search_text=evidence, refs=["IMG_001"])
+                       search_text=evidence, refs=["IMG_001"], images=[("IMG_001", "Eiffel Tower at dusk")])
     w = local_sufficiency(case, weak)
     assert w.sufficiency == 0.0, w.rationale
     assert w.details["checks"] == {k: False for k in w.details["checks"]}
@@ -295,6 +301,64 @@ def test_local_sufficiency_checks():
     assert score_program(case, full.to_dict()).sufficiency == 1.0
     assert score_program(case, None).status == "failed"
     assert s.sufficiency in (0, 0.25, 0.5, 0.75, 1.0)
+
+
+SNOOKER = ("The snooker final at the Crucible Theatre in Sheffield, the champion lifting the trophy under a "
+           "scoreboard that reads '147'.")
+SNOOKER_SEARCH = ("1. **Crucible Theatre** — The Crucible Theatre in Sheffield has hosted the World Snooker "
+                  "Championship every year since 1977.\n"
+                  "2. **Golden Gate Bridge** — Its main span is 1,280 metres, the longest suspension span in the "
+                  "world from 1937 until 1964.")
+
+
+def test_facts_count_only_when_their_source_is_what_the_request_names():
+    case = {"question": SNOOKER, "category": "event"}
+    base = "A snooker final at the Crucible Theatre in Sheffield, a champion lifting the trophy, a scoreboard reading '147'."
+    relevant = base + (" The Crucible Theatre in Sheffield has hosted the World Snooker Championship every year "
+                       "since 1977.")
+    pasted = relevant + " Its main span is 1,280 metres, the longest suspension span in the world from 1937 until 1964."
+    scores = {}
+    for name, prompt in (("relevant", relevant), ("pasted", pasted), ("none", base)):
+        traj = _trajectory(SNOOKER, prompt, search_text=SNOOKER_SEARCH, skills=["text_rendering"])
+        scores[name] = local_sufficiency(case, traj, library=[])
+    assert scores["relevant"].details["checks"]["facts_carried"], scores["relevant"].rationale
+    assert not scores["pasted"].details["checks"]["facts_carried"]
+    assert "Golden Gate Bridge" in scores["pasted"].rationale
+    # Pasting an irrelevant fact scores below adding none; the search found a relevant one, so
+    # carrying nothing is not enough either.
+    assert scores["pasted"].sufficiency < scores["relevant"].sufficiency
+    assert not scores["none"].details["checks"]["facts_carried"]
+    # When the searches found nothing about the request, saying nothing passes.
+    unrelated = _trajectory(SNOOKER, base, search_text=SNOOKER_SEARCH.split("\n")[1], skills=["text_rendering"])
+    assert local_sufficiency(case, unrelated, library=[]).details["checks"]["facts_carried"]
+    # No search at all on a knowledge case fails.
+    assert not local_sufficiency(case, _trajectory(SNOOKER, base), library=[]).details["checks"]["facts_carried"]
+
+
+def test_references_must_be_of_what_the_request_names_and_bound_when_one_is_at_hand():
+    request = "A Falcon 9 rocket on its launch pad at dawn, steam rising."
+    case = {"question": request, "category": "vehicle"}
+    prompt = "The Falcon 9 rocket of the first reference image on its launch pad at dawn, steam rising."
+    right = _trajectory(request, prompt, refs=["IMG_001"], images=[("IMG_001", "Falcon 9 rocket on the launch pad")])
+    wrong = _trajectory(request, prompt, refs=["IMG_001"], images=[("IMG_001", "Espresso cup on a saucer")])
+    unbound = _trajectory(request, "A Falcon 9 rocket on its launch pad at dawn, steam rising.")
+    library = [("Falcon 9 rocket on the launch pad", "a rocket"), ("Espresso cup on a saucer", "coffee")]
+    check = lambda t, lib: local_sufficiency(case, t, library=lib).details["checks"]["ordinal_references"]
+    assert check(right, library)
+    assert not check(wrong, library)
+    assert not check(unbound, library)  # the library holds a matching picture and none is bound
+    assert check(unbound, [("Espresso cup on a saucer", "coffee")])  # nothing matching to bind
+    # The shipped library is what the local judge looks in by default.
+    assert not SufficiencyJudge().score_program(case, unbound).details["checks"]["ordinal_references"]
+
+
+def test_reasoning_in_the_prompt_fails_the_constraints_check():
+    request = 'A sign that says "OPEN"'
+    leaked = _trajectory(request, 'I have what I need: 0 fact(s). A shop sign reading "OPEN".', skills=["text_rendering"])
+    clean = _trajectory(request, 'A shop sign reading "OPEN".', skills=["text_rendering"])
+    assert local_sufficiency({"question": request}, clean).details["checks"]["constraints_executable"]
+    s = local_sufficiency({"question": request}, leaked)
+    assert not s.details["checks"]["constraints_executable"] and "I have" in s.rationale
 
 
 def test_llm_sufficiency(image):

@@ -379,3 +379,23 @@ def test_facts_only_from_sources_the_request_names(tmp_path):
     # A request that names the bridge still gets its facts.
     bridge = run("The Golden Gate Bridge at dusk in thick fog", tmp_path / "b").program.gen_prompt
     assert "Golden Gate" in bridge.split("Facts to respect")[1]
+
+
+@pytest.mark.parametrize("typed,scene", [
+    ("hey, can I get four identical teapots lined up in a single row? thanks", "Four identical teapots lined up in a single row."),
+    ("For our newsletter — a sprinter out of the blocks. Keep it clean.", "A sprinter out of the blocks. Keep it clean."),
+    ('I need an image for a client deck: a sign that says "OPEN LATE".', 'A sign that says "OPEN LATE".'),
+    ("pls draw a cat on a mat", "A cat on a mat."),
+])
+def test_the_brief_keeps_the_scene_and_drops_how_it_was_asked(typed, scene, tmp_path):
+    traj = run_planner(typed, tmp_path)
+    assert traj.program.gen_prompt.startswith(scene), traj.program.gen_prompt
+    low = traj.program.gen_prompt.lower()
+    assert "thanks" not in low and "can i get" not in low and "newsletter" not in low
+
+
+@pytest.mark.parametrize("request_text", ["Hello Kitty plush on a shelf", "For the Crucible Theatre: a snooker final",
+                                          "A card that says thank you"])
+def test_names_and_subjects_that_look_like_framing_are_kept(request_text, tmp_path):
+    traj = run_planner(request_text, tmp_path)
+    assert traj.program.gen_prompt.startswith(request_text), traj.program.gen_prompt

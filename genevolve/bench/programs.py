@@ -38,38 +38,16 @@ from pathlib import Path
 from genevolve.bench.ablation import paired, skills_used
 from genevolve.bench.eval_sets import needed_skills
 from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name, read_jsonl, write_atomic
+from genevolve.program import reasoning_leaks as leaks
 from genevolve.relevance import bound_references, carried_facts, search_sources
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
-# Reasoning or protocol text that has no place in a prompt for a renderer.
-LEAK_PATTERNS = [
-    r"</?(?:think|tool_call|tool_response|answer)>",
-    r"\{\s*\"(?:name|arguments|gen_prompt|reference_images|queries|skill_name)\"",
-    r"\b(?:query_knowledge|image_search|tool_call|tool_response|gen_prompt|reference_images)\b",
-    r"\bIMG_\d{3}\b",
-    r"(?i)\b(?:I will|I'll|I need to|I should|I have|I think|let me|let's|we need to|my plan|first, I)\b",
-    r"(?i)\bthe user(?:'s)? (?:wants|asks|asked|requests|requested|request|is asking)\b",
-    r"(?i)\b(?:the request (?:asks|says|wants)|the prompt (?:asks|says))\b",
-    # The teacher's own think phrases, which a student copies into its program.
-    r"(?i)\b(?:will anchor its appearance|better than words|so I (?:read|look)|I look (?:it|them) up|"
-    r"I have what I need|writing the program now|the \w+ guidance|no more tool calls)\b",
-]
 QUALITY_METRICS = ("valid", "quotes_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
                    "skill_recall", "rounds", "tokens", "seconds")
 
 
 # ---------------------------------------------------------------- per-request measures
-
-def leaks(prompt: str, request: str) -> list[str]:
-    """The reasoning or protocol fragments in ``prompt`` that the request itself does not contain."""
-    found = []
-    for pattern in LEAK_PATTERNS:
-        for m in re.finditer(pattern, prompt):
-            if m.group(0).lower() not in request.lower():
-                found.append(m.group(0))
-    return found
-
 
 def _noun_forms(name: str) -> str:
     """A regex for ``name`` in the singular or plural ("bus"/"buses", "wine glass"/"wine glasses",

@@ -33,6 +33,9 @@ def build(
     budget_rounds: int = typer.Option(3, min=1, help="Round cap of a budgeted recipe."),
     held_out: bool = typer.Option(False, "--held-out/--no-held-out", help="Also write rl_prompts.jsonl and "
                                   "eval.jsonl: splits disjoint from the SFT records by request and named entity."),
+    variety: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of recipes with human variety instead of "
+                                  "the templates: long paragraphs (DPG-Bench), other quote styles and wordings, "
+                                  "merged constraints, invented subjects, plain scenes."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
@@ -60,7 +63,8 @@ def build(
                       val_fraction=val_fraction, min_sufficiency=min_sufficiency, judge=judge, size=render_size,
                       offline=offline, settings_path=str(config) if config else None,
                       avoid=[str(p) for p in avoid or []], protocol=protocol,
-                      budget_fraction=budget_fraction, budget_rounds=budget_rounds, held_out=held_out)
+                      budget_fraction=budget_fraction, budget_rounds=budget_rounds, held_out=held_out,
+                      variety=variety)
     console.print(f"[bold]data build[/bold] {recipes} recipes · teacher={teacher} renderer={renderer} seed={seed}"
                   + (" · resuming" if resume else ""))
     builder = DatasetBuilder(out, cfg, resume=resume, progress=progress,

@@ -80,6 +80,8 @@ class BuildConfig:
     # Hold out an RL prompt pool and an eval split, disjoint from the SFT records by request and
     # named entity; off: every recipe is SFT data.
     held_out: bool = False
+    # Share of recipes with human variety (genevolve.data.variety) instead of the templates.
+    variety: float = 0.0
 
     def identity(self) -> dict:
         """What a resumed build must share with the original (parallelism may change)."""
@@ -88,7 +90,9 @@ class BuildConfig:
                 "size": list(self.size) if self.size else None, "judge": self.judge,
                 "avoid": [str(p) for p in self.avoid or []], "protocol": self.protocol,
                 "budget_fraction": self.budget_fraction, "budget_rounds": self.budget_rounds,
-                "held_out": self.held_out}
+                "held_out": self.held_out,
+                # Only when set, so builds made before the option resume as they were.
+                **({"variety": self.variety} if self.variety else {})}
 
 
 @dataclass
@@ -230,7 +234,7 @@ class DatasetBuilder:
         for stage in STAGES:
             repair_jsonl(self.out / "stages" / f"{stage}.jsonl")
         settings = self.settings()
-        recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed, held_out=self.cfg.held_out,
+        recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed, held_out=self.cfg.held_out, variety=self.cfg.variety,
                                                          corpus_dir=settings.corpus_dir,
                                                          library_dir=settings.library_dir, avoid=avoid)]
         write_atomic(self.out / "recipes.jsonl", _jsonl(recipes))

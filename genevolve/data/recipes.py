@@ -249,6 +249,7 @@ class Recipe:
     skills_expected: list[str] = field(default_factory=list)
     entity: str = ""  # the named corpus subject the request is about, "" for none
     split: str = "sft"  # sft | rl | eval
+    variety: str = ""  # the genevolve.data.variety kind, "" for a template recipe
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -584,9 +585,13 @@ def _category_for(index: int, seed: int, categories: tuple[str, ...]) -> str:
 
 def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = None,
                      library_dir: str | Path | None = None, avoid: Iterable[str] | None = None,
-                     max_attempts: int = 50, held_out: bool = True) -> list[Recipe]:
+                     max_attempts: int = 50, held_out: bool = True, variety: float = 0.0) -> list[Recipe]:
     """``n`` recipes for ``seed``; requests are unique and none nearly equals a question in ``avoid``
-    (default: the mini bench)."""
+    (default: the mini bench). ``variety``: share of recipes drawn from ``genevolve.data.variety``
+    (dense paragraphs, other quote styles and wordings, merged constraints, invented subjects, plain
+    scenes) instead of the templates; 0 gives exactly the template recipes of earlier builds."""
+    from genevolve.data.variety import variety_kind, variety_request
+
     pools = load_pools(corpus_dir, library_dir)
     questions = list(avoid) if avoid is not None else bench_questions()
     splits = entity_splits(pools, seed, questions)
@@ -600,9 +605,13 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
     recipes: list[Recipe] = []
     for i in range(n):
         category = _category_for(i, seed, categories)
+        kind = variety_kind(seed, i, variety) if variety > 0 else None
         rng = random.Random(f"genevolve-recipes:{seed}:{i}")
         for _attempt in range(max_attempts):
-            request, images = _draw(rng, pools, category)
+            if kind is None:
+                request, images = _draw(rng, pools, category)
+            else:
+                request, images, category, track = variety_request(kind, rng, pools)
             key = _norm(request)
             if key not in seen and near_duplicate(request, questions) is None:
                 break
@@ -610,16 +619,18 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
             raise RuntimeError(f"could not draw a fresh {category} request for recipe {i} in {max_attempts} tries; "
                                "the templates are exhausted for this N: use fewer recipes")
         seen.add(key)
-        track = QUALITY if category in QUALITY_CATEGORIES else KNOWLEDGE
-        entity = next((ph for ph in (pools.knowledge.get(category) or pools.generic_topics)
-                       if names_entity(request, pools.entity_names.get(ph, [ph]))), "")
+        if kind is None:
+            track = QUALITY if category in QUALITY_CATEGORIES else KNOWLEDGE
+        entity = "" if kind is not None else next(
+            (ph for ph in (pools.knowledge.get(category) or pools.generic_topics)
+             if names_entity(request, pools.entity_names.get(ph, [ph]))), "")
         split = splits[entity] if entity else _share_split(
             random.Random(f"genevolve-recipe-split:{seed}:{i}").random())
         if not held_out:  # every recipe is SFT data (entities still stay clear of the bench)
             split = "sft"
         recipes.append(Recipe(id=f"rec_{i:05d}", request=request, images=images, category=category, track=track,
                               skills_expected=expected_skills(request, category, track), entity=entity,
-                              split=split))
+                              split=split, variety=kind or ""))
     return recipes
 
 

@@ -1,16 +1,24 @@
 """Program sufficiency: does the program carry everything a renderer needs? Score on {0, .25, .5, .75, 1}.
 
-Four checks, a quarter each:
+Four checks, a quarter each; each pays for research that is *relevant* (``genevolve.relevance``,
+the same test the program-quality eval reports), so neither copying the request nor pasting facts
+about something else earns it:
 
-1. ``facts_carried``   - what the searches found reaches the gen_prompt (a knowledge case
-                         with no search at all fails; a case with no search need passes).
+1. ``facts_carried``   - no sentence of the gen_prompt carries a fact from a search result about
+                         something the request does not name; on a knowledge case, at least one
+                         relevant fact is carried, or the searches found nothing relevant ("nothing
+                         relevant found" is a valid outcome). A knowledge case with no search fails.
 2. ``ordinal_references`` - every chosen reference is cited by an ordinal phrase ("the first
                          reference image"), no phrase points past the last reference, no IMG
-                         id or URL leaks, and user-provided images are not ignored.
+                         id or URL leaks, user-provided images are not ignored, no bound
+                         reference is of something the request does not name, and on a knowledge
+                         case a matching picture is bound when one was shown or the offline library
+                         holds one.
 3. ``skills_applied``  - the skills the request needs (text, counting, layout, and the
                          category's own skill) were consulted with ``query_knowledge``.
 4. ``constraints_executable`` - every hard constraint derived from the request (exact text,
-                         counts, spatial relations) is stated in the gen_prompt.
+                         counts, spatial relations) is stated in the gen_prompt, and the gen_prompt
+                         carries no reasoning or protocol text.
 
 ``score_program(case, trajectory_or_program)`` is the entry point the trainer uses for
 R_text. With only a Program (no trajectory), checks 1 and 3 cannot be made and count as not
@@ -36,7 +44,9 @@ from genevolve.program import (
     Constraint,
     Program,
     derive_constraints,
+    reasoning_leaks,
 )
+from genevolve.relevance import bound_references, carried_facts, search_sources
 
 CHECKS = ("facts_carried", "ordinal_references", "skills_applied", "constraints_executable")
 
@@ -108,18 +118,6 @@ def _mentions(phrase: str, low: str) -> bool:
     return stem in low
 
 
-def _terms(text: str) -> set[str]:
-    """Distinctive terms: capitalised words, numbers and long words, lower-cased."""
-    out = set()
-    for w in re.findall(r"[A-Za-z][A-Za-z'-]{2,}|\d{2,}", text):
-        lw = w.lower()
-        if lw in _STOP:
-            continue
-        if w[0].isupper() or w.isdigit() or len(w) >= 8:
-            out.add(lw)
-    return out
-
-
 def _trajectory_and_program(obj):
     from genevolve.trajectory import Trajectory
 
@@ -137,8 +135,10 @@ def _trajectory_and_program(obj):
     raise TypeError(f"expected a Trajectory, Program or dict, got {type(obj).__name__}")
 
 
-def local_sufficiency(case: dict, trajectory_or_program) -> Scores:
-    """The four checks computed from the trajectory (or the program alone)."""
+def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str, str]] | None = None) -> Scores:
+    """The four checks computed from the trajectory (or the program alone). ``library``: (title,
+    caption) of the pictures the offline image search could have found; None: only what the
+    trajectory was shown counts as findable."""
     traj, program = _trajectory_and_program(trajectory_or_program)
     spec = "sufficiency"
     if program is None:
@@ -150,21 +150,12 @@ def local_sufficiency(case: dict, trajectory_or_program) -> Scores:
     notes: dict[str, str] = {}
     unchecked: list[str] = []
 
-    # 1. facts carried
+    # 1. facts carried: relevant ones only
     if traj is None:
         checks["facts_carried"] = False
         unchecked.append("facts_carried")
     else:
-        found = " ".join(s.tool_text or "" for s in traj.tool_calls()
-                         if s.tool_name in ("search", "image_search") and not s.error)
-        new_terms = (_terms(found) - _terms(request)) & set(re.findall(r"[a-z0-9][a-z0-9'-]+", prompt.lower()))
-        searched = any(s.tool_name == "search" for s in traj.tool_calls())
-        if not searched:
-            checks["facts_carried"] = not is_knowledge_case(case)
-            notes["facts_carried"] = "no search" + ("" if checks["facts_carried"] else " on a knowledge case")
-        else:
-            checks["facts_carried"] = len(new_terms) >= 2
-            notes["facts_carried"] = f"{len(new_terms)} searched terms in the prompt: {sorted(new_terms)[:8]}"
+        checks["facts_carried"], notes["facts_carried"] = _facts_check(case, traj, request, prompt)
 
     # 2. ordinal references
     n = len(program.reference_images)
@@ -184,6 +175,8 @@ def local_sufficiency(case: dict, trajectory_or_program) -> Scores:
         used = {r.img_id for r in program.reference_images}
         if not used & set(traj.user_image_ids):
             problems.append("the user's reference image is not used")
+    if traj is not None:
+        problems += _reference_relevance_problems(case, traj, program, request, library)
     checks["ordinal_references"] = not problems
     notes["ordinal_references"] = "; ".join(problems) or f"{n} reference(s), all cited"
 
@@ -201,15 +194,72 @@ def local_sufficiency(case: dict, trajectory_or_program) -> Scores:
 
     # 4. hard constraints executable
     coverage = constraint_coverage(constraints, prompt)
-    checks["constraints_executable"] = coverage is None or coverage >= 1.0
+    leaked = reasoning_leaks(prompt, request)
+    checks["constraints_executable"] = (coverage is None or coverage >= 1.0) and not leaked
     notes["constraints_executable"] = ("no hard constraints" if coverage is None
                                        else f"{coverage:.0%} of request constraints stated")
+    if leaked:
+        notes["constraints_executable"] += f"; reasoning or protocol text in the prompt: {leaked[:3]}"
 
     value = sum(checks.values()) / 4
     rationale = "; ".join(f"{k}: {'pass' if checks[k] else 'fail'} ({notes.get(k, 'not checkable without a trajectory')})"
                           for k in CHECKS)
     return Scores(sufficiency=value, overall=value, constraint_coverage=coverage, rationale=rationale,
                   judge=spec, details={"checks": checks, "unchecked": unchecked, "needed_skills": need})
+
+
+def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[bool, str]:
+    from genevolve.relevance import result_about_request
+
+    sources = search_sources(traj)
+    facts = carried_facts(prompt, request, sources)
+    irrelevant = [f for f in facts if not f["relevant"]]
+    relevant = len(facts) - len(irrelevant)
+    if irrelevant:
+        about = sorted({t for f in irrelevant for t in f["sources"]})[:3]
+        return False, f"{len(irrelevant)} fact(s) about what the request does not name ({about})"
+    searched = any(s.tool_name == "search" for s in traj.tool_calls())
+    if not is_knowledge_case(case):
+        return True, f"{relevant} relevant fact(s); none needed"
+    if not searched:
+        return False, "no search on a knowledge case"
+    if relevant:
+        return True, f"{relevant} relevant fact(s) carried"
+    found = any(result_about_request(request, t, p) for t, p in sources)
+    if found:
+        return False, "the searches found relevant results; the prompt carries none of them"
+    return True, "searched; nothing relevant found, and nothing carried"
+
+
+def _reference_relevance_problems(case: dict, traj, program, request: str, library) -> list[str]:
+    from genevolve.relevance import about_request
+
+    refs = bound_references(program, traj, request)
+    problems = []
+    off = [r["title"] or r["img_id"] for r in refs if not r["relevant"]]
+    if off:
+        problems.append(f"reference(s) of something the request does not name: {off[:3]}")
+    if is_knowledge_case(case) and not any(r["relevant"] for r in refs):
+        shown = [i.title for i in traj.images if i.source != "user" and about_request(request, i.title or "")]
+        held = [t for t, c in (library or []) if about_request(request, t, c)]
+        if shown or held:
+            problems.append(f"a matching picture was {'shown' if shown else 'in the library'} "
+                            f"({(shown or held)[0]}) but none is bound")
+    return problems
+
+
+_LIBRARIES: dict[str, list[tuple[str, str]]] = {}
+
+
+def library_subjects(folder: str | None) -> list[tuple[str, str]]:
+    """(title, caption) of every picture in an offline library folder (read once per folder)."""
+    if not folder:
+        return []
+    if folder not in _LIBRARIES:
+        from genevolve.tools.image_search import LocalLibrary
+
+        _LIBRARIES[folder] = [(c.title, c.caption) for c in LocalLibrary(folder, embeddings=False).entries()]
+    return _LIBRARIES[folder]
 
 
 SUFFICIENCY_SYSTEM = ("You audit image-generation programs written by a research agent. You reply "
@@ -252,9 +302,17 @@ Reply with exactly:
 class SufficiencyJudge(Judge):
     """``sufficiency`` (local rubric) or ``sufficiency:<model>@<base_url>`` (an LLM)."""
 
-    def __init__(self, endpoint: ChatEndpoint | None = None, spec: str = "sufficiency"):
+    def __init__(self, endpoint: ChatEndpoint | None = None, spec: str = "sufficiency",
+                 library_dir: str | None = "default"):
         self.endpoint = endpoint
         self.spec = spec
+        # The offline library a policy could have found a matching picture in ("default": the
+        # shipped one; None: only pictures the trajectory was shown count).
+        if library_dir == "default":
+            from genevolve.config import Settings
+
+            library_dir = Settings().library_dir
+        self.library_dir = library_dir
 
     def _score(self, case, image, program, trajectory) -> Scores:
         return self._score_program(case, trajectory if trajectory is not None else program)
@@ -267,7 +325,7 @@ class SufficiencyJudge(Judge):
 
     def _score_program(self, case: dict, trajectory_or_program) -> Scores:
         if self.endpoint is None:
-            scores = local_sufficiency(case, trajectory_or_program)
+            scores = local_sufficiency(case, trajectory_or_program, library_subjects(self.library_dir))
             scores.judge = self.spec
             return scores
         traj, program = _trajectory_and_program(trajectory_or_program)
