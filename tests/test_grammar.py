@@ -98,14 +98,14 @@ def _random_turns(path, constrained: bool, rules_list):
 def test_a_random_model_under_the_grammar_always_writes_a_turn_that_parses(tiny_gemma_path):  # noqa: F811
     rules_list = [turn_rules(None, []), turn_rules(None, ["IMG_001", "IMG_002"]),
                   turn_rules(None, ["IMG_001"], answer_only=True)]
+    turns = []
     for text, stats in _random_turns(tiny_gemma_path, True, rules_list):
-        turn = parse_turn(text)
-        assert stats["constrained"] and turn.kind != "error", (turn.error, text)
-        if turn.kind == "tool_call":
-            assert turn.tool_call.name in ALL_TOOLS
+        turns.append(parse_turn(text))
+        assert stats["constrained"] and turns[-1].kind != "error", (turns[-1].error, text)
+        if turns[-1].kind == "tool_call":
+            assert turns[-1].tool_call.name in ALL_TOOLS
     # The answer-only turn is an answer, with no ordinal past the one image shown.
-    last = parse_turn(_random_turns(tiny_gemma_path, True, rules_list[2:])[0][0])
-    assert last.kind == "answer" and "second reference" not in last.answer["gen_prompt"].lower()
+    assert turns[2].kind == "answer" and "second reference" not in turns[2].answer["gen_prompt"].lower()
     # Unconstrained, the same random weights do not speak the protocol: the test above is not vacuous.
     free = _random_turns(tiny_gemma_path, False, rules_list[:1])
     assert parse_turn(free[0][0]).kind == "error" and not free[0][1]["constrained"]
