@@ -235,6 +235,9 @@ class GrammarProcessor:
         self._shifts = torch.arange(32, dtype=torch.int32)
         self.error: str | None = None
         self.mask_s = 0.0  # time spent computing and applying masks (for the benchmark)
+        # Steps where the model's own first choice was not allowed: how hard the grammar had to steer.
+        self.interventions = 0
+        self.steps = 0
 
     def __call__(self, input_ids, scores):
         import time
@@ -257,6 +260,9 @@ class GrammarProcessor:
         allowed = allowed[:, :vocab].to(scores.device)
         if allowed.shape[1] < vocab:  # ids past the tokenizer's vocabulary are never allowed
             allowed = torch.cat([allowed, allowed.new_zeros(allowed.shape[0], vocab - allowed.shape[1])], dim=1)
+        top = scores.argmax(dim=-1, keepdim=True)
+        self.interventions += int((~allowed.gather(1, top)).sum())
+        self.steps += scores.shape[0]
         scores = scores.masked_fill(~allowed, float("-inf"))
         self.mask_s += time.perf_counter() - t0
         return scores

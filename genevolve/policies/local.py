@@ -438,6 +438,8 @@ class LocalPolicy:
             self._kv = _KVState(cache=out["cache"], ids=out["sequences"][0].tolist()[:cache_len])
         self.last_stats = {"prompt_tokens": len(inputs.ids), "reused_tokens": reused,
                            "new_tokens": len(out["completion"][0]), "constrained": grammar_proc is not None}
+        if grammar_proc is not None:  # tokens where the model's first choice broke the grammar
+            self.last_stats["grammar_interventions"] = grammar_proc.interventions
         self.last_grammar_error = grammar_proc.error if grammar_proc is not None else None
         if self.last_grammar_error:  # a grammar bug, never the model's: the turn went on unconstrained
             self._warnings.append(f"{self.name}: constrained decoding stopped: {self.last_grammar_error}")
