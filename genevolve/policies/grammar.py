@@ -121,13 +121,17 @@ def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> 
     added tokens; those may be written as that token or as plain text."""
     actions = ["answer"]
     lines = [
-        r'start: tag_think think tag_think_end "\n" action',
+        # One newline after </think> is what we write; a model trained elsewhere may add one more
+        # or write its JSON on its own line, which parses the same.
+        r'start: tag_think think tag_think_end NL action',
+        r"NL: /\n{0,2}/",
+        r"NL1: /\n?/",
         rf"think[max_tokens={THINK_TOKENS}]: /[^<]*/",
         f"text: {_str(1, QUERY_CHARS)}",
         r'top_k: ", \"top_k\": " /[1-9]/',
     ]
     for i, tool in enumerate(dict.fromkeys(rules.tools)):
-        head = "tag_tool_call " + _lit(f'{{"name": {json.dumps(tool, ensure_ascii=False)}, "arguments": ')
+        head = "tag_tool_call NL1 " + _lit(f'{{"name": {json.dumps(tool, ensure_ascii=False)}, "arguments": ')
         if tool == "search":
             body = r'"{\"queries\": [" text (", " text)~0..2 "]" top_k? "}"'
         elif tool == "image_search":
@@ -137,7 +141,7 @@ def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> 
             body = rf'"{{\"skill_name\": " ({skills}) "}}"'
         else:  # a tool we know no shape for: any JSON object
             body = '%json{"type": "object"}'
-        lines.append(f'call_{i}: {head} {body} "}}" tag_tool_call_end')
+        lines.append(f'call_{i}: {head} {body} "}}" NL1 tag_tool_call_end')
         actions.append(f"call_{i}")
     if rules.answer_only:
         actions = ["answer"]
@@ -156,7 +160,7 @@ def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> 
         lines.append(f'ref_{a}: {_lit("{" + json.dumps("img_id") + ": " + json.dumps(img_id) + ", " + json.dumps("note") + ": ")} note "}}"')
     lines += [
         f"note: {_str(0, NOTE_CHARS)}",
-        'answer: tag_answer "{\\"gen_prompt\\": " gen_prompt ", \\"reference_images\\": " refs "}" tag_answer_end',
+        'answer: tag_answer NL1 "{\\"gen_prompt\\": " gen_prompt ", \\"reference_images\\": " refs "}" NL1 tag_answer_end',
         "refs: " + " | ".join(refs),
         "gen_prompt: GEN_PROMPT",
         f"GEN_PROMPT: {_str(1, GEN_PROMPT_CHARS)} & ~{_forbidden_in_prompt(k)}",
