@@ -3,8 +3,8 @@
 Candidates: llguidance (what ``genevolve.policies.grammar`` uses) and xgrammar (its transformers
 logits processor), each given the same turn grammar as far as it can express it: xgrammar has no
 complement operator, so its gen_prompt cannot refuse "the first reference image" when none was
-shown (that rule is left out of its grammar, which makes its task easier, not harder). The think
-text is capped at 600 characters there (xgrammar has no token caps).
+shown (that rule is left out of its grammar, which makes its task easier, not harder), and it has
+no token caps (its free texts are unbounded).
 
 Conversation states are real: a planner trajectory of each request under the nano profile gives
 the first turn (a tool call is due) and the turn after the last tool reply (an answer is due, the
@@ -32,17 +32,17 @@ REQUESTS = [
 
 def xgrammar_ebnf(rules) -> str:
     """The turn grammar in xgrammar's EBNF (same structure; no complement, character caps only)."""
-    from genevolve.policies.grammar import GEN_PROMPT_CHARS, NOTE_CHARS, QUERY_CHARS, _id_number
+    from genevolve.policies.grammar import _id_number
 
     def lit(s: str) -> str:
         return json.dumps(s, ensure_ascii=False)
 
-    def string(low: int, high: int) -> str:
-        return f'"\\"" char{{{low},{high}}} "\\""'
+    def string(low: int) -> str:
+        return f'"\\"" char{"+" if low else "*"} "\\""'
 
-    lines = ['root ::= "<think>" [^<]{0,600} "</think>\\n" action',
+    lines = ['root ::= "<think>" [^<]* "</think>\\n" action',
              r'char ::= [^"\\\x00-\x1f<] | "\\" ["\\/bfnrt] | "\\u" [0-9a-fA-F]{4}',
-             f"text ::= {string(1, QUERY_CHARS)}", 'topk ::= ", \\"top_k\\": " [1-9]']
+             f"text ::= {string(1)}", 'topk ::= ", \\"top_k\\": " [1-9]']
     actions = ["answer"]
     for i, tool in enumerate(() if rules.answer_only else rules.tools):
         head = lit(f'<tool_call>{{"name": {json.dumps(tool)}, "arguments": ')
@@ -58,11 +58,11 @@ def xgrammar_ebnf(rules) -> str:
     k = min(rules.max_references, len(ids))
     refs = ['"[]"']
     for a in range(len(ids) if k else 0):
-        lines.append(f'ref{a} ::= {lit("{" + json.dumps("img_id") + ": " + json.dumps(ids[a]) + ", " + json.dumps("note") + ": ")} {string(0, NOTE_CHARS)} "}}"')
+        lines.append(f'ref{a} ::= {lit("{" + json.dumps("img_id") + ": " + json.dumps(ids[a]) + ", " + json.dumps("note") + ": ")} {string(0)} "}}"')
         refs.append(f'"[" ref{a} "]"')
         refs += [f'"[" ref{a} ", " ref{b} "]"' for b in range(a + 1, len(ids))] if k >= 2 else []
     lines += ["action ::= " + " | ".join(actions), "refs ::= " + " | ".join(refs),
-              f'answer ::= "<answer>{{\\"gen_prompt\\": " {string(1, GEN_PROMPT_CHARS)} '
+              f'answer ::= "<answer>{{\\"gen_prompt\\": " {string(1)} '
               f'", \\"reference_images\\": " refs "}}</answer>"']
     return "\n".join(lines) + "\n"
 

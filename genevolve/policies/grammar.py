@@ -14,7 +14,9 @@ grammar accepts. What that guarantees, by construction:
   ``max_references``; its ``gen_prompt`` names no image that was not shown ("the first reference
   image" needs one shown image, "the second" two; with none shown no reference image at all), and
   holds no ``IMG_###`` id, URL or protocol tag;
-* every free-text part has a token cap, so a turn ends within ``max_turn_tokens`` tokens.
+* every free-text part has a token cap, so a turn ends within ``max_turn_tokens`` tokens. (The one
+  gap: a gen_prompt that runs into its 400-token cap right after a lone backslash token of an
+  escape would end unreadable; a cap is reached only by a runaway loop.)
 
 The library is llguidance (Lark grammars with inline JSON schemas, and ``&``/``~`` on lexemes,
 which the "no ordinal past the last shown image" rule needs); ``benchmarks/grammar_overhead.py``
@@ -28,18 +30,17 @@ from dataclasses import dataclass
 
 from genevolve.program import ORDINALS
 
-# Caps of the free-text parts. A nano tool call is ~60 tokens and an answer ~220 (measured on the
-# SFT data); the caps leave room and still bound the turn. The think text is capped in tokens (cut
-# anywhere, it is still a valid think); JSON strings are capped in characters inside the lexeme,
-# because a string cut at a token cap could end inside an escape and never close.
+# Token caps of the free-text parts. A nano tool call is ~60 tokens and an answer ~220 (measured on
+# the SFT data); the caps leave room and still bound the turn. A cap is a token count on the text
+# between the JSON quotes (llguidance ends the text there): a character bound inside the lexeme
+# would be exact but costs 5-30x more per token, and with the gen_prompt's exclusions it exceeds
+# llguidance's lexer limits on Gemma's 262k vocabulary.
 THINK_TOKENS = 160
-QUERY_CHARS = 120
-GEN_PROMPT_CHARS = 900
-NOTE_CHARS = 120
+QUERY_TOKENS = 40
+GEN_PROMPT_TOKENS = 400
+NOTE_TOKENS = 40
 # Tokens outside the capped parts: tags, keys and punctuation (one token per character at worst).
 _FIXED_TOKENS = 200
-# A token is at least one byte of UTF-8 and a character at most four.
-_TOKENS_PER_CHAR = 4
 
 KNOWN_TOOLS = ("search", "image_search", "query_knowledge")
 
@@ -76,9 +77,9 @@ def turn_rules(tools=None, image_ids=(), *, max_references: int = 2, answer_only
 
 def max_turn_tokens(rules: TurnRules) -> int:
     """An upper bound on a turn's length under ``turn_grammar(rules)``, in tokens."""
-    answer = GEN_PROMPT_CHARS + min(rules.max_references, len(rules.image_ids)) * NOTE_CHARS
-    call = 3 * QUERY_CHARS
-    return THINK_TOKENS + _TOKENS_PER_CHAR * max(answer, call) + _FIXED_TOKENS
+    answer = GEN_PROMPT_TOKENS + min(rules.max_references, len(rules.image_ids)) * NOTE_TOKENS
+    call = 3 * QUERY_TOKENS
+    return THINK_TOKENS + max(answer, call) + _FIXED_TOKENS
 
 
 def _lit(text: str) -> str:
@@ -91,9 +92,11 @@ def _lit(text: str) -> str:
 _CHAR = r'([^"\\\x00-\x1f<]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})'
 
 
-def _str(low: int, high: int) -> str:
-    """A JSON string lexeme of ``low`` to ``high`` characters."""
-    return f'/"{_CHAR}{{{low},{high}}}"/'
+def _string(name: str, tokens: int, body: str) -> list[str]:
+    """Rules for a JSON string whose text (``body``, a lexeme) has at most ``tokens`` tokens."""
+    return [f'{name}: "\\"" {name}_text "\\""', f"{name}_text[max_tokens={tokens}]: {body}"]
+
+
 _ANY = "(?s:.*)"
 _IMAGE_WORD = "(?i:image|photo|picture|reference)"
 
@@ -127,7 +130,7 @@ def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> 
         r"NL: /\n{0,2}/",
         r"NL1: /\n?/",
         rf"think[max_tokens={THINK_TOKENS}]: /[^<]*/",
-        f"text: {_str(1, QUERY_CHARS)}",
+        *_string("text", QUERY_TOKENS, f"/{_CHAR}+/"),
         r'top_k: ", \"top_k\": " /[1-9]/',
     ]
     for i, tool in enumerate(dict.fromkeys(rules.tools)):
@@ -159,11 +162,11 @@ def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> 
     for a, img_id in enumerate(ordered if k else []):
         lines.append(f'ref_{a}: {_lit("{" + json.dumps("img_id") + ": " + json.dumps(img_id) + ", " + json.dumps("note") + ": ")} note "}}"')
     lines += [
-        f"note: {_str(0, NOTE_CHARS)}",
+        *_string("note", NOTE_TOKENS, f"/{_CHAR}*/"),
         'answer: tag_answer NL1 "{\\"gen_prompt\\": " gen_prompt ", \\"reference_images\\": " refs "}" NL1 tag_answer_end',
         "refs: " + " | ".join(refs),
-        "gen_prompt: GEN_PROMPT",
-        f"GEN_PROMPT: {_str(1, GEN_PROMPT_CHARS)} & ~{_forbidden_in_prompt(k)}",
+        *_string("gen_prompt", GEN_PROMPT_TOKENS, "GEN_PROMPT"),
+        f"GEN_PROMPT: /{_CHAR}+/ & ~{_forbidden_in_prompt(k)}",
     ]
     for tag in TAGS:
         for name, text in ((f"tag_{tag}", f"<{tag}>"), (f"tag_{tag}_end", f"</{tag}>")):
@@ -254,11 +257,11 @@ class GrammarProcessor:
         for row, m in enumerate(self.matchers):
             if fresh and not m.is_stopped():
                 m.consume_token(int(input_ids[row, -1]))
-            if m.is_error():
-                self.error = self.error or m.get_error()
+            if not m.is_error():
+                fill_next_token_bitmask(m, self.bitmask, row)
+            if m.is_error():  # a grammar bug or a lexer limit, never the model's doing
+                self.error = self.error or m.get_error().splitlines()[0]
                 self.bitmask[row] = -1  # every token allowed: the row goes on unconstrained
-                continue
-            fill_next_token_bitmask(m, self.bitmask, row)
         allowed = ((self.bitmask.unsqueeze(-1) >> self._shifts) & 1).bool().reshape(len(self.matchers), -1)
         vocab = scores.shape[-1]
         allowed = allowed[:, :vocab].to(scores.device)
