@@ -39,6 +39,10 @@ _LEAK_RE = re.compile(r"</?\s*(think|tool_call|answer|tool_response)\b|\bfact\(s
                       r"\bI have what I need\b|\bguidance\b|\bgen_prompt\b|\bIMG_\d+", re.IGNORECASE)
 
 
+def _is_check(error: str | None) -> bool:
+    return bool(error) and error.startswith("the gen_prompt is not ready")
+
+
 def _row(request: str, traj, seconds: float) -> dict:
     from genevolve.program import quoted_strings
 
@@ -48,7 +52,9 @@ def _row(request: str, traj, seconds: float) -> dict:
     leaks = sorted({m.group(0) for m in _LEAK_RE.finditer(prompt or "")})
     return {"request": request, "seconds": round(seconds, 1), "rounds": len(traj.steps),
             "termination": str(getattr(traj.termination, "value", traj.termination)), "reason": traj.reason,
-            "format_errors": sum(1 for s in traj.steps if s.kind == "format_error"),
+            # Unusable turns, apart from answers the gen_prompt check sent back (a usable turn, corrected).
+            "format_errors": sum(1 for s in traj.steps if s.kind == "format_error" and not _is_check(s.error)),
+            "corrections": sum(1 for s in traj.steps if s.kind == "format_error" and _is_check(s.error)),
             "program": prompt is not None, "missing_quotes": missing, "leaks": leaks,
             "valid": prompt is not None and not missing and not leaks, "gen_prompt": prompt,
             "tools": [s.tool_name for s in traj.steps if s.kind == "tool_call"]}
@@ -84,8 +90,9 @@ def run(policy_spec: str, out: Path, limit: int) -> None:
 
 
 def table(paths: list[Path]) -> str:
-    lines = ["| run | policy | requests | programs | valid programs | format errors (turns) | runs ended by a format error | median s/request |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | policy | requests | programs | valid programs | format errors (turns) | runs ended by a format error "
+             "| gen_prompt corrections | median s/request |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
         head, rows = rows[0], rows[1:]
@@ -93,7 +100,8 @@ def table(paths: list[Path]) -> str:
         median = secs[len(secs) // 2] if len(secs) % 2 else (secs[len(secs) // 2 - 1] + secs[len(secs) // 2]) / 2
         lines.append(f"| {path.stem} | `{head['policy']}` | {len(rows)} | {sum(r['program'] for r in rows)} | "
                      f"{sum(r['valid'] for r in rows)} | {sum(r['format_errors'] for r in rows)} | "
-                     f"{sum(r['termination'] == 'format_error' for r in rows)} | {median:.0f} |")
+                     f"{sum(r['termination'] == 'format_error' for r in rows)} | "
+                     f"{sum(r.get('corrections', 0) for r in rows)} | {median:.0f} |")
     return "\n".join(lines)
 
 
