@@ -95,7 +95,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--four-bit", action="store_true", help="the NF4 nano model instead of bf16")
     ap.add_argument("--write", type=Path, help="put the table into this markdown file (its own section)")
+    ap.add_argument("--states", type=int, default=2 * len(REQUESTS), help="measure only the first N states")
+    ap.add_argument("--from-log", type=Path, help="build the table from the JSON lines a run printed")
     args = ap.parse_args()
+    if args.from_log:
+        rows = [json.loads(x) for x in args.from_log.read_text(encoding="utf-8").splitlines() if x.startswith("{")]
+        _report(_totals(rows), args)
+        return
 
     import torch
     from transformers import DynamicCache
@@ -116,8 +122,8 @@ def main() -> None:
         candidates.append("xgrammar")
     except ImportError:
         print("xgrammar is not installed: measuring llguidance only")
-    rows = {c: {"tokens": 0, "seconds": 0.0, "parses": 0, "turns": 0, "compile_s": []} for c in candidates}
-    for name, messages, images, rules in states(None):
+    measured = []
+    for name, messages, images, rules in states(None)[: args.states]:
         inputs = policy._inputs(messages, images)
         for rep in range(args.repeats):
             for cand in candidates:
@@ -137,15 +143,26 @@ def main() -> None:
                 n = out["stopped"].get(0, len(toks))
                 text = policy.tokenizer.decode(toks[:n], skip_special_tokens=True)
                 ok = parse_turn(text).kind != "error"
-                r = rows[cand]
-                r["tokens"] += n
-                r["seconds"] += seconds
-                r["parses"] += ok
-                r["turns"] += 1
-                r["compile_s"].append(compile_s)
-                print(json.dumps({"state": name, "rep": rep, "decoder": cand, "tokens": n, "s": round(seconds, 2),
-                                  "s_per_token": round(seconds / max(n, 1), 4), "compile_s": round(compile_s, 3),
-                                  "parses": ok, "text": text[:160]}, ensure_ascii=False), flush=True)
+                measured.append({"state": name, "rep": rep, "decoder": cand, "tokens": n, "s": round(seconds, 2),
+                                 "s_per_token": round(seconds / max(n, 1), 4), "compile_s": round(compile_s, 3),
+                                 "parses": ok, "text": text[:160]})
+                print(json.dumps(measured[-1], ensure_ascii=False), flush=True)
+    _report(_totals(measured), args)
+
+
+def _totals(measured: list[dict]) -> dict:
+    rows: dict = {}
+    for m in measured:
+        r = rows.setdefault(m["decoder"], {"tokens": 0, "seconds": 0.0, "parses": 0, "turns": 0, "compile_s": []})
+        r["tokens"] += m["tokens"]
+        r["seconds"] += m["s"]
+        r["parses"] += m["parses"]
+        r["turns"] += 1
+        r["compile_s"].append(m["compile_s"])
+    return rows
+
+
+def _report(rows: dict, args) -> None:
     base = rows["none"]["seconds"] / max(rows["none"]["tokens"], 1)
     model = "NF4" if args.four_bit else "bf16"
     lines = [f"| decoder ({model}) | turns | parse | tokens | ms/token | vs unconstrained | grammar build (median) |",
@@ -164,6 +181,7 @@ def _write_section(path: Path, model: str, table: str, args) -> None:
     import os
 
     cmd = "python benchmarks/grammar_overhead.py" + (f" --repeats {args.repeats}" if args.repeats != 1 else "") \
+        + (f" --states {args.states}" if args.states != 2 * len(REQUESTS) else "") \
         + (" --four-bit" if args.four_bit else "") + f" --write {path}"
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     title = f"### Constrained decoding overhead, nano {model}"

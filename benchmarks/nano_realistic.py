@@ -89,13 +89,14 @@ def run(policy_spec: str, out: Path, limit: int) -> None:
                                                    "missing_quotes", "leaks")}), flush=True)
 
 
-def table(paths: list[Path]) -> str:
+def table(paths: list[Path], limit: int | None = None) -> str:
+    """The markdown table of finished runs, each cut to its first ``limit`` requests (like with like)."""
     lines = ["| run | policy | requests | programs | valid programs | format errors (turns) | runs ended by a format error "
              "| gen_prompt corrections | median s/request |",
              "|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-        head, rows = rows[0], rows[1:]
+        head, rows = rows[0], rows[1:][:limit]
         secs = sorted(r["seconds"] for r in rows)
         median = secs[len(secs) // 2] if len(secs) % 2 else (secs[len(secs) // 2 - 1] + secs[len(secs) // 2]) / 2
         lines.append(f"| {path.stem} | `{head['policy']}` | {len(rows)} | {sum(r['program'] for r in rows)} | "
@@ -109,13 +110,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default="nano")
     ap.add_argument("--out", type=Path, default=Path("runs/realistic/nano.jsonl"))
-    ap.add_argument("--limit", type=int, default=len(REQUESTS))
+    ap.add_argument("--limit", type=int, default=None, help="only the first N requests (default: all ten)")
     ap.add_argument("--table", nargs="+", type=Path, help="print the markdown table of finished runs")
     args = ap.parse_args()
     if args.table:
-        print(table(args.table))
+        print(table(args.table, args.limit))
     else:
-        run(args.policy, args.out, args.limit)
+        run(args.policy, args.out, args.limit or len(REQUESTS))
 
 
 if __name__ == "__main__":
