@@ -13,7 +13,8 @@ The loop in named steps, each a generator of events that returns how the run end
       _policy_turn    the policy's streamed turn (a failure or a stop ends the run)
       _tool_call      run the tool, answer the turn with its reply
       _format_error   an unusable turn: one correction, or the end
-      _answer         parse, validate (a correction, then repair), constraints: the program
+      _answer         parse, validate (a correction, then repair), the gen_prompt check (one
+                      correction, then a warning), constraints: the program
     _out_of_rounds  no answer by the round cap
 
 The conversation is not kept by hand: each step records what the policy was shown around its
@@ -49,7 +50,14 @@ from genevolve.program import (
     validate_program,
 )
 from genevolve.policies.base import adopt
-from genevolve.protocol import ToolCall, Turn, correction_message
+from genevolve.protocol import (
+    PROMPT_CHECK,
+    ToolCall,
+    Turn,
+    correction_message,
+    gen_prompt_problems,
+    prompt_correction_message,
+)
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 from genevolve.trajectory import (
     AnswerEvent,
@@ -99,6 +107,7 @@ class _Run:
     cancel: threading.Event | None
     tool_calls: int = 0
     corrected: bool = False  # a format error gets one corrective message; a second in a row ends the run
+    prompt_corrected: bool = False  # an answer whose gen_prompt fails the check is sent back once
     final_announced: bool = False
 
     @property
@@ -215,6 +224,8 @@ class Agent:
             step.notice = prof.final_message()
             run.final_announced = True
         run.traj.steps.append(step)
+        # A turn that may not call a tool (our profile after the last-round notice) is an answer.
+        self._prepare_turn(run, answer_only=prof.route("tool_call", final) != "tool_call")
         ending = yield from self._policy_turn(run, step, round_t0)
         if ending is not None:
             return ending
@@ -232,6 +243,13 @@ class Agent:
         if route == "format_error":
             return (yield from self._format_error(run, step, turn.error, round_t0))
         return (yield from self._answer(run, step, turn, round_t0))
+
+    def _prepare_turn(self, run: _Run, answer_only: bool) -> None:
+        """Tell a policy that decodes under the turn grammar what this turn may say (tools, shown images)."""
+        from genevolve.policies.grammar import turn_rules
+
+        self.policy.prepare_turn(turn_rules(self.tools, [i.img_id for i in run.registry.list()],
+                                            max_references=self.config.max_references, answer_only=answer_only))
 
     def _policy_turn(self, run: _Run, step: Step, round_t0: float) -> StepEvents:
         """Stream the policy's turn into the step; a failure or a stop ends the run."""
@@ -304,6 +322,20 @@ class Agent:
         if issues:
             program, repairs = repair_program(program, known, cfg.max_references)
             run.traj.warnings.extend(f"program repaired: {r}" for r in repairs)
+        # The gen_prompt must keep the request's quoted texts, counts and positions and hold none of the
+        # model's reasoning: one correction saying what is wrong, then the program is kept with a warning.
+        problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think)
+        if problems and not run.prompt_corrected and step.round < cfg.max_rounds:
+            run.prompt_corrected = True
+            step.kind, step.error = "format_error", f"{PROMPT_CHECK}: " + "; ".join(problems)
+            step.reply = prompt_correction_message(problems)
+            step.round_s = time.perf_counter() - round_t0
+            yield FormatErrorEvent(round=step.round, error=step.error, text=step.assistant_text)
+            return None
+        if problems:
+            warning = f"{PROMPT_CHECK}: " + "; ".join(problems)
+            run.traj.warnings.append(warning)
+            yield WarningEvent(message=warning, round=step.round)
         step.kind = "answer"
         step.round_s = time.perf_counter() - round_t0
         self._adopt_program(run, program)

@@ -518,13 +518,18 @@ def _noun_phrase(fragment: str, take: str) -> str:
     return " ".join(words).lower().strip()
 
 
-# Reasoning or protocol text that has no place in a prompt for a renderer.
+# Reasoning or protocol text that has no place in a prompt for a renderer: the one list the agent's
+# answer check, the program-quality eval and the GRPO reward all use.
 LEAK_PATTERNS = [
-    r"</?(?:think|tool_call|tool_response|answer)>",
+    r"(?i)</?\s*(?:think|tool_call|tool_response|answer)\s*>",
     r"\{\s*\"(?:name|arguments|gen_prompt|reference_images|queries|skill_name)\"",
-    r"\b(?:query_knowledge|image_search|tool_call|tool_response|gen_prompt|reference_images)\b",
+    r"(?i)\b(?:tool_call|tool_response|gen_prompt|reference_images|img_id|query_knowledge|image_search|"
+    r"spatial_layout|aesthetic_drawing|text_rendering|creative_drawing|anatomy_body_coherence|attribute_binding|"
+    r"physical_material_consistency|quantity_counting)\b",
     r"\bIMG_\d{3}\b",
-    r"(?i)\b(?:I will|I'll|I need to|I should|I have|I think|let me|let's|we need to|my plan|first, I)\b",
+    # The model talking about its own work ("so I have what I need: 0 fact(s)…"), not describing the image.
+    r"(?i)\b(?:I|we)\s+(?:have|need|will|should|must|can|found|think|know|got)\b|\b(?:I'll|I've|I'm|let me|let's)\b",
+    r"(?i)\b(?:my plan|first, I|what I need)\b|\b\w+\(s\)",
     r"(?i)\bthe user(?:'s)? (?:wants|asks|asked|requests|requested|request|is asking)\b",
     r"(?i)\b(?:the request (?:asks|says|wants)|the prompt (?:asks|says))\b",
     # The teacher's own think phrases, which a student copies into its program.

@@ -268,3 +268,67 @@ def correction_message(error: str) -> str:
         "exactly one <tool_call>{\"name\": …, \"arguments\": {…}}</tool_call> or one "
         "<answer>{\"gen_prompt\": …, \"reference_images\": […]}</answer>."
     )
+
+
+# ---------------------------------------------------------------- the answer's gen_prompt
+
+def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[str]:
+    """What a gen_prompt lost from the request or let in from the conversation, one line each
+    (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every count
+    and every position of the request. Left out: the model's reasoning and protocol words."""
+    from genevolve.program import (count_constraints, quoted_strings, reasoning_leaks, relation_constraints,
+                                   strip_quoted)
+
+    problems = [f'it must contain the quoted text "{q}" exactly as written' for q in quoted_strings(request)
+                if q not in gen_prompt]
+    have_counts = {(c.subject, c.count) for c in count_constraints(gen_prompt)}
+    for c in count_constraints(request):
+        if (c.subject, c.count) not in have_counts:
+            problems.append(f"it must keep the count: {c.count} {c.subject}")
+    have_relations = relation_constraints(gen_prompt)
+    for r in relation_constraints(request):
+        if not any(h.relation == r.relation and _same_thing(h.object, r.object) and _same_thing(h.subject, r.subject)
+                   for h in have_relations):
+            problems.append(f"it must keep the position: {r.subject} {r.relation.replace('_', ' ')} {r.object}")
+    own = strip_quoted(gen_prompt)  # quoted text is the user's to print, whatever it says
+    asked = request.lower()
+    leaked = reasoning_leaks(own, request) + _copied_reasoning(think, own, asked)
+    if leaked:
+        shown = ", ".join(f'"{w}"' for w in dict.fromkeys(leaked))
+        problems.append(f"it must describe only the image, without your reasoning or protocol words ({shown})")
+    return problems
+
+
+def _same_thing(a: str | None, b: str | None) -> bool:
+    """Two noun phrases name the same thing when their last words agree ("the red door" / "door")."""
+    last = lambda s: (s or "").lower().split()[-1:] or [""]  # noqa: E731
+    return last(a)[0].rstrip("s") == last(b)[0].rstrip("s")
+
+
+def _copied_reasoning(think: str, prompt: str, asked: str, n: int = 6) -> list[str]:
+    """The longest run (``n`` words or more) of the think text that the prompt repeats and the
+    request does not hold; empty when there is none."""
+    words = re.findall(r"[\w'-]+", think.lower())
+    prompt_l = " " + " ".join(re.findall(r"[\w'-]+", prompt.lower())) + " "
+    asked_l = " " + " ".join(re.findall(r"[\w'-]+", asked)) + " "
+    copied = lambda i, j: f" {' '.join(words[i:j])} " in prompt_l and f" {' '.join(words[i:j])} " not in asked_l  # noqa: E731
+    best = ""
+    for i in range(len(words) - n + 1):
+        j = i + n
+        if not copied(i, j):
+            continue
+        while j < len(words) and copied(i, j + 1):
+            j += 1
+        if j - i > len(best.split()):
+            best = " ".join(words[i:j])
+    return [best] if best else []
+
+
+PROMPT_CHECK = "the gen_prompt is not ready"
+
+
+def prompt_correction_message(problems: list[str]) -> str:
+    """The one user message that sends an answer back when its gen_prompt fails the check."""
+    return (f"{CORRECTION_PREFIX}: {PROMPT_CHECK}: " + "; ".join(problems) + ". Reply again with "
+            "<think>…</think> and <answer>{\"gen_prompt\": …, \"reference_images\": […]}</answer>, "
+            "the gen_prompt fixed.")

@@ -55,15 +55,50 @@ def test_held_out_request_ends_in_a_program_with_its_quoted_text(tmp_path):
     assert traj.program.text_constraints() == ["KITE & CO"]
 
 
+def _turn_logprob(policy, messages, text) -> float:
+    """Mean log-probability per token of ``text`` as the next turn after ``messages``."""
+    import torch
+
+    prompt = policy.encode(messages)
+    turn = policy.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + turn], device=policy.model.device)
+    with torch.no_grad():
+        logp = torch.log_softmax(policy.model(input_ids=ids).logits[0, len(prompt) - 1:-1].float(), -1)
+    return float(logp.gather(1, ids[0, len(prompt):, None]).mean())
+
+
 def test_four_bit_loads_the_adapter_and_speaks_the_protocol(tmp_path):
-    """NF4 weights on the CPU: the adapter is applied and the first turn is the adapter's tool-call
-    pattern. NF4 often breaks the format after that (a closing tag cut short, a malformed answer),
-    so whole-request success under NF4 is neither asserted nor claimed: see the model card."""
+    """NF4 weights on the CPU with the adapter applied. Every turn is generated under the protocol
+    grammar, so every turn parses and the request ends in a program; that the adapter, not the
+    grammar, speaks the protocol is checked apart: its first turn needs (almost) no steering by the
+    grammar, and the adapter makes that turn far likelier than the NF4 base does."""
     from peft import PeftModel
 
+    from genevolve.policies.grammar import turn_rules
     from genevolve.policies.local import LocalPolicy
+    from genevolve.protocol import parse_turn
 
     policy = LocalPolicy.nano(four_bit=True)
     assert policy.base_warning is None and isinstance(policy.model, PeftModel)
-    first = _run(tmp_path, policy).steps[0].assistant_text
-    assert first.startswith("<think>") and '<tool_call>{"name": "' in first, first
+    assert any("4bit" in type(m).__name__.lower() for m in policy.model.modules())
+    traj = _run(tmp_path, policy)
+    texts = [s.assistant_text for s in traj.steps]
+    assert all(parse_turn(t).kind != "error" for t in texts), texts
+    # Whether NF4 still researches first is the model's choice (it often answers at once); the turn
+    # it writes is a protocol turn either way, and the run ends in a program.
+    assert traj.program is not None, (traj.termination, traj.reason, texts)
+    assert traj.program.gen_prompt.strip()
+
+    messages = traj.messages[:2]
+    policy.reset_cache()
+    policy.prepare_turn(turn_rules(None, []))
+    first = "".join(policy.stream(messages))
+    stats = policy.last_stats
+    assert parse_turn(first).kind != "error", first
+    print(f"NF4 first turn: {first}")
+    assert stats["grammar_interventions"] <= max(3, stats["new_tokens"] // 10), (stats, first)
+    tuned = _turn_logprob(policy, messages, first)
+    with policy.model.disable_adapter():
+        base = _turn_logprob(policy, messages, first)
+    print(f"NF4 first turn: {stats}; mean log p per token: adapter {tuned:.2f}, base {base:.2f}")
+    assert tuned > base + 1.0, (tuned, base)

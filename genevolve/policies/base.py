@@ -46,6 +46,10 @@ class PolicyBase:
         """Warnings for the trajectory since the last call (the agent asks every round)."""
         return []
 
+    def prepare_turn(self, rules) -> None:
+        """What the next turn may say (``grammar.TurnRules``: tools, skills, images shown, whether an
+        answer is due), for a policy that decodes under the turn grammar; others ignore it."""
+
     def recorded_tool_reply(self) -> str | None:
         """A replayed run's recorded reply to the tool call just made; None: run the tool."""
         return None
@@ -77,7 +81,7 @@ def adopt(policy) -> PolicyBase:
     if isinstance(policy, PolicyBase):
         return policy
     adopted = _Adopted(policy)
-    for capability in ("use_profile_sampling", "take_warnings", "recorded_tool_reply", "stats"):
+    for capability in ("use_profile_sampling", "take_warnings", "recorded_tool_reply", "stats", "prepare_turn"):
         own = getattr(policy, capability, None)
         if callable(own):
             setattr(adopted, capability, own)

@@ -15,6 +15,10 @@ What other code may rely on (the training code uses these names):
   (log-softmax of the unprocessed next-token logits, i.e. temperature 1, no top-p/top-k), which
   is what a policy-gradient ratio needs whatever temperature the rollout was drawn with.
 - ``take_warnings() -> list[str]``  warnings for the trajectory (the agent calls it every round)
+- ``prepare_turn(rules)``  the next turn's ``grammar.TurnRules`` (tools, skills, shown images, whether
+  an answer is due); the agent calls it before every turn, and ``stream`` then generates that turn
+  under the grammar (``?grammar=0`` turns it off), so the turn always parses. Without it (a bare
+  ``stream`` call) decoding is unconstrained. ``sample`` stays unconstrained: GRPO must see the format errors it learns from.
 
 KV reuse: a trajectory re-sends a growing conversation each round. The cache of the previous
 call is kept with the token ids it holds; when a new prompt extends them, the cache is cropped to
@@ -47,6 +51,7 @@ class LocalOptions(SamplingOptions):
     four_bit: bool = param(False, "Load the weights as 4-bit NF4 (bitsandbytes).", key="4bit")
     adapter: str | None = param(None, "A LoRA adapter folder (nano: none runs the untuned base).")
     gguf: str | None = param(None, "The GGUF file inside the model folder to convert and load.")
+    grammar: bool = param(True, "Generate each turn under the protocol grammar (llguidance): every turn parses.")
 
 
 def nano_base_warning(adapter: str | None = None) -> str | None:
@@ -100,7 +105,7 @@ class _Inputs:
 class LocalPolicy(PolicyBase):
     def __init__(self, model, tokenizer, processor=None, *, name: str = "local", max_new_tokens: int = 1024,
                  temperature: float = 0.0, top_p: float = 1.0, kv_reuse: bool = True,
-                 chat_template: str | None = None, base_warning: str | None = None):
+                 chat_template: str | None = None, base_warning: str | None = None, constrained: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.processor = processor
@@ -111,6 +116,12 @@ class LocalPolicy(PolicyBase):
         self.kv_reuse = kv_reuse
         self.chat_template = chat_template
         self.base_warning = base_warning
+        # Constrained decoding (genevolve.policies.grammar): each stream() turn is generated under the
+        # protocol grammar built from the run's state (prepare_turn), so it always parses.
+        self.constrained = constrained
+        self._grammar = None
+        self._turn_rules = None
+        self.last_grammar_error: str | None = None
         self._kv: _KVState | None = None
         self._warnings: list[str] = []
         self._warned: set[str] = set()
@@ -131,6 +142,7 @@ class LocalPolicy(PolicyBase):
             sampling["max_new_tokens"] = sampling.pop("max_tokens")
         explicit = set(sampling) | {k for k in kwargs if k in ("temperature", "top_p", "max_new_tokens")}
         kwargs = {**sampling, **kwargs}
+        kwargs.setdefault("constrained", opts.grammar)
         if spec.kind == "nano":
             policy = cls.nano(four_bit=opts.four_bit, adapter=opts.adapter, **kwargs)
         elif not spec.target:
@@ -377,6 +389,14 @@ class LocalPolicy(PolicyBase):
 
         self._start_of_trajectory(messages)
         inputs = self._inputs(messages, images)
+        rules, self._turn_rules = self._turn_rules, None  # what prepare_turn said, for this turn only
+        grammar_proc, max_new = None, self.max_new_tokens
+        if self.constrained and rules is not None:
+            from genevolve.policies.grammar import max_turn_tokens
+
+            grammar_proc = self.grammar().processor(rules, rows=1, prompt_len=len(inputs.ids))
+            # Every free-text part of the grammar is capped, so a turn this long always closes.
+            max_new = max(max_new, max_turn_tokens(rules))
         cache, reused = self._reusable_cache(inputs)
         streamer = _CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.live_stats = streamer.stats  # read by a UI while the turn streams (tokens, tokens per second)
@@ -386,9 +406,9 @@ class LocalPolicy(PolicyBase):
         def work():
             try:
                 with torch.no_grad():
-                    result["out"] = self._generate(inputs, cache, n=1, max_new_tokens=self.max_new_tokens,
+                    result["out"] = self._generate(inputs, cache, n=1, max_new_tokens=max_new,
                                                    temperature=self.temperature, top_p=self.top_p,
-                                                   streamer=streamer, cancel=cancel)
+                                                   streamer=streamer, cancel=cancel, processor=grammar_proc)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 result["error"] = exc
                 streamer.end()
@@ -418,7 +438,25 @@ class LocalPolicy(PolicyBase):
             cache_len = out["cache"].get_seq_length()
             self._kv = _KVState(cache=out["cache"], ids=out["sequences"][0].tolist()[:cache_len])
         self.last_stats = {"prompt_tokens": len(inputs.ids), "reused_tokens": reused,
-                           "new_tokens": len(out["completion"][0])}
+                           "new_tokens": len(out["completion"][0]), "constrained": grammar_proc is not None}
+        if grammar_proc is not None:  # tokens where the model's first choice broke the grammar
+            self.last_stats["grammar_interventions"] = grammar_proc.interventions
+        self.last_grammar_error = grammar_proc.error if grammar_proc is not None else None
+        if self.last_grammar_error:  # a grammar bug, never the model's: the turn went on unconstrained
+            self._warnings.append(f"{self.name}: constrained decoding stopped: {self.last_grammar_error}")
+
+    def prepare_turn(self, rules) -> None:
+        """The next stream() turn's grammar rules (``grammar.TurnRules``: tools, skills, shown images)."""
+        self._turn_rules = rules
+
+    def grammar(self):
+        """The llguidance grammar compiler for this tokenizer (built once, ~1 s)."""
+        if self._grammar is None:
+            from genevolve.policies.grammar import TurnGrammar
+
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._grammar = TurnGrammar(self.tokenizer, vocab, self._eos_ids())
+        return self._grammar
 
     def stats(self) -> dict:
         return dict(self.live_stats)
@@ -479,9 +517,9 @@ class LocalPolicy(PolicyBase):
         return getattr(m, "model", m)
 
     def _generate(self, inputs: _Inputs, cache, *, n: int, max_new_tokens: int, temperature: float, top_p: float,
-                  streamer=None, cancel: threading.Event | None = None) -> dict:
+                  streamer=None, cancel: threading.Event | None = None, processor=None) -> dict:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         device = self.model.device
         ids = torch.tensor([inputs.ids], dtype=torch.long, device=device)
@@ -505,6 +543,8 @@ class LocalPolicy(PolicyBase):
         gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,
                       stopping_criteria=StoppingCriteriaList([stop]), return_dict_in_generate=True,
                       output_logits=True, pad_token_id=self.tokenizer.pad_token_id, cache=cache)
+        if processor is not None:  # raw logits (output_logits) are recorded before any processor
+            gen_kw["logits_processor"] = LogitsProcessorList([processor])
         if sampling:
             gen_kw.update(temperature=temperature, top_p=top_p, top_k=0)
         else:

@@ -1,0 +1,275 @@
+"""Constrained decoding: every local-model turn is generated under the protocol's grammar.
+
+A turn is ``<think>…</think>`` then exactly one ``<tool_call>{json}</tool_call>`` or
+``<answer>{json}</answer>``. ``turn_grammar(rules)`` writes that grammar for one turn from the
+run's state (``TurnRules``: which tools may be called, which skills exist, which IMG ids were
+shown), and ``GrammarProcessor`` masks the logits so the model can only write a turn the
+grammar accepts. What that guarantees, by construction:
+
+* the turn parses: the tags, one action, JSON that ``json.loads`` reads, in the key order and
+  spacing ``protocol.format_tool_call`` / ``format_answer`` write (what the adapter learned);
+* a tool call names a tool that exists, with that tool's argument shape; a skill name is one
+  of the skills that exist; the last round allows only an answer;
+* an answer's ``reference_images`` are ids that were shown, distinct, sorted, at most
+  ``max_references``; its ``gen_prompt`` names no image that was not shown ("the first reference
+  image" needs one shown image, "the second" two; with none shown no reference image at all), and
+  holds no ``IMG_###`` id, URL or protocol tag;
+* every free-text part has a token cap, so a turn ends within ``max_turn_tokens`` tokens. (The one
+  gap: a gen_prompt that runs into its 400-token cap right after a lone backslash token of an
+  escape would end unreadable; a cap is reached only by a runaway loop.)
+
+The library is llguidance (Lark grammars with inline JSON schemas, and ``&``/``~`` on lexemes,
+which the "no ordinal past the last shown image" rule needs); ``benchmarks/grammar_overhead.py``
+measures it against xgrammar and unconstrained decoding on the real nano model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from genevolve.program import ORDINALS
+
+# Token caps of the free-text parts. A nano tool call is ~60 tokens and an answer ~220 (measured on
+# the SFT data); the caps leave room and still bound the turn. A cap is a token count on the text
+# between the JSON quotes (llguidance ends the text there): a character bound inside the lexeme
+# would be exact but costs 5-30x more per token, and with the gen_prompt's exclusions it exceeds
+# llguidance's lexer limits on Gemma's 262k vocabulary.
+THINK_TOKENS = 160
+QUERY_TOKENS = 40
+GEN_PROMPT_TOKENS = 400
+NOTE_TOKENS = 40
+# Tokens outside the capped parts: tags, keys and punctuation (one token per character at worst).
+_FIXED_TOKENS = 200
+
+KNOWN_TOOLS = ("search", "image_search", "query_knowledge")
+
+
+@dataclass(frozen=True)
+class TurnRules:
+    """What one turn may say, from the run's state."""
+
+    tools: tuple[str, ...] = ()  # tools the model may call now; empty: an answer is due
+    skills: tuple[str, ...] = ()  # query_knowledge's skill names
+    image_ids: tuple[str, ...] = ()  # IMG ids shown so far (tool results and the user's images)
+    max_references: int = 2
+
+    @property
+    def answer_only(self) -> bool:
+        return not self.tools
+
+
+def turn_rules(tools=None, image_ids=(), *, max_references: int = 2, answer_only: bool = False) -> TurnRules:
+    """The rules for a turn: ``tools`` the agent's tools (a name -> Tool dict or names; None: the
+    three known tools), ``image_ids`` the ids shown so far, ``answer_only`` in the last round."""
+    names = tuple(tools) if tools is not None else KNOWN_TOOLS
+    skills: tuple[str, ...] = ()
+    if "query_knowledge" in names:
+        tool = tools.get("query_knowledge") if isinstance(tools, dict) else None
+        skills = tuple(getattr(tool, "skills", None) or ())
+        if not skills:
+            from genevolve.tools.knowledge import SKILLS
+
+            skills = tuple(SKILLS)
+    return TurnRules(tools=() if answer_only else names, skills=skills,
+                     image_ids=tuple(i for i in image_ids if i), max_references=max_references)
+
+
+def max_turn_tokens(rules: TurnRules) -> int:
+    """An upper bound on a turn's length under ``turn_grammar(rules)``, in tokens."""
+    answer = GEN_PROMPT_TOKENS + min(rules.max_references, len(rules.image_ids)) * NOTE_TOKENS
+    call = 3 * QUERY_TOKENS
+    return THINK_TOKENS + max(answer, call) + _FIXED_TOKENS
+
+
+def _lit(text: str) -> str:
+    """A Lark string literal for ``text`` (JSON's escapes are Lark's)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+# One character of a JSON string; "<" is left out, so no protocol tag can be opened inside one
+# (JSON's own escape "\u003c" stays possible for text that needs it).
+_CHAR = r'([^"\\\x00-\x1f<]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})'
+
+
+def _string(name: str, tokens: int, body: str) -> list[str]:
+    """Rules for a JSON string whose text (``body``, a lexeme) has at most ``tokens`` tokens."""
+    return [f'{name}: "\\"" {name}_text "\\""', f"{name}_text[max_tokens={tokens}]: {body}"]
+
+
+_ANY = "(?s:.*)"
+_IMAGE_WORD = "(?i:image|photo|picture|reference)"
+
+
+def _forbidden_in_prompt(shown: int) -> str:
+    """A regex for what a gen_prompt may not contain when ``shown`` references can be cited."""
+    parts = [r"IMG_[0-9]", r"(?i:https?:|www\.)"]
+    if shown == 0:
+        parts.append(r"(?i:reference)[ ]+(?i:image|photo|picture)")
+    past = ORDINALS[shown:] + [f"{n}{'st' if n == 1 else 'nd' if n == 2 else 'rd' if n == 3 else 'th'}"
+                               for n in range(shown + 1, len(ORDINALS) + 1)]
+    if past:
+        words = "|".join(past)
+        parts.append(rf"(?i:{words})[ ]+((?i:reference)[ ]+)?{_IMAGE_WORD}")
+    return f"/{_ANY}({'|'.join(parts)}){_ANY}/"
+
+
+TAGS = ("think", "tool_call", "answer")
+
+
+def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> str:
+    """The Lark grammar (llguidance dialect) of one assistant turn under ``rules``.
+
+    ``token_tags``: the protocol tags (``<think>``, ``</answer>``…) the tokenizer holds as single
+    added tokens; those may be written as that token or as plain text."""
+    actions = ["answer"]
+    lines = [
+        # One newline after </think> is what we write; a model trained elsewhere may add one more
+        # or write its JSON on its own line, which parses the same.
+        r'start: tag_think think tag_think_end NL action',
+        r"NL: /\n{0,2}/",
+        r"NL1: /\n?/",
+        rf"think[max_tokens={THINK_TOKENS}]: /[^<]*/",
+        *_string("text", QUERY_TOKENS, f"/{_CHAR}+/"),
+        r'top_k: ", \"top_k\": " /[1-9]/',
+    ]
+    for i, tool in enumerate(dict.fromkeys(rules.tools)):
+        head = "tag_tool_call NL1 " + _lit(f'{{"name": {json.dumps(tool, ensure_ascii=False)}, "arguments": ')
+        if tool == "search":
+            body = r'"{\"queries\": [" text (", " text)~0..2 "]" top_k? "}"'
+        elif tool == "image_search":
+            body = r'"{\"query\": " text top_k? "}"'
+        elif tool == "query_knowledge" and rules.skills:
+            skills = " | ".join(_lit(json.dumps(s, ensure_ascii=False)) for s in rules.skills)
+            body = rf'"{{\"skill_name\": " ({skills}) "}}"'
+        else:  # a tool we know no shape for: any JSON object
+            body = '%json{"type": "object"}'
+        lines.append(f'call_{i}: {head} {body} "}}" NL1 tag_tool_call_end')
+        actions.append(f"call_{i}")
+    if rules.answer_only:
+        actions = ["answer"]
+    lines.insert(1, "action: " + " | ".join(actions))
+
+    ids = list(dict.fromkeys(rules.image_ids))
+    k = min(rules.max_references, len(ids))
+    refs = ['"[]"']
+    ordered = sorted(ids, key=_id_number)
+    for a in range(len(ordered)):
+        if k >= 1:
+            refs.append(f'"[" ref_{a} "]"')
+        for b in range(a + 1, len(ordered)) if k >= 2 else ():
+            refs.append(f'"[" ref_{a} ", " ref_{b} "]"')
+    for a, img_id in enumerate(ordered if k else []):
+        lines.append(f'ref_{a}: {_lit("{" + json.dumps("img_id") + ": " + json.dumps(img_id) + ", " + json.dumps("note") + ": ")} note "}}"')
+    lines += [
+        *_string("note", NOTE_TOKENS, f"/{_CHAR}*/"),
+        'answer: tag_answer NL1 "{\\"gen_prompt\\": " gen_prompt ", \\"reference_images\\": " refs "}" NL1 tag_answer_end',
+        "refs: " + " | ".join(refs),
+        *_string("gen_prompt", GEN_PROMPT_TOKENS, "GEN_PROMPT"),
+        f"GEN_PROMPT: /{_CHAR}+/ & ~{_forbidden_in_prompt(k)}",
+    ]
+    for tag in TAGS:
+        for name, text in ((f"tag_{tag}", f"<{tag}>"), (f"tag_{tag}_end", f"</{tag}>")):
+            lines.append(f"{name}: {_lit(text)}" + (f" | {text}" if text in token_tags else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _id_number(img_id: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in img_id if ch.isdigit())
+    return (int(digits) if digits else 10**9, img_id)
+
+
+class GrammarError(RuntimeError):
+    """The grammar could not be built or the decoder left it (a bug, never the model's fault)."""
+
+
+class TurnGrammar:
+    """llguidance for one tokenizer: compiles ``TurnRules`` into matchers (cached per rules)."""
+
+    def __init__(self, tokenizer, vocab_size: int, eos_ids=()):
+        try:
+            import llguidance
+            import llguidance.hf
+        except ImportError as exc:  # pragma: no cover - a requirement; the message says how to fix it
+            raise GrammarError("constrained decoding needs llguidance: pip install 'llguidance>=1.0'") from exc
+        self._llg = llguidance
+        eos = list(eos_ids) or None
+        # The model's logits may be wider than the tokenizer (padding rows) or, in tiny test
+        # models, narrower; llguidance needs room for every token the tokenizer has.
+        vocab_size = max(vocab_size, len(tokenizer))
+        self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size,
+                                                      eos_token=eos[0] if eos and len(eos) == 1 else eos)
+        self.vocab_size = vocab_size
+        added = {getattr(t, "content", str(t)) for t in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).values()}
+        self.token_tags = frozenset(f"<{s}{t}>" for t in TAGS for s in ("", "/")) & added
+        self._grammars: dict[TurnRules, str] = {}
+
+    def matcher(self, rules: TurnRules):
+        grammar = self._grammars.get(rules)
+        if grammar is None:
+            grammar = self._llg.LLMatcher.grammar_from_lark(turn_grammar(rules, self.token_tags))
+            problem = self._llg.LLMatcher.validate_grammar(grammar, self.tokenizer)
+            if problem:
+                raise GrammarError(f"the turn grammar does not compile: {problem}")
+            if len(self._grammars) > 64:
+                self._grammars.clear()
+            self._grammars[rules] = grammar
+        m = self._llg.LLMatcher(self.tokenizer, grammar, log_level=0)
+        if m.is_error():
+            raise GrammarError(f"the turn grammar does not compile: {m.get_error()}")
+        return m
+
+    def processor(self, rules: TurnRules, rows: int, prompt_len: int) -> "GrammarProcessor":
+        return GrammarProcessor([self.matcher(rules) for _ in range(rows)], self.vocab_size, prompt_len)
+
+
+class GrammarProcessor:
+    """A transformers logits processor: each row's next token must continue its grammar.
+
+    It feeds each row's last sampled token to the row's matcher, then sets every token the
+    grammar does not allow to -inf. ``error`` holds the first matcher error, if any (then that
+    row is left unconstrained rather than stuck).
+    """
+
+    def __init__(self, matchers: list, vocab_size: int, prompt_len: int):
+        import torch
+
+        self.matchers = matchers
+        self.prompt_len = prompt_len
+        self.vocab_size = vocab_size
+        words = (vocab_size + 31) // 32
+        self.bitmask = torch.full((len(matchers), words), -1, dtype=torch.int32)
+        self._shifts = torch.arange(32, dtype=torch.int32)
+        self.error: str | None = None
+        self.mask_s = 0.0  # time spent computing and applying masks (for the benchmark)
+        # Steps where the model's own first choice was not allowed: how hard the grammar had to steer.
+        self.interventions = 0
+        self.steps = 0
+
+    def __call__(self, input_ids, scores):
+        import time
+
+        import torch
+        from llguidance.torch import fill_next_token_bitmask
+
+        t0 = time.perf_counter()
+        fresh = input_ids.shape[1] > self.prompt_len
+        for row, m in enumerate(self.matchers):
+            if fresh and not m.is_stopped():
+                m.consume_token(int(input_ids[row, -1]))
+            if not m.is_error():
+                fill_next_token_bitmask(m, self.bitmask, row)
+            if m.is_error():  # a grammar bug or a lexer limit, never the model's doing
+                self.error = self.error or m.get_error().splitlines()[0]
+                self.bitmask[row] = -1  # every token allowed: the row goes on unconstrained
+        allowed = ((self.bitmask.unsqueeze(-1) >> self._shifts) & 1).bool().reshape(len(self.matchers), -1)
+        vocab = scores.shape[-1]
+        allowed = allowed[:, :vocab].to(scores.device)
+        if allowed.shape[1] < vocab:  # ids past the tokenizer's vocabulary are never allowed
+            allowed = torch.cat([allowed, allowed.new_zeros(allowed.shape[0], vocab - allowed.shape[1])], dim=1)
+        top = scores.argmax(dim=-1, keepdim=True)
+        self.interventions += int((~allowed.gather(1, top)).sum())
+        self.steps += scores.shape[0]
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        self.mask_s += time.perf_counter() - t0
+        return scores
