@@ -38,6 +38,7 @@ def test_rollouts_log_trls_advantages_and_sample_at_the_configs_settings(tiny_ge
     trainer, _ = build_trainer(cfg, reward_fn=by_length)
     policy = trainer.run.policy
     assert (policy.temperature, policy.top_p, policy.max_new_tokens) == (0.35, 0.8, 12)
+    assert policy.constrained is False  # TRL trains on what the policy itself sampled: no grammar mask
     assert trainer.args.temperature == 0.35
 
     trainer.model.train()  # as inside a training step

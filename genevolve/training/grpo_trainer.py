@@ -423,8 +423,11 @@ class _Run:
             cfg.reward, image_dir=str(self.files.dir / "images") if cfg.save_images else None)
         self.tools = tools if tools is not None else build_rollout_tools(cfg)
         # Rollouts run on the unwrapped model: the same parameters the optimizer updates.
+        # Unconstrained: the tokens TRL scores must be samples of the policy itself (a grammar mask
+        # would train on tokens the model did not choose), and the format errors are what it learns from.
         self.policy = LocalPolicy(self.model, self.tokenizer, self.processor, name="grpo-rollout",
-                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  constrained=False)
         # TRL divides the logits by cfg.temperature when it scores these tokens, so rollouts must be
         # sampled at exactly the config's settings: no conversation profile may replace them.
         self.policy.explicit_sampling = {"temperature", "top_p", "max_new_tokens"}
