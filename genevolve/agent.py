@@ -324,8 +324,9 @@ class Agent:
             run.traj.warnings.extend(f"program repaired: {r}" for r in repairs)
         # The gen_prompt must keep the request's quoted texts, counts and positions and hold none of the
         # model's reasoning: one correction saying what is wrong, then the program is kept with a warning.
+        # An answer that is itself the reply to a correction is not sent back again (one in a row).
         problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think)
-        if problems and not run.prompt_corrected and step.round < cfg.max_rounds:
+        if problems and not run.prompt_corrected and not run.corrected and step.round < cfg.max_rounds:
             run.prompt_corrected = True
             step.kind, step.error = "format_error", f"{PROMPT_CHECK}: " + "; ".join(problems)
             step.reply = prompt_correction_message(problems)
