@@ -399,3 +399,8 @@ def test_the_brief_keeps_the_scene_and_drops_how_it_was_asked(typed, scene, tmp_
 def test_names_and_subjects_that_look_like_framing_are_kept(request_text, tmp_path):
     traj = run_planner(request_text, tmp_path)
     assert traj.program.gen_prompt.startswith(request_text), traj.program.gen_prompt
+
+
+def test_attribute_lines_agree_with_plural_objects(tmp_path):
+    prompt = run_planner("A red door beside a scoreboard with bright cyan digits", tmp_path).program.gen_prompt
+    assert "the digits are cyan" in prompt and "the door is red" in prompt and "digits is" not in prompt

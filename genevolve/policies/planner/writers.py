@@ -142,9 +142,21 @@ def _as_written(phrase: str, request: str) -> str:
     return m.group(0) if m else phrase
 
 
+# Nouns ending in -s that are singular (or read that way), for the verb's number.
+_SINGULAR_S = {"canvas", "lens", "news", "gas", "bus", "glass", "dress", "cactus", "iris", "chess", "class"}
+
+
+def _be(noun: str) -> str:
+    """"are" for a plural head noun ("the digits are cyan"), else "is" ("the door is red")."""
+    from genevolve.subjects import singular
+
+    head = noun.split()[-1].lower()
+    return "are" if head not in _SINGULAR_S and singular(head) != head else "is"
+
+
 def _write_attributes(request: str) -> str:
     pairs = attribute_pairs(strip_quoted(request))
-    listing = ", ".join(f"the {n} is {a}" for a, n in pairs)
+    listing = ", ".join(f"the {n} {_be(n)} {a}" for a, n in pairs)
     return (f"Bind each attribute to its own object: {listing}; no colour or material bleeds from one "
             "object to another.")
 
