@@ -28,7 +28,6 @@ import ipaddress
 import os
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Collection
@@ -132,32 +131,18 @@ def safe_download(url: str, dest_dir: str | Path, *, max_bytes: int = MAX_BYTES,
 
     total = timeout * 3 if deadline is None else deadline
     client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False, verify=verify)
-    outcome: dict[str, Any] = {}
+    from genevolve.http_limits import DeadlineExceeded, call_within
 
-    def fetch() -> None:
-        try:
-            outcome["path"] = _fetch(client, url, Path(dest_dir), max_bytes=max_bytes, timeout=timeout,
-                                     max_pixels=max_pixels, allow_private=allow_private,
-                                     allow_hosts={h.lower() for h in allow_hosts},
-                                     stop_at=time.monotonic() + total, require_image=require_image)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = exc
+    def fetch() -> Path:
+        return _fetch(client, url, Path(dest_dir), max_bytes=max_bytes, timeout=timeout, max_pixels=max_pixels,
+                      allow_private=allow_private, allow_hosts={h.lower() for h in allow_hosts},
+                      stop_at=time.monotonic() + total, require_image=require_image)
 
-    # Per-operation timeouts never fire on a server that sends a byte every second, so the
-    # fetch runs in a worker the caller waits for with a wall-clock limit. At the limit the
-    # client is closed under it, which makes its next socket operation fail and end it.
-    worker = threading.Thread(target=fetch, name="genevolve-download", daemon=True)
-    worker.start()
-    worker.join(total)
-    if worker.is_alive():
-        # Closing may wait on the connection pool; the caller does not wait for it.
-        threading.Thread(target=client.close, name="genevolve-download-close", daemon=True).start()
+    try:
+        return call_within(fetch, seconds=total, client=client, name="genevolve-download")
+    except DeadlineExceeded:
         raise DownloadError(f"refused {url}: no complete answer within the {total:g}s deadline "
-                            "(the server is too slow)")
-    client.close()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["path"]
+                            "(the server is too slow)") from None
 
 
 def _fetch(client, url: str, dest_dir: Path, *, max_bytes: int, timeout: float, max_pixels: float,
