@@ -204,12 +204,17 @@ def paired(rows_by_system: dict[str, list[dict]], system: str, baseline: str, *,
             "losses": sum(d < -1e-9 for d in diffs)}
 
 
-def paired_table(comparisons: list[dict]) -> str:
-    lines = ["| system | against | requests | reward | against's reward | difference [95% CI] | wins / ties / losses |",
-             "|---|---|---|---|---|---|---|"]
+def paired_table(comparisons: list[dict], header: str | None = None, label: str | None = None) -> str:
+    """One row per paired comparison; ``label`` names a first column taken from each comparison
+    (``metric`` for the program-quality eval), ``header`` replaces the header row."""
+    lead = f"| {label} " if label else ""
+    lines = [header or (lead + "| system | against | requests | reward | against's reward | difference [95% CI] | "
+                        "wins / ties / losses |"),
+             "|---" * (8 if label else 7) + "|"]
     for c in comparisons:
         lo, hi = c["delta_ci95"]
-        lines.append(f"| {c['system']} | {c['baseline']} | {c['requests']} | {c['system_reward']:.3f} | "
+        first = f"| {c[label]} " if label else ""
+        lines.append(f"{first}| {c['system']} | {c['baseline']} | {c['requests']} | {c['system_reward']:.3f} | "
                      f"{c['baseline_reward']:.3f} | {c['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
                      f"{c['wins']} / {c['ties']} / {c['losses']} |")
     return "\n".join(lines)

@@ -35,7 +35,7 @@ import re
 import time
 from pathlib import Path
 
-from genevolve.bench.ablation import paired, skills_used
+from genevolve.bench.ablation import paired, paired_table, skills_used
 from genevolve.bench.eval_sets import needed_skills
 from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name, read_jsonl, write_atomic
 from genevolve.program import reasoning_leaks as leaks
@@ -323,11 +323,5 @@ def compare(run_a: str | Path, run_b: str | Path) -> list[dict]:
 
 
 def compare_markdown(comparisons: list[dict]) -> str:
-    lines = ["| metric | A | B | requests | A mean | B mean | A − B [95% paired bootstrap CI] | A higher / same / lower |",
-             "|---|---|---|---|---|---|---|---|"]
-    for c in comparisons:
-        lo, hi = c["delta_ci95"]
-        lines.append(f"| {c['metric']} | {c['system']} | {c['baseline']} | {c['requests']} | {c['system_reward']:.3f} | "
-                     f"{c['baseline_reward']:.3f} | {c['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
-                     f"{c['wins']} / {c['ties']} / {c['losses']} |")
-    return "\n".join(lines) + "\n"
+    header = "| metric | A | B | requests | A mean | B mean | A − B [95% paired bootstrap CI] | A higher / same / lower |"
+    return paired_table(comparisons, header=header, label="metric") + "\n"
