@@ -33,8 +33,10 @@ from genevolve.config import ASSETS, REPO_ROOT
 
 STAGES = ("data", "sft", "grpo", "grpo_sdl", "eval", "ship")
 CONFIGS = REPO_ROOT / "configs" / "nano"
-DATA_RECIPE = {"recipes": 560, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3,
-               "held_out": True}
+# Half the recipes carry human variety (genevolve.data.variety): the first adapter, trained on templates
+# alone, learned their shape and copied requests worded any other way.
+DATA_RECIPE = {"recipes": 800, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3,
+               "held_out": True, "variety": 0.5}
 EVAL_REQUESTS = 60
 EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
 UNTUNED_REQUESTS = 8

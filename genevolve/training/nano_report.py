@@ -141,7 +141,7 @@ So a nano trajectory fits the 2,048-token training length at p95 with room to sp
 
 ## 2. Data
 
-`genevolve data build --protocol nano --recipes 560 --budget-fraction 0.2 --held-out` with the planner as
+`genevolve data build --protocol nano --recipes 800 --budget-fraction 0.2 --held-out --variety 0.5` with the planner as
 teacher, offline tools, layout GT renders and OCR checks. Recipes cover both tracks and all 16
 categories. Every named entity (a corpus subject: landmark, person, product, event…) belongs to
 exactly one split, chosen per category in a seeded order (eval first, then rl, then sft), so the
