@@ -104,18 +104,6 @@ def test_a_sampled_system_runs_a_stratified_sample_that_the_full_run_contains(tm
     assert {c["id"] for c in sample} <= {c["id"] for c in runner.cases}
 
 
-def test_ship_choice_needs_an_interval_above_zero_against_sft():
-    from genevolve.training.nano import ship_choice
-
-    adapters = {"sft": 1, "grpo": 1, "grpo_sdl": 1}
-    row = lambda system, delta, lo: {"system": system, "baseline": "sft", "delta": delta, "delta_ci95": [lo, 0.3]}  # noqa: E731
-    assert ship_choice([], adapters) == "sft"
-    assert ship_choice([row("sft+grpo", 0.05, -0.02)], adapters) == "sft"  # better on average, not shown
-    assert ship_choice([row("sft+grpo", 0.05, 0.01), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo_sdl"
-    assert ship_choice([row("sft+grpo+sdl", 0.08, 0.02)], {"sft": 1}) == "sft"  # no such adapter on disk
-    assert ship_choice([row("sft+grpo", 0.08, 0.02), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo"  # a tie
-
-
 def test_adapter_source_is_relative_to_the_run_and_hashes_the_weights(tmp_path):
     import hashlib
 

@@ -83,3 +83,68 @@ def test_the_docs_script_writes_the_page_and_charts_from_a_run(tmp_path):
     assert done.returncode == 0, done.stderr
     page = (docs / "nano.md").read_text(encoding="utf-8")
     assert "| grpo | 1 | 0.400 ± 0.100 |" in page and (docs / "images" / "nano_grpo.png").is_file()
+
+
+def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapter():
+    from genevolve.training.nano import ship_choice
+
+    adapters = {"sft": 1, "grpo": 1, "grpo_sdl": 1}
+
+    def row(system, delta, lo, metric="clean"):
+        return {"metric": metric, "system": system, "baseline": "shipped", "delta": delta, "delta_ci95": [lo, 0.3]}
+
+    assert ship_choice([], adapters) is None  # nothing measured: the shipped adapter stays
+    assert ship_choice([row("sft", 0.05, -0.02)], adapters) is None  # better on average, not shown
+    assert ship_choice([row("sft", 0.2, 0.1, metric="valid")], adapters) is None  # another metric decides nothing
+    assert ship_choice([row("sft", 0.05, 0.01), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo_sdl"
+    assert ship_choice([row("sft+grpo+sdl", 0.08, 0.02)], {"sft": 1}) is None  # no such adapter on disk
+    assert ship_choice([row("sft+grpo", 0.08, 0.02), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo"  # a tie
+
+
+def test_external_stage_pairs_every_system_with_the_shipped_adapter_and_ship_keeps_it(tmp_path):
+    """Real planner runs of the program eval stand in for two systems' run folders; the recipe's
+    comparison, summary and ship decision read them as the external stage leaves them."""
+    import json
+
+    from genevolve.bench.eval_sets import load_eval_set
+    from genevolve.bench.programs import run_program_eval
+    from genevolve.training.nano import NanoRecipe
+
+    cases = load_eval_set("official-examples")
+    for name in ("shipped", "sft"):
+        run_program_eval([dict(c) for c in cases], tmp_path / "external" / name, policy="planner",
+                         set_name="official-examples", progress=False)
+    recipe = NanoRecipe(tmp_path, log=lambda m: None, ship_to=tmp_path / "assets")
+    pairs = recipe.external_pairs()
+    clean = next(p for p in pairs if p["metric"] == "clean")
+    assert clean["system"] == "sft" and clean["baseline"] == "shipped" and clean["requests"] == len(cases)
+    assert clean["delta"] == 0 and clean["ties"] == len(cases)  # the same policy: no difference
+    summary = (tmp_path / "external" / "summary.md").read_text(encoding="utf-8")
+    assert "| shipped | 3 |" in summary and "| sft | 3 |" in summary and "clean" in summary.splitlines()[0]
+    assert json.loads((tmp_path / "external" / "paired.json").read_text()) == pairs
+    # An adapter in the run: equal to the shipped one, so ship keeps the assets untouched.
+    ckpt = tmp_path / "sft" / "checkpoints" / "checkpoint-1"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_config.json").write_text("{}")
+    (ckpt / "adapter_model.safetensors").write_bytes(b"weights")
+    (tmp_path / "sft" / "checkpoints" / "latest").write_text("checkpoint-1")
+    recipe.stage_ship()
+    assert not (tmp_path / "assets").exists()
+    assert json.loads((tmp_path / "stages.json").read_text())["ship"]["shipped"] == "kept"
+
+
+def test_external_stage_refuses_to_mix_two_shipped_adapters(tmp_path):
+    import pytest
+
+    from genevolve.training.nano import NanoRecipe
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "adapter_model.safetensors").write_bytes(b"first")
+    recipe = NanoRecipe(tmp_path / "run", log=lambda m: None, ship_to=assets)
+    (tmp_path / "run" / "external").mkdir(parents=True)
+    recipe._pin_shipped(tmp_path / "run" / "external")
+    recipe._pin_shipped(tmp_path / "run" / "external")  # the same adapter: fine
+    (assets / "adapter_model.safetensors").write_bytes(b"second")
+    with pytest.raises(RuntimeError, match="shipped adapter changed"):
+        recipe._pin_shipped(tmp_path / "run" / "external")

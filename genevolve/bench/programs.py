@@ -43,8 +43,9 @@ from genevolve.relevance import bound_references, carried_facts, search_sources
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
-QUALITY_METRICS = ("valid", "quotes_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
+QUALITY_METRICS = ("valid", "clean", "quotes_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
                    "skill_recall", "rounds", "tokens", "seconds")
+KEPT = ("quotes_kept", "counts_kept", "colours_kept", "positions_kept")
 
 
 # ---------------------------------------------------------------- per-request measures
@@ -120,7 +121,16 @@ def measure(case: dict, traj, seconds: float) -> dict:
         "seconds": round(seconds, 3), "termination": traj.termination,
         "gen_prompt": prompt[:3000] if program else None,
     }
+    row["clean"] = is_clean(row)
     return row
+
+
+def is_clean(row: dict) -> bool:
+    """One request's program passes every check at once: valid, every quoted text and every stated
+    count, colour and position kept, no leak, no irrelevant fact or reference. The one number per
+    request that two policies are compared on (``compare``, the nano recipe's ship decision)."""
+    return (bool(row["valid"]) and all(row.get(k) in (None, 1, 1.0, True) for k in KEPT) and not row["leak"]
+            and not row["irrelevant_facts"] and not row["irrelevant_references"])
 
 
 # ---------------------------------------------------------------- the run (the bench runner's rollout stage)
@@ -249,7 +259,8 @@ def _pct(v, n=None):
 
 def _row_cells(name: str, a: dict) -> str:
     num = (lambda v, d=1: "–" if v is None else f"{v:.{d}f}")
-    return (f"| {name} | {a['requests']} | {_pct(a['valid'])} | {_pct(a['quotes_kept'], a['quotes_kept_n'])} | "
+    return (f"| {name} | {a['requests']} | {_pct(a['valid'])} | {_pct(a['clean'])} | "
+            f"{_pct(a['quotes_kept'], a['quotes_kept_n'])} | "
             f"{_pct(a['counts_kept'], a['counts_kept_n'])} | {_pct(a['colours_kept'], a['colours_kept_n'])} | "
             f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | "
             f"{a['facts']} / {a['irrelevant_facts']} | {a['references']} / {a['irrelevant_references']} | "
@@ -257,9 +268,9 @@ def _row_cells(name: str, a: dict) -> str:
             f"{num(a['seconds'], 2)} |")
 
 
-TABLE_HEAD = ("| {first} | requests | valid | quotes kept | counts kept | colours kept | positions kept | leaks | "
+TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | counts kept | colours kept | positions kept | leaks | "
               "facts / irrelevant | references / irrelevant | skill recall | rounds | tokens | seconds |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def markdown(summary: dict) -> str:
@@ -304,7 +315,7 @@ def chart(summary: dict, path: str | Path) -> Path:
     return path
 
 
-PAIRED_METRICS = ("valid", "quotes_kept", "leak", "irrelevant_facts", "irrelevant_references", "skill_recall")
+PAIRED_METRICS = ("clean", "valid", "quotes_kept", "leak", "irrelevant_facts", "irrelevant_references", "skill_recall")
 
 
 def compare(run_a: str | Path, run_b: str | Path) -> list[dict]:

@@ -61,7 +61,7 @@ def grpo(config: Path = typer.Option(..., "--config", help="GRPO config (YAML), 
 @train_app.command()
 def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stage's output (resumable)."),
          stages: str = typer.Option(",".join(("data", "sft", "grpo", "grpo_sdl", "eval", "ship")),
-                                    help="Comma-separated stages to run, in order: data,sft,grpo,grpo_sdl,eval,ship."),
+                                    help="Comma-separated stages to run, in order: data,sft,grpo,grpo_sdl,eval,external,ship."),
          eval_requests: int = typer.Option(60, min=1, help="Held-out requests in the ablation (stratified)."),
          stage_requests: int = typer.Option(20, min=1, help="Of those, how many (stratified) the GRPO stages run; "
                                             "they are compared with the stage before on exactly these."),

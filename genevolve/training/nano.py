@@ -1,6 +1,6 @@
 """GenEvolve-Nano: the whole recipe on the real Gemma 3 270M, stage by stage, every stage resumable.
 
-    genevolve train nano --out runs/nano [--stages data,sft,grpo,grpo_sdl,eval,ship]
+    genevolve train nano --out runs/nano [--stages data,sft,grpo,grpo_sdl,eval,external,ship]
 
 Stages (each reads what the one before wrote under OUT, and each picks up where a kill left it):
 
@@ -12,7 +12,10 @@ grpo        GRPO from the SFT adapter on data/rl_prompts.jsonl, hybrid reward (O
 grpo_sdl    the same plus self-distillation from Decision Guides (OUT/grpo_sdl)
 eval        the ablation on a stratified subset of data/eval.jsonl: untuned base, SFT, SFT+GRPO,
             SFT+GRPO+SDL and the planner teacher, same tools, renderer and judges (OUT/eval)
-ship        the chosen adapter into assets/adapters/nano with its model card
+external    program quality (``genevolve eval programs``) on prompt sets written by others: the
+            same systems and the adapter shipped today, paired against it (OUT/external)
+ship        the adapter that beat the shipped one on the external sets, with its model card;
+            none of them did: the shipped adapter stays
 ==========  ==================================================================================
 
 Configs come from ``configs/nano/{sft,grpo,grpo_sdl}.yaml``; the paths in them are replaced by
@@ -31,7 +34,7 @@ from typing import Callable
 
 from genevolve.config import ASSETS, REPO_ROOT
 
-STAGES = ("data", "sft", "grpo", "grpo_sdl", "eval", "ship")
+STAGES = ("data", "sft", "grpo", "grpo_sdl", "eval", "external", "ship")
 CONFIGS = REPO_ROOT / "configs" / "nano"
 # Half the recipes carry human variety (genevolve.data.variety): the first adapter, trained on templates
 # alone, learned their shape and copied requests worded any other way.
@@ -45,6 +48,10 @@ UNTUNED_REQUESTS = 8
 STAGE_REQUESTS = 20
 PAIRS = (("sft", "untuned"), ("sft+grpo", "sft"), ("sft+grpo+sdl", "sft+grpo"), ("sft+grpo+sdl", "sft"))
 LABELS = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
+# The external sets (PartiPrompts, GenEval, T2I-CompBench, the official examples): the same
+# stratified sample as `genevolve eval programs --set all --limit 36`, so a run of the shipped adapter
+# made by hand with that command is the same measurement.
+EXTERNAL_REQUESTS = 36
 EVAL_MAX_ROUNDS = 8  # the planner teacher needs up to 9 rounds on 1 in 60 eval requests; 8 caps a runaway base
 
 
@@ -228,19 +235,91 @@ class NanoRecipe:
         else:
             self.log("[nano] eval: the summary covers the requests finished so far; run the stage again to go on")
 
+    def stage_external(self) -> None:
+        from genevolve.bench.ablation import stratified_subset
+        from genevolve.bench.eval_sets import load_eval_set
+        from genevolve.bench.programs import run_program_eval
+
+        root = self.out / "external"
+        root.mkdir(parents=True, exist_ok=True)
+        self._pin_shipped(root)
+        cases = stratified_subset(load_eval_set("all"), EXTERNAL_REQUESTS)
+        systems = {"planner": ("planner", cases), "shipped": ("nano", cases),
+                   "untuned": ("nano?adapter=none", stratified_subset(cases, min(UNTUNED_REQUESTS, len(cases))))}
+        systems.update({LABELS[k]: (f"nano?adapter={v}", cases) for k, v in self.adapters().items()})
+        if self.eval_systems is not None:
+            systems = {k: v for k, v in systems.items() if k in self.eval_systems or k == "shipped"}
+        for name, (spec, chosen) in systems.items():
+            if self.summary_only:
+                break
+            self.log(f"[nano] external: {name} ({spec}) on {len(chosen)} requests")
+            run_program_eval([dict(c) for c in chosen], root / _slug(name), policy=spec, set_name="all",
+                             resume=(root / _slug(name) / "run.json").exists(), progress=False, log=self.log)
+        pairs = self.external_pairs()
+        if pairs is not None and all((root / _slug(n) / "rollout.jsonl").exists() for n in systems):
+            self._mark_done("external", systems=list(systems), requests=len(cases))
+
+    def _pin_shipped(self, root: Path) -> None:
+        """The 'shipped' row is the adapter in the assets when this stage first ran; a later ship
+        replaces that adapter, so a resumed stage must refuse to mix the two in one row."""
+        import hashlib
+
+        weights = self.ship_to / "adapter_model.safetensors"
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+        pin = root / "shipped.json"
+        if pin.exists():
+            pinned = json.loads(pin.read_text(encoding="utf-8"))["adapter_model_sha256"]
+            if pinned != digest:
+                raise RuntimeError(f"the shipped adapter changed since {root} was started; move that folder "
+                                   "away to measure the new one")
+        else:
+            pin.write_text(json.dumps({"adapter_model_sha256": digest}) + "\n", encoding="utf-8")
+
+    def external_pairs(self) -> list[dict] | None:
+        """Every system against the shipped adapter, paired per metric on the requests both ran;
+        written to OUT/external/paired.{json,md} with a one-row-per-system summary."""
+        from genevolve.bench.ablation import paired_table
+        from genevolve.bench.programs import TABLE_HEAD, _row_cells, compare, summarise
+        from genevolve.durable import write_atomic
+
+        root = self.out / "external"
+        runs = {p.name: p for p in sorted(root.iterdir()) if (p / "rollout.jsonl").is_file()} if root.is_dir() else {}
+        if "shipped" not in runs:
+            return None
+        rows, pairs = [], []
+        for name in sorted(runs, key=_system_rank):
+            summary = summarise(runs[name])
+            rows.append(_row_cells(name, summary["overall"]))
+            if name != "shipped":
+                for c in compare(runs[name], runs["shipped"]):
+                    pairs.append({**c, "system": name, "baseline": "shipped"})
+        write_atomic(root / "summary.md", TABLE_HEAD.format(first="system") + "\n" + "\n".join(rows) + "\n")
+        write_atomic(root / "paired.json", json.dumps(pairs, indent=2) + "\n")
+        header = "| metric | system | against | requests | system | against | difference [95% CI] | higher / same / lower |"
+        write_atomic(root / "paired.md", paired_table(pairs, header=header, label="metric") + "\n")
+        return pairs
+
     def model_card(self, shipped: str) -> str:
         from genevolve.training.nano_report import model_card
 
         return model_card(self.out, shipped)
 
     def stage_ship(self) -> None:
-        """Copy the chosen adapter into the assets: SFT, unless a later stage beat it on the same
-        requests with a paired interval above zero (then the one with the larger difference)."""
+        """Copy the chosen adapter into the assets: the trained stage whose share of clean programs on
+        the external sets is above the shipped adapter's with a paired interval above zero (the
+        largest difference wins); when none is, the shipped adapter stays and nothing is written."""
         adapters = self.adapters()
-        choice = ship_choice(_read_json(self.out / "eval" / "paired.json") or [], adapters)
-        src = adapters.get(choice)
-        if src is None:
+        if not adapters:
             raise FileNotFoundError(f"no trained adapter under {self.out}: run the sft stage first")
+        pairs = _read_json(self.out / "external" / "paired.json")
+        if pairs is None:
+            raise FileNotFoundError(f"no external comparison under {self.out}: run the external stage first")
+        choice = ship_choice(pairs, adapters)
+        if choice is None:
+            self._mark_done("ship", shipped="kept")
+            self.log("[nano] ship: no trained stage beat the shipped adapter on the external sets; it stays")
+            return
+        src = adapters[choice]
         dest = self.ship_to
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -272,16 +351,27 @@ def _system_rank(name: str) -> int:
     """Table order: the teacher, the untuned base, then the stages in training order."""
     if name.startswith("sft (same"):
         return 3
-    order = ["planner", "untuned", "sft", None, "sft+grpo", "sft+grpo+sdl"]
+    order = ["planner", "shipped", "untuned", "sft", None, "sft+grpo", "sft+grpo+sdl"]
     return order.index(name) if name in order else len(order)
 
 
-def ship_choice(pairs: list[dict], adapters) -> str:
-    """The stage to ship from the paired comparisons against SFT (``ablation.paired`` rows)."""
+SHIP_METRIC = "clean"
+
+
+def ship_choice(pairs: list[dict], adapters) -> str | None:
+    """The stage to ship from the external comparisons against the shipped adapter (rows of
+    ``programs.compare`` labelled system/baseline), or None when none is better with an interval
+    above zero. Better means a larger share of clean programs; a tie goes to the earlier stage."""
     stages = list(LABELS)
-    against_sft = [(p["delta"], -stages.index(k), k) for k, label in LABELS.items() if k != "sft" and k in adapters
-                   for p in pairs if p["system"] == label and p["baseline"] == "sft" and p["delta_ci95"][0] > 0]
-    return max(against_sft)[2] if against_sft else "sft"  # a tie goes to the earlier, simpler stage
+    better = [(p["delta"], -stages.index(k), k) for k, label in LABELS.items() if k in adapters
+              for p in pairs if p["system"] == _slug(label) and p["baseline"] == "shipped"
+              and p.get("metric") == SHIP_METRIC and p["delta_ci95"][0] > 0]
+    return max(better)[2] if better else None
+
+
+def _slug(system: str) -> str:
+    """A system's folder name under OUT/external ('sft+grpo' stays readable on every filesystem)."""
+    return system.replace(" ", "-")
 
 
 def _gemma_tokenizer():

@@ -35,6 +35,20 @@ with no keys, and it was trained on such a CPU, end to end, by `genevolve train 
 call, skills in their short form. Serve it with another profile and it will see a conversation it
 was not trained on.
 
+## Results on prompt sets written by others
+
+The first yardstick: program quality (`genevolve eval programs`, no renderer) on a stratified sample
+of PartiPrompts, GenEval, T2I-CompBench and the official release's examples — requests nobody here
+wrote or trained on. "clean" is the share of programs that pass every check at once (valid, every
+quoted text, count, colour and position kept, no leak, no irrelevant fact or reference).
+
+{external}
+
+Each system against the adapter shipped before this run, paired on the same requests (95% paired
+bootstrap interval; a new adapter ships only when its "clean" interval lies above zero):
+
+{external_paired}
+
 ## Base model and terms
 
 Gemma 3 270M (pre-trained, not instruction-tuned) by Google, used under the Gemma Terms of Use
@@ -71,8 +85,9 @@ top 10% decision tokens. Per step (mean ± sd of the reward within the group of 
 
 {grpo}
 
-Shipped stage: **{shipped}**. A later stage replaces SFT only when it beats SFT on the same held-out
-requests with a paired 95% interval above zero; the `ship` stage rewrites this card after each run.
+Shipped stage: **{shipped}**. A trained stage replaces the shipped adapter only when its share of
+clean programs on the external sets (above) is higher with a paired 95% interval above zero; the
+`ship` stage rewrites this card when it ships.
 
 ## Evaluation (held-out split, one run, same tools, renderer and judges)
 
@@ -113,12 +128,26 @@ here, on a 2-core CPU with no GPU, and shipped in `assets/adapters/nano/` with i
 page says how it was made, what each choice rests on, and what it measures. Every number below
 comes from the run folder of one command:
 
-    genevolve train nano --out runs/nano     # data → sft → grpo → grpo_sdl → eval → ship
+    genevolve train nano --out runs/nano     # data → sft → grpo → grpo_sdl → eval → external → ship
     python scripts/nano_docs.py runs/nano    # this page and its charts, from the same run
 
 Each stage resumes after a kill: run the same command again. `--stages` runs a subset,
 `--stages eval --systems sft` evaluates one system, `--stages eval --summary-only` writes the summary
 of what is finished, `--stages eval --rescore` measures stored rollouts again after a judge changed.
+
+## 0. Results on prompt sets written by others
+
+The first yardstick: program quality (`genevolve eval programs`, no renderer) on a stratified sample
+of PartiPrompts, GenEval, T2I-CompBench and the official release's examples — requests nobody here
+wrote or trained on. "clean" is the share of programs that pass every check at once (valid, every
+quoted text, count, colour and position kept, no leak, no irrelevant fact or reference).
+
+{external}
+
+Each system against the adapter shipped before this run, paired on the same requests (95% paired
+bootstrap interval; a new adapter ships only when its "clean" interval lies above zero):
+
+{external_paired}
 
 ## 1. Fitting the context
 
@@ -253,13 +282,14 @@ minutes of this CPU.
 
 def render_docs(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
-    keys = ("data", "recipe", "size", "sft", "grpo", "untuned_n", "ablation", "paired", "time")
+    keys = ("external", "external_paired", "data", "recipe", "size", "sft", "grpo", "untuned_n", "ablation",
+            "paired", "time")
     return DOCS.format(**{k: sections.get(k) or missing for k in keys})
 
 
 def render_card(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
-    keys = ("data", "sft", "time", "grpo", "shipped", "ablation", "paired")
+    keys = ("external", "external_paired", "data", "sft", "time", "grpo", "shipped", "ablation", "paired")
     return CARD.format(**{k: sections.get(k) or missing for k in keys})
 
 
@@ -384,6 +414,10 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
                            f"{sum(m['step_s'] for m in steps) / 3600:.2f} h of steps; training loss "
                            f"{steps[0]['loss']:.3f} (step 1) → {steps[-1]['loss']:.3f} (step {steps[-1]['step']}); "
                            "held-out loss " + ", ".join(f"{m['eval_loss']:.3f} (step {m['step']})" for m in evals) + ".")
+    for key, name in (("external", "summary.md"), ("external_paired", "paired.md")):
+        path = out / "external" / name
+        if path.exists() and path.read_text(encoding="utf-8").count("\n") > 2:
+            sections[key] = path.read_text(encoding="utf-8").strip()
     summary = out / "eval" / "summary.md"
     if summary.exists():
         sections["ablation"] = summary.read_text(encoding="utf-8").strip()
