@@ -155,6 +155,7 @@ def test_sft_loss_falls_and_best_checkpoint_is_kept(tmp_path):
     assert result["state"] == "done" and [m["step"] for m in metrics] == list(range(1, 26))
     first, last = metrics[0]["loss"], metrics[-1]["loss"]
     assert last < 0.5 * first, (first, last)
+    assert all(m["tokens"] > 0 and m["tokens_per_s"] > 0 for m in metrics)  # every step counts what it trained on
     evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
     assert len(evals) == 5 and evals[-1] < evals[0]
     ckpts = tmp_path / "run" / "checkpoints"
@@ -184,7 +185,7 @@ def test_full_logit_baseline_trains_the_same_steps(tmp_path):
         runs[logits] = read_metrics(tmp_path / logits)
     for other in ("loss_positions", "fused"):
         for a, b in zip(runs["full"], runs[other], strict=True):
-            for key in ("loss", "grad_norm", "eval_loss"):
+            for key in ("loss", "grad_norm", "eval_loss", "tokens"):
                 assert (a.get(key) is None) == (b.get(key) is None)
                 if a.get(key) is not None:
                     assert abs(a[key] - b[key]) < 1e-4 * max(1.0, abs(a[key])), (other, a["step"], key, a[key], b[key])

@@ -73,11 +73,20 @@ class GenevolveSFTTrainer(RunFolderTrainer, trl.SFTTrainer):
             # The plain-HF baseline: the model's own loss over the full logits.
             from transformers import Trainer
 
+            self._count_tokens(inputs)
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
         if self.cfg.logits == "loss_positions":
+            if self.model.training:
+                self._count_tokens(inputs)
             loss = self._loss_at_label_positions(model, inputs, num_items_in_batch)
             return (loss, None) if return_outputs else loss
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _count_tokens(self, inputs) -> None:
+        """The tokens trained on, counted as TRL's own loss does (over all processes): our loss paths
+        replace TRL's compute_loss, which is where TRL counts them."""
+        count = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+        self._total_train_tokens += count // self._tp_size
 
     def _loss_at_label_positions(self, model, inputs, num_items_in_batch=None):
         """Cross-entropy on assistant tokens with logits computed only where some row of the batch
