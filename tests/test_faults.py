@@ -238,7 +238,7 @@ def test_debug_shows_the_traceback_and_the_console_script_answers_in_one_line(fi
 def test_a_long_request_is_planned_in_linear_time():
     """43 kB took 56 s with the planner (the subject reader re-tokenised the text per word): the
     readers behind the constraints must stay linear, whatever the front end's length limit."""
-    from genevolve.policies.planner.english import living_beings
+    from genevolve.english import living_beings
     from genevolve.program import derive_constraints
 
     unit = 'A poster of two farmers at the market with three red apples and a cat next to a dog, "FRESH". '

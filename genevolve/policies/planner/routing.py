@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from genevolve.policies.planner.english import (
+from genevolve.english import (
     COLOURS,
     SHAPES,
     attribute_pairs,

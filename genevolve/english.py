@@ -1,8 +1,10 @@
-"""The planner's English: word lists and the small extractors built on them.
+"""Everyday English for reading requests: word lists and the small extractors built on them.
 
 Rules, not a parser: they read the kind of requests an image generator gets ("three red apples
 on a wooden table, a cat beside them") well enough to decide what to look up, which subjects
-deserve a picture and which skills apply. Named entities come from ``genevolve.subjects``.
+deserve a picture and which skills apply. The planner asks them that, and ``relevance`` uses the
+same lists to tell everyday words from names, hence a module below both. Named entities come from
+``genevolve.subjects``.
 """
 
 from __future__ import annotations
