@@ -10,10 +10,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genevolve.agent import Agent, AgentConfig
+from genevolve.bench.official_export import export_bench_run
 from genevolve.cli import app
 from genevolve.official.records import (
     RecordError,
-    export_bench_run,
     import_results,
     load_results,
     record_to_trajectory,

@@ -2,7 +2,7 @@
 
 Each skill has a trigger rule (quoted text, exact counts, several placed objects, attributes on
 different objects, people or animals, materials, a style or surreal idea, light and camera).
-``SKILL_PRIORITY`` orders the skills of the catalogue (``genevolve.tools.knowledge.SKILLS``) for
+``SKILL_PRIORITY`` orders the skills of the catalogue (``genevolve.protocol.SKILLS``) for
 the planner: when more skills trigger than it asks for, the first ones win, and the brief's
 skill lines follow the same order.
 """
