@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from genevolve.bench.eval_sets import (EXTERNAL, load_eval_set, needed_skills, training_overlaps)
+from genevolve.bench.eval_sets import EXTERNAL, load_eval_set, needed_skills
+from genevolve.data.recipes import training_overlaps
 
 ROOT = Path(__file__).resolve().parents[1]
 WISE_FIXTURE = Path(__file__).parent / "data" / "wise_fixture.json"
