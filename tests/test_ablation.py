@@ -105,7 +105,7 @@ def test_a_sampled_system_runs_a_stratified_sample_that_the_full_run_contains(tm
 
 
 def test_ship_choice_needs_an_interval_above_zero_against_sft():
-    from genevolve.training.nano import ship_choice
+    from genevolve.nano.recipe import ship_choice
 
     adapters = {"sft": 1, "grpo": 1, "grpo_sdl": 1}
     row = lambda system, delta, lo: {"system": system, "baseline": "sft", "delta": delta, "delta_ci95": [lo, 0.3]}  # noqa: E731
@@ -119,7 +119,7 @@ def test_ship_choice_needs_an_interval_above_zero_against_sft():
 def test_adapter_source_is_relative_to_the_run_and_hashes_the_weights(tmp_path):
     import hashlib
 
-    from genevolve.training.nano import adapter_source
+    from genevolve.nano.recipe import adapter_source
 
     ckpt = tmp_path / "run" / "grpo" / "checkpoints" / "checkpoint-6"
     ckpt.mkdir(parents=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 
 from genevolve.training.metrics import RunFiles
-from genevolve.training.nano_report import grpo_chart, grpo_section, model_card_sections
-from genevolve.training.nano_report import render_card, render_docs
+from genevolve.nano.report import grpo_chart, grpo_section, model_card_sections
+from genevolve.nano.report import render_card, render_docs
 
 
 def _grpo_run(out, name, rewards, sdl=False):

@@ -229,7 +229,7 @@ class NanoRecipe:
             self.log("[nano] eval: the summary covers the requests finished so far; run the stage again to go on")
 
     def model_card(self, shipped: str) -> str:
-        from genevolve.training.nano_report import model_card
+        from genevolve.nano.report import model_card
 
         return model_card(self.out, shipped)
 

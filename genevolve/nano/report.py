@@ -1,5 +1,5 @@
 """GenEvolve-Nano's report: the model card and docs/nano.md, both from a run folder laid out as the
-recipe's stages write it (``genevolve.training.nano``). Fixed prose around the measured numbers,
+recipe's stages write it (``genevolve.nano.recipe``). Fixed prose around the measured numbers,
 the GRPO stages' per-step table and chart, and the paired ablation.
 
 The recipe writes the card beside the shipped adapter; ``scripts/nano_docs.py RUN_DIR`` writes the
