@@ -96,7 +96,7 @@ subset of the held-out requests; the interval resamples requests, keeping each p
 - Trained on a few hundred requests from about a dozen named entities: on unseen entities it still
   calls the right tools, but what it writes about them comes only from what the tools return.
 - With `?4bit=1` (NF4 weights on the CPU) the adapter loads and starts its turns as trained, but
-  NF4 often breaks the format after that: on the held-out request of `tests/test_nano_adapter.py`
+  NF4 often breaks the format after that: on the held-out request of `tests/nano/test_nano_adapter.py`
   it cut a closing tag short in one environment and wrote a malformed answer in another. Use bf16
   on a CPU; the evaluation above is bf16 only.
 - The GRPO stages answer sooner and research less than the teacher: the offline reward pays for

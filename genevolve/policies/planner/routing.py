@@ -33,7 +33,7 @@ SKILL_REASONS = {
     "creative_drawing": "The request wants a style transfer or a surreal idea",
     "aesthetic_drawing": "Light, camera and mood matter here",
 }
-SKILL_PRIORITY = tuple(SKILL_REASONS)  # the same names as the catalogue (tests/test_planner.py checks)
+SKILL_PRIORITY = tuple(SKILL_REASONS)  # the same names as the catalogue (tests/policies/test_planner.py checks)
 
 SKILL_TRIGGERS = {
     "spatial_layout": re.compile(
