@@ -2,7 +2,7 @@
 
 1. The mini bench offline end to end (planner + layout + local judge) at parallel 2: cases/minute.
 2. The judge stage alone against a local chat-completions endpoint with 500 ms latency
-   (tests/chat_server.py, a real HTTP server): parallel 8 vs parallel 1 throughput.
+   (tests/helpers/chat_server.py, a real HTTP server): parallel 8 vs parallel 1 throughput.
 
     python benchmarks/bench_harness.py [--cases N] [--skip-mini]
 
@@ -44,7 +44,7 @@ def mini_end_to_end(work: Path, parallel: int) -> dict:
 _SERVER = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from chat_server import ChatServer
+from helpers.chat_server import ChatServer
 reply = json.dumps({{"constraints": [], "rationale": "ok", "faithfulness": 1, "visual_correctness": 0.5,
                     "text_accuracy": 1, "text_accuracy_na": False, "aesthetics": 0.5}})
 server = ChatServer(lambda body: reply, latency={latency}).start()

@@ -1,6 +1,6 @@
 """Throughput: 32 requests at parallel 8 vs one by one, against a local chat-completions endpoint.
 
-The endpoint (tests/chat_server.py, a real HTTP server on 127.0.0.1) adds 200 ms per turn; the
+The endpoint (tests/helpers/chat_server.py, a real HTTP server on 127.0.0.1) adds 200 ms per turn; the
 tools add 300 ms per call. Each request is search → image_search → answer (3 turns, 2 tool
 calls: 1.2 s of waiting). The runtime waits on I/O, so parallel 8 should approach 8×.
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from chat_server import ChatServer  # noqa: E402
+from helpers.chat_server import ChatServer  # noqa: E402
 from genevolve.agent import Agent, AgentConfig  # noqa: E402
 from genevolve.policies.openai import OpenAIPolicy  # noqa: E402
 from genevolve.protocol import format_answer, format_tool_call  # noqa: E402

@@ -1,6 +1,6 @@
 """Ours vs the official GenEvolve runtime, side by side against one scripted chat-completions server.
 
-Both runtimes talk to the same endpoint — ``tests/chat_server.py``, a real HTTP server on
+Both runtimes talk to the same endpoint — ``tests/helpers/chat_server.py``, a real HTTP server on
 127.0.0.1, run in its own process like a real vLLM server would be — and get the same tool
 latencies. Every request is three turns: search → image_search → answer. The server decides each
 turn from the request text and the number of assistant turns so far, so distinct requests send
@@ -83,7 +83,7 @@ def reply(body: dict) -> str:
 
 def serve(latency: float) -> None:
     """Child-process entry: run the server, print its base URL, stay up until stdin closes."""
-    from chat_server import ChatServer
+    from helpers.chat_server import ChatServer
 
     with ChatServer(reply, latency=latency) as server:
         print(server.base_url, flush=True)

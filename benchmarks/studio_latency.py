@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from studio_server import browser, running_studio, slow_openai_server  # noqa: E402
+from helpers.studio_server import browser, running_studio, slow_openai_server  # noqa: E402
 
 REQUESTS = [
     'A retro travel poster of a cat next to a rocket, title "MOON CAT" in bold serif',

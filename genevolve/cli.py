@@ -255,7 +255,8 @@ _EXTERNAL = [
     ("genevolve.renderers.commands", "serve_renderer", "serve-renderer", False),
     ("genevolve.bench.commands", "bench_app", "bench", True),
     ("genevolve.bench.eval_commands", "eval_app", "eval", True),
-    ("genevolve.training.commands", "train_app", "train", True),
+    # the train group with the nano recipe's command added (the recipe sits above training)
+    ("genevolve.nano.commands", "train_app", "train", True),
     ("genevolve.data.commands", "data_app", "data", True),
     ("genevolve.official.commands", "import_cmd", "import", False),
 ]

@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+# The quoting rule and the reading of a request's subjects live in ``subjects`` (stdlib only, a
+# floor below); ``strip_quoted`` stays importable from here, where most callers look for it.
+from genevolve.subjects import QUOTED_TEXT_RE, date_phrases, extract_entities, strip_quoted, subject_mentions
+
 IMG_ID_RE = re.compile(r"\bIMG_\d{3,}\b")
 URL_RE = re.compile(r"(?:https?|ftp|file|data|javascript):[^\s\"')\]]+|\b[a-z][a-z0-9+.-]{1,15}://[^\s\"')\]]+"
                     r"|www\.[^\s\"')\]]+", re.IGNORECASE)
@@ -60,11 +64,6 @@ RELATIONS = {
 _REL_RE = re.compile(
     r"\b(" + "|".join(sorted((re.escape(k) for k in RELATIONS), key=len, reverse=True)) + r")\b",
     re.IGNORECASE,
-)
-# Text in quotes: what the user wants written in the image, never a scene word to count or relate.
-QUOTED_TEXT_RE = re.compile(
-    r"\"([^\"\n]{1,200})\"|“([^”\n]{1,200})”|«([^»\n]{1,200})»|「([^」\n]{1,200})」"
-    r"|(?:(?<=\s)|(?<=^)|(?<=[(\[:]))'([^'\n]{1,120}?)'(?=[\s.,;:!?)\]]|$)"
 )
 
 
@@ -409,8 +408,6 @@ def relation_constraints(text: str) -> list[Constraint]:
 def wanted_texts(request: str) -> list[str]:
     """Every text the request wants printed: quoted strings, then the dates and times a poster,
     flyer or invitation names ("Saturday June 7"), in order, without duplicates."""
-    from genevolve.subjects import date_phrases
-
     out = quoted_strings(request)
     have = {t.lower() for t in out}
     for d in date_phrases(request):
@@ -423,8 +420,6 @@ def wanted_texts(request: str) -> list[str]:
 def subject_constraints(text: str, counts: list[Constraint] | None = None,
                         relations: list[Constraint] | None = None) -> list[Constraint]:
     """One ``subject`` constraint per drawable thing the text names, with its count and arrangement."""
-    from genevolve.subjects import extract_entities, subject_mentions
-
     counts = count_constraints(text) if counts is None else counts
     relations = relation_constraints(text) if relations is None else relations
     extra = [side for r in relations for side in (r.subject, r.object) if side]
@@ -460,15 +455,6 @@ def derive_constraints(request: str, program: Program | None = None) -> list[Con
                 out.append(Constraint(kind="text", text=s, source="program"))
                 have.add(s.lower())
     return out
-
-
-def strip_quoted(text: str, repl: str = " ") -> str:
-    """``text`` with every quoted passage replaced by ``repl``.
-
-    Counting or relating words inside a title ("TWO CITIES") are not scene constraints, and a
-    quoted word is text to draw, not a subject.
-    """
-    return QUOTED_TEXT_RE.sub(repl, text)
 
 
 _NOUNS_LIKE_VERBS = {"building", "buildings", "painting", "paintings", "ring", "king", "wing", "string", "swing",

@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 TURN_END_STRINGS = ("</tool_call>", "</answer>")
+
+# The one list of skill names ``query_knowledge`` accepts: a fact of the protocol, shared by our
+# knowledge tool and the official dialect. Its order is the catalogue's: error replies and the
+# system prompt list the skills in it, as the official release does. (The planner has its own
+# priority among them: genevolve.policies.planner.routing.SKILL_PRIORITY.)
+SKILLS = ("spatial_layout", "aesthetic_drawing", "text_rendering", "creative_drawing", "anatomy_body_coherence",
+          "attribute_binding", "physical_material_consistency", "quantity_counting")
 _TAGS = ("think", "tool_call", "answer", "tool_response")
 _ANY_TAG_RE = re.compile(r"<\s*(/?)\s*(think|tool_call|answer|tool_response)\s*>", re.IGNORECASE)
 

@@ -56,7 +56,7 @@ def _dictionary() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def _everyday_words() -> frozenset[str]:
     """Common English nouns and adjectives: capitalised, they still do not name one particular thing."""
-    from genevolve.policies.planner.english import ANIMALS, ATTRIBUTES, PEOPLE, VISUAL_WORDS
+    from genevolve.english import ANIMALS, ATTRIBUTES, PEOPLE, VISUAL_WORDS
     from genevolve.subjects import noun_vocabulary
 
     extra = {"great", "golden", "total", "solar", "mount", "new", "year", "day", "dead", "street", "square",
@@ -111,7 +111,7 @@ def subject_names(title: str) -> list[str]:
 
 
 def _adjective(word: str) -> bool:
-    from genevolve.policies.planner.english import ATTRIBUTES
+    from genevolve.english import ATTRIBUTES
 
     return word in ATTRIBUTES or bool(re.search(r"(?:al|ic|ous|ful|ive|ed|less|ish|able|ible|ern|ique|ary)$", word)) \
         or word in {"old", "new", "vintage", "antique", "instant", "classic", "modern", "young", "little", "big"}

@@ -170,7 +170,7 @@ def noun_vocabulary() -> frozenset[str]:
 # ---------------------------------------------------------------- dates and printed text
 
 def wants_printed_text(request: str) -> bool:
-    return bool(PRINTED_RE.search(_strip_quoted(request)))
+    return bool(PRINTED_RE.search(strip_quoted(request)))
 
 
 def date_phrases(request: str) -> list[str]:
@@ -181,7 +181,7 @@ def date_phrases(request: str) -> list[str]:
     if not wants_printed_text(request):
         return []
     out: list[str] = []
-    for m in DATE_RE.finditer(_strip_quoted(request)):
+    for m in DATE_RE.finditer(strip_quoted(request)):
         phrase = m.group(0).strip(" ,")
         if phrase.lower() in ("may", "march") or not re.search(r"\d", phrase) and " " not in phrase:
             # A bare weekday ("every Friday") or "may" is a word of the sentence, not a date to print.
@@ -207,7 +207,7 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
     nouns found otherwise (relation sides, named entities). A counted noun is a subject even
     outside the vocabulary ("three backpackers").
     """
-    plain = _strip_quoted(request)
+    plain = strip_quoted(request)
     counts = {singular(k): v for k, v in (counts or {}).items()}
     vocab = noun_vocabulary()
     # Words inside a named thing belong to it: the "House" of "Sydney Opera House" is no house.
@@ -342,10 +342,20 @@ def _drop_articles(s: str) -> str:
     return " ".join(w for w in s.split() if w.lower() not in {"a", "an", "the", "some", "its", "their"})
 
 
-def _strip_quoted(text: str, repl: str = " ") -> str:
-    from genevolve.program import strip_quoted  # lazy: program imports this module
+# Text in quotes: what the user wants written in the image, never a scene word to count or relate.
+QUOTED_TEXT_RE = re.compile(
+    r"\"([^\"\n]{1,200})\"|“([^”\n]{1,200})”|«([^»\n]{1,200})»|「([^」\n]{1,200})」"
+    r"|(?:(?<=\s)|(?<=^)|(?<=[(\[:]))'([^'\n]{1,120}?)'(?=[\s.,;:!?)\]]|$)"
+)
 
-    return strip_quoted(text, repl)
+
+def strip_quoted(text: str, repl: str = " ") -> str:
+    """``text`` with every quoted passage replaced by ``repl``.
+
+    Counting or relating words inside a title ("TWO CITIES") are not scene constraints, and a
+    quoted word is text to draw, not a subject.
+    """
+    return QUOTED_TEXT_RE.sub(repl, text)
 
 
 # ---------------------------------------------------------------- named entities
@@ -370,7 +380,7 @@ def extract_entities(request: str) -> list[str]:
     only starts a sentence or a brief ("Poster of…", "Three…") is not a name, and a date
     ("Saturday June 7") is something to print, not something to look up.
     """
-    text = _strip_quoted(request, " | ")
+    text = strip_quoted(request, " | ")
     tokens = re.findall(r"[A-Za-z0-9][\w'’-]*|[^\w\s]", text)
     entities: list[str] = []
     run: list[str] = []

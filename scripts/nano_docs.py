@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from genevolve.training.nano_report import write_docs  # noqa: E402
+from genevolve.nano.report import write_docs  # noqa: E402
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
     python scripts/official_conformance.py /path/to/GenEvolve [--stream=0]
 
-Runs every scripted scenario of tests/test_official_protocol.py twice against the same scripted
+Runs every scripted scenario of tests/official/test_official_protocol.py twice against the same scripted
 model server and the same Serper-shaped server (both on 127.0.0.1): once through our agent
 (texts read from the given copy) and once through the official ``GenEvolveAgent`` from that copy
 (run in a subprocess, so its ``genevolve`` package never meets ours), its tools with their own
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "official")]
 
 OFFICIAL_RUN = r"""
 import json, sys
@@ -125,7 +125,7 @@ def compare_judge_calls(copy: str, gen: Path, gt: Path) -> int:
     """Both judges against one scripted endpoint: the request bodies and the case's scores."""
     import os
 
-    from chat_server import ChatServer
+    from helpers.chat_server import ChatServer
 
     from genevolve.judges import make_judge
 
@@ -206,7 +206,7 @@ def compare_judge(copy: str) -> int:
 def main(copy: str, stream: bool = True) -> int:
     import os
 
-    from chat_server import ChatServer
+    from helpers.chat_server import ChatServer
     from test_official_protocol import REQUEST, SCENARIOS, run_scenario, start_serper
 
     httpd, serper = start_serper()

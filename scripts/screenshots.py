@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the same launcher the browser tests use
 sys.path.insert(0, str(REPO))
 
-from studio_server import add_sample_guide, browser, running_studio  # noqa: E402
+from helpers.studio_server import add_sample_guide, browser, running_studio  # noqa: E402
 
 VIEWPORT = {"width": 1440, "height": 1000}
 REQUEST = 'A retro travel poster of my cat next to a rocket, title "MOON CAT" in bold serif'

@@ -35,4 +35,4 @@ def torch_one_thread():
 
 
 # Tiny random models built offline from configs, shared by the policy and training tests.
-from tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: E402,F401
+from helpers.tiny_models import tiny_gemma_path, tiny_qwen3vl_path  # noqa: E402,F401

@@ -106,7 +106,8 @@ def export_cmd(
 ):
     """Export RUN_DIR for other tools: `--format official` writes a JSON array of result records with
     `output_path` and the bench row's fields, so the official evaluator runs on our outputs unchanged."""
-    from genevolve.official.records import RecordError, export_bench_run
+    from genevolve.bench.official_export import export_bench_run
+    from genevolve.official.records import RecordError
 
     if format != "official":
         typer.echo(f"error: unknown --format {format!r}; only `official` is supported", err=True)

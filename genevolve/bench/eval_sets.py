@@ -151,34 +151,3 @@ def load_eval_set(spec: str) -> list[dict]:
     for c in cases:
         c.setdefault("set", Path(spec).stem)
     return cases
-
-
-def training_overlaps(train_requests: list[str], eval_cases: list[dict],
-                      threshold: float | None = None) -> list[tuple[str, str]]:
-    """(training request, eval id) pairs that are equal or near-duplicates (``recipes.similarity``).
-
-    Only pairs that share a content word are compared exactly, so thousands against thousands
-    stays quick.
-    """
-    from genevolve.data.recipes import NEAR_DUPLICATE, _content_words, similarity
-
-    threshold = NEAR_DUPLICATE if threshold is None else threshold
-    by_word: dict[str, set[int]] = {}
-    for i, c in enumerate(eval_cases):
-        for w in _content_words(c["question"]):
-            by_word.setdefault(w, set()).add(i)
-    hits = []
-    for req in train_requests:
-        words = _content_words(req)
-        shared: dict[int, int] = {}
-        for w in words:
-            for i in by_word.get(w, ()):
-                shared[i] = shared.get(i, 0) + 1
-        for i, n in shared.items():
-            q = eval_cases[i]["question"]
-            # Either similarity needs real overlap: skip pairs sharing under a third of the smaller word set.
-            if n < 0.34 * min(len(words), len(_content_words(q)) or 1):
-                continue
-            if similarity(req, q, floor=threshold) >= threshold:
-                hits.append((req, eval_cases[i]["id"]))
-    return hits

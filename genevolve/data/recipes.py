@@ -545,6 +545,35 @@ def near_duplicate(request: str, questions: Iterable[str], threshold: float = NE
     return None
 
 
+def training_overlaps(train_requests: list[str], eval_cases: list[dict],
+                      threshold: float | None = None) -> list[tuple[str, str]]:
+    """(training request, eval id) pairs that are equal or near-duplicates (``similarity``).
+
+    Only pairs that share a content word are compared exactly, so thousands against thousands
+    stays quick.
+    """
+    threshold = NEAR_DUPLICATE if threshold is None else threshold
+    by_word: dict[str, set[int]] = {}
+    for i, c in enumerate(eval_cases):
+        for w in _content_words(c["question"]):
+            by_word.setdefault(w, set()).add(i)
+    hits = []
+    for req in train_requests:
+        words = _content_words(req)
+        shared: dict[int, int] = {}
+        for w in words:
+            for i in by_word.get(w, ()):
+                shared[i] = shared.get(i, 0) + 1
+        for i, n in shared.items():
+            q = eval_cases[i]["question"]
+            # Either similarity needs real overlap: skip pairs sharing under a third of the smaller word set.
+            if n < 0.34 * min(len(words), len(_content_words(q)) or 1):
+                continue
+            if similarity(req, q, floor=threshold) >= threshold:
+                hits.append((req, eval_cases[i]["id"]))
+    return hits
+
+
 def bench_questions(paths: Iterable[str | Path] | None = None) -> list[str]:
     """Questions of the benches train data must stay away from (default: the shipped mini bench)."""
     explicit = paths is not None

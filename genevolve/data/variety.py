@@ -37,7 +37,8 @@ _RELATIONS = r"\b(?:left of|right of|above|below|beneath|under|on top of|behind|
 @lru_cache(maxsize=1)
 def dense_requests() -> tuple[dict, ...]:
     """The DPG-Bench paragraphs that no evaluation request of ours is close to."""
-    from genevolve.bench.eval_sets import load_eval_set, training_overlaps
+    from genevolve.bench.eval_sets import load_eval_set
+    from genevolve.data.recipes import training_overlaps
 
     rows = [json.loads(line) for line in (SOURCES / "dpg_bench.jsonl").read_text(encoding="utf-8").splitlines()
             if line.strip()]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from genevolve.tools.knowledge import SKILLS
+from genevolve.protocol import SKILLS
 
 ENV_VAR = "GENEVOLVE_OFFICIAL_PATH"
 PROMPT_MODULE = "system_prompt.py"

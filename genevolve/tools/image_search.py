@@ -50,7 +50,7 @@ COMPACT_CAPTION_CHARS = 80
 # word is unknown to the whole collection, and the meaning is not far off (cosine >=
 # MIN_COSINE_WITH_WORDS); or its meaning alone is very close (cosine >= MIN_COSINE). A word that
 # only the caption mentions ("a wooden bench behind it") is scenery, not the subject. Calibrated
-# with all-MiniLM-L6-v2 on the shipped library (tests/test_tools.py lists the labelled queries):
+# with all-MiniLM-L6-v2 on the shipped library (tests/tools/test_tools.py lists the labelled queries):
 # true matches by meaning alone sit at 0.45-0.60 ("kitten" -> the cat 0.49), near misses at
 # 0.38-0.43 ("croissant" -> the espresso cup 0.38, "bicycle" -> the motorcycle 0.42). An unrelated
 # picture is worse than none.

@@ -13,13 +13,8 @@ from functools import lru_cache
 from importlib import resources
 
 from genevolve.profiles import profile_of
+from genevolve.protocol import SKILLS  # the one list of skill names, in catalogue order
 from genevolve.tools.base import Tool, ToolContext, ToolResult
-
-# The one list of skill names. Its order is the catalogue's: error replies and the system prompt
-# list the skills in it, as the official release does. (The planner has its own priority among
-# them: genevolve.policies.planner.routing.SKILL_PRIORITY.)
-SKILLS = ("spatial_layout", "aesthetic_drawing", "text_rendering", "creative_drawing", "anatomy_body_coherence",
-          "attribute_binding", "physical_material_consistency", "quantity_counting")
 
 
 def normalise_skill_name(name: str) -> str | None:

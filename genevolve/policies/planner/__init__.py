@@ -31,7 +31,7 @@ The tools' reply formats are parsed where they are written (``tools/search.py``,
 ``tools/image_search.py``), so the planner never re-implements a format.
 """
 
-from genevolve.policies.planner.english import extract_subjects
+from genevolve.english import extract_subjects
 from genevolve.policies.planner.policy import PlannerPolicy
 from genevolve.policies.planner.routing import SKILL_PRIORITY, route_skills
 from genevolve.subjects import extract_entities

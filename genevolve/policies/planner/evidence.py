@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from genevolve.policies.planner.english import VISUAL_WORDS, singular, words
+from genevolve.english import VISUAL_WORDS, singular, words
 from genevolve.program import IMG_ID_RE, ORDINAL_REF_RE
 from genevolve.tools.image_search import ImageLine
 from genevolve.tools.search import digest_passages, digest_results

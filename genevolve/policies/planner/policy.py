@@ -6,7 +6,7 @@ from typing import Iterator, Sequence
 
 from genevolve.policies.base import PolicyBase
 from genevolve.policies.planner.conversation import PlannerState, read_state
-from genevolve.policies.planner.english import extract_subjects
+from genevolve.english import extract_subjects
 from genevolve.policies.planner.evidence import best_image, facts_from
 from genevolve.policies.planner.routing import SKILL_REASONS, route_skills
 from genevolve.policies.planner.writers import write_brief

@@ -2,7 +2,7 @@
 
 Each skill has a trigger rule (quoted text, exact counts, several placed objects, attributes on
 different objects, people or animals, materials, a style or surreal idea, light and camera).
-``SKILL_PRIORITY`` orders the skills of the catalogue (``genevolve.tools.knowledge.SKILLS``) for
+``SKILL_PRIORITY`` orders the skills of the catalogue (``genevolve.protocol.SKILLS``) for
 the planner: when more skills trigger than it asks for, the first ones win, and the brief's
 skill lines follow the same order.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from genevolve.policies.planner.english import (
+from genevolve.english import (
     COLOURS,
     SHAPES,
     attribute_pairs,
@@ -33,7 +33,7 @@ SKILL_REASONS = {
     "creative_drawing": "The request wants a style transfer or a surreal idea",
     "aesthetic_drawing": "Light, camera and mood matter here",
 }
-SKILL_PRIORITY = tuple(SKILL_REASONS)  # the same names as the catalogue (tests/test_planner.py checks)
+SKILL_PRIORITY = tuple(SKILL_REASONS)  # the same names as the catalogue (tests/policies/test_planner.py checks)
 
 SKILL_TRIGGERS = {
     "spatial_layout": re.compile(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from genevolve.policies.planner.english import attribute_pairs, living_beings
+from genevolve.english import attribute_pairs, living_beings
 from genevolve.policies.planner.routing import SKILL_PRIORITY, SKILL_TRIGGERS
 from genevolve.program import (
     IMG_ID_RE,

@@ -1,0 +1,167 @@
+"""Everyday English for reading requests: word lists and the small extractors built on them.
+
+Rules, not a parser: they read the kind of requests an image generator gets ("three red apples
+on a wooden table, a cat beside them") well enough to decide what to look up, which subjects
+deserve a picture and which skills apply. The planner asks them that, and ``relevance`` uses the
+same lists to tell everyday words from names, hence a module below both. Named entities come from
+``genevolve.subjects``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from genevolve.program import count_constraints, relation_constraints, strip_quoted
+from genevolve.subjects import LEADING_NON_NAMES, modifier_use
+
+PEOPLE = {"person", "people", "man", "men", "woman", "women", "child", "children", "kid", "kids", "boy",
+          "boys", "girl", "girls", "baby", "babies", "lady", "ladies", "gentleman", "portrait", "face",
+          "faces", "dancer", "dancers", "athlete", "chef", "worker", "farmer", "astronaut", "backpacker",
+          "backpackers", "couple", "family", "crowd", "player", "players", "musician", "soldier", "doctor",
+          "student", "students", "teacher", "king", "queen", "hand", "hands", "runner", "swimmer", "rider",
+          "grandmother", "grandfather", "mother", "father", "friends", "hiker", "hikers", "surfer",
+          "skateboarder", "knight", "warrior", "businessman", "businesswoman", "nurse", "pilot",
+          "scientist", "ballerina", "violinist", "guitarist", "tourists", "tourist", "monk", "samurai"}
+ANIMALS = {"cat", "dog", "horse", "bird", "fox", "lion", "tiger", "elephant", "giraffe", "bear", "rabbit",
+           "owl", "eagle", "fish", "whale", "dolphin", "deer", "wolf", "monkey", "panda", "cow", "sheep",
+           "goat", "duck", "penguin", "parrot", "kitten", "puppy", "butterfly", "zebra", "squirrel", "frog",
+           "snake", "turtle", "koala", "kangaroo", "camel", "hen", "chicken", "corgi", "retriever", "husky",
+           "hamster", "otter", "hedgehog", "octopus", "shark", "swan", "flamingo", "peacock", "raccoon",
+           "dragon", "unicorn", "bee", "ladybug", "lizard", "mouse", "mice", "pig", "donkey", "crab"}
+COLOURS = {"red", "blue", "green", "yellow", "orange", "purple", "pink", "black", "white", "grey", "gray",
+           "brown", "golden", "silver", "teal", "cyan", "magenta", "violet", "turquoise", "beige", "crimson",
+           "navy", "emerald", "scarlet", "ivory", "indigo"}
+ATTRIBUTES = COLOURS | {"wooden", "glass", "metal", "metallic", "ceramic", "plastic", "paper", "stone",
+                        "marble", "leather", "velvet", "striped", "spotted", "checkered", "fluffy", "tiny",
+                        "huge", "small", "large", "tall", "round", "square", "triangular", "knitted",
+                        "woolen", "rusty", "shiny", "matte", "transparent",
+                        # sizes ("a big bear and a small squirrel", "a tall skyscraper and a short cabin")
+                        "big", "short", "long", "wide", "narrow", "thin", "thick"}
+# Shapes ("an oblong cucumber and a teardrop plum").
+SHAPES = {"oblong", "teardrop", "pentagonal", "hexagonal", "octagonal", "spherical", "cylindrical", "conical",
+          "cubic", "circular", "rectangular", "oval", "crescent", "pyramidal", "diamond", "round", "square",
+          "triangular"}
+ATTRIBUTES |= SHAPES
+# Words about what a thing looks like: a fact that has them helps the renderer more than its history.
+VISUAL_WORDS = COLOURS | {
+    "painted", "colour", "color", "coloured", "colored", "shape", "shaped", "tall", "wide", "curved",
+    "legs", "arches", "lattice", "glass", "metal", "stone", "brick", "wood", "wooden", "steel", "iron",
+    "titanium", "frame", "roof", "tower", "dome", "logo", "label", "script", "font", "stripes", "striped",
+    "pattern", "texture", "surface", "floodlit", "lit", "glow", "made", "looks", "appearance", "height",
+    "metres", "meters", "feet", "spire", "facade", "façade", "columns", "camera", "bump", "finish",
+}
+# Nouns that never make a subject worth a picture.
+STOP_NOUNS = {"style", "image", "picture", "photo", "scene", "background", "foreground", "text", "title",
+              "words", "lettering", "font", "light", "lighting", "colours", "colors", "mood", "shot",
+              "composition", "detail", "details", "quality", "version", "view", "them", "it", "they",
+              "each", "other", "him", "her", "one", "ones"}
+
+_SUBJECT_FRAMES = re.compile(
+    r"\b(?:photo(?:graph)?|picture|image|poster|illustration|painting|render(?:ing)?|drawing|shot|"
+    r"portrait|cover|ad|advertisement|still life|scene|sketch|view)\s+of\s+", re.IGNORECASE)
+_SUBJECT_CUT = re.compile(r",|\.|;|:|\b(?:with|in|on|at|under|against|for|while|that|which|where|"
+                          r"titled|reading|saying|beside|next|behind|above|below|left|right|"
+                          r"arranged|and)\b", re.IGNORECASE)
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]*", text)]
+
+
+def singular(word: str) -> str:
+    w = word.lower()
+    irregular = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
+                 "geese": "goose", "teeth": "tooth", "sheep": "sheep", "fish": "fish", "deer": "deer"}
+    if w in irregular:
+        return irregular[w]
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
+    if w.endswith(("ches", "shes", "xes", "sses")):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith("ss") and len(w) > 3:
+        return w[:-1]
+    return w
+
+
+def extract_subjects(request: str, entities: Sequence[str] = ()) -> list[str]:
+    """Distinct visual subjects, one image search each: entities, then counted, animate and
+    related nouns, else the main noun phrase of the request."""
+    plain = strip_quoted(request)
+    out: list[str] = list(entities)
+    covered = {singular(w) for e in entities for w in e.split()}
+
+    def add(noun: str):
+        noun = noun.strip().lower()
+        nouns = {singular(w) for w in noun.split()}
+        if not noun or noun in STOP_NOUNS or nouns & covered:
+            return
+        out.append(noun)
+        covered.update(nouns)
+
+    for c in count_constraints(request):
+        add(singular(c.subject))
+    for c in relation_constraints(request):
+        for side in (c.subject, c.object):
+            side_words = [w for w in side.split() if w not in ATTRIBUTES]
+            if side_words:
+                add(singular(side_words[-1]))
+    for w in words(plain):
+        if singular(w) in ANIMALS:
+            add(singular(w))
+    add(_main_subject(plain))
+    return out
+
+
+def _main_subject(plain: str) -> str:
+    m = _SUBJECT_FRAMES.search(plain)
+    rest = plain[m.end():] if m else plain
+    rest = _SUBJECT_CUT.split(rest, maxsplit=1)[0]
+    head = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", rest)
+            if w.lower() not in LEADING_NON_NAMES and w.lower() not in {"of", "very", "highly"}]
+    for i, w in enumerate(head[1:], start=1):  # "honey pouring onto…" -> "honey"
+        if w.lower().endswith("ing"):
+            head = head[:i]
+            break
+    return " ".join(head[:4]).lower()
+
+
+def countable_objects(plain: str) -> list[str]:
+    """Nouns that are counted ("three apples") or carry an attribute ("red cube"), in order."""
+    nouns = [c.subject for c in count_constraints(plain)]
+    nouns += [n for _, n in attribute_pairs(plain)]
+    return list(dict.fromkeys(nouns))
+
+
+def attribute_pairs(plain: str) -> list[tuple[str, str]]:
+    """(attribute, noun) pairs such as ("red", "cube"), distinct by attribute and by noun."""
+    tokens = words(re.sub(r"\b(?:golden|blue) hour\b", " ", plain, flags=re.IGNORECASE))
+    pairs: list[tuple[str, str]] = []
+    for i, w in enumerate(tokens[:-1]):
+        if w not in ATTRIBUTES:
+            continue
+        j = i + 1
+        while j < len(tokens) and tokens[j] in ATTRIBUTES:
+            j += 1
+        if j < len(tokens) and tokens[j] not in STOP_NOUNS and len(tokens[j]) >= 2 \
+                and tokens[j] not in {"and", "with", "the", "a", "an", "of", "in", "on"}:
+            if all(a != w and n != tokens[j] for a, n in pairs):
+                pairs.append((w, tokens[j]))
+    return pairs
+
+
+def living_beings(plain: str) -> set[str]:
+    """ "people" and/or "animals" when the image shows them; a people or animal word that only
+    names a theme ("farmers market", "women's day", "cat café menu") does not count."""
+    # One tokenisation for the whole text: asking per word re-tokenised it each time (quadratic).
+    tokens = [(m.group(0), m.start()) for m in re.finditer(r"[A-Za-z][A-Za-z'-]*", plain)]
+    found: set[str] = set()
+    for i, (word, _) in enumerate(tokens):
+        w = word.lower()
+        if modifier_use(tokens, i):
+            continue
+        if w in PEOPLE or singular(w) in PEOPLE:
+            found.add("people")
+        elif singular(w) in ANIMALS:
+            found.add("animals")
+    return found

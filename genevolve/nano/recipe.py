@@ -1,0 +1,386 @@
+"""GenEvolve-Nano: the whole recipe on the real Gemma 3 270M, stage by stage, every stage resumable.
+
+    genevolve train nano --out runs/nano [--stages data,sft,grpo,grpo_sdl,eval,external,ship]
+
+Stages (each reads what the one before wrote under OUT, and each picks up where a kill left it):
+
+==========  ==================================================================================
+data        ``genevolve data build`` with the planner teacher in the compact nano conversation:
+            sft / rl / eval splits, disjoint by request and named entity (OUT/data)
+sft         LoRA SFT cold start on data/train.jsonl, held-out loss on data/val.jsonl (OUT/sft)
+grpo        GRPO from the SFT adapter on data/rl_prompts.jsonl, hybrid reward (OUT/grpo)
+grpo_sdl    the same plus self-distillation from Decision Guides (OUT/grpo_sdl)
+eval        the ablation on a stratified subset of data/eval.jsonl: untuned base, SFT, SFT+GRPO,
+            SFT+GRPO+SDL and the planner teacher, same tools, renderer and judges (OUT/eval)
+external    program quality (``genevolve eval programs``) on prompt sets written by others: the
+            same systems and the adapter shipped today, paired against it (OUT/external)
+ship        the adapter that beat the shipped one on the external sets, with its model card;
+            none of them did: the shipped adapter stays
+==========  ==================================================================================
+
+Configs come from ``configs/nano/{sft,grpo,grpo_sdl}.yaml``; the paths in them are replaced by
+the ones under OUT. Wall time per stage is summed over every process that worked on it
+(``OUT/stages.json``), so the model card states CPU hours even when a run spans interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from genevolve.config import ASSETS, REPO_ROOT
+
+STAGES = ("data", "sft", "grpo", "grpo_sdl", "eval", "external", "ship")
+CONFIGS = REPO_ROOT / "configs" / "nano"
+# Half the recipes carry human variety (genevolve.data.variety): the first adapter, trained on templates
+# alone, learned their shape and copied requests worded any other way.
+DATA_RECIPE = {"recipes": 800, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3,
+               "held_out": True, "variety": 0.5}
+EVAL_REQUESTS = 60
+EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
+UNTUNED_REQUESTS = 8
+# The GRPO stages are measured on a stratified sample of the eval requests (every one of them also
+# run by SFT), and reported against the stage before them on exactly those requests.
+STAGE_REQUESTS = 20
+PAIRS = (("sft", "untuned"), ("sft+grpo", "sft"), ("sft+grpo+sdl", "sft+grpo"), ("sft+grpo+sdl", "sft"))
+LABELS = {"sft": "sft", "grpo": "sft+grpo", "grpo_sdl": "sft+grpo+sdl"}
+# The external sets (PartiPrompts, GenEval, T2I-CompBench, the official examples): the same
+# stratified sample as `genevolve eval programs --set all --limit 36`, so a run of the shipped adapter
+# made by hand with that command is the same measurement.
+EXTERNAL_REQUESTS = 36
+EVAL_MAX_ROUNDS = 8  # the planner teacher needs up to 9 rounds on 1 in 60 eval requests; 8 caps a runaway base
+
+
+class NanoRecipe:
+    def __init__(self, out: str | Path, *, log: Callable[[str], None] = print, eval_requests: int = EVAL_REQUESTS,
+                 ship_to: str | Path | None = None, eval_systems: list[str] | None = None, rescore: bool = False,
+                 summary_only: bool = False, stage_requests: int = STAGE_REQUESTS):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.eval_requests = eval_requests
+        self.ship_to = Path(ship_to) if ship_to else ASSETS / "adapters" / "nano"
+        self.eval_systems = eval_systems  # None: every system that exists; a subset never marks eval done
+        self.rescore = rescore  # measure stored rollouts again (after a judge changed) instead of skipping
+        self.summary_only = summary_only  # eval: write the summary of the rows so far, run nothing
+        self.stage_requests = stage_requests  # GRPO stages: a stratified sample of the eval requests
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _ledger(self) -> dict:
+        path = self.out / "stages.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def _write_ledger(self, ledger: dict) -> None:
+        from genevolve.durable import write_atomic
+
+        write_atomic(self.out / "stages.json", json.dumps(ledger, indent=2) + "\n")
+
+    @contextmanager
+    def _timed(self, stage: str):
+        """Adds this process's wall time to the stage's total, also when the stage is interrupted."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            ledger = self._ledger()
+            entry = ledger.setdefault(stage, {"wall_s": 0.0, "sessions": 0})
+            entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - t0, 1)
+            entry["sessions"] += 1
+            self._write_ledger(ledger)
+
+    def _mark_done(self, stage: str, **info) -> None:
+        ledger = self._ledger()
+        ledger.setdefault(stage, {"wall_s": 0.0, "sessions": 0}).update({"done": True, **info})
+        self._write_ledger(ledger)
+
+    def done(self, stage: str) -> bool:
+        return bool(self._ledger().get(stage, {}).get("done"))
+
+    def run(self, stages: list[str] | None = None) -> dict:
+        for stage in stages or list(STAGES):
+            if stage not in STAGES:
+                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+            # ship takes a second and follows the latest evaluation, so it runs again whenever asked.
+            if self.done(stage) and stage != "ship" and not (stage == "eval" and (self.rescore or self.summary_only)):
+                self.log(f"[nano] {stage}: done already")
+                continue
+            self.log(f"[nano] {stage}: starting")
+            with self._timed(stage):
+                getattr(self, f"stage_{stage}")()
+        return self._ledger()
+
+    # ------------------------------------------------------------ stages
+
+    def stage_data(self) -> None:
+        from genevolve.data.pipeline import BuildConfig, DatasetBuilder
+
+        out = self.out / "data"
+        cfg = BuildConfig(teacher="planner", renderer="layout", offline=True, **DATA_RECIPE)
+        manifest = DatasetBuilder(out, cfg, resume=True, progress=False, log=self.log).run()
+        self._mark_done("data", counts=manifest["counts"])
+
+    def _config(self, kind: str, name: str, **paths):
+        from genevolve.training.config import config_from_file
+
+        if kind == "sft":
+            from genevolve.training.sft import SFTConfig as cls
+        else:
+            from genevolve.training.grpo import GRPOConfig as cls
+        cfg = config_from_file(cls, CONFIGS / f"{name}.yaml", run_dir=str(self.out / name), **paths)
+        return cfg
+
+    def sft_adapter(self) -> Path:
+        """The SFT checkpoint with the lowest held-out loss (``checkpoints/best`` names it)."""
+        root = self.out / "sft" / "checkpoints"
+        marker = root / "best" if (root / "best").is_file() else root / "latest"
+        name = marker.read_text(encoding="utf-8").strip() if marker.is_file() else "missing"
+        return root / name
+
+    def stage_sft(self) -> None:
+        from genevolve.training.sft import train_sft
+
+        data = self.out / "data"
+        result = train_sft(self._config("sft", "sft", train_data=str(data / "train.jsonl"),
+                                        eval_data=str(data / "val.jsonl")))
+        if result["state"] == "done":
+            self._mark_done("sft", best_eval_loss=result["best_eval_loss"], steps=result["step"])
+
+    def _grpo(self, name: str) -> None:
+        from genevolve.training.grpo import train_grpo
+
+        cfg = self._config("grpo", name, prompts=str(self.out / "data" / "rl_prompts.jsonl"))
+        cfg.model.init_adapter = str(self.sft_adapter())
+        if cfg.sdl.enabled:
+            cfg.sdl.store_path = str(self.out / name / "guides.db")
+        result = train_grpo(cfg)
+        if result.get("state") == "done":
+            self._mark_done(name, steps=result.get("step"))
+
+    def stage_grpo(self) -> None:
+        self._grpo("grpo")
+
+    def stage_grpo_sdl(self) -> None:
+        self._grpo("grpo_sdl")
+
+    def adapters(self) -> dict[str, Path]:
+        """The trained adapters that exist, by system name."""
+        found = {"sft": self.sft_adapter()}
+        for name in ("grpo", "grpo_sdl"):
+            latest = self.out / name / "checkpoints" / "latest"
+            if latest.exists():  # TRL's checkpoints hold the adapter at their top level
+                found[name] = self.out / name / "checkpoints" / latest.read_text().strip()
+        return {k: v for k, v in found.items() if (v / "adapter_config.json").is_file()}
+
+    def stage_eval(self) -> None:
+        from genevolve.bench.ablation import (AblationRunner, System, chart, markdown_table, paired, paired_table,
+                                              stratified_subset, summarise)
+        from genevolve.durable import read_jsonl, write_atomic
+        from genevolve.policies.local import LocalPolicy
+        from genevolve.policies.planner import PlannerPolicy
+
+        cases = stratified_subset(read_jsonl(self.out / "data" / "eval.jsonl"), self.eval_requests)
+        tokenizer = _gemma_tokenizer()
+        runner = AblationRunner(cases, self.out / "eval", count_tokens=lambda t: len(tokenizer(t)["input_ids"]),
+                                log=self.log, max_rounds=EVAL_MAX_ROUNDS, max_tool_calls=EVAL_MAX_ROUNDS - 1)
+
+        def nano(adapter):
+            return lambda: LocalPolicy.nano(adapter=adapter, max_new_tokens=EVAL_MAX_NEW_TOKENS)
+
+        # The untuned base rarely ends a turn on its own, and what it copies from the prompt can pass
+        # for a tool call, so a request costs up to EVAL_MAX_ROUNDS full capped turns (minutes on
+        # this CPU): it is measured on a subset, and the summary says how many requests each row covers.
+        systems = [System("planner", PlannerPolicy),
+                   System("untuned", nano("none"), limit=min(UNTUNED_REQUESTS, len(cases)))]
+        systems += [System(LABELS[k], nano(str(v)), sample=None if k == "sft" else self.stage_requests)
+                    for k, v in self.adapters().items()]
+        chosen = systems
+        if self.eval_systems is not None:
+            unknown = set(self.eval_systems) - {s.name for s in systems}
+            if unknown:
+                raise ValueError(f"no such system to evaluate: {', '.join(sorted(unknown))} (have: "
+                                 f"{', '.join(s.name for s in systems)})")
+            chosen = [s for s in systems if s.name in self.eval_systems]
+        if not self.summary_only:
+            for s in chosen:
+                if self.rescore and runner.rows(s.name):
+                    runner.rescore(s.name)
+                runner.run(s)
+        rows = {s.name: found for s in systems if (found := runner.rows(s.name))}
+        if rows:
+            # SFT again on just the GRPO stages' sample, beside them, so the table and chart
+            # compare like with like (the paired table below gives the per-request difference).
+            sample_ids = {c["id"] for c in stratified_subset(cases, self.stage_requests)}
+            if "sft" in rows and any(LABELS[k] in rows for k in ("grpo", "grpo_sdl")):
+                same = [r for r in rows["sft"] if r["id"] in sample_ids]
+                rows[f"sft (same {len(same)})"] = same
+                rows = {k: rows[k] for k in sorted(rows, key=_system_rank)}
+            summary = summarise(rows)
+            write_atomic(self.out / "eval" / "summary.json", json.dumps(summary, indent=2) + "\n")
+            write_atomic(self.out / "eval" / "summary.md", markdown_table(summary) + "\n")
+            chart(summary, self.out / "eval" / "ablation.png")
+            self.log(markdown_table(summary))
+            pairs = [p for p in (paired(rows, a, b) for a, b in PAIRS) if p]
+            write_atomic(self.out / "eval" / "paired.json", json.dumps(pairs, indent=2) + "\n")
+            write_atomic(self.out / "eval" / "paired.md", paired_table(pairs) + "\n")
+            if pairs:
+                self.log(paired_table(pairs))
+        complete = all(len(runner.rows(s.name)) == len(runner.cases_of(s)) for s in systems)
+        if complete:
+            self._mark_done("eval", systems=[s.name for s in systems], requests=len(cases))
+        else:
+            self.log("[nano] eval: the summary covers the requests finished so far; run the stage again to go on")
+
+    def stage_external(self) -> None:
+        from genevolve.bench.ablation import stratified_subset
+        from genevolve.bench.eval_sets import load_eval_set
+        from genevolve.bench.programs import run_program_eval
+
+        root = self.out / "external"
+        root.mkdir(parents=True, exist_ok=True)
+        self._pin_shipped(root)
+        cases = stratified_subset(load_eval_set("all"), EXTERNAL_REQUESTS)
+        systems = {"planner": ("planner", cases), "shipped": ("nano", cases),
+                   "untuned": ("nano?adapter=none", stratified_subset(cases, min(UNTUNED_REQUESTS, len(cases))))}
+        systems.update({LABELS[k]: (f"nano?adapter={v}", cases) for k, v in self.adapters().items()})
+        if self.eval_systems is not None:
+            systems = {k: v for k, v in systems.items() if k in self.eval_systems or k == "shipped"}
+        for name, (spec, chosen) in systems.items():
+            if self.summary_only:
+                break
+            self.log(f"[nano] external: {name} ({spec}) on {len(chosen)} requests")
+            run_program_eval([dict(c) for c in chosen], root / _slug(name), policy=spec, set_name="all",
+                             resume=(root / _slug(name) / "run.json").exists(), progress=False, log=self.log)
+        pairs = self.external_pairs()
+        if pairs is not None and all((root / _slug(n) / "rollout.jsonl").exists() for n in systems):
+            self._mark_done("external", systems=list(systems), requests=len(cases))
+
+    def _pin_shipped(self, root: Path) -> None:
+        """The 'shipped' row is the adapter in the assets when this stage first ran; a later ship
+        replaces that adapter, so a resumed stage must refuse to mix the two in one row."""
+        import hashlib
+
+        weights = self.ship_to / "adapter_model.safetensors"
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+        pin = root / "shipped.json"
+        if pin.exists():
+            pinned = json.loads(pin.read_text(encoding="utf-8"))["adapter_model_sha256"]
+            if pinned != digest:
+                raise RuntimeError(f"the shipped adapter changed since {root} was started; move that folder "
+                                   "away to measure the new one")
+        else:
+            pin.write_text(json.dumps({"adapter_model_sha256": digest}) + "\n", encoding="utf-8")
+
+    def external_pairs(self) -> list[dict] | None:
+        """Every system against the shipped adapter, paired per metric on the requests both ran;
+        written to OUT/external/paired.{json,md} with a one-row-per-system summary."""
+        from genevolve.bench.ablation import paired_table
+        from genevolve.bench.programs import TABLE_HEAD, _row_cells, compare, summarise
+        from genevolve.durable import write_atomic
+
+        root = self.out / "external"
+        runs = {p.name: p for p in sorted(root.iterdir()) if (p / "rollout.jsonl").is_file()} if root.is_dir() else {}
+        if "shipped" not in runs:
+            return None
+        rows, pairs = [], []
+        for name in sorted(runs, key=_system_rank):
+            summary = summarise(runs[name])
+            rows.append(_row_cells(name, summary["overall"]))
+            if name != "shipped":
+                for c in compare(runs[name], runs["shipped"]):
+                    pairs.append({**c, "system": name, "baseline": "shipped"})
+        write_atomic(root / "summary.md", TABLE_HEAD.format(first="system") + "\n" + "\n".join(rows) + "\n")
+        write_atomic(root / "paired.json", json.dumps(pairs, indent=2) + "\n")
+        header = "| metric | system | against | requests | system | against | difference [95% CI] | higher / same / lower |"
+        write_atomic(root / "paired.md", paired_table(pairs, header=header, label="metric") + "\n")
+        return pairs
+
+    def model_card(self, shipped: str) -> str:
+        from genevolve.nano.report import model_card
+
+        return model_card(self.out, shipped)
+
+    def stage_ship(self) -> None:
+        """Copy the chosen adapter into the assets: the trained stage whose share of clean programs on
+        the external sets is above the shipped adapter's with a paired interval above zero (the
+        largest difference wins); when none is, the shipped adapter stays and nothing is written."""
+        adapters = self.adapters()
+        if not adapters:
+            raise FileNotFoundError(f"no trained adapter under {self.out}: run the sft stage first")
+        pairs = _read_json(self.out / "external" / "paired.json")
+        if pairs is None:
+            raise FileNotFoundError(f"no external comparison under {self.out}: run the external stage first")
+        choice = ship_choice(pairs, adapters)
+        if choice is None:
+            self._mark_done("ship", shipped="kept")
+            self.log("[nano] ship: no trained stage beat the shipped adapter on the external sets; it stays")
+            return
+        src = adapters[choice]
+        dest = self.ship_to
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(src / name, dest / name)
+        (dest / "SOURCE.json").write_text(json.dumps(adapter_source(choice, src, self.out), indent=2) + "\n",
+                                          encoding="utf-8")
+        (dest / "README.md").write_text(self.model_card(choice), encoding="utf-8")
+        self._mark_done("ship", shipped=choice, to=str(dest))
+        self.log(f"[nano] shipped the {choice} adapter to {dest}; python scripts/nano_docs.py {self.out} "
+                 "rewrites docs/nano.md and its charts from this run")
+
+
+def adapter_source(stage: str, checkpoint: Path, run_dir: Path) -> dict:
+    """Where a shipped adapter came from, in terms that hold on any machine: the stage, its
+    checkpoint relative to the run folder (run folders are not in the repository), the command
+    that makes such a run, and the weights' hash so a copy can be checked against it."""
+    import hashlib
+
+    try:
+        rel = checkpoint.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        rel = checkpoint.name
+    digest = hashlib.sha256((checkpoint / "adapter_model.safetensors").read_bytes()).hexdigest()
+    return {"stage": stage, "checkpoint_in_run": rel, "recipe": "genevolve train nano --out RUN_DIR",
+            "adapter_model_sha256": digest}
+
+
+def _system_rank(name: str) -> int:
+    """Table order: the teacher, the untuned base, then the stages in training order."""
+    if name.startswith("sft (same"):
+        return 3
+    order = ["planner", "shipped", "untuned", "sft", None, "sft+grpo", "sft+grpo+sdl"]
+    return order.index(name) if name in order else len(order)
+
+
+SHIP_METRIC = "clean"
+
+
+def ship_choice(pairs: list[dict], adapters) -> str | None:
+    """The stage to ship from the external comparisons against the shipped adapter (rows of
+    ``programs.compare`` labelled system/baseline), or None when none is better with an interval
+    above zero. Better means a larger share of clean programs; a tie goes to the earlier stage."""
+    stages = list(LABELS)
+    better = [(p["delta"], -stages.index(k), k) for k, label in LABELS.items() if k in adapters
+              for p in pairs if p["system"] == _slug(label) and p["baseline"] == "shipped"
+              and p.get("metric") == SHIP_METRIC and p["delta_ci95"][0] > 0]
+    return max(better)[2] if better else None
+
+
+def _slug(system: str) -> str:
+    """A system's folder name under OUT/external ('sft+grpo' stays readable on every filesystem)."""
+    return system.replace(" ", "-")
+
+
+def _gemma_tokenizer():
+    from transformers import AutoTokenizer
+
+    from genevolve.training.modeling import gemma3_270m_hf
+
+    return AutoTokenizer.from_pretrained(str(gemma3_270m_hf()))
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

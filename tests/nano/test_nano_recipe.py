@@ -1,0 +1,150 @@
+"""The nano recipe's reporting: the GRPO stages' per-step table and chart, the paired section of the
+card, from a run folder laid out as the stages write it."""
+
+from __future__ import annotations
+
+
+from genevolve.training.metrics import RunFiles
+from genevolve.nano.report import grpo_chart, grpo_section, model_card_sections
+from genevolve.nano.report import render_card, render_docs
+
+
+def _grpo_run(out, name, rewards, sdl=False):
+    files = RunFiles(out / name, create=True)
+    for step, (mean, sd) in enumerate(rewards, 1):
+        row = {"step": step, "loss": 0.01, "reward_mean": mean, "reward_std": sd, "trained_samples": 4,
+               "terminations": {"answer": 4, "max_rounds": 2}, "tool_counts": {"search": 3, "query_knowledge": 2},
+               "timings": {"generation_s": 200.0, "tools_s": 3.0, "judge_s": 5.0}}
+        if sdl:
+            row.update({"sdl_kl": 0.02 / step, "guides_added": 1, "guide_hit_rate": 0.0 if step == 1 else 1.0})
+        files.log(row)
+    files.log({"step": len(rewards), "train_runtime": 99.0})  # the end-of-run summary is not a step
+
+
+def test_grpo_section_and_chart_from_the_stage_metrics(tmp_path):
+    _grpo_run(tmp_path, "grpo", [(0.40, 0.10), (0.55, 0.05)])
+    _grpo_run(tmp_path, "grpo_sdl", [(0.45, 0.12)], sdl=True)
+    table = grpo_section(tmp_path)
+    rows = [line for line in table.splitlines() if line.startswith("| grpo")]
+    assert len(rows) == 3  # one per optimizer step, none for the summary row
+    assert "| grpo | 1 | 0.400 ± 0.100 | 4/6 | 2 | 4 | – | – | 208 |" in table
+    assert "| grpo_sdl | 1 | 0.450 ± 0.120 | 4/6 | 2 | 4 | 0.0200 | 1 / 0% | 208 |" in table
+    from PIL import Image
+
+    with Image.open(grpo_chart(tmp_path, tmp_path / "g.png")) as im:
+        assert im.format == "PNG" and im.width > 500
+    assert grpo_section(tmp_path / "nothing") is None and grpo_chart(tmp_path / "nothing", tmp_path / "x.png") is None
+
+
+def test_card_and_docs_carry_the_grpo_and_paired_sections(tmp_path):
+    _grpo_run(tmp_path, "grpo", [(0.40, 0.10)])
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "paired.md").write_text(
+        "| system | against | requests |\n|---|---|---|\n| sft+grpo | sft | 24 |\n", encoding="utf-8")
+    sections = model_card_sections(tmp_path, "sft")
+    for text in (render_card(sections), render_docs(sections)):
+        assert "| grpo | 1 | 0.400 ± 0.100 |" in text and "| sft+grpo | sft | 24 |" in text
+    # An empty comparison (no shared requests yet) says it was not measured rather than showing a bare header.
+    (tmp_path / "eval" / "paired.md").write_text("| h |\n|---|\n", encoding="utf-8")
+    assert "paired" not in model_card_sections(tmp_path, "sft")
+
+
+def test_the_recipe_section_shows_every_sweep_run_with_its_command(tmp_path):
+    import json
+
+    row = lambda variant, s: {"variant": variant, "steps": 12, "eval_records": 8, "s_per_step": s,  # noqa: E731
+                              "tokens_per_s": 100.0, "eval_loss": 1.4}
+    (tmp_path / "recipe_sweep.json").write_text(json.dumps([row("lora-bf16", 6.7), row("lora-fp32", 4.2)]))
+    (tmp_path / "recipe_sweep_reversed.json").write_text(json.dumps([row("lora-fp32", 4.1)]))
+    docs = render_docs(model_card_sections(tmp_path, "sft"))
+    assert "--steps 12 --eval-records 8" in docs
+    assert "| lora-bf16 | 6.7 | 100.0 | 1.4 | recipe_sweep.json |" in docs
+    assert "| lora-fp32 | 4.1 | 100.0 | 1.4 | recipe_sweep_reversed.json |" in docs
+    assert "did not finish" not in docs
+
+
+def test_the_docs_script_writes_the_page_and_charts_from_a_run(tmp_path):
+    """The library never writes the repository's docs; scripts/nano_docs.py does, from a run folder."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    _grpo_run(run, "grpo", [(0.40, 0.10), (0.55, 0.05)])
+    docs = tmp_path / "docs"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "nano_docs.py"
+    refused = subprocess.run([sys.executable, str(script), str(run), "--docs", str(docs)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "has not shipped" in refused.stderr  # no ship stage, no --shipped
+    (run / "stages.json").write_text(json.dumps({"ship": {"done": True, "shipped": "grpo"}}))
+    done = subprocess.run([sys.executable, str(script), str(run), "--docs", str(docs)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    page = (docs / "nano.md").read_text(encoding="utf-8")
+    assert "| grpo | 1 | 0.400 ± 0.100 |" in page and (docs / "images" / "nano_grpo.png").is_file()
+
+
+def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapter():
+    from genevolve.nano.recipe import ship_choice
+
+    adapters = {"sft": 1, "grpo": 1, "grpo_sdl": 1}
+
+    def row(system, delta, lo, metric="clean"):
+        return {"metric": metric, "system": system, "baseline": "shipped", "delta": delta, "delta_ci95": [lo, 0.3]}
+
+    assert ship_choice([], adapters) is None  # nothing measured: the shipped adapter stays
+    assert ship_choice([row("sft", 0.05, -0.02)], adapters) is None  # better on average, not shown
+    assert ship_choice([row("sft", 0.2, 0.1, metric="valid")], adapters) is None  # another metric decides nothing
+    assert ship_choice([row("sft", 0.05, 0.01), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo_sdl"
+    assert ship_choice([row("sft+grpo+sdl", 0.08, 0.02)], {"sft": 1}) is None  # no such adapter on disk
+    assert ship_choice([row("sft+grpo", 0.08, 0.02), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo"  # a tie
+
+
+def test_external_stage_pairs_every_system_with_the_shipped_adapter_and_ship_keeps_it(tmp_path):
+    """Real planner runs of the program eval stand in for two systems' run folders; the recipe's
+    comparison, summary and ship decision read them as the external stage leaves them."""
+    import json
+
+    from genevolve.bench.eval_sets import load_eval_set
+    from genevolve.bench.programs import run_program_eval
+    from genevolve.nano.recipe import NanoRecipe
+
+    cases = load_eval_set("official-examples")
+    for name in ("shipped", "sft"):
+        run_program_eval([dict(c) for c in cases], tmp_path / "external" / name, policy="planner",
+                         set_name="official-examples", progress=False)
+    recipe = NanoRecipe(tmp_path, log=lambda m: None, ship_to=tmp_path / "assets")
+    pairs = recipe.external_pairs()
+    clean = next(p for p in pairs if p["metric"] == "clean")
+    assert clean["system"] == "sft" and clean["baseline"] == "shipped" and clean["requests"] == len(cases)
+    assert clean["delta"] == 0 and clean["ties"] == len(cases)  # the same policy: no difference
+    summary = (tmp_path / "external" / "summary.md").read_text(encoding="utf-8")
+    assert "| shipped | 3 |" in summary and "| sft | 3 |" in summary and "clean" in summary.splitlines()[0]
+    assert json.loads((tmp_path / "external" / "paired.json").read_text()) == pairs
+    # An adapter in the run: equal to the shipped one, so ship keeps the assets untouched.
+    ckpt = tmp_path / "sft" / "checkpoints" / "checkpoint-1"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_config.json").write_text("{}")
+    (ckpt / "adapter_model.safetensors").write_bytes(b"weights")
+    (tmp_path / "sft" / "checkpoints" / "latest").write_text("checkpoint-1")
+    recipe.stage_ship()
+    assert not (tmp_path / "assets").exists()
+    assert json.loads((tmp_path / "stages.json").read_text())["ship"]["shipped"] == "kept"
+
+
+def test_external_stage_refuses_to_mix_two_shipped_adapters(tmp_path):
+    import pytest
+
+    from genevolve.nano.recipe import NanoRecipe
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "adapter_model.safetensors").write_bytes(b"first")
+    recipe = NanoRecipe(tmp_path / "run", log=lambda m: None, ship_to=assets)
+    (tmp_path / "run" / "external").mkdir(parents=True)
+    recipe._pin_shipped(tmp_path / "run" / "external")
+    recipe._pin_shipped(tmp_path / "run" / "external")  # the same adapter: fine
+    (assets / "adapter_model.safetensors").write_bytes(b"second")
+    with pytest.raises(RuntimeError, match="shipped adapter changed"):
+        recipe._pin_shipped(tmp_path / "run" / "external")

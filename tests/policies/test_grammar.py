@@ -1,0 +1,167 @@
+"""Constrained decoding (genevolve.policies.grammar) and the answer step's gen_prompt check.
+
+The grammar is checked on a real tokenizer (the tiny one of tests/helpers/tiny_models.py, protocol tags as
+added tokens) and on a tiny *random* model sampling at temperature 1: whatever the weights say, a
+turn generated under the grammar parses, while the same model unconstrained does not.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from genevolve.agent import Agent, AgentConfig
+from genevolve.policies.grammar import TurnRules, turn_rules
+from genevolve.protocol import format_answer, gen_prompt_problems, parse_turn
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("llguidance")
+
+ALL_TOOLS = ("search", "image_search", "query_knowledge")
+SKILLS = ("spatial_layout", "text_rendering")
+
+
+@pytest.fixture(scope="module")
+def tiny_grammar(tiny_gemma_path):  # noqa: F811 - the session fixture of tests/conftest.py
+    from transformers import AutoTokenizer
+
+    from genevolve.policies.grammar import TurnGrammar
+
+    tok = AutoTokenizer.from_pretrained(tiny_gemma_path)
+    return tok, TurnGrammar(tok, len(tok), [tok.eos_token_id])
+
+
+def _accepts(tiny_grammar, rules: TurnRules, text: str) -> bool:
+    tok, grammar = tiny_grammar
+    matcher = grammar.matcher(rules)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting()
+
+
+CALL = '<think>{}</think>\n<tool_call>{{"name": "{}", "arguments": {}}}</tool_call>'
+ANSWER = '<think>ok</think>\n<answer>{{"gen_prompt": "{}", "reference_images": {}}}</answer>'
+REF = '{{"img_id": "{}", "note": "{}"}}'
+
+
+def test_grammar_accepts_the_protocol_and_refuses_what_the_state_forbids(tiny_grammar):
+    shown_two = TurnRules(tools=ALL_TOOLS, skills=SKILLS, image_ids=("IMG_002", "IMG_001"))
+    none_shown = TurnRules(tools=ALL_TOOLS, skills=SKILLS)
+    ok = [
+        (none_shown, CALL.format("look it up", "search", '{"queries": ["Eiffel Tower", "Paris"], "top_k": 3}')),
+        (none_shown, CALL.format("", "image_search", '{"query": "a red fox"}')),
+        (none_shown, CALL.format("skill", "query_knowledge", '{"skill_name": "text_rendering"}')),
+        (none_shown, ANSWER.format('a sign reading \\"OPEN\\"', "[]")),
+        (shown_two, ANSWER.format("a fox as in the second reference image",
+                                  f'[{REF.format("IMG_001", "")}, {REF.format("IMG_002", "fur")}]')),
+    ]
+    for rules, text in ok:
+        assert parse_turn(text).kind != "error", text
+        assert _accepts(tiny_grammar, rules, text), text
+    refused = [
+        (none_shown, ANSWER.format("a fox like the first reference image", "[]")),  # no image was shown
+        (none_shown, ANSWER.format("a fox like The Reference Photo", "[]")),
+        (shown_two, ANSWER.format("a fox like the third reference image", "[]")),  # only two can be cited
+        (shown_two, ANSWER.format("a fox", f'[{REF.format("IMG_002", "")}, {REF.format("IMG_001", "")}]')),  # unsorted
+        (shown_two, ANSWER.format("a fox", f'[{REF.format("IMG_007", "")}]')),  # never shown
+        (none_shown, ANSWER.format("a fox, see IMG_001 or https://x.org", "[]")),
+        (none_shown, ANSWER.format("a fox</answer>", "[]")),  # no tag inside a string
+        (none_shown, CALL.format("x", "query_knowledge", '{"skill_name": "drawing_tips"}')),  # no such skill
+        (none_shown, CALL.format("x", "browse", '{"url": "x"}')),  # no such tool
+        (TurnRules(skills=SKILLS), CALL.format("x", "search", '{"queries": ["fox"]}')),  # an answer is due
+        (none_shown, "<think>x</think>\n<answer>a fox in prose</answer>"),
+    ]
+    for rules, text in refused:
+        assert not _accepts(tiny_grammar, rules, text), text
+
+
+def test_turn_rules_come_from_the_agent_state():
+    rules = turn_rules({"search": object(), "query_knowledge": object()}, ["IMG_001", None], answer_only=False)
+    assert rules.tools == ("search", "query_knowledge") and "quantity_counting" in rules.skills
+    assert rules.image_ids == ("IMG_001",)
+    assert turn_rules(None, [], answer_only=True).answer_only
+
+
+def _random_turns(path, constrained: bool, rules_list):
+    from genevolve.policies import make_policy
+
+    policy = make_policy(f"hf:{path}?temperature=1&grammar={int(constrained)}", dtype=torch.float32)
+    messages = [{"role": "system", "content": "Plan an image."}, {"role": "user", "content": "a fox"}]
+    out = []
+    for seed, rules in enumerate(rules_list):
+        torch.manual_seed(seed)
+        policy.prepare_turn(rules)
+        out.append(("".join(policy.stream(messages)), policy.last_stats))
+        assert policy.last_grammar_error is None
+    return out
+
+
+@pytest.mark.timeout(900)
+def test_a_random_model_under_the_grammar_always_writes_a_turn_that_parses(tiny_gemma_path):  # noqa: F811
+    rules_list = [turn_rules(None, []), turn_rules(None, ["IMG_001", "IMG_002"]),
+                  turn_rules(None, ["IMG_001"], answer_only=True)]
+    turns = []
+    for text, stats in _random_turns(tiny_gemma_path, True, rules_list):
+        turns.append(parse_turn(text))
+        assert stats["constrained"] and turns[-1].kind != "error", (turns[-1].error, text)
+        if turns[-1].kind == "tool_call":
+            assert turns[-1].tool_call.name in ALL_TOOLS
+    # The answer-only turn is an answer, with no ordinal past the one image shown.
+    assert turns[2].kind == "answer" and "second reference" not in turns[2].answer["gen_prompt"].lower()
+    # Unconstrained, the same random weights do not speak the protocol: the test above is not vacuous.
+    free = _random_turns(tiny_gemma_path, False, rules_list[:1])
+    assert parse_turn(free[0][0]).kind == "error" and not free[0][1]["constrained"]
+
+
+# ---------------------------------------------------------------- the gen_prompt check
+
+
+def test_gen_prompt_check_finds_lost_quotes_counts_positions_in_any_quote_style():
+    request = ("A shop window with \u201cOPEN LATE\u201d on a sign and 'Rare Maps' on a card, "
+               "three cats to the left of a lamp.")
+    assert gen_prompt_problems(request, 'A shop window, sign "OPEN LATE", card "Rare Maps", three cats to the left '
+                                        "of a lamp, warm light.") == []
+    problems = gen_prompt_problems(request, "A shop window at night with cats.")
+    text = " | ".join(problems)
+    assert '"OPEN LATE"' in text and '"Rare Maps"' in text
+    assert "3 cats" in text and "cats left of lamp" in text
+
+
+def test_gen_prompt_check_finds_reasoning_and_protocol_words():
+    leaked = ("A still life of a rusty anchor. so I have what I need: 0 fact(s), 0 reference image(s) and the "
+              "physical_material_consistency guidance.")
+    problems = gen_prompt_problems("A still life of a rusty anchor.", leaked)
+    assert len(problems) == 1 and "fact(s)" in problems[0] and "physical_material_consistency" in problems[0]
+    think = "The anchor should look heavy and wet from the sea spray"
+    copied = gen_prompt_problems("A rusty anchor.", "A rusty anchor; the anchor should look heavy and wet from the sea.",
+                                 think=think)
+    assert copied and "the anchor should look heavy and wet" in copied[0]
+    # What the user quoted is theirs to print, whatever it says.
+    assert gen_prompt_problems('A T-shirt reading "I need coffee"', 'A T-shirt reading "I need coffee".') == []
+
+
+class _Scripted:
+    name = "scripted"
+
+    def __init__(self, turns):
+        self.turns, self.seen = list(turns), []
+
+    def stream(self, messages, images=()):
+        self.seen.append([dict(m) for m in messages])
+        yield self.turns.pop(0)
+
+
+def test_the_answer_step_sends_one_correction_that_names_what_is_missing(tmp_path):
+    request = 'A bookshop sign reading "OPEN LATE" and a card saying "Rare Maps Inside".'
+    lossy = format_answer({"gen_prompt": 'A bookshop sign reading "OPEN LATE". so I have what I need: 0 fact(s).',
+                           "reference_images": []}, think="so I have what I need")
+    fixed = format_answer({"gen_prompt": 'A bookshop sign reading "OPEN LATE" and a card saying "Rare Maps Inside".',
+                           "reference_images": []})
+    policy = _Scripted([lossy, fixed])
+    traj = Agent(policy, [], AgentConfig(), work_dir=tmp_path).run(request)
+    assert traj.termination == "answer" and traj.program.gen_prompt.endswith('"Rare Maps Inside".')
+    correction = policy.seen[1][-1]["content"]
+    assert '"Rare Maps Inside"' in correction and "fact(s)" in correction and "OPEN LATE" not in correction
+    # A second failing answer is kept (a program beats none), with a warning that says what is wrong.
+    policy = _Scripted([lossy, lossy])
+    traj = Agent(policy, [], AgentConfig(), work_dir=tmp_path).run(request)
+    assert traj.program is not None and [s.kind for s in traj.steps] == ["format_error", "answer"]
+    assert any("Rare Maps Inside" in w for w in traj.warnings)

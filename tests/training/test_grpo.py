@@ -1,0 +1,214 @@
+"""GRPO: the advantages TRL trains with, logged as they are, the group tool cache, the hybrid reward on a real
+trajectory, and a tiny model whose mean reward rises under a verifiable rule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# One torch thread: the trainers' tests compare runs step by step, and two cores are shared.
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_rollouts_log_trls_advantages_and_sample_at_the_configs_settings(tiny_gemma_path, tmp_path):
+    """rollouts.jsonl carries the advantages TRL weights the loss with, and the rollouts are sampled
+    at the config's temperature/top_p even under a profile with sampling defaults of its own."""
+    from genevolve.training.grpo import GRPOConfig
+    from genevolve.training.grpo_trainer import build_trainer
+    from genevolve.training.modeling import ModelConfig
+    from genevolve.training.rewards import Reward
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "r", "question": "draw a red cat"}) + "\n")
+
+    def by_length(case, traj):  # a real function of the trajectory, so advantages are not all zero
+        return Reward(float(len(traj.steps[-1].assistant_text) % 5) if traj.steps else 0.0)
+
+    cfg = GRPOConfig(model=ModelConfig(name=str(tiny_gemma_path), dtype="float32", max_length=512),
+                     prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=1, group_size=4,
+                     max_new_tokens=12, tools="none", temperature=0.35, top_p=0.8, lr=1e-3)
+    cfg.agent.max_rounds = 1
+    cfg.agent.protocol = f"official:{REPO / 'tests' / 'helpers' / 'official_standin'}"  # its own sampling: 0.6 / 0.9
+    trainer, _ = build_trainer(cfg, reward_fn=by_length)
+    policy = trainer.run.policy
+    assert (policy.temperature, policy.top_p, policy.max_new_tokens) == (0.35, 0.8, 12)
+    assert policy.constrained is False  # TRL trains on what the policy itself sampled: no grammar mask
+    assert trainer.args.temperature == 0.35
+
+    trainer.model.train()  # as inside a training step
+    # One group of G=4: four separate row dicts, as TRL's sampler gives (TRL writes into each row).
+    out = trainer._generate_and_score_completions([dict(r) for r in trainer.train_dataset for _ in range(4)])
+    logged = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    advantages = [r["advantage"] for line in logged for r in line["rollouts"]]
+    assert advantages == pytest.approx(out["advantages"].tolist(), abs=1e-5)  # the log rounds to 6 places
+    rewards = [r["reward"] for line in logged for r in line["rollouts"]]
+    assert len(set(rewards)) > 1 and any(a != 0 for a in advantages)
+
+
+def test_group_tool_cache_reuses_results_with_each_trajectorys_own_ids(tmp_path):
+    from PIL import Image
+
+    from genevolve.tools.base import Tool, ToolContext, ToolResult
+    from genevolve.training.grpo import GroupToolCache
+    from genevolve.trajectory import ImageRegistry
+
+    for name, colour in (("a.png", (255, 0, 0)), ("b.png", (0, 0, 255))):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / name)
+
+    class LibraryLookup(Tool):  # a real tool over real files: registers what it returns
+        name = "image_search"
+        calls = 0
+
+        def __call__(self, args, ctx):
+            LibraryLookup.calls += 1
+            refs = [ctx.registry.register(tmp_path / n, source="library", title=n) for n in ("a.png", "b.png")]
+            return ToolResult(text="\n".join(f"{r.img_id}: {r.title}" for r in refs), images=refs)
+
+    cached = GroupToolCache(LibraryLookup())
+    first = ToolContext(registry=ImageRegistry(), work_dir=tmp_path)
+    r1 = cached({"query": "x"}, first)
+    second = ToolContext(registry=ImageRegistry(), work_dir=tmp_path)
+    second.registry.register(tmp_path / "b.png", source="user", title="mine")  # b.png is IMG_001 here
+    r2 = cached({"query": "x"}, second)
+    assert LibraryLookup.calls == 1 and cached.hits == 1
+    assert r1.text == "IMG_001: a.png\nIMG_002: b.png"
+    assert r2.text == "IMG_002: a.png\nIMG_001: b.png"  # renamed to the second trajectory's ids
+    assert {i.img_id for i in r2.images} == {"IMG_001", "IMG_002"} == second.registry.ids()
+    cached({"query": "y"}, second)
+    assert LibraryLookup.calls == 2
+
+
+def test_hybrid_reward_scores_a_real_planner_trajectory(tmp_path):
+    from genevolve.agent import build_agent
+    from genevolve.config import Settings
+    from genevolve.training.rewards import HybridReward
+    from genevolve.trajectory import Trajectory
+
+    settings = Settings.load(None, policy="planner", offline=True, cache_mode="off")
+    agent = build_agent(settings, offline=True)
+    case = {"id": "t1", "question": 'A minimalist poster with the title "OPEN DAY" above a red bicycle',
+            "category": "text_layout"}
+    traj = agent.run(case["question"])
+    assert traj.program is not None
+    reward = HybridReward(renderer="layout", judge="local", sufficiency="sufficiency", w=0.5)
+    r = reward(case, traj)
+    assert set(r.components) == {"r_img", "r_text"}
+    assert math.isclose(r.total, 0.5 * r.components["r_img"] + 0.5 * r.components["r_text"], abs_tol=1e-9)
+    assert r.components["r_text"] in (0.0, 0.25, 0.5, 0.75, 1.0) and 0.0 <= r.components["r_img"] <= 1.0
+    assert r.timings["render_s"] > 0 and r.timings["judge_s"] > 0
+    empty = reward(case, Trajectory(request=case["question"], termination="format_error"))
+    assert empty.total == 0.0
+
+
+@pytest.mark.slow
+def test_grpo_mean_reward_rises_under_a_verifiable_rule(tmp_path):
+    """The answer must name the requested colour: a tiny random model learns it in ~25 steps."""
+    from genevolve.training.config import config_from_file
+    from genevolve.training.grpo import GRPOConfig, train_grpo
+    from genevolve.training.metrics import read_metrics
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "r", "question": "draw a red cat", "keywords": ["red"]}\n'
+                       '{"id": "b", "question": "draw a blue dog", "keywords": ["blue"]}\n')
+    cfg = config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml",
+                           prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=25,
+                           system_prompt_path=str(REPO / "configs" / "data" / "tiny_system.md"),
+                           sdl={"enabled": False}, save_every=100)
+    assert cfg.agent.max_rounds == 1 and cfg.agent.system_prompt_path.endswith("tiny_system.md")
+    result = train_grpo(cfg, quiet=True)
+    metrics = read_metrics(tmp_path / "run")
+    assert result["state"] == "done" and len(metrics) == 25
+    rewards = [m["reward_mean"] for m in metrics]
+    early, late = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert late >= early + 0.2, rewards
+    assert all(m["terminations"] for m in metrics) and metrics[0]["tokens"] > 0
+    assert (tmp_path / "run" / "rollouts.jsonl").is_file()
+
+
+def test_grpo_feeds_an_image_text_policy_the_conversations_pixels(tiny_qwen3vl_path, tmp_path):
+    """TRL's rollout_func path carries no images; ours adds them, so the log-probs TRL trains
+    with are those of the conversation the policy saw, image included."""
+    import torch
+    from PIL import Image
+
+    from genevolve.training.grpo import GRPOConfig
+    from genevolve.training.grpo_trainer import build_trainer
+    from genevolve.training.modeling import ModelConfig, selected_logprobs
+    from genevolve.training.rewards import Reward
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "ref.png")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "r", "question": "draw this cat in red", "images": [str(tmp_path / "ref.png")]})
+                       + "\n")
+
+    def by_length(case, traj):  # a real function of the trajectory, so advantages are not all zero
+        return Reward(float(len(traj.steps[-1].assistant_text) % 3) if traj.steps else 0.0)
+
+    cfg = GRPOConfig(model=ModelConfig(name=str(tiny_qwen3vl_path), dtype="float32", max_length=1024),
+                     prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=1, group_size=2,
+                     max_new_tokens=6, tools="none", temperature=1.0, lr=1e-3)
+    cfg.agent.max_rounds = 1
+    cfg.agent.system_prompt_path = str(REPO / "configs" / "data" / "tiny_system.md")
+    trainer, _ = build_trainer(cfg, reward_fn=by_length)
+    trainer.model.train()  # as inside a training step
+    rows = [dict(r) for r in trainer.train_dataset] * 2  # one group of G=2
+    out = trainer._generate_and_score_completions(rows)
+    assert out["num_images"] == [1, 1] and out["pixel_values"].shape[0] == out["image_grid_thw"].prod(-1).sum()
+    image_id = trainer.run.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    assert bool(((ids == image_id) == out["mm_token_type_ids"].bool()).all())
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    keep = out["completion_ids"].size(1)
+    vision = {k: out[k] for k in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
+    with torch.no_grad():
+        trl_logp = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep, **vision)[0]
+        blind = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)[0]
+        for i, enc in enumerate(trainer._row_encodings):
+            batch = {**enc.model_inputs(), "labels": torch.tensor([enc.labels])}
+            ours, _ = selected_logprobs(trainer.model, batch, batch["labels"] != -100)
+            policy = out["tool_mask"][i].bool() & out["completion_mask"][i].bool()
+            assert torch.allclose(trl_logp[i][policy], ours, atol=1e-4), (trl_logp[i][policy], ours)
+            assert not torch.allclose(blind[i][policy], ours, atol=1e-4)  # without the pixels they differ
+
+
+def test_copying_the_request_earns_clearly_less_than_the_teacher_on_knowledge_cases(tmp_path):
+    """The reward pays for relevant research: on knowledge cases a policy that answers at once with
+    the request (no search, no reference) scores well below the teacher, and pasting facts about
+    something the request does not name scores below adding none."""
+    from genevolve.agent import build_agent
+    from genevolve.bench.loaders import load_bench
+    from genevolve.config import Settings
+    from genevolve.program import Program
+    from genevolve.training.rewards import HybridReward
+    from genevolve.trajectory import Step, Trajectory
+
+    cases = [c for c in load_bench("mini") if c["id"] in ("ka_veh_02", "ka_sci_01", "ka_relic_01", "ka_fig_01")]
+    assert len(cases) == 4
+    settings = Settings.load(None, policy="planner", offline=True, cache_mode="off")
+    agent = build_agent(settings, offline=True)
+    reward = HybridReward(renderer="layout", judge="local", sufficiency="sufficiency", w=0.5)
+    teacher, copier, paster = [], [], []
+    for case in cases:
+        traj = agent.run(case["question"])
+        assert traj.program is not None, traj.reason
+        teacher.append(reward(case, traj).total)
+        copy = Trajectory(request=case["question"], termination="answer")
+        copy.steps.append(Step(round=1, kind="answer", assistant_text="<answer>…</answer>"))
+        copy.program = Program(gen_prompt=case["question"] + " High detail, coherent single image.")
+        copier.append(reward(case, copy).total)
+        pasted = Trajectory.from_dict(traj.to_dict())
+        search = "1. **Golden Gate Bridge** — Its main span is 1,280 metres, the longest suspension span in 1937."
+        pasted.steps.insert(0, Step(round=0, kind="tool_call", tool_name="search",
+                                    tool_arguments={"queries": ["bridge"]}, tool_text=search))
+        pasted.program = Program(gen_prompt=traj.program.gen_prompt + " Its main span is 1,280 metres, the longest "
+                                 "suspension span in 1937.", reference_images=traj.program.reference_images)
+        paster.append(reward(case, pasted).total)
+    mean = lambda xs: sum(xs) / len(xs)
+    assert mean(teacher) >= mean(copier) + 0.2, (teacher, copier)
+    assert all(p < t for p, t in zip(paster, teacher)), (paster, teacher)

@@ -1,0 +1,158 @@
+"""Resume: a run stopped after k steps and resumed logs what an uninterrupted run logs; SIGTERM
+checkpoints and exits cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Each test trains for real and most kill a process mid-run: minutes on a busy 2-core machine.
+# One torch thread: the runs are compared step by step, and two cores are shared.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.usefixtures("torch_one_thread")]
+
+REPO = Path(__file__).resolve().parents[2]
+COMPARED = ("loss", "pg_loss", "reward_mean", "reward_std", "adv_std", "grad_norm", "lr", "tokens",
+            "sdl_loss", "sdl_kl", "guide_hit_rate", "guides_added", "buffer_size")
+
+
+def _same(a: dict, b: dict, keys) -> list[str]:
+    diffs = []
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, float) and isinstance(y, float):
+            if abs(x - y) > 1e-5 * max(1.0, abs(x)):
+                diffs.append(f"{k}: {x} != {y}")
+        elif x != y:
+            diffs.append(f"{k}: {x} != {y}")
+    return diffs
+
+
+def test_grpo_with_sdl_resumes_exactly(tmp_path):
+    from genevolve.training.config import config_from_file
+    from genevolve.training.grpo import GRPOConfig, train_grpo
+    from genevolve.training.metrics import read_metrics, read_status
+
+    def cfg(name: str, **kw):
+        return config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml",
+                                prompts=str(REPO / "configs" / "data" / "tiny_prompts.jsonl"),
+                                system_prompt_path=str(REPO / "configs" / "data" / "tiny_system.md"),
+                                run_dir=str(tmp_path / name), max_steps=5, save_every=100,
+                                sdl={"enabled": True, "delta_min": 0.5, "store_path": str(tmp_path / f"{name}.db")},
+                                **kw)
+
+    train_grpo(cfg("straight"), quiet=True)
+    first = train_grpo(cfg("resumed", stop_after=2), quiet=True)
+    assert first == {"state": "stopped", "step": 2, "run_dir": str(tmp_path / "resumed")}
+    assert read_status(tmp_path / "resumed")["state"] == "stopped"
+    second = train_grpo(cfg("resumed"), quiet=True)
+    assert second["state"] == "done" and second["step"] == 5
+    a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
+    assert [m["step"] for m in b] == [1, 2, 3, 4, 5]
+    # The runs are worth comparing only if they learn and distil something.
+    assert any(m["guides_added"] for m in a) and any(m["trained_samples"] for m in a)
+    for x, y in zip(a, b, strict=True):
+        assert not _same(x, y, COMPARED), (x["step"], _same(x, y, COMPARED))
+    # Started again once done, the run resumes from its final checkpoint (step 5, mid-epoch: two
+    # steps per epoch) and has nothing left to train: no sixth step, no sixth row.
+    again = train_grpo(cfg("resumed"), quiet=True)
+    assert again == {"state": "done", "step": 5, "run_dir": str(tmp_path / "resumed")}
+    assert [m["step"] for m in read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4, 5]
+
+
+def test_sft_resumes_exactly(tmp_path):
+    from genevolve.training.config import config_from_file
+    from genevolve.training.metrics import read_metrics
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    def cfg(name: str, **kw):
+        return config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
+                                train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"),
+                                run_dir=str(tmp_path / name), max_steps=8, eval_every=3, batch_size=3, **kw)
+
+    train_sft(cfg("straight"), quiet=True)
+    assert train_sft(cfg("resumed", stop_after=4), quiet=True)["state"] == "stopped"
+    train_sft(cfg("resumed"), quiet=True)
+    a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
+    assert [m["step"] for m in b] == list(range(1, 9))
+    for x, y in zip(a, b, strict=True):
+        assert not _same(x, y, ("loss", "eval_loss", "grad_norm", "lr", "tokens")), x["step"]
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "sft_tiny_cpu.yaml").read_text())
+    config.update(train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"), run_dir=str(tmp_path / "run"),
+                  max_steps=100000, save_every=100000, eval_every=100000)
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "genevolve.cli", "train", "sft", "--config", str(path)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert result["state"] == status["state"] == "stopped" and status["step"] == result["step"] >= 2
+    assert status["world_size"] == 1
+    latest = (tmp_path / "run" / "checkpoints" / "latest").read_text().strip()
+    assert latest == f"checkpoint-{result['step']}"
+    assert (tmp_path / "run" / "checkpoints" / latest / "trainer_state.json").is_file()
+
+
+def test_run_killed_before_its_first_checkpoint_starts_clean(tmp_path):
+    """What a kill before the first save leaves (metric rows, no checkpoint) is not logged twice."""
+    from genevolve.training.config import config_from_file
+    from genevolve.training.metrics import read_metrics
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in range(1, 6)))
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "tmp-checkpoint-5").mkdir()  # a save the kill interrupted
+    cfg = config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
+                           train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"), run_dir=str(run),
+                           max_steps=3, eval_every=100, save_every=100)
+    assert train_sft(cfg, quiet=True)["state"] == "done"
+    rows = read_metrics(run)
+    assert [m["step"] for m in rows] == [1, 2, 3] and all(m["loss"] != 9.0 for m in rows)
+    assert not (run / "checkpoints" / "tmp-checkpoint-5").exists()
+
+
+def test_torn_last_metrics_line_is_repaired_on_resume(tmp_path):
+    from genevolve.training.config import config_from_file
+    from genevolve.training.metrics import RunFiles, read_metrics
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    def cfg(**kw):
+        return config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
+                                train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"),
+                                run_dir=str(tmp_path / "run"), max_steps=4, eval_every=100, save_every=100, **kw)
+
+    assert train_sft(cfg(stop_after=2), quiet=True)["state"] == "stopped"
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write('{"step": 3, "loss": 1.2')  # a kill mid-write
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]  # readers skip it
+    assert train_sft(cfg(), quiet=True)["state"] == "done"
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
+    assert metrics.read_text().endswith("\n") and metrics.read_text().count("\n") == 4
+    # A line that is not JSON in the middle is named, with what to do, rather than skipped silently.
+    lines = metrics.read_text().splitlines()
+    metrics.write_text(lines[0] + "\n" + "garbage\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not JSON.*fix or delete"):
+        RunFiles(tmp_path / "run").truncate_metrics(2)
