@@ -118,23 +118,17 @@ class BatchRun:
                 done[str(item["id"])] = row
             return row
 
-        try:
-            with self._bar(stage.name, len(wanted), counts["done_before"]) as advance:
-                if stage.workers <= 1:
-                    finished = map(work, todo)
-                    for row in finished:
-                        counts["ran"] += 1
-                        counts["failed"] += row.get("status") == "failed"
-                        advance()
-                else:
-                    with cf.ThreadPoolExecutor(max_workers=stage.workers, thread_name_prefix=stage.name) as pool:
-                        for fut in cf.as_completed([pool.submit(work, it) for it in todo]):
-                            row = fut.result()
-                            counts["ran"] += 1
-                            counts["failed"] += row.get("status") == "failed"
-                            advance()
-        finally:
-            appender.close()
+        with contextlib.ExitStack() as stack:
+            stack.callback(appender.close)
+            advance = stack.enter_context(self._bar(stage.name, len(wanted), counts["done_before"]))
+            finished = map(work, todo)  # one worker: in this thread, so Ctrl-C stops at once
+            if stage.workers > 1:
+                pool = stack.enter_context(cf.ThreadPoolExecutor(stage.workers, thread_name_prefix=stage.name))
+                finished = (fut.result() for fut in cf.as_completed([pool.submit(work, it) for it in todo]))
+            for row in finished:
+                counts["ran"] += 1
+                counts["failed"] += row.get("status") == "failed"
+                advance()
         self.log(f"{stage.name}: {counts['ran']} run, {counts['done_before']} already done, "
                  f"{counts['failed']} failed")
         return counts

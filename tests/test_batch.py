@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ITEMS = [{"id": f"i{n}", "n": n} for n in range(12)]
 
 
+class Interrupted(BaseException):
+    """Stands for Ctrl-C (pytest handles a real KeyboardInterrupt itself)."""
+
+
 def test_rows_depend_on_the_item_not_on_the_worker_order(tmp_path):
     def square(item):
         time.sleep(0.001 * (12 - item["n"]))  # later items finish first
@@ -36,15 +40,17 @@ def test_rows_depend_on_the_item_not_on_the_worker_order(tmp_path):
 
 def test_a_stage_that_stops_midway_resumes_where_it_stopped(tmp_path):
     seen: list[str] = []
+    stopped = []
 
     def flaky(item):
-        if item["n"] == 5 and len(seen) < 6:
-            raise KeyboardInterrupt  # the run is stopped at the sixth item
+        if item["n"] == 5 and not stopped:
+            stopped.append(1)
+            raise Interrupted  # the run is stopped at the sixth item
         seen.append(item["id"])
         return {"n2": item["n"] * 2}
 
     run = BatchRun(tmp_path)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         run.run([Stage("double", flaky)], ITEMS)
     assert len(run.rows("double", fresh=True)) == 5
     # A kill mid-write leaves a torn line: it is cut off and that item runs again.
@@ -129,7 +135,7 @@ def _without_timings(out: Path) -> tuple[dict, dict]:
 
 
 class _StopsAtTheThirdGT(DatasetBuilder):
-    """A build stopped in its last stage: the third ground-truth render raises (Ctrl-C)."""
+    """A build stopped in its last stage: the third ground-truth render is interrupted."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -138,7 +144,7 @@ class _StopsAtTheThirdGT(DatasetBuilder):
     def do_gt(self, recipe, traj_row):
         self.renders += 1
         if self.renders >= 3:
-            raise KeyboardInterrupt
+            raise Interrupted
         return super().do_gt(recipe, traj_row)
 
 
@@ -151,7 +157,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def test_a_build_stopped_in_a_stage_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
     out = tmp_path / "build"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         _StopsAtTheThirdGT(out, _config(), settings=_settings(tmp_path), progress=False).run()
     assert not (out / "train.jsonl").exists()  # it stopped before the splits were written
     assert len(BatchRun(out / "stages").rows("gt")) == 2
