@@ -43,6 +43,18 @@ class Stage:
     head: Callable[[dict], dict] | None = None  # leading fields of every row of an item, failures included
 
 
+def claim_folder(out: Path, record: Path, identity: dict, *, resume: bool, taken: bool, what: str,
+                 error: type[Exception]) -> None:
+    """Refuse to mix two runs in one folder: a ``taken`` one (it holds results) needs ``resume``, and a
+    resumed one must have the ``identity`` its ``record`` file names."""
+    if taken and not resume:
+        raise error(f"{out} already holds a {what}; pass --resume to continue it or choose another --out folder")
+    previous = json.loads(record.read_text(encoding="utf-8")).get("identity") if record.exists() else identity
+    if resume and previous != identity:
+        raise error(f"{out} holds a {what} with other options ({previous}); resume it with the same options "
+                    "or choose another --out folder")
+
+
 class PerThread:
     """A value built on first use in each thread: one agent, tool set or renderer per worker."""
 

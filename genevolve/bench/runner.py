@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from genevolve.batch import BatchRun, PerThread, Shared, Stage
+from genevolve.batch import BatchRun, PerThread, Shared, Stage, claim_folder
 # Crash-safe file helpers live in genevolve.durable; the summary and report read runs through these names.
 from genevolve.durable import latest_by_id, read_jsonl, repair_jsonl, save_image_atomic, write_atomic  # noqa: F401
 from genevolve.specs import spec_kind
@@ -112,18 +112,8 @@ class BenchRunner:
     def _prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         run_file = self.out / "run.json"
-        has_results = any((self.out / f"{s}.jsonl").exists() for s in STAGES)
-        if run_file.exists():
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-            if not self.resume and has_results:
-                raise RunDirError(f"{self.out} already holds a run; pass --resume to continue it "
-                                  "or choose another --out folder")
-            if self.resume and previous.get("identity") != self.cfg.identity():
-                raise RunDirError(f"{self.out} holds a run with a different configuration "
-                                  f"({previous.get('identity')}); resume it with the same options "
-                                  "or choose another --out folder")
-        elif has_results and not self.resume:
-            raise RunDirError(f"{self.out} holds results; pass --resume or choose another --out folder")
+        claim_folder(self.out, run_file, self.cfg.identity(), resume=self.resume, what="run", error=RunDirError,
+                     taken=any((self.out / f"{s}.jsonl").exists() for s in STAGES))
         if not run_file.exists():
             write_atomic(run_file, json.dumps({"identity": self.cfg.identity(), "parallel": self.cfg.parallel,
                                                "rpm": self.cfg.rpm, "created_at": time.time()}, indent=2))

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from genevolve.batch import BatchRun, PerThread, Shared, Stage
+from genevolve.batch import BatchRun, PerThread, Shared, Stage, claim_folder
 from genevolve.data.recipes import generate_recipes
 from genevolve.durable import save_image_atomic, write_atomic
 from genevolve.specs import spec_kind
@@ -203,16 +203,9 @@ class DatasetBuilder:
 
     def _prepare(self) -> list[dict]:
         build_file = self.out / "build.json"
-        has_results = any((self.out / "stages" / f"{s}.jsonl").exists() for s in STAGES)
-        if build_file.exists() or has_results:
-            if not self.resume:
-                raise BuildDirError(f"{self.out} already holds a build; pass --resume to continue it "
-                                    "or choose another --out folder")
-            if build_file.exists():
-                previous = json.loads(build_file.read_text(encoding="utf-8")).get("identity")
-                if previous != self.cfg.identity():
-                    raise BuildDirError(f"{self.out} holds a build with other options ({previous}); resume it "
-                                        "with the same options or choose another --out folder")
+        taken = build_file.exists() or any((self.out / "stages" / f"{s}.jsonl").exists() for s in STAGES)
+        claim_folder(self.out, build_file, self.cfg.identity(), resume=self.resume, taken=taken, what="build",
+                     error=BuildDirError)
         self._check_backends()
         from genevolve.data.recipes import bench_questions
 
