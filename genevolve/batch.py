@@ -1,18 +1,13 @@
 """Staged, resumable batch runs: the engine under the bench run, ``eval programs``, the data build and
 the nano ablation.
 
-Items are dicts with a stable ``id`` (bench cases, recipes, held-out requests). A stage turns one item
-into one row; its ledger ``<ledger_dir>/<stage>.jsonl`` gets the row (appended, flushed and fsynced)
-only after the stage's own files are in place (``durable.write_atomic``), so a line means "this stage
-is done for this item". A kill -9 leaves at most a torn last line, cut off when the ledger is next
-opened; running the stage again skips every item that has a line, so a killed run ends with every item
-exactly once per stage. Stages run one after another over all items, and a later stage reads the rows
-of an earlier one (``rows``). Within a stage worker threads take items in any order: a row depends
-only on its item, and readers take rows by id, so the output does not depend on who finished first.
-
-Backends (agents, tools, renderers) are not shared between threads: ``PerThread`` builds one per
-worker thread on first use; ``Shared`` builds a thread-safe one (a judge with its endpoint limiter)
-once for all.
+Items are dicts with a stable ``id``; a stage turns one item into one row. Its ledger
+``<dir>/<stage>.jsonl`` gets the row (appended and fsynced) only after the stage's own files are in
+place (``durable.write_atomic``), so a line means "done for this item". A kill -9 leaves at most a torn
+last line, cut off when the ledger is next opened, and a rerun skips every item with a line: a killed
+run ends with every item exactly once per stage. Stages run one after another over all items (a later
+one reads earlier rows through ``rows``); within a stage, workers take items in any order, and a row
+depends only on its item, so the output does not depend on who finished first.
 """
 
 from __future__ import annotations

@@ -71,9 +71,6 @@ class AblationRunner:
             self._reward = HybridReward()
         return self._reward
 
-    def path(self, system: str) -> Path:
-        return self.batch.ledger(system)
-
     def run(self, system: System) -> list[dict]:
         """Measure ``system`` on its cases; the ledger ``<system>.jsonl`` holds one line per finished
         request, so a killed run measures only what is left (the policy is built only then)."""
@@ -87,7 +84,6 @@ class AblationRunner:
 
         agent = Shared(build)
         cases = self.cases_of(system)
-        position = iter(range(len(self.batch.rows(system.name, fresh=True)) + 1, len(cases) + 1))
 
         def measure_one(case: dict) -> dict:
             t0 = time.perf_counter()
@@ -95,7 +91,7 @@ class AblationRunner:
             row = self.measure(case, traj, time.perf_counter() - t0)
             row["system"] = system.name
             row["trajectory"] = traj.to_dict()  # kept, so new judges can rescore without new rollouts
-            self.log(f"{system.name} {next(position)}/{len(cases)} {case['id']}: valid={row['valid']} "
+            self.log(f"{system.name} {len(self.batch.rows(system.name)) + 1}/{len(cases)} {case['id']}: valid={row['valid']} "
                      f"reward={row['reward']:.2f} rounds={row['rounds']} {row['seconds']:.0f}s")
             return row
 
@@ -118,7 +114,7 @@ class AblationRunner:
             row = {**self.measure(cases[old["id"]], traj, old["seconds"]), "tokens": old["tokens"],
                    "system": system, "trajectory": old["trajectory"]}
             rows.append(row)
-        write_atomic(self.path(system), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_atomic(self.batch.ledger(system), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         self.batch.rows(system, fresh=True)
         return rows
 

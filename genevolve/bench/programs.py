@@ -128,9 +128,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
 class ProgramEvalRunner(BenchRunner):
     """The bench runner with only its rollout stage, each line carrying the program-quality measures."""
 
-    def run(self) -> dict:
-        self._prepare()
-        return self.batch.run([self.stage("rollout")], self.cases)
+    stages = ("rollout",)
 
     def do_rollout(self, case: dict) -> dict:
         traj, seconds = self.roll_out(case)

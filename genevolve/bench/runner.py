@@ -94,6 +94,8 @@ def workers_for(stage: str, cfg: BenchConfig) -> int:
 # ---------------------------------------------------------------- the runner
 
 class BenchRunner:
+    stages = STAGES
+
     def __init__(self, cases: list[dict], out_dir: str | Path, config: BenchConfig, *, resume: bool = False,
                  progress: bool = True, log: Callable[[str], None] | None = None):
         self.cases = cases[: config.limit] if config.limit else list(cases)
@@ -227,12 +229,12 @@ class BenchRunner:
 
     def run(self) -> dict:
         self._prepare()
-        return self.batch.run([self.stage(name) for name in STAGES], self.cases)
+        return self.batch.run([self.stage(name) for name in self.stages], self.cases)
 
-    def stage(self, name: str, fn: Callable[[dict], dict] | None = None) -> Stage:
-        """Stage ``name`` (default work: ``do_<name>``); its rows carry the case's bench fields."""
+    def stage(self, name: str) -> Stage:
+        """Stage ``name`` (its work: ``do_<name>``); its rows carry the case's bench fields."""
         meta_keys = ("eval_type", "category", "difficulty", "track")
-        return Stage(name, fn or getattr(self, f"do_{name}"), workers=workers_for(name, self.cfg),
+        return Stage(name, getattr(self, f"do_{name}"), workers=workers_for(name, self.cfg),
                      retries=self.cfg.retries, backoff_s=self.cfg.backoff_s,
                      head=lambda case: {"stage": name, **{k: case.get(k) for k in meta_keys}})
 

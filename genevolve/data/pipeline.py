@@ -179,7 +179,7 @@ class DatasetBuilder:
         self.log = log or (lambda msg: None)
         self._settings = settings
         self.batch = BatchRun(self.out / "stages", progress=progress, log=self.log)
-        self._shared_policy = None
+        self._teacher = Shared(self._make_policy)  # one teacher for every thread (but a replay script)
         self._tools = PerThread(self._build_tools)
         self._renderer = PerThread(self._build_renderer)
         self._agent_per_thread = PerThread(self._build_agent)
@@ -227,13 +227,11 @@ class DatasetBuilder:
     def _check_backends(self) -> None:
         """Build the teacher and renderer once before any work, so a bad spec fails in a second
         with its own message instead of once per recipe inside the workers."""
-        from genevolve.policies import PolicyError, make_policy
+        from genevolve.policies import PolicyError
         from genevolve.renderers import RenderError
 
         try:
-            policy = make_policy(self.cfg.teacher)
-            if not self._teacher_is_stateful():
-                self._shared_policy = policy
+            self._make_policy() if self._teacher_is_stateful() else self._teacher()
             self._renderer()
         except (PolicyError, RenderError, ValueError, FileNotFoundError) as exc:
             raise BuildSetupError(f"cannot start the build: {exc}") from exc
@@ -262,11 +260,8 @@ class DatasetBuilder:
     def _build_agent(self, policy=None):
         from genevolve.agent import build_agent
 
-        if policy is None:
-            if self._shared_policy is None:
-                self._shared_policy = self._make_policy()
-            policy = self._shared_policy
-        return build_agent(self.settings(), policy=policy, tools=self._tools(), offline=self._offline())
+        return build_agent(self.settings(), policy=self._teacher() if policy is None else policy, tools=self._tools(),
+                           offline=self._offline())
 
     def _offline(self) -> bool:
         return self.settings().resolved_offline()
