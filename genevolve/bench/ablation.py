@@ -91,7 +91,8 @@ class AblationRunner:
             row = self.measure(case, traj, time.perf_counter() - t0)
             row["system"] = system.name
             row["trajectory"] = traj.to_dict()  # kept, so new judges can rescore without new rollouts
-            self.log(f"{system.name} {len(self.batch.rows(system.name)) + 1}/{len(cases)} {case['id']}: valid={row['valid']} "
+            position = len(self.batch.rows(system.name)) + 1  # one worker: the rows so far, then this one
+            self.log(f"{system.name} {position}/{len(cases)} {case['id']}: valid={row['valid']} "
                      f"reward={row['reward']:.2f} rounds={row['rounds']} {row['seconds']:.0f}s")
             return row
 
