@@ -1,6 +1,7 @@
 """Crash-safe files: atomic writes and append-only JSONL that survive a kill -9 at any moment.
 
-Used by the bench runner and the data pipeline, whose stages resume from these files.
+Used by ``genevolve.batch`` (the bench run, the data build, the ablation), whose stages resume from
+these files.
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
-def save_image_atomic(image, path: Path) -> None:
+def save_image_atomic(image, path: Path, compress_level: int = 1) -> None:
     import io
 
     buf = io.BytesIO()
     # Lossless either way; level 1 encodes ~10x faster than the default and costs ~20% more bytes.
-    image.save(buf, format="PNG", compress_level=1)
+    image.save(buf, format="PNG", compress_level=compress_level)
     write_atomic(path, buf.getvalue())
 
 
@@ -105,7 +106,8 @@ class JsonlAppender:
         self._lock = threading.Lock()
         self._f = open(path, "a", encoding="utf-8")
 
-    def append(self, row: dict) -> None:
+    def append(self, row: dict) -> str:
+        """Append ``row``; returns the line written (what a reader of the file will get back)."""
         # json_text: a lone surrogate (undecodable bytes in a bench row) is kept as an escape,
         # where plain json.dumps output would fail to encode as UTF-8.
         line = json_text(row, default=str) + "\n"
@@ -118,6 +120,7 @@ class JsonlAppender:
                 # A torn last line is cut off when the file is next opened (repair_jsonl).
                 exc.filename = exc.filename or str(self.path)
                 raise
+        return line
 
     def close(self) -> None:
         with self._lock:

@@ -334,8 +334,10 @@ class Trajectory:
         return [s for s in self.steps if s.kind == "tool_call"]
 
     def skills_used(self) -> list[str]:
-        return [str((s.tool_arguments or {}).get("skill_name")) for s in self.tool_calls()
-                if s.tool_name == "query_knowledge"]
+        """The skills the policy consulted, in order (a call that named no skill consulted none)."""
+        names = [s.tool_arguments.get("skill_name") for s in self.tool_calls()
+                 if s.tool_name == "query_knowledge" and isinstance(s.tool_arguments, dict)]
+        return [str(name) for name in names if name]
 
     def image(self, img_id: str) -> ImageRef | None:
         return next((i for i in self.images if i.img_id == img_id), None)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from genevolve.durable import read_jsonl, repair_jsonl
+from genevolve.batch import BatchRun, Shared, Stage
+from genevolve.durable import write_atomic
 
 METRICS = ("valid", "quotes_kept", "ocr_text", "skill_agreement", "reward", "rounds", "tokens", "seconds")
 
@@ -45,11 +46,6 @@ def quoted_texts(request: str) -> list[str]:
     return [c.text for c in derive_constraints(request) if c.kind == "text" and c.text]
 
 
-def skills_used(trajectory) -> list[str]:
-    return [s.tool_arguments.get("skill_name") for s in trajectory.steps
-            if s.kind == "tool_call" and s.tool_name == "query_knowledge" and isinstance(s.tool_arguments, dict)]
-
-
 def jaccard(a, b) -> float:
     a, b = {x for x in a if x}, {x for x in b if x}
     return 1.0 if not a and not b else len(a & b) / len(a | b)
@@ -61,6 +57,7 @@ class AblationRunner:
         self.cases = cases
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.batch = BatchRun(self.out)
         self.protocol = protocol
         self.count_tokens = count_tokens or (lambda text: len(text.split()))
         self._reward = reward
@@ -74,40 +71,32 @@ class AblationRunner:
             self._reward = HybridReward()
         return self._reward
 
-    def path(self, system: str) -> Path:
-        return self.out / f"{system}.jsonl"
-
-    def done_ids(self, system: str) -> set[str]:
-        path = self.path(system)
-        if not path.exists():
-            return set()
-        repair_jsonl(path)  # a line torn by a kill is dropped and its request runs again
-        return {row["id"] for row in read_jsonl(path)}
-
     def run(self, system: System) -> list[dict]:
+        """Measure ``system`` on its cases; the ledger ``<system>.jsonl`` holds one line per finished
+        request, so a killed run measures only what is left (the policy is built only then)."""
         from genevolve.agent import build_agent
         from genevolve.config import Settings
 
-        done = self.done_ids(system.name)
+        def build():
+            settings = Settings.load(protocol=self.protocol, cache_mode="off", max_rounds=self.max_rounds,
+                                     max_tool_calls=self.max_tool_calls)
+            return build_agent(settings, policy=system.make_policy(), offline=True)
+
+        agent = Shared(build)
         cases = self.cases_of(system)
-        todo = [c for c in cases if c["id"] not in done]
-        if not todo:
-            return self.rows(system.name)
-        policy = system.make_policy()
-        settings = Settings.load(protocol=self.protocol, cache_mode="off", max_rounds=self.max_rounds,
-                                 max_tool_calls=self.max_tool_calls)
-        agent = build_agent(settings, policy=policy, offline=True)
-        for i, case in enumerate(todo, 1):
+
+        def measure_one(case: dict) -> dict:
             t0 = time.perf_counter()
-            traj = agent.run(case["question"], case.get("images") or [])
+            traj = agent().run(case["question"], case.get("images") or [])
             row = self.measure(case, traj, time.perf_counter() - t0)
             row["system"] = system.name
             row["trajectory"] = traj.to_dict()  # kept, so new judges can rescore without new rollouts
-            with self.path(system.name).open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                f.flush()
-            self.log(f"{system.name} {len(done) + i}/{len(cases)} {case['id']}: valid={row['valid']} "
+            position = len(self.batch.rows(system.name)) + 1  # one worker: the rows so far, then this one
+            self.log(f"{system.name} {position}/{len(cases)} {case['id']}: valid={row['valid']} "
                      f"reward={row['reward']:.2f} rounds={row['rounds']} {row['seconds']:.0f}s")
+            return row
+
+        self.batch.run_stage(Stage(system.name, measure_one), cases)
         return self.rows(system.name)
 
     def cases_of(self, system: System) -> list[dict]:
@@ -117,7 +106,6 @@ class AblationRunner:
 
     def rescore(self, system: str) -> list[dict]:
         """Measure the stored trajectories again (after a judge or reward changed); rollouts are kept."""
-        from genevolve.durable import write_atomic
         from genevolve.trajectory import Trajectory
 
         cases = {c["id"]: c for c in self.cases}
@@ -127,7 +115,8 @@ class AblationRunner:
             row = {**self.measure(cases[old["id"]], traj, old["seconds"]), "tokens": old["tokens"],
                    "system": system, "trajectory": old["trajectory"]}
             rows.append(row)
-        write_atomic(self.path(system), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_atomic(self.batch.ledger(system), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self.batch.rows(system, fresh=True)
         return rows
 
     def measure(self, case: dict, traj, seconds: float) -> dict:
@@ -149,16 +138,16 @@ class AblationRunner:
         teacher = (case.get("teacher") or {}).get("skills") or []
         return {"id": case["id"], "category": case.get("category"), "track": case.get("track"),
                 "termination": traj.termination, "valid": bool(valid), "quotes_kept": quotes_kept,
-                "ocr_text": ocr, "skill_agreement": jaccard(skills_used(traj), teacher),
+                "ocr_text": ocr, "skill_agreement": jaccard(traj.skills_used(), teacher),
                 "reward": float(reward.total), "reward_components": reward.components,
                 "rounds": len(traj.steps),
                 "tokens": sum(self.count_tokens(s.assistant_text or "") for s in traj.steps),
-                "seconds": round(seconds, 2), "skills": skills_used(traj),
+                "seconds": round(seconds, 2), "skills": traj.skills_used(),
                 "gen_prompt": prompt[:2000] if program else None}
 
     def rows(self, system: str) -> list[dict]:
-        ids = {c["id"] for c in self.cases}
-        return [r for r in read_jsonl(self.path(system)) if r["id"] in ids] if self.path(system).exists() else []
+        """The measured rows of ``system`` in case order."""
+        return self.batch.ordered(system, self.cases)
 
 
 def bootstrap_ci(values: list[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:

@@ -74,7 +74,8 @@ def compare_cmd(
         raise typer.Exit(2) from None
     text = compare_markdown(result)
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-        (out / "comparison.md").write_text(text, encoding="utf-8")
+        from genevolve.durable import write_atomic
+
+        write_atomic(out / "comparison.json", json.dumps(result, indent=1))
+        write_atomic(out / "comparison.md", text)
     typer.echo(text)

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
-from genevolve.bench.ablation import paired, paired_table, skills_used
+from genevolve.bench.ablation import paired, paired_table
 from genevolve.bench.eval_sets import needed_skills
-from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name, read_jsonl, write_atomic
+from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name
+from genevolve.durable import latest_by_id, read_jsonl, write_atomic
 from genevolve.program import reasoning_leaks as leaks
 from genevolve.relevance import bound_references, carried_facts, search_sources
 
@@ -105,7 +105,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
     facts = carried_facts(prompt, request, search_sources(traj)) if program else []
     refs = bound_references(program, traj, request)
     needed = needed_skills(case)
-    consulted = [s for s in skills_used(traj) if s]
+    consulted = traj.skills_used()
     leaked = leaks(prompt, request)
     row = {
         "set": case.get("set"), "valid": bool(valid),
@@ -138,20 +138,10 @@ def is_clean(row: dict) -> bool:
 class ProgramEvalRunner(BenchRunner):
     """The bench runner with only its rollout stage, each line carrying the program-quality measures."""
 
-    def run(self) -> dict:
-        self._prepare()
-        return {"rollout": self._run_stage("rollout", self.do_rollout)}
+    stages = ("rollout",)
 
     def do_rollout(self, case: dict) -> dict:
-        d = self.case_dir(case)
-        started = time.perf_counter()
-        traj = self._agent().run(case["question"], [p for p in case.get("images") or [] if isinstance(p, str)])
-        seconds = time.perf_counter() - started
-        write_atomic(d / "trajectory.json", json.dumps(traj.to_dict(), ensure_ascii=False, indent=1, default=str))
-        if traj.program is not None:
-            write_atomic(d / "program.json", json.dumps(traj.program.model_dump(), ensure_ascii=False, indent=1))
-        else:
-            (d / "program.json").unlink(missing_ok=True)
+        traj, seconds = self.roll_out(case)
         row = measure(case, traj, seconds)
         row["status"] = "ok" if traj.program is not None else "failed"
         row["elapsed_s"] = row["seconds"]
@@ -210,8 +200,6 @@ def remeasure(run_dir: str | Path) -> int:
 # ---------------------------------------------------------------- summaries
 
 def load_rows(run_dir: str | Path) -> list[dict]:
-    from genevolve.durable import latest_by_id
-
     path = Path(run_dir) / "rollout.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no rollout.jsonl in {run_dir}: not an eval programs run")

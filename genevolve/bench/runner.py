@@ -9,29 +9,28 @@ Output folder::
     judge.jsonl
     cases/<id>/trajectory.json, program.json, image.png, scores.json   (written atomically)
 
-Crash safety: a stage line is appended only after the case's artifacts are in place (tmp
-file + ``os.replace``), so a line means "this stage is done for this case". A kill -9 can
-leave at most a half-written last line; on start the runner cuts the file back to its last
-complete line. ``resume=True`` skips every case whose stage line exists, so a killed run
-finishes with every case exactly once per stage.
+The stages run on ``genevolve.batch``: a stage line is appended only after the case's
+artifacts are in place, a torn last line is cut off on start, and ``resume=True`` skips every
+case whose stage line exists, so a killed run finishes with every case exactly once per stage.
 
-Parallelism: threads (the backends that matter wait on I/O: HTTP policies, renderer
-services, judge APIs). A local model policy (``hf:``/``nano``) or a local diffusers renderer
+Parallelism: threads, one agent and renderer per worker (the backends that matter wait on I/O:
+HTTP policies, renderer services, judge APIs). A local model policy (``hf:``/``nano``) or a local diffusers renderer
 gets one worker, since threads would only fight over the same weights.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import re
-import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from genevolve.batch import BatchRun, PerThread, Shared, Stage, claim_folder
+# Crash-safe file helpers live in genevolve.durable; the summary and report read runs through these names.
+from genevolve.durable import latest_by_id, read_jsonl, repair_jsonl, save_image_atomic, write_atomic  # noqa: F401
 from genevolve.specs import spec_kind
 
 STAGES = ("rollout", "render", "judge")
@@ -39,13 +38,6 @@ STAGES = ("rollout", "render", "judge")
 
 class RunDirError(RuntimeError):
     """The output folder holds another run (or results without --resume)."""
-
-
-from genevolve.errors import is_disk_fault  # noqa: E402
-
-# Crash-safe file helpers live in genevolve.durable (shared with the data pipeline).
-from genevolve.durable import (  # noqa: E402,F401 - re-exported for callers of the runner
-    JsonlAppender, latest_by_id, read_jsonl, repair_jsonl, save_image_atomic, write_atomic)
 
 
 def case_dir_name(case_id: str) -> str:
@@ -102,36 +94,28 @@ def workers_for(stage: str, cfg: BenchConfig) -> int:
 # ---------------------------------------------------------------- the runner
 
 class BenchRunner:
+    stages = STAGES
+
     def __init__(self, cases: list[dict], out_dir: str | Path, config: BenchConfig, *, resume: bool = False,
                  progress: bool = True, log: Callable[[str], None] | None = None):
         self.cases = cases[: config.limit] if config.limit else list(cases)
         self.out = Path(out_dir)
         self.cfg = config
         self.resume = resume
-        self.progress = progress
         self.log = log or (lambda msg: None)
-        self._local = threading.local()
-        self._judge = None
-        self._judge_lock = threading.Lock()
+        self.batch = BatchRun(self.out, progress=progress, log=self.log)
         self._settings = None
+        self._agent = PerThread(self._build_agent)
+        self._renderer = PerThread(self._build_renderer)
+        self.judge = Shared(self._build_judge)  # judges are thread-safe; one instance shares the endpoint limiter
 
     # ------------------------------------------------------------ setup
 
     def _prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         run_file = self.out / "run.json"
-        has_results = any((self.out / f"{s}.jsonl").exists() for s in STAGES)
-        if run_file.exists():
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-            if not self.resume and has_results:
-                raise RunDirError(f"{self.out} already holds a run; pass --resume to continue it "
-                                  "or choose another --out folder")
-            if self.resume and previous.get("identity") != self.cfg.identity():
-                raise RunDirError(f"{self.out} holds a run with a different configuration "
-                                  f"({previous.get('identity')}); resume it with the same options "
-                                  "or choose another --out folder")
-        elif has_results and not self.resume:
-            raise RunDirError(f"{self.out} holds results; pass --resume or choose another --out folder")
+        claim_folder(self.out, run_file, self.cfg.identity(), resume=self.resume, what="run", error=RunDirError,
+                     taken=any((self.out / f"{s}.jsonl").exists() for s in STAGES))
         if not run_file.exists():
             write_atomic(run_file, json.dumps({"identity": self.cfg.identity(), "parallel": self.cfg.parallel,
                                                "rpm": self.cfg.rpm, "created_at": time.time()}, indent=2))
@@ -158,43 +142,42 @@ class BenchRunner:
     def case_dir(self, case: dict) -> Path:
         return self.out / "cases" / case_dir_name(case["id"])
 
-    # ------------------------------------------------------------ per-thread backends
+    # ------------------------------------------------------------ backends (built lazily: heavy imports)
 
-    def _agent(self):
-        agent = getattr(self._local, "agent", None)
-        if agent is None:
-            from genevolve.agent import build_agent
+    def _build_agent(self):
+        from genevolve.agent import build_agent
 
-            settings = self.settings()
-            agent = self._local.agent = build_agent(settings, offline=settings.resolved_offline())
-        return agent
+        settings = self.settings()
+        return build_agent(settings, offline=settings.resolved_offline())
 
-    def _renderer(self):
-        renderer = getattr(self._local, "renderer", None)
-        if renderer is None:
-            from genevolve.renderers import make_renderer
+    def _build_renderer(self):
+        from genevolve.renderers import make_renderer
 
-            renderer = self._local.renderer = make_renderer(self.cfg.renderer)
-        return renderer
+        return make_renderer(self.cfg.renderer)
 
-    def judge(self):
-        with self._judge_lock:  # judges are thread-safe; one instance shares the endpoint limiter
-            if self._judge is None:
-                from genevolve.judges import make_judge
+    def _build_judge(self):
+        from genevolve.judges import make_judge
 
-                self._judge = make_judge(self.cfg.judge)
-            return self._judge
+        return make_judge(self.cfg.judge)
 
     # ------------------------------------------------------------ the three stages
 
-    def do_rollout(self, case: dict) -> dict:
+    def roll_out(self, case: dict):
+        """Run the agent on ``case`` and keep its trajectory and program under ``cases/<id>/``;
+        returns the trajectory and the seconds the agent took."""
         d = self.case_dir(case)
+        started = time.perf_counter()
         traj = self._agent().run(case["question"], [p for p in case.get("images") or [] if isinstance(p, str)])
+        seconds = time.perf_counter() - started
         write_atomic(d / "trajectory.json", json.dumps(traj.to_dict(), ensure_ascii=False, indent=1, default=str))
         if traj.program is not None:
             write_atomic(d / "program.json", json.dumps(traj.program.model_dump(), ensure_ascii=False, indent=1))
         else:  # a re-run after a crash must not leave an older attempt's program behind
             (d / "program.json").unlink(missing_ok=True)
+        return traj, seconds
+
+    def do_rollout(self, case: dict) -> dict:
+        traj, _seconds = self.roll_out(case)
         calls = traj.tool_calls()
         return {"status": "ok" if traj.program is not None else "failed", "termination": traj.termination,
                 "error": traj.reason if traj.program is None else None, "rounds": len(traj.steps),
@@ -246,80 +229,14 @@ class BenchRunner:
 
     def run(self) -> dict:
         self._prepare()
-        totals = {}
-        for stage in STAGES:
-            totals[stage] = self._run_stage(stage, getattr(self, f"do_{stage}"))
-        return totals
+        return self.batch.run([self.stage(name) for name in self.stages], self.cases)
 
-    def _run_stage(self, stage: str, fn) -> dict:
-        path = self.out / f"{stage}.jsonl"
-        appender = JsonlAppender(path)
-        done = set(latest_by_id(read_jsonl(path))) if self.resume else set()
-        todo = [c for c in self.cases if c["id"] not in done]
-        counts = {"done_before": len(self.cases) - len(todo), "ran": 0, "failed": 0}
+    def stage(self, name: str) -> Stage:
+        """Stage ``name`` (its work: ``do_<name>``); its rows carry the case's bench fields."""
         meta_keys = ("eval_type", "category", "difficulty", "track")
-
-        def work(case: dict) -> dict:
-            attempt = 0
-            while True:
-                started = time.perf_counter()
-                try:
-                    row = fn(case)
-                    break
-                except Exception as exc:  # noqa: BLE001 - recorded as this case's failure
-                    if is_disk_fault(exc):
-                        # The machine, not the case: stop the run (nothing recorded for this case),
-                        # so --resume does it again once there is space.
-                        raise
-                    if attempt >= self.cfg.retries:
-                        row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                        break
-                    attempt += 1
-                    time.sleep(self.cfg.backoff_s * (2 ** (attempt - 1)))
-            row = {"id": case["id"], "stage": stage, **{k: case.get(k) for k in meta_keys}, **row}
-            row.setdefault("elapsed_s", round(time.perf_counter() - started, 4))
-            row["attempts"] = attempt + 1
-            appender.append(row)
-            return row
-
-        try:
-            with self._progress(stage, len(self.cases), counts["done_before"]) as advance:
-                workers = workers_for(stage, self.cfg)
-                if workers == 1:
-                    for case in todo:
-                        row = work(case)
-                        counts["ran"] += 1
-                        counts["failed"] += row["status"] == "failed"
-                        advance()
-                else:
-                    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"bench-{stage}") as pool:
-                        for fut in cf.as_completed([pool.submit(work, c) for c in todo]):
-                            row = fut.result()
-                            counts["ran"] += 1
-                            counts["failed"] += row["status"] == "failed"
-                            advance()
-        finally:
-            appender.close()
-        self.log(f"{stage}: {counts['ran']} run, {counts['done_before']} already done, {counts['failed']} failed")
-        return counts
-
-    def _progress(self, stage: str, total: int, completed: int):
-        import contextlib
-
-        if not self.progress:
-            @contextlib.contextmanager
-            def quiet():
-                yield lambda: None
-            return quiet()
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        @contextlib.contextmanager
-        def bar():
-            with Progress(TextColumn(f"[bold]{stage:<8}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False) as prog:
-                task = prog.add_task(stage, total=total, completed=completed)
-                yield lambda: prog.advance(task)
-        return bar()
+        return Stage(name, getattr(self, f"do_{name}"), workers=workers_for(name, self.cfg),
+                     retries=self.cfg.retries, backoff_s=self.cfg.backoff_s,
+                     head=lambda case: {"stage": name, **{k: case.get(k) for k in meta_keys}})
 
 
 def _jsonable(obj):

@@ -18,9 +18,10 @@ Layout of an output folder ``DIR``::
 
 The three splits are disjoint by request and by named entity (see ``genevolve.data.recipes``).
 
-Stage files are append-only and one line is written only when its work is finished, so a killed
-build loses at most the recipes in flight; ``resume=True`` skips every (recipe, stage) already on
-disk. Splits and the manifest are rewritten from the stage files at the end of every build.
+The stages run on ``genevolve.batch``: all trajectories, then all filters, then GT for the kept
+ones. Stage files are append-only ledgers and a line is written only when its work is finished, so a
+killed build loses at most the recipes in flight; ``resume=True`` skips every (recipe, stage) already
+on disk. Splits and the manifest are rewritten from the stage files at the end of every build.
 Everything that goes into the records depends only on the seed and the recipes: the trajectory id
 is the recipe id (it names the copied images), the render seed is a hash of (seed, id), and the
 split is a hash of (seed, id), so a build is byte-for-byte repeatable and worker order is free.
@@ -29,19 +30,16 @@ split is a hash of (seed, id), so a build is byte-for-byte repeatable and worker
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from genevolve.batch import BatchRun, PerThread, Shared, Stage, claim_folder
 from genevolve.data.recipes import generate_recipes
-from genevolve.durable import latest_by_id, read_jsonl, repair_jsonl, write_atomic
+from genevolve.durable import save_image_atomic, write_atomic
 from genevolve.specs import spec_kind
 
 STAGES = ("trajectories", "filters", "gt")
@@ -169,11 +167,6 @@ def render_seed(seed: int, key: str) -> int:
     return int(stable_fraction(seed, "render:" + key) * 2**31)
 
 
-def read_stage(path: Path) -> dict[str, dict]:
-    """The finished rows of a stage file by recipe id; a torn last line (a kill mid-write) is ignored."""
-    return latest_by_id(read_jsonl(path))
-
-
 def _jsonl(rows) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n" for r in rows)
 
@@ -186,13 +179,14 @@ class DatasetBuilder:
         self.out = Path(out_dir)
         self.cfg = config
         self.resume = resume
-        self.progress = progress
         self.log = log or (lambda msg: None)
         self._settings = settings
-        self._local = threading.local()
-        self._append_lock = threading.Lock()
-        self._judge = None
-        self._shared_policy = None
+        self.batch = BatchRun(self.out / "stages", progress=progress, log=self.log)
+        self._teacher = Shared(self._make_policy)  # one teacher for every thread (but a replay script)
+        self._tools = PerThread(self._build_tools)
+        self._renderer = PerThread(self._build_renderer)
+        self._agent_per_thread = PerThread(self._build_agent)
+        self.judge = Shared(self._build_judge)
 
     # ------------------------------------------------------------ setup
 
@@ -212,16 +206,9 @@ class DatasetBuilder:
 
     def _prepare(self) -> list[dict]:
         build_file = self.out / "build.json"
-        has_results = any((self.out / "stages" / f"{s}.jsonl").exists() for s in STAGES)
-        if build_file.exists() or has_results:
-            if not self.resume:
-                raise BuildDirError(f"{self.out} already holds a build; pass --resume to continue it "
-                                    "or choose another --out folder")
-            if build_file.exists():
-                previous = json.loads(build_file.read_text(encoding="utf-8")).get("identity")
-                if previous != self.cfg.identity():
-                    raise BuildDirError(f"{self.out} holds a build with other options ({previous}); resume it "
-                                        "with the same options or choose another --out folder")
+        taken = build_file.exists() or any((self.out / "stages" / f"{s}.jsonl").exists() for s in STAGES)
+        claim_folder(self.out, build_file, self.cfg.identity(), resume=self.resume, taken=taken, what="build",
+                     error=BuildDirError)
         self._check_backends()
         from genevolve.data.recipes import bench_questions
 
@@ -231,8 +218,6 @@ class DatasetBuilder:
             raise BuildSetupError(f"cannot read a bench file to avoid: {exc}") from exc
         (self.out / "stages").mkdir(parents=True, exist_ok=True)
         write_atomic(build_file, json.dumps({"identity": self.cfg.identity()}, indent=2) + "\n")
-        for stage in STAGES:
-            repair_jsonl(self.out / "stages" / f"{stage}.jsonl")
         settings = self.settings()
         recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed, held_out=self.cfg.held_out, variety=self.cfg.variety,
                                                          corpus_dir=settings.corpus_dir,
@@ -245,13 +230,11 @@ class DatasetBuilder:
     def _check_backends(self) -> None:
         """Build the teacher and renderer once before any work, so a bad spec fails in a second
         with its own message instead of once per recipe inside the workers."""
-        from genevolve.policies import PolicyError, make_policy
+        from genevolve.policies import PolicyError
         from genevolve.renderers import RenderError
 
         try:
-            policy = make_policy(self.cfg.teacher)
-            if not self._teacher_is_stateful():
-                self._shared_policy = policy
+            self._make_policy() if self._teacher_is_stateful() else self._teacher()
             self._renderer()
         except (PolicyError, RenderError, ValueError, FileNotFoundError) as exc:
             raise BuildSetupError(f"cannot start the build: {exc}") from exc
@@ -268,55 +251,38 @@ class DatasetBuilder:
         return max(1, int(self.cfg.parallel))
 
     def _agent(self):
-        from genevolve.agent import build_agent
+        if self._teacher_is_stateful():
+            return self._build_agent(self._make_policy())  # each recipe replays the script from its first turn
+        return self._agent_per_thread()
+
+    def _make_policy(self):
         from genevolve.policies import make_policy
 
-        settings = self.settings()
-        if self._teacher_is_stateful():
-            # Each recipe replays the script from its first turn.
-            return build_agent(settings, policy=make_policy(self.cfg.teacher), tools=self._tools(),
-                               offline=self._offline())
-        agent = getattr(self._local, "agent", None)
-        if agent is None:
-            if self._shared_policy is None:
-                self._shared_policy = make_policy(self.cfg.teacher)
-            agent = self._local.agent = build_agent(settings, policy=self._shared_policy, tools=self._tools(),
-                                                    offline=self._offline())
-        return agent
+        return make_policy(self.cfg.teacher)
+
+    def _build_agent(self, policy=None):
+        from genevolve.agent import build_agent
+
+        return build_agent(self.settings(), policy=self._teacher() if policy is None else policy, tools=self._tools(),
+                           offline=self._offline())
 
     def _offline(self) -> bool:
         return self.settings().resolved_offline()
 
-    def _tools(self):
-        tools = getattr(self._local, "tools", None)
-        if tools is None:
-            from genevolve.tools import build_tools
+    def _build_tools(self):
+        from genevolve.tools import build_tools
 
-            tools = self._local.tools = build_tools(self.settings(), offline=self._offline())
-        return tools
+        return build_tools(self.settings(), offline=self._offline())
 
-    def _renderer(self):
-        renderer = getattr(self._local, "renderer", None)
-        if renderer is None:
-            from genevolve.renderers import make_renderer
+    def _build_renderer(self):
+        from genevolve.renderers import make_renderer
 
-            renderer = self._local.renderer = make_renderer(self.cfg.renderer)
-        return renderer
+        return make_renderer(self.cfg.renderer)
 
-    def judge(self):
-        with self._append_lock:
-            if self._judge is None:
-                from genevolve.judges import make_judge
+    def _build_judge(self):
+        from genevolve.judges import make_judge
 
-                self._judge = make_judge(self.cfg.judge)
-            return self._judge
-
-    def _append(self, stage: str, row: dict) -> None:
-        line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
-        with self._append_lock:
-            with open(self.out / "stages" / f"{stage}.jsonl", "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
+        return make_judge(self.cfg.judge)
 
     # ------------------------------------------------------------ the three stages of one recipe
 
@@ -339,7 +305,7 @@ class DatasetBuilder:
         traj = agent.run(recipe["request"], recipe.get("images") or [])
         traj.id = recipe["id"]  # names the images copied for the SFT record: keeps builds repeatable
         traj.meta["recipe"] = {k: recipe[k] for k in ("id", "category", "track")}
-        return {"id": recipe["id"], "trajectory": traj.to_dict()}
+        return {"trajectory": traj.to_dict()}
 
     def do_filter(self, recipe: dict, traj_row: dict) -> dict:
         from genevolve.trajectory import Trajectory
@@ -347,7 +313,7 @@ class DatasetBuilder:
         traj = Trajectory.from_dict(traj_row["trajectory"])
         result = filter_trajectory(traj, recipe, self.judge(), self.cfg.min_sufficiency,
                                    self.settings().max_references, budgeted=self.budget_rounds(recipe) is not None)
-        return {"id": recipe["id"], **asdict(result)}
+        return asdict(result)
 
     def do_gt(self, recipe: dict, traj_row: dict) -> dict:
         """Render the kept program, check its exact text on the render, export the SFT record."""
@@ -355,7 +321,7 @@ class DatasetBuilder:
         from genevolve.trajectory import Trajectory
 
         traj = Trajectory.from_dict(traj_row["trajectory"])
-        row: dict = {"id": recipe["id"], "kept": False, "reasons": []}
+        row: dict = {"kept": False, "reasons": []}
         try:
             image, report = render_with_report(self._renderer(), traj.program, size=self.cfg.size,
                                                seed=render_seed(self.cfg.seed, recipe["id"]))
@@ -364,10 +330,8 @@ class DatasetBuilder:
             row["error"] = f"{type(exc).__name__}: {exc}"
             return row
         rel = Path("gt") / f"{recipe['id']}.png"
-        (self.out / "gt").mkdir(exist_ok=True)
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", compress_level=GT_PNG_COMPRESS_LEVEL)
-        write_atomic(self.out / rel, buf.getvalue())  # a full disk leaves no half-written or temporary file
+        # A full disk leaves no half-written or temporary file.
+        save_image_atomic(image, self.out / rel, compress_level=GT_PNG_COMPRESS_LEVEL)
         row["gt_image"] = rel.as_posix()
         row["render"] = {k: report.get(k) for k in ("backend", "seed", "width", "height")}
         texts = traj.program.text_constraints()
@@ -385,78 +349,29 @@ class DatasetBuilder:
         row["record"] = record
         return row
 
-    def process(self, recipe: dict, done: dict[str, dict[str, dict]]) -> None:
-        rid = recipe["id"]
-        traj_row = done["trajectories"].get(rid)
-        if traj_row is None:
-            traj_row = self._timed(self.do_trajectory, recipe)
-            self._append("trajectories", traj_row)
-        filt = done["filters"].get(rid)
-        if filt is None:
-            filt = self._timed(self.do_filter, recipe, traj_row)
-            self._append("filters", filt)
-        if filt["kept"] and rid not in done["gt"]:
-            self._append("gt", self._timed(self.do_gt, recipe, traj_row))
+    def stages(self) -> list[Stage]:
+        """Teacher trajectory, filters, then GT for the recipes the filters kept."""
+        def row(stage: str, recipe: dict) -> dict:
+            return self.batch.rows(stage)[recipe["id"]]
 
-    @staticmethod
-    def _timed(stage, *args) -> dict:
-        t0 = time.perf_counter()
-        row = stage(*args)
-        row["elapsed_s"] = round(time.perf_counter() - t0, 4)
-        return row
+        workers = self._workers()
+        return [Stage("trajectories", self.do_trajectory, workers),
+                Stage("filters", lambda r: self.do_filter(r, row("trajectories", r)), workers),
+                Stage("gt", lambda r: self.do_gt(r, row("trajectories", r)), workers,
+                      applies=lambda r: row("filters", r)["kept"])]
 
     # ------------------------------------------------------------ run
 
     def run(self) -> dict:
         started = time.perf_counter()
         recipes = self._prepare()
-        done = {s: read_stage(self.out / "stages" / f"{s}.jsonl") for s in STAGES}
-        todo = [r for r in recipes if not self._finished(r["id"], done)]
-        if self.resume and len(todo) < len(recipes):
-            self.log(f"resuming: {len(recipes) - len(todo)} of {len(recipes)} recipes already done")
-        workers = self._workers()
-        with self._progress_bar(len(todo)) as advance:
-            if workers == 1:
-                for recipe in todo:
-                    self.process(recipe, done)
-                    advance()
-            else:
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="data") as pool:
-                    futures = [pool.submit(self.process, r, done) for r in todo]
-                    for fut in as_completed(futures):
-                        fut.result()
-                        advance()
+        self.batch.run(self.stages(), recipes)
         return self.finish(recipes, time.perf_counter() - started)
-
-    def _finished(self, rid: str, done) -> bool:
-        if rid not in done["trajectories"] or rid not in done["filters"]:
-            return False
-        return not done["filters"][rid]["kept"] or rid in done["gt"]
-
-    def _progress_bar(self, total: int):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def bar():
-            if not self.progress or total == 0:
-                yield lambda: None
-                return
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            from rich.console import Console
-
-            with Progress(TextColumn("[bold]data build[/bold]"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as prog:
-                task = prog.add_task("recipes", total=total)
-                yield lambda: prog.advance(task)
-
-        return bar()
 
     # ------------------------------------------------------------ splits and manifest
 
     def finish(self, recipes: list[dict], elapsed_s: float = 0.0) -> dict:
-        done = {s: read_stage(self.out / "stages" / f"{s}.jsonl") for s in STAGES}
+        done = {s: self.batch.rows(s) for s in STAGES}
         by_id = {r["id"]: r for r in recipes}
         # Recipes written before splits existed count as sft.
         kept = [r for r in recipes if done["gt"].get(r["id"], {}).get("kept") and r.get("split", "sft") == "sft"]
@@ -550,12 +465,12 @@ class DatasetBuilder:
                "entity": recipe.get("entity", ""), "split": recipe.get("split")}
         traj = (done["trajectories"].get(recipe["id"]) or {}).get("trajectory")
         if traj:
-            steps = traj.get("steps") or []
+            from genevolve.trajectory import Trajectory
+
+            teacher = Trajectory.from_dict(traj)
             row["teacher"] = {
-                "skills": [s["tool_arguments"].get("skill_name") for s in steps
-                           if s.get("kind") == "tool_call" and s.get("tool_name") == "query_knowledge"],
-                "tools": [s.get("tool_name") for s in steps if s.get("kind") == "tool_call"],
-                "rounds": len(steps), "termination": traj.get("termination"), "program": traj.get("program")}
+                "skills": teacher.skills_used(), "tools": [s.tool_name for s in teacher.tool_calls()],
+                "rounds": len(teacher.steps), "termination": traj.get("termination"), "program": traj.get("program")}
         return row
 
     def _val_ids(self, ids: list[str]) -> set[str]:

@@ -116,3 +116,18 @@ def test_adapter_source_is_relative_to_the_run_and_hashes_the_weights(tmp_path):
     assert source["checkpoint_in_run"] == "grpo/checkpoints/checkpoint-6"
     assert source["adapter_model_sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert str(tmp_path) not in str(source)
+
+
+def test_skills_used_lists_only_skills_a_call_named():
+    """One function for every reader (bench rows, ablation agreement, eval skill recall, the data
+    build's teacher record): a query_knowledge call that named no skill consulted none."""
+    from genevolve.trajectory import Step, Trajectory
+
+    def call(args, tool="query_knowledge"):
+        return Step(round=1, kind="tool_call", tool_name=tool, tool_arguments=args)
+
+    traj = Trajectory(request="r", steps=[call({"skill_name": "text_rendering"}), call({}), call(None),
+                                          call({"skill_name": ""}), call({"query": "x"}, tool="search"),
+                                          call({"skill_name": "spatial_layout"})])
+    assert traj.skills_used() == ["text_rendering", "spatial_layout"]
+    assert jaccard(traj.skills_used(), ["text_rendering", "spatial_layout"]) == 1.0

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from genevolve.batch import BatchRun
 from genevolve.config import Settings
 from genevolve.data.pipeline import (BuildConfig, BuildDirError, BuildSetupError, DatasetBuilder, build_dataset,
-                                    filter_trajectory, read_stage)
+                                    filter_trajectory)
 from genevolve.data.recipes import (CATEGORIES, NEAR_DUPLICATE, bench_questions, generate_recipes, near_duplicate,
                                     similarity)
 from genevolve.judges import make_judge
@@ -100,7 +101,7 @@ def test_manifest_counts_stages_and_categories(built):
     recipes = [json.loads(line) for line in (built / "recipes.jsonl").read_text().splitlines()]
     texty = {r["id"] for r in recipes if '"' in r["request"]}
     assert texty, "seed 0 draws text recipes among the first 8"
-    gt = read_stage(built / "stages" / "gt.jsonl")
+    gt = BatchRun(built / "stages").rows("gt")
     checked = [gt[i] for i in texty if i in gt]
     assert checked and all(row.get("text_score") == 1.0 for row in checked if row["kept"])
 
@@ -128,7 +129,7 @@ def test_same_seed_same_dataset_and_resume_continues(built, tmp_path):
     build_dataset(killed, _config(val_fraction=0.25), settings=settings, resume=True)
     for name in ("train.jsonl", "val.jsonl"):
         assert (killed / name).read_bytes() == (fresh / name).read_bytes(), name
-    assert len(read_stage(killed / "stages" / "trajectories.jsonl")) == N
+    assert len(BatchRun(killed / "stages").rows("trajectories")) == N
 
     other = [r.request for r in generate_recipes(N, SEED + 1)]
     assert other != [json.loads(l)["request"] for l in (fresh / "recipes.jsonl").read_text().splitlines()]
@@ -197,7 +198,7 @@ def test_gt_text_check_rejects_a_render_without_the_text(built, tmp_path):
         builder = DatasetBuilder(tmp_path / "gt", _config(renderer=f"service:{url}"), settings=_settings(tmp_path))
         builder.out.mkdir()
         recipes = {r["id"]: r for r in map(json.loads, (built / "recipes.jsonl").read_text().splitlines())}
-        trajs = read_stage(built / "stages" / "trajectories.jsonl")
+        trajs = BatchRun(built / "stages").rows("trajectories")
         texty = next(i for i, r in recipes.items() if '"' in r["request"])
         plain = next(i for i, r in recipes.items() if '"' not in r["request"])
         row = builder.do_gt(recipes[texty], trajs[texty])
