@@ -1,7 +1,9 @@
 """Generate tab: request + references + backends in, a live trajectory, a program, an image and its check out.
 
-The handler is a generator: every agent event is pushed to the page the moment it happens
-(thinking text is batched to ~12 updates a second so a fast policy cannot flood the socket).
+A run is ``genevolve.service.generate`` (the same path as ``genevolve run``) on a worker thread; the
+handler is a generator that follows it: every agent event is pushed to the page the moment it
+happens (thinking text is batched to ~12 updates a second so a fast policy cannot flood the socket).
+The form's fields are ``GenerateForm``'s; ``app.generate_form`` keeps them per session.
 Stop sets the session's cancel flag; the agent checks it between tokens and rounds and ends
 the trajectory as ``cancelled``, which is then saved like any other run.
 """
