@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import markup, optional_parts, sessions, storage
+from app import markup, optional_parts, sessions, storage, upload_limits
 from app.markup import esc
 
 CASE_COLUMNS = ["id", "track", "category", "difficulty", "request"]
@@ -95,10 +95,8 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
                 return (gr.skip(),) * len(outs)
             out = [case["question"]]
             if uploads_box is not None:
-                from app.generate_tab import copy_uploads
-
                 refs = [p for p in case.get("images") or [] if isinstance(p, str) and Path(p).is_file()]
-                kept, _ = copy_uploads(sessions.session_id(sid_value, request), refs)
+                kept, _ = upload_limits.copy_uploads(sessions.session_id(sid_value, request), refs)
                 out.append(kept or None)
             if upload_msg_box is not None:
                 out.append("")  # a refusal of an earlier upload does not speak of the case's images
@@ -108,7 +106,7 @@ def build(sid_state, tabs=None, request_box=None, tab=None, uploads_box=None, fo
 
         send_event = run_case.click(send, [current, sid_state], outs)
         if form:  # remember the new form, as typing and uploading would
-            from app.generate_tab import remember_form
+            from app.generate_form import remember_form
 
             send_event = send_event.then(remember_form, list(form) + [sid_state], None, queue=False)
         # "Run this case" runs it: Generate is pressed once the form holds the case.

@@ -1,7 +1,9 @@
 """Generate tab: request + references + backends in, a live trajectory, a program, an image and its check out.
 
-The handler is a generator: every agent event is pushed to the page the moment it happens
-(thinking text is batched to ~12 updates a second so a fast policy cannot flood the socket).
+A run is ``genevolve.service.generate`` (the same path as ``genevolve run``) on a worker thread; the
+handler is a generator that follows it: every agent event is pushed to the page the moment it
+happens (thinking text is batched to ~12 updates a second so a fast policy cannot flood the socket).
+The form's fields are ``GenerateForm``'s; ``app.generate_form`` keeps them per session.
 Stop sets the session's cancel flag; the agent checks it between tokens and rounds and ends
 the trajectory as ``cancelled``, which is then saved like any other run.
 """
@@ -10,18 +12,21 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 
-from app import live_runs, optional_parts, sessions, storage, upload_limits, zerogpu
+from app import live_runs, sessions, storage, upload_limits, zerogpu
+from app.generate_form import remember_form, takes_form
 from app.markup import esc
 from app.trajectory_view import EventPanel, program_html, verification_html
+from genevolve import service
+from genevolve.errors import UserError
 from genevolve.event_view import EventView
-from genevolve.program import MAX_REQUEST_CHARS, request_problem
+from genevolve.program import MAX_REQUEST_CHARS
+from genevolve.service import FORM_FIELDS, GenerateForm
 from genevolve.specs import spec_kind
 from genevolve.trajectory import WarningEvent
 
@@ -38,24 +43,6 @@ THINK_EVERY_S = 0.08
 _policy_lock = threading.Lock()
 _policies: dict[str, object] = {}
 _renderers: dict[str, object] = {}
-
-
-def compose_policy_spec(base: str, four_bit: bool, adapter: str | None) -> str:
-    """The policy spec with the 4-bit and adapter options (only local models take them)."""
-    from genevolve.specs import spec_kind
-
-    base = (base or "planner").strip()
-    # The kind, not the text before the first ":" ("nano?4bit=1" is a nano spec with no target).
-    if spec_kind(base) not in ("hf", "nano"):
-        return base
-    params = []
-    if four_bit and "4bit=" not in base:
-        params.append("4bit=1")
-    if adapter and adapter.strip() and "adapter=" not in base:
-        params.append(f"adapter={adapter.strip()}")
-    if not params:
-        return base
-    return base + ("&" if "?" in base else "?") + "&".join(params)
 
 
 def _policy(spec: str):
@@ -134,36 +121,39 @@ def renderer_hint(spec: str | None) -> str:
 # ---------------------------------------------------------------- UI
 
 PLACEHOLDER = "Describe the image you want: what is in it, any exact words, the style…"
-FORM_FIELDS = ("request", "uploads", "policy", "four_bit", "adapter", "renderer", "typeset", "offline", "seed",
-               "protocol")
-FORM_DEFAULTS = {"request": "", "uploads": [], "policy": "planner", "four_bit": False, "adapter": "",
-                 "renderer": "layout", "typeset": False, "offline": True, "seed": 0, "protocol": ""}
+DEFAULTS = GenerateForm()
+
+
+def _label(name: str) -> str:
+    return GenerateForm.model_fields[name].title
 
 
 def build(sid_state, tabs=None):
     with gr.Row(equal_height=False, elem_id="ge-generate"):
         with gr.Column(scale=5, min_width=380):
-            request = gr.Textbox(label="Request", lines=3, max_lines=12, elem_id="ge-request", placeholder=PLACEHOLDER,
+            request = gr.Textbox(label=_label("request"), lines=3, max_lines=12, elem_id="ge-request", placeholder=PLACEHOLDER,
                                  info=f"At most {MAX_REQUEST_CHARS:,} characters.")
             gr.Examples(EXAMPLES, inputs=[request], label="Try")
-            uploads = gr.File(label="Your reference images (optional)", file_count="multiple",
+            uploads = gr.File(label=_label("uploads"), file_count="multiple",
                               file_types=["image"], elem_id="ge-uploads", height=140)
             upload_msg = gr.Markdown("", elem_id="ge-upload-msg")
             with gr.Accordion("Backends", open=False, elem_id="ge-backends"):
                 with gr.Row():
-                    policy = gr.Dropdown(POLICY_CHOICES, value="planner", label="Policy", allow_custom_value=True,
-                                         elem_id="ge-policy", info=policy_hint("planner"))
-                    renderer = gr.Dropdown(RENDERER_CHOICES, value="layout", label="Renderer", allow_custom_value=True,
-                                           elem_id="ge-renderer", info=renderer_hint("layout"))
+                    policy = gr.Dropdown(POLICY_CHOICES, value=DEFAULTS.policy, label=_label("policy"),
+                                         allow_custom_value=True, elem_id="ge-policy", info=policy_hint(DEFAULTS.policy))
+                    renderer = gr.Dropdown(RENDERER_CHOICES, value=DEFAULTS.renderer, label=_label("renderer"),
+                                           allow_custom_value=True, elem_id="ge-renderer",
+                                           info=renderer_hint(DEFAULTS.renderer))
                 with gr.Row():
-                    four_bit = gr.Checkbox(False, label="4-bit (local models)", elem_id="ge-4bit")
-                    adapter = gr.Textbox(label="LoRA adapter path (local models)", placeholder="runs/sft/checkpoint-final",
+                    four_bit = gr.Checkbox(DEFAULTS.four_bit, label=_label("four_bit"), elem_id="ge-4bit")
+                    adapter = gr.Textbox(label=_label("adapter"), placeholder="runs/sft/checkpoint-final",
                                          elem_id="ge-adapter")
                 with gr.Row():
-                    typeset = gr.Checkbox(False, label="Typeset exact text onto the image", elem_id="ge-typeset")
-                    offline = gr.Checkbox(True, label="Offline (local corpus and image library)", elem_id="ge-offline")
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="ge-seed")
-                protocol = gr.Dropdown(["", "genevolve", "nano", "official"], value="", label="Protocol",
+                    typeset = gr.Checkbox(DEFAULTS.typeset, label=_label("typeset"), elem_id="ge-typeset")
+                    offline = gr.Checkbox(DEFAULTS.offline, label=_label("offline"), elem_id="ge-offline")
+                    seed = gr.Number(DEFAULTS.seed, label=_label("seed"), precision=0, minimum=0, elem_id="ge-seed")
+                protocol = gr.Dropdown(["", "genevolve", "nano", "official"], value=DEFAULTS.protocol,
+                                       label=_label("protocol"),
                                        allow_custom_value=True, elem_id="ge-protocol",
                                        info="conversation profile; empty: the policy's own. For the released "
                                             "checkpoint: official:/path/to/GenEvolve (your copy of the release)")
@@ -199,13 +189,17 @@ def build(sid_state, tabs=None):
                "verify": verify, "downloads": downloads, "history": history}
     if tuple(outputs) != live_runs.FIELDS:  # a field added on one side only would never reach the page
         raise RuntimeError(f"Generate tab outputs {tuple(outputs)} differ from live_runs.FIELDS {live_runs.FIELDS}")
-    form = [request, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed, protocol]
+    fields = {"request": request, "uploads": uploads, "policy": policy, "four_bit": four_bit, "adapter": adapter,
+              "renderer": renderer, "typeset": typeset, "offline": offline, "seed": seed, "protocol": protocol}
+    if tuple(fields) != FORM_FIELDS:  # a field added to the form schema needs its widget here
+        raise RuntimeError(f"Generate tab fields {tuple(fields)} differ from the form's {FORM_FIELDS}")
+    form = list(fields.values())
     # The run lives on a worker thread; this event only follows it, so it needs no queue slot of
     # its own (local models queue inside the run, planner runs never wait behind them). On a
     # ZeroGPU Space the whole call runs in the GPU worker, so there a run lasts as long as its page.
-    inputs = form[:-1] + [sid_state, protocol]  # the handlers take the session before the protocol
+    inputs = form + [sid_state]
     run_event = go.click(
-        zerogpu.gpu(to_components(run_generate, outputs)),
+        zerogpu.gpu(to_components(takes_form(run_generate), outputs)),
         inputs=inputs,
         outputs=list(outputs.values()), show_progress="hidden", concurrency_limit=None, api_name="generate",
     )
@@ -222,7 +216,9 @@ def build(sid_state, tabs=None):
     uploads.clear(lambda: "", None, [upload_msg], queue=False)
     uploads.delete(lambda: "", None, [upload_msg], queue=False)
     # The form is kept per session on the server, so a reload brings it back.
-    for comp in (request, policy, four_bit, adapter, renderer, typeset, offline, seed, protocol):
+    for name, comp in fields.items():
+        if name == "uploads":  # uploads are remembered once accepted (above)
+            continue
         comp.change(remember_form, inputs, None, queue=False, trigger_mode="always_last",
                     show_progress="hidden")
     policy.change(lambda s: gr.update(info=policy_hint(s)), [policy], [policy], queue=False, show_progress="hidden")
@@ -235,47 +231,13 @@ def build(sid_state, tabs=None):
             "attach": to_components(attach, outputs)}
 
 
-# ---------------------------------------------------------------- the form, kept per session
-
-def _form_path(sid: str) -> Path:
-    return sessions.session_dir(sid) / "form.json"
-
-
-def remember_form(request_text, uploads, policy, four_bit, adapter, renderer, typeset, offline, seed,
-                  sid_value, protocol="", request: gr.Request = None):
-    sid = sessions.session_id(sid_value, request)
-    own = sessions.session_dir(sid, "uploads")
-    paths = []
-    for item in uploads or []:
-        p = Path(getattr(item, "name", item))
-        mine = p if p.parent == own else own / p.name  # the page shows Gradio's cached copy of our file
-        if mine.is_file():
-            paths.append(str(mine))
-    data = {"request": request_text or "", "uploads": paths, "policy": policy or "planner",
-            "four_bit": bool(four_bit), "adapter": adapter or "", "renderer": renderer or "layout",
-            "typeset": bool(typeset), "offline": bool(offline), "seed": int(seed or 0), "protocol": protocol or ""}
-    tmp = _form_path(sid).with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(_form_path(sid))
-
-
-def restore_form(sid_value, request: gr.Request = None):
-    """The session's last form (request, images, backends), or the defaults."""
-    sid = sessions.session_id(sid_value, request)
-    data = dict(FORM_DEFAULTS)
-    try:
-        data.update(json.loads(_form_path(sid).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        pass
-    own = sessions.session_dir(sid, "uploads")
-    data["uploads"] = [p for p in data.get("uploads") or [] if Path(p).parent == own and Path(p).is_file()] or None
-    return tuple(data[k] for k in FORM_FIELDS)
+# ---------------------------------------------------------------- uploads
 
 
 def accept_uploads(uploads, sid_value, request: gr.Request = None):
     """Keep the uploads that are real images within the limits (copied into the session); say why others were refused."""
     sid = sessions.session_id(sid_value, request)
-    kept, refused = copy_uploads(sid, uploads)
+    kept, refused = upload_limits.copy_uploads(sid, uploads)
     msg = "".join(f"✗ {esc(r)}  \n" for r in refused)
     return kept or None, msg
 
@@ -351,39 +313,6 @@ def _write_downloads(sid: str, traj, image_path: str | None, verification: dict 
     return files
 
 
-def copy_uploads(sid: str, uploads) -> tuple[list[str], list[str]]:
-    """Copy valid images into the session's uploads folder; returns (kept paths, reasons for the refused)."""
-    kept, refused = [], []
-    if not uploads:
-        return kept, refused
-    dest = sessions.session_dir(sid, "uploads")
-    for item in uploads:
-        src = Path(getattr(item, "name", item))
-        if not src.is_file():
-            continue
-        problem = upload_limits.check_image_upload(src)
-        if problem:
-            refused.append(problem)
-            _discard_upload(src)
-            continue
-        target = dest / src.name
-        if src.resolve() != target.resolve():
-            shutil.copyfile(src, target)
-        kept.append(str(target))
-    return kept, refused
-
-
-def _discard_upload(path: Path) -> None:
-    """A refused upload is deleted from Gradio's upload folder, so it is never served back."""
-    try:
-        from gradio.utils import get_upload_folder
-
-        if path.resolve().is_relative_to(Path(get_upload_folder()).resolve()):
-            path.unlink(missing_ok=True)
-    except Exception:  # noqa: BLE001 - keeping a refused file is untidy, not unsafe: it is not shown
-        pass
-
-
 def to_components(handler, components: dict):
     """A handler that yields ``{field name: value}`` as Gradio wants it: ``{component: value}``.
 
@@ -423,43 +352,42 @@ def attach(sid_value, request: gr.Request = None):
     yield from follow(run)
 
 
-def run_generate(request_text, uploads, policy_base, four_bit, adapter, renderer_spec, typeset, offline, seed,
-                 sid_value, protocol=None, request: gr.Request = None):
-    """Start a run for this session (or re-attach to the one going) and stream it into the page
-    as ``{field: value}`` updates of the fields in ``live_runs.FIELDS``."""
+def run_generate(form: GenerateForm, sid_value, request: gr.Request = None):
+    """Start a run of ``form`` for this session (or re-attach to the one going) and stream it into
+    the page as ``{field: value}`` updates of the fields in ``live_runs.FIELDS``. The page calls it
+    through ``takes_form`` (the form's fields, then the session id)."""
     sid = sessions.session_id(sid_value, request)
-    text = (request_text or "").strip()
+    form = form.model_copy(update={"request": form.request.strip()})
     reg = live_runs.registry()
     going = reg.current(sid)
     if going is not None and not going.done:
         yield {"status": f"● This session's run `{esc(going.label)}` is still going: showing it (Stop ends it)."}
         yield from follow(going)
         return
-    if not text:
+    if not form.request:
         yield {"status": "Write a request first."}
         return
-    if len(text) > MAX_REQUEST_CHARS:  # the library's limit and words, the same as the CLI's
-        yield {"status": "✗ " + esc(request_problem(text, len(uploads or [])))}
+    try:  # the library's limit and words, the same as the CLI's
+        service.check_request(form)
+    except UserError as exc:
+        yield {"status": "✗ " + esc(str(exc))}
         return
-    kept, refused = copy_uploads(sid, uploads)
+    kept, refused = upload_limits.copy_uploads(sid, form.uploads)
     if refused:
         yield {"status": "✗ " + esc("; ".join(refused))}
         return
-    params = {"text": text, "images": kept, "policy": compose_policy_spec(policy_base, bool(four_bit), adapter),
-              "renderer": (renderer_spec or "layout").strip(), "typeset": bool(typeset), "offline": bool(offline),
-              "seed": int(seed or 0), "protocol": (protocol or "").strip() or None}
+    form = form.model_copy(update={"uploads": kept})
     cancel = sessions.cancel_event(sid, fresh=True)
-    needs_model = live_runs.needs_shared_model(params["policy"], params["renderer"])
-    run, _ = reg.start(sid, params["policy"], lambda r: _work(r, sid, params), needs_model=needs_model,
-                       cancel=cancel)
+    policy_spec = form.policy_spec()
+    needs_model = live_runs.needs_shared_model(policy_spec, form.renderer)
+    run, _ = reg.start(sid, policy_spec, lambda r: _work(r, sid, form), needs_model=needs_model, cancel=cancel)
     yield from follow(run)
 
 
-def _work(run, sid: str, params: dict) -> None:
+def _work(run, sid: str, form: GenerateForm) -> None:
     """The run itself, on its worker thread: wait for a model slot if it needs one, plan, render, check."""
-    policy_spec, renderer_spec = params["policy"], params["renderer"]
+    policy_spec, renderer_spec = form.policy_spec(), form.renderer
     panel = EventPanel()
-    mode = "offline" if params["offline"] else "online"
     # Clear the previous run's results at once, so nothing stale sits beside the new stream.
     run.set(status=f"● Starting `{esc(policy_spec)}` …", events=panel.html(), gallery=[], program=program_html(None),
             image=None, verify=verification_html(None), downloads=None)
@@ -474,7 +402,7 @@ def _work(run, sid: str, params: dict) -> None:
         try:
             preflight = getattr(_renderer(renderer_spec), "preflight", None)
             if preflight is not None:
-                preflight(offline=params["offline"] or None)
+                preflight(offline=form.offline or None)
         except Exception as exc:  # noqa: BLE001
             run.set(status=f"✗ Renderer `{esc(renderer_spec)}` cannot run here: {esc(_first_line(exc, bare=True))}")
             return
@@ -489,7 +417,7 @@ def _work(run, sid: str, params: dict) -> None:
             run.set(status="■ cancelled while waiting in the queue (nothing ran)")
             return
     try:
-        _plan_render_check(run, sid, params, panel, early, mode)
+        _plan_render_check(run, sid, form, panel, early)
     finally:
         if run.needs_model:
             queue.release(run.id)
@@ -505,74 +433,87 @@ def _early_warnings(policy_spec: str) -> list[str]:
     return [w] if w else []
 
 
-def _plan_render_check(run, sid, params, panel, early, mode) -> None:
-    policy_spec, renderer_spec = params["policy"], params["renderer"]
-    cancel = run.cancel
-    try:
-        from genevolve.agent import build_agent
+class _PageEvents:
+    """The service's events as page updates: the live panel, the gallery, the program, the status line
+    (thinking text is pushed at most every THINK_EVERY_S, so a fast policy cannot flood the socket)."""
 
-        if run.needs_model:
-            run.set(status=f"● Loading `{esc(policy_spec)}` …")
-        settings = storage.settings()
-        settings.policy, settings.renderer = policy_spec, renderer_spec
-        settings.protocol = params.get("protocol") or settings.protocol
-        settings.runs_dir = str(sessions.session_dir(sid, "work"))
-        agent = build_agent(settings, store=storage.store(), policy=_policy(policy_spec), offline=params["offline"])
-    except Exception as exc:  # noqa: BLE001 - a missing model, key or module is a message, not a trace
-        run.set(status=f"✗ Could not start the agent: {esc(_first_line(exc))}", events=panel.html())
-        return
+    def __init__(self, run, panel: EventPanel, label: str, mode: str, renderer_spec: str, early: list[str]):
+        self.run, self.panel, self.label, self.mode = run, panel, label, mode
+        self.renderer_spec, self.early = renderer_spec, early
+        self.started = False  # the agent was built: failures from here on are the run's, not its start's
+        self.last_push = 0.0
 
-    traj = None
-    last_push = 0.0
-    for event in agent.stream(params["text"], params["images"], cancel=cancel, session=sid):
-        if event.type == "warning" and event.message in early:
-            continue  # already shown before the first round
+    def __call__(self, event) -> None:
+        run, panel = self.run, self.panel
+        if event.type == "agent_ready":
+            self.started = True
+            return
+        if event.type == "render_start":
+            run.set(status=f"● Rendering with `{esc(self.renderer_spec)}` …")
+            return
+        if event.type == "warning" and event.message in self.early:
+            return  # already shown before the first round
         panel.add(event)
         if event.type == "text_delta":
             now = time.perf_counter()
-            if now - last_push < THINK_EVERY_S:
-                continue
-            last_push = now
+            if now - self.last_push < THINK_EVERY_S:
+                return
+            self.last_push = now
             live = event.stats
             if live.get("tokens_per_s"):  # a local model: say how fast it is going
-                run.set(events=panel.html(), status=f"● Round {event.round} · {esc(policy_spec)} · {mode} · "
+                run.set(events=panel.html(), status=f"● Round {event.round} · {esc(self.label)} · {self.mode} · "
                                                     f"{live['tokens']} tokens · {live['tokens_per_s']:.1f} tok/s")
             else:
                 run.set(events=panel.html())
-            continue
-        last_push = time.perf_counter()
+            return
+        self.last_push = time.perf_counter()
         if event.type == "round_start":
-            run.set(status=f"● Round {event.round} · {esc(policy_spec)} · {mode}", events=panel.html())
+            run.set(status=f"● Round {event.round} · {esc(self.label)} · {self.mode}", events=panel.html())
         elif event.type == "tool_result" and event.images:
             run.set(events=panel.html(), gallery=_gallery(panel.images))
         elif event.type == "answer":
             images = {i.img_id: i.to_dict() for i in panel.images}
             run.set(events=panel.html(), program=program_html(event.program, images))
-        elif event.type == "done":
-            traj = event.trajectory
-            run.set(events=panel.html())
         else:
             run.set(events=panel.html())
 
-    if traj is None:
+
+def _plan_render_check(run, sid, form: GenerateForm, panel, early) -> None:
+    policy_spec, renderer_spec = form.policy_spec(), form.renderer
+    page = _PageEvents(run, panel, policy_spec, "offline" if form.offline else "online", renderer_spec, early)
+    try:
+        if run.needs_model:
+            run.set(status=f"● Loading `{esc(policy_spec)}` …")
+        settings = storage.settings()
+        settings.runs_dir = str(sessions.session_dir(sid, "work"))
+        result = service.generate(form, settings=settings, store=storage.store(), on_event=page, cancel=run.cancel,
+                                  session=sid, policy=_policy(policy_spec),
+                                  renderer=_renderer(renderer_spec) if renderer_spec != "none" else None,
+                                  image_dir=lambda run_id: sessions.session_dir(sid, "runs", run_id))
+    except Exception as exc:  # noqa: BLE001 - a missing model, key or module is a message, not a trace
+        if page.started:
+            run.set(status=f"✗ {esc(_first_line(exc))}", events=panel.html())
+        else:  # the service words a failed start as bad input; the page names the original fault
+            cause = exc.__cause__ if isinstance(exc, UserError) and exc.__cause__ is not None else exc
+            run.set(status=f"✗ Could not start the agent: {esc(_first_line(cause))}", events=panel.html())
         return
-    if traj.program is not None and renderer_spec != "none" and not cancel.is_set():
-        run.set(status=f"● Rendering with `{esc(renderer_spec)}` …")
-        image_path, render, verification, err = _render_and_verify(sid, traj, renderer_spec, params["typeset"],
-                                                                   params["seed"])
-        if err:
+
+    traj = result.trajectory
+    if result.image_path is not None or result.render_failure is not None:
+        err = None
+        if result.render_failure is not None:
+            err = ("renderers are not available in this build" if isinstance(result.render_failure, ModuleNotFoundError)
+                   else f"render failed: {_first_line(result.render_failure)}")
             panel.add(WarningEvent(message=err))
         else:
-            from genevolve.judges.structure import verification_summary
-
-            icon, severity = verification_mark(verification)
+            icon, severity = verification_mark(result.verification)
             panel.add_view(EventView(kind="verified", title="verified", icon=icon, severity=severity,
-                                     meta=verification_summary(verification, render, traj.program.constraints)))
-        files = _write_downloads(sid, traj, image_path, verification)
+                                     meta=result.checked))
+        files = _write_downloads(sid, traj, result.image_path, result.verification)
         status = (f"✓ {esc(traj.termination)} · {traj.elapsed_s:.2f}s · run `{traj.id}`" if not err
                   else f"⚠ program ready; {esc(err)}")
-        run.set(status=status, events=panel.html(), image=image_path,
-                verify=verification_html(verification or {"error": err}, render), downloads=files,
+        run.set(status=status, events=panel.html(), image=result.image_path,
+                verify=verification_html(result.verification or {"error": err}, result.render), downloads=files,
                 history=history_rows(sid, None))
         return
     files = _write_downloads(sid, traj, None, None)
@@ -594,44 +535,12 @@ def verification_mark(verification: dict | None) -> tuple[str, str]:
     return "✓", "good"
 
 
-def _render_and_verify(sid, traj, spec, typeset, seed):
-    """Render the program and OCR-check it; returns (image path, render report, verification, error)."""
-    if not optional_parts.available("genevolve.renderers") or not _has_attr("genevolve.renderers", "make_renderer"):
-        return None, None, None, "renderers are not available in this build"
-    try:
-        from genevolve.renderers import render_with_report
-
-        image, report = render_with_report(_renderer(spec), traj.program, seed=seed, typeset=typeset)
-    except Exception as exc:  # noqa: BLE001
-        return None, None, None, f"render failed: {_first_line(exc)}"
-    path = sessions.session_dir(sid, "runs", traj.id) / "image.png"
-    image.save(path)
-    verification = None
-    try:
-        from genevolve.judges.verify import verify_image
-
-        verification = verify_image(image, traj.program, (report or {}).get("layout"))
-    except Exception as exc:  # noqa: BLE001 - an image without a check is still an image
-        verification = {"error": f"verification unavailable: {_first_line(exc)}", "constraints": []}
-    try:
-        storage.store().attach_render(traj.id, str(path), report, verification if "error" not in verification else None)
-    except Exception:  # noqa: BLE001
-        pass
-    return str(path), report, verification, None
-
-
 def _gallery(images) -> list[tuple[str, str]]:
     out = []
     for ref in images:
         if ref.path and Path(ref.path).is_file():
             out.append((ref.path, f"{ref.img_id} · {ref.title or ref.source}"[:60]))
     return out
-
-
-def _has_attr(module: str, name: str) -> bool:
-    import importlib
-
-    return hasattr(importlib.import_module(module), name)
 
 
 def _first_line(exc: BaseException, bare: bool = False) -> str:

@@ -17,6 +17,7 @@ a renderer service) never wait in that queue. A queued run's status line says it
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -26,6 +27,19 @@ from genevolve.specs import spec_kind
 
 FIELDS = ("status", "events", "gallery", "program", "image", "verify", "downloads", "history")
 FINISHED_KEEP_S = 6 * 3600  # a finished run stays re-attachable this long (then the store has it)
+
+
+def default_concurrency() -> int:
+    """How many runs may hold a model slot at once: GENEVOLVE_CONCURRENCY, else 2 with a GPU, 1 without."""
+    env = os.environ.get("GENEVOLVE_CONCURRENCY")
+    if env:
+        return max(1, int(env))
+    try:
+        import torch
+
+        return 2 if torch.cuda.is_available() else 1
+    except Exception:  # noqa: BLE001
+        return 1
 
 
 def needs_shared_model(policy_spec: str, renderer_spec: str) -> bool:
@@ -177,7 +191,5 @@ def registry() -> RunRegistry:
     global _registry
     with _registry_lock:
         if _registry is None:
-            from app.studio import default_concurrency
-
             _registry = RunRegistry(default_concurrency())
         return _registry

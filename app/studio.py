@@ -11,6 +11,8 @@ import os
 import threading
 from pathlib import Path
 
+from app.live_runs import default_concurrency
+
 CSS_PATH = Path(__file__).with_name("studio.css")
 # Keep the live panel scrolled to the newest event unless the user scrolled up to read.
 HEAD = """<script>
@@ -57,22 +59,11 @@ HEADER = """<div id="ge-header"><div class="ge-logo">GenEvolve <span>Studio</spa
 <div class="ge-tagline">research → reference → program → render → verify · offline by default</div></div>"""
 
 
-def default_concurrency() -> int:
-    env = os.environ.get("GENEVOLVE_CONCURRENCY")
-    if env:
-        return max(1, int(env))
-    try:
-        import torch
-
-        return 2 if torch.cuda.is_available() else 1
-    except Exception:  # noqa: BLE001
-        return 1
-
-
 def build_studio():
     import gradio as gr
 
     from app import bench_tab, generate_tab, guides_tab, inspector_tab, judge_tab, training_tab
+    from app.generate_form import restore_form
     from app.sessions import new_session_id
 
     # No usage analytics: the studio must work (and stay quiet) on a machine with no network.
@@ -105,7 +96,7 @@ def build_studio():
 
         # A reload brings back the session's form and re-attaches to its run (still going, or just ended).
         demo.load(ensure_session, inputs=[sid_state], outputs=[sid_state, sid_mark, gen["history"]], queue=False).then(
-            generate_tab.restore_form, [sid_state], gen["form"], queue=False).then(
+            restore_form, [sid_state], gen["form"], queue=False).then(
             gen["attach"], [sid_state], gen["outputs"], concurrency_limit=None, show_progress="hidden")
     return demo
 

@@ -1,8 +1,10 @@
-"""Uploaded reference images: images only, within size and pixel limits, judged by their bytes."""
+"""Uploaded reference images: images only, within size and pixel limits, judged by their bytes,
+copied into the session that uploaded them (by the Generate form or a bench case sent to it)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -46,3 +48,38 @@ def check_image_upload(path: str | Path) -> str | None:
     except Exception:  # noqa: BLE001 - anything PIL cannot read is not an image we can use
         return f"{name} is not an image (its content is not PNG, JPEG, WebP, GIF, BMP or TIFF, whatever its name says)"
     return None
+
+
+def copy_uploads(sid: str, uploads) -> tuple[list[str], list[str]]:
+    """Copy valid images into the session's uploads folder; returns (kept paths, reasons for the refused)."""
+    from app import sessions
+
+    kept, refused = [], []
+    if not uploads:
+        return kept, refused
+    dest = sessions.session_dir(sid, "uploads")
+    for item in uploads:
+        src = Path(getattr(item, "name", item))
+        if not src.is_file():
+            continue
+        problem = check_image_upload(src)
+        if problem:
+            refused.append(problem)
+            _discard_upload(src)
+            continue
+        target = dest / src.name
+        if src.resolve() != target.resolve():
+            shutil.copyfile(src, target)
+        kept.append(str(target))
+    return kept, refused
+
+
+def _discard_upload(path: Path) -> None:
+    """A refused upload is deleted from Gradio's upload folder, so it is never served back."""
+    try:
+        from gradio.utils import get_upload_folder
+
+        if path.resolve().is_relative_to(Path(get_upload_folder()).resolve()):
+            path.unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - keeping a refused file is untidy, not unsafe: it is not shown
+        pass

@@ -16,7 +16,8 @@ from typing import List, Optional
 import typer
 import typer.core
 
-from genevolve.durable import json_text, save_image_atomic, write_atomic
+from genevolve.durable import json_text, write_atomic
+from genevolve.service import GenerateForm
 
 class _OneErrorLine(typer.core.TyperGroup):
     """The one error path, around every sub-command: a failure is one ``error:`` line and exit 2
@@ -53,85 +54,63 @@ def _options(debug: bool = typer.Option(False, "--debug", help="Show the full tr
 
 @app.command()
 def run(
-    request: str = typer.Argument(..., help="What to draw, in words."),
-    image: Optional[List[Path]] = typer.Option(None, "--image", help="A reference image of yours (repeatable). Under --protocol official the "
-                                              "request is sent as the official runtime sends it (it takes no user "
-                                              "images): yours reach the model only as image_search results."),
-    policy: Optional[str] = typer.Option(None, help="planner | nano | hf:<id>[?4bit=1&adapter=P] | openai:<model>@<url> | replay:<file>"),
-    renderer: Optional[str] = typer.Option(None, help="layout | diffusers:<id> | service:<url> | gemini[:<model>] | none"),
-    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network at all (default: when the web is unreachable)."),
+    request: str = typer.Argument(..., help=GenerateForm.help("request")),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help=GenerateForm.help("uploads")),
+    policy: Optional[str] = typer.Option(None, help=GenerateForm.help("policy")),
+    renderer: Optional[str] = typer.Option(None, help=GenerateForm.help("renderer")),
+    offline: Optional[bool] = typer.Option(None, "--offline/--online", help=GenerateForm.help("offline")),
     out: Optional[Path] = typer.Option(None, help="Folder for program.json, trajectory.json, image.png."),
     as_json: bool = typer.Option(False, "--json", help="Print the trajectory summary and program as JSON."),
-    typeset: bool = typer.Option(False, "--typeset", help="Set the exact text constraints onto a generative render."),
-    seed: int = typer.Option(0, help="Renderer seed."),
+    typeset: bool = typer.Option(False, "--typeset", help=GenerateForm.help("typeset")),
+    seed: int = typer.Option(0, help=GenerateForm.help("seed")),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON)."),
     system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="Use this file as the policy's system prompt."),
-    protocol: Optional[str] = typer.Option(None, help="Conversation profile: genevolve | nano | official:<path to the "
-                                           "official release> (default: the policy's own, else genevolve)."),
+    protocol: Optional[str] = typer.Option(None, help=GenerateForm.help("protocol")),
 ):
     """Run the agent on REQUEST, render the program and verify the text."""
     from rich.console import Console
 
-    from genevolve.agent import build_agent
+    from genevolve import service
     from genevolve.config import Settings
+    from genevolve.errors import UserError
+    from genevolve.inputs import check_output_dir
     from genevolve.store import Store
 
     console = Console(stderr=as_json)
-    from genevolve.program import request_problem
-
-    from genevolve.errors import UserError
-    from genevolve.inputs import check_output_dir, check_reference_image, check_renderer_spec
-
-    # Everything the user named is checked before any work starts (bad input: exit 2).
-    problem = request_problem(request, len(image or []))
-    if problem:
-        raise UserError(problem)
+    images = [str(p) for p in image or []]
+    # Everything the user named is checked before any work starts (bad input: exit 2); the request
+    # first, so an empty one is named even when a settings file is wrong too.
+    service.check_request(GenerateForm(request=request, uploads=images))
     settings = Settings.load(config, policy=policy, renderer=renderer, offline=offline,
                              system_prompt_path=str(system_prompt) if system_prompt else None, protocol=protocol)
-    for path in image or []:
-        check_reference_image(path)
     if system_prompt is not None and not system_prompt.is_file():
         raise UserError(f"--system-prompt {system_prompt}: no such file; give a text file")
-    if settings.renderer != "none":
-        check_renderer_spec(settings.renderer)
+    # Unset options are the settings' (file, environment, defaults), so the form carries those.
+    form = GenerateForm(request=request, uploads=images, policy=settings.policy, renderer=settings.renderer,
+                        typeset=typeset, seed=seed, protocol=settings.protocol or "")
+    service.check(form)
     if out is not None:
         check_output_dir(out)
-    is_offline = settings.resolved_offline()
-    store = Store(settings.store_path)
-    try:
-        agent = build_agent(settings, store=store, offline=is_offline)
-    except Exception as exc:  # noqa: BLE001 - a missing model or key is a one-line message
-        raise UserError(str(exc)) from exc
-    if not as_json:
-        mode = "offline (local corpus, local image library, your images)" if is_offline else "online"
-        console.print(f"[bold]GenEvolve[/bold] policy={settings.policy} renderer={settings.renderer} · {mode}")
-        for name, backend in sorted(agent.backends.items()):
-            if name.startswith("tool:"):
-                console.print(f"  {name[5:]}: {backend}", style="dim")
-    traj = None
-    print_event = _EventPrinter(console)
-    for event in agent.stream(request, [str(p) for p in image or []]):
-        if not as_json:
-            print_event(event)
-        if event.type == "done":
-            traj = event.trajectory
-    result = {"summary": traj.summary(), "offline": is_offline, "image": None, "verification": None}
-    if traj.program is not None and settings.renderer != "none":
-        result.update(_render_and_verify(traj, settings, store, out, typeset, seed, console, quiet=as_json))
+    # Only now ask whether the web is reachable (it may take a DNS timeout): bad input fails fast.
+    form = form.model_copy(update={"offline": settings.resolved_offline()})
+    printer = _RunPrinter(console, settings, quiet=as_json)
+    result = service.generate(form, settings=settings, store=Store(settings.store_path), on_event=printer,
+                              image_dir=out)
+    traj = result.trajectory
+    printer.result(result)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "trajectory.json", json_text(traj.to_dict(), indent=2))
         if traj.program is not None:
             write_atomic(out / "program.json", json_text(traj.program.model_dump(), indent=2))
-    save_error = _save_error(store, traj)
     if as_json:
-        typer.echo(json_text(result, indent=2))
-    elif save_error is None:
+        typer.echo(json_text(result.to_json(), indent=2))
+    elif result.save_error is None:
         console.print(f"[bold]{traj.termination}[/bold] in {traj.elapsed_s:.2f}s · {len(traj.steps)} rounds · "
                       f"trajectory {traj.id} saved to {settings.store_path}")
-    if save_error is not None:
+    if result.save_error is not None:
         kept = f"it is in {out / 'trajectory.json'}" if out is not None else "rerun with --out DIR to keep it in a file"
-        typer.echo(f"error: trajectory {traj.id} was NOT saved to {settings.store_path} ({save_error}); {kept}",
+        typer.echo(f"error: trajectory {traj.id} was NOT saved to {settings.store_path} ({result.save_error}); {kept}",
                    err=True)
         raise typer.Exit(1)  # the environment (a full disk, a read-only store), not the input
     if traj.program is None:  # say why in one line, not only the termination word
@@ -141,48 +120,42 @@ def run(
     raise typer.Exit(0)
 
 
-def _save_error(store, traj) -> str | None:
-    """Why the trajectory is not in the store, or None: read back, never assumed."""
-    try:
-        if store.get_run(traj.id) is not None:
-            return None
-    except Exception as exc:  # noqa: BLE001 - an unreadable store is itself the answer
-        return f"{type(exc).__name__}: {exc}"
-    failed = [w for w in traj.warnings if w.startswith("could not save")]
-    return failed[-1] if failed else "no row with that id"
+class _RunPrinter:
+    """What `run` shows on the terminal while the service works: the backends, the agent's events,
+    then the image and its check (nothing but the final JSON under --json)."""
 
+    def __init__(self, console, settings, quiet: bool):
+        self.console, self.settings, self.quiet = console, settings, quiet
+        self.events = _EventPrinter(console)
 
-def _render_and_verify(traj, settings, store, out, typeset, seed, console, quiet) -> dict:
-    try:
-        from genevolve.judges.verify import verify_image
-        from genevolve.renderers import make_renderer, render_with_report
-    except ModuleNotFoundError as exc:  # renderers not installed in this build
-        return {"render_error": str(exc)}
-    try:
-        renderer = make_renderer(settings.renderer)
-        image, report = render_with_report(renderer, traj.program, seed=seed, typeset=typeset)
-    except Exception as exc:  # noqa: BLE001
-        if not quiet:
-            console.print(f"[red]render failed:[/red] {exc}")
-        return {"render_error": f"{type(exc).__name__}: {exc}"}
-    out_dir = out or Path(settings.runs_dir) / traj.id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "image.png"
-    save_image_atomic(image, path)  # a full disk leaves no half-written image.png behind
-    verification = verify_image(image, traj.program)
-    store.attach_render(traj.id, str(path), report, verification)
-    if not quiet:
-        console.print(f"[green]image[/green] {path} ({report.get('backend')}, {report.get('width')}x{report.get('height')}, "
-                      f"{report.get('elapsed_s', 0):.2f}s)")
+    def __call__(self, event) -> None:
+        if self.quiet or event.type == "render_start":
+            return
+        if event.type == "agent_ready":
+            mode = "offline (local corpus, local image library, your images)" if event.offline else "online"
+            self.console.print(f"[bold]GenEvolve[/bold] policy={self.settings.policy} "
+                               f"renderer={self.settings.renderer} · {mode}")
+            for name, backend in sorted(event.backends.items()):
+                if name.startswith("tool:"):
+                    self.console.print(f"  {name[5:]}: {backend}", style="dim")
+            return
+        self.events(event)
+
+    def result(self, result) -> None:
+        if self.quiet:
+            return
+        console = self.console
+        if result.render_failure is not None and not isinstance(result.render_failure, ModuleNotFoundError):
+            console.print(f"[red]render failed:[/red] {result.render_failure}")
+        if result.image_path is None:
+            return
+        report, verification = result.render or {}, result.verification or {}
+        console.print(f"[green]image[/green] {result.image_path} ({report.get('backend')}, {report.get('width')}x"
+                      f"{report.get('height')}, {report.get('elapsed_s', 0):.2f}s)")
         for item in verification.get("constraints", []):
             mark = "[green]found[/green]" if item.get("found") else "[red]missing[/red]"
             console.print(f"  text \"{item.get('text')}\": {mark}")
-    from genevolve.judges.structure import verification_summary
-
-    checked = verification_summary(verification, report, traj.program.constraints)
-    if not quiet:
-        console.print(f"  checked: {checked}", markup=False, highlight=False)
-    return {"image": str(path), "render": report, "verification": verification, "checked": checked}
+        console.print(f"  checked: {result.checked}", markup=False, highlight=False)
 
 
 # The CLI's look for what genevolve.event_view says about each event: colours by kind or severity.

@@ -36,8 +36,10 @@ def _drain(gen):
 
 def _generate(text, sid, *, uploads=None, policy="planner", renderer="layout"):
     from app import generate_tab
+    from genevolve.service import GenerateForm
 
-    return generate_tab.run_generate(text, uploads, policy, False, "", renderer, False, True, 0, sid)
+    form = GenerateForm(request=text, uploads=uploads, policy=policy, renderer=renderer)
+    return generate_tab.run_generate(form, sid)
 
 
 def _wait_done(sid, timeout=120):
@@ -102,13 +104,16 @@ def test_a_second_click_follows_the_run_already_going():
 
 def test_the_form_survives_a_reload_and_keeps_only_the_sessions_own_images(tmp_path):
     from app import generate_tab
+    from app.generate_form import remember_form, restore_form
+    from genevolve.service import FORM_FIELDS
 
     sid = "formAAAA0004"
     kept, msg = generate_tab.accept_uploads([str(_photo(tmp_path / "cat.png"))], sid)
     assert not msg and len(kept) == 1 and f"/sessions/{sid}/uploads/" in kept[0]
-    generate_tab.remember_form('A card of my cat, "HELLO"', kept, "openai:m@http://127.0.0.1:9/v1", True, "ad",
-                               "none", True, False, 7, sid)
-    restored = dict(zip(generate_tab.FORM_FIELDS, generate_tab.restore_form(sid)))
+    # As the page calls it: the form's fields in order, then the session id.
+    remember_form('A card of my cat, "HELLO"', kept, "openai:m@http://127.0.0.1:9/v1", True, "ad",
+                  "none", True, False, 7.0, "", sid)
+    restored = dict(zip(FORM_FIELDS, restore_form(sid)))
     assert restored == {"request": 'A card of my cat, "HELLO"', "uploads": kept,
                         "policy": "openai:m@http://127.0.0.1:9/v1", "four_bit": True, "adapter": "ad",
                         "renderer": "none", "typeset": True, "offline": False, "seed": 7,
@@ -118,9 +123,9 @@ def test_the_form_survives_a_reload_and_keeps_only_the_sessions_own_images(tmp_p
     data = json.loads(form.read_text())
     data["uploads"] = ["/etc/hostname"]
     form.write_text(json.dumps(data))
-    assert dict(zip(generate_tab.FORM_FIELDS, generate_tab.restore_form(sid)))["uploads"] is None
+    assert dict(zip(FORM_FIELDS, restore_form(sid)))["uploads"] is None
     # A new session starts from the defaults.
-    fresh = dict(zip(generate_tab.FORM_FIELDS, generate_tab.restore_form("formBBBB0005")))
+    fresh = dict(zip(FORM_FIELDS, restore_form("formBBBB0005")))
     assert fresh["request"] == "" and fresh["policy"] == "planner" and fresh["offline"] is True
 
 
@@ -417,7 +422,7 @@ def test_bench_loading_errors_are_shown_and_search_filters_words():
 
 
 def test_policy_spec_keeps_the_adapter_when_the_base_already_has_options():
-    from app.generate_tab import compose_policy_spec
+    from genevolve.service import compose_policy_spec
 
     assert compose_policy_spec("nano?4bit=1", False, "/a/b") == "nano?4bit=1&adapter=/a/b"
     assert compose_policy_spec("nano", True, "/a/b") == "nano?4bit=1&adapter=/a/b"

@@ -20,9 +20,10 @@ pytest_plugins = ["helpers.studio_server"]
 
 def _run(request_text: str, sid: str):
     from app import generate_tab
+    from genevolve.service import GenerateForm
 
     last = None
-    for out in generate_tab.run_generate(request_text, None, "planner", False, "", "layout", False, True, 0, sid):
+    for out in generate_tab.run_generate(GenerateForm(request=request_text), sid):
         last = out
     return last
 
@@ -68,6 +69,7 @@ def test_uploaded_references_are_the_sessions_own_user_images(tmp_path, monkeypa
     from PIL import Image
 
     from app import generate_tab, storage
+    from genevolve.service import GenerateForm
 
     cfg = tmp_path / "studio.yaml"
     cfg.write_text("extra:\n  library_embeddings: false\n")
@@ -75,8 +77,8 @@ def test_uploaded_references_are_the_sessions_own_user_images(tmp_path, monkeypa
     upload = tmp_path / "my_cat.png"
     Image.fromarray(data.chelsea()).save(upload)
     last = None
-    for out in generate_tab.run_generate('A birthday card of my cat, text "HAPPY 5"', [str(upload)], "planner", False,
-                                         "", "layout", False, True, 0, "uploaderCCC3"):
+    form = GenerateForm(request='A birthday card of my cat, text "HAPPY 5"', uploads=[str(upload)])
+    for out in generate_tab.run_generate(form, "uploaderCCC3"):
         last = out
     run = storage.store().get_run(last["history"][0][0])
     images = run["trajectory"]["images"]

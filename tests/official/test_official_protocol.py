@@ -623,18 +623,19 @@ def test_bench_run_records_the_protocol(tmp_path):
 def test_studio_backends_protocol_control(tmp_path):
     """The studio's Backends 'Protocol' box reaches the agent; the run records it."""
     from app import generate_tab, storage
+    from genevolve.service import GenerateForm
 
     turns = tmp_path / "turns.json"
     turns.write_text(json.dumps([answer("A Paris poster.")]))
     last = None
-    for out in generate_tab.run_generate("A poster", None, f"replay:{turns}", False, "", "none", False, True, 0,
-                                         "sessionPROTO1", f"official:{STANDIN}"):
+    form = GenerateForm(request="A poster", policy=f"replay:{turns}", renderer="none", protocol=f"official:{STANDIN}")
+    for out in generate_tab.run_generate(form, "sessionPROTO1"):
         last = out
     runs = storage.store().list_runs(session="sessionPROTO1")
     traj = storage.store().get_trajectory(runs[0]["id"])
     assert traj.meta["protocol"] == "official" and traj.messages[0]["content"] == SYS, last["status"]
-    for out in generate_tab.run_generate("A poster", None, "planner", False, "", "none", False, True, 0,
-                                         "sessionPROTO1", "official:/nowhere"):
+    form = GenerateForm(request="A poster", renderer="none", protocol="official:/nowhere")
+    for out in generate_tab.run_generate(form, "sessionPROTO1"):
         last = out
     assert "official release not found" in last["status"]
 
