@@ -17,7 +17,7 @@ from genevolve.batch import BatchRun, PerThread, Stage
 from genevolve.config import Settings
 from genevolve.data.pipeline import BuildConfig, DatasetBuilder, build_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ITEMS = [{"id": f"i{n}", "n": n} for n in range(12)]
 
 
