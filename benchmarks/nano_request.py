@@ -6,6 +6,11 @@ median and worst. Target: under 60 s per request on an idle 2-core machine. The 
 same requests in the same process as the baseline.
 
     python benchmarks/nano_request.py [--requests 5] [--eval runs/nano/data/eval.jsonl] [--adapter DIR]
+    python benchmarks/nano_request.py --requests 3 --baseline HEAD~3   # before/after, same run
+
+``--baseline REV`` runs the nano requests in two worker processes, this tree and the code of commit
+REV (``git archive``), each with its model loaded and one warm-up request first, alternating request
+by request so both see the same machine load; it prints each side's median and the ratio.
 """
 
 from __future__ import annotations
@@ -28,7 +33,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3)
     ap.add_argument("--eval", type=Path, help="take the first N questions of this bench JSONL instead")
     ap.add_argument("--adapter", help="a LoRA adapter folder (default: the shipped assets/adapters/nano)")
+    ap.add_argument("--baseline", metavar="REV", help="compare with the code of this git commit, interleaved")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        worker(args.adapter)
+        return
 
     from genevolve.agent import build_agent
     from genevolve.config import Settings
@@ -40,6 +50,9 @@ def main() -> None:
         requests = [r["question"] for r in rows[: args.requests]]
     else:
         requests = DEFAULT_REQUESTS[: args.requests]
+    if args.baseline:
+        compare(args.baseline, requests, args.adapter)
+        return
     t0 = time.perf_counter()
     policy = LocalPolicy.nano(adapter=args.adapter)
     load_s = time.perf_counter() - t0
@@ -62,6 +75,86 @@ def main() -> None:
     ratio = results["nano"]["median_s"] / max(results["planner"]["median_s"], 1e-9)
     print(f"\nnano median {results['nano']['median_s']} s (max {results['nano']['max_s']} s) per request; "
           f"{ratio:.0f}x the planner's {results['planner']['median_s']} s; target < 60 s")
+
+
+def worker(adapter: str | None) -> None:
+    """Load nano, then run one request per stdin line; one JSON line per request on stdout."""
+    import sys
+    import tempfile
+
+    from genevolve.agent import build_agent
+    from genevolve.config import Settings
+    from genevolve.policies.local import LocalPolicy
+
+    t0 = time.perf_counter()
+    policy = LocalPolicy.nano(adapter=adapter)
+    settings = Settings(offline=True, cache_mode="off", runs_dir=tempfile.mkdtemp(prefix="nano-request-"),
+                        extra={"library_embeddings": False})
+    print(json.dumps({"load_s": round(time.perf_counter() - t0, 1)}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        policy.reset_cache()
+        agent = build_agent(settings, policy=policy, offline=True)
+        t = time.perf_counter()
+        traj = agent.run(request)
+        print(json.dumps({"seconds": round(time.perf_counter() - t, 2), "rounds": len(traj.steps),
+                          "program": traj.program is not None,
+                          "turns": [s.assistant_text or "" for s in traj.steps]}), flush=True)
+
+
+def compare(rev: str, requests: list[str], adapter: str | None) -> None:
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    old = Path(tempfile.mkdtemp(prefix="nano-baseline-"))
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], check=True, capture_output=True).stdout
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(old, filter="data")
+    sides = {}
+    for name, root in (("before", old), ("after", repo)):
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker"] + (["--adapter", adapter] if adapter else [])
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        sides[name] = proc
+    loads = {name: json.loads(_json_line(p)) for name, p in sides.items()}
+    print(json.dumps({"baseline": rev, **{f"{k}_load_s": v["load_s"] for k, v in loads.items()}}), flush=True)
+    rows: dict = {"before": [], "after": []}
+    for i, req in enumerate([requests[0]] + requests):  # the first one warms each side up
+        for name, proc in sides.items():
+            proc.stdin.write(json.dumps(req) + "\n")
+            proc.stdin.flush()
+            row = json.loads(_json_line(proc))
+            row["load"] = round(os.getloadavg()[0], 1)
+            print(name, "warm-up" if i == 0 else i, json.dumps({k: v for k, v in row.items() if k != "turns"}),
+                  flush=True)
+            if i:
+                rows[name].append(row)
+    for proc in sides.values():
+        proc.stdin.close()
+        proc.wait()
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in rows.items()}
+    same = sum(a["turns"] == b["turns"] for a, b in zip(rows["before"], rows["after"]))
+    loads_seen = [r["load"] for v in rows.values() for r in v]
+    print(f"\nnano median per request: before ({rev}) {med['before']:.1f} s, after {med['after']:.1f} s; "
+          f"ratio after/before {med['after'] / med['before']:.2f} (speedup {med['before'] / med['after']:.2f}x); "
+          f"same turns in {same} of {len(rows['after'])} requests; "
+          f"load average {min(loads_seen):.1f}–{max(loads_seen):.1f}")
+
+
+def _json_line(proc) -> str:
+    """The worker's next JSON line (other output, e.g. library warnings, is skipped)."""
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the worker process ended early")
+        if line.startswith("{"):
+            return line
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class LocalOptions(SamplingOptions):
     adapter: str | None = param(None, "A LoRA adapter folder (nano: none runs the untuned base).")
     gguf: str | None = param(None, "The GGUF file inside the model folder to convert and load.")
     grammar: bool = param(True, "Generate each turn under the protocol grammar (llguidance): every turn parses.")
+    pack: bool = param(True, "On CPU, pack the bf16 weights once for oneDNN: faster decoding, the same tokens, more memory.")
 
 
 def nano_base_warning(adapter: str | None = None) -> str | None:
@@ -143,6 +144,7 @@ class LocalPolicy(PolicyBase):
         explicit = set(sampling) | {k for k in kwargs if k in ("temperature", "top_p", "max_new_tokens")}
         kwargs = {**sampling, **kwargs}
         kwargs.setdefault("constrained", opts.grammar)
+        kwargs.setdefault("pack", opts.pack)
         if spec.kind == "nano":
             policy = cls.nano(four_bit=opts.four_bit, adapter=opts.adapter, **kwargs)
         elif not spec.target:
@@ -181,7 +183,7 @@ class LocalPolicy(PolicyBase):
     @classmethod
     def load(cls, model_id: str, *, four_bit: bool = False, adapter: str | None = None,
              gguf_file: str | None = None, device: str | None = None, dtype=None,
-             chat_template: str | None = None, **kwargs) -> "LocalPolicy":
+             chat_template: str | None = None, pack: bool = True, **kwargs) -> "LocalPolicy":
         from genevolve.policies.model_files import convert_gguf, load_image_text_processor, resolve_model_path
 
         import torch
@@ -197,6 +199,10 @@ class LocalPolicy(PolicyBase):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or _default_dtype(device)
         load_kw: dict = {"dtype": dtype}
+        if device == "cpu":
+            # Read the weights into process memory: memory-mapped (the default) they are file pages
+            # the kernel drops under memory pressure and reads back from disk while decoding.
+            load_kw["disable_mmap"] = True
         if four_bit:
             load_kw["quantization_config"] = _nf4_config(dtype)
             load_kw["device_map"] = {"": device if device != "cuda" else 0}
@@ -229,6 +235,11 @@ class LocalPolicy(PolicyBase):
 
             model = PeftModel.from_pretrained(model, str(apath))
         model.eval()
+        if pack and not four_bit and device == "cpu":
+            # Inference only (GRPO builds LocalPolicy around its training model, not through here).
+            from genevolve.policies.cpu_speed import pack_linears
+
+            pack_linears(model)
         if chat_template is None and not getattr(tokenizer, "chat_template", None):
             chat_template = BASE_CHAT_TEMPLATE
         if tokenizer.pad_token_id is None:
