@@ -290,7 +290,36 @@ class LocalPolicy(PolicyBase):
     def _inputs(self, messages: list[dict], images: Sequence) -> _Inputs:
         chat, pil = self._chat(messages, images)
         text = self._apply_template(chat)
-        spans = self._data_spans(chat, text)
+        return self._encode_text(text, self._data_spans(chat, text), pil)
+
+    def encode_after_last_turn(self, messages: list[dict], images: Sequence = ()) -> _Inputs:
+        """What the chat template adds after the last assistant message's text (its end-of-turn
+        marker, the messages after it, the next turn's header), as ids tokenised on their own: the
+        context between two turns of a token history whose turns keep the ids that were sampled."""
+        chat, pil = self._chat(messages, images)
+        text = self._apply_template(chat)
+        last = max((i for i, m in enumerate(chat) if m["role"] == "assistant"), default=None)
+        if last is None:
+            raise PolicyError("no assistant turn to continue after")
+        cursor = 0
+        for m in chat[:last + 1]:  # locate each message in order, so an echo later on cannot match
+            content = _text_of(m)
+            pos = text.find(content, cursor)
+            if pos < 0:  # templates that trim message text
+                content = content.strip()
+                pos = text.find(content, cursor)
+            if pos < 0:
+                raise PolicyError(f"{self.name}: the chat template rewrites message text; the context after "
+                                  "a turn cannot be cut from it")
+            cursor = pos + len(content)
+        spans = [(max(a, cursor) - cursor, b - cursor) for a, b in self._data_spans(chat, text) if b > cursor]
+        shown = sum(1 for m in chat[last + 1:] if isinstance(m["content"], list)
+                    for part in m["content"] if part.get("type") == "image")
+        return self._encode_text(text[cursor:], spans, pil[len(pil) - shown:] if shown else [])
+
+    def _encode_text(self, text: str, spans: list[tuple[int, int]], pil: list) -> _Inputs:
+        """Rendered text (``spans``: message text holding control-token strings) and the images its
+        placeholders stand for, as the ids the model is fed."""
         if not self.is_image_text:
             return _Inputs(ids=self._tokenize(text, spans))
         image_token = getattr(self.processor, "image_token_id", None)

@@ -18,6 +18,7 @@ vLLM. What is ours goes in through its extension points:
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 
 from genevolve.agent import AgentConfig
@@ -81,7 +82,8 @@ class GroupToolCache(Tool):
     """Memoises a tool's results for the G rollouts of one prompt.
 
     A hit re-registers the result's images in the calling trajectory's registry and renames
-    the IMG ids in the text, so every trajectory keeps its own consistent ids.
+    the IMG ids in the text, so every trajectory keeps its own consistent ids. The rollouts of a
+    group run in threads (lock step): one call at a time, so an identical call runs once.
     """
 
     def __init__(self, tool: Tool):
@@ -92,11 +94,16 @@ class GroupToolCache(Tool):
         self.memo: dict[str, ToolResult] = {}
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()
 
     def clear(self) -> None:
         self.memo.clear()
 
     def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:
+        with self._lock:
+            return self._call(args, ctx)
+
+    def _call(self, args: dict, ctx: ToolContext) -> ToolResult:
         key = json.dumps(args, sort_keys=True, ensure_ascii=False, default=str)
         hit = self.memo.get(key)
         if hit is None:
