@@ -370,7 +370,7 @@ class GroupDecoder:
         if image_token is not None:
             extra["mm_token_type_ids"] = torch.tensor([[int(t == image_token) for t in ids]], dtype=torch.long)
         vision_mask = [t == image_token for t in ids] if image_token is not None else None
-        out = policy._generate(_Inputs(ids=list(ids), extra=extra, vision_mask=vision_mask), DynamicCache(), n=1,
+        out = policy._generate(_Inputs(ids=list(ids), extra=extra, vision_mask=vision_mask), DynamicCache(),
                                max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
         completion = out["completion"][0]
         length = out["stopped"].get(0, completion.shape[0])

@@ -4,10 +4,12 @@ The engine is TRL's ``GRPOTrainer`` (``grpo_trainer.py`` subclasses it): it owns
 advantages, the clipped objective, the optimizer and schedule, checkpoints, DDP / DeepSpeed and
 vLLM. What is ours goes in through its extension points:
 
-- rollouts: a ``rollout_func`` runs our ``Agent`` (our tools behind a per-group cache, our turn
-  protocol) G times per prompt and hands TRL the whole conversation as one completion with an
-  ``env_mask`` that marks the policy's own tokens, so tool responses and template scaffolding
-  between turns are context, never trained;
+- the config: ``GRPOConfig`` is a ``trl.GRPOConfig`` (TRL's fields by TRL's names) plus ours;
+- rollouts: a ``rollout_func`` rolls each prompt's G rollouts of our ``Agent`` out in lock step
+  (``group_rollout``: one batched decode per turn, our tools behind a per-group cache) and hands
+  TRL each rollout's token history as one completion of the ids that were sampled, with their
+  sampling log-probs and an ``env_mask`` that marks them, so tool responses and template
+  scaffolding between turns are context, never trained;
 - rewards: our reward functions score the trajectory (program, render, judges) inside the
   rollout, and TRL's reward function reads that score;
 - SDL: ``compute_loss`` adds λ·(masked reverse KL to the teacher that sees the Decision Guide);
