@@ -248,3 +248,25 @@ def test_copying_the_request_earns_clearly_less_than_the_teacher_on_knowledge_ca
     mean = lambda xs: sum(xs) / len(xs)
     assert mean(teacher) >= mean(copier) + 0.2, (teacher, copier)
     assert all(p < t for p, t in zip(paster, teacher)), (paster, teacher)
+
+
+def test_the_grpo_config_is_trls_with_ours_beside_it(tmp_path):
+    """Shipped GRPO configs load as a trl.GRPOConfig: TRL's fields by TRL's names, what follows
+    from ours set from it, and an unknown (or renamed) key is a one-line error that names it."""
+    import trl
+
+    from genevolve.training.config import config_from_file, config_to_dict, describe
+    from genevolve.training.grpo import GRPOConfig
+
+    cfg = config_from_file(GRPOConfig, REPO / "configs" / "nano" / "grpo_sdl.yaml")
+    assert isinstance(cfg, trl.GRPOConfig)
+    assert (cfg.learning_rate, cfg.epsilon, cfg.save_steps, cfg.temperature) == (5.0e-5, 0.2, 2, 1.0)
+    assert cfg.num_generations == cfg.group_size == 6 and cfg.per_device_train_batch_size == 6
+    assert cfg.max_completion_length == cfg.model.max_length == 2048 and cfg.agent.protocol == "nano"
+    assert cfg.output_dir.endswith("checkpoints") and cfg.shuffle_dataset is False
+    plain = config_to_dict(cfg)
+    assert plain["learning_rate"] == 5.0e-5 and plain["sdl"]["enabled"] is True and plain["model"]["lora"]["r"] == 16
+    with pytest.raises(ValueError, match=r"unknown GRPOConfig field\(s\): lr;"):
+        config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml", lr=1.0)
+    text = describe(GRPOConfig)
+    assert "group_size (6): Rollouts per prompt (G)" in text and "learning_rate (1e-06)" in text
