@@ -146,12 +146,17 @@ def _before(run, case: dict):
 def _after(run, case: dict):
     """The trainer's path: the group in lock step, rows from the sampled token histories."""
     timings: Counter = Counter()
+    first = len(run.decoder.batches)
     rollouts = run.group_rollouts(case, timings)
+    batches = run.decoder.batches[first:]  # rows in each decode step: how full the batch stayed
+    timings["decode_steps"] = len(batches)
+    timings["mean_batch"] = sum(batches) / max(len(batches), 1)
     rows = []
     for traj, history in rollouts:
         row = run.row(history, traj)
         rows.append((row.prompt_ids + row.completion_ids, [0] * len(row.prompt_ids) + row.env_mask))
-    return [t for t, _ in rollouts], rows, {"generation_s": timings["generation_s"], "tools_s": timings["tools_s"]}
+    return [t for t, _ in rollouts], rows, {k: timings[k] for k in ("generation_s", "tools_s", "decode_steps",
+                                                                     "mean_batch")}
 
 
 if __name__ == "__main__":

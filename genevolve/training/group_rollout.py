@@ -113,6 +113,7 @@ class GroupDecoder:
         self.batches: list[int] = []  # the batch size of every decode step (tests and stats read it)
         self.generation_s = 0.0
         self.tokens = 0
+        self._eos_ids: set[int] | None = None
 
     # ------------------------------------------------------------------ the group
 
@@ -209,8 +210,12 @@ class GroupDecoder:
             h.vision = {k: v for k, v in slot.extra.items()}
 
     def _eos(self) -> set[int]:
-        tok = self.policy.tokenizer
-        return {i for i in (*self.policy._eos_ids(), getattr(tok, "eos_token_id", None)) if i is not None}
+        """The ids that end a turn: the model's end-of-sequence ids and the tokenizer's."""
+        if self._eos_ids is None:
+            tok = self.policy.tokenizer
+            self._eos_ids = {i for i in (*self.policy._eos_ids(), getattr(tok, "eos_token_id", None))
+                             if i is not None}
+        return self._eos_ids
 
     def _finish_turn(self, slot: RolloutSlot, ids: list[int], logprobs: list[float]) -> str:
         tok = self.policy.tokenizer
@@ -238,7 +243,7 @@ class GroupDecoder:
         return mask
 
     def _turn_ended(self, ids: list[int]) -> bool:
-        if ids and ids[-1] in self._eos_cache:
+        if ids and ids[-1] in self._eos():
             return True
         tail = self.policy.tokenizer.decode(ids[-self.window:], skip_special_tokens=False)
         return any(s in tail for s in TURN_END_STRINGS)
@@ -248,7 +253,6 @@ class GroupDecoder:
     def _decode(self, slots: list[RolloutSlot]) -> list[str]:
         import torch
 
-        self._eos_cache = self._eos()
         with torch.no_grad():
             if self.policy.is_image_text:
                 return [self._decode_alone(s) for s in slots]
