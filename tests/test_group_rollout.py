@@ -37,6 +37,8 @@ def _group(policy, n: int, *, temperature: float, top_p: float = 1.0, max_new_to
 
 def _runs(mask: list[int]) -> list[tuple[int, int, int]]:
     """Maximal runs ``(value, start, end)`` of a 0/1 mask."""
+    if not mask:
+        return []
     out, start = [], 0
     for i in range(1, len(mask) + 1):
         if i == len(mask) or mask[i] != mask[start]:
@@ -61,7 +63,8 @@ def test_lock_step_rollouts_match_sequential_ones_under_greedy(tiny_policy):
 
 
 class RecordingDecoder:
-    """Wraps the picker so a test sees every id the sampler drew, row by row."""
+    """Records every id the sampler drew; the first rollout's turns end after 5 tokens, so its next
+    turn joins a batch whose other rows are still writing (rows at different turns, left padded)."""
 
     @staticmethod
     def make():
@@ -71,11 +74,20 @@ class RecordingDecoder:
             def __init__(self, *a, **kw):
                 super().__init__(*a, **kw)
                 self.drawn: list[list[int]] = []
+                self.turn_of: list[dict[int, int]] = []
 
             def _pick(self, logits):
                 tokens, logp = super()._pick(logits)
                 self.drawn.append(tokens.tolist())
                 return tokens, logp
+
+            def _turn_ended(self, slot, ids):
+                return (slot.index == 0 and len(ids) >= 5) or super()._turn_ended(slot, ids)
+
+            def _step(self, batch):  # which turn each row of this step is writing
+                self.turn_of.append({r.slot.index: sum(v == 1 for v, _, _ in _runs(r.slot.history.env_mask))
+                                     for r in batch.reqs})
+                return super()._step(batch)
 
         return Recording
 
@@ -127,14 +139,17 @@ def test_rows_leave_the_batch_when_their_turn_or_rollout_ends(tiny_policy):
     import dataclasses
 
     torch.manual_seed(5)
-    decoder, agents = _group(tiny_policy, 4, temperature=1.0, max_new_tokens=30)
-    agents[0].config = dataclasses.replace(agents[0].config, max_rounds=1)  # this rollout ends after one turn
+    decoder, agents = _group(tiny_policy, 4, temperature=1.0, max_new_tokens=30, decoder_cls=RecordingDecoder.make())
+    agents[3].config = dataclasses.replace(agents[3].config, max_rounds=1)  # this rollout ends after one turn
     results = decoder.rollout(agents, "draw a red cat")
-    assert len(results[0][0].steps) == 1 and all(len(t.steps) == 2 for t, _ in results[1:])
+    assert len(results[3][0].steps) == 1 and all(len(t.steps) == 2 for t, _ in results[:3])
     sampled = sum(sum(h.env_mask) for _, h in results)
     # A decode step carries exactly the rows still writing their turn: no padding rows, and the
-    # ended rollout takes no part in the second round.
+    # ended rollout takes no part after its turn.
     assert sum(decoder.batches) == sampled
-    first_round = max(len(results[0][1].completion_ids), 1)
+    first_round = max(len(results[3][1].completion_ids), 1)
     assert max(decoder.batches) == 4 and max(decoder.batches[first_round:]) <= 3
+    # A second turn joins the running batch when it is queued, not after the round's slowest row:
+    # rollout 0 writes its second turn while the others still write their first.
+    assert any(step.get(0) == 1 and 0 in step.values() for step in decoder.turn_of)
     assert decoder.tokens == sampled

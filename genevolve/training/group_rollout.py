@@ -2,10 +2,12 @@
 
 The G rollouts of one prompt run the real agent loop (``Agent.run``: profile, parsing, tools,
 nudges, termination), one thread each, each agent talking to its own ``RolloutSlot``. A slot's
-``stream`` does not decode: it hands the slot's context to the ``GroupDecoder`` and waits. Once
-every live rollout of the group is waiting, the decoder decodes all their next turns as one batch
-and wakes them; a rollout whose agent has ended leaves the group, and a row whose turn has ended
-leaves the batch at once. Tool calls run between turns in the rollouts' own threads.
+``stream`` does not decode: it hands the slot's context to the ``GroupDecoder`` and waits. The
+caller's thread decodes the queued turns of the group as one batch, one token step at a time: a
+row whose turn has ended leaves the batch at once (its agent runs the tool call in its thread),
+and its next turn joins the running batch as soon as it is queued; a rollout whose agent has ended
+leaves the group. Before each step the decoder waits until every live rollout is in the batch or
+has queued its turn, so the batches, and with them the samples, are the same on every run.
 
 Each slot keeps its token history: the prompt ids, then per turn the ids the model sampled (with
 their log-probs under the sampling distribution: the config's temperature and top_p) and the ids
@@ -90,12 +92,46 @@ class RolloutSlot(PolicyBase):
         return dict(self._last_stats)
 
 
-@dataclass
+@dataclass(eq=False)  # a request is itself: membership tests are by identity
 class _Request:
     slot: RolloutSlot
     text: str | None = None
     error: BaseException | None = None
     done: bool = False
+
+
+class _Batch:
+    """The rows decoding together: their requests, one stacked KV cache (left padded) and masks."""
+
+    def __init__(self):
+        self.reqs: list[_Request] = []
+        self.cache = None
+        self.mask = None  # (rows, columns): 1 on each row's real columns
+        self.nxt = None  # each row's next id to feed
+        self.pos = None  # its position
+        self.turn_ids: list[list[int]] = []
+        self.turn_lp: list[list[float]] = []
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1]) if self.reqs else 0
+
+    def keep(self, rows: list[int]) -> None:
+        import torch
+
+        if not rows:
+            self.__init__()
+            return
+        index = torch.tensor(rows, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.nxt, self.pos = self.mask[index], self.nxt[index], self.pos[index]
+        self.reqs = [self.reqs[b] for b in rows]
+        self.turn_ids = [self.turn_ids[b] for b in rows]
+        self.turn_lp = [self.turn_lp[b] for b in rows]
+
+    def drop(self, reqs: list[_Request]) -> None:
+        if reqs:
+            self.keep([b for b, r in enumerate(self.reqs) if r not in reqs])
 
 
 class GroupDecoder:
@@ -119,7 +155,7 @@ class GroupDecoder:
 
     def rollout(self, agents: Sequence, request: str, images: Sequence = ()) -> list[tuple]:
         """Run each agent (each on its own ``RolloutSlot``) on ``request`` in lock step:
-        ``[(trajectory, token history)]`` in agent order."""
+        ``[(trajectory, token history)]`` in agent order. The calling thread decodes."""
         slots = [a.policy for a in agents]
         for i, s in enumerate(slots):
             if not isinstance(s, RolloutSlot) or s.decoder is not self or s.index != i:
@@ -139,12 +175,15 @@ class GroupDecoder:
                    for i in range(len(agents))]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            self._serve()
+        finally:
+            for t in threads:
+                t.join()
         return [(traj, s.history) for traj, s in zip(results, slots)]
 
     def turn(self, slot: RolloutSlot, messages: list[dict], images: Sequence) -> str:
-        """Called from a rollout's thread: queue its next turn, wait for the batch, return the turn's text."""
+        """Called from a rollout's thread: queue its next turn, wait until it is decoded, return its text."""
         req = _Request(slot)
         with self._cond:
             try:
@@ -152,7 +191,7 @@ class GroupDecoder:
             except Exception as exc:  # noqa: BLE001 - the agent records a policy error
                 raise PolicyError(f"{type(exc).__name__}: {exc}") from exc
             self._waiting[slot.index] = req
-            self._maybe_decode()
+            self._cond.notify_all()
             while not req.done:
                 self._cond.wait()
         if req.error is not None:
@@ -162,26 +201,54 @@ class GroupDecoder:
     def _leave(self, index: int) -> None:
         with self._cond:
             self._live.discard(index)
-            self._maybe_decode()
+            self._cond.notify_all()
 
-    def _maybe_decode(self) -> None:
-        """With the lock held: once every live rollout waits for its turn, decode them all."""
-        if not self._waiting or len(self._waiting) < len(self._live):
-            return
-        batch = [self._waiting[i] for i in sorted(self._waiting)]  # slot order: runs are reproducible
-        self._waiting = {}
-        t0 = time.perf_counter()
-        try:
-            texts = self._decode([r.slot for r in batch])
-            for r, text in zip(batch, texts):
-                r.text = text
-        except Exception as exc:  # noqa: BLE001 - every waiting rollout ends with the error
-            for r in batch:
-                r.error = exc
-        self.generation_s += time.perf_counter() - t0
-        for r in batch:
-            r.done = True
-        self._cond.notify_all()
+    def _serve(self) -> None:
+        """Decode, one step at a time, the turns of every rollout that is due one.
+
+        Before each step the decoder waits until every live rollout is either in the batch or has
+        queued its next turn (a rollout whose turn just ended runs its tool meanwhile), so which
+        rows decode together depends on the group's own turns only, never on thread timing: a
+        run is reproducible. A rollout whose turn is queued joins the running batch at once
+        rather than waiting for the slowest row of a round."""
+        import torch
+
+        batch = _Batch()
+        with self._cond, torch.no_grad():
+            while True:
+                while len(batch.reqs) + len(self._waiting) < len(self._live):
+                    self._cond.wait()
+                if not self._live and not batch.reqs and not self._waiting:
+                    return
+                t0 = time.perf_counter()
+                done: list[_Request] = []
+                if self._waiting:
+                    joining = [self._waiting.pop(i) for i in sorted(self._waiting)]
+                    try:
+                        if self.policy.is_image_text:  # one row at a time: rotary positions per row's images
+                            for r in joining:
+                                r.text = self._decode_alone(r.slot)
+                            done += joining
+                        else:
+                            self._join(batch, joining)
+                    except Exception as exc:  # noqa: BLE001 - these rollouts end with the error
+                        for r in joining:
+                            r.error = exc
+                        done += [r for r in joining if r not in done]
+                        batch.drop([r for r in joining if r in batch.reqs])
+                if batch.reqs:
+                    try:
+                        done += self._step(batch)
+                    except Exception as exc:  # noqa: BLE001 - every row of the batch ends with the error
+                        for r in batch.reqs:
+                            r.error = exc
+                        done += batch.reqs
+                        batch.drop(list(batch.reqs))
+                self.generation_s += time.perf_counter() - t0
+                for r in done:
+                    r.done = True
+                if done:
+                    self._cond.notify_all()
 
     # ------------------------------------------------------------------ token histories
 
@@ -242,21 +309,15 @@ class GroupDecoder:
             start = end
         return mask
 
-    def _turn_ended(self, ids: list[int]) -> bool:
+    def _turn_ended(self, slot: RolloutSlot, ids: list[int]) -> bool:
+        """Whether the turn ``ids`` (sampled so far for ``slot``) is complete: an end-of-turn id or a
+        closing tag (``</tool_call>``, ``</answer>``) at its tail."""
         if ids and ids[-1] in self._eos():
             return True
         tail = self.policy.tokenizer.decode(ids[-self.window:], skip_special_tokens=False)
         return any(s in tail for s in TURN_END_STRINGS)
 
     # ------------------------------------------------------------------ decoding
-
-    def _decode(self, slots: list[RolloutSlot]) -> list[str]:
-        import torch
-
-        with torch.no_grad():
-            if self.policy.is_image_text:
-                return [self._decode_alone(s) for s in slots]
-            return self._decode_batch(slots)
 
     def _pick(self, logits):
         """Next tokens from raw logits ``(B, V)`` and their log-probs under the sampling distribution."""
@@ -295,12 +356,13 @@ class GroupDecoder:
         slot.cache = [(layer.keys, layer.values) for layer in cache.layers]
         slot.cached = len(ids) - 1
 
-    def _decode_batch(self, slots: list[RolloutSlot]) -> list[str]:
+    def _join(self, batch: "_Batch", reqs: list[_Request]) -> None:
+        """Bring the rows' caches up to their histories and add them to the batch (left padded)."""
         import torch
         from transformers import DynamicCache
 
-        model = self.policy.model
-        device = model.device
+        device = self.policy.model.device
+        slots = [r.slot for r in reqs]
         # The rollouts of a group share their prompt: prefill it once for all.
         first = [s for s in slots if s.cache is None]
         if len(first) > 1 and all(s.history.ids == first[0].history.ids for s in first):
@@ -309,56 +371,65 @@ class GroupDecoder:
                 s.cache, s.cached = first[0].cache, first[0].cached
         for s in slots:
             self._extend(s)
-        width = max(s.cached for s in slots)
+        old = batch.cache.layers if batch.reqs else []
+        width = max([batch.width] + [s.cached for s in slots])
+
+        def padded(t, pad):
+            return torch.cat([t.new_zeros(*t.shape[:-2], pad, t.shape[-1]), t], dim=-2) if pad else t
+
         layers = []
         for l in range(len(slots[0].cache)):
-            ks, vs = [], []
-            for s in slots:
-                k, v = s.cache[l]
-                pad = width - k.shape[-2]
-                if pad:
-                    k = torch.cat([k.new_zeros(*k.shape[:-2], pad, k.shape[-1]), k], dim=-2)
-                    v = torch.cat([v.new_zeros(*v.shape[:-2], pad, v.shape[-1]), v], dim=-2)
-                ks.append(k)
-                vs.append(v)
+            ks = [padded(s.cache[l][0], width - s.cached) for s in slots]
+            vs = [padded(s.cache[l][1], width - s.cached) for s in slots]
+            if old:  # rows already decoding: widen them on the left when a longer row joins
+                ks.insert(0, padded(old[l].keys, width - batch.width))
+                vs.insert(0, padded(old[l].values, width - batch.width))
             layers.append((torch.cat(ks), torch.cat(vs)))
-        cache = DynamicCache(ddp_cache_data=layers)
+        batch.cache = DynamicCache(ddp_cache_data=layers)
         mask = torch.zeros(len(slots), width, dtype=torch.long, device=device)
         for b, s in enumerate(slots):
             mask[b, width - s.cached:] = 1
-        rows = list(range(len(slots)))  # batch row -> slot position
+        if batch.reqs:
+            left = torch.zeros(len(batch.reqs), width - batch.width, dtype=torch.long, device=device)
+            mask = torch.cat([torch.cat([left, batch.mask], dim=1), mask])
+        batch.mask = mask
         nxt = torch.tensor([s.history.ids[-1] for s in slots], dtype=torch.long, device=device)
         pos = torch.tensor([s.cached for s in slots], dtype=torch.long, device=device)
-        turn_ids: list[list[int]] = [[] for _ in slots]
-        turn_lp: list[list[float]] = [[] for _ in slots]
-        texts: list[str | None] = [None] * len(slots)
-        for _ in range(self.max_new_tokens):
-            self.batches.append(len(rows))
-            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long, device=device)], dim=1)
-            out = model(input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=pos.unsqueeze(1),
-                        cache=cache, use_cache=True)
-            tokens, logp = self._pick(out.logits[:, -1, :])
-            keep = []
-            for b, i in enumerate(rows):
-                turn_ids[i].append(int(tokens[b]))
-                turn_lp[i].append(float(logp[b]))
-                fed = slots[i].cached + len(turn_ids[i])  # this row's real columns in the cache
-                if self._turn_ended(turn_ids[i]) or len(turn_ids[i]) >= self.max_new_tokens:
-                    slots[i].cache = [(layer.keys[b:b + 1, :, -fed:].clone(), layer.values[b:b + 1, :, -fed:].clone())
-                                      for layer in cache.layers]
-                    texts[i] = self._finish_turn(slots[i], turn_ids[i], turn_lp[i])
-                    slots[i].cached = fed  # the last sampled id is fed with the next context
-                else:
-                    keep.append(b)
-            if not keep:
-                break
-            if len(keep) < len(rows):  # a row whose turn ended leaves the batch
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, tokens, pos = mask[index], tokens[index], pos[index]
-                rows = [rows[b] for b in keep]
-            nxt, pos = tokens, pos + 1
-        return [t or "" for t in texts]
+        batch.nxt = torch.cat([batch.nxt, nxt]) if batch.reqs else nxt
+        batch.pos = torch.cat([batch.pos, pos]) if batch.reqs else pos
+        batch.reqs += reqs
+        batch.turn_ids += [[] for _ in reqs]
+        batch.turn_lp += [[] for _ in reqs]
+
+    def _step(self, batch: "_Batch") -> list[_Request]:
+        """One decode step for every row of the batch; the rows whose turn ended leave it."""
+        import torch
+
+        model = self.policy.model
+        device = model.device
+        self.batches.append(len(batch.reqs))
+        batch.mask = torch.cat([batch.mask, torch.ones(len(batch.reqs), 1, dtype=torch.long, device=device)], dim=1)
+        out = model(input_ids=batch.nxt.unsqueeze(1), attention_mask=batch.mask, position_ids=batch.pos.unsqueeze(1),
+                    cache=batch.cache, use_cache=True)
+        tokens, logp = self._pick(out.logits[:, -1, :])
+        keep, finished = [], []
+        for b, req in enumerate(batch.reqs):
+            ids, slot = batch.turn_ids[b], req.slot
+            ids.append(int(tokens[b]))
+            batch.turn_lp[b].append(float(logp[b]))
+            fed = slot.cached + len(ids)  # this row's real columns in the cache (the newest id is not fed yet)
+            if self._turn_ended(slot, ids) or len(ids) >= self.max_new_tokens:
+                slot.cache = [(layer.keys[b:b + 1, :, -fed:].clone(), layer.values[b:b + 1, :, -fed:].clone())
+                              for layer in batch.cache.layers]
+                slot.cached = fed
+                req.text = self._finish_turn(slot, ids, batch.turn_lp[b])
+                finished.append(req)
+            else:
+                keep.append(b)
+        batch.nxt, batch.pos = tokens, batch.pos + 1
+        if finished:
+            batch.keep(keep)
+        return finished
 
     def _decode_alone(self, slot: RolloutSlot) -> str:
         """An image-text model's turn: the whole history (with its images) through ``generate``."""
