@@ -4,10 +4,9 @@
 
 1. A 4-round trajectory (our system prompt, a request, three tool responses of realistic length),
    greedy, with KV reuse vs re-prefilling the whole conversation every round.
-2. ``sample(n=6)`` (one batched generate, prompt prefilled once) vs 6 sequential generations.
-3. Memory of the 4-bit NF4 load vs the bf16 load (parameter bytes, and process RSS growth measured
+2. Memory of the 4-bit NF4 load vs the bf16 load (parameter bytes, and process RSS growth measured
    in a fresh subprocess each).
-4. Streaming tokens/s and time to the first delta.
+3. Streaming tokens/s and time to the first delta.
 """
 
 from __future__ import annotations
@@ -125,24 +124,6 @@ def main() -> None:
                      "prompt_tokens": prompts, "prefilled_reprefill": full_pref, "prefilled_reuse": reuse_pref,
                      "same_text": full_out == reuse_out}
 
-    # 2. sample(n=6) vs 6 sequential generations
-    from genevolve.protocol import load_system_prompt
-
-    convo = [{"role": "system", "content": load_system_prompt()}, {"role": "user", "content": REQUEST}]
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    seq_tokens = sum(len(policy.sample(convo, n=1, max_new_tokens=args.new_tokens)[0].token_ids) for _ in range(6))
-    seq_s = time.perf_counter() - t0
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    batch = policy.sample(convo, n=6, max_new_tokens=args.new_tokens)
-    batch_s = time.perf_counter() - t0
-    batch_tokens = sum(len(s.token_ids) for s in batch)
-    results["sample"] = {"sequential_s": seq_s, "sequential_tokens": seq_tokens, "batched_s": batch_s,
-                         "batched_tokens": batch_tokens, "sequential_tok_per_s": seq_tokens / seq_s,
-                         "batched_tok_per_s": batch_tokens / batch_s,
-                         "throughput_ratio": (batch_tokens / batch_s) / (seq_tokens / seq_s),
-                         "prompt_tokens": len(batch[0].prompt_ids)}
     del policy
 
     # 3. memory, each load in its own process
@@ -161,28 +142,25 @@ def main() -> None:
 
 
 def _report(r: dict, args) -> str:
-    kv, sm, mem, st = r["kv"], r["sample"], r["memory"], r["stream"]
+    kv, mem, st = r["kv"], r["memory"], r["stream"]
     return f"""# Local policy (Gemma 3 270M base, `nano`) — speed and memory
 
 Command: `python benchmarks/local_policy.py` (greedy for the trajectory, {args.new_tokens} new tokens per
-round / per sample; dtype {r['dtype']}, {r['torch_threads']} torch threads). Measured on the 2-core CPU
+round; dtype {r['dtype']}, {r['torch_threads']} torch threads). Measured on the 2-core CPU
 machine (load average printed below the table when it matters): absolute times are noisy, the
 ratios are measured side by side in the same run.
 
 | measurement | baseline | ours | ratio |
 |---|---|---|---|
 | 4-round trajectory, end to end | re-prefill every round: {kv['reprefill_s']:.1f} s | KV reuse: {kv['reuse_s']:.1f} s | **{kv['speedup']:.2f}×** faster (target ≥ 1.5×) |
-| group sampling throughput | 6 sequential generations: {sm['sequential_tok_per_s']:.1f} tok/s | `sample(n=6)`: {sm['batched_tok_per_s']:.1f} tok/s | **{sm['throughput_ratio']:.2f}×** (target ≥ 2.5×) |
 | model memory (parameter bytes) | bf16: {mem['bf16']['footprint_mb']:.0f} MiB | 4-bit NF4: {mem['4bit']['footprint_mb']:.0f} MiB | **{mem['footprint_ratio']:.2f}** |
 | process RSS growth on load | bf16: {mem['bf16']['rss_growth_mb']:.0f} MiB | 4-bit NF4: {mem['4bit']['rss_growth_mb']:.0f} MiB | {mem['rss_ratio']:.2f} |
 | streaming | — | {st['tok_per_s']:.1f} tok/s, first delta after {st['first_delta_s']:.2f} s ({st['deltas']} deltas for {st['new_tokens']} tokens) | — |
 
 Trajectory detail: prompt tokens per round {kv['prompt_tokens']}; tokens prefilled per round with
 re-prefill {kv['prefilled_reprefill']} vs with reuse {kv['prefilled_reuse']}. Same greedy text
-both ways: {kv['same_text']}. Sampling: prompt {sm['prompt_tokens']} tokens (our system prompt +
-request); {sm['sequential_tokens']} tokens in {sm['sequential_s']:.1f} s sequentially vs
-{sm['batched_tokens']} in {sm['batched_s']:.1f} s batched (the prompt is prefilled once and its
-cache shared by the 6 rows). Load times: bf16 {mem['bf16']['load_s']:.1f} s, 4-bit
+both ways: {kv['same_text']}. Group decoding (GRPO's lock-step rollouts) is measured by
+`benchmarks/grpo_step.py`. Load times: bf16 {mem['bf16']['load_s']:.1f} s, 4-bit
 {mem['4bit']['load_s']:.1f} s (from the cached HF copy of the GGUF file).
 
 The 4-bit RSS includes bitsandbytes' own import and the bf16 weights it reads before quantising,

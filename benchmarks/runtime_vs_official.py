@@ -14,8 +14,9 @@ Workloads (all in one run, ratios official/ours; > 1 means ours is faster):
 3. the same, 8 at a time;
 4. GRPO-style: 8 prompts × 6 rollouts, 8 at a time, the 6 rollouts of a prompt submitted together
    (so they run at the same time and ask the same tool questions at the same moment);
-5. the same 48 rollouts leader-first, as ``genevolve.rollouts.run_groups`` schedules a group (the
-   first rollout of every prompt, then the second, ...); the official runtime gets the same order.
+5. the same 48 rollouts leader-first (the first rollout of every prompt, then the second, ...; a
+   schedule kept here, the product's GRPO rolls a group out in lock step instead); the official
+   runtime gets the same order.
 
 First, the client alone (``client``): one turn, streamed and not, through the openai SDK and through
 our lean client (``genevolve/policies/chat_stream.py``) — the before/after of the hot path.
@@ -152,9 +153,15 @@ class Ours:
         return len(traj.steps)
 
     def run_groups(self, prompts: list[str], group_size: int, parallel: int) -> int:
-        from genevolve.rollouts import run_groups
+        """``group_size`` rollouts of each prompt, ``parallel`` at a time, leader-first."""
+        from concurrent.futures import ThreadPoolExecutor
 
-        groups = run_groups(self.agent, prompts, group_size, parallel)
+        order = _leader_first(len(prompts), group_size)
+        with ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="rollout") as pool:
+            trajectories = list(pool.map(lambda p: self.agent.run(prompts[p]), order))
+        groups: list[list] = [[] for _ in prompts]
+        for p, traj in zip(order, trajectories):
+            groups[p].append(traj)
         bad = [t.reason for g in groups for t in g if t.termination != "answer"]
         assert not bad, bad[:3]
         return sum(len(t.steps) for g in groups for t in g)
@@ -269,9 +276,8 @@ def timed(runtime, requests: list[str], parallel: int) -> tuple[float, int]:
 
 
 def _leader_first(n_prompts: int, group_size: int) -> list[int]:
-    from genevolve.rollouts import leader_first
-
-    return leader_first(n_prompts, group_size)
+    """Prompt indices in the order their rollouts start: every prompt once, then again, ..."""
+    return [p for _ in range(group_size) for p in range(n_prompts)]
 
 
 def build(kind: str, official_pkg, base_url: str, tool_latency: float, tmp: Path, tag: str):
@@ -360,7 +366,7 @@ def main() -> None:
                     plan += [("group_together", f"GRPO-style: {args.prompts} prompts x {args.group} rollouts, "
                                                 f"parallel {args.parallel}, a prompt's rollouts together",
                               together, args.parallel),
-                             ("group", "same, leader-first (ours: rollouts.run_groups)", leader_first, args.parallel)]
+                             ("group", "same, leader-first", leader_first, args.parallel)]
                 for key, label, reqs, parallel in plan:
                     row = {"label": label, "unit": "s"}
                     for k in kinds:

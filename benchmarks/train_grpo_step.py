@@ -55,7 +55,7 @@ def main() -> None:
         model=ModelConfig(name="gemma3-270m", dtype="float32", max_length=3072, gradient_checkpointing=True,
                           lora={"r": 16, "alpha": 32}),
         prompts=str(tmp / "prompts.jsonl"), run_dir=str(tmp / "run"), max_steps=1, group_size=args.group,
-        lr=1e-5, max_new_tokens=args.new_tokens, tools="offline",
+        learning_rate=1e-5, max_new_tokens=args.new_tokens, tools="offline",
         sdl=SDLConfig(enabled=True, store_path=str(tmp / "guides.db")))
     cfg.agent.max_rounds, cfg.agent.max_tool_calls = args.rounds, args.rounds - 1
     t0 = time.perf_counter()
@@ -82,12 +82,14 @@ def main() -> None:
     # The SDL term on trajectories that do have decision tokens (the planner's), timed alone.
     import torch
 
+    from genevolve.training.data import ConversationEncoder
     from genevolve.training.sdl import sdl_loss, with_guide
 
     guide, _, _ = run.buffer.retrieve(cases[0]["question"], bump=False)
     rec = planner_traj.to_sft_record()
-    student = run.encoder.encode(rec["messages"], rec["images"])
-    teacher = run.encoder.encode(with_guide(rec["messages"], guide), rec["images"])
+    encoder = ConversationEncoder(run.tokenizer, run.processor, max_length=cfg.model.max_length)
+    student = encoder.encode(rec["messages"], rec["images"])
+    teacher = encoder.encode(with_guide(rec["messages"], guide), rec["images"])
     trainer.model.train()
     t1 = time.perf_counter()
     terms = None

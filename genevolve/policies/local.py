@@ -10,15 +10,15 @@ What other code may rely on (the training code uses these names):
   placeholders expanded to patch tokens, i.e. exactly what the model is fed)
 - ``stream(messages, images) -> Iterator[str]``  one assistant turn as live text deltas; stops at
   the end of the turn (``</tool_call>`` / ``</answer>``) or an end-of-turn token
-- ``sample(messages, n, ...) -> list[Sample]``  n independent continuations in one batched
-  generate call. ``Sample.logprobs[i]`` is log p(token_ids[i]) under the model's *raw* logits
-  (log-softmax of the unprocessed next-token logits, i.e. temperature 1, no top-p/top-k), which
-  is what a policy-gradient ratio needs whatever temperature the rollout was drawn with.
+- ``encode_after_last_turn(messages) -> ids``  the context the template adds after the last
+  assistant turn (GRPO's lock-step rollouts, ``training.group_rollout``, extend a token history
+  with it, so sampled turns keep their ids)
 - ``take_warnings() -> list[str]``  warnings for the trajectory (the agent calls it every round)
 - ``prepare_turn(rules)``  the next turn's ``grammar.TurnRules`` (tools, skills, shown images, whether
   an answer is due); the agent calls it before every turn, and ``stream`` then generates that turn
   under the grammar (``?grammar=0`` turns it off), so the turn always parses. Without it (a bare
-  ``stream`` call) decoding is unconstrained. ``sample`` stays unconstrained: GRPO must see the format errors it learns from.
+  ``stream`` call) decoding is unconstrained, as GRPO's rollouts are: they must see the format
+  errors they learn from.
 
 KV reuse: a trajectory re-sends a growing conversation each round. The cache of the previous
 call is kept with the token ids it holds; when a new prompt extends them, the cache is cropped to
@@ -77,17 +77,6 @@ BASE_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
-
-
-@dataclass
-class Sample:
-    """One sampled continuation. ``logprobs`` are under the raw logits (see the module docstring)."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    prompt_ids: list[int]
-    finished: bool = True  # False when max_new_tokens cut the turn short
 
 
 @dataclass
@@ -301,7 +290,36 @@ class LocalPolicy(PolicyBase):
     def _inputs(self, messages: list[dict], images: Sequence) -> _Inputs:
         chat, pil = self._chat(messages, images)
         text = self._apply_template(chat)
-        spans = self._data_spans(chat, text)
+        return self._encode_text(text, self._data_spans(chat, text), pil)
+
+    def encode_after_last_turn(self, messages: list[dict], images: Sequence = ()) -> _Inputs:
+        """What the chat template adds after the last assistant message's text (its end-of-turn
+        marker, the messages after it, the next turn's header), as ids tokenised on their own: the
+        context between two turns of a token history whose turns keep the ids that were sampled."""
+        chat, pil = self._chat(messages, images)
+        text = self._apply_template(chat)
+        last = max((i for i, m in enumerate(chat) if m["role"] == "assistant"), default=None)
+        if last is None:
+            raise PolicyError("no assistant turn to continue after")
+        cursor = 0
+        for m in chat[:last + 1]:  # locate each message in order, so an echo later on cannot match
+            content = _text_of(m)
+            pos = text.find(content, cursor)
+            if pos < 0:  # templates that trim message text
+                content = content.strip()
+                pos = text.find(content, cursor)
+            if pos < 0:
+                raise PolicyError(f"{self.name}: the chat template rewrites message text; the context after "
+                                  "a turn cannot be cut from it")
+            cursor = pos + len(content)
+        spans = [(max(a, cursor) - cursor, b - cursor) for a, b in self._data_spans(chat, text) if b > cursor]
+        shown = sum(1 for m in chat[last + 1:] if isinstance(m["content"], list)
+                    for part in m["content"] if part.get("type") == "image")
+        return self._encode_text(text[cursor:], spans, pil[len(pil) - shown:] if shown else [])
+
+    def _encode_text(self, text: str, spans: list[tuple[int, int]], pil: list) -> _Inputs:
+        """Rendered text (``spans``: message text holding control-token strings) and the images its
+        placeholders stand for, as the ids the model is fed."""
         if not self.is_image_text:
             return _Inputs(ids=self._tokenize(text, spans))
         image_token = getattr(self.processor, "image_token_id", None)
@@ -417,7 +435,7 @@ class LocalPolicy(PolicyBase):
         def work():
             try:
                 with torch.no_grad():
-                    result["out"] = self._generate(inputs, cache, n=1, max_new_tokens=max_new,
+                    result["out"] = self._generate(inputs, cache, max_new_tokens=max_new,
                                                    temperature=self.temperature, top_p=self.top_p,
                                                    streamer=streamer, cancel=cancel, processor=grammar_proc)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -527,7 +545,7 @@ class LocalPolicy(PolicyBase):
         m = base() if callable(base) else m
         return getattr(m, "model", m)
 
-    def _generate(self, inputs: _Inputs, cache, *, n: int, max_new_tokens: int, temperature: float, top_p: float,
+    def _generate(self, inputs: _Inputs, cache, *, max_new_tokens: int, temperature: float, top_p: float,
                   streamer=None, cancel: threading.Event | None = None, processor=None) -> dict:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -540,15 +558,6 @@ class LocalPolicy(PolicyBase):
             # All image tokens are in the cache already: the pixels must not be encoded again.
             extra.pop("pixel_values", None)
             extra.pop("image_grid_thw", None)
-        if n > 1:
-            ids = ids.repeat(n, 1)
-            extra = {k: (v.repeat(n, *([1] * (v.dim() - 1))) if k == "mm_token_type_ids" else v)
-                     for k, v in extra.items()}
-            if cached:
-                cache.batch_repeat_interleave(n)
-                deltas = _rope_deltas(self.model)
-                if deltas is not None and deltas.shape[0] == 1:
-                    self.model_core().rope_deltas = deltas.repeat(n, 1)
         stop = _TurnEndCriteria(self.tokenizer, prompt_len=ids.shape[1], cancel=cancel, eos_ids=self._eos_ids())
         sampling = temperature > 0
         gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,
@@ -571,56 +580,6 @@ class LocalPolicy(PolicyBase):
     def _eos_ids(self) -> list[int]:
         eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         return [eos] if isinstance(eos, int) else list(eos or [])
-
-    def sample(self, messages: list[dict], n: int = 6, *, max_new_tokens: int | None = None,
-               temperature: float = 1.0, top_p: float = 1.0, images: Sequence = ()) -> list[Sample]:
-        """n independent continuations of one prompt in one batched generate call.
-
-        The prompt is prefilled once and its cache copied to the n rows; each row stops at its own
-        turn end (finished rows are padded while the others go on).
-        """
-        import torch
-        from transformers import DynamicCache
-
-        inputs = self._inputs(messages, images)
-        with torch.no_grad():
-            cache = DynamicCache()
-            if len(inputs.ids) > 1:
-                self._prefill(inputs, cache)
-            out = self._generate(inputs, cache, n=n, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                 temperature=temperature, top_p=top_p)
-        logits = torch.stack(out["logits"], dim=1).float()  # (n, steps, vocab), raw, before any processor
-        logp = torch.log_softmax(logits, dim=-1)
-        completion = out["completion"]
-        chosen = logp.gather(-1, completion[:, : logp.shape[1]].unsqueeze(-1)).squeeze(-1)
-        samples = []
-        for row in range(n):
-            length = out["stopped"].get(row, completion.shape[1])
-            toks = completion[row, :length].tolist()
-            samples.append(Sample(text=self.tokenizer.decode(toks, skip_special_tokens=True), token_ids=toks,
-                                  logprobs=chosen[row, :length].tolist(), prompt_ids=list(inputs.ids),
-                                  finished=row in out["stopped"]))
-        return samples
-
-    def _prefill(self, inputs: _Inputs, cache) -> None:
-        """Run the prompt minus its last token through the model into ``cache`` (once, for all rows)."""
-        import torch
-
-        device = self.model.device
-        ids = torch.tensor([inputs.ids[:-1]], dtype=torch.long, device=device)
-        extra = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.extra.items()}
-        if "mm_token_type_ids" in extra:
-            extra["mm_token_type_ids"] = extra["mm_token_type_ids"][:, :-1]
-        if inputs.vision_mask is not None and any(inputs.vision_mask):
-            # Let generate() work out the 3D positions for this prompt, then keep its cache.
-            self._generate(_Inputs(ids=inputs.ids[:-1], extra=extra, vision_mask=inputs.vision_mask[:-1]),
-                           cache, n=1, max_new_tokens=1, temperature=0.0, top_p=1.0)
-            cache.crop(-(cache.get_seq_length() - (len(inputs.ids) - 1)))
-            return
-        self.model(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, use_cache=True)
-        core = self.model_core()
-        if hasattr(core, "rope_deltas"):
-            core.rope_deltas = torch.zeros(1, 1, dtype=torch.long, device=device)
 
 
 class _TurnEndCriteria:
@@ -752,13 +711,6 @@ def _merge_same_roles(chat: list[dict]) -> list[dict]:
         else:
             merged.append(dict(m))
     return merged
-
-
-def _rope_deltas(model):
-    m = model.get_base_model() if hasattr(model, "get_base_model") else model
-    core = getattr(m, "model", m)
-    deltas = getattr(core, "rope_deltas", None)
-    return deltas.clone() if deltas is not None else None
 
 
 def _open_image(path):

@@ -1,7 +1,7 @@
 """Training: SFT cold start, GRPO with the hybrid reward, and SDL from Decision Guides.
 
 Modules, one concern each:
-  config.py      TrainingConfig (shared fields, help text per field), ModelConfig, YAML loading
+  config.py      TrainingConfig (SFT's fields, help text per field), ModelConfig, YAML loading
   distributed.py the process group (one process or several), is_main_process
   rng.py         seeding
   stopping.py    GracefulStop: SIGTERM/SIGINT finish the step, checkpoint, exit 0
@@ -10,8 +10,9 @@ Modules, one concern each:
                  at the positions that carry a loss
   sft.py         SFTConfig + train_sft
   sft_trainer.py GenevolveSFTTrainer: TRL's SFTTrainer on our encoded conversations, held-out loss
-  grpo.py        GRPOConfig (agent, reward and sdl sections), rollout tools, train_grpo
-  grpo_trainer.py  AgentGRPOTrainer: TRL's GRPOTrainer with our agent rollouts, rewards, SDL term
+  grpo.py        GRPOConfig (a trl.GRPOConfig with agent, reward and sdl sections), rollout tools, train_grpo
+  grpo_trainer.py  AgentGRPOTrainer: TRL's GRPOTrainer with our rollout_func, rewards, SDL term
+  group_rollout.py a GRPO group's rollouts in lock step: one batched decode per turn, sampled-id histories
   trl_run.py     the run folder on top of both TRL trainers: metrics rows, status, latest/best,
                  resume, SIGTERM / stop_after, the shared TRL arguments
   rewards.py     RewardConfig, HybridReward (render + judge + sufficiency), KeywordReward (a rule)
@@ -31,7 +32,7 @@ Run directory (``run_dir`` in the config; the studio's Training tab reads it whi
                        reward_mean, reward_std, <component>_mean
                        (r_img_mean, r_text_mean or keyword_mean), adv_mean, adv_std, adv_abs_mean, clip_frac,
                        trained_samples, tool_calls, tool_counts, skill_counts, terminations, tool_cache_hits,
-                       timings {generation_s, tools_s, render_s, judge_s, distill_s, retrieve_s, encode_s,
+                       timings {generation_s, tools_s, render_s, judge_s, distill_s, retrieve_s,
                        old_logp_s, forward_backward_s, teacher_sdl_s}; with SDL: sdl_loss, sdl_kl,
                        sdl_kept_tokens, guide_hit_rate, guides_added, buffer_size
     rollouts.jsonl     GRPO only: per prompt and step (and rank), each rollout's reward, advantage,

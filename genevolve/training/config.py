@@ -1,7 +1,8 @@
 """Training configs: the fields both trainers share, with help text, and loading them from YAML.
 
 Like TRL's ``*Config`` classes, each field carries its help text in ``metadata["help"]``
-(``describe(cls)`` prints them); ``SFTConfig`` and ``GRPOConfig`` extend ``TrainingConfig``.
+(``describe(cls)`` prints them); ``SFTConfig`` extends ``TrainingConfig``, and ``GRPOConfig``
+subclasses ``trl.GRPOConfig`` (TRL's fields used as TRL names them, ours added).
 Nested configs (``model``, ``agent``, ``reward``, ``sdl``) are typed dataclasses, filled from
 nested YAML mappings; an unknown key anywhere is an error that names it and the known ones.
 """
@@ -67,8 +68,12 @@ def describe(cls) -> str:
 
     def walk(c, indent: str) -> None:
         for f in dataclasses.fields(c):
+            if not f.init:
+                continue
             if f.default is not dataclasses.MISSING:
                 default = repr(f.default)
+            elif f.default_factory is dataclasses.MISSING:
+                default = "required"
             else:
                 value = f.default_factory()
                 default = "…" if dataclasses.is_dataclass(value) else repr(value)
@@ -95,20 +100,17 @@ def _nested_types(cls) -> dict[str, type]:
 def config_from_dict(cls: type[T], data: dict) -> T:
     """A (nested) config dataclass from a dict; unknown keys are an error that names them."""
     data = dict(data)
-    legacy = getattr(cls, "LEGACY_KEYS", {})
-    for old, (section, new) in legacy.items():  # flat keys older configs used, moved into a section
-        if old in data:
-            value = data.pop(old)
-            sub = data.get(section)
-            sub = dict(sub) if isinstance(sub, dict) else ({} if sub is None else sub)
-            if isinstance(sub, dict):
-                sub.setdefault(new, value)
-                data[section] = sub
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(sorted(names))}")
+        import difflib
+
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, names, n=1)) else k
+                 for k in sorted(unknown)]
+        known = sorted(getattr(cls, "__annotations__", {})) if len(names) > 60 else sorted(names)
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(hints)}; known: {', '.join(known)}"
+                         + (f" and every field of {cls.__mro__[1].__module__.split('.')[0]}.{cls.__mro__[1].__name__}"
+                            if len(names) > 60 else ""))
     nested = _nested_types(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -172,4 +174,5 @@ def _find_path(value: str, config_dir: Path) -> str:
 
 
 def config_to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """Plain data for config.yaml (a TRL config converts its enums in ``to_dict``)."""
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)

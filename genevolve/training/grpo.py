@@ -4,10 +4,12 @@ The engine is TRL's ``GRPOTrainer`` (``grpo_trainer.py`` subclasses it): it owns
 advantages, the clipped objective, the optimizer and schedule, checkpoints, DDP / DeepSpeed and
 vLLM. What is ours goes in through its extension points:
 
-- rollouts: a ``rollout_func`` runs our ``Agent`` (our tools behind a per-group cache, our turn
-  protocol) G times per prompt and hands TRL the whole conversation as one completion with an
-  ``env_mask`` that marks the policy's own tokens, so tool responses and template scaffolding
-  between turns are context, never trained;
+- the config: ``GRPOConfig`` is a ``trl.GRPOConfig`` (TRL's fields by TRL's names) plus ours;
+- rollouts: a ``rollout_func`` rolls each prompt's G rollouts of our ``Agent`` out in lock step
+  (``group_rollout``: one batched decode per turn, our tools behind a per-group cache) and hands
+  TRL each rollout's token history as one completion of the ids that were sampled, with their
+  sampling log-probs and an ``env_mask`` that marks them, so tool responses and template
+  scaffolding between turns are context, never trained;
 - rewards: our reward functions score the trajectory (program, render, judges) inside the
   rollout, and TRL's reward function reads that score;
 - SDL: ``compute_loss`` adds λ·(masked reverse KL to the teacher that sees the Decision Guide);
@@ -17,14 +19,20 @@ vLLM. What is ours goes in through its extension points:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
+
+import trl
 
 from genevolve.agent import AgentConfig
 from genevolve.embeddings import DEFAULT_MODEL
 from genevolve.program import IMG_ID_RE
 from genevolve.tools.base import Tool, ToolContext, ToolResult
-from genevolve.training.config import TrainingConfig, option
+from genevolve.training.config import ModelConfig, option
 from genevolve.training.rewards import RewardConfig
 from genevolve.training.sdl import GATE
 
@@ -44,24 +52,23 @@ class SDLConfig:
 
 
 @dataclass
-class GRPOConfig(TrainingConfig):
-    # Flat keys of older configs, read into the ``agent`` section.
-    LEGACY_KEYS = {"max_rounds": ("agent", "max_rounds"), "max_tool_calls": ("agent", "max_tool_calls"),
-                   "max_references": ("agent", "max_references"),
-                   "system_prompt_path": ("agent", "system_prompt_path"), "protocol": ("agent", "protocol")}
+class GRPOConfig(trl.GRPOConfig):
+    """``trl.GRPOConfig`` (every TRL field, used as TRL documents it: ``learning_rate``, ``beta``,
+    ``epsilon``, ``num_iterations``, ``temperature``, ``top_p``, ``loss_type``, ``save_steps``…)
+    plus what is ours: the prompts, the group, the agent, its tools, the reward, SDL, the run folder.
 
-    run_dir: str = option("runs/grpo", "Run folder: config.yaml, status.json, metrics.jsonl, checkpoints/.")
-    lr: float = option(1e-6, "Peak learning rate (AdamW, betas 0.9/0.99).")
-    save_every: int = option(10, "Checkpoint every this many steps (and always at the last step or a stop).")
+    Set from ours, not by hand: ``num_generations`` = ``group_size``, a step's batch
+    (``per_device_train_batch_size``) = ``prompts_per_step`` × ``group_size``, one generation per
+    step, ``max_completion_length`` = ``model.max_length``, and ``output_dir`` = run_dir/checkpoints.
+    """
+
+    # ours
+    model: ModelConfig = option(factory=ModelConfig, help="The policy to train (name, dtype, LoRA, max_length).")
+    run_dir: str = option("runs/grpo", "Run folder: config.yaml, status.json, metrics.jsonl, rollouts.jsonl, "
+                          "checkpoints/.")
     prompts: str = option("", "JSONL of bench rows ({\"question\" | \"prompt\", ...}); keywords for the rule reward.")
     prompts_per_step: int = option(1, "Prompts per step per process; each becomes a whole group on one process.")
-    group_size: int = option(6, "Rollouts per prompt (G).")
-    clip_eps: float = option(0.2, "PPO clip ε of the ratio.")
-    beta: float = option(0.0, "KL to the reference policy (the adapter switched off for LoRA).")
-    ppo_epochs: int = option(1, "Updates per batch of rollouts (TRL's num_iterations; >1 makes the ratio bite).")
-    scale_rewards: bool = option(True, "Divide advantages by the group's reward std.")
-    temperature: float = option(1.0, "Sampling temperature of the rollouts.")
-    top_p: float = option(1.0, "Nucleus sampling of the rollouts.")
+    group_size: int = option(6, "Rollouts per prompt (G), rolled out in lock step.")
     max_new_tokens: int = option(512, "Tokens per policy turn.")
     agent: AgentConfig = option(factory=AgentConfig,
                                 help="The agent loop: max_rounds, max_tool_calls, max_references, system_prompt_path.")
@@ -70,9 +77,55 @@ class GRPOConfig(TrainingConfig):
     reward: RewardConfig = option(factory=RewardConfig, help="The reward (typed; see RewardConfig).")
     sdl: SDLConfig = option(factory=SDLConfig, help="Self-distillation from Decision Guides.")
     save_images: bool = option(False, "Keep each rollout's rendered image under run_dir/images.")
-    use_vllm: bool = option(False, "Generate rollouts with vLLM (GPU hosts; see the README).")
-    vllm_mode: str = option("colocate", "colocate: vLLM in the training processes | server: trl vllm-serve.")
-    trl: dict = option(factory=dict, help="Further trl.GRPOConfig fields, passed through (e.g. loss_type).")
+    resume: bool = option(True, "Continue from checkpoints/latest when the run folder has one.")
+    stop_after: int | None = option(None, "Stop (checkpointed, resumable) after this many steps in this process.")
+
+    # TRL's fields, with our defaults
+    output_dir: str | None = option(None, "Set from run_dir (run_dir/checkpoints).")
+    seed: int = option(0, "Seeds Python, NumPy and torch (and the prompts' order in each epoch).")
+    max_steps: int = option(100, "Optimizer steps to run in total (a resumed run stops here too).")
+    learning_rate: float = option(1e-6, "Peak learning rate (AdamW, betas 0.9/0.99).")
+    adam_beta2: float = option(0.99, "AdamW beta2.")
+    lr_scheduler_type: str = option("cosine_with_min_lr", "Warm-up, then cosine decay to 10% of the peak rate.")
+    lr_scheduler_kwargs: dict | str | None = option(factory=lambda: {"min_lr_rate": 0.1}, help="The schedule's options.")
+    save_steps: float = option(10, "Checkpoint every this many steps (and always at the last step or a stop).")
+    save_total_limit: int | None = option(3, "Step checkpoints kept (latest is never pruned).")
+    logging_steps: float = option(1, "One metrics row per step.")
+    beta: float = option(0.0, "KL to the reference policy (the adapter switched off for LoRA).")
+    loss_type: str = option("grpo", "TRL's loss aggregation.")
+    shuffle_dataset: bool = option(False, "Off: the prompts are shuffled per epoch by seed when the dataset is built, "
+                                   "so a resumed run draws the same order.")
+    report_to: str | list[str] | None = option("none", "Loggers besides the run folder.")
+    remove_unused_columns: bool | None = option(False, "Keep the dataset's case_index column.")
+    disable_tqdm: bool | None = option(True, "The run folder's bar replaces TRL's.")
+    log_level: str = option("warning", "transformers' log level.")
+    ddp_find_unused_parameters: bool | None = option(False, "DDP: every parameter takes part in the loss.")
+
+    def __post_init__(self):
+        import torch
+
+        from genevolve.training.modeling import pick_dtype
+
+        self.num_generations = self.group_size
+        self.per_device_train_batch_size = self.prompts_per_step * self.group_size
+        self.gradient_accumulation_steps = 1
+        self.steps_per_generation = 1
+        self.generation_batch_size = None
+        self.max_completion_length = self.model.max_length
+        self.output_dir = self.output_dir or str(Path(self.run_dir) / "checkpoints")
+        on_gpu = torch.cuda.is_available()
+        self.use_cpu = self.use_cpu or not on_gpu
+        self.bf16 = bool(self.bf16 or (on_gpu and pick_dtype(self.model.dtype) == torch.bfloat16))
+        with warnings.catch_warnings():  # TRL reads transformers' own deprecated gradient_checkpointing name
+            warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
+            super().__post_init__()
+
+    def to_dict(self) -> dict:
+        """TRL's dict of the fields, with our nested sections as plain dicts (config.yaml)."""
+        out = super().to_dict()
+        for name in ("model", "agent", "reward", "sdl"):
+            out[name] = dataclasses.asdict(getattr(self, name))
+        return out
 
 
 # ---------------------------------------------------------------- tools shared by a group
@@ -81,7 +134,8 @@ class GroupToolCache(Tool):
     """Memoises a tool's results for the G rollouts of one prompt.
 
     A hit re-registers the result's images in the calling trajectory's registry and renames
-    the IMG ids in the text, so every trajectory keeps its own consistent ids.
+    the IMG ids in the text, so every trajectory keeps its own consistent ids. The rollouts of a
+    group run in threads (lock step): one call at a time, so an identical call runs once.
     """
 
     def __init__(self, tool: Tool):
@@ -92,11 +146,16 @@ class GroupToolCache(Tool):
         self.memo: dict[str, ToolResult] = {}
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()
 
     def clear(self) -> None:
         self.memo.clear()
 
     def __call__(self, args: dict, ctx: ToolContext) -> ToolResult:
+        with self._lock:
+            return self._call(args, ctx)
+
+    def _call(self, args: dict, ctx: ToolContext) -> ToolResult:
         key = json.dumps(args, sort_keys=True, ensure_ascii=False, default=str)
         hit = self.memo.get(key)
         if hit is None:

@@ -2,27 +2,27 @@
 
 Imported only by ``grpo.train_grpo`` (it pulls in torch, transformers and trl).
 
-How one step maps onto TRL
---------------------------
-TRL's sampler gives each process ``prompts_per_step`` prompts, each repeated G times in a row
-(``per_device_train_batch_size = prompts_per_step * group_size``, one generation per step), so
-every GRPO group is whole on one process: its tool cache, its reward spread and its Decision
-Guide are local. TRL gathers the rewards across processes to compute advantages.
+How one step maps onto TRL, through its documented seams only
+-------------------------------------------------------------
+The config *is* a ``trl.GRPOConfig`` (``grpo.GRPOConfig`` subclasses it). The dataset holds
+``max_steps`` steps' worth of prompts, shuffled per epoch by seed when it is built, and TRL walks
+it in order (``shuffle_dataset: false``): each process gets ``prompts_per_step`` prompts a step,
+each repeated G times in a row, so every GRPO group is whole on one process (its tool cache,
+reward spread and Decision Guide are local), and a resumed run draws the same prompts.
 
-``_rollout`` (TRL's ``rollout_func``) runs ``genevolve.agent.Agent`` G times per prompt with the
-unwrapped model, scores each trajectory with our reward function, and renders the conversation
-with ``ConversationEncoder``: everything before the first assistant token is the prompt, the rest
-the completion, and ``env_mask`` marks the policy's own tokens (its turns and end-of-turn
-markers); tool responses and the template's turn headers between turns are context. TRL's
-reward function then returns the score computed here.
+``rollout_func`` (``_rollout``) rolls each group out in lock step (``group_rollout.GroupDecoder``:
+the real agent loop per rollout, the group's turns decoded as one batch on the training weights),
+scores each trajectory with our reward, and returns each rollout's token history as TRL wants it:
+``prompt_ids``, ``completion_ids`` (every sampled turn and the context between turns),
+``logprobs`` (the sampling log-probs; 0 on context) and ``env_mask`` (1 on the sampled tokens).
+TRL trains on exactly those ids; the reward function hands TRL the score computed here.
 
-SDL: with a guide retrieved for the prompt (cosine >= gate), each rollout of the group also gets
-a teacher rendering (the guide in the system prompt; identical completion tokens), and
-``compute_loss`` adds λ·mean over the batch of the masked reverse KL (``sdl.sdl_loss``), whose
-forward pass goes through the same wrapped model's decoder. The group's best/worst pair is
-distilled into a new guide; guides from all processes are gathered and written by rank 0 alone,
-then every process re-reads the buffer, so the next step retrieves from the same buffer on
-every rank.
+``compute_loss`` (public) receives TRL's shuffled batch: it finds each row's rollout by its ids,
+records the advantage TRL computed for it (rollouts.jsonl and the metrics row show what the loss
+was weighted by), adds the pixels of image-text rollouts, and adds λ·(masked reverse KL to the
+teacher: the guide-bearing prompt ids + the identical completion ids) when SDL has a guide for
+the prompt. The group's best/worst pair is distilled into a new guide; guides from all processes
+are gathered and written by rank 0 alone, then every process re-reads the buffer.
 
 Run folder: ``trl_run`` (shared with SFT) writes metrics.jsonl, status.json and
 ``checkpoints/latest`` and resumes from it; GRPO adds rollouts.jsonl (cut back to the
@@ -31,9 +31,10 @@ checkpoint's step on resume, as are this run's guides).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import trl
@@ -47,95 +48,43 @@ def genevolve_reward(prompts, completions, genevolve_reward=None, **kwargs) -> l
     return [float(r) for r in genevolve_reward]
 
 
+@dataclass
+class _Row:
+    """One rollout of a step, as handed to TRL, and what the loss and the logs need of it."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    env_mask: list[int]  # 1 on the completion's sampled tokens, 0 on context
+    pair: tuple | None  # (student, teacher) data.Encoded for the SDL term, or None
+    vision: dict  # pixel_values, image_grid_thw (image-text policies)
+    token_types: list[int] | None  # mm_token_type_ids over prompt + completion
+    advantage: float | None = None
+
+
 class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
-    """TRL's GRPOTrainer with agent rollouts, trajectory rewards and the SDL loss term."""
+    """TRL's GRPOTrainer with lock-step agent rollouts, trajectory rewards and the SDL loss term."""
 
     progress_field = "reward_mean"
 
     def __init__(self, *args, run, **kwargs):
-        self.run = run  # the _Run: config, agent, encoder, reward, buffer, files
-        self._batch_rows: list[dict] = []
-        self._pending = None  # a step's rollout log, finished once TRL has computed its advantages
+        self.run = run  # the _Run: config, agents, decoder, reward, buffer, files
+        self._rows: list[_Row] = []
+        self._pending = None  # a step's rollout log, finished once TRL's advantages are known
         super().__init__(*args, rollout_func=lambda prompts, trainer: trainer._rollout(prompts), **kwargs)
 
-    def _get_train_sampler(self, dataset=None):
-        # TRL's RepeatSampler draws each epoch's order from one generator that a resumed run
-        # recreates at epoch 0; seeding it by (seed, epoch) makes the resumed order the same.
-        sampler = super()._get_train_sampler(dataset)
-        sampler.__class__ = _EpochSeededRepeatSampler
-        return sampler
-
     # ---------------------------------------------------------------- rollouts
-    def _generate_and_score_completions(self, inputs):
-        self._batch_rows = inputs  # the dataset rows (case_index) behind the prompts _rollout gets
-        self._sdl_pairs: list = []
-        self._row_encodings: list = []
-        self._prompt_lengths: list[int] = []
-        output = super()._generate_and_score_completions(inputs)
-        # The advantages TRL computed (across processes, this process's rows in order) are the
-        # ones logged: rollouts.jsonl and the metrics row show what the loss was weighted by.
-        self._finish_step(output["advantages"].tolist())
-        output["sdl_pairs"] = self._sdl_pairs  # a list: TRL shuffles and splits it with the tensors
-        vision = self._vision_inputs(output)
-        if vision:
-            self._add_vision(output, vision)
-        return output
-
-    def _vision_inputs(self, output) -> dict:
-        """Pixel values and image-token types of the rollouts' conversations, laid out as TRL pads
-        (prompt left, completion right). TRL's rollout_func path carries no images, so an
-        image-text policy would otherwise be trained on image placeholder tokens without pixels."""
-        encs = self._row_encodings
-        if not any(e.vision for e in encs):
-            return {}
-        if not all("image_grid_thw" in e.vision for e in encs if e.vision):
-            raise ValueError("GRPO of image-text policies supports Qwen-style processors (image_grid_thw)")
-        device = self.accelerator.device
-        P, C = output["prompt_ids"].size(1), output["completion_ids"].size(1)
-        types = torch.zeros((len(encs), P + C), dtype=torch.long)
-        for i, e in enumerate(encs):
-            t = e.token_types or [0] * len(e)
-            first = self._prompt_lengths[i]
-            types[i, P - first:P] = torch.tensor(t[:first], dtype=torch.long)
-            types[i, P:P + len(t) - first] = torch.tensor(t[first:], dtype=torch.long)
-        with_images = [e for e in encs if e.vision]
-        return {"pixel_values": torch.cat([e.vision["pixel_values"] for e in with_images]).to(device),
-                "image_grid_thw": torch.cat([e.vision["image_grid_thw"] for e in with_images]).to(device),
-                "num_images": [int(e.vision["image_grid_thw"].shape[0]) if e.vision else 0 for e in encs],
-                "mm_token_type_ids": types.to(device)}
-
-    def _add_vision(self, output: dict, vision: dict) -> None:
-        """Put the vision inputs into the batch, and redo the no-grad passes TRL made without them."""
-        output.update(vision)
-        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-        mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        keep = output["completion_ids"].size(1)
-        with torch.no_grad():
-            if "old_per_token_logps" in output:
-                output["old_per_token_logps"] = self._get_per_token_logps_and_entropies(
-                    self.model, ids, mask, keep, **vision)[0]
-            if "ref_per_token_logps" in output:
-                if self.ref_model is not None:
-                    output["ref_per_token_logps"] = self._get_per_token_logps_and_entropies(
-                        self.ref_model, ids, mask, keep, **vision)[0]
-                else:
-                    from trl.trainer.grpo_trainer import use_adapter
-
-                    unwrapped = self.accelerator.unwrap_model(self.model)
-                    with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
-                        output["ref_per_token_logps"] = self._get_per_token_logps_and_entropies(
-                            self.model, ids, mask, keep, **vision)[0]
-
     def _rollout(self, prompts: list) -> dict:
         run, cfg = self.run, self.run.cfg
         G = cfg.group_size
         step = self.state.global_step + 1
-        rows = self._batch_rows
-        if len(rows) % G:
-            raise RuntimeError(f"{len(rows)} rollout slots on this process is not a multiple of group_size {G}")
+        indices = [int(p[0]["case_index"]) for p in prompts]
+        if len(indices) % G:
+            raise RuntimeError(f"{len(indices)} rollout slots on this process is not a multiple of group_size {G}")
         timings: Counter = Counter()
-        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "env_mask": [], "genevolve_reward": []}
-        pairs, new_guides, log_lines, stats = [], [], [], _RolloutStats()
+        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": [],
+                                "genevolve_reward": []}
+        self._rows = []
+        new_guides, log_lines, stats = [], [], _RolloutStats()
         from trl.models.utils import unwrap_model_for_generation
 
         # Under DeepSpeed ZeRO-3 the weights are sharded: gather them for the rollouts (TRL's own
@@ -146,88 +95,89 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
             was_training = model.training
             model.eval()
             try:
-                self._rollout_groups(rows, G, step, out, pairs, new_guides, log_lines, stats, timings)
+                for g in range(0, len(indices), G):
+                    self._rollout_group(indices[g:g + G], step, out, new_guides, log_lines, stats, timings)
             finally:
                 model.train(was_training)
-        stats.groups = len(rows) // G
-        self._sdl_pairs = pairs
+        stats.groups = len(indices) // G
         # Rows that can move the weights once their advantage is known: tokens of their own, and
         # an SDL teacher or a KL term to pull on them even at zero advantage.
-        self._pending = (step, new_guides, log_lines, stats, timings,
-                         [(any(m), p is not None or cfg.beta > 0) for m, p in zip(out["env_mask"], pairs)])
-        return {**out, "logprobs": None}
+        pulled = [(any(m), r.pair is not None or cfg.beta > 0) for m, r in zip(out["env_mask"], self._rows)]
+        self._pending = (step, new_guides, log_lines, stats, timings, pulled)
+        return out
 
-    def _finish_step(self, advantages: list[float]) -> None:
-        step, new_guides, log_lines, stats, timings, rows = self._pending
+    def _rollout_group(self, indices, step, out, new_guides, log_lines, stats, timings) -> None:
+        """One prompt's G rollouts in lock step, scored, handed over as token ids; a guide distilled."""
+        run, cfg = self.run, self.run.cfg
+        if len(set(indices)) != 1:
+            raise RuntimeError(f"a GRPO group was split across prompts {sorted(set(indices))}: the batch "
+                               "layout must keep each prompt's G rollouts together")
+        case = run.prompts[indices[0]]
+        guide = None
+        if run.buffer is not None:
+            t0 = time.perf_counter()
+            guide, _cos, passes = run.buffer.retrieve(case["question"], bump=False)
+            guide = guide if passes else None
+            stats.hits += int(passes)
+            timings["retrieve_s"] += time.perf_counter() - t0
+        rollouts = run.group_rollouts(case, timings)
+        stats.generation_s += run.last_generation_s
+        trajs = [t for t, _ in rollouts]
+        rewards = []
+        for traj in trajs:
+            r = run.reward_fn(case, traj)
+            for k, v in r.timings.items():
+                timings[k] += v
+            rewards.append(r)
+        teacher_prompt = None
+        for (traj, history), r in zip(rollouts, rewards):
+            row = run.row(history, traj)
+            if guide is not None:
+                if teacher_prompt is None:  # the same opening for the whole group
+                    teacher_prompt = run.teacher_prompt_ids(history, traj, guide)
+                row.pair = run.pair(row, history, teacher_prompt)
+            self._rows.append(row)
+            out["prompt_ids"].append(row.prompt_ids)
+            out["completion_ids"].append(row.completion_ids)
+            out["env_mask"].append(row.env_mask)
+            out["logprobs"].append(history.logprobs[:len(row.completion_ids)] or [0.0])
+            out["genevolve_reward"].append(float(r.total))
+            stats.add(traj, r, sum(out["env_mask"][-1]))
+        log_lines.append({"step": step, "prompt_id": case.get("id"), "question": case["question"],
+                          "guide": guide["id"] if guide else None, "rank": self.accelerator.process_index,
+                          "rollouts": [{"reward": r.total, "components": r.components, "advantage": None,
+                                        "termination": t.termination,
+                                        "tools": [s.tool_name for s in t.tool_calls()],
+                                        "program": t.program.gen_prompt if t.program else None,
+                                        "last_turn": (t.steps[-1].assistant_text if t.steps else "")[:500]}
+                                       for t, r in zip(trajs, rewards)]})
+        if run.buffer is not None:
+            from genevolve.training.sdl import pick_pair
+
+            pair = pick_pair([r.total for r in rewards], cfg.sdl.delta_min)
+            if pair is not None:
+                t0 = time.perf_counter()
+                b, w = pair
+                new = run.distiller(case["question"], trajs[b], trajs[w], rewards[b], rewards[w])
+                new.setdefault("meta", {}).update({"run": run.run_id, "step": step})
+                new_guides.append(new)
+                timings["distill_s"] += time.perf_counter() - t0
+
+    def _finish_step(self) -> None:
+        """Once the step's loss has seen every row: log the advantages TRL weighted them with."""
+        step, new_guides, log_lines, stats, timings, pulled = self._pending
         self._pending = None
-        if len(advantages) != len(rows):
-            raise RuntimeError(f"TRL returned {len(advantages)} advantages for {len(rows)} rollouts on this process")
+        advantages = [r.advantage for r in self._rows]
+        if any(a is None for a in advantages):
+            raise RuntimeError("a rollout of this step never reached the loss: its advantage is unknown")
         stats.advantages = list(advantages)
-        stats.trained = sum(1 for a, (has_tokens, pulled) in zip(advantages, rows)
-                            if has_tokens and (abs(a) > 0 or pulled))
+        stats.trained = sum(1 for a, (has_tokens, pull) in zip(advantages, pulled)
+                            if has_tokens and (abs(a) > 0 or pull))
         rest = iter(advantages)
         for line in log_lines:
             for rollout in line["rollouts"]:
                 rollout["advantage"] = next(rest)
         self._publish(step, new_guides, log_lines, stats, timings)
-
-    def _rollout_groups(self, rows, G, step, out, pairs, new_guides, log_lines, stats, timings) -> None:
-        """G agent rollouts per prompt, scored, rendered to token ids; guides distilled per group."""
-        run, cfg = self.run, self.run.cfg
-        for g in range(0, len(rows), G):
-            indices = {int(r["case_index"]) for r in rows[g:g + G]}
-            if len(indices) != 1:
-                raise RuntimeError(f"a GRPO group was split across prompts {sorted(indices)}: the batch "
-                                   "layout must keep each prompt's G rollouts together")
-            case = run.prompts[indices.pop()]
-            guide = None
-            if run.buffer is not None:
-                t0 = time.perf_counter()
-                guide, _cos, passes = run.buffer.retrieve(case["question"], bump=False)
-                guide = guide if passes else None
-                stats.hits += int(passes)
-                timings["retrieve_s"] += time.perf_counter() - t0
-            trajs = run.group_rollouts(case, timings)
-            rewards = []
-            for traj in trajs:
-                r = run.reward_fn(case, traj)
-                for k, v in r.timings.items():
-                    timings[k] += v
-                rewards.append(r)
-            totals = [r.total for r in rewards]
-            t0 = time.perf_counter()
-            for traj, r in zip(trajs, rewards):
-                student = run.encode(traj)
-                teacher = run.encode(traj, guide) if guide is not None else None
-                prompt_ids, completion_ids, mask = _split_prompt(student)
-                self._row_encodings.append(student)
-                self._prompt_lengths.append(len(prompt_ids))
-                out["prompt_ids"].append(prompt_ids)
-                out["completion_ids"].append(completion_ids)
-                out["env_mask"].append(mask)
-                out["genevolve_reward"].append(float(r.total))
-                pairs.append((student, teacher) if teacher is not None and any(student.decision_mask) else None)
-                stats.add(traj, r, sum(mask))
-            timings["encode_s"] += time.perf_counter() - t0
-            log_lines.append({"step": step, "prompt_id": case.get("id"), "question": case["question"],
-                              "guide": guide["id"] if guide else None, "rank": self.accelerator.process_index,
-                              "rollouts": [{"reward": r.total, "components": r.components, "advantage": None,
-                                            "termination": t.termination,
-                                            "tools": [s.tool_name for s in t.tool_calls()],
-                                            "program": t.program.gen_prompt if t.program else None,
-                                            "last_turn": (t.steps[-1].assistant_text if t.steps else "")[:500]}
-                                           for t, r in zip(trajs, rewards)]})
-            if run.buffer is not None:
-                from genevolve.training.sdl import pick_pair
-
-                pair = pick_pair(totals, cfg.sdl.delta_min)
-                if pair is not None:
-                    t0 = time.perf_counter()
-                    b, w = pair
-                    new = run.distiller(case["question"], trajs[b], trajs[w], rewards[b], rewards[w])
-                    new.setdefault("meta", {}).update({"run": run.run_id, "step": step})
-                    new_guides.append(new)
-                    timings["distill_s"] += time.perf_counter() - t0
 
     def _publish(self, step: int, new_guides: list, log_lines: list, stats, timings: Counter) -> None:
         """Gather what every process produced; rank 0 alone writes guides and rollouts.jsonl."""
@@ -264,11 +214,32 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
         self._step_extras = record
 
     # ---------------------------------------------------------------- loss
+    def _batch_rows(self, inputs) -> list[_Row]:
+        """The rollout behind each row of TRL's (shuffled) batch, found by its prompt and completion ids.
+        Rows with identical ids are interchangeable: same prompt, same tokens, same teacher."""
+        by_key: dict[tuple, list[_Row]] = {}
+        for r in self._rows:
+            by_key.setdefault((tuple(r.prompt_ids), tuple(r.completion_ids)), []).append(r)
+        rows = []
+        for p, pm, c, cm in zip(inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"],
+                                inputs["completion_mask"]):
+            key = (tuple(p[pm.bool()].tolist()), tuple(c[cm.bool()].tolist()))
+            candidates = by_key.get(key)
+            if not candidates:
+                raise RuntimeError("a row of TRL's batch matches none of this step's rollouts")
+            rows.append(candidates.pop(0))
+        return rows
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        rows = self._batch_rows(inputs)
+        for row, a in zip(rows, inputs["advantages"].tolist()):
+            if row.advantage is None:  # the advantage this generation's loss is weighted by
+                row.advantage = a
+        if any(r.vision for r in rows):
+            inputs = {**inputs, **_vision_inputs(rows, inputs, self.accelerator.device)}
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         sdl = self.run.cfg.sdl
-        pairs = inputs.get("sdl_pairs")
-        if not sdl.enabled or pairs is None:
+        if not sdl.enabled:
             return loss
         from genevolve.training.sdl import sdl_loss
 
@@ -277,10 +248,10 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
         old = inputs.get("old_per_token_logps")
         total = None
         local = torch.zeros(4, dtype=torch.float64)  # sum of SDL losses, sum of KLs, kept tokens, samples
-        for i, pair in enumerate(pairs):
-            if pair is None:
+        for i, row in enumerate(rows):
+            if row.pair is None:
                 continue
-            student, teacher = pair
+            student, teacher = row.pair
             old_i = old[i][mask[i].bool()] if old is not None else None
             terms = sdl_loss(model, student, teacher, fraction=sdl.top_fraction, old_logp=old_i, rho_max=sdl.rho_max)
             if terms is None:
@@ -289,7 +260,7 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
             local += torch.tensor([float(terms.loss.detach()), terms.kl, terms.kept, 1.0], dtype=torch.float64)
         if total is not None:
             # Per rollout, as the clipped objective: mean over the batch, scaled for accumulation.
-            loss = loss + sdl.lam * total / len(pairs) / self.current_gradient_accumulation_steps
+            loss = loss + sdl.lam * total / len(rows) / self.current_gradient_accumulation_steps
         reduced = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").cpu()
         acc = self._sdl_acc
         acc += reduced
@@ -314,6 +285,8 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
 
     def run_folder_extras(self) -> dict:
         """Our reward stats (over the whole trajectory, not TRL's decode) and the SDL term's."""
+        if self._pending is not None:  # collective: every rank logs the same step
+            self._finish_step()
         record = dict(self._step_extras)
         sdl = self.sdl_record()
         record.update(sdl)
@@ -322,12 +295,24 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
         return record
 
 
-class _EpochSeededRepeatSampler(trl.trainer.utils.RepeatSampler):
-    """RepeatSampler whose order is a function of (seed, epoch); the Trainer calls set_epoch."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator = torch.Generator()
-        self.generator.manual_seed((self.seed or 0) * 1_000_003 + epoch)
+def _vision_inputs(rows: list[_Row], inputs: dict, device) -> dict:
+    """Pixel values and image-token types of the rows' token histories, laid out as TRL pads
+    (prompt left, completion right). TRL's rollout_func path carries no images, so an image-text
+    policy would otherwise be trained on image placeholder tokens without pixels."""
+    if not all("image_grid_thw" in r.vision for r in rows if r.vision):
+        raise ValueError("GRPO of image-text policies supports Qwen-style processors (image_grid_thw)")
+    P, C = inputs["prompt_ids"].size(1), inputs["completion_ids"].size(1)
+    types = torch.zeros((len(rows), P + C), dtype=torch.long)
+    for i, r in enumerate(rows):
+        t = r.token_types or [0] * (len(r.prompt_ids) + len(r.completion_ids))
+        first = len(r.prompt_ids)
+        types[i, P - first:P] = torch.tensor(t[:first], dtype=torch.long)
+        types[i, P:P + len(t) - first] = torch.tensor(t[first:], dtype=torch.long)
+    with_images = [r for r in rows if r.vision]
+    return {"pixel_values": torch.cat([r.vision["pixel_values"] for r in with_images]).to(device),
+            "image_grid_thw": torch.cat([r.vision["image_grid_thw"] for r in with_images]).to(device),
+            "num_images": [int(r.vision["image_grid_thw"].shape[0]) if r.vision else 0 for r in rows],
+            "mm_token_type_ids": types.to(device)}
 
 
 class _RolloutStats:
@@ -354,7 +339,6 @@ class _RolloutStats:
         self.skills.update(traj.skills_used())
         self.terminations[traj.termination] += 1
         self.tokens += policy_tokens
-        self.generation_s += sum(s.policy_s for s in traj.steps)
 
     @classmethod
     def merge(cls, parts: list) -> "_RolloutStats":
@@ -389,17 +373,6 @@ class _RolloutStats:
                 "skill_counts": dict(self.skills), "terminations": dict(self.terminations)}
 
 
-def _split_prompt(enc) -> tuple[list[int], list[int], list[int]]:
-    """(prompt ids, completion ids, env_mask): the completion starts at the first policy token."""
-    mask = enc.loss_mask
-    first = next((i for i, m in enumerate(mask) if m), None)
-    if first is None or first == 0:
-        # The policy wrote nothing (an error before its first turn): one context token stands in
-        # as the completion, masked out, so the row carries no gradient but keeps its reward.
-        first = max(len(enc.input_ids) - 1, 1)
-    return list(enc.input_ids[:first]), list(enc.input_ids[first:]), [int(m) for m in mask[first:]]
-
-
 # ---------------------------------------------------------------- the run
 
 class _Run:
@@ -408,7 +381,8 @@ class _Run:
     def __init__(self, cfg: GRPOConfig, files, *, reward_fn=None, tools=None, rank: int = 0):
         from genevolve.agent import Agent, AgentConfig
         from genevolve.policies.local import LocalPolicy
-        from genevolve.training.data import ConversationEncoder, load_prompts
+        from genevolve.training.data import load_prompts
+        from genevolve.training.group_rollout import GroupDecoder, RolloutSlot
         from genevolve.training.modeling import load_for_training
         from genevolve.training.rewards import make_reward
 
@@ -418,23 +392,26 @@ class _Run:
             raise ValueError("prompts is empty: point it at a JSONL of bench rows ({\"question\": ...})")
         self.prompts = load_prompts(cfg.prompts)
         self.model, self.tokenizer, self.processor = load_for_training(cfg.model)
-        self.encoder = ConversationEncoder(self.tokenizer, self.processor, max_length=cfg.model.max_length)
         self.reward_fn = reward_fn or make_reward(
             cfg.reward, image_dir=str(self.files.dir / "images") if cfg.save_images else None)
         self.tools = tools if tools is not None else build_rollout_tools(cfg)
-        # Rollouts run on the unwrapped model: the same parameters the optimizer updates.
-        # Unconstrained: the tokens TRL scores must be samples of the policy itself (a grammar mask
-        # would train on tokens the model did not choose), and the format errors are what it learns from.
+        # Rollouts run on the unwrapped model: the same parameters the optimizer updates. The policy
+        # holds the model, tokenizer and chat template; the group's turns are decoded by the
+        # GroupDecoder, unconstrained (a grammar mask would train on tokens the model did not
+        # choose, and the format errors are what it learns from) and at exactly the config's
+        # temperature/top_p, which TRL divides the logits by when it scores these tokens: no
+        # conversation profile's sampling replaces them.
         self.policy = LocalPolicy(self.model, self.tokenizer, self.processor, name="grpo-rollout",
                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                   constrained=False)
-        # TRL divides the logits by cfg.temperature when it scores these tokens, so rollouts must be
-        # sampled at exactly the config's settings: no conversation profile may replace them.
-        self.policy.explicit_sampling = {"temperature", "top_p", "max_new_tokens"}
+        self.decoder = GroupDecoder(self.policy, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    max_new_tokens=cfg.max_new_tokens)
         agent_cfg = AgentConfig(**{**vars(cfg.agent), "offline": cfg.tools != "online"})
         # Scratch files of the tools (downloads, copies); one folder per rank, so ranks never share one.
         work = self.files.dir / "rollout_files" / (f"rank-{rank}" if rank else "")
-        self.agent = Agent(self.policy, self.tools, agent_cfg, work_dir=work)
+        self.agents = [Agent(RolloutSlot(self.decoder, i), self.tools, agent_cfg, work_dir=work)
+                       for i in range(cfg.group_size)]
+        self.last_generation_s = 0.0
         self.run_id = self.files.dir.resolve().as_posix()
         self.buffer = self.distiller = None
         if cfg.sdl.enabled:
@@ -448,41 +425,72 @@ class _Run:
             self.buffer.embed(["load the embedding model now, not mid-step"])
 
     def group_rollouts(self, case: dict, timings: Counter) -> list:
-        self.policy.reset_cache()  # weights changed since the last group: cached keys are stale
+        """The G rollouts of ``case`` in lock step: ``[(trajectory, token history)]``."""
         for t in self.tools.values():
             if isinstance(t, GroupToolCache):
                 t.clear()
-        trajs = []
-        for _ in range(self.cfg.group_size):
-            traj = self.agent.run(case["question"], case.get("images", []))
-            timings["generation_s"] += sum(s.policy_s for s in traj.steps)
-            timings["tools_s"] += sum(s.tool_s for s in traj.steps)
-            trajs.append(traj)
-        self.policy.reset_cache()
+        before = self.decoder.generation_s
+        rollouts = self.decoder.rollout(self.agents, case["question"], case.get("images", []))
+        self.last_generation_s = self.decoder.generation_s - before
+        timings["generation_s"] += self.last_generation_s
+        timings["tools_s"] += sum(s.tool_s for traj, _ in rollouts for s in traj.steps)
         timings["tool_cache_hits"] += sum(t.hits for t in self.tools.values() if isinstance(t, GroupToolCache))
-        return trajs
+        return rollouts
 
-    def encode(self, traj, guide=None):
+    def row(self, history, traj) -> _Row:
+        """A rollout as TRL's row: its ids, cut to model.max_length (the prompt is kept whole)."""
+        keep = max(self.cfg.model.max_length - len(history.prompt_ids), 1)
+        # A rollout that wrote nothing (an error before its first turn): one context token stands in
+        # as the completion, masked out, so the row carries no gradient but keeps its reward.
+        completion = history.completion_ids[:keep] or [self.tokenizer.pad_token_id]
+        env_mask = history.env_mask[:keep] or [0]
+        ids = history.prompt_ids + completion
+        types = self._token_types(ids) if history.vision else None
+        return _Row(list(history.prompt_ids), list(completion), list(env_mask), None, dict(history.vision), types)
+
+    def _token_types(self, ids: list[int]) -> list[int]:
+        image_token = getattr(self.processor, "image_token_id", None)
+        return [int(t == image_token) for t in ids]
+
+    def teacher_prompt_ids(self, history, traj, guide) -> list[int]:
+        """The opening the rollouts saw, with the Decision Guide in its system prompt, as ids."""
         from genevolve.training.sdl import with_guide
 
-        rec = traj.to_sft_record()
-        messages = rec["messages"] if guide is None else with_guide(rec["messages"], guide)
-        return self.encoder.encode(messages, rec["images"])
+        return list(self.policy.encode(with_guide(history.prompt_messages, guide), traj.images))
+
+    def pair(self, row: _Row, history, teacher_prompt: list[int]):
+        """SDL's (student, teacher): the student's ids, and the teacher's prompt + the identical
+        completion ids; the masks mark the sampled tokens and, inside them, the decision tokens."""
+        from genevolve.training.data import Encoded
+
+        n = len(row.completion_ids)
+        sampled = [bool(m) for m in history.env_mask[:n]] + [False] * (n - len(history.env_mask[:n]))
+        decision = [bool(d) for d in history.decision_mask[:n]] + [False] * (n - len(history.decision_mask[:n]))
+        if not any(decision):
+            return None
+
+        def encoded(prompt: list[int]) -> Encoded:
+            ids = prompt + row.completion_ids
+            return Encoded(input_ids=ids, loss_mask=[False] * len(prompt) + sampled,
+                           decision_mask=[False] * len(prompt) + decision, vision=dict(row.vision),
+                           token_types=self._token_types(ids) if row.vision else None)
+
+        return encoded(row.prompt_ids), encoded(teacher_prompt)
 
 
-def _trl_args(cfg: GRPOConfig, output_dir: Path) -> trl.GRPOConfig:
-    from genevolve.training.trl_run import base_args
+def _dataset(prompts: list[dict], cfg: GRPOConfig, processes: int):
+    """``max_steps`` steps' worth of prompts, each epoch in its own order drawn from (seed, epoch):
+    TRL walks it in order, so a resumed run, which skips the steps it has done, draws the same
+    prompts. Each prompt carries its case's index for ``_rollout``."""
+    from datasets import Dataset
 
-    args = base_args(cfg, output_dir)
-    args.update(
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.group_size, gradient_accumulation_steps=1,
-        steps_per_generation=1, num_generations=cfg.group_size, num_iterations=cfg.ppo_epochs,
-        epsilon=cfg.clip_eps, beta=cfg.beta, scale_rewards="group" if cfg.scale_rewards else "none",
-        loss_type="grpo", temperature=cfg.temperature, top_p=cfg.top_p, max_completion_length=cfg.model.max_length,
-        use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode,
-    )
-    args.update(cfg.trl)
-    return trl.GRPOConfig(**args)
+    need = cfg.max_steps * cfg.prompts_per_step * processes
+    order: list[int] = []
+    for epoch in range(math.ceil(need / len(prompts))):
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order += torch.randperm(len(prompts), generator=g).tolist()
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": prompts[i]["question"], "case_index": i}]}
+                              for i in order[:need]])
 
 
 def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False, probe=None) -> dict:
@@ -500,8 +508,6 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
     ``(trainer, checkpoint to resume from or None)``."""
     import os
     import warnings
-
-    from datasets import Dataset
 
     from genevolve.training.rng import seed_all
     from genevolve.training.stopping import GracefulStop
@@ -521,6 +527,7 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
                          "set use_vllm: false (rollouts then run on the training weights with transformers "
                          "generate, gathered under ZeRO-3)")
     state, files, ckpt, step = open_run_folder(cfg, "grpo", ("rollouts.jsonl",))
+    cfg.output_dir = str(files.checkpoints)  # TRL's checkpoints live in the run folder
     main = state.is_main_process
     seed_all(cfg.seed)
     run = _Run(cfg, files, reward_fn=reward_fn, tools=tools, rank=state.process_index)
@@ -533,14 +540,17 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
     if len(run.prompts) < per_step:
         raise ValueError(f"{cfg.prompts} has {len(run.prompts)} prompt(s); a step takes prompts_per_step x processes "
                          f"= {per_step}: add prompts or lower prompts_per_step")
-    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": c["question"]}], "case_index": i}
-                                 for i, c in enumerate(run.prompts)])
+    if run.processor is not None and (cfg.beta > 0 or cfg.num_iterations > 1):
+        # TRL's no-grad passes (reference and old log-probs) see no pixels on the rollout_func path;
+        # compute_loss adds them only to the loss's own forward pass.
+        raise ValueError("GRPO of an image-text policy supports beta: 0 and num_iterations: 1 only")
+    dataset = _dataset(run.prompts, cfg, state.num_processes)
     # Seed last: loading models above may draw random numbers (module init), and a second run in
     # the same process finds them cached; sampling must start from the same state.
     seed_all(cfg.seed)
     callback = RunFolderCallback(files, cfg, stop if stop is not None else GracefulStop())
     trainer = AgentGRPOTrainer(model=run.model, reward_funcs=[genevolve_reward],
-                               args=_trl_args(cfg, files.checkpoints), train_dataset=dataset,
+                               args=cfg, train_dataset=dataset,
                                processing_class=run.processor or run.tokenizer, callbacks=[callback], run=run)
     attach(trainer, callback, step)
     return trainer, ckpt

@@ -236,51 +236,6 @@ def test_kv_reuse_after_a_longer_or_unrelated_prompt(which, request, fox_png):
     assert "".join(policy.stream(second, images)) == a
 
 
-# ---------------------------------------------------------------- group sampling
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
-def test_sample_returns_n_rows_with_logprobs_matching_a_forward_pass(gemma_policy):
-    first, _ = _messages()
-    torch.manual_seed(0)
-    samples = gemma_policy.sample(first, n=4, max_new_tokens=24, temperature=1.5)
-    assert len(samples) == 4
-    assert len({tuple(s.token_ids) for s in samples}) > 1  # independent rows, not one copied
-    for s in samples:
-        assert len(s.token_ids) == len(s.logprobs) > 0
-        ids = torch.tensor([s.prompt_ids + s.token_ids])
-        with torch.no_grad():
-            logits = gemma_policy.model(input_ids=ids).logits[0].float()
-        logp = torch.log_softmax(logits[len(s.prompt_ids) - 1: -1], dim=-1)
-        ref = logp.gather(-1, torch.tensor(s.token_ids)[:, None])[:, 0]
-        assert (ref - torch.tensor(s.logprobs)).abs().max().item() < 1e-3
-        if s.finished:  # per-row stop: a finished row ends at its own turn end
-            assert s.text.rstrip().endswith(("</tool_call>", "</answer>")) or \
-                s.token_ids[-1] in (gemma_policy.tokenizer.eos_token_id,
-                                    gemma_policy.tokenizer.convert_tokens_to_ids("<end_of_turn>"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
-def test_greedy_sample_rows_stop_at_the_turn_end(gemma_policy):
-    first, _ = _messages()
-    samples = gemma_policy.sample(first, n=2, max_new_tokens=80, temperature=0.0)
-    assert len(samples) == 2
-    for s in samples:
-        assert s.finished and s.text == TOOL_TURN
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1500)  # the first test to use a taught fixture pays for teaching it
-def test_qwen_sample_with_an_image_in_the_prompt(qwen_policy, fox_png):
-    images = [ImageRef(img_id="IMG_001", path=str(fox_png))]
-    _, msgs = _messages("IMG_001")
-    samples = qwen_policy.sample(msgs, n=3, max_new_tokens=12, temperature=1.0, images=images)
-    assert len(samples) == 3 and all(len(s.token_ids) == len(s.logprobs) > 0 for s in samples)
-    assert all(lp <= 0 for s in samples for lp in s.logprobs)
-
-
 # ---------------------------------------------------------------- interface and errors
 
 

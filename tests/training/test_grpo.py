@@ -16,13 +16,15 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def test_rollouts_log_trls_advantages_and_sample_at_the_configs_settings(tiny_gemma_path, tmp_path):
-    """rollouts.jsonl carries the advantages TRL weights the loss with, and the rollouts are sampled
-    at the config's temperature/top_p even under a profile with sampling defaults of its own."""
+def test_trl_trains_on_the_sampled_ids_and_rollouts_log_its_advantages(tiny_gemma_path, tmp_path):
+    """TRL's batch holds exactly the token histories the lock-step rollouts sampled (env_mask as its
+    tool_mask), rollouts.jsonl carries the advantages TRL weights the loss with, and the rollouts are
+    sampled at the config's temperature/top_p even under a profile with sampling defaults of its own."""
     from genevolve.training.grpo import GRPOConfig
     from genevolve.training.grpo_trainer import build_trainer
     from genevolve.training.modeling import ModelConfig
     from genevolve.training.rewards import Reward
+    from genevolve.training.trl_run import train_to_end
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "r", "question": "draw a red cat"}) + "\n")
@@ -32,23 +34,41 @@ def test_rollouts_log_trls_advantages_and_sample_at_the_configs_settings(tiny_ge
 
     cfg = GRPOConfig(model=ModelConfig(name=str(tiny_gemma_path), dtype="float32", max_length=512),
                      prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=1, group_size=4,
-                     max_new_tokens=12, tools="none", temperature=0.35, top_p=0.8, lr=1e-3)
-    cfg.agent.max_rounds = 1
+                     max_new_tokens=12, tools="none", temperature=0.35, top_p=0.8, learning_rate=1e-3)
+    cfg.agent.max_rounds = 2
     cfg.agent.protocol = f"official:{REPO / 'tests' / 'helpers' / 'official_standin'}"  # its own sampling: 0.6 / 0.9
     trainer, _ = build_trainer(cfg, reward_fn=by_length)
-    policy = trainer.run.policy
-    assert (policy.temperature, policy.top_p, policy.max_new_tokens) == (0.35, 0.8, 12)
-    assert policy.constrained is False  # TRL trains on what the policy itself sampled: no grammar mask
-    assert trainer.args.temperature == 0.35
+    decoder = trainer.run.decoder
+    assert (decoder.temperature, decoder.top_p, decoder.max_new_tokens) == (0.35, 0.8, 12)
+    assert trainer.run.policy.constrained is False  # TRL trains on what the policy itself sampled: no grammar
+    assert trainer.args is cfg and trainer.args.temperature == 0.35 and trainer.args.num_generations == 4
 
-    trainer.model.train()  # as inside a training step
-    # One group of G=4: four separate row dicts, as TRL's sampler gives (TRL writes into each row).
-    out = trainer._generate_and_score_completions([dict(r) for r in trainer.train_dataset for _ in range(4)])
+    seen = []
+    loss = trainer.compute_loss
+
+    def spy(model, inputs, *a, **kw):
+        seen.append(inputs)
+        return loss(model, inputs, *a, **kw)
+
+    trainer.compute_loss = spy
+    train_to_end(trainer, trainer.run.files, None, cfg, "grpo", quiet=True)
+    (batch,) = seen
+    histories = {tuple(r.completion_ids): r for r in trainer._rows}
+    assert len(trainer._rows) == 4
+    for ids, cmask, tmask in zip(batch["completion_ids"], batch["completion_mask"], batch["tool_mask"]):
+        completion = ids[cmask.bool()].tolist()
+        assert tuple(completion) in histories  # the ids TRL trains on are a rollout's sampled history
+    assert all(r.advantage is not None for r in trainer._rows)
     logged = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
     advantages = [r["advantage"] for line in logged for r in line["rollouts"]]
-    assert advantages == pytest.approx(out["advantages"].tolist(), abs=1e-5)  # the log rounds to 6 places
+    assert sorted(advantages) == pytest.approx(sorted(batch["advantages"].tolist()), abs=1e-5)
     rewards = [r["reward"] for line in logged for r in line["rollouts"]]
     assert len(set(rewards)) > 1 and any(a != 0 for a in advantages)
+    # env_mask reached TRL as its tool_mask: 1 exactly on the sampled tokens.
+    for ids, cmask, tmask in zip(batch["completion_ids"], batch["completion_mask"], batch["tool_mask"]):
+        row = histories[tuple(ids[cmask.bool()].tolist())]
+        assert tmask[cmask.bool()].tolist() == row.env_mask
+    assert any(0 in r.env_mask and 1 in r.env_mask for r in trainer._rows)  # turns and context between them
 
 
 def test_group_tool_cache_reuses_results_with_each_trajectorys_own_ids(tmp_path):
@@ -118,8 +138,8 @@ def test_grpo_mean_reward_rises_under_a_verifiable_rule(tmp_path):
                        '{"id": "b", "question": "draw a blue dog", "keywords": ["blue"]}\n')
     cfg = config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml",
                            prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=25,
-                           system_prompt_path=str(REPO / "configs" / "data" / "tiny_system.md"),
-                           sdl={"enabled": False}, save_every=100)
+                           agent={"system_prompt_path": str(REPO / "configs" / "data" / "tiny_system.md")},
+                           sdl={"enabled": False}, save_steps=100)
     assert cfg.agent.max_rounds == 1 and cfg.agent.system_prompt_path.endswith("tiny_system.md")
     result = train_grpo(cfg, quiet=True)
     metrics = read_metrics(tmp_path / "run")
@@ -131,12 +151,14 @@ def test_grpo_mean_reward_rises_under_a_verifiable_rule(tmp_path):
     assert (tmp_path / "run" / "rollouts.jsonl").is_file()
 
 
-def test_grpo_feeds_an_image_text_policy_the_conversations_pixels(tiny_qwen3vl_path, tmp_path):
-    """TRL's rollout_func path carries no images; ours adds them, so the log-probs TRL trains
-    with are those of the conversation the policy saw, image included."""
+def test_grpo_feeds_an_image_text_policy_the_conversations_pixels(tiny_qwen3vl_path, tmp_path, monkeypatch):
+    """TRL's rollout_func path carries no images; ours adds them in compute_loss, so the log-probs
+    TRL trains with are those of the token history the policy sampled, image included."""
     import torch
+    import trl
     from PIL import Image
 
+    from genevolve.training.data import Encoded
     from genevolve.training.grpo import GRPOConfig
     from genevolve.training.grpo_trainer import build_trainer
     from genevolve.training.modeling import ModelConfig, selected_logprobs
@@ -152,29 +174,43 @@ def test_grpo_feeds_an_image_text_policy_the_conversations_pixels(tiny_qwen3vl_p
 
     cfg = GRPOConfig(model=ModelConfig(name=str(tiny_qwen3vl_path), dtype="float32", max_length=1024),
                      prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=1, group_size=2,
-                     max_new_tokens=6, tools="none", temperature=1.0, lr=1e-3)
+                     max_new_tokens=6, tools="none", temperature=1.0, learning_rate=1e-3,
+                     save_strategy="no")  # the tiny processor is not one save_pretrained can write
     cfg.agent.max_rounds = 1
     cfg.agent.system_prompt_path = str(REPO / "configs" / "data" / "tiny_system.md")
     trainer, _ = build_trainer(cfg, reward_fn=by_length)
-    trainer.model.train()  # as inside a training step
-    rows = [dict(r) for r in trainer.train_dataset] * 2  # one group of G=2
-    out = trainer._generate_and_score_completions(rows)
-    assert out["num_images"] == [1, 1] and out["pixel_values"].shape[0] == out["image_grid_thw"].prod(-1).sum()
-    image_id = trainer.run.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
-    assert bool(((ids == image_id) == out["mm_token_type_ids"].bool()).all())
-    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-    keep = out["completion_ids"].size(1)
-    vision = {k: out[k] for k in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
-    with torch.no_grad():
-        trl_logp = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep, **vision)[0]
-        blind = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)[0]
-        for i, enc in enumerate(trainer._row_encodings):
-            batch = {**enc.model_inputs(), "labels": torch.tensor([enc.labels])}
-            ours, _ = selected_logprobs(trainer.model, batch, batch["labels"] != -100)
-            policy = out["tool_mask"][i].bool() & out["completion_mask"][i].bool()
-            assert torch.allclose(trl_logp[i][policy], ours, atol=1e-4), (trl_logp[i][policy], ours)
-            assert not torch.allclose(blind[i][policy], ours, atol=1e-4)  # without the pixels they differ
+    checked = []
+    original = trl.GRPOTrainer.compute_loss
+
+    def spy(self, model, inputs, *a, **kw):  # TRL's loss, as our compute_loss calls it
+        out = inputs
+        assert out["num_images"] == [1, 1] and out["pixel_values"].shape[0] == out["image_grid_thw"].prod(-1).sum()
+        image_id = trainer.run.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        assert bool(((ids == image_id) == out["mm_token_type_ids"].bool()).all())
+        mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        keep = out["completion_ids"].size(1)
+        vision = {k: out[k] for k in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
+        rows = self._batch_rows(out)
+        with torch.no_grad():
+            trl_logp = self._get_per_token_logps_and_entropies(model, ids, mask, keep, **vision)[0]
+            blind = self._get_per_token_logps_and_entropies(model, ids, mask, keep)[0]
+            for i, row in enumerate(rows):
+                enc = Encoded(input_ids=row.prompt_ids + row.completion_ids,
+                              loss_mask=[False] * len(row.prompt_ids) + [bool(m) for m in row.env_mask],
+                              decision_mask=[], vision=row.vision, token_types=row.token_types)
+                batch = {**enc.model_inputs(), "labels": torch.tensor([enc.labels])}
+                ours, _ = selected_logprobs(model, batch, batch["labels"] != -100)
+                policy = out["tool_mask"][i].bool() & out["completion_mask"][i].bool()
+                assert torch.allclose(trl_logp[i][policy], ours, atol=1e-4), (trl_logp[i][policy], ours)
+                assert not torch.allclose(blind[i][policy], ours, atol=1e-4)  # without the pixels they differ
+        checked.append(True)
+        return original(self, model, inputs, *a, **kw)
+
+    monkeypatch.setattr(trl.GRPOTrainer, "compute_loss", spy)
+    trainer.remove_callback(trainer.folder_callback)  # it would ask for the final checkpoint
+    trainer.train()
+    assert checked == [True]
 
 
 def test_copying_the_request_earns_clearly_less_than_the_teacher_on_knowledge_cases(tmp_path):
@@ -212,3 +248,25 @@ def test_copying_the_request_earns_clearly_less_than_the_teacher_on_knowledge_ca
     mean = lambda xs: sum(xs) / len(xs)
     assert mean(teacher) >= mean(copier) + 0.2, (teacher, copier)
     assert all(p < t for p, t in zip(paster, teacher)), (paster, teacher)
+
+
+def test_the_grpo_config_is_trls_with_ours_beside_it(tmp_path):
+    """Shipped GRPO configs load as a trl.GRPOConfig: TRL's fields by TRL's names, what follows
+    from ours set from it, and an unknown (or renamed) key is a one-line error that names it."""
+    import trl
+
+    from genevolve.training.config import config_from_file, config_to_dict, describe
+    from genevolve.training.grpo import GRPOConfig
+
+    cfg = config_from_file(GRPOConfig, REPO / "configs" / "nano" / "grpo_sdl.yaml")
+    assert isinstance(cfg, trl.GRPOConfig)
+    assert (cfg.learning_rate, cfg.epsilon, cfg.save_steps, cfg.temperature) == (5.0e-5, 0.2, 2, 1.0)
+    assert cfg.num_generations == cfg.group_size == 6 and cfg.per_device_train_batch_size == 6
+    assert cfg.max_completion_length == cfg.model.max_length == 2048 and cfg.agent.protocol == "nano"
+    assert cfg.output_dir.endswith("checkpoints") and cfg.shuffle_dataset is False
+    plain = config_to_dict(cfg)
+    assert plain["learning_rate"] == 5.0e-5 and plain["sdl"]["enabled"] is True and plain["model"]["lora"]["r"] == 16
+    with pytest.raises(ValueError, match=r"unknown GRPOConfig field\(s\): lr;"):
+        config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml", lr=1.0)
+    text = describe(GRPOConfig)
+    assert "group_size (6): Rollouts per prompt (G)" in text and "learning_rate (1e-06)" in text

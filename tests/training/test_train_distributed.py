@@ -91,7 +91,7 @@ def _sft_config(tmp_path: Path, name: str, **kw) -> Path:
 def _grpo_config(tmp_path: Path, name: str, **kw) -> Path:
     config = yaml.safe_load((REPO / "configs" / "grpo_tiny_cpu.yaml").read_text())
     config.update({"prompts": str(REPO / "configs" / "data" / "tiny_prompts.jsonl"), "run_dir": str(tmp_path / name),
-                   "max_steps": 4, "prompts_per_step": 1, "save_every": 2,
+                   "max_steps": 4, "prompts_per_step": 1, "save_steps": 2,
                    "agent": {"system_prompt_path": str(REPO / "configs" / "data" / "tiny_system.md"), "max_rounds": 1},
                    "sdl": {**config["sdl"], "store_path": str(tmp_path / f"{name}.db")}, **kw})
     path = tmp_path / f"{name}.yaml"
@@ -153,9 +153,10 @@ def _kill_after(proc, metrics: Path, rows: int, deadline_s: float = 900) -> None
 def test_two_process_run_killed_resumes_exactly(tmp_path, kind):
     make = _sft_config if kind == "sft" else _grpo_config
     steps = 6 if kind == "sft" else 5
-    straight = _run(2, kind, make(tmp_path, "straight", max_steps=steps, save_every=2), tmp_path / "o1")
+    every = {"save_every": 2} if kind == "sft" else {"save_steps": 2}  # GRPO's config is TRL's: TRL's name
+    straight = _run(2, kind, make(tmp_path, "straight", max_steps=steps, **every), tmp_path / "o1")
     assert straight["state"] == "done"
-    config = make(tmp_path, "killed", max_steps=steps, save_every=2)
+    config = make(tmp_path, "killed", max_steps=steps, **every)
     proc = _torchrun(2, kind, config, tmp_path / "o2", start_new_session=True)
     _kill_after(proc, tmp_path / "killed" / "metrics.jsonl", rows=3)
     assert len(_metrics(tmp_path / "killed")) >= 3  # rows past the step-2 checkpoint exist, to be cut

@@ -42,8 +42,8 @@ def test_grpo_with_sdl_resumes_exactly(tmp_path):
     def cfg(name: str, **kw):
         return config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml",
                                 prompts=str(REPO / "configs" / "data" / "tiny_prompts.jsonl"),
-                                system_prompt_path=str(REPO / "configs" / "data" / "tiny_system.md"),
-                                run_dir=str(tmp_path / name), max_steps=5, save_every=100,
+                                agent={"system_prompt_path": str(REPO / "configs" / "data" / "tiny_system.md")},
+                                run_dir=str(tmp_path / name), max_steps=5, save_steps=100,
                                 sdl={"enabled": True, "delta_min": 0.5, "store_path": str(tmp_path / f"{name}.db")},
                                 **kw)
 
