@@ -12,6 +12,22 @@ import json
 import shutil
 from pathlib import Path
 
+EXTERNAL_SECTION = """
+The first yardstick: program quality (`genevolve eval programs`, no renderer) on a stratified sample
+of PartiPrompts, GenEval, T2I-CompBench and the official release's examples — requests nobody here
+wrote or trained on. "clean" is the share of programs that pass every check at once (valid, every
+quoted text, count, colour and position kept, no leak, no irrelevant fact or reference).
+
+{external}
+
+Each system against the adapter shipped before this run, paired on the same requests (95% paired
+bootstrap interval; a new adapter ships only when its "clean" interval lies above zero):
+
+{external_paired}
+
+"""
+
+
 CARD = """---
 base_model: google/gemma-3-270m
 library_name: peft
@@ -36,20 +52,7 @@ call, skills in their short form. Serve it with another profile and it will see 
 was not trained on.
 
 ## Results on prompt sets written by others
-
-The first yardstick: program quality (`genevolve eval programs`, no renderer) on a stratified sample
-of PartiPrompts, GenEval, T2I-CompBench and the official release's examples — requests nobody here
-wrote or trained on. "clean" is the share of programs that pass every check at once (valid, every
-quoted text, count, colour and position kept, no leak, no irrelevant fact or reference).
-
-{external}
-
-Each system against the adapter shipped before this run, paired on the same requests (95% paired
-bootstrap interval; a new adapter ships only when its "clean" interval lies above zero):
-
-{external_paired}
-
-## Base model and terms
+{external_section}## Base model and terms
 
 Gemma 3 270M (pre-trained, not instruction-tuned) by Google, used under the Gemma Terms of Use
 (https://ai.google.dev/gemma/terms), which also govern this adapter as a model derivative. The
@@ -136,20 +139,7 @@ Each stage resumes after a kill: run the same command again. `--stages` runs a s
 of what is finished, `--stages eval --rescore` measures stored rollouts again after a judge changed.
 
 ## 0. Results on prompt sets written by others
-
-The first yardstick: program quality (`genevolve eval programs`, no renderer) on a stratified sample
-of PartiPrompts, GenEval, T2I-CompBench and the official release's examples — requests nobody here
-wrote or trained on. "clean" is the share of programs that pass every check at once (valid, every
-quoted text, count, colour and position kept, no leak, no irrelevant fact or reference).
-
-{external}
-
-Each system against the adapter shipped before this run, paired on the same requests (95% paired
-bootstrap interval; a new adapter ships only when its "clean" interval lies above zero):
-
-{external_paired}
-
-## 1. Fitting the context
+{external_section}## 1. Fitting the context
 
 A planner trajectory in our default conversation was too long for a 270M model trained on a CPU
 (the system prompt alone is 522 tokens, a skill text 300–400). The `nano` profile
@@ -284,13 +274,15 @@ def render_docs(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
     keys = ("external", "external_paired", "data", "recipe", "size", "sft", "grpo", "untuned_n", "ablation",
             "paired", "time")
-    return DOCS.format(**{k: sections.get(k) or missing for k in keys})
+    values = {k: sections.get(k) or missing for k in keys}
+    return DOCS.format(external_section=EXTERNAL_SECTION.format(**values), **values)
 
 
 def render_card(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
     keys = ("external", "external_paired", "data", "sft", "time", "grpo", "shipped", "ablation", "paired")
-    return CARD.format(**{k: sections.get(k) or missing for k in keys})
+    values = {k: sections.get(k) or missing for k in keys}
+    return CARD.format(external_section=EXTERNAL_SECTION.format(**values), **values)
 
 
 def grpo_rows(out: Path) -> dict[str, list[dict]]:
