@@ -96,7 +96,7 @@ def decode_once(policy, inputs, rules, new_tokens: int, constrained: bool) -> di
         policy.model(input_ids=torch.tensor([inputs.ids[:-1]]), cache=cache, use_cache=True, logits_to_keep=1)
         proc = policy.grammar().processor(rules, rows=1, prompt_len=len(inputs.ids)) if constrained else None
         clock = TokenClock()
-        out = policy._generate(inputs, cache, n=1, max_new_tokens=new_tokens, temperature=0.0, top_p=1.0,
+        out = policy._generate(inputs, cache, max_new_tokens=new_tokens, temperature=0.0, top_p=1.0,
                                streamer=clock, processor=proc)
     n = out["stopped"].get(0, out["completion"].shape[1])
     tokens = out["completion"][0, :n].tolist()

@@ -67,6 +67,9 @@ class GRPOConfig(trl.GRPOConfig):
     run_dir: str = option("runs/grpo", "Run folder: config.yaml, status.json, metrics.jsonl, rollouts.jsonl, "
                           "checkpoints/.")
     prompts: str = option("", "JSONL of bench rows ({\"question\" | \"prompt\", ...}); keywords for the rule reward.")
+    prompt_pool: int | None = option(None, "Train on this many prompts of the file (a pick seeded by `seed`), so a "
+                                     "run of max_steps revisits each: SDL's gate then finds the guides of its own "
+                                     "earlier steps. None: all.")
     prompts_per_step: int = option(1, "Prompts per step per process; each becomes a whole group on one process.")
     group_size: int = option(6, "Rollouts per prompt (G), rolled out in lock step.")
     max_new_tokens: int = option(512, "Tokens per policy turn.")

@@ -390,8 +390,15 @@ class _Run:
         self.files = files
         if not cfg.prompts:
             raise ValueError("prompts is empty: point it at a JSONL of bench rows ({\"question\": ...})")
-        self.prompts = load_prompts(cfg.prompts)
+        self.prompts = prompt_pool(load_prompts(cfg.prompts), cfg.prompt_pool, cfg.seed)
         self.model, self.tokenizer, self.processor = load_for_training(cfg.model)
+        if not torch.cuda.is_available():
+            from genevolve.policies.cpu_speed import pack_linears
+
+            # The rollouts decode a few rows a token on a bf16 base the optimizer never changes
+            # (LoRA): pack it once for oneDNN, as nano's inference does, so the lm_head is not
+            # reordered for every token. The update's passes (grad on, or many rows) stay plain.
+            pack_linears(self.model, frozen_only=True)
         self.reward_fn = reward_fn or make_reward(
             cfg.reward, image_dir=str(self.files.dir / "images") if cfg.save_images else None)
         self.tools = tools if tools is not None else build_rollout_tools(cfg)
@@ -476,6 +483,17 @@ class _Run:
                            token_types=self._token_types(ids) if row.vision else None)
 
         return encoded(row.prompt_ids), encoded(teacher_prompt)
+
+
+def prompt_pool(prompts: list[dict], size: int | None, seed: int) -> list[dict]:
+    """``size`` of ``prompts`` drawn by ``seed``, in file order (all when ``size`` is None or covers them)."""
+    if size is None or size >= len(prompts):
+        return prompts
+    if size < 1:
+        raise ValueError(f"prompt_pool is {size}: give a positive number of prompts, or leave it out for all")
+    g = torch.Generator().manual_seed(seed * 7_919 + 17)
+    keep = sorted(torch.randperm(len(prompts), generator=g)[:size].tolist())
+    return [prompts[i] for i in keep]
 
 
 def _dataset(prompts: list[dict], cfg: GRPOConfig, processes: int):

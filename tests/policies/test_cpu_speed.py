@@ -25,19 +25,23 @@ def test_packed_linears_give_the_same_numbers_and_fall_back_where_they_must():
     model = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.GELU(), torch.nn.Linear(300, 5000, bias=False),
                                 torch.nn.Linear(5000, 7).float()).to(torch.bfloat16)
     model[3].float()  # an fp32 layer is left as it is
-    one, rows = torch.randn(1, 1, 64, dtype=torch.bfloat16), torch.randn(2, 9, 64, dtype=torch.bfloat16)
+    one, group = torch.randn(1, 1, 64, dtype=torch.bfloat16), torch.randn(6, 1, 64, dtype=torch.bfloat16)
+    rows = torch.randn(2, 9, 64, dtype=torch.bfloat16)
     with torch.no_grad():
-        want_one, want_rows = model[:3](one), model[:3](rows)
+        want_one, want_group, want_rows = model[:3](one), model[:3](group), model[:3](rows)
     handle = pack_linears(model)
     assert len(handle) == 2 and _packed(model) == 2
     with torch.no_grad():
         assert torch.equal(model[:3](one), want_one)  # the packed path, bit for bit
-        assert torch.equal(model[:3](rows), want_rows)  # several rows: the plain path
+        assert torch.equal(model[:3](group), want_group)  # a lock-step group's turn: packed too
+        assert torch.equal(model[:3](rows), want_rows)  # 18 rows (prefill-like): the plain path
     out = model[:3](one)  # autograd on: the plain path, so gradients reach the weights
     out.float().sum().backward()
     assert model[0].weight.grad is not None
     handle.remove()
     assert _packed(model) == 0 and not any("forward" in m.__dict__ for m in model.modules())
+    model[2].weight.requires_grad_(False)  # a frozen base under a trainable layer
+    assert len(pack_linears(model, frozen_only=True)) == 1 and "_packed_weight" in model[2].__dict__
 
 
 @needs_packing

@@ -270,3 +270,22 @@ def test_the_grpo_config_is_trls_with_ours_beside_it(tmp_path):
         config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml", lr=1.0)
     text = describe(GRPOConfig)
     assert "group_size (6): Rollouts per prompt (G)" in text and "learning_rate (1e-06)" in text
+
+
+def test_a_prompt_pool_makes_a_run_revisit_its_prompts():
+    """``prompt_pool: N`` trains on N prompts of the file, picked by the seed, so a run of max_steps
+    sees each of them again (SDL's gate needs a request it has distilled a guide for)."""
+    from types import SimpleNamespace
+
+    from genevolve.training.grpo_trainer import _dataset, prompt_pool
+
+    prompts = [{"id": str(i), "question": f"request {i}"} for i in range(10)]
+    pool = prompt_pool(prompts, 3, seed=0)
+    assert len(pool) == 3 and pool == prompt_pool(prompts, 3, seed=0) and pool != prompt_pool(prompts, 3, seed=1)
+    assert [int(p["id"]) for p in pool] == sorted(int(p["id"]) for p in pool)  # file order kept
+    assert prompt_pool(prompts, None, seed=0) is prompts and prompt_pool(prompts, 99, seed=0) is prompts
+    with pytest.raises(ValueError, match="prompt_pool is 0"):
+        prompt_pool(prompts, 0, seed=0)
+    rows = _dataset(pool, SimpleNamespace(max_steps=6, prompts_per_step=1, seed=0), processes=1)
+    seen = [r["prompt"][0]["content"] for r in rows]
+    assert len(seen) == 6 and all(seen.count(p["question"]) == 2 for p in pool)
