@@ -259,6 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     from genevolve.errors import explain
     from genevolve.specs import env_flag
 
+    if argv is None and sys.argv[1:2] == ["train"]:
+        from genevolve.training.allocator import restart_tuned_for_training
+
+        restart_tuned_for_training()  # training on CPU: keep freed memory for reuse (see that module)
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:  # raised outside the command parser's own handling

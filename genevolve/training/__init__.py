@@ -17,6 +17,7 @@ Modules, one concern each:
                  resume, SIGTERM / stop_after, the shared TRL arguments
   rewards.py     RewardConfig, HybridReward (render + judge + sufficiency), KeywordReward (a rule)
   sdl.py         Decision Guides, distillers, GuideBuffer, retrieve_guide, the SDL loss
+  allocator.py   `genevolve train` restarts once with glibc malloc tunables (freed memory is reused)
   metrics.py     run-directory files; commands.py the CLI
   tiny.py        a tiny word-level Gemma 3 for CI (``model: tiny:gemma3``)
 
