@@ -521,6 +521,20 @@ def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False
                             quiet=quiet, probe=probe)
 
 
+# Tokens per tile of TRL's chunked log-prob pass on CPU (TRL's default, 4,096, is sized for a GPU).
+# Each tile materialises several tokens x 32,768 fp32 temporaries; at 4,096 tokens they are 512 MiB
+# each and fall out of the CPU caches. On this 2-core CPU, 4,096 positions forward + backward with
+# Gemma 3 270M's head: 105.7 s and 7.0 GB peak at 4,096 -> 48.6 s and 1.9 GB at 512
+# (benchmarks/cpu_allocator.py measures it against the defaults).
+CPU_LOGPROB_TILE_TOKENS = 512
+
+
+def _cpu_logprob_tiles() -> None:
+    import trl.kernels.chunked_logprob as chunked  # read by its forward and backward at each call
+
+    chunked.TOKEN_CHUNK_SIZE = min(chunked.TOKEN_CHUNK_SIZE, CPU_LOGPROB_TILE_TOKENS)
+
+
 def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
     """The trainer for ``cfg``, its run folder prepared for a fresh start or a resume:
     ``(trainer, checkpoint to resume from or None)``."""
@@ -548,6 +562,8 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
     cfg.output_dir = str(files.checkpoints)  # TRL's checkpoints live in the run folder
     main = state.is_main_process
     seed_all(cfg.seed)
+    if not torch.cuda.is_available():
+        _cpu_logprob_tiles()
     run = _Run(cfg, files, reward_fn=reward_fn, tools=tools, rank=state.process_index)
     if main and run.buffer is not None:
         run.buffer.forget(run.run_id, after_step=step)  # guides of steps that will be redone
