@@ -57,6 +57,7 @@ from genevolve.protocol import (
     correction_message,
     gen_prompt_problems,
     prompt_correction_message,
+    without_reasoning,
 )
 from genevolve.tools.base import Tool, ToolContext, ToolResult
 from genevolve.trajectory import (
@@ -333,6 +334,13 @@ class Agent:
             step.round_s = time.perf_counter() - round_t0
             yield FormatErrorEvent(round=step.round, error=step.error, text=step.assistant_text)
             return None
+        if problems:
+            # Kept after its correction: the renderer still gets no reasoning or protocol words.
+            cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think)
+            if removed:
+                program = program.model_copy(update={"gen_prompt": cleaned})
+                run.traj.warnings.append("program cleaned: took out " + ", ".join(f'"{r}"' for r in removed))
+                problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think)
         if problems:
             warning = f"{PROMPT_CHECK}: " + "; ".join(problems)
             run.traj.warnings.append(warning)

@@ -505,23 +505,29 @@ def _noun_phrase(fragment: str, take: str) -> str:
 
 
 # Reasoning or protocol text that has no place in a prompt for a renderer: the one list the agent's
-# answer check, the program-quality eval and the GRPO reward all use.
-LEAK_PATTERNS = [
+# answer check, the program-quality eval and the GRPO reward all use (LEAK_PATTERNS). Protocol words
+# and copied think phrases can be cut out where they stand; self-talk makes its whole sentence go.
+PROTOCOL_PATTERNS = [
     r"(?i)</?\s*(?:think|tool_call|tool_response|answer)\s*>",
     r"\{\s*\"(?:name|arguments|gen_prompt|reference_images|queries|skill_name)\"",
     r"(?i)\b(?:tool_call|tool_response|gen_prompt|reference_images|img_id|query_knowledge|image_search|"
     r"spatial_layout|aesthetic_drawing|text_rendering|creative_drawing|anatomy_body_coherence|attribute_binding|"
     r"physical_material_consistency|quantity_counting)\b",
     r"\bIMG_\d{3}\b",
+    r"\(s\)",  # "toothbrush(s)": a template's plural, not a description
+    # The teacher's own think phrases, which a student copies into its program.
+    r"(?i)\b(?:will anchor its appearance|better than words|the \w+ guidance)\b",
+]
+SELF_TALK_PATTERNS = [
     # The model talking about its own work ("so I have what I need: 0 fact(s)…"), not describing the image.
     r"(?i)\b(?:I|we)\s+(?:have|need|will|should|must|can|found|think|know|got)\b|\b(?:I'll|I've|I'm|let me|let's)\b",
-    r"(?i)\b(?:my plan|first, I|what I need)\b|\b\w+\(s\)",
+    r"(?i)\b(?:my plan|first, I|what I need)\b",
     r"(?i)\bthe user(?:'s)? (?:wants|asks|asked|requests|requested|request|is asking)\b",
     r"(?i)\b(?:the request (?:asks|says|wants)|the prompt (?:asks|says))\b",
-    # The teacher's own think phrases, which a student copies into its program.
-    r"(?i)\b(?:will anchor its appearance|better than words|so I (?:read|look)|I look (?:it|them) up|"
-    r"I have what I need|writing the program now|the \w+ guidance|no more tool calls)\b",
+    r"(?i)\b(?:so I (?:read|look)|I look (?:it|them) up|I have what I need|writing the program now|"
+    r"no more tool calls)\b",
 ]
+LEAK_PATTERNS = PROTOCOL_PATTERNS + SELF_TALK_PATTERNS
 
 
 def reasoning_leaks(prompt: str, request: str) -> list[str]:

@@ -306,6 +306,69 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
     return problems
 
 
+def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[str, list[str]]:
+    """``gen_prompt`` with the model's reasoning and protocol words taken out, and what was taken.
+
+    For a program kept after its correction turn failed: the renderer gets a description, never
+    "spatial_layout" or "will anchor its appearance". Protocol words and copied think phrases are
+    cut where they stand ("A photo of a black backpack will anchor its appearance better than
+    words." keeps "A photo of a black backpack."); a sentence of self-talk ("I have what I need")
+    goes whole. Quoted text is the user's and is never touched, and nothing is taken out when
+    that would lose a quoted text, count or position the prompt kept, or leave no description."""
+    from genevolve.program import PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, reasoning_leaks, strip_quoted
+
+    asked = request.lower()
+    kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
+    removed: list[str] = []
+    pieces = re.split(r"((?<=[.!?])[ \t]+|\s*\n\s*)", gen_prompt.strip())
+    for sentence, gap in zip(pieces[::2], pieces[1::2] + [""]):
+        own = strip_quoted(sentence)
+        copied = _copied_reasoning(think, own, asked)
+        if not reasoning_leaks(own, request) and not copied:
+            kept.append((sentence, gap))
+            continue
+        talk = [m.group(0) for p in SELF_TALK_PATTERNS for m in re.finditer(p, own) if m.group(0).lower() not in asked]
+        if talk and not _holds_quotes(sentence):
+            removed.append(sentence)
+            continue
+        cut = sentence
+        found = copied + [m.group(0) for p in PROTOCOL_PATTERNS for m in re.finditer(p, own)]
+        for fragment in sorted(dict.fromkeys(found), key=len, reverse=True):  # "the x guidance" before "x"
+            if fragment.lower() in asked or fragment not in strip_quoted(cut):
+                continue
+            cut = _cut_outside_quotes(cut, fragment)
+            removed.append(fragment)
+        cut = re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cut)).strip()
+        cut = re.sub(r"^[,;:]\s*|[,;:](?=[.!?]$)", "", cut).strip()
+        if re.search(r"[A-Za-z]{2,}", strip_quoted(cut)):
+            kept.append((cut, gap))
+    cleaned = "".join(text + gap for text, gap in kept).strip()
+    if not removed or not re.search(r"[A-Za-z]{3,}", strip_quoted(cleaned)):
+        return gen_prompt, []
+    before = gen_prompt_problems(request, gen_prompt, think)
+    lost = [p for p in gen_prompt_problems(request, cleaned) if p not in before and "your reasoning" not in p]
+    return (gen_prompt, []) if lost else (cleaned, list(dict.fromkeys(removed)))
+
+
+def _holds_quotes(sentence: str) -> bool:
+    from genevolve.program import quoted_strings
+
+    return bool(quoted_strings(sentence))
+
+
+def _cut_outside_quotes(sentence: str, fragment: str) -> str:
+    """``sentence`` without the occurrences of ``fragment`` that are not inside a quoted text."""
+    from genevolve.subjects import QUOTED_TEXT_RE
+
+    parts, last = [], 0
+    for m in QUOTED_TEXT_RE.finditer(sentence):
+        parts.append(sentence[last:m.start()].replace(fragment, " "))
+        parts.append(m.group(0))
+        last = m.end()
+    parts.append(sentence[last:].replace(fragment, " "))
+    return "".join(parts)
+
+
 def _same_thing(a: str | None, b: str | None) -> bool:
     """Two noun phrases name the same thing when their last words agree ("the red door" / "door")."""
     last = lambda s: (s or "").lower().split()[-1:] or [""]  # noqa: E731

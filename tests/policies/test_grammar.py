@@ -11,7 +11,7 @@ import pytest
 
 from genevolve.agent import Agent, AgentConfig
 from genevolve.policies.grammar import TurnRules, turn_rules
-from genevolve.protocol import format_answer, gen_prompt_problems, parse_turn
+from genevolve.protocol import format_answer, gen_prompt_problems, parse_turn, without_reasoning
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("llguidance")
@@ -129,7 +129,7 @@ def test_gen_prompt_check_finds_reasoning_and_protocol_words():
     leaked = ("A still life of a rusty anchor. so I have what I need: 0 fact(s), 0 reference image(s) and the "
               "physical_material_consistency guidance.")
     problems = gen_prompt_problems("A still life of a rusty anchor.", leaked)
-    assert len(problems) == 1 and "fact(s)" in problems[0] and "physical_material_consistency" in problems[0]
+    assert len(problems) == 1 and '"(s)"' in problems[0] and "physical_material_consistency" in problems[0]
     think = "The anchor should look heavy and wet from the sea spray"
     copied = gen_prompt_problems("A rusty anchor.", "A rusty anchor; the anchor should look heavy and wet from the sea.",
                                  think=think)
@@ -159,9 +159,31 @@ def test_the_answer_step_sends_one_correction_that_names_what_is_missing(tmp_pat
     traj = Agent(policy, [], AgentConfig(), work_dir=tmp_path).run(request)
     assert traj.termination == "answer" and traj.program.gen_prompt.endswith('"Rare Maps Inside".')
     correction = policy.seen[1][-1]["content"]
-    assert '"Rare Maps Inside"' in correction and "fact(s)" in correction and "OPEN LATE" not in correction
+    assert '"Rare Maps Inside"' in correction and "what I need" in correction and "OPEN LATE" not in correction
     # A second failing answer is kept (a program beats none), with a warning that says what is wrong.
     policy = _Scripted([lossy, lossy])
     traj = Agent(policy, [], AgentConfig(), work_dir=tmp_path).run(request)
     assert traj.program is not None and [s.kind for s in traj.steps] == ["format_error", "answer"]
     assert any("Rare Maps Inside" in w for w in traj.warnings)
+    # ...and reaches the renderer without the model's talk about its own work.
+    assert traj.program.gen_prompt == 'A bookshop sign reading "OPEN LATE".'
+    assert any(w.startswith("program cleaned:") and "what I need" in w for w in traj.warnings)
+
+
+def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
+    request = "a photo of a black backpack"
+    cleaned, removed = without_reasoning(
+        request, "A photo of a black backpack will anchor its appearance better than words. Layout: follow the "
+                 "spatial_layout guidance, every object in frame.\n\nSo I have what I need. Soft daylight.")
+    assert cleaned == "A photo of a black backpack. Layout: follow, every object in frame.\n\nSoft daylight."
+    assert removed[:2] == ["will anchor its appearance", "better than words"] and "So I have what I need." in removed
+    # Quoted text is the user's: a quoted protocol word stays, and the sentence holding it is not dropped.
+    request = 'A T-shirt that says "I have spatial_layout"'
+    assert without_reasoning(request, 'A T-shirt that says "I have spatial_layout". Studio light.') == (
+        'A T-shirt that says "I have spatial_layout". Studio light.', [])
+    # Nothing is cut when that would lose what the request asked for (here its count).
+    request = "three cats on a sofa"
+    kept = "I have three cats on a sofa. Warm light."
+    assert without_reasoning(request, kept) == (kept, [])
+    clean = "Three cats on a sofa, warm light."
+    assert without_reasoning(request, clean) == (clean, [])
