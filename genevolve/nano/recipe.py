@@ -105,8 +105,11 @@ class NanoRecipe:
         for stage in stages or list(STAGES):
             if stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-            # ship takes a second and follows the latest evaluation, so it runs again whenever asked.
-            if self.done(stage) and stage != "ship" and not (stage == "eval" and (self.rescore or self.summary_only)):
+            # ship takes a second and follows the latest evaluation, so it runs again whenever asked;
+            # external measures each system in its own resumable folder, so asking again adds the
+            # adapters trained since (a GRPO stage that finished later) and skips what is measured.
+            if (self.done(stage) and stage not in ("ship", "external")
+                    and not (stage == "eval" and (self.rescore or self.summary_only))):
                 self.log(f"[nano] {stage}: done already")
                 continue
             self.log(f"[nano] {stage}: starting")

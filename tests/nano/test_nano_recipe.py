@@ -131,6 +131,13 @@ def test_external_stage_pairs_every_system_with_the_shipped_adapter_and_ship_kee
     recipe.stage_ship()
     assert not (tmp_path / "assets").exists()
     assert json.loads((tmp_path / "stages.json").read_text())["ship"]["shipped"] == "kept"
+    # Asked again once done, external runs (adapters trained since get their rows); a done stage
+    # that trains does not.
+    recipe._mark_done("external")
+    recipe._mark_done("sft")
+    lines: list[str] = []
+    NanoRecipe(tmp_path, log=lines.append, ship_to=tmp_path / "assets", summary_only=True).run(["sft", "external"])
+    assert lines[:2] == ["[nano] sft: done already", "[nano] external: starting"]
 
 
 def test_external_stage_refuses_to_mix_two_shipped_adapters(tmp_path):
