@@ -34,16 +34,6 @@ class RunFolderTrainer:
     def run_folder_extras(self) -> dict:
         return {}
 
-    def _run_epoch(self, *args, **kwargs):
-        # Resuming from a checkpoint at max_steps (a run killed after its final save, or one run
-        # again once done): the Trainer would fast-forward into the last epoch and take one more
-        # update before its max_steps check (step 6 of 5) when max_steps is not a whole number of
-        # epochs. Nothing is left to train; the checkpoint's weights are already loaded.
-        if self.state.global_step >= self.state.max_steps:
-            self.control.should_training_stop = True
-            return
-        return super()._run_epoch(*args, **kwargs)
-
 
 class RunFolderCallback(TrainerCallback):
     """metrics.jsonl, status.json and checkpoints/latest (rank 0), stops on SIGTERM / stop_after."""
@@ -169,7 +159,13 @@ def train_to_end(trainer, files, ckpt, cfg, desc: str, *, quiet: bool, probe=Non
         callback.bar = progress(cfg.max_steps, trainer.resume_step, desc)
     if main:
         files.status("running", step=trainer.resume_step, total_steps=cfg.max_steps)
-    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    if ckpt is not None and trainer.resume_step >= cfg.max_steps:
+        # A run killed after its final save, or started again once done: nothing is left to train.
+        # (Trainer.train would fast-forward into the last epoch and take one more update before its
+        # max_steps check, step 6 of 5, when max_steps is not a whole number of epochs.)
+        _finished_from(trainer, Path(ckpt), weights=probe is not None)
+    else:
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
     if callback.bar is not None:
         callback.bar.close()
     final = trainer.state.global_step
@@ -180,3 +176,22 @@ def train_to_end(trainer, files, ckpt, cfg, desc: str, *, quiet: bool, probe=Non
         probe(trainer.accelerator.unwrap_model(trainer.model))
     trainer.accelerator.wait_for_everyone()
     return {"state": state_name, "step": final, "run_dir": str(files.dir)}
+
+
+def _finished_from(trainer, ckpt: Path, *, weights: bool) -> None:
+    """The trainer as a finished run left it: its state from ``ckpt`` and, when asked, its weights
+    (the adapter, or the whole model)."""
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(ckpt / "trainer_state.json"))
+    if not weights:
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if (ckpt / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
+    else:
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+
