@@ -57,6 +57,7 @@ from genevolve.protocol import (
     correction_message,
     gen_prompt_problems,
     prompt_correction_message,
+    with_request_quotes,
     without_reasoning,
 )
 from genevolve.tools.base import Tool, ToolContext, ToolResult
@@ -336,10 +337,16 @@ class Agent:
             return None
         if problems:
             # Kept after its correction: the renderer still gets no reasoning or protocol words.
+            # And the user's quoted texts reach it verbatim, even when the model dropped one.
             cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think)
-            if removed:
+            cleaned, added = with_request_quotes(run.traj.request, cleaned)
+            if removed or added:
                 program = program.model_copy(update={"gen_prompt": cleaned})
-                run.traj.warnings.append("program cleaned: took out " + ", ".join(f'"{r}"' for r in removed))
+                if removed:
+                    run.traj.warnings.append("program cleaned: took out " + ", ".join(f'"{r}"' for r in removed))
+                if added:
+                    run.traj.warnings.append("program repaired: added the quoted text "
+                                             + ", ".join(f'"{q}"' for q in added))
                 problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think)
         if problems:
             warning = f"{PROMPT_CHECK}: " + "; ".join(problems)

@@ -350,6 +350,22 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     return (gen_prompt, []) if lost else (cleaned, list(dict.fromkeys(removed)))
 
 
+def with_request_quotes(request: str, gen_prompt: str) -> tuple[str, list[str]]:
+    """``gen_prompt`` with every quoted text of the request it lost appended, verbatim, and those texts.
+
+    For a program kept after its correction turn failed: the user's exact words reach the renderer
+    even when the model dropped them (a quote it did not escape ends the JSON string early)."""
+    from genevolve.program import quoted_strings
+
+    missing = [q for q in quoted_strings(request) if q not in gen_prompt]
+    if not missing:
+        return gen_prompt, []
+    text = gen_prompt.rstrip()
+    if text and text[-1] not in ".!?":
+        text += "."
+    return text + "".join(f' The text "{q}" appears exactly as written.' for q in missing), missing
+
+
 def _holds_quotes(sentence: str) -> bool:
     from genevolve.program import quoted_strings
 

@@ -11,7 +11,7 @@ import pytest
 
 from genevolve.agent import Agent, AgentConfig
 from genevolve.policies.grammar import TurnRules, turn_rules
-from genevolve.protocol import format_answer, gen_prompt_problems, parse_turn, without_reasoning
+from genevolve.protocol import format_answer, gen_prompt_problems, parse_turn, with_request_quotes, without_reasoning
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("llguidance")
@@ -165,9 +165,11 @@ def test_the_answer_step_sends_one_correction_that_names_what_is_missing(tmp_pat
     traj = Agent(policy, [], AgentConfig(), work_dir=tmp_path).run(request)
     assert traj.program is not None and [s.kind for s in traj.steps] == ["format_error", "answer"]
     assert any("Rare Maps Inside" in w for w in traj.warnings)
-    # ...and reaches the renderer without the model's talk about its own work.
-    assert traj.program.gen_prompt == 'A bookshop sign reading "OPEN LATE".'
+    # ...and reaches the renderer without the model's talk about its own work, with every quoted text.
+    assert traj.program.gen_prompt == ('A bookshop sign reading "OPEN LATE". The text "Rare Maps Inside" appears '
+                                       'exactly as written.')
     assert any(w.startswith("program cleaned:") and "what I need" in w for w in traj.warnings)
+    assert 'program repaired: added the quoted text "Rare Maps Inside"' in traj.warnings
 
 
 def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
@@ -187,3 +189,11 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     assert without_reasoning(request, kept) == (kept, [])
     clean = "Three cats on a sofa, warm light."
     assert without_reasoning(request, clean) == (clean, [])
+
+
+def test_a_dropped_quoted_text_is_put_back_verbatim():
+    request = 'a robot holding a sign with "Let\'s PAINT!" written on it'
+    assert with_request_quotes(request, "A robot holding a sign with") == (
+        'A robot holding a sign with. The text "Let\'s PAINT!" appears exactly as written.', ["Let's PAINT!"])
+    kept = 'A robot with a sign reading "Let\'s PAINT!".'
+    assert with_request_quotes(request, kept) == (kept, [])
