@@ -124,7 +124,7 @@ def _before(run, case: dict):
 
     policy = run.policy
     policy.explicit_sampling = {"temperature", "top_p", "max_new_tokens"}  # as the old trainer set it
-    agent = Agent(policy, run.tools, AgentConfig(**{**vars(run.cfg.agent), "offline": True}),
+    agent = Agent(policy, run.tools, AgentConfig(**{**vars(run.cfg.agent), "offline": True, "tidy_kept_prompt": False}),
                   work_dir=run.files.dir / "before_files")
     encoder = ConversationEncoder(run.tokenizer, run.processor, max_length=run.cfg.model.max_length)
     for t in run.tools.values():

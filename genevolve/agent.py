@@ -86,6 +86,10 @@ class AgentConfig:
     system_prompt_path: str | None = None
     offline: bool = True
     protocol: str | None = None  # a profile spec (genevolve.profiles); None: the policy's preference, else ours
+    # A program kept after its failed correction loses its reasoning and protocol words and gets the
+    # request's quoted texts back before it is rendered. GRPO rollouts turn this off: their reward
+    # must see what the model wrote.
+    tidy_kept_prompt: bool = True
 
 
 @dataclass(frozen=True)
@@ -335,7 +339,7 @@ class Agent:
             step.round_s = time.perf_counter() - round_t0
             yield FormatErrorEvent(round=step.round, error=step.error, text=step.assistant_text)
             return None
-        if problems:
+        if problems and cfg.tidy_kept_prompt:
             # Kept after its correction: the renderer still gets no reasoning or protocol words.
             # And the user's quoted texts reach it verbatim, even when the model dropped one.
             cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think)

@@ -413,7 +413,8 @@ class _Run:
                                   constrained=False)
         self.decoder = GroupDecoder(self.policy, temperature=cfg.temperature, top_p=cfg.top_p,
                                     max_new_tokens=cfg.max_new_tokens)
-        agent_cfg = AgentConfig(**{**vars(cfg.agent), "offline": cfg.tools != "online"})
+        # The reward scores the program the model wrote: no tidying of a kept gen_prompt here.
+        agent_cfg = AgentConfig(**{**vars(cfg.agent), "offline": cfg.tools != "online", "tidy_kept_prompt": False})
         # Scratch files of the tools (downloads, copies); one folder per rank, so ranks never share one.
         work = self.files.dir / "rollout_files" / (f"rank-{rank}" if rank else "")
         self.agents = [Agent(RolloutSlot(self.decoder, i), self.tools, agent_cfg, work_dir=work)

@@ -170,6 +170,10 @@ def test_the_answer_step_sends_one_correction_that_names_what_is_missing(tmp_pat
                                        'exactly as written.')
     assert any(w.startswith("program cleaned:") and "what I need" in w for w in traj.warnings)
     assert 'program repaired: added the quoted text "Rare Maps Inside"' in traj.warnings
+    # GRPO's rollouts keep what the model wrote, so their reward sees it.
+    policy = _Scripted([lossy, lossy])
+    traj = Agent(policy, [], AgentConfig(tidy_kept_prompt=False), work_dir=tmp_path).run(request)
+    assert traj.program.gen_prompt.endswith("so I have what I need: 0 fact(s).")
 
 
 def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():

@@ -41,6 +41,7 @@ def test_trl_trains_on_the_sampled_ids_and_rollouts_log_its_advantages(tiny_gemm
     decoder = trainer.run.decoder
     assert (decoder.temperature, decoder.top_p, decoder.max_new_tokens) == (0.35, 0.8, 12)
     assert trainer.run.policy.constrained is False  # TRL trains on what the policy itself sampled: no grammar
+    assert not any(a.config.tidy_kept_prompt for a in trainer.run.agents)  # the reward sees what it wrote
     assert trainer.args is cfg and trainer.args.temperature == 0.35 and trainer.args.num_generations == 4
 
     seen = []
