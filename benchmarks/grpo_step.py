@@ -1,21 +1,22 @@
-"""One GRPO step on the real Gemma 3 270M (nano adapter, LoRA), before vs after lock-step groups.
+"""One GRPO step on the real Gemma 3 270M (nano adapter, LoRA): the old path against today's trainer.
 
     python benchmarks/grpo_step.py [--steps 1] [--case ka_arch_02] [--group 6] [--new-tokens 320]
 
-Both arms run in the same process on the same model (``configs/nano/grpo.yaml``: the nano
-conversation, 6 rounds, 5 tool calls, the offline tools behind the group's cache, the hybrid reward,
-temperature 1.0) for the same prompt and seed, one after the other:
+Each arm runs in its own process (the allocator is set when a process starts), one after the other,
+on the same prompt, config (``configs/nano/grpo.yaml``: the nano conversation, 6 rounds, 5 tool
+calls, the offline tools behind the group's cache, the hybrid reward, temperature 1.0) and seed:
 
-- before: the path GRPO took until now, kept here only: G calls of ``Agent.run`` one after
-  another on a ``LocalPolicy`` (KV reuse within a trajectory), then each trajectory re-rendered to
-  text and re-tokenised (``ConversationEncoder``);
-- after: the trainer's own rollouts (``grpo_trainer._Run.group_rollouts``): the G rollouts in lock
-  step, their turns decoded as one batch, the sampled ids kept.
+- before: the path GRPO took at first, kept here only: G calls of ``Agent.run`` one after another
+  on a ``LocalPolicy`` (KV reuse within a trajectory), each trajectory re-rendered to text and
+  re-tokenised (``ConversationEncoder``), the rewards, then one forward and backward pass of a
+  policy-gradient loss over the G rows; the process's default allocator, the base unpacked;
+- trainer: ``genevolve train grpo``'s own step (``run_grpo`` for ``--steps`` steps): the G rollouts
+  in lock step with the frozen base packed, the sampled ids kept, TRL's update with 512-token
+  log-prob tiles, under the training allocator settings (``genevolve/training/allocator.py``);
+  its seconds are TRL's ``step_time`` (rollouts, rewards, old log-probs, forward and backward);
+- after (``--only after``): the lock-step rollouts with the "before" arm's update, in one process.
 
-A step is: the G rollouts, the reward of each trajectory, the ids for TRL, and one forward and
-backward pass of a policy-gradient loss over the G rows (the same code in both arms). The rows are
-the same shape either way (prompt + completion with a mask of the policy's tokens), so the update
-costs what its token count costs. Prints one JSON object; the ratio is after / before wall time.
+Prints one JSON object; the ratio is trainer / before wall time per step.
 """
 
 from __future__ import annotations
@@ -39,8 +40,13 @@ def main() -> None:
     ap.add_argument("--case", default="ka_arch_02", help="a case of examples/bench_mini")
     ap.add_argument("--group", type=int, default=6)
     ap.add_argument("--new-tokens", type=int, default=320)
-    ap.add_argument("--only", choices=("before", "after"), default=None)
+    ap.add_argument("--only", choices=("before", "after", "trainer"), default=None,
+                    help="run one arm in this process (without it: before and trainer, a process each)")
     args = ap.parse_args()
+    if args.only is None:
+        return _both_arms(args)
+    if args.only == "trainer":
+        return print(json.dumps(_trainer_arm(args), indent=2))
 
     import torch
 
@@ -51,15 +57,12 @@ def main() -> None:
     from genevolve.training.metrics import RunFiles
 
     tmp = Path(tempfile.mkdtemp(prefix="grpo_step_"))
-    case = [c for c in load_prompts(REPO / "examples" / "bench_mini" / "cases.jsonl") if c["id"] == args.case][0]
-    (tmp / "prompts.jsonl").write_text(json.dumps(case) + "\n")
-    cfg = config_from_file(GRPOConfig, REPO / "configs" / "nano" / "grpo.yaml", prompts=str(tmp / "prompts.jsonl"),
-                           run_dir=str(tmp / "run"), group_size=args.group, max_new_tokens=args.new_tokens)
-    adapter = REPO / "assets" / "adapters" / "nano"
-    if (adapter / "adapter_config.json").is_file():
-        cfg.model.init_adapter = str(adapter)
+    case = _case(args.case, load_prompts)
+    cfg = _config(args, tmp, GRPOConfig, config_from_file, load_prompts)
     t0 = time.perf_counter()
     run = _Run(cfg, RunFiles(cfg.run_dir, create=True))
+    if args.only == "before":
+        run.packed.remove()  # the old path decoded on the plain base
     load_s = time.perf_counter() - t0
     arms = {"before": lambda: _before(run, case), "after": lambda: _after(run, case)}
     out = {"case": args.case, "group": args.group, "max_new_tokens": args.new_tokens, "steps": args.steps,
@@ -78,6 +81,71 @@ def main() -> None:
         out["ratio_after_over_before"] = out["after"]["mean_step_s"] / out["before"]["mean_step_s"]
     out["load_avg_end"] = os.getloadavg()
     print(json.dumps(out, indent=2))
+
+
+def _case(case_id: str, load_prompts) -> dict:
+    return [c for c in load_prompts(REPO / "examples" / "bench_mini" / "cases.jsonl") if c["id"] == case_id][0]
+
+
+def _config(args, tmp: Path, GRPOConfig, config_from_file, load_prompts):
+    """configs/nano/grpo.yaml on the one prompt, with the shipped adapter as the starting point."""
+    (tmp / "prompts.jsonl").write_text(json.dumps(_case(args.case, load_prompts)) + "\n")
+    cfg = config_from_file(GRPOConfig, REPO / "configs" / "nano" / "grpo.yaml", prompts=str(tmp / "prompts.jsonl"),
+                           run_dir=str(tmp / "run"), group_size=args.group, max_new_tokens=args.new_tokens,
+                           max_steps=args.steps, save_steps=10_000)
+    adapter = REPO / "assets" / "adapters" / "nano"
+    if (adapter / "adapter_config.json").is_file():
+        cfg.model.init_adapter = str(adapter)
+    return cfg
+
+
+def _both_arms(args) -> None:
+    """The old path under the process's default allocator, then today's trainer under the training
+    allocator settings: a fresh process each, the same prompt and seed."""
+    import subprocess
+
+    from genevolve.training.allocator import training_environment
+
+    plain = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    arms = {"before": plain, "trainer": training_environment(plain) or plain}
+    base = [sys.executable, __file__, "--steps", str(args.steps), "--case", args.case, "--group", str(args.group),
+            "--new-tokens", str(args.new_tokens)]
+    out = {"case": args.case, "group": args.group, "max_new_tokens": args.new_tokens, "steps": args.steps,
+           "load_avg_start": os.getloadavg()}
+    for name, env in arms.items():
+        done = subprocess.run([*base, "--only", name], env=env, stdout=subprocess.PIPE, check=True, text=True)
+        out[name] = json.loads(done.stdout)
+        out[name]["glibc_tunables"] = env.get("GLIBC_TUNABLES")
+        print(json.dumps({name: out[name].get(name, out[name])}), file=sys.stderr, flush=True)
+    before = out["before"]["before"]["mean_step_s"]
+    out["ratio_trainer_over_before"] = out["trainer"]["mean_step_s"] / before
+    out["load_avg_end"] = os.getloadavg()
+    print(json.dumps(out, indent=2))
+
+
+def _trainer_arm(args) -> dict:
+    """``run_grpo`` for ``args.steps`` steps; each step's seconds and counts from its metrics."""
+    import torch
+
+    from genevolve.training.config import config_from_file
+    from genevolve.training.data import load_prompts
+    from genevolve.training.grpo import GRPOConfig
+    from genevolve.training.grpo_trainer import run_grpo
+    from genevolve.training.metrics import read_metrics
+
+    tmp = Path(tempfile.mkdtemp(prefix="grpo_step_"))
+    cfg = _config(args, tmp, GRPOConfig, config_from_file, load_prompts)
+    t0 = time.perf_counter()
+    run_grpo(cfg, quiet=True)
+    wall_s = time.perf_counter() - t0
+    steps = [m for m in read_metrics(Path(cfg.run_dir)) if m.get("reward_mean") is not None]
+    rows = [{"step_s": round(m["step_time"], 2), "tokens": m.get("tokens"),
+             "terminations": m.get("terminations"), "tool_calls": m.get("tool_calls"),
+             **{k: round(v, 2) for k, v in (m.get("timings") or {}).items() if isinstance(v, (int, float))}}
+            for m in steps]
+    return {"torch_threads": torch.get_num_threads(), "wall_s_with_load_and_save": round(wall_s, 1),
+            "step_s": [r["step_s"] for r in rows], "mean_step_s": sum(r["step_s"] for r in rows) / max(len(rows), 1),
+            "steps": rows}
 
 
 def _step(run, case: dict, rollouts) -> dict:

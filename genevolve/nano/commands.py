@@ -26,7 +26,8 @@ def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stag
          ship_to: Optional[Path] = typer.Option(None, help="Where the ship stage puts the adapter "
                                                 "(default: assets/adapters/nano)."),
          systems: Optional[str] = typer.Option(None, help="Evaluate only these systems now (comma-separated: planner, "
-                                               "untuned, sft, sft+grpo, sft+grpo+sdl); the eval stage stays open."),
+                                               "untuned, sft, sft+grpo, sft+grpo+sdl, or a stage's name: grpo, "
+                                               "grpo_sdl); the eval stage stays open."),
          rescore: bool = typer.Option(False, "--rescore", help="Eval: measure the stored rollouts again with "
                                       "today's judges and reward, then run what is missing."),
          summary_only: bool = typer.Option(False, "--summary-only", help="Eval: write the summary of the requests "

@@ -203,11 +203,8 @@ class NanoRecipe:
                     for k, v in self.adapters().items()]
         chosen = systems
         if self.eval_systems is not None:
-            unknown = set(self.eval_systems) - {s.name for s in systems}
-            if unknown:
-                raise ValueError(f"no such system to evaluate: {', '.join(sorted(unknown))} (have: "
-                                 f"{', '.join(s.name for s in systems)})")
-            chosen = [s for s in systems if s.name in self.eval_systems]
+            wanted = self._asked_systems([s.name for s in systems])
+            chosen = [s for s in systems if s.name in wanted]
         if not self.summary_only:
             for s in chosen:
                 if self.rescore and runner.rows(s.name):
@@ -251,7 +248,8 @@ class NanoRecipe:
                    "untuned": ("nano?adapter=none", stratified_subset(cases, min(UNTUNED_REQUESTS, len(cases))))}
         systems.update({LABELS[k]: (f"nano?adapter={v}", cases) for k, v in self.adapters().items()})
         if self.eval_systems is not None:
-            systems = {k: v for k, v in systems.items() if k in self.eval_systems or k == "shipped"}
+            wanted = self._asked_systems(list(systems))
+            systems = {k: v for k, v in systems.items() if k in wanted or k == "shipped"}
         for name, (spec, chosen) in systems.items():
             if self.summary_only:
                 break
@@ -261,6 +259,16 @@ class NanoRecipe:
         pairs = self.external_pairs()
         if pairs is not None and all((root / _slug(n) / "rollout.jsonl").exists() for n in systems):
             self._mark_done("external", systems=list(systems), requests=len(cases))
+
+    def _asked_systems(self, have: list[str]) -> set[str]:
+        """The systems ``--systems`` names, a stage's name standing for its row (grpo_sdl for
+        sft+grpo+sdl); a name that matches nothing is an error, not a run that measures nothing."""
+        wanted = {LABELS.get(name, name) for name in self.eval_systems}
+        unknown = wanted - set(have)
+        if unknown:
+            raise ValueError(f"no such system to evaluate: {', '.join(sorted(unknown))} (have: {', '.join(have)}; "
+                             "a stage's name works too: sft, grpo, grpo_sdl)")
+        return wanted
 
     def _pin_shipped(self, root: Path) -> None:
         """The 'shipped' row is the adapter in the assets when this stage first ran; a later ship

@@ -338,11 +338,15 @@ def grpo_chart(out: Path, path: Path) -> Path | None:
         sd = [m.get("reward_std") or 0.0 for m in steps]
         ax.plot(x, y, marker="o", label=name.replace("_", "+"))
         ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], alpha=0.15)
+        gated = [(m["step"], m["reward_mean"]) for m in steps if (m.get("guide_hit_rate") or 0) > 0]
+        if gated:  # the steps where a stored Decision Guide passed the gate and SDL's term applied
+            ax.scatter(*zip(*gated), marker="s", s=46, facecolors="none", edgecolors="crimson", zorder=3,
+                       label=f"{name.replace('_', '+')}: SDL gate open ({len(gated)} steps)")
     ax.set_xlabel("optimizer step (one prompt, 6 rollouts)")
     ax.set_ylabel("hybrid reward")
     ax.set_ylim(0, 1)
     ax.set_title("GRPO on the RL pool: group mean ± sd", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # off the data
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

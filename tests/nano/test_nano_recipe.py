@@ -23,12 +23,13 @@ def _grpo_run(out, name, rewards, sdl=False):
 
 def test_grpo_section_and_chart_from_the_stage_metrics(tmp_path):
     _grpo_run(tmp_path, "grpo", [(0.40, 0.10), (0.55, 0.05)])
-    _grpo_run(tmp_path, "grpo_sdl", [(0.45, 0.12)], sdl=True)
+    _grpo_run(tmp_path, "grpo_sdl", [(0.45, 0.12), (0.50, 0.10)], sdl=True)  # the gate opens at step 2
     table = grpo_section(tmp_path)
     rows = [line for line in table.splitlines() if line.startswith("| grpo")]
-    assert len(rows) == 3  # one per optimizer step, none for the summary row
+    assert len(rows) == 4  # one per optimizer step, none for the summary row
     assert "| grpo | 1 | 0.400 ± 0.100 | 4/6 | 2 | 4 | – | – | 208 |" in table
     assert "| grpo_sdl | 1 | 0.450 ± 0.120 | 4/6 | 2 | 4 | 0.0200 | 1 / 0% | 208 |" in table
+    assert "| grpo_sdl | 2 | 0.500 ± 0.100 | 4/6 | 2 | 4 | 0.0100 | 1 / 100% | 208 |" in table
     from PIL import Image
 
     with Image.open(grpo_chart(tmp_path, tmp_path / "g.png")) as im:
@@ -155,3 +156,22 @@ def test_external_stage_refuses_to_mix_two_shipped_adapters(tmp_path):
     (assets / "adapter_model.safetensors").write_bytes(b"second")
     with pytest.raises(RuntimeError, match="shipped adapter changed"):
         recipe._pin_shipped(tmp_path / "run" / "external")
+
+
+def test_systems_are_asked_by_row_or_stage_name_and_a_typo_runs_nothing(tmp_path):
+    import pytest
+
+    from genevolve.nano.recipe import NanoRecipe
+
+    have = ["planner", "shipped", "sft", "sft+grpo+sdl"]
+    recipe = NanoRecipe(tmp_path, log=lambda m: None, ship_to=tmp_path / "assets", eval_systems=["grpo_sdl", "planner"])
+    assert recipe._asked_systems(have) == {"sft+grpo+sdl", "planner"}
+    with pytest.raises(ValueError, match=r"no such system to evaluate: sft\+grpo \(have"):
+        NanoRecipe(tmp_path, log=lambda m: None, eval_systems=["grpo"])._asked_systems(have)
+    # The external stage refuses a name that matches nothing before it runs any system.
+    lines: list[str] = []
+    typo = NanoRecipe(tmp_path, log=lines.append, ship_to=tmp_path / "assets", eval_systems=["gpro_sdl"])
+    with pytest.raises(ValueError, match="gpro_sdl"):
+        typo.stage_external()
+    assert not any("external:" in line for line in lines)
+    assert not (tmp_path / "external" / "planner").exists()
