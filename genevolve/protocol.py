@@ -297,9 +297,10 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
         if not any(h.relation == r.relation and _same_thing(h.object, r.object) and _same_thing(h.subject, r.subject)
                    for h in have_relations):
             problems.append(f"it must keep the position: {r.subject} {r.relation.replace('_', ' ')} {r.object}")
-    own = strip_quoted(gen_prompt)  # quoted text is the user's to print, whatever it says
+    own = strip_quoted(gen_prompt)  # the request's quoted text is the user's to print, whatever it says
     asked = request.lower()
-    leaked = reasoning_leaks(own, request) + _copied_reasoning(think, own, asked)
+    leaked = (reasoning_leaks(own, request) + _copied_reasoning(think, own, asked)
+              + [w for q in _invented_quotes(request, gen_prompt) for w in reasoning_leaks(q, request)])
     if leaked:
         shown = ", ".join(f'"{w}"' for w in dict.fromkeys(leaked))
         problems.append(f"it must describe only the image, without your reasoning or protocol words ({shown})")
@@ -313,8 +314,10 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     "spatial_layout" or "will anchor its appearance". Protocol words and copied think phrases are
     cut where they stand ("A photo of a black backpack will anchor its appearance better than
     words." keeps "A photo of a black backpack."); a sentence of self-talk ("I have what I need")
-    goes whole. Quoted text is the user's and is never touched, and nothing is taken out when
-    that would lose a quoted text, count or position the prompt kept, or leave no description."""
+    goes whole, and so does a sentence that quotes reasoning the request never had ('Render the
+    text "… will anchor its appearance"'). The request's quoted text is the user's and is never
+    touched, and nothing is taken out when that would lose a quoted text, count or position the
+    prompt kept, or leave no description."""
     from genevolve.program import PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, reasoning_leaks, strip_quoted
 
     asked = request.lower()
@@ -322,6 +325,10 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     removed: list[str] = []
     pieces = re.split(r"((?<=[.!?])[ \t]+|\s*\n\s*)", gen_prompt.strip())
     for sentence, gap in zip(pieces[::2], pieces[1::2] + [""]):
+        invented = [w for q in _invented_quotes(request, sentence) for w in reasoning_leaks(q, request)]
+        if invented:  # 'Render the text "… will anchor its appearance …"': text nobody asked to print
+            removed.append(sentence)
+            continue
         own = strip_quoted(sentence)
         copied = _copied_reasoning(think, own, asked)
         if not reasoning_leaks(own, request) and not copied:
@@ -364,6 +371,14 @@ def with_request_quotes(request: str, gen_prompt: str) -> tuple[str, list[str]]:
     if text and text[-1] not in ".!?":
         text += "."
     return text + "".join(f' The text "{q}" appears exactly as written.' for q in missing), missing
+
+
+def _invented_quotes(request: str, text: str) -> list[str]:
+    """The quoted texts of ``text`` that the request does not contain: the model's words, not the user's."""
+    from genevolve.program import quoted_strings
+
+    asked = request.lower()
+    return [q for q in quoted_strings(text) if q.lower() not in asked]
 
 
 def _holds_quotes(sentence: str) -> bool:

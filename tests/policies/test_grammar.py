@@ -187,6 +187,15 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     request = 'A T-shirt that says "I have spatial_layout"'
     assert without_reasoning(request, 'A T-shirt that says "I have spatial_layout". Studio light.') == (
         'A T-shirt that says "I have spatial_layout". Studio light.', [])
+    # A quote the request never had is the model's: reasoning in it is a leak, and its sentence goes
+    # (nano wrote this on PartiPrompts 0908).
+    request = "A marina without any boats in it."
+    leaky = ('A marina without any boats in it. Render the text "A marina without any boats in it will anchor its '
+             'appearance better than words". Soft morning light.')
+    assert any("will anchor its appearance" in p for p in gen_prompt_problems(request, leaky))
+    assert without_reasoning(request, leaky) == (
+        "A marina without any boats in it. Soft morning light.",
+        ['Render the text "A marina without any boats in it will anchor its appearance better than words".'])
     # Nothing is cut when that would lose what the request asked for (here its count).
     request = "three cats on a sofa"
     kept = "I have three cats on a sofa. Warm light."
