@@ -37,8 +37,8 @@ if sys.argv[3] != "default":
 import torch
 import trl.kernels.chunked_logprob as chunked
 if sys.argv[3] == "training":
-    from genevolve.training.grpo_trainer import _cpu_logprob_tiles
-    _cpu_logprob_tiles()
+    from genevolve.training.grpo_trainer import _cpu_logprob_path
+    _cpu_logprob_path()
 ChunkedLogProbFunction = chunked.ChunkedLogProbFunction
 torch.manual_seed(0)
 n = int(sys.argv[2])

@@ -88,6 +88,12 @@ top 10% decision tokens. Per step (mean ± sd of the reward within the group of 
 
 {grpo}
 
+Each prompt of the pool comes back once in 40 steps. The group's mean reward on its second visit
+against its first, and SDL's effect as GRPO+SDL's gain minus GRPO's on the same prompt (training
+rollouts, not a held-out set):
+
+{revisits}
+
 Shipped stage: **{shipped}**. A trained stage replaces the shipped adapter only when its share of
 clean programs on the external sets (above) is higher with a paired 95% interval above zero; the
 `ship` stage rewrites this card when it ships.
@@ -205,6 +211,12 @@ this CPU), so read the table below as what the stages did, not as converged trai
 
 {grpo}
 
+Each prompt of the pool comes back once in 40 steps. The group's mean reward on its second visit
+against its first, and SDL's effect as GRPO+SDL's gain minus GRPO's on the same prompt (training
+rollouts, not a held-out set):
+
+{revisits}
+
 ![GRPO reward per step](images/nano_grpo.png)
 
 ## 5. Evaluation
@@ -272,7 +284,7 @@ minutes of this CPU.
 
 def render_docs(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
-    keys = ("external", "external_paired", "data", "recipe", "size", "sft", "grpo", "untuned_n", "ablation",
+    keys = ("external", "external_paired", "data", "recipe", "size", "sft", "grpo", "revisits", "untuned_n", "ablation",
             "paired", "time")
     values = {k: sections.get(k) or missing for k in keys}
     return DOCS.format(external_section=EXTERNAL_SECTION.format(**values), **values)
@@ -280,7 +292,7 @@ def render_docs(sections: dict[str, str]) -> str:
 
 def render_card(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
-    keys = ("external", "external_paired", "data", "sft", "time", "grpo", "shipped", "ablation", "paired")
+    keys = ("external", "external_paired", "data", "sft", "time", "grpo", "revisits", "shipped", "ablation", "paired")
     values = {k: sections.get(k) or missing for k in keys}
     return CARD.format(external_section=EXTERNAL_SECTION.format(**values), **values)
 
@@ -319,6 +331,57 @@ def grpo_section(out: Path) -> str | None:
                          f"{answered}/{n} | {skills} | {m.get('trained_samples', '–')} | {kl} | {guides} | "
                          f"{m.get('step_time', secs) or secs:.0f} |")
     return "\n".join(lines)
+
+
+def revisit_gains(out: Path) -> dict[str, dict[str, float]]:
+    """Per GRPO stage, per prompt the run visited twice: the group's mean reward on its second visit
+    minus its first. With a prompt pool, that is where a stored Decision Guide can act, so SDL's
+    effect is GRPO+SDL's gain against GRPO's on the same prompts (the same seed draws them)."""
+    gains = {}
+    for name in ("grpo", "grpo_sdl"):
+        path = out / name / "rollouts.jsonl"
+        if not path.exists():
+            continue
+        visits: dict[str, dict[int, list[float]]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                rewards = [float(r["reward"]) for r in rec.get("rollouts", [])]
+                visits.setdefault(rec["prompt_id"], {}).setdefault(int(rec["step"]), []).extend(rewards)
+        # Rounded: rewards are sums of fractions, and 1e-17 would print as a gain of -0.000.
+        gains[name] = {pid: round(_mean(by_step[steps[1]]) - _mean(by_step[steps[0]]), 9)
+                       for pid, by_step in visits.items() if len(steps := sorted(by_step)) >= 2}
+    return gains
+
+
+def revisit_section(out: Path, *, resamples: int = 10_000) -> str | None:
+    """Second visit minus first per stage, and SDL's effect (GRPO+SDL's gain minus GRPO's) on the
+    prompts both revisited, with 95% paired bootstrap intervals."""
+    from genevolve.bench.ablation import bootstrap_ci, paired, paired_table
+
+    gains = revisit_gains(out)
+    if not any(gains.values()):
+        return None
+    lines = ["| stage | prompts revisited | second − first visit [95% CI] | up / same / down |", "|---|---|---|---|"]
+    for name, by_prompt in gains.items():
+        if by_prompt:
+            values = list(by_prompt.values())
+            lo, hi = bootstrap_ci(values, resamples=resamples)
+            counts = (sum(v > 1e-9 for v in values), sum(abs(v) <= 1e-9 for v in values),
+                      sum(v < -1e-9 for v in values))
+            lines.append(f"| {name} | {len(values)} | {_mean(values):+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                         + " / ".join(map(str, counts)) + " |")
+    rows = {name: [{"id": pid, "reward": g} for pid, g in by_prompt.items()] for name, by_prompt in gains.items()}
+    both = paired(rows, "grpo_sdl", "grpo", resamples=resamples)
+    if both:
+        lines += ["", "SDL's effect, per prompt (GRPO+SDL's gain against GRPO's):", "",
+                  paired_table([both], header="| system | against | prompts | gain | against's gain | "
+                               "difference [95% CI] | higher / same / lower |")]
+    return "\n".join(lines)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def grpo_chart(out: Path, path: Path) -> Path | None:
@@ -423,6 +486,9 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
     rl = grpo_section(out)
     if rl:
         sections["grpo"] = rl
+    revisits = revisit_section(out)
+    if revisits:
+        sections["revisits"] = revisits
     untuned = out / "eval" / "untuned.jsonl"
     if untuned.exists():
         sections["untuned_n"] = str(sum(1 for x in untuned.read_text(encoding="utf-8").splitlines() if x.strip()))

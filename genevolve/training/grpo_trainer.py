@@ -237,7 +237,12 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
                 row.advantage = a
         if any(r.vision for r in rows):
             inputs = {**inputs, **_vision_inputs(rows, inputs, self.accelerator.device)}
-        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # The loss weighs only the policy's own tokens: score only those (see _get_per_token_logps...).
+        self._scored = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else None
+        try:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self._scored = None
         sdl = self.run.cfg.sdl
         if not sdl.enabled:
             return loss
@@ -266,6 +271,39 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
         acc += reduced
         self._sdl_time += time.perf_counter() - t0
         return loss
+
+    _scored = None  # completion positions the loss weighs, while compute_loss runs
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                           batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                           **vision):
+        """TRL's log-probs, with the head run only at the positions the loss weighs.
+
+        TRL scores every completion position: the tool results and rendered context between the
+        policy's turns too, which the loss then masks out. Their head rows are most of the work
+        here (Gemma 3's head is 262,144 wide and the context often outnumbers the turns), so during
+        the loss the labels of unweighed positions are dropped before the head, which skips them
+        when it compacts (``_cpu_logprob_path``; CUDA compacts already). Unweighed positions come
+        back 0, as TRL returns padding. Text-only rows; image-text rows keep TRL's path."""
+        scored = self._scored
+        if scored is None or compute_aux_loss or any(v is not None for v in vision.values()):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                **vision)
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        labels[:, :-logits_to_keep] = -100
+        labels[:, -logits_to_keep:] = labels[:, -logits_to_keep:].masked_fill(scored == 0, -100)
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = start + batch_size
+            with self.accelerator.autocast():
+                out = model(input_ids=input_ids[start:end], attention_mask=attention_mask[start:end],
+                            labels=labels[start:end], fused_lm_head=True)
+            logps.append(out.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(out.entropy[:, -logits_to_keep:])
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
 
     _sdl_acc = None
     _sdl_time = 0.0
@@ -529,10 +567,22 @@ def run_grpo(cfg: GRPOConfig, *, reward_fn=None, tools=None, quiet: bool = False
 CPU_LOGPROB_TILE_TOKENS = 512
 
 
-def _cpu_logprob_tiles() -> None:
+def _cpu_logprob_path() -> None:
     import trl.kernels.chunked_logprob as chunked  # read by its forward and backward at each call
+    import trl.trainer.utils as trl_utils
 
     chunked.TOKEN_CHUNK_SIZE = min(chunked.TOKEN_CHUNK_SIZE, CPU_LOGPROB_TILE_TOKENS)
+    # TRL's fused head scores only the labelled positions where Triton runs, and every position
+    # elsewhere so that Neuron-like compilers see fixed tile shapes. Eager CPU compiles nothing:
+    # let it compact too, or the prompt and every masked position pay the 262,144-wide head.
+    # Only the fused head's choice moves; the kernel still takes its torch tiles on CPU.
+    triton_or_cpu = trl_utils._use_triton
+    if not getattr(triton_or_cpu, "compacts_on_cpu", False):
+        def compact_on_cpu(device: torch.device) -> bool:
+            return device.type == "cpu" or triton_or_cpu(device)
+
+        compact_on_cpu.compacts_on_cpu = True
+        trl_utils._use_triton = compact_on_cpu
 
 
 def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
@@ -563,7 +613,7 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
     main = state.is_main_process
     seed_all(cfg.seed)
     if not torch.cuda.is_available():
-        _cpu_logprob_tiles()
+        _cpu_logprob_path()
     run = _Run(cfg, files, reward_fn=reward_fn, tools=tools, rank=state.process_index)
     if main and run.buffer is not None:
         run.buffer.forget(run.run_id, after_step=step)  # guides of steps that will be redone

@@ -3,6 +3,8 @@ card, from a run folder laid out as the stages write it."""
 
 from __future__ import annotations
 
+import pytest
+
 
 from genevolve.training.metrics import RunFiles
 from genevolve.nano.report import grpo_chart, grpo_section, model_card_sections
@@ -175,3 +177,26 @@ def test_systems_are_asked_by_row_or_stage_name_and_a_typo_runs_nothing(tmp_path
         typo.stage_external()
     assert not any("external:" in line for line in lines)
     assert not (tmp_path / "external" / "planner").exists()
+
+
+def test_revisits_pair_each_prompts_second_visit_with_its_first_and_sdl_with_grpo(tmp_path):
+    import json
+
+    from genevolve.nano.report import revisit_gains, revisit_section
+
+    def rollouts(name, visits):  # (step, prompt id, rewards of the group)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rollouts.jsonl").write_text("".join(
+            json.dumps({"step": s, "prompt_id": p, "rollouts": [{"reward": r} for r in rs]}) + "\n"
+            for s, p, rs in visits))
+
+    rollouts("grpo", [(1, "a", [0.2, 0.4]), (2, "b", [0.5]), (3, "a", [0.3, 0.3]), (4, "b", [0.5]), (5, "c", [0.1])])
+    rollouts("grpo_sdl", [(1, "a", [0.2, 0.4]), (2, "b", [0.5]), (3, "b", [0.9]), (4, "a", [0.6, 0.8])])
+    gains = revisit_gains(tmp_path)
+    # the order of visits is the step, not the line: grpo_sdl saw "a" at steps 1 and 4
+    assert gains["grpo"] == {"a": pytest.approx(0.0), "b": pytest.approx(0.0)} and "c" not in gains["grpo"]
+    assert gains["grpo_sdl"] == {"a": pytest.approx(0.4), "b": pytest.approx(0.4)}
+    text = revisit_section(tmp_path, resamples=200)
+    assert "| grpo | 2 | +0.000 [+0.000, +0.000] | 0 / 2 / 0 |" in text
+    assert "| grpo_sdl | grpo | 2 | 0.400 | 0.000 | +0.400 [+0.400, +0.400] | 2 / 0 / 0 |" in text
+    assert revisit_section(tmp_path / "nothing") is None

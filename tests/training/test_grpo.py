@@ -72,6 +72,61 @@ def test_trl_trains_on_the_sampled_ids_and_rollouts_log_its_advantages(tiny_gemm
     assert any(0 in r.env_mask and 1 in r.env_mask for r in trainer._rows)  # turns and context between them
 
 
+def test_the_loss_runs_the_head_only_on_the_policys_tokens_and_matches_trls(tiny_gemma_path, tmp_path,
+                                                                          monkeypatch):
+    """During the loss, the fused head sees only the positions the loss weighs (sampled turns, not the
+    tool results between them, not the prompt); the loss and its gradients equal TRL's own path,
+    which scores every position and masks afterwards."""
+    import torch
+    import trl
+    import trl.trainer.utils as trl_utils
+
+    from genevolve.training.grpo import GRPOConfig
+    from genevolve.training.grpo_trainer import build_trainer
+    from genevolve.training.modeling import ModelConfig
+    from genevolve.training.rewards import Reward
+    from genevolve.training.trl_run import train_to_end
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "r", "question": "a poster of a lighthouse"}) + "\n")
+    cfg = GRPOConfig(model=ModelConfig(name=str(tiny_gemma_path), dtype="float32", max_length=512),
+                     prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=1, group_size=4,
+                     max_new_tokens=12, tools="none", learning_rate=1e-3)
+    cfg.agent.max_rounds = 3
+    # The stand-in protocol answers a broken turn with a correction, so histories hold context.
+    cfg.agent.protocol = f"official:{REPO / 'tests' / 'helpers' / 'official_standin'}"
+    # A reward that differs across the group, so advantages (and gradients) are not all zero.
+    trainer, _ = build_trainer(cfg, reward_fn=lambda case, traj: Reward(
+        float(len(traj.steps[-1].assistant_text) % 5) if traj.steps else 0.0))
+    seen = []
+    loss = trainer.compute_loss
+    trainer.compute_loss = lambda model, inputs, *a, **kw: (seen.append(inputs), loss(model, inputs, *a, **kw))[1]
+    train_to_end(trainer, trainer.run.files, None, cfg, "grpo", quiet=True)
+    (batch,) = seen
+    weighed = batch["completion_mask"] * batch["tool_mask"]
+    assert 0 < int(weighed.sum()) < int(batch["completion_mask"].sum())  # context between turns exists
+
+    head_rows = []
+    kernel = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *a: (head_rows.append(hidden.shape[0]), kernel(hidden, *a))[1])
+    model = trainer.model
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        value = compute(model, batch)
+        value.backward()
+        return value.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    ours, ours_grads = loss_and_grads(trainer.compute_loss)
+    theirs, their_grads = loss_and_grads(lambda m, b: trl.GRPOTrainer.compute_loss(trainer, m, b))
+    assert head_rows[0] == int(weighed.sum())  # ours: the weighed positions only
+    assert head_rows[1] >= int(batch["completion_mask"].sum())  # TRL's: every completion position at least
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours_grads, their_grads))
+    assert any(a != 0 for a in batch["advantages"].tolist()) and any(bool(g.abs().sum() > 0) for g in ours_grads)
+
+
 def test_group_tool_cache_reuses_results_with_each_trajectorys_own_ids(tmp_path):
     from PIL import Image
 
