@@ -530,6 +530,41 @@ SELF_TALK_PATTERNS = [
 LEAK_PATTERNS = PROTOCOL_PATTERNS + SELF_TALK_PATTERNS
 
 
+# Words after which a request's unquoted words are text to print: "a sign that says Welcome Home",
+# "a bakery called Sunrise", "the word 'hello'".
+WRITING_CUE_RE = re.compile(
+    r"\b(?:says?|saying|reads?|reading|written|writes?|writing|spell(?:s|ing|ed)?|titled?|captioned|caption|"
+    r"label(?:l?ed)?|words?|text|letters?|called|named|name|logo|slogan|headline|inscribed|inscription)\b"
+    r"[\s:,]*(?:the\s+|with\s+|on\s+it\s+)?$")
+# Designs that carry printed words by nature: on "a poster for a market on Saturday June 7" the date
+# is the poster's to print, on "a photo of a pink dog" the words "pink dog" are not.
+TEXT_BEARING_RE = re.compile(
+    r"\b(poster|flyer|banner|billboard|sign(?:board|age)?|label|cover|card|menu|logo|ticket|invitation|"
+    r"brochure|leaflet|packaging|storefront|headline|magazine|newspaper|advert(?:isement)?|ad|t-shirt|mug|"
+    r"infographic|certificate|badge|plaque|placard|postcard|sticker|wordmark)s?\b")
+
+
+def invented_texts(prompt: str, request: str) -> list[str]:
+    """The quoted texts of ``prompt`` that the request never asked to print: words the renderer
+    would draw that nobody asked for ('Render the text "pink dog"' for "a photo of a pink dog").
+    The request decides, in any case: a text is asked for when the request quotes it, has it right
+    after a writing cue ("a sign that says Welcome Home"), or holds it while asking for a design
+    that carries words ("a poster for a market on Saturday June 7"), unless the text is that
+    design's own name ("stop sign" printed on a stop sign is not its text)."""
+    asked_quotes = {" ".join(q.lower().split()) for q in quoted_strings(request)}
+    asked = " ".join(request.lower().split())
+    designs = {m.group(1) for m in TEXT_BEARING_RE.finditer(asked)}
+    invented = []
+    for q in quoted_strings(prompt):
+        text = " ".join(q.lower().split())
+        found = [m.start() for m in re.finditer(re.escape(text), asked)]
+        if (text in asked_quotes or any(WRITING_CUE_RE.search(asked[:at]) for at in found)
+                or (found and designs and not any(re.search(rf"\b{d}", text) for d in designs))):
+            continue
+        invented.append(q)
+    return invented
+
+
 def reasoning_leaks(prompt: str, request: str) -> list[str]:
     """The reasoning or protocol fragments in ``prompt`` that the request itself does not contain."""
     found = []

@@ -283,11 +283,16 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
     """What a gen_prompt lost from the request or let in from the conversation, one line each
     (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every count
     and every position of the request. Left out: the model's reasoning and protocol words."""
-    from genevolve.program import (count_constraints, quoted_strings, reasoning_leaks, relation_constraints,
-                                   strip_quoted)
+    from genevolve.program import (count_constraints, invented_texts, quoted_strings, reasoning_leaks,
+                                   relation_constraints, strip_quoted)
 
     problems = [f'it must contain the quoted text "{q}" exactly as written' for q in quoted_strings(request)
                 if q not in gen_prompt]
+    invented = invented_texts(gen_prompt, request)
+    if invented:
+        shown = ", ".join(f'"{q}"' for q in invented)
+        problems.append(f"it must not ask for printed text the request never had ({shown}): "
+                        "describe those things in words, without quotes")
     have_counts = {(c.subject, c.count) for c in count_constraints(gen_prompt)}
     for c in count_constraints(request):
         if (c.subject, c.count) not in have_counts:
@@ -300,7 +305,7 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
     own = strip_quoted(gen_prompt)  # the request's quoted text is the user's to print, whatever it says
     asked = request.lower()
     leaked = (reasoning_leaks(own, request) + _copied_reasoning(think, own, asked)
-              + [w for q in _invented_quotes(request, gen_prompt) for w in reasoning_leaks(q, request)])
+              + [w for q in invented for w in reasoning_leaks(q, request)])
     if leaked:
         shown = ", ".join(f'"{w}"' for w in dict.fromkeys(leaked))
         problems.append(f"it must describe only the image, without your reasoning or protocol words ({shown})")
@@ -315,19 +320,21 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     cut where they stand ("A photo of a black backpack will anchor its appearance better than
     words." keeps "A photo of a black backpack."); a sentence of self-talk ("I have what I need")
     goes whole, and so does a sentence that quotes reasoning the request never had ('Render the
-    text "… will anchor its appearance"'). The request's quoted text is the user's and is never
-    touched, and nothing is taken out when that would lose a quoted text, count or position the
-    prompt kept, or leave no description."""
-    from genevolve.program import PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, reasoning_leaks, strip_quoted
+    text "… will anchor its appearance"') or, after the first sentence (the description), one that
+    asks to print a text the request never had ('Render the text "pink dog" exactly.'). The
+    request's quoted text is the user's and is never touched, and nothing is taken out when that
+    would lose a quoted text, count or position the prompt kept, or leave no description."""
+    from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_texts, reasoning_leaks,
+                                   strip_quoted)
 
     asked = request.lower()
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
     removed: list[str] = []
     pieces = re.split(r"((?<=[.!?])[ \t]+|\s*\n\s*)", gen_prompt.strip())
-    for sentence, gap in zip(pieces[::2], pieces[1::2] + [""]):
-        invented = [w for q in _invented_quotes(request, sentence) for w in reasoning_leaks(q, request)]
-        if invented:  # 'Render the text "… will anchor its appearance …"': text nobody asked to print
-            removed.append(sentence)
+    for index, (sentence, gap) in enumerate(zip(pieces[::2], pieces[1::2] + [""])):
+        invented = invented_texts(sentence, request)
+        if any(reasoning_leaks(q, request) for q in invented) or (invented and index > 0):
+            removed.append(sentence)  # text nobody asked to print, reasoning or not
             continue
         own = strip_quoted(sentence)
         copied = _copied_reasoning(think, own, asked)
@@ -371,14 +378,6 @@ def with_request_quotes(request: str, gen_prompt: str) -> tuple[str, list[str]]:
     if text and text[-1] not in ".!?":
         text += "."
     return text + "".join(f' The text "{q}" appears exactly as written.' for q in missing), missing
-
-
-def _invented_quotes(request: str, text: str) -> list[str]:
-    """The quoted texts of ``text`` that the request does not contain: the model's words, not the user's."""
-    from genevolve.program import quoted_strings
-
-    asked = request.lower()
-    return [q for q in quoted_strings(text) if q.lower() not in asked]
 
 
 def _holds_quotes(sentence: str) -> bool:

@@ -44,6 +44,7 @@ from genevolve.program import (
     Constraint,
     Program,
     derive_constraints,
+    invented_texts,
     reasoning_leaks,
 )
 from genevolve.relevance import bound_references, carried_facts, search_sources
@@ -195,11 +196,16 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     # 4. hard constraints executable
     coverage = constraint_coverage(constraints, prompt)
     leaked = reasoning_leaks(prompt, request)
-    checks["constraints_executable"] = (coverage is None or coverage >= 1.0) and not leaked
+    # Text the request never had, quoted for the renderer to print, is a constraint nobody set: it
+    # costs like a dropped one (an OCR-read reward would otherwise pay the model for inventing it).
+    invented = invented_texts(prompt, request)
+    checks["constraints_executable"] = (coverage is None or coverage >= 1.0) and not leaked and not invented
     notes["constraints_executable"] = ("no hard constraints" if coverage is None
                                        else f"{coverage:.0%} of request constraints stated")
     if leaked:
         notes["constraints_executable"] += f"; reasoning or protocol text in the prompt: {leaked[:3]}"
+    if invented:
+        notes["constraints_executable"] += f"; text to print that the request never had: {invented[:3]}"
 
     value = sum(checks.values()) / 4
     rationale = "; ".join(f"{k}: {'pass' if checks[k] else 'fail'} ({notes.get(k, 'not checkable without a trajectory')})"

@@ -41,6 +41,27 @@ def test_leaks_are_reasoning_or_protocol_text_the_request_did_not_have():
     assert leaks("A red fox in snow, soft light.", "a red fox in snow") == []
 
 
+def test_text_to_print_that_the_request_never_had_is_invented_and_not_clean():
+    """GRPO+SDL learned to quote the request's nouns for the renderer to print; the measure sees it."""
+    from genevolve.program import invented_texts
+
+    request = "a photo of a yellow dining table and a pink dog"
+    prompt = ('A photo of a yellow dining table and a pink dog. Render the text "yellow dining table", "pink dog" '
+              "exactly as written.")
+    traj = Trajectory(request=request, termination="answer", steps=[],
+                      program=Program.from_answer({"gen_prompt": prompt, "reference_images": []}))
+    row = measure({"id": "g", "question": request, "category": "color_attr"}, traj, 1.0)
+    assert row["valid"] and not row["leak"] and row["invented"] and not row["clean"]
+    assert row["invented_texts"] == ["yellow dining table", "pink dog"]
+    # The request decides what is text: quoted, after a writing cue, or on a design that carries words.
+    assert invented_texts('A sign reading "WELCOME HOME".', "a sign that says Welcome Home") == []
+    assert invented_texts('A shopfront with "Rosa\'s" above the door.', "a bakery called Rosa's") == []
+    assert invented_texts('A poster, "GREEN ROOTS", "Saturday June 7".',
+                          'A poster for a market on Saturday June 7 titled "GREEN ROOTS"') == []
+    assert invented_texts('A stop sign with "stop sign" on it.', "a photo of a stop sign") == ["stop sign"]
+    assert invented_texts('A fox. Caption: "Wild at heart".', "a poster of a fox") == ["Wild at heart"]
+
+
 def test_measure_counts_facts_and_references_by_relevance():
     request = "A poster of the Eiffel Tower with the word 'PARIS', three pigeons in front of it"
     reply = ('### "Eiffel Tower"\n1. **Eiffel Tower — Overview** — The Eiffel Tower is a wrought-iron lattice tower '

@@ -482,6 +482,21 @@ FULL = (FARMERS + '. Render the text "GREEN ROOTS" and "Saturday June 7" exactly
 HALF = 'A green poster titled "GREEN ROOTS".'  # the date, tomatoes, baskets and sunflowers dropped
 
 
+def test_sufficiency_costs_text_to_print_that_the_request_never_had():
+    """The offline reward paid a program for quoting the request's nouns to print (the OCR judge
+    reads them back); the sufficiency check now fails it, as it fails a dropped constraint."""
+    request = "a photo of a yellow dining table and a pink dog"
+    plain = Program.from_answer({"gen_prompt": "A photo of a yellow dining table and a pink dog, soft daylight.",
+                                 "reference_images": []})
+    printed = Program.from_answer({"gen_prompt": 'A photo of a yellow dining table and a pink dog. Render the '
+                                                 'text "yellow dining table", "pink dog" exactly as written.',
+                                   "reference_images": []})
+    case = {"id": "g", "question": request, "category": "color_attr"}
+    good, bad = local_sufficiency(case, plain), local_sufficiency(case, printed)
+    assert good.details["checks"]["constraints_executable"] and not bad.details["checks"]["constraints_executable"]
+    assert bad.sufficiency < good.sufficiency and "pink dog" in bad.rationale
+
+
 def test_grpo_reward_separates_a_full_program_from_one_that_drops_half(tmp_path):
     """The offline GRPO reward (layout render + local judge + sufficiency) ranks coverage clearly."""
     pytest.importorskip("fontTools")

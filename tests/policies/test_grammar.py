@@ -196,6 +196,20 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     assert without_reasoning(request, leaky) == (
         "A marina without any boats in it. Soft morning light.",
         ['Render the text "A marina without any boats in it will anchor its appearance better than words".'])
+    # Text to print that the request never had, reasoning or not, is flagged and its sentence goes
+    # (GRPO+SDL wrote this on GenEval 0501); the request's own words, in any case, are not invented.
+    request = "a photo of a yellow dining table and a pink dog"
+    invented = ('A photo of a yellow dining table and a pink dog. Render the text "yellow dining table", "pink dog" '
+                'exactly as written, letter for letter. High detail, no watermark.')
+    (problem,) = gen_prompt_problems(request, invented)
+    assert '"yellow dining table", "pink dog"' in problem and "never had" in problem
+    assert without_reasoning(request, invented) == (
+        "A photo of a yellow dining table and a pink dog. High detail, no watermark.",
+        ['Render the text "yellow dining table", "pink dog" exactly as written, letter for letter.'])
+    assert gen_prompt_problems('a sign that says Welcome Home', 'A wooden sign reading "WELCOME HOME".') == []
+    # In the first sentence it is the description itself: flagged, never cut away.
+    first = 'A pink dog under a banner reading "GOOD DOG". Soft light.'
+    assert gen_prompt_problems("a pink dog", first) and without_reasoning("a pink dog", first) == (first, [])
     # Nothing is cut when that would lose what the request asked for (here its count).
     request = "three cats on a sofa"
     kept = "I have three cats on a sofa. Warm light."
