@@ -439,8 +439,11 @@ def subject_constraints(text: str, counts: list[Constraint] | None = None,
 def derive_constraints(request: str, program: Program | None = None) -> list[Constraint]:
     """Verifiable constraints: wanted text, explicit counts, spatial relations and subjects.
 
-    The request is authoritative; quoted strings the program adds on its own are kept too
-    (marked ``source="program"``), since the renderer will be asked to draw them.
+    The request is authoritative; quoted strings the program adds are kept too (marked
+    ``source="program"``) when the request asks for them in words ("a poster for a market on
+    Saturday June 7": the date), since the renderer will be asked to draw them. Text the request
+    never asked to print is not a constraint: a judge that verified it would pay a program for
+    inventing words it can read back (``invented_texts``).
     """
     out: list[Constraint] = [Constraint(kind="text", text=s) for s in wanted_texts(request)]
     counts = count_constraints(request)
@@ -450,8 +453,9 @@ def derive_constraints(request: str, program: Program | None = None) -> list[Con
     out += subject_constraints(request, counts, relations)
     if program is not None:
         have = {c.text.lower() for c in out if c.kind == "text"}
+        invented = set(invented_texts(program.gen_prompt, request))
         for s in quoted_strings(program.gen_prompt):
-            if s.lower() not in have and not ORDINAL_REF_RE.search(s) and len(s) <= 80:
+            if s.lower() not in have and s not in invented and not ORDINAL_REF_RE.search(s) and len(s) <= 80:
                 out.append(Constraint(kind="text", text=s, source="program"))
                 have.add(s.lower())
     return out

@@ -525,6 +525,27 @@ def test_grpo_reward_separates_a_full_program_from_one_that_drops_half(tmp_path)
     assert missing == {"baskets", "tomatoes", "sunflowers"}
 
 
+def test_grpo_reward_pays_less_for_printing_the_requests_nouns():
+    """The hack GRPO found on the old reward: quote the request's nouns for the renderer to print,
+    so the image judge has a text to read back (r_img 0 -> 1). Invented text is now no constraint
+    for the image judge and a failed check for the sufficiency judge."""
+    pytest.importorskip("fontTools")
+    from genevolve.renderers.pictograms import emoji_font_path
+    from genevolve.training.rewards import HybridReward
+
+    if emoji_font_path() is None:
+        pytest.skip("no colour emoji font (scripts/setup-tests.sh installs fonts-noto-color-emoji)")
+    case = {"id": "g", "question": "a photo of a pink dog beside a yellow dining table", "category": "color_attr"}
+    reward = HybridReward(renderer="layout", judge="local", sufficiency="sufficiency", w=0.5)
+    plain = _trajectory(case["question"], "A photo of a pink dog beside a yellow dining table, soft daylight.",
+                        skills=["attribute_binding"])
+    printed = _trajectory(case["question"], 'A photo of a pink dog beside a yellow dining table. Render the text '
+                          '"pink dog", "yellow dining table" exactly as written.', skills=["attribute_binding"])
+    a, b = reward(case, plain), reward(case, printed)
+    assert b.components["r_img"] <= a.components["r_img"], (a.info["findings"], b.info["findings"])
+    assert b.components["r_text"] < a.components["r_text"] and b.total < a.total
+
+
 def test_verification_summary_says_what_was_checked():
     from genevolve.judges.structure import verification_summary
     from genevolve.judges.verify import verify_image

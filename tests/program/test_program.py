@@ -128,7 +128,11 @@ def test_derive_constraints_from_request_and_program():
     p = program('Mugs; the kettle shows the word "Steam" and "Morning" on a mug; like the first reference image.')
     cs = derive_constraints(request, p)
     texts = [(c.text, c.source) for c in cs if c.kind == "text"]
-    assert texts == [("Morning", "request"), ("Steam", "program")]
+    # "Steam" is the program's own word: nobody asked to print it, so no judge verifies it.
+    assert texts == [("Morning", "request")]
+    # A design that carries words may print the request's own words: that text is verified.
+    poster = derive_constraints("A poster of a fox in a forest", program('A poster headed "Fox in a forest".'))
+    assert [(c.text, c.source) for c in poster if c.kind == "text"] == [("Fox in a forest", "program")]
     assert ("mugs", 3) in [(c.subject, c.count) for c in cs if c.kind == "count"]
     assert any(c.kind == "relation" and c.relation == "left_of" for c in cs)
     assert all(c.describe() for c in cs)
