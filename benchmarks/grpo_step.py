@@ -11,8 +11,9 @@ calls, the offline tools behind the group's cache, the hybrid reward, temperatur
   re-tokenised (``ConversationEncoder``), the rewards, then one forward and backward pass of a
   policy-gradient loss over the G rows; the process's default allocator, the base unpacked;
 - trainer: ``genevolve train grpo``'s own step (``run_grpo`` for ``--steps`` steps): the G rollouts
-  in lock step with the frozen base packed, the sampled ids kept, TRL's update with 512-token
-  log-prob tiles, under the training allocator settings (``genevolve/training/allocator.py``);
+  in lock step with the frozen base packed, the sampled ids kept, TRL's update with the LM head run
+  only at the policy's tokens in 512-token tiles, under the training allocator settings
+  (``genevolve/training/allocator.py``);
   its seconds are TRL's ``step_time`` (rollouts, rewards, old log-probs, forward and backward);
 - after (``--only after``): the lock-step rollouts with the "before" arm's update, in one process.
 
