@@ -71,7 +71,7 @@ def _live_run(tmp_path, turns=TURNS, warnings=()):
     store = Store(tmp_path / "ge.db")
     agent = Agent(Scripted(turns, warnings), [Digest(), Pictures()], AgentConfig(max_rounds=5), store=store,
                   work_dir=tmp_path / "work")
-    events = list(agent.stream("A red kite", []))
+    events = list(agent.stream('A red kite with the word "FLY"', []))
     traj = events[-1].trajectory
     stored = store.get_trajectory(traj.id)  # read back through the store, as the Inspector does
     return events, traj, stored
