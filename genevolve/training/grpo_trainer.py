@@ -238,7 +238,8 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
         if any(r.vision for r in rows):
             inputs = {**inputs, **_vision_inputs(rows, inputs, self.accelerator.device)}
         # The loss weighs only the policy's own tokens: score only those (see _get_per_token_logps...).
-        self._scored = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else None
+        weighed = inputs["completion_mask"] * inputs.get("tool_mask", torch.ones_like(inputs["completion_mask"]))
+        self._scored = weighed if "tool_mask" in inputs else None
         try:
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
@@ -249,7 +250,7 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
         from genevolve.training.sdl import sdl_loss
 
         t0 = time.perf_counter()
-        mask = inputs["completion_mask"] * inputs.get("tool_mask", torch.ones_like(inputs["completion_mask"]))
+        mask = weighed
         old = inputs.get("old_per_token_logps")
         total = None
         local = torch.zeros(4, dtype=torch.float64)  # sum of SDL losses, sum of KLs, kept tokens, samples
