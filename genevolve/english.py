@@ -133,8 +133,30 @@ def countable_objects(plain: str) -> list[str]:
     return list(dict.fromkeys(nouns))
 
 
+# Two-word nouns the attribute belongs to as a whole: "a yellow dining table" is a yellow table,
+# not a yellow "dining". COCO's multi-word classes (GenEval, T2I-CompBench draw on them) and kin.
+COMPOUND_NOUNS = {
+    "dining table", "traffic light", "fire hydrant", "stop sign", "parking meter", "sports ball",
+    "baseball bat", "baseball glove", "tennis racket", "wine glass", "hot dog", "potted plant",
+    "cell phone", "teddy bear", "hair drier", "hair dryer", "computer keyboard", "computer mouse",
+    "ice cream", "bell pepper", "polar bear", "fire truck", "police car", "park bench", "coffee mug",
+    "tea cup", "fire engine", "street lamp", "picture frame", "alarm clock", "water bottle",
+}
+_FUNCTION_WORDS = {"and", "with", "the", "a", "an", "of", "in", "on"}
+
+
+def _noun_at(tokens: list[str], j: int) -> str:
+    """The noun an attribute before tokens[j] describes: a known two-word noun is taken whole
+    ("dining tables"), else the one word. A list, not a rule: "a red building stands" must not
+    read as a two-word noun."""
+    if j + 1 < len(tokens) and f"{tokens[j]} {singular(tokens[j + 1])}" in COMPOUND_NOUNS:
+        return f"{tokens[j]} {tokens[j + 1]}"
+    return tokens[j]
+
+
 def attribute_pairs(plain: str) -> list[tuple[str, str]]:
-    """(attribute, noun) pairs such as ("red", "cube"), distinct by attribute and by noun."""
+    """(attribute, noun) pairs such as ("red", "cube") or ("yellow", "dining table"), distinct by
+    attribute and by noun."""
     tokens = words(re.sub(r"\b(?:golden|blue) hour\b", " ", plain, flags=re.IGNORECASE))
     pairs: list[tuple[str, str]] = []
     for i, w in enumerate(tokens[:-1]):
@@ -144,9 +166,10 @@ def attribute_pairs(plain: str) -> list[tuple[str, str]]:
         while j < len(tokens) and tokens[j] in ATTRIBUTES:
             j += 1
         if j < len(tokens) and tokens[j] not in STOP_NOUNS and len(tokens[j]) >= 2 \
-                and tokens[j] not in {"and", "with", "the", "a", "an", "of", "in", "on"}:
-            if all(a != w and n != tokens[j] for a, n in pairs):
-                pairs.append((w, tokens[j]))
+                and tokens[j] not in _FUNCTION_WORDS:
+            noun = _noun_at(tokens, j)
+            if all(a != w and n != noun for a, n in pairs):
+                pairs.append((w, noun))
     return pairs
 
 

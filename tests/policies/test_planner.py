@@ -404,3 +404,11 @@ def test_names_and_subjects_that_look_like_framing_are_kept(request_text, tmp_pa
 def test_attribute_lines_agree_with_plural_objects(tmp_path):
     prompt = run_planner("A red door beside a scoreboard with bright cyan digits", tmp_path).program.gen_prompt
     assert "the digits are cyan" in prompt and "the door is red" in prompt and "digits is" not in prompt
+
+
+def test_an_attribute_binds_to_the_whole_two_word_noun(tmp_path):
+    # GenEval's wording: the teacher once wrote "the dining is yellow".
+    prompt = run_planner("a photo of a yellow dining table and a pink dog", tmp_path).program.gen_prompt
+    assert "the dining table is yellow" in prompt and "the dog is pink" in prompt, prompt
+    prompt = run_planner("A red building stands beside a green traffic light", tmp_path).program.gen_prompt
+    assert "the building is red" in prompt and "the traffic light is green" in prompt, prompt
