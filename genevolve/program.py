@@ -569,6 +569,43 @@ def invented_texts(prompt: str, request: str) -> list[str]:
     return invented
 
 
+# Counts a program may state that no request count backs: the anatomy skill's "5 fingers", and
+# words for "whatever the request names" ("2 objects"), which a sentence-level check cannot judge.
+_BODY_COUNTS = {"finger", "toe", "leg", "ear", "tail", "eye", "arm", "hand", "foot", "feet", "wing", "paw",
+                "tooth", "teeth", "head", "limb", "horn", "claw"}
+_UNJUDGED_COUNTS = {"object", "item", "thing", "element", "shape", "subject", "one", "part", "piece"}
+_PEOPLE_WORDS = {"people", "person", "figure", "character", "human", "individual"}
+_ANIMAL_WORDS = {"animal", "creature", "pet"}
+_PAIR_WORDS_RE = re.compile(r"\b(?:pair|couple|twins?|both|two|2)\b", re.IGNORECASE)
+
+
+def invented_counts(prompt: str, request: str) -> list[str]:
+    """The counts of two or more that ``prompt`` states and the request never gave ("exactly 2
+    airplanes" for "a small airplane", "2 people" on "a photo of a bench"): the renderer would
+    draw them. A count is the request's when the request counts the same noun the same way (or
+    says "a pair of" for two); "people" and "animals" are the request's when it shows any."""
+    from genevolve.english import living_beings, singular
+
+    def key(noun: str) -> str:
+        return singular(noun.split()[-1].lower())
+
+    asked = {(key(c.subject), c.count) for c in count_constraints(request) if c.subject}
+    beings = living_beings(strip_quoted(request))
+    out = []
+    for c in count_constraints(prompt):
+        if not c.subject or not c.count or c.count < 2:
+            continue
+        noun = key(c.subject)
+        if noun in _BODY_COUNTS or noun in _UNJUDGED_COUNTS or (noun, c.count) in asked:
+            continue
+        if (noun in _PEOPLE_WORDS and "people" in beings) or (noun in _ANIMAL_WORDS and "animals" in beings):
+            continue
+        if c.count == 2 and _PAIR_WORDS_RE.search(request) and re.search(rf"\b{re.escape(noun)}", request, re.I):
+            continue
+        out.append(f"{c.count} {c.subject}")
+    return out
+
+
 def reasoning_leaks(prompt: str, request: str) -> list[str]:
     """The reasoning or protocol fragments in ``prompt`` that the request itself does not contain."""
     found = []

@@ -283,8 +283,8 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
     """What a gen_prompt lost from the request or let in from the conversation, one line each
     (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every count
     and every position of the request. Left out: the model's reasoning and protocol words."""
-    from genevolve.program import (count_constraints, invented_texts, quoted_strings, reasoning_leaks,
-                                   relation_constraints, strip_quoted)
+    from genevolve.program import (count_constraints, invented_counts, invented_texts, quoted_strings,
+                                   reasoning_leaks, relation_constraints, strip_quoted)
 
     problems = [f'it must contain the quoted text "{q}" exactly as written' for q in quoted_strings(request)
                 if q not in gen_prompt]
@@ -293,6 +293,10 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
         shown = ", ".join(f'"{q}"' for q in invented)
         problems.append(f"it must not ask for printed text the request never had ({shown}): "
                         "describe those things in words, without quotes")
+    counted = invented_counts(gen_prompt, request)
+    if counted:
+        problems.append(f"it must not state a count the request never gave ({', '.join(counted)}): "
+                        "keep the request's own numbers")
     have_counts = {(c.subject, c.count) for c in count_constraints(gen_prompt)}
     for c in count_constraints(request):
         if (c.subject, c.count) not in have_counts:
@@ -321,11 +325,12 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     words." keeps "A photo of a black backpack."); a sentence of self-talk ("I have what I need")
     goes whole, and so does a sentence that quotes reasoning the request never had ('Render the
     text "… will anchor its appearance"') or, after the first sentence (the description), one that
-    asks to print a text the request never had ('Render the text "pink dog" exactly.'). The
+    asks to print a text the request never had ('Render the text "pink dog" exactly.') or states a
+    count it never gave ("Counts: exactly 2 cats." for "a cat"). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
     would lose a quoted text, count or position the prompt kept, or leave no description."""
-    from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_texts, reasoning_leaks,
-                                   strip_quoted)
+    from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_counts, invented_texts,
+                                   reasoning_leaks, strip_quoted)
 
     asked = request.lower()
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
@@ -335,6 +340,9 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
         invented = invented_texts(sentence, request)
         if any(reasoning_leaks(q, request) for q in invented) or (invented and index > 0):
             removed.append(sentence)  # text nobody asked to print, reasoning or not
+            continue
+        if index > 0 and invented_counts(sentence, request):
+            removed.append(sentence)  # "Counts: exactly 2 cats…" for "a cat"
             continue
         own = strip_quoted(sentence)
         copied = _copied_reasoning(think, own, asked)

@@ -44,6 +44,7 @@ from genevolve.program import (
     Constraint,
     Program,
     derive_constraints,
+    invented_counts,
     invented_texts,
     reasoning_leaks,
 )
@@ -199,13 +200,17 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     # Text the request never had, quoted for the renderer to print, is a constraint nobody set: it
     # costs like a dropped one (an OCR-read reward would otherwise pay the model for inventing it).
     invented = invented_texts(prompt, request)
-    checks["constraints_executable"] = (coverage is None or coverage >= 1.0) and not leaked and not invented
+    counted = invented_counts(prompt, request)  # "exactly 2 airplanes" for "a small airplane", likewise
+    checks["constraints_executable"] = ((coverage is None or coverage >= 1.0) and not leaked and not invented
+                                        and not counted)
     notes["constraints_executable"] = ("no hard constraints" if coverage is None
                                        else f"{coverage:.0%} of request constraints stated")
     if leaked:
         notes["constraints_executable"] += f"; reasoning or protocol text in the prompt: {leaked[:3]}"
     if invented:
         notes["constraints_executable"] += f"; text to print that the request never had: {invented[:3]}"
+    if counted:
+        notes["constraints_executable"] += f"; counts the request never gave: {counted[:3]}"
 
     value = sum(checks.values()) / 4
     rationale = "; ".join(f"{k}: {'pass' if checks[k] else 'fail'} ({notes.get(k, 'not checkable without a trajectory')})"

@@ -62,6 +62,27 @@ def test_text_to_print_that_the_request_never_had_is_invented_and_not_clean():
     assert invented_texts('A fox. Caption: "Wild at heart".', "a poster of a fox") == ["Wild at heart"]
 
 
+def test_a_count_the_request_never_gave_is_invented_and_not_clean():
+    """The 2026-12-05 SFT adapter added "Counts: exactly 2 …" to 11 of 36 external requests that
+    count nothing ("a small airplane"); the teacher never does (0 of 509 training programs)."""
+    from genevolve.program import invented_counts
+
+    request = "A black and white cat sits in a white sink."
+    prompt = request + " Counts: exactly 2 cats, each one fully visible and separated from the others."
+    traj = Trajectory(request=request, termination="answer", steps=[],
+                      program=Program.from_answer({"gen_prompt": prompt, "reference_images": []}))
+    row = measure({"id": "c", "question": request, "category": "color"}, traj, 1.0)
+    assert row["valid"] and not row["invented"] and row["invented_count"] and not row["clean"]
+    assert row["invented_counts"] == ["2 cats"]
+    # The request's own counts, a pair, people or animals it shows, and the anatomy skill's fingers are not invented.
+    assert invented_counts("Three sinks. Counts: exactly 3 sinks.", "a photo of three sinks") == []
+    assert invented_counts("Two shoes side by side.", "a pair of red shoes") == []
+    assert invented_counts("Exactly 2 people on a bench.", "a man and a woman on a bench") == []
+    assert invented_counts("Hands with 5 fingers each.", "a pianist at work") == []
+    assert invented_counts("Exactly 2 people on the bench.", "a photo of a bench") == ["2 people"]
+    assert invented_counts("Counts: exactly 3 sinks.", "a photo of two sinks") == ["3 sinks"]
+
+
 def test_measure_counts_facts_and_references_by_relevance():
     request = "A poster of the Eiffel Tower with the word 'PARIS', three pigeons in front of it"
     reply = ('### "Eiffel Tower"\n1. **Eiffel Tower — Overview** — The Eiffel Tower is a wrought-iron lattice tower '

@@ -497,6 +497,19 @@ def test_sufficiency_costs_text_to_print_that_the_request_never_had():
     assert bad.sufficiency < good.sufficiency and "pink dog" in bad.rationale
 
 
+def test_sufficiency_costs_a_count_the_request_never_gave():
+    """The SFT adapter wrote "Counts: exactly 2 airplanes" on PartiPrompts' "a small airplane": a
+    count nobody set, which the renderer would draw. It costs like a dropped constraint."""
+    request = "a small airplane"
+    plain = Program.from_answer({"gen_prompt": "A small airplane in a clear sky.", "reference_images": []})
+    doubled = Program.from_answer({"gen_prompt": "A small airplane in a clear sky. Counts: exactly 2 airplanes, "
+                                                 "each one fully visible.", "reference_images": []})
+    case = {"id": "p", "question": request, "category": "Vehicles"}
+    good, bad = local_sufficiency(case, plain), local_sufficiency(case, doubled)
+    assert good.details["checks"]["constraints_executable"] and not bad.details["checks"]["constraints_executable"]
+    assert "2 airplanes" in bad.rationale
+
+
 def test_grpo_reward_separates_a_full_program_from_one_that_drops_half(tmp_path):
     """The offline GRPO reward (layout render + local judge + sufficiency) ranks coverage clearly."""
     pytest.importorskip("fontTools")

@@ -210,6 +210,12 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     # In the first sentence it is the description itself: flagged, never cut away.
     first = 'A pink dog under a banner reading "GOOD DOG". Soft light.'
     assert gen_prompt_problems("a pink dog", first) and without_reasoning("a pink dog", first) == (first, [])
+    # A count the request never gave is flagged, and its sentence goes after the description.
+    doubled = "A small airplane. Counts: exactly 2 airplanes, each one fully visible. Clear sky."
+    (problem,) = gen_prompt_problems("a small airplane", doubled)
+    assert "2 airplanes" in problem and "never gave" in problem
+    assert without_reasoning("a small airplane", doubled) == (
+        "A small airplane. Clear sky.", ["Counts: exactly 2 airplanes, each one fully visible."])
     # Nothing is cut when that would lose what the request asked for (here its count).
     request = "three cats on a sofa"
     kept = "I have three cats on a sofa. Warm light."
