@@ -62,7 +62,11 @@ _SUBJECT_FRAMES = re.compile(
     r"portrait|cover|ad|advertisement|still life|scene|sketch|view)\s+of\s+", re.IGNORECASE)
 _SUBJECT_CUT = re.compile(r",|\.|;|:|\b(?:with|in|on|at|under|against|for|while|that|which|where|"
                           r"titled|reading|saying|beside|next|behind|above|below|left|right|"
-                          r"arranged|and)\b", re.IGNORECASE)
+                          r"arranged|(?<!-)and(?!-)|is|are|was|were|sits|sit|stands|stand|lies|rests|hangs)\b",
+                          re.IGNORECASE)
+# "black and white cat" is one subject with two colours, not a subject called "black".
+_COLOUR_PAIR = re.compile(rf"\b({'|'.join(sorted(COLOURS))})\s+and\s+({'|'.join(sorted(COLOURS))})\b",
+                          re.IGNORECASE)
 
 
 def words(text: str) -> list[str]:
@@ -94,7 +98,7 @@ def extract_subjects(request: str, entities: Sequence[str] = ()) -> list[str]:
     def add(noun: str):
         noun = noun.strip().lower()
         nouns = {singular(w) for w in noun.split()}
-        if not noun or noun in STOP_NOUNS or nouns & covered:
+        if not noun or noun in STOP_NOUNS or nouns & covered or all(w in ATTRIBUTES for w in noun.split()):
             return
         out.append(noun)
         covered.update(nouns)
@@ -114,12 +118,18 @@ def extract_subjects(request: str, entities: Sequence[str] = ()) -> list[str]:
 
 
 def _main_subject(plain: str) -> str:
+    plain = _COLOUR_PAIR.sub(r"\1-and-\2", plain)
     m = _SUBJECT_FRAMES.search(plain)
     rest = plain[m.end():] if m else plain
     rest = _SUBJECT_CUT.split(rest, maxsplit=1)[0]
     head = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", rest)
             if w.lower() not in LEADING_NON_NAMES and w.lower() not in {"of", "very", "highly"}]
     for i, w in enumerate(head[1:], start=1):  # "honey pouring onto…" -> "honey"
+        # ...but "a yellow dining table" is a table: an -ing word after attributes only, or in a
+        # known two-word noun, belongs to the noun.
+        if all(h.lower() in ATTRIBUTES for h in head[:i]) or \
+                " ".join(x.lower() for x in head[i:i + 2]) in COMPOUND_NOUNS:
+            continue
         if w.lower().endswith("ing"):
             head = head[:i]
             break

@@ -222,6 +222,49 @@ def about_request(request: str, title: str, caption: str = "") -> bool:
     return any(names_subject(request, name) for name in subject_names(title))
 
 
+# Coat words a caption uses for a colour ("a ginger tabby cat"); "tabby" only joins the run.
+_COAT_COLOURS = {"ginger": "orange", "tan": "brown", "blond": "yellow", "blonde": "yellow", "gray": "grey",
+                 "golden": "yellow", "gold": "yellow"}
+_COLOUR_RUN_WORDS = {"and", "tabby", "light", "dark", "bright", "pale", "deep"}
+
+
+def _colours_before(text: str, noun: str) -> set[str]:
+    """The colours ``text`` gives ``noun`` in the words right before it ("black and white cat" ->
+    {black, white}); several mentions pool."""
+    from genevolve.english import COLOURS, singular
+
+    tokens = [t for t in re.split(r"[^A-Za-z]+", text.lower()) if t]  # "cat's" -> cat
+    found: set[str] = set()
+    for i, t in enumerate(tokens):
+        if singular(t) != noun:
+            continue
+        j = i - 1
+        while j >= 0 and i - j <= 5 and (tokens[j] in COLOURS or tokens[j] in _COAT_COLOURS
+                                         or tokens[j] in _COLOUR_RUN_WORDS):
+            c = _COAT_COLOURS.get(tokens[j], tokens[j])
+            if c in COLOURS or c in _COAT_COLOURS.values():
+                found.add(c)
+            j -= 1
+    return found
+
+
+def colour_conflicts(request: str, title: str, caption: str = "") -> list[str]:
+    """The things the request colours that the picture shows in other colours only: a "Red motorcycle
+    in a garage" for "a black motorcycle", a ginger cat for "a black and white cat". Such a reference
+    tells the renderer the wrong colour, however on-topic it is."""
+    from genevolve.english import singular
+
+    picture = f"{title}. {caption}"
+    out = []
+    nouns = {singular(t) for t in re.findall(r"[a-z]{3,}", picture.lower())}
+    for noun in sorted(nouns):
+        asked = _colours_before(request, noun)
+        shown = _colours_before(picture, noun) if asked else set()
+        if asked and shown and not asked & shown:
+            out.append(noun)
+    return out
+
+
 def result_about_request(request: str, title: str, passage: str, queries=()) -> bool:
     """A search result is relevant as a whole when its title names something the request names;
     a result without a title (some digests have none) when its passage names an entity of the
@@ -329,15 +372,19 @@ def carried_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> 
 
 def bound_references(program, traj, request: str) -> list[dict]:
     """The program's references, each with whether its picture is about something the request
-    names (a user's own image always is): ``{"img_id", "title", "source", "relevant"}``."""
+    names in the colours it asks for (a user's own image always is): ``{"img_id", "title",
+    "source", "relevant"}``, and ``colour_conflicts`` when the picture's colours contradict the request's."""
     out = []
     for ref in program.reference_images if program else []:
         image = traj.image(ref.img_id) if hasattr(traj, "image") else None
         if image is None:
             out.append({"img_id": ref.img_id, "title": None, "relevant": False})
             continue
-        relevant = image.source == "user" or about_request(request, image.title or "", image.caption or "")
-        out.append({"img_id": ref.img_id, "title": image.title, "source": image.source, "relevant": relevant})
+        conflicts = [] if image.source == "user" else colour_conflicts(request, image.title or "", image.caption or "")
+        relevant = image.source == "user" or (about_request(request, image.title or "", image.caption or "")
+                                              and not conflicts)
+        out.append({"img_id": ref.img_id, "title": image.title, "source": image.source, "relevant": relevant,
+                    **({"colour_conflicts": conflicts} if conflicts else {})})
     return out
 
 

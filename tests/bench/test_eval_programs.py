@@ -62,6 +62,16 @@ def test_text_to_print_that_the_request_never_had_is_invented_and_not_clean():
     assert invented_texts('A fox. Caption: "Wild at heart".', "a poster of a fox") == ["Wild at heart"]
 
 
+def test_a_reference_whose_colours_contradict_the_request_is_irrelevant():
+    from genevolve.relevance import colour_conflicts
+
+    assert colour_conflicts("A black motorcycle is parked", "Red motorcycle in a garage") == ["motorcycle"]
+    assert colour_conflicts("a black and white cat", "Chelsea the cat", "a ginger tabby cat's face") == ["cat"]
+    assert colour_conflicts("a red motorcycle", "Red motorcycle in a garage") == []
+    assert colour_conflicts("a motorcycle at dusk", "Red motorcycle in a garage") == []
+    assert colour_conflicts("a white cat", "Chelsea the cat", "a ginger and white cat") == []
+
+
 def test_a_count_the_request_never_gave_is_invented_and_not_clean():
     """The 2026-12-05 SFT adapter added "Counts: exactly 2 …" to 11 of 36 external requests that
     count nothing ("a small airplane"); the teacher never does (0 of 509 training programs)."""

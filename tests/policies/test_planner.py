@@ -412,3 +412,38 @@ def test_an_attribute_binds_to_the_whole_two_word_noun(tmp_path):
     assert "the dining table is yellow" in prompt and "the dog is pink" in prompt, prompt
     prompt = run_planner("A red building stands beside a green traffic light", tmp_path).program.gen_prompt
     assert "the building is red" in prompt and "the traffic light is green" in prompt, prompt
+
+
+class ColouredLibrary(Tool):
+    """The shipped library's two pictures that T2I-CompBench's colour prompts retrieve."""
+
+    name = "image_search"
+    pictures = [("Red motorcycle in a garage", "A red motorcycle parked in a garage"),
+                ("Chelsea the cat", "Close-up photograph of a ginger tabby cat's face with yellow-green eyes")]
+
+    def __call__(self, args, ctx):
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        refs = []
+        for k, (title, caption) in enumerate(self.pictures):
+            path = ctx.work_dir / f"library_{k}.png"
+            Image.new("RGB", (64, 48), (200, 40 * k, 40)).save(path)
+            refs.append(ctx.registry.register(path, source="library", title=title, caption=caption))
+        text = "\n".join(f"- {r.img_id}: {r.title} — {r.caption} (source: library, 64x48)" for r in refs)
+        return ToolResult(text=text, images=refs, backend="scripted")
+
+
+def test_a_reference_in_another_colour_is_not_bound(tmp_path):
+    """T2I-CompBench's "a black motorcycle": the library's red motorcycle would repaint it, and a
+    ginger cat would recolour "a black and white cat"; the planner searches the subject, not "black"."""
+    library = {**tools(), "image_search": ColouredLibrary()}
+
+    def run(request):
+        return Agent(PlannerPolicy(), library, AgentConfig(), work_dir=tmp_path).run(request, ())
+
+    for request in ("A black motorcycle is parked on grey cobblestones.", "A black and white cat sits in a white sink."):
+        traj = run(request)
+        queries = [s.tool_arguments["query"] for s in traj.steps if s.tool_name == "image_search"]
+        assert queries and "black" not in queries and traj.program.reference_images == [], (queries, traj.program)
+    # The same library picture is bound where its colour is the request's.
+    traj = run("A red motorcycle parked in a garage")
+    assert [traj.image(r.img_id).title for r in traj.program.reference_images] == ["Red motorcycle in a garage"]
