@@ -294,6 +294,8 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
         labels = input_ids.masked_fill(attention_mask == 0, -100)
         labels[:, :-logits_to_keep] = -100
         labels[:, -logits_to_keep:] = labels[:, -logits_to_keep:].masked_fill(scored == 0, -100)
+        if input_ids.device.type == "cpu":
+            return self._unpadded_logps(model, input_ids, attention_mask, labels, logits_to_keep, compute_entropy)
         batch_size = batch_size or input_ids.size(0)
         logps, entropies = [], []
         for start in range(0, input_ids.size(0), batch_size):
@@ -304,6 +306,29 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
             logps.append(out.log_probs[:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(out.entropy[:, -logits_to_keep:])
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+    def _unpadded_logps(self, model, input_ids, attention_mask, labels, logits_to_keep, compute_entropy):
+        """One row at a time, without its padding. TRL pads a group to its longest history (prompt
+        left, completion right), and the backbone's forward, backward and checkpointed recompute
+        all run over the pads; on a CPU a batch buys no speed, so each row runs alone on its own
+        tokens (one contiguous span) and its log-probs are padded back to TRL's layout. Positions
+        restart at 0 per row, which rotary attention does not see (only offsets matter)."""
+        import torch.nn.functional as F
+
+        width = input_ids.size(1)
+        logps, entropies = [], []
+        for i in range(input_ids.size(0)):
+            real = attention_mask[i].nonzero().squeeze(1)
+            start, end = (int(real[0]), int(real[-1]) + 1) if real.numel() else (0, 0)
+            if end - start < 2 or not bool(attention_mask[i, start:end].all()):  # not one span: keep the pads
+                start, end = 0, width
+            with self.accelerator.autocast():
+                out = model(input_ids=input_ids[i:i + 1, start:end], attention_mask=attention_mask[i:i + 1, start:end],
+                            labels=labels[i:i + 1, start:end], fused_lm_head=True)
+            logps.append(F.pad(out.log_probs, (start, width - end))[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(F.pad(out.entropy, (start, width - end))[:, -logits_to_keep:])
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
 
     _sdl_acc = None

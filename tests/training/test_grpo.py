@@ -105,6 +105,7 @@ def test_the_loss_runs_the_head_only_on_the_policys_tokens_and_matches_trls(tiny
     (batch,) = seen
     weighed = batch["completion_mask"] * batch["tool_mask"]
     assert 0 < int(weighed.sum()) < int(batch["completion_mask"].sum())  # context between turns exists
+    assert not bool(batch["completion_mask"].all())  # rows of different lengths: padding to leave out
 
     head_rows = []
     kernel = trl_utils._ChunkedLogProbFunction.apply
@@ -119,9 +120,11 @@ def test_the_loss_runs_the_head_only_on_the_policys_tokens_and_matches_trls(tiny
         return value.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     ours, ours_grads = loss_and_grads(trainer.compute_loss)
+    ours_rows = list(head_rows)  # ours: one call per row, on its tokens without the pads
     theirs, their_grads = loss_and_grads(lambda m, b: trl.GRPOTrainer.compute_loss(trainer, m, b))
-    assert head_rows[0] == int(weighed.sum())  # ours: the weighed positions only
-    assert head_rows[1] >= int(batch["completion_mask"].sum())  # TRL's: every completion position at least
+    theirs_rows = head_rows[len(ours_rows):]
+    assert sum(ours_rows) == int(weighed.sum())  # ours: the weighed positions only
+    assert sum(theirs_rows) >= int(batch["completion_mask"].sum())  # TRL's: every completion position at least
     assert torch.allclose(ours, theirs, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours_grads, their_grads))
     assert any(a != 0 for a in batch["advantages"].tolist()) and any(bool(g.abs().sum() > 0) for g in ours_grads)
