@@ -335,7 +335,7 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     asked = request.lower()
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
     removed: list[str] = []
-    pieces = re.split(r"((?<=[.!?])[ \t]+|\s*\n\s*)", gen_prompt.strip())
+    pieces = re.split(r"((?<=[.!?])[ \t]+|\s*[\n\t]\s*)", gen_prompt.strip())  # a tab parts pieces too
     for index, (sentence, gap) in enumerate(zip(pieces[::2], pieces[1::2] + [""])):
         invented = invented_texts(sentence, request)
         if any(reasoning_leaks(q, request) for q in invented) or (invented and index > 0):

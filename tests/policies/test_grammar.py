@@ -210,6 +210,12 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     # In the first sentence it is the description itself: flagged, never cut away.
     first = 'A pink dog under a banner reading "GOOD DOG". Soft light.'
     assert gen_prompt_problems("a pink dog", first) and without_reasoning("a pink dog", first) == (first, [])
+    # Tabs part pieces as a full stop does (the shipped adapter wrote this on PartiPrompts 0227).
+    tabbed = ("a kachina doll\tA picture of kachina doll\tThe request fixes exact counts, so I have what I need: "
+              "0 fact(s), 0 reference object")
+    assert without_reasoning("a kachina doll", tabbed) == (
+        "a kachina doll\tA picture of kachina doll",
+        ["The request fixes exact counts, so I have what I need: 0 fact(s), 0 reference object"])
     # A count the request never gave is flagged, and its sentence goes after the description.
     doubled = "A small airplane. Counts: exactly 2 airplanes, each one fully visible. Clear sky."
     (problem,) = gen_prompt_problems("a small airplane", doubled)
