@@ -12,7 +12,8 @@ calls, the offline tools behind the group's cache, the hybrid reward, temperatur
   policy-gradient loss over the G rows; the process's default allocator, the base unpacked;
 - trainer: ``genevolve train grpo``'s own step (``run_grpo`` for ``--steps`` steps): the G rollouts
   in lock step with the frozen base packed, the sampled ids kept, TRL's update with the LM head run
-  only at the policy's tokens in 512-token tiles, under the training allocator settings
+  only at the policy's tokens in 512-token tiles and each row without the group's padding, under
+  the training allocator settings
   (``genevolve/training/allocator.py``);
   its seconds are TRL's ``step_time`` (rollouts, rewards, old log-probs, forward and backward);
 - after (``--only after``): the lock-step rollouts with the "before" arm's update, in one process.
