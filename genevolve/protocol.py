@@ -306,6 +306,9 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
         if not any(h.relation == r.relation and _same_thing(h.object, r.object) and _same_thing(h.subject, r.subject)
                    for h in have_relations):
             problems.append(f"it must keep the position: {r.subject} {r.relation.replace('_', ' ')} {r.object}")
+        if _contradicts(r, have_relations):
+            problems.append(f"it must state the position one way only: {r.subject} {r.relation.replace('_', ' ')} "
+                            f"{r.object}, never the reverse")
     own = strip_quoted(gen_prompt)  # the request's quoted text is the user's to print, whatever it says
     asked = request.lower()
     leaked = (reasoning_leaks(own, request) + _copied_reasoning(think, own, asked)
@@ -326,11 +329,12 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     goes whole, and so does a sentence that quotes reasoning the request never had ('Render the
     text "… will anchor its appearance"') or, after the first sentence (the description), one that
     asks to print a text the request never had ('Render the text "pink dog" exactly.') or states a
-    count it never gave ("Counts: exactly 2 cats." for "a cat"). The
+    count it never gave ("Counts: exactly 2 cats." for "a cat") or takes a position of the request
+    back ("the horse is right of the vase" for "a vase right of a horse"). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
     would lose a quoted text, count or position the prompt kept, or leave no description."""
     from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_counts, invented_texts,
-                                   reasoning_leaks, strip_quoted)
+                                   reasoning_leaks, relation_constraints, strip_quoted)
 
     asked = request.lower()
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
@@ -343,6 +347,9 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
             continue
         if index > 0 and invented_counts(sentence, request):
             removed.append(sentence)  # "Counts: exactly 2 cats…" for "a cat"
+            continue
+        if index > 0 and any(_contradicts(r, relation_constraints(sentence)) for r in relation_constraints(request)):
+            removed.append(sentence)  # "…; the horse is right of the vase" for "a vase right of a horse"
             continue
         own = strip_quoted(sentence)
         copied = _copied_reasoning(think, own, asked)
@@ -405,6 +412,21 @@ def _cut_outside_quotes(sentence: str, fragment: str) -> str:
         last = m.end()
     parts.append(sentence[last:].replace(fragment, " "))
     return "".join(parts)
+
+
+_OPPOSITE = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above",
+             "in_front_of": "behind", "behind": "in_front_of"}
+
+
+def _contradicts(asked, stated) -> bool:
+    """Whether the stated relations take the asked one back: "the vase is right of the horse; the
+    horse is right of the vase" keeps the words and loses the layout."""
+    opposite = _OPPOSITE.get(asked.relation)
+    return any((h.relation == asked.relation and _same_thing(h.subject, asked.object)
+                and _same_thing(h.object, asked.subject))
+               or (h.relation == opposite and _same_thing(h.subject, asked.subject)
+                   and _same_thing(h.object, asked.object))
+               for h in stated)
 
 
 def _same_thing(a: str | None, b: str | None) -> bool:

@@ -81,10 +81,15 @@ def colour_stated(prompt: str, obj: str, colour: str) -> bool:
 
 def position_stated(prompt: str, obj: str, relation: str, anchor: str) -> bool:
     """The object, the relation words, then the anchor, in one sentence ("a dog right of a teddy bear",
-    "the dog is to the right of the teddy bear")."""
+    "the dog is to the right of the teddy bear"), and nowhere the reverse ("the teddy bear is right of
+    the dog" takes the position back)."""
     rel = r"\s+".join(re.escape(w) for w in relation.split())
-    pattern = rf"\b{_noun_forms(obj)}\b[^.;]*?\b{rel}\b[^.;]*?\b{_noun_forms(anchor)}\b"
-    return bool(re.search(pattern, prompt, re.IGNORECASE))
+
+    def said(first: str, second: str) -> bool:
+        pattern = rf"\b{_noun_forms(first)}\b[^.;]*?\b{rel}\b[^.;]*?\b{_noun_forms(second)}\b"
+        return bool(re.search(pattern, prompt, re.IGNORECASE))
+
+    return said(obj, anchor) and not said(anchor, obj)
 
 
 def metadata_kept(prompt: str, expect: dict | None) -> dict:

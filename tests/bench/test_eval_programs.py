@@ -62,6 +62,13 @@ def test_text_to_print_that_the_request_never_had_is_invented_and_not_clean():
     assert invented_texts('A fox. Caption: "Wild at heart".', "a poster of a fox") == ["Wild at heart"]
 
 
+def test_a_position_taken_back_is_not_kept():
+    from genevolve.bench.programs import position_stated
+
+    assert position_stated("A vase right of a horse.", "vase", "right of", "horse")
+    assert not position_stated("A vase right of a horse; the horse is right of the vase.", "vase", "right of", "horse")
+
+
 def test_a_reference_whose_colours_contradict_the_request_is_irrelevant():
     from genevolve.relevance import colour_conflicts
 

@@ -216,6 +216,14 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     assert without_reasoning("a kachina doll", tabbed) == (
         "a kachina doll\tA picture of kachina doll",
         ["The request fixes exact counts, so I have what I need: 0 fact(s), 0 reference object"])
+    # A position stated and then taken back is flagged, and the sentence that takes it back goes
+    # (the 2026-12-05 SFT adapter wrote this on GenEval 0441).
+    request = "a photo of a vase right of a horse"
+    both = "A photo of vase right of horse. Facts to respect: The vase is right of horse; the horse is right of vase."
+    (problem,) = gen_prompt_problems(request, both)
+    assert "one way only" in problem and "vase right of horse" in problem
+    assert without_reasoning(request, both)[0] == "A photo of vase right of horse."
+    assert gen_prompt_problems(request, "A vase right of a horse; the horse stands left of the vase.") == []
     # A count the request never gave is flagged, and its sentence goes after the description.
     doubled = "A small airplane. Counts: exactly 2 airplanes, each one fully visible. Clear sky."
     (problem,) = gen_prompt_problems("a small airplane", doubled)
