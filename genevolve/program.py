@@ -521,6 +521,8 @@ PROTOCOL_PATTERNS = [
     r"\(s\)",  # "toothbrush(s)": a template's plural, not a description
     # The teacher's own think phrases, which a student copies into its program.
     r"(?i)\b(?:will anchor its appearance|better than words|the \w+ guidance)\b",
+    # ...and its tally of what it gathered ("0 fact(s), 1 reference image(s)").
+    r"(?i)\b\d+\s+facts?\b(?=\s*(?:\(s\))?\s*,\s*\d+\s+reference)|\b\d+\s+reference images?\b",
 ]
 SELF_TALK_PATTERNS = [
     # The model talking about its own work ("so I have what I need: 0 fact(s)…"), not describing the image.

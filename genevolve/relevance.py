@@ -370,6 +370,33 @@ def carried_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> 
     return out
 
 
+FACTS_LABEL_RE = re.compile(r"(?i)\bfacts? to respect\s*:")
+
+
+def unsupported_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> list[str]:
+    """Sentences of ``prompt`` presented as facts (the "Facts to respect:" label the teacher puts
+    before what it carried from search) that no search result behind the trajectory holds: a
+    student that learned the label writes "Facts to respect: The cat is a mammal, not reptile."
+    with nothing searched."""
+    carried = {f["fact"] for f in carried_facts(prompt, request, sources)}
+    return [s for s in _sentences(prompt) if FACTS_LABEL_RE.search(s) and s not in carried]
+
+
+def unnamed_placements(prompt: str, request: str) -> list[str]:
+    """Positions ``prompt`` states for things the request never names ("place the cat below the
+    table" on "a cat"): a layout nobody asked for, with an object nobody asked for."""
+    from genevolve.program import relation_constraints
+
+    named = {_singular(w) for w in _words(request)}
+    out = []
+    for r in relation_constraints(prompt):
+        sides = [r.subject or "", r.object or ""]
+        heads = [re.findall(r"[a-z]+", side.lower())[-1:] for side in sides]
+        if any(h and _singular(h[0]) not in named for h in heads):
+            out.append(f"{r.subject} {r.relation.replace('_', ' ')} {r.object}")
+    return out
+
+
 def bound_references(program, traj, request: str) -> list[dict]:
     """The program's references, each with whether its picture is about something the request
     names in the colours it asks for (a user's own image always is): ``{"img_id", "title",

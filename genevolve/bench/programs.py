@@ -15,6 +15,9 @@ gets one row measuring the program it ended with:
   ('Render the text "pink dog"' for "a photo of a pink dog"); the texts in ``invented_texts``;
 * ``invented_count`` — gen_prompt states a count of two or more that the request never gave
   ("exactly 2 airplanes" for "a small airplane"); the counts in ``invented_counts``;
+* ``invented_claim`` — gen_prompt presents as a fact what no search result behind it holds
+  ("Facts to respect: The cat is a mammal, not reptile."), or places a thing the request never
+  names ("place the cat below the table" on "a cat"); the sentences in ``invented_claims``;
 * ``facts`` / ``irrelevant_facts`` — sentences of gen_prompt carried from a search result (they
   share a run of six words with a result passage and are not the request's own words) and how
   many of those come from a source the request does not name (``genevolve.relevance``);
@@ -44,12 +47,13 @@ from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name
 from genevolve.durable import latest_by_id, read_jsonl, write_atomic
 from genevolve.program import invented_counts, invented_texts
 from genevolve.program import reasoning_leaks as leaks
-from genevolve.relevance import bound_references, carried_facts, search_sources
+from genevolve.relevance import (bound_references, carried_facts, search_sources, unnamed_placements,
+                                 unsupported_facts)
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
 QUALITY_METRICS = ("valid", "clean", "quotes_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
-                   "invented", "invented_count", "skill_recall", "rounds", "tokens", "seconds")
+                   "invented", "invented_count", "invented_claim", "skill_recall", "rounds", "tokens", "seconds")
 KEPT = ("quotes_kept", "counts_kept", "colours_kept", "positions_kept")
 
 
@@ -119,12 +123,16 @@ def measure(case: dict, traj, seconds: float) -> dict:
     leaked = leaks(prompt, request)
     invented = invented_texts(prompt, request)
     counted = invented_counts(prompt, request)
+    claims = ([f"fact: {s}" for s in unsupported_facts(prompt, request, search_sources(traj))]
+              + [f"position: {p}" for p in unnamed_placements(prompt, request)]) if program else []
+    claims = list(dict.fromkeys(c[:300] for c in claims))
     row = {
         "set": case.get("set"), "valid": bool(valid),
         "quotes_kept": (sum(q in prompt for q in quotes) / len(quotes)) if quotes else None,
         **metadata_kept(prompt, case.get("expect")),
         "leak": bool(leaked), "leaked": leaked[:5], "invented": bool(invented), "invented_texts": invented[:5],
         "invented_count": bool(counted), "invented_counts": counted[:5],
+        "invented_claim": bool(claims), "invented_claims": claims[:5],
         "facts": len(facts), "irrelevant_facts": sum(not f["relevant"] for f in facts), "fact_list": facts,
         "references": len(refs), "irrelevant_references": sum(not r["relevant"] for r in refs),
         "reference_list": refs,
@@ -140,11 +148,13 @@ def measure(case: dict, traj, seconds: float) -> dict:
 
 def is_clean(row: dict) -> bool:
     """One request's program passes every check at once: valid, every quoted text and every stated
-    count, colour and position kept, no leak, no invented text or count, no irrelevant fact or reference. The
+    count, colour and position kept, no leak, no invented text, count, fact or placement, no irrelevant
+    fact or reference. The
     one number per request that two policies are compared on (``compare``, the nano recipe's ship
     decision)."""
     return (bool(row["valid"]) and all(row.get(k) in (None, 1, 1.0, True) for k in KEPT) and not row["leak"]
-            and not row.get("invented") and not row.get("invented_count") and not row["irrelevant_facts"] and not row["irrelevant_references"])
+            and not row.get("invented") and not row.get("invented_count") and not row.get("invented_claim")
+            and not row["irrelevant_facts"] and not row["irrelevant_references"])
 
 
 # ---------------------------------------------------------------- the run (the bench runner's rollout stage)
@@ -265,15 +275,15 @@ def _row_cells(name: str, a: dict) -> str:
             f"{_pct(a['quotes_kept'], a['quotes_kept_n'])} | "
             f"{_pct(a['counts_kept'], a['counts_kept_n'])} | {_pct(a['colours_kept'], a['colours_kept_n'])} | "
             f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | {_pct(a.get('invented'))} | "
-            f"{_pct(a.get('invented_count'))} | "
+            f"{_pct(a.get('invented_count'))} | {_pct(a.get('invented_claim'))} | "
             f"{a['facts']} / {a['irrelevant_facts']} | {a['references']} / {a['irrelevant_references']} | "
             f"{num(a['skill_recall'], 2)} (n={a['skill_recall_n']}) | {num(a['rounds'])} | {num(a['tokens'], 0)} | "
             f"{num(a['seconds'], 2)} |")
 
 
 TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | counts kept | colours kept | positions kept | leaks | "
-              "invented text | invented count | facts / irrelevant | references / irrelevant | skill recall | rounds | "
-              "tokens | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "invented text | invented count | invented fact / placement | facts / irrelevant | references / irrelevant | "
+              "skill recall | rounds | tokens | seconds |\n" + "|---" * 18 + "|")
 
 
 def markdown(summary: dict) -> str:
@@ -318,7 +328,8 @@ def chart(summary: dict, path: str | Path) -> Path:
     return path
 
 
-PAIRED_METRICS = ("clean", "valid", "quotes_kept", "leak", "invented", "invented_count", "irrelevant_facts",
+PAIRED_METRICS = ("clean", "valid", "quotes_kept", "leak", "invented", "invented_count", "invented_claim",
+                  "irrelevant_facts",
                   "irrelevant_references", "skill_recall")
 
 

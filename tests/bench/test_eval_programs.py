@@ -62,6 +62,29 @@ def test_text_to_print_that_the_request_never_had_is_invented_and_not_clean():
     assert invented_texts('A fox. Caption: "Wild at heart".', "a poster of a fox") == ["Wild at heart"]
 
 
+def test_facts_nobody_searched_and_placements_of_unnamed_things_are_invented():
+    """The nano adapters learned the teacher's "Facts to respect:" label and write it with nothing
+    searched ("The cat is a mammal, not reptile."), and place things the request never names."""
+    from genevolve.relevance import unnamed_placements, unsupported_facts
+
+    request = "a photo of a cat"
+    prompt = "A photo of a cat. Facts to respect: The cat is a mammal, not reptile. Layout: place the cat below the table."
+    traj = Trajectory(request=request, termination="answer", steps=[],
+                      program=Program.from_answer({"gen_prompt": prompt, "reference_images": []}))
+    row = measure({"id": "c", "question": request, "category": "single_object"}, traj, 1.0)
+    assert row["valid"] and row["invented_claim"] and not row["clean"]
+    assert row["invented_claims"] == ["fact: Facts to respect: The cat is a mammal, not reptile.",
+                                      "position: cat below table"]
+    # A fact carried from a search result is the search's, and a placement of named things is the request's.
+    sources = [("Eiffel Tower — Overview", "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars "
+                                           "in Paris, France.")]
+    carried = ("A poster of the Eiffel Tower. Facts to respect: The Eiffel Tower is a wrought-iron lattice tower on "
+               "the Champ de Mars in Paris, France.")
+    assert unsupported_facts(carried, "a poster of the Eiffel Tower", sources) == []
+    assert unsupported_facts(carried, "a poster of the Eiffel Tower", []) != []
+    assert unnamed_placements("Place the vase right of the horse.", "a vase right of a horse") == []
+
+
 def test_a_position_taken_back_is_not_kept():
     from genevolve.bench.programs import position_stated
 
