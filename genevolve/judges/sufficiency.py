@@ -5,7 +5,8 @@ the same test the program-quality eval reports), so neither copying the request 
 about something else earns it:
 
 1. ``facts_carried``   - no sentence of the gen_prompt carries a fact from a search result about
-                         something the request does not name; on a knowledge case, at least one
+                         something the request does not name, none is presented as a fact that
+                         no search result holds; on a knowledge case, at least one
                          relevant fact is carried, or the searches found nothing relevant ("nothing
                          relevant found" is a valid outcome). A knowledge case with no search fails.
 2. ``ordinal_references`` - every chosen reference is cited by an ordinal phrase ("the first
@@ -220,7 +221,7 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
 
 
 def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[bool, str]:
-    from genevolve.relevance import result_about_request
+    from genevolve.relevance import result_about_request, unsupported_facts
 
     sources = search_sources(traj)
     facts = carried_facts(prompt, request, sources)
@@ -229,6 +230,10 @@ def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[bool, str
     if irrelevant:
         about = sorted({t for f in irrelevant for t in f["sources"]})[:3]
         return False, f"{len(irrelevant)} fact(s) about what the request does not name ({about})"
+    # "Facts to respect: the cat is a mammal" with nothing searched behind it: a claim, not research.
+    made_up = unsupported_facts(prompt, request, sources)
+    if made_up:
+        return False, f"{len(made_up)} sentence(s) presented as facts that no search result holds ({made_up[0][:80]})"
     searched = any(s.tool_name == "search" for s in traj.tool_calls())
     if not is_knowledge_case(case):
         return True, f"{relevant} relevant fact(s); none needed"

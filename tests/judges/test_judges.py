@@ -497,6 +497,25 @@ def test_sufficiency_costs_text_to_print_that_the_request_never_had():
     assert bad.sufficiency < good.sufficiency and "pink dog" in bad.rationale
 
 
+def test_sufficiency_costs_a_fact_nobody_searched():
+    """The adapters write "Facts to respect: …" with nothing searched; the reward paid for it
+    because facts_carried passed on any request that needs no knowledge."""
+    from genevolve.trajectory import Trajectory
+
+    request = "a photo of a cat"
+    plain = Program.from_answer({"gen_prompt": "A photo of a cat, soft daylight.", "reference_images": []})
+    claimed = Program.from_answer({"gen_prompt": "A photo of a cat. Facts to respect: The cat is a mammal, not "
+                                                 "reptile.", "reference_images": []})
+    case = {"id": "c", "question": request, "category": "single_object"}
+
+    def score(program):
+        return local_sufficiency(case, Trajectory(request=request, termination="answer", steps=[], program=program))
+
+    good, bad = score(plain), score(claimed)
+    assert good.details["checks"]["facts_carried"] and not bad.details["checks"]["facts_carried"]
+    assert bad.sufficiency < good.sufficiency and "no search result holds" in bad.rationale
+
+
 def test_sufficiency_costs_a_count_the_request_never_gave():
     """The SFT adapter wrote "Counts: exactly 2 airplanes" on PartiPrompts' "a small airplane": a
     count nobody set, which the renderer would draw. It costs like a dropped constraint."""
