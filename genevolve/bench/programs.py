@@ -124,7 +124,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
     invented = invented_texts(prompt, request)
     counted = invented_counts(prompt, request)
     claims = ([f"fact: {s}" for s in unsupported_facts(prompt, request, search_sources(traj))]
-              + [f"position: {p}" for p in unnamed_placements(prompt, request)]) if program else []
+              + [f"position: {p}" for p in unnamed_placements(_without(prompt, facts), request)]) if program else []
     claims = list(dict.fromkeys(c[:300] for c in claims))
     row = {
         "set": case.get("set"), "valid": bool(valid),
@@ -144,6 +144,13 @@ def measure(case: dict, traj, seconds: float) -> dict:
     }
     row["clean"] = is_clean(row)
     return row
+
+
+def _without(prompt: str, facts: list[dict]) -> str:
+    """``prompt`` without the sentences carried from search: "built across northern China over
+    many centuries" is the source's wording, not a placement the program makes."""
+    carried = {f["fact"] for f in facts}
+    return " ".join(s for s in re.split(r"(?<=[.!?])\s+", prompt) if s.strip() and s.strip() not in carried)
 
 
 def is_clean(row: dict) -> bool:

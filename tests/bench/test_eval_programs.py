@@ -83,6 +83,16 @@ def test_facts_nobody_searched_and_placements_of_unnamed_things_are_invented():
     assert unsupported_facts(carried, "a poster of the Eiffel Tower", sources) == []
     assert unsupported_facts(carried, "a poster of the Eiffel Tower", []) != []
     assert unnamed_placements("Place the vase right of the horse.", "a vase right of a horse") == []
+    # A sentence carried from search is the source's wording, not a placement the program makes.
+    wall = [("Great Wall of China — Overview", "The Great Wall of China is a series of fortifications built across "
+                                                "northern China over many centuries.")]
+    steps = [Step(round=1, kind="tool_call", tool_name="search", tool_arguments={"queries": ["Great Wall"]},
+                  tool_text='### "Great Wall"\n1. **Great Wall of China — Overview** — ' + wall[0][1] + " (source: x)")]
+    prompt = "The Great Wall. Facts to respect: " + wall[0][1]
+    traj = Trajectory(request="The Great Wall.", termination="answer", steps=steps,
+                      program=Program.from_answer({"gen_prompt": prompt, "reference_images": []}))
+    row = measure({"id": "w", "question": "The Great Wall.", "category": "Basic"}, traj, 1.0)
+    assert row["facts"] == 1 and not row["invented_claim"], row["invented_claims"]
 
 
 def test_a_position_taken_back_is_not_kept():
