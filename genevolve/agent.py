@@ -331,7 +331,10 @@ class Agent:
         # The gen_prompt must keep the request's quoted texts, counts and positions and hold none of the
         # model's reasoning: one correction saying what is wrong, then the program is kept with a warning.
         # An answer that is itself the reply to a correction is not sent back again (one in a row).
-        problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think)
+        from genevolve.relevance import search_sources
+
+        evidence = search_sources(run.traj)  # what a "fact" in the program may rest on
+        problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, evidence)
         if problems and not run.prompt_corrected and not run.corrected and step.round < cfg.max_rounds:
             run.prompt_corrected = True
             step.kind, step.error = "format_error", f"{PROMPT_CHECK}: " + "; ".join(problems)
@@ -342,7 +345,7 @@ class Agent:
         if problems and cfg.tidy_kept_prompt:
             # Kept after its correction: the renderer still gets no reasoning or protocol words.
             # And the user's quoted texts reach it verbatim, even when the model dropped one.
-            cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think)
+            cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think, evidence)
             cleaned, added = with_request_quotes(run.traj.request, cleaned)
             if removed or added:
                 program = program.model_copy(update={"gen_prompt": cleaned})
@@ -351,7 +354,7 @@ class Agent:
                 if added:
                     run.traj.warnings.append("program repaired: added the quoted text "
                                              + ", ".join(f'"{q}"' for q in added))
-                problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think)
+                problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, evidence)
         if problems:
             warning = f"{PROMPT_CHECK}: " + "; ".join(problems)
             run.traj.warnings.append(warning)

@@ -279,10 +279,12 @@ def correction_message(error: str) -> str:
 
 # ---------------------------------------------------------------- the answer's gen_prompt
 
-def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[str]:
+def gen_prompt_problems(request: str, gen_prompt: str, think: str = "", evidence=None) -> list[str]:
     """What a gen_prompt lost from the request or let in from the conversation, one line each
     (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every count
-    and every position of the request. Left out: the model's reasoning and protocol words."""
+    and every position of the request. Left out: the model's reasoning and protocol words, and,
+    when ``evidence`` (the (title, passage) search results the run saw) is given, "facts" that
+    none of it holds."""
     from genevolve.program import (count_constraints, invented_counts, invented_texts, quoted_strings,
                                    reasoning_leaks, relation_constraints, strip_quoted)
 
@@ -293,6 +295,13 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
         shown = ", ".join(f'"{q}"' for q in invented)
         problems.append(f"it must not ask for printed text the request never had ({shown}): "
                         "describe those things in words, without quotes")
+    if evidence is not None:
+        from genevolve.relevance import unsupported_facts
+
+        made_up = unsupported_facts(gen_prompt, request, evidence)
+        if made_up:
+            problems.append("it must present as facts only what a search result said, not "
+                            + "; ".join(f'"{m[:80]}"' for m in made_up) + ": describe the image instead")
     counted = invented_counts(gen_prompt, request)
     if counted:
         problems.append(f"it must not state a count the request never gave ({', '.join(counted)}): "
@@ -319,7 +328,7 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "") -> list[
     return problems
 
 
-def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[str, list[str]]:
+def without_reasoning(request: str, gen_prompt: str, think: str = "", evidence=None) -> tuple[str, list[str]]:
     """``gen_prompt`` with the model's reasoning and protocol words taken out, and what was taken.
 
     For a program kept after its correction turn failed: the renderer gets a description, never
@@ -329,12 +338,15 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     goes whole, and so does a sentence that quotes reasoning the request never had ('Render the
     text "… will anchor its appearance"') or, after the first sentence (the description), one that
     asks to print a text the request never had ('Render the text "pink dog" exactly.') or states a
-    count it never gave ("Counts: exactly 2 cats." for "a cat") or takes a position of the request
+    count it never gave ("Counts: exactly 2 cats." for "a cat"), presents as a fact what none of
+    ``evidence`` holds (when given), or takes a position of the request
     back ("the horse is right of the vase" for "a vase right of a horse"). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
     would lose a quoted text, count or position the prompt kept, or leave no description."""
     from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_counts, invented_texts,
                                    reasoning_leaks, relation_constraints, strip_quoted)
+
+    from genevolve.relevance import unsupported_facts
 
     asked = request.lower()
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
@@ -344,6 +356,9 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
         invented = invented_texts(sentence, request)
         if any(reasoning_leaks(q, request) for q in invented) or (invented and index > 0):
             removed.append(sentence)  # text nobody asked to print, reasoning or not
+            continue
+        if index > 0 and evidence is not None and unsupported_facts(sentence, request, evidence):
+            removed.append(sentence)  # "Facts to respect: the cat is a mammal" with nothing searched
             continue
         if index > 0 and invented_counts(sentence, request):
             removed.append(sentence)  # "Counts: exactly 2 cats…" for "a cat"
@@ -374,8 +389,9 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "") -> tuple[s
     cleaned = "".join(text + gap for text, gap in kept).strip()
     if not removed or not re.search(r"[A-Za-z]{3,}", strip_quoted(cleaned)):
         return gen_prompt, []
-    before = gen_prompt_problems(request, gen_prompt, think)
-    lost = [p for p in gen_prompt_problems(request, cleaned) if p not in before and "your reasoning" not in p]
+    before = gen_prompt_problems(request, gen_prompt, think, evidence)
+    lost = [p for p in gen_prompt_problems(request, cleaned, evidence=evidence)
+            if p not in before and "your reasoning" not in p]
     return (gen_prompt, []) if lost else (cleaned, list(dict.fromkeys(removed)))
 
 

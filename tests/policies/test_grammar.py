@@ -176,6 +176,18 @@ def test_the_answer_step_sends_one_correction_that_names_what_is_missing(tmp_pat
     assert traj.program.gen_prompt.endswith("so I have what I need: 0 fact(s).")
 
 
+def test_the_answer_step_checks_facts_against_what_the_run_searched(tmp_path):
+    """A "fact" with no search behind it gets the correction, and is dropped when the answer keeps it."""
+    request = "a photo of a cat"
+    claimed = format_answer({"gen_prompt": "A photo of a cat. Facts to respect: The cat is a mammal, not reptile.",
+                             "reference_images": []})
+    policy = _Scripted([claimed, claimed])
+    traj = Agent(policy, [], AgentConfig(), work_dir=tmp_path).run(request)
+    assert "only what a search result said" in policy.seen[1][-1]["content"]
+    assert traj.program.gen_prompt == "A photo of a cat."
+    assert any(w.startswith("program cleaned:") and "mammal" in w for w in traj.warnings)
+
+
 def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     request = "a photo of a black backpack"
     cleaned, removed = without_reasoning(
@@ -224,6 +236,13 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     assert "one way only" in problem and "vase right of horse" in problem
     assert without_reasoning(request, both)[0] == "A photo of vase right of horse."
     assert gen_prompt_problems(request, "A vase right of a horse; the horse stands left of the vase.") == []
+    # With the run's search results at hand, a "fact" none of them holds is flagged and its sentence goes.
+    claimed = "A photo of a cat. Facts to respect: The cat is a mammal, not reptile. Soft light."
+    assert gen_prompt_problems("a photo of a cat", claimed) == []  # nothing to check it against
+    (problem,) = gen_prompt_problems("a photo of a cat", claimed, evidence=[])
+    assert "only what a search result said" in problem
+    assert without_reasoning("a photo of a cat", claimed, evidence=[]) == (
+        "A photo of a cat. Soft light.", ["Facts to respect: The cat is a mammal, not reptile."])
     # A count the request never gave is flagged, and its sentence goes after the description.
     doubled = "A small airplane. Counts: exactly 2 airplanes, each one fully visible. Clear sky."
     (problem,) = gen_prompt_problems("a small airplane", doubled)
