@@ -6,6 +6,9 @@ gets one row measuring the program it ended with:
 * ``valid`` — a program came back and validates against the images it saw;
 * ``quotes_kept`` — share of the request's quoted texts (any of "…", '…', “…”) found verbatim
   in gen_prompt (null when nothing is quoted);
+* ``subjects_kept`` — share of the things the request shows (``english.extract_subjects``: named
+  entities, counted, coloured, living and related nouns, else its main noun phrase) whose head noun
+  the gen_prompt names; a program of "..." or one that drops "a pizza" keeps less than all;
 * ``counts_kept``, ``colours_kept``, ``positions_kept`` — share of the set's metadata (GenEval:
   counts of 2 or more, colour-object pairs, object-relation-anchor triples) that the gen_prompt
   states (null when the set has none for the request);
@@ -52,9 +55,9 @@ from genevolve.relevance import (bound_references, carried_facts, search_sources
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
-QUALITY_METRICS = ("valid", "clean", "quotes_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
+QUALITY_METRICS = ("valid", "clean", "quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
                    "invented", "invented_count", "invented_claim", "skill_recall", "rounds", "tokens", "seconds")
-KEPT = ("quotes_kept", "counts_kept", "colours_kept", "positions_kept")
+KEPT = ("quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept")
 
 
 # ---------------------------------------------------------------- per-request measures
@@ -96,6 +99,17 @@ def position_stated(prompt: str, obj: str, relation: str, anchor: str) -> bool:
     return said(obj, anchor) and not said(anchor, obj)
 
 
+def subjects_kept(prompt: str, request: str) -> float | None:
+    """Share of the request's subjects whose head noun the prompt names (None when it has none)."""
+    from genevolve.english import extract_subjects, singular, words
+
+    heads = [singular(words(s)[-1]) for s in extract_subjects(request) if words(s)]
+    if not heads:
+        return None
+    have = {singular(w) for w in words(prompt)}
+    return sum(h in have for h in heads) / len(heads)
+
+
 def metadata_kept(prompt: str, expect: dict | None) -> dict:
     expect = expect or {}
     checks = {
@@ -129,6 +143,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
     row = {
         "set": case.get("set"), "valid": bool(valid),
         "quotes_kept": (sum(q in prompt for q in quotes) / len(quotes)) if quotes else None,
+        "subjects_kept": subjects_kept(prompt, request),
         **metadata_kept(prompt, case.get("expect")),
         "leak": bool(leaked), "leaked": leaked[:5], "invented": bool(invented), "invented_texts": invented[:5],
         "invented_count": bool(counted), "invented_counts": counted[:5],
@@ -279,7 +294,7 @@ def _pct(v, n=None):
 def _row_cells(name: str, a: dict) -> str:
     num = (lambda v, d=1: "–" if v is None else f"{v:.{d}f}")
     return (f"| {name} | {a['requests']} | {_pct(a['valid'])} | {_pct(a['clean'])} | "
-            f"{_pct(a['quotes_kept'], a['quotes_kept_n'])} | "
+            f"{_pct(a['quotes_kept'], a['quotes_kept_n'])} | {_pct(a.get('subjects_kept'), a.get('subjects_kept_n'))} | "
             f"{_pct(a['counts_kept'], a['counts_kept_n'])} | {_pct(a['colours_kept'], a['colours_kept_n'])} | "
             f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | {_pct(a.get('invented'))} | "
             f"{_pct(a.get('invented_count'))} | {_pct(a.get('invented_claim'))} | "
@@ -288,9 +303,9 @@ def _row_cells(name: str, a: dict) -> str:
             f"{num(a['seconds'], 2)} |")
 
 
-TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | counts kept | colours kept | positions kept | leaks | "
+TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | subjects kept | counts kept | colours kept | positions kept | leaks | "
               "invented text | invented count | invented fact / placement | facts / irrelevant | references / irrelevant | "
-              "skill recall | rounds | tokens | seconds |\n" + "|---" * 18 + "|")
+              "skill recall | rounds | tokens | seconds |\n" + "|---" * 19 + "|")
 
 
 def markdown(summary: dict) -> str:
@@ -335,7 +350,7 @@ def chart(summary: dict, path: str | Path) -> Path:
     return path
 
 
-PAIRED_METRICS = ("clean", "valid", "quotes_kept", "leak", "invented", "invented_count", "invented_claim",
+PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "invented", "invented_count", "invented_claim",
                   "irrelevant_facts",
                   "irrelevant_references", "skill_recall")
 

@@ -95,6 +95,21 @@ def test_facts_nobody_searched_and_placements_of_unnamed_things_are_invented():
     assert row["facts"] == 1 and not row["invented_claim"], row["invented_claims"]
 
 
+def test_a_program_that_drops_a_subject_or_says_nothing_is_not_clean():
+    """The untuned base answered "..." (after its forced final round) on 8 of 8 requests, and the
+    shipped adapter wrote "a photo of toothbrush." for "a photo of a toothbrush below a pizza"."""
+    from genevolve.bench.programs import subjects_kept
+
+    assert subjects_kept("a photo of toothbrush.", "a photo of a toothbrush below a pizza") == 0.5
+    assert subjects_kept("...", "a photo of a bottle") == 0.0
+    assert subjects_kept("Two bottles on a shelf.", "a photo of a bottle") == 1.0
+    request = "a photo of a bottle"
+    traj = Trajectory(request=request, termination="forced_answer", steps=[],
+                      program=Program.from_answer({"gen_prompt": "...", "reference_images": []}))
+    row = measure({"id": "b", "question": request, "category": "Basic"}, traj, 1.0)
+    assert row["valid"] and not row["leak"] and row["subjects_kept"] == 0.0 and not row["clean"]
+
+
 def test_a_position_taken_back_is_not_kept():
     from genevolve.bench.programs import position_stated
 
