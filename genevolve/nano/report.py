@@ -16,8 +16,8 @@ EXTERNAL_SECTION = """
 The first yardstick: program quality (`genevolve eval programs`, no renderer) on a stratified sample
 of PartiPrompts, GenEval, T2I-CompBench and the official release's examples — requests nobody here
 wrote or trained on. "clean" is the share of programs that pass every check at once (valid, every
-quoted text, count, colour and position kept, no leak, no text to print or count that the request
-never had, no irrelevant fact or reference).
+quoted text, subject, count, colour and position kept, no leak, no text to print, count, fact or
+placement that the request and the run's searches never had, no irrelevant fact or reference).
 
 {external}
 
