@@ -255,7 +255,7 @@ shared with other work (load average 10–15), and the untuned base ran at a low
 What each stage did to the programs is read off section 0 (requests nobody here wrote) first and
 section 5 (our own held-out split) second; the GRPO table above says what the rollouts did.
 What the runs so far taught, with the evidence in
-[docs/bench/programs.md](bench/programs.md#invented-counts-and-the-adapters-on-the-fixed-reward-2026-12-05-1650-1741):
+[docs/bench/programs.md](bench/programs.md#invented-counts-and-the-adapters-on-the-fixed-reward-2026-12-05-1650-1837):
 
 - SFT carries the teacher's habits over, including ones the teacher uses only where they apply:
   an adapter wrote the counting sentence ("exactly 2 …") on requests that count nothing, and the
