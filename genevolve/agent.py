@@ -331,10 +331,12 @@ class Agent:
         # The gen_prompt must keep the request's quoted texts, counts and positions and hold none of the
         # model's reasoning: one correction saying what is wrong, then the program is kept with a warning.
         # An answer that is itself the reply to a correction is not sent back again (one in a row).
-        from genevolve.relevance import search_sources
+        from genevolve.relevance import search_sources, unsupported_facts
 
-        evidence = search_sources(run.traj)  # what a "fact" in the program may rest on
-        problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, evidence)
+        # "Facts" in the program that none of the run's search results holds.
+        evidence = search_sources(run.traj)
+        unsupported = unsupported_facts(program.gen_prompt, run.traj.request, evidence)
+        problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported)
         if problems and not run.prompt_corrected and not run.corrected and step.round < cfg.max_rounds:
             run.prompt_corrected = True
             step.kind, step.error = "format_error", f"{PROMPT_CHECK}: " + "; ".join(problems)
@@ -345,7 +347,7 @@ class Agent:
         if problems and cfg.tidy_kept_prompt:
             # Kept after its correction: the renderer still gets no reasoning or protocol words.
             # And the user's quoted texts reach it verbatim, even when the model dropped one.
-            cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think, evidence)
+            cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think, unsupported)
             cleaned, added = with_request_quotes(run.traj.request, cleaned)
             if removed or added:
                 program = program.model_copy(update={"gen_prompt": cleaned})
@@ -354,7 +356,7 @@ class Agent:
                 if added:
                     run.traj.warnings.append("program repaired: added the quoted text "
                                              + ", ".join(f'"{q}"' for q in added))
-                problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, evidence)
+                problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported)
         if problems:
             warning = f"{PROMPT_CHECK}: " + "; ".join(problems)
             run.traj.warnings.append(warning)

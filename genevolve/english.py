@@ -13,22 +13,9 @@ import re
 from typing import Sequence
 
 from genevolve.program import count_constraints, relation_constraints, strip_quoted
-from genevolve.subjects import LEADING_NON_NAMES, modifier_use
+from genevolve.subjects import ANIMALS, LEADING_NON_NAMES, PEOPLE, modifier_use  # noqa: F401  (re-exported)
 
-PEOPLE = {"person", "people", "man", "men", "woman", "women", "child", "children", "kid", "kids", "boy",
-          "boys", "girl", "girls", "baby", "babies", "lady", "ladies", "gentleman", "portrait", "face",
-          "faces", "dancer", "dancers", "athlete", "chef", "worker", "farmer", "astronaut", "backpacker",
-          "backpackers", "couple", "family", "crowd", "player", "players", "musician", "soldier", "doctor",
-          "student", "students", "teacher", "king", "queen", "hand", "hands", "runner", "swimmer", "rider",
-          "grandmother", "grandfather", "mother", "father", "friends", "hiker", "hikers", "surfer",
-          "skateboarder", "knight", "warrior", "businessman", "businesswoman", "nurse", "pilot",
-          "scientist", "ballerina", "violinist", "guitarist", "tourists", "tourist", "monk", "samurai"}
-ANIMALS = {"cat", "dog", "horse", "bird", "fox", "lion", "tiger", "elephant", "giraffe", "bear", "rabbit",
-           "owl", "eagle", "fish", "whale", "dolphin", "deer", "wolf", "monkey", "panda", "cow", "sheep",
-           "goat", "duck", "penguin", "parrot", "kitten", "puppy", "butterfly", "zebra", "squirrel", "frog",
-           "snake", "turtle", "koala", "kangaroo", "camel", "hen", "chicken", "corgi", "retriever", "husky",
-           "hamster", "otter", "hedgehog", "octopus", "shark", "swan", "flamingo", "peacock", "raccoon",
-           "dragon", "unicorn", "bee", "ladybug", "lizard", "mouse", "mice", "pig", "donkey", "crab"}
+
 COLOURS = {"red", "blue", "green", "yellow", "orange", "purple", "pink", "black", "white", "grey", "gray",
            "brown", "golden", "silver", "teal", "cyan", "magenta", "violet", "turquoise", "beige", "crimson",
            "navy", "emerald", "scarlet", "ivory", "indigo"}

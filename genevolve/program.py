@@ -586,13 +586,15 @@ def invented_counts(prompt: str, request: str) -> list[str]:
     airplanes" for "a small airplane", "2 people" on "a photo of a bench"): the renderer would
     draw them. A count is the request's when the request counts the same noun the same way (or
     says "a pair of" for two); "people" and "animals" are the request's when it shows any."""
-    from genevolve.english import living_beings, singular
+    from genevolve.subjects import ANIMALS, PEOPLE, singular
 
     def key(noun: str) -> str:
         return singular(noun.split()[-1].lower())
 
     asked = {(key(c.subject), c.count) for c in count_constraints(request) if c.subject}
-    beings = living_beings(strip_quoted(request))
+    request_words = {singular(w.lower()) for w in re.findall(r"[A-Za-z]+", strip_quoted(request))} | {
+        w.lower() for w in re.findall(r"[A-Za-z]+", strip_quoted(request))}
+    beings = ({"people"} if request_words & PEOPLE else set()) | ({"animals"} if request_words & ANIMALS else set())
     out = []
     for c in count_constraints(prompt):
         if not c.subject or not c.count or c.count < 2:

@@ -279,12 +279,13 @@ def correction_message(error: str) -> str:
 
 # ---------------------------------------------------------------- the answer's gen_prompt
 
-def gen_prompt_problems(request: str, gen_prompt: str, think: str = "", evidence=None) -> list[str]:
+def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
+                        unsupported: list[str] | None = None) -> list[str]:
     """What a gen_prompt lost from the request or let in from the conversation, one line each
     (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every count
-    and every position of the request. Left out: the model's reasoning and protocol words, and,
-    when ``evidence`` (the (title, passage) search results the run saw) is given, "facts" that
-    none of it holds."""
+    and every position of the request. Left out: the model's reasoning and protocol words, and
+    the sentences of ``unsupported`` still in the prompt: "facts" that none of the run's search
+    results holds (the caller finds them, ``relevance.unsupported_facts``)."""
     from genevolve.program import (count_constraints, invented_counts, invented_texts, quoted_strings,
                                    reasoning_leaks, relation_constraints, strip_quoted)
 
@@ -295,13 +296,10 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "", evidence
         shown = ", ".join(f'"{q}"' for q in invented)
         problems.append(f"it must not ask for printed text the request never had ({shown}): "
                         "describe those things in words, without quotes")
-    if evidence is not None:
-        from genevolve.relevance import unsupported_facts
-
-        made_up = unsupported_facts(gen_prompt, request, evidence)
-        if made_up:
-            problems.append("it must present as facts only what a search result said, not "
-                            + "; ".join(f'"{m[:80]}"' for m in made_up) + ": describe the image instead")
+    made_up = [s for s in unsupported or () if s in gen_prompt]
+    if made_up:
+        problems.append("it must present as facts only what a search result said, not "
+                        + "; ".join(f'"{m[:80]}"' for m in made_up) + ": describe the image instead")
     counted = invented_counts(gen_prompt, request)
     if counted:
         problems.append(f"it must not state a count the request never gave ({', '.join(counted)}): "
@@ -328,7 +326,8 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "", evidence
     return problems
 
 
-def without_reasoning(request: str, gen_prompt: str, think: str = "", evidence=None) -> tuple[str, list[str]]:
+def without_reasoning(request: str, gen_prompt: str, think: str = "",
+                      unsupported: list[str] | None = None) -> tuple[str, list[str]]:
     """``gen_prompt`` with the model's reasoning and protocol words taken out, and what was taken.
 
     For a program kept after its correction turn failed: the renderer gets a description, never
@@ -338,15 +337,13 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "", evidence=N
     goes whole, and so does a sentence that quotes reasoning the request never had ('Render the
     text "… will anchor its appearance"') or, after the first sentence (the description), one that
     asks to print a text the request never had ('Render the text "pink dog" exactly.') or states a
-    count it never gave ("Counts: exactly 2 cats." for "a cat"), presents as a fact what none of
-    ``evidence`` holds (when given), or takes a position of the request
+    count it never gave ("Counts: exactly 2 cats." for "a cat"), is one of the ``unsupported``
+    "facts", or takes a position of the request
     back ("the horse is right of the vase" for "a vase right of a horse"). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
     would lose a quoted text, count or position the prompt kept, or leave no description."""
     from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_counts, invented_texts,
                                    reasoning_leaks, relation_constraints, strip_quoted)
-
-    from genevolve.relevance import unsupported_facts
 
     asked = request.lower()
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
@@ -357,7 +354,7 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "", evidence=N
         if any(reasoning_leaks(q, request) for q in invented) or (invented and index > 0):
             removed.append(sentence)  # text nobody asked to print, reasoning or not
             continue
-        if index > 0 and evidence is not None and unsupported_facts(sentence, request, evidence):
+        if index > 0 and unsupported and sentence.strip() in unsupported:
             removed.append(sentence)  # "Facts to respect: the cat is a mammal" with nothing searched
             continue
         if index > 0 and invented_counts(sentence, request):
@@ -389,8 +386,8 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "", evidence=N
     cleaned = "".join(text + gap for text, gap in kept).strip()
     if not removed or not re.search(r"[A-Za-z]{3,}", strip_quoted(cleaned)):
         return gen_prompt, []
-    before = gen_prompt_problems(request, gen_prompt, think, evidence)
-    lost = [p for p in gen_prompt_problems(request, cleaned, evidence=evidence)
+    before = gen_prompt_problems(request, gen_prompt, think, unsupported)
+    lost = [p for p in gen_prompt_problems(request, cleaned, unsupported=unsupported)
             if p not in before and "your reasoning" not in p]
     return (gen_prompt, []) if lost else (cleaned, list(dict.fromkeys(removed)))
 

@@ -119,6 +119,23 @@ class SubjectMention:
 
 # ---------------------------------------------------------------- words
 
+# Words for people and animals in a picture (``english.living_beings`` reads them in context).
+PEOPLE = {"person", "people", "man", "men", "woman", "women", "child", "children", "kid", "kids", "boy",
+          "boys", "girl", "girls", "baby", "babies", "lady", "ladies", "gentleman", "portrait", "face",
+          "faces", "dancer", "dancers", "athlete", "chef", "worker", "farmer", "astronaut", "backpacker",
+          "backpackers", "couple", "family", "crowd", "player", "players", "musician", "soldier", "doctor",
+          "student", "students", "teacher", "king", "queen", "hand", "hands", "runner", "swimmer", "rider",
+          "grandmother", "grandfather", "mother", "father", "friends", "hiker", "hikers", "surfer",
+          "skateboarder", "knight", "warrior", "businessman", "businesswoman", "nurse", "pilot",
+          "scientist", "ballerina", "violinist", "guitarist", "tourists", "tourist", "monk", "samurai"}
+ANIMALS = {"cat", "dog", "horse", "bird", "fox", "lion", "tiger", "elephant", "giraffe", "bear", "rabbit",
+           "owl", "eagle", "fish", "whale", "dolphin", "deer", "wolf", "monkey", "panda", "cow", "sheep",
+           "goat", "duck", "penguin", "parrot", "kitten", "puppy", "butterfly", "zebra", "squirrel", "frog",
+           "snake", "turtle", "koala", "kangaroo", "camel", "hen", "chicken", "corgi", "retriever", "husky",
+           "hamster", "otter", "hedgehog", "octopus", "shark", "swan", "flamingo", "peacock", "raccoon",
+           "dragon", "unicorn", "bee", "ladybug", "lizard", "mouse", "mice", "pig", "donkey", "crab"}
+
+
 def singular(word: str) -> str:
     """A plain English singular, good enough to match nouns ("tomatoes" -> "tomato")."""
     w = word.lower()

@@ -59,6 +59,20 @@ def cache_key_text(tool: str, backend: str, args: dict, context: dict | None = N
                        "context": context or {}}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def _set_wal(db: sqlite3.Connection, attempts: int = 60) -> None:
+    """WAL mode, waiting out another connection that is switching it at the same moment: the switch
+    takes an exclusive lock that SQLite's busy timeout does not wait for, so two workers opening
+    one new cache together saw "database is locked"."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 class ToolCache:
     """Thread-safe SQLite store of tool results (text with id slots + image files by hash)."""
 
@@ -71,7 +85,7 @@ class ToolCache:
         self.files_dir = self.path.parent / f"{self.path.stem}_files"
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _set_wal(self._db)
         # A cache may lose its newest entries on power loss (they are asked again); an fsync per
         # stored result cost more than the loop's whole round (see docs/bench/runtime.md).
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -236,12 +236,13 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     assert "one way only" in problem and "vase right of horse" in problem
     assert without_reasoning(request, both)[0] == "A photo of vase right of horse."
     assert gen_prompt_problems(request, "A vase right of a horse; the horse stands left of the vase.") == []
-    # With the run's search results at hand, a "fact" none of them holds is flagged and its sentence goes.
+    # A "fact" none of the run's search results holds is flagged and its sentence goes.
     claimed = "A photo of a cat. Facts to respect: The cat is a mammal, not reptile. Soft light."
     assert gen_prompt_problems("a photo of a cat", claimed) == []  # nothing to check it against
-    (problem,) = gen_prompt_problems("a photo of a cat", claimed, evidence=[])
+    made_up = ["Facts to respect: The cat is a mammal, not reptile."]  # relevance.unsupported_facts finds them
+    (problem,) = gen_prompt_problems("a photo of a cat", claimed, unsupported=made_up)
     assert "only what a search result said" in problem
-    assert without_reasoning("a photo of a cat", claimed, evidence=[]) == (
+    assert without_reasoning("a photo of a cat", claimed, unsupported=made_up) == (
         "A photo of a cat. Soft light.", ["Facts to respect: The cat is a mammal, not reptile."])
     # A count the request never gave is flagged, and its sentence goes after the description.
     doubled = "A small airplane. Counts: exactly 2 airplanes, each one fully visible. Clear sky."

@@ -326,3 +326,29 @@ def test_a_leader_that_raises_releases_its_waiters(tmp_path):
     assert [str(e) for e in errors] == ["backend crashed"]  # the agent reports it to the model
     assert sum(r is not None and not r.error for r in results) == 2 and inner.calls == 3
     assert cache.stats()["in_flight"] == 0
+
+
+def test_workers_opening_one_new_cache_together_all_get_it(tmp_path):
+    """A data build's workers open the same new cache file at once; switching it to WAL takes an
+    exclusive lock that SQLite's busy timeout does not wait for (a plain connect failed about 4 in
+    10 such races with "database is locked")."""
+    import threading
+
+    failures = []
+    for run in range(25):
+        path = tmp_path / f"race{run}" / "cache.db"
+        start = threading.Barrier(4)
+
+        def open_it():
+            start.wait()
+            try:
+                ToolCache(path)
+            except Exception as exc:  # noqa: BLE001 - the test counts any failure
+                failures.append(exc)
+
+        workers = [threading.Thread(target=open_it) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    assert failures == []
