@@ -316,9 +316,6 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
         if _contradicts(r, have_relations):
             problems.append(f"it must state the position one way only: {r.subject} {r.relation.replace('_', ' ')} "
                             f"{r.object}, never the reverse")
-    repeated = _repeated_sentences(gen_prompt)
-    if repeated:
-        problems.append("it must say each thing once, not repeat " + "; ".join(f'"{r[:60]}"' for r in repeated[:2]))
     own = strip_quoted(gen_prompt)  # the request's quoted text is the user's to print, whatever it says
     asked = request.lower()
     leaked = (reasoning_leaks(own, request) + _copied_reasoning(think, own, asked)
@@ -340,8 +337,7 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     goes whole, and so does a sentence that quotes reasoning the request never had ('Render the
     text "… will anchor its appearance"') or, after the first sentence (the description), one that
     asks to print a text the request never had ('Render the text "pink dog" exactly.') or states a
-    count it never gave ("Counts: exactly 2 cats." for "a cat"), repeats a sentence already kept,
-    is one of the ``unsupported``
+    count it never gave ("Counts: exactly 2 cats." for "a cat"), is one of the ``unsupported``
     "facts", or takes a position of the request
     back ("the horse is right of the vase" for "a vase right of a horse"). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
@@ -354,9 +350,6 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     removed: list[str] = []
     pieces = re.split(r"((?<=[.!?])[ \t]+|\s*[\n\t]\s*)", gen_prompt.strip())  # a tab parts pieces too
     for index, (sentence, gap) in enumerate(zip(pieces[::2], pieces[1::2] + [""])):
-        if _sentence_key(sentence) in {_sentence_key(k) for k, _ in kept} and len(_sentence_key(sentence).split()) >= 4:
-            removed.append(sentence)  # the same sentence again: a decoding loop, not more description
-            continue
         invented = invented_texts(sentence, request)
         if any(reasoning_leaks(q, request) for q in invented) or (invented and index > 0):
             removed.append(sentence)  # text nobody asked to print, reasoning or not
@@ -436,23 +429,6 @@ def _cut_outside_quotes(sentence: str, fragment: str) -> str:
 
 _OPPOSITE = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above",
              "in_front_of": "behind", "behind": "in_front_of"}
-
-
-def _sentence_key(sentence: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9']+", sentence.lower()))
-
-
-def _repeated_sentences(gen_prompt: str) -> list[str]:
-    """Sentences of four words or more that the prompt says twice or more (a decoding loop:
-    "High detail, coherent single image, …" ten times over)."""
-    seen: dict[str, int] = {}
-    first: dict[str, str] = {}
-    for sentence in re.split(r"(?<=[.!?])\s+|\s*\n\s*", gen_prompt):
-        key = _sentence_key(sentence)
-        if len(key.split()) >= 4:
-            seen[key] = seen.get(key, 0) + 1
-            first.setdefault(key, sentence.strip())
-    return [first[k] for k, n in seen.items() if n > 1]
 
 
 def _contradicts(asked, stated) -> bool:

@@ -244,16 +244,6 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     assert "only what a search result said" in problem
     assert without_reasoning("a photo of a cat", claimed, unsupported=made_up) == (
         "A photo of a cat. Soft light.", ["Facts to respect: The cat is a mammal, not reptile."])
-    # A decoding loop is flagged, and each sentence is kept once (the shipped adapter, by hand, on
-    # "a photo of a cow jumping over the moon").
-    loop = ("A cow jumping over the moon. High detail, coherent single image, no watermark. Look (moon): one "
-            "complete picture. High detail, coherent single image, no watermark. High detail, coherent single image, "
-            "no watermark.")
-    (problem,) = gen_prompt_problems("a photo of a cow jumping over the moon", loop)
-    assert "say each thing once" in problem and "High detail" in problem
-    assert without_reasoning("a photo of a cow jumping over the moon", loop)[0] == (
-        "A cow jumping over the moon. High detail, coherent single image, no watermark. Look (moon): one complete "
-        "picture.")
     # A count the request never gave is flagged, and its sentence goes after the description.
     doubled = "A small airplane. Counts: exactly 2 airplanes, each one fully visible. Clear sky."
     (problem,) = gen_prompt_problems("a small airplane", doubled)
