@@ -21,6 +21,14 @@ about something else earns it:
                          counts, spatial relations) is stated in the gen_prompt, and the gen_prompt
                          carries no reasoning or protocol text.
 
+Besides the pass/fail checks (``details["checks"]``, and ``sufficiency`` = the share passed),
+the local judge gives each check a credit in [0, 1] (``details["credit"]``, mean in
+``details["graded"]``): the share of needed skills consulted, the share of the request's
+constraints stated, half a fact check for a knowledge case that searched and found something
+relevant but carried none of it, half a reference check for a matching picture that was shown
+but not bound. The GRPO reward pays the graded mean: a rollout that does half the research
+earns more than one that does none, where the checks alone score both as failed.
+
 ``score_program(case, trajectory_or_program)`` is the entry point the trainer uses for
 R_text. With only a Program (no trajectory), checks 1 and 3 cannot be made and count as not
 passed (``details["unchecked"]`` says which): pass the trajectory whenever you have it.
@@ -150,15 +158,17 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     prompt = program.gen_prompt
     constraints = derive_constraints(request, program)
     checks: dict[str, bool] = {}
+    credit: dict[str, float] = {}  # what the reward pays; a passed check is 1.0
     notes: dict[str, str] = {}
     unchecked: list[str] = []
 
     # 1. facts carried: relevant ones only
     if traj is None:
-        checks["facts_carried"] = False
+        checks["facts_carried"], credit["facts_carried"] = False, 0.0
         unchecked.append("facts_carried")
     else:
-        checks["facts_carried"], notes["facts_carried"] = _facts_check(case, traj, request, prompt)
+        credit["facts_carried"], notes["facts_carried"] = _facts_check(case, traj, request, prompt)
+        checks["facts_carried"] = credit["facts_carried"] == 1.0
 
     # 2. ordinal references
     n = len(program.reference_images)
@@ -178,21 +188,27 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
         used = {r.img_id for r in program.reference_images}
         if not used & set(traj.user_image_ids):
             problems.append("the user's reference image is not used")
+    shown_not_bound = False
     if traj is not None:
-        problems += _reference_relevance_problems(case, traj, program, request, library)
+        relevance_problems, shown_not_bound = _reference_relevance_problems(case, traj, program, request, library)
+        problems += relevance_problems
     checks["ordinal_references"] = not problems
+    # The research half done (the matching picture was found, then not bound) earns half.
+    credit["ordinal_references"] = 1.0 if not problems else 0.5 if shown_not_bound and len(problems) == 1 else 0.0
     notes["ordinal_references"] = "; ".join(problems) or f"{n} reference(s), all cited"
 
     # 3. skills applied
     need = needed_skills(case, constraints)
     if traj is None:
         checks["skills_applied"] = not need
+        credit["skills_applied"] = float(not need)
         if need:
             unchecked.append("skills_applied")
     else:
         used_skills = set(traj.skills_used())
         lacking = [s for s in need if s not in used_skills]
         checks["skills_applied"] = not lacking
+        credit["skills_applied"] = 1.0 - len(lacking) / len(need) if need else 1.0
         notes["skills_applied"] = f"needed {need}, consulted {sorted(used_skills)}"
 
     # 4. hard constraints executable
@@ -204,6 +220,9 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     counted = invented_counts(prompt, request)  # "exactly 2 airplanes" for "a small airplane", likewise
     checks["constraints_executable"] = ((coverage is None or coverage >= 1.0) and not leaked and not invented
                                         and not counted)
+    # A leak or an invented constraint costs the whole check; a dropped one its share.
+    credit["constraints_executable"] = (0.0 if leaked or invented or counted
+                                        else 1.0 if coverage is None else float(coverage))
     notes["constraints_executable"] = ("no hard constraints" if coverage is None
                                        else f"{coverage:.0%} of request constraints stated")
     if leaked:
@@ -214,13 +233,16 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
         notes["constraints_executable"] += f"; counts the request never gave: {counted[:3]}"
 
     value = sum(checks.values()) / 4
+    graded = round(sum(credit[k] for k in CHECKS) / 4, 6)
     rationale = "; ".join(f"{k}: {'pass' if checks[k] else 'fail'} ({notes.get(k, 'not checkable without a trajectory')})"
                           for k in CHECKS)
     return Scores(sufficiency=value, overall=value, constraint_coverage=coverage, rationale=rationale,
-                  judge=spec, details={"checks": checks, "unchecked": unchecked, "needed_skills": need})
+                  judge=spec, details={"checks": checks, "credit": credit, "graded": graded, "unchecked": unchecked,
+                           "needed_skills": need})
 
 
-def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[bool, str]:
+def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[float, str]:
+    """(credit, note): 1 passes; 0.5 a knowledge case that found relevant results and carried none."""
     from genevolve.relevance import result_about_request, unsupported_facts
 
     sources = search_sources(traj)
@@ -229,25 +251,26 @@ def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[bool, str
     relevant = len(facts) - len(irrelevant)
     if irrelevant:
         about = sorted({t for f in irrelevant for t in f["sources"]})[:3]
-        return False, f"{len(irrelevant)} fact(s) about what the request does not name ({about})"
+        return 0.0, f"{len(irrelevant)} fact(s) about what the request does not name ({about})"
     # "Facts to respect: the cat is a mammal" with nothing searched behind it: a claim, not research.
     made_up = unsupported_facts(prompt, request, sources)
     if made_up:
-        return False, f"{len(made_up)} sentence(s) presented as facts that no search result holds ({made_up[0][:80]})"
+        return 0.0, f"{len(made_up)} sentence(s) presented as facts that no search result holds ({made_up[0][:80]})"
     searched = any(s.tool_name == "search" for s in traj.tool_calls())
     if not is_knowledge_case(case):
-        return True, f"{relevant} relevant fact(s); none needed"
+        return 1.0, f"{relevant} relevant fact(s); none needed"
     if not searched:
-        return False, "no search on a knowledge case"
+        return 0.0, "no search on a knowledge case"
     if relevant:
-        return True, f"{relevant} relevant fact(s) carried"
+        return 1.0, f"{relevant} relevant fact(s) carried"
     found = any(result_about_request(request, t, p) for t, p in sources)
     if found:
-        return False, "the searches found relevant results; the prompt carries none of them"
-    return True, "searched; nothing relevant found, and nothing carried"
+        return 0.5, "the searches found relevant results; the prompt carries none of them"
+    return 1.0, "searched; nothing relevant found, and nothing carried"
 
 
-def _reference_relevance_problems(case: dict, traj, program, request: str, library) -> list[str]:
+def _reference_relevance_problems(case: dict, traj, program, request: str, library) -> tuple[list[str], bool]:
+    """(problems, whether the only gap is a matching picture that was shown and left unbound)."""
     from genevolve.relevance import about_request
 
     refs = bound_references(program, traj, request)
@@ -255,13 +278,15 @@ def _reference_relevance_problems(case: dict, traj, program, request: str, libra
     off = [r["title"] or r["img_id"] for r in refs if not r["relevant"]]
     if off:
         problems.append(f"reference(s) of something the request does not name: {off[:3]}")
+    shown_not_bound = False
     if is_knowledge_case(case) and not any(r["relevant"] for r in refs):
         shown = [i.title for i in traj.images if i.source != "user" and about_request(request, i.title or "")]
         held = [t for t, c in (library or []) if about_request(request, t, c)]
         if shown or held:
             problems.append(f"a matching picture was {'shown' if shown else 'in the library'} "
                             f"({(shown or held)[0]}) but none is bound")
-    return problems
+            shown_not_bound = bool(shown)
+    return problems, shown_not_bound
 
 
 _LIBRARIES: dict[str, list[tuple[str, str]]] = {}

@@ -111,7 +111,11 @@ class HybridReward:
         txt_scores = self.sufficiency.score(case, None, trajectory.program, trajectory)
         timings["judge_s"] = time.perf_counter() - t0
         r_img = float(img_scores.overall or 0.0) if img_scores is not None and img_scores.status == "scored" else 0.0
-        r_text = float(txt_scores.sufficiency if txt_scores.sufficiency is not None else (txt_scores.overall or 0.0)) \
+        # The local judge's graded mean pays research in proportion (half-done research earns
+        # part); an endpoint judge gives only its four yes/no checks.
+        graded = (txt_scores.details or {}).get("graded")
+        r_text = (float(graded) if graded is not None
+                  else float(txt_scores.sufficiency if txt_scores.sufficiency is not None else (txt_scores.overall or 0.0))) \
             if txt_scores.status == "scored" else 0.0
         findings = []
         for scores in (img_scores, txt_scores):

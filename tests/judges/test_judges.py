@@ -334,6 +334,56 @@ def test_facts_count_only_when_their_source_is_what_the_request_names():
     assert not local_sufficiency(case, _trajectory(SNOOKER, base), library=[]).details["checks"]["facts_carried"]
 
 
+def test_the_graded_credit_pays_research_in_proportion():
+    """The checks call half-done research a fail, like none; the graded credit the GRPO reward pays
+    ranks none < half < all: a skill of three, a search that found the venue but carried nothing,
+    a matching picture shown and left unbound each earn part."""
+    request = 'A poster of the Eiffel Tower with the title "PARIS" and two backpackers in front of the tower'
+    case = {"question": request, "category": "architecture_landmark"}
+    evidence = "1. **Eiffel Tower** — The Eiffel Tower, completed in 1889 by Gustave Eiffel, is a wrought-iron tower."
+    shown = [("IMG_001", "Eiffel Tower at dusk")]
+    copy = 'A poster of the Eiffel Tower with the title "PARIS" and two backpackers in front of the tower.'
+    none = _trajectory(request, copy)
+    half = _trajectory(request, copy, search_text=evidence, skills=["text_rendering"], images=shown)
+    full = _trajectory(request, copy[:-1] + " as in the first reference image; the Eiffel Tower, completed in "
+                       "1889 by Gustave Eiffel, is a wrought-iron tower.", search_text=evidence,
+                       skills=["text_rendering", "quantity_counting", "spatial_layout"], refs=["IMG_001"], images=shown)
+    library = [("Eiffel Tower at dusk", "the tower")]  # a picture to find: not searching for it costs
+    scores = {n: local_sufficiency(case, t, library=library) for n, t in (("none", none), ("half", half), ("full", full))}
+    checks = {n: s.details["checks"] for n, s in scores.items()}
+    credit = {n: s.details["credit"] for n, s in scores.items()}
+    # Pass/fail is unchanged: half-done research fails the three research checks, like none.
+    assert scores["none"].sufficiency == scores["half"].sufficiency == 0.25
+    assert not any(checks["half"][k] for k in ("facts_carried", "ordinal_references", "skills_applied"))
+    assert credit["none"] == {"facts_carried": 0.0, "ordinal_references": 0.0, "skills_applied": 0.0,
+                              "constraints_executable": 1.0}
+    assert credit["half"]["facts_carried"] == 0.5 and credit["half"]["ordinal_references"] == 0.5
+    assert credit["half"]["skills_applied"] == pytest.approx(1 / 3)
+    assert scores["full"].details["graded"] == scores["full"].sufficiency == 1.0, scores["full"].rationale
+    assert scores["none"].details["graded"] < scores["half"].details["graded"] < scores["full"].details["graded"]
+    # With nothing to find, not searching for pictures passes.
+    assert local_sufficiency(case, none, library=[]).details["credit"]["ordinal_references"] == 1.0
+    # A dropped constraint costs its share; a leak the whole check.
+    dropped = _trajectory(request, 'A poster of the Eiffel Tower with the title "PARIS".')
+    assert 0 < local_sufficiency(case, dropped).details["credit"]["constraints_executable"] < 1
+    leaked = _trajectory(request, "I have what I need. " + copy)
+    assert local_sufficiency(case, leaked).details["credit"]["constraints_executable"] == 0.0
+
+
+def test_the_grpo_reward_pays_the_graded_credit():
+    pytest.importorskip("fontTools")
+    from genevolve.training.rewards import HybridReward
+
+    request = 'A poster of the Eiffel Tower with the title "PARIS"'
+    case = {"question": request, "category": "architecture_landmark"}
+    traj = _trajectory(request, request + ".", search_text="1. **Eiffel Tower** — The Eiffel Tower is a "
+                       "wrought-iron lattice tower in Paris.", skills=["text_rendering"])
+    reward = HybridReward(renderer="layout", judge="local", sufficiency="sufficiency", w=0.5)(case, traj)
+    details = reward.info["sufficiency_details"]
+    assert details["graded"] > sum(details["checks"].values()) / 4  # the found-but-not-carried half
+    assert reward.components["r_text"] == pytest.approx(details["graded"])
+
+
 def test_references_must_be_of_what_the_request_names_and_bound_when_one_is_at_hand():
     request = "A Falcon 9 rocket on its launch pad at dawn, steam rising."
     case = {"question": request, "category": "vehicle"}
