@@ -148,6 +148,8 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
                           "rollouts": [{"reward": r.total, "components": r.components, "advantage": None,
                                         "termination": t.termination,
                                         "tools": [s.tool_name for s in t.tool_calls()],
+                                        # per check, what R_text paid: which research the reward saw
+                                        "credit": (r.info.get("sufficiency_details") or {}).get("credit"),
                                         "program": t.program.gen_prompt if t.program else None,
                                         "last_turn": (t.steps[-1].assistant_text if t.steps else "")[:500]}
                                        for t, r in zip(trajs, rewards)]})
