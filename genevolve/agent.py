@@ -44,10 +44,12 @@ from genevolve.program import (
     derive_constraints,
     quoted_strings,
     repair_program,
+    repeated_sentences,
     request_problem,
     scrub_injected,
     scrub_program,
     validate_program,
+    without_repeats,
 )
 from genevolve.policies.base import adopt
 from genevolve.protocol import (
@@ -326,7 +328,7 @@ class Agent:
             return (yield from self._format_error(run, step, "; ".join(i.message for i in issues), round_t0))
         repairs: list[str] = []
         if issues:
-            program, repairs = repair_program(program, known, cfg.max_references)
+            program, repairs = repair_program(program, known, cfg.max_references, run.traj.request)
             run.traj.warnings.extend(f"program repaired: {r}" for r in repairs)
         # The gen_prompt must keep the request's quoted texts, counts and positions and hold none of the
         # model's reasoning: one correction saying what is wrong, then the program is kept with a warning.
@@ -357,6 +359,13 @@ class Agent:
                     run.traj.warnings.append("program repaired: added the quoted text "
                                              + ", ".join(f'"{q}"' for q in added))
                 problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported)
+        if cfg.tidy_kept_prompt and repeated_sentences(program.gen_prompt):
+            # A decoding loop: each sentence once. No correction turn, so GRPO's rollouts (which run
+            # untidied, and whose reward costs the loop) see the same turns as before.
+            said = repeated_sentences(program.gen_prompt)
+            program = program.model_copy(update={"gen_prompt": without_repeats(program.gen_prompt)})
+            run.traj.warnings.append("program cleaned: kept once what it said more than once: "
+                                     + ", ".join(f'"{r}"' for r in said[:3]))
         if problems:
             warning = f"{PROMPT_CHECK}: " + "; ".join(problems)
             run.traj.warnings.append(warning)

@@ -174,6 +174,10 @@ def validate_program(program: Program, known_ids: set[str] | None = None,
         issues.append(ProgramIssue(code="unsorted", message="reference_images must be sorted by img_id"))
     if len(ids) > max_references:
         issues.append(ProgramIssue(code="too_many", message=f"at most {max_references} reference images are allowed, got {len(ids)}"))
+    if not has_content(program.gen_prompt):
+        # "..." or "" describes nothing: the renderer would draw noise (an untuned model's favourite).
+        issues.append(ProgramIssue(code="no_description",
+                                   message="gen_prompt describes nothing; write the image to draw in words"))
     if IMG_ID_RE.search(program.gen_prompt):
         issues.append(ProgramIssue(code="id_leak", message="gen_prompt must not contain IMG_### ids; use 'the first reference image'"))
     if URL_RE.search(unicodedata.normalize("NFKC", strip_quoted(program.gen_prompt))):
@@ -187,9 +191,18 @@ def validate_program(program: Program, known_ids: set[str] | None = None,
     return issues
 
 
-def repair_program(program: Program, known_ids: set[str] | None, max_references: int = 2) -> tuple[Program, list[str]]:
+# The repair note of a program whose description was replaced by the request: the eval counts such
+# a program as not valid (the policy wrote nothing usable), the renderer still draws what was asked.
+NO_DESCRIPTION_REPAIR = "gen_prompt described nothing; the request stands in for it"
+
+
+def repair_program(program: Program, known_ids: set[str] | None, max_references: int = 2,
+                   request: str = "") -> tuple[Program, list[str]]:
     """Make a program valid by the least change; returns the program and what was changed."""
     notes: list[str] = []
+    if not has_content(program.gen_prompt) and has_content(request):
+        program = program.model_copy(update={"gen_prompt": scrub_injected(request, keep=quoted_strings(request))[0]})
+        notes.append(NO_DESCRIPTION_REPAIR)
     refs, seen = [], set()
     for ref in program.reference_images:
         if known_ids is not None and ref.img_id not in known_ids:
@@ -579,6 +592,47 @@ _UNJUDGED_COUNTS = {"object", "item", "thing", "element", "shape", "subject", "o
 _PEOPLE_WORDS = {"people", "person", "figure", "character", "human", "individual"}
 _ANIMAL_WORDS = {"animal", "creature", "pet"}
 _PAIR_WORDS_RE = re.compile(r"\b(?:pair|couple|twins?|both|two|2)\b", re.IGNORECASE)
+
+
+_SENTENCE_BREAK = r"(?<=[.!?])[ \t]+|\s*[\n\t]\s*"
+
+
+def prompt_sentences(prompt: str) -> list[str]:
+    """The sentences of a gen_prompt: split after . ! ? and at line breaks and tabs."""
+    return [p.strip() for p in re.split(_SENTENCE_BREAK, prompt) if p and p.strip()]
+
+
+def _sentence_key(sentence: str) -> str:
+    return " ".join(re.findall(r"[\w']+", sentence.lower()))
+
+
+def repeated_sentences(prompt: str) -> list[str]:
+    """Sentences of three words or more that ``prompt`` says more than once, each listed once: a
+    decoding loop ("High detail, coherent single image, …" ten times) spends the renderer's
+    prompt on nothing and buries what was asked."""
+    seen: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for s in prompt_sentences(prompt):
+        key = _sentence_key(s)
+        if len(key.split()) >= 3:
+            seen[key] = seen.get(key, 0) + 1
+            first.setdefault(key, s)
+    return [first[k] for k, n in seen.items() if n > 1]
+
+
+def without_repeats(prompt: str) -> str:
+    """``prompt`` with each repeated sentence kept where it first stands (``repeated_sentences``);
+    the breaks between the sentences kept are kept too (a line break still ends a sentence)."""
+    repeated = {_sentence_key(s) for s in repeated_sentences(prompt)}
+    pieces = re.split(f"({_SENTENCE_BREAK})", prompt.strip())
+    out, seen = [], set()
+    for sentence, gap in zip(pieces[::2], pieces[1::2] + [""]):
+        key = _sentence_key(sentence)
+        if key in repeated and key in seen:
+            continue
+        seen.add(key)
+        out.append(sentence + gap)
+    return "".join(out).strip()
 
 
 def invented_counts(prompt: str, request: str) -> list[str]:

@@ -3,7 +3,8 @@
 A policy runs on an evaluation set (usually one written by others, see ``eval_sets``); each request
 gets one row measuring the program it ended with:
 
-* ``valid`` — a program came back and validates against the images it saw;
+* ``valid`` — a program came back and validates against the images it saw, and the runtime did not
+  have to put the request in place of a gen_prompt that described nothing ("...");
 * ``quotes_kept`` — share of the request's quoted texts (any of "…", '…', “…”) found verbatim
   in gen_prompt (null when nothing is quoted);
 * ``subjects_kept`` — share of the things the request shows (``english.extract_subjects``: named
@@ -18,6 +19,12 @@ gets one row measuring the program it ended with:
   ('Render the text "pink dog"' for "a photo of a pink dog"); the texts in ``invented_texts``;
 * ``invented_count`` — gen_prompt states a count of two or more that the request never gave
   ("exactly 2 airplanes" for "a small airplane"); the counts in ``invented_counts``;
+* ``repeated`` — gen_prompt says a sentence of three words or more more than once (a decoding
+  loop); the sentences in ``repeated_sentences``;
+* ``tidied`` — the runtime had to clean or repair the program before the renderer got it (reasoning,
+  a loop or an unsearched "fact" taken out, a dropped quoted text put back: the trajectory's
+  "program cleaned" / "program repaired" warnings, in ``tidied_by``). The other measures read the
+  program the renderer got; this one says how much of it the answer step had to mend;
 * ``invented_claim`` — gen_prompt presents as a fact what no search result behind it holds
   ("Facts to respect: The cat is a mammal, not reptile."), or places a thing the request never
   names ("place the cat below the table" on "a cat"); the sentences in ``invented_claims``;
@@ -48,7 +55,7 @@ from genevolve.bench.ablation import paired, paired_table
 from genevolve.bench.eval_sets import needed_skills
 from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name
 from genevolve.durable import latest_by_id, read_jsonl, write_atomic
-from genevolve.program import invented_counts, invented_texts
+from genevolve.program import NO_DESCRIPTION_REPAIR, invented_counts, invented_texts, repeated_sentences
 from genevolve.program import reasoning_leaks as leaks
 from genevolve.relevance import (bound_references, carried_facts, search_sources, unnamed_placements,
                                  unsupported_facts)
@@ -56,7 +63,7 @@ from genevolve.relevance import (bound_references, carried_facts, search_sources
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
 QUALITY_METRICS = ("valid", "clean", "quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
-                   "invented", "invented_count", "invented_claim", "skill_recall", "rounds", "tokens", "seconds")
+                   "repeated", "tidied", "invented", "invented_count", "invented_claim", "skill_recall", "rounds", "tokens", "seconds")
 KEPT = ("quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept")
 
 
@@ -128,7 +135,8 @@ def measure(case: dict, traj, seconds: float) -> dict:
     request = case["question"]
     program = traj.program
     prompt = program.gen_prompt if program else ""
-    valid = program is not None and not validate_program(program, {i.img_id for i in traj.images})
+    valid = (program is not None and not validate_program(program, {i.img_id for i in traj.images})
+             and not any(NO_DESCRIPTION_REPAIR in w for w in traj.warnings))
     quotes = quoted_strings(request)
     facts = carried_facts(prompt, request, search_sources(traj)) if program else []
     refs = bound_references(program, traj, request)
@@ -137,6 +145,8 @@ def measure(case: dict, traj, seconds: float) -> dict:
     leaked = leaks(prompt, request)
     invented = invented_texts(prompt, request)
     counted = invented_counts(prompt, request)
+    looped = repeated_sentences(prompt)
+    tidied = [w[:300] for w in traj.warnings if w.startswith(("program cleaned", "program repaired"))]
     claims = ([f"fact: {s}" for s in unsupported_facts(prompt, request, search_sources(traj))]
               + [f"position: {p}" for p in unnamed_placements(_without(prompt, facts), request)]) if program else []
     claims = list(dict.fromkeys(c[:300] for c in claims))
@@ -146,6 +156,8 @@ def measure(case: dict, traj, seconds: float) -> dict:
         "subjects_kept": subjects_kept(prompt, request),
         **metadata_kept(prompt, case.get("expect")),
         "leak": bool(leaked), "leaked": leaked[:5], "invented": bool(invented), "invented_texts": invented[:5],
+        "repeated": bool(looped), "repeated_sentences": looped[:5],
+        "tidied": bool(tidied), "tidied_by": tidied[:5],
         "invented_count": bool(counted), "invented_counts": counted[:5],
         "invented_claim": bool(claims), "invented_claims": claims[:5],
         "facts": len(facts), "irrelevant_facts": sum(not f["relevant"] for f in facts), "fact_list": facts,
@@ -170,12 +182,12 @@ def _without(prompt: str, facts: list[dict]) -> str:
 
 def is_clean(row: dict) -> bool:
     """One request's program passes every check at once: valid, every quoted text and every stated
-    count, colour and position kept, no leak, no invented text, count, fact or placement, no irrelevant
+    count, colour and position kept, no leak, no sentence said twice, no invented text, count, fact or placement, no irrelevant
     fact or reference. The
     one number per request that two policies are compared on (``compare``, the nano recipe's ship
     decision)."""
     return (bool(row["valid"]) and all(row.get(k) in (None, 1, 1.0, True) for k in KEPT) and not row["leak"]
-            and not row.get("invented") and not row.get("invented_count") and not row.get("invented_claim")
+            and not row.get("repeated") and not row.get("invented") and not row.get("invented_count") and not row.get("invented_claim")
             and not row["irrelevant_facts"] and not row["irrelevant_references"])
 
 
@@ -296,7 +308,7 @@ def _row_cells(name: str, a: dict) -> str:
     return (f"| {name} | {a['requests']} | {_pct(a['valid'])} | {_pct(a['clean'])} | "
             f"{_pct(a['quotes_kept'], a['quotes_kept_n'])} | {_pct(a.get('subjects_kept'), a.get('subjects_kept_n'))} | "
             f"{_pct(a['counts_kept'], a['counts_kept_n'])} | {_pct(a['colours_kept'], a['colours_kept_n'])} | "
-            f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | {_pct(a.get('invented'))} | "
+            f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | {_pct(a.get('repeated'))} | {_pct(a.get('tidied'))} | {_pct(a.get('invented'))} | "
             f"{_pct(a.get('invented_count'))} | {_pct(a.get('invented_claim'))} | "
             f"{a['facts']} / {a['irrelevant_facts']} | {a['references']} / {a['irrelevant_references']} | "
             f"{num(a['skill_recall'], 2)} (n={a['skill_recall_n']}) | {num(a['rounds'])} | {num(a['tokens'], 0)} | "
@@ -304,8 +316,8 @@ def _row_cells(name: str, a: dict) -> str:
 
 
 TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | subjects kept | counts kept | colours kept | positions kept | leaks | "
-              "invented text | invented count | invented fact / placement | facts / irrelevant | references / irrelevant | "
-              "skill recall | rounds | tokens | seconds |\n" + "|---" * 19 + "|")
+              "repeats | tidied by the runtime | invented text | invented count | invented fact / placement | facts / irrelevant | references / irrelevant | "
+              "skill recall | rounds | tokens | seconds |\n" + "|---" * 21 + "|")
 
 
 def markdown(summary: dict) -> str:
@@ -350,7 +362,7 @@ def chart(summary: dict, path: str | Path) -> Path:
     return path
 
 
-PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "invented", "invented_count", "invented_claim",
+PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "tidied", "invented", "invented_count", "invented_claim",
                   "irrelevant_facts",
                   "irrelevant_references", "skill_recall")
 

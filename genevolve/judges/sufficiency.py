@@ -19,7 +19,7 @@ about something else earns it:
                          category's own skill) were consulted with ``query_knowledge``.
 4. ``constraints_executable`` - every hard constraint derived from the request (exact text,
                          counts, spatial relations) is stated in the gen_prompt, and the gen_prompt
-                         carries no reasoning or protocol text.
+                         carries no reasoning or protocol text and says no sentence twice.
 
 Besides the pass/fail checks (``details["checks"]``, and ``sufficiency`` = the share passed),
 the local judge gives each check a credit in [0, 1] (``details["credit"]``, mean in
@@ -56,6 +56,7 @@ from genevolve.program import (
     invented_counts,
     invented_texts,
     reasoning_leaks,
+    repeated_sentences,
 )
 from genevolve.relevance import bound_references, carried_facts, search_sources
 
@@ -218,10 +219,11 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     # costs like a dropped one (an OCR-read reward would otherwise pay the model for inventing it).
     invented = invented_texts(prompt, request)
     counted = invented_counts(prompt, request)  # "exactly 2 airplanes" for "a small airplane", likewise
+    looped = repeated_sentences(prompt)  # a decoding loop buries what was asked
     checks["constraints_executable"] = ((coverage is None or coverage >= 1.0) and not leaked and not invented
-                                        and not counted)
-    # A leak or an invented constraint costs the whole check; a dropped one its share.
-    credit["constraints_executable"] = (0.0 if leaked or invented or counted
+                                        and not counted and not looped)
+    # A leak, a loop or an invented constraint costs the whole check; a dropped one its share.
+    credit["constraints_executable"] = (0.0 if leaked or invented or counted or looped
                                         else 1.0 if coverage is None else float(coverage))
     notes["constraints_executable"] = ("no hard constraints" if coverage is None
                                        else f"{coverage:.0%} of request constraints stated")
@@ -231,6 +233,8 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
         notes["constraints_executable"] += f"; text to print that the request never had: {invented[:3]}"
     if counted:
         notes["constraints_executable"] += f"; counts the request never gave: {counted[:3]}"
+    if looped:
+        notes["constraints_executable"] += f"; said more than once: {looped[:2]}"
 
     value = sum(checks.values()) / 4
     graded = round(sum(credit[k] for k in CHECKS) / 4, 6)

@@ -107,7 +107,32 @@ def test_a_program_that_drops_a_subject_or_says_nothing_is_not_clean():
     traj = Trajectory(request=request, termination="forced_answer", steps=[],
                       program=Program.from_answer({"gen_prompt": "...", "reference_images": []}))
     row = measure({"id": "b", "question": request, "category": "Basic"}, traj, 1.0)
-    assert row["valid"] and not row["leak"] and row["subjects_kept"] == 0.0 and not row["clean"]
+    assert not row["valid"] and not row["leak"] and row["subjects_kept"] == 0.0 and not row["clean"]
+    # The runtime puts the request in its place; the policy still wrote nothing valid.
+    from genevolve.program import NO_DESCRIPTION_REPAIR
+
+    traj = Trajectory(request=request, termination="answer", steps=[], warnings=[f"program repaired: {NO_DESCRIPTION_REPAIR}"],
+                      program=Program.from_answer({"gen_prompt": request, "reference_images": []}))
+    assert not measure({"id": "b", "question": request, "category": "Basic"}, traj, 1.0)["valid"]
+
+
+def test_a_sentence_said_twice_is_a_repeat_and_not_clean():
+    request = "a photo of a bench"
+    looped = "A photo of a bench. High detail, coherent single image. High detail, coherent  single image!"
+    traj = Trajectory(request=request, termination="answer", steps=[],
+                      program=Program.from_answer({"gen_prompt": looped, "reference_images": []}))
+    row = measure({"id": "r", "question": request, "category": "Basic"}, traj, 1.0)
+    assert row["valid"] and row["repeated"] and not row["clean"]
+    assert row["repeated_sentences"] == ["High detail, coherent single image."]
+    once = Trajectory(request=request, termination="answer", steps=[],
+                      program=Program.from_answer({"gen_prompt": "A photo of a bench. Soft light.",
+                                                   "reference_images": []}))
+    row = measure({"id": "r", "question": request, "category": "Basic"}, once, 1.0)
+    assert row["clean"] and not row["tidied"]
+    # The same program after the answer step took the loop out: clean, and says it was mended.
+    once.warnings.append('program cleaned: kept once what it said more than once: "High detail"')
+    row = measure({"id": "r", "question": request, "category": "Basic"}, once, 1.0)
+    assert row["clean"] and row["tidied"] and row["tidied_by"][0].startswith("program cleaned")
 
 
 def test_a_position_taken_back_is_not_kept():

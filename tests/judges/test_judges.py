@@ -370,6 +370,15 @@ def test_the_graded_credit_pays_research_in_proportion():
     assert local_sufficiency(case, leaked).details["credit"]["constraints_executable"] == 0.0
 
 
+def test_a_decoding_loop_costs_the_constraints_check():
+    request = "a photo of a bench"
+    once = _trajectory(request, "A photo of a bench. High detail, coherent single image.")
+    looped = _trajectory(request, "A photo of a bench." + " High detail, coherent single image." * 4)
+    assert local_sufficiency({"question": request}, once).details["credit"]["constraints_executable"] == 1.0
+    s = local_sufficiency({"question": request}, looped)
+    assert s.details["credit"]["constraints_executable"] == 0.0 and "said more than once" in s.rationale
+
+
 def test_the_grpo_reward_pays_the_graded_credit():
     pytest.importorskip("fontTools")
     from genevolve.training.rewards import HybridReward

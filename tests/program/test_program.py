@@ -179,3 +179,23 @@ def test_subjects_are_derived_from_the_request(request_text, expected):
 ])
 def test_dates_on_printed_pieces_are_wanted_text(request_text, texts):
     assert [c.text for c in derive_constraints(request_text) if c.kind == "text"] == texts
+
+
+def test_a_program_that_describes_nothing_is_invalid_and_repaired_with_the_request():
+    from genevolve.program import NO_DESCRIPTION_REPAIR, repair_program, validate_program
+
+    for text in ("...", "", " ' ' "):
+        assert [i.code for i in validate_program(Program(gen_prompt=text))] == ["no_description"]
+    assert not validate_program(Program(gen_prompt="🐱"))
+    fixed, notes = repair_program(Program(gen_prompt="..."), set(), request="a cat, see https://x.org/c.png")
+    assert notes == [NO_DESCRIPTION_REPAIR] and "https" not in fixed.gen_prompt and "a cat" in fixed.gen_prompt
+    assert not validate_program(fixed)
+
+
+def test_repeated_sentences_and_keeping_each_once():
+    from genevolve.program import repeated_sentences, without_repeats
+
+    loop = "A bench.\nHigh detail, no stray text. High detail, no stray text.\tHigh detail, no stray text. Soft. Soft."
+    assert repeated_sentences(loop) == ["High detail, no stray text."]  # "Soft." is under three words
+    assert without_repeats(loop) == "A bench.\nHigh detail, no stray text. Soft. Soft."
+    assert repeated_sentences("A bench. A red bench.") == []
