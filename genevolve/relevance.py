@@ -228,22 +228,20 @@ _COAT_COLOURS = {"ginger": "orange", "tan": "brown", "blond": "yellow", "blonde"
 _COLOUR_RUN_WORDS = {"and", "tabby", "light", "dark", "bright", "pale", "deep"}
 
 
-def _colours_before(text: str, noun: str) -> set[str]:
-    """The colours ``text`` gives ``noun`` in the words right before it ("black and white cat" ->
-    {black, white}); several mentions pool."""
+def _colour_map(text: str) -> dict[str, set[str]]:
+    """Each noun of ``text`` with the colours the words right before it give it ("black and white
+    cat" -> {cat: {black, white}}); several mentions pool. One pass over the text."""
     from genevolve.english import COLOURS, singular
 
     tokens = [t for t in re.split(r"[^A-Za-z]+", text.lower()) if t]  # "cat's" -> cat
-    found: set[str] = set()
+    found: dict[str, set[str]] = {}
     for i, t in enumerate(tokens):
-        if singular(t) != noun:
-            continue
         j = i - 1
         while j >= 0 and i - j <= 5 and (tokens[j] in COLOURS or tokens[j] in _COAT_COLOURS
                                          or tokens[j] in _COLOUR_RUN_WORDS):
             c = _COAT_COLOURS.get(tokens[j], tokens[j])
             if c in COLOURS or c in _COAT_COLOURS.values():
-                found.add(c)
+                found.setdefault(singular(t), set()).add(c)
             j -= 1
     return found
 
@@ -252,17 +250,9 @@ def colour_conflicts(request: str, title: str, caption: str = "") -> list[str]:
     """The things the request colours that the picture shows in other colours only: a "Red motorcycle
     in a garage" for "a black motorcycle", a ginger cat for "a black and white cat". Such a reference
     tells the renderer the wrong colour, however on-topic it is."""
-    from genevolve.english import singular
-
-    picture = f"{title}. {caption}"
-    out = []
-    nouns = {singular(t) for t in re.findall(r"[a-z]{3,}", picture.lower())}
-    for noun in sorted(nouns):
-        asked = _colours_before(request, noun)
-        shown = _colours_before(picture, noun) if asked else set()
-        if asked and shown and not asked & shown:
-            out.append(noun)
-    return out
+    asked, shown = _colour_map(request), _colour_map(f"{title}. {caption}")
+    return sorted(noun for noun, colours in shown.items()
+                  if len(noun) >= 3 and asked.get(noun) and not asked[noun] & colours)
 
 
 def result_about_request(request: str, title: str, passage: str, queries=()) -> bool:
@@ -324,7 +314,8 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def _sentences(text: str) -> list[str]:
+def sentences(text: str) -> list[str]:
+    """``text`` split after . ! ? (the unit a fact is carried in)."""
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
 
 
@@ -359,7 +350,7 @@ def carried_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> 
     request_runs = _runs(_words(request), SHARED_RUN)
     indexed = [(title, passage, _runs(_words(passage), SHARED_RUN)) for title, passage in sources]
     out = []
-    for sentence in _sentences(prompt):
+    for sentence in sentences(prompt):
         runs = _runs(_words(sentence), SHARED_RUN) - request_runs
         if not runs:
             continue
@@ -379,7 +370,7 @@ def unsupported_facts(prompt: str, request: str, sources: list[tuple[str, str]])
     student that learned the label writes "Facts to respect: The cat is a mammal, not reptile."
     with nothing searched."""
     carried = {f["fact"] for f in carried_facts(prompt, request, sources)}
-    return [s for s in _sentences(prompt) if FACTS_LABEL_RE.search(s) and s not in carried]
+    return [s for s in sentences(prompt) if FACTS_LABEL_RE.search(s) and s not in carried]
 
 
 def unnamed_placements(prompt: str, request: str) -> list[str]:

@@ -57,7 +57,7 @@ from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name
 from genevolve.durable import latest_by_id, read_jsonl, write_atomic
 from genevolve.program import NO_DESCRIPTION_REPAIR, invented_counts, invented_texts, repeated_sentences
 from genevolve.program import reasoning_leaks as leaks
-from genevolve.relevance import (bound_references, carried_facts, search_sources, unnamed_placements,
+from genevolve.relevance import (bound_references, carried_facts, search_sources, sentences, unnamed_placements,
                                  unsupported_facts)
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
@@ -177,7 +177,7 @@ def _without(prompt: str, facts: list[dict]) -> str:
     """``prompt`` without the sentences carried from search: "built across northern China over
     many centuries" is the source's wording, not a placement the program makes."""
     carried = {f["fact"] for f in facts}
-    return " ".join(s for s in re.split(r"(?<=[.!?])\s+", prompt) if s.strip() and s.strip() not in carried)
+    return " ".join(s for s in sentences(prompt) if s not in carried)
 
 
 def is_clean(row: dict) -> bool:

@@ -327,9 +327,11 @@ def test_identical_images_downloaded_at_once_all_succeed(server, tmp_path):
 
 
 def test_store_by_hash_treats_an_existing_identical_file_as_success(tmp_path):
-    from genevolve.tools.download import _store_image
-
     import sys
+
+    from helpers.race import race
+
+    from genevolve.tools.download import _store_image
 
     png = _png_bytes()
     switch = sys.getswitchinterval()
@@ -337,21 +339,7 @@ def test_store_by_hash_treats_an_existing_identical_file_as_success(tmp_path):
     try:
         for attempt in range(40):
             dest = tmp_path / f"round{attempt}"
-            start = threading.Barrier(16)
-            results, errors = [], []
-
-            def one():
-                start.wait()
-                try:
-                    results.append(_store_image(png, dest, 1e7, "test"))
-                except Exception as exc:  # noqa: BLE001 - collected for the assertion
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=one) for _ in range(16)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            results, errors = race(lambda _: _store_image(png, dest, 1e7, "test"), 16)
             assert not errors, errors[0]
             assert len(set(results)) == 1
             assert [p.name for p in dest.iterdir()] == [results[0].name]
