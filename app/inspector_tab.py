@@ -45,7 +45,10 @@ def build(sid_state, tab=None):
                             placeholder="a folder written by `genevolve bench run --out` or `genevolve data build --out`")
         import_btn = gr.Button("Import", scale=1, elem_id="in-import")
     import_msg = gr.Markdown("", elem_id="in-import-msg")
-    table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, wrap=True, elem_id="in-table", max_height=260)
+    # Short columns get room for their header: without widths, "errors" and "verified" wrapped a
+    # letter per line while the request took the rest.
+    table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, wrap=True, elem_id="in-table", max_height=260,
+                         column_widths=["9%", "8%", "7%", "34%", "8%", "10%", "7%", "8%", "9%"])
     current = gr.State(None)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
