@@ -602,7 +602,8 @@ def prompt_sentences(prompt: str) -> list[str]:
     return [p.strip() for p in re.split(_SENTENCE_BREAK, prompt) if p and p.strip()]
 
 
-def _sentence_key(sentence: str) -> str:
+def sentence_key(sentence: str) -> str:
+    """A sentence as compared for repeats: lower case, words only."""
     return " ".join(re.findall(r"[\w']+", sentence.lower()))
 
 
@@ -613,7 +614,7 @@ def repeated_sentences(prompt: str) -> list[str]:
     seen: dict[str, int] = {}
     first: dict[str, str] = {}
     for s in prompt_sentences(prompt):
-        key = _sentence_key(s)
+        key = sentence_key(s)
         if len(key.split()) >= 3:
             seen[key] = seen.get(key, 0) + 1
             first.setdefault(key, s)
@@ -623,11 +624,11 @@ def repeated_sentences(prompt: str) -> list[str]:
 def without_repeats(prompt: str) -> str:
     """``prompt`` with each repeated sentence kept where it first stands (``repeated_sentences``);
     the breaks between the sentences kept are kept too (a line break still ends a sentence)."""
-    repeated = {_sentence_key(s) for s in repeated_sentences(prompt)}
+    repeated = {sentence_key(s) for s in repeated_sentences(prompt)}
     pieces = re.split(f"({_SENTENCE_BREAK})", prompt.strip())
     out, seen = [], set()
     for sentence, gap in zip(pieces[::2], pieces[1::2] + [""]):
-        key = _sentence_key(sentence)
+        key = sentence_key(sentence)
         if key in repeated and key in seen:
             continue
         seen.add(key)

@@ -437,7 +437,8 @@ class LocalPolicy(PolicyBase):
                 with torch.no_grad():
                     result["out"] = self._generate(inputs, cache, max_new_tokens=max_new,
                                                    temperature=self.temperature, top_p=self.top_p,
-                                                   streamer=streamer, cancel=cancel, processor=grammar_proc)
+                                                   streamer=streamer, cancel=cancel, processor=grammar_proc,
+                                                   stop_loops=True)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 result["error"] = exc
                 streamer.end()
@@ -546,7 +547,8 @@ class LocalPolicy(PolicyBase):
         return getattr(m, "model", m)
 
     def _generate(self, inputs: _Inputs, cache, *, max_new_tokens: int, temperature: float, top_p: float,
-                  streamer=None, cancel: threading.Event | None = None, processor=None) -> dict:
+                  streamer=None, cancel: threading.Event | None = None, processor=None,
+                  stop_loops: bool = False) -> dict:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -563,8 +565,13 @@ class LocalPolicy(PolicyBase):
         gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,
                       stopping_criteria=StoppingCriteriaList([stop]), return_dict_in_generate=True,
                       output_logits=True, pad_token_id=self.tokenizer.pad_token_id, cache=cache)
-        if processor is not None:  # raw logits (output_logits) are recorded before any processor
-            gen_kw["logits_processor"] = LogitsProcessorList([processor])
+        processors = [processor] if processor is not None else []
+        if stop_loops:  # after the grammar: it closes the gen_prompt only where the grammar allows
+            from genevolve.policies.loop_stop import LoopStop
+
+            processors.append(LoopStop(self.tokenizer, prompt_len=ids.shape[1]))
+        if processors:  # raw logits (output_logits) are recorded before any processor
+            gen_kw["logits_processor"] = LogitsProcessorList(processors)
         if sampling:
             gen_kw.update(temperature=temperature, top_p=top_p, top_k=0)
         else:
