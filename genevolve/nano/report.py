@@ -371,6 +371,64 @@ def revisit_section(out: Path, *, resamples: int = 10_000) -> str | None:
     return "\n".join(lines)
 
 
+RESEARCH_TOOLS = ("search", "image_search", "query_knowledge")
+
+
+def research_payoff(out: Path) -> dict[str, dict]:
+    """Per GRPO stage, does research pay inside a group? For each tool (and for any tool), over the
+    groups that have rollouts with and without it: the mean reward of those that called it minus
+    those that did not, and the share of rollouts with no tool call per quarter of the run.
+    Rollouts that ended in a format error or ran out of rounds are left out of the pairs (they score
+    0 whatever research they did).
+    What GRPO learns from a reward is this difference's sign: where it is not above zero, the
+    policy learns to skip that research."""
+    result = {}
+    for name in ("grpo", "grpo_sdl"):
+        path = out / name / "rollouts.jsonl"
+        if not path.exists():
+            continue
+        groups = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if not groups:
+            continue
+        diffs: dict[str, list[float]] = {t: [] for t in (*RESEARCH_TOOLS, "any tool")}
+        for g in groups:
+            rows = [r for r in g.get("rollouts", []) if r.get("termination") not in ("format_error", "max_rounds")]
+            for tool in diffs:
+                used = (lambda r: bool(r.get("tools"))) if tool == "any tool" else (lambda r: tool in (r.get("tools") or []))
+                a = [float(r["reward"]) for r in rows if used(r)]
+                b = [float(r["reward"]) for r in rows if not used(r)]
+                if a and b:
+                    diffs[tool].append(_mean(a) - _mean(b))
+        last = max(int(g["step"]) for g in groups)
+        quarters = []
+        for q in range(4):
+            lo, hi = q * last / 4, (q + 1) * last / 4
+            rows = [r for g in groups if lo < int(g["step"]) <= hi for r in g.get("rollouts", [])]
+            quarters.append((sum(not r.get("tools") for r in rows), len(rows)))
+        result[name] = {"diffs": diffs, "no_tool_by_quarter": quarters}
+    return result
+
+
+def research_section(out: Path, *, resamples: int = 10_000) -> str | None:
+    """``research_payoff`` as a table, with 95% bootstrap intervals over groups."""
+    from genevolve.bench.ablation import bootstrap_ci
+
+    payoff = research_payoff(out)
+    if not payoff:
+        return None
+    lines = ["| stage | research | groups with and without it | reward with − without [95% CI] | "
+             "rollouts with no tool call, by quarter of the run |", "|---|---|---|---|---|"]
+    for name, p in payoff.items():
+        quarters = ", ".join(f"{k}/{n}" for k, n in p["no_tool_by_quarter"])
+        for tool, values in p["diffs"].items():
+            if not values:
+                lines.append(f"| {name} | {tool} | 0 | – | {quarters} |")
+                continue
+            lo, hi = bootstrap_ci(values, resamples=resamples)
+            lines.append(f"| {name} | {tool} | {len(values)} | {_mean(values):+.3f} [{lo:+.3f}, {hi:+.3f}] | {quarters} |")
+    return "\n".join(lines)
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -478,6 +536,9 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
     if rl:
         sections["grpo"] = rl
     revisits = revisit_section(out)
+    research = research_section(out)
+    if research:  # whether the reward paid for research inside a group: what GRPO learned from
+        revisits = "\n\n".join(filter(None, [revisits, "Research inside a group (rollouts that ended in a format error or ran out of rounds left out):", research]))
     if revisits:
         sections["revisits"] = revisits
     untuned = out / "eval" / "untuned.jsonl"

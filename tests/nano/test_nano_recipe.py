@@ -200,3 +200,31 @@ def test_revisits_pair_each_prompts_second_visit_with_its_first_and_sdl_with_grp
     assert "| grpo | 2 | +0.000 [+0.000, +0.000] | 0 / 2 / 0 |" in text
     assert "| grpo_sdl | grpo | 2 | 0.400 | 0.000 | +0.400 [+0.400, +0.400] | 2 / 0 / 0 |" in text
     assert revisit_section(tmp_path / "nothing") is None
+
+
+def test_research_payoff_compares_rollouts_with_and_without_each_tool_inside_a_group(tmp_path):
+    import json
+
+    from genevolve.nano.report import research_payoff, research_section
+
+    (tmp_path / "grpo").mkdir()
+    groups = [  # (step, [(reward, tools, termination)])
+        (1, [(0.9, ["search"], "answer"), (0.5, [], "answer"), (0.0, ["search"], "format_error")]),
+        (2, [(0.6, ["query_knowledge"], "answer"), (0.7, [], "answer")]),
+        (3, [(0.8, ["search", "query_knowledge"], "answer"), (0.4, ["query_knowledge"], "answer")]),
+        (4, [(0.5, [], "answer"), (0.5, [], "answer")]),
+    ]
+    (tmp_path / "grpo" / "rollouts.jsonl").write_text("".join(
+        json.dumps({"step": s, "prompt_id": f"p{s}", "rollouts": [{"reward": r, "tools": t, "termination": e}
+                                                                  for r, t, e in rows]}) + "\n"
+        for s, rows in groups))
+    p = research_payoff(tmp_path)["grpo"]
+    # search: groups 1 (0.9 vs 0.5; the format error left out) and 3 (0.8 vs 0.4)
+    assert p["diffs"]["search"] == [pytest.approx(0.4), pytest.approx(0.4)]
+    assert p["diffs"]["query_knowledge"] == [pytest.approx(-0.1)]  # group 3 used it on both sides
+    assert p["diffs"]["any tool"] == [pytest.approx(0.4), pytest.approx(-0.1)]
+    assert p["no_tool_by_quarter"] == [(1, 3), (1, 2), (0, 2), (2, 2)]
+    text = research_section(tmp_path, resamples=200)
+    assert "| grpo | search | 2 | +0.400 [+0.400, +0.400] | 1/3, 1/2, 0/2, 2/2 |" in text
+    assert "| grpo | image_search | 0 | – |" in text
+    assert research_section(tmp_path / "nothing") is None
