@@ -359,10 +359,10 @@ class Agent:
                     run.traj.warnings.append("program repaired: added the quoted text "
                                              + ", ".join(f'"{q}"' for q in added))
                 problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported)
-        if cfg.tidy_kept_prompt and repeated_sentences(program.gen_prompt):
+        said = repeated_sentences(program.gen_prompt) if cfg.tidy_kept_prompt else []
+        if said:
             # A decoding loop: each sentence once. No correction turn, so GRPO's rollouts (which run
             # untidied, and whose reward costs the loop) see the same turns as before.
-            said = repeated_sentences(program.gen_prompt)
             program = program.model_copy(update={"gen_prompt": without_repeats(program.gen_prompt)})
             run.traj.warnings.append("program cleaned: kept once what it said more than once: "
                                      + ", ".join(f'"{r}"' for r in said[:3]))

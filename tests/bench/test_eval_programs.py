@@ -15,6 +15,13 @@ from genevolve.trajectory import ImageRef, Step, Trajectory
 runner = CliRunner()
 
 
+
+def _measured(request: str, prompt: str, warnings=(), category: str = "Basic") -> dict:
+    """The eval's row for a trajectory that answered ``prompt`` at once, with no tool call."""
+    traj = Trajectory(request=request, termination="answer", steps=[], warnings=list(warnings),
+                      program=Program.from_answer({"gen_prompt": prompt, "reference_images": []}))
+    return measure({"id": "x", "question": request, "category": category}, traj, 1.0)
+
 def test_metadata_checks_read_counts_colours_and_positions():
     prompt = ("A photo of four bananas and a purple wine glass, three buses and two wine glasses. The dog is to the "
               "right of the teddy bear.")
@@ -69,9 +76,7 @@ def test_facts_nobody_searched_and_placements_of_unnamed_things_are_invented():
 
     request = "a photo of a cat"
     prompt = "A photo of a cat. Facts to respect: The cat is a mammal, not reptile. Layout: place the cat below the table."
-    traj = Trajectory(request=request, termination="answer", steps=[],
-                      program=Program.from_answer({"gen_prompt": prompt, "reference_images": []}))
-    row = measure({"id": "c", "question": request, "category": "single_object"}, traj, 1.0)
+    row = _measured(request, prompt, category="single_object")
     assert row["valid"] and row["invented_claim"] and not row["clean"]
     assert row["invented_claims"] == ["fact: Facts to respect: The cat is a mammal, not reptile.",
                                       "position: cat below table"]
@@ -111,27 +116,20 @@ def test_a_program_that_drops_a_subject_or_says_nothing_is_not_clean():
     # The runtime puts the request in its place; the policy still wrote nothing valid.
     from genevolve.program import NO_DESCRIPTION_REPAIR
 
-    traj = Trajectory(request=request, termination="answer", steps=[], warnings=[f"program repaired: {NO_DESCRIPTION_REPAIR}"],
-                      program=Program.from_answer({"gen_prompt": request, "reference_images": []}))
-    assert not measure({"id": "b", "question": request, "category": "Basic"}, traj, 1.0)["valid"]
+    assert not _measured(request, request, [f"program repaired: {NO_DESCRIPTION_REPAIR}"])["valid"]
 
 
 def test_a_sentence_said_twice_is_a_repeat_and_not_clean():
     request = "a photo of a bench"
     looped = "A photo of a bench. High detail, coherent single image. High detail, coherent  single image!"
-    traj = Trajectory(request=request, termination="answer", steps=[],
-                      program=Program.from_answer({"gen_prompt": looped, "reference_images": []}))
-    row = measure({"id": "r", "question": request, "category": "Basic"}, traj, 1.0)
+    row = _measured(request, looped)
     assert row["valid"] and row["repeated"] and not row["clean"]
     assert row["repeated_sentences"] == ["High detail, coherent single image."]
-    once = Trajectory(request=request, termination="answer", steps=[],
-                      program=Program.from_answer({"gen_prompt": "A photo of a bench. Soft light.",
-                                                   "reference_images": []}))
-    row = measure({"id": "r", "question": request, "category": "Basic"}, once, 1.0)
+    row = _measured(request, "A photo of a bench. Soft light.")
     assert row["clean"] and not row["tidied"]
     # The same program after the answer step took the loop out: clean, and says it was mended.
-    once.warnings.append('program cleaned: kept once what it said more than once: "High detail"')
-    row = measure({"id": "r", "question": request, "category": "Basic"}, once, 1.0)
+    row = _measured(request, "A photo of a bench. Soft light.",
+                    ['program cleaned: kept once what it said more than once: "High detail"'])
     assert row["clean"] and row["tidied"] and row["tidied_by"][0].startswith("program cleaned")
 
 
