@@ -246,6 +246,57 @@ def _colour_map(text: str) -> dict[str, set[str]]:
     return found
 
 
+# A colour given after the noun: "the bench is blue", "the cubes are painted red and white".
+_COLOUR_WORDS = r"(?:red|blue|green|yellow|orange|purple|pink|black|white|gr[ae]y|brown|golden|gold|silver|teal|cyan|" \
+    r"magenta|violet|turquoise|beige|crimson|navy|emerald|scarlet|ivory|indigo|ginger|tan|blonde?)"
+_PREDICATE_COLOUR_RE = re.compile(
+    rf"\b([a-z]+)\s+(?:is|are)\s+(?:(?:painted|coloured|colored|all|bright|light|dark|pale|deep)\s+)*"
+    rf"({_COLOUR_WORDS}(?:\s*(?:,|and|or)\s*{_COLOUR_WORDS})*)\b")
+# Shades counted as the colour a request names: "crimson" keeps "a red car".
+_SHADES = {"crimson": "red", "scarlet": "red", "navy": "blue", "indigo": "blue", "violet": "purple",
+           "ivory": "white", "gray": "grey", "golden": "yellow", "gold": "yellow", "emerald": "green"}
+# What a program may colour without making up an object's colour: the picture as a whole ("a
+# black-and-white photo" is a style) and its light and setting, which the request rarely names.
+_NOT_OBJECTS = {"photo", "photograph", "image", "picture", "illustration", "painting", "render", "scene", "style",
+                "palette", "tone", "tones", "shot", "light", "lighting", "background", "backdrop", "sky", "hour"}
+
+
+def colours_given(text: str) -> dict[str, set[str]]:
+    """Each noun of ``text`` with the colours it is given, before it ("a blue bench") or after it
+    ("the bench is blue"), shades folded into the colour they are of."""
+    from genevolve.english import COLOURS, singular
+
+    found = {noun: set(colours) for noun, colours in _colour_map(text).items()}
+    for m in _PREDICATE_COLOUR_RE.finditer(text.lower()):
+        found.setdefault(singular(m.group(1)), set()).update(re.findall(_COLOUR_WORDS, m.group(2)))
+    return {noun: {_SHADES.get(c, c) for c in colours}
+            for noun, colours in found.items()
+            if noun not in COLOURS and noun not in _COAT_COLOURS and noun not in _COLOUR_RUN_WORDS}
+
+
+def invented_colours(prompt: str, request: str, grounds: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Colours ``prompt`` gives to things the request names and never coloured so ("the bench is
+    blue" on "a photo of a bench", "a crimson car" passes for "a red car"): the renderer would
+    draw a colour nobody asked for. A colour that one of ``grounds`` gives the thing (a search
+    passage the program carries, a bound reference's title or caption) is grounded, not invented;
+    the request's quoted text is the user's own."""
+    from genevolve.program import strip_quoted
+
+    asked = colours_given(request)
+    for ground in grounds:
+        for noun, colours in colours_given(ground).items():
+            asked.setdefault(noun, set()).update(colours)
+    named = {_singular(w) for w in _words(request)}
+    out = []
+    for noun, colours in colours_given(strip_quoted(prompt)).items():
+        if len(noun) < 3 or noun in _NOT_OBJECTS or noun in _STOP or noun not in named:
+            continue
+        extra = sorted(colours - asked.get(noun, set()))
+        if extra:
+            out.append(f"{' and '.join(extra)} {noun}")
+    return out
+
+
 def colour_conflicts(request: str, title: str, caption: str = "") -> list[str]:
     """The things the request colours that the picture shows in other colours only: a "Red motorcycle
     in a garage" for "a black motorcycle", a ginger cat for "a black and white cat". Such a reference
@@ -404,6 +455,14 @@ def bound_references(program, traj, request: str) -> list[dict]:
         out.append({"img_id": ref.img_id, "title": image.title, "source": image.source, "relevant": relevant,
                     **({"colour_conflicts": conflicts} if conflicts else {})})
     return out
+
+
+def colour_grounds(traj, sources: list[tuple[str, str]], refs: list[dict]) -> list[str]:
+    """The texts that may give a thing its colour besides the request: every search result the
+    trajectory received and the title and caption of every picture the program binds."""
+    bound = {r["img_id"] for r in refs}
+    return ([f"{title}. {passage}" for title, passage in sources]
+            + [f"{i.title or ''}. {i.caption or ''}" for i in traj.images if i.img_id in bound])
 
 
 def embedding_gate_scores(path: str | Path = LABELS) -> dict:

@@ -19,6 +19,9 @@ gets one row measuring the program it ended with:
   ('Render the text "pink dog"' for "a photo of a pink dog"); the texts in ``invented_texts``;
 * ``invented_count`` — gen_prompt states a count of two or more that the request never gave
   ("exactly 2 airplanes" for "a small airplane"); the counts in ``invented_counts``;
+* ``invented_colour`` — gen_prompt gives a thing the request names a colour the request never gave
+  it ("the bench is blue" on "a photo of a bench"), unless a search result or a bound reference's
+  title or caption gives it that colour; the colours in ``invented_colours`` (``relevance``);
 * ``repeated`` — gen_prompt says a sentence of three words or more more than once (a decoding
   loop); the sentences in ``repeated_sentences``;
 * ``tidied`` — the runtime had to clean or repair the program before the renderer got it (reasoning,
@@ -57,13 +60,14 @@ from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name
 from genevolve.durable import latest_by_id, read_jsonl, write_atomic
 from genevolve.program import NO_DESCRIPTION_REPAIR, invented_counts, invented_texts, repeated_sentences
 from genevolve.program import reasoning_leaks as leaks
-from genevolve.relevance import (bound_references, carried_facts, search_sources, sentences, unnamed_placements,
-                                 unsupported_facts)
+from genevolve.relevance import (bound_references, carried_facts, colour_grounds, invented_colours, search_sources,
+                                 sentences, unnamed_placements, unsupported_facts)
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
 QUALITY_METRICS = ("valid", "clean", "quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
-                   "repeated", "tidied", "invented", "invented_count", "invented_claim", "skill_recall", "rounds", "tokens", "seconds")
+                   "repeated", "tidied", "invented", "invented_count", "invented_colour", "invented_claim", "skill_recall", "rounds",
+                   "tokens", "seconds")
 KEPT = ("quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept")
 
 
@@ -138,7 +142,8 @@ def measure(case: dict, traj, seconds: float) -> dict:
     valid = (program is not None and not validate_program(program, {i.img_id for i in traj.images})
              and not any(NO_DESCRIPTION_REPAIR in w for w in traj.warnings))
     quotes = quoted_strings(request)
-    facts = carried_facts(prompt, request, search_sources(traj)) if program else []
+    sources = search_sources(traj)
+    facts = carried_facts(prompt, request, sources) if program else []
     refs = bound_references(program, traj, request)
     needed = needed_skills(case)
     consulted = traj.skills_used()
@@ -146,6 +151,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
     invented = invented_texts(prompt, request)
     counted = invented_counts(prompt, request)
     looped = repeated_sentences(prompt)
+    coloured = invented_colours(prompt, request, colour_grounds(traj, sources, refs))
     tidied = [w[:300] for w in traj.warnings if w.startswith(("program cleaned", "program repaired"))]
     claims = ([f"fact: {s}" for s in unsupported_facts(prompt, request, search_sources(traj))]
               + [f"position: {p}" for p in unnamed_placements(_without(prompt, facts), request)]) if program else []
@@ -159,6 +165,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
         "repeated": bool(looped), "repeated_sentences": looped[:5],
         "tidied": bool(tidied), "tidied_by": tidied[:5],
         "invented_count": bool(counted), "invented_counts": counted[:5],
+        "invented_colour": bool(coloured), "invented_colours": coloured[:5],
         "invented_claim": bool(claims), "invented_claims": claims[:5],
         "facts": len(facts), "irrelevant_facts": sum(not f["relevant"] for f in facts), "fact_list": facts,
         "references": len(refs), "irrelevant_references": sum(not r["relevant"] for r in refs),
@@ -182,12 +189,12 @@ def _without(prompt: str, facts: list[dict]) -> str:
 
 def is_clean(row: dict) -> bool:
     """One request's program passes every check at once: valid, every quoted text and every stated
-    count, colour and position kept, no leak, no sentence said twice, no invented text, count, fact or placement, no irrelevant
-    fact or reference. The
-    one number per request that two policies are compared on (``compare``, the nano recipe's ship
-    decision)."""
+    count, colour and position kept, no leak, no sentence said twice, no invented text, count,
+    colour, fact or placement, no irrelevant fact or reference. The one number per request that two
+    policies are compared on (``compare``, the nano recipe's ship decision)."""
     return (bool(row["valid"]) and all(row.get(k) in (None, 1, 1.0, True) for k in KEPT) and not row["leak"]
-            and not row.get("repeated") and not row.get("invented") and not row.get("invented_count") and not row.get("invented_claim")
+            and not row.get("repeated") and not row.get("invented") and not row.get("invented_count")
+            and not row.get("invented_colour") and not row.get("invented_claim")
             and not row["irrelevant_facts"] and not row["irrelevant_references"])
 
 
@@ -309,15 +316,15 @@ def _row_cells(name: str, a: dict) -> str:
             f"{_pct(a['quotes_kept'], a['quotes_kept_n'])} | {_pct(a.get('subjects_kept'), a.get('subjects_kept_n'))} | "
             f"{_pct(a['counts_kept'], a['counts_kept_n'])} | {_pct(a['colours_kept'], a['colours_kept_n'])} | "
             f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | {_pct(a.get('repeated'))} | {_pct(a.get('tidied'))} | {_pct(a.get('invented'))} | "
-            f"{_pct(a.get('invented_count'))} | {_pct(a.get('invented_claim'))} | "
+            f"{_pct(a.get('invented_count'))} | {_pct(a.get('invented_colour'))} | {_pct(a.get('invented_claim'))} | "
             f"{a['facts']} / {a['irrelevant_facts']} | {a['references']} / {a['irrelevant_references']} | "
             f"{num(a['skill_recall'], 2)} (n={a['skill_recall_n']}) | {num(a['rounds'])} | {num(a['tokens'], 0)} | "
             f"{num(a['seconds'], 2)} |")
 
 
 TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | subjects kept | counts kept | colours kept | positions kept | leaks | "
-              "repeats | tidied by the runtime | invented text | invented count | invented fact / placement | facts / irrelevant | references / irrelevant | "
-              "skill recall | rounds | tokens | seconds |\n" + "|---" * 21 + "|")
+              "repeats | tidied by the runtime | invented text | invented count | invented colour | invented fact / placement | facts / irrelevant | references / irrelevant | "
+              "skill recall | rounds | tokens | seconds |\n" + "|---" * 22 + "|")
 
 
 def markdown(summary: dict) -> str:
@@ -362,8 +369,8 @@ def chart(summary: dict, path: str | Path) -> Path:
     return path
 
 
-PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "tidied", "invented", "invented_count", "invented_claim",
-                  "irrelevant_facts",
+PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "tidied", "invented", "invented_count",
+                  "invented_colour", "invented_claim", "irrelevant_facts",
                   "irrelevant_references", "skill_recall")
 
 

@@ -58,7 +58,7 @@ from genevolve.program import (
     reasoning_leaks,
     repeated_sentences,
 )
-from genevolve.relevance import bound_references, carried_facts, search_sources
+from genevolve.relevance import bound_references, carried_facts, colour_grounds, invented_colours, search_sources
 
 CHECKS = ("facts_carried", "ordinal_references", "skills_applied", "constraints_executable")
 
@@ -220,10 +220,13 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     invented = invented_texts(prompt, request)
     counted = invented_counts(prompt, request)  # "exactly 2 airplanes" for "a small airplane", likewise
     looped = repeated_sentences(prompt)  # a decoding loop buries what was asked
+    # "the bench is blue" on "a photo of a bench": a colour nobody asked for, unless research gave it.
+    grounds = colour_grounds(traj, search_sources(traj), bound_references(program, traj, request)) if traj is not None else []
+    coloured = invented_colours(prompt, request, grounds)
     checks["constraints_executable"] = ((coverage is None or coverage >= 1.0) and not leaked and not invented
-                                        and not counted and not looped)
+                                        and not counted and not coloured and not looped)
     # A leak, a loop or an invented constraint costs the whole check; a dropped one its share.
-    credit["constraints_executable"] = (0.0 if leaked or invented or counted or looped
+    credit["constraints_executable"] = (0.0 if leaked or invented or counted or coloured or looped
                                         else 1.0 if coverage is None else float(coverage))
     notes["constraints_executable"] = ("no hard constraints" if coverage is None
                                        else f"{coverage:.0%} of request constraints stated")
@@ -233,6 +236,8 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
         notes["constraints_executable"] += f"; text to print that the request never had: {invented[:3]}"
     if counted:
         notes["constraints_executable"] += f"; counts the request never gave: {counted[:3]}"
+    if coloured:
+        notes["constraints_executable"] += f"; colours the request never gave: {coloured[:3]}"
     if looped:
         notes["constraints_executable"] += f"; said more than once: {looped[:2]}"
 

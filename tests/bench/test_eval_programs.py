@@ -171,6 +171,27 @@ def test_a_count_the_request_never_gave_is_invented_and_not_clean():
     assert invented_counts("Counts: exactly 3 sinks.", "a photo of two sinks") == ["3 sinks"]
 
 
+def test_a_colour_the_request_never_gave_is_invented_and_not_clean():
+    from genevolve.relevance import invented_colours
+
+    request = "a photo of a bench"
+    prompt = "A photo of a bench. Bind each attribute to its own object: the bench is blue."
+    traj = Trajectory(request=request, termination="answer", steps=[],
+                      program=Program.from_answer({"gen_prompt": prompt, "reference_images": []}))
+    row = measure({"id": "c", "question": request, "category": "colors"}, traj, 1.0)
+    assert row["valid"] and row["invented_colour"] and row["invented_colours"] == ["blue bench"] and not row["clean"]
+    # Before or after the noun, in any shade of the asked colour, for things the request names only.
+    assert invented_colours("A crimson car on a road; the car is scarlet.", "a red car") == []
+    assert invented_colours("A green apple beside a red cup.", "a green apple and a cup") == ["red cup"]
+    assert invented_colours("The cubes are painted red and white.", "two cubes") == ["red and white cube"]
+    # The picture's style and light, things the request never names, and the user's quoted text pass.
+    assert invented_colours("A black-and-white photo of a cat in golden light, a red scarf.", "a photo of a cat") == []
+    assert invented_colours('A poster with the text "Blue Cat".', 'a poster that says "Blue Cat"') == []
+    # What a search result says the thing looks like is grounded.
+    assert invented_colours("The lighthouse is red and white.", "a lighthouse",
+                            ["Lighthouse. The lighthouse is painted red and white."]) == []
+
+
 def test_measure_counts_facts_and_references_by_relevance():
     request = "A poster of the Eiffel Tower with the word 'PARIS', three pigeons in front of it"
     reply = ('### "Eiffel Tower"\n1. **Eiffel Tower — Overview** — The Eiffel Tower is a wrought-iron lattice tower '

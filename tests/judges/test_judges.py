@@ -379,6 +379,21 @@ def test_a_decoding_loop_costs_the_constraints_check():
     assert s.details["credit"]["constraints_executable"] == 0.0 and "said more than once" in s.rationale
 
 
+def test_a_colour_nobody_gave_costs_the_constraints_check_unless_research_gave_it():
+    """The 2026-12-05 adapters wrote the attribute-binding sentence where the request binds nothing:
+    "the bench is blue" on "a photo of a bench"."""
+    request = "a photo of a bench"
+    plain = _trajectory(request, "A photo of a bench in a park.")
+    blue = _trajectory(request, "A photo of a bench. Bind each attribute to its own object: the bench is blue.")
+    assert local_sufficiency({"question": request}, plain).details["credit"]["constraints_executable"] == 1.0
+    s = local_sufficiency({"question": request}, blue)
+    assert s.details["credit"]["constraints_executable"] == 0.0 and "blue bench" in s.rationale
+    # A colour the bound picture's title gives the thing is research, not invention.
+    seen = _trajectory(request, "A photo of a bench: the bench is blue, as in the first reference image.",
+                       refs=["IMG_001"], images=[("IMG_001", "Blue bench in a park")])
+    assert local_sufficiency({"question": request}, seen).details["checks"]["constraints_executable"]
+
+
 def test_the_grpo_reward_pays_the_graded_credit():
     pytest.importorskip("fontTools")
     from genevolve.training.rewards import HybridReward
