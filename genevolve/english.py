@@ -154,20 +154,35 @@ def _noun_at(tokens: list[str], j: int) -> str:
 def attribute_pairs(plain: str) -> list[tuple[str, str]]:
     """(attribute, noun) pairs such as ("red", "cube") or ("yellow", "dining table"), distinct by
     attribute and by noun."""
-    tokens = words(re.sub(r"\b(?:golden|blue) hour\b", " ", plain, flags=re.IGNORECASE))
     pairs: list[tuple[str, str]] = []
-    for i, w in enumerate(tokens[:-1]):
-        if w not in ATTRIBUTES:
-            continue
-        j = i + 1
-        while j < len(tokens) and tokens[j] in ATTRIBUTES:
-            j += 1
-        if j < len(tokens) and tokens[j] not in STOP_NOUNS and len(tokens[j]) >= 2 \
-                and tokens[j] not in _FUNCTION_WORDS:
-            noun = _noun_at(tokens, j)
-            if all(a != w and n != noun for a, n in pairs):
-                pairs.append((w, noun))
+    plain = re.sub(r"\b(?:golden|blue) hour\b", " ", plain, flags=re.IGNORECASE)
+    # A comma or a full stop ends the phrase: "hues of purple, yellow, and green, their forms" pairs
+    # no colour with "their", "a large, dark red fish" no size with "dark".
+    for phrase in re.split(r"[,;:.!?()]+", plain):
+        tokens = words(phrase)
+        for i, w in enumerate(tokens[:-1]):
+            if w not in ATTRIBUTES:
+                continue
+            j = i + 1
+            while j < len(tokens) and tokens[j] in ATTRIBUTES:
+                j += 1
+            if j < len(tokens) and _could_be_noun(tokens[j]):
+                noun = _noun_at(tokens, j)
+                if all(a != w and n != noun for a, n in pairs):
+                    pairs.append((w, noun))
     return pairs
+
+
+# Words after an attribute that are not the thing it describes ("the dark is large", "the their is green").
+_NOT_NOUNS = {"their", "its", "his", "our", "your", "my", "another", "every", "some", "any", "all", "both",
+              "dark", "bright", "pale", "deep", "very", "so", "too", "as", "than", "then", "while", "which",
+              "that", "this", "these", "those", "is", "are", "was", "were", "be", "or", "but", "to", "at", "by",
+              "for", "from", "into", "onto"}
+
+
+def _could_be_noun(word: str) -> bool:
+    return (len(word) >= 2 and word not in STOP_NOUNS and word not in _FUNCTION_WORDS and word not in _NOT_NOUNS
+            and not word.endswith("ly"))
 
 
 def living_beings(plain: str) -> set[str]:

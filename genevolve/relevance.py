@@ -261,14 +261,25 @@ _NOT_OBJECTS = {"photo", "photograph", "image", "picture", "illustration", "pain
                 "palette", "tone", "tones", "shot", "light", "lighting", "background", "backdrop", "sky", "hour"}
 
 
-def colours_given(text: str) -> dict[str, set[str]]:
+def colours_given(text: str, *, reach: int = 0) -> dict[str, set[str]]:
     """Each noun of ``text`` with the colours it is given, before it ("a blue bench") or after it
-    ("the bench is blue"), shades folded into the colour they are of."""
+    ("the bench is blue"), shades folded into the colour they are of. A comma or a full stop ends
+    the phrase ("Materials (silver, velvet)" colours nothing); ``reach`` words of any kind may stand
+    between a colour and its noun ("red fire trucks", "brown leather boots" with a reach of 2)."""
     from genevolve.english import COLOURS, singular
 
-    found = {noun: set(colours) for noun, colours in _colour_map(text).items()}
-    for m in _PREDICATE_COLOUR_RE.finditer(text.lower()):
-        found.setdefault(singular(m.group(1)), set()).update(re.findall(_COLOUR_WORDS, m.group(2)))
+    found: dict[str, set[str]] = {}
+    for phrase in re.split(r"[,;:.!?()\[\]\"“”]+", text.lower()):
+        for noun, colours in _colour_map(phrase).items():
+            found.setdefault(noun, set()).update(colours)
+        if reach:
+            words = re.findall(r"[a-z]+", phrase)
+            for i, w in enumerate(words):
+                if w in COLOURS or w in _COAT_COLOURS:
+                    for noun in words[i + 1:i + 2 + reach]:
+                        found.setdefault(singular(noun), set()).add(_COAT_COLOURS.get(w, w))
+        for m in _PREDICATE_COLOUR_RE.finditer(phrase):
+            found.setdefault(singular(m.group(1)), set()).update(re.findall(_COLOUR_WORDS, m.group(2)))
     return {noun: {_SHADES.get(c, c) for c in colours}
             for noun, colours in found.items()
             if noun not in COLOURS and noun not in _COAT_COLOURS and noun not in _COLOUR_RUN_WORDS}
@@ -282,9 +293,11 @@ def invented_colours(prompt: str, request: str, grounds: tuple[str, ...] | list[
     the request's quoted text is the user's own."""
     from genevolve.program import strip_quoted
 
-    asked = colours_given(request)
+    # The request and the research are read generously (a colour two words before the noun still
+    # gives it), the program strictly: a doubt counts for the program.
+    asked = colours_given(request, reach=2)
     for ground in grounds:
-        for noun, colours in colours_given(ground).items():
+        for noun, colours in colours_given(ground, reach=2).items():
             asked.setdefault(noun, set()).update(colours)
     named = {_singular(w) for w in _words(request)}
     out = []
