@@ -379,8 +379,11 @@ def _words(text: str) -> list[str]:
 
 
 def sentences(text: str) -> list[str]:
-    """``text`` split after . ! ? (the unit a fact is carried in)."""
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+    """``text`` split after . ! ? and at line breaks (the unit a fact is carried in), as the answer
+    step splits a gen_prompt: a "Facts to respect:" line after a tab must be the sentence it drops."""
+    from genevolve.program import prompt_sentences
+
+    return prompt_sentences(text)
 
 
 def _runs(words: list[str], n: int) -> set[tuple[str, ...]]:

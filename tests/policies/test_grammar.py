@@ -186,6 +186,12 @@ def test_the_answer_step_checks_facts_against_what_the_run_searched(tmp_path):
     assert "only what a search result said" in policy.seen[1][-1]["content"]
     assert traj.program.gen_prompt == "A photo of a cat."
     assert any(w.startswith("program cleaned:") and "mammal" in w for w in traj.warnings)
+    # Also after a line break and tabs, as the shipped adapter wrote it on PartiPrompts' "cash on a wooden table".
+    request = "cash on a wooden table"
+    claimed = format_answer({"gen_prompt": "Cash on a wooden table\n\t\t\tFacts to respect: The wooden table is "
+                                           "real, solid wood, not fake or plastic.", "reference_images": []})
+    traj = Agent(_Scripted([claimed, claimed]), [], AgentConfig(), work_dir=tmp_path / "tabs").run(request)
+    assert traj.program.gen_prompt == "Cash on a wooden table"
 
 
 def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
