@@ -181,8 +181,7 @@ _NOT_NOUNS = {"their", "its", "his", "our", "your", "my", "another", "every", "s
 
 
 def _could_be_noun(word: str) -> bool:
-    return (len(word) >= 2 and word not in STOP_NOUNS and word not in _FUNCTION_WORDS and word not in _NOT_NOUNS
-            and not word.endswith("ly"))
+    return len(word) >= 2 and word not in STOP_NOUNS and word not in _FUNCTION_WORDS and word not in _NOT_NOUNS
 
 
 def living_beings(plain: str) -> set[str]:
