@@ -414,6 +414,19 @@ def test_an_attribute_binds_to_the_whole_two_word_noun(tmp_path):
     assert "the building is red" in prompt and "the traffic light is green" in prompt, prompt
 
 
+def test_attribute_lines_bind_only_things(tmp_path):
+    """Words that pair across a comma or are no thing at all made lines like "the their is green",
+    "the glowing is thick" and "the was is square" (on T2I-CompBench, PartiPrompts and the official
+    examples); a student learns to write that sentence where nothing is bound."""
+    prompt = run_planner("corals in hues of purple, yellow, and green, their forms a backdrop to a large, dark red fish",
+                         tmp_path).program.gen_prompt
+    assert "the fish is red" in prompt and "their is" not in prompt and "dark is" not in prompt, prompt
+    prompt = run_planner("The rough square was nestled between two stones", tmp_path).program.gen_prompt
+    assert "Bind each attribute" not in prompt, prompt
+    prompt = run_planner("a close-up of a blue dragonfly on a daffodil", tmp_path).program.gen_prompt
+    assert "the dragonfly is blue" in prompt, prompt
+
+
 class ColouredLibrary(Tool):
     """The shipped library's two pictures that T2I-CompBench's colour prompts retrieve."""
 
