@@ -206,35 +206,6 @@ def load_sft_records(paths: str | Path | list) -> list[dict]:
     return records
 
 
-def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    return " ".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
-
-
-def binds_reference(record: dict) -> bool:
-    """Whether the record's final answer binds a reference image."""
-    answers = [m for m in record.get("messages", []) if m.get("role") == "assistant" and "<answer>" in _text(m.get("content"))]
-    if not answers:
-        return False
-    found = re.search(r"<answer>(.*?)</answer>", _text(answers[-1]["content"]), re.DOTALL)
-    try:
-        program = json.loads(found.group(1)) if found else {}
-    except json.JSONDecodeError:
-        return False
-    return isinstance(program, dict) and bool(program.get("reference_images"))
-
-
-def repeat_binding(records: list[dict], times: int) -> list[dict]:
-    """``records`` with each one whose answer binds a reference ``times`` times in all. The teacher
-    binds where its library holds a matching picture, about one program in eight; a student that
-    sees binding that rarely learns to leave references out (the 2026-12-05 SFT adapter bound 0 of
-    the 10 held-out requests where the teacher binds)."""
-    if times <= 1:
-        return list(records)
-    return [r for r in records for _ in range(times if binds_reference(r) else 1)]
-
-
 def split_records(records: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """A fixed held-out split (at least one record when asked for any)."""
     if eval_fraction <= 0 or len(records) < 2:

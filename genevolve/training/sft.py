@@ -22,8 +22,6 @@ class SFTConfig(TrainingConfig):
     train_data: str | list = option("", "SFT records: a .jsonl/.json file or a folder of them (or a list).")
     eval_data: str | list | None = option(None, "Held-out records; None: split eval_fraction off train_data.")
     eval_fraction: float = option(0.1, "Share of train_data held out when eval_data is None.")
-    repeat_binding: int = option(1, "Times each training record whose answer binds a reference image is seen per "
-                                    "epoch (1: once, like every other record).")
     batch_size: int = option(1, "Conversations per micro-batch per process.")
     grad_accum: int = option(1, "Micro-batches per optimizer step (global batch = batch_size x grad_accum x processes).")
     eval_every: int = option(20, "Measure the held-out loss every this many steps (and at the last).")

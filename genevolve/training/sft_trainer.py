@@ -190,7 +190,7 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False, probe=None) -> dict:
 
     from datasets import Dataset
 
-    from genevolve.training.data import ConversationEncoder, load_sft_records, repeat_binding, split_records
+    from genevolve.training.data import ConversationEncoder, load_sft_records, split_records
     from genevolve.training.modeling import load_for_training
     from genevolve.training.rng import seed_all
     from genevolve.training.stopping import GracefulStop
@@ -210,7 +210,6 @@ def run_sft(cfg: SFTConfig, *, quiet: bool = False, probe=None) -> dict:
             train_records, eval_records = records, load_sft_records(cfg.eval_data)
         else:
             train_records, eval_records = split_records(records, cfg.eval_fraction, cfg.seed)
-        train_records = repeat_binding(train_records, cfg.repeat_binding)  # held-out records stay as they are
         model, tokenizer, processor = load_for_training(cfg.model)
         encoder = ConversationEncoder(tokenizer, processor, max_length=cfg.model.max_length)
         train = [e for e in (encoder.encode(r["messages"], r.get("images", [])) for r in train_records)

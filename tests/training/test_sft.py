@@ -240,16 +240,3 @@ def test_shipped_configs_load():
     assert acc["distributed_type"] == "DEEPSPEED"
     with pytest.raises(ValueError, match="unknown SFTConfig field"):
         config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml", learning_rate=1.0)
-
-
-def test_records_that_bind_a_reference_can_be_repeated():
-    from genevolve.training.data import binds_reference, repeat_binding
-
-    bound = ANSWER.replace('"reference_images": []', '"reference_images": [{"img_id": "IMG_001", "note": "the cat"}]')
-    binding = {"messages": MESSAGES[:-1] + [{"role": "assistant", "content": bound}]}
-    plain = {"messages": MESSAGES}
-    broken = {"messages": MESSAGES[:-1] + [{"role": "assistant", "content": "<answer>{not json</answer>"}]}
-    listed = {"messages": MESSAGES[:-1] + [{"role": "assistant", "content": [{"type": "text", "text": bound}]}]}
-    assert [binds_reference(r) for r in (binding, plain, broken, listed)] == [True, False, False, True]
-    assert repeat_binding([plain, binding, broken], 3) == [plain, binding, binding, binding, broken]
-    assert repeat_binding([plain, binding], 1) == [plain, binding]
