@@ -251,7 +251,7 @@ _COLOUR_WORDS = r"(?:red|blue|green|yellow|orange|purple|pink|black|white|gr[ae]
     r"magenta|violet|turquoise|beige|crimson|navy|emerald|scarlet|ivory|indigo|ginger|tan|blonde?)"
 _PREDICATE_COLOUR_RE = re.compile(
     rf"\b([a-z]+)\s+(?:is|are)\s+(?:(?:painted|coloured|colored|all|bright|light|dark|pale|deep)\s+)*"
-    rf"({_COLOUR_WORDS}(?:\s*(?:,|and|or)\s*{_COLOUR_WORDS})*)\b")
+    rf"({_COLOUR_WORDS}(?:\s+(?:and|or)\s+{_COLOUR_WORDS})*)\b")
 # Shades counted as the colour a request names: "crimson" keeps "a red car".
 _SHADES = {"crimson": "red", "scarlet": "red", "navy": "blue", "indigo": "blue", "violet": "purple",
            "ivory": "white", "gray": "grey", "golden": "yellow", "gold": "yellow", "emerald": "green"}
@@ -289,8 +289,8 @@ def invented_colours(prompt: str, request: str, grounds: tuple[str, ...] | list[
     """Colours ``prompt`` gives to things the request names and never coloured so ("the bench is
     blue" on "a photo of a bench", "a crimson car" passes for "a red car"): the renderer would
     draw a colour nobody asked for. A colour that one of ``grounds`` gives the thing (a search
-    passage the program carries, a bound reference's title or caption) is grounded, not invented;
-    the request's quoted text is the user's own."""
+    result of the run, a bound reference's title or caption: ``colour_grounds``) is grounded, not
+    invented; the request's quoted text is the user's own."""
     from genevolve.program import strip_quoted
 
     # The request and the research are read generously (a colour two words before the noun still

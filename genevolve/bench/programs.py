@@ -153,7 +153,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
     looped = repeated_sentences(prompt)
     coloured = invented_colours(prompt, request, colour_grounds(traj, sources, refs))
     tidied = [w[:300] for w in traj.warnings if w.startswith(("program cleaned", "program repaired"))]
-    claims = ([f"fact: {s}" for s in unsupported_facts(prompt, request, search_sources(traj))]
+    claims = ([f"fact: {s}" for s in unsupported_facts(prompt, request, sources)]
               + [f"position: {p}" for p in unnamed_placements(_without(prompt, facts), request)]) if program else []
     claims = list(dict.fromkeys(c[:300] for c in claims))
     row = {
