@@ -238,13 +238,16 @@ def test_the_small_things(light_studio):
         page.wait_for_selector("#ge-verify .ge-report", timeout=150_000)
         _shows(page, "#ge-downloads", "image.png")
         # The last row (image.png) lies inside every box that could clip it.
-        clipped = page.evaluate(
+        # Polled, not read once: Gradio may re-render the file list between the text check above and this read.
+        clipped = page.wait_for_function(
             "() => { const rows = [...document.querySelectorAll('#ge-downloads tr')].filter(r => r.innerText.trim());"
+            " if (rows.length < 3) return null;"
             " const last = rows[rows.length - 1]; const r = last.getBoundingClientRect(); const out = [];"
             " for (let p = last.parentElement; p; p = p.parentElement) { const s = getComputedStyle(p);"
             " if (['auto', 'scroll', 'hidden'].includes(s.overflowY)) { const b = p.getBoundingClientRect();"
             " if (r.bottom > b.bottom + 0.5) out.push(p.className || p.tagName); }"
-            " if (p.id === 'ge-downloads') break; } return [rows.length, last.innerText, out]; }")
+            " if (p.id === 'ge-downloads') break; } return [rows.length, last.innerText, out]; }",
+            timeout=30_000).json_value()
         n_rows, last_text, clipping = clipped
         assert n_rows == 3 and "image" in last_text and clipping == [], clipped
         sid = session_of(page)
