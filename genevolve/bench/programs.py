@@ -336,8 +336,12 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+INVENTED_KINDS = (("invented", "text"), ("invented_count", "count"), ("invented_colour", "colour"),
+                  ("invented_claim", "fact / placement"))
+
+
 def chart(summary: dict, path: str | Path) -> Path:
-    """Per set: valid, quotes kept, no leak, relevant-fact share and skill recall."""
+    """Per set, one panel a measure: clean first (the headline), then what it is made of."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,20 +349,19 @@ def chart(summary: dict, path: str | Path) -> Path:
 
     sets = summary["sets"]
     names = list(sets)
-    panels = [("valid", "valid program"), ("quotes_kept", "quoted texts kept"), ("leak", "leaks"),
-              ("relevant_facts", "facts that are relevant"), ("skill_recall", "skill recall")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), constrained_layout=True)
-    for ax, (key, title) in zip(axes, panels):
-        vals = []
-        for n in names:
-            a = sets[n]
-            if key == "relevant_facts":
-                vals.append(1 - a["irrelevant_facts"] / a["facts"] if a["facts"] else None)
-            else:
-                vals.append(a[key])
-        ax.bar(names, [v or 0 for v in vals], color="#4c6ef5")
-        for i, v in enumerate(vals):
-            ax.text(i, min((v or 0) + 0.03, 1.0), "–" if v is None else f"{v:.2f}", ha="center", fontsize=8)
+    panels = [("clean", "clean program (higher is better)"), ("valid", "valid program"),
+              ("quotes_kept", "quoted texts kept"), ("relevant_facts", "facts that are relevant"),
+              ("skill_recall", "skill recall"), ("leak", "leaks (lower is better)"),
+              ("tidied", "mended by the runtime (lower)"), ("invented_kinds", "invents a … (lower)")]
+    fig, grid = plt.subplots(2, 4, figsize=(13, 6.6), constrained_layout=True)
+    for ax, (key, title) in zip(grid.flat, panels):
+        if key == "invented_kinds":
+            _invented_bars(ax, sets, names)
+        else:
+            vals = [_chart_value(sets[n], key) for n in names]
+            ax.bar(names, [v or 0 for v in vals], color="#2f9e44" if key == "clean" else "#4c6ef5")
+            for i, v in enumerate(vals):  # a dash where the set had nothing to measure (n = 0)
+                ax.text(i, min((v or 0) + 0.03, 1.0), "–" if v is None else f"{v:.2f}", ha="center", fontsize=8)
         ax.set_ylim(0, 1.08)
         ax.set_title(title, fontsize=9)
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor", fontsize=7)
@@ -367,6 +370,23 @@ def chart(summary: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _chart_value(agg: dict, key: str) -> float | None:
+    if key == "relevant_facts":
+        return 1 - agg["irrelevant_facts"] / agg["facts"] if agg["facts"] else None
+    return agg.get(key)
+
+
+def _invented_bars(ax, sets: dict, names: list[str]) -> None:
+    """The four invented columns side by side within each set, so one kind rising is seen at once."""
+    width = 0.8 / len(INVENTED_KINDS)
+    colours = ("#e8590c", "#f08c00", "#c2255c", "#7048e8")
+    for k, ((key, label), colour) in enumerate(zip(INVENTED_KINDS, colours)):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(names))]
+        ax.bar(xs, [sets[n].get(key) or 0 for n in names], width=width, color=colour, label=label)
+    ax.set_xticks(range(len(names)), names)
+    ax.legend(fontsize=7, loc="upper right")
 
 
 PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "tidied", "invented", "invented_count",
