@@ -9,6 +9,7 @@ same lists to tell everyday words from names, hence a module below both. Named e
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Sequence
 
@@ -158,8 +159,10 @@ def attribute_pairs(plain: str) -> list[tuple[str, str]]:
     plain = re.sub(r"\b(?:golden|blue) hour\b", " ", plain, flags=re.IGNORECASE)
     # A comma or a full stop ends the phrase: "hues of purple, yellow, and green, their forms" pairs
     # no colour with "their", "a large, dark red fish" no size with "dark".
-    for phrase in re.split(r"[,;:.!?()]+", plain):
+    carried = ""
+    for phrase, stop in itertools.zip_longest(*[iter(re.split(r"([,;:.!?()]+)", plain))] * 2, fillvalue=""):
         tokens = words(phrase)
+        found = []
         for i, w in enumerate(tokens[:-1]):
             if w not in ATTRIBUTES:
                 continue
@@ -167,10 +170,43 @@ def attribute_pairs(plain: str) -> list[tuple[str, str]]:
             while j < len(tokens) and tokens[j] in ATTRIBUTES:
                 j += 1
             if j < len(tokens) and _could_be_noun(tokens[j]):
-                noun = _noun_at(tokens, j)
-                if all(a != w and n != noun for a, n in pairs):
-                    pairs.append((w, noun))
+                found.append((w, _noun_at(tokens, j)))
+        # ... except between coordinate adjectives of one noun: "a white, clean bathroom" gives the
+        # bathroom its white. One attribute a noun: a colour first, as without the comma ("a green,
+        # glass bottle" is green), else the phrase's own ("a large, dark red fish" stays red).
+        if carried and (noun := _coordinated_noun(tokens)):
+            found.insert(0 if carried in COLOURS else len(found), (carried, noun))
+        for w, noun in found:
+            if all(a != w and n != noun for a, n in pairs):
+                pairs.append((w, noun))
+        carried = _coordinate_attribute(tokens) if stop.strip() == "," else ""
     return pairs
+
+
+_DETERMINERS = {"a", "an", "the", "this", "that", "these", "those", "its", "their", "his", "her", "our", "your",
+                "my", "some", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
+
+
+def _coordinate_attribute(tokens: list[str]) -> str:
+    """The attribute right after a determiner that a phrase ends with ("a white" → "white"): the
+    determiner is what says a noun is still to come, so "the car is red, green trees" carries nothing."""
+    if len(tokens) >= 2 and tokens[-1] in ATTRIBUTES and tokens[-2] in _DETERMINERS:
+        return tokens[-1]
+    return ""
+
+
+def _coordinated_noun(tokens: list[str]) -> str:
+    """The noun a list of adjectives after a comma ends on: attributes we know are skipped, and one
+    word we do not ("clean bathroom", "fluffy cat", "dark red fish"), as a determiner's comma promises
+    an adjective before the noun."""
+    j = 0
+    while j < len(tokens) and tokens[j] in ATTRIBUTES:
+        j += 1
+    if j == 0:
+        j = 1
+        while j < len(tokens) and tokens[j] in ATTRIBUTES:
+            j += 1
+    return _noun_at(tokens, j) if j < len(tokens) and _could_be_noun(tokens[j]) else ""
 
 
 # Words after an attribute that are not the thing it describes ("the dark is large", "the their is green").

@@ -425,6 +425,13 @@ def test_attribute_lines_bind_only_things(tmp_path):
     assert "Bind each attribute" not in prompt, prompt
     prompt = run_planner("a close-up of a blue dragonfly on a daffodil", tmp_path).program.gen_prompt
     assert "the dragonfly is blue" in prompt, prompt
+    # Adjectives of one noun across a comma (T2I-CompBench color_268): the bathroom keeps its white,
+    # and with it the attribute skill; a colour after "is" and a comma is no adjective of what follows.
+    traj = run_planner("A tan bath tub sits empty in a white, clean bathroom.", tmp_path)
+    assert "the bathroom is white" in traj.program.gen_prompt, traj.program.gen_prompt
+    assert "attribute_binding" in traj.skills_used(), traj.skills_used()
+    prompt = run_planner("the car is red, green trees line the road", tmp_path).program.gen_prompt
+    assert "trees are red" not in prompt and "trees is red" not in prompt, prompt
 
 
 class ColouredLibrary(Tool):
