@@ -381,7 +381,10 @@ def research_payoff(out: Path) -> dict[str, dict]:
     Rollouts that ended in a format error or ran out of rounds are left out of the pairs (they score
     0 whatever research they did).
     What GRPO learns from a reward is this difference's sign: where it is not above zero, the
-    policy learns to skip that research."""
+    policy learns to skip that research. ``diffs_where_teacher`` keeps only the groups whose
+    prompt the teacher researched with that tool (``data/rl_prompts.jsonl``): research can only be
+    asked to pay where it was needed."""
+    teacher_tools = _teacher_tools(out / "data" / "rl_prompts.jsonl")
     result = {}
     for name in ("grpo", "grpo_sdl"):
         path = out / name / "rollouts.jsonl"
@@ -391,22 +394,40 @@ def research_payoff(out: Path) -> dict[str, dict]:
         if not groups:
             continue
         diffs: dict[str, list[float]] = {t: [] for t in (*RESEARCH_TOOLS, "any tool")}
+        where_teacher: dict[str, list[float]] = {t: [] for t in diffs}
         for g in groups:
             rows = [r for r in g.get("rollouts", []) if r.get("termination") not in ("format_error", "max_rounds")]
+            taught = teacher_tools.get(g.get("prompt_id"))
             for tool in diffs:
                 used = (lambda r: bool(r.get("tools"))) if tool == "any tool" else (lambda r: tool in (r.get("tools") or []))
                 a = [float(r["reward"]) for r in rows if used(r)]
                 b = [float(r["reward"]) for r in rows if not used(r)]
                 if a and b:
                     diffs[tool].append(_mean(a) - _mean(b))
+                    if taught and (tool in taught or (tool == "any tool" and bool(taught))):
+                        where_teacher[tool].append(_mean(a) - _mean(b))
         last = max(int(g["step"]) for g in groups)
         quarters = []
         for q in range(4):
             lo, hi = q * last / 4, (q + 1) * last / 4
             rows = [r for g in groups if lo < int(g["step"]) <= hi for r in g.get("rollouts", [])]
             quarters.append((sum(not r.get("tools") for r in rows), len(rows)))
-        result[name] = {"diffs": diffs, "no_tool_by_quarter": quarters}
+        result[name] = {"diffs": diffs, "no_tool_by_quarter": quarters,
+                        "diffs_where_teacher": where_teacher if teacher_tools else None}
     return result
+
+
+def _teacher_tools(path: Path) -> dict[str, set[str]]:
+    """prompt id → the research tools the teacher called on it (empty when the pool has no teacher)."""
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if isinstance(row.get("teacher"), dict):
+                out[row["id"]] = {t for t in row["teacher"].get("tools") or [] if t in RESEARCH_TOOLS}
+    return out
 
 
 def research_section(out: Path, *, resamples: int = 10_000) -> str | None:
@@ -416,16 +437,25 @@ def research_section(out: Path, *, resamples: int = 10_000) -> str | None:
     payoff = research_payoff(out)
     if not payoff:
         return None
-    lines = ["| stage | research | groups with and without it | reward with − without [95% CI] | "
-             "rollouts with no tool call, by quarter of the run |", "|---|---|---|---|---|"]
+
+    def cells(values: list[float]) -> str:
+        if not values:
+            return "0 | –"
+        lo, hi = bootstrap_ci(values, resamples=resamples)
+        return f"{len(values)} | {_mean(values):+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+    with_teacher = any(p["diffs_where_teacher"] is not None for p in payoff.values())
+    head = "| stage | research | groups with and without it | reward with − without [95% CI] | "
+    if with_teacher:
+        head += "of those, prompts the teacher researched so | reward with − without there [95% CI] | "
+    lines = [head + "rollouts with no tool call, by quarter of the run |",
+             "|---|---|---|---|" + ("---|---|" if with_teacher else "") + "---|"]
     for name, p in payoff.items():
         quarters = ", ".join(f"{k}/{n}" for k, n in p["no_tool_by_quarter"])
         for tool, values in p["diffs"].items():
-            if not values:
-                lines.append(f"| {name} | {tool} | 0 | – | {quarters} |")
-                continue
-            lo, hi = bootstrap_ci(values, resamples=resamples)
-            lines.append(f"| {name} | {tool} | {len(values)} | {_mean(values):+.3f} [{lo:+.3f}, {hi:+.3f}] | {quarters} |")
+            taught = (cells(p["diffs_where_teacher"][tool]) + " | ") if with_teacher and p["diffs_where_teacher"] else (
+                "– | – | " if with_teacher else "")
+            lines.append(f"| {name} | {tool} | {cells(values)} | {taught}{quarters} |")
     return "\n".join(lines)
 
 

@@ -228,3 +228,15 @@ def test_research_payoff_compares_rollouts_with_and_without_each_tool_inside_a_g
     assert "| grpo | search | 2 | +0.400 [+0.400, +0.400] | 1/3, 1/2, 0/2, 2/2 |" in text
     assert "| grpo | image_search | 0 | – |" in text
     assert research_section(tmp_path / "nothing") is None
+    # With the pool's teacher records: the same differences, kept where the teacher used the tool.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rl_prompts.jsonl").write_text("".join(
+        json.dumps({"id": pid, "question": "q", "teacher": {"tools": tools}}) + "\n"
+        for pid, tools in [("p1", ["search", "query_knowledge"]), ("p2", ["query_knowledge"]), ("p3", []), ("p4", ["image_search"])]))
+    p = research_payoff(tmp_path)["grpo"]
+    assert p["diffs_where_teacher"]["search"] == [pytest.approx(0.4)]  # p3 searched, its teacher did not
+    assert p["diffs_where_teacher"]["query_knowledge"] == [pytest.approx(-0.1)]
+    assert p["diffs_where_teacher"]["any tool"] == [pytest.approx(0.4), pytest.approx(-0.1)]
+    text = research_section(tmp_path, resamples=200)
+    assert "| grpo | search | 2 | +0.400 [+0.400, +0.400] | 1 | +0.400 [+0.400, +0.400] | 1/3, 1/2, 0/2, 2/2 |" in text
+    assert "| grpo | image_search | 0 | – | 0 | – |" in text
