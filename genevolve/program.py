@@ -542,7 +542,10 @@ SELF_TALK_PATTERNS = [
     r"(?i)\b(?:I|we)\s+(?:have|need|will|should|must|can|found|think|know|got)\b|\b(?:I'll|I've|I'm|let me|let's)\b",
     r"(?i)\b(?:my plan|first, I|what I need)\b",
     r"(?i)\bthe user(?:'s)? (?:wants|asks|asked|requests|requested|request|is asking)\b",
-    r"(?i)\b(?:the request (?:asks|says|wants)|the prompt (?:asks|says))\b",
+    # An image has no "request" in it: "I see the request to the classic road motorcycle. Match the
+    # appearance of the request" (the fixed teacher's SFT adapter on PartiPrompts' "a motorcycle").
+    r"(?i)\b(?:(?:the|this|your) request|the prompt (?:asks|says))\b",
+    r"(?i)\bI (?:see|saw|want|chose|choose|pick|picked|used?|bind|bound|searched|looked|added)\b",
     r"(?i)\b(?:so I (?:read|look)|I look (?:it|them) up|I have what I need|writing the program now|"
     r"no more tool calls)\b",
 ]

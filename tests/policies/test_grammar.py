@@ -136,6 +136,12 @@ def test_gen_prompt_check_finds_reasoning_and_protocol_words():
     assert copied and "the anchor should look heavy and wet" in copied[0]
     # What the user quoted is theirs to print, whatever it says.
     assert gen_prompt_problems('A T-shirt reading "I need coffee"', 'A T-shirt reading "I need coffee".') == []
+    assert gen_prompt_problems('A cartoon of a dog saying "I see what you did there"',
+                               'A cartoon of a dog saying "I see what you did there".') == []
+    # An SFT adapter's answer on PartiPrompts' "a motorcycle": talk about the request, not an image.
+    talk = gen_prompt_problems("a motorcycle", "Based on the subject, look and identity of the request, I see the "
+                                               "request to the classic road motorcycle. Match the appearance.")
+    assert len(talk) == 1 and "the request" in talk[0] and "I see" in talk[0], talk
 
 
 class _Scripted:
