@@ -28,10 +28,11 @@ text-only tool replies and the official termination names.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generator, Iterator, Sequence
 
@@ -117,6 +118,8 @@ class _Run:
     corrected: bool = False  # a format error gets one corrective message; a second in a row ends the run
     prompt_corrected: bool = False  # an answer whose gen_prompt fails the check is sent back once
     final_announced: bool = False
+    calls_made: set = field(default_factory=set)  # (tool, arguments) of every call so far
+    repeated_call: bool = False  # a call was made again word for word
 
     @property
     def cancelled(self) -> bool:
@@ -224,7 +227,8 @@ class Agent:
         if run.cancelled:
             return STOPPED_BY_USER
         cfg, prof = self.config, self.profile
-        final = prof.is_final_round(rnd, run.tool_calls, cfg.max_rounds, cfg.max_tool_calls)
+        final = (prof.is_final_round(rnd, run.tool_calls, cfg.max_rounds, cfg.max_tool_calls)
+                 or (run.repeated_call and prof.answers_after_a_repeated_call))
         yield RoundStart(round=rnd, final=final)
         round_t0 = time.perf_counter()
         step = Step(round=rnd)
@@ -288,6 +292,9 @@ class Agent:
         """Run the call (or give back the recorded reply) and answer the turn with its result."""
         run.tool_calls += 1
         step.kind, step.tool_name, step.tool_arguments = "tool_call", call.name, call.arguments
+        said = (call.name, json.dumps(call.arguments, sort_keys=True, default=str))
+        run.repeated_call = run.repeated_call or said in run.calls_made
+        run.calls_made.add(said)
         yield ToolCallEvent(round=step.round, name=call.name, arguments=call.arguments)
         tool_t0 = time.perf_counter()
         result = self._recorded_reply(call.name, run.registry) or self._call_tool(call.name, call.arguments, run.ctx)

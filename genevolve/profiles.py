@@ -18,7 +18,8 @@ the profile it ran under (``trajectory.meta["protocol"]``).
 
 A profile is a dialect object: it owns every way its conversation differs, and the agent loop and
 the tools ask it rather than test a flag. The loop asks how the request goes out
-(``request_message``), when the last round is announced (``is_final_round``), which step a parsed
+(``request_message``), when the last round is announced (``is_final_round``,
+``answers_after_a_repeated_call``), which step a parsed
 turn leads to (``route``), how tool failures and endings are worded (``unknown_tool_text``,
 ``tool_error_text``, ``termination``); a tool asks which of its answers to give (``answer_tool``:
 ``Tool.answer`` for ours, ``Tool.answer_official`` for the official runtime's replies), and the
@@ -102,6 +103,11 @@ class Profile:
 
         return request + user_images_note(user_images)
 
+    # A tool call made again word for word is a loop (a small model asked image_search "bike" ten
+    # times with the motorcycle it wanted already shown): the next round is then the last. The
+    # teacher never repeats a call, so no training record meets this rule.
+    answers_after_a_repeated_call = True
+
     def is_final_round(self, rnd: int, tool_calls: int, max_rounds: int, max_tool_calls: int) -> bool:
         """Whether round ``rnd`` is announced as the last: at the round cap, or once the tool budget is spent."""
         return rnd == max_rounds or tool_calls >= max_tool_calls
@@ -179,9 +185,11 @@ class OfficialProfile(Profile):
     def request_message(self, request: str, user_images: str | None) -> str:
         return request
 
-    # It announces only the round cap; its prompt states the tool budget.
+    # It announces only the round cap (its prompt states the tool budget) and runs a repeated call.
     def is_final_round(self, rnd: int, tool_calls: int, max_rounds: int, max_tool_calls: int) -> bool:
         return rnd == max_rounds
+
+    answers_after_a_repeated_call = False
 
     # A tool call is always run; anything else goes through its answer rules and nudges.
     def route(self, kind: str, final: bool) -> str:

@@ -17,6 +17,7 @@ from genevolve.tools.base import Tool, ToolResult
 
 ANSWER = format_answer({"gen_prompt": "A red kite over a green hill.", "reference_images": []}, think="done")
 SEARCH = format_tool_call("search", {"queries": ["kite"]}, think="look it up")
+SEARCHES = [format_tool_call("search", {"queries": [f"kite {k}"]}, think="look it up") for k in range(10)]
 
 
 class Scripted:
@@ -63,7 +64,7 @@ def agent_for(turns, tools=None, store=None, tmp_path=None, **cfg):
 
 
 def test_round_cap_forces_an_answer_in_the_last_round(tmp_path):
-    agent, policy = agent_for([SEARCH] * 3 + [ANSWER], tmp_path=tmp_path, max_rounds=4)
+    agent, policy = agent_for(SEARCHES[:3] + [ANSWER], tmp_path=tmp_path, max_rounds=4)
     traj = agent.run("a kite")
     assert traj.termination == "forced_answer" and len(traj.steps) == 4
     assert policy.seen[3][-1]["content"] == FINAL_ROUND_MESSAGE
@@ -71,16 +72,35 @@ def test_round_cap_forces_an_answer_in_the_last_round(tmp_path):
 
 
 def test_round_cap_ends_a_model_that_never_answers(tmp_path):
-    agent, _ = agent_for([SEARCH] * 10, tmp_path=tmp_path, max_rounds=3)
+    agent, _ = agent_for(SEARCHES, tmp_path=tmp_path, max_rounds=3)
     traj = agent.run("a kite")
     assert traj.program is None and traj.termination == "max_rounds"
     assert len(traj.steps) == 3 and len(traj.tool_calls()) == 2
     assert traj.steps[-1].kind == "format_error" and "no longer allowed" in traj.steps[-1].error
 
 
+def test_a_call_made_again_word_for_word_makes_the_next_round_the_last(tmp_path):
+    """A small model asked image_search "bike" ten times, the picture it wanted shown from the first."""
+    tool = TextTool("search", "facts")
+    agent, policy = agent_for([SEARCHES[0], SEARCHES[1], SEARCHES[0], ANSWER], tools=[tool], tmp_path=tmp_path)
+    traj = agent.run("a kite")
+    assert traj.termination == "forced_answer" and len(traj.steps) == 4
+    assert policy.seen[3][-1]["content"] == FINAL_ROUND_MESSAGE
+    assert FINAL_ROUND_MESSAGE not in [m["content"] for m in policy.seen[2]]
+    # Different calls to one tool are research, not a loop.
+    agent, policy = agent_for(SEARCHES[:3] + [ANSWER], tools=[tool], tmp_path=tmp_path)
+    assert agent.run("a kite").termination == "answer"
+    # The official runtime runs a repeated call like any other: its conversation stays its own.
+    agent, policy = agent_for([SEARCHES[0], SEARCHES[0], ANSWER], tools=[tool], tmp_path=tmp_path,
+                              protocol=f"official:{STANDIN}")
+    traj = agent.run("a kite")
+    assert len(traj.steps) == 3 and traj.program is not None
+    assert agent.profile.final_message() not in [m["content"] for m in policy.seen[2]]
+
+
 def test_tool_call_cap_is_enforced_by_the_runtime(tmp_path):
     tool = TextTool("search", "facts")
-    agent, policy = agent_for([SEARCH] * 5 + [ANSWER], tools=[tool], tmp_path=tmp_path, max_tool_calls=2)
+    agent, policy = agent_for(SEARCHES[:5] + [ANSWER], tools=[tool], tmp_path=tmp_path, max_tool_calls=2)
     traj = agent.run("a kite")
     assert tool.calls == 2 and len(traj.tool_calls()) == 2
     # Round 3 is the final one: the model's third search is refused, then one correction.
