@@ -610,6 +610,24 @@ def sentence_key(sentence: str) -> str:
     return " ".join(re.findall(r"[\w']+", sentence.lower()))
 
 
+# Markup, code and digit runs no image description holds: "A motorcycle= science= layout:",
+# "swirls of blusciencearticle{mid: date, read: } }", "A book[object]" (nano adapters on PartiPrompts).
+_GARBLE_CHARS = r"=<>{}|\\\[\]_#*~^`"
+_GARBLE_TOKEN_RE = re.compile(rf"\S*(?:[{_GARBLE_CHARS}]|\d{{6,}}|\d\.\d{{5,}})\S*")
+
+
+def garbled_fragments(prompt: str, request: str) -> list[str]:
+    """The words of ``prompt`` that carry markup or code characters, or runs of six digits and more,
+    that the request does not have (a request with a hex colour or a file name keeps its own)."""
+    out = []
+    for m in _GARBLE_TOKEN_RE.finditer(prompt):
+        token = m.group(0)
+        odd = set(re.findall(rf"[{_GARBLE_CHARS}]", token)) - set(request)
+        if odd or (re.search(r"\d{6,}|\d\.\d{5,}", token) and token.strip(".,;:!?") not in request):
+            out.append(token)
+    return list(dict.fromkeys(out))
+
+
 def repeated_sentences(prompt: str) -> list[str]:
     """Sentences of three words or more that ``prompt`` says more than once, each listed once: a
     decoding loop ("High detail, coherent single image, …" ten times) spends the renderer's

@@ -53,6 +53,7 @@ from genevolve.program import (
     Constraint,
     Program,
     derive_constraints,
+    garbled_fragments,
     invented_counts,
     invented_texts,
     reasoning_leaks,
@@ -220,13 +221,14 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     invented = invented_texts(prompt, request)
     counted = invented_counts(prompt, request)  # "exactly 2 airplanes" for "a small airplane", likewise
     looped = repeated_sentences(prompt)  # a decoding loop buries what was asked
+    garbled = garbled_fragments(prompt, request)  # "motorcycle= science=": markup a renderer would draw
     # "the bench is blue" on "a photo of a bench": a colour nobody asked for, unless research gave it.
     grounds = colour_grounds(traj, search_sources(traj), bound_references(program, traj, request)) if traj is not None else []
     coloured = invented_colours(prompt, request, grounds)
     checks["constraints_executable"] = ((coverage is None or coverage >= 1.0) and not leaked and not invented
-                                        and not counted and not coloured and not looped)
-    # A leak, a loop or an invented constraint costs the whole check; a dropped one its share.
-    credit["constraints_executable"] = (0.0 if leaked or invented or counted or coloured or looped
+                                        and not counted and not coloured and not looped and not garbled)
+    # A leak, a loop, garbled words or an invented constraint costs the whole check; a dropped one its share.
+    credit["constraints_executable"] = (0.0 if leaked or invented or counted or coloured or looped or garbled
                                         else 1.0 if coverage is None else float(coverage))
     notes["constraints_executable"] = ("no hard constraints" if coverage is None
                                        else f"{coverage:.0%} of request constraints stated")
@@ -240,6 +242,8 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
         notes["constraints_executable"] += f"; colours the request never gave: {coloured[:3]}"
     if looped:
         notes["constraints_executable"] += f"; said more than once: {looped[:2]}"
+    if garbled:
+        notes["constraints_executable"] += f"; markup or code in the prompt: {garbled[:3]}"
 
     value = sum(checks.values()) / 4
     graded = round(sum(credit[k] for k in CHECKS) / 4, 6)

@@ -192,6 +192,26 @@ def test_a_colour_the_request_never_gave_is_invented_and_not_clean():
                             ["Lighthouse. The lighthouse is painted red and white."]) == []
 
 
+def test_markup_in_a_program_is_garbled_and_not_clean():
+    """Programs the nano adapters wrote on PartiPrompts: markup a renderer would try to draw."""
+    from genevolve.program import garbled_fragments
+
+    for request, prompt, words in [
+            ("a motorcycle", "A motorcycle= science= layout: place the red and black motorcycle in a garage.",
+             ["motorcycle=", "science="]),
+            ("a book", "A book[object]. High detail, coherent single image.", ["book[object]."]),
+            ("swirls of blue", "Radiating swirls of blusciencearticle{mid: date, read: } }", ["blusciencearticle{mid:", "}"])]:
+        traj = Trajectory(request=request, termination="answer", steps=[],
+                          program=Program.from_answer({"gen_prompt": prompt, "reference_images": []}))
+        row = measure({"id": "c", "question": request, "category": "x"}, traj, 1.0)
+        assert row["valid"] and row["garbled"] and row["garbled_words"] == words and not row["clean"], row
+    # What the request itself has is its own: a hex colour, a quoted sign; plain numbers pass.
+    assert garbled_fragments("A poster in #FF5733 orange.", "a poster in #FF5733 orange") == []
+    assert garbled_fragments('A sign reading "<OPEN>".', 'a sign reading "<OPEN>"') == []
+    assert garbled_fragments("A 1920s kite, 3.5 metres wide.", "a kite") == []
+    assert garbled_fragments("people: 0.0000000000000000", "people") == ["0.0000000000000000"]
+
+
 def test_measure_counts_facts_and_references_by_relevance():
     request = "A poster of the Eiffel Tower with the word 'PARIS', three pigeons in front of it"
     reply = ('### "Eiffel Tower"\n1. **Eiffel Tower — Overview** — The Eiffel Tower is a wrought-iron lattice tower '

@@ -394,6 +394,15 @@ def test_a_colour_nobody_gave_costs_the_constraints_check_unless_research_gave_i
     assert local_sufficiency({"question": request}, seen).details["checks"]["constraints_executable"]
 
 
+def test_markup_in_the_prompt_costs_the_constraints_check():
+    request = "a motorcycle"
+    garbled = _trajectory(request, "A motorcycle= science= layout: place the motorcycle in a garage.")
+    s = local_sufficiency({"question": request}, garbled)
+    assert s.details["credit"]["constraints_executable"] == 0.0 and "motorcycle=" in s.rationale
+    plain = _trajectory(request, "A motorcycle parked in a garage.")
+    assert local_sufficiency({"question": request}, plain).details["credit"]["constraints_executable"] == 1.0
+
+
 def test_the_grpo_reward_pays_the_graded_credit():
     pytest.importorskip("fontTools")
     from genevolve.training.rewards import HybridReward
