@@ -371,6 +371,13 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
+def _article(noun: str) -> str:
+    """ "a cat", "an espresso cup", "old coins" (a plural takes none)."""
+    if noun.endswith("s") and not noun.endswith("ss"):
+        return noun
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
 def _landmark(rng: random.Random, pools: Pools, subject: str) -> tuple[str, list[str]]:
     form = rng.randrange(3)
     if form == 0:
@@ -448,6 +455,12 @@ def _spatial(rng, pools):
         obj = rng.choice(_SPATIAL_OBJECTS)
         return (f"The {noun} from the first image placed {rng.choice(_RELATIONS)} a {obj} "
                 f"{rng.choice(_SPATIAL_SCENES)}.", [path])
+    if pools.subjects and rng.random() < 0.45:
+        # The library's subject named, with no picture given: the teacher finds it with image_search
+        # and binds it. Without these, a student binds the user's pictures and never one it searched.
+        _, noun = rng.choice(pools.subjects)
+        return (f"{_cap(_article(noun))} {rng.choice(_RELATIONS)} {_article(rng.choice(_SPATIAL_OBJECTS))} "
+                f"{rng.choice(_SPATIAL_SCENES)}.", [])
     a, b, c = rng.sample(_SPATIAL_OBJECTS, 3)
     r1, r2 = rng.sample(_RELATIONS, 2)
     text = f"A {a} {r1} a {b} {rng.choice(_SPATIAL_SCENES)}"
@@ -489,6 +502,9 @@ def _creative(rng, pools):
     if pools.subjects and rng.random() < 0.4:
         path, noun = rng.choice(pools.subjects)
         return f"Reimagine the {noun} from the first image as {transform}, keeping its pose and colours.", [path]
+    if pools.subjects and rng.random() < 0.5:  # named, not given: found with image_search (see _spatial)
+        _, noun = rng.choice(pools.subjects)
+        return f"{_cap(_article(noun))} reimagined as {transform}.", []
     return f"{_cap(rng.choice(_CREATIVE_SUBJECTS))} reimagined as {transform}.", []
 
 
@@ -618,7 +634,7 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
     """``n`` recipes for ``seed``; requests are unique and none nearly equals a question in ``avoid``
     (default: the mini bench). ``variety``: share of recipes drawn from ``genevolve.data.variety``
     (dense paragraphs, other quote styles and wordings, merged constraints, invented subjects, plain
-    scenes) instead of the templates; 0 gives exactly the template recipes of earlier builds."""
+    scenes) instead of the templates; 0 gives template recipes only."""
     from genevolve.data.variety import variety_kind, variety_request
 
     pools = load_pools(corpus_dir, library_dir)

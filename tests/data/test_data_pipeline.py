@@ -284,3 +284,26 @@ def test_filter_rejects_a_program_that_carries_an_irrelevant_fact():
     assert "irrelevant_fact" in filter_trajectory(carried, recipe, judge, 0.0).reasons
     clean = filter_trajectory(trajectory(request + " Dramatic overhead light on the green baize."), recipe, judge, 0.0)
     assert "irrelevant_fact" not in clean.reasons and clean.kept
+
+
+def test_some_requests_name_a_library_subject_for_the_teacher_to_find(tmp_path):
+    """A student learned to bind the user's pictures (11 of 11) and never a library picture it was
+    shown (0 of 6 on public requests): some requests now name a library subject with no picture
+    given, and the teacher finds it with image_search and binds it."""
+    from genevolve.agent import Agent, AgentConfig
+    from genevolve.data.recipes import LIBRARY_SUBJECTS
+    from genevolve.policies.planner import PlannerPolicy
+    from genevolve.tools import build_tools
+
+    nouns = set(LIBRARY_SUBJECTS.values())
+    named = [r for r in generate_recipes(200, seed=SEED, avoid=[])
+             if not r.images and r.category in ("spatial_relation", "creative_transformation")
+             and any(r.request.lower().startswith((f"a {n} ", f"an {n} ", f"{n} ")) for n in nouns)]
+    assert len(named) >= 4, [r.request for r in named]
+    tools = build_tools(_settings(tmp_path), offline=True)
+    bound = 0
+    for recipe in named[:4]:
+        traj = Agent(PlannerPolicy(), tools, AgentConfig(protocol="nano"), work_dir=tmp_path).run(recipe.request)
+        sources = {i.img_id: i.source for i in traj.images}
+        bound += any(sources[r.img_id] == "library" for r in traj.program.reference_images)
+    assert bound >= 2, [r.request for r in named[:4]]
