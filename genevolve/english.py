@@ -199,13 +199,9 @@ def _coordinated_noun(tokens: list[str]) -> str:
     """The noun a list of adjectives after a comma ends on: attributes we know are skipped, and one
     word we do not ("clean bathroom", "fluffy cat", "dark red fish"), as a determiner's comma promises
     an adjective before the noun."""
-    j = 0
+    j = 0 if tokens[:1] and tokens[0] in ATTRIBUTES else 1  # one unknown adjective first, at most
     while j < len(tokens) and tokens[j] in ATTRIBUTES:
         j += 1
-    if j == 0:
-        j = 1
-        while j < len(tokens) and tokens[j] in ATTRIBUTES:
-            j += 1
     return _noun_at(tokens, j) if j < len(tokens) and _could_be_noun(tokens[j]) else ""
 
 

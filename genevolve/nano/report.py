@@ -444,6 +444,7 @@ def research_section(out: Path, *, resamples: int = 10_000) -> str | None:
         lo, hi = bootstrap_ci(values, resamples=resamples)
         return f"{len(values)} | {_mean(values):+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
+    # One run folder, one pool: the teacher's records are there for every stage or for none.
     with_teacher = any(p["diffs_where_teacher"] is not None for p in payoff.values())
     head = "| stage | research | groups with and without it | reward with − without [95% CI] | "
     if with_teacher:
@@ -453,8 +454,7 @@ def research_section(out: Path, *, resamples: int = 10_000) -> str | None:
     for name, p in payoff.items():
         quarters = ", ".join(f"{k}/{n}" for k, n in p["no_tool_by_quarter"])
         for tool, values in p["diffs"].items():
-            taught = (cells(p["diffs_where_teacher"][tool]) + " | ") if with_teacher and p["diffs_where_teacher"] else (
-                "– | – | " if with_teacher else "")
+            taught = f"{cells(p['diffs_where_teacher'][tool])} | " if with_teacher else ""
             lines.append(f"| {name} | {tool} | {cells(values)} | {taught}{quarters} |")
     return "\n".join(lines)
 
