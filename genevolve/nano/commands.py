@@ -31,7 +31,11 @@ def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stag
          rescore: bool = typer.Option(False, "--rescore", help="Eval: measure the stored rollouts again with "
                                       "today's judges and reward, then run what is missing."),
          summary_only: bool = typer.Option(False, "--summary-only", help="Eval: write the summary of the requests "
-                                           "finished so far and run nothing.")):
+                                           "finished so far and run nothing."),
+         fork_at: Optional[int] = typer.Option(None, min=1, help="Start plain GRPO from GRPO+SDL's checkpoint at "
+                                               "this step (training that stage up to it first), so the two share "
+                                               "their first steps and differ by SDL alone; at most the steps before "
+                                               "a prompt's second visit (prompt_pool / prompts_per_step).")):
     """The GenEvolve-Nano recipe on the real Gemma 3 270M: data, SFT, GRPO, GRPO+SDL, ablation, ship.
 
     Every stage resumes after a kill: run the same command again.
@@ -41,7 +45,8 @@ def nano(out: Path = typer.Option(Path("runs/nano"), help="Folder for every stag
     try:
         ledger = NanoRecipe(out, log=lambda m: typer.echo(m, err=True), eval_requests=eval_requests,
                             ship_to=ship_to, eval_systems=systems.split(",") if systems else None,
-                            rescore=rescore, summary_only=summary_only, stage_requests=stage_requests).run([s.strip() for s in stages.split(",") if s.strip()])
+                            rescore=rescore, summary_only=summary_only, stage_requests=stage_requests,
+                            fork_at=fork_at).run([s.strip() for s in stages.split(",") if s.strip()])
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

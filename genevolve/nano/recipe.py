@@ -58,7 +58,7 @@ EVAL_MAX_ROUNDS = 8  # the planner teacher needs up to 9 rounds on 1 in 60 eval 
 class NanoRecipe:
     def __init__(self, out: str | Path, *, log: Callable[[str], None] = print, eval_requests: int = EVAL_REQUESTS,
                  ship_to: str | Path | None = None, eval_systems: list[str] | None = None, rescore: bool = False,
-                 summary_only: bool = False, stage_requests: int = STAGE_REQUESTS):
+                 summary_only: bool = False, stage_requests: int = STAGE_REQUESTS, fork_at: int | None = None):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -68,6 +68,7 @@ class NanoRecipe:
         self.rescore = rescore  # measure stored rollouts again (after a judge changed) instead of skipping
         self.summary_only = summary_only  # eval: write the summary of the rows so far, run nothing
         self.stage_requests = stage_requests  # GRPO stages: a stratified sample of the eval requests
+        self.fork_at = fork_at  # plain GRPO starts from GRPO+SDL's checkpoint at this step (paired SDL effect)
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -156,13 +157,46 @@ class NanoRecipe:
     def _grpo(self, name: str) -> None:
         from genevolve.training.grpo import train_grpo
 
+        cfg = self._grpo_config(name)
+        if name == "grpo" and self.fork_at:
+            cfg.fork_from = str(self._shared_steps(self.fork_at))
+        result = train_grpo(cfg)
+        if result.get("state") == "done":
+            self._mark_done(name, steps=result.get("step"))
+
+    def _grpo_config(self, name: str):
         cfg = self._config("grpo", name, prompts=str(self.out / "data" / "rl_prompts.jsonl"))
         cfg.model.init_adapter = str(self.sft_adapter())
         if cfg.sdl.enabled:
             cfg.sdl.store_path = str(self.out / name / "guides.db")
-        result = train_grpo(cfg)
-        if result.get("state") == "done":
-            self._mark_done(name, steps=result.get("step"))
+        return cfg
+
+    def _shared_steps(self, step: int) -> Path:
+        """GRPO+SDL's checkpoint at ``step``, training that stage up to it first when needed.
+
+        Plain GRPO forks from it (``GRPOConfig.fork_from``): SDL's gate cannot open before a
+        prompt's second visit, so the two runs share their first steps and then differ by SDL
+        alone. The steps trained here count towards the grpo stage's wall time."""
+        from genevolve.training.grpo import train_grpo
+        from genevolve.training.metrics import RunFiles
+
+        ckpt = self.out / "grpo_sdl" / "checkpoints" / f"checkpoint-{step}"
+        if RunFiles(self.out / "grpo", create=False).latest_trl_checkpoint() is not None:
+            return ckpt  # forked on an earlier start; the run resumes from its own checkpoint
+        if not (ckpt / "trainer_state.json").is_file():
+            latest = RunFiles(self.out / "grpo_sdl", create=False).latest_trl_checkpoint()
+            reached = int(latest.name.split("-")[-1]) if latest is not None else 0
+            if reached >= step:
+                raise ValueError(f"--fork-at {step}: grpo_sdl is at step {reached} and no longer keeps "
+                                 f"checkpoint-{step}; fork at a step it keeps, or delete {self.out / 'grpo_sdl'} "
+                                 f"to train it again")
+            self.log(f"[nano] grpo: training grpo_sdl to step {step} first, to fork plain GRPO from it")
+            sdl_cfg = self._grpo_config("grpo_sdl")
+            sdl_cfg.stop_after = step - reached
+            result = train_grpo(sdl_cfg)
+            if result.get("step") != step:
+                raise RuntimeError(f"grpo_sdl stopped at step {result.get('step')} before step {step}; run again")
+        return ckpt
 
     def stage_grpo(self) -> None:
         self._grpo("grpo")

@@ -143,6 +143,8 @@ comes from the run folder of one command:
 Each stage resumes after a kill: run the same command again. `--stages` runs a subset,
 `--stages eval --systems sft` evaluates one system, `--stages eval --summary-only` writes the summary
 of what is finished, `--stages eval --rescore` measures stored rollouts again after a judge changed.
+`--fork-at 20` starts plain GRPO from GRPO+SDL's step-20 checkpoint (training that far first), so
+the two runs share their first steps and differ by SDL alone: the paired comparison of SDL's effect.
 
 ## 0. Results on prompt sets written by others
 {external_section}## 1. Fitting the context

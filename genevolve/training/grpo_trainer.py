@@ -636,7 +636,15 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
         raise ValueError("use_vllm: vLLM rollouts for multi-turn agent trajectories are not supported yet; "
                          "set use_vllm: false (rollouts then run on the training weights with transformers "
                          "generate, gathered under ZeRO-3)")
-    state, files, ckpt, step = open_run_folder(cfg, "grpo", ("rollouts.jsonl",))
+    fork = None
+    if cfg.fork_from:
+        from genevolve.training.fork import fork_run_folder
+
+        def fork(files, write):
+            if not cfg.resume:
+                raise ValueError("fork_from needs resume: true (the fork is resumed from its copied checkpoint)")
+            fork_run_folder(cfg.fork_from, files, sdl_enabled=cfg.sdl.enabled, write=write)
+    state, files, ckpt, step = open_run_folder(cfg, "grpo", ("rollouts.jsonl",), seed_folder=fork)
     cfg.output_dir = str(files.checkpoints)  # TRL's checkpoints live in the run folder
     main = state.is_main_process
     seed_all(cfg.seed)

@@ -110,12 +110,15 @@ def base_args(cfg, output_dir: Path) -> dict:
     )
 
 
-def open_run_folder(cfg, trainer_name: str, extra_files: tuple = ()):
+def open_run_folder(cfg, trainer_name: str, extra_files: tuple = (), seed_folder=None):
     """Process group, run folder and the checkpoint to resume from:
     ``(process state, RunFiles, checkpoint or None, its step)``.
 
-    Rank 0 saves the config, cuts metrics.jsonl (and ``extra_files``) back to the checkpoint's
-    step, or starts clean when there is none; every rank waits for it."""
+    ``seed_folder(files, write=...)``, when given, runs first on every rank (each checks, so a bad
+    source fails on all of them rather than leaving the others at a barrier) and may put a
+    checkpoint in the folder on rank 0 (a fork); every rank waits for it. Rank 0 then saves the
+    config, cuts metrics.jsonl (and ``extra_files``) back to the checkpoint's step, or starts clean
+    when there is none."""
     from genevolve.training.config import config_to_dict
     from genevolve.training.distributed import prepare_process_group
     from genevolve.training.metrics import RunFiles
@@ -124,6 +127,9 @@ def open_run_folder(cfg, trainer_name: str, extra_files: tuple = ()):
     main = state.is_main_process
     files = RunFiles(cfg.run_dir, create=main)
     files.world_size = state.num_processes
+    if seed_folder is not None:
+        seed_folder(files, write=main)
+        state.wait_for_everyone()
     ckpt = files.latest_trl_checkpoint() if cfg.resume else None
     step = int(ckpt.name.split("-")[-1]) if ckpt is not None else 0
     if main:

@@ -240,3 +240,54 @@ def test_research_payoff_compares_rollouts_with_and_without_each_tool_inside_a_g
     text = research_section(tmp_path, resamples=200)
     assert "| grpo | search | 2 | +0.400 [+0.400, +0.400] | 1 | +0.400 [+0.400, +0.400] | 1/3, 1/2, 0/2, 2/2 |" in text
     assert "| grpo | image_search | 0 | – | 0 | – |" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.usefixtures("torch_one_thread")
+def test_fork_at_trains_grpo_sdl_to_the_step_and_starts_plain_grpo_there(tmp_path, monkeypatch):
+    """`train nano --fork-at N` on the tiny model: GRPO+SDL trains to step N, plain GRPO starts from
+    that checkpoint with its first N rows, and GRPO+SDL then goes on from where it stopped."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    import genevolve.nano.recipe as recipe
+    from genevolve.training.metrics import read_metrics
+
+    repo = Path(__file__).resolve().parents[2]
+    data = repo / "configs" / "data"
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    sft = yaml.safe_load((repo / "configs" / "sft_tiny_cpu.yaml").read_text())
+    sft.update(max_steps=2, eval_every=2, save_every=2, model={**sft["model"], "lora": lora})
+    (configs / "sft.yaml").write_text(yaml.safe_dump(sft))
+    grpo = yaml.safe_load((repo / "configs" / "grpo_tiny_cpu.yaml").read_text())
+    grpo.update(max_steps=4, save_steps=1, model={**grpo["model"], "lora": lora},
+                agent={**grpo["agent"], "system_prompt_path": str(data / "tiny_system.md")})
+    (configs / "grpo_sdl.yaml").write_text(yaml.safe_dump({**grpo, "sdl": {**grpo["sdl"], "delta_min": 0.5}}))
+    (configs / "grpo.yaml").write_text(yaml.safe_dump({**grpo, "sdl": {"enabled": False}}))
+    monkeypatch.setattr(recipe, "CONFIGS", configs)
+    out = tmp_path / "nano"
+    (out / "data").mkdir(parents=True)
+    for name in ("train", "val"):
+        shutil.copy(data / "tiny_sft.jsonl", out / "data" / f"{name}.jsonl")
+    shutil.copy(data / "tiny_prompts.jsonl", out / "data" / "rl_prompts.jsonl")
+
+    lines = []
+    ledger = recipe.NanoRecipe(out, log=lines.append, fork_at=2).run(["sft", "grpo", "grpo_sdl"])
+    assert ledger["grpo"]["done"] and ledger["grpo_sdl"]["done"]
+    assert any("training grpo_sdl to step 2 first" in line for line in lines)
+    plain, with_sdl = read_metrics(out / "grpo"), read_metrics(out / "grpo_sdl")
+    assert [m["step"] for m in plain] == [1, 2, 3, 4] == [m["step"] for m in with_sdl]
+    assert [m["reward_mean"] for m in plain[:2]] == [m["reward_mean"] for m in with_sdl[:2]]
+    assert "sdl_samples" not in plain[0] and "sdl_samples" in with_sdl[3]
+    first = [json.loads(line) for line in (out / "grpo" / "rollouts.jsonl").read_text().splitlines()]
+    source = [json.loads(line) for line in (out / "grpo_sdl" / "rollouts.jsonl").read_text().splitlines()]
+    assert first[:4] == source[:4]  # steps 1-2, two prompts a step
+    # Step 3 starts from the same weights, optimizer and RNG in both: the same rollouts are sampled.
+    assert len(first) == len(source) == 8
+    assert [r["rollouts"] for r in first[4:6]] == [r["rollouts"] for r in source[4:6]]

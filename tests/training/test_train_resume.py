@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,3 +157,62 @@ def test_torn_last_metrics_line_is_repaired_on_resume(tmp_path):
     metrics.write_text(lines[0] + "\n" + "garbage\n" + "\n".join(lines[1:]) + "\n")
     with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not JSON.*fix or delete"):
         RunFiles(tmp_path / "run").truncate_metrics(2)
+
+
+def test_plain_grpo_forked_from_an_sdl_run_shares_its_first_steps(tmp_path):
+    """A plain run forked at step N of a GRPO+SDL run (before SDL's gate could open) starts from
+    that checkpoint: it carries the source's first N rows without SDL's columns and then trains as
+    a plain run from step 1 would."""
+    from genevolve.training.config import config_from_file
+    from genevolve.training.grpo import GRPOConfig, train_grpo
+    from genevolve.training.metrics import read_metrics
+
+    def cfg(name: str, sdl: bool, **kw):
+        return config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml",
+                                prompts=str(REPO / "configs" / "data" / "tiny_prompts.jsonl"),
+                                agent={"system_prompt_path": str(REPO / "configs" / "data" / "tiny_system.md")},
+                                run_dir=str(tmp_path / name), max_steps=4, save_steps=1,
+                                sdl={"enabled": sdl, "delta_min": 0.5, "store_path": str(tmp_path / f"{name}.db")},
+                                **kw)
+
+    def rollouts(name: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / name / "rollouts.jsonl").read_text().splitlines()]
+
+    train_grpo(cfg("plain", sdl=False), quiet=True)
+    train_grpo(cfg("sdl", sdl=True), quiet=True)
+    source = read_metrics(tmp_path / "sdl")
+    # Two prompts a step, four prompts: steps 3-4 revisit them, so SDL can train only from step 3.
+    assert all(not m["sdl_samples"] for m in source[:2]) and any(m["guides_added"] for m in source[:2])
+
+    forked = train_grpo(cfg("fork", sdl=False, fork_from=str(tmp_path / "sdl" / "checkpoints" / "checkpoint-2")),
+                        quiet=True)
+    assert forked == {"state": "done", "step": 4, "run_dir": str(tmp_path / "fork")}
+    rows = read_metrics(tmp_path / "fork")
+    assert [m["step"] for m in rows] == [1, 2, 3, 4]
+    assert not any(k in m for m in rows for k in ("sdl_samples", "guide_hit_rate", "buffer_size"))
+    assert [m["reward_mean"] for m in rows[:2]] == [m["reward_mean"] for m in source[:2]]
+    assert rollouts("fork")[:4] == rollouts("sdl")[:4]  # steps 1-2, two groups each
+    plain = read_metrics(tmp_path / "plain")
+    keys = [k for k in COMPARED if not k.startswith(("sdl_", "guide")) and k != "buffer_size"]
+    for x, y in zip(plain, rows, strict=True):
+        assert not _same(x, y, keys), (x["step"], _same(x, y, keys))
+    # Started again, the fork resumes from its own checkpoint; the source is no longer read.
+    assert train_grpo(cfg("fork", sdl=False, fork_from=str(tmp_path / "gone" / "checkpoint-2")),
+                      quiet=True)["step"] == 4
+
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint folder"):
+        train_grpo(cfg("bad", sdl=False, fork_from=str(tmp_path / "sdl" / "checkpoints")), quiet=True)
+    with pytest.raises(ValueError, match="starts a plain GRPO run"):
+        train_grpo(cfg("bad", sdl=True, fork_from=str(tmp_path / "sdl" / "checkpoints" / "checkpoint-2")),
+                   quiet=True)
+    # A source whose SDL trained by the fork's step is refused. The tiny policy answers in four
+    # tokens with no decision tokens, so its SDL term never trains; a copy of the run whose step-2
+    # row says what a real run's would (6 rollouts distilled) stands for one.
+    shutil.copytree(tmp_path / "sdl", tmp_path / "trained")
+    lines = (tmp_path / "trained" / "metrics.jsonl").read_text().splitlines()
+    lines[1] = json.dumps({**json.loads(lines[1]), "sdl_samples": 6})
+    (tmp_path / "trained" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"SDL already trained at step\(s\) \[2\].*checkpoint-1 or earlier"):
+        train_grpo(cfg("bad", sdl=False, fork_from=str(tmp_path / "trained" / "checkpoints" / "checkpoint-3")),
+                   quiet=True)
+    assert not (tmp_path / "bad" / "checkpoints").exists()  # nothing half-forked is left to resume from
