@@ -13,8 +13,8 @@ about something else earns it:
                          reference image"), no phrase points past the last reference, no IMG
                          id or URL leaks, user-provided images are not ignored, no bound
                          reference is of something the request does not name, and on a knowledge
-                         case a matching picture is bound when one was shown or the offline library
-                         holds one.
+                         case a matching picture (of what the request names, in the colours it asks
+                         for) is bound when one was shown or the offline library holds one.
 3. ``skills_applied``  - the skills the request needs (text, counting, layout, and the
                          category's own skill) were consulted with ``query_knowledge``.
 4. ``constraints_executable`` - every hard constraint derived from the request (exact text,
@@ -284,7 +284,7 @@ def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[float, st
 
 def _reference_relevance_problems(case: dict, traj, program, request: str, library) -> tuple[list[str], bool]:
     """(problems, whether the only gap is a matching picture that was shown and left unbound)."""
-    from genevolve.relevance import about_request
+    from genevolve.relevance import about_request, colour_conflicts
 
     refs = bound_references(program, traj, request)
     problems = []
@@ -293,8 +293,11 @@ def _reference_relevance_problems(case: dict, traj, program, request: str, libra
         problems.append(f"reference(s) of something the request does not name: {off[:3]}")
     shown_not_bound = False
     if is_knowledge_case(case) and not any(r["relevant"] for r in refs):
-        shown = [i.title for i in traj.images if i.source != "user" and about_request(request, i.title or "")]
-        held = [t for t, c in (library or []) if about_request(request, t, c)]
+        # A picture in other colours than the request asks for is no match: bound, it would repaint the
+        # subject (bound_references counts it irrelevant), so leaving it out is right, as the teacher does.
+        matches = lambda title, caption: about_request(request, title) and not colour_conflicts(request, title, caption)
+        shown = [i.title for i in traj.images if i.source != "user" and matches(i.title or "", i.caption or "")]
+        held = [t for t, c in (library or []) if matches(t, c)]
         if shown or held:
             problems.append(f"a matching picture was {'shown' if shown else 'in the library'} "
                             f"({(shown or held)[0]}) but none is bound")

@@ -434,6 +434,23 @@ def test_references_must_be_of_what_the_request_names_and_bound_when_one_is_at_h
     assert not SufficiencyJudge().score_program(case, unbound).details["checks"]["ordinal_references"]
 
 
+def test_a_picture_in_other_colours_than_asked_is_no_match_to_bind():
+    """The teacher leaves out a red motorcycle for "a black motorcycle" (it would repaint it); the
+    reference check does not ask for it either, shown or held, and a bound one still fails."""
+    case = {"question": "A black motorcycle parked by a diner.", "category": "vehicle"}
+    library = [("Red motorcycle in a garage", "A red and black classic road motorcycle on a concrete floor.")]
+    check = lambda t: local_sufficiency(case, t, library=library).details["checks"]["ordinal_references"]
+    unbound = _trajectory(case["question"], "A black motorcycle parked by a diner.",
+                          images=[("IMG_001", "Red motorcycle in a garage")])
+    assert check(unbound)
+    bound = _trajectory(case["question"], "The black motorcycle of the first reference image parked by a diner.",
+                        refs=["IMG_001"], images=[("IMG_001", "Red motorcycle in a garage")])
+    assert not check(bound)
+    red = {**case, "question": "A red motorcycle parked by a diner."}
+    assert not local_sufficiency(red, _trajectory(red["question"], "A red motorcycle parked by a diner."),
+                                 library=library).details["checks"]["ordinal_references"]
+
+
 def test_reasoning_in_the_prompt_fails_the_constraints_check():
     request = 'A sign that says "OPEN"'
     leaked = _trajectory(request, 'I have what I need: 0 fact(s). A shop sign reading "OPEN".', skills=["text_rendering"])
