@@ -12,9 +12,9 @@ about something else earns it:
 2. ``ordinal_references`` - every chosen reference is cited by an ordinal phrase ("the first
                          reference image"), no phrase points past the last reference, no IMG
                          id or URL leaks, user-provided images are not ignored, no bound
-                         reference is of something the request does not name, and on a knowledge
-                         case a matching picture (of what the request names, in the colours it asks
-                         for) is bound when one was shown or the offline library holds one.
+                         reference is of something the request does not name, and a matching picture
+                         (of what the request names, in the colours it asks for) is bound when one
+                         was shown or the offline library holds one.
 3. ``skills_applied``  - the skills the request needs (text, counting, layout, and the
                          category's own skill) were consulted with ``query_knowledge``.
 4. ``constraints_executable`` - every hard constraint derived from the request (exact text,
@@ -292,7 +292,7 @@ def _reference_relevance_problems(case: dict, traj, program, request: str, libra
     if off:
         problems.append(f"reference(s) of something the request does not name: {off[:3]}")
     shown_not_bound = False
-    if is_knowledge_case(case) and not any(r["relevant"] for r in refs):
+    if not any(r["relevant"] for r in refs):
         # A picture in other colours than the request asks for is no match: bound, it would repaint the
         # subject (bound_references counts it irrelevant), so leaving it out is right, as the teacher does.
         matches = lambda title, caption: about_request(request, title) and not colour_conflicts(request, title, caption)

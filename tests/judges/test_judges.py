@@ -434,6 +434,22 @@ def test_references_must_be_of_what_the_request_names_and_bound_when_one_is_at_h
     assert not SufficiencyJudge().score_program(case, unbound).details["checks"]["ordinal_references"]
 
 
+def test_a_library_picture_of_what_any_request_names_is_expected_bound():
+    """Not only on knowledge cases: the offline library holds no knowledge subject, so a rule for
+    those alone never asked for a library picture. The teacher binds Chelsea for "a cat" on a
+    spatial request, and the check now pays for that (and half for the picture found, left out)."""
+    case = {"question": "A cat to the left of a red ball.", "category": "spatial_relation"}
+    library = [("Chelsea the cat", "A ginger tabby cat's face."), ("Espresso cup on a saucer", "coffee")]
+    credit = lambda t: local_sufficiency(case, t, library=library).details["credit"]["ordinal_references"]
+    bound = _trajectory(case["question"], "The cat of the first reference image to the left of a red ball.",
+                        refs=["IMG_001"], images=[("IMG_001", "Chelsea the cat")])
+    shown = _trajectory(case["question"], "A cat to the left of a red ball.", images=[("IMG_001", "Chelsea the cat")])
+    unsearched = _trajectory(case["question"], "A cat to the left of a red ball.")
+    assert (credit(bound), credit(shown), credit(unsearched)) == (1.0, 0.5, 0.0)
+    assert credit(unsearched) == 0.0 and local_sufficiency(case, unsearched, library=library[1:]).details[
+        "credit"]["ordinal_references"] == 1.0  # nothing in the library to bind
+
+
 def test_a_picture_in_other_colours_than_asked_is_no_match_to_bind():
     """The teacher leaves out a red motorcycle for "a black motorcycle" (it would repaint it); the
     reference check does not ask for it either, shown or held, and a bound one still fails."""
