@@ -26,6 +26,10 @@ gets one row measuring the program it ended with:
   loop); the sentences in ``repeated_sentences``;
 * ``garbled`` — gen_prompt carries markup or code characters (``= { } [ ] < > _ |``…) or long digit
   runs the request does not have ("A motorcycle= science= layout:"); the words in ``garbled_words``;
+* ``copied`` — gen_prompt is the request and at most one word of its own (framing such as "a photo
+  of" aside, ``program.copied_request``): nothing researched or applied reaches the renderer. Counted
+  against clean: the eval measures what a program adds, and a copy adds nothing (the planner teacher
+  copies none of the 3,988 public requests);
 * ``tidied`` — the runtime had to clean or repair the program before the renderer got it (reasoning,
   a loop or an unsearched "fact" taken out, a dropped quoted text put back: the trajectory's
   "program cleaned" / "program repaired" warnings, in ``tidied_by``). The other measures read the
@@ -60,8 +64,8 @@ from genevolve.bench.ablation import paired, paired_table
 from genevolve.bench.eval_sets import needed_skills
 from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name
 from genevolve.durable import latest_by_id, read_jsonl, write_atomic
-from genevolve.program import (NO_DESCRIPTION_REPAIR, garbled_fragments, invented_counts, invented_texts,
-                               repeated_sentences)
+from genevolve.program import (NO_DESCRIPTION_REPAIR, copied_request, garbled_fragments, invented_counts,
+                               invented_texts, repeated_sentences)
 from genevolve.program import reasoning_leaks as leaks
 from genevolve.relevance import (bound_references, carried_facts, colour_grounds, invented_colours, search_sources,
                                  sentences, unnamed_placements, unsupported_facts)
@@ -69,7 +73,7 @@ from genevolve.relevance import (bound_references, carried_facts, colour_grounds
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
 QUALITY_METRICS = ("valid", "clean", "quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
-                   "repeated", "garbled", "tidied", "invented", "invented_count", "invented_colour", "invented_claim", "skill_recall", "rounds",
+                   "repeated", "garbled", "copied", "tidied", "invented", "invented_count", "invented_colour", "invented_claim", "skill_recall", "rounds",
                    "tokens", "seconds")
 KEPT = ("quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept")
 
@@ -168,6 +172,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
         "leak": bool(leaked), "leaked": leaked[:5], "invented": bool(invented), "invented_texts": invented[:5],
         "repeated": bool(looped), "repeated_sentences": looped[:5],
         "garbled": bool(garbled), "garbled_words": garbled[:5],
+        "copied": bool(program) and copied_request(prompt, request),
         "tidied": bool(tidied), "tidied_by": tidied[:5],
         "invented_count": bool(counted), "invented_counts": counted[:5],
         "invented_colour": bool(coloured), "invented_colours": coloured[:5],
@@ -194,11 +199,13 @@ def _without(prompt: str, facts: list[dict]) -> str:
 
 def is_clean(row: dict) -> bool:
     """One request's program passes every check at once: valid, every quoted text and every stated
-    count, colour and position kept, no leak, no sentence said twice, no garbled words, no invented text, count,
-    colour, fact or placement, no irrelevant fact or reference. The one number per request that two
+    count, colour and position kept, more than a copy of the request, no leak, no sentence said twice,
+    no garbled words, no invented text, count, colour, fact or placement, no irrelevant fact or
+    reference. The one number per request that two
     policies are compared on (``compare``, the nano recipe's ship decision)."""
     return (bool(row["valid"]) and all(row.get(k) in (None, 1, 1.0, True) for k in KEPT) and not row["leak"]
-            and not row.get("repeated") and not row.get("garbled") and not row.get("invented") and not row.get("invented_count")
+            and not row.get("repeated") and not row.get("garbled") and not row.get("copied")
+            and not row.get("invented") and not row.get("invented_count")
             and not row.get("invented_colour") and not row.get("invented_claim")
             and not row["irrelevant_facts"] and not row["irrelevant_references"])
 
@@ -320,7 +327,7 @@ def _row_cells(name: str, a: dict) -> str:
     return (f"| {name} | {a['requests']} | {_pct(a['valid'])} | {_pct(a['clean'])} | "
             f"{_pct(a['quotes_kept'], a['quotes_kept_n'])} | {_pct(a.get('subjects_kept'), a.get('subjects_kept_n'))} | "
             f"{_pct(a['counts_kept'], a['counts_kept_n'])} | {_pct(a['colours_kept'], a['colours_kept_n'])} | "
-            f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | {_pct(a.get('repeated'))} | {_pct(a.get('garbled'))} | {_pct(a.get('tidied'))} | {_pct(a.get('invented'))} | "
+            f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | {_pct(a.get('repeated'))} | {_pct(a.get('garbled'))} | {_pct(a.get('copied'))} | {_pct(a.get('tidied'))} | {_pct(a.get('invented'))} | "
             f"{_pct(a.get('invented_count'))} | {_pct(a.get('invented_colour'))} | {_pct(a.get('invented_claim'))} | "
             f"{a['facts']} / {a['irrelevant_facts']} | {a['references']} / {a['irrelevant_references']} | "
             f"{num(a['skill_recall'], 2)} (n={a['skill_recall_n']}) | {num(a['rounds'])} | {num(a['tokens'], 0)} | "
@@ -328,8 +335,8 @@ def _row_cells(name: str, a: dict) -> str:
 
 
 TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | subjects kept | counts kept | colours kept | positions kept | leaks | "
-              "repeats | garbled | tidied by the runtime | invented text | invented count | invented colour | invented fact / placement | facts / irrelevant | references / irrelevant | "
-              "skill recall | rounds | tokens | seconds |\n" + "|---" * 23 + "|")
+              "repeats | garbled | copied | tidied by the runtime | invented text | invented count | invented colour | invented fact / placement | facts / irrelevant | references / irrelevant | "
+              "skill recall | rounds | tokens | seconds |\n" + "|---" * 24 + "|")
 
 
 def markdown(summary: dict) -> str:
@@ -394,7 +401,7 @@ def _invented_bars(ax, sets: dict, names: list[str]) -> None:
     ax.legend(fontsize=7, loc="upper right")
 
 
-PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "garbled", "tidied", "invented", "invented_count",
+PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "garbled", "copied", "tidied", "invented", "invented_count",
                   "invented_colour", "invented_claim", "irrelevant_facts",
                   "irrelevant_references", "skill_recall")
 

@@ -278,3 +278,23 @@ def test_eval_programs_stratified_limit_and_bad_set(tmp_path):
     assert len(rows) == 6 and len({r["category"] for r in rows}) == 6  # one per GenEval tag
     bad = runner.invoke(app, ["eval", "programs", "--set", "nope", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown eval set" in bad.output
+
+
+def test_a_program_that_only_copies_the_request_is_not_clean():
+    """Programs a GRPO adapter wrote on GeneVal and PartiPrompts after learning to answer at once:
+    the request handed on, nothing researched or applied. Framing words and plural forms are not
+    words of the program's own; a sentence of guidance is."""
+    from genevolve.program import copied_request, own_words
+
+    for request, prompt in [("a photo of three sinks", "a photo of three sinks"),
+                            ("a photo of a black backpack", "a photo of a black backpack."),
+                            ("imaginary numbers", "A picture of number."),
+                            ("a photo of a bench", "A bench, in a photo.")]:
+        row = _measured(request, prompt)
+        assert row["valid"] and row["copied"] and not row["clean"], (request, row)
+    added = "A photo of three sinks side by side, each fully visible, evenly spaced."
+    row = _measured("a photo of three sinks", added)
+    assert not row["copied"] and row["clean"]
+    assert own_words(added, "a photo of three sinks") == ["side", "by", "side", "each", "fully", "visible",
+                                                           "evenly", "spaced"]
+    assert not copied_request("", "a cat")  # no program is not a copy (valid says so)
