@@ -16,7 +16,8 @@ about something else earns it:
                          (of what the request names, in the colours it asks for) is bound when one
                          was shown or the offline library holds one.
 3. ``skills_applied``  - the skills the request needs (text, counting, layout, and the
-                         category's own skill) were consulted with ``query_knowledge``.
+                         category's own skill) were consulted with ``query_knowledge``, and the
+                         program is more than the request as written (a copy applies none).
 4. ``constraints_executable`` - every hard constraint derived from the request (exact text,
                          counts, spatial relations) is stated in the gen_prompt, and the gen_prompt
                          carries no reasoning or protocol text and says no sentence twice.
@@ -52,6 +53,7 @@ from genevolve.program import (
     URL_RE,
     Constraint,
     Program,
+    copied_request,
     derive_constraints,
     garbled_fragments,
     invented_counts,
@@ -201,6 +203,8 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
 
     # 3. skills applied
     need = needed_skills(case, constraints)
+    # A program that is the request as written carries no skill's guidance, whatever was read.
+    copied = bool(need) and copied_request(prompt, request)
     if traj is None:
         checks["skills_applied"] = not need
         credit["skills_applied"] = float(not need)
@@ -209,9 +213,10 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     else:
         used_skills = set(traj.skills_used())
         lacking = [s for s in need if s not in used_skills]
-        checks["skills_applied"] = not lacking
-        credit["skills_applied"] = 1.0 - len(lacking) / len(need) if need else 1.0
-        notes["skills_applied"] = f"needed {need}, consulted {sorted(used_skills)}"
+        checks["skills_applied"] = not lacking and not copied
+        credit["skills_applied"] = 0.0 if copied else 1.0 - len(lacking) / len(need) if need else 1.0
+        notes["skills_applied"] = f"needed {need}, consulted {sorted(used_skills)}" + (
+            "; the program is the request as written, so none of their guidance reaches it" if copied else "")
 
     # 4. hard constraints executable
     coverage = constraint_coverage(constraints, prompt)

@@ -344,7 +344,8 @@ def test_the_graded_credit_pays_research_in_proportion():
     shown = [("IMG_001", "Eiffel Tower at dusk")]
     copy = 'A poster of the Eiffel Tower with the title "PARIS" and two backpackers in front of the tower.'
     none = _trajectory(request, copy)
-    half = _trajectory(request, copy, search_text=evidence, skills=["text_rendering"], images=shown)
+    applied = copy[:-1] + ", the title in bold block letters."  # the one skill read reaches the program
+    half = _trajectory(request, applied, search_text=evidence, skills=["text_rendering"], images=shown)
     full = _trajectory(request, copy[:-1] + " as in the first reference image; the Eiffel Tower, completed in "
                        "1889 by Gustave Eiffel, is a wrought-iron tower.", search_text=evidence,
                        skills=["text_rendering", "quantity_counting", "spatial_layout"], refs=["IMG_001"], images=shown)
@@ -359,6 +360,9 @@ def test_the_graded_credit_pays_research_in_proportion():
                               "constraints_executable": 1.0}
     assert credit["half"]["facts_carried"] == 0.5 and credit["half"]["ordinal_references"] == 0.5
     assert credit["half"]["skills_applied"] == pytest.approx(1 / 3)
+    # Read but not applied: the same skill with the request handed on as written earns nothing.
+    read_only = _trajectory(request, copy, search_text=evidence, skills=["text_rendering"], images=shown)
+    assert local_sufficiency(case, read_only, library=library).details["credit"]["skills_applied"] == 0.0
     assert scores["full"].details["graded"] == scores["full"].sufficiency == 1.0, scores["full"].rationale
     assert scores["none"].details["graded"] < scores["half"].details["graded"] < scores["full"].details["graded"]
     # With nothing to find, not searching for pictures passes.
@@ -448,6 +452,21 @@ def test_a_library_picture_of_what_any_request_names_is_expected_bound():
     assert (credit(bound), credit(shown), credit(unsearched)) == (1.0, 0.5, 0.0)
     assert credit(unsearched) == 0.0 and local_sufficiency(case, unsearched, library=library[1:]).details[
         "credit"]["ordinal_references"] == 1.0  # nothing in the library to bind
+
+
+def test_a_copy_of_the_request_applies_no_skill_it_read():
+    """The eval counts a copy against clean; the reward agrees where skills are needed: reading
+    the counting skill and then handing on "three red apples" as written earns no skill credit."""
+    request = "three red apples in a row"
+    case = {"question": request, "category": "counting"}
+    skills = ["quantity_counting", "spatial_layout", "attribute_binding"]
+    copy = local_sufficiency(case, _trajectory(request, "Three red apples in a row.", skills=skills))
+    assert not copy.details["checks"]["skills_applied"] and copy.details["credit"]["skills_applied"] == 0.0
+    assert "request as written" in copy.rationale
+    applied = local_sufficiency(case, _trajectory(
+        request, "Three red apples in a row, exactly 3, evenly spaced left to right, each fully visible.",
+        skills=skills))
+    assert applied.details["checks"]["skills_applied"] and applied.details["credit"]["skills_applied"] == 1.0
 
 
 def test_a_picture_in_other_colours_than_asked_is_no_match_to_bind():
