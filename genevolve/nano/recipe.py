@@ -159,7 +159,10 @@ class NanoRecipe:
 
         cfg = self._grpo_config(name)
         if name == "grpo" and self.fork_at:
-            cfg.fork_from = str(self._shared_steps(self.fork_at))
+            shared = self._shared_steps(self.fork_at)
+            if shared is None:  # stopped on the way there (a signal); the same command goes on
+                return
+            cfg.fork_from = str(shared)
         result = train_grpo(cfg)
         if result.get("state") == "done":
             self._mark_done(name, steps=result.get("step"))
@@ -171,8 +174,9 @@ class NanoRecipe:
             cfg.sdl.store_path = str(self.out / name / "guides.db")
         return cfg
 
-    def _shared_steps(self, step: int) -> Path:
-        """GRPO+SDL's checkpoint at ``step``, training that stage up to it first when needed.
+    def _shared_steps(self, step: int) -> Path | None:
+        """GRPO+SDL's checkpoint at ``step``, training that stage up to it first when needed (None
+        when that training was stopped before the step).
 
         Plain GRPO forks from it (``GRPOConfig.fork_from``): SDL's gate cannot open before a
         prompt's second visit, so the two runs share their first steps and then differ by SDL
@@ -195,7 +199,9 @@ class NanoRecipe:
             sdl_cfg.stop_after = step - reached
             result = train_grpo(sdl_cfg)
             if result.get("step") != step:
-                raise RuntimeError(f"grpo_sdl stopped at step {result.get('step')} before step {step}; run again")
+                self.log(f"[nano] grpo: grpo_sdl stopped at step {result.get('step')}; run the same command "
+                         f"to go on to step {step} and the fork")
+                return None
         return ckpt
 
     def stage_grpo(self) -> None:
