@@ -659,26 +659,31 @@ def without_repeats(prompt: str) -> str:
 
 # Words that frame a request without adding to it ("a photo of", "a picture of the ...").
 _FRAMING_WORDS = frozenset("a an the of and in on at to with photo picture image".split())
+# The planner teacher's closing line, the same on every program; the students learned it word for word.
+QUALITY_LINE = "High detail, coherent single image, no watermark, no stray text."
 # This many words of its own or fewer and a program is the request handed on as it came. Measured:
-# the adapters' copies add 0-1 words, every other program of theirs 4 or more, the teacher's 6+.
+# beyond the quality line, the adapters' copies add 0-1 words, their other programs 3 or more.
 COPY_MAX_OWN_WORDS = 1
 
 
 def own_words(prompt: str, request: str) -> list[str]:
     """The words of ``prompt`` that the request does not have (singular forms compared, framing
-    words such as "a photo of" left out): what the program adds to the request."""
+    words such as "a photo of" and the teacher's fixed quality line left out): what the program
+    adds to the request."""
     from genevolve.subjects import singular
 
     asked = {singular(w) for w in re.findall(r"[a-z0-9]+", request.lower())}
+    prompt = re.sub(re.escape(QUALITY_LINE.rstrip(".")) + r"\.?", " ", prompt, flags=re.IGNORECASE)
     return [w for w in re.findall(r"[a-z0-9]+", prompt.lower())
             if w not in _FRAMING_WORDS and singular(w) not in asked]
 
 
 def copied_request(prompt: str, request: str) -> bool:
-    """``prompt`` adds at most ``COPY_MAX_OWN_WORDS`` words to the request: the renderer gets the
-    request as the user wrote it, with no research or guidance in it ("a photo of three sinks" for
-    "a photo of three sinks"). The planner teacher does this on none of 3,988 public requests; a
-    policy that learned to answer at once without research does it on most."""
+    """``prompt`` adds at most ``COPY_MAX_OWN_WORDS`` words to the request besides the fixed
+    quality line: no research, reference or skill guidance reaches the renderer ("A photo of three
+    sinks. High detail, coherent single image, …" for "a photo of three sinks"). The planner teacher
+    writes such a program where it has nothing to add (676 of 3,988 public requests: "a photo of a
+    bench"); a policy that learned to answer at once writes it on nearly every request."""
     return bool(prompt.strip()) and len(own_words(prompt, request)) <= COPY_MAX_OWN_WORDS
 
 

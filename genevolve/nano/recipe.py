@@ -407,16 +407,30 @@ def _system_rank(name: str) -> int:
 
 
 SHIP_METRIC = "clean"
+# A program that is the request and the quality line is clean by construction: an adapter that
+# learned to answer at once (GRPO on a reward that paid a copy) read 97% clean against the shipped
+# adapter's 83% on the external sets, an interval above zero, while copying 34 of the 36 requests.
+# So a candidate ships only when it also copies no more often than the shipped adapter.
+SHIP_GUARD = "copied"
 
 
 def ship_choice(pairs: list[dict], adapters) -> str | None:
     """The stage to ship from the external comparisons against the shipped adapter (rows of
     ``programs.compare`` labelled system/baseline), or None when none is better with an interval
-    above zero. Better means a larger share of clean programs; a tie goes to the earlier stage."""
+    above zero. Better means a larger share of clean programs, and no more copies of the request
+    (the share of copies' interval not above zero); a tie goes to the earlier stage."""
     stages = list(LABELS)
-    better = [(p["delta"], -stages.index(k), k) for k, label in LABELS.items() if k in adapters
-              for p in pairs if p["system"] == _slug(label) and p["baseline"] == "shipped"
-              and p.get("metric") == SHIP_METRIC and p["delta_ci95"][0] > 0]
+
+    def row(label: str, metric: str) -> dict | None:
+        return next((p for p in pairs if p["system"] == _slug(label) and p["baseline"] == "shipped"
+                     and p.get("metric") == metric), None)
+
+    better = []
+    for k, label in LABELS.items():
+        clean, guard = row(label, SHIP_METRIC), row(label, SHIP_GUARD)
+        if k in adapters and clean is not None and clean["delta_ci95"][0] > 0 \
+                and (guard is None or guard["delta_ci95"][0] <= 0):
+            better.append((clean["delta"], -stages.index(k), k))
     return max(better)[2] if better else None
 
 

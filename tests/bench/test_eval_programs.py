@@ -280,19 +280,22 @@ def test_eval_programs_stratified_limit_and_bad_set(tmp_path):
     assert bad.exit_code == 2 and "unknown eval set" in bad.output
 
 
-def test_a_program_that_only_copies_the_request_is_not_clean():
-    """Programs a GRPO adapter wrote on GeneVal and PartiPrompts after learning to answer at once:
-    the request handed on, nothing researched or applied. Framing words and plural forms are not
-    words of the program's own; a sentence of guidance is."""
-    from genevolve.program import copied_request, own_words
+def test_a_program_that_only_copies_the_request_is_marked_copied():
+    """Programs a GRPO adapter wrote on GenEval and PartiPrompts after learning to answer at once:
+    the request handed on, at most with the teacher's fixed quality line. Framing words and plural
+    forms are not words of the program's own; a line of guidance is. A copy is still clean (the
+    teacher writes one where it has nothing to add); the ship decision looks at the share."""
+    from genevolve.program import QUALITY_LINE, copied_request, own_words
 
     for request, prompt in [("a photo of three sinks", "a photo of three sinks"),
-                            ("a photo of a black backpack", "a photo of a black backpack."),
+                            ("a photo of a black backpack", "a photo of a black backpack. " + QUALITY_LINE),
                             ("imaginary numbers", "A picture of number."),
-                            ("a photo of a bench", "A bench, in a photo.")]:
+                            ("a photo of a bench", "A bench, in a photo. high detail, coherent single image, "
+                                                   "no watermark, no stray text")]:
         row = _measured(request, prompt)
-        assert row["valid"] and row["copied"] and not row["clean"], (request, row)
-    added = "A photo of three sinks side by side, each fully visible, evenly spaced."
+        assert row["valid"] and row["copied"], (request, row)
+    assert _measured("a photo of three sinks", "A photo of three sinks.")["clean"]
+    added = "A photo of three sinks side by side, each fully visible, evenly spaced. " + QUALITY_LINE
     row = _measured("a photo of three sinks", added)
     assert not row["copied"] and row["clean"]
     assert own_words(added, "a photo of three sinks") == ["side", "by", "side", "each", "fully", "visible",

@@ -102,6 +102,11 @@ def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapt
     assert ship_choice([row("sft", 0.05, 0.01), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo_sdl"
     assert ship_choice([row("sft+grpo+sdl", 0.08, 0.02)], {"sft": 1}) is None  # no such adapter on disk
     assert ship_choice([row("sft+grpo", 0.08, 0.02), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo"  # a tie
+    # Clean by copying the request: GRPO on a reward that paid a copy, measured on the external sets.
+    copier = [row("sft+grpo", 0.139, 0.028), row("sft+grpo", 0.889, 0.778, metric="copied")]
+    assert ship_choice(copier, adapters) is None
+    assert ship_choice([row("sft+grpo", 0.139, 0.028), row("sft+grpo", 0.05, -0.05, metric="copied")],
+                       adapters) == "grpo"  # copies about as often as the shipped adapter
 
 
 def test_external_stage_pairs_every_system_with_the_shipped_adapter_and_ship_keeps_it(tmp_path):

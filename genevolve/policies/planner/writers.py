@@ -13,6 +13,7 @@ from genevolve.english import attribute_pairs, living_beings
 from genevolve.policies.planner.routing import SKILL_PRIORITY, SKILL_TRIGGERS
 from genevolve.program import (
     IMG_ID_RE,
+    QUALITY_LINE,
     count_constraints,
     quoted_strings,
     relation_constraints,
@@ -41,7 +42,7 @@ def write_brief(request: str, user_ids: list[str], chosen: list[tuple[str, str, 
             line = SKILL_WRITERS[skill](request)
             if line:
                 parts.append(line)
-    parts.append("High detail, coherent single image, no watermark, no stray text.")
+    parts.append(QUALITY_LINE)
     prompt = " ".join(p.strip() for p in parts if p.strip())
     return re.sub(r"\s{2,}", " ", prompt)
 
