@@ -363,17 +363,19 @@ def chart(summary: dict, path: str | Path) -> Path:
 
     sets = summary["sets"]
     names = list(sets)
-    panels = [("clean", "clean program (higher is better)"), ("valid", "valid program"),
-              ("quotes_kept", "quoted texts kept"), ("relevant_facts", "facts that are relevant"),
-              ("skill_recall", "skill recall"), ("leak", "leaks (lower is better)"),
-              ("tidied", "mended by the runtime (lower)"), ("invented_kinds", "invents a … (lower)")]
-    fig, grid = plt.subplots(2, 4, figsize=(13, 6.6), constrained_layout=True)
+    panels = [("clean", "clean program (higher is better)"), ("copied", "the request as written (lower)"),
+              ("valid", "valid program"), ("quotes_kept", "quoted texts kept"),
+              ("relevant_facts", "facts that are relevant"), ("skill_recall", "skill recall"),
+              ("leak", "leaks (lower is better)"), ("tidied", "mended by the runtime (lower)"),
+              ("invented_kinds", "invents a … (lower)")]
+    fig, grid = plt.subplots(3, 3, figsize=(11, 9.2), constrained_layout=True)
     for ax, (key, title) in zip(grid.flat, panels):
         if key == "invented_kinds":
             _invented_bars(ax, sets, names)
         else:
             vals = [_chart_value(sets[n], key) for n in names]
-            ax.bar(names, [v or 0 for v in vals], color="#2f9e44" if key == "clean" else "#4c6ef5")
+            colour = {"clean": "#2f9e44", "copied": "#e8590c"}.get(key, "#4c6ef5")
+            ax.bar(names, [v or 0 for v in vals], color=colour)
             for i, v in enumerate(vals):  # a dash where the set had nothing to measure (n = 0)
                 ax.text(i, min((v or 0) + 0.03, 1.0), "–" if v is None else f"{v:.2f}", ha="center", fontsize=8)
         ax.set_ylim(0, 1.08)
