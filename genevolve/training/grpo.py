@@ -97,7 +97,8 @@ class GRPOConfig(trl.GRPOConfig):
     save_steps: float = option(10, "Checkpoint every this many steps (and always at the last step or a stop).")
     save_total_limit: int | None = option(3, "Step checkpoints kept (latest is never pruned).")
     logging_steps: float = option(1, "One metrics row per step.")
-    beta: float = option(0.0, "KL to the reference policy (the adapter switched off for LoRA).")
+    beta: float = option(0.0, "KL to the reference policy: the init_adapter as it was at step 0 (TRL keeps a "
+                         "frozen copy, 'ref'), else the base with the fresh LoRA switched off.")
     loss_type: str = option("grpo", "TRL's loss aggregation.")
     shuffle_dataset: bool = option(False, "Off: the prompts are shuffled per epoch by seed when the dataset is built, "
                                    "so a resumed run draws the same order.")
