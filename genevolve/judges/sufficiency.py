@@ -194,7 +194,7 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
             problems.append("the user's reference image is not used")
     shown_not_bound = False
     if traj is not None:
-        relevance_problems, shown_not_bound = _reference_relevance_problems(case, traj, program, request, library)
+        relevance_problems, shown_not_bound = _reference_relevance_problems(traj, program, request, library)
         problems += relevance_problems
     checks["ordinal_references"] = not problems
     # The research half done (the matching picture was found, then not bound) earns half.
@@ -287,7 +287,7 @@ def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[float, st
     return 1.0, "searched; nothing relevant found, and nothing carried"
 
 
-def _reference_relevance_problems(case: dict, traj, program, request: str, library) -> tuple[list[str], bool]:
+def _reference_relevance_problems(traj, program, request: str, library) -> tuple[list[str], bool]:
     """(problems, whether the only gap is a matching picture that was shown and left unbound)."""
     from genevolve.relevance import about_request, colour_conflicts
 
