@@ -467,3 +467,7 @@ def test_a_reference_in_another_colour_is_not_bound(tmp_path):
     # The same library picture is bound where its colour is the request's.
     traj = run("A red motorcycle parked in a garage")
     assert [traj.image(r.img_id).title for r in traj.program.reference_images] == ["Red motorcycle in a garage"]
+    # The answer's thought names the picture it binds, next to its id: the decision a student copies.
+    bound = traj.program.reference_images[0].img_id
+    assert f"1 reference image(s) ({bound} for red motorcycle" in traj.steps[-1].think, traj.steps[-1].think
+    assert "0 reference image(s) and" in run("A black motorcycle is parked on grey cobblestones.").steps[-1].think

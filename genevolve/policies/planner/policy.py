@@ -114,7 +114,11 @@ class PlannerPolicy(PolicyBase):
         if validate_program(program, known, self.max_references):
             program, _ = repair_program(program, known, self.max_references)
         n_refs = len(chosen)
-        think = (f"I have what I need: {len(facts)} fact(s), {n_refs} reference image(s)"
+        # Each bound picture named next to its id: the student sees the decision to bind tied to the
+        # tool result it came from, not only a count (a count alone, nearly always 0 in the data, is
+        # what a 270M student copied while binding nothing it was shown).
+        which = f" ({', '.join(f'{i} for {subject}' for i, subject, _ in chosen)})" if chosen else ""
+        think = (f"I have what I need: {len(facts)} fact(s), {n_refs} reference image(s){which}"
                  f"{' and the ' + ', '.join(active) + ' guidance' if active else ''}. "
                  "Writing the program now.")
         if state.must_answer and not state.responses:
