@@ -19,7 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
-from genevolve.training.metrics import RunFiles, read_metrics
+from genevolve.training.metrics import RunFiles, read_metrics, read_rows
 
 # What only an SDL run logs: the metrics row's columns and timings.
 SDL_COLUMNS = ("guide_hit_rate", "guides_added", "buffer_size", "sdl_loss", "sdl_kl", "sdl_kept_tokens",
@@ -32,20 +32,6 @@ def _plain(row: dict) -> dict:
     if isinstance(out.get("timings"), dict):
         out["timings"] = {k: v for k, v in out["timings"].items() if k not in SDL_TIMINGS}
     return out
-
-
-def _rows_through(path: Path, step: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line (the source was killed mid-write)
-        if isinstance(row, dict) and row.get("step", 0) <= step:
-            rows.append(row)
-    return rows
 
 
 def fork_step(checkpoint: str | Path) -> int:
@@ -85,7 +71,8 @@ def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: boo
     files.start_clean(["rollouts.jsonl"])
     files.checkpoints.mkdir(parents=True)
     shutil.copytree(source_ckpt, files.checkpoints / source_ckpt.name)
-    for name, rows in (("metrics.jsonl", metrics), ("rollouts.jsonl", _rows_through(source / "rollouts.jsonl", step))):
+    rollouts = [r for r in read_rows(source / "rollouts.jsonl") if r.get("step", 0) <= step]
+    for name, rows in (("metrics.jsonl", metrics), ("rollouts.jsonl", rollouts)):
         with open(files.dir / name, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(_plain(r), ensure_ascii=False) + "\n" for r in rows)
     files.mark_latest(source_ckpt.name)

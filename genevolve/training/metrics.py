@@ -123,8 +123,14 @@ class RunFiles:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Every complete row (a torn last line, being written or cut by a kill, is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    """Every complete row of metrics.jsonl (a torn last line, being written or cut by a kill, is skipped)."""
+    return read_rows(Path(run_dir) / "metrics.jsonl")
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Every complete row of a run folder's JSONL file (metrics.jsonl, rollouts.jsonl); a torn last
+    line is skipped."""
+    path = Path(path)
     if not path.is_file():
         return []
     rows = []
