@@ -346,10 +346,13 @@ class Agent:
         evidence = search_sources(run.traj)
         unsupported = unsupported_facts(program.gen_prompt, run.traj.request, evidence)
         problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported)
-        if problems and not run.prompt_corrected and not run.corrected and step.round < cfg.max_rounds:
+        left_out = self._left_out_picture(run, program)
+        if (problems or left_out) and not run.prompt_corrected and not run.corrected and step.round < cfg.max_rounds:
             run.prompt_corrected = True
-            step.kind, step.error = "format_error", f"{PROMPT_CHECK}: " + "; ".join(problems)
-            step.reply = prompt_correction_message(problems)
+            step.kind = "format_error"
+            step.error = "; ".join(([f"{PROMPT_CHECK}: " + "; ".join(problems)] if problems else [])
+                                   + ([left_out] if left_out else []))
+            step.reply = prompt_correction_message(problems, left_out)
             step.round_s = time.perf_counter() - round_t0
             yield FormatErrorEvent(round=step.round, error=step.error, text=step.assistant_text)
             return None
@@ -377,11 +380,38 @@ class Agent:
             warning = f"{PROMPT_CHECK}: " + "; ".join(problems)
             run.traj.warnings.append(warning)
             yield WarningEvent(message=warning, round=step.round)
+        if left_out:  # not bound for the model: whether a picture fits stays the policy's call
+            run.traj.warnings.append(left_out)
+            yield WarningEvent(message=left_out, round=step.round)
         step.kind = "answer"
         step.round_s = time.perf_counter() - round_t0
         self._adopt_program(run, program)
         yield AnswerEvent(round=step.round, program=program, forced=run.final_announced, repairs=repairs)
         return Ending(Termination.FORCED_ANSWER if run.final_announced else Termination.ANSWER)
+
+    def _left_out_picture(self, run: _Run, program: Program) -> str | None:
+        """The answer check's line when the run found a picture of something the request names
+        (``relevance.picture_matches``, the reward's test) and the program binds none such while it
+        has room for one; None otherwise. The reward already pays less for such a program; the line
+        says which picture, so that one correction can fix it (nano adapters saw it and bound nothing)."""
+        from genevolve.program import ORDINALS
+        from genevolve.protocol import left_out_picture_problem
+        from genevolve.relevance import picture_matches
+
+        request = run.traj.request
+        fits = lambda img: img is not None and picture_matches(request, img.title or "", img.caption or "")
+        bound = [run.registry.get(r.img_id) for r in program.reference_images]
+        if len(bound) >= self.config.max_references or any(fits(img) for img in bound):
+            return None
+        for past in run.traj.steps:
+            if past.kind != "tool_call" or past.tool_name != "image_search":
+                continue
+            for img_id in past.tool_images:
+                img = run.registry.get(img_id)
+                if fits(img) and img.source != "user":
+                    subject = str((past.tool_arguments or {}).get("query") or "").strip() or img.title
+                    return left_out_picture_problem(img_id, img.title, subject, ORDINALS[len(bound)])
+        return None
 
     def _official_answer(self, run: _Run, step: Step, turn: Turn, final: bool, round_t0: float) -> StepEvents:
         """A turn without a tool call, handled as the official runtime does: a nudge or an answer."""

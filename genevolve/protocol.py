@@ -470,8 +470,19 @@ def _copied_reasoning(think: str, prompt: str, asked: str, n: int = 6) -> list[s
 PROMPT_CHECK = "the gen_prompt is not ready"
 
 
-def prompt_correction_message(problems: list[str]) -> str:
-    """The one user message that sends an answer back when its gen_prompt fails the check."""
-    return (f"{CORRECTION_PREFIX}: {PROMPT_CHECK}: " + "; ".join(problems) + ". Reply again with "
+def left_out_picture_problem(img_id: str, title: str, subject: str, ordinal: str) -> str:
+    """The answer check's line for a picture the run found of something the request names, left
+    unbound: what to add, word for word, so that a small model can take it as it stands."""
+    return (f'the answer leaves out {img_id} ({title}), found for "{subject}", which the request names: '
+            f'add {{"img_id": "{img_id}", "note": "appearance of {subject}"}} to reference_images and '
+            f'say in the gen_prompt "Match the appearance of the {subject} shown in the {ordinal} reference image."')
+
+
+def prompt_correction_message(problems: list[str], left_out: str | None = None) -> str:
+    """The one user message that sends an answer back when its gen_prompt fails the check, or when
+    it leaves out a picture found for the request (``left_out_picture_problem``)."""
+    parts = ([f"{PROMPT_CHECK}: " + "; ".join(problems)] if problems else []) + ([left_out] if left_out else [])
+    return (f"{CORRECTION_PREFIX}: " + "; and ".join(parts) + ". Reply again with "
             "<think>…</think> and <answer>{\"gen_prompt\": …, \"reference_images\": […]}</answer>, "
-            "the gen_prompt fixed.")
+            + " and ".join((["the gen_prompt fixed"] if problems else []) + (["the picture bound"] if left_out else []))
+            + ".")

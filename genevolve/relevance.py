@@ -319,6 +319,12 @@ def colour_conflicts(request: str, title: str, caption: str = "") -> list[str]:
                   if len(noun) >= 3 and asked.get(noun) and not asked[noun] & colours)
 
 
+def picture_matches(request: str, title: str, caption: str = "") -> bool:
+    """Whether a picture may anchor the render of ``request``: it shows something the request names,
+    in no colour the request contradicts (a red motorcycle would repaint "a black motorcycle")."""
+    return about_request(request, title) and not colour_conflicts(request, title, caption)
+
+
 def result_about_request(request: str, title: str, passage: str, queries=()) -> bool:
     """A search result is relevant as a whole when its title names something the request names;
     a result without a title (some digests have none) when its passage names an entity of the

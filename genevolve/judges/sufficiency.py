@@ -289,7 +289,7 @@ def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[float, st
 
 def _reference_relevance_problems(traj, program, request: str, library) -> tuple[list[str], bool]:
     """(problems, whether the only gap is a matching picture that was shown and left unbound)."""
-    from genevolve.relevance import about_request, colour_conflicts
+    from genevolve.relevance import picture_matches
 
     refs = bound_references(program, traj, request)
     problems = []
@@ -300,9 +300,8 @@ def _reference_relevance_problems(traj, program, request: str, library) -> tuple
     if not any(r["relevant"] for r in refs):
         # A picture in other colours than the request asks for is no match: bound, it would repaint the
         # subject (bound_references counts it irrelevant), so leaving it out is right, as the teacher does.
-        matches = lambda title, caption: about_request(request, title) and not colour_conflicts(request, title, caption)
-        shown = [i.title for i in traj.images if i.source != "user" and matches(i.title or "", i.caption or "")]
-        held = [t for t, c in (library or []) if matches(t, c)]
+        shown = [i.title for i in traj.images if i.source != "user" and picture_matches(request, i.title or "", i.caption or "")]
+        held = [t for t, c in (library or []) if picture_matches(request, t, c)]
         if shown or held:
             problems.append(f"a matching picture was {'shown' if shown else 'in the library'} "
                             f"({(shown or held)[0]}) but none is bound")

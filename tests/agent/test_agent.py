@@ -467,3 +467,42 @@ def test_a_plain_object_with_stream_is_a_policy_and_its_own_capabilities_are_use
 
     events = list(Agent(Counting(), [], AgentConfig(max_rounds=1), work_dir=tmp_path).stream("a red apple"))
     assert [e.stats for e in events if e.type == "text_delta"] == [{"tokens": 7}, {"tokens": 7}]
+
+
+def test_an_answer_that_leaves_out_a_picture_found_for_the_request_gets_one_correction(tmp_path):
+    """The nano adapters were shown a matching picture and bound nothing (0 of 6 on public requests):
+    the answer check names the picture and what to write, once; binding stays the model's call."""
+    search = format_tool_call("image_search", {"query": "kite"})
+    plain = format_answer({"gen_prompt": "A red kite over a green hill.", "reference_images": []})
+    bound = format_answer({"gen_prompt": "A red kite over a green hill. Match the appearance of the kite shown in "
+                                         "the first reference image.",
+                           "reference_images": [{"img_id": "IMG_001", "note": "appearance of kite"}]})
+    agent, policy = agent_for([search, plain, bound], tools=[PictureTool()], tmp_path=tmp_path)
+    traj = agent.run("a red kite over a green hill")
+    assert [s.kind for s in traj.steps] == ["tool_call", "format_error", "answer"]
+    correction = policy.seen[2][-1]["content"]
+    assert 'leaves out IMG_001 (kite), found for "kite"' in correction
+    assert '{"img_id": "IMG_001", "note": "appearance of kite"}' in correction
+    assert "the first reference image" in correction and correction.endswith("the picture bound.")
+    assert [r.img_id for r in traj.program.reference_images] == ["IMG_001"] and not traj.warnings
+    # Left out again: the program is kept as the model wrote it, with a warning saying what it left out.
+    agent, policy = agent_for([search, plain, plain], tools=[PictureTool()], tmp_path=tmp_path / "again")
+    traj = agent.run("a red kite over a green hill")
+    assert traj.program.reference_images == [] and traj.program.gen_prompt == "A red kite over a green hill."
+    assert any("leaves out IMG_001" in w for w in traj.warnings)
+    # A gen_prompt problem in the same answer shares the one correction.
+    agent, policy = agent_for([search, plain, bound], tools=[PictureTool()], tmp_path=tmp_path / "both")
+    traj = agent.run('a red kite over a green hill with "FLY" on it')
+    correction = policy.seen[2][-1]["content"]
+    assert '"FLY"' in correction and "leaves out IMG_001" in correction
+    assert correction.endswith("the gen_prompt fixed and the picture bound.")
+
+
+@pytest.mark.parametrize("request_text", ["a black kite over a green hill", "a green hill at dawn"])
+def test_no_correction_for_a_picture_in_other_colours_or_of_something_else(tmp_path, request_text):
+    """A red kite would repaint "a black kite"; a kite is not what "a green hill" names."""
+    search = format_tool_call("image_search", {"query": "kite"})
+    plain = format_answer({"gen_prompt": request_text.capitalize() + ".", "reference_images": []})
+    agent, policy = agent_for([search, plain], tools=[PictureTool()], tmp_path=tmp_path)
+    traj = agent.run(request_text)
+    assert [s.kind for s in traj.steps] == ["tool_call", "answer"] and not traj.warnings

@@ -12,7 +12,7 @@ from genevolve.policies.planner.routing import SKILL_REASONS, route_skills
 from genevolve.policies.planner.writers import write_brief
 from genevolve.program import ORDINALS, Program, repair_program, validate_program
 from genevolve.protocol import format_answer, format_tool_call
-from genevolve.relevance import about_request, colour_conflicts
+from genevolve.relevance import picture_matches
 from genevolve.subjects import extract_entities
 from genevolve.tools.image_search import parse_image_lines
 
@@ -95,8 +95,7 @@ class PlannerPolicy(PolicyBase):
                 known.update(line.img_id for line in found)
                 # Only a picture of something the request names, in the colours it asks for, may
                 # anchor the render (a red motorcycle would repaint "a black motorcycle").
-                best = best_image(subject, [f for f in found if about_request(request, f.title)
-                                            and not colour_conflicts(request, f.title, f.caption)])
+                best = best_image(subject, [f for f in found if picture_matches(request, f.title, f.caption)])
                 if best and best not in (c[0] for c in candidates):
                     candidates.append((best, subject, f"appearance of {subject}"))
             elif name == "search":
