@@ -13,8 +13,9 @@ The loop in named steps, each a generator of events that returns how the run end
       _policy_turn    the policy's streamed turn (a failure or a stop ends the run)
       _tool_call      run the tool, answer the turn with its reply
       _format_error   an unusable turn: one correction, or the end
-      _answer         parse, validate (a correction, then repair), the gen_prompt check (one
-                      correction, then a warning), constraints: the program
+      _answer         parse, validate (a correction, then repair), the gen_prompt check and a
+                      picture found for the request left unbound (one correction, then a
+                      warning), constraints: the program
     _out_of_rounds  no answer by the round cap
 
 The conversation is not kept by hand: each step records what the policy was shown around its
