@@ -321,8 +321,55 @@ def colour_conflicts(request: str, title: str, caption: str = "") -> list[str]:
 
 def picture_matches(request: str, title: str, caption: str = "") -> bool:
     """Whether a picture may anchor the render of ``request``: it shows something the request names,
-    in no colour the request contradicts (a red motorcycle would repaint "a black motorcycle")."""
-    return about_request(request, title) and not colour_conflicts(request, title, caption)
+    in no colour the request contradicts (a red motorcycle would repaint "a black motorcycle"), and
+    not only as the word that qualifies another ("a motorcycle helmet" asks for no motorcycle)."""
+    if not about_request(request, title) or colour_conflicts(request, title, caption):
+        return False
+    if _tokens(title)[-1:] in (["texture"], ["pattern"]):
+        return True  # a material: "a gravel driveway" shows gravel
+    said = [h for h in _picture_heads(title) if re.search(rf"\b{re.escape(h)}(?:s|es)?\b", request.lower())]
+    return not said or not all(only_qualifies_a_noun(request, h) for h in said)
+
+
+def _picture_heads(title: str) -> list[str]:
+    """The nouns a picture's title shows: "Red motorcycle in a garage" -> motorcycle, "Chelsea the
+    cat" -> cat, "Horse silhouette" -> horse (a silhouette or texture of something is that thing)."""
+    heads = []
+    for name in subject_names(title):
+        front = re.split(r"\s+(?:on|in|with|at|under|beside|from|of|for)\s+", name, maxsplit=1)[0]
+        words = _tokens(front.split(" the ")[-1])
+        if len(words) > 1 and words[-1] in DROPPABLE_HEADS:
+            words = words[:-1]
+        if words:
+            heads.append(words[-1])
+    return heads
+
+
+# Words that may follow a noun without making it a modifier of the next one ("a cat sat", "a cat
+# here", "a cat can"): verbs a dictionary cannot tell from nouns, adverbs, auxiliaries.
+_AFTER_A_NOUN = set("""sat stood lay ran flew ate held wore took came went made saw sang swam slept fell rode drove
+hung grew drew threw caught bit hid lit met read shot spun stole struck swung taught thought won wrote leapt knelt
+dove sits stands lies can could will would should must may might does did do here there too only also now then
+again alone together nearby away back once twice just even still very so not never always next right left top
+bottom front side underneath beneath atop amid amidst among along alongside toward towards past upon via""".split())
+
+
+def only_qualifies_a_noun(request: str, noun: str) -> bool:
+    """Whether every mention of ``noun`` (singular) in ``request`` is the word that qualifies the noun
+    after it: "a motorcycle helmet", "cat food", "a cat puppet" ask for a helmet, food and a puppet.
+    A plural ("cats play"), a mention before punctuation, a verb, an adverb or an adjective after it
+    ("a cat sitting", "a cat here", "a cat asleep") leave it a subject of its own."""
+    from genevolve.english import COLOURS
+
+    mentions = list(re.finditer(rf"\b{re.escape(noun)}(s|es)?\b(?:[ \t]+([a-z]+)\b)?", request.lower()))
+
+    def qualifies(m: re.Match) -> bool:
+        after = m.group(2)
+        return bool(not m.group(1) and after and after in _dictionary() and after not in _LINKERS
+                    and after not in _STOP and after not in _AFTER_A_NOUN and after not in COLOURS
+                    and not _VERBISH.match(after) and not after.endswith("ly") and not _adjective(after))
+
+    return bool(mentions) and all(qualifies(m) for m in mentions)
 
 
 def result_about_request(request: str, title: str, passage: str, queries=()) -> bool:
@@ -462,8 +509,8 @@ def unnamed_placements(prompt: str, request: str) -> list[str]:
 
 
 def bound_references(program, traj, request: str) -> list[dict]:
-    """The program's references, each with whether its picture is about something the request
-    names in the colours it asks for (a user's own image always is): ``{"img_id", "title",
+    """The program's references, each with whether its picture may anchor the render
+    (``picture_matches``; a user's own image always may): ``{"img_id", "title",
     "source", "relevant"}``, and ``colour_conflicts`` when the picture's colours contradict the request's."""
     out = []
     for ref in program.reference_images if program else []:
@@ -472,8 +519,7 @@ def bound_references(program, traj, request: str) -> list[dict]:
             out.append({"img_id": ref.img_id, "title": None, "relevant": False})
             continue
         conflicts = [] if image.source == "user" else colour_conflicts(request, image.title or "", image.caption or "")
-        relevant = image.source == "user" or (about_request(request, image.title or "", image.caption or "")
-                                              and not conflicts)
+        relevant = image.source == "user" or picture_matches(request, image.title or "", image.caption or "")
         out.append({"img_id": ref.img_id, "title": image.title, "source": image.source, "relevant": relevant,
                     **({"colour_conflicts": conflicts} if conflicts else {})})
     return out

@@ -72,3 +72,27 @@ def test_the_embedding_gate_we_did_not_adopt_is_measured_and_worse():
     assert 0.1 <= emb["dev/best_f1"]["threshold"] <= 0.8
     assert emb["heldout/best_f1"]["precision"] < ours["precision"]
     assert emb["heldout/best_f1"]["recall"] < ours["recall"]
+
+
+@pytest.mark.parametrize("request_text,title,expected", [
+    # Found on public prompts: a picture of what only qualifies the thing asked for is no match.
+    ("A teddy bear wearing a motorcycle helmet and cape", "Red motorcycle in a garage", False),
+    ("a woman with a dog puppet and a cat puppet", "Chelsea the cat", False),
+    ("a cat food bowl on the floor", "Chelsea the cat", False),
+    # ...while a subject of its own stays one, whatever follows it.
+    ("a cat coming through a cat door", "Chelsea the cat", True),
+    ("the cat sat on the mat", "Chelsea the cat", True),
+    ("two cats play in the snow", "Chelsea the cat", True),
+    ("a photo of a horse right of a broccoli", "Horse silhouette", True),
+    ("A cat underneath a backpack on a sunny balcony.", "Chelsea the cat", True),
+    ("a motorcycle parked in an ornate bank lobby", "Red motorcycle in a garage", True),
+    ("a cat, asleep", "Chelsea the cat", True),
+    # A material qualifies what it makes, and its texture shows it.
+    ("a basketball on a gravel driveway", "Gravel texture", True),
+    # The colours still decide.
+    ("a black motorcycle", "Red motorcycle in a garage", False),
+])
+def test_a_picture_matches_what_the_request_asks_for_not_a_word_that_qualifies_it(request_text, title, expected):
+    from genevolve.relevance import picture_matches
+
+    assert picture_matches(request_text, title) is expected
