@@ -82,8 +82,8 @@ work during most of every stage, so these are upper bounds):
 {time}
 
 Then GRPO and GRPO+SDL from the SFT adapter on the RL prompt pool (`configs/nano/grpo.yaml`,
-`grpo_sdl.yaml`): one prompt and 6 rollouts per optimizer step, the hybrid reward, no reference
-model (β = 0); SDL adds the reverse KL to a teacher that sees the retrieved Decision Guide, on the
+`grpo_sdl.yaml`): one prompt and 6 rollouts per optimizer step, the hybrid reward, a KL term to
+the SFT policy (β = 0.04; at β = 0 GRPO learned to copy the request); SDL adds the reverse KL to a teacher that sees the retrieved Decision Guide, on the
 top 10% decision tokens. Per step (mean ± sd of the reward within the group of 6):
 
 {grpo}
@@ -200,8 +200,9 @@ tokens only, logits computed only at those positions.
 Both start from the SFT adapter and draw prompts from the RL pool (no entity shared with SFT or
 eval). One optimizer step is one prompt with 6 rollouts in the nano conversation at temperature
 1.0 and 320 tokens per turn, scored by the hybrid reward (layout render, OCR/structure judge,
-program sufficiency), advantages normalised within the group, clipped objective (ε = 0.2), no
-reference model (β = 0), learning rate 5e-5 on the LoRA weights (`configs/nano/grpo*.yaml`).
+program sufficiency), advantages normalised within the group, clipped objective (ε = 0.2), a KL
+term to the SFT policy (β = 0.04: TRL keeps a frozen copy of the SFT adapter as the reference;
+runs before 2026-12-06 had β = 0 and learned to copy the request), learning rate 5e-5 on the LoRA weights (`configs/nano/grpo*.yaml`).
 GRPO+SDL adds λ = 0.1 × the reverse KL between the student and a teacher that reads the retrieved
 Decision Guide, on the top 10% decision tokens; a guide is distilled from the best and worst
 rollouts of a group when their rewards differ by at least 0.2, and retrieved when its request's
