@@ -333,13 +333,14 @@ def picture_matches(request: str, title: str, caption: str = "") -> bool:
 
 def _picture_heads(title: str) -> list[str]:
     """The nouns a picture's title shows: "Red motorcycle in a garage" -> motorcycle, "Chelsea the
-    cat" -> cat, "Horse silhouette" -> horse (a silhouette or texture of something is that thing)."""
+    cat" -> cat, "Eiffel Tower at dusk" -> tower, "Horse silhouette" -> horse (a silhouette or
+    texture of something is that thing)."""
     heads = []
     for name in subject_names(title):
         front = re.split(r"\s+(?:on|in|with|at|under|beside|from|of|for)\s+", name, maxsplit=1)[0]
         words = _tokens(front.split(" the ")[-1])
-        if len(words) > 1 and words[-1] in DROPPABLE_HEADS:
-            words = words[:-1]
+        if len(words) > 1 and words[-1] in ("silhouette", "texture", "pattern"):
+            words = words[:-1]  # a picture of a horse's outline is a picture of a horse
         if words:
             heads.append(words[-1])
     return heads

@@ -96,3 +96,10 @@ def test_a_picture_matches_what_the_request_asks_for_not_a_word_that_qualifies_i
     from genevolve.relevance import picture_matches
 
     assert picture_matches(request_text, title) is expected
+
+
+def test_a_name_stays_a_match_where_its_words_follow_each_other():
+    from genevolve.relevance import picture_matches
+
+    assert picture_matches('A poster of the Eiffel Tower with the title "PARIS"', "Eiffel Tower at dusk")
+    assert picture_matches("the Golden Gate at dusk", "Golden Gate Bridge — Size")
