@@ -119,9 +119,15 @@ class BenchRunner:
         if not run_file.exists():
             write_atomic(run_file, json.dumps({"identity": self.cfg.identity(), "parallel": self.cfg.parallel,
                                                "rpm": self.cfg.rpm, "created_at": time.time()}, indent=2))
-        if not (self.out / "cases.jsonl").exists() or not self.resume:
-            write_atomic(self.out / "cases.jsonl",
-                         "".join(json.dumps(c, ensure_ascii=False, default=str) + "\n" for c in self.cases))
+        # A resumed run keeps the cases it had and adds the new ones (a larger --limit on the same
+        # stratified sample): every stored row must find its case for a later summary or remeasure.
+        cases_file = self.out / "cases.jsonl"
+        kept = read_jsonl(cases_file) if self.resume and cases_file.exists() else []
+        have = {c.get("id") for c in kept}
+        added = [c for c in self.cases if c.get("id") not in have]
+        if not cases_file.exists() or not self.resume or added:
+            write_atomic(cases_file, "".join(json.dumps(c, ensure_ascii=False, default=str) + "\n"
+                                             for c in kept + added))
         # A kill during an atomic write leaves its temporary file behind; the real file is intact.
         for tmp in (self.out / "cases").glob("*/.*.tmp"):
             tmp.unlink(missing_ok=True)

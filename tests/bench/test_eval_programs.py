@@ -276,6 +276,16 @@ def test_eval_programs_stratified_limit_and_bad_set(tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "rollout.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and len({r["category"] for r in rows}) == 6  # one per GenEval tag
+    # A larger limit resumes the same nested sample, and the new requests' cases are kept beside the
+    # old ones, so the run can be measured again.
+    more = runner.invoke(app, ["eval", "programs", "--set", "geneval", "--limit", "8", "--out", str(out),
+                               "--no-progress", "--resume"])
+    assert more.exit_code == 0, more.output
+    rows = [json.loads(line) for line in (out / "rollout.jsonl").read_text().splitlines()]
+    cases = [json.loads(line)["id"] for line in (out / "cases.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and sorted(cases) == sorted(r["id"] for r in rows)
+    again = runner.invoke(app, ["eval", "remeasure", str(out)])
+    assert again.exit_code == 0 and "8 requests measured again" in again.output, again.output
     bad = runner.invoke(app, ["eval", "programs", "--set", "nope", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown eval set" in bad.output
 
