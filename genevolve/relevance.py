@@ -327,6 +327,9 @@ def picture_matches(request: str, title: str, caption: str = "") -> bool:
         return False
     if _tokens(title)[-1:] in (["texture"], ["pattern"]):
         return True  # a material: "a gravel driveway" shows gravel
+    words = re.findall(r"[A-Za-z][\w'-]*", (subject_names(title) or [title])[0])
+    if any(w[0].isupper() for w in words[1:] if w.lower() not in _STOP):
+        return True  # a name: a picture of the Eiffel Tower serves "the Eiffel Tower light show" too
     said = [h for h in _picture_heads(title) if re.search(rf"\b{re.escape(h)}(?:s|es)?\b", request.lower())]
     return not said or not all(only_qualifies_a_noun(request, h) for h in said)
 

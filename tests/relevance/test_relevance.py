@@ -103,3 +103,6 @@ def test_a_name_stays_a_match_where_its_words_follow_each_other():
 
     assert picture_matches('A poster of the Eiffel Tower with the title "PARIS"', "Eiffel Tower at dusk")
     assert picture_matches("the Golden Gate at dusk", "Golden Gate Bridge — Size")
+    # A named thing is shown whatever the request builds around it.
+    assert picture_matches("the Eiffel Tower light show at night", "Eiffel Tower at dusk")
+    assert picture_matches("the Big Ben clock face", "Elizabeth Tower (Big Ben) — Clock")
