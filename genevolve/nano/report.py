@@ -83,8 +83,8 @@ work during most of every stage, so these are upper bounds):
 
 Then GRPO and GRPO+SDL from the SFT adapter on the RL prompt pool (`configs/nano/grpo.yaml`,
 `grpo_sdl.yaml`): one prompt and 6 rollouts per optimizer step, the hybrid reward, a KL term to
-the SFT policy (β = 0.04; at β = 0 GRPO learned to copy the request); SDL adds the reverse KL to a teacher that sees the retrieved Decision Guide, on the
-top 10% decision tokens. Per step (mean ± sd of the reward within the group of 6):
+the SFT policy (β = 0.04; at β = 0 GRPO learned to copy the request); SDL adds the reverse KL to
+a teacher that sees the retrieved Decision Guide, on the top 10% decision tokens. Per step (mean ± sd of the reward within the group of 6):
 
 {grpo}
 
@@ -202,7 +202,8 @@ eval). One optimizer step is one prompt with 6 rollouts in the nano conversation
 1.0 and 320 tokens per turn, scored by the hybrid reward (layout render, OCR/structure judge,
 program sufficiency), advantages normalised within the group, clipped objective (ε = 0.2), a KL
 term to the SFT policy (β = 0.04: TRL keeps a frozen copy of the SFT adapter as the reference;
-runs before 2026-12-06 had β = 0 and learned to copy the request), learning rate 5e-5 on the LoRA weights (`configs/nano/grpo*.yaml`).
+runs before 2026-12-06 had β = 0 and learned to copy the request), learning rate 5e-5 on the
+LoRA weights (`configs/nano/grpo*.yaml`).
 GRPO+SDL adds λ = 0.1 × the reverse KL between the student and a teacher that reads the retrieved
 Decision Guide, on the top 10% decision tokens; a guide is distilled from the best and worst
 rollouts of a group when their rewards differ by at least 0.2, and retrieved when its request's

@@ -91,18 +91,13 @@ def test_the_embedding_gate_we_did_not_adopt_is_measured_and_worse():
     ("a basketball on a gravel driveway", "Gravel texture", True),
     # The colours still decide.
     ("a black motorcycle", "Red motorcycle in a garage", False),
+    # A name stays a match where its words follow each other, whatever the request builds around it.
+    ('A poster of the Eiffel Tower with the title "PARIS"', "Eiffel Tower at dusk", True),
+    ("the Golden Gate at dusk", "Golden Gate Bridge — Size", True),
+    ("the Eiffel Tower light show at night", "Eiffel Tower at dusk", True),
+    ("the Big Ben clock face", "Elizabeth Tower (Big Ben) — Clock", True),
 ])
 def test_a_picture_matches_what_the_request_asks_for_not_a_word_that_qualifies_it(request_text, title, expected):
     from genevolve.relevance import picture_matches
 
     assert picture_matches(request_text, title) is expected
-
-
-def test_a_name_stays_a_match_where_its_words_follow_each_other():
-    from genevolve.relevance import picture_matches
-
-    assert picture_matches('A poster of the Eiffel Tower with the title "PARIS"', "Eiffel Tower at dusk")
-    assert picture_matches("the Golden Gate at dusk", "Golden Gate Bridge — Size")
-    # A named thing is shown whatever the request builds around it.
-    assert picture_matches("the Eiffel Tower light show at night", "Eiffel Tower at dusk")
-    assert picture_matches("the Big Ben clock face", "Elizabeth Tower (Big Ben) — Clock")
