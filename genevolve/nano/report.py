@@ -119,12 +119,15 @@ subset of the held-out requests; the interval resamples requests, keeping each p
   research is the planner's habits (search named things, look for a picture, read the skills).
 - Trained on a few hundred requests from about a dozen named entities: on unseen entities it still
   calls the right tools, but what it writes about them comes only from what the tools return.
-- With `?4bit=1` (NF4 weights on the CPU) the adapter loads and starts its turns as trained, but
-  NF4 often breaks the format after that: on the held-out request of `tests/nano/test_nano_adapter.py`
-  it cut a closing tag short in one environment and wrote a malformed answer in another. Use bf16
-  on a CPU; the evaluation above is bf16 only.
-- The GRPO stages answer sooner and research less than the teacher: the offline reward pays for
-  a program that covers the request, not for the evidence behind it (see the skills column).
+- With `?4bit=1` (NF4 weights on the CPU) every turn parses, because local policies decode under
+  the protocol grammar (docs/nano.md §8), but what NF4 writes inside the JSON is weaker than bf16
+  (it answers sooner, and a gen_prompt can loop until the token cap). Use bf16 on a CPU for
+  quality; every evaluation above is bf16.
+- It binds no picture from the image library: when image search shows a picture of the thing the
+  request names, the teacher binds it and the adapter leaves it out, also after the answer check
+  names the picture and says what to write.
+- The GRPO stages research less than the teacher (the rounds and skills columns): the KL term to
+  the SFT policy slows that drift; it does not stop it.
 - English only; text-only (the base model sees no images).
 - Long requests push a trajectory past 2,048 tokens, the training length.
 """
@@ -140,7 +143,7 @@ comes from the run folder of one command:
     genevolve train nano --out runs/nano     # data → sft → grpo → grpo_sdl → eval → external → ship
     python scripts/nano_docs.py runs/nano    # this page and its charts, from the same run
 
-Each stage resumes after a kill: run the same command again. `--stages` runs a subset,
+{notes}Each stage resumes after a kill: run the same command again. `--stages` runs a subset,
 `--stages eval --systems sft` evaluates one system, `--stages eval --summary-only` writes the summary
 of what is finished, `--stages eval --rescore` measures stored rollouts again after a judge changed.
 `--fork-at 20` starts plain GRPO from GRPO+SDL's step-20 checkpoint (training that far first), so
@@ -225,8 +228,8 @@ rollouts, not a held-out set):
 The ablation runs each system on the same held-out requests — a stratified 60 of the eval
 split's 126, none of whose entities were trained on — with the same offline tools, nano
 conversation, caps (8 rounds, 320 tokens per turn), layout renderer and judges
-(`genevolve/bench/ablation.py`). The untuned base is run on the first {untuned_n} of them only:
-it seldom ends a turn, so each request costs up to eight full turns (minutes on this CPU). The
+(`genevolve/bench/ablation.py`). The untuned base is run on the first {untuned_n} of them only
+(before the turn grammar it seldom ended a turn, and a request cost minutes of this CPU). The
 GRPO stages run a stratified 20 of the 60 (`--stage-requests`); the row *sft (same 20)* is the
 SFT adapter on exactly those, so rows of equal *requests* compare like with like.
 
@@ -236,8 +239,9 @@ SFT adapter on exactly those, so rows of equal *requests* compare like with like
 
 Each stage against the one before, on the requests both ran (the GRPO stages run a stratified
 subset of the held-out requests; the paired bootstrap resamples requests, keeping each pair
-together), and the shipping rule: a later stage replaces SFT only when its interval against SFT
-lies above zero.
+together). What ships is decided on section 0's requests, not these: a stage replaces the shipped
+adapter only when its share of clean programs there is higher with a paired interval above zero,
+and it copies the request no more often.
 
 {paired}
 
@@ -247,8 +251,8 @@ measured on the layout render of programs with text constraints; *skills vs teac
 Jaccard overlap of the skills consulted with the planner's on the same request; the *hybrid
 reward* is the GRPO reward (0.5 offline image judge + 0.5 program sufficiency) with a 95%
 bootstrap interval. Targets for SFT: ≥ 90% valid programs and ≥ 90% quoted texts kept. The
-*seconds* column is wall time on the machine as it was during the run: in the first run it was
-shared with other work (load average 10–15), and the untuned base ran at a lower priority.
+*seconds* column is wall time on the machine as it was during the run, shared with other work
+(section 6), so it is an upper bound.
 
 ## 6. Time
 
@@ -267,21 +271,43 @@ What the runs so far taught, with the evidence in
   are corrected in the answer step.
 - GRPO optimises what the offline reward pays for. On the first reward it learned to quote the
   request's nouns as text to print (the OCR judge read them back); on the fixed reward it learned
-  to answer without research, because the reward is indifferent to research the request needs.
-  The next change is a reward that pays for the skills a request needs in proportion.
+  to answer without research, because the reward was indifferent to research the request needs.
+  The reward now pays research by the share a request needs, and a KL term to the SFT policy
+  (β = 0.04) holds GRPO near what SFT learned: at β = 0 it learned to copy the request. The KL
+  term slows that drift; it does not stop it.
+- No adapter binds a picture from the image library yet, where the teacher binds every one that
+  shows the thing the request names, even when the answer check names the picture.
 - SDL's gate opens only when prompts come back: the pool is drawn so that each prompt returns once
   in 40 steps. Its effect on the second visit has not been shown above zero.
 
 Not done in this run: {not_done}
-"""
+{appendix}"""
+
+# Parts of docs/nano.md written by hand (what a run means next to the others, and what no run
+# folder holds) are marked on the page and carried over when scripts/nano_docs.py rewrites it.
+NOTES_START = "<!-- notes: written by hand; scripts/nano_docs.py keeps this block -->"
+NOTES_END = "<!-- /notes -->"
+APPENDIX_START = "<!-- appendix: written by hand; scripts/nano_docs.py keeps everything below -->"
 
 
-def render_docs(sections: dict[str, str]) -> str:
+def kept_parts(page: str) -> tuple[str, str]:
+    """The hand-written notes block and appendix of an existing docs page ('' where absent)."""
+    notes = appendix = ""
+    start, end = page.find(NOTES_START), page.find(NOTES_END)
+    if start != -1 and end > start:
+        notes = page[start:end + len(NOTES_END)] + "\n\n"
+    if (at := page.find(APPENDIX_START)) != -1:
+        appendix = "\n" + page[at:].rstrip("\n") + "\n"
+    return notes, appendix
+
+
+def render_docs(sections: dict[str, str], *, notes: str = "", appendix: str = "") -> str:
     missing = "(not measured yet: run the stage that produces it)"
     keys = ("external", "external_paired", "data", "recipe", "size", "sft", "sft_setup", "grpo", "revisits",
             "untuned_n", "ablation", "paired", "time", "not_done")
     values = {k: sections.get(k) or missing for k in keys}
-    return DOCS.format(external_section=EXTERNAL_SECTION.format(**values), **values)
+    return DOCS.format(external_section=EXTERNAL_SECTION.format(**values), notes=notes, appendix=appendix,
+                       **values)
 
 
 def render_card(sections: dict[str, str]) -> str:
@@ -644,11 +670,14 @@ def model_card(out: Path, shipped: str) -> str:
 
 
 def write_docs(out: Path, shipped: str, docs: Path) -> list[Path]:
-    """docs/nano.md and its charts from the run in ``out``; returns the files written."""
+    """docs/nano.md and its charts from the run in ``out``, keeping the page's hand-written notes
+    and appendix (``kept_parts``); returns the files written."""
     out, docs = Path(out), Path(docs)
     docs.mkdir(parents=True, exist_ok=True)
     written = [docs / "nano.md"]
-    written[0].write_text(render_docs(model_card_sections(out, shipped)), encoding="utf-8")
+    notes, appendix = kept_parts(written[0].read_text(encoding="utf-8")) if written[0].is_file() else ("", "")
+    written[0].write_text(render_docs(model_card_sections(out, shipped), notes=notes, appendix=appendix),
+                          encoding="utf-8")
     chart = out / "eval" / "ablation.png"
     if chart.exists():
         (docs / "images").mkdir(parents=True, exist_ok=True)

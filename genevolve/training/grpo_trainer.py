@@ -145,14 +145,7 @@ class AgentGRPOTrainer(RunFolderTrainer, trl.GRPOTrainer):
             stats.add(traj, r, sum(out["env_mask"][-1]))
         log_lines.append({"step": step, "prompt_id": case.get("id"), "question": case["question"],
                           "guide": guide["id"] if guide else None, "rank": self.accelerator.process_index,
-                          "rollouts": [{"reward": r.total, "components": r.components, "advantage": None,
-                                        "termination": t.termination,
-                                        "tools": [s.tool_name for s in t.tool_calls()],
-                                        # per check, what R_text paid: which research the reward saw
-                                        "credit": (r.info.get("sufficiency_details") or {}).get("credit"),
-                                        "program": t.program.gen_prompt if t.program else None,
-                                        "last_turn": (t.steps[-1].assistant_text if t.steps else "")[:500]}
-                                       for t, r in zip(trajs, rewards)]})
+                          "rollouts": [rollout_log_row(t, r) for t, r in zip(trajs, rewards)]})
         if run.buffer is not None:
             from genevolve.training.sdl import pick_pair
 
@@ -379,6 +372,23 @@ def _vision_inputs(rows: list[_Row], inputs: dict, device) -> dict:
             "image_grid_thw": torch.cat([r.vision["image_grid_thw"] for r in with_images]).to(device),
             "num_images": [int(r.vision["image_grid_thw"].shape[0]) if r.vision else 0 for r in rows],
             "mm_token_type_ids": types.to(device)}
+
+
+def rollout_log_row(traj, reward) -> dict:
+    """One rollout as rollouts.jsonl keeps it: what it earned, what it did and what it wrote, in full
+    for the program's references (the last turn is cut, and the answer's reference list comes after
+    its gen_prompt, so a cut turn cannot say whether a picture was bound)."""
+    program, users = traj.program, set(traj.user_image_ids)
+    return {"reward": reward.total, "components": reward.components, "advantage": None,
+            "termination": traj.termination,
+            "tools": [s.tool_name for s in traj.tool_calls()],
+            # per check, what R_text paid: which research the reward saw
+            "credit": (reward.info.get("sufficiency_details") or {}).get("credit"),
+            "program": program.gen_prompt if program else None,
+            "references": [ref.img_id for ref in program.reference_images] if program else [],
+            "images_shown": [im.img_id for im in traj.images if im.img_id not in users],  # by tools
+            "warnings": list(traj.warnings),
+            "last_turn": (traj.steps[-1].assistant_text if traj.steps else "")[:500]}
 
 
 class _RolloutStats:

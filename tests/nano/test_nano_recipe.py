@@ -87,6 +87,22 @@ def test_the_docs_script_writes_the_page_and_charts_from_a_run(tmp_path):
     page = (docs / "nano.md").read_text(encoding="utf-8")
     assert "| grpo | 1 | 0.400 ± 0.100 |" in page and (docs / "images" / "nano_grpo.png").is_file()
 
+    # What was written by hand survives the next rewrite; what was generated is written anew.
+    from genevolve.nano.report import APPENDIX_START, NOTES_END, NOTES_START
+
+    head, rest = page.split("Each stage resumes after a kill", 1)
+    hand = (f"{head}{NOTES_START}\n**Read first:** the other runs say X.\n{NOTES_END}\n\n"
+            f"Each stage resumes after a kill{rest.replace('| grpo | 1 |', '| grpo | stale |')}"
+            f"\n{APPENDIX_START}\n\n## 8. By hand\n\nA table nobody's run folder holds.\n")
+    (docs / "nano.md").write_text(hand, encoding="utf-8")
+    again = subprocess.run([sys.executable, str(script), str(run), "--docs", str(docs)], capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr
+    page = (docs / "nano.md").read_text(encoding="utf-8")
+    assert page.count("**Read first:** the other runs say X.") == 1 and page.count("## 8. By hand") == 1
+    assert page.index("**Read first:**") < page.index("## 0.") < page.index("## 7.") < page.index("## 8. By hand")
+    assert "| grpo | 1 | 0.400 ± 0.100 |" in page and "| grpo | stale |" not in page
+
 
 def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapter():
     from genevolve.nano.recipe import ship_choice

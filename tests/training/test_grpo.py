@@ -348,3 +348,24 @@ def test_a_prompt_pool_makes_a_run_revisit_its_prompts():
     rows = _dataset(pool, SimpleNamespace(max_steps=6, prompts_per_step=1, seed=0), processes=1)
     seen = [r["prompt"][0]["content"] for r in rows]
     assert len(seen) == 6 and all(seen.count(p["question"]) == 2 for p in pool)
+
+
+def test_rollouts_log_the_references_a_program_binds_and_the_pictures_tools_showed():
+    """The logged last turn is cut at 500 characters, before the answer's reference list: the row
+    says in full which shown picture the program bound, so binding can be counted per step."""
+    from genevolve.program import Program, Reference
+    from genevolve.trajectory import ImageRef, Trajectory
+    from genevolve.training.grpo_trainer import rollout_log_row
+    from genevolve.training.rewards import Reward
+
+    long_prompt = "A red vintage Vespa scooter parked by a blue door. " * 12
+    traj = Trajectory(request="a vintage Vespa scooter", termination="answer",
+                      images=[ImageRef("IMG_001", "/u.png", source="user"), ImageRef("IMG_002", "/v.png"),
+                              ImageRef("IMG_003", "/w.png")],
+                      user_image_ids=["IMG_001"], warnings=["the answer left a shown picture out"],
+                      program=Program(gen_prompt=long_prompt, reference_images=[Reference(img_id="IMG_002")]))
+    row = rollout_log_row(traj, Reward(0.75))
+    assert row["references"] == ["IMG_002"] and row["images_shown"] == ["IMG_002", "IMG_003"]
+    assert row["warnings"] == ["the answer left a shown picture out"] and row["program"] == long_prompt
+    unanswered = rollout_log_row(Trajectory(request="x", termination="format_error"), Reward(0.0))
+    assert unanswered["references"] == [] and unanswered["program"] is None and unanswered["last_turn"] == ""
