@@ -80,6 +80,10 @@ class Shared:
             return self._value
 
 
+class LedgerBusy(RuntimeError):
+    """Another process is filling the same stage ledger."""
+
+
 class BatchRun:
     """The stages' ledgers in one folder, and the loop that fills them."""
 
@@ -111,7 +115,23 @@ class BatchRun:
 
     def run_stage(self, stage: Stage, items: list[dict]) -> dict:
         """Run ``stage`` on every item it applies to that has no row yet; returns the counts."""
+        from filelock import FileLock, Timeout
+
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Two processes on one ledger would both run every item left and append it twice: the second
+        # is refused. The OS lets go of the lock when its holder dies, so a killed run never blocks.
+        lock = FileLock(self.dir / f".{stage.name}.jsonl.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise LedgerBusy(f"another process is running the {stage.name} stage in {self.dir}: wait for it, or "
+                             "stop it and run again (the ledger resumes where it stopped)") from None
+        try:
+            return self._run_stage(stage, items)
+        finally:
+            lock.release()
+
+    def _run_stage(self, stage: Stage, items: list[dict]) -> dict:
         appender = JsonlAppender(self.ledger(stage.name))  # cuts a torn last line before reading
         done = self.rows(stage.name, fresh=True)
         wanted = [it for it in items if stage.applies is None or stage.applies(it)]

@@ -193,3 +193,29 @@ def test_a_build_killed_by_sigkill_resumes_to_the_uninterrupted_result(uninterru
     assert resumed.returncode == 0, resumed.stderr
     assert _outputs(out) == _outputs(uninterrupted)
     assert _without_timings(out) == _without_timings(uninterrupted)
+
+
+def test_a_second_process_on_the_same_ledger_is_refused_and_a_killed_holder_frees_it(tmp_path):
+    """Two runs filling one stage ledger would both do every item left and append each twice: while a
+    real second process runs the stage, this one is refused with what to do, and appends nothing;
+    once that process is killed, the stage runs here and resumes after the rows it wrote."""
+    from genevolve.batch import LedgerBusy
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1])\n"
+        "from genevolve.batch import BatchRun, Stage\n"
+        "def slow(item):\n"
+        "    print(item['id'], flush=True); time.sleep(0.5 if item['n'] == 0 else 60); return {'n': item['n']}\n"
+        "BatchRun(sys.argv[2]).run([Stage('sq', slow)], [{'id': f'i{n}', 'n': n} for n in range(12)])\n"),
+        str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "i0"
+        assert holder.stdout.readline().strip() == "i1"  # i0's row is written; i1 is running
+        with pytest.raises(LedgerBusy, match="another process is running the sq stage"):
+            BatchRun(tmp_path).run([Stage("sq", lambda item: {"n": item["n"]})], ITEMS)
+        assert list(BatchRun(tmp_path).rows("sq")) == ["i0"]
+    finally:
+        holder.kill()
+        holder.wait()
+    counts = BatchRun(tmp_path).run([Stage("sq", lambda item: {"n": item["n"]})], ITEMS)
+    assert counts == {"sq": {"done_before": 1, "ran": 11, "failed": 0}}
