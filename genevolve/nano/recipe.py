@@ -114,8 +114,14 @@ class NanoRecipe:
                 self.log(f"[nano] {stage}: done already")
                 continue
             self.log(f"[nano] {stage}: starting")
-            with self._timed(stage):
-                getattr(self, f"stage_{stage}")()
+            try:
+                with self._timed(stage):
+                    getattr(self, f"stage_{stage}")()
+            except StoppedBySignal as stop:
+                # A stop request ends the recipe, not just the stage: the next stage would start a
+                # new trainer with a fresh stop flag, and the process would go on training.
+                self.log(f"[nano] {stop}; run the same command to go on from its last checkpoint")
+                break
         return self._ledger()
 
     # ------------------------------------------------------------ stages
@@ -151,6 +157,7 @@ class NanoRecipe:
         data = self.out / "data"
         result = train_sft(self._config("sft", "sft", train_data=str(data / "train.jsonl"),
                                         eval_data=str(data / "val.jsonl")))
+        StoppedBySignal.check("sft", result)
         if result["state"] == "done":
             self._mark_done("sft", best_eval_loss=result["best_eval_loss"], steps=result["step"])
 
@@ -164,6 +171,7 @@ class NanoRecipe:
                 return
             cfg.fork_from = str(shared)
         result = train_grpo(cfg)
+        StoppedBySignal.check(name, result)
         if result.get("state") == "done":
             self._mark_done(name, steps=result.get("step"))
 
@@ -198,6 +206,7 @@ class NanoRecipe:
             sdl_cfg = self._grpo_config("grpo_sdl")
             sdl_cfg.stop_after = step - reached
             result = train_grpo(sdl_cfg)
+            StoppedBySignal.check("grpo_sdl", result)
             if result.get("step") != step:
                 self.log(f"[nano] grpo: grpo_sdl stopped at step {result.get('step')}; run the same command "
                          f"to go on to step {step} and the fork")
@@ -381,6 +390,15 @@ class NanoRecipe:
         self._mark_done("ship", shipped=choice, to=str(dest))
         self.log(f"[nano] shipped the {choice} adapter to {dest}; python scripts/nano_docs.py {self.out} "
                  "rewrites docs/nano.md and its charts from this run")
+
+
+class StoppedBySignal(Exception):
+    """A stage's trainer was stopped by SIGTERM/SIGINT (after saving its step)."""
+
+    @classmethod
+    def check(cls, stage: str, result: dict) -> None:
+        if result.get("signalled"):
+            raise cls(f"{stage} stopped at step {result.get('step')} on a stop request")
 
 
 def adapter_source(stage: str, checkpoint: Path, run_dir: Path) -> dict:

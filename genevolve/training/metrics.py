@@ -26,6 +26,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class RunFolderBusy(RuntimeError):
+    """Another process is training in the run folder."""
+
+
 class RunFiles:
     """The files of one training run (layout documented in ``genevolve.training``)."""
 
@@ -37,6 +41,26 @@ class RunFiles:
         self.status_path = self.dir / "status.json"
         self.checkpoints = self.dir / "checkpoints"
         self.world_size: int | None = None  # processes of the run; status.json records it once set
+        self._held = None
+
+    def hold(self) -> None:
+        """Claim the folder for this process's trainer: a second one would interleave its steps,
+        metrics and checkpoints with ours. The OS frees the claim when the process dies; within one
+        process it is re-entrant (a trainer built again on the same folder)."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(self.dir / ".trainer.lock", is_singleton=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunFolderBusy(f"another process is training in {self.dir}: wait for it, or stop it (it saves "
+                                "its step first) and run the same command again") from None
+        self._held = lock
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
     def log(self, record: dict) -> dict:
         rec = _clean({"time": time.time(), **record})

@@ -45,6 +45,7 @@ class RunFolderCallback(TrainerCallback):
         self.trainer = None
         self.ran = 0
         self.state_name = "done"
+        self.signalled = False  # stopped by SIGTERM/SIGINT, not by stop_after: a caller stops too
         self.bar = None
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -55,6 +56,7 @@ class RunFolderCallback(TrainerCallback):
         interrupted = requested or (cfg.stop_after is not None and self.ran >= cfg.stop_after)
         if interrupted and state.global_step < state.max_steps:
             self.state_name = "stopped"
+            self.signalled = requested
             control.should_training_stop = True
             control.should_save = True
         if state.global_step >= state.max_steps:
@@ -127,6 +129,8 @@ def open_run_folder(cfg, trainer_name: str, extra_files: tuple = (), seed_folder
     main = state.is_main_process
     files = RunFiles(cfg.run_dir, create=main)
     files.world_size = state.num_processes
+    if main:
+        files.hold()  # before a fork seeds the folder: one trainer per run folder
     if seed_folder is not None:
         seed_folder(files, write=main)
         state.wait_for_everyone()
@@ -157,7 +161,7 @@ def attach(trainer, callback, step: int) -> None:
 
 
 def train_to_end(trainer, files, ckpt, cfg, desc: str, *, quiet: bool, probe=None) -> dict:
-    """Run (or resume) ``trainer`` and mark the run folder: ``{"state", "step", "run_dir"}``."""
+    """Run (or resume) ``trainer`` and mark the run folder: ``{"state", "step", "run_dir", "signalled"}``."""
     from genevolve.training.metrics import progress
 
     callback, main = trainer.folder_callback, trainer.accelerator.is_main_process
@@ -181,7 +185,8 @@ def train_to_end(trainer, files, ckpt, cfg, desc: str, *, quiet: bool, probe=Non
     if probe is not None:
         probe(trainer.accelerator.unwrap_model(trainer.model))
     trainer.accelerator.wait_for_everyone()
-    return {"state": state_name, "step": final, "run_dir": str(files.dir)}
+    files.release()
+    return {"state": state_name, "step": final, "run_dir": str(files.dir), "signalled": callback.signalled}
 
 
 def _finished_from(trainer, ckpt: Path, *, weights: bool) -> None:

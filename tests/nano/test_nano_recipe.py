@@ -266,17 +266,14 @@ def test_research_payoff_compares_rollouts_with_and_without_each_tool_inside_a_g
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.usefixtures("torch_one_thread")
-def test_fork_at_trains_grpo_sdl_to_the_step_and_starts_plain_grpo_there(tmp_path, monkeypatch):
-    """`train nano --fork-at N` on the tiny model: GRPO+SDL trains to step N, plain GRPO starts from
-    that checkpoint with its first N rows, and GRPO+SDL then goes on from where it stopped."""
-    import json
+def _tiny_recipe(tmp_path, monkeypatch, sft_steps=2):
+    """A recipe run folder on the tiny model: its configs, SFT data and RL prompts."""
     import shutil
     from pathlib import Path
 
     import yaml
 
     import genevolve.nano.recipe as recipe
-    from genevolve.training.metrics import read_metrics
 
     repo = Path(__file__).resolve().parents[2]
     data = repo / "configs" / "data"
@@ -284,7 +281,7 @@ def test_fork_at_trains_grpo_sdl_to_the_step_and_starts_plain_grpo_there(tmp_pat
     configs = tmp_path / "configs"
     configs.mkdir()
     sft = yaml.safe_load((repo / "configs" / "sft_tiny_cpu.yaml").read_text())
-    sft.update(max_steps=2, eval_every=2, save_every=2, model={**sft["model"], "lora": lora})
+    sft.update(max_steps=sft_steps, eval_every=2, save_every=2, model={**sft["model"], "lora": lora})
     (configs / "sft.yaml").write_text(yaml.safe_dump(sft))
     grpo = yaml.safe_load((repo / "configs" / "grpo_tiny_cpu.yaml").read_text())
     grpo.update(max_steps=4, save_steps=1, model={**grpo["model"], "lora": lora},
@@ -297,7 +294,18 @@ def test_fork_at_trains_grpo_sdl_to_the_step_and_starts_plain_grpo_there(tmp_pat
     for name in ("train", "val"):
         shutil.copy(data / "tiny_sft.jsonl", out / "data" / f"{name}.jsonl")
     shutil.copy(data / "tiny_prompts.jsonl", out / "data" / "rl_prompts.jsonl")
+    return out
 
+
+def test_fork_at_trains_grpo_sdl_to_the_step_and_starts_plain_grpo_there(tmp_path, monkeypatch):
+    """`train nano --fork-at N` on the tiny model: GRPO+SDL trains to step N, plain GRPO starts from
+    that checkpoint with its first N rows, and GRPO+SDL then goes on from where it stopped."""
+    import json
+
+    import genevolve.nano.recipe as recipe
+    from genevolve.training.metrics import read_metrics
+
+    out = _tiny_recipe(tmp_path, monkeypatch)
     lines = []
     ledger = recipe.NanoRecipe(out, log=lines.append, fork_at=2).run(["sft", "grpo", "grpo_sdl"])
     assert ledger["grpo"]["done"] and ledger["grpo_sdl"]["done"]
@@ -312,3 +320,31 @@ def test_fork_at_trains_grpo_sdl_to_the_step_and_starts_plain_grpo_there(tmp_pat
     # Step 3 starts from the same weights, optimizer and RNG in both: the same rollouts are sampled.
     assert len(first) == len(source) == 8
     assert [r["rollouts"] for r in first[4:6]] == [r["rollouts"] for r in source[4:6]]
+
+
+def test_a_stop_request_ends_the_recipe_not_just_the_stage(tmp_path, monkeypatch):
+    """SIGTERM during SFT stops the trainer after its step and the recipe with it: the next stage
+    would build a trainer with a fresh stop flag and go on training in a process told to stop."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import genevolve.nano.recipe as recipe
+
+    out = _tiny_recipe(tmp_path, monkeypatch, sft_steps=500)
+    metrics = out / "sft" / "metrics.jsonl"
+
+    def stop_once_training():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, by the trainer's GracefulStop
+
+    threading.Thread(target=stop_once_training, daemon=True).start()
+    lines = []
+    ledger = recipe.NanoRecipe(out, log=lines.append).run(["sft", "grpo", "grpo_sdl"])
+    assert not ledger["sft"].get("done") and ledger["sft"]["sessions"] == 1
+    assert "grpo" not in ledger and not (out / "grpo").exists() and not (out / "grpo_sdl").exists()
+    assert any("sft stopped at step" in line and "run the same command" in line for line in lines)
+    assert (out / "sft" / "checkpoints" / "latest").is_file()  # the stop saved its step

@@ -120,7 +120,7 @@ def test_two_process_sft_matches_one_process_with_the_same_global_batch(tmp_path
 
 def test_two_process_grpo_with_sdl_runs_to_the_end_with_whole_groups(tmp_path):
     result = _run(2, "grpo", _grpo_config(tmp_path, "run"), tmp_path / "out")
-    assert result == {"state": "done", "step": 4, "run_dir": str(tmp_path / "run")}
+    assert result == {"state": "done", "step": 4, "run_dir": str(tmp_path / "run"), "signalled": False}
     w = _weights(tmp_path / "out", 2)
     assert w[0]["sha256"] == w[1]["sha256"], w
     metrics = _metrics(tmp_path / "run")

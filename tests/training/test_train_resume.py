@@ -50,7 +50,7 @@ def test_grpo_with_sdl_resumes_exactly(tmp_path):
 
     train_grpo(cfg("straight"), quiet=True)
     first = train_grpo(cfg("resumed", stop_after=2), quiet=True)
-    assert first == {"state": "stopped", "step": 2, "run_dir": str(tmp_path / "resumed")}
+    assert first == {"state": "stopped", "step": 2, "run_dir": str(tmp_path / "resumed"), "signalled": False}
     assert read_status(tmp_path / "resumed")["state"] == "stopped"
     second = train_grpo(cfg("resumed"), quiet=True)
     assert second["state"] == "done" and second["step"] == 5
@@ -63,7 +63,7 @@ def test_grpo_with_sdl_resumes_exactly(tmp_path):
     # Started again once done, the run resumes from its final checkpoint (step 5, mid-epoch: two
     # steps per epoch) and has nothing left to train: no sixth step, no sixth row.
     again = train_grpo(cfg("resumed"), quiet=True)
-    assert again == {"state": "done", "step": 5, "run_dir": str(tmp_path / "resumed")}
+    assert again == {"state": "done", "step": 5, "run_dir": str(tmp_path / "resumed"), "signalled": False}
     assert [m["step"] for m in read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4, 5]
 
 
@@ -108,6 +108,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     result = json.loads(out.strip().splitlines()[-1])
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert result["state"] == status["state"] == "stopped" and status["step"] == result["step"] >= 2
+    assert result["signalled"] is True  # a caller (the nano recipe) stops too
     assert status["world_size"] == 1
     latest = (tmp_path / "run" / "checkpoints" / "latest").read_text().strip()
     assert latest == f"checkpoint-{result['step']}"
@@ -186,7 +187,7 @@ def test_plain_grpo_forked_from_an_sdl_run_shares_its_first_steps(tmp_path):
 
     forked = train_grpo(cfg("fork", sdl=False, fork_from=str(tmp_path / "sdl" / "checkpoints" / "checkpoint-2")),
                         quiet=True)
-    assert forked == {"state": "done", "step": 4, "run_dir": str(tmp_path / "fork")}
+    assert forked == {"state": "done", "step": 4, "run_dir": str(tmp_path / "fork"), "signalled": False}
     rows = read_metrics(tmp_path / "fork")
     assert [m["step"] for m in rows] == [1, 2, 3, 4]
     assert not any(k in m for m in rows for k in ("sdl_samples", "guide_hit_rate", "buffer_size"))
@@ -216,3 +217,33 @@ def test_plain_grpo_forked_from_an_sdl_run_shares_its_first_steps(tmp_path):
         train_grpo(cfg("bad", sdl=False, fork_from=str(tmp_path / "trained" / "checkpoints" / "checkpoint-3")),
                    quiet=True)
     assert not (tmp_path / "bad" / "checkpoints").exists()  # nothing half-forked is left to resume from
+
+
+def test_a_second_trainer_on_a_run_folder_is_refused_while_the_first_runs(tmp_path):
+    """Two trainers in one run folder would interleave their steps, metrics and checkpoints: while a
+    real other process holds the folder, training there is refused with what to do and writes
+    nothing; once that process is gone (killed), the same call trains."""
+    from genevolve.training.config import config_from_file
+    from genevolve.training.metrics import RunFolderBusy
+    from genevolve.training.sft import SFTConfig, train_sft
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1])\n"
+        "from genevolve.training.metrics import RunFiles\n"
+        "held = RunFiles(sys.argv[2]); held.hold(); print('held', flush=True); time.sleep(120)\n"), str(REPO), str(run)],
+        stdout=subprocess.PIPE, text=True)
+    cfg = config_from_file(SFTConfig, REPO / "configs" / "sft_tiny_cpu.yaml",
+                           train_data=str(REPO / "configs" / "data" / "tiny_sft.jsonl"), run_dir=str(run),
+                           max_steps=1, eval_every=100, save_every=100)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusy, match="another process is training in"):
+            train_sft(cfg, quiet=True)
+        assert not (run / "metrics.jsonl").exists() and not (run / "config.yaml").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train_sft(cfg, quiet=True)["state"] == "done"
+    assert train_sft(cfg, quiet=True)["state"] == "done"  # and again in this process: nothing held over
