@@ -46,6 +46,8 @@ gets one row measuring the program it ended with:
   about anything the request names (user images always count as relevant);
 * ``skill_recall`` — share of the skills the category needs (``eval_sets.CATEGORY_SKILLS``) that
   the policy consulted (null when the category needs none);
+* ``user_pictures_bound`` — share of the pictures the user gave that the program binds (null when
+  the request gives none; none of the public sets does, the held-out split's image requests do);
 * ``rounds``, ``tokens`` (whitespace-separated words of the assistant turns, as the nano ablation
   counts them), ``seconds``.
 
@@ -75,7 +77,7 @@ from genevolve.relevance import (bound_references, carried_facts, colour_grounds
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
 QUALITY_METRICS = ("valid", "clean", "quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
-                   "repeated", "garbled", "copied", "tidied", "invented", "invented_count", "invented_colour", "invented_claim", "skill_recall", "rounds",
+                   "repeated", "garbled", "copied", "tidied", "invented", "invented_count", "invented_colour", "invented_claim", "skill_recall", "user_pictures_bound", "rounds",
                    "tokens", "seconds")
 KEPT = ("quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept")
 
@@ -184,12 +186,23 @@ def measure(case: dict, traj, seconds: float) -> dict:
         "reference_list": refs,
         "skills": consulted, "skills_needed": needed,
         "skill_recall": (len(set(needed) & set(consulted)) / len(needed)) if needed else None,
+        # A picture the user gave is what the request is about ("the rocket from the first image"):
+        # the share of them the program binds (None when the request gives none).
+        "user_pictures_bound": _user_pictures_bound(program, traj),
         "rounds": len(traj.steps), "tokens": sum(len((s.assistant_text or "").split()) for s in traj.steps),
         "seconds": round(seconds, 3), "termination": traj.termination,
         "gen_prompt": prompt[:3000] if program else None,
     }
     row["clean"] = is_clean(row)
     return row
+
+
+def _user_pictures_bound(program, traj) -> float | None:
+    given = list(dict.fromkeys(traj.user_image_ids))
+    if not given:
+        return None
+    bound = {ref.img_id for ref in program.reference_images} if program else set()
+    return sum(img in bound for img in given) / len(given)
 
 
 def _without(prompt: str, facts: list[dict]) -> str:
@@ -332,13 +345,14 @@ def _row_cells(name: str, a: dict) -> str:
             f"{_pct(a['positions_kept'], a['positions_kept_n'])} | {_pct(a['leak'])} | {_pct(a.get('repeated'))} | {_pct(a.get('garbled'))} | {_pct(a.get('copied'))} | {_pct(a.get('tidied'))} | {_pct(a.get('invented'))} | "
             f"{_pct(a.get('invented_count'))} | {_pct(a.get('invented_colour'))} | {_pct(a.get('invented_claim'))} | "
             f"{a['facts']} / {a['irrelevant_facts']} | {a['references']} / {a['irrelevant_references']} | "
-            f"{num(a['skill_recall'], 2)} (n={a['skill_recall_n']}) | {num(a['rounds'])} | {num(a['tokens'], 0)} | "
+            f"{num(a['skill_recall'], 2)} (n={a['skill_recall_n']}) | "
+            f"{_pct(a.get('user_pictures_bound'), a.get('user_pictures_bound_n', 0))} | {num(a['rounds'])} | {num(a['tokens'], 0)} | "
             f"{num(a['seconds'], 2)} |")
 
 
 TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | subjects kept | counts kept | colours kept | positions kept | leaks | "
               "repeats | garbled | copied | tidied by the runtime | invented text | invented count | invented colour | invented fact / placement | facts / irrelevant | references / irrelevant | "
-              "skill recall | rounds | tokens | seconds |\n" + "|---" * 24 + "|")
+              "skill recall | user pictures bound | rounds | tokens | seconds |\n" + "|---" * 25 + "|")
 
 
 def markdown(summary: dict) -> str:
@@ -407,7 +421,7 @@ def _invented_bars(ax, sets: dict, names: list[str]) -> None:
 
 PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "garbled", "copied", "tidied", "invented", "invented_count",
                   "invented_colour", "invented_claim", "irrelevant_facts",
-                  "irrelevant_references", "skill_recall")
+                  "irrelevant_references", "skill_recall", "user_pictures_bound")
 
 
 def compare(run_a: str | Path, run_b: str | Path) -> list[dict]:

@@ -288,6 +288,7 @@ class NanoRecipe:
         from genevolve.bench.ablation import stratified_subset
         from genevolve.bench.eval_sets import load_eval_set
         from genevolve.bench.programs import run_program_eval
+        from genevolve.durable import read_jsonl
 
         root = self.out / "external"
         root.mkdir(parents=True, exist_ok=True)
@@ -305,9 +306,21 @@ class NanoRecipe:
             self.log(f"[nano] external: {name} ({spec}) on {len(chosen)} requests")
             run_program_eval([dict(c) for c in chosen], root / _slug(name), policy=spec, set_name="all",
                              resume=(root / _slug(name) / "run.json").exists(), progress=False, log=self.log)
+        # The public sets give no pictures, so binding the user's own pictures is measured on the
+        # held-out split's requests that give them (our own templates: a guard, not a headline).
+        pictured = [c for c in read_jsonl(self.out / "data" / "eval.jsonl") if c.get("images")]
+        for name, (spec, _) in systems.items():
+            if self.summary_only or not pictured:
+                break
+            folder = self.out / USER_PICTURES / _slug(name)
+            self.log(f"[nano] external: {name} ({spec}) on the {len(pictured)} held-out requests with pictures")
+            run_program_eval([dict(c) for c in pictured], folder, policy=spec, set_name="held-out user pictures",
+                             resume=(folder / "run.json").exists(), progress=False, log=self.log)
         pairs = self.external_pairs()
-        if pairs is not None and all((root / _slug(n) / "rollout.jsonl").exists() for n in systems):
-            self._mark_done("external", systems=list(systems), requests=len(cases))
+        measured = [root / _slug(n) for n in systems] + [self.out / USER_PICTURES / _slug(n) for n in systems
+                                                         if pictured]
+        if pairs is not None and all((folder / "rollout.jsonl").exists() for folder in measured):
+            self._mark_done("external", systems=list(systems), requests=len(cases), pictured=len(pictured))
 
     def _asked_systems(self, have: list[str]) -> set[str]:
         """The systems ``--systems`` names, a stage's name standing for its row (grpo_sdl for
@@ -353,6 +366,12 @@ class NanoRecipe:
             if name != "shipped":
                 for c in compare(runs[name], runs["shipped"]):
                     pairs.append({**c, "system": name, "baseline": "shipped"})
+        pictured = self.out / USER_PICTURES
+        if (pictured / "shipped" / "rollout.jsonl").is_file():
+            for run in sorted(pictured.iterdir(), key=lambda p: _system_rank(p.name)):
+                if run.name != "shipped" and (run / "rollout.jsonl").is_file():
+                    pairs += [{**c, "system": run.name, "baseline": "shipped", "set": "held-out user pictures"}
+                              for c in compare(run, pictured / "shipped") if c["metric"] == PICTURE_GUARD]
         write_atomic(root / "summary.md", TABLE_HEAD.format(first="system") + "\n" + "\n".join(rows) + "\n")
         write_atomic(root / "paired.json", json.dumps(pairs, indent=2) + "\n")
         header = "| metric | system | against | requests | system | against | difference [95% CI] | higher / same / lower |"
@@ -430,13 +449,19 @@ SHIP_METRIC = "clean"
 # adapter's 83% on the external sets, an interval above zero, while copying 34 of the 36 requests.
 # So a candidate ships only when it also copies no more often than the shipped adapter.
 SHIP_GUARD = "copied"
+# The public sets give no pictures, and a GRPO adapter that won there bound the user's picture on
+# fewer held-out requests than SFT did: a candidate that binds them less often than the shipped
+# adapter (an interval below zero) does not ship either.
+PICTURE_GUARD = "user_pictures_bound"
+USER_PICTURES = "user-pictures"  # OUT/user-pictures/<system>: the held-out requests that give pictures
 
 
 def ship_choice(pairs: list[dict], adapters) -> str | None:
     """The stage to ship from the external comparisons against the shipped adapter (rows of
     ``programs.compare`` labelled system/baseline), or None when none is better with an interval
-    above zero. Better means a larger share of clean programs, and no more copies of the request
-    (the share of copies' interval not above zero); a tie goes to the earlier stage."""
+    above zero. Better means a larger share of clean programs, no more copies of the request (the
+    share of copies' interval not above zero), and the user's pictures bound no less often (that
+    interval not below zero); a tie goes to the earlier stage."""
     stages = list(LABELS)
 
     def row(label: str, metric: str) -> dict | None:
@@ -445,9 +470,10 @@ def ship_choice(pairs: list[dict], adapters) -> str | None:
 
     better = []
     for k, label in LABELS.items():
-        clean, guard = row(label, SHIP_METRIC), row(label, SHIP_GUARD)
+        clean, guard, pictures = row(label, SHIP_METRIC), row(label, SHIP_GUARD), row(label, PICTURE_GUARD)
         if k in adapters and clean is not None and clean["delta_ci95"][0] > 0 \
-                and (guard is None or guard["delta_ci95"][0] <= 0):
+                and (guard is None or guard["delta_ci95"][0] <= 0) \
+                and (pictures is None or pictures["delta_ci95"][1] >= 0):
             better.append((clean["delta"], -stages.index(k), k))
     return max(better)[2] if better else None
 

@@ -190,7 +190,7 @@ final-round message obeyed (the first probe's failure was a model that never sto
 
 LoRA on every linear layer. LoRA because the result must ship as a commit-sized adapter
 ({size}); full fine-tuning of the non-embedding weights would ship 100M parameters, and at equal
-steps it was neither faster nor better on held-out loss (table above). fp32 because the side-by-side
+steps it was neither faster nor better on held-out loss (above). fp32 because the side-by-side
 run measured its steps about 1.6× faster than bf16 at the same held-out loss, in either order of the
 variants (an earlier probe with full-vocabulary logits had measured the opposite; our path computes
 logits only at the loss positions). This run's SFT stage: {sft_setup}; loss on the assistant's
@@ -619,9 +619,10 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
                                         f"{first['steps']}{evals} [--variants …]` (same records, same order, same "
                                         "held-out records; batch 1):", "", *lines])
     else:
-        sections["recipe"] = ("The side-by-side run (`benchmarks/nano_sft_recipe.py`: LoRA bf16, LoRA fp32 and full "
-                              "bf16 at equal steps) did not finish in the session that trained this adapter, "
-                              "so no held-out comparison is claimed here.")
+        sections["recipe"] = ("This run folder holds no side-by-side run of the recipe; the one that chose it "
+                              "(`benchmarks/nano_sft_recipe.py`: LoRA bf16, LoRA fp32 and full bf16 at equal steps, "
+                              "on an earlier run's data) is recorded in "
+                              "[benchmarks.md](benchmarks.md) (its nano SFT row, with the command).")
     adapter = out / "sft" / "checkpoints"
     sizes = list(adapter.glob("checkpoint-*/adapter_model.safetensors"))
     if sizes:

@@ -238,6 +238,25 @@ def test_measure_counts_facts_and_references_by_relevance():
     assert row["rounds"] == 3 and row["tokens"] == 6 and row["seconds"] == 1.5
 
 
+@pytest.mark.parametrize("bound, expected", [([], 0.0), (["IMG_002"], 0.5), (["IMG_001", "IMG_002"], 1.0),
+                                             (["IMG_003"], 0.0)])
+def test_user_pictures_bound_is_the_share_of_the_users_pictures_the_program_binds(bound, expected):
+    """A request that gives pictures is about them ("the rocket from the first image"): the share the
+    program binds, a library picture (IMG_003) not counting for them; null when none was given."""
+    request = "Reimagine the rocket from the first image as an ice sculpture, beside the clock of the second."
+    images = [ImageRef(img_id="IMG_001", path="a.jpg", source="user"), ImageRef(img_id="IMG_002", path="b.jpg",
+                                                                            source="user"),
+              ImageRef(img_id="IMG_003", path="c.jpg", title="Rocket on a launch pad")]
+    program = Program.from_answer({"gen_prompt": request, "reference_images": [{"img_id": i} for i in bound]})
+    traj = Trajectory(request=request, termination="answer", program=program, images=images,
+                      user_image_ids=["IMG_001", "IMG_002"])
+    assert measure({"id": "u", "question": request, "category": "x"}, traj, 1.0)["user_pictures_bound"] == expected
+    assert _measured("A rocket as an ice sculpture.", "A rocket as an ice sculpture.")["user_pictures_bound"] is None
+    unanswered = Trajectory(request=request, termination="format_error", images=images,
+                            user_image_ids=["IMG_001", "IMG_002"])
+    assert measure({"id": "u", "question": request, "category": "x"}, unanswered, 1.0)["user_pictures_bound"] == 0.0
+
+
 def test_eval_programs_runs_resumes_summarises_and_compares(tmp_path):
     out = tmp_path / "run"
     args = ["eval", "programs", "--set", "official-examples", "--out", str(out), "--no-progress"]

@@ -109,8 +109,8 @@ def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapt
 
     adapters = {"sft": 1, "grpo": 1, "grpo_sdl": 1}
 
-    def row(system, delta, lo, metric="clean"):
-        return {"metric": metric, "system": system, "baseline": "shipped", "delta": delta, "delta_ci95": [lo, 0.3]}
+    def row(system, delta, lo, metric="clean", hi=0.3):
+        return {"metric": metric, "system": system, "baseline": "shipped", "delta": delta, "delta_ci95": [lo, hi]}
 
     assert ship_choice([], adapters) is None  # nothing measured: the shipped adapter stays
     assert ship_choice([row("sft", 0.05, -0.02)], adapters) is None  # better on average, not shown
@@ -123,6 +123,12 @@ def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapt
     assert ship_choice(copier, adapters) is None
     assert ship_choice([row("sft+grpo", 0.139, 0.028), row("sft+grpo", 0.05, -0.05, metric="copied")],
                        adapters) == "grpo"  # copies about as often as the shipped adapter
+    # Clean on the public sets, but the user's own pictures bound less often (the held-out requests
+    # that give pictures): the GRPO adapter with a KL term bound 4 of 9 where SFT bound all.
+    winner = [row("sft+grpo", 0.139, 0.028)]
+    assert ship_choice(winner + [row("sft+grpo", -0.5, -0.8, metric="user_pictures_bound", hi=-0.2)], adapters) is None
+    assert ship_choice(winner + [row("sft+grpo", -0.1, -0.3, metric="user_pictures_bound", hi=0.0)],
+                       adapters) == "grpo"  # fewer on average, not shown
 
 
 def test_external_stage_pairs_every_system_with_the_shipped_adapter_and_ship_keeps_it(tmp_path):
@@ -138,8 +144,21 @@ def test_external_stage_pairs_every_system_with_the_shipped_adapter_and_ship_kee
     for name in ("shipped", "sft"):
         run_program_eval([dict(c) for c in cases], tmp_path / "external" / name, policy="planner",
                          set_name="official-examples", progress=False)
+    # The held-out requests that give a picture: what the public sets cannot show (binding it).
+    from pathlib import Path
+
+    picture = Path(__file__).resolve().parents[2] / "assets" / "library" / "red_motorcycle.jpg"
+    pictured = [{"id": "p1", "question": "The motorcycle from the first image parked beside a desk lamp.",
+                 "images": [str(picture)], "category": "spatial"}]
+    for name in ("shipped", "sft"):
+        run_program_eval([dict(c) for c in pictured], tmp_path / "user-pictures" / name, policy="planner",
+                         set_name="held-out user pictures", progress=False)
     recipe = NanoRecipe(tmp_path, log=lambda m: None, ship_to=tmp_path / "assets")
     pairs = recipe.external_pairs()
+    (bound,) = [p for p in pairs if p["metric"] == "user_pictures_bound"]  # only from the pictured runs
+    assert bound["set"] == "held-out user pictures" and bound["system"] == "sft" and bound["requests"] == 1
+    assert bound["delta"] == 0 and bound["system_reward"] == 1.0  # the planner binds the user's picture
+    assert not any(p["metric"] == "clean" and p.get("set") for p in pairs)  # our own data decides no headline
     clean = next(p for p in pairs if p["metric"] == "clean")
     assert clean["system"] == "sft" and clean["baseline"] == "shipped" and clean["requests"] == len(cases)
     assert clean["delta"] == 0 and clean["ties"] == len(cases)  # the same policy: no difference
