@@ -36,6 +36,9 @@ def build(
     variety: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of recipes with human variety instead of "
                                   "the templates: long paragraphs (DPG-Bench), other quote styles and wordings, "
                                   "merged constraints, invented subjects, plain scenes."),
+    rl_pictures: int = typer.Option(0, min=0, help="RL prompts about a picture (given, or a library subject "
+                                    "named) added after the recipes: GRPO on a pool that rarely asks for one "
+                                    "unlearns binding it. Needs --held-out."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
@@ -52,6 +55,8 @@ def build(
     from genevolve.errors import UserError
     from genevolve.inputs import check_batch_inputs
 
+    if rl_pictures and not held_out:
+        raise UserError("--rl-pictures adds RL prompts: it needs --held-out (which writes rl_prompts.jsonl)")
     try:
         render_size = parse_size(size)
     except RenderError as exc:
@@ -64,7 +69,7 @@ def build(
                       offline=offline, settings_path=str(config) if config else None,
                       avoid=[str(p) for p in avoid or []], protocol=protocol,
                       budget_fraction=budget_fraction, budget_rounds=budget_rounds, held_out=held_out,
-                      variety=variety)
+                      variety=variety, rl_pictures=rl_pictures)
     console.print(f"[bold]data build[/bold] {recipes} recipes · teacher={teacher} renderer={renderer} seed={seed}"
                   + (" · resuming" if resume else ""))
     builder = DatasetBuilder(out, cfg, resume=resume, progress=progress,

@@ -80,6 +80,8 @@ class BuildConfig:
     held_out: bool = False
     # Share of recipes with human variety (genevolve.data.variety) instead of the templates.
     variety: float = 0.0
+    # RL recipes about a picture (given or named) added after ``recipes`` (generate_recipes).
+    rl_pictures: int = 0
 
     def identity(self) -> dict:
         """What a resumed build must share with the original (parallelism may change)."""
@@ -90,7 +92,8 @@ class BuildConfig:
                 "budget_fraction": self.budget_fraction, "budget_rounds": self.budget_rounds,
                 "held_out": self.held_out,
                 # Only when set, so builds made before the option resume as they were.
-                **({"variety": self.variety} if self.variety else {})}
+                **({"variety": self.variety} if self.variety else {}),
+                **({"rl_pictures": self.rl_pictures} if self.rl_pictures else {})}
 
 
 @dataclass
@@ -219,7 +222,8 @@ class DatasetBuilder:
         (self.out / "stages").mkdir(parents=True, exist_ok=True)
         write_atomic(build_file, json.dumps({"identity": self.cfg.identity()}, indent=2) + "\n")
         settings = self.settings()
-        recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed, held_out=self.cfg.held_out, variety=self.cfg.variety,
+        recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed, held_out=self.cfg.held_out,
+                                                         variety=self.cfg.variety, rl_pictures=self.cfg.rl_pictures,
                                                          corpus_dir=settings.corpus_dir,
                                                          library_dir=settings.library_dir, avoid=avoid)]
         write_atomic(self.out / "recipes.jsonl", _jsonl(recipes))

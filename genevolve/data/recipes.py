@@ -451,16 +451,9 @@ def _counting(rng, pools):
 
 def _spatial(rng, pools):
     if pools.subjects and rng.random() < 0.25:
-        path, noun = rng.choice(pools.subjects)
-        obj = rng.choice(_SPATIAL_OBJECTS)
-        return (f"The {noun} from the first image placed {rng.choice(_RELATIONS)} a {obj} "
-                f"{rng.choice(_SPATIAL_SCENES)}.", [path])
+        return _given_subject_placed(rng, pools)
     if pools.subjects and rng.random() < 0.45:
-        # The library's subject named, with no picture given: the teacher finds it with image_search
-        # and binds it. Without these, a student binds the user's pictures and never one it searched.
-        _, noun = rng.choice(pools.subjects)
-        return (f"{_cap(_article(noun))} {rng.choice(_RELATIONS)} {_article(rng.choice(_SPATIAL_OBJECTS))} "
-                f"{rng.choice(_SPATIAL_SCENES)}.", [])
+        return _named_subject_placed(rng, pools)
     a, b, c = rng.sample(_SPATIAL_OBJECTS, 3)
     r1, r2 = rng.sample(_RELATIONS, 2)
     text = f"A {a} {r1} a {b} {rng.choice(_SPATIAL_SCENES)}"
@@ -477,9 +470,7 @@ def _attribute_binding(rng, pools):
 def _material(rng, pools):
     obj = rng.choice(_MATERIAL_OBJECTS)
     if pools.textures and rng.random() < 0.3:
-        path, texture = rng.choice(pools.textures)
-        return (f"A {obj} whose whole surface is covered in the {texture} texture of the first image, "
-                f"{rng.choice(_MATERIAL_LIGHT)}.", [path])
+        return _given_texture(rng, pools, obj)
     return f"A {obj} made of {rng.choice(_MATERIALS)}, {rng.choice(_MATERIAL_LIGHT)}.", []
 
 
@@ -491,21 +482,70 @@ def _anatomy(rng, pools):
 def _aesthetics(rng, pools):
     scene = rng.choice(_AESTHETIC_SCENES)
     if pools.moods and rng.random() < 0.3:
-        path, mood = rng.choice(pools.moods)
-        return (f"{_cap(scene)}, borrowing the colours of the {mood} in the first image, "
-                f"{rng.choice(_COMPOSITIONS)}.", [path])
+        return _given_mood(rng, pools, scene)
     return (f"{_cap(scene)} {rng.choice(_LIGHT)}, {rng.choice(_PALETTES)}, {rng.choice(_COMPOSITIONS)}.", [])
 
 
 def _creative(rng, pools):
     transform = rng.choice(_TRANSFORMS)
     if pools.subjects and rng.random() < 0.4:
-        path, noun = rng.choice(pools.subjects)
-        return f"Reimagine the {noun} from the first image as {transform}, keeping its pose and colours.", [path]
+        return _given_subject_reimagined(rng, pools, transform)
     if pools.subjects and rng.random() < 0.5:  # named, not given: found with image_search (see _spatial)
-        _, noun = rng.choice(pools.subjects)
-        return f"{_cap(_article(noun))} reimagined as {transform}.", []
+        return _named_subject_reimagined(rng, pools, transform)
     return f"{_cap(rng.choice(_CREATIVE_SUBJECTS))} reimagined as {transform}.", []
+
+
+# Requests about a picture: one the user gives ("the first image"), or a library subject named with
+# none given, which the teacher finds with image_search and binds. The templates above draw them
+# now and then; ``picture_request`` draws only them (the RL pool's top-up, see generate_recipes).
+
+def _given_subject_placed(rng, pools):
+    path, noun = rng.choice(pools.subjects)
+    obj = rng.choice(_SPATIAL_OBJECTS)
+    return f"The {noun} from the first image placed {rng.choice(_RELATIONS)} a {obj} {rng.choice(_SPATIAL_SCENES)}.", [path]
+
+
+def _named_subject_placed(rng, pools):
+    # Without these, a student binds the user's pictures and never one it searched.
+    _, noun = rng.choice(pools.subjects)
+    return (f"{_cap(_article(noun))} {rng.choice(_RELATIONS)} {_article(rng.choice(_SPATIAL_OBJECTS))} "
+            f"{rng.choice(_SPATIAL_SCENES)}.", [])
+
+
+def _given_texture(rng, pools, obj):
+    path, texture = rng.choice(pools.textures)
+    return (f"A {obj} whose whole surface is covered in the {texture} texture of the first image, "
+            f"{rng.choice(_MATERIAL_LIGHT)}.", [path])
+
+
+def _given_mood(rng, pools, scene):
+    path, mood = rng.choice(pools.moods)
+    return f"{_cap(scene)}, borrowing the colours of the {mood} in the first image, {rng.choice(_COMPOSITIONS)}.", [path]
+
+
+def _given_subject_reimagined(rng, pools, transform):
+    path, noun = rng.choice(pools.subjects)
+    return f"Reimagine the {noun} from the first image as {transform}, keeping its pose and colours.", [path]
+
+
+def _named_subject_reimagined(rng, pools, transform):
+    _, noun = rng.choice(pools.subjects)
+    return f"{_cap(_article(noun))} reimagined as {transform}.", []
+
+
+def picture_request(rng: random.Random, pools: Pools) -> tuple[str, list[str], str]:
+    """A request about a picture, given or named: ``(request, images, category)``."""
+    kinds = [("spatial_relation", lambda: _given_subject_placed(rng, pools)),
+             ("spatial_relation", lambda: _named_subject_placed(rng, pools)),
+             ("creative_transformation", lambda: _given_subject_reimagined(rng, pools, rng.choice(_TRANSFORMS))),
+             ("creative_transformation", lambda: _named_subject_reimagined(rng, pools, rng.choice(_TRANSFORMS)))]
+    if pools.textures:
+        kinds.append(("material", lambda: _given_texture(rng, pools, rng.choice(_MATERIAL_OBJECTS))))
+    if pools.moods:
+        kinds.append(("aesthetics", lambda: _given_mood(rng, pools, rng.choice(_AESTHETIC_SCENES))))
+    category, draw = rng.choice(kinds)
+    request, images = draw()
+    return request, images, category
 
 
 _QUALITY_TEMPLATES: dict[str, Callable] = {
@@ -630,11 +670,15 @@ def _category_for(index: int, seed: int, categories: tuple[str, ...]) -> str:
 
 def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = None,
                      library_dir: str | Path | None = None, avoid: Iterable[str] | None = None,
-                     max_attempts: int = 50, held_out: bool = True, variety: float = 0.0) -> list[Recipe]:
+                     max_attempts: int = 50, held_out: bool = True, variety: float = 0.0,
+                     rl_pictures: int = 0) -> list[Recipe]:
     """``n`` recipes for ``seed``; requests are unique and none nearly equals a question in ``avoid``
     (default: the mini bench). ``variety``: share of recipes drawn from ``genevolve.data.variety``
     (dense paragraphs, other quote styles and wordings, merged constraints, invented subjects, plain
-    scenes) instead of the templates; 0 gives template recipes only."""
+    scenes) instead of the templates; 0 gives template recipes only. ``rl_pictures``: that many more
+    recipes after the ``n``, each about a picture (``picture_request``), all in the RL pool: the
+    templates put few there, and GRPO on a pool that rarely asks for a picture unlearns binding one.
+    The first ``n`` recipes are the same with or without them."""
     from genevolve.data.variety import variety_kind, variety_request
 
     pools = load_pools(corpus_dir, library_dir)
@@ -676,6 +720,20 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
         recipes.append(Recipe(id=f"rec_{i:05d}", request=request, images=images, category=category, track=track,
                               skills_expected=expected_skills(request, category, track), entity=entity,
                               split=split, variety=kind or ""))
+    for j in range(rl_pictures):
+        rng = random.Random(f"genevolve-recipes:{seed}:picture:{j}")
+        for _attempt in range(max_attempts):
+            request, images, category = picture_request(rng, pools)
+            key = _norm(request)
+            if key not in seen and near_duplicate(request, questions) is None:
+                break
+        else:
+            raise RuntimeError(f"could not draw a fresh picture request for RL recipe {j} in {max_attempts} tries; "
+                               "use fewer --rl-pictures")
+        seen.add(key)
+        recipes.append(Recipe(id=f"rec_{n + j:05d}", request=request, images=images, category=category,
+                              track=QUALITY, skills_expected=expected_skills(request, category, QUALITY),
+                              entity="", split="rl" if held_out else "sft", variety=""))
     return recipes
 
 

@@ -49,6 +49,28 @@ def test_splits_do_not_move_when_more_recipes_are_drawn():
     assert all(large[i] == s for i, s in small.items())
 
 
+def test_rl_pictures_adds_picture_requests_to_the_rl_pool_and_leaves_the_others_as_they_were():
+    """GRPO on a pool that rarely asks for a picture unlearned binding one (p of a bound reference
+    0.42 -> 0.0008 in 40 steps): ``rl_pictures`` adds RL recipes that give a picture or name a
+    library subject, after the others, which stay exactly as drawn without them."""
+    from genevolve.data.recipes import LIBRARY_SUBJECTS
+
+    plain = generate_recipes(60, 0)
+    topped = generate_recipes(60, 0, rl_pictures=12)
+    assert [r.to_dict() for r in topped[:60]] == [r.to_dict() for r in plain]
+    extra = topped[60:]
+    assert [r.id for r in extra] == [f"rec_{i:05d}" for i in range(60, 72)]
+    assert all(r.split == "rl" and not r.entity for r in extra)
+    nouns = set(LIBRARY_SUBJECTS.values())
+    given = [r for r in extra if r.images]
+    named = [r for r in extra if not r.images]
+    assert given and named  # both kinds: the user's picture, and a library subject to search for
+    assert all("the first image" in r.request for r in given)
+    assert all(any(n in r.request.lower() for n in nouns) for r in named)
+    assert len({r.request for r in topped}) == len(topped)  # still unique
+    assert [r.split for r in generate_recipes(60, 0, held_out=False, rl_pictures=3)[60:]] == ["sft"] * 3
+
+
 @pytest.fixture(scope="module")
 def nano_build(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("nano_data")
