@@ -449,9 +449,10 @@ SHIP_METRIC = "clean"
 # adapter's 83% on the external sets, an interval above zero, while copying 34 of the 36 requests.
 # So a candidate ships only when it also copies no more often than the shipped adapter.
 SHIP_GUARD = "copied"
-# The public sets give no pictures, and a GRPO adapter that won there bound the user's picture on
-# fewer held-out requests than SFT did: a candidate that binds them less often than the shipped
-# adapter (an interval below zero) does not ship either.
+# The public sets give no pictures, and a GRPO adapter that won there bound the user's own picture
+# on 4 of 11 held-out requests where the shipped adapter bound 8 (paired interval [-0.727, +0.000]).
+# The user's picture is what such a request is about, and no headline set can show its loss, so a
+# candidate ships only if it binds them at least as often as the shipped adapter, on average.
 PICTURE_GUARD = "user_pictures_bound"
 USER_PICTURES = "user-pictures"  # OUT/user-pictures/<system>: the held-out requests that give pictures
 
@@ -460,8 +461,8 @@ def ship_choice(pairs: list[dict], adapters) -> str | None:
     """The stage to ship from the external comparisons against the shipped adapter (rows of
     ``programs.compare`` labelled system/baseline), or None when none is better with an interval
     above zero. Better means a larger share of clean programs, no more copies of the request (the
-    share of copies' interval not above zero), and the user's pictures bound no less often (that
-    interval not below zero); a tie goes to the earlier stage."""
+    share of copies' interval not above zero), and the user's own pictures bound at least as often
+    on the held-out requests that give them; a tie goes to the earlier stage."""
     stages = list(LABELS)
 
     def row(label: str, metric: str) -> dict | None:
@@ -473,7 +474,7 @@ def ship_choice(pairs: list[dict], adapters) -> str | None:
         clean, guard, pictures = row(label, SHIP_METRIC), row(label, SHIP_GUARD), row(label, PICTURE_GUARD)
         if k in adapters and clean is not None and clean["delta_ci95"][0] > 0 \
                 and (guard is None or guard["delta_ci95"][0] <= 0) \
-                and (pictures is None or pictures["delta_ci95"][1] >= 0):
+                and (pictures is None or pictures["delta"] >= 0):
             better.append((clean["delta"], -stages.index(k), k))
     return max(better)[2] if better else None
 
