@@ -22,7 +22,10 @@ placement that the request and the run's searches never had, no irrelevant fact 
 {external}
 
 Each system against the adapter shipped before this run, paired on the same requests (95% paired
-bootstrap interval; a new adapter ships only when its "clean" interval lies above zero):
+bootstrap interval). A new adapter ships only when its "clean" interval lies above zero, it copies
+the request no more often, and it binds the user's own pictures at least as often. No public set
+gives a picture, so the user_pictures_bound rows come from the held-out requests that give one
+(our own templates).
 
 {external_paired}
 
