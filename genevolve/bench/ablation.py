@@ -29,7 +29,8 @@ from typing import Callable
 from genevolve.batch import BatchRun, Shared, Stage
 from genevolve.durable import write_atomic
 
-METRICS = ("valid", "quotes_kept", "ocr_text", "skill_agreement", "reward", "rounds", "tokens", "seconds")
+METRICS = ("valid", "quotes_kept", "ocr_text", "skill_agreement", "user_pictures_bound", "reward", "rounds", "tokens",
+           "seconds")
 
 
 @dataclass
@@ -120,6 +121,7 @@ class AblationRunner:
         return rows
 
     def measure(self, case: dict, traj, seconds: float) -> dict:
+        from genevolve.bench.programs import user_pictures_bound
         from genevolve.program import validate_program
 
         program = traj.program
@@ -139,6 +141,7 @@ class AblationRunner:
         return {"id": case["id"], "category": case.get("category"), "track": case.get("track"),
                 "termination": traj.termination, "valid": bool(valid), "quotes_kept": quotes_kept,
                 "ocr_text": ocr, "skill_agreement": jaccard(traj.skills_used(), teacher),
+                "user_pictures_bound": user_pictures_bound(program, traj),
                 "reward": float(reward.total), "reward_components": reward.components,
                 "rounds": len(traj.steps),
                 "tokens": sum(self.count_tokens(s.assistant_text or "") for s in traj.steps),
@@ -211,7 +214,7 @@ def paired_table(comparisons: list[dict], header: str | None = None, label: str 
 
 def markdown_table(summary: list[dict]) -> str:
     head = ("| system | requests | valid program | quoted texts kept | OCR text score | skills vs teacher | "
-            "mean reward [95% CI] | rounds | tokens | seconds |\n|---|---|---|---|---|---|---|---|---|---|")
+            "user pictures bound | mean reward [95% CI] | rounds | tokens | seconds |\n" + "|---" * 11 + "|")
     lines = [head]
 
     def pct(v):
@@ -225,7 +228,8 @@ def markdown_table(summary: list[dict]) -> str:
         reward = "–" if r["reward"] is None else f"{r['reward']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
         lines.append(f"| {r['system']} | {r['requests']} | {pct(r['valid'])} | {pct(r['quotes_kept'])} "
                      f"(n={r['quotes_kept_n']}) | {num(r['ocr_text'])} (n={r['ocr_text_n']}) | "
-                     f"{num(r['skill_agreement'])} | {reward} | {num(r['rounds'], 1)} | {num(r['tokens'], 0)} | "
+                     f"{num(r['skill_agreement'])} | {pct(r.get('user_pictures_bound'))} "
+                     f"(n={r.get('user_pictures_bound_n', 0)}) | {reward} | {num(r['rounds'], 1)} | {num(r['tokens'], 0)} | "
                      f"{num(r['seconds'], 1)} |")
     return "\n".join(lines)
 

@@ -188,7 +188,7 @@ def measure(case: dict, traj, seconds: float) -> dict:
         "skill_recall": (len(set(needed) & set(consulted)) / len(needed)) if needed else None,
         # A picture the user gave is what the request is about ("the rocket from the first image"):
         # the share of them the program binds (None when the request gives none).
-        "user_pictures_bound": _user_pictures_bound(program, traj),
+        "user_pictures_bound": user_pictures_bound(program, traj),
         "rounds": len(traj.steps), "tokens": sum(len((s.assistant_text or "").split()) for s in traj.steps),
         "seconds": round(seconds, 3), "termination": traj.termination,
         "gen_prompt": prompt[:3000] if program else None,
@@ -197,7 +197,8 @@ def measure(case: dict, traj, seconds: float) -> dict:
     return row
 
 
-def _user_pictures_bound(program, traj) -> float | None:
+def user_pictures_bound(program, traj) -> float | None:
+    """The share of the pictures the user gave that ``program`` binds; None when none was given."""
     given = list(dict.fromkeys(traj.user_image_ids))
     if not given:
         return None

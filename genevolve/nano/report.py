@@ -108,6 +108,7 @@ clean programs on the external sets (above) is higher with a paired 95% interval
 Columns: share of requests that end in a valid program; share of the request's quoted texts kept
 verbatim in the gen_prompt (n = requests that quote something); OCR text score of the layout render
 (n = programs with text constraints); Jaccard overlap of the skills consulted with the teacher's;
+share of the request's own pictures the program binds (n = requests that give one);
 the hybrid GRPO reward (0.5 image judge + 0.5 program sufficiency, both offline) with a 95%
 bootstrap interval; rounds, assistant tokens and seconds per request.
 
@@ -251,7 +252,9 @@ and it copies the request no more often.
 Reading the table: *valid program* is the share of requests that end in a program that
 validates; *quoted texts kept* counts requests that quote something; the *OCR text score* is
 measured on the layout render of programs with text constraints; *skills vs teacher* is the
-Jaccard overlap of the skills consulted with the planner's on the same request; the *hybrid
+Jaccard overlap of the skills consulted with the planner's on the same request; *user pictures
+bound* is the share of the pictures a request gives that the program binds (n = requests that
+give one); the *hybrid
 reward* is the GRPO reward (0.5 offline image judge + 0.5 program sufficiency) with a 95%
 bootstrap interval. Targets for SFT: ≥ 90% valid programs and ≥ 90% quoted texts kept. The
 *seconds* column is wall time on the machine as it was during the run, shared with other work

@@ -401,6 +401,9 @@ class _RolloutStats:
         self.tools: Counter = Counter()
         self.skills: Counter = Counter()
         self.terminations: Counter = Counter()
+        # Pictures per step: the user's given and bound, library pictures bound. GRPO on a pool that
+        # rarely asked for a picture unlearned binding one; this is where that shows first.
+        self.pictures: Counter = Counter()
         self.tokens = 0
         self.generation_s = 0.0
         self.hits = 0
@@ -414,6 +417,9 @@ class _RolloutStats:
         self.tools.update(s.tool_name for s in traj.tool_calls())
         self.skills.update(traj.skills_used())
         self.terminations[traj.termination] += 1
+        users = set(traj.user_image_ids)
+        bound = {ref.img_id for ref in traj.program.reference_images} if traj.program else set()
+        self.pictures.update(user_given=len(users), user_bound=len(users & bound), library_bound=len(bound - users))
         self.tokens += policy_tokens
 
     @classmethod
@@ -427,6 +433,7 @@ class _RolloutStats:
             out.tools.update(p.tools)
             out.skills.update(p.skills)
             out.terminations.update(p.terminations)
+            out.pictures.update(p.pictures)
             out.tokens += p.tokens
             out.generation_s += p.generation_s
             out.hits += p.hits
@@ -446,7 +453,8 @@ class _RolloutStats:
                 "trained_samples": self.trained,
                 "tokens": self.tokens, "tokens_per_s": self.tokens / max(self.generation_s, 1e-9),
                 "tool_calls": sum(self.tools.values()), "tool_counts": dict(self.tools),
-                "skill_counts": dict(self.skills), "terminations": dict(self.terminations)}
+                "skill_counts": dict(self.skills), "terminations": dict(self.terminations),
+                "pictures": {k: self.pictures[k] for k in ("user_given", "user_bound", "library_bound")}}
 
 
 # ---------------------------------------------------------------- the run

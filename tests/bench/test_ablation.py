@@ -41,6 +41,7 @@ def test_runner_measures_each_request_and_resumes(tmp_path):
     lines = path.read_text().splitlines()
     path.write_text(lines[0] + "\n" + lines[1][:20])
     assert [r["id"] for r in runner.run(System("planner", PlannerPolicy))] == ["a", "b"]
+    assert a["user_pictures_bound"] is None and b["user_pictures_bound"] is None  # no picture given
     # Rescoring measures the stored trajectories again without new rollouts.
     before = runner.rows("planner")
     after = runner.rescore("planner")
@@ -131,3 +132,19 @@ def test_skills_used_lists_only_skills_a_call_named():
                                           call({"skill_name": "spatial_layout"})])
     assert traj.skills_used() == ["text_rendering", "spatial_layout"]
     assert jaccard(traj.skills_used(), ["text_rendering", "spatial_layout"]) == 1.0
+
+
+def test_a_request_that_gives_a_picture_is_measured_on_binding_it(tmp_path):
+    """The held-out split's picture requests ("the rocket from the first image"): the teacher binds
+    the picture, and the table shows the share with how many requests gave one."""
+    from pathlib import Path
+
+    picture = Path(__file__).resolve().parents[2] / "assets" / "library" / "red_motorcycle.jpg"
+    case = {"id": "p", "question": "The motorcycle from the first image parked beside a desk lamp.",
+            "images": [str(picture)], "category": "spatial_relation", "teacher": {"skills": ["spatial_layout"]}}
+    runner = AblationRunner([case, CASES[1]], tmp_path)
+    rows = runner.run(System("planner", PlannerPolicy))
+    assert [r["user_pictures_bound"] for r in rows] == [1.0, None]
+    (summary,) = summarise({"planner": rows})
+    assert summary["user_pictures_bound"] == 1.0 and summary["user_pictures_bound_n"] == 1
+    assert "| user pictures bound |" in markdown_table([summary]) and "| 100% (n=1) |" in markdown_table([summary])

@@ -369,3 +369,16 @@ def test_rollouts_log_the_references_a_program_binds_and_the_pictures_tools_show
     assert row["warnings"] == ["the answer left a shown picture out"] and row["program"] == long_prompt
     unanswered = rollout_log_row(Trajectory(request="x", termination="format_error"), Reward(0.0))
     assert unanswered["references"] == [] and unanswered["program"] is None and unanswered["last_turn"] == ""
+
+    # The step's metrics row counts them too, across processes: the user's given and bound, the library's bound.
+    from genevolve.training.grpo_trainer import _RolloutStats
+
+    given = Trajectory(request="the cat from the first image on a sofa", termination="answer",
+                       images=[ImageRef("IMG_001", "/u.png", source="user"), ImageRef("IMG_002", "/c.png")],
+                       user_image_ids=["IMG_001"], program=Program(gen_prompt="a cat on a sofa"))
+    one, other = _RolloutStats(), _RolloutStats()
+    one.add(traj, Reward(0.75), 10)
+    other.add(given, Reward(0.5), 10)
+    other.add(Trajectory(request="x", termination="format_error"), Reward(0.0), 3)
+    assert _RolloutStats.merge([one, other]).record()["pictures"] == {"user_given": 2, "user_bound": 0,
+                                                                        "library_bound": 1}
