@@ -87,7 +87,9 @@ work during most of every stage, so these are upper bounds):
 Then GRPO and GRPO+SDL from the SFT adapter on the RL prompt pool (`configs/nano/grpo.yaml`,
 `grpo_sdl.yaml`): one prompt and 6 rollouts per optimizer step, the hybrid reward, a KL term to
 the SFT policy (β = 0.04; at β = 0 GRPO learned to copy the request); SDL adds the reverse KL to
-a teacher that sees the retrieved Decision Guide, on the top 10% decision tokens. Per step (mean ± sd of the reward within the group of 6):
+a teacher that sees the retrieved Decision Guide, on the top 10% decision tokens. Per step (mean ± sd
+of the reward within the group of 6; pictures: the user's bound of those given, and library pictures
+bound, over the group):
 
 {grpo}
 
@@ -215,7 +217,9 @@ GRPO+SDL adds λ = 0.1 × the reverse KL between the student and a teacher that 
 Decision Guide, on the top 10% decision tokens; a guide is distilled from the best and worst
 rollouts of a group when their rewards differ by at least 0.2, and retrieved when its request's
 embedding is within the 0.84 gate. The steps are few (a step is several minutes of rollouts on
-this CPU), so read the table below as what the stages did, not as converged training.
+this CPU), so read the table below as what the stages did, not as converged training. The pictures
+column counts, over the group, the user's pictures bound of those given and the library pictures
+bound (logged since 2026-12-06): GRPO on a pool that seldom asked for a picture unlearned binding one.
 
 {grpo}
 
@@ -343,8 +347,9 @@ def grpo_section(out: Path) -> str | None:
     stages = grpo_rows(out)
     if not stages:
         return None
-    lines = ["| stage | step | reward mean ± sd in the group | ended in a program | skill calls | rows trained | "
-             "SDL KL | guides added / gate hits | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| stage | step | reward mean ± sd in the group | ended in a program | skill calls | "
+             "user's pictures bound · library pictures bound | rows trained | SDL KL | guides added / gate hits | "
+             "seconds |", "|---" * 10 + "|"]
     for name, steps in stages.items():
         for m in steps:
             terms = m.get("terminations") or {}
@@ -354,8 +359,10 @@ def grpo_section(out: Path) -> str | None:
             kl = "–" if m.get("sdl_kl") is None else f"{m['sdl_kl']:.4f}"
             guides = "–" if "guides_added" not in m else f"{m['guides_added']} / {m.get('guide_hit_rate', 0):.0%}"
             secs = sum((m.get("timings") or {}).get(k, 0.0) for k in ("generation_s", "tools_s", "judge_s"))
+            pics = m.get("pictures")  # counted since 2026-12-06: GRPO on a pool without pictures unlearned binding
+            bound = "–" if pics is None else f"{pics['user_bound']}/{pics['user_given']} · {pics['library_bound']}"
             lines.append(f"| {name} | {m['step']} | {m['reward_mean']:.3f} ± {m.get('reward_std') or 0:.3f} | "
-                         f"{answered}/{n} | {skills} | {m.get('trained_samples', '–')} | {kl} | {guides} | "
+                         f"{answered}/{n} | {skills} | {bound} | {m.get('trained_samples', '–')} | {kl} | {guides} | "
                          f"{m.get('step_time', secs) or secs:.0f} |")
     return "\n".join(lines)
 

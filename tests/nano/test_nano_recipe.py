@@ -19,6 +19,8 @@ def _grpo_run(out, name, rewards, sdl=False):
                "timings": {"generation_s": 200.0, "tools_s": 3.0, "judge_s": 5.0}}
         if sdl:
             row.update({"sdl_kl": 0.02 / step, "guides_added": 1, "guide_hit_rate": 0.0 if step == 1 else 1.0})
+        if step == 2:  # runs before 2026-12-06 logged no pictures
+            row["pictures"] = {"user_given": 3, "user_bound": 2, "library_bound": 1}
         files.log(row)
     files.log({"step": len(rewards), "train_runtime": 99.0})  # the end-of-run summary is not a step
 
@@ -29,9 +31,9 @@ def test_grpo_section_and_chart_from_the_stage_metrics(tmp_path):
     table = grpo_section(tmp_path)
     rows = [line for line in table.splitlines() if line.startswith("| grpo")]
     assert len(rows) == 4  # one per optimizer step, none for the summary row
-    assert "| grpo | 1 | 0.400 ± 0.100 | 4/6 | 2 | 4 | – | – | 208 |" in table
-    assert "| grpo_sdl | 1 | 0.450 ± 0.120 | 4/6 | 2 | 4 | 0.0200 | 1 / 0% | 208 |" in table
-    assert "| grpo_sdl | 2 | 0.500 ± 0.100 | 4/6 | 2 | 4 | 0.0100 | 1 / 100% | 208 |" in table
+    assert "| grpo | 1 | 0.400 ± 0.100 | 4/6 | 2 | – | 4 | – | – | 208 |" in table
+    assert "| grpo_sdl | 1 | 0.450 ± 0.120 | 4/6 | 2 | – | 4 | 0.0200 | 1 / 0% | 208 |" in table
+    assert "| grpo_sdl | 2 | 0.500 ± 0.100 | 4/6 | 2 | 2/3 · 1 | 4 | 0.0100 | 1 / 100% | 208 |" in table
     from PIL import Image
 
     with Image.open(grpo_chart(tmp_path, tmp_path / "g.png")) as im:
