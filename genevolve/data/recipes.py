@@ -696,18 +696,16 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
         category = _category_for(i, seed, categories)
         kind = variety_kind(seed, i, variety) if variety > 0 else None
         rng = random.Random(f"genevolve-recipes:{seed}:{i}")
-        for _attempt in range(max_attempts):
-            if kind is None:
-                request, images = _draw(rng, pools, category)
-            else:
-                request, images, category, track = variety_request(kind, rng, pools)
-            key = _norm(request)
-            if key not in seen and near_duplicate(request, questions) is None:
-                break
+        if kind is None:  # the track follows from the category, below
+            def draw():
+                return (*_draw(rng, pools, category), category, None)
         else:
-            raise RuntimeError(f"could not draw a fresh {category} request for recipe {i} in {max_attempts} tries; "
-                               "the templates are exhausted for this N: use fewer recipes")
-        seen.add(key)
+            def draw():
+                return variety_request(kind, rng, pools)
+        request, images, category, track = _fresh(
+            draw, seen, questions, max_attempts,
+            f"could not draw a fresh {category} request for recipe {i} in {max_attempts} tries; "
+            "the templates are exhausted for this N: use fewer recipes")
         if kind is None:
             track = QUALITY if category in QUALITY_CATEGORIES else KNOWLEDGE
         entity = "" if kind is not None else next(
@@ -722,19 +720,26 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
                               split=split, variety=kind or ""))
     for j in range(rl_pictures):
         rng = random.Random(f"genevolve-recipes:{seed}:picture:{j}")
-        for _attempt in range(max_attempts):
-            request, images, category = picture_request(rng, pools)
-            key = _norm(request)
-            if key not in seen and near_duplicate(request, questions) is None:
-                break
-        else:
-            raise RuntimeError(f"could not draw a fresh picture request for RL recipe {j} in {max_attempts} tries; "
-                               "use fewer --rl-pictures")
-        seen.add(key)
+        request, images, category = _fresh(
+            lambda: picture_request(rng, pools), seen, questions, max_attempts,
+            f"could not draw a fresh picture request for RL recipe {j} in {max_attempts} tries; "
+            "use fewer --rl-pictures")
         recipes.append(Recipe(id=f"rec_{n + j:05d}", request=request, images=images, category=category,
                               track=QUALITY, skills_expected=expected_skills(request, category, QUALITY),
                               entity="", split="rl" if held_out else "sft", variety=""))
     return recipes
+
+
+def _fresh(draw: Callable[[], tuple], seen: set[str], questions: list[str], max_attempts: int, failure: str) -> tuple:
+    """``draw()`` again until its request (the first item) is new and not near a bench question;
+    the request joins ``seen``. Raises ``failure`` after ``max_attempts`` tries."""
+    for _attempt in range(max_attempts):
+        drawn = draw()
+        key = _norm(drawn[0])
+        if key not in seen and near_duplicate(drawn[0], questions) is None:
+            seen.add(key)
+            return drawn
+    raise RuntimeError(failure)
 
 
 def _draw(rng: random.Random, pools: Pools, category: str) -> tuple[str, list[str]]:

@@ -300,26 +300,21 @@ class NanoRecipe:
         if self.eval_systems is not None:
             wanted = self._asked_systems(list(systems))
             systems = {k: v for k, v in systems.items() if k in wanted or k == "shipped"}
-        for name, (spec, chosen) in systems.items():
-            if self.summary_only:
-                break
-            self.log(f"[nano] external: {name} ({spec}) on {len(chosen)} requests")
-            run_program_eval([dict(c) for c in chosen], root / _slug(name), policy=spec, set_name="all",
-                             resume=(root / _slug(name) / "run.json").exists(), progress=False, log=self.log)
+        runs = [(name, spec, chosen, root / _slug(name), "all", "") for name, (spec, chosen) in systems.items()]
         # The public sets give no pictures, so binding the user's own pictures is measured on the
         # held-out split's requests that give them (our own templates: a guard, not a headline).
         pictured = [c for c in read_jsonl(self.out / "data" / "eval.jsonl") if c.get("images")]
-        for name, (spec, _) in systems.items():
-            if self.summary_only or not pictured:
+        if pictured:
+            runs += [(name, spec, pictured, self.out / USER_PICTURES / _slug(name), "held-out user pictures",
+                      " of the held-out split that give pictures") for name, (spec, _) in systems.items()]
+        for name, spec, chosen, folder, set_name, which in runs:
+            if self.summary_only:
                 break
-            folder = self.out / USER_PICTURES / _slug(name)
-            self.log(f"[nano] external: {name} ({spec}) on the {len(pictured)} held-out requests with pictures")
-            run_program_eval([dict(c) for c in pictured], folder, policy=spec, set_name="held-out user pictures",
+            self.log(f"[nano] external: {name} ({spec}) on {len(chosen)} requests{which}")
+            run_program_eval([dict(c) for c in chosen], folder, policy=spec, set_name=set_name,
                              resume=(folder / "run.json").exists(), progress=False, log=self.log)
         pairs = self.external_pairs()
-        measured = [root / _slug(n) for n in systems] + [self.out / USER_PICTURES / _slug(n) for n in systems
-                                                         if pictured]
-        if pairs is not None and all((folder / "rollout.jsonl").exists() for folder in measured):
+        if pairs is not None and all((run[3] / "rollout.jsonl").exists() for run in runs):
             self._mark_done("external", systems=list(systems), requests=len(cases), pictured=len(pictured))
 
     def _asked_systems(self, have: list[str]) -> set[str]:
