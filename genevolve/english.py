@@ -50,6 +50,10 @@ _SUBJECT_FRAMES = re.compile(
     r"portrait|cover|ad|advertisement|still life|scene|sketch|view)\s+of\s+", re.IGNORECASE)
 _SUBJECT_CUT = re.compile(r",|\.|;|:|\b(?:with|in|on|at|under|against|for|while|that|which|where|"
                           r"titled|reading|saying|beside|next|behind|above|below|left|right|"
+                          # a relation or a transformation ends the subject too: "a rocket to the right
+                          # of…" is a rocket, "a motorcycle reimagined as ice" a motorcycle
+                          r"to|as|near|over|inside|underneath|beneath|between|around|onto|into|atop|"
+                          r"reimagined|transformed|turned|made|"
                           r"arranged|(?<!-)and(?!-)|is|are|was|were|sits|sit|stands|stand|lies|rests|hangs)\b",
                           re.IGNORECASE)
 # "black and white cat" is one subject with two colours, not a subject called "black".

@@ -82,6 +82,8 @@ class BuildConfig:
     variety: float = 0.0
     # RL recipes about a picture (given or named) added after ``recipes`` (generate_recipes).
     rl_pictures: int = 0
+    # SFT recipes naming a library subject, added after those (generate_recipes).
+    sft_pictures: int = 0
 
     def identity(self) -> dict:
         """What a resumed build must share with the original (parallelism may change)."""
@@ -93,7 +95,8 @@ class BuildConfig:
                 "held_out": self.held_out,
                 # Only when set, so builds made before the option resume as they were.
                 **({"variety": self.variety} if self.variety else {}),
-                **({"rl_pictures": self.rl_pictures} if self.rl_pictures else {})}
+                **({"rl_pictures": self.rl_pictures} if self.rl_pictures else {}),
+                **({"sft_pictures": self.sft_pictures} if self.sft_pictures else {})}
 
 
 @dataclass
@@ -224,6 +227,7 @@ class DatasetBuilder:
         settings = self.settings()
         recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed, held_out=self.cfg.held_out,
                                                          variety=self.cfg.variety, rl_pictures=self.cfg.rl_pictures,
+                                                         sft_pictures=self.cfg.sft_pictures,
                                                          corpus_dir=settings.corpus_dir,
                                                          library_dir=settings.library_dir, avoid=avoid)]
         write_atomic(self.out / "recipes.jsonl", _jsonl(recipes))

@@ -533,12 +533,18 @@ def _named_subject_reimagined(rng, pools, transform):
     return f"{_cap(_article(noun))} reimagined as {transform}.", []
 
 
-def picture_request(rng: random.Random, pools: Pools) -> tuple[str, list[str], str]:
-    """A request about a picture, given or named: ``(request, images, category)``."""
-    kinds = [("spatial_relation", lambda: _given_subject_placed(rng, pools)),
-             ("spatial_relation", lambda: _named_subject_placed(rng, pools)),
-             ("creative_transformation", lambda: _given_subject_reimagined(rng, pools, rng.choice(_TRANSFORMS))),
+def picture_request(rng: random.Random, pools: Pools, given: bool = True) -> tuple[str, list[str], str]:
+    """A request about a picture, given or named: ``(request, images, category)``. ``given`` false:
+    only a library subject named, none given."""
+    named = [("spatial_relation", lambda: _named_subject_placed(rng, pools)),
              ("creative_transformation", lambda: _named_subject_reimagined(rng, pools, rng.choice(_TRANSFORMS)))]
+    if not given:
+        category, draw = rng.choice(named)
+        request, images = draw()
+        return request, images, category
+    kinds = [("spatial_relation", lambda: _given_subject_placed(rng, pools)), named[0],
+             ("creative_transformation", lambda: _given_subject_reimagined(rng, pools, rng.choice(_TRANSFORMS))),
+             named[1]]
     if pools.textures:
         kinds.append(("material", lambda: _given_texture(rng, pools, rng.choice(_MATERIAL_OBJECTS))))
     if pools.moods:
@@ -671,14 +677,17 @@ def _category_for(index: int, seed: int, categories: tuple[str, ...]) -> str:
 def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = None,
                      library_dir: str | Path | None = None, avoid: Iterable[str] | None = None,
                      max_attempts: int = 50, held_out: bool = True, variety: float = 0.0,
-                     rl_pictures: int = 0) -> list[Recipe]:
+                     rl_pictures: int = 0, sft_pictures: int = 0) -> list[Recipe]:
     """``n`` recipes for ``seed``; requests are unique and none nearly equals a question in ``avoid``
     (default: the mini bench). ``variety``: share of recipes drawn from ``genevolve.data.variety``
     (dense paragraphs, other quote styles and wordings, merged constraints, invented subjects, plain
     scenes) instead of the templates; 0 gives template recipes only. ``rl_pictures``: that many more
     recipes after the ``n``, each about a picture (``picture_request``), all in the RL pool: the
     templates put few there, and GRPO on a pool that rarely asks for a picture unlearns binding one.
-    The first ``n`` recipes are the same with or without them."""
+    ``sft_pictures``: that many SFT recipes after those, each naming a library subject with no picture
+    given: the templates give the teacher about one such binding in sixty records, and a student
+    trained on them binds a library picture it was shown less often than not.
+    The first ``n`` recipes (and the RL ones) are the same with or without them."""
     from genevolve.data.variety import variety_kind, variety_request
 
     pools = load_pools(corpus_dir, library_dir)
@@ -718,15 +727,17 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
         recipes.append(Recipe(id=f"rec_{i:05d}", request=request, images=images, category=category, track=track,
                               skills_expected=expected_skills(request, category, track), entity=entity,
                               split=split, variety=kind or ""))
-    for j in range(rl_pictures):
-        rng = random.Random(f"genevolve-recipes:{seed}:picture:{j}")
+    extra = [("picture", True, "rl" if held_out else "sft", "--rl-pictures", j) for j in range(rl_pictures)]
+    extra += [("sft-picture", False, "sft", "--sft-pictures", j) for j in range(sft_pictures)]
+    for name, given, split, option, j in extra:
+        rng = random.Random(f"genevolve-recipes:{seed}:{name}:{j}")
         request, images, category = _fresh(
-            lambda: picture_request(rng, pools), seen, questions, max_attempts,
-            f"could not draw a fresh picture request for RL recipe {j} in {max_attempts} tries; "
-            "use fewer --rl-pictures")
-        recipes.append(Recipe(id=f"rec_{n + j:05d}", request=request, images=images, category=category,
+            lambda: picture_request(rng, pools, given=given), seen, questions, max_attempts,
+            f"could not draw a fresh picture request for {option} recipe {j} in {max_attempts} tries; "
+            f"use fewer {option}")
+        recipes.append(Recipe(id=f"rec_{len(recipes):05d}", request=request, images=images, category=category,
                               track=QUALITY, skills_expected=expected_skills(request, category, QUALITY),
-                              entity="", split="rl" if held_out else "sft", variety=""))
+                              entity="", split=split, variety=""))
     return recipes
 
 

@@ -71,6 +71,26 @@ def test_rl_pictures_adds_picture_requests_to_the_rl_pool_and_leaves_the_others_
     assert [r.split for r in generate_recipes(60, 0, held_out=False, rl_pictures=3)[60:]] == ["sft"] * 3
 
 
+
+def test_sft_pictures_add_library_subjects_to_the_sft_records_after_the_rl_ones():
+    """The templates show the teacher binding a library picture in about one record in sixty, and
+    the SFT adapter then gives the bind token 0.42 where the teacher binds: ``sft_pictures`` adds SFT
+    recipes that name a library subject (no picture given), after the RL ones, which stay as drawn."""
+    from genevolve.data.recipes import LIBRARY_SUBJECTS
+
+    with_rl = generate_recipes(60, 0, rl_pictures=5)
+    topped = generate_recipes(60, 0, rl_pictures=5, sft_pictures=10)
+    assert [r.to_dict() for r in topped[:65]] == [r.to_dict() for r in with_rl]
+    extra = topped[65:]
+    assert [r.id for r in extra] == [f"rec_{i:05d}" for i in range(65, 75)]
+    assert all(r.split == "sft" and not r.images and not r.entity for r in extra)
+    nouns = set(LIBRARY_SUBJECTS.values())
+    assert all(any(n in r.request.lower() for n in nouns) for r in extra)
+    assert {r.category for r in extra} == {"spatial_relation", "creative_transformation"}
+    assert len({r.request for r in topped}) == len(topped)
+    # Without the held-out splits they are SFT records all the same.
+    assert [r.split for r in generate_recipes(60, 0, held_out=False, sft_pictures=3)[60:]] == ["sft"] * 3
+
 @pytest.fixture(scope="module")
 def nano_build(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("nano_data")

@@ -9,6 +9,7 @@ from PIL import Image
 
 from genevolve.agent import Agent, AgentConfig
 from genevolve.program import IMG_ID_RE, ORDINAL_REF_RE, ORDINALS, URL_RE, quoted_strings, validate_program
+from genevolve.english import extract_subjects
 from genevolve.policies import make_policy
 from genevolve.policies.planner import PlannerPolicy, extract_entities, route_skills
 from genevolve.protocol import FINAL_ROUND_MESSAGE, correction_message, format_tool_response, parse_turn
@@ -471,3 +472,17 @@ def test_a_reference_in_another_colour_is_not_bound(tmp_path):
     bound = traj.program.reference_images[0].img_id
     assert f"1 reference image(s) ({bound} for red motorcycle" in traj.steps[-1].think, traj.steps[-1].think
     assert "0 reference image(s) and" in run("A black motorcycle is parked on grey cobblestones.").steps[-1].think
+
+
+@pytest.mark.parametrize("text,expected", [
+    # Library-subject requests of the data's picture recipes: the search is the subject alone.
+    # Before, "rocket to" and "motorcycle reimagined as ice" found nothing to bind.
+    ("A rocket to the right of a potted fern in an empty white studio.", "rocket"),
+    ("A motorcycle reimagined as an ice sculpture melting in the sun.", "motorcycle"),
+    ("Old coins reimagined as a tiny clay figurine.", "old coins"),
+    ("A rocket near a teddy bear.", "rocket"),
+    ("A vase made of blown glass.", "vase"),
+])
+def test_image_search_asks_for_the_subject_not_its_relation_or_transformation(text, expected):
+    assert expected in extract_subjects(text)
+    assert not any(w in q.split() for q in extract_subjects(text) for w in ("to", "as", "near", "reimagined"))
