@@ -146,6 +146,7 @@ class GroupDecoder:
         self._cond = threading.Condition()
         self._live: set[int] = set()
         self._waiting: dict[int, _Request] = {}
+        self._stopped: BaseException | None = None  # why the decoding loop ended early
         self.batches: list[int] = []  # the batch size of every decode step (tests and stats read it)
         self.generation_s = 0.0
         self.tokens = 0
@@ -163,6 +164,7 @@ class GroupDecoder:
             s.reset()
         self._live = set(range(len(agents)))
         self._waiting = {}
+        self._stopped = None
         results: list = [None] * len(agents)
 
         def run(i: int) -> None:
@@ -177,10 +179,20 @@ class GroupDecoder:
             t.start()
         try:
             self._serve()
+        except BaseException as exc:
+            # A second Ctrl-C (KeyboardInterrupt) or any error out of the loop: the rollouts waiting
+            # for a turn would wait for ever, and the join below with them. End their turns instead.
+            self._stop(exc)
+            raise
         finally:
             for t in threads:
                 t.join()
         return [(traj, s.history) for traj, s in zip(results, slots)]
+
+    def _stop(self, exc: BaseException) -> None:
+        with self._cond:
+            self._stopped = exc
+            self._cond.notify_all()
 
     def turn(self, slot: RolloutSlot, messages: list[dict], images: Sequence) -> str:
         """Called from a rollout's thread: queue its next turn, wait until it is decoded, return its text."""
@@ -192,8 +204,10 @@ class GroupDecoder:
                 raise PolicyError(f"{type(exc).__name__}: {exc}") from exc
             self._waiting[slot.index] = req
             self._cond.notify_all()
-            while not req.done:
+            while not req.done and self._stopped is None:
                 self._cond.wait()
+        if not req.done:
+            raise PolicyError(f"generation stopped: {type(self._stopped).__name__}")
         if req.error is not None:
             raise PolicyError(f"generation failed: {type(req.error).__name__}: {req.error}")
         return req.text or ""

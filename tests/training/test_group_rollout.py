@@ -153,3 +153,36 @@ def test_rows_leave_the_batch_when_their_turn_or_rollout_ends(tiny_policy):
     # rollout 0 writes its second turn while the others still write their first.
     assert any(step.get(0) == 1 and 0 in step.values() for step in decoder.turn_of)
     assert decoder.tokens == sampled
+
+
+def test_a_second_ctrl_c_mid_decode_ends_the_group_instead_of_hanging(tiny_policy):
+    """A second SIGTERM/Ctrl-C raises KeyboardInterrupt in the decoding thread. It used to leave the
+    rollout threads waiting for their turn for ever, and the join after them: a killed GRPO run hung
+    until SIGKILL. Now every waiting turn ends with a policy error and the interrupt goes on up."""
+    import threading
+
+    from genevolve.training.group_rollout import GroupDecoder
+
+    class Interrupted(GroupDecoder):
+        steps = 0
+
+        def _step(self, batch):
+            Interrupted.steps += 1
+            if Interrupted.steps == 3:
+                raise KeyboardInterrupt
+            return super()._step(batch)
+
+    decoder, agents = _group(tiny_policy, 3, temperature=1.0, decoder_cls=Interrupted)
+    raised: list[BaseException] = []
+
+    def run():
+        try:
+            decoder.rollout(agents, "draw a red cat")
+        except BaseException as exc:  # noqa: BLE001 - the test reads what came out
+            raised.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the group rollout hung after an interrupt"
+    assert len(raised) == 1 and isinstance(raised[0], KeyboardInterrupt)
