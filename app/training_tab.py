@@ -18,6 +18,9 @@ from app.markup import esc
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 JOB_COLUMNS = ["job", "kind", "config", "status", "started", "updated"]
 POLL_S = 2.0
+# Lines per chart: the eight skills, or the tool calls, three tools and three picture counters,
+# fit; more would be unreadable.
+MAX_SERIES = 10
 
 
 def available() -> bool:
@@ -63,20 +66,22 @@ def build(sid_state, tab=None):
                 loss_plot = gr.Plot(label="Loss", elem_id="tr-loss")
                 reward_plot = gr.Plot(label="Reward and components", elem_id="tr-reward")
             with gr.Row():
+                tools_plot = gr.Plot(label="Tool calls and pictures bound", elem_id="tr-tools")
+                skills_plot = gr.Plot(label="Skills read", elem_id="tr-skills")
+            with gr.Row():
                 kl_plot = gr.Plot(label="SDL KL", elem_id="tr-kl")
-                tools_plot = gr.Plot(label="Tool calls and skills", elem_id="tr-tools")
             log = gr.Textbox(label="Log", lines=10, max_lines=14, autoscroll=True, interactive=False, elem_id="ge-log")
     timer = gr.Timer(POLL_S)
 
     kind.change(lambda k: gr.update(choices=config_choices(k), value=(config_choices(k) or [None])[0]), [kind], [config])
     config.change(read_config, [config], [preview])
     start.click(start_job, [kind, config, max_steps], [msg, current]).then(job_rows, None, [jobs_table]).then(
-        watch, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, log])
+        watch, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, skills_plot, log])
     jobs_table.select(pick_job, None, [current])
-    current.change(watch, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, log])
+    current.change(watch, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, skills_plot, log])
     stop.click(stop_job, [current], [msg]).then(job_rows, None, [jobs_table])
     resume.click(resume_job, [current], [msg]).then(job_rows, None, [jobs_table])
-    timer.tick(poll, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, log, jobs_table],
+    timer.tick(poll, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, skills_plot, log, jobs_table],
                show_progress="hidden")
     # After a reload the newest job is selected again: jobs outlive the page.
     if tab is not None:
@@ -132,17 +137,17 @@ def resume_job(job_id):
 
 def poll(job_id):
     if not job_id:
-        return (gr.skip(),) * 6 + (job_rows(),)
+        return (gr.skip(),) * 7 + (job_rows(),)
     return watch(job_id) + (job_rows(),)
 
 
 def watch(job_id):
-    """Status line, four plotly charts and the log tail of one job."""
+    """Status line, five plotly charts and the log tail of one job."""
     if not job_id:
-        return ("Select a job.", None, None, None, None, "")
+        return ("Select a job.", None, None, None, None, None, "")
     job = storage.store().get_job(job_id)
     if job is None:
-        return (f"Job `{esc(job_id)}` not found.", None, None, None, None, "")
+        return (f"Job `{esc(job_id)}` not found.", None, None, None, None, None, "")
     job = jobs.refresh(job)
     rows = jobs.metrics(job["run_dir"])
     last = rows[-1] if rows else {}
@@ -155,14 +160,28 @@ def watch(job_id):
               + (f" · {esc(job['message'])}" if job.get("message") and job["status"] != "running" else "")
               + f"  \nrun dir `{job['run_dir']}`")
     rows = [_flatten(r) for r in rows]
+    series = chart_series(rows)
+    return (status, *(_figure(rows, series[name], axis) for name, axis in CHARTS), jobs.log_tail(job["run_dir"]))
+
+
+# The charts in the order the view shows them: (series group, y axis).
+CHARTS = (("loss", "loss"), ("reward", "reward"), ("kl", "KL"), ("tools", "count"), ("skills", "count"))
+
+
+def chart_series(rows: list[dict]) -> dict[str, list[str]]:
+    """Which numeric columns of flattened metric rows each chart draws."""
     keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                    and k not in ("step", "epoch", "time")})
     kl = [k for k in keys if "kl" in k.lower()]
-    loss = [k for k in keys if "loss" in k and k not in kl]
-    reward = [k for k in keys if "reward" in k or (k.endswith("_mean") and not k.startswith(("adv", "tool", "timings")))]
-    tools = [k for k in keys if k.startswith(("tool_calls", "tool_counts.", "skill_counts.", "guide_hit_rate"))]
-    return (status, _figure(rows, loss, "loss"), _figure(rows, reward, "reward"), _figure(rows, kl, "KL"),
-            _figure(rows, tools, "count"), jobs.log_tail(job["run_dir"]))
+    return {
+        "loss": [k for k in keys if "loss" in k and k not in kl],
+        "reward": [k for k in keys if "reward" in k
+                   or (k.endswith("_mean") and not k.startswith(("adv", "tool", "timings")))],
+        "kl": kl,
+        # Pictures bound per step sit beside the tool calls: GRPO once unlearned binding them unseen.
+        "tools": [k for k in keys if k.startswith(("tool_calls", "tool_counts.", "pictures.", "guide_hit_rate"))],
+        "skills": [k for k in keys if k.startswith("skill_counts.")],
+    }
 
 
 def _flatten(record: dict) -> dict:
@@ -182,7 +201,7 @@ def _figure(rows: list[dict], keys: list[str], ylabel: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for k in keys[:8]:
+    for k in keys[:MAX_SERIES]:
         pts = [(r.get("step", i), r[k]) for i, r in enumerate(rows) if isinstance(r.get(k), (int, float))]
         if pts:
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=k,
