@@ -38,8 +38,11 @@ STAGES = ("data", "sft", "grpo", "grpo_sdl", "eval", "external", "ship")
 CONFIGS = REPO_ROOT / "configs" / "nano"
 # Half the recipes carry human variety (genevolve.data.variety): the first adapter, trained on templates
 # alone, learned their shape and copied requests worded any other way.
+# rl_pictures: without RL prompts about a picture, GRPO unlearned binding the user's own (4 of 11
+# held-out requests, from the SFT adapter's 11); with 40, the same GRPO kept 11 of 11
+# (docs/bench/programs.md, 2026-12-06).
 DATA_RECIPE = {"recipes": 800, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3,
-               "held_out": True, "variety": 0.5}
+               "held_out": True, "variety": 0.5, "rl_pictures": 40}
 EVAL_REQUESTS = 60
 EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
 UNTUNED_REQUESTS = 8
