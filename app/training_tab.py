@@ -72,16 +72,18 @@ def build(sid_state, tab=None):
                 kl_plot = gr.Plot(label="SDL KL", elem_id="tr-kl")
             log = gr.Textbox(label="Log", lines=10, max_lines=14, autoscroll=True, interactive=False, elem_id="ge-log")
     timer = gr.Timer(POLL_S)
+    # What ``watch`` fills: the status, one plot per entry of CHARTS in its order, the log.
+    views = [status, loss_plot, reward_plot, kl_plot, tools_plot, skills_plot, log]
 
     kind.change(lambda k: gr.update(choices=config_choices(k), value=(config_choices(k) or [None])[0]), [kind], [config])
     config.change(read_config, [config], [preview])
     start.click(start_job, [kind, config, max_steps], [msg, current]).then(job_rows, None, [jobs_table]).then(
-        watch, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, skills_plot, log])
+        watch, [current], views)
     jobs_table.select(pick_job, None, [current])
-    current.change(watch, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, skills_plot, log])
+    current.change(watch, [current], views)
     stop.click(stop_job, [current], [msg]).then(job_rows, None, [jobs_table])
     resume.click(resume_job, [current], [msg]).then(job_rows, None, [jobs_table])
-    timer.tick(poll, [current], [status, loss_plot, reward_plot, kl_plot, tools_plot, skills_plot, log, jobs_table],
+    timer.tick(poll, [current], views + [jobs_table],
                show_progress="hidden")
     # After a reload the newest job is selected again: jobs outlive the page.
     if tab is not None:
@@ -137,17 +139,17 @@ def resume_job(job_id):
 
 def poll(job_id):
     if not job_id:
-        return (gr.skip(),) * 7 + (job_rows(),)
+        return (gr.skip(),) * (len(CHARTS) + 2) + (job_rows(),)
     return watch(job_id) + (job_rows(),)
 
 
 def watch(job_id):
     """Status line, five plotly charts and the log tail of one job."""
     if not job_id:
-        return ("Select a job.", None, None, None, None, None, "")
+        return ("Select a job.", *(None,) * len(CHARTS), "")
     job = storage.store().get_job(job_id)
     if job is None:
-        return (f"Job `{esc(job_id)}` not found.", None, None, None, None, None, "")
+        return (f"Job `{esc(job_id)}` not found.", *(None,) * len(CHARTS), "")
     job = jobs.refresh(job)
     rows = jobs.metrics(job["run_dir"])
     last = rows[-1] if rows else {}

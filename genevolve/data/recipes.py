@@ -538,17 +538,15 @@ def picture_request(rng: random.Random, pools: Pools, given: bool = True) -> tup
     only a library subject named, none given."""
     named = [("spatial_relation", lambda: _named_subject_placed(rng, pools)),
              ("creative_transformation", lambda: _named_subject_reimagined(rng, pools, rng.choice(_TRANSFORMS)))]
-    if not given:
-        category, draw = rng.choice(named)
-        request, images = draw()
-        return request, images, category
-    kinds = [("spatial_relation", lambda: _given_subject_placed(rng, pools)), named[0],
-             ("creative_transformation", lambda: _given_subject_reimagined(rng, pools, rng.choice(_TRANSFORMS))),
-             named[1]]
-    if pools.textures:
-        kinds.append(("material", lambda: _given_texture(rng, pools, rng.choice(_MATERIAL_OBJECTS))))
-    if pools.moods:
-        kinds.append(("aesthetics", lambda: _given_mood(rng, pools, rng.choice(_AESTHETIC_SCENES))))
+    kinds = named
+    if given:
+        kinds = [("spatial_relation", lambda: _given_subject_placed(rng, pools)), named[0],
+                 ("creative_transformation", lambda: _given_subject_reimagined(rng, pools, rng.choice(_TRANSFORMS))),
+                 named[1]]
+        if pools.textures:
+            kinds.append(("material", lambda: _given_texture(rng, pools, rng.choice(_MATERIAL_OBJECTS))))
+        if pools.moods:
+            kinds.append(("aesthetics", lambda: _given_mood(rng, pools, rng.choice(_AESTHETIC_SCENES))))
     category, draw = rng.choice(kinds)
     request, images = draw()
     return request, images, category
