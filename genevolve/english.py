@@ -56,6 +56,12 @@ _SUBJECT_CUT = re.compile(r",|\.|;|:|\b(?:with|in|on|at|under|against|for|while|
                           r"reimagined|transformed|turned|made|"
                           r"arranged|(?<!-)and(?!-)|is|are|was|were|sits|sit|stands|stand|lies|rests|hangs)\b",
                           re.IGNORECASE)
+def _is_past_verb(word: str) -> bool:
+    """A word that, after a noun, ends the subject: "the motorcycle parked…", "a chopper decorated
+    with…". Short -ed words and -eed/-bed are nouns or colours ("bed", "red", "steed", "seabed")."""
+    return len(word) > 4 and word.endswith("ed") and not word.endswith(("eed", "bed")) and word not in COLOURS
+
+
 # "black and white cat" is one subject with two colours, not a subject called "black".
 _COLOUR_PAIR = re.compile(rf"\b({'|'.join(sorted(COLOURS))})\s+and\s+({'|'.join(sorted(COLOURS))})\b",
                           re.IGNORECASE)
@@ -122,7 +128,7 @@ def _main_subject(plain: str) -> str:
         if all(h.lower() in ATTRIBUTES for h in head[:i]) or \
                 " ".join(x.lower() for x in head[i:i + 2]) in COMPOUND_NOUNS:
             continue
-        if w.lower().endswith("ing"):
+        if w.lower().endswith("ing") or _is_past_verb(w.lower()):  # "motorcycle parked in…"
             head = head[:i]
             break
     return " ".join(head[:4]).lower()

@@ -468,10 +468,30 @@ def test_a_reference_in_another_colour_is_not_bound(tmp_path):
     # The same library picture is bound where its colour is the request's.
     traj = run("A red motorcycle parked in a garage")
     assert [traj.image(r.img_id).title for r in traj.program.reference_images] == ["Red motorcycle in a garage"]
-    # The answer's thought names the picture it binds, next to its id: the decision a student copies.
+    # The turn after the search says what it binds, where the reply is; the answer repeats the id.
     bound = traj.program.reference_images[0].img_id
-    assert f"1 reference image(s) ({bound} for red motorcycle" in traj.steps[-1].think, traj.steps[-1].think
-    assert "0 reference image(s) and" in run("A black motorcycle is parked on grey cobblestones.").steps[-1].think
+    after = next(traj.steps[i + 1] for i, s in enumerate(traj.steps) if s.tool_name == "image_search")
+    assert after.think.startswith(f"{bound} shows red motorcycle, so I bind it."), after.think
+    assert f"I have what I need: {bound} for red motorcycle, 0 fact(s)" in traj.steps[-1].think, traj.steps[-1].think
+    black = run("A black motorcycle is parked on grey cobblestones.")
+    after = next(black.steps[i + 1] for i, s in enumerate(black.steps) if s.tool_name == "image_search")
+    assert after.think.startswith("None of these pictures shows black motorcycle as asked, so I bind none."), after.think
+    assert "I have what I need: no reference image, " in black.steps[-1].think
+
+
+def test_every_image_search_reply_gets_a_verdict_that_matches_the_program(tmp_path):
+    """Each image_search is followed by one verdict sentence; the ids it says it binds are the
+    program's references, and a search that found nothing says so."""
+    agent = Agent(PlannerPolicy(), tools(), AgentConfig(), work_dir=tmp_path)
+    for request in ("A cat with a black collar sleeping on a yellow blanket next to an orange ball of yarn.",
+                    "A poster of the Eiffel Tower at night with the title \"PARIS\"."):
+        traj = agent.run(request, ())
+        verdicts = [traj.steps[i + 1].think.split(". ")[0] + "." for i, s in enumerate(traj.steps)
+                    if s.tool_name == "image_search"]
+        assert verdicts, [s.tool_name for s in traj.steps]
+        said = {v.split(" ")[0] for v in verdicts if v.endswith("so I bind it.")}
+        assert said == {r.img_id for r in traj.program.reference_images}, (verdicts, traj.program)
+        assert all(v.endswith(("so I bind it.", "so I bind none.", "so I go on without one.")) for v in verdicts), verdicts
 
 
 @pytest.mark.parametrize("text,expected", [

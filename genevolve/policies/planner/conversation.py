@@ -27,6 +27,10 @@ class PlannerState:
     done_calls: list[tuple[str, dict]] = field(default_factory=list)
     responses: list[tuple[str, dict, str]] = field(default_factory=list)  # (tool, args, response text)
     must_answer: bool = False
+    last_reply_tool: str | None = None  # the tool whose reply is the conversation's last message
+
+    def last_reply_is(self, tool: str) -> bool:
+        return self.last_reply_tool == tool
 
 
 def read_state(messages: list[dict]) -> PlannerState:
@@ -42,6 +46,7 @@ def read_state(messages: list[dict]) -> PlannerState:
     for msg in messages:
         role, text = msg.get("role"), str(msg.get("content") or "")
         if role == "assistant":
+            state.last_reply_tool = None
             turn = parse_turn(text)
             last_call = (turn.tool_call.name, turn.tool_call.arguments) if turn.kind == "tool_call" else None
             if last_call:
@@ -51,8 +56,10 @@ def read_state(messages: list[dict]) -> PlannerState:
                 seen_first = True
                 continue
             body = unwrap_tool_response(text)
+            state.last_reply_tool = None
             if body is not None and last_call is not None:
                 state.responses.append((last_call[0], last_call[1], body))
+                state.last_reply_tool = last_call[0]
                 last_call = None
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     if last_user is not None and last_user is not first_user:

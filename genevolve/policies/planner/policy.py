@@ -46,12 +46,15 @@ class PlannerPolicy(PolicyBase):
 
     def next_turn(self, messages: list[dict], images: Sequence = ()) -> str:
         state = read_state(messages)
+        # The turn after an image_search reply first says what it found and whether it binds it:
+        # the decision is written where its evidence is, and the answer later copies it.
+        verdict = self.picture_verdict(state) + " " if state.last_reply_is("image_search") else ""
         if not state.must_answer:
             for name, args, think in self.plan(state.request, state.user_ids):
                 if (name, args) not in state.done_calls:
-                    return format_tool_call(name, args, think=think)
+                    return format_tool_call(name, args, think=verdict + think)
         program, think = self.write_program(state, images)
-        return format_answer(program.to_official(), think=think)
+        return format_answer(program.to_official(), think=verdict + think)
 
     # ------------------------------------------------------------------ the plan
 
@@ -80,29 +83,52 @@ class PlannerPolicy(PolicyBase):
 
     # ------------------------------------------------------------------ the answer
 
+    def pictures(self, state: PlannerState) -> list[tuple[str, str, str]]:
+        """The pictures the program binds, in order of preference: the user's own, then per
+        image_search the best match that shows the searched subject as the request asks it, while
+        fewer than ``max_references`` are chosen. Each is (img_id, subject, note)."""
+        chosen: list[tuple[str, str, str]] = [
+            (uid, "your image", "the user's own image: keep its subject, look and identity") for uid in state.user_ids]
+        for name, args, text in state.responses:
+            if name == "image_search" and len(chosen) < self.max_references:
+                subject, best = self._best_match(state.request, args, text)
+                if best and best not in (c[0] for c in chosen):
+                    chosen.append((best, subject, f"appearance of {subject}"))
+        return chosen[: self.max_references]
+
+    @staticmethod
+    def _best_match(request: str, args: dict, text: str) -> tuple[str, str | None]:
+        subject = str(args.get("query", ""))
+        # Only a picture of something the request names, in the colours it asks for, may anchor
+        # the render (a red motorcycle would repaint "a black motorcycle").
+        found = [f for f in parse_image_lines(text) if picture_matches(request, f.title, f.caption)]
+        return subject, best_image(subject, found)
+
+    def picture_verdict(self, state: PlannerState) -> str:
+        """One sentence on the last image_search reply: the id it binds, or why it binds none."""
+        _, args, text = state.responses[-1]
+        subject, best = self._best_match(state.request, args, text)
+        if best is None:
+            if not parse_image_lines(text):
+                return f"No picture of {subject} came back, so I go on without one."
+            return f"None of these pictures shows {subject} as asked, so I bind none."
+        if any(img_id == best for img_id, _, _ in self.pictures(state)):
+            return f"{best} shows {subject}, so I bind it."
+        return f"{best} shows {subject}, but {self.max_references} pictures are already chosen, so I bind none."
+
     def write_program(self, state: PlannerState, images: Sequence = ()) -> tuple[Program, str]:
         request = state.request
         known = {*state.user_ids}
-        candidates: list[tuple[str, str, str]] = []  # (img_id, subject, note) in order of preference
-        for uid in state.user_ids:
-            candidates.append((uid, "your image", "the user's own image: keep its subject, look and identity"))
         facts: list[str] = []
         skills: list[str] = []
         for name, args, text in state.responses:
             if name == "image_search":
-                subject = str(args.get("query", ""))
-                found = parse_image_lines(text)
-                known.update(line.img_id for line in found)
-                # Only a picture of something the request names, in the colours it asks for, may
-                # anchor the render (a red motorcycle would repaint "a black motorcycle").
-                best = best_image(subject, [f for f in found if picture_matches(request, f.title, f.caption)])
-                if best and best not in (c[0] for c in candidates):
-                    candidates.append((best, subject, f"appearance of {subject}"))
+                known.update(line.img_id for line in parse_image_lines(text))
             elif name == "search":
                 facts += facts_from(text, args.get("queries") or [], request)
             elif name == "query_knowledge" and "error" not in text[:40].lower():
                 skills.append(str(args.get("skill_name")))
-        chosen = candidates[: self.max_references]
+        chosen = self.pictures(state)
         chosen.sort(key=lambda c: int(c[0].split("_")[1]))
         ordinal = {img_id: ORDINALS[i] for i, (img_id, _, _) in enumerate(chosen)}
         # Skills it read guide the brief; when forced to answer early, the routed ones still apply.
@@ -112,12 +138,11 @@ class PlannerPolicy(PolicyBase):
                           reference_images=[{"img_id": i, "note": note} for i, _, note in chosen])
         if validate_program(program, known, self.max_references):
             program, _ = repair_program(program, known, self.max_references)
-        n_refs = len(chosen)
-        # Each bound picture named next to its id: the student sees the decision to bind tied to the
-        # tool result it came from, not only a count (a count alone, nearly always 0 in the data, is
-        # what a 270M student copied while binding nothing it was shown).
-        which = f" ({', '.join(f'{i} for {subject}' for i, subject, _ in chosen)})" if chosen else ""
-        think = (f"I have what I need: {len(facts)} fact(s), {n_refs} reference image(s){which}"
+        # The pictures come first and by id: a student copies the ids its earlier verdicts named.
+        # A count first ("1 reference image(s)") was a prior a 270M student copied while binding
+        # nothing it was shown; see docs/programs.md.
+        bound = " and ".join(f"{i} for {subject}" for i, subject, _ in chosen) or "no reference image"
+        think = (f"I have what I need: {bound}, {len(facts)} fact(s)"
                  f"{' and the ' + ', '.join(active) + ' guidance' if active else ''}. "
                  "Writing the program now.")
         if state.must_answer and not state.responses:
