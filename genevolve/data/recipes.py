@@ -372,8 +372,10 @@ def _cap(s: str) -> str:
 
 
 def _article(noun: str) -> str:
-    """ "a cat", "an espresso cup", "old coins" (a plural takes none)."""
-    if noun.endswith("s") and not noun.endswith("ss"):
+    """ "a cat", "an espresso cup", "old coins" (a plural takes none), "a stack of books" (the head
+    noun, before "of", decides)."""
+    head = noun.split(" of ")[0]
+    if head.endswith("s") and not head.endswith("ss"):
         return noun
     return ("an " if noun[:1] in "aeiou" else "a ") + noun
 

@@ -91,6 +91,21 @@ def test_sft_pictures_add_library_subjects_to_the_sft_records_after_the_rl_ones(
     # Without the held-out splits they are SFT records all the same.
     assert [r.split for r in generate_recipes(60, 0, held_out=False, sft_pictures=3)[60:]] == ["sft"] * 3
 
+def test_drawn_requests_give_a_singular_object_its_article():
+    """ "to the right of stack of books" read as a template's slip: the head noun before "of"
+    decides the article, so a stack of books keeps its "a" and old coins stay bare."""
+    import re
+
+    from genevolve.data.recipes import _article
+
+    assert (_article("stack of books"), _article("old coins"), _article("espresso cup")) == \
+        ("a stack of books", "old coins", "an espresso cup")
+    requests = [r.request for r in generate_recipes(800, 0, variety=0.5, rl_pictures=40, sft_pictures=40)]
+    bare = [q for q in requests if re.search(r"\b(?:of|behind|beside|above|below|on top of|in front of) stack of", q)]
+    assert not bare, bare[:3]
+    assert any("a stack of books" in q for q in requests)
+
+
 @pytest.fixture(scope="module")
 def nano_build(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("nano_data")

@@ -9,7 +9,8 @@ round-trip and inside a replay. The plan for a request is fixed and ordered:
 
 1. ``search`` once for the named entities (a small capitalisation-based extractor),
 2. ``image_search`` once per distinct subject (entities first, then counted/animate/related
-   nouns, else the main noun phrase), skipped for what the user's own images already show,
+   nouns, else the main noun phrase), skipped for what the user's own images already show; the
+   turn after each reply opens with its verdict ("IMG_002 shows horse, so I bind it." or why none),
 3. ``query_knowledge`` for each routed skill (trigger rules, at most ``max_skills``),
 4. ``answer``: a program that applies the activated skills, carries the facts found and cites
    at most ``max_references`` references by ordinal phrase only.
