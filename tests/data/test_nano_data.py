@@ -153,3 +153,25 @@ def test_records_speak_the_nano_conversation_and_some_obey_the_final_round(nano_
         assert i + 2 == len(r["messages"])
     stages = _jsonl(nano_build / "stages" / "trajectories.jsonl")
     assert any(s["trajectory"]["termination"] == "forced_answer" for s in stages)
+
+
+def test_each_image_search_reply_is_followed_by_the_teachers_verdict(nano_build):
+    """The student learns the bind decision where its evidence is: the turn after every
+    image_search reply (a final-round message between them or not) opens with one verdict sentence, and a verdict that binds names an id the
+    reply listed."""
+    import re
+
+    verdicts = 0
+    for r in _jsonl(nano_build / "train.jsonl"):
+        msgs = r["messages"]
+        for i, m in enumerate(msgs[:-1]):
+            if m["role"] == "user" and m["content"].removeprefix("<image>").startswith("<tool_response>\nImages for"):
+                # The next assistant turn, after a final-round message if the runtime sent one.
+                turn = next(x for x in msgs[i + 1:] if x["role"] == "assistant")
+                think = turn["content"].split("</think>")[0].removeprefix("<think>")
+                first = think.split(". ")[0].rstrip(".") + "."
+                assert first.endswith(("so I bind it.", "so I bind none.", "so I go on without one.")), think
+                if first.endswith("so I bind it."):
+                    assert re.match(r"IMG_\d{3}\b", first) and first[:7] in m["content"], (first, m["content"])
+                verdicts += 1
+    assert verdicts, "no image_search in the records"

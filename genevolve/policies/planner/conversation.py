@@ -27,7 +27,8 @@ class PlannerState:
     done_calls: list[tuple[str, dict]] = field(default_factory=list)
     responses: list[tuple[str, dict, str]] = field(default_factory=list)  # (tool, args, response text)
     must_answer: bool = False
-    last_reply_tool: str | None = None  # the tool whose reply is the conversation's last message
+    # The tool whose reply no assistant turn has followed yet (a runtime message may come after it).
+    last_reply_tool: str | None = None
 
     def last_reply_is(self, tool: str) -> bool:
         return self.last_reply_tool == tool
@@ -56,7 +57,6 @@ def read_state(messages: list[dict]) -> PlannerState:
                 seen_first = True
                 continue
             body = unwrap_tool_response(text)
-            state.last_reply_tool = None
             if body is not None and last_call is not None:
                 state.responses.append((last_call[0], last_call[1], body))
                 state.last_reply_tool = last_call[0]
