@@ -56,6 +56,8 @@ _SUBJECT_CUT = re.compile(r",|\.|;|:|\b(?:with|in|on|at|under|against|for|while|
                           r"reimagined|transformed|turned|made|"
                           r"arranged|(?<!-)and(?!-)|is|are|was|were|sits|sit|stands|stand|lies|rests|hangs)\b",
                           re.IGNORECASE)
+
+
 def _is_past_verb(word: str) -> bool:
     """A word that, after a noun, ends the subject: "the motorcycle parked…", "a chopper decorated
     with…". Short -ed words and -eed/-bed are nouns or colours ("bed", "red", "steed", "seabed")."""

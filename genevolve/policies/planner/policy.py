@@ -47,7 +47,7 @@ class PlannerPolicy(PolicyBase):
     def next_turn(self, messages: list[dict], images: Sequence = ()) -> str:
         state = read_state(messages)
         # The turn after an image_search reply first says what it found and whether it binds it:
-        # the decision is written where its evidence is, and the answer later copies it.
+        # the decision is written next to its evidence, and the answer's thought repeats it.
         verdict = self.picture_verdict(state) + " " if state.last_reply_is("image_search") else ""
         if not state.must_answer:
             for name, args, think in self.plan(state.request, state.user_ids):
@@ -138,9 +138,9 @@ class PlannerPolicy(PolicyBase):
                           reference_images=[{"img_id": i, "note": note} for i, _, note in chosen])
         if validate_program(program, known, self.max_references):
             program, _ = repair_program(program, known, self.max_references)
-        # The pictures come first and by id: a student copies the ids its earlier verdicts named.
-        # A count first ("1 reference image(s)") was a prior a 270M student copied while binding
-        # nothing it was shown; see docs/programs.md.
+        # The pictures come first and by id, as the verdicts named them. A count first ("1
+        # reference image(s)") was a prior a 270M student copied while binding nothing it was
+        # shown (docs/bench/programs.md).
         bound = " and ".join(f"{i} for {subject}" for i, subject, _ in chosen) or "no reference image"
         think = (f"I have what I need: {bound}, {len(facts)} fact(s)"
                  f"{' and the ' + ', '.join(active) + ' guidance' if active else ''}. "
