@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genevolve.policies.base import Policy, PolicyError, complete
-from genevolve.specs import NoOptions, SamplingOptions, param, parse_spec, read_options
+from genevolve.specs import SamplingOptions, param, parse_spec, read_options
 
 __all__ = ["Policy", "PolicyError", "check_policy_spec", "complete", "make_policy"]
 
@@ -20,6 +20,13 @@ __all__ = ["Policy", "PolicyError", "check_policy_spec", "complete", "make_polic
 class OpenAIOptions(SamplingOptions):
     stream: bool = param(True, "0: ask for each reply whole; the request body then has no stream field, "
                                "exactly as the openai SDK (and the official runtime) sends it.")
+
+
+@dataclass
+class PlannerOptions:
+    verdicts: bool = param(False, "Open the turn after each image_search reply with a verdict on its "
+                                  "pictures, and name bound ids before the tally (teacher data; "
+                                  "docs/bench/programs.md says what a student learned from it).")
 
 
 @dataclass
@@ -32,8 +39,8 @@ def make_policy(spec: str, **kwargs) -> Policy:
     if s.kind == "planner":
         from genevolve.policies.planner import PlannerPolicy
 
-        read_options(NoOptions, s.params, backend="planner")
-        return PlannerPolicy(**kwargs)
+        options = read_options(PlannerOptions, s.params, backend="planner")
+        return PlannerPolicy(**{"verdicts": options.verdicts, **kwargs})
     if s.kind == "replay":
         from genevolve.policies.replay import ReplayPolicy
 
@@ -65,7 +72,7 @@ def check_policy_spec(spec: str) -> None:
         raise ValueError(f"unknown policy spec '{spec}': use planner, nano, hf:<id-or-path>, "
                          "openai:<model>@<base_url> or replay:<file>")
     if s.kind == "planner":
-        read_options(NoOptions, s.params, backend="planner")
+        read_options(PlannerOptions, s.params, backend="planner")
     elif s.kind == "replay":
         read_options(ReplayOptions, s.params, backend="replay")
         if not s.target:

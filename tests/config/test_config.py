@@ -76,7 +76,7 @@ def test_spec_options_are_typed_and_a_bad_key_or_value_is_named():
 
 
 @pytest.mark.parametrize("family, spec, match", [
-    ("policy", "planner?fast=1", r"unknown planner option\(s\) fast; accepted: none"),
+    ("policy", "planner?fast=1", r"unknown planner option\(s\) fast; accepted: verdicts"),
     ("policy", "replay:x.jsonl?record=3", r"unknown replay option\(s\) record; accepted: id"),
     ("renderer", "diffusers:/m/sd?stepz=4", r"unknown diffusers option\(s\) stepz; accepted: steps"),
     ("renderer", "diffusers:/m/sd?steps=four", r"diffusers option steps='four' is not a whole number"),

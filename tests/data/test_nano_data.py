@@ -155,14 +155,19 @@ def test_records_speak_the_nano_conversation_and_some_obey_the_final_round(nano_
     assert any(s["trajectory"]["termination"] == "forced_answer" for s in stages)
 
 
-def test_each_image_search_reply_is_followed_by_the_teachers_verdict(nano_build):
-    """The student learns the bind decision where its evidence is: the turn after every
-    image_search reply (a final-round message between them or not) opens with one verdict sentence, and a verdict that binds names an id the
+def test_each_image_search_reply_is_followed_by_the_teachers_verdict(tmp_path):
+    """With ``planner?verdicts=1`` as the teacher, the turn after every image_search reply (a final-round message between them or not) opens with one verdict sentence, and a verdict that binds names an id the
     reply listed."""
     import re
 
+    settings = Settings(offline=True, extra={"library_embeddings": False}, runs_dir=str(tmp_path / "runs"),
+                        cache_path=str(tmp_path / "cache.db"))
+    cfg = BuildConfig(recipes=30, seed=0, parallel=2, size=(320, 320), offline=True, protocol="nano",
+                      budget_fraction=0.5, budget_rounds=2, held_out=False, rl_pictures=6,
+                      teacher="planner?verdicts=1")
+    DatasetBuilder(tmp_path / "build", cfg, settings=settings, progress=False).run()
     verdicts = 0
-    for r in _jsonl(nano_build / "train.jsonl"):
+    for r in _jsonl(tmp_path / "build" / "train.jsonl"):
         msgs = r["messages"]
         for i, m in enumerate(msgs[:-1]):
             if m["role"] == "user" and m["content"].removeprefix("<image>").startswith("<tool_response>\nImages for"):

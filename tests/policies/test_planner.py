@@ -468,21 +468,30 @@ def test_a_reference_in_another_colour_is_not_bound(tmp_path):
     # The same library picture is bound where its colour is the request's.
     traj = run("A red motorcycle parked in a garage")
     assert [traj.image(r.img_id).title for r in traj.program.reference_images] == ["Red motorcycle in a garage"]
-    # The turn after the search says what it binds, where the reply is; the answer repeats the id.
+    # The answer's thought names the picture it binds, next to its id, after the count.
     bound = traj.program.reference_images[0].img_id
+    assert f"1 reference image(s) ({bound} for red motorcycle" in traj.steps[-1].think, traj.steps[-1].think
+    black = run("A black motorcycle is parked on grey cobblestones.")
+    assert "0 reference image(s) and" in black.steps[-1].think
+    assert not any("so I bind" in s.think for s in traj.steps + black.steps)  # verdicts are opt-in
+
+    # With verdicts, the turn after the search says what it binds; the answer names the id first.
+    verdicts = Agent(PlannerPolicy(verdicts=True), library, AgentConfig(), work_dir=tmp_path)
+    traj = verdicts.run("A red motorcycle parked in a garage", ())
     after = next(traj.steps[i + 1] for i, s in enumerate(traj.steps) if s.tool_name == "image_search")
     assert after.think.startswith(f"{bound} shows red motorcycle, so I bind it."), after.think
     assert f"I have what I need: {bound} for red motorcycle, 0 fact(s)" in traj.steps[-1].think, traj.steps[-1].think
-    black = run("A black motorcycle is parked on grey cobblestones.")
+    black = verdicts.run("A black motorcycle is parked on grey cobblestones.", ())
     after = next(black.steps[i + 1] for i, s in enumerate(black.steps) if s.tool_name == "image_search")
     assert after.think.startswith("None of these pictures shows black motorcycle as asked, so I bind none."), after.think
     assert "I have what I need: no reference image, " in black.steps[-1].think
+    assert black.program.to_official() == run("A black motorcycle is parked on grey cobblestones.").program.to_official()
 
 
 def test_every_image_search_reply_gets_a_verdict_that_matches_the_program(tmp_path):
     """Each image_search is followed by one verdict sentence; the ids it says it binds are the
     program's references, and a search that found nothing says so."""
-    agent = Agent(PlannerPolicy(), tools(), AgentConfig(), work_dir=tmp_path)
+    agent = Agent(make_policy("planner?verdicts=1"), tools(), AgentConfig(), work_dir=tmp_path)
     for request in ("A cat with a black collar sleeping on a yellow blanket next to an orange ball of yarn.",
                     "A poster of the Eiffel Tower at night with the title \"PARIS\"."):
         traj = agent.run(request, ())

@@ -23,13 +23,17 @@ class PlannerPolicy(PolicyBase):
     name = "planner"
 
     def __init__(self, max_skills: int = 5, max_subjects: int = 3, max_entities: int = 3,
-                 max_references: int = 2, search_top_k: int = 3, image_top_k: int = 3, **_ignored):
+                 max_references: int = 2, search_top_k: int = 3, image_top_k: int = 3, verdicts: bool = False,
+                 **_ignored):
         self.max_skills = max_skills
         self.max_subjects = max_subjects
         self.max_entities = max_entities
         self.max_references = max_references
         self.search_top_k = search_top_k
         self.image_top_k = image_top_k
+        # Off by default: a student SFT'd on verdicts bound whatever picture came back (8 of 8
+        # external binds wrong, clean 86% -> 50%; docs/bench/programs.md, 2026-12-06).
+        self.verdicts = verdicts
 
     # ------------------------------------------------------------------ policy interface
 
@@ -48,7 +52,7 @@ class PlannerPolicy(PolicyBase):
         state = read_state(messages)
         # The turn after an image_search reply first says what it found and whether it binds it:
         # the decision is written next to its evidence, and the answer's thought repeats it.
-        verdict = self.picture_verdict(state) + " " if state.last_reply_is("image_search") else ""
+        verdict = self.picture_verdict(state) + " " if self.verdicts and state.last_reply_is("image_search") else ""
         if not state.must_answer:
             for name, args, think in self.plan(state.request, state.user_ids):
                 if (name, args) not in state.done_calls:
@@ -138,13 +142,17 @@ class PlannerPolicy(PolicyBase):
                           reference_images=[{"img_id": i, "note": note} for i, _, note in chosen])
         if validate_program(program, known, self.max_references):
             program, _ = repair_program(program, known, self.max_references)
-        # The pictures come first and by id, as the verdicts named them. A count first ("1
-        # reference image(s)") was a prior a 270M student copied while binding nothing it was
-        # shown (docs/bench/programs.md).
-        bound = " and ".join(f"{i} for {subject}" for i, subject, _ in chosen) or "no reference image"
-        think = (f"I have what I need: {bound}, {len(facts)} fact(s)"
-                 f"{' and the ' + ', '.join(active) + ' guidance' if active else ''}. "
-                 "Writing the program now.")
+        guidance = f" and the {', '.join(active)} guidance" if active else ""
+        if self.verdicts:
+            # The pictures first and by id, as the verdicts named them.
+            bound = " and ".join(f"{i} for {subject}" for i, subject, _ in chosen) or "no reference image"
+            think = f"I have what I need: {bound}, {len(facts)} fact(s){guidance}. Writing the program now."
+        else:
+            # Each bound picture named next to its id, after the count (with the ids first, a 270M
+            # student wrote IMG_001 whenever an id had been shown: docs/bench/programs.md).
+            which = f" ({', '.join(f'{i} for {subject}' for i, subject, _ in chosen)})" if chosen else ""
+            think = (f"I have what I need: {len(facts)} fact(s), {len(chosen)} reference image(s){which}"
+                     f"{guidance}. Writing the program now.")
         if state.must_answer and not state.responses:
             think = "No more tool calls are allowed, so I answer from the request alone."
         return program, think
