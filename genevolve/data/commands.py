@@ -42,6 +42,9 @@ def build(
     sft_pictures: int = typer.Option(0, min=0, help="SFT recipes that name a library subject with no picture "
                                      "given, added after those: the teacher finds the picture and binds it, which "
                                      "the templates show a student too rarely to learn."),
+    sft_near_misses: int = typer.Option(0, min=0, help="SFT recipes that ask a library subject in a colour its "
+                                        "picture contradicts, added after those: the teacher sees the picture "
+                                        "come back and binds none."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build in OUT with the same options."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="No network for tools (default: auto)."),
     config: Optional[Path] = typer.Option(None, help="Settings file (YAML or JSON): corpus, library, limits, extra."),
@@ -72,7 +75,8 @@ def build(
                       offline=offline, settings_path=str(config) if config else None,
                       avoid=[str(p) for p in avoid or []], protocol=protocol,
                       budget_fraction=budget_fraction, budget_rounds=budget_rounds, held_out=held_out,
-                      variety=variety, rl_pictures=rl_pictures, sft_pictures=sft_pictures)
+                      variety=variety, rl_pictures=rl_pictures, sft_pictures=sft_pictures,
+                      sft_near_misses=sft_near_misses)
     console.print(f"[bold]data build[/bold] {recipes} recipes · teacher={teacher} renderer={renderer} seed={seed}"
                   + (" · resuming" if resume else ""))
     builder = DatasetBuilder(out, cfg, resume=resume, progress=progress,

@@ -84,6 +84,8 @@ class BuildConfig:
     rl_pictures: int = 0
     # SFT recipes naming a library subject, added after those (generate_recipes).
     sft_pictures: int = 0
+    # SFT recipes asking a library subject in a colour its picture contradicts, after those.
+    sft_near_misses: int = 0
 
     def identity(self) -> dict:
         """What a resumed build must share with the original (parallelism may change)."""
@@ -96,7 +98,8 @@ class BuildConfig:
                 # Only when set, so builds made before the option resume as they were.
                 **({"variety": self.variety} if self.variety else {}),
                 **({"rl_pictures": self.rl_pictures} if self.rl_pictures else {}),
-                **({"sft_pictures": self.sft_pictures} if self.sft_pictures else {})}
+                **({"sft_pictures": self.sft_pictures} if self.sft_pictures else {}),
+                **({"sft_near_misses": self.sft_near_misses} if self.sft_near_misses else {})}
 
 
 @dataclass
@@ -228,6 +231,7 @@ class DatasetBuilder:
         recipes = [r.to_dict() for r in generate_recipes(self.cfg.recipes, self.cfg.seed, held_out=self.cfg.held_out,
                                                          variety=self.cfg.variety, rl_pictures=self.cfg.rl_pictures,
                                                          sft_pictures=self.cfg.sft_pictures,
+                                                         sft_near_misses=self.cfg.sft_near_misses,
                                                          corpus_dir=settings.corpus_dir,
                                                          library_dir=settings.library_dir, avoid=avoid)]
         write_atomic(self.out / "recipes.jsonl", _jsonl(recipes))

@@ -265,6 +265,7 @@ class Pools:
     textures: list[tuple[str, str]]
     moods: list[tuple[str, str]]
     entity_names: dict[str, list[str]] = field(default_factory=dict)  # phrase -> lowercase names a text may use
+    captions: dict[str, tuple[str, str]] = field(default_factory=dict)  # library path -> (title, caption)
 
 
 def load_pools(corpus_dir: str | Path | None = None, library_dir: str | Path | None = None) -> Pools:
@@ -287,7 +288,7 @@ def load_pools(corpus_dir: str | Path | None = None, library_dir: str | Path | N
         else:
             continue
         names[phrase] = _entity_names(phrase, stem, title)
-    subjects, textures, moods = [], [], []
+    subjects, textures, moods, described = [], [], [], {}
     captions_file = library / "captions.json"
     captions = json.loads(captions_file.read_text(encoding="utf-8")) if captions_file.is_file() else {}
     for name in sorted(captions):
@@ -295,6 +296,7 @@ def load_pools(corpus_dir: str | Path | None = None, library_dir: str | Path | N
         if not path.is_file():
             continue
         tags = [str(t).lower() for t in captions[name].get("tags") or []]
+        described[str(path)] = (str(captions[name].get("title") or ""), str(captions[name].get("caption") or ""))
         if name in LIBRARY_SUBJECTS:
             subjects.append((str(path), LIBRARY_SUBJECTS[name]))
         elif name in LIBRARY_TEXTURES:
@@ -306,7 +308,7 @@ def load_pools(corpus_dir: str | Path | None = None, library_dir: str | Path | N
         elif name not in _KNOWN_LIBRARY and tags:  # a user's own library: use its first tag as the subject
             subjects.append((str(path), tags[0]))
     return Pools(knowledge=knowledge, generic_topics=generic, subjects=subjects, textures=textures, moods=moods,
-                 entity_names=names)
+                 entity_names=names, captions=described)
 
 
 def _entity_names(phrase: str, stem: str, title: str) -> list[str]:
@@ -535,6 +537,27 @@ def _named_subject_reimagined(rng, pools, transform):
     return f"{_cap(_article(noun))} reimagined as {transform}.", []
 
 
+# Colours a request may ask a library subject in; a near miss takes one its picture contradicts.
+_NEAR_MISS_COLOURS = ("black", "white", "blue", "green", "yellow", "purple", "pink", "silver", "orange", "grey")
+
+
+def near_miss_request(rng: random.Random, pools: Pools) -> tuple[str, list[str], str]:
+    """A library subject asked in a colour its picture contradicts ("a black motorcycle" when the
+    library's motorcycle is red): the teacher's image_search shows the picture and it binds none.
+    Beside ``picture_request``'s named subjects, which it binds, these make binding depend on what
+    the reply shows, not on whether an id came back. ``(request, images, category)``; raises
+    ValueError when no library caption gives a subject a colour to contradict."""
+    from genevolve.relevance import colour_conflicts
+
+    options = [(colour, noun) for path, noun in pools.subjects for colour in _NEAR_MISS_COLOURS
+               if colour_conflicts(f"{_article(f'{colour} {noun}')}.", *pools.captions.get(path, ("", "")))]
+    if not options:
+        raise ValueError("no library caption gives a subject a colour that a request could contradict")
+    colour, noun = rng.choice(options)
+    return (f"{_cap(_article(f'{colour} {noun}'))} {rng.choice(_RELATIONS)} {_article(rng.choice(_SPATIAL_OBJECTS))} "
+            f"{rng.choice(_SPATIAL_SCENES)}.", [], "spatial_relation")
+
+
 def picture_request(rng: random.Random, pools: Pools, given: bool = True) -> tuple[str, list[str], str]:
     """A request about a picture, given or named: ``(request, images, category)``. ``given`` false:
     only a library subject named, none given."""
@@ -677,7 +700,7 @@ def _category_for(index: int, seed: int, categories: tuple[str, ...]) -> str:
 def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = None,
                      library_dir: str | Path | None = None, avoid: Iterable[str] | None = None,
                      max_attempts: int = 50, held_out: bool = True, variety: float = 0.0,
-                     rl_pictures: int = 0, sft_pictures: int = 0) -> list[Recipe]:
+                     rl_pictures: int = 0, sft_pictures: int = 0, sft_near_misses: int = 0) -> list[Recipe]:
     """``n`` recipes for ``seed``; requests are unique and none nearly equals a question in ``avoid``
     (default: the mini bench). ``variety``: share of recipes drawn from ``genevolve.data.variety``
     (dense paragraphs, other quote styles and wordings, merged constraints, invented subjects, plain
@@ -686,7 +709,9 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
     templates put few there, and GRPO on a pool that rarely asks for a picture unlearns binding one.
     ``sft_pictures``: that many SFT recipes after those, each naming a library subject with no picture
     given: the templates give the teacher about one such binding in sixty records, and a student
-    trained on them binds a library picture it was shown less often than not.
+    trained on them binds a library picture it was shown less often than not. ``sft_near_misses``:
+    that many SFT recipes after those, each asking a library subject in a colour its picture
+    contradicts (``near_miss_request``), so the teacher is seen rejecting pictures that came back.
     The first ``n`` recipes (and the RL ones) are the same with or without them."""
     from genevolve.data.variety import variety_kind, variety_request
 
@@ -729,10 +754,12 @@ def generate_recipes(n: int, seed: int = 0, *, corpus_dir: str | Path | None = N
                               split=split, variety=kind or ""))
     extra = [("picture", True, "rl" if held_out else "sft", "--rl-pictures", j) for j in range(rl_pictures)]
     extra += [("sft-picture", False, "sft", "--sft-pictures", j) for j in range(sft_pictures)]
+    extra += [("sft-near-miss", None, "sft", "--sft-near-misses", j) for j in range(sft_near_misses)]
     for name, given, split, option, j in extra:
         rng = random.Random(f"genevolve-recipes:{seed}:{name}:{j}")
         request, images, category = _fresh(
-            lambda: picture_request(rng, pools, given=given), seen, questions, max_attempts,
+            lambda: near_miss_request(rng, pools) if given is None else picture_request(rng, pools, given=given),
+            seen, questions, max_attempts,
             f"could not draw a fresh picture request for {option} recipe {j} in {max_attempts} tries; "
             f"use fewer {option}")
         recipes.append(Recipe(id=f"rec_{len(recipes):05d}", request=request, images=images, category=category,

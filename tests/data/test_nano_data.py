@@ -7,6 +7,7 @@ Real parts throughout: the planner teacher, offline tools, the sufficiency judge
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,43 @@ def test_sft_pictures_add_library_subjects_to_the_sft_records_after_the_rl_ones(
     assert len({r.request for r in topped}) == len(topped)
     # Without the held-out splits they are SFT records all the same.
     assert [r.split for r in generate_recipes(60, 0, held_out=False, sft_pictures=3)[60:]] == ["sft"] * 3
+
+def test_sft_near_misses_ask_a_library_subject_in_a_colour_its_picture_contradicts(tmp_path):
+    """A student that saw the teacher bind every library picture that came back binds a red
+    motorcycle for "a black motorcycle". ``sft_near_misses`` adds SFT recipes, after the others,
+    that ask a library subject in a colour its caption contradicts; the real planner, run on one,
+    is shown the picture and binds none."""
+    from genevolve.agent import build_agent
+    from genevolve.data.recipes import near_miss_request
+    from genevolve.policies import make_policy
+    from genevolve.relevance import colour_conflicts
+    from genevolve.tools import build_tools
+    from genevolve.tools.image_search import parse_image_lines
+
+    before = generate_recipes(60, 0, rl_pictures=5, sft_pictures=4)
+    topped = generate_recipes(60, 0, rl_pictures=5, sft_pictures=4, sft_near_misses=8)
+    assert [r.to_dict() for r in topped[:69]] == [r.to_dict() for r in before]
+    extra = topped[69:]
+    assert len(extra) == 8 and all(r.split == "sft" and not r.images for r in extra)
+    pools = load_pools()
+    for r in extra:
+        assert any(colour_conflicts(r.request, *pools.captions[path]) for path, _ in pools.subjects), r.request
+    pools.subjects = [s for s in pools.subjects if "motorcycle" not in s[1] and "cat" not in s[1]]
+    with pytest.raises(ValueError, match="no library caption"):
+        near_miss_request(random.Random(0), pools)
+
+    settings = Settings(offline=True, extra={"library_embeddings": False}, runs_dir=str(tmp_path / "runs"),
+                        cache_path=str(tmp_path / "cache.db"))
+    agent = build_agent(settings, policy=make_policy("planner?verdicts=1"), tools=build_tools(settings, offline=True),
+                        offline=True)
+    request = next(r.request for r in extra if "motorcycle" in r.request)
+    traj = agent.run(request, [])
+    shown = [line for step in traj.tool_calls() if step.tool_name == "image_search"
+             for line in parse_image_lines(step.tool_text or "")]
+    assert any("motorcycle" in line.title.lower() for line in shown), request
+    assert traj.program is not None and not traj.program.reference_images, traj.program
+    assert any("None of these pictures shows" in step.think for step in traj.steps), request
+
 
 def test_drawn_requests_give_a_singular_object_its_article():
     """ "to the right of stack of books" read as a template's slip: the head noun before "of"
