@@ -25,7 +25,9 @@ measures it against xgrammar and unconstrained decoding on the real nano model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from dataclasses import dataclass
 
 from genevolve.program import ORDINALS
@@ -73,6 +75,29 @@ def turn_rules(tools=None, image_ids=(), *, max_references: int = 2, answer_only
             skills = tuple(SKILLS)
     return TurnRules(tools=() if answer_only else names, skills=skills,
                      image_ids=tuple(i for i in image_ids if i), max_references=max_references)
+
+
+# The planner's verdict on a picture it binds (``planner?verdicts=1``): "IMG_002 shows cat, so I bind it."
+_BOUND_BY_VERDICT = re.compile(r"\b(IMG_\d+) shows [^.<]*?, so I bind it\.")
+_IMG_ID = re.compile(r"\bIMG_\d+\b")
+
+
+def held_to_verdicts(rules: TurnRules, messages: list[dict]) -> TurnRules:
+    """``rules`` whose answer may bind a picture image_search found only after one of the model's
+    own turns said "IMG_### shows …, so I bind it."; the user's pictures stay bindable. A student
+    trained on the planner's verdicts read an empty reply right, yet bound whatever id came back
+    whatever its verdict said: this makes the answer keep to the thought."""
+    searched: set[str] = set()
+    bound: set[str] = set()
+    for message in messages:
+        content = message.get("content")
+        text = content if isinstance(content, str) else " ".join(
+            part.get("text", "") for part in content or () if isinstance(part, dict))
+        if message.get("role") == "assistant":
+            bound.update(_BOUND_BY_VERDICT.findall(text))
+        elif "<tool_response>" in text and "Images for" in text:
+            searched.update(_IMG_ID.findall(text))
+    return dataclasses.replace(rules, image_ids=tuple(i for i in rules.image_ids if i not in searched or i in bound))
 
 
 def max_turn_tokens(rules: TurnRules) -> int:

@@ -53,6 +53,9 @@ class LocalOptions(SamplingOptions):
     gguf: str | None = param(None, "The GGUF file inside the model folder to convert and load.")
     grammar: bool = param(True, "Generate each turn under the protocol grammar (llguidance): every turn parses.")
     pack: bool = param(True, "On CPU, pack the bf16 weights once for oneDNN: faster decoding, the same tokens, more memory.")
+    verdict_binds: bool = param(False, "An answer binds a searched picture only after the model's own turn said "
+                                "'IMG_### shows …, so I bind it.' (the user's pictures always): for adapters "
+                                "trained on planner?verdicts=1 data. Needs grammar=1.")
 
 
 def nano_base_warning(adapter: str | None = None) -> str | None:
@@ -95,7 +98,8 @@ class _Inputs:
 class LocalPolicy(PolicyBase):
     def __init__(self, model, tokenizer, processor=None, *, name: str = "local", max_new_tokens: int = 1024,
                  temperature: float = 0.0, top_p: float = 1.0, kv_reuse: bool = True,
-                 chat_template: str | None = None, base_warning: str | None = None, constrained: bool = True):
+                 chat_template: str | None = None, base_warning: str | None = None, constrained: bool = True,
+                 verdict_binds: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.processor = processor
@@ -109,6 +113,7 @@ class LocalPolicy(PolicyBase):
         # Constrained decoding (genevolve.policies.grammar): each stream() turn is generated under the
         # protocol grammar built from the run's state (prepare_turn), so it always parses.
         self.constrained = constrained
+        self.verdict_binds = verdict_binds  # grammar.held_to_verdicts on every turn's rules
         self._grammar = None
         self._turn_rules = None
         self.last_grammar_error: str | None = None
@@ -134,6 +139,7 @@ class LocalPolicy(PolicyBase):
         kwargs = {**sampling, **kwargs}
         kwargs.setdefault("constrained", opts.grammar)
         kwargs.setdefault("pack", opts.pack)
+        kwargs.setdefault("verdict_binds", opts.verdict_binds)
         if spec.kind == "nano":
             policy = cls.nano(four_bit=opts.four_bit, adapter=opts.adapter, **kwargs)
         elif not spec.target:
@@ -419,6 +425,10 @@ class LocalPolicy(PolicyBase):
         self._start_of_trajectory(messages)
         inputs = self._inputs(messages, images)
         rules, self._turn_rules = self._turn_rules, None  # what prepare_turn said, for this turn only
+        if rules is not None and self.verdict_binds:
+            from genevolve.policies.grammar import held_to_verdicts
+
+            rules = held_to_verdicts(rules, messages)
         grammar_proc, max_new = None, self.max_new_tokens
         if self.constrained and rules is not None:
             from genevolve.policies.grammar import max_turn_tokens

@@ -94,6 +94,50 @@ def _random_turns(path, constrained: bool, rules_list):
     return out
 
 
+SEARCHED = [
+    {"role": "system", "content": "Plan an image."},
+    {"role": "user", "content": "A black fox beside the vase of the first image.\nYour images: IMG_001"},
+    {"role": "assistant", "content": '<think>A fox.</think>\n<tool_call>{"name": "image_search", '
+                                     '"arguments": {"query": "fox"}}</tool_call>'},
+    {"role": "user", "content": '<tool_response>\nImages for "fox":\nIMG_002: Red fox in snow\n'
+                                'IMG_003: Black fox on a log\n</tool_response>'},
+]
+
+
+def test_verdict_binds_lets_an_answer_bind_only_what_the_models_verdict_bound(tiny_grammar):
+    """``verdict_binds``: a searched picture is bindable once the model's own turn said "IMG_### shows
+    …, so I bind it."; the user's picture always is; one its verdict passed over never is."""
+    from genevolve.policies.grammar import held_to_verdicts
+
+    rules = turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], answer_only=True)
+    assert held_to_verdicts(rules, SEARCHED).image_ids == ("IMG_001",)
+    verdict = {"role": "assistant", "content": "<think>IMG_003 shows fox, so I bind it. I have what I need."}
+    held = held_to_verdicts(rules, SEARCHED + [verdict])
+    assert held.image_ids == ("IMG_001", "IMG_003")
+    passed_over = ANSWER.format("a fox", f'[{REF.format("IMG_002", "")}]')
+    assert _accepts(tiny_grammar, rules, passed_over) and not _accepts(tiny_grammar, held, passed_over)
+    assert _accepts(tiny_grammar, held, ANSWER.format("a fox", f'[{REF.format("IMG_001", "")}, {REF.format("IMG_003", "")}]'))
+
+
+def test_the_verdict_binds_option_holds_a_sampling_model_to_its_verdict(tiny_gemma_path):  # noqa: F811
+    """The spec option reaches the turn: a random model sampling answers under it never binds the
+    searched pictures it gave no verdict for, while the same seeds without it do."""
+    from genevolve.policies import make_policy
+
+    def bound(option: int) -> set[str]:
+        policy = make_policy(f"hf:{tiny_gemma_path}?temperature=1&verdict_binds={option}", dtype=torch.float32)
+        ids = set()
+        for seed in range(6):
+            torch.manual_seed(seed)
+            policy.prepare_turn(turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], answer_only=True))
+            answer = parse_turn("".join(policy.stream(SEARCHED))).answer
+            ids.update(r["img_id"] for r in answer["reference_images"])
+        return ids
+
+    assert bound(1) <= {"IMG_001"}
+    assert bound(0) & {"IMG_002", "IMG_003"}
+
+
 @pytest.mark.timeout(900)
 def test_a_random_model_under_the_grammar_always_writes_a_turn_that_parses(tiny_gemma_path):  # noqa: F811
     rules_list = [turn_rules(None, []), turn_rules(None, ["IMG_001", "IMG_002"]),
