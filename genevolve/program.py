@@ -678,6 +678,28 @@ def own_words(prompt: str, request: str) -> list[str]:
             if w not in _FRAMING_WORDS and singular(w) not in asked]
 
 
+# A prompt pointing the renderer at a picture: "the reference photo", "the first image", or a bare
+# "the image" after a word that cites it ("the look of the image", "as in the picture"); "make this
+# image special" speaks of the picture being drawn.
+_PICTURE = r"(?:image|picture|photo)s?\b"
+_PICTURE_CITE_RE = re.compile(
+    rf"\b(?:the|this|that|your)\s+(?:(?:first|second|third|fourth|same|given|attached|provided|uploaded|source|input)\s+)*"
+    rf"reference\s+{_PICTURE}"
+    rf"|\b(?:the|your)\s+(?:first|second|third|fourth|given|attached|provided|uploaded|source|input)\s+{_PICTURE}"
+    rf"|\b(?:of|from|in|like|to|as)\s+(?:the|this|that|your)\s+{_PICTURE}", re.I)
+
+
+def unbound_picture_citations(prompt: str, request: str, bound: int) -> list[str]:
+    """The phrases by which ``prompt`` points at a picture ("match the look of the image") when the
+    program binds none (``bound`` is how many it binds) and the request does not say them: the
+    renderer is told to follow a picture it never gets. A student that learned the teacher's line
+    for the user's picture wrote it on requests that gave none."""
+    if bound:
+        return []
+    said = request.lower()
+    return list(dict.fromkeys(m.group(0) for m in _PICTURE_CITE_RE.finditer(prompt) if m.group(0).lower() not in said))
+
+
 def copied_request(prompt: str, request: str) -> bool:
     """``prompt`` adds at most ``COPY_MAX_OWN_WORDS`` words to the request besides the fixed
     quality line: no research, reference or skill guidance reaches the renderer ("A photo of three

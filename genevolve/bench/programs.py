@@ -38,7 +38,8 @@ gets one row measuring the program it ended with:
   program the renderer got; this one says how much of it the answer step had to mend;
 * ``invented_claim`` — gen_prompt presents as a fact what no search result behind it holds
   ("Facts to respect: The cat is a mammal, not reptile."), or places a thing the request never
-  names ("place the cat below the table" on "a cat"); the sentences in ``invented_claims``;
+  names ("place the cat below the table" on "a cat"), or points at a picture the program does not
+  bind ("match the look of the image" with no reference); the sentences in ``invented_claims``;
 * ``facts`` / ``irrelevant_facts`` — sentences of gen_prompt carried from a search result (they
   share a run of six words with a result passage and are not the request's own words) and how
   many of those come from a source the request does not name (``genevolve.relevance``);
@@ -69,7 +70,7 @@ from genevolve.bench.eval_sets import needed_skills
 from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name
 from genevolve.durable import latest_by_id, read_jsonl, write_atomic
 from genevolve.program import (NO_DESCRIPTION_REPAIR, copied_request, garbled_fragments, invented_counts,
-                               invented_texts, repeated_sentences)
+                               invented_texts, repeated_sentences, unbound_picture_citations)
 from genevolve.program import reasoning_leaks as leaks
 from genevolve.relevance import (bound_references, carried_facts, colour_grounds, invented_colours, search_sources,
                                  sentences, unnamed_placements, unsupported_facts)
@@ -166,7 +167,9 @@ def measure(case: dict, traj, seconds: float) -> dict:
     coloured = invented_colours(prompt, request, colour_grounds(traj, sources, refs))
     tidied = [w[:300] for w in traj.warnings if w.startswith(("program cleaned", "program repaired"))]
     claims = ([f"fact: {s}" for s in unsupported_facts(prompt, request, sources)]
-              + [f"position: {p}" for p in unnamed_placements(_without(prompt, facts), request)]) if program else []
+              + [f"position: {p}" for p in unnamed_placements(_without(prompt, facts), request)]
+              + [f"picture: {p}" for p in unbound_picture_citations(prompt, request, len(program.reference_images))]
+              ) if program else []
     claims = list(dict.fromkeys(c[:300] for c in claims))
     row = {
         "set": case.get("set"), "valid": bool(valid),
@@ -352,7 +355,7 @@ def _row_cells(name: str, a: dict) -> str:
 
 
 TABLE_HEAD = ("| {first} | requests | valid | clean | quotes kept | subjects kept | counts kept | colours kept | positions kept | leaks | "
-              "repeats | garbled | copied | tidied by the runtime | invented text | invented count | invented colour | invented fact / placement | facts / irrelevant | references / irrelevant | "
+              "repeats | garbled | copied | tidied by the runtime | invented text | invented count | invented colour | invented fact / placement / picture | facts / irrelevant | references / irrelevant | "
               "skill recall | user pictures bound | rounds | tokens | seconds |\n" + "|---" * 25 + "|")
 
 
@@ -366,7 +369,7 @@ def markdown(summary: dict) -> str:
 
 
 INVENTED_KINDS = (("invented", "text"), ("invented_count", "count"), ("invented_colour", "colour"),
-                  ("invented_claim", "fact / placement"))
+                  ("invented_claim", "fact / placement / picture"))
 
 
 def chart(summary: dict, path: str | Path) -> Path:

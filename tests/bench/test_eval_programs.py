@@ -69,6 +69,24 @@ def test_text_to_print_that_the_request_never_had_is_invented_and_not_clean():
     assert invented_texts('A fox. Caption: "Wild at heart".', "a poster of a fox") == ["Wild at heart"]
 
 
+def test_a_picture_the_program_does_not_bind_is_an_invented_claim():
+    """GRPO+SDL's adapter wrote the teacher's line for the user's picture on requests that gave
+    none ("Match the subject, look and identity of the image.", 10 of 36 public requests), which
+    read as clean: the renderer is told to follow a picture it never gets."""
+    from genevolve.program import unbound_picture_citations
+
+    row = _measured("a photo of a bench", "A photo of a bench. Match the subject, look and identity of the image. "
+                    "High detail, coherent single image, no watermark, no stray text.", category="single_object")
+    assert row["valid"] and row["invented_claim"] and not row["clean"]
+    assert row["invented_claims"] == ["picture: of the image"]
+    # The picture being drawn is no citation; the request's own words and a bound picture are not invented.
+    assert unbound_picture_citations("Make this image special; the picture is real.", "a bench", 0) == []
+    assert unbound_picture_citations("As in the reference photo, a fox.", "a fox", 0) == ["the reference photo"]
+    assert unbound_picture_citations("The rocket from the first image, on the Moon.",
+                                     "The rocket from the first image on the Moon", 0) == []
+    assert unbound_picture_citations("Match the look of the image.", "a fox", 1) == []
+
+
 def test_facts_nobody_searched_and_placements_of_unnamed_things_are_invented():
     """The nano adapters learned the teacher's "Facts to respect:" label and write it with nothing
     searched ("The cat is a mammal, not reptile."), and place things the request never names."""
