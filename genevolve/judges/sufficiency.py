@@ -60,6 +60,7 @@ from genevolve.program import (
     invented_texts,
     reasoning_leaks,
     repeated_sentences,
+    unbound_picture_citations,
 )
 from genevolve.relevance import bound_references, carried_facts, colour_grounds, invented_colours, search_sources
 
@@ -185,6 +186,9 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
         problems.append("URL in gen_prompt")
     if any(i > n for i in cited_idx):
         problems.append("ordinal past the last reference")
+    unbound = unbound_picture_citations(prompt, request, n)  # "match the look of the image", none bound
+    if unbound:
+        problems.append(f"points at a picture it does not bind: {unbound[:2]}")
     missing = [i for i in range(1, n + 1) if i not in cited_idx]
     if missing:
         problems.append(f"reference(s) {missing} never cited by ordinal")

@@ -438,6 +438,18 @@ def test_references_must_be_of_what_the_request_names_and_bound_when_one_is_at_h
     assert not SufficiencyJudge().score_program(case, unbound).details["checks"]["ordinal_references"]
 
 
+def test_a_prompt_that_points_at_a_picture_it_does_not_bind_loses_the_reference_check():
+    """GRPO+SDL's adapter wrote the user-picture line ("Match the subject, look and identity of the
+    image.") on requests that gave no picture, and the reward let it pass: the renderer is told to
+    follow a picture it never gets."""
+    case = {"question": "a photo of a bench", "category": "single_object"}
+    plain = _trajectory(case["question"], "A photo of a bench.")
+    phantom = _trajectory(case["question"], "A photo of a bench. Match the subject, look and identity of the image.")
+    check = lambda t: local_sufficiency(case, t, library=[]).details["checks"]["ordinal_references"]
+    assert check(plain) and not check(phantom)
+    assert "points at a picture it does not bind" in local_sufficiency(case, phantom, library=[]).rationale
+
+
 def test_a_library_picture_of_what_any_request_names_is_expected_bound():
     """Not only on knowledge cases: the offline library holds no knowledge subject, so a rule for
     those alone never asked for a library picture. The teacher binds Chelsea for "a cat" on a
