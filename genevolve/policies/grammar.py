@@ -84,9 +84,11 @@ _IMG_ID = re.compile(r"\bIMG_\d+\b")
 
 def held_to_verdicts(rules: TurnRules, messages: list[dict]) -> TurnRules:
     """``rules`` whose answer may bind a picture image_search found only after one of the model's
-    own turns said "IMG_### shows …, so I bind it."; the user's pictures stay bindable. A student
-    trained on the planner's verdicts read an empty reply right, yet bound whatever id came back
-    whatever its verdict said: this makes the answer keep to the thought."""
+    own turns said "IMG_### shows …, so I bind it."; the user's pictures (the ids the request
+    message lists) stay bindable, even when a search reply lists them again. A student trained on
+    the planner's verdicts read an empty reply right, yet bound whatever id came back whatever its
+    verdict said: this makes the answer keep to the thought."""
+    given: set[str] = set()
     searched: set[str] = set()
     bound: set[str] = set()
     for message in messages:
@@ -95,9 +97,13 @@ def held_to_verdicts(rules: TurnRules, messages: list[dict]) -> TurnRules:
             part.get("text", "") for part in content or () if isinstance(part, dict))
         if message.get("role") == "assistant":
             bound.update(_BOUND_BY_VERDICT.findall(text))
-        elif "<tool_response>" in text and "Images for" in text:
-            searched.update(_IMG_ID.findall(text))
-    return dataclasses.replace(rules, image_ids=tuple(i for i in rules.image_ids if i not in searched or i in bound))
+        elif "<tool_response>" in text:
+            if "Images for" in text:
+                searched.update(_IMG_ID.findall(text))
+        elif message.get("role") == "user":
+            given.update(_IMG_ID.findall(text))
+    keep = tuple(i for i in rules.image_ids if i in given or i not in searched or i in bound)
+    return dataclasses.replace(rules, image_ids=keep)
 
 
 def max_turn_tokens(rules: TurnRules) -> int:

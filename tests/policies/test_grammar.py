@@ -96,17 +96,19 @@ def _random_turns(path, constrained: bool, rules_list):
 
 SEARCHED = [
     {"role": "system", "content": "Plan an image."},
-    {"role": "user", "content": "A black fox beside the vase of the first image.\nYour images: IMG_001"},
+    {"role": "user", "content": "A black fox beside the vase of the first image.\n\n"
+                                "The user provided reference images: IMG_001 (vase.jpg)."},
     {"role": "assistant", "content": '<think>A fox.</think>\n<tool_call>{"name": "image_search", '
                                      '"arguments": {"query": "fox"}}</tool_call>'},
     {"role": "user", "content": '<tool_response>\nImages for "fox":\nIMG_002: Red fox in snow\n'
-                                'IMG_003: Black fox on a log\n</tool_response>'},
+                                'IMG_003: Black fox on a log\nIMG_001: vase\n</tool_response>'},
 ]
 
 
 def test_verdict_binds_lets_an_answer_bind_only_what_the_models_verdict_bound(tiny_grammar):
     """``verdict_binds``: a searched picture is bindable once the model's own turn said "IMG_### shows
-    …, so I bind it."; the user's picture always is; one its verdict passed over never is."""
+    …, so I bind it."; the user's picture always is, even when a search lists it again; one its
+    verdict passed over never is."""
     from genevolve.policies.grammar import held_to_verdicts
 
     rules = turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], answer_only=True)
