@@ -29,8 +29,11 @@ def test_trl_trains_on_the_sampled_ids_and_rollouts_log_its_advantages(tiny_gemm
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "r", "question": "draw a red cat"}) + "\n")
 
-    def by_length(case, traj):  # a real function of the trajectory, so advantages are not all zero
-        return Reward(float(len(traj.steps[-1].assistant_text) % 5) if traj.steps else 0.0)
+    # A real function of the trajectory, so advantages are not all zero. The tiny tokenizer is trained on
+    # the repository's own files, so a change anywhere there changes what the random model samples: a
+    # checksum of the text tells any two different rollouts apart, where a length mod 5 once tied all four.
+    def by_length(case, traj):
+        return Reward(float(sum(map(ord, traj.steps[-1].assistant_text)) % 97) if traj.steps else 0.0)
 
     cfg = GRPOConfig(model=ModelConfig(name=str(tiny_gemma_path), dtype="float32", max_length=512),
                      prompts=str(prompts), run_dir=str(tmp_path / "run"), max_steps=1, group_size=4,
