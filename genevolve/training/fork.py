@@ -1,4 +1,4 @@
-"""Start a plain GRPO run from step N of another GRPO run (``GRPOConfig.fork_from``).
+"""Start a GRPO run from step N of another GRPO run (``GRPOConfig.fork_from``).
 
 Why: SDL's effect is a paired comparison. SDL's gate cannot open before a prompt's second visit,
 so the first steps of a GRPO+SDL run train exactly as plain GRPO does; a plain run that starts
@@ -10,6 +10,11 @@ The fork copies the checkpoint and the source's metrics and rollout rows up to s
 run folder, without SDL's columns, and marks the checkpoint ``latest``: from there the run resumes
 as any run does. It refuses a source whose SDL already trained at or before step N, because the
 fork would then not be plain GRPO.
+
+A GRPO+SDL run may fork too (both arms of a pair from one checkpoint, e.g. to train on a changed
+reward): it keeps SDL's columns and copies the Decision Guides the source wrote up to step N into its
+own guide store, re-keyed to the new run, so its buffer is the source's at that step. Their
+retrieval counts start again at 0; the source's counts include its later steps.
 """
 
 from __future__ import annotations
@@ -44,15 +49,28 @@ def fork_step(checkpoint: str | Path) -> int:
     return int(match.group(1))
 
 
-def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: bool, write: bool = True) -> bool:
+def _source_guides(source: Path, step: int, guide_store) -> list[dict]:
+    """The guides run ``source`` wrote up to ``step``: from ``source/guides.db`` where the run kept
+    its own store (``train nano`` does), else from the store the fork writes to (a shared one)."""
+    from genevolve.store import Store
+
+    own = source / "guides.db"
+    store = Store(own) if own.is_file() else guide_store
+    run = source.resolve().as_posix()
+    return [g for g in store.list_guides()
+            if g["meta"].get("run") == run and int(g["meta"].get("step") or 0) <= step]
+
+
+def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: bool, guide_store=None,
+                    write: bool = True) -> bool:
     """Seed ``files``' run folder from ``checkpoint``; False when the folder has a checkpoint of its
     own already (a forked run that was resumed: the fork happened on its first start). With
-    ``write`` false it only checks the source (the other ranks of a multi-process run)."""
+    ``write`` false it only checks the source (the other ranks of a multi-process run). An SDL
+    fork copies the source's guides up to the checkpoint's step into ``guide_store``."""
     if files.latest_trl_checkpoint() is not None:
         return False
-    if sdl_enabled:
-        raise ValueError("fork_from starts a plain GRPO run (sdl.enabled: false): an SDL run forked from "
-                         "another would lack the guides of the source's steps")
+    if sdl_enabled and guide_store is None:
+        raise ValueError("fork_from with sdl.enabled needs the guide store the fork writes to")
     source_ckpt = Path(checkpoint).expanduser()
     step = fork_step(source_ckpt)
     source = source_ckpt.parent.parent  # <run>/checkpoints/checkpoint-N
@@ -63,9 +81,15 @@ def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: boo
         raise ValueError(f"fork_from: {source / 'metrics.jsonl'} lacks rows for steps 1-{step}; "
                          f"a fork shares the source's history up to its checkpoint")
     trained = [r["step"] for r in metrics if r.get("sdl_samples")]
-    if trained:
+    if trained and not sdl_enabled:
         raise ValueError(f"fork_from: SDL already trained at step(s) {trained} of {source}, so its step {step} "
                          f"is not plain GRPO; fork from checkpoint-{trained[0] - 1} or earlier")
+    guides = _source_guides(source, step, guide_store) if sdl_enabled else []
+    added = sum(int(r.get("guides_added") or 0) for r in metrics)
+    if sdl_enabled and added and not guides:  # the wrong store: the fork's buffer would start empty
+        raise ValueError(f"fork_from: {source}'s metrics count {added} guide(s) added by step {step} but none "
+                         f"were found in {source / 'guides.db'} or the fork's own store; put the source's "
+                         f"guides.db in {source}")
     if not write:
         return False
     files.start_clean(["rollouts.jsonl"])
@@ -74,6 +98,11 @@ def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: boo
     rollouts = [r for r in read_rows(source / "rollouts.jsonl") if r.get("step", 0) <= step]
     for name, rows in (("metrics.jsonl", metrics), ("rollouts.jsonl", rollouts)):
         with open(files.dir / name, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(_plain(r), ensure_ascii=False) + "\n" for r in rows)
+            f.writelines(json.dumps(r if sdl_enabled else _plain(r), ensure_ascii=False) + "\n" for r in rows)
+    run = files.dir.resolve().as_posix()
+    for g in guides:  # a fresh id: the fork's store may be the source's own
+        meta = {**g["meta"], "run": run, "forked_from": g["id"]}
+        guide = {k: g[k] for k in ("created_at", "trigger", "summary", "guidance", "source_prompt", "reward_gap")}
+        guide_store.add_guide({**guide, "meta": meta}, embedding=g["embedding"])
     files.mark_latest(source_ckpt.name)
     return True

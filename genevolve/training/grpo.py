@@ -81,9 +81,10 @@ class GRPOConfig(trl.GRPOConfig):
     sdl: SDLConfig = option(factory=SDLConfig, help="Self-distillation from Decision Guides.")
     save_images: bool = option(False, "Keep each rollout's rendered image under run_dir/images.")
     resume: bool = option(True, "Continue from checkpoints/latest when the run folder has one.")
-    fork_from: str | None = option(None, "Another GRPO run's checkpoint-N folder: a plain run (SDL off) with no "
-                                   "checkpoint of its own starts there, sharing steps 1-N with that run "
-                                   "(refused if the source's SDL trained by step N). None: start from init_adapter.")
+    fork_from: str | None = option(None, "Another GRPO run's checkpoint-N folder: a run with no checkpoint of its "
+                                   "own starts there, sharing steps 1-N with that run. A plain run (SDL off) is "
+                                   "refused if the source's SDL trained by step N; an SDL run takes the source's "
+                                   "guides up to step N. None: start from init_adapter.")
     stop_after: int | None = option(None, "Stop (checkpointed, resumable) after this many steps in this process.")
 
     # TRL's fields, with our defaults

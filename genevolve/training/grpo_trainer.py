@@ -661,7 +661,13 @@ def build_trainer(cfg: GRPOConfig, *, reward_fn=None, tools=None, stop=None):
         def fork(files, write):
             if not cfg.resume:
                 raise ValueError("fork_from needs resume: true (the fork is resumed from its copied checkpoint)")
-            fork_run_folder(cfg.fork_from, files, sdl_enabled=cfg.sdl.enabled, write=write)
+            guide_store = None
+            if cfg.sdl.enabled:
+                from genevolve.config import Settings
+                from genevolve.store import Store
+
+                guide_store = Store(cfg.sdl.store_path or Settings.load(cfg.settings).store_path)
+            fork_run_folder(cfg.fork_from, files, sdl_enabled=cfg.sdl.enabled, guide_store=guide_store, write=write)
     state, files, ckpt, step = open_run_folder(cfg, "grpo", ("rollouts.jsonl",), seed_folder=fork)
     cfg.output_dir = str(files.checkpoints)  # TRL's checkpoints live in the run folder
     main = state.is_main_process

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -203,9 +204,6 @@ def test_plain_grpo_forked_from_an_sdl_run_shares_its_first_steps(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint folder"):
         train_grpo(cfg("bad", sdl=False, fork_from=str(tmp_path / "sdl" / "checkpoints")), quiet=True)
-    with pytest.raises(ValueError, match="starts a plain GRPO run"):
-        train_grpo(cfg("bad", sdl=True, fork_from=str(tmp_path / "sdl" / "checkpoints" / "checkpoint-2")),
-                   quiet=True)
     # A source whose SDL trained by the fork's step is refused. The tiny policy answers in four
     # tokens with no decision tokens, so its SDL term never trains; a copy of the run whose step-2
     # row says what a real run's would (6 rollouts distilled) stands for one.
@@ -217,6 +215,50 @@ def test_plain_grpo_forked_from_an_sdl_run_shares_its_first_steps(tmp_path):
         train_grpo(cfg("bad", sdl=False, fork_from=str(tmp_path / "trained" / "checkpoints" / "checkpoint-3")),
                    quiet=True)
     assert not (tmp_path / "bad" / "checkpoints").exists()  # nothing half-forked is left to resume from
+
+
+def test_an_sdl_run_forked_from_an_sdl_run_takes_its_guides_up_to_the_fork(tmp_path):
+    """Both arms of a pair can start from one checkpoint: an SDL fork copies the source's Decision
+    Guides up to step N into its own store (re-keyed to itself), so from there it trains as the
+    source did; a fork that cannot find the source's guides is refused rather than started with an
+    empty buffer."""
+    from genevolve.store import Store
+    from genevolve.training.config import config_from_file
+    from genevolve.training.grpo import GRPOConfig, train_grpo
+    from genevolve.training.metrics import read_metrics
+
+    def cfg(name: str, **kw):
+        return config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml",
+                                prompts=str(REPO / "configs" / "data" / "tiny_prompts.jsonl"),
+                                agent={"system_prompt_path": str(REPO / "configs" / "data" / "tiny_system.md")},
+                                run_dir=str(tmp_path / name), max_steps=4, save_steps=1,
+                                sdl={"enabled": True, "delta_min": 0.5, "store_path": str(tmp_path / f"{name}.db")},
+                                **kw)
+
+    train_grpo(cfg("sdl"), quiet=True)
+    source = read_metrics(tmp_path / "sdl")
+    written = Store(tmp_path / "sdl.db").list_guides()
+    by_step_2 = [g for g in written if g["meta"]["step"] <= 2]
+    assert by_step_2 and len(by_step_2) < len(written)  # guides on both sides of the fork
+    checkpoint = str(tmp_path / "sdl" / "checkpoints" / "checkpoint-2")
+
+    # The source kept its guides in another file: the fork's own store holds none of them.
+    with pytest.raises(ValueError, match=r"guide\(s\) added by step 2 but none were found"):
+        train_grpo(cfg("lost", fork_from=checkpoint), quiet=True)
+    assert not (tmp_path / "lost" / "checkpoints").exists()
+
+    with sqlite3.connect(tmp_path / "sdl.db") as src, sqlite3.connect(tmp_path / "sdl" / "guides.db") as dst:
+        src.backup(dst)  # where `train nano` keeps them (a file copy would miss the WAL's rows)
+    assert train_grpo(cfg("fork", fork_from=checkpoint), quiet=True)["step"] == 4
+    rows = read_metrics(tmp_path / "fork")
+    assert [m["step"] for m in rows] == [1, 2, 3, 4]
+    for key in ("reward_mean", "guides_added", "buffer_size", "guide_hit_rate"):
+        assert [m.get(key) for m in rows] == [m.get(key) for m in source], key  # the tiny SDL term never trains
+    copied = Store(tmp_path / "fork.db").list_guides()
+    run = (tmp_path / "fork").resolve().as_posix()
+    assert len(copied) == len(written) and all(g["meta"]["run"] == run for g in copied)
+    assert [g["summary"] for g in copied[:len(by_step_2)]] == [g["summary"] for g in by_step_2]
+    assert {g["meta"]["forked_from"] for g in copied if "forked_from" in g["meta"]} == {g["id"] for g in by_step_2}
 
 
 def test_a_second_trainer_on_a_run_folder_is_refused_while_the_first_runs(tmp_path):
