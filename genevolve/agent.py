@@ -261,7 +261,9 @@ class Agent:
         """Tell a policy that decodes under the turn grammar what this turn may say (tools, shown images)."""
         from genevolve.policies.grammar import turn_rules
 
-        self.policy.prepare_turn(turn_rules(self.tools, [i.img_id for i in run.registry.list()],
+        shown = run.registry.list()
+        self.policy.prepare_turn(turn_rules(self.tools, [i.img_id for i in shown],
+                                            user_ids=[i.img_id for i in shown if i.source == "user"],
                                             max_references=self.config.max_references, answer_only=answer_only))
 
     def _policy_turn(self, run: _Run, step: Step, round_t0: float) -> StepEvents:
@@ -346,7 +348,8 @@ class Agent:
         # "Facts" in the program that none of the run's search results holds.
         evidence = search_sources(run.traj)
         unsupported = unsupported_facts(program.gen_prompt, run.traj.request, evidence)
-        problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported)
+        problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported,
+                                       len(program.reference_images))
         left_out = self._left_out_picture(run, program)
         if (problems or left_out) and not run.prompt_corrected and not run.corrected and step.round < cfg.max_rounds:
             run.prompt_corrected = True
@@ -360,7 +363,8 @@ class Agent:
         if problems and cfg.tidy_kept_prompt:
             # Kept after its correction: the renderer still gets no reasoning or protocol words.
             # And the user's quoted texts reach it verbatim, even when the model dropped one.
-            cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think, unsupported)
+            cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think, unsupported,
+                                                 len(program.reference_images))
             cleaned, added = with_request_quotes(run.traj.request, cleaned)
             if removed or added:
                 program = program.model_copy(update={"gen_prompt": cleaned})
@@ -369,7 +373,8 @@ class Agent:
                 if added:
                     run.traj.warnings.append("program repaired: added the quoted text "
                                              + ", ".join(f'"{q}"' for q in added))
-                problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported)
+                problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported,
+                                               len(program.reference_images))
         said = repeated_sentences(program.gen_prompt) if cfg.tidy_kept_prompt else []
         if said:
             # A decoding loop: each sentence once. No correction turn, so GRPO's rollouts (which run

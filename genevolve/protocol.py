@@ -280,14 +280,16 @@ def correction_message(error: str) -> str:
 # ---------------------------------------------------------------- the answer's gen_prompt
 
 def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
-                        unsupported: list[str] | None = None) -> list[str]:
+                        unsupported: list[str] | None = None, bound: int | None = None) -> list[str]:
     """What a gen_prompt lost from the request or let in from the conversation, one line each
     (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every count
     and every position of the request. Left out: the model's reasoning and protocol words, and
     the sentences of ``unsupported`` still in the prompt: "facts" that none of the run's search
-    results holds (the caller finds them, ``relevance.unsupported_facts``)."""
+    results holds (the caller finds them, ``relevance.unsupported_facts``). With ``bound`` (how many
+    pictures the program binds), a prompt that points at a picture while binding none is one too."""
     from genevolve.program import (count_constraints, invented_counts, invented_texts, quoted_strings,
-                                   reasoning_leaks, relation_constraints, strip_quoted)
+                                   reasoning_leaks, relation_constraints, strip_quoted,
+                                   unbound_picture_citations)
 
     problems = [f'it must contain the quoted text "{q}" exactly as written' for q in quoted_strings(request)
                 if q not in gen_prompt]
@@ -316,6 +318,11 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
         if _contradicts(r, have_relations):
             problems.append(f"it must state the position one way only: {r.subject} {r.relation.replace('_', ' ')} "
                             f"{r.object}, never the reverse")
+    cited = unbound_picture_citations(gen_prompt, request, bound) if bound is not None else []
+    if cited:
+        shown = ", ".join(f'"{c}"' for c in cited)
+        problems.append(f"it points the renderer at a picture the program does not bind ({shown}): bind that "
+                        "picture in reference_images, or describe what it shows in words")
     own = strip_quoted(gen_prompt)  # the request's quoted text is the user's to print, whatever it says
     asked = request.lower()
     leaked = (reasoning_leaks(own, request) + _copied_reasoning(think, own, asked)
@@ -327,7 +334,7 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
 
 
 def without_reasoning(request: str, gen_prompt: str, think: str = "",
-                      unsupported: list[str] | None = None) -> tuple[str, list[str]]:
+                      unsupported: list[str] | None = None, bound: int | None = None) -> tuple[str, list[str]]:
     """``gen_prompt`` with the model's reasoning and protocol words taken out, and what was taken.
 
     For a program kept after its correction turn failed: the renderer gets a description, never
@@ -339,11 +346,13 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     asks to print a text the request never had ('Render the text "pink dog" exactly.') or states a
     count it never gave ("Counts: exactly 2 cats." for "a cat"), is one of the ``unsupported``
     "facts", or takes a position of the request
-    back ("the horse is right of the vase" for "a vase right of a horse"). The
+    back ("the horse is right of the vase" for "a vase right of a horse"), or, with ``bound`` 0,
+    points at a picture the program does not bind ("Match the look of the image."). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
     would lose a quoted text, count or position the prompt kept, or leave no description."""
     from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_counts, invented_texts,
-                                   reasoning_leaks, relation_constraints, strip_quoted)
+                                   reasoning_leaks, relation_constraints, strip_quoted,
+                                   unbound_picture_citations)
 
     asked = request.lower()
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
@@ -356,6 +365,9 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
             continue
         if index > 0 and unsupported and sentence.strip() in unsupported:
             removed.append(sentence)  # "Facts to respect: the cat is a mammal" with nothing searched
+            continue
+        if index > 0 and bound is not None and unbound_picture_citations(sentence, request, bound):
+            removed.append(sentence)  # "Match the subject, look and identity of the image." with none bound
             continue
         if index > 0 and invented_counts(sentence, request):
             removed.append(sentence)  # "Counts: exactly 2 cats…" for "a cat"
@@ -386,8 +398,8 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     cleaned = "".join(text + gap for text, gap in kept).strip()
     if not removed or not re.search(r"[A-Za-z]{3,}", strip_quoted(cleaned)):
         return gen_prompt, []
-    before = gen_prompt_problems(request, gen_prompt, think, unsupported)
-    lost = [p for p in gen_prompt_problems(request, cleaned, unsupported=unsupported)
+    before = gen_prompt_problems(request, gen_prompt, think, unsupported, bound)
+    lost = [p for p in gen_prompt_problems(request, cleaned, unsupported=unsupported, bound=bound)
             if p not in before and "your reasoning" not in p]
     return (gen_prompt, []) if lost else (cleaned, list(dict.fromkeys(removed)))
 

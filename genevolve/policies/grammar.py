@@ -54,6 +54,7 @@ class TurnRules:
     tools: tuple[str, ...] = ()  # tools the model may call now; empty: an answer is due
     skills: tuple[str, ...] = ()  # query_knowledge's skill names
     image_ids: tuple[str, ...] = ()  # IMG ids shown so far (tool results and the user's images)
+    user_ids: tuple[str, ...] = ()  # those of them the user gave (the rest came from tools)
     max_references: int = 2
 
     @property
@@ -61,9 +62,11 @@ class TurnRules:
         return not self.tools
 
 
-def turn_rules(tools=None, image_ids=(), *, max_references: int = 2, answer_only: bool = False) -> TurnRules:
+def turn_rules(tools=None, image_ids=(), *, user_ids=(), max_references: int = 2,
+               answer_only: bool = False) -> TurnRules:
     """The rules for a turn: ``tools`` the agent's tools (a name -> Tool dict or names; None: the
-    three known tools), ``image_ids`` the ids shown so far, ``answer_only`` in the last round."""
+    three known tools), ``image_ids`` the ids shown so far, ``user_ids`` those the user gave,
+    ``answer_only`` in the last round."""
     names = tuple(tools) if tools is not None else KNOWN_TOOLS
     skills: tuple[str, ...] = ()
     if "query_knowledge" in names:
@@ -74,35 +77,28 @@ def turn_rules(tools=None, image_ids=(), *, max_references: int = 2, answer_only
 
             skills = tuple(SKILLS)
     return TurnRules(tools=() if answer_only else names, skills=skills,
-                     image_ids=tuple(i for i in image_ids if i), max_references=max_references)
+                     image_ids=tuple(i for i in image_ids if i), user_ids=tuple(i for i in user_ids if i),
+                     max_references=max_references)
 
 
 # The planner's verdict on a picture it binds (``planner?verdicts=1``): "IMG_002 shows cat, so I bind it."
 _BOUND_BY_VERDICT = re.compile(r"\b(IMG_\d+) shows [^.<]*?, so I bind it\.")
-_IMG_ID = re.compile(r"\bIMG_\d+\b")
 
 
 def held_to_verdicts(rules: TurnRules, messages: list[dict]) -> TurnRules:
-    """``rules`` whose answer may bind a picture image_search found only after one of the model's
-    own turns said "IMG_### shows …, so I bind it."; the user's pictures (the ids the request
-    message lists) stay bindable, even when a search reply lists them again. A student trained on
-    the planner's verdicts read an empty reply right, yet bound whatever id came back whatever its
-    verdict said: this makes the answer keep to the thought."""
-    given: set[str] = set()
-    searched: set[str] = set()
+    """``rules`` whose answer may bind a picture a tool found only after one of the model's own
+    turns said "IMG_### shows …, so I bind it."; the user's pictures (``rules.user_ids``) stay
+    bindable. A student trained on the planner's verdicts read an empty reply right, yet bound
+    whatever id came back whatever its verdict said: this makes the answer keep to the thought."""
     bound: set[str] = set()
     for message in messages:
+        if message.get("role") != "assistant":
+            continue
         content = message.get("content")
         text = content if isinstance(content, str) else " ".join(
             part.get("text", "") for part in content or () if isinstance(part, dict))
-        if message.get("role") == "assistant":
-            bound.update(_BOUND_BY_VERDICT.findall(text))
-        elif "<tool_response>" in text:
-            if "Images for" in text:
-                searched.update(_IMG_ID.findall(text))
-        elif message.get("role") == "user":
-            given.update(_IMG_ID.findall(text))
-    keep = tuple(i for i in rules.image_ids if i in given or i not in searched or i in bound)
+        bound.update(_BOUND_BY_VERDICT.findall(text))
+    keep = tuple(i for i in rules.image_ids if i in rules.user_ids or i in bound)
     return dataclasses.replace(rules, image_ids=keep)
 
 

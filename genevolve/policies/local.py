@@ -132,6 +132,9 @@ class LocalPolicy(PolicyBase):
         """``hf:<id-or-path>[?4bit=1&adapter=<path>&gguf=<file>]`` or ``nano[?4bit=1&adapter=<path>]``,
         plus sampling (``&temperature=&top_p=&max_tokens=``); ``kwargs`` win over the spec."""
         opts = read_options(LocalOptions, spec.params, backend=spec.kind)
+        if opts.verdict_binds and not kwargs.get("constrained", opts.grammar):
+            raise PolicyError("verdict_binds=1 works through the turn grammar (it narrows the ids an answer may "
+                              "bind): drop grammar=0, or drop verdict_binds=1")
         sampling = opts.given()
         if "max_tokens" in sampling:
             sampling["max_new_tokens"] = sampling.pop("max_tokens")

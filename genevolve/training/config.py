@@ -139,6 +139,15 @@ def config_from_file(cls: type[T], path: str | Path, **overrides) -> T:
         raise ValueError(f"{p} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{p}: a training config is a YAML mapping of field: value")
+    # A run folder's own config.yaml (written at its start) names its trainer and the checkpoint
+    # folder it derived from run_dir; both are dropped so the file can start another run.
+    trainer = data.pop("trainer", None)
+    expected = cls.__name__.removesuffix("Config").lower()
+    if trainer is not None and trainer != expected:
+        raise ValueError(f"{p} is the config of a {trainer} run; pass it to `train {trainer}`, not `train {expected}`")
+    if trainer is not None and isinstance(data.get("run_dir"), str) \
+            and data.get("output_dir") == str(Path(data["run_dir"]) / "checkpoints"):
+        del data["output_dir"]
     for key, value in overrides.items():
         if value is None:
             continue

@@ -506,3 +506,33 @@ def test_no_correction_for_a_picture_in_other_colours_or_of_something_else(tmp_p
     agent, policy = agent_for([search, plain], tools=[PictureTool()], tmp_path=tmp_path)
     traj = agent.run(request_text)
     assert [s.kind for s in traj.steps] == ["tool_call", "answer"] and not traj.warnings
+
+
+def test_a_prompt_that_points_at_a_picture_it_does_not_bind_gets_one_correction(tmp_path):
+    """GRPO+SDL wrote the teacher's line for the user's picture ("… of the image") on requests that
+    gave none: the answer check names the phrase once; kept after that, the sentence is taken out,
+    so the renderer is never told to follow a picture it does not get."""
+    phantom = format_answer({"gen_prompt": "A lighthouse on a cliff at dusk. Match the subject, look and identity "
+                                           "of the image.", "reference_images": []})
+    plain = format_answer({"gen_prompt": "A lighthouse on a cliff at dusk, warm light in the lamp room.",
+                           "reference_images": []})
+    agent, policy = agent_for([phantom, plain], tools=[], tmp_path=tmp_path)
+    traj = agent.run("a lighthouse on a cliff at dusk")
+    assert [s.kind for s in traj.steps] == ["format_error", "answer"]
+    correction = policy.seen[1][-1]["content"]
+    assert 'does not bind ("of the image")' in correction and "reference_images" in correction
+    assert traj.program.gen_prompt.startswith("A lighthouse on a cliff at dusk, warm") and not traj.warnings
+
+    agent, policy = agent_for([phantom, phantom], tools=[], tmp_path=tmp_path / "again")
+    traj = agent.run("a lighthouse on a cliff at dusk")
+    assert traj.program.gen_prompt == "A lighthouse on a cliff at dusk."
+    assert any("took out" in w and "of the image" in w for w in traj.warnings)
+    # The user's own picture, bound: the same line is the program working as meant.
+    photo = tmp_path / "mine.png"
+    Image.new("RGB", (20, 20), (10, 90, 200)).save(photo)
+    bound = format_answer({"gen_prompt": "A lighthouse on a cliff at dusk. Match the subject, look and identity "
+                                         "of the first reference image.",
+                           "reference_images": [{"img_id": "IMG_001", "note": "the user's lighthouse"}]})
+    agent, policy = agent_for([bound], tools=[], tmp_path=tmp_path / "bound")
+    traj = agent.run("my lighthouse on a cliff at dusk", images=[photo])
+    assert [s.kind for s in traj.steps] == ["answer"] and [r.img_id for r in traj.program.reference_images] == ["IMG_001"]

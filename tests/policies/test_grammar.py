@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from genevolve.agent import Agent, AgentConfig
+from genevolve.policies.base import PolicyError
 from genevolve.policies.grammar import TurnRules, turn_rules
 from genevolve.protocol import format_answer, gen_prompt_problems, parse_turn, with_request_quotes, without_reasoning
 
@@ -111,7 +112,7 @@ def test_verdict_binds_lets_an_answer_bind_only_what_the_models_verdict_bound(ti
     verdict passed over never is."""
     from genevolve.policies.grammar import held_to_verdicts
 
-    rules = turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], answer_only=True)
+    rules = turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], user_ids=["IMG_001"], answer_only=True)
     assert held_to_verdicts(rules, SEARCHED).image_ids == ("IMG_001",)
     verdict = {"role": "assistant", "content": "<think>IMG_003 shows fox, so I bind it. I have what I need."}
     held = held_to_verdicts(rules, SEARCHED + [verdict])
@@ -131,13 +132,17 @@ def test_the_verdict_binds_option_holds_a_sampling_model_to_its_verdict(tiny_gem
         ids = set()
         for seed in range(6):
             torch.manual_seed(seed)
-            policy.prepare_turn(turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], answer_only=True))
+            policy.prepare_turn(turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], user_ids=["IMG_001"],
+                                           answer_only=True))
             answer = parse_turn("".join(policy.stream(SEARCHED))).answer
             ids.update(r["img_id"] for r in answer["reference_images"])
         return ids
 
     assert bound(1) <= {"IMG_001"}
     assert bound(0) & {"IMG_002", "IMG_003"}
+    # Without the grammar the option could do nothing: refused, with what to change.
+    with pytest.raises(PolicyError, match="verdict_binds=1 works through the turn grammar.*drop grammar=0"):
+        make_policy(f"hf:{tiny_gemma_path}?verdict_binds=1&grammar=0", dtype=torch.float32)
 
 
 @pytest.mark.timeout(900)
@@ -153,8 +158,12 @@ def test_a_random_model_under_the_grammar_always_writes_a_turn_that_parses(tiny_
     # The answer-only turn is an answer, with no ordinal past the one image shown.
     assert turns[2].kind == "answer" and "second reference" not in turns[2].answer["gen_prompt"].lower()
     # Unconstrained, the same random weights do not speak the protocol: the test above is not vacuous.
+    # (The lenient parser may still find a "{}" in its noise after an "<answer>": no program.)
     free = _random_turns(tiny_gemma_path, False, rules_list[:1])
-    assert parse_turn(free[0][0]).kind == "error" and not free[0][1]["constrained"]
+    loose = parse_turn(free[0][0])
+    assert not free[0][1]["constrained"]
+    assert loose.kind == "error" or (loose.kind == "answer" and not (loose.answer or {}).get("gen_prompt")) \
+        or (loose.kind == "tool_call" and loose.tool_call.name not in ALL_TOOLS), free[0][0]
 
 
 # ---------------------------------------------------------------- the gen_prompt check
