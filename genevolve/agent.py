@@ -258,13 +258,19 @@ class Agent:
         return (yield from self._answer(run, step, turn, round_t0))
 
     def _prepare_turn(self, run: _Run, answer_only: bool) -> None:
-        """Tell a policy that decodes under the turn grammar what this turn may say (tools, shown images)."""
+        """Tell a policy that decodes under the turn grammar what this turn may say (tools, shown
+        images: whose they are and which match the request)."""
         from genevolve.policies.grammar import turn_rules
 
+        from genevolve.relevance import picture_matches
+
         shown = run.registry.list()
-        self.policy.prepare_turn(turn_rules(self.tools, [i.img_id for i in shown],
-                                            user_ids=[i.img_id for i in shown if i.source == "user"],
-                                            max_references=self.config.max_references, answer_only=answer_only))
+        request = run.traj.request
+        self.policy.prepare_turn(turn_rules(
+            self.tools, [i.img_id for i in shown], user_ids=[i.img_id for i in shown if i.source == "user"],
+            matching_ids=[i.img_id for i in shown
+                          if i.source != "user" and picture_matches(request, i.title or "", i.caption or "")],
+            max_references=self.config.max_references, answer_only=answer_only))
 
     def _policy_turn(self, run: _Run, step: Step, round_t0: float) -> StepEvents:
         """Stream the policy's turn into the step; a failure or a stop ends the run."""

@@ -55,6 +55,7 @@ class TurnRules:
     skills: tuple[str, ...] = ()  # query_knowledge's skill names
     image_ids: tuple[str, ...] = ()  # IMG ids shown so far (tool results and the user's images)
     user_ids: tuple[str, ...] = ()  # those of them the user gave (the rest came from tools)
+    matching_ids: tuple[str, ...] = ()  # those a tool found that show what the request names
     max_references: int = 2
 
     @property
@@ -62,11 +63,11 @@ class TurnRules:
         return not self.tools
 
 
-def turn_rules(tools=None, image_ids=(), *, user_ids=(), max_references: int = 2,
+def turn_rules(tools=None, image_ids=(), *, user_ids=(), matching_ids=(), max_references: int = 2,
                answer_only: bool = False) -> TurnRules:
     """The rules for a turn: ``tools`` the agent's tools (a name -> Tool dict or names; None: the
     three known tools), ``image_ids`` the ids shown so far, ``user_ids`` those the user gave,
-    ``answer_only`` in the last round."""
+    ``matching_ids`` those found that match the request, ``answer_only`` in the last round."""
     names = tuple(tools) if tools is not None else KNOWN_TOOLS
     skills: tuple[str, ...] = ()
     if "query_knowledge" in names:
@@ -78,7 +79,7 @@ def turn_rules(tools=None, image_ids=(), *, user_ids=(), max_references: int = 2
             skills = tuple(SKILLS)
     return TurnRules(tools=() if answer_only else names, skills=skills,
                      image_ids=tuple(i for i in image_ids if i), user_ids=tuple(i for i in user_ids if i),
-                     max_references=max_references)
+                     matching_ids=tuple(i for i in matching_ids if i), max_references=max_references)
 
 
 # The planner's verdict on a picture it binds (``planner?verdicts=1``): "IMG_002 shows cat, so I bind it."
@@ -99,6 +100,16 @@ def held_to_verdicts(rules: TurnRules, messages: list[dict]) -> TurnRules:
             part.get("text", "") for part in content or () if isinstance(part, dict))
         bound.update(_BOUND_BY_VERDICT.findall(text))
     keep = tuple(i for i in rules.image_ids if i in rules.user_ids or i in bound)
+    return dataclasses.replace(rules, image_ids=keep)
+
+
+def held_to_matches(rules: TurnRules) -> TurnRules:
+    """``rules`` whose answer may bind, besides the user's pictures, only the found pictures that show
+    what the request names in no colour it contradicts (``rules.matching_ids``, from
+    ``relevance.picture_matches``: the planner teacher's and the reward's test). Whether to bind
+    one stays the model's call; which one it may bind is the rule's. Neither verdict data nor
+    near-miss requests taught a 270M student to read a caption against the request."""
+    keep = tuple(i for i in rules.image_ids if i in rules.user_ids or i in rules.matching_ids)
     return dataclasses.replace(rules, image_ids=keep)
 
 

@@ -56,6 +56,9 @@ class LocalOptions(SamplingOptions):
     verdict_binds: bool = param(False, "An answer binds a searched picture only after the model's own turn said "
                                 "'IMG_### shows …, so I bind it.' (the user's pictures always): for adapters "
                                 "trained on planner?verdicts=1 data. Needs grammar=1.")
+    bind_matching: bool = param(False, "An answer may bind a found picture only when it shows what the request "
+                                "names in no colour it contradicts (the teacher's test; the user's pictures "
+                                "always): the rule picks which, the model whether. Needs grammar=1.")
 
 
 def nano_base_warning(adapter: str | None = None) -> str | None:
@@ -99,7 +102,7 @@ class LocalPolicy(PolicyBase):
     def __init__(self, model, tokenizer, processor=None, *, name: str = "local", max_new_tokens: int = 1024,
                  temperature: float = 0.0, top_p: float = 1.0, kv_reuse: bool = True,
                  chat_template: str | None = None, base_warning: str | None = None, constrained: bool = True,
-                 verdict_binds: bool = False):
+                 verdict_binds: bool = False, bind_matching: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.processor = processor
@@ -114,6 +117,7 @@ class LocalPolicy(PolicyBase):
         # protocol grammar built from the run's state (prepare_turn), so it always parses.
         self.constrained = constrained
         self.verdict_binds = verdict_binds  # grammar.held_to_verdicts on every turn's rules
+        self.bind_matching = bind_matching  # grammar.held_to_matches on every turn's rules
         self._grammar = None
         self._turn_rules = None
         self.last_grammar_error: str | None = None
@@ -132,9 +136,10 @@ class LocalPolicy(PolicyBase):
         """``hf:<id-or-path>[?4bit=1&adapter=<path>&gguf=<file>]`` or ``nano[?4bit=1&adapter=<path>]``,
         plus sampling (``&temperature=&top_p=&max_tokens=``); ``kwargs`` win over the spec."""
         opts = read_options(LocalOptions, spec.params, backend=spec.kind)
-        if opts.verdict_binds and not kwargs.get("constrained", opts.grammar):
-            raise PolicyError("verdict_binds=1 works through the turn grammar (it narrows the ids an answer may "
-                              "bind): drop grammar=0, or drop verdict_binds=1")
+        for name in ("verdict_binds", "bind_matching"):
+            if getattr(opts, name) and not kwargs.get("constrained", opts.grammar):
+                raise PolicyError(f"{name}=1 works through the turn grammar (it narrows the ids an answer may "
+                                  f"bind): drop grammar=0, or drop {name}=1")
         sampling = opts.given()
         if "max_tokens" in sampling:
             sampling["max_new_tokens"] = sampling.pop("max_tokens")
@@ -143,6 +148,7 @@ class LocalPolicy(PolicyBase):
         kwargs.setdefault("constrained", opts.grammar)
         kwargs.setdefault("pack", opts.pack)
         kwargs.setdefault("verdict_binds", opts.verdict_binds)
+        kwargs.setdefault("bind_matching", opts.bind_matching)
         if spec.kind == "nano":
             policy = cls.nano(four_bit=opts.four_bit, adapter=opts.adapter, **kwargs)
         elif not spec.target:
@@ -432,6 +438,10 @@ class LocalPolicy(PolicyBase):
             from genevolve.policies.grammar import held_to_verdicts
 
             rules = held_to_verdicts(rules, messages)
+        if rules is not None and self.bind_matching:
+            from genevolve.policies.grammar import held_to_matches
+
+            rules = held_to_matches(rules)
         grammar_proc, max_new = None, self.max_new_tokens
         if self.constrained and rules is not None:
             from genevolve.policies.grammar import max_turn_tokens

@@ -536,3 +536,30 @@ def test_a_prompt_that_points_at_a_picture_it_does_not_bind_gets_one_correction(
     agent, policy = agent_for([bound], tools=[], tmp_path=tmp_path / "bound")
     traj = agent.run("my lighthouse on a cliff at dusk", images=[photo])
     assert [s.kind for s in traj.steps] == ["answer"] and [r.img_id for r in traj.program.reference_images] == ["IMG_001"]
+
+
+def test_the_turn_rules_say_whose_each_picture_is_and_which_match_the_request(tmp_path):
+    """What the grammar's bind options read comes from the run's own records: the user's ids from
+    the registry (not from message text, where a search reply may list them again) and the found
+    pictures that pass ``relevance.picture_matches``."""
+
+    class Recording(Scripted):
+        def __init__(self, turns):
+            super().__init__(turns)
+            self.rules = []
+
+        def prepare_turn(self, rules):
+            self.rules.append(rules)
+
+    photo = tmp_path / "mine.png"
+    Image.new("RGB", (20, 20), (10, 90, 200)).save(photo)
+    search = format_tool_call("image_search", {"query": "kite"})
+    answer = format_answer({"gen_prompt": "A kite over a hill.", "reference_images": []})
+    for request_text, matching in (("a red kite over a hill", ("IMG_002",)), ("a black kite over a hill", ())):
+        policy = Recording([search, answer, answer])  # (the red kite, left out, gets a correction)
+        Agent(policy, [PictureTool()], AgentConfig(), work_dir=tmp_path / request_text[:7]).run(request_text,
+                                                                                               images=[photo])
+        first, last = policy.rules[0], policy.rules[-1]
+        assert first.user_ids == ("IMG_001",) and first.image_ids == ("IMG_001",) and first.matching_ids == ()
+        assert last.image_ids == ("IMG_001", "IMG_002") and last.user_ids == ("IMG_001",)
+        assert last.matching_ids == matching, request_text

@@ -122,27 +122,44 @@ def test_verdict_binds_lets_an_answer_bind_only_what_the_models_verdict_bound(ti
     assert _accepts(tiny_grammar, held, ANSWER.format("a fox", f'[{REF.format("IMG_001", "")}, {REF.format("IMG_003", "")}]'))
 
 
+def test_bind_matching_lets_an_answer_bind_only_the_user_pictures_and_matching_ones(tiny_grammar):
+    from genevolve.policies.grammar import held_to_matches
+
+    rules = turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], user_ids=["IMG_001"], matching_ids=["IMG_003"],
+                       answer_only=True)
+    held = held_to_matches(rules)
+    assert held.image_ids == ("IMG_001", "IMG_003")
+    other = ANSWER.format("a fox", f'[{REF.format("IMG_002", "")}]')
+    assert _accepts(tiny_grammar, rules, other) and not _accepts(tiny_grammar, held, other)
+    assert held_to_matches(turn_rules(None, ["IMG_002"], answer_only=True)).image_ids == ()
+
+
 def test_the_verdict_binds_option_holds_a_sampling_model_to_its_verdict(tiny_gemma_path):  # noqa: F811
-    """The spec option reaches the turn: a random model sampling answers under it never binds the
-    searched pictures it gave no verdict for, while the same seeds without it do."""
+    """The spec options reach the turn: a random model sampling answers under verdict_binds never
+    binds the searched pictures it gave no verdict for, while the same seeds without it do; under
+    bind_matching it binds only the user's picture and the matching one."""
     from genevolve.policies import make_policy
 
-    def bound(option: int) -> set[str]:
-        policy = make_policy(f"hf:{tiny_gemma_path}?temperature=1&verdict_binds={option}", dtype=torch.float32)
+    def bound(option: int, more: str = "", matching_ids=()) -> set[str]:
+        policy = make_policy(f"hf:{tiny_gemma_path}?temperature=1&verdict_binds={option}{more}", dtype=torch.float32)
         ids = set()
         for seed in range(6):
             torch.manual_seed(seed)
             policy.prepare_turn(turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], user_ids=["IMG_001"],
-                                           answer_only=True))
+                                           matching_ids=matching_ids, answer_only=True))
             answer = parse_turn("".join(policy.stream(SEARCHED))).answer
             ids.update(r["img_id"] for r in answer["reference_images"])
         return ids
 
     assert bound(1) <= {"IMG_001"}
     assert bound(0) & {"IMG_002", "IMG_003"}
-    # Without the grammar the option could do nothing: refused, with what to change.
-    with pytest.raises(PolicyError, match="verdict_binds=1 works through the turn grammar.*drop grammar=0"):
-        make_policy(f"hf:{tiny_gemma_path}?verdict_binds=1&grammar=0", dtype=torch.float32)
+    # bind_matching, on the same seeds: only the user's picture and the one that matches.
+    held = bound(0, f"&bind_matching=1", matching_ids=["IMG_003"])
+    assert held <= {"IMG_001", "IMG_003"} and held
+    # Without the grammar either option could do nothing: refused, with what to change.
+    for option in ("verdict_binds", "bind_matching"):
+        with pytest.raises(PolicyError, match=f"{option}=1 works through the turn grammar.*drop grammar=0"):
+            make_policy(f"hf:{tiny_gemma_path}?{option}=1&grammar=0", dtype=torch.float32)
 
 
 @pytest.mark.timeout(900)
