@@ -16,10 +16,11 @@ train_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="Train the policy: SFT cold start, then GRPO (+SDL).")
 
 
-def _run(kind: str, config: Path, run_dir: Optional[str], max_steps: Optional[int], fresh: bool) -> None:
+def _run(kind: str, config: Path, run_dir: Optional[str], max_steps: Optional[int], fresh: bool,
+         **more) -> None:
     from genevolve.training.config import config_from_file
 
-    overrides = {"run_dir": run_dir, "max_steps": max_steps}
+    overrides = {"run_dir": run_dir, "max_steps": max_steps, **more}
     if fresh:
         overrides["resume"] = False
     try:
@@ -53,6 +54,14 @@ def sft(config: Path = typer.Option(..., "--config", help="SFT config (YAML), e.
 def grpo(config: Path = typer.Option(..., "--config", help="GRPO config (YAML), e.g. configs/grpo_tiny_cpu.yaml"),
          run_dir: Optional[str] = typer.Option(None, help="Override run_dir from the config."),
          max_steps: Optional[int] = typer.Option(None, help="Override max_steps."),
-         fresh: bool = typer.Option(False, "--fresh", help="Ignore checkpoints in run_dir (start over).")):
-    """GRPO with the hybrid reward; SDL on top when the config enables it."""
-    _run("grpo", config, run_dir, max_steps, fresh)
+         fresh: bool = typer.Option(False, "--fresh", help="Ignore checkpoints in run_dir (start over)."),
+         fork_from: Optional[str] = typer.Option(None, help="Start from another run's checkpoint-N folder, sharing "
+                                                            "its steps 1-N (an SDL run takes its guides too)."),
+         sdl: Optional[bool] = typer.Option(None, "--sdl/--no-sdl", help="Override sdl.enabled.")):
+    """GRPO with the hybrid reward; SDL on top when the config enables it.
+
+    Both arms of a pair from one checkpoint, from the source run's own config.yaml:
+    ``--config A/config.yaml --run-dir B/grpo_sdl --fork-from A/checkpoints/checkpoint-20``, then
+    the same with ``--run-dir B/grpo --no-sdl``."""
+    _run("grpo", config, run_dir, max_steps, fresh, fork_from=fork_from,
+         sdl=None if sdl is None else {"enabled": sdl})

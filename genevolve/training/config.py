@@ -145,9 +145,16 @@ def config_from_file(cls: type[T], path: str | Path, **overrides) -> T:
     expected = cls.__name__.removesuffix("Config").lower()
     if trainer is not None and trainer != expected:
         raise ValueError(f"{p} is the config of a {trainer} run; pass it to `train {trainer}`, not `train {expected}`")
-    if trainer is not None and isinstance(data.get("run_dir"), str) \
-            and data.get("output_dir") == str(Path(data["run_dir"]) / "checkpoints"):
-        del data["output_dir"]
+    if trainer is not None and isinstance(data.get("run_dir"), str):
+        old_run = Path(data["run_dir"])
+        if data.get("output_dir") == str(old_run / "checkpoints"):
+            del data["output_dir"]
+        # A guide store the run kept in its own folder moves with run_dir: another run sharing it
+        # would retrieve the first run's guides.
+        sdl = data.get("sdl")
+        store = sdl.get("store_path") if isinstance(sdl, dict) else None
+        if overrides.get("run_dir") and isinstance(store, str) and Path(store).parent == old_run:
+            data["sdl"] = {**sdl, "store_path": str(Path(overrides["run_dir"]) / Path(store).name)}
     for key, value in overrides.items():
         if value is None:
             continue

@@ -85,6 +85,13 @@ def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: boo
         raise ValueError(f"fork_from: SDL already trained at step(s) {trained} of {source}, so its step {step} "
                          f"is not plain GRPO; fork from checkpoint-{trained[0] - 1} or earlier")
     guides = _source_guides(source, step, guide_store) if sdl_enabled else []
+    if sdl_enabled:
+        run = source.resolve().as_posix()
+        later = [g for g in guide_store.list_guides()
+                 if g["meta"].get("run") == run and int(g["meta"].get("step") or 0) > step]
+        if later:  # the fork would retrieve guides its source wrote after the fork
+            raise ValueError(f"fork_from: the fork's guide store holds {len(later)} guide(s) {source} wrote after "
+                             f"step {step}; give the fork its own sdl.store_path")
     added = sum(int(r.get("guides_added") or 0) for r in metrics)
     if sdl_enabled and added and not guides:  # the wrong store: the fork's buffer would start empty
         raise ValueError(f"fork_from: {source}'s metrics count {added} guide(s) added by step {step} but none "

@@ -243,8 +243,8 @@ def test_shipped_configs_load():
 
 
 def test_a_run_folders_own_config_starts_another_run(tmp_path):
-    """The config.yaml a run writes at its start loads back: its trainer is checked and its
-    checkpoint folder is derived again from the run_dir it is given."""
+    """The config.yaml a run writes at its start loads back: its trainer is checked, and its
+    checkpoint folder and its own guide store follow the run_dir it is given."""
     import yaml
 
     from genevolve.training.config import config_from_file, config_to_dict
@@ -252,13 +252,16 @@ def test_a_run_folders_own_config_starts_another_run(tmp_path):
     from genevolve.training.metrics import RunFiles
     from genevolve.training.sft import SFTConfig
 
-    first = config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml", run_dir=str(tmp_path / "first"))
+    first = config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml", run_dir=str(tmp_path / "first"),
+                             sdl={"store_path": str(tmp_path / "first" / "guides.db")})
     RunFiles(tmp_path / "first").save_config({"trainer": "grpo", **config_to_dict(first)})
     saved = tmp_path / "first" / "config.yaml"
     assert yaml.safe_load(saved.read_text())["output_dir"] == str(tmp_path / "first" / "checkpoints")
 
     again = config_from_file(GRPOConfig, saved, run_dir=str(tmp_path / "second"))
     assert again.output_dir == str(tmp_path / "second" / "checkpoints")
+    assert again.sdl.store_path == str(tmp_path / "second" / "guides.db")  # not the first run's guides
+    assert config_from_file(GRPOConfig, saved).sdl.store_path == str(tmp_path / "first" / "guides.db")
     assert again.group_size == first.group_size and again.sdl.gate == first.sdl.gate
     with pytest.raises(ValueError, match=r"config of a grpo run; pass it to `train grpo`, not `train sft`"):
         config_from_file(SFTConfig, saved)

@@ -227,13 +227,13 @@ def test_an_sdl_run_forked_from_an_sdl_run_takes_its_guides_up_to_the_fork(tmp_p
     from genevolve.training.grpo import GRPOConfig, train_grpo
     from genevolve.training.metrics import read_metrics
 
-    def cfg(name: str, **kw):
+    def cfg(name: str, store: str | None = None, **kw):
         return config_from_file(GRPOConfig, REPO / "configs" / "grpo_tiny_cpu.yaml",
                                 prompts=str(REPO / "configs" / "data" / "tiny_prompts.jsonl"),
                                 agent={"system_prompt_path": str(REPO / "configs" / "data" / "tiny_system.md")},
                                 run_dir=str(tmp_path / name), max_steps=4, save_steps=1,
-                                sdl={"enabled": True, "delta_min": 0.5, "store_path": str(tmp_path / f"{name}.db")},
-                                **kw)
+                                sdl={"enabled": True, "delta_min": 0.5,
+                                     "store_path": store or str(tmp_path / f"{name}.db")}, **kw)
 
     train_grpo(cfg("sdl"), quiet=True)
     source = read_metrics(tmp_path / "sdl")
@@ -246,6 +246,11 @@ def test_an_sdl_run_forked_from_an_sdl_run_takes_its_guides_up_to_the_fork(tmp_p
     with pytest.raises(ValueError, match=r"guide\(s\) added by step 2 but none were found"):
         train_grpo(cfg("lost", fork_from=checkpoint), quiet=True)
     assert not (tmp_path / "lost" / "checkpoints").exists()
+
+    # Sharing the source's store, the fork would retrieve the guides the source wrote after step 2.
+    with pytest.raises(ValueError, match=r"holds \d+ guide\(s\) .* wrote after step 2; give the fork its own"):
+        train_grpo(cfg("shared", store=str(tmp_path / "sdl.db"), fork_from=checkpoint), quiet=True)
+    assert not (tmp_path / "shared" / "checkpoints").exists()
 
     with sqlite3.connect(tmp_path / "sdl.db") as src, sqlite3.connect(tmp_path / "sdl" / "guides.db") as dst:
         src.backup(dst)  # where `train nano` keeps them (a file copy would miss the WAL's rows)
