@@ -57,11 +57,13 @@ def grpo(config: Path = typer.Option(..., "--config", help="GRPO config (YAML), 
          fresh: bool = typer.Option(False, "--fresh", help="Ignore checkpoints in run_dir (start over)."),
          fork_from: Optional[str] = typer.Option(None, help="Start from another run's checkpoint-N folder, sharing "
                                                             "its steps 1-N (an SDL run takes its guides too)."),
-         sdl: Optional[bool] = typer.Option(None, "--sdl/--no-sdl", help="Override sdl.enabled.")):
+         sdl: Optional[bool] = typer.Option(None, "--sdl/--no-sdl", help="Override sdl.enabled."),
+         guide_store: Optional[str] = typer.Option(None, help="Override sdl.store_path (the SQLite file of "
+                                                              "Decision Guides).")):
     """GRPO with the hybrid reward; SDL on top when the config enables it.
 
     Both arms of a pair from one checkpoint, from the source run's own config.yaml:
     ``--config A/config.yaml --run-dir B/grpo_sdl --fork-from A/checkpoints/checkpoint-20``, then
     the same with ``--run-dir B/grpo --no-sdl``."""
-    _run("grpo", config, run_dir, max_steps, fresh, fork_from=fork_from,
-         sdl=None if sdl is None else {"enabled": sdl})
+    section = {k: v for k, v in (("enabled", sdl), ("store_path", guide_store)) if v is not None}
+    _run("grpo", config, run_dir, max_steps, fresh, fork_from=fork_from, sdl=section or None)

@@ -49,16 +49,35 @@ def fork_step(checkpoint: str | Path) -> int:
     return int(match.group(1))
 
 
+def _source_store_paths(source: Path) -> list[Path]:
+    """Where run ``source`` may have kept its guides: its own folder (``train nano`` does), then the
+    store its config.yaml names (a relative path is the source's working directory's, unknown
+    here: tried from the current one)."""
+    import yaml
+
+    paths = [source / "guides.db"]
+    try:
+        named = (yaml.safe_load((source / "config.yaml").read_text(encoding="utf-8")) or {}).get("sdl", {})
+        if isinstance(named, dict) and isinstance(named.get("store_path"), str):
+            paths.append(Path(named["store_path"]).expanduser())
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    return paths
+
+
 def _source_guides(source: Path, step: int, guide_store) -> list[dict]:
-    """The guides run ``source`` wrote up to ``step``: from ``source/guides.db`` where the run kept
-    its own store (``train nano`` does), else from the store the fork writes to (a shared one)."""
+    """The guides run ``source`` wrote up to ``step``: from the first of its stores that holds any,
+    else from the store the fork writes to (a shared one)."""
     from genevolve.store import Store
 
-    own = source / "guides.db"
-    store = Store(own) if own.is_file() else guide_store
     run = source.resolve().as_posix()
-    return [g for g in store.list_guides()
-            if g["meta"].get("run") == run and int(g["meta"].get("step") or 0) <= step]
+    stores = [Store(p) for p in _source_store_paths(source) if p.is_file()] + [guide_store]
+    for store in stores:
+        found = [g for g in store.list_guides()
+                 if g["meta"].get("run") == run and int(g["meta"].get("step") or 0) <= step]
+        if found:
+            return found
+    return []
 
 
 def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: bool, guide_store=None,
@@ -87,16 +106,16 @@ def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: boo
     guides = _source_guides(source, step, guide_store) if sdl_enabled else []
     if sdl_enabled:
         run = source.resolve().as_posix()
-        later = [g for g in guide_store.list_guides()
-                 if g["meta"].get("run") == run and int(g["meta"].get("step") or 0) > step]
-        if later:  # the fork would retrieve guides its source wrote after the fork
-            raise ValueError(f"fork_from: the fork's guide store holds {len(later)} guide(s) {source} wrote after "
-                             f"step {step}; give the fork its own sdl.store_path")
+        shared = [g for g in guide_store.list_guides() if g["meta"].get("run") == run]
+        if shared:  # copies would sit beside the originals, and the source's later guides would be retrieved
+            raise ValueError(f"fork_from: the fork's guide store holds {len(shared)} guide(s) of {source} itself; "
+                             f"give the fork its own sdl.store_path (train grpo --guide-store)")
     added = sum(int(r.get("guides_added") or 0) for r in metrics)
     if sdl_enabled and added and not guides:  # the wrong store: the fork's buffer would start empty
+        looked = ", ".join(str(p) for p in _source_store_paths(source))
         raise ValueError(f"fork_from: {source}'s metrics count {added} guide(s) added by step {step} but none "
-                         f"were found in {source / 'guides.db'} or the fork's own store; put the source's "
-                         f"guides.db in {source}")
+                         f"were found in {looked} or the fork's own store; copy the source's guide store to "
+                         f"{source / 'guides.db'}")
     if not write:
         return False
     files.start_clean(["rollouts.jsonl"])

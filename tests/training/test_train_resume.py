@@ -242,18 +242,24 @@ def test_an_sdl_run_forked_from_an_sdl_run_takes_its_guides_up_to_the_fork(tmp_p
     assert by_step_2 and len(by_step_2) < len(written)  # guides on both sides of the fork
     checkpoint = str(tmp_path / "sdl" / "checkpoints" / "checkpoint-2")
 
-    # The source kept its guides in another file: the fork's own store holds none of them.
-    with pytest.raises(ValueError, match=r"guide\(s\) added by step 2 but none were found"):
-        train_grpo(cfg("lost", fork_from=checkpoint), quiet=True)
-    assert not (tmp_path / "lost" / "checkpoints").exists()
-
     # Sharing the source's store, the fork would retrieve the guides the source wrote after step 2.
-    with pytest.raises(ValueError, match=r"holds \d+ guide\(s\) .* wrote after step 2; give the fork its own"):
+    with pytest.raises(ValueError, match=r"holds \d+ guide\(s\) of .*sdl itself; give the fork its own"):
         train_grpo(cfg("shared", store=str(tmp_path / "sdl.db"), fork_from=checkpoint), quiet=True)
     assert not (tmp_path / "shared" / "checkpoints").exists()
 
-    with sqlite3.connect(tmp_path / "sdl.db") as src, sqlite3.connect(tmp_path / "sdl" / "guides.db") as dst:
-        src.backup(dst)  # where `train nano` keeps them (a file copy would miss the WAL's rows)
+    # The source's config.yaml names its store: found there.
+    assert train_grpo(cfg("by_config", fork_from=checkpoint), quiet=True)["step"] == 4
+    assert len(Store(tmp_path / "by_config.db").list_guides()) == len(written)
+    # Moved away: refused, saying where it looked, rather than started with an empty buffer...
+    with sqlite3.connect(tmp_path / "sdl.db") as src, sqlite3.connect(tmp_path / "moved.db") as dst:
+        src.backup(dst)  # (a file copy would miss the WAL's rows)
+    for leftover in tmp_path.glob("sdl.db*"):
+        leftover.unlink()
+    with pytest.raises(ValueError, match=r"guide\(s\) added by step 2 but none were found in .*sdl\.db"):
+        train_grpo(cfg("lost", fork_from=checkpoint), quiet=True)
+    assert not (tmp_path / "lost" / "checkpoints").exists()
+    # ...and found in the source's own folder, where `train nano` keeps it.
+    (tmp_path / "moved.db").rename(tmp_path / "sdl" / "guides.db")
     assert train_grpo(cfg("fork", fork_from=checkpoint), quiet=True)["step"] == 4
     rows = read_metrics(tmp_path / "fork")
     assert [m["step"] for m in rows] == [1, 2, 3, 4]
