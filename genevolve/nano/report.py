@@ -233,12 +233,12 @@ rollouts, not a held-out set):
 
 ## 5. Evaluation
 
-The ablation runs each system on the same held-out requests — a stratified 60 of the eval
-split's 126, none of whose entities were trained on — with the same offline tools, nano
+The ablation runs each system on the same held-out requests — a stratified {eval_n} of the eval
+split's {split_n}, none of whose entities were trained on — with the same offline tools, nano
 conversation, caps (8 rounds, 320 tokens per turn), layout renderer and judges
 (`genevolve/bench/ablation.py`). The untuned base is run on the first {untuned_n} of them only
 (before the turn grammar it seldom ended a turn, and a request cost minutes of this CPU). The
-GRPO stages run a stratified 20 of the 60 (`--stage-requests`); the row *sft (same 20)* is the
+GRPO stages run a stratified subset of them (`--stage-requests`); the row *sft (same N)* is the
 SFT adapter on exactly those, so rows of equal *requests* compare like with like.
 
 {ablation}
@@ -314,7 +314,7 @@ def kept_parts(page: str) -> tuple[str, str]:
 def render_docs(sections: dict[str, str], *, notes: str = "", appendix: str = "") -> str:
     missing = "(not measured yet: run the stage that produces it)"
     keys = ("external", "external_paired", "data", "recipe", "size", "sft", "sft_setup", "grpo", "revisits",
-            "untuned_n", "ablation", "paired", "time", "not_done")
+            "untuned_n", "eval_n", "split_n", "ablation", "paired", "time", "not_done")
     values = {k: sections.get(k) or missing for k in keys}
     return DOCS.format(external_section=EXTERNAL_SECTION.format(**values), notes=notes, appendix=appendix,
                        **values)
@@ -614,6 +614,12 @@ def model_card_sections(out: Path, shipped: str) -> dict[str, str]:
         revisits = "\n\n".join(filter(None, [revisits, "Research inside a group (rollouts that ended in a format error or ran out of rounds left out):", research]))
     if revisits:
         sections["revisits"] = revisits
+    # How many held-out requests the ablation ran and the split held, as the run recorded them.
+    evaluated = (_read_json(out / "stages.json") or {}).get("eval") or {}
+    if evaluated.get("requests"):
+        sections["eval_n"] = str(evaluated["requests"])
+    if c.get("eval"):
+        sections["split_n"] = str(c["eval"])
     untuned = out / "eval" / "untuned.jsonl"
     if untuned.exists():
         sections["untuned_n"] = str(sum(1 for x in untuned.read_text(encoding="utf-8").splitlines() if x.strip()))

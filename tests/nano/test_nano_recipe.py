@@ -49,6 +49,14 @@ def test_card_and_docs_carry_the_grpo_and_paired_sections(tmp_path):
     sections = model_card_sections(tmp_path, "sft")
     for text in (render_card(sections), render_docs(sections)):
         assert "| grpo | 1 | 0.400 ± 0.100 |" in text and "| sft+grpo | sft | 24 |" in text
+    # The evaluation's sizes are the run's own, not the recipe's defaults.
+    import json
+
+    (tmp_path / "stages.json").write_text(json.dumps({"eval": {"done": True, "requests": 20}}))
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps({"counts": {
+        "recipes": 9, "answered": 9, "filter_passed": 9, "kept": 9, "train": 8, "val": 1, "eval": 152}}))
+    assert "a stratified 20 of the eval\nsplit's 152," in render_docs(model_card_sections(tmp_path, "sft"))
     # An empty comparison (no shared requests yet) says it was not measured rather than showing a bare header.
     (tmp_path / "eval" / "paired.md").write_text("| h |\n|---|\n", encoding="utf-8")
     assert "paired" not in model_card_sections(tmp_path, "sft")
