@@ -65,14 +65,12 @@ def _source_store_paths(source: Path) -> list[Path]:
     return paths
 
 
-def _source_guides(source: Path, step: int, guide_store) -> list[dict]:
-    """The guides run ``source`` wrote up to ``step``: from the first of its stores that holds any,
-    else from the store the fork writes to (a shared one)."""
+def _source_guides(source: Path, step: int) -> list[dict]:
+    """The guides run ``source`` wrote up to ``step``, from the first of its stores that holds any."""
     from genevolve.store import Store
 
     run = source.resolve().as_posix()
-    stores = [Store(p) for p in _source_store_paths(source) if p.is_file()] + [guide_store]
-    for store in stores:
+    for store in (Store(p) for p in _source_store_paths(source) if p.is_file()):
         found = [g for g in store.list_guides()
                  if g["meta"].get("run") == run and int(g["meta"].get("step") or 0) <= step]
         if found:
@@ -103,7 +101,7 @@ def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: boo
     if trained and not sdl_enabled:
         raise ValueError(f"fork_from: SDL already trained at step(s) {trained} of {source}, so its step {step} "
                          f"is not plain GRPO; fork from checkpoint-{trained[0] - 1} or earlier")
-    guides = _source_guides(source, step, guide_store) if sdl_enabled else []
+    guides = _source_guides(source, step) if sdl_enabled else []
     if sdl_enabled:
         run = source.resolve().as_posix()
         shared = [g for g in guide_store.list_guides() if g["meta"].get("run") == run]
@@ -114,7 +112,7 @@ def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: boo
     if sdl_enabled and added and not guides:  # the wrong store: the fork's buffer would start empty
         looked = ", ".join(str(p) for p in _source_store_paths(source))
         raise ValueError(f"fork_from: {source}'s metrics count {added} guide(s) added by step {step} but none "
-                         f"were found in {looked} or the fork's own store; copy the source's guide store to "
+                         f"were found in {looked}; copy the source's guide store to "
                          f"{source / 'guides.db'}")
     if not write:
         return False
@@ -126,7 +124,7 @@ def fork_run_folder(checkpoint: str | Path, files: RunFiles, *, sdl_enabled: boo
         with open(files.dir / name, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r if sdl_enabled else _plain(r), ensure_ascii=False) + "\n" for r in rows)
     run = files.dir.resolve().as_posix()
-    for g in guides:  # a fresh id: the fork's store may be the source's own
+    for g in guides:  # a fresh id; forked_from keeps the source's
         meta = {**g["meta"], "run": run, "forked_from": g["id"]}
         guide = {k: g[k] for k in ("created_at", "trigger", "summary", "guidance", "source_prompt", "reward_gap")}
         guide_store.add_guide({**guide, "meta": meta}, embedding=g["embedding"])
