@@ -61,6 +61,7 @@ from genevolve.protocol import (
     correction_message,
     gen_prompt_problems,
     prompt_correction_message,
+    with_request_constraints,
     with_request_quotes,
     without_reasoning,
 )
@@ -91,7 +92,8 @@ class AgentConfig:
     offline: bool = True
     protocol: str | None = None  # a profile spec (genevolve.profiles); None: the policy's preference, else ours
     # A program kept after its failed correction loses its reasoning and protocol words and gets the
-    # request's quoted texts back before it is rendered. GRPO rollouts turn this off: their reward
+    # request's quoted texts back, and the request's own sentence when it lost a count or position,
+    # before it is rendered. GRPO rollouts turn this off: their reward
     # must see what the model wrote.
     tidy_kept_prompt: bool = True
 
@@ -372,13 +374,17 @@ class Agent:
             cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think, unsupported,
                                                  len(program.reference_images))
             cleaned, added = with_request_quotes(run.traj.request, cleaned)
-            if removed or added:
+            cleaned, restored = with_request_constraints(run.traj.request, cleaned)
+            if removed or added or restored:
                 program = program.model_copy(update={"gen_prompt": cleaned})
                 if removed:
                     run.traj.warnings.append("program cleaned: took out " + ", ".join(f'"{r}"' for r in removed))
                 if added:
                     run.traj.warnings.append("program repaired: added the quoted text "
                                              + ", ".join(f'"{q}"' for q in added))
+                if restored:
+                    run.traj.warnings.append("program repaired: the request's own words describe the image, "
+                                             "which had lost " + ", ".join(restored))
                 problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported,
                                                len(program.reference_images))
         said = repeated_sentences(program.gen_prompt) if cfg.tidy_kept_prompt else []

@@ -384,6 +384,13 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
         if talk and not _holds_quotes(sentence):
             removed.append(sentence)
             continue
+        head, tail = _split_after_quotes(sentence)
+        if talk and tail and any(re.search(p, tail) for p in SELF_TALK_PATTERNS) and not _holds_quotes(tail):
+            # Self-talk glued to the user's quote with no break ('reads "NORTH POINT"ENOUGH WORDS …
+            # I have what I have'): the quote and what came before it stay, the rest goes.
+            kept.append((head if re.search(r"[.!?]$", head) else head + ".", gap))
+            removed.append(tail)
+            continue
         cut = sentence
         found = copied + [m.group(0) for p in PROTOCOL_PATTERNS for m in re.finditer(p, own)]
         for fragment in sorted(dict.fromkeys(found), key=len, reverse=True):  # "the x guidance" before "x"
@@ -420,10 +427,54 @@ def with_request_quotes(request: str, gen_prompt: str) -> tuple[str, list[str]]:
     return text + "".join(f' The text "{q}" appears exactly as written.' for q in missing), missing
 
 
+def with_request_constraints(request: str, gen_prompt: str) -> tuple[str, list[str]]:
+    """``gen_prompt`` with the request's own sentence as its description when it lost a count or
+    position of the request, and the constraints it had lost ("toothbrush below pizza").
+
+    For a program kept after its correction turn failed ("A photo of toothbrush." for "a photo of
+    a toothbrush below a pizza"): the renderer gets what the user asked. A first sentence that adds
+    no words of its own is a partial copy and is replaced; any other is kept after the request's
+    words. Nothing changes when restoring would lose anything the prompt kept."""
+    from genevolve.program import COPY_MAX_OWN_WORDS, own_words
+
+    def lost(prompt: str) -> list[str]:
+        return [p.split(": ", 1)[1] for p in gen_prompt_problems(request, prompt)
+                if p.startswith(("it must keep the count: ", "it must keep the position: "))]
+
+    missing = lost(gen_prompt)
+    if not missing:
+        return gen_prompt, []
+    described = request.strip()
+    described = described[:1].upper() + described[1:]
+    if described[-1] not in ".!?":
+        described += "."
+    pieces = re.split(r"((?<=[.!?])[ \t]+|\s*[\n\t]\s*)", gen_prompt.strip(), maxsplit=1)
+    first, rest = pieces[0], "".join(pieces[2:]) if len(pieces) > 2 else ""
+    if len(own_words(first, request)) > COPY_MAX_OWN_WORDS:
+        rest = gen_prompt.strip()
+    restored = (described + " " + rest).strip()
+    before = gen_prompt_problems(request, gen_prompt)
+    if lost(restored) or [p for p in gen_prompt_problems(request, restored) if p not in before]:
+        return gen_prompt, []
+    return restored, missing
+
+
 def _holds_quotes(sentence: str) -> bool:
     from genevolve.program import quoted_strings
 
     return bool(quoted_strings(sentence))
+
+
+def _split_after_quotes(sentence: str) -> tuple[str, str]:
+    """``sentence`` cut where a word is glued to the closing mark of its last quoted text
+    ('"NORTH POINT"ENOUGH WORDS …', a decoding slip no writer makes): (up to and with the quote,
+    the rest); the rest is empty when the quote is followed by a space or punctuation."""
+    from genevolve.subjects import QUOTED_TEXT_RE
+
+    ends = [m.end() for m in QUOTED_TEXT_RE.finditer(sentence)]
+    if not ends or not sentence[ends[-1]:ends[-1] + 1].isalnum():
+        return sentence, ""
+    return sentence[:ends[-1]], sentence[ends[-1]:].strip()
 
 
 def _cut_outside_quotes(sentence: str, fragment: str) -> str:

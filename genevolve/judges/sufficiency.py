@@ -15,9 +15,10 @@ about something else earns it:
                          reference is of something the request does not name, and a matching picture
                          (of what the request names, in the colours it asks for) is bound when one
                          was shown or the offline library holds one.
-3. ``skills_applied``  - the skills the request needs (text, counting, layout, and the
-                         category's own skill) were consulted with ``query_knowledge``, and the
-                         program is more than the request as written (a copy applies none).
+3. ``skills_applied``  - the skills the request needs (text, counting, layout, the category's
+                         own skill, and those the teacher read where the case records them)
+                         were consulted with ``query_knowledge``, and the program is more than
+                         the request as written (a copy applies none).
 4. ``constraints_executable`` - every hard constraint derived from the request (exact text,
                          counts, spatial relations) is stated in the gen_prompt, and the gen_prompt
                          carries no reasoning or protocol text and says no sentence twice.
@@ -89,10 +90,16 @@ def is_knowledge_case(case: dict) -> bool:
 
 
 def needed_skills(case: dict, constraints: list[Constraint]) -> list[str]:
+    """The skills a request needs: those of its text, counts and positions and its category's own,
+    and, where the case records the teacher's run (RL prompts do), every skill the teacher read.
+    Without the teacher's, 41 of 175 RL prompts needed none, so a copy of the request passed the
+    check there while the teacher read two or three skills and carried their guidance."""
     skills = [CONSTRAINT_SKILLS[c.kind] for c in constraints if c.source == "request" and c.kind in CONSTRAINT_SKILLS]
     cat_skill = CATEGORY_SKILLS.get(str(case.get("category") or "").lower())
     if cat_skill:
         skills.append(cat_skill)
+    teacher = case.get("teacher") if isinstance(case.get("teacher"), dict) else {}
+    skills += [s for s in teacher.get("skills") or [] if isinstance(s, str)]
     return sorted(set(skills))
 
 

@@ -481,6 +481,23 @@ def test_a_copy_of_the_request_applies_no_skill_it_read():
     assert applied.details["checks"]["skills_applied"] and applied.details["credit"]["skills_applied"] == 1.0
 
 
+def test_the_skills_the_teacher_read_are_needed_where_the_case_records_them():
+    """41 of 175 RL prompts needed no skill by their category and constraints, so a copy passed
+    the check where the teacher read two skills and carried their guidance; the RL prompt's record
+    of the teacher's run now sets what is needed."""
+    request = "A portrait of Marie Curie in her laboratory, warm lamp light."
+    bare = {"question": request, "category": "public_figure"}
+    taught = {**bare, "teacher": {"skills": ["anatomy_body_coherence", "aesthetic_drawing"]}}
+    copy = _trajectory(request, "A portrait of Marie Curie in her laboratory, warm lamp light.")
+    credit = lambda case, t: local_sufficiency(case, t).details["credit"]["skills_applied"]
+    assert credit(bare, copy) == 1.0 and credit(taught, copy) == 0.0
+    half = _trajectory(request, "A portrait of Marie Curie in her laboratory, warm lamp light. Natural human "
+                                "proportions, five fingers per hand.", skills=["anatomy_body_coherence"])
+    both = _trajectory(request, half.program.gen_prompt, skills=["anatomy_body_coherence", "aesthetic_drawing"])
+    assert (credit(taught, half), credit(taught, both)) == (0.5, 1.0)
+    assert local_sufficiency(taught, copy).details["needed_skills"] == ["aesthetic_drawing", "anatomy_body_coherence"]
+
+
 def test_a_picture_in_other_colours_than_asked_is_no_match_to_bind():
     """The teacher leaves out a red motorcycle for "a black motorcycle" (it would repaint it); the
     reference check does not ask for it either, shown or held, and a bound one still fails."""

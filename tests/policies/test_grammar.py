@@ -12,7 +12,8 @@ import pytest
 from genevolve.agent import Agent, AgentConfig
 from genevolve.policies.base import PolicyError
 from genevolve.policies.grammar import TurnRules, turn_rules
-from genevolve.protocol import format_answer, gen_prompt_problems, parse_turn, with_request_quotes, without_reasoning
+from genevolve.protocol import (format_answer, gen_prompt_problems, parse_turn, with_request_constraints,
+                                with_request_quotes, without_reasoning)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("llguidance")
@@ -254,6 +255,31 @@ def test_the_answer_step_sends_one_correction_that_names_what_is_missing(tmp_pat
     assert traj.program.gen_prompt.endswith("so I have what I need: 0 fact(s).")
 
 
+def test_a_kept_program_that_lost_a_position_or_count_gets_the_requests_own_words(tmp_path):
+    """After its correction failed, a program that dropped the request's position or count reaches the
+    renderer with the request's sentence as its description (the shipped adapter wrote "A photo of
+    toothbrush." for GenEval 0398 twice, 2026-12-07)."""
+    request = "a photo of a toothbrush below a pizza"
+    lossy = format_answer({"gen_prompt": "A photo of toothbrush will anchor its appearance better than words. High "
+                                         "detail, coherent single image.", "reference_images": []})
+    policy = _Scripted([lossy, lossy])
+    traj = Agent(policy, [], AgentConfig(), work_dir=tmp_path).run(request)
+    assert "toothbrush below pizza" in policy.seen[1][-1]["content"]  # the correction came first
+    assert traj.program.gen_prompt == "A photo of a toothbrush below a pizza. High detail, coherent single image."
+    assert any("request's own words" in w and "toothbrush below pizza" in w for w in traj.warnings)
+    # A first sentence with words of its own stays, after the request's; a count is restored the same way.
+    assert with_request_constraints(request, "A bright bathroom with a blue toothbrush on a shelf. Soft light.") == (
+        "A photo of a toothbrush below a pizza. A bright bathroom with a blue toothbrush on a shelf. Soft light.",
+        ["toothbrush below pizza"])
+    assert with_request_constraints("three cats on a sofa", "A picture of cat. Warm light.") == (
+        "Three cats on a sofa. Warm light.", ["3 cats"])
+    kept = "Three cats on a sofa, warm light."
+    assert with_request_constraints("three cats on a sofa", kept) == (kept, [])
+    # GRPO's rollouts keep what the model wrote.
+    traj = Agent(_Scripted([lossy, lossy]), [], AgentConfig(tidy_kept_prompt=False), work_dir=tmp_path).run(request)
+    assert traj.program.gen_prompt.startswith("A photo of toothbrush will anchor")
+
+
 def test_the_answer_step_checks_facts_against_what_the_run_searched(tmp_path):
     """A "fact" with no search behind it gets the correction, and is dropped when the answer keeps it."""
     request = "a photo of a cat"
@@ -312,6 +338,17 @@ def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     assert without_reasoning("a kachina doll", tabbed) == (
         "a kachina doll\tA picture of kachina doll",
         ["The request fixes exact counts, so I have what I need: 0 fact(s), 0 reference object"])
+    # Self-talk glued to the user's closing quote goes from the quote on; the quote stays (the shipped
+    # adapter wrote this on a lighthouse request, 2026-12-07). A quote followed by a space is left
+    # as before: there the sentence's own words may be description.
+    request = 'A lighthouse on a rocky cliff at dusk with a sign that reads "NORTH POINT"'
+    glued = ('A lighthouse on a rocky cliff at dusk with a sign that reads "NORTH POINT"ENOUGH WORDS TO BEGIN THE '
+             'PROGRAM: I have what I have. Coherent single image.')
+    assert without_reasoning(request, glued) == (
+        'A lighthouse on a rocky cliff at dusk with a sign that reads "NORTH POINT". Coherent single image.',
+        ["ENOUGH WORDS TO BEGIN THE PROGRAM: I have what I have."])
+    spaced = 'A sign that reads "NORTH POINT" on a lighthouse, I have what I need.'
+    assert without_reasoning(request, spaced) == (spaced, [])
     # A position stated and then taken back is flagged, and the sentence that takes it back goes
     # (the 2026-12-05 SFT adapter wrote this on GenEval 0441).
     request = "a photo of a vase right of a horse"
