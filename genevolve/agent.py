@@ -15,7 +15,9 @@ The loop in named steps, each a generator of events that returns how the run end
       _format_error   an unusable turn: one correction, or the end
       _answer         parse, validate (a correction, then repair), the gen_prompt check and a
                       picture found for the request left unbound (one correction, then a
-                      warning), constraints: the program
+                      warning; a kept program loses its reasoning and gets back the
+                      request's quotes, and its sentence when a count or position was
+                      lost), constraints: the program
     _out_of_rounds  no answer by the round cap
 
 The conversation is not kept by hand: each step records what the policy was shown around its
