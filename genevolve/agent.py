@@ -16,8 +16,8 @@ The loop in named steps, each a generator of events that returns how the run end
       _answer         parse, validate (a correction, then repair), the gen_prompt check and a
                       picture found for the request left unbound (one correction, then a
                       warning; a kept program loses its reasoning and gets back the
-                      request's quotes, and its sentence when a count or position was
-                      lost), constraints: the program
+                      request's quotes, and its sentence when a subject, count or
+                      position was lost), constraints: the program
     _out_of_rounds  no answer by the round cap
 
 The conversation is not kept by hand: each step records what the policy was shown around its
@@ -94,8 +94,8 @@ class AgentConfig:
     offline: bool = True
     protocol: str | None = None  # a profile spec (genevolve.profiles); None: the policy's preference, else ours
     # A program kept after its failed correction loses its reasoning and protocol words and gets the
-    # request's quoted texts back, and the request's own sentence when it lost a count or position,
-    # before it is rendered. GRPO rollouts turn this off: their reward
+    # request's quoted texts back, and the request's own sentence when it lost a subject, count or
+    # position, before it is rendered. GRPO rollouts turn this off: their reward
     # must see what the model wrote.
     tidy_kept_prompt: bool = True
 

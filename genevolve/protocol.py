@@ -282,8 +282,8 @@ def correction_message(error: str) -> str:
 def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
                         unsupported: list[str] | None = None, bound: int | None = None) -> list[str]:
     """What a gen_prompt lost from the request or let in from the conversation, one line each
-    (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every count
-    and every position of the request. Left out: the model's reasoning and protocol words, and
+    (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every subject
+    (its head noun), every count and every position of the request. Left out: the model's reasoning and protocol words, and
     the sentences of ``unsupported`` still in the prompt: "facts" that none of the run's search
     results holds (the caller finds them, ``relevance.unsupported_facts``). With ``bound`` (how many
     pictures the program binds), a prompt that points at a picture while binding none is one too."""
@@ -306,6 +306,9 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
     if counted:
         problems.append(f"it must not state a count the request never gave ({', '.join(counted)}): "
                         "keep the request's own numbers")
+    from genevolve.english import lost_subjects
+
+    problems += [f"it must show what the request shows: {h}" for h in lost_subjects(gen_prompt, request)]
     have_counts = {(c.subject, c.count) for c in count_constraints(gen_prompt)}
     for c in count_constraints(request):
         if (c.subject, c.count) not in have_counts:
@@ -428,8 +431,8 @@ def with_request_quotes(request: str, gen_prompt: str) -> tuple[str, list[str]]:
 
 
 def with_request_constraints(request: str, gen_prompt: str) -> tuple[str, list[str]]:
-    """``gen_prompt`` with the request's own sentence as its description when it lost a count or
-    position of the request, and the constraints it had lost ("toothbrush below pizza").
+    """``gen_prompt`` with the request's own sentence as its description when it lost a subject,
+    count or position of the request, and what it had lost ("toothbrush below pizza", "robot").
 
     For a program kept after its correction turn failed ("A photo of toothbrush." for "a photo of
     a toothbrush below a pizza"): the renderer gets what the user asked. A first sentence that adds
@@ -439,7 +442,8 @@ def with_request_constraints(request: str, gen_prompt: str) -> tuple[str, list[s
 
     def lost(prompt: str) -> list[str]:
         return [p.split(": ", 1)[1] for p in gen_prompt_problems(request, prompt)
-                if p.startswith(("it must keep the count: ", "it must keep the position: "))]
+                if p.startswith(("it must keep the count: ", "it must keep the position: ",
+                                 "it must show what the request shows: "))]
 
     missing = lost(gen_prompt)
     if not missing:

@@ -124,13 +124,13 @@ def position_stated(prompt: str, obj: str, relation: str, anchor: str) -> bool:
 
 def subjects_kept(prompt: str, request: str) -> float | None:
     """Share of the request's subjects whose head noun the prompt names (None when it has none)."""
-    from genevolve.english import extract_subjects, singular, words
+    from genevolve.english import extract_subjects, lost_subjects, singular, words
 
     heads = [singular(words(s)[-1]) for s in extract_subjects(request) if words(s)]
     if not heads:
         return None
-    have = {singular(w) for w in words(prompt)}
-    return sum(h in have for h in heads) / len(heads)
+    lost = set(lost_subjects(prompt, request))
+    return sum(h not in lost for h in heads) / len(heads)
 
 
 def metadata_kept(prompt: str, expect: dict | None) -> dict:

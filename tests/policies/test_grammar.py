@@ -270,11 +270,17 @@ def test_a_kept_program_that_lost_a_position_or_count_gets_the_requests_own_word
     # A first sentence with words of its own stays, after the request's; a count is restored the same way.
     assert with_request_constraints(request, "A bright bathroom with a blue toothbrush on a shelf. Soft light.") == (
         "A photo of a toothbrush below a pizza. A bright bathroom with a blue toothbrush on a shelf. Soft light.",
-        ["toothbrush below pizza"])
+        ["pizza", "toothbrush below pizza"])
     assert with_request_constraints("three cats on a sofa", "A picture of cat. Warm light.") == (
         "Three cats on a sofa. Warm light.", ["3 cats"])
     kept = "Three cats on a sofa, warm light."
     assert with_request_constraints("three cats on a sofa", kept) == (kept, [])
+    # A lost subject too: /tmp/g10's GRPO adapter dropped the robot of PartiPrompts 1577.
+    request = 'a robot holding a sign with "Let\'s PAINT!" written on it'
+    robotless = "A sign with 'Let's PAINT!' written on it will attract the right people to it. High detail."
+    assert gen_prompt_problems(request, robotless) == ["it must show what the request shows: robot"]
+    assert with_request_constraints(request, robotless) == (
+        'A robot holding a sign with "Let\'s PAINT!" written on it. ' + robotless, ["robot"])
     # GRPO's rollouts keep what the model wrote.
     traj = Agent(_Scripted([lossy, lossy]), [], AgentConfig(tidy_kept_prompt=False), work_dir=tmp_path).run(request)
     assert traj.program.gen_prompt.startswith("A photo of toothbrush will anchor")

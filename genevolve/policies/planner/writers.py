@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from genevolve.english import attribute_pairs, living_beings
+from genevolve.english import attribute_pairs, living_beings, without_framing
 from genevolve.policies.planner.routing import SKILL_PRIORITY, SKILL_TRIGGERS
 from genevolve.program import (
     IMG_ID_RE,
@@ -45,43 +45,6 @@ def write_brief(request: str, user_ids: list[str], chosen: list[tuple[str, str, 
     parts.append(QUALITY_LINE)
     prompt = " ".join(p.strip() for p in parts if p.strip())
     return re.sub(r"\s{2,}", " ", prompt)
-
-
-# How people wrap a request when they type it ("hey, can I get …? thanks", "For our newsletter — …").
-# The renderer needs the scene, not the greeting: the wrapper is dropped, every word of the scene kept.
-_LEAD_INS = [
-    # A greeting only when it greets ("hey, …", "hi can you …"): "Hello Kitty" and "So Long" are names.
-    r"(?:hey|hi|hello|ok|okay)(?:[,!]\s*|\s+(?=(?:can|could|would|will|pls|please|plz|i)\b))",
-    r"(?:could|can|would|will) you (?:please |pls )?(?:make|draw|create|generate|render|design|paint|do|give|get)"
-    r"(?: me)?\s+",
-    r"(?:could|can|may) (?:i|we) (?:please |pls )?(?:get|have|see)\s+",
-    r"(?:please|pls|plz)\s+(?:(?:make|draw|create|generate|render|design|paint)(?: me)?\s+)?",
-    r"i(?:'d| would) like(?: to see)?\s+(?:an? (?:image|picture|illustration|photo)(?: of)?:?\s+)?",
-    r"i need an? (?:image|picture|illustration|photo|visual)(?: for [^:]{1,60})?:\s*",
-    # "For our newsletter — …": a purpose, not a subject ("For the Crucible Theatre: …" stays).
-    r"for (?:our|my|a|the) (?:[\w'-]+\s+){0,3}(?:newsletter|deck|blog(?: post)?|website|site|flyer|campaign|"
-    r"presentation|slides?|post|brochure|feed|thumbnail|banner|client)\s*[—:]\s*",
-    r"looking for\s+",
-]
-# A sign-off follows punctuation ("…? thanks", "…. Thanks!"): "a card that says thank you" keeps its words.
-_SIGN_OFF = re.compile(r"(?<=[,;.!?])\s*(?:thanks|thank you|thx|ty|cheers)[\s.!]*$", re.IGNORECASE)
-
-
-def without_framing(request: str) -> str:
-    """The request without a greeting, a "could you make", a "for our newsletter —" or a "thanks"."""
-    text = request.strip()
-    stripped = True
-    while stripped:
-        stripped = False
-        for pattern in _LEAD_INS:
-            m = re.match(pattern, text, re.IGNORECASE)
-            if m and m.end() < len(text):
-                text, stripped = text[m.end():], True
-    was_question = text != request.strip()
-    text = _SIGN_OFF.sub("", text).strip().rstrip(",;").strip()
-    if was_question:  # "could you make X?" is the scene X, not a question to the renderer
-        text = re.sub(r"\?(\s|$)", r".\1", text, count=1) if text.count("?") == 1 else text
-    return text or request.strip()
 
 
 def restate(request: str, user_ids: list[str], ordinal: dict) -> str:
