@@ -160,7 +160,12 @@ def lost_subjects(prompt: str, request: str) -> list[str]:
     singular forms compared: "robot" for "a robot holding a sign…" described as "A sign with…"."""
     have = {singular(w) for w in words(prompt)}
     heads = [singular(words(s)[-1]) for s in extract_subjects(request) if words(s)]
-    return [h for h in dict.fromkeys(heads) if h not in have]
+    # An ordinal is no thing to show: "pls reimagine the astronaut from the first image as…" reads
+    # as "reimagine astronaut first", and a prompt that says "the first reference image" lost nothing.
+    return [h for h in dict.fromkeys(heads) if h not in have and h not in _ORDINAL_WORDS]
+
+
+_ORDINAL_WORDS = {"first", "second", "third", "fourth", "fifth", "last", "next", "other"}
 
 
 def _main_subject(plain: str) -> str:

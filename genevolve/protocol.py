@@ -448,7 +448,9 @@ def with_request_constraints(request: str, gen_prompt: str) -> tuple[str, list[s
     missing = lost(gen_prompt)
     if not missing:
         return gen_prompt, []
-    described = request.strip()
+    from genevolve.english import without_framing
+
+    described = without_framing(request)  # the scene, not "pls" or "hey, can I get"
     described = described[:1].upper() + described[1:]
     if described[-1] not in ".!?":
         described += "."

@@ -281,6 +281,11 @@ def test_a_kept_program_that_lost_a_position_or_count_gets_the_requests_own_word
     assert gen_prompt_problems(request, robotless) == ["it must show what the request shows: robot"]
     assert with_request_constraints(request, robotless) == (
         'A robot holding a sign with "Let\'s PAINT!" written on it. ' + robotless, ["robot"])
+    # The request comes back without the words around it, and an ordinal is no subject to lose.
+    assert with_request_constraints("hey, can I get a robot holding a sign? thanks", "A sign. Soft light.") == (
+        "A robot holding a sign. Soft light.", ["robot"])
+    request = "pls reimagine the astronaut from the first image as a tiny clay figurine"
+    assert gen_prompt_problems(request, "The astronaut of the reference image as a tiny clay figurine.") == []
     # GRPO's rollouts keep what the model wrote.
     traj = Agent(_Scripted([lossy, lossy]), [], AgentConfig(tidy_kept_prompt=False), work_dir=tmp_path).run(request)
     assert traj.program.gen_prompt.startswith("A photo of toothbrush will anchor")
