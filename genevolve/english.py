@@ -53,7 +53,7 @@ _SUBJECT_CUT = re.compile(r",|\.|;|:|\b(?:with|in|on|at|under|against|for|while|
                           # a relation or a transformation ends the subject too: "a rocket to the right
                           # of…" is a rocket, "a motorcycle reimagined as ice" a motorcycle
                           r"to|as|near|over|inside|underneath|beneath|between|around|onto|into|atop|"
-                          r"reimagined|transformed|turned|made|"
+                          r"reimagined|transformed|turned|made|from|"
                           r"arranged|(?<!-)and(?!-)|is|are|was|were|sits|sit|stands|stand|lies|rests|hangs)\b",
                           re.IGNORECASE)
 
@@ -159,19 +159,31 @@ def lost_subjects(prompt: str, request: str) -> list[str]:
     """The head nouns of the request's subjects (``extract_subjects``) that ``prompt`` never names,
     singular forms compared: "robot" for "a robot holding a sign…" described as "A sign with…"."""
     have = {singular(w) for w in words(prompt)}
+    return [h for h in dict.fromkeys(subject_heads(request)) if h not in have]
+
+
+def subject_heads(request: str) -> list[str]:
+    """The head noun of each subject of the request (``extract_subjects``), singular: "robot" for
+    "a robot holding a sign". An ordinal is no thing to show ("the first image" names an input)."""
     heads = [singular(words(s)[-1]) for s in extract_subjects(request) if words(s)]
-    # An ordinal is no thing to show: "pls reimagine the astronaut from the first image as…" reads
-    # as "reimagine astronaut first", and a prompt that says "the first reference image" lost nothing.
-    return [h for h in dict.fromkeys(heads) if h not in have and h not in _ORDINAL_WORDS]
+    return [h for h in heads if h not in _ORDINAL_WORDS]
 
 
 _ORDINAL_WORDS = {"first", "second", "third", "fourth", "fifth", "last", "next", "other"}
 
 
+# An instruction opens with its verb ("reimagine the astronaut…", "turn the cat into…"): the
+# subject is the verb's object, not the verb.
+_OPENING_VERB = re.compile(
+    r"^\s*(?:(?:please|pls|plz)\s+)?(?:reimagine|redraw|restyle|recreate|remake|turn|transform|convert|"
+    r"show|make|draw|create|generate|render|paint|design|depict|imagine|put|place|give|edit|change|swap|"
+    r"replace|combine|blend|merge)\b(?:\s+(?:me|us))?\s+(?=\S)", re.IGNORECASE)
+
+
 def _main_subject(plain: str) -> str:
     plain = _COLOUR_PAIR.sub(r"\1-and-\2", plain)
     m = _SUBJECT_FRAMES.search(plain)
-    rest = plain[m.end():] if m else plain
+    rest = plain[m.end():] if m else _OPENING_VERB.sub("", plain, count=1)
     rest = _SUBJECT_CUT.split(rest, maxsplit=1)[0]
     head = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", rest)
             if w.lower() not in LEADING_NON_NAMES and w.lower() not in {"of", "very", "highly"}]

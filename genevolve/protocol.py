@@ -440,12 +440,13 @@ def with_request_constraints(request: str, gen_prompt: str) -> tuple[str, list[s
     words. Nothing changes when restoring would lose anything the prompt kept."""
     from genevolve.program import COPY_MAX_OWN_WORDS, own_words
 
-    def lost(prompt: str) -> list[str]:
-        return [p.split(": ", 1)[1] for p in gen_prompt_problems(request, prompt)
+    def lost(problems: list[str]) -> list[str]:
+        return [p.split(": ", 1)[1] for p in problems
                 if p.startswith(("it must keep the count: ", "it must keep the position: ",
                                  "it must show what the request shows: "))]
 
-    missing = lost(gen_prompt)
+    before = gen_prompt_problems(request, gen_prompt)
+    missing = lost(before)
     if not missing:
         return gen_prompt, []
     from genevolve.english import without_framing
@@ -459,8 +460,8 @@ def with_request_constraints(request: str, gen_prompt: str) -> tuple[str, list[s
     if len(own_words(first, request)) > COPY_MAX_OWN_WORDS:
         rest = gen_prompt.strip()
     restored = (described + " " + rest).strip()
-    before = gen_prompt_problems(request, gen_prompt)
-    if lost(restored) or [p for p in gen_prompt_problems(request, restored) if p not in before]:
+    after = gen_prompt_problems(request, restored)
+    if lost(after) or [p for p in after if p not in before]:
         return gen_prompt, []
     return restored, missing
 

@@ -124,9 +124,9 @@ def position_stated(prompt: str, obj: str, relation: str, anchor: str) -> bool:
 
 def subjects_kept(prompt: str, request: str) -> float | None:
     """Share of the request's subjects whose head noun the prompt names (None when it has none)."""
-    from genevolve.english import extract_subjects, lost_subjects, singular, words
+    from genevolve.english import lost_subjects, subject_heads
 
-    heads = [singular(words(s)[-1]) for s in extract_subjects(request) if words(s)]
+    heads = subject_heads(request)
     if not heads:
         return None
     lost = set(lost_subjects(prompt, request))

@@ -524,6 +524,12 @@ def test_image_search_asks_for_the_subject_not_its_relation_or_transformation(te
     ("hey, can I get a glass teapot on a blue kitchen table? thanks", ["glass teapot"]),
     ("For our newsletter — a red kite over a beach. Keep it clean.", ["kite", "beach"]),
     ("Hello Kitty on a lunchbox", ["hello kitty"]),  # a name, not a greeting
+    # An instruction's opening verb is not the subject, and "from" ends it: this read as
+    # "reimagine astronaut first" on 2026-12-07.
+    ("pls reimagine the astronaut from the first image as a watercolor", ["astronaut"]),
+    ("Turn the old bicycle into a sculpture", ["old bicycle"]),
+    ("a cup of coffee from a street cart", ["cup coffee"]),
+    ("Showroom with three cars", ["car", "showroom"]),  # "show" opens a noun here, not an instruction
 ])
 def test_image_search_asks_for_the_scene_not_the_words_around_the_request(text, expected):
     assert extract_subjects(text) == expected
