@@ -447,7 +447,9 @@ SHIP_METRIC = "clean"
 # A program that is the request and the quality line is clean by construction: an adapter that
 # learned to answer at once (GRPO on a reward that paid a copy) read 97% clean against the shipped
 # adapter's 83% on the external sets, an interval above zero, while copying 34 of the 36 requests.
-# So a candidate ships only when it also copies no more often than the shipped adapter.
+# So a candidate ships only when it also copies no more often than the shipped adapter, on
+# average: an interval test ("not shown to copy more") let an adapter through that copied 14 points
+# more (53% against 39%, interval [-0.08, +0.36]), and the copies are what the method exists to end.
 SHIP_GUARD = "copied"
 # The public sets give no pictures, and a GRPO adapter that won there bound the user's own picture
 # on 4 of 11 held-out requests where the shipped adapter bound 8 (paired interval [-0.727, +0.000]).
@@ -460,9 +462,9 @@ USER_PICTURES = "user-pictures"  # OUT/user-pictures/<system>: the held-out requ
 def ship_choice(pairs: list[dict], adapters) -> str | None:
     """The stage to ship from the external comparisons against the shipped adapter (rows of
     ``programs.compare`` labelled system/baseline), or None when none is better with an interval
-    above zero. Better means a larger share of clean programs, no more copies of the request (the
-    share of copies' interval not above zero), and the user's own pictures bound at least as often
-    on the held-out requests that give them; a tie goes to the earlier stage."""
+    above zero. Better means a larger share of clean programs, no more copies of the request and
+    the user's own pictures bound at least as often on the held-out requests that give them (both on
+    average, paired on the same requests); a tie goes to the earlier stage."""
     stages = list(LABELS)
 
     def row(label: str, metric: str) -> dict | None:
@@ -473,7 +475,7 @@ def ship_choice(pairs: list[dict], adapters) -> str | None:
     for k, label in LABELS.items():
         clean, guard, pictures = row(label, SHIP_METRIC), row(label, SHIP_GUARD), row(label, PICTURE_GUARD)
         if k in adapters and clean is not None and clean["delta_ci95"][0] > 0 \
-                and (guard is None or guard["delta_ci95"][0] <= 0) \
+                and (guard is None or guard["delta"] <= 0) \
                 and (pictures is None or pictures["delta"] >= 0):
             better.append((clean["delta"], -stages.index(k), k))
     return max(better)[2] if better else None

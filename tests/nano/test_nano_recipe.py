@@ -131,8 +131,12 @@ def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapt
     # Clean by copying the request: GRPO on a reward that paid a copy, measured on the external sets.
     copier = [row("sft+grpo", 0.139, 0.028), row("sft+grpo", 0.889, 0.778, metric="copied")]
     assert ship_choice(copier, adapters) is None
-    assert ship_choice([row("sft+grpo", 0.139, 0.028), row("sft+grpo", 0.05, -0.05, metric="copied")],
-                       adapters) == "grpo"  # copies about as often as the shipped adapter
+    assert ship_choice([row("sft+grpo", 0.139, 0.028), row("sft+grpo", 0.0, -0.05, metric="copied")],
+                       adapters) == "grpo"  # copies as often as the shipped adapter
+    # The adapter shipped on 2026-12-06 copied 14 points more than the one before it, an interval
+    # through zero: "not shown to copy more" is no longer enough.
+    assert ship_choice([row("sft+grpo", 0.167, 0.056), row("sft+grpo", 0.139, -0.083, metric="copied")],
+                       adapters) is None
     # Clean on the public sets, but the user's own pictures bound less often on the held-out requests
     # that give them: the GRPO adapter with a KL term, 4 of 11 where the shipped adapter bound 8.
     winner = [row("sft+grpo", 0.167, 0.056)]
