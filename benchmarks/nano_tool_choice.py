@@ -2,7 +2,7 @@
 
 GRPO can only reinforce what rollouts try: a policy that gives ``search`` a probability near zero
 never samples it, and no reward brings it back. This measures that probability directly. For each
-request the adapter writes its first turn greedily in the nano conversation (the think, then the
+request the adapter writes its first turn greedily, under the turn grammar, in the nano conversation (the think, then the
 tool call); at the position of the tool's name, the next-token distribution gives p(search),
 p(image_search) and p(query_knowledge) (each name starts with its own token in Gemma's vocabulary).
 
@@ -75,27 +75,27 @@ def request_groups(data: Path | None, teacher_run: Path | None, per_group: int, 
     return groups
 
 
-def first_tool(policy, request: str, max_new_tokens: int = 120) -> dict:
-    """The adapter's greedy first turn on ``request`` and its distribution over the tool names."""
+def first_tool(policy, request: str, system_prompt: str) -> dict:
+    """The adapter's greedy first turn on ``request``, decoded under the turn grammar as the runtime
+    decodes it, and its distribution over the tool names at the name's position."""
     import torch
 
+    from genevolve.policies.grammar import turn_rules
     from genevolve.profiles import get_profile
 
-    profile = get_profile("nano")
-    messages = [{"role": "system", "content": profile.system_prompt()},
-                {"role": "user", "content": profile.request_message(request, None)}]
-    tok, model = policy.tokenizer, policy.model
-    prompt = policy.render_prompt(messages)
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
-    turn = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=False)
+    messages = [{"role": "system", "content": system_prompt},
+                {"role": "user", "content": get_profile("nano").request_message(request, None)}]
+    policy.prepare_turn(turn_rules())  # the first turn's rules: the three tools, no picture shown yet
+    turn = "".join(policy.stream(messages))
     at = turn.find(NAME_AT)
-    if at < 0:  # an answer first, or a turn that never reached a tool name
+    if at < 0:  # an answer first
         return {"request": request, "turn": turn[:300], "p": None, "greedy": None}
-    prefix = tok(prompt + turn[:at + len(NAME_AT)], return_tensors="pt", add_special_tokens=False).input_ids
+    # The model's own distribution at the name, before any grammar mask: how likely sampling is to try it.
+    tok = policy.tokenizer
+    prefix = tok(policy.render_prompt(messages) + turn[:at + len(NAME_AT)], return_tensors="pt",
+                 add_special_tokens=False).input_ids
     with torch.no_grad():
-        probs = torch.softmax(model(prefix).logits[0, -1].float(), -1)
+        probs = torch.softmax(policy.model(prefix).logits[0, -1].float(), -1)
     p = {name: float(probs[tok.encode(name, add_special_tokens=False)[0]]) for name in TOOLS}
     m = re.match(r"(\w+)", turn[at + len(NAME_AT):])
     return {"request": request, "think": turn[:at][:300], "p": p, "greedy": m.group(1) if m else None}
@@ -142,13 +142,16 @@ def main() -> None:
     from genevolve.policies.local import LocalPolicy
 
     groups = request_groups(args.data, args.teacher_run, args.per_group)
-    policy = LocalPolicy.nano(adapter=args.adapter)
+    from genevolve.profiles import get_profile
+
+    policy = LocalPolicy.nano(adapter=args.adapter)  # greedy, under the turn grammar, like the runtime
     policy.model.eval()
+    system_prompt = get_profile("nano").system_prompt()
     results = {}
     for group, requests in groups.items():
         results[group] = []
         for i, request in enumerate(requests, 1):
-            r = first_tool(policy, request)
+            r = first_tool(policy, request, system_prompt)
             results[group].append(r)
             p = "no tool call" if r["p"] is None else f"p(search) {r['p']['search']:.4f}"
             print(f"[{group} {i}/{len(requests)}] {p} | {request[:70]}", flush=True)

@@ -353,13 +353,21 @@ class Agent:
         # The gen_prompt must keep the request's quoted texts, counts and positions and hold none of the
         # model's reasoning: one correction saying what is wrong, then the program is kept with a warning.
         # An answer that is itself the reply to a correction is not sent back again (one in a row).
-        from genevolve.relevance import search_sources, unsupported_facts
+        from genevolve.relevance import (bound_references, carried_facts, colour_grounds, search_sources,
+                                         unsupported_facts)
 
-        # "Facts" in the program that none of the run's search results holds.
+        # "Facts" in the program that none of the run's search results holds, facts a search gave about
+        # something else (the Eiffel Tower in a program about Mars, found by "Champ de Mars"), and what
+        # may give a thing its colour: the reward's own tests, so a student that never learned the
+        # teacher's relevance gets told once and the renderer never gets them.
+        request = run.traj.request
         evidence = search_sources(run.traj)
-        unsupported = unsupported_facts(program.gen_prompt, run.traj.request, evidence)
-        problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported,
-                                       len(program.reference_images))
+        unsupported = unsupported_facts(program.gen_prompt, request, evidence)
+        checks = {"unsupported": unsupported, "bound": len(program.reference_images),
+                  "off_request": [f["fact"] for f in carried_facts(program.gen_prompt, request, evidence)
+                                  if not f["relevant"]],
+                  "grounds": colour_grounds(run.traj, evidence, bound_references(program, run.traj, request))}
+        problems = gen_prompt_problems(request, program.gen_prompt, turn.think, **checks)
         left_out = self._left_out_picture(run, program)
         if (problems or left_out) and not run.prompt_corrected and not run.corrected and step.round < cfg.max_rounds:
             run.prompt_corrected = True
@@ -373,8 +381,7 @@ class Agent:
         if problems and cfg.tidy_kept_prompt:
             # Kept after its correction: the renderer still gets no reasoning or protocol words.
             # And the user's quoted texts reach it verbatim, even when the model dropped one.
-            cleaned, removed = without_reasoning(run.traj.request, program.gen_prompt, turn.think, unsupported,
-                                                 len(program.reference_images))
+            cleaned, removed = without_reasoning(request, program.gen_prompt, turn.think, **checks)
             cleaned, added = with_request_quotes(run.traj.request, cleaned)
             cleaned, restored = with_request_constraints(run.traj.request, cleaned)
             if removed or added or restored:
@@ -387,8 +394,7 @@ class Agent:
                 if restored:
                     run.traj.warnings.append("program repaired: the request's own words describe the image, "
                                              "which had lost " + ", ".join(restored))
-                problems = gen_prompt_problems(run.traj.request, program.gen_prompt, turn.think, unsupported,
-                                               len(program.reference_images))
+                problems = gen_prompt_problems(request, program.gen_prompt, turn.think, **checks)
         said = repeated_sentences(program.gen_prompt) if cfg.tidy_kept_prompt else []
         if said:
             # A decoding loop: each sentence once. No correction turn, so GRPO's rollouts (which run

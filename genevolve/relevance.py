@@ -296,6 +296,11 @@ def invented_colours(prompt: str, request: str, grounds: tuple[str, ...] | list[
     # The request and the research are read generously (a colour two words before the noun still
     # gives it), the program strictly: a doubt counts for the program.
     asked = colours_given(request, reach=2)
+    from genevolve.english import COLOURS, attribute_pairs
+
+    for colour, noun in attribute_pairs(request):  # and across a comma: "a white, clean bathroom"
+        if colour in COLOURS:
+            asked.setdefault(_singular(noun.split()[-1]), set()).add(_SHADES.get(colour, colour))
     for ground in grounds:
         for noun, colours in colours_given(ground, reach=2).items():
             asked.setdefault(noun, set()).update(colours)

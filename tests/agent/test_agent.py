@@ -15,7 +15,7 @@ from genevolve.protocol import FINAL_ROUND_MESSAGE, format_answer, format_tool_c
 from genevolve.store import Store
 from genevolve.tools.base import Tool, ToolResult
 
-ANSWER = format_answer({"gen_prompt": "A red kite over a green hill.", "reference_images": []}, think="done")
+ANSWER = format_answer({"gen_prompt": "A kite over a green hill.", "reference_images": []}, think="done")
 SEARCH = format_tool_call("search", {"queries": ["kite"]}, think="look it up")
 SEARCHES = [format_tool_call("search", {"queries": [f"kite {k}"]}, think="look it up") for k in range(10)]
 
@@ -150,12 +150,12 @@ def test_an_answer_that_describes_nothing_gets_a_correction_then_the_request(tmp
 def test_a_sentence_said_over_and_over_is_kept_once_without_a_correction_turn(tmp_path):
     """The shipped adapter's decoding loop (11 of 36 external programs): the user's renderer gets
     each sentence once; GRPO's rollouts (untidied) keep the loop for the reward to cost."""
-    loop = "A red kite over a green hill. " + "High detail, coherent single image, no stray text. " * 5 + "Soft light."
+    loop = "A kite over a green hill. " + "High detail, coherent single image, no stray text. " * 5 + "Soft light."
     answer = format_answer({"gen_prompt": loop, "reference_images": []})
     agent, policy = agent_for([answer], tmp_path=tmp_path)
     traj = agent.run("a red kite over a green hill")
     assert [s.kind for s in traj.steps] == ["answer"]
-    assert traj.program.gen_prompt == ("A red kite over a green hill. High detail, coherent single image, no stray "
+    assert traj.program.gen_prompt == ("A kite over a green hill. High detail, coherent single image, no stray "
                                        "text. Soft light.")
     assert any(w.startswith("program cleaned: kept once") for w in traj.warnings)
     raw = Agent(Scripted([answer]), [], AgentConfig(tidy_kept_prompt=False), work_dir=tmp_path).run(
@@ -169,7 +169,7 @@ def test_injected_answer_in_a_tool_result_does_not_end_the_trajectory(tmp_path):
     agent, policy = agent_for([SEARCH, ANSWER], tools=[evil], tmp_path=tmp_path)
     traj = agent.run("a kite")
     assert traj.termination == "answer"
-    assert traj.program.gen_prompt == "A red kite over a green hill."
+    assert traj.program.gen_prompt == "A kite over a green hill."
     tool_msg = traj.messages[3]["content"]
     assert tool_msg.count("</tool_response>") == 1 and "<answer>" not in tool_msg and "‹answer›" in tool_msg
 
@@ -473,8 +473,8 @@ def test_an_answer_that_leaves_out_a_picture_found_for_the_request_gets_one_corr
     """The nano adapters were shown a matching picture and bound nothing (0 of 6 on public requests):
     the answer check names the picture and what to write, once; binding stays the model's call."""
     search = format_tool_call("image_search", {"query": "kite"})
-    plain = format_answer({"gen_prompt": "A red kite over a green hill.", "reference_images": []})
-    bound = format_answer({"gen_prompt": "A red kite over a green hill. Match the appearance of the kite shown in "
+    plain = format_answer({"gen_prompt": "A kite over a green hill.", "reference_images": []})
+    bound = format_answer({"gen_prompt": "A kite over a green hill. Match the appearance of the kite shown in "
                                          "the first reference image.",
                            "reference_images": [{"img_id": "IMG_001", "note": "appearance of kite"}]})
     agent, policy = agent_for([search, plain, bound], tools=[PictureTool()], tmp_path=tmp_path)
@@ -488,7 +488,7 @@ def test_an_answer_that_leaves_out_a_picture_found_for_the_request_gets_one_corr
     # Left out again: the program is kept as the model wrote it, with a warning saying what it left out.
     agent, policy = agent_for([search, plain, plain], tools=[PictureTool()], tmp_path=tmp_path / "again")
     traj = agent.run("a red kite over a green hill")
-    assert traj.program.reference_images == [] and traj.program.gen_prompt == "A red kite over a green hill."
+    assert traj.program.reference_images == [] and traj.program.gen_prompt == "A kite over a green hill."
     assert any("leaves out IMG_001" in w for w in traj.warnings)
     # A gen_prompt problem in the same answer shares the one correction.
     agent, policy = agent_for([search, plain, bound], tools=[PictureTool()], tmp_path=tmp_path / "both")

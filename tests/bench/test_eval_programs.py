@@ -208,6 +208,12 @@ def test_a_colour_the_request_never_gave_is_invented_and_not_clean():
     # What a search result says the thing looks like is grounded.
     assert invented_colours("The lighthouse is red and white.", "a lighthouse",
                             ["Lighthouse. The lighthouse is painted red and white."]) == []
+    # Adjectives of one noun across a comma give it its colour (T2I-CompBench color_268, which the
+    # planner's own binding line failed), and a colour after "is" and a comma gives what follows none.
+    request = "A tan bath tub sits empty in a white, clean bathroom."
+    assert invented_colours("A tan bath tub in a white, clean bathroom; the bathroom is white.", request) == []
+    assert invented_colours("Green trees; the trees are red.", "the car is red, green trees line the road") == [
+        "red tree"]
 
 
 def test_markup_in_a_program_is_garbled_and_not_clean():

@@ -309,6 +309,46 @@ def test_the_answer_step_checks_facts_against_what_the_run_searched(tmp_path):
     assert traj.program.gen_prompt == "Cash on a wooden table"
 
 
+def test_the_answer_step_drops_facts_about_what_the_request_does_not_name_and_colours_nobody_gave(tmp_path):
+    """The reward's relevance and colour tests at the answer: one correction, then the kept program
+    loses those sentences. Both from a fresh SFT adapter on PartiPrompts, with the real offline search:
+    "Mars" finds the Eiffel Tower on the Champ de Mars, and a binding line gave a robot red arms."""
+    from genevolve.config import EXAMPLES
+    from genevolve.protocol import format_tool_call
+    from genevolve.tools import search
+
+    tools = {"search": search.SearchTool(search.LocalCorpus(EXAMPLES / "corpus"))}
+    request = "Mars rises on the horizon."
+    pasted = format_answer({"gen_prompt": (
+        "Mars rises on the horizon. The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in "
+        "Paris, France. High detail, no watermark."), "reference_images": []})
+    policy = _Scripted([format_tool_call("search", {"queries": ["Mars"], "top_k": 3}), pasted, pasted])
+    traj = Agent(policy, tools, AgentConfig(), work_dir=tmp_path / "mars").run(request)
+    assert "Eiffel Tower" in traj.steps[0].tool_text  # the corpus does answer with the tower
+    correction = policy.seen[2][-1]["content"]
+    assert "only facts about what the request names" in correction and "Eiffel Tower" in correction
+    assert traj.program.gen_prompt == "Mars rises on the horizon. High detail, no watermark."
+    assert any(w.startswith("program cleaned:") and "Eiffel" in w for w in traj.warnings)
+    # The same answer without the search: no facts were carried, so nothing is said about them.
+    assert gen_prompt_problems(request, "Mars rises on the horizon. High detail.", off_request=[]) == []
+
+    request = "a robot waving hello"
+    coloured = format_answer({"gen_prompt": "A robot waving hello. The robot is red. Soft studio light.",
+                              "reference_images": []})
+    policy = _Scripted([coloured, coloured])
+    traj = Agent(policy, {}, AgentConfig(), work_dir=tmp_path / "robot").run(request)
+    assert "colours the request never gave (red robot)" in policy.seen[1][-1]["content"]
+    assert traj.program.gen_prompt == "A robot waving hello. Soft studio light."
+    # A colour the request gave, or research gave, is no problem.
+    assert gen_prompt_problems("a red robot waving", "A red robot waving. The robot is red.", grounds=[]) == []
+    assert gen_prompt_problems(request, "A robot waving hello. The robot is red.",
+                               grounds=["Robot. The robot is red and white."]) == []
+    # GRPO's rollouts keep what the model wrote; its reward costs the colour.
+    traj = Agent(_Scripted([coloured, coloured]), {}, AgentConfig(tidy_kept_prompt=False),
+                 work_dir=tmp_path / "rollout").run(request)
+    assert "The robot is red." in traj.program.gen_prompt
+
+
 def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     request = "a photo of a black backpack"
     cleaned, removed = without_reasoning(
