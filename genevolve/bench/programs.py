@@ -77,7 +77,7 @@ from genevolve.relevance import (bound_references, carried_facts, colour_grounds
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}
-QUALITY_METRICS = ("valid", "clean", "quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
+QUALITY_METRICS = ("valid", "clean", "clean_not_copied", "quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept", "leak",
                    "repeated", "garbled", "copied", "tidied", "invented", "invented_count", "invented_colour", "invented_claim", "skill_recall", "user_pictures_bound", "rounds",
                    "tokens", "seconds")
 KEPT = ("quotes_kept", "subjects_kept", "counts_kept", "colours_kept", "positions_kept")
@@ -197,7 +197,15 @@ def measure(case: dict, traj, seconds: float) -> dict:
         "gen_prompt": prompt[:3000] if program else None,
     }
     row["clean"] = is_clean(row)
+    row["clean_not_copied"] = _clean_not_copied(row)
     return row
+
+
+def _clean_not_copied(row: dict) -> bool:
+    """Clean, and more than the request as written: a copy of the request is clean by construction
+    (half the shipped adapter's programs on the external sets), so clean alone cannot tell an adapter
+    that copies from one that does the research the method exists for."""
+    return bool(row["clean"]) and not row.get("copied")
 
 
 def user_pictures_bound(program, traj) -> float | None:
@@ -299,7 +307,11 @@ def load_rows(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "rollout.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no rollout.jsonl in {run_dir}: not an eval programs run")
-    return [r for r in latest_by_id(read_jsonl(path)).values() if "valid" in r]
+    rows = [r for r in latest_by_id(read_jsonl(path)).values() if "valid" in r]
+    for r in rows:  # runs written before the measure: it follows from two they have
+        if "clean_not_copied" not in r and "clean" in r and "copied" in r:
+            r["clean_not_copied"] = _clean_not_copied(r)
+    return rows
 
 
 def _mean(rows: list[dict], key: str):
@@ -423,7 +435,7 @@ def _invented_bars(ax, sets: dict, names: list[str]) -> None:
     ax.legend(fontsize=7, loc="upper right")
 
 
-PAIRED_METRICS = ("clean", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "garbled", "copied", "tidied", "invented", "invented_count",
+PAIRED_METRICS = ("clean", "clean_not_copied", "valid", "quotes_kept", "subjects_kept", "leak", "repeated", "garbled", "copied", "tidied", "invented", "invented_count",
                   "invented_colour", "invented_claim", "irrelevant_facts",
                   "irrelevant_references", "skill_recall", "user_pictures_bound")
 

@@ -382,8 +382,8 @@ class NanoRecipe:
         return model_card(self.out, shipped)
 
     def stage_ship(self) -> None:
-        """Copy the chosen adapter into the assets: the trained stage whose share of clean programs on
-        the external sets is above the shipped adapter's with a paired interval above zero (the
+        """Copy the chosen adapter into the assets: the trained stage whose share of clean programs
+        that are more than the request as written, on the external sets, is above the shipped adapter's with a paired interval above zero (the
         largest difference wins); when none is, the shipped adapter stays and nothing is written."""
         adapters = self.adapters()
         if not adapters:
@@ -395,7 +395,7 @@ class NanoRecipe:
         if choice is None:
             self._mark_done("ship", shipped="kept")
             self.log("[nano] ship: no trained stage passed the ship rule against the shipped adapter (more clean "
-                     "programs on the external sets, no more copies, the user's pictures bound as often); it "
+                     "programs that are not copies of the request on the external sets, no more copies, the user's pictures bound as often); it "
                      f"stays. The comparisons: {self.out / 'external' / 'paired.md'}")
             return
         src = adapters[choice]
@@ -443,13 +443,15 @@ def _system_rank(name: str) -> int:
     return order.index(name) if name in order else len(order)
 
 
-SHIP_METRIC = "clean"
+SHIP_METRIC = "clean_not_copied"
 # A program that is the request and the quality line is clean by construction: an adapter that
 # learned to answer at once (GRPO on a reward that paid a copy) read 97% clean against the shipped
 # adapter's 83% on the external sets, an interval above zero, while copying 34 of the 36 requests.
-# So a candidate ships only when it also copies no more often than the shipped adapter, on
-# average: an interval test ("not shown to copy more") let an adapter through that copied 14 points
-# more (53% against 39%, interval [-0.08, +0.36]), and the copies are what the method exists to end.
+# And the adapter shipped on 2026-12-06 reads 35 or 36 of 36 clean while copying half of them, so
+# no candidate could show more clean programs than it: the rule counts the clean programs that are
+# more than the request as written. A candidate also copies no more often than the shipped adapter,
+# on average: an interval test ("not shown to copy more") let an adapter through that copied 14
+# points more (53% against 39%, interval [-0.08, +0.36]), and the copies are what the method exists to end.
 SHIP_GUARD = "copied"
 # The public sets give no pictures, and a GRPO adapter that won there bound the user's own picture
 # on 4 of 11 held-out requests where the shipped adapter bound 8 (paired interval [-0.727, +0.000]).
@@ -462,7 +464,8 @@ USER_PICTURES = "user-pictures"  # OUT/user-pictures/<system>: the held-out requ
 def ship_choice(pairs: list[dict], adapters) -> str | None:
     """The stage to ship from the external comparisons against the shipped adapter (rows of
     ``programs.compare`` labelled system/baseline), or None when none is better with an interval
-    above zero. Better means a larger share of clean programs, no more copies of the request and
+    above zero. Better means a larger share of clean programs that are more than the request as
+    written (``SHIP_METRIC``), no more copies of the request and
     the user's own pictures bound at least as often on the held-out requests that give them (both on
     average, paired on the same requests); a tie goes to the earlier stage."""
     stages = list(LABELS)

@@ -22,8 +22,9 @@ placement that the request and the run's searches never had, no irrelevant fact 
 {external}
 
 Each system against the adapter shipped before this run, paired on the same requests (95% paired
-bootstrap interval). A new adapter ships only when its "clean" interval lies above zero, it copies
-the request no more often, and it binds the user's own pictures at least as often. No public set
+bootstrap interval). A new adapter ships only when its interval on clean programs that are more
+than the request as written ("clean_not_copied") lies above zero, it copies the request no more
+often, and it binds the user's own pictures at least as often. No public set
 gives a picture, so the user_pictures_bound rows come from the held-out requests that give one
 (our own templates).
 

@@ -333,7 +333,7 @@ def test_eval_programs_stratified_limit_and_bad_set(tmp_path):
     assert bad.exit_code == 2 and "unknown eval set" in bad.output
 
 
-def test_a_program_that_only_copies_the_request_is_marked_copied():
+def test_a_program_that_only_copies_the_request_is_marked_copied(tmp_path):
     """Programs a GRPO adapter wrote on GenEval and PartiPrompts after learning to answer at once:
     the request handed on, at most with the teacher's fixed quality line. Framing words and plural
     forms are not words of the program's own; a line of guidance is. A copy is still clean (the
@@ -347,10 +347,21 @@ def test_a_program_that_only_copies_the_request_is_marked_copied():
                                                    "no watermark, no stray text")]:
         row = _measured(request, prompt)
         assert row["valid"] and row["copied"], (request, row)
-    assert _measured("a photo of three sinks", "A photo of three sinks.")["clean"]
+    copy = _measured("a photo of three sinks", "A photo of three sinks.")
+    assert copy["clean"] and not copy["clean_not_copied"]  # clean by construction, and nothing more
     added = "A photo of three sinks side by side, each fully visible, evenly spaced. " + QUALITY_LINE
     row = _measured("a photo of three sinks", added)
-    assert not row["copied"] and row["clean"]
+    assert not row["copied"] and row["clean"] and row["clean_not_copied"]
+    assert not _measured("a photo of a bench", "A bench. The bench is blue.")["clean_not_copied"]
+    # A run written before the measure gets it from its clean and copied columns.
+    from genevolve.bench.programs import load_rows
+
+    old_run = tmp_path / "old-run"
+    old_run.mkdir()
+    lines = [{k: v for k, v in r.items() if k != "clean_not_copied"} | {"id": i}
+             for i, r in enumerate([copy, row])]
+    (old_run / "rollout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    assert [r["clean_not_copied"] for r in load_rows(old_run)] == [False, True]
     assert own_words(added, "a photo of three sinks") == ["side", "by", "side", "each", "fully", "visible",
                                                            "evenly", "spaced"]
     assert not copied_request("", "a cat")  # no program is not a copy (valid says so)

@@ -119,7 +119,7 @@ def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapt
 
     adapters = {"sft": 1, "grpo": 1, "grpo_sdl": 1}
 
-    def row(system, delta, lo, metric="clean", hi=0.3):
+    def row(system, delta, lo, metric="clean_not_copied", hi=0.3):
         return {"metric": metric, "system": system, "baseline": "shipped", "delta": delta, "delta_ci95": [lo, hi]}
 
     assert ship_choice([], adapters) is None  # nothing measured: the shipped adapter stays
@@ -128,6 +128,11 @@ def test_ship_choice_needs_a_clean_interval_above_zero_against_the_shipped_adapt
     assert ship_choice([row("sft", 0.05, 0.01), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo_sdl"
     assert ship_choice([row("sft+grpo+sdl", 0.08, 0.02)], {"sft": 1}) is None  # no such adapter on disk
     assert ship_choice([row("sft+grpo", 0.08, 0.02), row("sft+grpo+sdl", 0.08, 0.02)], adapters) == "grpo"  # a tie
+    # Clean alone decides nothing: a copy of the request is clean, and the adapter shipped on
+    # 2026-12-06 is clean on 35 of 36 external requests while copying half of them.
+    assert ship_choice([row("sft+grpo", 0.2, 0.1, metric="clean")], adapters) is None
+    assert ship_choice([row("sft+grpo", -0.028, -0.083, metric="clean"), row("sft+grpo", 0.33, 0.17),
+                        row("sft+grpo", -0.47, -0.64, metric="copied")], adapters) == "grpo"
     # Clean by copying the request: GRPO on a reward that paid a copy, measured on the external sets.
     copier = [row("sft+grpo", 0.139, 0.028), row("sft+grpo", 0.889, 0.778, metric="copied")]
     assert ship_choice(copier, adapters) is None
