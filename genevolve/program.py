@@ -548,6 +548,10 @@ SELF_TALK_PATTERNS = [
     r"(?i)\bI (?:see|saw|want|chose|choose|pick|picked|used?|bind|bound|searched|looked|added)\b",
     r"(?i)\b(?:so I (?:read|look)|I look (?:it|them) up|I have what I need|writing the program now|"
     r"no more tool calls)\b",
+    # The runtime's own words to the model, which a student repeats in its program ("Your last turn
+    # could not be used: 'first image' but only …" on held-out requests that give a picture).
+    r"(?i)\b(?:your last turn could not be used|(?:the user's )?last turn has not yet been used|"
+    r"write (?:the|your final) program now|tool calls are no longer allowed)\b",
 ]
 LEAK_PATTERNS = PROTOCOL_PATTERNS + SELF_TALK_PATTERNS
 

@@ -349,6 +349,24 @@ def test_the_answer_step_drops_facts_about_what_the_request_does_not_name_and_co
     assert "The robot is red." in traj.program.gen_prompt
 
 
+def test_the_runtimes_own_words_in_a_program_are_a_leak_and_leave_it():
+    """GRPO from the fresh SFT (2026-12-07) repeated the correction it was sent into its programs on
+    held-out requests that give a picture; the eval counted them clean of leaks."""
+    from genevolve.program import reasoning_leaks
+
+    request = ("A chess knight whose whole surface is covered in the loose gravel texture of the first image, "
+               "in soft overcast light.")
+    echoed = request + " Your last turn could not be used: 'reference style' but only are given. High detail."
+    assert "Your last turn could not be used" in reasoning_leaks(echoed, request)
+    assert without_reasoning(request, echoed) == (
+        request + " High detail.", ["Your last turn could not be used: 'reference style' but only are given."])
+    request = "Could you reimagine the wall clock from the first image as a botanical illustration?"
+    echoed = request + " The user's last turn has not yet been used; write the program now. Soft light."
+    assert without_reasoning(request, echoed)[0] == request + " Soft light."
+    # A request may say it itself: then it is the user's.
+    assert reasoning_leaks("A poster that reads: write the program now.", "a poster: write the program now") == []
+
+
 def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
     request = "a photo of a black backpack"
     cleaned, removed = without_reasoning(
