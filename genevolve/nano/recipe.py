@@ -382,9 +382,9 @@ class NanoRecipe:
         return model_card(self.out, shipped)
 
     def stage_ship(self) -> None:
-        """Copy the chosen adapter into the assets: the trained stage whose share of clean programs
-        that are more than the request as written, on the external sets, is above the shipped adapter's with a paired interval above zero (the
-        largest difference wins); when none is, the shipped adapter stays and nothing is written."""
+        """Copy the chosen adapter into the assets: the trained stage that passes ``ship_choice``
+        against the shipped adapter (the largest difference wins); when none does, the shipped
+        adapter stays and nothing is written."""
         adapters = self.adapters()
         if not adapters:
             raise FileNotFoundError(f"no trained adapter under {self.out}: run the sft stage first")
@@ -395,8 +395,8 @@ class NanoRecipe:
         if choice is None:
             self._mark_done("ship", shipped="kept")
             self.log("[nano] ship: no trained stage passed the ship rule against the shipped adapter (more clean "
-                     "programs that are not copies of the request on the external sets, no more copies, the user's pictures bound as often); it "
-                     f"stays. The comparisons: {self.out / 'external' / 'paired.md'}")
+                     "programs that are not copies of the request on the external sets, no more copies, the "
+                     f"user's pictures bound as often); it stays. The comparisons: {self.out / 'external' / 'paired.md'}")
             return
         src = adapters[choice]
         dest = self.ship_to
@@ -465,9 +465,9 @@ def ship_choice(pairs: list[dict], adapters) -> str | None:
     """The stage to ship from the external comparisons against the shipped adapter (rows of
     ``programs.compare`` labelled system/baseline), or None when none is better with an interval
     above zero. Better means a larger share of clean programs that are more than the request as
-    written (``SHIP_METRIC``), no more copies of the request and
-    the user's own pictures bound at least as often on the held-out requests that give them (both on
-    average, paired on the same requests); a tie goes to the earlier stage."""
+    written (``SHIP_METRIC``), no more copies of the request and the user's own pictures bound at
+    least as often on the held-out requests that give them (both on average, paired on the same
+    requests); a tie goes to the earlier stage."""
     stages = list(LABELS)
 
     def row(label: str, metric: str) -> dict | None:
