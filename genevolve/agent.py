@@ -353,8 +353,8 @@ class Agent:
         # The gen_prompt must keep the request's quoted texts, counts and positions and hold none of the
         # model's reasoning: one correction saying what is wrong, then the program is kept with a warning.
         # An answer that is itself the reply to a correction is not sent back again (one in a row).
-        from genevolve.relevance import (bound_references, carried_facts, colour_grounds, search_sources,
-                                         unsupported_facts)
+        from genevolve.relevance import (bound_references, carried_facts, colour_grounds, invented_colours,
+                                         search_sources, unsupported_facts)
 
         # "Facts" in the program that none of the run's search results holds, facts a search gave about
         # something else (the Eiffel Tower in a program about Mars, found by "Champ de Mars"), and what
@@ -363,10 +363,11 @@ class Agent:
         request = run.traj.request
         evidence = search_sources(run.traj)
         unsupported = unsupported_facts(program.gen_prompt, request, evidence)
+        grounds = colour_grounds(run.traj, evidence, bound_references(program, run.traj, request))
         checks = {"unsupported": unsupported, "bound": len(program.reference_images),
                   "off_request": [f["fact"] for f in carried_facts(program.gen_prompt, request, evidence)
                                   if not f["relevant"]],
-                  "grounds": colour_grounds(run.traj, evidence, bound_references(program, run.traj, request))}
+                  "colours_nobody_gave": lambda text: invented_colours(text, request, grounds)}
         problems = gen_prompt_problems(request, program.gen_prompt, turn.think, **checks)
         left_out = self._left_out_picture(run, program)
         if (problems or left_out) and not run.prompt_corrected and not run.corrected and step.round < cfg.max_rounds:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 TURN_END_STRINGS = ("</tool_call>", "</answer>")
 
@@ -281,7 +281,8 @@ def correction_message(error: str) -> str:
 
 def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
                         unsupported: list[str] | None = None, bound: int | None = None, *,
-                        off_request: list[str] | None = None, grounds: list[str] | None = None) -> list[str]:
+                        off_request: list[str] | None = None,
+                        colours_nobody_gave: Callable[[str], list[str]] | None = None) -> list[str]:
     """What a gen_prompt lost from the request or let in from the conversation, one line each
     (empty when it is fine). Kept: every quoted text, verbatim (any quote style), every subject
     (its head noun), every count and every position of the request. Left out: the model's reasoning and protocol words, and
@@ -289,8 +290,9 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
     results holds (the caller finds them, ``relevance.unsupported_facts``), and those of ``off_request``:
     facts a search gave about something the request does not name (``relevance.carried_facts``). With
     ``bound`` (how many pictures the program binds), a prompt that points at a picture while binding
-    none is one too; with ``grounds`` (the run's research, ``relevance.colour_grounds``), a colour given
-    to a thing the request names that neither the request nor the research gave it."""
+    none is one too; with ``colours_nobody_gave`` (text -> the colours it gives things the request
+    names that neither the request nor the run's research gave them: the caller binds
+    ``relevance.invented_colours`` to its request and research), each such colour."""
     from genevolve.program import (count_constraints, invented_counts, invented_texts, quoted_strings,
                                    reasoning_leaks, relation_constraints, strip_quoted,
                                    unbound_picture_citations)
@@ -314,10 +316,8 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
     if counted:
         problems.append(f"it must not state a count the request never gave ({', '.join(counted)}): "
                         "keep the request's own numbers")
-    if grounds is not None:
-        from genevolve.relevance import invented_colours
-
-        coloured = invented_colours(gen_prompt, request, grounds)
+    if colours_nobody_gave is not None:
+        coloured = colours_nobody_gave(gen_prompt)
         if coloured:
             problems.append(f"it must not give colours the request never gave ({', '.join(coloured)}): "
                             "leave those colours out")
@@ -354,7 +354,7 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
 def without_reasoning(request: str, gen_prompt: str, think: str = "",
                       unsupported: list[str] | None = None, bound: int | None = None, *,
                       off_request: list[str] | None = None,
-                      grounds: list[str] | None = None) -> tuple[str, list[str]]:
+                      colours_nobody_gave: Callable[[str], list[str]] | None = None) -> tuple[str, list[str]]:
     """``gen_prompt`` with the model's reasoning and protocol words taken out, and what was taken.
 
     For a program kept after its correction turn failed: the renderer gets a description, never
@@ -365,8 +365,8 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     text "… will anchor its appearance"') or, after the first sentence (the description), one that
     asks to print a text the request never had ('Render the text "pink dog" exactly.') or states a
     count it never gave ("Counts: exactly 2 cats." for "a cat"), is one of the ``unsupported``
-    "facts" or of the ``off_request`` ones, gives a colour nobody gave (with ``grounds``: "The
-    arms are red." for "a robot"), or takes a position of the request
+    "facts" or of the ``off_request`` ones, gives a colour nobody gave (``colours_nobody_gave``:
+    "The arms are red." for "a robot"), or takes a position of the request
     back ("the horse is right of the vase" for "a vase right of a horse"), or, with ``bound`` 0,
     points at a picture the program does not bind ("Match the look of the image."). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
@@ -390,7 +390,7 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
         if index > 0 and off_request and sentence.strip() in off_request:
             removed.append(sentence)  # the Eiffel Tower's height in a program about Mars
             continue
-        if index > 0 and grounds is not None and _gives_colours(sentence, request, grounds):
+        if index > 0 and colours_nobody_gave is not None and colours_nobody_gave(sentence):
             removed.append(sentence)  # "The arms are red." for "a robot waving": a colour nobody gave
             continue
         if index > 0 and bound is not None and unbound_picture_citations(sentence, request, bound):
@@ -432,17 +432,12 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     cleaned = "".join(text + gap for text, gap in kept).strip()
     if not removed or not re.search(r"[A-Za-z]{3,}", strip_quoted(cleaned)):
         return gen_prompt, []
-    checks = {"unsupported": unsupported, "bound": bound, "off_request": off_request, "grounds": grounds}
+    checks = {"unsupported": unsupported, "bound": bound, "off_request": off_request,
+              "colours_nobody_gave": colours_nobody_gave}
     before = gen_prompt_problems(request, gen_prompt, think, **checks)
     lost = [p for p in gen_prompt_problems(request, cleaned, **checks)
             if p not in before and "your reasoning" not in p]
     return (gen_prompt, []) if lost else (cleaned, list(dict.fromkeys(removed)))
-
-
-def _gives_colours(sentence: str, request: str, grounds: list[str]) -> bool:
-    from genevolve.relevance import invented_colours
-
-    return bool(invented_colours(sentence, request, grounds))
 
 
 def with_request_quotes(request: str, gen_prompt: str) -> tuple[str, list[str]]:

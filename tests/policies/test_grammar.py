@@ -340,9 +340,15 @@ def test_the_answer_step_drops_facts_about_what_the_request_does_not_name_and_co
     assert "colours the request never gave (red robot)" in policy.seen[1][-1]["content"]
     assert traj.program.gen_prompt == "A robot waving hello. Soft studio light."
     # A colour the request gave, or research gave, is no problem.
-    assert gen_prompt_problems("a red robot waving", "A red robot waving. The robot is red.", grounds=[]) == []
+    from genevolve.relevance import invented_colours
+
+    def colours(request, grounds=()):
+        return lambda text: invented_colours(text, request, grounds)
+
+    assert gen_prompt_problems("a red robot waving", "A red robot waving. The robot is red.",
+                               colours_nobody_gave=colours("a red robot waving")) == []
     assert gen_prompt_problems(request, "A robot waving hello. The robot is red.",
-                               grounds=["Robot. The robot is red and white."]) == []
+                               colours_nobody_gave=colours(request, ["Robot. The robot is red and white."])) == []
     # GRPO's rollouts keep what the model wrote; its reward costs the colour.
     traj = Agent(_Scripted([coloured, coloured]), {}, AgentConfig(tidy_kept_prompt=False),
                  work_dir=tmp_path / "rollout").run(request)
