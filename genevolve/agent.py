@@ -362,11 +362,11 @@ class Agent:
         # teacher's relevance gets told once and the renderer never gets them.
         request = run.traj.request
         evidence = search_sources(run.traj)
-        unsupported = unsupported_facts(program.gen_prompt, request, evidence)
+        carried = carried_facts(program.gen_prompt, request, evidence)
         grounds = colour_grounds(run.traj, evidence, bound_references(program, run.traj, request))
-        checks = {"unsupported": unsupported, "bound": len(program.reference_images),
-                  "off_request": [f["fact"] for f in carried_facts(program.gen_prompt, request, evidence)
-                                  if not f["relevant"]],
+        checks = {"unsupported": unsupported_facts(program.gen_prompt, request, evidence, carried),
+                  "bound": len(program.reference_images),
+                  "off_request": [f["fact"] for f in carried if not f["relevant"]],
                   "colours_nobody_gave": lambda text: invented_colours(text, request, grounds)}
         problems = gen_prompt_problems(request, program.gen_prompt, turn.think, **checks)
         left_out = self._left_out_picture(run, program)

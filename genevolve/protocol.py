@@ -379,16 +379,16 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
     removed: list[str] = []
     pieces = re.split(r"((?<=[.!?])[ \t]+|\s*[\n\t]\s*)", gen_prompt.strip())  # a tab parts pieces too
+    # Facts no search result holds ("Facts to respect: the cat is a mammal" with nothing searched) and
+    # facts about what the request does not name (the Eiffel Tower's height in a program about Mars).
+    dropped_facts = set(unsupported or ()) | set(off_request or ())
     for index, (sentence, gap) in enumerate(zip(pieces[::2], pieces[1::2] + [""])):
         invented = invented_texts(sentence, request)
         if any(reasoning_leaks(q, request) for q in invented) or (invented and index > 0):
             removed.append(sentence)  # text nobody asked to print, reasoning or not
             continue
-        if index > 0 and unsupported and sentence.strip() in unsupported:
-            removed.append(sentence)  # "Facts to respect: the cat is a mammal" with nothing searched
-            continue
-        if index > 0 and off_request and sentence.strip() in off_request:
-            removed.append(sentence)  # the Eiffel Tower's height in a program about Mars
+        if index > 0 and sentence.strip() in dropped_facts:
+            removed.append(sentence)
             continue
         if index > 0 and colours_nobody_gave is not None and colours_nobody_gave(sentence):
             removed.append(sentence)  # "The arms are red." for "a robot waving": a colour nobody gave

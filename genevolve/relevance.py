@@ -493,13 +493,17 @@ def carried_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> 
 FACTS_LABEL_RE = re.compile(r"(?i)\bfacts? to respect\s*:")
 
 
-def unsupported_facts(prompt: str, request: str, sources: list[tuple[str, str]]) -> list[str]:
+def unsupported_facts(prompt: str, request: str, sources: list[tuple[str, str]],
+                      carried: list[dict] | None = None) -> list[str]:
     """Sentences of ``prompt`` presented as facts (the "Facts to respect:" label the teacher puts
     before what it carried from search) that no search result behind the trajectory holds: a
     student that learned the label writes "Facts to respect: The cat is a mammal, not reptile."
-    with nothing searched."""
-    carried = {f["fact"] for f in carried_facts(prompt, request, sources)}
-    return [s for s in sentences(prompt) if FACTS_LABEL_RE.search(s) and s not in carried]
+    with nothing searched. ``carried``: ``carried_facts`` of the same arguments, when the caller
+    has it already (one pass over the search results instead of two)."""
+    if carried is None:
+        carried = carried_facts(prompt, request, sources)
+    held = {f["fact"] for f in carried}
+    return [s for s in sentences(prompt) if FACTS_LABEL_RE.search(s) and s not in held]
 
 
 def unnamed_placements(prompt: str, request: str) -> list[str]:
