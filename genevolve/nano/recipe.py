@@ -43,6 +43,10 @@ CONFIGS = REPO_ROOT / "configs" / "nano"
 # (docs/bench/programs.md, 2026-12-06).
 DATA_RECIPE = {"recipes": 800, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3,
                "held_out": True, "variety": 0.5, "rl_pictures": 40}
+# SFT sees each conversation whose answer binds a picture (the user's own, or one image_search found)
+# this many times: at 0.7 epoch of one copy each, the fresh SFT of 2026-12-07 saw about 32 of the 46
+# conversations that give the user's picture and bound it on 1 of 11 held-out requests.
+SFT_PICTURE_BIND_COPIES = 2
 EVAL_REQUESTS = 60
 EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
 UNTUNED_REQUESTS = 8
@@ -158,8 +162,11 @@ class NanoRecipe:
         from genevolve.training.sft import train_sft
 
         data = self.out / "data"
-        result = train_sft(self._config("sft", "sft", train_data=str(data / "train.jsonl"),
-                                        eval_data=str(data / "val.jsonl")))
+        train = [str(data / "train.jsonl")]
+        binds = self.out / "sft" / "picture_binds.jsonl"
+        if write_picture_binds(data / "train.jsonl", binds, copies=SFT_PICTURE_BIND_COPIES - 1):
+            train.append(str(binds))
+        result = train_sft(self._config("sft", "sft", train_data=train, eval_data=str(data / "val.jsonl")))
         StoppedBySignal.check("sft", result)
         if result["state"] == "done":
             self._mark_done("sft", best_eval_loss=result["best_eval_loss"], steps=result["step"])
@@ -409,6 +416,33 @@ class NanoRecipe:
         self._mark_done("ship", shipped=choice, to=str(dest))
         self.log(f"[nano] shipped the {choice} adapter to {dest}; python scripts/nano_docs.py {self.out} "
                  "rewrites docs/nano.md and its charts from this run")
+
+
+def write_picture_binds(train: Path, out: Path, *, copies: int) -> int:
+    """Write ``copies`` more copies of each SFT record of ``train`` whose answer binds a picture to
+    ``out`` (image paths made absolute, as ``out`` lives elsewhere); returns how many records it wrote.
+
+    Binding is one decision in the last turn of a tenth of the conversations, so one pass at the
+    recipe's 0.7 epoch left the student choosing "0 reference image(s)" on held-out requests that
+    give a picture. The same records each time: the file is rewritten identically on a resume."""
+    from genevolve.durable import read_jsonl
+    from genevolve.program import Program, ProgramError
+    from genevolve.protocol import parse_turn
+
+    rows = []
+    for row in read_jsonl(train) if copies > 0 else ():
+        last = next((m for m in reversed(row.get("messages", [])) if m.get("role") == "assistant"), None)
+        answer = parse_turn(last["content"]).answer if last and isinstance(last.get("content"), str) else None
+        try:
+            binds = answer is not None and bool(Program.from_answer(answer).reference_images)
+        except ProgramError:
+            binds = False
+        if binds:
+            images = [i if Path(i).is_absolute() else str((train.parent / i).resolve()) for i in row.get("images", [])]
+            rows.extend([{**row, "images": images}] * copies)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return len(rows)
 
 
 class StoppedBySignal(Exception):
