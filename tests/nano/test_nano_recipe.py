@@ -387,3 +387,30 @@ def test_a_stop_request_ends_the_recipe_not_just_the_stage(tmp_path, monkeypatch
     assert "grpo" not in ledger and not (out / "grpo").exists() and not (out / "grpo_sdl").exists()
     assert any("sft stopped at step" in line and "run the same command" in line for line in lines)
     assert (out / "sft" / "checkpoints" / "latest").is_file()  # the stop saved its step
+
+
+def test_sft_data_repeats_the_conversations_whose_answer_binds_a_picture(tmp_path):
+    import json
+
+    from genevolve.nano.recipe import write_picture_binds
+
+    def record(rid, refs, answer_text=None):
+        program = {"gen_prompt": "A horse behind a teddy bear.", "reference_images": refs}
+        last = answer_text or f"<think>done</think>\n<answer>{json.dumps(program)}</answer>"
+        return {"id": rid, "images": [f"images/{rid}.png"] if refs else [],
+                "messages": [{"role": "system", "content": "plan"}, {"role": "user", "content": "a horse"},
+                             {"role": "assistant", "content": last}]}
+
+    rows = [record("binds", [{"img_id": "IMG_001", "note": "the user's horse"}]), record("none", []),
+            record("broken", [], answer_text="<think>x</think><answer>{not json</answer>"),
+            {"id": "no-turns", "messages": [{"role": "user", "content": "a horse"}]}]
+    train = tmp_path / "data" / "train.jsonl"
+    train.parent.mkdir()
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "sft" / "picture_binds.jsonl"
+    assert write_picture_binds(train, out, copies=2) == 2
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in written] == ["binds", "binds"]
+    # The copy lives in another folder, so its images must not be read against it.
+    assert written[0]["images"] == [str((train.parent / "images" / "binds.png").resolve())]
+    assert write_picture_binds(train, out, copies=0) == 0 and out.read_text(encoding="utf-8") == ""
