@@ -345,7 +345,7 @@ class Agent:
         known = run.registry.ids()
         issues = validate_program(program, known, cfg.max_references)
         if issues and not run.corrected and step.round < cfg.max_rounds:
-            return (yield from self._format_error(run, step, "; ".join(i.message for i in issues), round_t0))
+            return (yield from self._format_error(run, step, self._validation_error(run, program, issues), round_t0))
         repairs: list[str] = []
         if issues:
             program, repairs = repair_program(program, known, cfg.max_references, run.traj.request)
@@ -415,6 +415,20 @@ class Agent:
         self._adopt_program(run, program)
         yield AnswerEvent(round=step.round, program=program, forced=run.final_announced, repairs=repairs)
         return Ending(Termination.FORCED_ANSWER if run.final_announced else Termination.ANSWER)
+
+    def _validation_error(self, run: _Run, program: Program, issues: list) -> str:
+        """The correction for an invalid program: each problem once ("'first image' but only 0 …"
+        came four times when a prompt cited the picture twice in two wordings), and, when it cites a
+        picture it does not list, the user's own pictures it may list: a student that wrote "0
+        reference image(s)" in its thought is told which id it forgot."""
+        lines = list(dict.fromkeys(i.message for i in issues))
+        listed = {r.img_id for r in program.reference_images}
+        unlisted = [i for i in run.traj.user_image_ids if i not in listed]
+        if unlisted and any(i.code == "ordinal_out_of_range" for i in issues):
+            shown = ", ".join(f"{i} ({run.registry.get(i).title})" for i in unlisted)
+            lines.append(f"the user gave {shown}: list it in reference_images to use it, or describe the "
+                         "image without pointing at a picture")
+        return "; ".join(lines)
 
     def _left_out_picture(self, run: _Run, program: Program) -> str | None:
         """The answer check's line when the run found a picture of something the request names

@@ -563,3 +563,20 @@ def test_the_turn_rules_say_whose_each_picture_is_and_which_match_the_request(tm
         assert first.user_ids == ("IMG_001",) and first.image_ids == ("IMG_001",) and first.matching_ids == ()
         assert last.image_ids == ("IMG_001", "IMG_002") and last.user_ids == ("IMG_001",)
         assert last.matching_ids == matching, request_text
+
+
+def test_a_program_citing_a_picture_it_does_not_list_is_told_once_which_picture_the_user_gave(tmp_path):
+    user = tmp_path / "my_horse.png"
+    Image.new("RGB", (16, 16), (120, 80, 40)).save(user)
+    cites = {"gen_prompt": "The horse from the first image behind a teddy bear, lit as in the first image. "
+                           "Match the first reference image.",
+             "reference_images": []}
+    binds = {**cites, "reference_images": [{"img_id": "IMG_001", "note": "the user's horse"}]}
+    agent, policy = agent_for([f"<think>0 reference image(s)</think><answer>{json.dumps(cites)}</answer>",
+                               f"<think>bind it</think><answer>{json.dumps(binds)}</answer>"], tmp_path=tmp_path)
+    traj = agent.run("The horse from the first image placed behind a teddy bear.", images=[user])
+    error = traj.steps[0].error
+    assert error.count("but only 0 reference image(s) are given") == 2  # two wordings, each said once
+    assert "the user gave IMG_001 (my_horse.png): list it in reference_images" in error
+    assert "the user gave IMG_001" in policy.seen[1][-1]["content"]  # the correction says it
+    assert [r.img_id for r in traj.program.reference_images] == ["IMG_001"]
