@@ -44,8 +44,9 @@ CONFIGS = REPO_ROOT / "configs" / "nano"
 DATA_RECIPE = {"recipes": 800, "seed": 0, "protocol": "nano", "budget_fraction": 0.2, "budget_rounds": 3,
                "held_out": True, "variety": 0.5, "rl_pictures": 40}
 # SFT sees each conversation whose answer binds a picture (the user's own, or one image_search found)
-# this many times: at 0.7 epoch of one copy each, the fresh SFT of 2026-12-07 saw about 32 of the 46
-# conversations that give the user's picture and bound it on 1 of 11 held-out requests.
+# this many times: at 0.64 of an epoch of one copy each, the fresh SFT of 2026-12-07 saw about 30 of
+# the 46 conversations that give the user's picture and bound it on 1 of 11 held-out requests; with
+# two copies and 200 steps, 9 of 11 (docs/bench/programs.md, 2026-12-07).
 SFT_PICTURE_BIND_COPIES = 2
 EVAL_REQUESTS = 60
 EVAL_MAX_NEW_TOKENS = 320  # per turn: a nano answer turn is about 220 tokens
@@ -423,7 +424,7 @@ def write_picture_binds(train: Path, out: Path, *, copies: int) -> int:
     ``out`` (image paths made absolute, as ``out`` lives elsewhere); returns how many records it wrote.
 
     Binding is one decision in the last turn of a tenth of the conversations, so one pass at the
-    recipe's 0.7 epoch left the student choosing "0 reference image(s)" on held-out requests that
+    recipe's 0.64 of an epoch left the student choosing "0 reference image(s)" on held-out requests that
     give a picture. The same records each time: the file is rewritten identically on a resume."""
     from genevolve.durable import read_jsonl
     from genevolve.program import Program, ProgramError
