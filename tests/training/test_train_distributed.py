@@ -53,7 +53,11 @@ def _run(nproc: int, kind: str, config: Path, out: Path, overrides: dict | None 
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its ranks, not left behind
         proc.communicate()
         raise
-    assert proc.returncode == 0, stderr[-4000:]
+    if proc.returncode != 0:
+        # torchrun interleaves the ranks' stderr and the tail shows the rank that was stopped, not the
+        # one that failed first: keep rank 0's own lines too.
+        rank0 = "\n".join(line for line in stderr.splitlines() if "[rank0]" in line)[-4000:]
+        pytest.fail(f"torchrun exited {proc.returncode}\n--- rank 0 ---\n{rank0}\n--- tail ---\n{stderr[-3000:]}")
     return json.loads(stdout.strip().splitlines()[-1])
 
 
