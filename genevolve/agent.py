@@ -57,6 +57,7 @@ from genevolve.program import (
 )
 from genevolve.policies.base import adopt
 from genevolve.protocol import (
+    LAST_ROUND_RULE,
     PROMPT_CHECK,
     ToolCall,
     Turn,
@@ -255,7 +256,7 @@ class Agent:
         if route == "official_answer":
             return (yield from self._official_answer(run, step, turn, final, round_t0))
         if route == "late_tool_call":
-            return (yield from self._format_error(run, step, "tool calls are no longer allowed; an answer is due",
+            return (yield from self._format_error(run, step, f"{LAST_ROUND_RULE}; an answer is due",
                                                   round_t0))
         if route == "format_error":
             return (yield from self._format_error(run, step, turn.error, round_t0))

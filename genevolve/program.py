@@ -521,6 +521,15 @@ def _noun_phrase(fragment: str, take: str) -> str:
     return " ".join(words).lower().strip()
 
 
+# The runtime's own phrases to the model. The protocol's messages are built from them
+# (``protocol.correction_message``, ``FINAL_ROUND_MESSAGE``) and the leak check below from the same
+# tuple, so rewording a message rewords the check.
+CORRECTION_PREFIX = "Your last turn could not be used"
+LAST_ROUND_RULE = "tool calls are no longer allowed"
+FINAL_PROGRAM_ASK = "write your final program now"
+PROMPT_CHECK = "the gen_prompt is not ready"
+RUNTIME_PHRASES = (CORRECTION_PREFIX, LAST_ROUND_RULE, FINAL_PROGRAM_ASK, PROMPT_CHECK)
+
 # Reasoning or protocol text that has no place in a prompt for a renderer: the one list the agent's
 # answer check, the program-quality eval and the GRPO reward all use (LEAK_PATTERNS). Protocol words
 # and copied think phrases can be cut out where they stand; self-talk makes its whole sentence go.
@@ -550,8 +559,9 @@ SELF_TALK_PATTERNS = [
     r"no more tool calls)\b",
     # The runtime's own words to the model, which a student repeats in its program ("Your last turn
     # could not be used: 'first image' but only …" on held-out requests that give a picture).
-    r"(?i)\b(?:your last turn could not be used|(?:the user's )?last turn has not yet been used|"
-    r"write (?:the|your final) program now|tool calls are no longer allowed)\b",
+    r"(?i)\b(?:" + "|".join(r"\s+".join(map(re.escape, p.split())) for p in RUNTIME_PHRASES) + r")\b",
+    # ...and the garbled echoes of them that students wrote.
+    r"(?i)\b(?:(?:the user's )?last turn has not yet been used|write the program now)\b",
 ]
 LEAK_PATTERNS = PROTOCOL_PATTERNS + SELF_TALK_PATTERNS
 
@@ -740,6 +750,36 @@ def invented_counts(prompt: str, request: str) -> list[str]:
             continue
         out.append(f"{c.count} {c.subject}")
     return out
+
+
+def unnamed_placements(prompt: str, request: str) -> list[str]:
+    """Positions ``prompt`` states for things the request never names ("place the sink next to the
+    table" on "a photo of three sinks"): a layout nobody asked for, with an object nobody asked for.
+    A placement of named things ("the vase right of the horse" on "a vase and a horse") is not one:
+    whether it keeps the request's positions is ``gen_prompt_problems``' other check."""
+    from genevolve.subjects import singular
+
+    named = {singular(w) for w in re.findall(r"[a-z0-9]+", request.lower())}
+    out = []
+    for r in relation_constraints(prompt):
+        heads = [re.findall(r"[a-z]+", (side or "").lower())[-1:] for side in (r.subject, r.object)]
+        if any(h and singular(h[0]) not in named for h in heads):
+            out.append(f"{r.subject} {r.relation.replace('_', ' ')} {r.object}")
+    return out
+
+
+# A sentence that tells the renderer where to put things, as the spatial_layout skill's line does.
+LAYOUT_INSTRUCTION_RE = re.compile(r"(?i)^\W*layout\s*:|\b(?:place|put|position|arrange)\s+(?:the|a|an|each|every)\b")
+
+
+def misplaced_layout(prompt: str, request: str) -> list[str]:
+    """The placements of things the request never names in ``prompt``'s layout instructions
+    ("Layout: place the sink next to the table." on "a photo of three sinks": the 270M students
+    fill the spatial_layout line with an object of their own). A description that sets the scene
+    ("A kite over a green hill.") is the writer's to give; the eval counts every
+    ``unnamed_placements`` all the same."""
+    return [p for s in prompt_sentences(prompt) if LAYOUT_INSTRUCTION_RE.search(s)
+            for p in unnamed_placements(s, request)]
 
 
 def reasoning_leaks(prompt: str, request: str) -> list[str]:

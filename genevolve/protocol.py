@@ -17,6 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+# The runtime's phrases live with the leak check that must recognise them (a floor below).
+from genevolve.program import CORRECTION_PREFIX, FINAL_PROGRAM_ASK, LAST_ROUND_RULE, PROMPT_CHECK
+
 TURN_END_STRINGS = ("</tool_call>", "</answer>")
 
 # The one list of skill names ``query_knowledge`` accepts: a fact of the protocol, shared by our
@@ -260,13 +263,10 @@ def load_system_prompt(path: str | Path | None = None) -> str:
 
 
 FINAL_ROUND_MESSAGE = (
-    "This is the last round: tool calls are no longer allowed. Using what you have gathered, "
-    "write your final program now as <think>…</think><answer>{\"gen_prompt\": …, "
+    f"This is the last round: {LAST_ROUND_RULE}. Using what you have gathered, "
+    f"{FINAL_PROGRAM_ASK} as <think>…</think><answer>{{\"gen_prompt\": …, "
     "\"reference_images\": […]}</answer>."
 )
-
-
-CORRECTION_PREFIX = "Your last turn could not be used"
 
 
 def correction_message(error: str) -> str:
@@ -292,9 +292,11 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
     ``bound`` (how many pictures the program binds), a prompt that points at a picture while binding
     none is one too; with ``colours_nobody_gave`` (text -> the colours it gives things the request
     names that neither the request nor the run's research gave them: the caller binds
-    ``relevance.invented_colours`` to its request and research), each such colour."""
-    from genevolve.program import (count_constraints, invented_counts, invented_texts, quoted_strings,
-                                   reasoning_leaks, relation_constraints, strip_quoted,
+    ``relevance.invented_colours`` to its request and research), each such colour. So is a layout
+    instruction that places a thing the request never names ("Layout: place the sink next to the
+    table." on "three sinks"); a description may still set the scene ("a kite over a green hill")."""
+    from genevolve.program import (count_constraints, invented_counts, invented_texts, misplaced_layout,
+                                   quoted_strings, reasoning_leaks, relation_constraints, strip_quoted,
                                    unbound_picture_citations)
 
     problems = [f'it must contain the quoted text "{q}" exactly as written' for q in quoted_strings(request)
@@ -324,6 +326,10 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
     from genevolve.english import lost_subjects
 
     problems += [f"it must show what the request shows: {h}" for h in lost_subjects(gen_prompt, request)]
+    placed = misplaced_layout(gen_prompt, request)
+    if placed:
+        problems.append(f"it must not place things the request never names ({', '.join(placed)}): "
+                        "leave that layout out")
     have_counts = {(c.subject, c.count) for c in count_constraints(gen_prompt)}
     for c in count_constraints(request):
         if (c.subject, c.count) not in have_counts:
@@ -366,13 +372,14 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     asks to print a text the request never had ('Render the text "pink dog" exactly.') or states a
     count it never gave ("Counts: exactly 2 cats." for "a cat"), is one of the ``unsupported``
     "facts" or of the ``off_request`` ones, gives a colour nobody gave (``colours_nobody_gave``:
-    "The arms are red." for "a robot"), or takes a position of the request
+    "The arms are red." for "a robot"), lays out a thing the request never names ("Layout: place the
+    sink next to the table." for "three sinks"), or takes a position of the request
     back ("the horse is right of the vase" for "a vase right of a horse"), or, with ``bound`` 0,
     points at a picture the program does not bind ("Match the look of the image."). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
     would lose a quoted text, count or position the prompt kept, or leave no description."""
     from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_counts, invented_texts,
-                                   reasoning_leaks, relation_constraints, strip_quoted,
+                                   misplaced_layout, reasoning_leaks, relation_constraints, strip_quoted,
                                    unbound_picture_citations)
 
     asked = request.lower()
@@ -398,6 +405,9 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
             continue
         if index > 0 and invented_counts(sentence, request):
             removed.append(sentence)  # "Counts: exactly 2 cats…" for "a cat"
+            continue
+        if index > 0 and misplaced_layout(sentence, request):
+            removed.append(sentence)  # "Layout: place the sink next to the table." for "three sinks"
             continue
         if index > 0 and any(_contradicts(r, relation_constraints(sentence)) for r in relation_constraints(request)):
             removed.append(sentence)  # "…; the horse is right of the vase" for "a vase right of a horse"
@@ -563,7 +573,6 @@ def _copied_reasoning(think: str, prompt: str, asked: str, n: int = 6) -> list[s
     return [best] if best else []
 
 
-PROMPT_CHECK = "the gen_prompt is not ready"
 
 
 def left_out_picture_problem(img_id: str, title: str, subject: str, ordinal: str) -> str:

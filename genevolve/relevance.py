@@ -506,21 +506,6 @@ def unsupported_facts(prompt: str, request: str, sources: list[tuple[str, str]],
     return [s for s in sentences(prompt) if FACTS_LABEL_RE.search(s) and s not in held]
 
 
-def unnamed_placements(prompt: str, request: str) -> list[str]:
-    """Positions ``prompt`` states for things the request never names ("place the cat below the
-    table" on "a cat"): a layout nobody asked for, with an object nobody asked for."""
-    from genevolve.program import relation_constraints
-
-    named = {_singular(w) for w in _words(request)}
-    out = []
-    for r in relation_constraints(prompt):
-        sides = [r.subject or "", r.object or ""]
-        heads = [re.findall(r"[a-z]+", side.lower())[-1:] for side in sides]
-        if any(h and _singular(h[0]) not in named for h in heads):
-            out.append(f"{r.subject} {r.relation.replace('_', ' ')} {r.object}")
-    return out
-
-
 def bound_references(program, traj, request: str) -> list[dict]:
     """The program's references, each with whether its picture may anchor the render
     (``picture_matches``; a user's own image always may): ``{"img_id", "title",

@@ -70,10 +70,10 @@ from genevolve.bench.eval_sets import needed_skills
 from genevolve.bench.runner import BenchConfig, BenchRunner, case_dir_name
 from genevolve.durable import latest_by_id, read_jsonl, write_atomic
 from genevolve.program import (NO_DESCRIPTION_REPAIR, copied_request, garbled_fragments, invented_counts,
-                               invented_texts, repeated_sentences, unbound_picture_citations)
+                               invented_texts, repeated_sentences, unbound_picture_citations, unnamed_placements)
 from genevolve.program import reasoning_leaks as leaks
 from genevolve.relevance import (bound_references, carried_facts, colour_grounds, invented_colours, search_sources,
-                                 sentences, unnamed_placements, unsupported_facts)
+                                 sentences, unsupported_facts)
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
                 10: "ten", 11: "eleven", 12: "twelve"}

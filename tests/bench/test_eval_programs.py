@@ -90,7 +90,8 @@ def test_a_picture_the_program_does_not_bind_is_an_invented_claim():
 def test_facts_nobody_searched_and_placements_of_unnamed_things_are_invented():
     """The nano adapters learned the teacher's "Facts to respect:" label and write it with nothing
     searched ("The cat is a mammal, not reptile."), and place things the request never names."""
-    from genevolve.relevance import unnamed_placements, unsupported_facts
+    from genevolve.program import unnamed_placements
+    from genevolve.relevance import unsupported_facts
 
     request = "a photo of a cat"
     prompt = "A photo of a cat. Facts to respect: The cat is a mammal, not reptile. Layout: place the cat below the table."

@@ -135,28 +135,40 @@ def test_bind_matching_lets_an_answer_bind_only_the_user_pictures_and_matching_o
     assert held_to_matches(turn_rules(None, ["IMG_002"], answer_only=True)).image_ids == ()
 
 
-def test_the_verdict_binds_option_holds_a_sampling_model_to_its_verdict(tiny_gemma_path):  # noqa: F811
-    """The spec options reach the turn: a random model sampling answers under verdict_binds never
-    binds the searched pictures it gave no verdict for, while the same seeds without it do; under
-    bind_matching it binds only the user's picture and the matching one."""
+def test_the_verdict_binds_option_holds_a_sampling_model_to_its_verdict(tiny_gemma_path, monkeypatch):  # noqa: F811
+    """The spec options reach the turn: the grammar a turn decodes under lets it bind the searched
+    pictures without verdict_binds and only those the model gave a verdict for with it (none here),
+    and a random model sampling under it never binds another; under bind_matching, the user's
+    picture and the matching one."""
     from genevolve.policies import make_policy
+    from genevolve.policies.grammar import TurnGrammar
 
-    def bound(option: int, more: str = "", matching_ids=()) -> set[str]:
+    decoded_under = []  # the rules each turn's grammar was built from (the real processor still runs)
+    real_processor = TurnGrammar.processor
+    monkeypatch.setattr(TurnGrammar, "processor",
+                        lambda self, rules, **kw: decoded_under.append(rules) or real_processor(self, rules, **kw))
+
+    def bound(option: int, more: str = "", matching_ids=()) -> tuple[set[str], set[str]]:
+        """(what the sampled answers bound, what their grammar allowed), over six seeds."""
         policy = make_policy(f"hf:{tiny_gemma_path}?temperature=1&verdict_binds={option}{more}", dtype=torch.float32)
-        ids = set()
+        ids, allowed = set(), set()
         for seed in range(6):
             torch.manual_seed(seed)
             policy.prepare_turn(turn_rules(None, ["IMG_001", "IMG_002", "IMG_003"], user_ids=["IMG_001"],
                                            matching_ids=matching_ids, answer_only=True))
             answer = parse_turn("".join(policy.stream(SEARCHED))).answer
             ids.update(r["img_id"] for r in answer["reference_images"])
-        return ids
+            allowed.update(decoded_under.pop().image_ids)
+        return ids, allowed
 
-    assert bound(1) <= {"IMG_001"}
-    assert bound(0) & {"IMG_002", "IMG_003"}
-    # bind_matching, on the same seeds: only the user's picture and the one that matches.
-    held = bound(0, f"&bind_matching=1", matching_ids=["IMG_003"])
-    assert held <= {"IMG_001", "IMG_003"} and held
+    # Whether a random model binds anything at all is its draw (its tokenizer is trained on this
+    # repository's text), so the options are read off the grammar and the samples are held to it.
+    sampled, allowed = bound(1)
+    assert allowed == {"IMG_001"} and sampled <= allowed
+    sampled, allowed = bound(0)
+    assert allowed == {"IMG_001", "IMG_002", "IMG_003"} and sampled <= allowed
+    sampled, allowed = bound(0, "&bind_matching=1", matching_ids=["IMG_003"])
+    assert allowed == {"IMG_001", "IMG_003"} and sampled <= allowed
     # Without the grammar either option could do nothing: refused, with what to change.
     for option in ("verdict_binds", "bind_matching"):
         with pytest.raises(PolicyError, match=f"{option}=1 works through the turn grammar.*drop grammar=0"):
@@ -253,6 +265,32 @@ def test_the_answer_step_sends_one_correction_that_names_what_is_missing(tmp_pat
     policy = _Scripted([lossy, lossy])
     traj = Agent(policy, [], AgentConfig(tidy_kept_prompt=False), work_dir=tmp_path).run(request)
     assert traj.program.gen_prompt.endswith("so I have what I need: 0 fact(s).")
+
+
+def test_a_layout_line_that_places_things_nobody_named_is_sent_back_once_then_cut(tmp_path):
+    """The SFT adapter of 2026-12-07 wrote the spatial_layout line on five of 36 public requests
+    with an object of its own ("Layout: place the black backpack next to the table." on GenEval's
+    "a photo of a black backpack"); a description that sets a scene is the writer's to give."""
+    from genevolve.program import misplaced_layout
+
+    request = "a photo of three sinks"
+    invented = ("A photo of three sinks. Layout: place the sink next to the table. Keep every object fully in "
+                "frame with clear separation. High detail.")
+    assert misplaced_layout(invented, request) == ["sink next to table"]
+    assert any("never names (sink next to table)" in p for p in gen_prompt_problems(request, invented))
+    # The request's own layout, a layout line with no placement, and a scene: none is a problem.
+    assert misplaced_layout("A vase right of a horse. Layout: place the vase right of the horse.",
+                            "a vase right of a horse") == []
+    assert misplaced_layout("Three sinks. Layout: Keep every object fully in frame.", request) == []
+    assert misplaced_layout("A kite over a green hill, beside an old oak.", "a kite") == []
+    policy = _Scripted([format_answer({"gen_prompt": invented, "reference_images": []})] * 2)
+    traj = Agent(policy, [], AgentConfig(), work_dir=tmp_path).run(request)
+    assert [s.kind for s in traj.steps] == ["format_error", "answer"]
+    assert "never names (sink next to table)" in policy.seen[1][-1]["content"]
+    # Kept after its correction: the sentence goes, the rest of the brief stays.
+    assert traj.program.gen_prompt == ("A photo of three sinks. Keep every object fully in frame with clear "
+                                       "separation. High detail.")
+    assert any(w.startswith("program cleaned:") and "next to the table" in w for w in traj.warnings)
 
 
 def test_a_kept_program_that_lost_a_position_or_count_gets_the_requests_own_words(tmp_path):
@@ -371,6 +409,27 @@ def test_the_runtimes_own_words_in_a_program_are_a_leak_and_leave_it():
     assert without_reasoning(request, echoed)[0] == request + " Soft light."
     # A request may say it itself: then it is the user's.
     assert reasoning_leaks("A poster that reads: write the program now.", "a poster: write the program now") == []
+
+
+def test_every_message_the_runtime_sends_the_model_is_caught_when_a_program_repeats_it():
+    """The leak check is built from the phrases the messages are built from: each message the model
+    can be sent, repeated in a program, leaves it; a message reworded in one place rewords both."""
+    from genevolve.program import RUNTIME_PHRASES, reasoning_leaks
+    from genevolve.protocol import FINAL_ROUND_MESSAGE, correction_message, prompt_correction_message
+
+    request = "a red kite over a green field"
+    sent = [FINAL_ROUND_MESSAGE, correction_message("no <answer> block"),
+            prompt_correction_message(['it must contain the quoted text "OPEN" exactly as written'])]
+    for message in sent:
+        words = message.split("<")[0].strip().removesuffix(" as") + "."  # the words before the markup
+        echoed = f"A red kite over a green field. {words} Soft light."
+        assert reasoning_leaks(echoed, request), message
+        cleaned = without_reasoning(request, echoed)[0]
+        assert cleaned.startswith("A red kite over a green field.") and cleaned.endswith("Soft light.")
+        assert not reasoning_leaks(cleaned, request), cleaned
+    for phrase in RUNTIME_PHRASES:  # any case, any spacing
+        assert reasoning_leaks(f"A kite. {phrase.upper().replace(' ', '  ')}.", request), phrase
+        assert any(phrase in m for m in sent), f"{phrase!r} is in no message the runtime sends"
 
 
 def test_reasoning_is_cut_out_of_a_kept_prompt_and_the_users_words_stay():
