@@ -59,6 +59,7 @@ from genevolve.program import (
     garbled_fragments,
     invented_counts,
     invented_texts,
+    misplaced_layout,
     reasoning_leaks,
     repeated_sentences,
     unbound_picture_citations,
@@ -236,15 +237,16 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
     # costs like a dropped one (an OCR-read reward would otherwise pay the model for inventing it).
     invented = invented_texts(prompt, request)
     counted = invented_counts(prompt, request)  # "exactly 2 airplanes" for "a small airplane", likewise
+    placed = misplaced_layout(prompt, request)  # "Layout: place the sink next to the table." for "three sinks"
     looped = repeated_sentences(prompt)  # a decoding loop buries what was asked
     garbled = garbled_fragments(prompt, request)  # "motorcycle= science=": markup a renderer would draw
     # "the bench is blue" on "a photo of a bench": a colour nobody asked for, unless research gave it.
     grounds = colour_grounds(traj, search_sources(traj), bound_references(program, traj, request)) if traj is not None else []
     coloured = invented_colours(prompt, request, grounds)
     checks["constraints_executable"] = ((coverage is None or coverage >= 1.0) and not leaked and not invented
-                                        and not counted and not coloured and not looped and not garbled)
+                                        and not counted and not placed and not coloured and not looped and not garbled)
     # A leak, a loop, garbled words or an invented constraint costs the whole check; a dropped one its share.
-    credit["constraints_executable"] = (0.0 if leaked or invented or counted or coloured or looped or garbled
+    credit["constraints_executable"] = (0.0 if leaked or invented or counted or placed or coloured or looped or garbled
                                         else 1.0 if coverage is None else float(coverage))
     notes["constraints_executable"] = ("no hard constraints" if coverage is None
                                        else f"{coverage:.0%} of request constraints stated")
@@ -254,6 +256,8 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
         notes["constraints_executable"] += f"; text to print that the request never had: {invented[:3]}"
     if counted:
         notes["constraints_executable"] += f"; counts the request never gave: {counted[:3]}"
+    if placed:
+        notes["constraints_executable"] += f"; layout of things the request never names: {placed[:3]}"
     if coloured:
         notes["constraints_executable"] += f"; colours the request never gave: {coloured[:3]}"
     if looped:

@@ -693,6 +693,20 @@ def test_sufficiency_costs_a_count_the_request_never_gave():
     assert "2 airplanes" in bad.rationale
 
 
+def test_sufficiency_costs_a_layout_line_that_places_what_nobody_named():
+    """The SFT adapter of 2026-12-07 filled the spatial_layout line with an object of its own; GRPO's
+    rollouts keep what the model wrote, so the reward must cost it as the answer check does."""
+    request = "a photo of three sinks"
+    plain = Program.from_answer({"gen_prompt": "A photo of three sinks. Layout: keep every object fully in frame.",
+                                 "reference_images": []})
+    placed = Program.from_answer({"gen_prompt": "A photo of three sinks. Layout: place the sink next to the table.",
+                                  "reference_images": []})
+    case = {"id": "g", "question": request, "category": "counting"}
+    good, bad = local_sufficiency(case, plain), local_sufficiency(case, placed)
+    assert good.details["checks"]["constraints_executable"] and not bad.details["checks"]["constraints_executable"]
+    assert bad.details["credit"]["constraints_executable"] == 0.0 and "sink next to table" in bad.rationale
+
+
 def test_grpo_reward_separates_a_full_program_from_one_that_drops_half(tmp_path):
     """The offline GRPO reward (layout render + local judge + sufficiency) ranks coverage clearly."""
     pytest.importorskip("fontTools")
