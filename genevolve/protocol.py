@@ -573,8 +573,6 @@ def _copied_reasoning(think: str, prompt: str, asked: str, n: int = 6) -> list[s
     return [best] if best else []
 
 
-
-
 def left_out_picture_problem(img_id: str, title: str, subject: str, ordinal: str) -> str:
     """The answer check's line for a picture the run found of something the request names, left
     unbound: what to add, word for word, so that a small model can take it as it stands."""
