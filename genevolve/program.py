@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 # The quoting rule and the reading of a request's subjects live in ``subjects`` (stdlib only, a
 # floor below); ``strip_quoted`` stays importable from here, where most callers look for it.
-from genevolve.subjects import QUOTED_TEXT_RE, date_phrases, extract_entities, strip_quoted, subject_mentions
+from genevolve.subjects import QUOTED_TEXT_RE, date_phrases, extract_entities, singular, strip_quoted, subject_mentions
 
 IMG_ID_RE = re.compile(r"\bIMG_\d{3,}\b")
 URL_RE = re.compile(r"(?:https?|ftp|file|data|javascript):[^\s\"')\]]+|\b[a-z][a-z0-9+.-]{1,15}://[^\s\"')\]]+"
@@ -757,8 +757,6 @@ def unnamed_placements(prompt: str, request: str) -> list[str]:
     table" on "a photo of three sinks"): a layout nobody asked for, with an object nobody asked for.
     A placement of named things ("the vase right of the horse" on "a vase and a horse") is not one:
     whether it keeps the request's positions is ``gen_prompt_problems``' other check."""
-    from genevolve.subjects import singular
-
     named = {singular(w) for w in re.findall(r"[a-z0-9]+", request.lower())}
     out = []
     for r in relation_constraints(prompt):

@@ -18,7 +18,25 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 # The runtime's phrases live with the leak check that must recognise them (a floor below).
-from genevolve.program import CORRECTION_PREFIX, FINAL_PROGRAM_ASK, LAST_ROUND_RULE, PROMPT_CHECK
+from genevolve.program import (
+    COPY_MAX_OWN_WORDS,
+    CORRECTION_PREFIX,
+    FINAL_PROGRAM_ASK,
+    LAST_ROUND_RULE,
+    PROMPT_CHECK,
+    PROTOCOL_PATTERNS,
+    SELF_TALK_PATTERNS,
+    count_constraints,
+    invented_counts,
+    invented_texts,
+    misplaced_layout,
+    own_words,
+    quoted_strings,
+    reasoning_leaks,
+    relation_constraints,
+    strip_quoted,
+    unbound_picture_citations,
+)
 
 TURN_END_STRINGS = ("</tool_call>", "</answer>")
 
@@ -295,10 +313,6 @@ def gen_prompt_problems(request: str, gen_prompt: str, think: str = "",
     ``relevance.invented_colours`` to its request and research), each such colour. So is a layout
     instruction that places a thing the request never names ("Layout: place the sink next to the
     table." on "three sinks"); a description may still set the scene ("a kite over a green hill")."""
-    from genevolve.program import (count_constraints, invented_counts, invented_texts, misplaced_layout,
-                                   quoted_strings, reasoning_leaks, relation_constraints, strip_quoted,
-                                   unbound_picture_citations)
-
     problems = [f'it must contain the quoted text "{q}" exactly as written' for q in quoted_strings(request)
                 if q not in gen_prompt]
     invented = invented_texts(gen_prompt, request)
@@ -378,10 +392,6 @@ def without_reasoning(request: str, gen_prompt: str, think: str = "",
     points at a picture the program does not bind ("Match the look of the image."). The
     request's quoted text is the user's and is never touched, and nothing is taken out when that
     would lose a quoted text, count or position the prompt kept, or leave no description."""
-    from genevolve.program import (PROTOCOL_PATTERNS, SELF_TALK_PATTERNS, invented_counts, invented_texts,
-                                   misplaced_layout, reasoning_leaks, relation_constraints, strip_quoted,
-                                   unbound_picture_citations)
-
     asked = request.lower()
     kept: list[tuple[str, str]] = []  # (sentence, the break that followed it)
     removed: list[str] = []
@@ -455,8 +465,6 @@ def with_request_quotes(request: str, gen_prompt: str) -> tuple[str, list[str]]:
 
     For a program kept after its correction turn failed: the user's exact words reach the renderer
     even when the model dropped them (a quote it did not escape ends the JSON string early)."""
-    from genevolve.program import quoted_strings
-
     missing = [q for q in quoted_strings(request) if q not in gen_prompt]
     if not missing:
         return gen_prompt, []
@@ -474,8 +482,6 @@ def with_request_constraints(request: str, gen_prompt: str) -> tuple[str, list[s
     a toothbrush below a pizza"): the renderer gets what the user asked. A first sentence that adds
     no words of its own is a partial copy and is replaced; any other is kept after the request's
     words. Nothing changes when restoring would lose anything the prompt kept."""
-    from genevolve.program import COPY_MAX_OWN_WORDS, own_words
-
     def lost(problems: list[str]) -> list[str]:
         return [p.split(": ", 1)[1] for p in problems
                 if p.startswith(("it must keep the count: ", "it must keep the position: ",
@@ -503,8 +509,6 @@ def with_request_constraints(request: str, gen_prompt: str) -> tuple[str, list[s
 
 
 def _holds_quotes(sentence: str) -> bool:
-    from genevolve.program import quoted_strings
-
     return bool(quoted_strings(sentence))
 
 
