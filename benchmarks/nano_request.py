@@ -11,6 +11,12 @@ same requests in the same process as the baseline.
 ``--baseline REV`` runs the nano requests in two worker processes, this tree and the code of commit
 REV (``git archive``), each with its model loaded and one warm-up request first, alternating request
 by request so both see the same machine load; it prints each side's median and the ratio.
+
+``--lookup N`` compares prompt-lookup decoding (``nano?lookup=N``) with plain decoding on one loaded
+model in one process, alternating per request (the order flips each request), after a warm-up of
+each; it prints both medians, the ratio, and in how many requests the turns were the same.
+
+    python benchmarks/nano_request.py --requests 8 --eval EVAL.jsonl --lookup 8 [--adapter DIR]
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, help="take the first N questions of this bench JSONL instead")
     ap.add_argument("--adapter", help="a LoRA adapter folder (default: the shipped assets/adapters/nano)")
     ap.add_argument("--baseline", metavar="REV", help="compare with the code of this git commit, interleaved")
+    ap.add_argument("--lookup", type=int, default=0, help="compare nano?lookup=N with plain decoding, same process")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -52,6 +59,9 @@ def main() -> None:
         requests = DEFAULT_REQUESTS[: args.requests]
     if args.baseline:
         compare(args.baseline, requests, args.adapter)
+        return
+    if args.lookup:
+        compare_lookup(args.lookup, requests, args.adapter)
         return
     t0 = time.perf_counter()
     policy = LocalPolicy.nano(adapter=args.adapter)
@@ -145,6 +155,47 @@ def compare(rev: str, requests: list[str], adapter: str | None) -> None:
           f"ratio after/before {med['after'] / med['before']:.2f} (speedup {med['before'] / med['after']:.2f}x); "
           f"same turns in {same} of {len(rows['after'])} requests; "
           f"load average {min(loads_seen):.1f}–{max(loads_seen):.1f}")
+
+
+def compare_lookup(lookup: int, requests: list[str], adapter: str | None) -> None:
+    """Plain decoding against ``lookup``-token prompt lookup on one loaded model, request by request."""
+    import os
+    import tempfile
+
+    from genevolve.agent import build_agent
+    from genevolve.config import Settings
+    from genevolve.policies.local import LocalPolicy
+
+    policy = LocalPolicy.nano(adapter=adapter)
+    settings = Settings(offline=True, cache_mode="off", runs_dir=tempfile.mkdtemp(prefix="nano-lookup-"),
+                        extra={"library_embeddings": False})
+
+    def run(request: str, n: int) -> dict:
+        policy.lookup = n
+        policy.reset_cache()
+        agent = build_agent(settings, policy=policy, offline=True)
+        t = time.perf_counter()
+        traj = agent.run(request)
+        return {"seconds": round(time.perf_counter() - t, 2), "rounds": len(traj.steps),
+                "tokens": sum(len(policy.tokenizer(s.assistant_text or "")["input_ids"]) for s in traj.steps),
+                "turns": [s.assistant_text or "" for s in traj.steps], "load": round(os.getloadavg()[0], 1)}
+
+    run(requests[0], 0), run(requests[0], lookup)  # warm-up of both paths
+    rows: dict = {0: [], lookup: []}
+    for i, req in enumerate(requests):
+        for n in ((0, lookup) if i % 2 == 0 else (lookup, 0)):
+            rows[n].append(run(req, n))
+            print(f"lookup={n}", i + 1, json.dumps({k: v for k, v in rows[n][-1].items() if k != "turns"}), flush=True)
+    med = {n: statistics.median(r["seconds"] for r in v) for n, v in rows.items()}
+    # bf16 logits tie often (two tokens at 19.5 exactly), and a draft's batched forward rounds
+    # differently from a one-token step: the turns can part, so time per token is the fair ratio.
+    per_token = {n: 1000 * sum(r["seconds"] for r in v) / max(sum(r["tokens"] for r in v), 1) for n, v in rows.items()}
+    same = sum(a["turns"] == b["turns"] for a, b in zip(rows[0], rows[lookup]))
+    loads = [r["load"] for v in rows.values() for r in v]
+    print(f"\nnano median per request: plain {med[0]:.1f} s, lookup={lookup} {med[lookup]:.1f} s; ratio "
+          f"{med[lookup] / med[0]:.2f}; ms per generated token: plain {per_token[0]:.0f}, lookup={lookup} "
+          f"{per_token[lookup]:.0f} (ratio {per_token[lookup] / per_token[0]:.2f}); same turns in {same} of "
+          f"{len(requests)} requests; load average {min(loads):.1f}–{max(loads):.1f}")
 
 
 def _json_line(proc) -> str:

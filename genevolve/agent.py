@@ -42,6 +42,8 @@ from typing import Generator, Iterator, Sequence
 from genevolve.official import turns as official
 from genevolve.profiles import get_profile
 from genevolve.program import (
+    ORDINAL_INDEX,
+    ORDINAL_REF_RE,
     Program,
     ProgramError,
     Reference,
@@ -396,6 +398,7 @@ class Agent:
                 if restored:
                     run.traj.warnings.append("program repaired: the request's own words describe the image, "
                                              "which had lost " + ", ".join(restored))
+                    program = self._with_cited_user_pictures(run, program)
                 problems = gen_prompt_problems(request, program.gen_prompt, turn.think, **checks)
         said = repeated_sentences(program.gen_prompt) if cfg.tidy_kept_prompt else []
         if said:
@@ -416,6 +419,27 @@ class Agent:
         self._adopt_program(run, program)
         yield AnswerEvent(round=step.round, program=program, forced=run.final_announced, repairs=repairs)
         return Ending(Termination.FORCED_ANSWER if run.final_announced else Termination.ANSWER)
+
+    def _with_cited_user_pictures(self, run: _Run, program: Program) -> Program:
+        """``program`` binding the user's own pictures that the request's words, put back into its
+        gen_prompt, cite by ordinal ("the astronaut from the first image"): those words are the
+        user's, and in them "the first image" is the user's first picture. Without this the kept
+        program pointed the renderer at a picture it never got (a nano answer that lost the
+        astronaut had the request's sentence restored, and bound nothing)."""
+        bound = [r.img_id for r in program.reference_images]
+        cited = max((ORDINAL_INDEX[m.group(1).lower()] for m in ORDINAL_REF_RE.finditer(program.gen_prompt)
+                     if m.group(0).lower() in run.traj.request.lower()), default=0)
+        free = [i for i in run.traj.user_image_ids if i not in bound]
+        if cited <= len(bound) or not free:
+            return program
+        add = free[: max(0, min(cited, self.config.max_references) - len(bound))]
+        if not add:
+            return program
+        refs = sorted([*program.reference_images, *(Reference(img_id=i, note="the user's own image") for i in add)],
+                      key=lambda r: int("".join(ch for ch in r.img_id if ch.isdigit()) or 0))
+        run.traj.warnings.append("program repaired: bound the user's picture " + ", ".join(add)
+                                 + " that the request's own words cite")
+        return program.model_copy(update={"reference_images": refs})
 
     def _validation_error(self, run: _Run, program: Program, issues: list) -> str:
         """The correction for an invalid program: each problem once ("'first image' but only 0 …"

@@ -696,9 +696,11 @@ def own_words(prompt: str, request: str) -> list[str]:
 # "the image" after a word that cites it ("the look of the image", "as in the picture"); "make this
 # image special" speaks of the picture being drawn.
 _PICTURE = r"(?:image|picture|photo)s?\b"
+# "the reference style" is what ``repair_program`` leaves of an ordinal that points past the last
+# reference: with none bound it still points the renderer at a picture it never gets.
 _PICTURE_CITE_RE = re.compile(
     rf"\b(?:the|this|that|your)\s+(?:(?:first|second|third|fourth|same|given|attached|provided|uploaded|source|input)\s+)*"
-    rf"reference\s+{_PICTURE}"
+    rf"reference\s+(?:{_PICTURE}|styles?\b)"
     rf"|\b(?:the|your)\s+(?:first|second|third|fourth|given|attached|provided|uploaded|source|input)\s+{_PICTURE}"
     rf"|\b(?:of|from|in|like|to|as)\s+(?:the|this|that|your)\s+{_PICTURE}", re.I)
 

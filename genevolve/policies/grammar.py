@@ -11,9 +11,9 @@ grammar accepts. What that guarantees, by construction:
 * a tool call names a tool that exists, with that tool's argument shape; a skill name is one
   of the skills that exist; the last round allows only an answer;
 * an answer's ``reference_images`` are ids that were shown, distinct, sorted, at most
-  ``max_references``; its ``gen_prompt`` names no image that was not shown ("the first reference
-  image" needs one shown image, "the second" two; with none shown no reference image at all), and
-  holds no ``IMG_###`` id, URL or protocol tag;
+  ``max_references``; its ``gen_prompt`` names no image the answer does not bind ("the first
+  reference image" needs one bound reference, "the second" two; with none bound no reference
+  image at all), and holds no ``IMG_###`` id, URL or protocol tag;
 * every free-text part has a token cap, so a turn ends within ``max_turn_tokens`` tokens. (The one
   gap: a gen_prompt that runs into its 400-token cap right after a lone backslash token of an
   escape would end unreadable; a cap is reached only by a runaway loop.)
@@ -26,6 +26,7 @@ measures it against xgrammar and unconstrained decoding on the real nano model.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -190,21 +191,27 @@ def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> 
 
     ids = list(dict.fromkeys(rules.image_ids))
     k = min(rules.max_references, len(ids))
-    refs = ['"[]"']
     ordered = sorted(ids, key=_id_number)
-    for a in range(len(ordered)):
-        if k >= 1:
-            refs.append(f'"[" ref_{a} "]"')
-        for b in range(a + 1, len(ordered)) if k >= 2 else ():
-            refs.append(f'"[" ref_{a} ", " ref_{b} "]"')
+    # The lists of m references: distinct shown ids, sorted, for m up to k.
+    by_length = {m: ['"[" ' + ' ", " '.join(f"ref_{a}" for a in pick) + ' "]"' if pick else '"[]"'
+                     for pick in itertools.combinations(range(len(ordered)), m)] for m in range(k + 1)}
     for a, img_id in enumerate(ordered if k else []):
         lines.append(f'ref_{a}: {_lit("{" + json.dumps("img_id") + ": " + json.dumps(img_id) + ", " + json.dumps("note") + ": ")} note "}}"')
+    # A prompt that cites the n-th reference binds at least n: "the first reference image" with an
+    # empty list points the renderer at a picture it never gets. The prompt comes before the list,
+    # so the answer is one branch per n: a prompt citing nothing past the n-th, then a list of n or more.
+    # (A student that copied "the rocket from the first image" bound nothing and, corrected, wrote
+    # the same answer again; under this rule the list it writes holds the user's picture.)
+    branches = []
+    for n in range(k + 1):
+        lines += [f"refs_{n}: " + " | ".join(alt for m in range(n, k + 1) for alt in by_length[m]),
+                  *_string(f"gen_prompt_{n}", GEN_PROMPT_TOKENS, f"GEN_PROMPT_{n}"),
+                  f"GEN_PROMPT_{n}: /{_CHAR}+/ & ~{_forbidden_in_prompt(n)}"]
+        branches.append(f'gen_prompt_{n} ", \\"reference_images\\": " refs_{n}')
     lines += [
         *_string("note", NOTE_TOKENS, f"/{_CHAR}*/"),
-        'answer: tag_answer NL1 "{\\"gen_prompt\\": " gen_prompt ", \\"reference_images\\": " refs "}" NL1 tag_answer_end',
-        "refs: " + " | ".join(refs),
-        *_string("gen_prompt", GEN_PROMPT_TOKENS, "GEN_PROMPT"),
-        f"GEN_PROMPT: /{_CHAR}+/ & ~{_forbidden_in_prompt(k)}",
+        'answer: tag_answer NL1 "{\\"gen_prompt\\": " answer_body "}" NL1 tag_answer_end',
+        "answer_body: " + " | ".join(branches),
     ]
     for tag in TAGS:
         for name, text in ((f"tag_{tag}", f"<{tag}>"), (f"tag_{tag}_end", f"</{tag}>")):
@@ -257,22 +264,31 @@ class TurnGrammar:
             raise GrammarError(f"the turn grammar does not compile: {m.get_error()}")
         return m
 
-    def processor(self, rules: TurnRules, rows: int, prompt_len: int) -> "GrammarProcessor":
-        return GrammarProcessor([self.matcher(rules) for _ in range(rows)], self.vocab_size, prompt_len)
+    def processor(self, rules: TurnRules, rows: int, prompt_len: int, drafts: int = 0) -> "GrammarProcessor":
+        return GrammarProcessor([self.matcher(rules) for _ in range(rows)], self.vocab_size, prompt_len, drafts)
 
 
 class GrammarProcessor:
     """A transformers logits processor: each row's next token must continue its grammar.
 
-    It feeds each row's last sampled token to the row's matcher, then sets every token the
-    grammar does not allow to -inf. ``error`` holds the first matcher error, if any (then that
-    row is left unconstrained rather than stuck).
+    It brings each row's matcher to the row's tokens so far, then sets every token the grammar
+    does not allow to -inf. ``error`` holds the first matcher error, if any (then that row is left
+    unconstrained rather than stuck).
+
+    The matcher follows the tokens it is shown, not one token per call: prompt-lookup decoding
+    (``drafts`` > 0) asks for the logits of every drafted position in one go, each call one token
+    longer, and the next round's tokens may part from the draft. llguidance cannot roll back past
+    a capped lexeme, so with drafts each row keeps a copy of its matcher after each of its last
+    tokens and goes on from the copy where the shown tokens part from its path. A drafted token the
+    grammar refuses is not consumed (no position after it can be accepted), so that row's later
+    positions of the draft are left unmasked.
     """
 
-    def __init__(self, matchers: list, vocab_size: int, prompt_len: int):
+    def __init__(self, matchers: list, vocab_size: int, prompt_len: int, drafts: int = 0):
         import torch
 
         self.matchers = matchers
+        self.drafts = drafts
         self.prompt_len = prompt_len
         self.vocab_size = vocab_size
         words = (vocab_size + 31) // 32
@@ -283,6 +299,11 @@ class GrammarProcessor:
         # Steps where the model's own first choice was not allowed: how hard the grammar had to steer.
         self.interventions = 0
         self.steps = 0
+        self._path: list[list[int]] = [[] for _ in matchers]  # the tokens each row's matcher has consumed
+        # With drafts: the row's matcher after each of the last tokens of its path (the last is current),
+        # and how many tokens of the path come before the first copy kept.
+        self._copies: list[list] = [[m] for m in matchers]
+        self._first: list[int] = [0 for _ in matchers]
 
     def __call__(self, input_ids, scores):
         import time
@@ -291,15 +312,15 @@ class GrammarProcessor:
         from llguidance.torch import fill_next_token_bitmask
 
         t0 = time.perf_counter()
-        fresh = input_ids.shape[1] > self.prompt_len
-        for row, m in enumerate(self.matchers):
-            if fresh and not m.is_stopped():
-                m.consume_token(int(input_ids[row, -1]))
-            if not m.is_error():
+        for row in range(len(self.matchers)):
+            following = self._follow(row, input_ids[row, self.prompt_len:].tolist())
+            m = self.matchers[row]
+            if following and not m.is_error():
                 fill_next_token_bitmask(m, self.bitmask, row)
             if m.is_error():  # a grammar bug or a lexer limit, never the model's doing
                 self.error = self.error or m.get_error().splitlines()[0]
-                self.bitmask[row] = -1  # every token allowed: the row goes on unconstrained
+            if m.is_error() or not following:
+                self.bitmask[row] = -1  # every token allowed: an error's row goes on unconstrained
         allowed = ((self.bitmask.unsqueeze(-1) >> self._shifts) & 1).bool().reshape(len(self.matchers), -1)
         vocab = scores.shape[-1]
         allowed = allowed[:, :vocab].to(scores.device)
@@ -311,3 +332,36 @@ class GrammarProcessor:
         scores = scores.masked_fill(~allowed, float("-inf"))
         self.mask_s += time.perf_counter() - t0
         return scores
+
+    def _follow(self, row: int, tokens: list[int]) -> bool:
+        """Bring the row's matcher (``self.matchers[row]``) to ``tokens``, the row's completion so
+        far; False when a token on the way is one the grammar refuses (only a drafted one can be)."""
+        path = self._path[row]
+        same = 0
+        while same < min(len(path), len(tokens)) and path[same] == tokens[same]:
+            same += 1
+        if same < len(path):  # a draft was cut short: go on from the copy at the parting point
+            copies, first = self._copies[row], self._first[row]
+            if same < first:
+                raise GrammarError("a draft parted from the turn further back than the matcher copies kept")
+            del copies[same - first + 1:]
+            del path[same:]
+            self.matchers[row] = copies[-1]
+        matcher = self.matchers[row]
+        for token in tokens[same:]:
+            if matcher.is_stopped() or matcher.is_error():
+                break
+            if self.drafts and matcher.validate_tokens([token]) != 1:
+                return False
+            if self.drafts:  # keep the state before this token; consume on a copy
+                matcher = matcher.deep_copy()
+            matcher.consume_token(token)
+            path.append(token)
+            if self.drafts:
+                self._copies[row].append(matcher)
+                self.matchers[row] = matcher
+        extra = len(self._copies[row]) - (self.drafts + 2)
+        if self.drafts and extra > 0:  # a draft never reaches back further than its own length
+            del self._copies[row][:extra]
+            self._first[row] += extra
+        return True

@@ -59,6 +59,9 @@ class LocalOptions(SamplingOptions):
     bind_matching: bool = param(False, "An answer may bind a found picture only when it shows what the request "
                                 "names in no colour it contradicts (the teacher's test; the user's pictures "
                                 "always): the rule picks which, the model whether. Needs grammar=1.")
+    lookup: int = param(0, "Prompt-lookup decoding: draft up to this many tokens from an earlier stretch of the "
+                        "conversation that the last tokens repeat (a program restates the request), checked in one "
+                        "forward pass; the same tokens as without it under greedy decoding. 0: off.")
 
 
 def nano_base_warning(adapter: str | None = None) -> str | None:
@@ -102,7 +105,7 @@ class LocalPolicy(PolicyBase):
     def __init__(self, model, tokenizer, processor=None, *, name: str = "local", max_new_tokens: int = 1024,
                  temperature: float = 0.0, top_p: float = 1.0, kv_reuse: bool = True,
                  chat_template: str | None = None, base_warning: str | None = None, constrained: bool = True,
-                 verdict_binds: bool = False, bind_matching: bool = False):
+                 verdict_binds: bool = False, bind_matching: bool = False, lookup: int = 0):
         self.model = model
         self.tokenizer = tokenizer
         self.processor = processor
@@ -118,6 +121,7 @@ class LocalPolicy(PolicyBase):
         self.constrained = constrained
         self.verdict_binds = verdict_binds  # grammar.held_to_verdicts on every turn's rules
         self.bind_matching = bind_matching  # grammar.held_to_matches on every turn's rules
+        self.lookup = lookup  # prompt_lookup_num_tokens of transformers' assisted generation; 0: off
         self._grammar = None
         self._turn_rules = None
         self.last_grammar_error: str | None = None
@@ -149,6 +153,7 @@ class LocalPolicy(PolicyBase):
         kwargs.setdefault("pack", opts.pack)
         kwargs.setdefault("verdict_binds", opts.verdict_binds)
         kwargs.setdefault("bind_matching", opts.bind_matching)
+        kwargs.setdefault("lookup", opts.lookup)
         if spec.kind == "nano":
             policy = cls.nano(four_bit=opts.four_bit, adapter=opts.adapter, **kwargs)
         elif not spec.target:
@@ -446,7 +451,7 @@ class LocalPolicy(PolicyBase):
         if self.constrained and rules is not None:
             from genevolve.policies.grammar import max_turn_tokens
 
-            grammar_proc = self.grammar().processor(rules, rows=1, prompt_len=len(inputs.ids))
+            grammar_proc = self.grammar().processor(rules, rows=1, prompt_len=len(inputs.ids), drafts=self.lookup)
             # Every free-text part of the grammar is capped, so a turn this long always closes.
             max_new = max(max_new, max_turn_tokens(rules))
         cache, reused = self._reusable_cache(inputs)
@@ -583,11 +588,18 @@ class LocalPolicy(PolicyBase):
             # All image tokens are in the cache already: the pixels must not be encoded again.
             extra.pop("pixel_values", None)
             extra.pop("image_grid_thw", None)
-        stop = _TurnEndCriteria(self.tokenizer, prompt_len=ids.shape[1], cancel=cancel, eos_ids=self._eos_ids())
+        # A draft can add `lookup` tokens at once: the turn-end check reads back far enough to see
+        # a closing tag that arrived inside one.
+        stop = _TurnEndCriteria(self.tokenizer, prompt_len=ids.shape[1], cancel=cancel, eos_ids=self._eos_ids(),
+                                window=12 + self.lookup)
         sampling = temperature > 0
         gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,
                       stopping_criteria=StoppingCriteriaList([stop]), return_dict_in_generate=True,
                       output_logits=True, pad_token_id=self.tokenizer.pad_token_id, cache=cache)
+        if self.lookup > 0 and ids.shape[0] == 1:
+            # Drafts from the conversation itself (no second model): checked against this model's
+            # own choices, position by position, after the grammar and LoopStop.
+            gen_kw.update(prompt_lookup_num_tokens=self.lookup, max_matching_ngram_size=3)
         processors = [processor] if processor is not None else []
         if stop_loops:  # after the grammar: it closes the gen_prompt only where the grammar allows
             from genevolve.policies.loop_stop import LoopStop

@@ -565,6 +565,28 @@ def test_the_turn_rules_say_whose_each_picture_is_and_which_match_the_request(tm
         assert last.matching_ids == matching, request_text
 
 
+def test_the_requests_words_put_back_into_a_program_bring_the_user_picture_they_cite(tmp_path):
+    """An SFT adapter answered "pls reimagine the astronaut from the first image as a tiny clay
+    figurine" twice with a prompt that lost the astronaut; the runtime put the request's sentence
+    back, and with it "the first image", while the program bound nothing: the renderer was pointed
+    at a picture it never got. The user's words cite the user's picture, so it is bound."""
+    user = tmp_path / "astronaut.png"
+    Image.new("RGB", (16, 16), (200, 200, 210)).save(user)
+    lost = {"gen_prompt": "A ceramic figurine, fully visible, no watermark.", "reference_images": []}
+    turn = f"<think>0 reference image(s)</think><answer>{json.dumps(lost)}</answer>"
+    request = "pls reimagine the astronaut from the first image as a tiny clay figurine, keeping its pose and colours"
+    agent, _ = agent_for([turn, turn], tmp_path=tmp_path)
+    traj = agent.run(request, images=[user])
+    assert "astronaut from the first image" in traj.program.gen_prompt.lower()
+    assert [r.img_id for r in traj.program.reference_images] == ["IMG_001"]
+    assert (traj.program.reference_images[0].path or "").endswith(".png")  # the renderer gets the file
+    assert any("bound the user's picture IMG_001" in w for w in traj.warnings)
+    # Without a picture from the user there is nothing to bind: the words stay, the list stays empty.
+    agent, _ = agent_for([turn, turn], tmp_path=tmp_path / "none")
+    alone = agent.run("reimagine the astronaut as a tiny clay figurine")
+    assert alone.program.reference_images == []
+
+
 def test_a_program_citing_a_picture_it_does_not_list_is_told_once_which_picture_the_user_gave(tmp_path):
     user = tmp_path / "my_horse.png"
     Image.new("RGB", (16, 16), (120, 80, 40)).save(user)

@@ -450,6 +450,25 @@ def test_a_prompt_that_points_at_a_picture_it_does_not_bind_loses_the_reference_
     assert "points at a picture it does not bind" in local_sufficiency(case, phantom, library=[]).rationale
 
 
+def test_what_repair_leaves_of_an_ordinal_with_nothing_bound_still_loses_the_reference_check():
+    """GRPO's rollouts (no grammar) wrote "the first reference image" and bound nothing; the repair
+    step clamps an ordinal past the last reference to "the reference style", and that passed the
+    check: 0.917 for a program that points the renderer at a picture it never gets."""
+    from genevolve.program import Program, repair_program
+
+    case = {"question": "A violin made of brushed steel, in soft overcast light.", "category": "material"}
+    written = Program(gen_prompt=case["question"] + " Match the appearance of the violin shown in the first "
+                      "reference image. High detail, coherent single image.", reference_images=[])
+    repaired, notes = repair_program(written, known_ids=set())
+    assert "reference style" in repaired.gen_prompt and notes
+    traj = _trajectory(case["question"], repaired.gen_prompt)
+    scores = local_sufficiency(case, traj, library=[])
+    assert not scores.details["checks"]["ordinal_references"]
+    assert "the reference style" in scores.rationale
+    assert local_sufficiency(case, _trajectory(case["question"], case["question"] + " High detail, coherent single "
+                             "image."), library=[]).details["checks"]["ordinal_references"]
+
+
 def test_a_library_picture_of_what_any_request_names_is_expected_bound():
     """Not only on knowledge cases: the offline library holds no knowledge subject, so a rule for
     those alone never asked for a library picture. The teacher binds Chelsea for "a cat" on a

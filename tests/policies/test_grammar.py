@@ -54,6 +54,8 @@ def test_grammar_accepts_the_protocol_and_refuses_what_the_state_forbids(tiny_gr
         (none_shown, ANSWER.format('a sign reading \\"OPEN\\"', "[]")),
         (shown_two, ANSWER.format("a fox as in the second reference image",
                                   f'[{REF.format("IMG_001", "")}, {REF.format("IMG_002", "fur")}]')),
+        (shown_two, ANSWER.format("the rocket from the first image, as a poster", f'[{REF.format("IMG_002", "")}]')),
+        (shown_two, ANSWER.format("a fox in the snow", "[]")),  # citing nothing, binding nothing
     ]
     for rules, text in ok:
         assert parse_turn(text).kind != "error", text
@@ -64,6 +66,11 @@ def test_grammar_accepts_the_protocol_and_refuses_what_the_state_forbids(tiny_gr
         (shown_two, ANSWER.format("a fox like the third reference image", "[]")),  # only two can be cited
         (shown_two, ANSWER.format("a fox", f'[{REF.format("IMG_002", "")}, {REF.format("IMG_001", "")}]')),  # unsorted
         (shown_two, ANSWER.format("a fox", f'[{REF.format("IMG_007", "")}]')),  # never shown
+        # a picture shown, then cited, must be bound: "the first" needs one in the list, "the second" two
+        (shown_two, ANSWER.format("the rocket from the first image, as a poster", "[]")),
+        (shown_two, ANSWER.format("a fox like the first reference image", "[]")),
+        (shown_two, ANSWER.format("a fox like the second reference image", f'[{REF.format("IMG_001", "")}]')),
+        (shown_two, ANSWER.format("a fox like The Reference Image", "[]")),
         (none_shown, ANSWER.format("a fox, see IMG_001 or https://x.org", "[]")),
         (none_shown, ANSWER.format("a fox</answer>", "[]")),  # no tag inside a string
         (none_shown, CALL.format("x", "query_knowledge", '{"skill_name": "drawing_tips"}')),  # no such skill
@@ -519,3 +526,36 @@ def test_a_dropped_quoted_text_is_put_back_verbatim():
         'A robot holding a sign with. The text "Let\'s PAINT!" appears exactly as written.', ["Let's PAINT!"])
     kept = 'A robot with a sign reading "Let\'s PAINT!".'
     assert with_request_quotes(request, kept) == (kept, [])
+
+
+CORRECTED = [
+    {"role": "system", "content": "Plan an image."},
+    {"role": "user", "content": "A red fox on a snowy hill at dawn."},
+    {"role": "assistant", "content": '<think>Writing the program now.</think>\n<answer>{"gen_prompt": "A red fox on '
+                                     'a snowy hill at dawn. High detail.", "reference_images": []}</answer>'},
+    {"role": "user", "content": "Your last turn could not be used: say it once more."},
+]
+
+
+@pytest.mark.timeout(900)
+def test_prompt_lookup_drafts_from_the_conversation_and_writes_the_same_turn_under_the_grammar(tiny_gemma_path):  # noqa: F811
+    """``lookup=N`` drafts tokens from earlier in the conversation and checks them in one forward
+    pass: greedy, it must write exactly the tokens plain decoding writes, grammar and all. The
+    grammar's matcher is shown each drafted position and rolls back where the draft is refused."""
+    from genevolve.policies import make_policy
+
+    turns = {}
+    for lookup in (0, 6):
+        policy = make_policy(f"hf:{tiny_gemma_path}?lookup={lookup}", dtype=torch.float32)
+        calls = []
+        policy.model.register_forward_hook(lambda *_: calls.append(1))
+        policy.prepare_turn(turn_rules(None, [], answer_only=True))
+        text = "".join(policy.stream(CORRECTED))
+        assert policy.last_grammar_error is None
+        turns[lookup] = (text, policy.last_stats["new_tokens"], len(calls))
+    (plain, tokens, passes), (drafted, drafted_tokens, drafted_passes) = turns[0], turns[6]
+    assert drafted == plain and drafted_tokens == tokens
+    assert parse_turn(plain).kind == "answer"
+    # The JSON the grammar forces ('", "reference_images": [') was said before: drafts were accepted,
+    # so fewer forward passes wrote the same tokens.
+    assert drafted_passes < passes, (passes, drafted_passes)
