@@ -388,6 +388,12 @@ class Agent:
             cleaned, removed = without_reasoning(request, program.gen_prompt, turn.think, **checks)
             cleaned, added = with_request_quotes(run.traj.request, cleaned)
             cleaned, restored = with_request_constraints(run.traj.request, cleaned)
+            if restored:
+                # The model's own first sentence is spared the cuts (it describes the image); once the
+                # request's sentence leads, it is checked like the rest ("A cake will have exactly 2
+                # people…" stayed first and whole in a program for "a photo of a bench").
+                cleaned, cut = without_reasoning(request, cleaned, turn.think, **checks)
+                removed = [*removed, *cut]
             if removed or added or restored:
                 program = program.model_copy(update={"gen_prompt": cleaned})
                 if removed:

@@ -334,6 +334,12 @@ def test_a_kept_program_that_lost_a_position_or_count_gets_the_requests_own_word
     # GRPO's rollouts keep what the model wrote.
     traj = Agent(_Scripted([lossy, lossy]), [], AgentConfig(tidy_kept_prompt=False), work_dir=tmp_path).run(request)
     assert traj.program.gen_prompt.startswith("A photo of toothbrush will anchor")
+    # Once the request's sentence leads, the model's first sentence is checked like the others: the
+    # /tmp/d4 SFT's "A cake will have exactly 2 people…" for GenEval 0001 stayed whole behind it.
+    caked = format_answer({"gen_prompt": "A cake will have exactly 2 people, each one fully visible. High detail, "
+                                         "coherent single image.", "reference_images": []})
+    traj = Agent(_Scripted([caked, caked]), [], AgentConfig(), work_dir=tmp_path).run("a photo of a bench")
+    assert traj.program.gen_prompt == "A photo of a bench. High detail, coherent single image."
 
 
 def test_the_answer_step_checks_facts_against_what_the_run_searched(tmp_path):
