@@ -85,41 +85,14 @@ work during most of every stage, so these are upper bounds):
 
 {time}
 
-Then GRPO and GRPO+SDL from the SFT adapter on the RL prompt pool (`configs/nano/grpo.yaml`,
-`grpo_sdl.yaml`): one prompt and 6 rollouts per optimizer step, the hybrid reward, a KL term to
-the SFT policy (β = 0.04; at β = 0 GRPO learned to copy the request); SDL adds the reverse KL to
-a teacher that sees the retrieved Decision Guide, on the top 10% decision tokens. Per step (mean ± sd
-of the reward within the group of 6; pictures: the user's bound of those given, and library pictures
-bound, over the group):
-
-{grpo}
-
-Each prompt of the pool comes back once in 40 steps. The group's mean reward on its second visit
-against its first, and SDL's effect as GRPO+SDL's gain minus GRPO's on the same prompt (training
-rollouts, not a held-out set):
-
-{revisits}
-
-Shipped stage: **{shipped}**. A trained stage replaces the shipped adapter only when its share of
-clean programs on the external sets (above) is higher with a paired 95% interval above zero; the
-`ship` stage rewrites this card when it ships.
+{rl_section}Shipped stage: **{shipped}**. A trained stage replaces the shipped adapter only when, on the external
+sets above, its clean programs that are more than the request as written are more with a paired 95%
+interval above zero, it copies the request no more often, and it binds the user's own pictures at
+least as often; the `ship` stage rewrites this card when it ships.
 
 ## Evaluation (held-out split, one run, same tools, renderer and judges)
 
-{ablation}
-
-Columns: share of requests that end in a valid program; share of the request's quoted texts kept
-verbatim in the gen_prompt (n = requests that quote something); OCR text score of the layout render
-(n = programs with text constraints); Jaccard overlap of the skills consulted with the teacher's;
-share of the request's own pictures the program binds (n = requests that give one);
-the hybrid GRPO reward (0.5 image judge + 0.5 program sufficiency, both offline) with a 95%
-bootstrap interval; rounds, assistant tokens and seconds per request.
-
-Each stage against the one before, on the requests both ran (the GRPO stages run a stratified
-subset of the held-out requests; the interval resamples requests, keeping each pair together):
-
-{paired}
-
+{eval_section}
 ## Known limits
 
 - It imitates a rule-based teacher: its programs are at best as good as the planner's, and its
@@ -133,9 +106,7 @@ subset of the held-out requests; the interval resamples requests, keeping each p
 - It binds no picture from the image library: when image search shows a picture of the thing the
   request names, the teacher binds it and the adapter leaves it out, also after the answer check
   names the picture and says what to write.
-- The GRPO stages research less than the teacher (the rounds and skills columns): the KL term to
-  the SFT policy slows that drift; it does not stop it.
-- English only; text-only (the base model sees no images).
+{grpo_limit}- English only; text-only (the base model sees no images).
 - Long requests push a trajectory past 2,048 tokens, the training length.
 """
 
@@ -321,12 +292,62 @@ def render_docs(sections: dict[str, str], *, notes: str = "", appendix: str = ""
                        **values)
 
 
+RL_SECTION = """Then GRPO and GRPO+SDL from the SFT adapter on the RL prompt pool (`configs/nano/grpo.yaml`,
+`grpo_sdl.yaml`): one prompt and 6 rollouts per optimizer step, the hybrid reward, a KL term to
+the SFT policy (β = 0.04; at β = 0 GRPO learned to copy the request); SDL adds the reverse KL to
+a teacher that sees the retrieved Decision Guide, on the top 10% decision tokens. Per step (mean ± sd
+of the reward within the group of 6; pictures: the user's bound of those given, and library pictures
+bound, over the group):
+
+{grpo}
+
+Each prompt of the pool comes back once in 40 steps. The group's mean reward on its second visit
+against its first, and SDL's effect as GRPO+SDL's gain minus GRPO's on the same prompt (training
+rollouts, not a held-out set):
+
+{revisits}
+
+
+"""
+
+EVAL_SECTION = """{ablation}
+
+Columns: share of requests that end in a valid program; share of the request's quoted texts kept
+verbatim in the gen_prompt (n = requests that quote something); OCR text score of the layout render
+(n = programs with text constraints); Jaccard overlap of the skills consulted with the teacher's;
+share of the request's own pictures the program binds (n = requests that give one);
+the hybrid GRPO reward (0.5 image judge + 0.5 program sufficiency, both offline) with a 95%
+bootstrap interval; rounds, assistant tokens and seconds per request.
+
+Each stage against the one before, on the requests both ran (the GRPO stages run a stratified
+subset of the held-out requests; the interval resamples requests, keeping each pair together):
+
+{paired}
+"""
+
+NO_EVAL_SECTION = (
+    "Not run for this adapter: the run it comes from has no `eval` stage, so the external sets above "
+    "are its measurement (`genevolve train nano --out RUN_DIR --stages eval` adds this section).\n")
+
+NO_RL_SECTION = (
+    "No GRPO stage ran in the run this adapter comes from: it is the SFT adapter as trained. "
+    "(docs/nano.md says what GRPO from it did.)\n\n")
+
+
 def render_card(sections: dict[str, str]) -> str:
     missing = "(not measured yet: run the stage that produces it)"
     keys = ("external", "external_paired", "data", "sft", "sft_setup", "time", "grpo", "revisits", "shipped", "ablation",
             "paired")
     values = {k: sections.get(k) or missing for k in keys}
-    return CARD.format(external_section=EXTERNAL_SECTION.format(**values), **values)
+    rl = RL_SECTION.format(**values) if sections.get("grpo") else NO_RL_SECTION
+    held_out = EVAL_SECTION.format(**values) if sections.get("ablation") or sections.get("paired") else NO_EVAL_SECTION
+    grpo_limit = ("- The GRPO stages research less than the teacher (the rounds and skills columns): the KL term to\n"
+                  "  the SFT policy slows that drift; it does not stop it.\n" if sections.get("grpo") else
+                  "- Its extra research costs time: it takes more rounds than an adapter that answers at once (the\n"
+                  "  rounds and seconds columns above), and the runtime tidies more of its programs (a sentence cut,\n"
+                  "  the request's words put back; the tidied column).\n")
+    return CARD.format(external_section=EXTERNAL_SECTION.format(**values), rl_section=rl, eval_section=held_out,
+                       grpo_limit=grpo_limit, **values)
 
 
 def grpo_rows(out: Path) -> dict[str, list[dict]]:

@@ -62,6 +62,18 @@ def test_card_and_docs_carry_the_grpo_and_paired_sections(tmp_path):
     assert "paired" not in model_card_sections(tmp_path, "sft")
 
 
+def test_the_card_of_an_sft_adapter_says_no_grpo_ran_instead_of_placeholders(tmp_path):
+    """The adapter shipped on 2026-12-07 is an SFT stage from a run with no GRPO or eval stage; its
+    card described GRPO it never had, with "(not measured yet…)" under it."""
+    card = render_card(model_card_sections(tmp_path, "sft"))
+    assert "No GRPO stage ran in the run this adapter comes from" in card
+    assert "Then GRPO and GRPO+SDL from the SFT adapter" not in card
+    assert "Not run for this adapter: the run it comes from has no `eval` stage" in card
+    assert "Shipped stage: **sft**" in card and "copies the request no more often" in card
+    _grpo_run(tmp_path, "grpo", [(0.40, 0.10)])
+    assert "Then GRPO and GRPO+SDL from the SFT adapter" in render_card(model_card_sections(tmp_path, "sft+grpo"))
+
+
 def test_the_recipe_section_shows_every_sweep_run_with_its_command(tmp_path):
     import json
 
