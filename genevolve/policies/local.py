@@ -42,6 +42,10 @@ from genevolve.specs import SamplingOptions, param, read_options
 
 NANO_ADAPTER_DIR = ASSETS / "adapters" / "nano"
 NANO_MAX_NEW_TOKENS = 384
+# Prompt-lookup drafts for nano: a program restates the request, so stretches of it are in the
+# context already (benchmarks/nano_request.py --lookup 8: 94 -> 71 ms per generated token, but with
+# the conversation's cache kept across turns, which broke the programs).
+NANO_LOOKUP = 0  # off: see LocalPolicy.stream on the cache; measured in docs/benchmarks.md
 
 
 @dataclass
@@ -59,9 +63,9 @@ class LocalOptions(SamplingOptions):
     bind_matching: bool = param(False, "An answer may bind a found picture only when it shows what the request "
                                 "names in no colour it contradicts (the teacher's test; the user's pictures "
                                 "always): the rule picks which, the model whether. Needs grammar=1.")
-    lookup: int = param(0, "Prompt-lookup decoding: draft up to this many tokens from an earlier stretch of the "
-                        "conversation that the last tokens repeat (a program restates the request), checked in one "
-                        "forward pass; the same tokens as without it under greedy decoding. 0: off.")
+    lookup: int | None = param(None, "Prompt-lookup decoding: draft up to this many tokens from an earlier stretch "
+                               "of the conversation that the last tokens repeat (a program restates the request), "
+                               "checked in one forward pass; each turn then prefills the whole conversation. 0 (default): off.")
 
 
 def nano_base_warning(adapter: str | None = None) -> str | None:
@@ -153,7 +157,10 @@ class LocalPolicy(PolicyBase):
         kwargs.setdefault("pack", opts.pack)
         kwargs.setdefault("verdict_binds", opts.verdict_binds)
         kwargs.setdefault("bind_matching", opts.bind_matching)
-        kwargs.setdefault("lookup", opts.lookup)
+        if opts.lookup is not None:
+            if opts.lookup < 0:
+                raise PolicyError(f"lookup={opts.lookup}: give the most tokens a draft may hold (0 turns drafting off)")
+            kwargs.setdefault("lookup", opts.lookup)
         if spec.kind == "nano":
             policy = cls.nano(four_bit=opts.four_bit, adapter=opts.adapter, **kwargs)
         elif not spec.target:
@@ -183,6 +190,7 @@ class LocalPolicy(PolicyBase):
         kwargs.setdefault("name", "nano")
         # A nano turn is a tool call (~60 tokens) or an answer (~220): a cap keeps a runaway turn short.
         kwargs.setdefault("max_new_tokens", NANO_MAX_NEW_TOKENS)
+        kwargs.setdefault("lookup", NANO_LOOKUP)
         policy = cls.load(str(gguf_path), four_bit=four_bit, adapter=adapter, chat_template=BASE_CHAT_TEMPLATE,
                           base_warning=base_warning, **kwargs)
         # The nano adapter is trained on the compact conversation; its small context needs it anyway.
@@ -454,6 +462,11 @@ class LocalPolicy(PolicyBase):
             grammar_proc = self.grammar().processor(rules, rows=1, prompt_len=len(inputs.ids), drafts=self.lookup)
             # Every free-text part of the grammar is capped, so a turn this long always closes.
             max_new = max(max_new, max_turn_tokens(rules))
+        if self.lookup > 0:
+            # transformers' assisted generation mis-reads a cache that already holds the conversation
+            # (2026-12-07, 5.25: the second turn of "A small airplane." repeated the first, word for
+            # word, only with both on), so a drafting turn starts from an empty cache.
+            self._kv = None
         cache, reused = self._reusable_cache(inputs)
         streamer = _CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.live_stats = streamer.stats  # read by a UI while the turn streams (tokens, tokens per second)

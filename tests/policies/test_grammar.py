@@ -560,8 +560,30 @@ def test_prompt_lookup_drafts_from_the_conversation_and_writes_the_same_turn_und
         assert policy.last_grammar_error is None
         turns[lookup] = (text, policy.last_stats["new_tokens"], len(calls))
     (plain, tokens, passes), (drafted, drafted_tokens, drafted_passes) = turns[0], turns[6]
-    assert drafted == plain and drafted_tokens == tokens
+    # The turn is the same; a draft accepted in one pass may run a token or two past its closing tag.
+    assert drafted == plain and tokens <= drafted_tokens <= tokens + 6
     assert parse_turn(plain).kind == "answer"
     # The JSON the grammar forces ('", "reference_images": [') was said before: drafts were accepted,
     # so fewer forward passes wrote the same tokens.
     assert drafted_passes < passes, (passes, drafted_passes)
+
+
+@pytest.mark.timeout(900)
+def test_prompt_lookup_keeps_to_the_conversation_across_turns(tiny_gemma_path):  # noqa: F811
+    """With the conversation's cache kept from one turn to the next, transformers' assisted
+    generation read it wrong: the shipped adapter's second turn repeated its first word for word.
+    A drafting turn starts from an empty cache, so turn two is what plain decoding writes."""
+    from genevolve.policies import make_policy
+
+    tool_reply = {"role": "user", "content": "<tool_response>\nA red fox on a snowy hill: nothing found.\n</tool_response>"}
+    written = {}
+    for lookup in (0, 6):
+        policy = make_policy(f"hf:{tiny_gemma_path}?lookup={lookup}", dtype=torch.float32)
+        messages = list(CORRECTED)
+        turns = []
+        for _ in range(2):
+            policy.prepare_turn(turn_rules(None, []))
+            turns.append("".join(policy.stream(messages)))
+            messages = [*messages, {"role": "assistant", "content": turns[-1]}, tool_reply]
+        written[lookup] = turns
+    assert written[6] == written[0]
