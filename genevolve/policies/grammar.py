@@ -337,7 +337,7 @@ class GrammarProcessor:
         """Bring the row's matcher (``self.matchers[row]``) to ``tokens``, the row's completion so
         far; False when a token on the way is one the grammar refuses (only a drafted one can be)."""
         path = self._path[row]
-        same = 0
+        same = len(path) if tokens[:len(path)] == path else 0  # the usual step: one token more
         while same < min(len(path), len(tokens)) and path[same] == tokens[same]:
             same += 1
         if same < len(path):  # a draft was cut short: go on from the copy at the parting point
