@@ -32,7 +32,7 @@ REQUESTS = [
 
 def xgrammar_ebnf(rules) -> str:
     """The turn grammar in xgrammar's EBNF (same structure; no complement, character caps only)."""
-    from genevolve.policies.grammar import _id_number
+    from genevolve.program import id_number
 
     def lit(s: str) -> str:
         return json.dumps(s, ensure_ascii=False)
@@ -54,7 +54,7 @@ def xgrammar_ebnf(rules) -> str:
             body = '"{\\"skill_name\\": " (' + " | ".join(lit(json.dumps(s)) for s in rules.skills) + ') "}"'
         lines.append(f"call{i} ::= {head} {body} {lit('}</tool_call>')}")
         actions.append(f"call{i}")
-    ids = sorted(dict.fromkeys(rules.image_ids), key=_id_number)
+    ids = sorted(dict.fromkeys(rules.image_ids), key=id_number)
     k = min(rules.max_references, len(ids))
     refs = ['"[]"']
     for a in range(len(ids) if k else 0):

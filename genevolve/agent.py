@@ -48,6 +48,7 @@ from genevolve.program import (
     ProgramError,
     Reference,
     derive_constraints,
+    id_number,
     quoted_strings,
     repair_program,
     repeated_sentences,
@@ -442,7 +443,7 @@ class Agent:
         if not add:
             return program
         refs = sorted([*program.reference_images, *(Reference(img_id=i, note="the user's own image") for i in add)],
-                      key=lambda r: int("".join(ch for ch in r.img_id if ch.isdigit()) or 0))
+                      key=lambda r: id_number(r.img_id))
         run.traj.warnings.append("program repaired: bound the user's picture " + ", ".join(add)
                                  + " that the request's own words cite")
         return program.model_copy(update={"reference_images": refs})

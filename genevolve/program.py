@@ -170,7 +170,7 @@ def validate_program(program: Program, known_ids: set[str] | None = None,
                 issues.append(ProgramIssue(code="unknown_id", message=f"{img_id} was never returned by a tool"))
     if len(set(ids)) != len(ids):
         issues.append(ProgramIssue(code="duplicate_id", message="a reference image is listed twice"))
-    if ids != sorted(ids, key=_id_number):
+    if ids != sorted(ids, key=id_number):
         issues.append(ProgramIssue(code="unsorted", message="reference_images must be sorted by img_id"))
     if len(ids) > max_references:
         issues.append(ProgramIssue(code="too_many", message=f"at most {max_references} reference images are allowed, got {len(ids)}"))
@@ -212,7 +212,7 @@ def repair_program(program: Program, known_ids: set[str] | None, max_references:
             continue
         seen.add(ref.img_id)
         refs.append(ref)
-    refs.sort(key=lambda r: _id_number(r.img_id))
+    refs.sort(key=lambda r: id_number(r.img_id))
     if len(refs) > max_references:
         notes.append(f"kept the first {max_references} of {len(refs)} references")
         refs = refs[:max_references]
@@ -293,7 +293,8 @@ def scrub_program(program: Program, request: str) -> tuple[Program, list[str]]:
             [f"removed from the program (URLs, file paths and template tokens are never drawn): {shown}"])
 
 
-def _id_number(img_id: str) -> tuple[int, str]:
+def id_number(img_id: str) -> tuple[int, str]:
+    """The sort key of an ``IMG_###`` id: its number (ids without one last), then the id."""
     m = re.search(r"(\d+)$", img_id)
     return (int(m.group(1)) if m else 10**9, img_id)
 

@@ -31,7 +31,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from genevolve.program import ORDINALS
+from genevolve.program import ORDINALS, id_number
 
 # Token caps of the free-text parts. A nano tool call is ~60 tokens and an answer ~220 (measured on
 # the SFT data); the caps leave room and still bound the turn. A cap is a token count on the text
@@ -191,7 +191,7 @@ def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> 
 
     ids = list(dict.fromkeys(rules.image_ids))
     k = min(rules.max_references, len(ids))
-    ordered = sorted(ids, key=_id_number)
+    ordered = sorted(ids, key=id_number)
     # The lists of m references: distinct shown ids, sorted, for m up to k.
     by_length = {m: ['"[" ' + ' ", " '.join(f"ref_{a}" for a in pick) + ' "]"' if pick else '"[]"'
                      for pick in itertools.combinations(range(len(ordered)), m)] for m in range(k + 1)}
@@ -217,11 +217,6 @@ def turn_grammar(rules: TurnRules, token_tags: frozenset[str] = frozenset()) -> 
         for name, text in ((f"tag_{tag}", f"<{tag}>"), (f"tag_{tag}_end", f"</{tag}>")):
             lines.append(f"{name}: {_lit(text)}" + (f" | {text}" if text in token_tags else ""))
     return "\n".join(lines) + "\n"
-
-
-def _id_number(img_id: str) -> tuple[int, str]:
-    digits = "".join(ch for ch in img_id if ch.isdigit())
-    return (int(digits) if digits else 10**9, img_id)
 
 
 class GrammarError(RuntimeError):

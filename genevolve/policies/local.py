@@ -463,11 +463,6 @@ class LocalPolicy(PolicyBase):
             grammar_proc = self.grammar().processor(rules, rows=1, prompt_len=len(inputs.ids), drafts=self.lookup)
             # Every free-text part of the grammar is capped, so a turn this long always closes.
             max_new = max(max_new, max_turn_tokens(rules))
-        if self.lookup > 0:
-            # transformers' assisted generation mis-reads a cache that already holds the conversation
-            # (2026-12-07, 5.25: the second turn of "A small airplane." repeated the first, word for
-            # word, only with both on), so a drafting turn starts from an empty cache.
-            self._kv = None
         cache, reused = self._reusable_cache(inputs)
         streamer = _CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.live_stats = streamer.stats  # read by a UI while the turn streams (tokens, tokens per second)
@@ -506,7 +501,7 @@ class LocalPolicy(PolicyBase):
         if "error" in result:
             raise PolicyError(f"generation failed: {type(result['error']).__name__}: {result['error']}")
         out = result["out"]
-        if self.kv_reuse:
+        if self._keeps_cache:
             cache_len = out["cache"].get_seq_length()
             self._kv = _KVState(cache=out["cache"], ids=out["sequences"][0].tolist()[:cache_len])
         self.last_stats = {"prompt_tokens": len(inputs.ids), "reused_tokens": reused,
@@ -551,13 +546,20 @@ class LocalPolicy(PolicyBase):
     def reset_cache(self) -> None:
         self._kv = None
 
+    @property
+    def _keeps_cache(self) -> bool:
+        """Whether a turn's cache is kept for the next. Not when drafting: transformers' assisted
+        generation mis-reads a cache that already holds the conversation (2026-12-07, 5.25: the
+        second turn of "A small airplane." repeated the first, word for word, only with both on)."""
+        return self.kv_reuse and not self.lookup
+
     def _reusable_cache(self, inputs: _Inputs):
         """The previous call's cache cropped to the common prefix, or a fresh one. Returns (cache, reused)."""
         from transformers import DynamicCache
 
         kv = self._kv
         self._kv = None  # the cache is consumed by this call either way
-        if not self.kv_reuse or kv is None:
+        if not self._keeps_cache or kv is None:
             return DynamicCache(), 0
         common = 0
         for a, b in zip(kv.ids, inputs.ids):
