@@ -65,7 +65,8 @@ class LocalOptions(SamplingOptions):
                                 "always): the rule picks which, the model whether. Needs grammar=1.")
     lookup: int | None = param(None, "Prompt-lookup decoding: draft up to this many tokens from an earlier stretch "
                                "of the conversation that the last tokens repeat (a program restates the request), "
-                               "checked in one forward pass; each turn then prefills the whole conversation. 0: off. "
+                               "checked in one forward pass (text models keep the conversation's cache across turns; an "
+                               "image-text model's drafting turn prefills it again). 0: off. "
                                "Default: 8 for nano, 0 for hf:.")
 
 
@@ -126,7 +127,7 @@ class LocalPolicy(PolicyBase):
         self.constrained = constrained
         self.verdict_binds = verdict_binds  # grammar.held_to_verdicts on every turn's rules
         self.bind_matching = bind_matching  # grammar.held_to_matches on every turn's rules
-        self.lookup = lookup  # prompt_lookup_num_tokens of transformers' assisted generation; 0: off
+        self.lookup = lookup  # longest prompt-lookup draft (genevolve.policies.drafting); 0: off
         self._grammar = None
         self._turn_rules = None
         self.last_grammar_error: str | None = None
@@ -547,11 +548,17 @@ class LocalPolicy(PolicyBase):
         self._kv = None
 
     @property
+    def _drafts_on_kept_cache(self) -> bool:
+        """Prompt lookup through our own loop (``drafting.generate_with_lookup``): text models only."""
+        return self.lookup > 0 and not self.is_image_text
+
+    @property
     def _keeps_cache(self) -> bool:
-        """Whether a turn's cache is kept for the next. Not when drafting: transformers' assisted
-        generation mis-reads a cache that already holds the conversation (2026-12-07, 5.25: the
-        second turn of "A small airplane." repeated the first, word for word, only with both on)."""
-        return self.kv_reuse and not self.lookup
+        """Whether a turn's cache is kept for the next. Not when an image-text model drafts:
+        transformers' assisted generation mis-reads a cache that already holds the conversation
+        (5.25: its first step feeds the whole prompt again; the second turn of "A small airplane."
+        repeated the first, word for word)."""
+        return self.kv_reuse and (not self.lookup or self._drafts_on_kept_cache)
 
     def _reusable_cache(self, inputs: _Inputs):
         """The previous call's cache cropped to the common prefix, or a fresh one. Returns (cache, reused)."""
@@ -616,19 +623,27 @@ class LocalPolicy(PolicyBase):
         # a closing tag that arrived inside one.
         stop = _TurnEndCriteria(self.tokenizer, prompt_len=ids.shape[1], cancel=cancel, eos_ids=self._eos_ids(),
                                 window=12 + self.lookup)
-        sampling = temperature > 0
-        gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,
-                      stopping_criteria=StoppingCriteriaList([stop]), return_dict_in_generate=True,
-                      output_logits=True, pad_token_id=self.tokenizer.pad_token_id, cache=cache)
-        if self.lookup > 0 and ids.shape[0] == 1:
-            # Drafts from the conversation itself (no second model): checked against this model's
-            # own choices, position by position, after the grammar and LoopStop.
-            gen_kw.update(prompt_lookup_num_tokens=self.lookup, max_matching_ngram_size=3)
         processors = [processor] if processor is not None else []
         if stop_loops:  # after the grammar: it closes the gen_prompt only where the grammar allows
             from genevolve.policies.loop_stop import LoopStop
 
             processors.append(LoopStop(self.tokenizer, prompt_len=ids.shape[1]))
+        if self._drafts_on_kept_cache:
+            from genevolve.policies.drafting import generate_with_lookup
+
+            out = generate_with_lookup(self.model, ids, cache,
+                                       draft_tokens=self.lookup, max_new_tokens=max_new_tokens,
+                                       processors=LogitsProcessorList(processors), stopping=stop, streamer=streamer,
+                                       temperature=temperature, top_p=top_p, eos_ids=self._eos_ids())
+            return {**out, "stopped": stop.stopped}
+        sampling = temperature > 0
+        gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,
+                      stopping_criteria=StoppingCriteriaList([stop]), return_dict_in_generate=True,
+                      output_logits=True, pad_token_id=self.tokenizer.pad_token_id, cache=cache)
+        if self.lookup > 0 and ids.shape[0] == 1:
+            # An image-text model drafts through transformers' assisted generation (its first step
+            # needs the pixels), from an empty cache: see _keeps_cache.
+            gen_kw.update(prompt_lookup_num_tokens=self.lookup, max_matching_ngram_size=3)
         if processors:  # raw logits (output_logits) are recorded before any processor
             gen_kw["logits_processor"] = LogitsProcessorList(processors)
         if sampling:

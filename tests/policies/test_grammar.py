@@ -570,9 +570,10 @@ def test_prompt_lookup_drafts_from_the_conversation_and_writes_the_same_turn_und
 
 @pytest.mark.timeout(900)
 def test_prompt_lookup_keeps_to_the_conversation_across_turns(tiny_gemma_path):  # noqa: F811
-    """With the conversation's cache kept from one turn to the next, transformers' assisted
-    generation read it wrong: the shipped adapter's second turn repeated its first word for word.
-    A drafting turn starts from an empty cache, so turn two is what plain decoding writes."""
+    """A drafting turn keeps the conversation's cache for the next and feeds the model only what
+    the cache lacks. (transformers' assisted generation fed the whole prompt to a cache that held it
+    already: the shipped adapter's second turn repeated its first word for word.) Turn two is what
+    plain decoding writes, from the kept cache."""
     from genevolve.policies import make_policy
 
     tool_reply = {"role": "user", "content": "<tool_response>\nA red fox on a snowy hill: nothing found.\n</tool_response>"}
@@ -586,4 +587,19 @@ def test_prompt_lookup_keeps_to_the_conversation_across_turns(tiny_gemma_path): 
             turns.append("".join(policy.stream(messages)))
             messages = [*messages, {"role": "assistant", "content": turns[-1]}, tool_reply]
         written[lookup] = turns
+        # The second turn started from the first's cache: all of the first turn's prompt was kept.
+        assert policy.last_stats["reused_tokens"] >= len(policy.encode(CORRECTED)), lookup
     assert written[6] == written[0]
+
+
+def test_a_draft_is_what_followed_the_latest_ngram_where_it_was_first_said():
+    from genevolve.policies.drafting import lookup_draft
+
+    seq = torch.tensor([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 5, 6, 7])
+    # the trigram 5 6 7 was first followed by 8 9 1 ...
+    assert lookup_draft(seq, 3, 3).tolist() == [8, 9, 1]
+    assert lookup_draft(seq, 3, 100).tolist() == [8, 9, 1, 5, 6, 7, 2, 5, 6, 7]
+    # shorter n-grams when the longer one was never said before: "4" is new, so nothing; "1" was
+    assert lookup_draft(torch.tensor([1, 2, 3, 4]), 3, 2).tolist() == []
+    assert lookup_draft(torch.tensor([1, 2, 3, 9, 3]), 3, 2).tolist() == [9, 3]
+    assert lookup_draft(torch.tensor([7]), 3, 4).tolist() == []
