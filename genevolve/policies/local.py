@@ -45,6 +45,8 @@ NANO_MAX_NEW_TOKENS = 384
 # Prompt-lookup drafts for nano: a program restates the request, so stretches of it are in the
 # context already. benchmarks/nano_request.py --lookup 8: 84 -> 67 ms per generated token; on the 36
 # public requests its programs held (35 of 36 clean and not a copy, against 34 without; 26 identical).
+# On the kept cache (genevolve.policies.drafting) the public median fell again, 30.4 -> 24.1 s.
+# Drafts of 4 and 16 tokens were slower per token (docs/benchmarks.md, drafting on the kept cache).
 NANO_LOOKUP = 8
 
 
