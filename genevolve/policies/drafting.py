@@ -8,7 +8,10 @@ sequence, the tokens that followed there are proposed, and one forward pass chec
 transformers' own assisted generation does this too, but (5.25) its first step feeds the whole
 prompt to the model even when the cache already holds most of it, so the conversation's cache
 could not be kept across turns and every drafting turn prefilled the conversation again (about
-1 s of a 900-token prompt on two cores). This loop feeds only what the cache lacks.
+1 s of a 900-token prompt on two cores). This loop feeds only what the cache lacks. transformers
+also runs the logits processors on every drafted position, even after the draft has parted from
+the model's choice: the turn grammar was shown text the turn never held, and its lexer ran out of
+room on 4 of 36 public requests. This loop stops at the first drafted token not chosen.
 
 Each position's logits go through the same logits processors, in the same order and with the same
 prefix, as transformers would call them (the turn grammar follows drafted tokens; LoopStop), then

@@ -592,6 +592,40 @@ def test_prompt_lookup_keeps_to_the_conversation_across_turns(tiny_gemma_path): 
     assert written[6] == written[0]
 
 
+@pytest.mark.timeout(900)
+def test_drafting_shows_the_logits_processors_only_prefixes_of_what_it_keeps(tiny_gemma_path):  # noqa: F811
+    """transformers' assisted generation asks the processors for every drafted position, also
+    after the draft has parted from the model's choice: the turn grammar then explored text the
+    turn never held, and its lexer ran out of room ("too many expressions constructed") on 4 of
+    the 36 public requests, which then went on unconstrained. Our loop stops at the first drafted
+    token the model does not choose, so the grammar sees what plain decoding shows it."""
+    from transformers import AutoModelForCausalLM, DynamicCache, LogitsProcessorList
+
+    from genevolve.policies.drafting import generate_with_lookup
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_path, dtype=torch.float32).eval()
+    seen: list[list[int]] = []
+
+    def record(input_ids, scores):
+        seen.append(input_ids[0].tolist())
+        return scores
+
+    fed: list[int] = []
+    model.register_forward_pre_hook(lambda _m, _a, kw: fed.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12] * 4 + [5, 6, 7]])
+    with torch.no_grad():
+        out = generate_with_lookup(model, ids, DynamicCache(), draft_tokens=6, max_new_tokens=24,
+                                   processors=LogitsProcessorList([record]))
+    final = out["sequences"][0].tolist()
+    new = len(final) - ids.shape[1]
+    assert new == 24 and len(out["logits"]) == new
+    assert all(final[: len(prefix)] == prefix for prefix in seen)
+    # Drafts were tried and some of their tokens thrown away: more tokens were fed than kept.
+    assert max(fed[1:]) > 1 and sum(fed) > ids.shape[1] + new - 1
+    # The cache holds every token but the last one, ready for the next turn.
+    assert out["cache"].get_seq_length() == len(final) - 1
+
+
 def test_a_draft_is_what_followed_the_latest_ngram_where_it_was_first_said():
     from genevolve.policies.drafting import lookup_draft
 
