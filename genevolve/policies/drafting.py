@@ -31,9 +31,9 @@ def lookup_draft(seq, max_ngram: int, length: int):
     for n in range(min(max_ngram, total - 1), 0, -1):
         windows = seq[: total - 1].unfold(0, n, 1)  # every n-gram that has a token after it
         hits = (windows == seq[total - n:]).all(dim=1).nonzero().flatten()
-        for start in (hits + n).tolist():
-            if start < total:
-                return seq[start: min(start + length, total)]
+        if hits.numel():
+            start = int(hits[0]) + n
+            return seq[start: start + length]
     return seq[:0]
 
 
