@@ -48,6 +48,9 @@ NANO_MAX_NEW_TOKENS = 384
 # On the kept cache (genevolve.policies.drafting) the public median fell again, 30.4 -> 24.1 s.
 # Drafts of 4 and 16 tokens were slower per token (docs/benchmarks.md, drafting on the kept cache).
 NANO_LOOKUP = 8
+# Drafts from the turns written before as well (drafting.DraftMemory): about an hour of a busy
+# studio's nano turns, searched through a dict in microseconds.
+DRAFT_MEMORY_TOKENS = 16384
 
 
 @dataclass
@@ -58,7 +61,8 @@ class LocalOptions(SamplingOptions):
     adapter: str | None = param(None, "A LoRA adapter folder (nano: none runs the untuned base).")
     gguf: str | None = param(None, "The GGUF file inside the model folder to convert and load.")
     grammar: bool = param(True, "Generate each turn under the protocol grammar (llguidance): every turn parses.")
-    pack: bool = param(True, "On CPU, pack the bf16 weights once for oneDNN: faster decoding, the same tokens, more memory.")
+    pack: bool = param(True, "On CPU, pack the bf16 weights once for oneDNN and run the LoRA adapter without peft's "
+                             "dispatch: faster decoding, the same tokens, more memory.")
     verdict_binds: bool = param(False, "An answer binds a searched picture only after the model's own turn said "
                                 "'IMG_### shows …, so I bind it.' (the user's pictures always): for adapters "
                                 "trained on planner?verdicts=1 data. Needs grammar=1.")
@@ -70,6 +74,9 @@ class LocalOptions(SamplingOptions):
                                "checked in one forward pass (text models keep the conversation's cache across turns; an "
                                "image-text model's drafting turn prefills it again). 0: off. "
                                "Default: 8 for nano, 0 for hf:.")
+    memory: int | None = param(None, "Drafting on the kept cache also drafts from the turns this policy wrote "
+                               "before, in any conversation, up to this many tokens of them (its thinking's closing "
+                               "line, the sentences a skill taught it). 0: the conversation only. Default: 16384.")
 
 
 def nano_base_warning(adapter: str | None = None) -> str | None:
@@ -113,7 +120,8 @@ class LocalPolicy(PolicyBase):
     def __init__(self, model, tokenizer, processor=None, *, name: str = "local", max_new_tokens: int = 1024,
                  temperature: float = 0.0, top_p: float = 1.0, kv_reuse: bool = True,
                  chat_template: str | None = None, base_warning: str | None = None, constrained: bool = True,
-                 verdict_binds: bool = False, bind_matching: bool = False, lookup: int = 0):
+                 verdict_binds: bool = False, bind_matching: bool = False, lookup: int = 0,
+                 draft_memory: int = DRAFT_MEMORY_TOKENS):
         self.model = model
         self.tokenizer = tokenizer
         self.processor = processor
@@ -130,6 +138,11 @@ class LocalPolicy(PolicyBase):
         self.verdict_binds = verdict_binds  # grammar.held_to_verdicts on every turn's rules
         self.bind_matching = bind_matching  # grammar.held_to_matches on every turn's rules
         self.lookup = lookup  # longest prompt-lookup draft (genevolve.policies.drafting); 0: off
+        self.draft_memory = None  # the turns written before, for drafts (drafting.DraftMemory); None: off
+        if draft_memory > 0:
+            from genevolve.policies.drafting import DraftMemory
+
+            self.draft_memory = DraftMemory(max_tokens=draft_memory)
         self._grammar = None
         self._turn_rules = None
         self.last_grammar_error: str | None = None
@@ -165,6 +178,11 @@ class LocalPolicy(PolicyBase):
             if opts.lookup < 0:
                 raise PolicyError(f"lookup={opts.lookup}: give the most tokens a draft may hold (0 turns drafting off)")
             kwargs.setdefault("lookup", opts.lookup)
+        if opts.memory is not None:
+            if opts.memory < 0:
+                raise PolicyError(f"memory={opts.memory}: give how many tokens of earlier turns drafts may come from "
+                                  "(0: the conversation only)")
+            kwargs.setdefault("draft_memory", opts.memory)
         if spec.kind == "nano":
             policy = cls.nano(four_bit=opts.four_bit, adapter=opts.adapter, **kwargs)
         elif not spec.target:
@@ -258,9 +276,10 @@ class LocalPolicy(PolicyBase):
         model.eval()
         if pack and not four_bit and device == "cpu":
             # Inference only (GRPO builds LocalPolicy around its training model, not through here).
-            from genevolve.policies.cpu_speed import pack_linears
+            from genevolve.policies.cpu_speed import lean_lora, pack_linears
 
             pack_linears(model)
+            lean_lora(model)
         if chat_template is None and not getattr(tokenizer, "chat_template", None):
             chat_template = BASE_CHAT_TEMPLATE
         if tokenizer.pad_token_id is None:
@@ -509,6 +528,8 @@ class LocalPolicy(PolicyBase):
             self._kv = _KVState(cache=out["cache"], ids=out["sequences"][0].tolist()[:cache_len])
         self.last_stats = {"prompt_tokens": len(inputs.ids), "reused_tokens": reused,
                            "new_tokens": len(out["completion"][0]), "constrained": grammar_proc is not None}
+        if "passes" in out:  # drafting on the kept cache: forward passes the turn took
+            self.last_stats["forward_passes"] = out["passes"]
         if grammar_proc is not None:  # tokens where the model's first choice broke the grammar
             self.last_stats["grammar_interventions"] = grammar_proc.interventions
             if self.lookup > 0 and self.temperature <= 0 and out["logits"]:
@@ -636,7 +657,10 @@ class LocalPolicy(PolicyBase):
             out = generate_with_lookup(self.model, ids, cache,
                                        draft_tokens=self.lookup, max_new_tokens=max_new_tokens,
                                        processors=LogitsProcessorList(processors), stopping=stop, streamer=streamer,
-                                       temperature=temperature, top_p=top_p, eos_ids=self._eos_ids())
+                                       temperature=temperature, top_p=top_p, eos_ids=self._eos_ids(),
+                                       memory=self.draft_memory)
+            if self.draft_memory is not None:
+                self.draft_memory.add(out["completion"][0].tolist())
             return {**out, "stopped": stop.stopped}
         sampling = temperature > 0
         gen_kw = dict(do_sample=sampling, max_new_tokens=max_new_tokens, streamer=streamer,

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from genevolve.policies import make_policy  # noqa: E402
-from genevolve.policies.cpu_speed import pack_linears, packing_supported  # noqa: E402
+from genevolve.policies.cpu_speed import lean_lora, pack_linears, packing_supported  # noqa: E402
 
 needs_packing = pytest.mark.skipif(not packing_supported(), reason="this torch/CPU has no oneDNN bf16")
 
@@ -65,6 +65,38 @@ def test_hf_policy_packs_on_cpu_and_greedy_turns_are_unchanged(tiny_gemma_path, 
         b = plain.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
     assert a.shape[1] == ids.shape[1] + 40
     assert a.tolist() == b.tolist()
+
+
+def test_lean_lora_gives_peft_numbers_bit_for_bit_and_steps_aside_for_training(tiny_gemma_path):  # noqa: F811
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_gemma_path, dtype=torch.bfloat16)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=targets, init_lora_weights=False)).eval()
+    vocab = model.config.vocab_size
+    inputs = {rows: torch.randint(0, vocab, (1, rows)) for rows in (1, 9, 40)}  # a token, a draft, a prefill
+
+    def logits():
+        with torch.no_grad():
+            return {rows: model(input_ids=ids).logits for rows, ids in inputs.items()}
+
+    want = logits()
+    handle = lean_lora(model)
+    assert len(handle) == 7 * model.config.num_hidden_layers
+    got = logits()
+    for rows in inputs:
+        assert torch.equal(got[rows], want[rows]), rows
+    with model.disable_adapter(), torch.no_grad():  # peft's own switch still works
+        assert not torch.equal(model(input_ids=inputs[9]).logits, want[9])
+    loss = model(input_ids=inputs[9]).logits.float().sum()  # autograd on: peft's forward, gradients flow
+    loss.backward()
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.grad is not None for p in lora_b)
+    handle.remove()
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    assert torch.equal(logits()[9], want[9])
 
 
 def _file_backed(tensor) -> str | None:

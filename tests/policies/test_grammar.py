@@ -641,3 +641,45 @@ def test_a_draft_is_what_followed_the_latest_ngram_where_it_was_first_said():
     assert lookup_draft(torch.tensor([1, 2, 3, 4]), 3, 2).tolist() == []
     assert lookup_draft(torch.tensor([1, 2, 3, 9, 3]), 3, 2).tolist() == [9, 3]
     assert lookup_draft(torch.tensor([7]), 3, 4).tolist() == []
+
+
+def test_drafts_from_earlier_turns_win_only_when_they_match_more_and_stay_inside_their_turn():
+    from genevolve.policies.drafting import DraftMemory, lookup_draft
+
+    memory = DraftMemory(max_tokens=20, max_ngram=4)
+    memory.add([1, 2, 3, 4, 5, 6])
+    memory.add([0, 2, 3, 4, 8, 9])
+    # "4" was never said in this sequence: the memory's earliest "2 3 4" gives what followed it there
+    assert lookup_draft(torch.tensor([9, 2, 3, 4]), 3, 2, memory).tolist() == [5, 6]
+    # the conversation's own "2 3 4" (followed by 7 0) against the memory's longer "0 2 3 4"
+    seq = torch.tensor([2, 3, 4, 7, 0, 2, 3, 4])
+    assert lookup_draft(seq, 3, 2).tolist() == [7, 0]
+    assert lookup_draft(seq, 3, 2, memory).tolist() == [8, 9]
+    assert lookup_draft(torch.tensor([5, 3, 4, 7, 1, 3, 4]), 3, 2, memory).tolist() == [7, 1]  # a tie: the conversation
+    # a draft stops at the end of the turn it came from; the last token of a turn starts nothing
+    assert memory.draft([4, 5], 8) == [6] and memory.draft([9], 8) == []
+    memory.add(list(range(30, 40)))  # past 20 tokens: the older half goes
+    assert len(memory) == 16 and memory.draft([2, 3], 8) == [4, 8, 9] and memory.draft([31], 2) == [32, 33]
+
+
+@pytest.mark.timeout(900)
+def test_a_policy_drafts_a_new_conversation_from_what_it_wrote_before(tiny_gemma_path):  # noqa: F811
+    """The same turn written a second time, in a new conversation, by a policy that remembers its
+    turns takes fewer forward passes than by one drafting from the conversation alone; greedy,
+    the text is the same."""
+    from genevolve.policies import make_policy
+
+    messages = [{"role": "system", "content": "Write the program."},
+                {"role": "user", "content": "A lighthouse on a cliff at night, three gulls above it."}]
+    other = [{"role": "system", "content": "Write the program."}, {"role": "user", "content": "A blue bicycle."}]
+    written = {}
+    for memory in (0, 4096):
+        policy = make_policy(f"hf:{tiny_gemma_path}?lookup=6&memory={memory}", dtype=torch.float32)
+        turns = []
+        for conversation in (messages, other, messages):  # another conversation between: no cache to reuse
+            policy.prepare_turn(turn_rules(None, [], answer_only=True))
+            turns.append(("".join(policy.stream(conversation)), policy.last_stats["forward_passes"]))
+        written[memory] = turns
+    assert [t for t, _ in written[4096]] == [t for t, _ in written[0]]
+    assert written[4096][0] == written[0][0]  # nothing remembered yet
+    assert written[4096][2][1] < written[0][2][1], written
