@@ -46,10 +46,11 @@ NANO_MAX_NEW_TOKENS = 384
 # context already. benchmarks/nano_request.py --lookup 8: 84 -> 67 ms per generated token; on the 36
 # public requests its programs held (35 of 36 clean and not a copy, against 34 without; 26 identical).
 # On the kept cache (genevolve.policies.drafting) the public median fell again, 30.4 -> 24.1 s.
-# Drafts of 4 and 16 tokens were slower per token (docs/benchmarks.md, drafting on the kept cache).
-NANO_LOOKUP = 8
-# Drafts from the turns written before as well (drafting.DraftMemory): about an hour of a busy
-# studio's nano turns, searched through a dict in microseconds.
+# With drafts from the turns written before too (drafting.DraftMemory) more of each draft holds:
+# 24.1 s -> 11.7 s with 8 tokens, 10.8 s with 12 (13 rows: still the packed product, cpu_speed).
+# Conversation-only drafts of 4 and 16 tokens were slower per token (docs/benchmarks.md).
+NANO_LOOKUP = 12
+# About an hour of a busy studio's nano turns, searched through a dict in microseconds.
 DRAFT_MEMORY_TOKENS = 16384
 
 
@@ -73,7 +74,7 @@ class LocalOptions(SamplingOptions):
                                "of the conversation that the last tokens repeat (a program restates the request), "
                                "checked in one forward pass (text models keep the conversation's cache across turns; an "
                                "image-text model's drafting turn prefills it again). 0: off. "
-                               "Default: 8 for nano, 0 for hf:.")
+                               "Default: 12 for nano, 0 for hf:.")
     memory: int | None = param(None, "Drafting on the kept cache also drafts from the turns this policy wrote "
                                "before, in any conversation, up to this many tokens of them (its thinking's closing "
                                "line, the sentences a skill taught it). 0: the conversation only. Default: 16384.")
