@@ -13,6 +13,10 @@ also runs the logits processors on every drafted position, even after the draft 
 the model's choice: the turn grammar was shown text the turn never held, and its lexer ran out of
 room on 4 of 36 public requests. This loop stops at the first drafted token not chosen.
 
+A turn also repeats what the policy wrote in earlier conversations (its thinking's closing line, the
+guidance a skill taught it): ``DraftMemory`` keeps those turns, and a longer match there wins. On
+the 36 public requests this took a forward pass from 2.1 kept tokens to 5.9 (12-token drafts).
+
 Each position's logits go through the same logits processors, in the same order and with the same
 prefix, as transformers would call them (the turn grammar follows drafted tokens; LoopStop), then
 greedy (or sampled) choices are compared with the draft: the matching prefix and one token more
