@@ -683,3 +683,5 @@ def test_a_policy_drafts_a_new_conversation_from_what_it_wrote_before(tiny_gemma
     assert [t for t, _ in written[4096]] == [t for t, _ in written[0]]
     assert written[4096][0] == written[0][0]  # nothing remembered yet
     assert written[4096][2][1] < written[0][2][1], written
+    with pytest.raises(PolicyError, match=r"memory=-1: give how many tokens of earlier turns.*\(0: the conversation only\)"):
+        make_policy(f"hf:{tiny_gemma_path}?memory=-1", dtype=torch.float32)
