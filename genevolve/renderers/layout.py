@@ -4,7 +4,8 @@ It is the default backend (offline, CI, designers' drafts). The program decides 
 reference images are placed by the spatial hints in the notes and prompt (background, left,
 right, top, bottom) and cover-cropped around their detail; the text constraints are set exactly
 as written with a title / subtitle / body hierarchy; colours come from the prompt's colour words
-or from the references; a seeded motif fills posters that have no photo. Text always fits its
+or from the references (a colour a drawn subject carries, "a red bicycle", is drawn on that subject,
+not on the surface); a seeded motif fills posters that have no photo. Text always fits its
 box (it shrinks, then wraps) and always sits on a surface with enough contrast.
 """
 
@@ -17,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps, ImageStat
 
 from genevolve.program import ORDINALS, Program
 from genevolve.renderers.base import Progress, Renderer, as_program, check_size, default_size, load_references
-from genevolve.renderers.stage import draw_scene, read_scene, text_placement
+from genevolve.renderers.stage import draw_scene, read_scene, subject_colours, text_placement
 from genevolve.renderers.typeset import (
     Style, assign_roles, contrast_ratio, detail_map, draw_lines, fit_block, luminance, mix, readable_on,
 )
@@ -107,11 +108,14 @@ def placement_hints(program: Program) -> list[str | None]:
 
 # ---------------------------------------------------------------- palette
 
-def prompt_colors(text: str) -> list[tuple[int, int, int]]:
-    """Colour words in order of appearance, then mood palettes if no colour was named."""
+def prompt_colors(text: str, leave_out: set[str] = frozenset()) -> list[tuple[int, int, int]]:
+    """Colour words in order of appearance (but those in ``leave_out``), then mood palettes if no
+    colour is left."""
     low = text.lower()
     found: list[tuple[int, tuple]] = []
     for word, rgb in COLOR_WORDS.items():
+        if word in leave_out:
+            continue
         for m in re.finditer(rf"\b{word}\b", low):
             found.append((m.start(), rgb))
     colors = [rgb for _, rgb in sorted(found)]
@@ -141,9 +145,10 @@ def _saturation(c) -> float:
     return 0.0 if mx == 0 else (mx - mn) / mx
 
 
-def build_palette(program: Program, refs: list[Image.Image]) -> dict:
-    """bg, bg2 (gradient partner), accent, ink (text), ink2 (secondary text)."""
-    words = prompt_colors(program.gen_prompt)
+def build_palette(program: Program, refs: list[Image.Image], subject_colours: set[str] = frozenset()) -> dict:
+    """bg, bg2 (gradient partner), accent, ink (text), ink2 (secondary text). ``subject_colours``
+    are drawn on the subjects that carry them ("a red bicycle"), so they do not colour the surface."""
+    words = prompt_colors(program.gen_prompt, leave_out=subject_colours)
     ref_cols = image_colors(refs[0]) if refs else []
     cols = words + ref_cols or list(DEFAULT_PALETTE)
     # The surface: the first named colour, else the reference's darkest strong colour.
@@ -273,11 +278,11 @@ class LayoutRenderer(Renderer):
         refs = load_references(program)
         W, H = check_size(size) if size else default_size(program, [r.size for r in refs])
         rng = random.Random(f"{seed}|{program.gen_prompt}")
-        pal = build_palette(program, refs)
+        scene, relations = read_scene(program)
+        pal = build_palette(program, refs, subject_colours(scene))
         styles = typefaces(program.gen_prompt)
         texts = program.text_constraints()
         items = assign_roles(texts)
-        scene, relations = read_scene(program)
         bound = {it.reference for it in scene if it.reference is not None}
         # References that show a subject are drawn as that subject; the others shape the layout.
         hints = placement_hints(program)

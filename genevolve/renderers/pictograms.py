@@ -128,6 +128,19 @@ def draw_pictogram(char: str, side: int) -> Image.Image | None:
     return canvas
 
 
+def tinted(pic: Image.Image, rgb: tuple[int, int, int]) -> Image.Image:
+    """The pictogram in one colour, its shading kept: an emoji bicycle is blue whatever the request
+    said, and a comp of "a red bicycle" must show a red one."""
+    from PIL import ImageOps
+
+    shade = pic.convert("L")
+    dark = tuple(round(c * 0.3) for c in rgb)
+    light = tuple(round(c + (255 - c) * 0.6) for c in rgb)
+    out = ImageOps.colorize(shade, black=dark, white=light, mid=rgb).convert("RGBA")
+    out.putalpha(pic.getchannel("A"))
+    return out
+
+
 @lru_cache(maxsize=256)
 def _glyph(char: str) -> Image.Image | None:
     font = _font()

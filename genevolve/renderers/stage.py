@@ -34,6 +34,7 @@ class SceneItem:
     reference: int | None = None  # index into the program's references
     pictogram: tuple[str, str] | None = None  # (character, Unicode name)
     contents: list["SceneItem"] = field(default_factory=list)
+    colour: str | None = None  # the colour word the gen_prompt gives it ("a red bicycle")
 
     @property
     def copies(self) -> int:
@@ -63,11 +64,32 @@ def read_scene(program: Program) -> tuple[list[SceneItem], list[Constraint]]:
     items = [SceneItem(c.subject, _as_written(c.subject, prompt), c.count, c.arrangement, c.object)
              for c in subjects if stated(c.subject, prompt) and not (lettered and is_text_carrier(c.subject))]
     _bind_references(items, program)
+    _give_colours(items, prompt)
     relations = [_by_what_it_shows(r, items) for r in relations]
     names = [i.name for i in items]
     relations = [r for r in relations if any(same_subject(r.subject or "", n) for n in names)
                  and any(same_subject(r.object or "", n) for n in names)]
     return items, relations
+
+
+def _give_colours(items: list[SceneItem], prompt: str) -> None:
+    """Each drawn subject's own colour word ("a red bicycle leaning on a blue door"), so the comp
+    shows the binding the request asks for instead of painting the surface red."""
+    from genevolve.english import COLOURS, attribute_pairs
+    from genevolve.subjects import strip_quoted
+
+    for colour, noun in attribute_pairs(strip_quoted(prompt)):
+        if colour not in COLOURS:
+            continue
+        it = next((it for it in items if it.colour is None and it.reference is None and same_subject(noun, it.name)),
+                  None)
+        if it is not None:
+            it.colour = colour
+
+
+def subject_colours(items: list[SceneItem]) -> set[str]:
+    """The colour words drawn on subjects (the surface takes its colour from the others)."""
+    return {it.colour for it in items if it.colour}
 
 
 def _by_what_it_shows(relation: Constraint, items: list[SceneItem]) -> Constraint:
@@ -308,6 +330,8 @@ def _entry(it: SceneItem, boxes: list[list[int]]) -> dict:
              "arrangement": it.arrangement, "container": it.container, "boxes": boxes}
     if it.pictogram:
         entry["pictogram"] = it.pictogram[1]
+    if it.colour:
+        entry["colour"] = it.colour
     if it.reference is not None:
         entry["reference"] = it.reference
     if it.count and it.count > MAX_COPIES:
@@ -342,6 +366,7 @@ def _draw_group(img, cell, it: SceneItem, refs, pal, label_font, scale, draw_pic
 def _tile(it: SceneItem, side: int, refs, pal, label_font, draw_pictogram) -> Image.Image:
     """One copy as an RGBA square: photo print, pictogram or placeholder panel."""
     from genevolve.renderers.layout import COLOR_WORDS, focal_fit
+    from genevolve.renderers.pictograms import tinted
     from genevolve.renderers.typeset import luminance, mix, readable_on
 
     if it.reference is not None and it.reference < len(refs):
@@ -352,12 +377,13 @@ def _tile(it: SceneItem, side: int, refs, pal, label_font, draw_pictogram) -> Im
     if it.pictogram:
         pic = draw_pictogram(it.pictogram[0], side)
         if pic is not None:
-            return pic
+            return tinted(pic, COLOR_WORDS[it.colour]) if it.colour in COLOR_WORDS else pic
         it.pictogram = None  # the glyph would not draw: the report must say "box", as drawn
     # A placeholder: an outlined panel crossed corner to corner (the layout artist's "picture goes
     # here"), tinted if the name gives a colour. No lettering: the program decides every word on the
     # image, and the report names what the panel stands for.
-    colour = next((COLOR_WORDS[w] for w in it.name.split() if w in COLOR_WORDS), None)
+    colour = COLOR_WORDS.get(it.colour or "") or next((COLOR_WORDS[w] for w in it.name.split() if w in COLOR_WORDS),
+                                                      None)
     fill = colour or _placeholder_tint(it.name, pal)
     ink = readable_on(fill)
     line = mix(fill, ink, 0.45)

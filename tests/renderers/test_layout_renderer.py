@@ -291,6 +291,38 @@ def test_farmers_market_poster_shows_the_subjects_and_the_date(renderer, tmp_pat
     assert all(b[3] <= text_top for d in drawn.values() for b in d["boxes"])
 
 
+def _drawn_hues(image, box) -> np.ndarray:
+    """Hues (PIL's 0-255 scale) of the saturated pixels in a box that are not the surface."""
+    rgb = np.asarray(image.crop(tuple(box)).convert("RGB")).reshape(-1, 3).astype(int)
+    hsv = np.asarray(image.crop(tuple(box)).convert("HSV")).reshape(-1, 3)
+    surface = np.asarray(image.getpixel((4, 4)), dtype=int)
+    glyph = (np.abs(rgb - surface).sum(axis=1) > 60) & (hsv[:, 1] > 100) & (hsv[:, 2] > 60)
+    return hsv[glyph, 0]
+
+
+def _red(hues) -> float:
+    return float(((hues < 12) | (hues >= 245)).mean()) if len(hues) else 0.0
+
+
+def test_a_subjects_colour_is_drawn_on_it_not_on_the_surface(renderer):
+    """"A red bicycle leaning on a blue door": the bicycle is red and the door blue (the emoji
+    font draws both in other colours), and red is not the surface any more."""
+    _emoji_font()
+    image, report = render_with_report(renderer, _requested("A red bicycle leaning on a blue door."), size=SQUARE)
+    drawn = _subjects(report)
+    assert (drawn["bicycle"]["colour"], drawn["door"]["colour"]) == ("red", "blue"), drawn
+    assert _red(_drawn_hues(image, drawn["bicycle"]["boxes"][0])) > 0.8
+    door = _drawn_hues(image, drawn["door"]["boxes"][0])
+    assert len(door) and float(((door >= 140) & (door < 185)).mean()) > 0.8
+    surface = image.convert("HSV").getpixel((4, 4))
+    assert not (surface[1] > 100 and _red(np.array([surface[0]]))), surface
+    # A colour that binds no drawn subject still colours the surface: "a red poster of a bicycle".
+    image, report = render_with_report(renderer, _requested("A red poster of a bicycle."), size=SQUARE)
+    assert "colour" not in _subjects(report)["bicycle"]
+    surface = image.convert("HSV").getpixel((4, 4))
+    assert surface[1] > 100 and _red(np.array([surface[0]])), surface
+
+
 def test_three_teapots_in_a_triangle(renderer):
     from genevolve.judges.structure import arrangement_holds
 
