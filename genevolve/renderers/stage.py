@@ -318,7 +318,8 @@ def draw_scene(img: Image.Image, region: tuple[int, int, int, int], items: list[
                 bw, bh = bx[2] - bx[0], bx[3] - bx[1]
                 # Contents sit in the upper half of their container, overlapping its rim.
                 sub = (bx[0] + int(bw * 0.12), bx[1] - int(bh * 0.05), bx[2] - int(bw * 0.12), bx[1] + int(bh * 0.5))
-                sub_item = SceneItem(content.name, content.label, per, None, None, content.reference, content.pictogram)
+                sub_item = SceneItem(content.name, content.label, per, None, None, content.reference, content.pictogram,
+                                     colour=content.colour)
                 cboxes += _draw_group(img, sub, sub_item, refs, pal, label_font, 1.0, draw_pictogram, tight=True)
             report.append(_entry(content, cboxes))
     return report
