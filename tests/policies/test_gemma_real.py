@@ -40,6 +40,8 @@ def _check_generates(policy: LocalPolicy):
 def test_nano_bf16_generates():
     policy = make_policy("nano")
     assert policy.name == "nano" and policy.processor is None
+    # A fresh process drafts from the teacher's turns until its own fill the memory.
+    assert len(policy.draft_memory) > 5000
     assert "<start_of_turn>model\n" in policy.render_prompt(MESSAGES)
     _check_generates(policy)
     _check_generates(make_policy("nano?lookup=0"))  # the plain decoder

@@ -683,5 +683,12 @@ def test_a_policy_drafts_a_new_conversation_from_what_it_wrote_before(tiny_gemma
     assert [t for t, _ in written[4096]] == [t for t, _ in written[0]]
     assert written[4096][0] == written[0][0]  # nothing remembered yet
     assert written[4096][2][1] < written[0][2][1], written
+    # A seeded memory (what a fresh nano process starts with) drafts the very first turn.
+    seeded = make_policy(f"hf:{tiny_gemma_path}?lookup=6", dtype=torch.float32)
+    assert seeded.seed_drafts([written[0][0][0]]) > 0
+    seeded.prepare_turn(turn_rules(None, [], answer_only=True))
+    assert "".join(seeded.stream(messages)) == written[0][0][0]
+    assert seeded.last_stats["forward_passes"] < written[0][0][1]
+    assert make_policy(f"hf:{tiny_gemma_path}?lookup=6&memory=0", dtype=torch.float32).seed_drafts(["x"]) == 0
     with pytest.raises(PolicyError, match=r"memory=-1: give how many tokens of earlier turns.*\(0: the conversation only\)"):
         make_policy(f"hf:{tiny_gemma_path}?memory=-1", dtype=torch.float32)
