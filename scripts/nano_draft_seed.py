@@ -6,7 +6,8 @@ first request drafts from the conversation alone, about 2 tokens a forward pass 
 memory holds a few requests. The adapter learned its phrasing from the planner teacher (the think
 lines, the guidance sentences, the answer's JSON), so the planner's turns on other requests are
 good drafts from the start. They only decide how many tokens a forward pass checks: the model
-still chooses every token, so a seed that no longer matches the adapter costs speed, never output.
+still chooses every token, so a seed that no longer matches the adapter costs speed (the output
+changes only where bf16 rounds a pass over more rows differently).
 
     python scripts/nano_draft_seed.py [--requests 16] [--out assets/adapters/nano/draft_seed.jsonl]
 

@@ -231,7 +231,8 @@ class LocalPolicy(PolicyBase):
     def seed_drafts(self, turns: Sequence[str]) -> int:
         """Put turns into the draft memory as if this policy had written them (what a fresh process
         drafts from before its own turns fill it); returns how many tokens went in. Drafts only
-        decide how many tokens one forward pass checks, so a seed never changes a greedy turn."""
+        decide how many tokens one forward pass checks: the model still chooses each token, and a
+        greedy turn changes only where bf16 rounds a pass over more rows differently."""
         if self.draft_memory is None or not self._drafts_on_kept_cache:
             return 0
         added = 0
