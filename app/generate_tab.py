@@ -93,7 +93,7 @@ def policy_hint(spec: str | None) -> str:
         from genevolve.policies.local import nano_base_warning
 
         text = ("nano: GenEvolve-Nano, Gemma 3 270M with our LoRA adapter trained on a CPU (model card below; "
-                "loads on first use; about a minute per request on 2 cores; waits for the shared model slot)")
+                "loads on first use; about 10 to 20 s a request on 2 cores; waits for the shared model slot)")
         if nano_base_warning("given" if "adapter=" in spec else None):
             text += " ⚠ no trained adapter is installed: the base model is untrained for the tool protocol, " \
                     "expect format errors"
