@@ -28,8 +28,9 @@ from __future__ import annotations
 PACKED_MAX_ROWS = 16
 
 
-class PackedLinears:
-    """The modules ``pack_linears`` changed; ``remove()`` puts their own forward back."""
+class PatchedModules:
+    """The modules a speed-up gave their own ``forward`` (``pack_linears``, ``lean_lora``);
+    ``remove()`` puts the class's forward back and drops what the patch kept on them."""
 
     def __init__(self, modules: list):
         self.modules = modules
@@ -54,7 +55,7 @@ def packing_supported() -> bool:
         return False
 
 
-def pack_linears(model, *, min_params: int = 0, frozen_only: bool = False) -> PackedLinears:
+def pack_linears(model, *, min_params: int = 0, frozen_only: bool = False) -> PatchedModules:
     """Pack every bf16 ``nn.Linear`` of a CPU model (peft's LoRA base layers included) for decoding.
 
     Returns the handle (empty when nothing could be packed: another device or dtype, or a torch
@@ -63,7 +64,7 @@ def pack_linears(model, *, min_params: int = 0, frozen_only: bool = False) -> Pa
     import torch
 
     if not packing_supported():
-        return PackedLinears([])
+        return PatchedModules([])
     done = []
     for module in model.modules():
         if not isinstance(module, torch.nn.Linear) or "forward" in module.__dict__:
@@ -80,7 +81,7 @@ def pack_linears(model, *, min_params: int = 0, frozen_only: bool = False) -> Pa
         module._packed_weight = packed
         module.forward = _packed_forward(module)
         done.append(module)
-    return PackedLinears(done)
+    return PatchedModules(done)
 
 
 def _packed_forward(module):
@@ -108,22 +109,7 @@ def _packed_forward(module):
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
-class LeanLora:
-    """The LoRA modules ``lean_lora`` changed; ``remove()`` puts peft's own forward back."""
-
-    def __init__(self, modules: list):
-        self.modules = modules
-
-    def __len__(self) -> int:
-        return len(self.modules)
-
-    def remove(self) -> None:
-        for module in self.modules:
-            module.__dict__.pop("forward", None)
-        self.modules = []
-
-
-def lean_lora(model, *, max_rows: int = PACKED_MAX_ROWS) -> LeanLora:
+def lean_lora(model, *, max_rows: int = PACKED_MAX_ROWS) -> PatchedModules:
     """Decode-time LoRA without peft's per-call bookkeeping, for a frozen inference model.
 
     peft's ``lora.Linear.forward`` checks adapters, casts and dispatches in Python on each of
@@ -139,7 +125,7 @@ def lean_lora(model, *, max_rows: int = PACKED_MAX_ROWS) -> LeanLora:
     try:
         from peft.tuners.lora.layer import Linear as LoraLinear
     except ImportError:
-        return LeanLora([])
+        return PatchedModules([])
     done: list = []
     for parent in model.modules():
         for names in SIBLINGS:
@@ -149,7 +135,7 @@ def lean_lora(model, *, max_rows: int = PACKED_MAX_ROWS) -> LeanLora:
     for module in model.modules():
         if isinstance(module, LoraLinear) and _vanilla(module) and "forward" not in module.__dict__:
             done.extend(_lean_group([module], max_rows, torch))
-    return LeanLora(done)
+    return PatchedModules(done)
 
 
 def _vanilla(module) -> bool:

@@ -476,12 +476,12 @@ class _Run:
             raise ValueError("prompts is empty: point it at a JSONL of bench rows ({\"question\": ...})")
         self.prompts = prompt_pool(load_prompts(cfg.prompts), cfg.prompt_pool, cfg.seed)
         self.model, self.tokenizer, self.processor = load_for_training(cfg.model)
-        from genevolve.policies.cpu_speed import PackedLinears, pack_linears
+        from genevolve.policies.cpu_speed import PatchedModules, pack_linears
 
         # The rollouts decode a few rows a token on a bf16 base the optimizer never changes
         # (LoRA): pack it once for oneDNN, as nano's inference does, so the lm_head is not
         # reordered for every token. The update's passes (grad on, or many rows) stay plain.
-        self.packed = PackedLinears([]) if torch.cuda.is_available() else pack_linears(self.model, frozen_only=True)
+        self.packed = PatchedModules([]) if torch.cuda.is_available() else pack_linears(self.model, frozen_only=True)
         self.reward_fn = reward_fn or make_reward(
             cfg.reward, image_dir=str(self.files.dir / "images") if cfg.save_images else None)
         self.tools = tools if tools is not None else build_rollout_tools(cfg)
