@@ -29,7 +29,9 @@ the local judge gives each check a credit in [0, 1] (``details["credit"]``, mean
 constraints stated, half a fact check for a knowledge case that searched and found something
 relevant but carried none of it, half a reference check for a matching picture that was shown
 but not bound. The GRPO reward pays the graded mean: a rollout that does half the research
-earns more than one that does none, where the checks alone score both as failed.
+earns more than one that does none, where the checks alone score both as failed. A program that
+is the request as written, on a request that needs skills, has a graded mean of 0: it did none of
+the research, whatever the other checks let pass.
 
 ``score_program(case, trajectory_or_program)`` is the entry point the trainer uses for
 R_text. With only a Program (no trajectory), checks 1 and 3 cannot be made and count as not
@@ -266,12 +268,16 @@ def local_sufficiency(case: dict, trajectory_or_program, library: list[tuple[str
         notes["constraints_executable"] += f"; markup or code in the prompt: {garbled[:3]}"
 
     value = sum(checks.values()) / 4
-    graded = round(sum(credit[k] for k in CHECKS) / 4, 6)
+    # Where skills are needed, a copy of the request does none of the work this half pays for: it
+    # earns nothing here. With only the skill check's quarter lost, a copy scored 0.875 of the
+    # hybrid reward against the teacher's 1.0 on the GRPO pool, level with a program that adds the
+    # right guidance and slips once, so GRPO's groups taught the copy (docs/bench/programs.md).
+    graded = 0.0 if copied and traj is not None else round(sum(credit[k] for k in CHECKS) / 4, 6)
     rationale = "; ".join(f"{k}: {'pass' if checks[k] else 'fail'} ({notes.get(k, 'not checkable without a trajectory')})"
                           for k in CHECKS)
     return Scores(sufficiency=value, overall=value, constraint_coverage=coverage, rationale=rationale,
                   judge=spec, details={"checks": checks, "credit": credit, "graded": graded, "unchecked": unchecked,
-                           "needed_skills": need})
+                           "needed_skills": need, "copy": copied})
 
 
 def _facts_check(case: dict, traj, request: str, prompt: str) -> tuple[float, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 pytest.register_assert_rewrite("helpers.studio_server")  # it is also loaded as a plugin below
-from helpers.studio_server import browser, open_studio, session_of, shot  # noqa: E402
+from helpers.studio_server import browser, open_studio, session_of, shot, wait_or_explain  # noqa: E402
 
 pytest_plugins = ["helpers.studio_server"]
 
@@ -77,7 +77,7 @@ def test_reload_mid_run_reattaches_and_keeps_the_form(light_studio, slow_endpoin
         page.fill("#ge-seed input", "3")
         page.locator("#ge-seed input").blur()
         page.click("#ge-go")
-        page.wait_for_selector("#ge-events .ge-ev-tool_call", timeout=60_000)
+        wait_or_explain(page, "#ge-events .ge-ev-tool_call", home)
         calls_before = page.locator("#ge-events .ge-ev-tool_call").count()
 
         page.reload()

@@ -224,6 +224,25 @@ def open_studio(page, url: str) -> None:
     page.wait_for_selector("#ge-session code", timeout=30_000)
 
 
+def wait_or_explain(page, selector: str, home: Path, timeout: float = 60_000) -> None:
+    """``page.wait_for_selector``, but a timeout fails with what the page and the studio said (the
+    status line, the live trajectory, the server log's tail) instead of only the selector."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector(selector, timeout=timeout)
+    except PlaywrightTimeout:
+        def text(sel):
+            try:
+                return page.locator(sel).first.inner_text(timeout=2_000)[-1500:]
+            except Exception as exc:  # noqa: BLE001 - a diagnostic must not hide the failure
+                return f"(unreadable: {exc})"
+        log = home / "studio.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        pytest.fail(f"{selector} did not appear in {timeout / 1000:.0f}s\nstatus: {text('#ge-status')}\n"
+                    f"events: {text('#ge-events')}\nstudio log:\n{tail}")
+
+
 def session_of(page) -> str:
     return page.locator("#ge-session code").inner_text().strip()
 

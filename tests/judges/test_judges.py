@@ -413,12 +413,17 @@ def test_the_grpo_reward_pays_the_graded_credit():
 
     request = 'A poster of the Eiffel Tower with the title "PARIS"'
     case = {"question": request, "category": "architecture_landmark"}
-    traj = _trajectory(request, request + ".", search_text="1. **Eiffel Tower** — The Eiffel Tower is a "
-                       "wrought-iron lattice tower in Paris.", skills=["text_rendering"])
-    reward = HybridReward(renderer="layout", judge="local", sufficiency="sufficiency", w=0.5)(case, traj)
+    search = "1. **Eiffel Tower** — The Eiffel Tower is a wrought-iron lattice tower in Paris."
+    score = HybridReward(renderer="layout", judge="local", sufficiency="sufficiency", w=0.5)
+    traj = _trajectory(request, request + ", the title in bold block letters across the top.", search_text=search,
+                       skills=["text_rendering"])
+    reward = score(case, traj)
     details = reward.info["sufficiency_details"]
     assert details["graded"] > sum(details["checks"].values()) / 4  # the found-but-not-carried half
     assert reward.components["r_text"] == pytest.approx(details["graded"])
+    # The same research handed on as the request, as written: no text reward at all.
+    copy = score(case, _trajectory(request, request + ".", search_text=search, skills=["text_rendering"]))
+    assert copy.info["sufficiency_details"]["copy"] and copy.components["r_text"] == 0.0
 
 
 def test_references_must_be_of_what_the_request_names_and_bound_when_one_is_at_hand():
@@ -498,6 +503,27 @@ def test_a_copy_of_the_request_applies_no_skill_it_read():
         request, "Three red apples in a row, exactly 3, evenly spaced left to right, each fully visible.",
         skills=skills))
     assert applied.details["checks"]["skills_applied"] and applied.details["credit"]["skills_applied"] == 1.0
+
+
+def test_a_copy_earns_no_text_reward_where_skills_are_needed_and_less_than_a_program_that_slips_once():
+    """GRPO learns what wins inside a group. When a copy lost only the skill check's quarter it
+    scored level with a program that applied the skills and slipped once elsewhere, so the groups
+    taught the copy; now a copy's graded mean is 0 where skills are needed, and still 1 where the
+    request needs none (a copy is then all there is to write)."""
+    request = "three red apples in a row"
+    case = {"question": request, "category": "counting"}
+    skills = ["quantity_counting", "spatial_layout", "attribute_binding"]
+    copy = local_sufficiency(case, _trajectory(request, "Three red apples in a row.", skills=skills))
+    assert copy.details["copy"] and copy.details["graded"] == 0.0
+    # Applies the guidance but invents a count of pears nobody asked for: one check lost.
+    slipped = local_sufficiency(case, _trajectory(
+        request, "Three red apples in a row, exactly 3, evenly spaced left to right, each fully visible, "
+                 "beside exactly 2 pears.", skills=skills))
+    assert not slipped.details["copy"] and not slipped.details["checks"]["constraints_executable"]
+    assert slipped.details["graded"] == 0.75
+    bare_request = "a bench"
+    bare = local_sufficiency({"question": bare_request}, _trajectory(bare_request, "A bench."))
+    assert bare.details["needed_skills"] == [] and not bare.details["copy"] and bare.details["graded"] == 1.0
 
 
 def test_the_skills_the_teacher_read_are_needed_where_the_case_records_them():
