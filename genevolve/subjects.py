@@ -285,12 +285,14 @@ def subject_mentions(request: str, counts: dict[str, int] | None = None,
         out.append(SubjectMention(name=name, count=count, arrangement=shape if count is None or count > 1 else None))
         if len(out) == _MAX_SUBJECTS:  # the rest are never used; searching for them would cost a pass each
             break
-    # Containers: "baskets of tomatoes" -> tomatoes inside the baskets.
+    # Containers: "baskets of tomatoes" or "apples in a brown basket" -> the fruit inside the basket.
     names = {m.name for m in out}
     result = []
     for m in out:
         cont = re.search(rf"\b([a-z]+)\s+(?:of|with|full\s+of|filled\s+with)\s+(?:[a-z-]+\s+)?{re.escape(m.name)}\b",
-                         plain, re.IGNORECASE)
+                         plain, re.IGNORECASE) or re.search(
+            rf"\b{re.escape(m.name)}\s+(?:(?:piled|heaped|sitting|resting|lying)\s+)?(?:in|inside)\s+(?:a|an|the|one)\s+"
+            rf"(?:[a-z-]+\s+)?([a-z]+)\b", plain, re.IGNORECASE)
         if cont and singular(cont.group(1)) in CONTAINERS and cont.group(1).lower() in names:
             m = SubjectMention(m.name, m.count, m.arrangement, container=cont.group(1).lower())
         result.append(m)

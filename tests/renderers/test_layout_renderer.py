@@ -12,7 +12,7 @@ import skimage.data
 from PIL import Image
 
 from genevolve.judges.verify import verify_image
-from genevolve.program import Constraint, Program, Reference
+from genevolve.program import Constraint, Program, Reference, derive_constraints
 from genevolve.renderers import RenderError, make_renderer, render_with_report
 from genevolve.renderers.layout import LayoutRenderer, build_palette, placement_hints, prompt_colors
 from genevolve.renderers.typeset import assign_roles, contrast_ratio, fit_block, Style
@@ -289,6 +289,21 @@ def test_farmers_market_poster_shows_the_subjects_and_the_date(renderer, tmp_pat
     # Subject boxes never cover the text.
     text_top = min(ln["box"][1] for ln in result["ocr_lines"])
     assert all(b[3] <= text_top for d in drawn.values() for b in d["boxes"])
+
+
+def test_things_in_a_container_are_drawn_in_it(renderer):
+    """"Green apples in a brown basket on a table" drew the apples beside the basket: only "baskets
+    of tomatoes" gave a container. "X in a Y" does now, where Y holds things; "a man in a hat" not."""
+    _emoji_font()
+    _, report = render_with_report(renderer, _requested("Green apples in a brown basket on a table."), seed=1)
+    drawn = _subjects(report)
+    assert drawn["green apples"]["container"] == "basket"
+    (basket,) = drawn["basket"]["boxes"]
+    for x0, y0, x1, y1 in drawn["green apples"]["boxes"]:
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        assert basket[0] <= cx <= basket[2] and basket[1] - 0.1 * (basket[3] - basket[1]) <= cy <= basket[3]
+    worn = {c.subject: c.object for c in derive_constraints("A man in a hat.") if c.kind == "subject"}
+    assert worn == {"man": None, "hat": None}
 
 
 def _drawn_hues(image, box) -> np.ndarray:
