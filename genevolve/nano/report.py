@@ -12,6 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
+from genevolve.training.metrics import read_rows
+
 EXTERNAL_SECTION = """
 The first yardstick: program quality (`genevolve eval programs`, no renderer) on a stratified sample
 of PartiPrompts, GenEval, T2I-CompBench and the official release's examples — requests nobody here
@@ -363,16 +365,34 @@ def grpo_rows(out: Path) -> dict[str, list[dict]]:
     return rows
 
 
+def group_copies(out: Path, name: str) -> dict[int, tuple[int, int]]:
+    """Per optimizer step of a GRPO stage: (programs that are the request as written, programs) in
+    its group, read from rollouts.jsonl. GRPO learns what wins inside a group, and on the earlier
+    reward that was the copy (docs/bench/programs.md)."""
+    from genevolve.program import copied_request
+
+    counts: dict[int, tuple[int, int]] = {}
+    for row in read_rows(out / name / "rollouts.jsonl"):
+        question = str(row.get("question") or "")
+        prompts = [str(r["program"].get("gen_prompt") or "") for r in row.get("rollouts") or []
+                   if isinstance(r, dict) and isinstance(r.get("program"), dict)]
+        if isinstance(row.get("step"), int):
+            copies, programs = counts.get(row["step"], (0, 0))
+            counts[row["step"]] = (copies + sum(copied_request(p, question) for p in prompts), programs + len(prompts))
+    return counts
+
+
 def grpo_section(out: Path) -> str | None:
     """Per step of each GRPO stage: the group's reward and its spread, what the rollouts did, the SDL
     terms; the measured parts of the model card's reinforcement section."""
     stages = grpo_rows(out)
     if not stages:
         return None
-    lines = ["| stage | step | reward mean ± sd in the group | ended in a program | skill calls | "
-             "user's pictures bound · library pictures bound | rows trained | SDL KL | guides added / gate hits | "
-             "seconds |", "|---" * 10 + "|"]
+    lines = ["| stage | step | reward mean ± sd in the group | ended in a program | copies of the request | "
+             "skill calls | user's pictures bound · library pictures bound | rows trained | SDL KL | "
+             "guides added / gate hits | seconds |", "|---" * 11 + "|"]
     for name, steps in stages.items():
+        copies = group_copies(out, name)
         for m in steps:
             terms = m.get("terminations") or {}
             n = sum(terms.values()) or 1
@@ -383,8 +403,9 @@ def grpo_section(out: Path) -> str | None:
             secs = sum((m.get("timings") or {}).get(k, 0.0) for k in ("generation_s", "tools_s", "judge_s"))
             pics = m.get("pictures")  # counted since 2026-12-06: GRPO on a pool without pictures unlearned binding
             bound = "–" if pics is None else f"{pics['user_bound']}/{pics['user_given']} · {pics['library_bound']}"
+            copied = "–" if m["step"] not in copies else "{}/{}".format(*copies[m["step"]])
             lines.append(f"| {name} | {m['step']} | {m['reward_mean']:.3f} ± {m.get('reward_std') or 0:.3f} | "
-                         f"{answered}/{n} | {skills} | {bound} | {m.get('trained_samples', '–')} | {kl} | {guides} | "
+                         f"{answered}/{n} | {copied} | {skills} | {bound} | {m.get('trained_samples', '–')} | {kl} | {guides} | "
                          f"{m.get('step_time', secs) or secs:.0f} |")
     return "\n".join(lines)
 
@@ -399,11 +420,9 @@ def revisit_gains(out: Path) -> dict[str, dict[str, float]]:
         if not path.exists():
             continue
         visits: dict[str, dict[int, list[float]]] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                rewards = [float(r["reward"]) for r in rec.get("rollouts", [])]
-                visits.setdefault(rec["prompt_id"], {}).setdefault(int(rec["step"]), []).extend(rewards)
+        for rec in read_rows(path):  # a run killed mid-write leaves a torn last line
+            rewards = [float(r["reward"]) for r in rec.get("rollouts", [])]
+            visits.setdefault(rec["prompt_id"], {}).setdefault(int(rec["step"]), []).extend(rewards)
         # Rounded: rewards are sums of fractions, and 1e-17 would print as a gain of -0.000.
         gains[name] = {pid: round(_mean(by_step[steps[1]]) - _mean(by_step[steps[0]]), 9)
                        for pid, by_step in visits.items() if len(steps := sorted(by_step)) >= 2}
@@ -455,7 +474,7 @@ def research_payoff(out: Path) -> dict[str, dict]:
         path = out / name / "rollouts.jsonl"
         if not path.exists():
             continue
-        groups = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        groups = read_rows(path)
         if not groups:
             continue
         diffs: dict[str, list[float]] = {t: [] for t in (*RESEARCH_TOOLS, "any tool")}
@@ -529,7 +548,8 @@ def _mean(values: list[float]) -> float:
 
 
 def grpo_chart(out: Path, path: Path) -> Path | None:
-    """Reward per step (mean and the group's spread) for each GRPO stage."""
+    """Reward per step (mean and the group's spread) for each GRPO stage, and the share of its group's
+    programs that copy the request (dotted)."""
     stages = grpo_rows(out)
     if not stages:
         return None
@@ -538,22 +558,27 @@ def grpo_chart(out: Path, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
     for name, steps in stages.items():
         x = [m["step"] for m in steps]
         y = [m["reward_mean"] for m in steps]
         sd = [m.get("reward_std") or 0.0 for m in steps]
         ax.plot(x, y, marker="o", label=name.replace("_", "+"))
         ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], alpha=0.15)
+        copies = group_copies(out, name)
+        shares = [(step, c / n) for step, (c, n) in sorted(copies.items()) if n]
+        if shares:  # what the groups drift to when a copy wins inside them
+            ax.plot(*zip(*shares), linestyle=":", color=ax.lines[-1].get_color(),
+                    label=f"{name.replace('_', '+')}: share of programs that copy the request")
         gated = [(m["step"], m["reward_mean"]) for m in steps if (m.get("guide_hit_rate") or 0) > 0]
         if gated:  # the steps where a stored Decision Guide passed the gate and SDL's term applied
             ax.scatter(*zip(*gated), marker="s", s=46, facecolors="none", edgecolors="crimson", zorder=3,
                        label=f"{name.replace('_', '+')}: SDL gate open ({len(gated)} steps)")
     ax.set_xlabel("optimizer step (one prompt, 6 rollouts)")
-    ax.set_ylabel("hybrid reward")
+    ax.set_ylabel("hybrid reward · copy share")
     ax.set_ylim(0, 1)
     ax.set_title("GRPO on the RL pool: group mean ± sd", fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # off the data
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)  # off the data
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

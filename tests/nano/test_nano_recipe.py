@@ -3,6 +3,8 @@ card, from a run folder laid out as the stages write it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -23,6 +25,16 @@ def _grpo_run(out, name, rewards, sdl=False):
             row["pictures"] = {"user_given": 3, "user_bound": 2, "library_bound": 1}
         files.log(row)
     files.log({"step": len(rewards), "train_runtime": 99.0})  # the end-of-run summary is not a step
+    if not sdl:  # the group's programs at step 1: two copies of the request, one that adds, one with none
+        question = "three red apples in a row"
+        quality = "High detail, coherent single image, no watermark, no stray text."
+        rollouts = [{"reward": 0.5, "program": {"gen_prompt": "Three red apples in a row."}},
+                    {"reward": 0.5, "program": {"gen_prompt": f"Three red apples in a row. {quality}"}},
+                    {"reward": 0.9, "program": {"gen_prompt": "Three red apples in a row, exactly 3, evenly spaced "
+                                                              "left to right, each fully visible."}},
+                    {"reward": 0.0, "program": None}]
+        with open(out / name / "rollouts.jsonl", "w", encoding="utf-8") as f:
+            f.write(json.dumps({"step": 1, "prompt_id": "p1", "question": question, "rollouts": rollouts}) + "\n" + '{"step": 2, "que')
 
 
 def test_grpo_section_and_chart_from_the_stage_metrics(tmp_path):
@@ -31,9 +43,10 @@ def test_grpo_section_and_chart_from_the_stage_metrics(tmp_path):
     table = grpo_section(tmp_path)
     rows = [line for line in table.splitlines() if line.startswith("| grpo")]
     assert len(rows) == 4  # one per optimizer step, none for the summary row
-    assert "| grpo | 1 | 0.400 ± 0.100 | 4/6 | 2 | – | 4 | – | – | 208 |" in table
-    assert "| grpo_sdl | 1 | 0.450 ± 0.120 | 4/6 | 2 | – | 4 | 0.0200 | 1 / 0% | 208 |" in table
-    assert "| grpo_sdl | 2 | 0.500 ± 0.100 | 4/6 | 2 | 2/3 · 1 | 4 | 0.0100 | 1 / 100% | 208 |" in table
+    assert "| grpo | 1 | 0.400 ± 0.100 | 4/6 | 2/3 | 2 | – | 4 | – | – | 208 |" in table  # copies / programs
+    assert "| grpo | 2 | 0.550 ± 0.050 | 4/6 | – | 2 |" in table  # a torn last rollout row counts nothing
+    assert "| grpo_sdl | 1 | 0.450 ± 0.120 | 4/6 | – | 2 | – | 4 | 0.0200 | 1 / 0% | 208 |" in table
+    assert "| grpo_sdl | 2 | 0.500 ± 0.100 | 4/6 | – | 2 | 2/3 · 1 | 4 | 0.0100 | 1 / 100% | 208 |" in table
     from PIL import Image
 
     with Image.open(grpo_chart(tmp_path, tmp_path / "g.png")) as im:
