@@ -85,3 +85,13 @@ def restore_form(sid_value, request: gr.Request = None) -> tuple:
     # A forged form file cannot make the page serve another folder's file.
     values["uploads"] = [p for p in form.uploads if Path(p).parent == own and Path(p).is_file()] or None
     return tuple(values[k] for k in FORM_FIELDS)
+
+
+def restore_unless_edited(form: GenerateForm, sid_value, request: gr.Request = None) -> tuple:
+    """``restore_form``'s values for the page that loads, except the fields whose value on the page
+    is no longer the default: the user typed or chose them before the restore arrived, and their
+    edit wins (a restore that landed after the first keystrokes wiped the request, and Generate
+    then said "Write a request first")."""
+    blank = GenerateForm().values()
+    return tuple(gr.skip() if now != default else saved
+                 for now, default, saved in zip(form.values(), blank, restore_form(sid_value, request)))

@@ -63,7 +63,8 @@ def build_studio():
     import gradio as gr
 
     from app import bench_tab, generate_tab, guides_tab, inspector_tab, judge_tab, training_tab
-    from app.generate_form import restore_form
+    from app import sessions
+    from app.generate_form import restore_unless_edited, takes_form
     from app.sessions import new_session_id
 
     # No usage analytics: the studio must work (and stay quiet) on a machine with no network.
@@ -89,14 +90,20 @@ def build_studio():
         sid_mark = gr.HTML("", elem_id="ge-session", padding=False)
 
         def ensure_session(sid):
-            sid = sid or new_session_id()
+            return sid or new_session_id()
+
+        def restore_page(form, sid_value, request=None):
+            """The session's form (fields the user already edited kept), then its mark and history:
+            the session line appears only once the form is what it will stay."""
+            sid = sessions.session_id(sid_value, request)
             mark = (f"<div class='ge-meta'>this browser's session <code>{sid}</code> · runs and images here are "
                     "private to it</div>")
-            return sid, mark, generate_tab.history_rows(sid)
+            return (*restore_unless_edited(form, sid_value, request), mark, generate_tab.history_rows(sid))
 
         # A reload brings back the session's form and re-attaches to its run (still going, or just ended).
-        demo.load(ensure_session, inputs=[sid_state], outputs=[sid_state, sid_mark, gen["history"]], queue=False).then(
-            restore_form, [sid_state], gen["form"], queue=False).then(
+        demo.load(ensure_session, inputs=[sid_state], outputs=[sid_state], queue=False).then(
+            takes_form(restore_page), [*gen["form"], sid_state], [*gen["form"], sid_mark, gen["history"]],
+            queue=False).then(
             gen["attach"], [sid_state], gen["outputs"], concurrency_limit=None, show_progress="hidden")
     return demo
 

@@ -112,6 +112,28 @@ def test_reload_mid_run_reattaches_and_keeps_the_form(light_studio, slow_endpoin
         assert page.locator("#ge-image img").count() == 1
 
 
+def test_what_a_user_types_while_the_page_loads_is_kept_and_runs(light_studio):
+    """The page restores the session's form after it loads. A restore that came after the first
+    keystrokes wiped the request (and a chosen backend), and Generate then said "Write a request
+    first": the first CI run of the reload test above fell into it. Typing at once must stick."""
+    url, home = light_studio
+    request = "Three apples in a bowl on a kitchen table."
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#ge-request textarea", timeout=60_000)
+        page.fill("#ge-request textarea", request)  # before the session line: the restore is still to come
+        page.wait_for_selector("#ge-session code", timeout=30_000)
+        page.wait_for_timeout(500)
+        assert page.locator("#ge-request textarea").input_value() == request
+        sid = session_of(page)
+        page.click("#ge-go")
+        wait_or_explain(page, "#ge-events .ge-ev-done", home)
+        assert "Write a request first" not in page.locator("#ge-status").inner_text()
+    runs = _runs(home, sid)
+    assert len(runs) == 1 and runs[0][1] == "answer"
+
+
 def test_uploads_are_images_within_a_size_limit(light_studio, tmp_path):
     url, _ = light_studio
     huge = tmp_path / "holiday.png"

@@ -129,6 +129,24 @@ def test_the_form_survives_a_reload_and_keeps_only_the_sessions_own_images(tmp_p
     assert fresh["request"] == "" and fresh["policy"] == "planner" and fresh["offline"] is True
 
 
+def test_a_restore_keeps_what_the_user_typed_before_it_arrived():
+    """The page restores the session's form a round trip after it loads; a field the user already
+    changed by then keeps the user's value (the rest come back as saved)."""
+    import gradio as gr
+
+    from app.generate_form import remember_form, restore_unless_edited
+    from genevolve.service import FORM_FIELDS, GenerateForm
+
+    sid = "formCCCC0006"
+    remember_form("the saved request", None, "nano", False, "", "none", False, True, 5, "", sid)
+    typed = GenerateForm(request="what I typed just now", policy="openai:m@http://127.0.0.1:9/v1")
+    page = dict(zip(FORM_FIELDS, restore_unless_edited(typed, sid)))
+    assert page["request"] == gr.skip() and page["policy"] == gr.skip()  # the page keeps what it holds
+    assert (page["renderer"], page["seed"]) == ("none", 5)  # untouched fields come back as saved
+    untouched = dict(zip(FORM_FIELDS, restore_unless_edited(GenerateForm(), sid)))
+    assert (untouched["request"], untouched["policy"]) == ("the saved request", "nano")
+
+
 # ---------------------------------------------------------------- the shared-model queue
 
 
