@@ -28,10 +28,10 @@ def _grpo_run(out, name, rewards, sdl=False):
     if not sdl:  # the group's programs at step 1: two copies of the request, one that adds, one with none
         question = "three red apples in a row"
         quality = "High detail, coherent single image, no watermark, no stray text."
-        rollouts = [{"reward": 0.5, "program": {"gen_prompt": "Three red apples in a row."}},
-                    {"reward": 0.5, "program": {"gen_prompt": f"Three red apples in a row. {quality}"}},
-                    {"reward": 0.9, "program": {"gen_prompt": "Three red apples in a row, exactly 3, evenly spaced "
-                                                              "left to right, each fully visible."}},
+        rollouts = [{"reward": 0.5, "program": "Three red apples in a row."},  # as the trainer logs them
+                    {"reward": 0.5, "program": f"Three red apples in a row. {quality}"},
+                    {"reward": 0.9, "program": "Three red apples in a row, exactly 3, evenly spaced left to right, "
+                                              "each fully visible."},
                     {"reward": 0.0, "program": None}]
         with open(out / name / "rollouts.jsonl", "w", encoding="utf-8") as f:
             f.write(json.dumps({"step": 1, "prompt_id": "p1", "question": question, "rollouts": rollouts}) + "\n" + '{"step": 2, "que')
