@@ -65,7 +65,6 @@ def build_studio():
     from app import bench_tab, generate_tab, guides_tab, inspector_tab, judge_tab, training_tab
     from app import sessions
     from app.generate_form import restore_unless_edited, takes_form
-    from app.sessions import new_session_id
 
     # No usage analytics: the studio must work (and stay quiet) on a machine with no network.
     with gr.Blocks(title="GenEvolve Studio", fill_width=True, analytics_enabled=False) as demo:
@@ -90,7 +89,7 @@ def build_studio():
         sid_mark = gr.HTML("", elem_id="ge-session", padding=False)
 
         def ensure_session(sid):
-            return sid or new_session_id()
+            return sid or sessions.new_session_id()
 
         def restore_page(form, sid_value, request=None):
             """The session's form (fields the user already edited kept), then its mark and history:

@@ -373,12 +373,13 @@ def group_copies(out: Path, name: str) -> dict[int, tuple[int, int]]:
 
     counts: dict[int, tuple[int, int]] = {}
     for row in read_rows(out / name / "rollouts.jsonl"):
+        if not isinstance(row.get("step"), int):
+            continue
         question = str(row.get("question") or "")
         # A rollout row holds its program's gen_prompt, or None where it ended without one.
         prompts = [r["program"] for r in row.get("rollouts") or [] if isinstance(r, dict) and isinstance(r.get("program"), str)]
-        if isinstance(row.get("step"), int):
-            copies, programs = counts.get(row["step"], (0, 0))
-            counts[row["step"]] = (copies + sum(copied_request(p, question) for p in prompts), programs + len(prompts))
+        copies, programs = counts.get(row["step"], (0, 0))
+        counts[row["step"]] = (copies + sum(copied_request(p, question) for p in prompts), programs + len(prompts))
     return counts
 
 
